@@ -1,0 +1,78 @@
+//! `appliance`: the administrator's command. It parses arguments, shows
+//! progress and errors, and calls the libraries; it holds no logic of its own.
+
+mod profile_cmd;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Build, sign, verify and test security-appliance images.
+#[derive(Debug, Parser)]
+#[command(name = "appliance", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text where a command prints results.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, show and document profiles.
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCmd),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    Manpage,
+}
+
+/// What a command reports back to `main`.
+pub enum Outcome {
+    /// Everything was fine.
+    Ok,
+    /// The command ran, and found problems it already printed (exit 1).
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Profile(cmd) => profile_cmd::run(cmd, cli.json),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "appliance", &mut std::io::stdout());
+            Ok(Outcome::Ok)
+        }
+        Command::Manpage => {
+            let man = clap_mangen::Man::new(Cli::command());
+            let mut buf = Vec::new();
+            man.render(&mut buf)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    std::io::stdout().write_all(&buf)?;
+                    Ok(Outcome::Ok)
+                })
+        }
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            if cli.json {
+                let v = serde_json::json!({ "error": format!("{e:#}") });
+                println!("{v}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}

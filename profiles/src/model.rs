@@ -1,0 +1,512 @@
+//! The validated profile: what every builder downstream uses. Every value
+//! here has passed validation, so builders do not re-check it.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Serialize, Serializer};
+use zeroize::Zeroize;
+
+use crate::algo::{Aead, EspProposal, IkeProposal};
+use crate::net::{IfAddr, PortRange, Prefix, TrafficSelector};
+use crate::units::{ByteSize, Seconds};
+
+/// A validated appliance profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// The profile file itself.
+    pub path: PathBuf,
+    /// Every file the profile was built from (itself first, then its bases).
+    pub files: Vec<PathBuf>,
+    /// `[appliance]`
+    pub appliance: Appliance,
+    /// `[hardware]`
+    pub hardware: Hardware,
+    /// `[kernel]`
+    pub kernel: Kernel,
+    /// The red (private-side) personality.
+    pub red: Personality,
+    /// The black (internet-side) personality.
+    pub black: Personality,
+    /// `[viaduct]`
+    pub viaduct: Viaduct,
+    /// `[[links]]`
+    pub links: Vec<Link>,
+    /// `[image]`
+    pub image: Image,
+    /// `[signing]`
+    pub signing: Option<Signing>,
+}
+
+/// What the appliance is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Appliance {
+    /// Name (`[a-z0-9-]`).
+    pub name: String,
+    /// Version string.
+    pub version: String,
+    /// Anti-rollback counter.
+    pub security_version: u64,
+    /// Free text.
+    pub description: Option<String>,
+    /// Isolation runtime.
+    pub runtime: Runtime,
+    /// A lab profile (may carry test keys).
+    pub lab: bool,
+}
+
+/// Isolation runtime of the personalities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// Namespace compartments on one kernel.
+    Compartment,
+}
+
+/// Hardware target and NICs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hardware {
+    /// Target name (`x86_64-uefi`).
+    pub target: String,
+    /// NICs, sorted by role.
+    pub nics: Vec<Nic>,
+}
+
+/// A network card.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nic {
+    /// Role name (`lan`, `wan`).
+    pub role: String,
+    /// Kernel driver.
+    pub driver: String,
+    /// PCI address to match, if given.
+    pub pci: Option<String>,
+    /// MAC address to match (lowercase), if given.
+    pub mac: Option<String>,
+    /// Network segment it is plugged into.
+    pub network: Option<String>,
+    /// Which personality owns it.
+    pub owner: Side,
+}
+
+/// Red or black.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// The private (LAN) side.
+    Red,
+    /// The internet side.
+    Black,
+}
+
+impl Side {
+    /// `red` or `black`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Red => "red",
+            Side::Black => "black",
+        }
+    }
+}
+
+/// Kernel and drivers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kernel {
+    /// Debian package.
+    pub package: String,
+    /// Modules (normalised: `-` → `_`), in profile order, no duplicates.
+    pub drivers: Vec<String>,
+    /// Extra command-line arguments.
+    pub cmdline: Vec<String>,
+}
+
+/// One personality.
+#[derive(Debug, Clone, Serialize)]
+pub struct Personality {
+    /// Red or black.
+    pub side: Side,
+    /// Role of the NIC it owns.
+    pub nic: String,
+    /// Debian packages of its root filesystem.
+    pub packages: Vec<String>,
+    /// Static addresses.
+    pub addresses: Vec<IfAddr>,
+    /// Default gateway.
+    pub gateway: Option<IpAddr>,
+    /// DHCP client instead of static addresses.
+    pub dhcp: bool,
+    /// Services.
+    pub services: Vec<Service>,
+    /// Compartment memory limit.
+    pub memory_limit: ByteSize,
+    /// Compartment process limit.
+    pub pids_limit: u64,
+}
+
+/// A service in a personality.
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Program (absolute path) and arguments.
+    pub command: Vec<String>,
+    /// Restart policy.
+    pub restart: Restart,
+    /// Capabilities kept (`CAP_…`).
+    pub capabilities: Vec<String>,
+}
+
+/// Restart policy of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Restart whenever it exits.
+    Always,
+    /// Restart only after a failure (non-zero exit or signal).
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// Roles of the Viaduct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// IPsec gateway.
+    Vpn,
+    /// Packet filter.
+    Firewall,
+    /// Intrusion detection.
+    Ids,
+    /// Router with ACLs.
+    Router,
+}
+
+/// The Viaduct's configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Viaduct {
+    /// Roles.
+    pub roles: BTreeSet<Role>,
+    /// IPsec (present iff role `vpn`).
+    pub ipsec: Option<Ipsec>,
+    /// Extra SPD entries.
+    pub spd: Vec<SpdRule>,
+    /// Filter rules, first match wins.
+    pub filter: Vec<FilterRule>,
+    /// Action when no filter rule matches.
+    pub filter_default: FilterAction,
+    /// IDS rules.
+    pub ids: Vec<IdsRule>,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+/// IPsec configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ipsec {
+    /// Local IKE identity.
+    pub local_id: String,
+    /// Local outer address.
+    pub local_address: IpAddr,
+    /// Anti-replay window (packets).
+    pub replay_window: u32,
+    /// Peers.
+    pub peers: Vec<Peer>,
+}
+
+/// An IPsec peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// Name.
+    pub name: String,
+    /// Outer address.
+    pub address: IpAddr,
+    /// IKE identity.
+    pub remote_id: String,
+    /// Authentication.
+    pub auth: Auth,
+    /// IKE proposals, in preference order.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// ESP proposals, in preference order.
+    pub esp_proposals: Vec<EspProposal>,
+    /// Lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Tunnels.
+    pub tunnels: Vec<Tunnel>,
+}
+
+/// Peer authentication.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum Auth {
+    /// Pre-shared key sealed in the TPM under this name.
+    PskTpm {
+        /// Name of the sealed object.
+        name: String,
+    },
+    /// Lab pre-shared key carried in the profile (lab profiles only).
+    PskLab {
+        /// The key.
+        key: LabKey,
+    },
+    /// EdDSA (Ed25519) public key of the peer.
+    PublicKey {
+        /// 32-byte Ed25519 key, hex.
+        #[serde(serialize_with = "ser_hex")]
+        ed25519: [u8; 32],
+    },
+}
+
+fn ser_hex<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    s.serialize_str(&hex)
+}
+
+/// Secret key bytes from a lab profile; zeroised on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LabKey(Vec<u8>);
+
+impl LabKey {
+    /// Wraps key bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        LabKey(bytes)
+    }
+    /// The key bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for LabKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for LabKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LabKey(<{} bytes>)", self.0.len())
+    }
+}
+
+impl Serialize for LabKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("<lab key, {} bytes>", self.0.len()))
+    }
+}
+
+/// SA lifetimes.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Lifetimes {
+    /// IKE SA lifetime.
+    pub ike: Seconds,
+    /// Child SA hard lifetime.
+    pub child: Seconds,
+    /// Child SA soft lifetime (rekey).
+    pub child_rekey: Seconds,
+    /// Child SA hard byte limit.
+    pub child_bytes: Option<ByteSize>,
+    /// Child SA hard packet limit.
+    pub child_packets: Option<u64>,
+}
+
+/// A tunnel (child SA).
+#[derive(Debug, Clone, Serialize)]
+pub struct Tunnel {
+    /// Name (unique across peers).
+    pub name: String,
+    /// Local (red-side) selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// Remote selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Manual keying (lab).
+    pub manual: Option<ManualSa>,
+}
+
+/// Manually keyed SA pair (lab only).
+#[derive(Debug, Clone, Serialize)]
+pub struct ManualSa {
+    /// AEAD.
+    pub aead: Aead,
+    /// Outbound SPI.
+    pub spi_out: u32,
+    /// Inbound SPI.
+    pub spi_in: u32,
+    /// Outbound key || salt.
+    pub key_out: LabKey,
+    /// Inbound key || salt.
+    pub key_in: LabKey,
+}
+
+/// Selector of an SPD or filter rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Selector {
+    /// Source prefix (`None` = any).
+    pub src: Option<Prefix>,
+    /// Destination prefix (`None` = any).
+    pub dst: Option<Prefix>,
+    /// Protocol (`None` = any).
+    pub protocol: Option<u8>,
+    /// Source ports.
+    pub src_ports: PortRange,
+    /// Destination ports.
+    pub dst_ports: PortRange,
+}
+
+/// An extra SPD entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpdRule {
+    /// Name.
+    pub name: String,
+    /// What it matches.
+    pub selector: Selector,
+    /// BYPASS or DISCARD.
+    pub action: SpdAction,
+}
+
+/// SPD actions that can be written directly (PROTECT comes from tunnels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpdAction {
+    /// Pass in clear.
+    Bypass,
+    /// Drop and count.
+    Discard,
+}
+
+/// Filter direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Red → black.
+    Outbound,
+    /// Black → red.
+    Inbound,
+}
+
+/// Filter action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterAction {
+    /// Let through.
+    Accept,
+    /// Drop and count.
+    Drop,
+}
+
+/// A filter rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterRule {
+    /// Name.
+    pub name: String,
+    /// Direction.
+    pub direction: Direction,
+    /// What it matches.
+    pub selector: Selector,
+    /// Action.
+    pub action: FilterAction,
+}
+
+/// An IDS rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdsRule {
+    /// Name.
+    pub name: String,
+    /// Payload bytes to match.
+    pub content: String,
+    /// Protocol (`None` = any).
+    pub protocol: Option<u8>,
+    /// Destination ports.
+    pub dst_ports: PortRange,
+    /// Action.
+    pub action: IdsAction,
+}
+
+/// IDS action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdsAction {
+    /// Log and let through.
+    Alert,
+    /// Log and drop.
+    Drop,
+}
+
+/// A route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Destination.
+    pub dst: Prefix,
+    /// Next hop.
+    pub via: RouteVia,
+}
+
+/// Where a route points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteVia {
+    /// Out of the red side.
+    Red,
+    /// Out of the black side.
+    Black,
+    /// Into a tunnel.
+    Tunnel(String),
+}
+
+/// A link end.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Node {
+    /// The red personality.
+    Red,
+    /// The black personality.
+    Black,
+    /// The Viaduct.
+    Viaduct,
+    /// An external network segment.
+    Network(String),
+}
+
+/// A declared link.
+#[derive(Debug, Clone, Serialize)]
+pub struct Link {
+    /// Name.
+    pub name: String,
+    /// The two ends.
+    pub between: [Node; 2],
+}
+
+/// Disk layout.
+#[derive(Debug, Clone, Serialize)]
+pub struct Image {
+    /// Whole disk.
+    pub size: ByteSize,
+    /// EFI system partition.
+    pub esp_size: ByteSize,
+    /// Slot layout.
+    pub slots: Slots,
+    /// Extra output formats (raw is always written).
+    pub qcow2: bool,
+}
+
+/// Boot slot layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Slots {
+    /// Two slots, A and B.
+    Ab,
+    /// One slot.
+    Single,
+}
+
+/// Signing configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signing {
+    /// Private key file (resolved against the profile's directory).
+    pub key: Option<PathBuf>,
+    /// Public key file.
+    pub public_key: Option<PathBuf>,
+    /// Sign for UEFI Secure Boot.
+    pub secure_boot: bool,
+}

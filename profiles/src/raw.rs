@@ -1,0 +1,396 @@
+//! The raw profile model: exactly what the TOML says, with a source span on
+//! every value, unknown keys rejected. Nothing here is checked beyond TOML
+//! types; [`crate::validate`] turns it into the validated [`crate::Profile`].
+//!
+//! Every field is optional at this stage so that a base profile (a fragment
+//! meant only for `extends`) can be read with the same model; missing
+//! required fields are reported by validation, with the table they belong in.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+/// A value with its span in the source map's virtual byte space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sp<T> {
+    /// Virtual byte range of the value (see [`crate::source::SourceMap`]).
+    pub span: Range<usize>,
+    /// The value.
+    pub value: T,
+}
+
+impl<T> std::ops::Deref for Sp<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_spanned::Spanned::<T>::deserialize(d)?;
+        Ok(Sp {
+            span: s.span(),
+            value: s.into_inner(),
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// An appliance profile (one file, after `extends` is resolved).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    /// Base profile this one extends: a path relative to this file. Tables
+    /// merge deeply, later values win, lists are replaced (write
+    /// `{ append = [...] }` to add to the base's list instead).
+    pub extends: Option<Sp<String>>,
+    /// Marks a base profile that is only meant to be extended; `profile check`
+    /// then checks keys and types but not completeness.
+    #[serde(rename = "abstract")]
+    pub is_abstract: Option<Sp<bool>>,
+    /// What the appliance is.
+    pub appliance: Option<Sp<RawAppliance>>,
+    /// The hardware target and its network cards.
+    pub hardware: Option<Sp<RawHardware>>,
+    /// Kernel package and drivers.
+    pub kernel: Option<Sp<RawKernel>>,
+    /// The two untrusted Linux personalities: `red` (private side) and `black` (internet side).
+    pub personalities: Option<Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+    /// The Viaduct: the trusted component between red and black.
+    pub viaduct: Option<Sp<RawViaduct>>,
+    /// Declared links between parts (`red`, `black`, `viaduct`) and networks.
+    /// The only path between red and black must pass through the Viaduct.
+    pub links: Option<Sp<Vec<Sp<RawLink>>>>,
+    /// Disk image layout.
+    pub image: Option<Sp<RawImage>>,
+    /// Signing of the image.
+    pub signing: Option<Sp<RawSigning>>,
+}
+
+/// `[appliance]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppliance {
+    /// Name of the appliance: lowercase letters, digits and `-` (used in file names and on the console).
+    pub name: Option<Sp<String>>,
+    /// Version shown on the console and recorded in the manifest (e.g. `1.0.0`).
+    pub version: Option<Sp<String>>,
+    /// Security version for anti-rollback: a gateway refuses an update with a lower one.
+    pub security_version: Option<Sp<u64>>,
+    /// Free text for administrators.
+    pub description: Option<Sp<String>>,
+    /// Isolation runtime of the personalities: `compartment` (namespaces on one kernel).
+    /// `microvm` is reserved for a later release.
+    pub runtime: Option<Sp<String>>,
+    /// A lab profile: may carry test keys (manual SAs, lab PSKs). Never for production.
+    pub lab: Option<Sp<bool>>,
+}
+
+/// `[hardware]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHardware {
+    /// Hardware target: `x86_64-uefi`.
+    pub target: Option<Sp<String>>,
+    /// Network cards by role name (e.g. `lan`, `wan`).
+    pub nics: Option<Sp<BTreeMap<String, Sp<RawNic>>>>,
+}
+
+/// `[hardware.nics.<role>]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNic {
+    /// Kernel driver of the card (e.g. `virtio_net`, `e1000e`, `igb`).
+    pub driver: Option<Sp<String>>,
+    /// PCI address (`0000:00:02.0`) that identifies the card.
+    pub pci: Option<Sp<String>>,
+    /// MAC address (`52:54:00:12:34:56`) that identifies the card.
+    pub mac: Option<Sp<String>>,
+    /// Name of the external network segment this card is plugged into (for the path check).
+    pub network: Option<Sp<String>>,
+}
+
+/// `[kernel]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawKernel {
+    /// Debian kernel package (e.g. `linux-image-amd64`).
+    pub package: Option<Sp<String>>,
+    /// Kernel modules to ship and load (names as `modprobe` knows them).
+    pub drivers: Option<Sp<Vec<Sp<String>>>>,
+    /// Extra kernel command-line arguments.
+    pub cmdline: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// `[personalities.<red|black>]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPersonality {
+    /// Role of the NIC this personality owns (a key of `hardware.nics`).
+    pub nic: Option<Sp<String>>,
+    /// Debian packages installed in this personality's root filesystem.
+    pub packages: Option<Sp<Vec<Sp<String>>>>,
+    /// Addresses on the NIC, with prefix length (`10.1.0.1/24`).
+    pub addresses: Option<Sp<Vec<Sp<String>>>>,
+    /// Default gateway on the NIC's network.
+    pub gateway: Option<Sp<String>>,
+    /// Take the address by DHCP instead of `addresses` (black side only).
+    pub dhcp: Option<Sp<bool>>,
+    /// Services started in this personality.
+    pub services: Option<Sp<Vec<Sp<RawService>>>>,
+    /// Memory limit of the compartment (e.g. `128MiB`).
+    pub memory_limit: Option<Sp<String>>,
+    /// Maximum number of processes in the compartment.
+    pub pids_limit: Option<Sp<u64>>,
+}
+
+/// `[[personalities.<name>.services]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Service name, unique within the personality.
+    pub name: Option<Sp<String>>,
+    /// Program and arguments; the program is an absolute path.
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// Restart policy: `always` (default) or `never`.
+    pub restart: Option<Sp<String>>,
+    /// Capabilities the service keeps inside its compartment (e.g. `CAP_NET_ADMIN`).
+    pub capabilities: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// `[viaduct]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawViaduct {
+    /// What the Viaduct does: one or more of `vpn`, `firewall`, `ids`, `router`.
+    pub roles: Option<Sp<Vec<Sp<String>>>>,
+    /// Never allowed: the Viaduct owns no NIC. (Declared only to explain the error.)
+    #[schemars(skip)]
+    pub nic: Option<Sp<toml::Value>>,
+    /// IPsec policy (role `vpn`).
+    pub ipsec: Option<Sp<RawIpsec>>,
+    /// Extra security policy entries (BYPASS/DISCARD) for traffic not covered by a tunnel.
+    pub spd: Option<Sp<Vec<Sp<RawSpdRule>>>>,
+    /// Filter rules (role `firewall`, also allowed with `vpn`), first match wins.
+    pub filter: Option<Sp<Vec<Sp<RawFilterRule>>>>,
+    /// Action for traffic no filter rule matches: `accept` (default) or `drop`.
+    pub filter_default: Option<Sp<String>>,
+    /// Intrusion-detection rules (role `ids`).
+    pub ids: Option<Sp<Vec<Sp<RawIdsRule>>>>,
+    /// Routes (role `router`).
+    pub routes: Option<Sp<Vec<Sp<RawRoute>>>>,
+}
+
+/// `[viaduct.ipsec]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpsec {
+    /// This gateway's IKE identity (FQDN, e.g. `gw-a.example.net`).
+    pub local_id: Option<Sp<String>>,
+    /// This gateway's public (outer) address: one of black's addresses.
+    pub local_address: Option<Sp<String>>,
+    /// Anti-replay window in packets (default 4096, at least 1024).
+    pub replay_window: Option<Sp<u64>>,
+    /// IPsec peers.
+    pub peers: Option<Sp<Vec<Sp<RawPeer>>>>,
+}
+
+/// `[[viaduct.ipsec.peers]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// Peer name, unique.
+    pub name: Option<Sp<String>>,
+    /// Peer's public (outer) address.
+    pub address: Option<Sp<String>>,
+    /// Peer's IKE identity.
+    pub remote_id: Option<Sp<String>>,
+    /// How the peer authenticates.
+    pub auth: Option<Sp<RawAuth>>,
+    /// IKE proposals, strongest first (e.g. `aes256gcm16-prfsha384-x25519`).
+    pub ike_proposals: Option<Sp<Vec<Sp<String>>>>,
+    /// ESP proposals, strongest first (e.g. `aes256gcm16`, `chacha20poly1305`).
+    pub esp_proposals: Option<Sp<Vec<Sp<String>>>>,
+    /// Lifetimes of the IKE and child SAs.
+    pub lifetimes: Option<Sp<RawLifetimes>>,
+    /// Tunnels (child SAs) to this peer.
+    pub tunnels: Option<Sp<Vec<Sp<RawTunnel>>>>,
+}
+
+/// `[viaduct.ipsec.peers.auth]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `psk` or `pubkey` (EdDSA, RFC 8420).
+    pub method: Option<Sp<String>>,
+    /// PSK reference: `tpm:<name>` (sealed on the device) or, in lab profiles only, `lab:<hex>`.
+    pub psk: Option<Sp<String>>,
+    /// Peer's Ed25519 public key: `ed25519:<64 hex digits>`.
+    pub public_key: Option<Sp<String>>,
+}
+
+/// `[viaduct.ipsec.peers.lifetimes]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLifetimes {
+    /// IKE SA lifetime (e.g. `24h`).
+    pub ike: Option<Sp<String>>,
+    /// Child SA lifetime (hard), e.g. `1h`.
+    pub child: Option<Sp<String>>,
+    /// Child SA rekey time (soft), before `child`; default 90 % of it.
+    pub child_rekey: Option<Sp<String>>,
+    /// Child SA byte limit (hard), e.g. `64GiB`.
+    pub child_bytes: Option<Sp<String>>,
+    /// Child SA packet limit (hard).
+    pub child_packets: Option<Sp<u64>>,
+}
+
+/// `[[viaduct.ipsec.peers.tunnels]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTunnel {
+    /// Tunnel name, unique across all peers.
+    pub name: Option<Sp<String>>,
+    /// Local traffic selectors: prefixes on the red side (`10.1.0.0/24`,
+    /// optionally `10.1.0.0/24 tcp 443` or `... udp 1000-2000`).
+    pub local_ts: Option<Sp<Vec<Sp<String>>>>,
+    /// Remote traffic selectors: prefixes behind the peer.
+    pub remote_ts: Option<Sp<Vec<Sp<String>>>>,
+    /// Manually keyed SAs (lab profiles only) instead of IKE.
+    pub manual: Option<Sp<RawManualSa>>,
+}
+
+/// `[viaduct.ipsec.peers.tunnels.manual]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawManualSa {
+    /// ESP AEAD: `aes128gcm16`, `aes256gcm16` or `chacha20poly1305`.
+    pub aead: Option<Sp<String>>,
+    /// SPI of the outbound SA (≥ 256).
+    pub spi_out: Option<Sp<u32>>,
+    /// SPI of the inbound SA (≥ 256).
+    pub spi_in: Option<Sp<u32>>,
+    /// Outbound key material, hex: key followed by the 4-byte salt.
+    pub key_out: Option<Sp<String>>,
+    /// Inbound key material, hex: key followed by the 4-byte salt.
+    pub key_in: Option<Sp<String>>,
+}
+
+/// A traffic selector as a table (used by SPD, filter, IDS rules).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpdRule {
+    /// Rule name, unique.
+    pub name: Option<Sp<String>>,
+    /// Source prefix (default: any).
+    pub src: Option<Sp<String>>,
+    /// Destination prefix (default: any).
+    pub dst: Option<Sp<String>>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `any` or a protocol number.
+    pub protocol: Option<Sp<String>>,
+    /// Destination ports: `443` or `1000-2000`.
+    pub dst_ports: Option<Sp<String>>,
+    /// `bypass` or `discard`.
+    pub action: Option<Sp<String>>,
+}
+
+/// `[[viaduct.filter]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilterRule {
+    /// Rule name, unique.
+    pub name: Option<Sp<String>>,
+    /// `outbound` (red → black) or `inbound` (black → red).
+    pub direction: Option<Sp<String>>,
+    /// Source prefix (default: any).
+    pub src: Option<Sp<String>>,
+    /// Destination prefix (default: any).
+    pub dst: Option<Sp<String>>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `any` or a protocol number.
+    pub protocol: Option<Sp<String>>,
+    /// Source ports: `443` or `1000-2000`.
+    pub src_ports: Option<Sp<String>>,
+    /// Destination ports: `443` or `1000-2000`.
+    pub dst_ports: Option<Sp<String>>,
+    /// `accept` or `drop`.
+    pub action: Option<Sp<String>>,
+}
+
+/// `[[viaduct.ids]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdsRule {
+    /// Rule name, unique.
+    pub name: Option<Sp<String>>,
+    /// Bytes to look for in the payload, as text.
+    pub content: Option<Sp<String>>,
+    /// `tcp`, `udp`, `icmp`, `any` or a protocol number.
+    pub protocol: Option<Sp<String>>,
+    /// Destination ports: `80` or `1000-2000`.
+    pub dst_ports: Option<Sp<String>>,
+    /// `alert` or `drop`.
+    pub action: Option<Sp<String>>,
+}
+
+/// `[[viaduct.routes]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Destination prefix.
+    pub dst: Option<Sp<String>>,
+    /// `black` (out of the internet side), `red`, or `tunnel:<name>`.
+    pub via: Option<Sp<String>>,
+}
+
+/// `[[links]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    /// Link name, unique.
+    pub name: Option<Sp<String>>,
+    /// The two ends: `red`, `black`, `viaduct`, or a network name.
+    pub between: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// `[image]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    /// Disk size (e.g. `512MiB`).
+    pub size: Option<Sp<String>>,
+    /// EFI system partition size (e.g. `128MiB`, at least 33MiB for FAT32).
+    pub esp_size: Option<Sp<String>>,
+    /// Slots: `ab` (two boot slots for updates) or `single`.
+    pub slots: Option<Sp<String>>,
+    /// Output formats: `raw` (always written) and optionally `qcow2`.
+    pub formats: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// `[signing]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    /// Private signing key file (relative to the profile); the key is never put in the image.
+    pub key: Option<Sp<String>>,
+    /// Public key file the gateway and verifiers trust.
+    pub public_key: Option<Sp<String>>,
+    /// Sign the UKI for UEFI Secure Boot.
+    pub secure_boot: Option<Sp<bool>>,
+}
