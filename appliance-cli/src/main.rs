@@ -1,6 +1,10 @@
 //! `appliance`: the administrator's command. It parses arguments, shows
 //! progress and errors, and calls the libraries; it holds no logic of its own.
 
+#![forbid(unsafe_code)]
+
+mod fsutil;
+mod policy_cmd;
 mod profile_cmd;
 
 use std::io::Write;
@@ -25,6 +29,9 @@ enum Command {
     /// Check, show and document profiles.
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCmd),
+    /// Compile and inspect Viaduct policies.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -46,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Profile(cmd) => profile_cmd::run(cmd, cli.json),
+        Command::Policy(cmd) => policy_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "appliance", &mut std::io::stdout());

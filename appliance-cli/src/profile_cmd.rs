@@ -101,7 +101,7 @@ fn check(files: &[PathBuf], json: bool) -> Outcome {
     }
 }
 
-fn print_diagnostics(d: &Diagnostics, json: bool, file: &std::path::Path) {
+pub fn print_diagnostics(d: &Diagnostics, json: bool, file: &std::path::Path) {
     if json {
         println!(
             "{}",

@@ -122,3 +122,67 @@ fn usage_errors_exit_2() {
     let out = appliance(&["profile", "check"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn policy_compile_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gw-a.policy");
+    let o = appliance(&[
+        "--json",
+        "policy",
+        "compile",
+        "profiles/lab/gw-a.toml",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(v["bytes"], bytes.len());
+    let o = appliance(&["policy", "show", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let shown = text(&o.stdout);
+    assert!(
+        shown.contains("tunnel 1 lan-a-to-lan-b: 198.51.100.1 -> 198.51.100.2 aes256gcm16"),
+        "{shown}"
+    );
+    assert!(shown.contains(v["digest"].as_str().unwrap()));
+    // A flipped byte: a clear error naming the file, exit 1.
+    let mut b = bytes.clone();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    let bad = dir.path().join("bad.policy");
+    std::fs::write(&bad, &b).unwrap();
+    let o = appliance(&["policy", "show", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("bad.policy"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn policy_compile_of_unsupported_role_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ids.policy");
+    let o = appliance(&[
+        "policy",
+        "compile",
+        "profiles/ids.toml",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("role `ids` is not supported"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temporary file left behind"
+    );
+}

@@ -10,6 +10,8 @@
 //! Nothing in this crate panics on any input (a property test feeds
 //! arbitrary bytes to the loader).
 
+#![forbid(unsafe_code)]
+
 pub mod algo;
 pub mod diag;
 pub mod load;

@@ -1,0 +1,273 @@
+//! A private apt: `apt-get` with its own state, cache and configuration.
+//!
+//! [`AptContext::new`] lays out `<root>/` as
+//! ```text
+//! apt.conf            generated, passed via APT_CONFIG
+//! etc/                Dir::Etc: sources.list.d/ (copied from the host),
+//!                     empty apt.conf.d/ and preferences.d/
+//! state/status        an EMPTY dpkg status: apt sees nothing installed
+//! state/lists/        Packages indices (plain, Acquire::GzipIndexes=false)
+//! cache/              Dir::Cache (pkgcache.bin …)
+//! log/                Dir::Log
+//! ```
+//! The host's `apt.conf.d` is deliberately *not* read: on Debian images it
+//! holds hooks such as docker-clean's `APT::Update::Post-Invoke` that delete
+//! files in `/var/cache/apt`. Host sources (`sources.list`,
+//! `sources.list.d/*.list|*.sources`) are copied at construction; keyrings
+//! are referenced read-only (`Signed-By:` paths, `/etc/apt/trusted.gpg*`).
+//! `Debug::NoLocking` avoids `/var/lib/dpkg/lock`, `APT::Sandbox::User=root`
+//! keeps apt from handing the private directories to `_apt` when run as
+//! root (it is ignored otherwise). So no root is needed and the host's
+//! package state (`/var/lib/apt`, `/var/cache/apt`, `/var/lib/dpkg`) is never
+//! changed — the integration tests check this.
+//!
+//! Concurrency: one [`AptContext`] serialises its own apt-get runs; two
+//! processes must not use the same root at the same time (apt's own lock is
+//! disabled); distinct roots are independent.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::index::{Index, ARCH};
+use crate::{io_err, Error};
+
+/// Where the host keeps its apt configuration (sources, trusted keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostApt {
+    /// Normally `/etc/apt`.
+    pub etc: PathBuf,
+}
+
+impl Default for HostApt {
+    fn default() -> Self {
+        Self {
+            etc: PathBuf::from("/etc/apt"),
+        }
+    }
+}
+
+/// A private apt installation rooted in one directory.
+#[derive(Debug)]
+pub struct AptContext {
+    root: PathBuf,
+    index: Mutex<Option<Arc<Index>>>,
+    /// Serialises this context's apt-get runs (apt's own lock is disabled).
+    apt: Mutex<()>,
+}
+
+impl AptContext {
+    /// Creates (or refreshes) a private apt under `root`, using the host's
+    /// sources from `/etc/apt`.
+    pub fn new(root: &Path) -> Result<Self, Error> {
+        Self::with_host(root, &HostApt::default())
+    }
+
+    /// The default root: `$XDG_CACHE_HOME/appliance/apt` or
+    /// `~/.cache/appliance/apt`.
+    pub fn default_root() -> Option<PathBuf> {
+        crate::cache::user_cache_dir().map(|d| d.join("apt"))
+    }
+
+    /// Like [`AptContext::new`] with another host configuration directory.
+    pub fn with_host(root: &Path, host: &HostApt) -> Result<Self, Error> {
+        let root = if root.is_absolute() {
+            root.to_owned()
+        } else {
+            std::env::current_dir()
+                .map_err(io_err("resolving current directory for", root))?
+                .join(root)
+        };
+        for d in [
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/sources.list.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+            "log",
+        ] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io_err("creating directory", &p))?;
+        }
+        // Sources: replace our copy with the host's current ones.
+        let ours = root.join("etc/sources.list.d");
+        for e in std::fs::read_dir(&ours).map_err(io_err("listing", &ours))? {
+            let p = e.map_err(io_err("listing", &ours))?.path();
+            std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
+        }
+        let mut copied = 0;
+        let main_list = host.etc.join("sources.list");
+        if main_list.is_file() {
+            let dst = ours.join("host-sources.list");
+            std::fs::copy(&main_list, &dst).map_err(io_err("copying", &main_list))?;
+            copied += 1;
+        }
+        let parts = host.etc.join("sources.list.d");
+        if parts.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&parts)
+                .map_err(io_err("listing", &parts))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|x| x.to_str()),
+                        Some("list" | "sources")
+                    )
+                })
+                .collect();
+            entries.sort();
+            for src in entries {
+                let Some(name) = src.file_name() else {
+                    continue;
+                };
+                let dst = ours.join(name);
+                std::fs::copy(&src, &dst).map_err(io_err("copying", &src))?;
+                copied += 1;
+            }
+        }
+        if copied == 0 {
+            return Err(Error::BadRequest(format!(
+                "no apt sources found in {} (sources.list or sources.list.d/*.sources): configure a Debian 12 mirror on the host",
+                host.etc.display()
+            )));
+        }
+        let status = root.join("state/status");
+        std::fs::write(&status, b"").map_err(io_err("writing", &status))?;
+        let q = |p: &Path| {
+            p.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+        };
+        let conf = format!(
+            "// Generated by the `components` crate: a private apt that never touches the host's state.\n\
+Dir \"/\";\n\
+Dir::State \"{state}\";\n\
+Dir::State::lists \"{state}/lists/\";\n\
+Dir::State::status \"{state}/status\";\n\
+Dir::Cache \"{cache}\";\n\
+Dir::Cache::archives \"{cache}/archives/\";\n\
+Dir::Etc \"{etc}\";\n\
+Dir::Etc::main \"/dev/null\";\n\
+Dir::Etc::Parts \"{etc}/apt.conf.d\";\n\
+Dir::Etc::SourceList \"/dev/null\";\n\
+Dir::Etc::SourceParts \"{etc}/sources.list.d\";\n\
+Dir::Etc::Preferences \"/dev/null\";\n\
+Dir::Etc::PreferencesParts \"{etc}/preferences.d\";\n\
+Dir::Etc::Trusted \"{host}/trusted.gpg\";\n\
+Dir::Etc::TrustedParts \"{host}/trusted.gpg.d\";\n\
+Dir::Log \"{log}\";\n\
+Debug::NoLocking \"true\";\n\
+APT::Sandbox::User \"root\";\n\
+APT::Architecture \"{ARCH}\";\n\
+APT::Architectures {{ \"{ARCH}\"; }};\n\
+APT::Get::AllowUnauthenticated \"false\";\n\
+Acquire::AllowInsecureRepositories \"false\";\n\
+Acquire::Languages \"none\";\n\
+Acquire::GzipIndexes \"false\";\n\
+Acquire::PDiffs \"false\";\n\
+Acquire::Retries \"3\";\n",
+            state = q(&root.join("state")),
+            cache = q(&root.join("cache")),
+            etc = q(&root.join("etc")),
+            log = q(&root.join("log")),
+            host = q(&host.etc),
+        );
+        let conf_path = root.join("apt.conf");
+        std::fs::write(&conf_path, conf).map_err(io_err("writing", &conf_path))?;
+        Ok(Self {
+            root,
+            index: Mutex::new(None),
+            apt: Mutex::new(()),
+        })
+    }
+
+    /// The private root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The private lists directory.
+    pub fn lists_dir(&self) -> PathBuf {
+        self.root.join("state/lists")
+    }
+
+    /// Whether `update` has produced Packages indices.
+    pub fn has_indices(&self) -> bool {
+        std::fs::read_dir(self.lists_dir()).is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        })
+    }
+
+    /// An `apt-get` command configured for this context (environment
+    /// cleared of locale and apt variables).
+    pub fn apt_get(&self) -> Command {
+        let mut c = Command::new("apt-get");
+        c.env("APT_CONFIG", self.root.join("apt.conf"))
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("LANGUAGE")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("-q");
+        c
+    }
+
+    /// Runs `apt-get update` into the private state and drops the cached index.
+    pub fn update(&self) -> Result<(), Error> {
+        let mut c = self.apt_get();
+        c.arg("update");
+        {
+            let _serial = self.apt.lock().map_err(|_| poisoned())?;
+            run(c, "apt-get update")?;
+        }
+        if let Ok(mut g) = self.index.lock() {
+            *g = None;
+        }
+        Ok(())
+    }
+
+    /// The parsed Packages indices (loaded once per update).
+    pub fn index(&self) -> Result<Arc<Index>, Error> {
+        let mut g = self.index.lock().map_err(|_| poisoned())?;
+        if let Some(i) = g.as_ref() {
+            return Ok(Arc::clone(i));
+        }
+        let idx = Arc::new(Index::load(&self.lists_dir())?);
+        *g = Some(Arc::clone(&idx));
+        Ok(idx)
+    }
+
+    /// `apt-get download` of `specs` (`name:arch=version`) into `dir`.
+    pub fn download(&self, specs: &[String], dir: &Path) -> Result<(), Error> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.apt_get();
+        c.current_dir(dir).arg("download").args(specs);
+        let _serial = self.apt.lock().map_err(|_| poisoned())?;
+        run(c, &format!("apt-get download {}", specs.join(" ")))
+    }
+}
+
+fn poisoned() -> Error {
+    Error::BadRequest("apt context poisoned by an earlier panic; create a new AptContext".into())
+}
+
+fn run(mut c: Command, shown: &str) -> Result<(), Error> {
+    let out = c.output().map_err(|source| Error::AptMissing {
+        program: "apt-get".into(),
+        source,
+    })?;
+    // apt-get update exits 0 on some fetch failures but reports them as "E:"/"W:" lines.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed_fetch = stderr
+        .lines()
+        .any(|l| l.starts_with("E:") || l.starts_with("W: Failed to fetch"));
+    if !out.status.success() || failed_fetch {
+        return Err(Error::AptFailed {
+            command: shown.to_owned(),
+            status: out.status.to_string(),
+            stderr: stderr.trim().to_owned(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! The lock file: exactly which `.deb`s a profile's image is built from.
+//!
+//! Format (TOML, `format = 1`), canonical as written by [`Lock::to_toml`]:
+//! a header comment, `format`, `architecture`, `source_date_epoch`,
+//! `excludes` (sorted), then `[[group]]` tables (`name`, `roots`, the sorted
+//! closure `packages`) sorted by name, then `[[package]]` tables (`name`,
+//! `version`, `architecture`, `size`, `sha256`, `filename`) sorted by name.
+//!
+//! `source_date_epoch` is the newest `Date:` among the Release files of the
+//! suites that supplied at least one locked package. It changes only when
+//! the lock is regenerated, never with the build host or the clock, and is
+//! the SOURCE_DATE_EPOCH of every build from this lock.
+//!
+//! Invariants checked by [`Lock::load`] (and guaranteed by [`lock()`]): package
+//! names unique; every group member is a locked package; every locked package
+//! belongs to a group; group names unique. The lock is only written by
+//! [`lock()`] + [`Lock::save`]; nothing in a build changes it.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::apt::AptContext;
+use crate::index::Index;
+use crate::version::{PackageName, Version};
+use crate::{io_err, Error};
+
+/// Current lock format version.
+pub const FORMAT: u32 = 1;
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<Self, Error> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s.trim(), &mut out).map_err(|_| Error::InvalidName {
+            what: "SHA-256 digest",
+            value: s.chars().take(80).collect(),
+            rule: "must be 64 hexadecimal digits",
+        })?;
+        Ok(Self(out))
+    }
+
+    /// Digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({})", self.to_hex())
+    }
+}
+
+impl TryFrom<String> for Sha256Digest {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        Self::from_hex(&s)
+    }
+}
+
+impl From<Sha256Digest> for String {
+    fn from(d: Sha256Digest) -> String {
+        d.to_hex()
+    }
+}
+
+/// Seconds since the Unix epoch used as SOURCE_DATE_EPOCH by builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceDateEpoch(pub u64);
+
+/// One locked `.deb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPackage {
+    /// Package name.
+    pub name: PackageName,
+    /// Exact version.
+    pub version: Version,
+    /// `amd64` or `all`.
+    pub architecture: String,
+    /// Size of the `.deb` in bytes.
+    pub size: u64,
+    /// SHA-256 of the `.deb`.
+    pub sha256: Sha256Digest,
+    /// Path in the archive (`pool/main/…`), for the SBOM.
+    pub filename: String,
+}
+
+/// One named group (`kernel`, `boot`, `red`, …) and its resolved closure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockGroup {
+    /// Group name.
+    pub name: String,
+    /// The root packages the profile asked for.
+    pub roots: Vec<String>,
+    /// The closure, sorted.
+    pub packages: Vec<PackageName>,
+}
+
+/// A lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    /// Format version ([`FORMAT`]).
+    pub format: u32,
+    /// Target architecture (`amd64`).
+    pub architecture: String,
+    /// SOURCE_DATE_EPOCH for builds (see module docs).
+    pub source_date_epoch: SourceDateEpoch,
+    /// Packages the closure never includes.
+    pub excludes: Vec<String>,
+    /// Groups, sorted by name.
+    #[serde(rename = "group")]
+    pub groups: Vec<LockGroup>,
+    /// Packages, sorted by name.
+    #[serde(rename = "package")]
+    pub packages: Vec<LockedPackage>,
+}
+
+/// What to lock: named groups of root packages and the excludes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockRequest {
+    /// `(group name, root packages)`.
+    pub groups: Vec<(String, Vec<String>)>,
+    /// Packages never pulled in (maintainer-script-only dependencies).
+    pub excludes: Vec<String>,
+}
+
+const HEADER: &str = "# Generated by `appliance lock`; do not edit by hand.\n\
+# Builds verify every package against this file and never change it.\n";
+
+/// Resolves `request` against the archive indices of `ctx` (which must have
+/// been updated) and returns the lock.
+pub fn lock(request: &LockRequest, ctx: &AptContext) -> Result<Lock, Error> {
+    let index = ctx.index()?;
+    lock_with_index(request, &index)
+}
+
+/// [`lock()`] against an already loaded index.
+pub fn lock_with_index(request: &LockRequest, index: &Index) -> Result<Lock, Error> {
+    let excludes: BTreeSet<String> = request.excludes.iter().cloned().collect();
+    let mut seen = BTreeSet::new();
+    let mut all_roots = BTreeSet::new();
+    for (g, roots) in &request.groups {
+        if g.is_empty()
+            || !g
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::BadRequest(format!(
+                "group name {g:?} must be non-empty and use only letters, digits, '-' and '_'"
+            )));
+        }
+        if !seen.insert(g.clone()) {
+            return Err(Error::BadRequest(format!("group `{g}` is given twice")));
+        }
+        for r in roots {
+            if excludes.contains(r) {
+                return Err(Error::ExcludedRoot {
+                    name: r.clone(),
+                    group: g.clone(),
+                });
+            }
+            all_roots.insert(r.clone());
+        }
+    }
+    let mut groups = Vec::new();
+    let mut packages = std::collections::BTreeMap::new();
+    let mut date = 0u64;
+    for (g, roots) in &request.groups {
+        let closure = index
+            .resolve(roots, &excludes, &all_roots)
+            .map_err(|e| match e {
+                Error::ExcludedRoot { name, .. } => Error::ExcludedRoot {
+                    name,
+                    group: g.clone(),
+                },
+                e => e,
+            })?;
+        let mut names = Vec::new();
+        for p in closure {
+            date = date.max(index.releases().get(p.release).map_or(0, |r| r.date));
+            names.push(p.name.clone());
+            packages.entry(p.name.clone()).or_insert(LockedPackage {
+                name: p.name,
+                version: p.version,
+                architecture: p.architecture,
+                size: p.size,
+                sha256: p.sha256,
+                filename: p.filename,
+            });
+        }
+        let mut roots = roots.clone();
+        roots.sort();
+        roots.dedup();
+        groups.push(LockGroup {
+            name: g.clone(),
+            roots,
+            packages: names,
+        });
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Lock {
+        format: FORMAT,
+        architecture: crate::index::ARCH.to_owned(),
+        source_date_epoch: SourceDateEpoch(date),
+        excludes: excludes.into_iter().collect(),
+        groups,
+        packages: packages.into_values().collect(),
+    })
+}
+
+impl Lock {
+    /// The canonical text of the lock.
+    pub fn to_toml(&self) -> String {
+        // Serialising plain strings, integers and arrays cannot fail.
+        let body = toml::to_string(self).unwrap_or_default();
+        format!("{HEADER}{body}")
+    }
+
+    /// SHA-256 of [`Lock::to_toml`].
+    pub fn digest(&self) -> Sha256Digest {
+        Sha256Digest::of(self.to_toml().as_bytes())
+    }
+
+    /// Parses lock text; `file` names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, Error> {
+        let lock: Lock = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            Error::LockSyntax {
+                file: file.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        lock.validate(file)?;
+        Ok(lock)
+    }
+
+    /// Reads and validates a lock file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(io_err("reading lock file", path))?;
+        Self::parse(&text, path)
+    }
+
+    /// Writes the canonical text atomically (temporary file in the same
+    /// directory, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(io_err("creating temporary file in", dir))?;
+        tmp.write_all(self.to_toml().as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io_err("writing", tmp.path()))?;
+        tmp.persist(path).map_err(|e| Error::Io {
+            action: "renaming temporary file to",
+            path: path.to_owned(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// The locked package called `name`.
+    pub fn package(&self, name: &str) -> Option<&LockedPackage> {
+        self.packages
+            .binary_search_by(|p| p.name.as_str().cmp(name))
+            .ok()
+            .and_then(|i| self.packages.get(i))
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&LockGroup> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// The locked packages of group `name` (empty if there is no such group).
+    pub fn group_packages(&self, name: &str) -> Vec<&LockedPackage> {
+        self.group(name)
+            .map(|g| {
+                g.packages
+                    .iter()
+                    .filter_map(|n| self.package(n.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), Error> {
+        let bad = |message: String| Error::LockInvalid {
+            file: file.to_owned(),
+            message,
+        };
+        if self.format != FORMAT {
+            return Err(bad(format!(
+                "lock format {} is not supported (this tool reads format {FORMAT})",
+                self.format
+            )));
+        }
+        if self.architecture != crate::index::ARCH {
+            return Err(bad(format!(
+                "architecture {:?} is not supported",
+                self.architecture
+            )));
+        }
+        for w in self.packages.windows(2) {
+            if w[0].name >= w[1].name {
+                return Err(bad(format!(
+                    "packages must be sorted by name and unique: `{}` before `{}`",
+                    w[0].name, w[1].name
+                )));
+            }
+        }
+        for p in &self.packages {
+            if p.architecture != self.architecture && p.architecture != "all" {
+                return Err(bad(format!(
+                    "package {} has architecture {:?}",
+                    p.name, p.architecture
+                )));
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut member = BTreeSet::new();
+        for g in &self.groups {
+            if !names.insert(g.name.as_str()) {
+                return Err(bad(format!("group `{}` appears twice", g.name)));
+            }
+            for p in &g.packages {
+                if self.package(p.as_str()).is_none() {
+                    return Err(bad(format!(
+                        "group `{}` names `{p}`, which has no [[package]] entry",
+                        g.name
+                    )));
+                }
+                member.insert(p.as_str());
+            }
+        }
+        if let Some(p) = self
+            .packages
+            .iter()
+            .find(|p| !member.contains(p.name.as_str()))
+        {
+            return Err(bad(format!("package `{}` belongs to no group", p.name)));
+        }
+        Ok(())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_index() -> Index {
+        let p = |n: &str, v: &str, dep: &str| {
+            format!(
+                "Package: {n}\nVersion: {v}\nArchitecture: amd64\nFilename: pool/main/{n}.deb\nSize: 42\nSHA256: {}\nDepends: {dep}\n",
+                hex::encode(Sha256::digest(n.as_bytes()))
+            )
+        };
+        let text = [
+            p("busybox-static", "1:1.35.0-4", ""),
+            p("app", "1", "libc6"),
+            p("libc6", "2.36", ""),
+        ]
+        .join("\n");
+        Index::from_packages_text(&text, 1_700_000_000).unwrap()
+    }
+
+    fn request() -> LockRequest {
+        LockRequest {
+            groups: vec![
+                ("red".into(), vec!["app".into()]),
+                ("boot".into(), vec!["busybox-static".into(), "libc6".into()]),
+            ],
+            excludes: vec!["debconf".into()],
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_digest() {
+        let lock = lock_with_index(&request(), &sample_index()).unwrap();
+        assert_eq!(lock.source_date_epoch, SourceDateEpoch(1_700_000_000));
+        assert_eq!(lock.groups[0].name, "boot");
+        assert_eq!(lock.group_packages("red").len(), 2);
+        let text = lock.to_toml();
+        let back = Lock::parse(&text, Path::new("x.lock")).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.digest(), lock.digest());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.lock");
+        lock.save(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(Lock::load(&path).unwrap(), lock);
+        // Same request, same index: same bytes.
+        assert_eq!(
+            lock_with_index(&request(), &sample_index())
+                .unwrap()
+                .to_toml(),
+            text
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_line() {
+        let lock = lock_with_index(&request(), &sample_index()).unwrap();
+        let text = lock.to_toml().replace("size = 42", "size = \"big\"");
+        let line = text.lines().position(|l| l.contains("\"big\"")).unwrap() + 1;
+        match Lock::parse(&text, Path::new("p.lock")).unwrap_err() {
+            Error::LockSyntax { file, line: l, .. } => {
+                assert_eq!(file, Path::new("p.lock"));
+                assert_eq!(l, line);
+            }
+            e => panic!("unexpected {e}"),
+        }
+        let text = lock.to_toml().replace(
+            "name = \"busybox-static\"\nversion",
+            "name = \"zzz\"\nversion",
+        );
+        let e = Lock::parse(&text, Path::new("p.lock"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sorted"), "{e}");
+        let text = lock.to_toml().replace("format = 1", "format = 7");
+        assert!(Lock::parse(&text, Path::new("p.lock")).is_err());
+        let text = format!("{}\nextra = 1\n", lock.to_toml());
+        assert!(Lock::parse(&text, Path::new("p.lock")).is_err());
+    }
+
+    #[test]
+    fn bad_requests() {
+        let mut r = request();
+        r.groups.push(("red".into(), vec![]));
+        assert!(matches!(
+            lock_with_index(&r, &sample_index()),
+            Err(Error::BadRequest(_))
+        ));
+        let mut r = request();
+        r.excludes.push("app".into());
+        let e = lock_with_index(&r, &sample_index())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`app`") && e.contains("red"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in ".{0,400}") {
+            let _ = Lock::parse(&s, Path::new("f"));
+        }
+    }
+}

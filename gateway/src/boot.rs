@@ -1,0 +1,222 @@
+//! The boot sequence, with every path injectable so it runs in tests as well as PID 1.
+//!
+//! Order: log version → read the plan digest from the kernel command line → hash the
+//! plan file and compare (constant time) → decode the plan → load its modules in order
+//! → hash the policy blob and compare → read PCRs 4, 7, 11 and print them → print the
+//! firmware event log → print `ready <profile> <version>`.
+//!
+//! Invariants: `ready` is printed only if the plan matches the cmdline digest, decodes,
+//! all modules load and the policy matches; any such failure returns an error and the
+//! caller stays closed. TPM problems are reported loudly but do not close the gateway
+//! (the policy is still enforced; remote attestation will fail instead). Nothing here
+//! panics.
+
+use crate::console::Logger;
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::plan::{Plan, MAX_PLAN_LEN};
+use crate::tpm::{self, PcrIndex, StreamTransport};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The PCRs printed at boot: UKI (4), Secure Boot state (7), UKI sections incl. cmdline (11).
+pub const BOOT_PCRS: [u8; 3] = [4, 7, 11];
+
+/// Where things are. [`Env::device`] gives the real paths.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// Root of the initramfs (`/` on the device); plan, policy and modules are below it.
+    pub root: PathBuf,
+    /// The kernel command line (`/proc/cmdline`).
+    pub cmdline: PathBuf,
+    /// TPM character devices to try, first existing wins.
+    pub tpm_devices: Vec<PathBuf>,
+    /// The firmware event log in securityfs.
+    pub event_log: PathBuf,
+}
+
+impl Env {
+    /// The paths on the device.
+    pub fn device() -> Self {
+        Env {
+            root: PathBuf::from("/"),
+            cmdline: PathBuf::from("/proc/cmdline"),
+            tpm_devices: vec![PathBuf::from("/dev/tpmrm0"), PathBuf::from("/dev/tpm0")],
+            event_log: PathBuf::from(crate::eventlog::BIOS_MEASUREMENTS),
+        }
+    }
+}
+
+/// What happened to one module.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ModuleOutcome {
+    /// Newly loaded.
+    Loaded,
+    /// Was already loaded (EEXIST).
+    AlreadyLoaded,
+}
+
+/// Loads kernel modules (real: `finit_module`; tests: a recorder).
+pub trait ModuleLoader {
+    /// Loads the module at `path` (a path below the initramfs root).
+    fn load(&mut self, path: &Path) -> Result<ModuleOutcome>;
+}
+
+/// Loads modules with `finit_module(2)`.
+pub struct KernelModules;
+
+impl ModuleLoader for KernelModules {
+    fn load(&mut self, path: &Path) -> Result<ModuleOutcome> {
+        use std::os::fd::AsFd;
+        let f =
+            std::fs::File::open(path).map_err(|e| Error::io("opening kernel module", path, e))?;
+        match crate::sys::finit_module(f.as_fd()) {
+            Ok(()) => Ok(ModuleOutcome::Loaded),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(ModuleOutcome::AlreadyLoaded),
+            Err(e) => Err(Error::Module {
+                path: path.to_owned(),
+                hint: module_errno_hint(e.raw_os_error().unwrap_or(0)),
+                errno: e.raw_os_error().unwrap_or(0),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// What an errno from `finit_module(2)` usually means, for the operator.
+pub fn module_errno_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT => "unknown symbol: a module it depends on is missing from the plan or listed after it (see the kernel log)",
+        libc::ENOEXEC => "not a valid module for this kernel (compressed, or built for another kernel version)",
+        libc::EPERM => "module loading is not permitted (missing CAP_SYS_MODULE, or modules disabled)",
+        libc::EKEYREJECTED | libc::EBADMSG | libc::ENOKEY => "module signature rejected (lockdown / Secure Boot requires signed modules)",
+        libc::EINVAL => "invalid module or parameters (see the kernel log)",
+        _ => "check that the profile's driver set matches the kernel",
+    }
+}
+
+/// Reads a whole file, refusing files larger than `limit` bytes.
+pub fn read_limited(path: &Path, limit: usize, what: &'static str) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(what, path, e))?;
+    let mut buf = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    f.take(cap)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(what, path, e))?;
+    if buf.len() > limit {
+        return Err(Error::io(
+            what,
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("larger than {limit} bytes"),
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Largest policy blob accepted.
+pub const MAX_POLICY_LEN: usize = 16 * 1024 * 1024;
+
+/// Verifies the plan against the cmdline and decodes it.
+pub fn load_plan(env: &Env) -> Result<Plan> {
+    let cmdline = read_limited(&env.cmdline, 64 * 1024, "reading kernel command line")?;
+    let pinned = crate::cmdline::plan_digest(&String::from_utf8_lossy(&cmdline))?;
+    let path = env.root.join(&crate::plan::PLAN_PATH[1..]);
+    let bytes = read_limited(&path, MAX_PLAN_LEN, "reading plan")?;
+    let actual = Sha256Digest::of(&bytes);
+    if !actual.ct_eq(&pinned) {
+        return Err(Error::PlanDigestMismatch {
+            path,
+            expected: pinned.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Plan::decode(&bytes)
+}
+
+/// Verifies the policy blob named by the plan.
+pub fn verify_policy(env: &Env, plan: &Plan) -> Result<Sha256Digest> {
+    let path = plan.policy_path.under(&env.root);
+    let blob = read_limited(&path, MAX_POLICY_LEN, "reading policy blob")?;
+    let actual = Sha256Digest::of(&blob);
+    if !actual.ct_eq(&plan.policy_sha256) {
+        return Err(Error::PolicyDigestMismatch {
+            path,
+            expected: plan.policy_sha256.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(actual)
+}
+
+/// Prints `pcr <n> sha256 <hex>` for [`BOOT_PCRS`] using `t`.
+pub fn report_pcrs(t: &mut dyn tpm::Transport, log: &mut Logger) -> Result<()> {
+    let pcrs: Vec<PcrIndex> = BOOT_PCRS.iter().filter_map(|&n| PcrIndex::new(n)).collect();
+    for (p, d) in tpm::read_pcrs(t, &pcrs)? {
+        log.log(&format!("pcr {p} sha256 {d}"));
+    }
+    Ok(())
+}
+
+/// Finds the TPM, reads and prints the boot PCRs; prints the event log if present.
+/// Errors are logged, never returned (see module invariants).
+pub fn report_measurements(env: &Env, log: &mut Logger) {
+    match env.tpm_devices.iter().find(|p| p.exists()) {
+        None => log.log("tpm absent: no PCRs to report"),
+        Some(dev) => {
+            let opened = std::fs::OpenOptions::new().read(true).write(true).open(dev);
+            match opened {
+                Err(e) => log.log(&format!("tpm error: opening {}: {e}", dev.display())),
+                Ok(f) => {
+                    log.log(&format!("tpm {}", dev.display()));
+                    if let Err(e) = report_pcrs(&mut StreamTransport(f), log) {
+                        log.log(&format!("tpm error: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    if env.event_log.exists() {
+        match read_limited(&env.event_log, 4 * 1024 * 1024, "reading event log") {
+            Ok(bytes) => {
+                for line in crate::eventlog::frame(&bytes) {
+                    log.log(&line);
+                }
+            }
+            Err(e) => log.log(&format!("eventlog error: {e}")),
+        }
+    } else {
+        log.log("eventlog absent");
+    }
+}
+
+/// Runs the boot sequence. `Ok(plan)` means `ready` was printed.
+pub fn run(env: &Env, modules: &mut dyn ModuleLoader, log: &mut Logger) -> Result<Plan> {
+    log.log(&format!("gateway-init {}", env!("CARGO_PKG_VERSION")));
+    let plan = load_plan(env)?;
+    log.log(&format!(
+        "plan sha256 {} profile {} version {} security-version {}",
+        plan.digest(),
+        plan.profile_name,
+        plan.profile_version,
+        plan.security_version.0
+    ));
+    for m in &plan.modules {
+        let outcome = modules.load(&m.path().under(&env.root))?;
+        let what = match outcome {
+            ModuleOutcome::Loaded => "loaded",
+            ModuleOutcome::AlreadyLoaded => "already loaded",
+        };
+        log.log(&format!("module {} {what}", m.path()));
+    }
+    let policy = verify_policy(env, &plan)?;
+    log.log(&format!("policy {} sha256 {policy}", plan.policy_path));
+    report_measurements(env, log);
+    log.log(&format!(
+        "ready {} {}",
+        plan.profile_name, plan.profile_version
+    ));
+    Ok(plan)
+}

@@ -1,0 +1,132 @@
+//! The crate's single error type.
+//!
+//! Every message says what is wrong and, where it helps, what to do about it:
+//! the init prints these on the console of a device that has no other UI.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the gateway init.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runtime plan is malformed.
+    #[error("plan line {line}: {reason}; rebuild the image with a matching `appliance` version")]
+    PlanSyntax {
+        /// 1-based line number in the plan.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The runtime plan has a format version this init does not know.
+    #[error("plan format version {found} is not supported (this init reads version {supported}); rebuild the image with a matching `appliance` version")]
+    PlanVersion {
+        /// Version found in the plan.
+        found: String,
+        /// Version this init supports.
+        supported: u32,
+    },
+    /// A value cannot be put into a plan (encoder side).
+    #[error("invalid plan value for {field}: {reason}")]
+    PlanValue {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kernel command line does not pin the plan.
+    #[error(
+        "kernel command line: {0}; the UKI cmdline must carry `appliance.plan=<64 hex digits>`"
+    )]
+    Cmdline(String),
+    /// The plan's SHA-256 differs from the one pinned on the kernel command line.
+    #[error("plan digest mismatch: cmdline pins {expected} but {path} hashes to {actual}; the image was tampered with or built inconsistently — staying closed")]
+    PlanDigestMismatch {
+        /// Plan path.
+        path: PathBuf,
+        /// Digest from the command line.
+        expected: String,
+        /// Digest of the file.
+        actual: String,
+    },
+    /// The policy blob's SHA-256 differs from the one in the plan.
+    #[error("policy digest mismatch: plan expects {expected} but {path} hashes to {actual}; the image was tampered with or built inconsistently — staying closed")]
+    PolicyDigestMismatch {
+        /// Policy path.
+        path: PathBuf,
+        /// Digest from the plan.
+        expected: String,
+        /// Digest of the file.
+        actual: String,
+    },
+    /// A file could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What the file is (e.g. "reading plan").
+        what: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{call}({arg}) failed: {source}")]
+    Sys {
+        /// System call name.
+        call: &'static str,
+        /// Its main argument, for the operator.
+        arg: String,
+        /// errno as an io::Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A kernel module could not be loaded.
+    #[error("loading kernel module {path}: {source} (errno {errno}): {hint}")]
+    Module {
+        /// Module path in the initramfs.
+        path: PathBuf,
+        /// What the errno usually means for `finit_module` and what to do.
+        hint: &'static str,
+        /// Raw errno.
+        errno: i32,
+        /// errno as an io::Error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TPM answered something that is not a well-formed response.
+    #[error("malformed TPM response: {0}")]
+    TpmMalformed(String),
+    /// The TPM returned an error code.
+    #[error("TPM command {command} failed with response code {rc:#010x}")]
+    TpmResponseCode {
+        /// Command name.
+        command: &'static str,
+        /// TPM_RC value.
+        rc: u32,
+    },
+    /// A console transcript does not hold a complete, intact event log.
+    #[error("event log transcript: {0}; capture the whole serial console output again")]
+    EventLog(String),
+    /// Talking to the TPM failed.
+    #[error("TPM transport ({what}): {source}")]
+    TpmIo {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error on `path`.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The gateway init (PID 1, trusted): mounts, modules, TPM PCRs, runtime plan, supervision.
+//!
+//! The binary `gateway-init` is a thin shell over these modules:
+//! [`plan`] (the runtime plan codec), [`cmdline`] (the pinned plan digest),
+//! [`boot`] (the verified boot sequence, paths injectable), [`tpm`] (hand-marshalled
+//! TPM 2.0 PCR commands), [`eventlog`] (console framing of the TCG log),
+//! [`console`] (log lines and commands), [`pid1`] (mounts, signals, reaping, shutdown)
+//! and [`sys`] (the only `unsafe`: thin syscall wrappers).
+//!
+//! Trust: this crate depends only on `libc`, `sha2` and `thiserror`, never parses TOML
+//! and never depends on a host-side crate. No public function panics on any input.
+
+pub mod boot;
+pub mod cmdline;
+pub mod console;
+pub mod digest;
+pub mod error;
+pub mod eventlog;
+pub mod pid1;
+pub mod plan;
+pub mod sys;
+pub mod tpm;
+
+pub use error::{Error, Result};

@@ -1,0 +1,444 @@
+//! Integration tests: the boot sequence against a fake initramfs tree, the `--check`
+//! mode of the binary, and the TPM code against a real TPM (swtpm over TCP).
+
+use gateway::boot::{self, Env, KernelModules, ModuleLoader, ModuleOutcome};
+use gateway::console::Logger;
+use gateway::digest::Sha256Digest;
+use gateway::plan::{
+    InitramfsPath, ModulePath, Plan, ProfileName, ProfileVersion, SecurityVersion,
+};
+use gateway::tpm::{self, PcrIndex, StreamTransport, Transport};
+use gateway::Error;
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+#[derive(Clone, Default)]
+struct Capture(Rc<RefCell<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn logger(&self) -> Logger {
+        Logger::new(vec![Box::new(self.clone())])
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.0.borrow().clone()).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Vec<PathBuf>);
+
+impl ModuleLoader for Recorder {
+    fn load(&mut self, path: &Path) -> gateway::Result<ModuleOutcome> {
+        self.0.push(path.to_owned());
+        Ok(if self.0.len() == 1 {
+            ModuleOutcome::Loaded
+        } else {
+            ModuleOutcome::AlreadyLoaded
+        })
+    }
+}
+
+const POLICY: &[u8] = b"compiled policy blob v1";
+
+struct Tree {
+    dir: tempfile::TempDir,
+    plan: Plan,
+}
+
+impl Tree {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            profile_name: ProfileName::new("lab-a").unwrap(),
+            profile_version: ProfileVersion::new("0.3.1").unwrap(),
+            security_version: SecurityVersion(2),
+            policy_path: InitramfsPath::new("/etc/appliance/policy.bin").unwrap(),
+            policy_sha256: Sha256Digest::of(POLICY),
+            modules: vec![
+                ModulePath::new("/lib/modules/failover.ko").unwrap(),
+                ModulePath::new("/lib/modules/virtio_net.ko").unwrap(),
+            ],
+        };
+        std::fs::create_dir_all(dir.path().join("etc/appliance")).unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/modules")).unwrap();
+        std::fs::write(dir.path().join("etc/appliance/plan"), plan.encode()).unwrap();
+        std::fs::write(dir.path().join("etc/appliance/policy.bin"), POLICY).unwrap();
+        std::fs::write(
+            dir.path().join("lib/modules/failover.ko"),
+            b"not really elf",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("lib/modules/virtio_net.ko"),
+            b"not really elf",
+        )
+        .unwrap();
+        let t = Tree { dir, plan };
+        t.set_cmdline(&t.plan.digest().to_hex());
+        t
+    }
+    fn set_cmdline(&self, hex: &str) {
+        std::fs::write(
+            self.cmdline(),
+            format!("console=ttyS0 appliance.plan={hex} panic=-1\n"),
+        )
+        .unwrap();
+    }
+    fn cmdline(&self) -> PathBuf {
+        self.dir.path().join("cmdline")
+    }
+    fn env(&self) -> Env {
+        Env {
+            root: self.dir.path().to_owned(),
+            cmdline: self.cmdline(),
+            tpm_devices: vec![self.dir.path().join("no-tpm")],
+            event_log: self.dir.path().join("no-eventlog"),
+        }
+    }
+}
+
+#[test]
+fn boot_reaches_ready_with_matching_plan_and_policy() {
+    let t = Tree::new();
+    let cap = Capture::default();
+    let mut mods = Recorder::default();
+    let plan = boot::run(&t.env(), &mut mods, &mut cap.logger()).unwrap();
+    assert_eq!(plan, t.plan);
+    assert_eq!(
+        mods.0,
+        vec![
+            t.dir.path().join("lib/modules/failover.ko"),
+            t.dir.path().join("lib/modules/virtio_net.ko")
+        ]
+    );
+    let out = cap.text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("appliance: gateway-init {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(lines[1].starts_with(&format!(
+        "appliance: plan sha256 {} profile lab-a version 0.3.1",
+        t.plan.digest()
+    )));
+    assert_eq!(
+        lines[2],
+        "appliance: module /lib/modules/failover.ko loaded"
+    );
+    assert_eq!(
+        lines[3],
+        "appliance: module /lib/modules/virtio_net.ko already loaded"
+    );
+    assert_eq!(
+        lines[4],
+        format!(
+            "appliance: policy /etc/appliance/policy.bin sha256 {}",
+            Sha256Digest::of(POLICY)
+        )
+    );
+    assert_eq!(lines[5], "appliance: tpm absent: no PCRs to report");
+    assert_eq!(lines[6], "appliance: eventlog absent");
+    assert_eq!(lines[7], "appliance: ready lab-a 0.3.1");
+    assert_eq!(lines.len(), 8);
+}
+
+#[test]
+fn boot_stays_closed_when_plan_does_not_match_cmdline() {
+    let t = Tree::new();
+    t.set_cmdline(&Sha256Digest::of(b"another plan").to_hex());
+    let cap = Capture::default();
+    let mut mods = Recorder::default();
+    let err = boot::run(&t.env(), &mut mods, &mut cap.logger()).unwrap_err();
+    assert!(matches!(err, Error::PlanDigestMismatch { .. }), "{err}");
+    assert!(
+        mods.0.is_empty(),
+        "no module may be loaded from an unverified plan"
+    );
+    assert!(!cap.text().contains("appliance: ready"));
+}
+
+#[test]
+fn boot_stays_closed_when_plan_is_tampered_even_by_one_byte() {
+    let t = Tree::new();
+    let mut bytes = t.plan.encode();
+    let i = bytes.iter().position(|&b| b == b'3').unwrap(); // in "0.3.1"
+    bytes[i] = b'4';
+    std::fs::write(t.dir.path().join("etc/appliance/plan"), bytes).unwrap();
+    let cap = Capture::default();
+    let err = boot::run(&t.env(), &mut Recorder::default(), &mut cap.logger()).unwrap_err();
+    assert!(matches!(err, Error::PlanDigestMismatch { .. }), "{err}");
+    assert!(!cap.text().contains("appliance: ready"));
+}
+
+#[test]
+fn boot_stays_closed_without_cmdline_pin() {
+    let t = Tree::new();
+    std::fs::write(t.cmdline(), "console=ttyS0\n").unwrap();
+    let cap = Capture::default();
+    let err = boot::run(&t.env(), &mut Recorder::default(), &mut cap.logger()).unwrap_err();
+    assert!(matches!(err, Error::Cmdline(_)), "{err}");
+    assert!(!cap.text().contains("appliance: ready"));
+}
+
+#[test]
+fn boot_stays_closed_when_policy_does_not_match_plan() {
+    let t = Tree::new();
+    std::fs::write(
+        t.dir.path().join("etc/appliance/policy.bin"),
+        b"compiled policy blob v2",
+    )
+    .unwrap();
+    let cap = Capture::default();
+    let err = boot::run(&t.env(), &mut Recorder::default(), &mut cap.logger()).unwrap_err();
+    assert!(matches!(err, Error::PolicyDigestMismatch { .. }), "{err}");
+    assert!(!cap.text().contains("appliance: ready"));
+}
+
+#[test]
+fn module_failure_names_the_module_and_errno() {
+    let t = Tree::new();
+    let cap = Capture::default();
+    // A missing file: the open fails before the syscall.
+    std::fs::remove_file(t.dir.path().join("lib/modules/virtio_net.ko")).unwrap();
+    let err = boot::run(&t.env(), &mut KernelModules, &mut cap.logger()).unwrap_err();
+    let msg = err.to_string();
+    // The first module is garbage: finit_module refuses it (ENOEXEC as root, EPERM
+    // without CAP_SYS_MODULE) and the error names the module and the errno.
+    assert!(
+        matches!(err, Error::Module { errno, .. } if errno != 0),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("failover.ko") && msg.contains("errno"),
+        "{msg}"
+    );
+    assert!(!cap.text().contains("appliance: ready"));
+    // And the missing file is named too.
+    let err = KernelModules
+        .load(&t.dir.path().join("lib/modules/virtio_net.ko"))
+        .unwrap_err();
+    assert!(err.to_string().contains("virtio_net.ko"), "{err}");
+}
+
+#[test]
+fn event_log_is_framed_on_the_console_and_reassembles() {
+    let t = Tree::new();
+    let log: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut env = t.env();
+    env.event_log = t.dir.path().join("binary_bios_measurements");
+    std::fs::write(&env.event_log, &log).unwrap();
+    let cap = Capture::default();
+    boot::report_measurements(&env, &mut cap.logger());
+    let text = cap.text();
+    assert!(text.contains(&format!(
+        "appliance: eventlog begin 1000 {}\n",
+        Sha256Digest::of(&log)
+    )));
+    assert!(text
+        .lines()
+        .all(|l| l.len() <= "appliance: eventlog ".len() + 128));
+    assert_eq!(gateway::eventlog::reassemble(&text).unwrap(), log);
+}
+
+#[test]
+fn check_mode_of_the_binary_accepts_good_and_rejects_tampered_trees() {
+    let t = Tree::new();
+    let bin = env!("CARGO_BIN_EXE_gateway-init");
+    let run = || {
+        std::process::Command::new(bin)
+            .arg("--check")
+            .arg(t.dir.path())
+            .arg(t.cmdline())
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    let out = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(ok.status.success(), "{out}");
+    assert!(out.ends_with("appliance: ready lab-a 0.3.1\n"), "{out}");
+    std::fs::write(t.dir.path().join("etc/appliance/policy.bin"), b"evil").unwrap();
+    let bad = run();
+    let out = String::from_utf8_lossy(&bad.stdout).into_owned();
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("appliance: error: policy digest mismatch"),
+        "{out}"
+    );
+    assert!(!out.contains("appliance: ready"), "{out}");
+}
+
+// ---------------------------------------------------------------- swtpm
+
+/// swtpm serving raw TPM 2.0 commands on 127.0.0.1; killed on drop.
+struct Swtpm {
+    child: std::process::Child,
+    port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port_pair() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn start_swtpm() -> Option<Swtpm> {
+    if std::process::Command::new("swtpm")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: swtpm not found (install package swtpm)");
+        return None;
+    }
+    for _attempt in 0..5 {
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port_pair();
+        let child = std::process::Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.path().display()))
+            .arg("--flags")
+            .arg("not-need-init,startup-clear")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn swtpm");
+        let mut s = Swtpm {
+            child,
+            port,
+            _state: state,
+        };
+        for _ in 0..100 {
+            if let Ok(Some(_)) = s.child.try_wait() {
+                break; // port taken or similar: retry with another
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = s.child.kill();
+    }
+    panic!("swtpm did not start after 5 attempts");
+}
+
+fn connect(s: &Swtpm) -> StreamTransport<std::net::TcpStream> {
+    // swtpm serves one connection at a time; the probe in start_swtpm has closed.
+    for _ in 0..50 {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", s.port)) {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            return StreamTransport(c);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("cannot connect to swtpm on port {}", s.port);
+}
+
+/// Counts commands, to see the PCR_Read loop at work.
+struct Counting<'a> {
+    inner: &'a mut dyn Transport,
+    commands: usize,
+}
+
+impl Transport for Counting<'_> {
+    fn transact(&mut self, command: &[u8]) -> gateway::Result<Vec<u8>> {
+        self.commands += 1;
+        self.inner.transact(command)
+    }
+}
+
+fn pcr(n: u8) -> PcrIndex {
+    PcrIndex::new(n).unwrap()
+}
+
+#[test]
+fn swtpm_pcr_values_match_extends_computed_in_the_test() {
+    let Some(s) = start_swtpm() else { return };
+    let mut t = connect(&s);
+    let zero = Sha256Digest([0; 32]);
+    let (a, b, c) = (
+        Sha256Digest::of(b"uki"),
+        Sha256Digest::of(b"sb"),
+        Sha256Digest::of(b"more"),
+    );
+    tpm::extend_pcr(&mut t, pcr(4), &a).unwrap();
+    tpm::extend_pcr(&mut t, pcr(4), &c).unwrap();
+    tpm::extend_pcr(&mut t, pcr(7), &b).unwrap();
+    let want4 = tpm::extended_value(&tpm::extended_value(&zero, &a), &c);
+    let want7 = tpm::extended_value(&zero, &b);
+
+    let cap = Capture::default();
+    boot::report_pcrs(&mut t, &mut cap.logger()).unwrap();
+    assert_eq!(
+        cap.text(),
+        format!("appliance: pcr 4 sha256 {want4}\nappliance: pcr 7 sha256 {want7}\nappliance: pcr 11 sha256 {zero}\n")
+    );
+}
+
+#[test]
+fn swtpm_reading_all_24_pcrs_takes_several_commands() {
+    let Some(s) = start_swtpm() else { return };
+    let mut t = connect(&s);
+    let d = Sha256Digest::of(b"sixteen");
+    tpm::extend_pcr(&mut t, pcr(16), &d).unwrap();
+    let all: Vec<PcrIndex> = (0..24).map(pcr).collect();
+    let mut counting = Counting {
+        inner: &mut t,
+        commands: 0,
+    };
+    let values = tpm::read_pcrs(&mut counting, &all).unwrap();
+    // TPML_DIGEST carries at most 8 digests: 24 PCRs need at least 3 commands.
+    assert!(counting.commands >= 3, "{} commands", counting.commands);
+    assert_eq!(
+        values.iter().map(|(p, _)| p.get()).collect::<Vec<_>>(),
+        (0..24).collect::<Vec<u8>>()
+    );
+    assert_eq!(
+        values[16].1,
+        tpm::extended_value(&Sha256Digest([0; 32]), &d)
+    );
+    assert_eq!(values[0].1, Sha256Digest([0; 32]));
+}
+
+#[test]
+fn swtpm_error_response_code_is_reported() {
+    let Some(s) = start_swtpm() else { return };
+    let mut t = connect(&s);
+    let mut cmd = tpm::pcr_read_command(tpm::PcrSet::of(&[pcr(4)]));
+    cmd[6..10].copy_from_slice(&0x0000_0FFFu32.to_be_bytes()); // no such command
+    let resp = t.transact(&cmd).unwrap();
+    let err = tpm::parse_pcr_read_response(&resp, tpm::PcrSet::of(&[pcr(4)])).unwrap_err();
+    assert!(
+        matches!(err, Error::TpmResponseCode { rc, .. } if rc != 0),
+        "{err}"
+    );
+}

@@ -1,0 +1,503 @@
+//! Hand-written canonical encoder and decoder. The reader checks every length
+//! against the remaining input before slicing, so decoding cannot panic; list
+//! counts are bounded by the remaining bytes before anything is allocated.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::BlobError;
+use crate::model::*;
+
+/// Magic bytes at the start of every blob.
+pub const MAGIC: &[u8; 5] = b"VDPOL";
+/// The only format version this crate reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+
+const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
+const DIGEST_LEN: usize = 32;
+const MAX_STR: usize = u16::MAX as usize;
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    /// Strings longer than u16::MAX are truncated at a char boundary;
+    /// `validate` rejects them, so a validated policy never hits that.
+    fn str(&mut self, s: &str) {
+        let mut end = s.len().min(MAX_STR);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.u16(end as u16);
+        self.0.extend_from_slice(&s.as_bytes()[..end]);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        let end = b.len().min(MAX_STR);
+        self.u16(end as u16);
+        self.0.extend_from_slice(&b[..end]);
+    }
+    fn count(&mut self, n: usize) {
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    fn ip(&mut self, ip: &IpAddr) {
+        match ip {
+            IpAddr::V4(a) => {
+                self.u8(4);
+                self.0.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                self.u8(6);
+                self.0.extend_from_slice(&a.octets());
+            }
+        }
+    }
+    fn prefix(&mut self, p: &Prefix) {
+        self.ip(&p.addr);
+        self.u8(p.len);
+    }
+    fn ports(&mut self, p: &PortRange) {
+        self.u16(p.start);
+        self.u16(p.end);
+    }
+    fn ts(&mut self, ts: &TrafficSelector) {
+        self.prefix(&ts.prefix);
+        self.u8(ts.protocol.0);
+        self.ports(&ts.ports);
+    }
+    fn selector(&mut self, s: &Selector) {
+        self.prefix(&s.src);
+        self.prefix(&s.dst);
+        self.u8(s.protocol.0);
+        self.ports(&s.src_ports);
+        self.ports(&s.dst_ports);
+    }
+    fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            None => self.u8(0),
+            Some(v) => {
+                self.u8(1);
+                self.u64(v);
+            }
+        }
+    }
+    fn limits(&mut self, l: &LifetimeLimits) {
+        self.opt_u64(l.bytes);
+        self.opt_u64(l.packets);
+        self.opt_u64(l.seconds);
+    }
+    fn manual_sa(&mut self, sa: &ManualSa) {
+        self.u32(sa.spi.0);
+        self.bytes(sa.key.expose());
+    }
+    fn tunnel(&mut self, t: &Tunnel) {
+        self.u32(t.id.0);
+        self.str(&t.name);
+        self.ip(&t.local);
+        self.ip(&t.remote);
+        self.count(t.local_ts.len());
+        t.local_ts.iter().for_each(|ts| self.ts(ts));
+        self.count(t.remote_ts.len());
+        t.remote_ts.iter().for_each(|ts| self.ts(ts));
+        self.u8(aead_tag(t.aead));
+        self.bool(t.esn);
+        self.limits(&t.lifetimes.soft);
+        self.limits(&t.lifetimes.hard);
+        self.u32(t.replay_window);
+        match &t.manual {
+            None => self.u8(0),
+            Some(m) => {
+                self.u8(1);
+                self.manual_sa(&m.outbound);
+                self.manual_sa(&m.inbound);
+            }
+        }
+        self.bool(t.udp_encap);
+    }
+}
+
+fn aead_tag(a: Aead) -> u8 {
+    match a {
+        Aead::Aes128Gcm16 => 1,
+        Aead::Aes256Gcm16 => 2,
+        Aead::ChaCha20Poly1305 => 3,
+    }
+}
+
+fn encode_body(p: &Policy) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(256));
+    w.str(&p.profile_name);
+    w.str(&p.profile_version);
+    w.u64(p.security_version.0);
+    w.count(p.local.len());
+    p.local.iter().for_each(|a| w.ip(a));
+    w.count(p.tunnels.len());
+    p.tunnels.iter().for_each(|t| w.tunnel(t));
+    w.count(p.spd.len());
+    for e in &p.spd {
+        w.str(&e.name);
+        w.selector(&e.selector);
+        match e.action {
+            SpdAction::Protect(id) => {
+                w.u8(1);
+                w.u32(id.0);
+            }
+            SpdAction::Bypass => w.u8(2),
+            SpdAction::Discard => w.u8(3),
+        }
+    }
+    w.count(p.filters.len());
+    for f in &p.filters {
+        w.str(&f.name);
+        w.u8(match f.direction {
+            Direction::Outbound => 1,
+            Direction::Inbound => 2,
+        });
+        w.selector(&f.selector);
+        w.u8(filter_tag(f.action));
+    }
+    w.u8(filter_tag(p.default_filter));
+    w.0
+}
+
+fn filter_tag(a: FilterAction) -> u8 {
+    match a {
+        FilterAction::Accept => 1,
+        FilterAction::Drop => 2,
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], BlobError> {
+        if self.buf.len() < n {
+            return Err(BlobError::Truncated { what });
+        }
+        let (h, t) = self.buf.split_at(n);
+        self.buf = t;
+        Ok(h)
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], BlobError> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, BlobError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, BlobError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, BlobError> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, BlobError> {
+        Ok(u64::from_be_bytes(self.array(what)?))
+    }
+    fn flag(&mut self, what: &'static str) -> Result<bool, BlobError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            }),
+        }
+    }
+    fn str(&mut self, what: &'static str) -> Result<String, BlobError> {
+        let n = usize::from(self.u16(what)?);
+        let b = self.take(n, what)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| BlobError::InvalidUtf8 { what })
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], BlobError> {
+        let n = usize::from(self.u16(what)?);
+        self.take(n, what)
+    }
+    /// A list count, bounded by the remaining input (every element takes at
+    /// least `min_elem` bytes) so a hostile count cannot force a huge allocation.
+    fn count(&mut self, what: &'static str, min_elem: usize) -> Result<usize, BlobError> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min_elem) > self.buf.len() {
+            return Err(BlobError::Truncated { what });
+        }
+        Ok(n)
+    }
+    fn ip(&mut self, what: &'static str) -> Result<IpAddr, BlobError> {
+        match self.u8(what)? {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.array::<4>(what)?))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.array::<16>(what)?))),
+            v => Err(BlobError::InvalidTag {
+                what: "address family",
+                value: u64::from(v),
+            }),
+        }
+    }
+    fn prefix(&mut self, what: &'static str) -> Result<Prefix, BlobError> {
+        let addr = self.ip(what)?;
+        let len = self.u8(what)?;
+        Ok(Prefix { addr, len })
+    }
+    fn ports(&mut self, what: &'static str) -> Result<PortRange, BlobError> {
+        Ok(PortRange {
+            start: self.u16(what)?,
+            end: self.u16(what)?,
+        })
+    }
+    fn ts(&mut self) -> Result<TrafficSelector, BlobError> {
+        Ok(TrafficSelector {
+            prefix: self.prefix("traffic selector prefix")?,
+            protocol: Protocol(self.u8("traffic selector protocol")?),
+            ports: self.ports("traffic selector ports")?,
+        })
+    }
+    fn selector(&mut self) -> Result<Selector, BlobError> {
+        Ok(Selector {
+            src: self.prefix("selector source")?,
+            dst: self.prefix("selector destination")?,
+            protocol: Protocol(self.u8("selector protocol")?),
+            src_ports: self.ports("selector source ports")?,
+            dst_ports: self.ports("selector destination ports")?,
+        })
+    }
+    fn opt_u64(&mut self, what: &'static str) -> Result<Option<u64>, BlobError> {
+        if self.flag(what)? {
+            Ok(Some(self.u64(what)?))
+        } else {
+            Ok(None)
+        }
+    }
+    fn limits(&mut self) -> Result<LifetimeLimits, BlobError> {
+        Ok(LifetimeLimits {
+            bytes: self.opt_u64("lifetime bytes")?,
+            packets: self.opt_u64("lifetime packets")?,
+            seconds: self.opt_u64("lifetime seconds")?,
+        })
+    }
+    fn manual_sa(&mut self) -> Result<ManualSa, BlobError> {
+        Ok(ManualSa {
+            spi: Spi(self.u32("SPI")?),
+            key: KeyMaterial::from_slice(self.bytes("key material")?),
+        })
+    }
+    fn tunnel(&mut self) -> Result<Tunnel, BlobError> {
+        let id = TunnelId(self.u32("tunnel id")?);
+        let name = self.str("tunnel name")?;
+        let local = self.ip("tunnel local address")?;
+        let remote = self.ip("tunnel remote address")?;
+        let n = self.count("local traffic selectors", 10)?;
+        let local_ts = (0..n).map(|_| self.ts()).collect::<Result<_, _>>()?;
+        let n = self.count("remote traffic selectors", 10)?;
+        let remote_ts = (0..n).map(|_| self.ts()).collect::<Result<_, _>>()?;
+        let aead = match self.u8("AEAD")? {
+            1 => Aead::Aes128Gcm16,
+            2 => Aead::Aes256Gcm16,
+            3 => Aead::ChaCha20Poly1305,
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "AEAD",
+                    value: u64::from(v),
+                })
+            }
+        };
+        let esn = self.flag("ESN flag")?;
+        let soft = self.limits()?;
+        let hard = self.limits()?;
+        let replay_window = self.u32("replay window")?;
+        let manual = if self.flag("manual keying flag")? {
+            Some(ManualKeys {
+                outbound: self.manual_sa()?,
+                inbound: self.manual_sa()?,
+            })
+        } else {
+            None
+        };
+        let udp_encap = self.flag("UDP encapsulation flag")?;
+        Ok(Tunnel {
+            id,
+            name,
+            local,
+            remote,
+            local_ts,
+            remote_ts,
+            aead,
+            esn,
+            lifetimes: Lifetimes { soft, hard },
+            replay_window,
+            manual,
+            udp_encap,
+        })
+    }
+    fn filter_action(&mut self, what: &'static str) -> Result<FilterAction, BlobError> {
+        match self.u8(what)? {
+            1 => Ok(FilterAction::Accept),
+            2 => Ok(FilterAction::Drop),
+            v => Err(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            }),
+        }
+    }
+}
+
+fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
+    let mut r = Reader { buf: body };
+    let profile_name = r.str("profile name")?;
+    let profile_version = r.str("profile version")?;
+    let security_version = SecurityVersion(r.u64("security version")?);
+    let n = r.count("local addresses", 5)?;
+    let local = (0..n)
+        .map(|_| r.ip("local address"))
+        .collect::<Result<_, _>>()?;
+    let n = r.count("tunnels", 40)?;
+    let tunnels = (0..n).map(|_| r.tunnel()).collect::<Result<_, _>>()?;
+    let n = r.count("SPD entries", 20)?;
+    let mut spd = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str("SPD entry name")?;
+        let selector = r.selector()?;
+        let action = match r.u8("SPD action")? {
+            1 => SpdAction::Protect(TunnelId(r.u32("SPD tunnel id")?)),
+            2 => SpdAction::Bypass,
+            3 => SpdAction::Discard,
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "SPD action",
+                    value: u64::from(v),
+                })
+            }
+        };
+        spd.push(SpdEntry {
+            name,
+            selector,
+            action,
+        });
+    }
+    let n = r.count("filter rules", 20)?;
+    let mut filters = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str("filter rule name")?;
+        let direction = match r.u8("filter direction")? {
+            1 => Direction::Outbound,
+            2 => Direction::Inbound,
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "filter direction",
+                    value: u64::from(v),
+                })
+            }
+        };
+        let selector = r.selector()?;
+        let action = r.filter_action("filter action")?;
+        filters.push(FilterRule {
+            name,
+            direction,
+            selector,
+            action,
+        });
+    }
+    let default_filter = r.filter_action("default filter action")?;
+    if !r.buf.is_empty() {
+        return Err(BlobError::TrailingBytes {
+            count: r.buf.len(),
+            after: "policy body",
+        });
+    }
+    Ok(Policy {
+        profile_name,
+        profile_version,
+        security_version,
+        local,
+        tunnels,
+        spd,
+        filters,
+        default_filter,
+    })
+}
+
+impl Policy {
+    /// Encodes the policy into the canonical blob. Call [`Policy::validate`]
+    /// first: an invalid policy encodes, but the Viaduct will refuse it.
+    pub fn encode(&self) -> Vec<u8> {
+        let body = encode_body(self);
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len() + DIGEST_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(&body);
+        let d = Sha256::digest(&out);
+        out.extend_from_slice(&d);
+        out
+    }
+
+    /// SHA-256 over the encoded header and body: the value appended to the
+    /// blob, which the manifest and the gateway init pin.
+    pub fn digest(&self) -> Digest {
+        let blob = self.encode();
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&blob[blob.len() - DIGEST_LEN..]);
+        Digest(d)
+    }
+
+    /// Decodes and validates a blob. Never panics.
+    pub fn decode(blob: &[u8]) -> Result<Policy, BlobError> {
+        let mut r = Reader { buf: blob };
+        if r.take(MAGIC.len(), "magic")? != MAGIC {
+            return Err(BlobError::BadMagic);
+        }
+        let version = r.u16("format version")?;
+        if version != FORMAT_VERSION {
+            return Err(BlobError::UnsupportedVersion {
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let len = r.u32("body length")? as usize;
+        let body = r.take(len, "body")?;
+        let digest = r.take(DIGEST_LEN, "digest")?;
+        if !r.buf.is_empty() {
+            return Err(BlobError::TrailingBytes {
+                count: r.buf.len(),
+                after: "digest",
+            });
+        }
+        let covered = &blob[..HEADER_LEN + len];
+        let actual = Sha256::digest(covered);
+        if actual.as_slice() != digest {
+            return Err(BlobError::DigestMismatch);
+        }
+        let policy = decode_body(body)?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Digest of an encoded blob without decoding it (`None` if it is shorter
+    /// than a header and digest).
+    pub fn blob_digest(blob: &[u8]) -> Option<Digest> {
+        if blob.len() < HEADER_LEN + DIGEST_LEN {
+            return None;
+        }
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&blob[blob.len() - DIGEST_LEN..]);
+        Some(Digest(d))
+    }
+}

@@ -1,0 +1,603 @@
+//! The policy data model: plain structs with public fields, built by the
+//! compiler, encoded with [`Policy::encode`], decoded and validated with
+//! [`Policy::decode`]. Nothing here panics.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use zeroize::Zeroize;
+
+/// SHA-256 digest of an encoded policy (see the crate docs for what it covers).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Lower-case hex form.
+    pub fn to_hex(&self) -> String {
+        use fmt::Write;
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Anti-rollback security version of the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SecurityVersion(pub u64);
+
+/// Identifier of a tunnel within a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunnelId(pub u32);
+
+impl fmt::Display for TunnelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// IPsec Security Parameter Index (RFC 4303 §2.1). Values 0..=255 are reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Spi(pub u32);
+
+impl fmt::Display for Spi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#010x}", self.0)
+    }
+}
+
+/// IP protocol number (IANA); 0 means "any" in selectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Protocol(pub u8);
+
+impl Protocol {
+    /// Matches every protocol.
+    pub const ANY: Protocol = Protocol(0);
+    /// ICMP.
+    pub const ICMP: Protocol = Protocol(1);
+    /// TCP.
+    pub const TCP: Protocol = Protocol(6);
+    /// UDP.
+    pub const UDP: Protocol = Protocol(17);
+    /// ICMPv6.
+    pub const ICMPV6: Protocol = Protocol(58);
+
+    /// Whether a packet with protocol `p` matches this selector protocol.
+    pub fn matches(self, p: u8) -> bool {
+        self.0 == 0 || self.0 == p
+    }
+}
+
+/// An IP prefix (address with zero host bits + length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length in bits (≤ 32 for IPv4, ≤ 128 for IPv6).
+    pub len: u8,
+}
+
+impl Prefix {
+    /// A prefix; checked by [`Policy::validate`], not here.
+    pub fn new(addr: IpAddr, len: u8) -> Self {
+        Prefix { addr, len }
+    }
+
+    /// 0.0.0.0/0.
+    pub fn any_v4() -> Self {
+        Prefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    }
+
+    /// ::/0.
+    pub fn any_v6() -> Self {
+        Prefix::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+    }
+
+    /// A host prefix (/32 or /128).
+    pub fn host(addr: IpAddr) -> Self {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        Prefix::new(addr, len)
+    }
+
+    /// Address width of the family in bits.
+    pub fn max_len(&self) -> u8 {
+        if self.addr.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+
+    /// Whether `ip` lies inside the prefix (false for another family; false
+    /// if the prefix length is invalid).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                v4_mask(self.len).is_some_and(|m| u32::from(a) & m == u32::from(n) & m)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                v6_mask(self.len).is_some_and(|m| u128::from(a) & m == u128::from(n) & m)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the address has no bits set beyond the prefix length.
+    pub fn host_bits_clear(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(n) => v4_mask(self.len).is_some_and(|m| u32::from(n) & !m == 0),
+            IpAddr::V6(n) => v6_mask(self.len).is_some_and(|m| u128::from(n) & !m == 0),
+        }
+    }
+}
+
+fn v4_mask(len: u8) -> Option<u32> {
+    match len {
+        0 => Some(0),
+        1..=32 => Some(u32::MAX << (32 - u32::from(len))),
+        _ => None,
+    }
+}
+
+fn v6_mask(len: u8) -> Option<u128> {
+    match len {
+        0 => Some(0),
+        1..=128 => Some(u128::MAX << (128 - u32::from(len))),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Inclusive port range; `PortRange::ANY` is 0-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Every port.
+    pub const ANY: PortRange = PortRange {
+        start: 0,
+        end: u16::MAX,
+    };
+
+    /// A single port.
+    pub fn single(p: u16) -> Self {
+        PortRange { start: p, end: p }
+    }
+
+    /// Whether the range covers every port.
+    pub fn is_any(&self) -> bool {
+        *self == Self::ANY
+    }
+
+    /// Whether `port` is inside the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+}
+
+/// An IPsec traffic selector (RFC 7296 §3.13.1 style): one side of a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrafficSelector {
+    /// Address prefix.
+    pub prefix: Prefix,
+    /// Protocol (0 = any).
+    pub protocol: Protocol,
+    /// Port range (TCP/UDP/SCTP; ignored for other protocols unless not ANY).
+    pub ports: PortRange,
+}
+
+impl TrafficSelector {
+    /// Selector for a whole prefix, any protocol, any port.
+    pub fn prefix(prefix: Prefix) -> Self {
+        TrafficSelector {
+            prefix,
+            protocol: Protocol::ANY,
+            ports: PortRange::ANY,
+        }
+    }
+}
+
+/// ESP AEAD transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aead {
+    /// AES-GCM with 128-bit key and 16-byte ICV (RFC 4106).
+    Aes128Gcm16,
+    /// AES-GCM with 256-bit key and 16-byte ICV (RFC 4106).
+    Aes256Gcm16,
+    /// ChaCha20-Poly1305 (RFC 7634).
+    ChaCha20Poly1305,
+}
+
+impl Aead {
+    /// Length of the cipher key in bytes (without salt).
+    pub fn key_len(self) -> usize {
+        match self {
+            Aead::Aes128Gcm16 => 16,
+            Aead::Aes256Gcm16 | Aead::ChaCha20Poly1305 => 32,
+        }
+    }
+
+    /// Length of the salt appended to the key (RFC 4106 §8.1, RFC 7634 §4).
+    pub const SALT_LEN: usize = 4;
+
+    /// Length of the key material: key || salt.
+    pub fn key_material_len(self) -> usize {
+        self.key_len() + Self::SALT_LEN
+    }
+}
+
+impl fmt::Display for Aead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Aead::Aes128Gcm16 => "aes128gcm16",
+            Aead::Aes256Gcm16 => "aes256gcm16",
+            Aead::ChaCha20Poly1305 => "chacha20poly1305",
+        })
+    }
+}
+
+/// Secret key material (key || salt). Zeroized on drop; `Debug` prints only
+/// the length. Equality is constant-time.
+#[derive(Clone, Default)]
+pub struct KeyMaterial(Vec<u8>);
+
+impl KeyMaterial {
+    /// Takes ownership of the bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        KeyMaterial(bytes)
+    }
+
+    /// Copies the bytes.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        KeyMaterial(bytes.to_vec())
+    }
+
+    /// The secret bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for KeyMaterial {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl PartialEq for KeyMaterial {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == other.0.len() && bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for KeyMaterial {}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyMaterial(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// One manually keyed SA (lab only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualSa {
+    /// SPI carried in the ESP header.
+    pub spi: Spi,
+    /// Key || salt.
+    pub key: KeyMaterial,
+}
+
+/// Manual keying for both directions of a tunnel (lab only; IKEv2 otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualKeys {
+    /// SA used to send (the peer's inbound SA).
+    pub outbound: ManualSa,
+    /// SA used to receive (the peer's outbound SA).
+    pub inbound: ManualSa,
+}
+
+/// Lifetime limits; `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LifetimeLimits {
+    /// Bytes of inner payload.
+    pub bytes: Option<u64>,
+    /// Packets.
+    pub packets: Option<u64>,
+    /// Seconds since the SA was installed.
+    pub seconds: Option<u64>,
+}
+
+/// Soft (rekey warning) and hard (SA unusable) lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetimes {
+    /// Soft limits: crossing one raises an event.
+    pub soft: LifetimeLimits,
+    /// Hard limits: crossing one makes the SA unusable.
+    pub hard: LifetimeLimits,
+}
+
+/// An IPsec tunnel (a pair of SAs between two gateways).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Unique id, referenced by SPD entries.
+    pub id: TunnelId,
+    /// Unique name, for logs.
+    pub name: String,
+    /// This gateway's outer address (must be in [`Policy::local`]).
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// Selectors for the inner addresses on our side.
+    pub local_ts: Vec<TrafficSelector>,
+    /// Selectors for the inner addresses on the peer's side.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// ESP transform.
+    pub aead: Aead,
+    /// Extended (64-bit) sequence numbers.
+    pub esn: bool,
+    /// SA lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Anti-replay window in packets.
+    pub replay_window: u32,
+    /// Manual keys (lab); `None` means keys come from IKEv2.
+    pub manual: Option<ManualKeys>,
+    /// UDP encapsulation (RFC 3948).
+    pub udp_encap: bool,
+}
+
+/// A five-tuple selector on inner packets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Selector {
+    /// Source prefix.
+    pub src: Prefix,
+    /// Destination prefix.
+    pub dst: Prefix,
+    /// Protocol (0 = any).
+    pub protocol: Protocol,
+    /// Source ports.
+    pub src_ports: PortRange,
+    /// Destination ports.
+    pub dst_ports: PortRange,
+}
+
+impl Selector {
+    /// Selector matching every IPv4 packet.
+    pub fn any_v4() -> Self {
+        Selector::between(Prefix::any_v4(), Prefix::any_v4())
+    }
+
+    /// Selector matching every IPv6 packet.
+    pub fn any_v6() -> Self {
+        Selector::between(Prefix::any_v6(), Prefix::any_v6())
+    }
+
+    /// Any protocol and port between two prefixes.
+    pub fn between(src: Prefix, dst: Prefix) -> Self {
+        Selector {
+            src,
+            dst,
+            protocol: Protocol::ANY,
+            src_ports: PortRange::ANY,
+            dst_ports: PortRange::ANY,
+        }
+    }
+}
+
+/// What the SPD does with a matching outbound packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpdAction {
+    /// Encrypt into the tunnel.
+    Protect(TunnelId),
+    /// Forward in clear.
+    Bypass,
+    /// Drop.
+    Discard,
+}
+
+/// One SPD entry (first match wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpdEntry {
+    /// Name, for logs and counters.
+    pub name: String,
+    /// Matching inner packets.
+    pub selector: Selector,
+    /// What to do.
+    pub action: SpdAction,
+}
+
+/// Direction of a filter rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Red → black (inner packet, before the SPD).
+    Outbound,
+    /// Black → red (inner packet, after decryption).
+    Inbound,
+}
+
+/// Verdict of a filter rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FilterAction {
+    /// Let the packet continue.
+    Accept,
+    /// Drop it.
+    Drop,
+}
+
+/// A stateless filter rule (first match in order wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterRule {
+    /// Name, for logs.
+    pub name: String,
+    /// Direction it applies to.
+    pub direction: Direction,
+    /// Matching inner packets.
+    pub selector: Selector,
+    /// Verdict.
+    pub action: FilterAction,
+}
+
+/// The compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Profile it was compiled from.
+    pub profile_name: String,
+    /// Profile version string.
+    pub profile_version: String,
+    /// Anti-rollback version.
+    pub security_version: SecurityVersion,
+    /// This gateway's outer addresses.
+    pub local: Vec<IpAddr>,
+    /// Tunnels.
+    pub tunnels: Vec<Tunnel>,
+    /// Outbound SPD, first match wins.
+    pub spd: Vec<SpdEntry>,
+    /// Filter rules, first match wins.
+    pub filters: Vec<FilterRule>,
+    /// Verdict when no filter rule matches.
+    pub default_filter: FilterAction,
+}
+
+impl Policy {
+    /// An empty policy (no tunnels, SPD discards everything by absence,
+    /// default filter accept) for the builder-style API.
+    pub fn new(profile_name: impl Into<String>, profile_version: impl Into<String>) -> Self {
+        Policy {
+            profile_name: profile_name.into(),
+            profile_version: profile_version.into(),
+            security_version: SecurityVersion(0),
+            local: Vec::new(),
+            tunnels: Vec::new(),
+            spd: Vec::new(),
+            filters: Vec::new(),
+            default_filter: FilterAction::Accept,
+        }
+    }
+
+    /// Sets the security version.
+    pub fn with_security_version(mut self, v: u64) -> Self {
+        self.security_version = SecurityVersion(v);
+        self
+    }
+
+    /// Adds a local outer address.
+    pub fn with_local(mut self, addr: IpAddr) -> Self {
+        self.local.push(addr);
+        self
+    }
+
+    /// Adds a tunnel.
+    pub fn with_tunnel(mut self, t: Tunnel) -> Self {
+        self.tunnels.push(t);
+        self
+    }
+
+    /// Appends an SPD entry (after the existing ones).
+    pub fn with_spd(mut self, name: impl Into<String>, selector: Selector, action: SpdAction) -> Self {
+        self.spd.push(SpdEntry {
+            name: name.into(),
+            selector,
+            action,
+        });
+        self
+    }
+
+    /// Appends a filter rule.
+    pub fn with_filter(
+        mut self,
+        name: impl Into<String>,
+        direction: Direction,
+        selector: Selector,
+        action: FilterAction,
+    ) -> Self {
+        self.filters.push(FilterRule {
+            name: name.into(),
+            direction,
+            selector,
+            action,
+        });
+        self
+    }
+
+    /// Sets the default filter verdict.
+    pub fn with_default_filter(mut self, action: FilterAction) -> Self {
+        self.default_filter = action;
+        self
+    }
+
+    /// Looks a tunnel up by id.
+    pub fn tunnel(&self, id: TunnelId) -> Option<&Tunnel> {
+        self.tunnels.iter().find(|t| t.id == id)
+    }
+}
+
+impl Tunnel {
+    /// A tunnel with defaults: ESN on, window 1024, no lifetimes, no manual
+    /// keys, no UDP encapsulation.
+    pub fn new(id: u32, name: impl Into<String>, local: IpAddr, remote: IpAddr, aead: Aead) -> Self {
+        Tunnel {
+            id: TunnelId(id),
+            name: name.into(),
+            local,
+            remote,
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            aead,
+            esn: true,
+            lifetimes: Lifetimes::default(),
+            replay_window: 1024,
+            manual: None,
+            udp_encap: false,
+        }
+    }
+
+    /// Adds a local traffic selector.
+    pub fn with_local_ts(mut self, ts: TrafficSelector) -> Self {
+        self.local_ts.push(ts);
+        self
+    }
+
+    /// Adds a remote traffic selector.
+    pub fn with_remote_ts(mut self, ts: TrafficSelector) -> Self {
+        self.remote_ts.push(ts);
+        self
+    }
+
+    /// Sets manual keys.
+    pub fn with_manual_keys(mut self, outbound: ManualSa, inbound: ManualSa) -> Self {
+        self.manual = Some(ManualKeys { outbound, inbound });
+        self
+    }
+}

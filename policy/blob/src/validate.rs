@@ -1,0 +1,224 @@
+//! Internal consistency checks, run by [`Policy::decode`] and available to the
+//! compiler. Nothing here panics.
+
+use std::collections::HashSet;
+
+use crate::error::BlobError;
+use crate::model::*;
+
+/// Smallest accepted anti-replay window (packets).
+pub const MIN_REPLAY_WINDOW: u32 = 32;
+/// Largest accepted anti-replay window (packets).
+pub const MAX_REPLAY_WINDOW: u32 = 1 << 16;
+const MAX_STR: usize = u16::MAX as usize;
+
+fn check_str(what: &'static str, s: &str) -> Result<(), BlobError> {
+    if s.len() > MAX_STR {
+        return Err(BlobError::TooLong {
+            what,
+            len: s.len(),
+            max: MAX_STR,
+        });
+    }
+    Ok(())
+}
+
+fn check_prefix(p: &Prefix, context: &dyn Fn() -> String) -> Result<(), BlobError> {
+    if p.len > p.max_len() {
+        return Err(BlobError::PrefixLength {
+            addr: p.addr,
+            len: p.len,
+            context: context(),
+        });
+    }
+    if !p.host_bits_clear() {
+        return Err(BlobError::PrefixHostBits {
+            addr: p.addr,
+            len: p.len,
+            context: context(),
+        });
+    }
+    Ok(())
+}
+
+fn check_ports(r: &PortRange, context: &dyn Fn() -> String) -> Result<(), BlobError> {
+    if r.start > r.end {
+        return Err(BlobError::PortRange {
+            start: r.start,
+            end: r.end,
+            context: context(),
+        });
+    }
+    Ok(())
+}
+
+fn check_selector(s: &Selector, context: &dyn Fn() -> String) -> Result<(), BlobError> {
+    check_prefix(&s.src, context)?;
+    check_prefix(&s.dst, context)?;
+    if s.src.addr.is_ipv4() != s.dst.addr.is_ipv4() {
+        return Err(BlobError::FamilyMismatch { context: context() });
+    }
+    check_ports(&s.src_ports, context)?;
+    check_ports(&s.dst_ports, context)
+}
+
+fn check_limits(t: &Tunnel) -> Result<(), BlobError> {
+    let (s, h) = (&t.lifetimes.soft, &t.lifetimes.hard);
+    for (what, soft, hard) in [
+        ("bytes", s.bytes, h.bytes),
+        ("packets", s.packets, h.packets),
+        ("seconds", s.seconds, h.seconds),
+    ] {
+        if let (Some(soft), Some(hard)) = (soft, hard) {
+            if soft > hard {
+                return Err(BlobError::SoftAfterHard {
+                    tunnel: t.name.clone(),
+                    what,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_sa(
+    t: &Tunnel,
+    sa: &ManualSa,
+    direction: &'static str,
+    seen_inbound: &mut HashSet<u32>,
+) -> Result<(), BlobError> {
+    if sa.spi.0 <= 255 {
+        return Err(BlobError::BadSpi {
+            tunnel: t.name.clone(),
+            spi: sa.spi.0,
+            why: "reserved (0..=255, RFC 4303 §2.1)",
+        });
+    }
+    if direction == "inbound" && !seen_inbound.insert(sa.spi.0) {
+        return Err(BlobError::BadSpi {
+            tunnel: t.name.clone(),
+            spi: sa.spi.0,
+            why: "used by another inbound SA",
+        });
+    }
+    if sa.key.len() != t.aead.key_material_len() {
+        return Err(BlobError::KeyLength {
+            tunnel: t.name.clone(),
+            direction,
+            aead: t.aead,
+            expected: t.aead.key_material_len(),
+            found: sa.key.len(),
+        });
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// Checks internal consistency: unique tunnel ids and names, SPD entries
+    /// reference existing tunnels, inbound SPIs unique and not reserved, key
+    /// lengths match the AEAD, prefixes canonical, port ranges non-empty,
+    /// tunnel addresses of one family with the local one among `local`,
+    /// soft lifetimes not beyond hard ones, replay windows in range.
+    pub fn validate(&self) -> Result<(), BlobError> {
+        check_str("profile name", &self.profile_name)?;
+        check_str("profile version", &self.profile_version)?;
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        let mut inbound_spis = HashSet::new();
+        for t in &self.tunnels {
+            check_str("tunnel name", &t.name)?;
+            if !ids.insert(t.id) {
+                return Err(BlobError::DuplicateTunnelId(t.id));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(BlobError::DuplicateName {
+                    kind: "tunnel",
+                    name: t.name.clone(),
+                });
+            }
+            if t.local.is_ipv4() != t.remote.is_ipv4() {
+                return Err(BlobError::FamilyMismatch {
+                    context: format!("tunnel {:?} outer addresses", t.name),
+                });
+            }
+            if !self.local.contains(&t.local) {
+                return Err(BlobError::NotLocal {
+                    tunnel: t.name.clone(),
+                    addr: t.local,
+                });
+            }
+            for (side, list) in [("local", &t.local_ts), ("remote", &t.remote_ts)] {
+                if list.is_empty() {
+                    return Err(BlobError::NoSelectors {
+                        tunnel: t.name.clone(),
+                        side,
+                    });
+                }
+                for ts in list {
+                    let ctx = || format!("tunnel {:?} {side} traffic selector", t.name);
+                    check_prefix(&ts.prefix, &ctx)?;
+                    check_ports(&ts.ports, &ctx)?;
+                }
+            }
+            if !(MIN_REPLAY_WINDOW..=MAX_REPLAY_WINDOW).contains(&t.replay_window) {
+                return Err(BlobError::ReplayWindow {
+                    tunnel: t.name.clone(),
+                    size: t.replay_window,
+                    min: MIN_REPLAY_WINDOW,
+                    max: MAX_REPLAY_WINDOW,
+                });
+            }
+            check_limits(t)?;
+            if let Some(m) = &t.manual {
+                check_sa(t, &m.outbound, "outbound", &mut inbound_spis)?;
+                check_sa(t, &m.inbound, "inbound", &mut inbound_spis)?;
+            }
+        }
+        let mut names = HashSet::new();
+        for e in &self.spd {
+            check_str("SPD entry name", &e.name)?;
+            if !names.insert(e.name.as_str()) {
+                return Err(BlobError::DuplicateName {
+                    kind: "SPD entry",
+                    name: e.name.clone(),
+                });
+            }
+            check_selector(&e.selector, &|| format!("SPD entry {:?}", e.name))?;
+            if let SpdAction::Protect(id) = e.action {
+                if !ids.contains(&id) {
+                    return Err(BlobError::UnknownTunnel {
+                        entry: e.name.clone(),
+                        tunnel: id,
+                    });
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for f in &self.filters {
+            check_str("filter rule name", &f.name)?;
+            if !names.insert(f.name.as_str()) {
+                return Err(BlobError::DuplicateName {
+                    kind: "filter rule",
+                    name: f.name.clone(),
+                });
+            }
+            check_selector(&f.selector, &|| format!("filter rule {:?}", f.name))?;
+        }
+        let list_limit = u32::MAX as usize;
+        for (what, len) in [
+            ("local address list", self.local.len()),
+            ("tunnel list", self.tunnels.len()),
+            ("SPD", self.spd.len()),
+            ("filter rule list", self.filters.len()),
+        ] {
+            if len > list_limit {
+                return Err(BlobError::TooLong {
+                    what,
+                    len,
+                    max: list_limit,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! Codec and validation tests for the policy blob.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use policy_blob::*;
+use proptest::prelude::*;
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn sample() -> Policy {
+    let t = Tunnel::new(
+        7,
+        "to-b",
+        v4(198, 51, 100, 1),
+        v4(198, 51, 100, 2),
+        Aead::Aes256Gcm16,
+    )
+    .with_local_ts(TrafficSelector::prefix(Prefix::new(v4(10, 1, 0, 0), 24)))
+    .with_remote_ts(TrafficSelector {
+        prefix: Prefix::new(v4(10, 2, 0, 0), 24),
+        protocol: Protocol::TCP,
+        ports: PortRange { start: 80, end: 443 },
+    })
+    .with_manual_keys(
+        ManualSa {
+            spi: Spi(0x1000),
+            key: KeyMaterial::new(vec![1; 36]),
+        },
+        ManualSa {
+            spi: Spi(0x2000),
+            key: KeyMaterial::new(vec![2; 36]),
+        },
+    );
+    let mut t = t;
+    t.lifetimes.soft.bytes = Some(1 << 30);
+    t.lifetimes.hard.bytes = Some(1 << 31);
+    t.lifetimes.hard.seconds = Some(3600);
+    Policy::new("lab-a", "1.2.3")
+        .with_security_version(3)
+        .with_local(v4(198, 51, 100, 1))
+        .with_tunnel(t)
+        .with_spd(
+            "lan-b",
+            Selector::between(Prefix::new(v4(10, 1, 0, 0), 24), Prefix::new(v4(10, 2, 0, 0), 24)),
+            SpdAction::Protect(TunnelId(7)),
+        )
+        .with_spd("rest", Selector::any_v4(), SpdAction::Discard)
+        .with_filter(
+            "no-telnet",
+            Direction::Outbound,
+            Selector {
+                dst_ports: PortRange::single(23),
+                protocol: Protocol::TCP,
+                ..Selector::any_v4()
+            },
+            FilterAction::Drop,
+        )
+        .with_default_filter(FilterAction::Accept)
+}
+
+#[test]
+fn round_trip_sample() {
+    let p = sample();
+    p.validate().unwrap();
+    let blob = p.encode();
+    assert_eq!(&blob[..5], b"VDPOL");
+    let q = Policy::decode(&blob).unwrap();
+    assert_eq!(p, q);
+    assert_eq!(q.encode(), blob);
+    assert_eq!(Policy::blob_digest(&blob), Some(p.digest()));
+}
+
+#[test]
+fn encoding_is_deterministic() {
+    assert_eq!(sample().encode(), sample().encode());
+    assert_eq!(sample().digest(), sample().digest());
+    let mut other = sample();
+    other.security_version = SecurityVersion(4);
+    assert_ne!(sample().digest(), other.digest());
+}
+
+#[test]
+fn rejects_other_version_naming_both() {
+    let mut blob = sample().encode();
+    blob[5..7].copy_from_slice(&2u16.to_be_bytes());
+    let e = Policy::decode(&blob).unwrap_err();
+    assert_eq!(
+        e,
+        BlobError::UnsupportedVersion {
+            found: 2,
+            expected: 1
+        }
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("version 2") && msg.contains("version 1"), "{msg}");
+}
+
+#[test]
+fn rejects_digest_mismatch() {
+    let mut blob = sample().encode();
+    let i = blob.len() / 2;
+    blob[i] ^= 1;
+    let e = Policy::decode(&blob).unwrap_err();
+    assert_eq!(e, BlobError::DigestMismatch);
+    assert_eq!(e.to_string(), "policy blob corrupted: digest mismatch");
+}
+
+#[test]
+fn rejects_trailing_bytes() {
+    let mut blob = sample().encode();
+    blob.push(0);
+    assert!(matches!(
+        Policy::decode(&blob),
+        Err(BlobError::TrailingBytes { count: 1, .. })
+    ));
+}
+
+#[test]
+fn rejects_bad_magic_and_truncation() {
+    let blob = sample().encode();
+    assert_eq!(Policy::decode(b"XXXXX\0\x01"), Err(BlobError::BadMagic));
+    for n in 0..blob.len() {
+        assert!(Policy::decode(&blob[..n]).is_err(), "prefix of {n} bytes accepted");
+    }
+}
+
+#[test]
+fn key_debug_is_redacted() {
+    let k = KeyMaterial::new(vec![0xAB; 20]);
+    let s = format!("{:?}", sample());
+    assert!(!s.contains("171") && !s.contains("0xab") && !s.contains("AB"));
+    assert_eq!(format!("{k:?}"), "KeyMaterial(<20 bytes redacted>)");
+}
+
+#[test]
+fn validate_unknown_tunnel() {
+    let p = sample().with_spd("bad", Selector::any_v6(), SpdAction::Protect(TunnelId(99)));
+    assert!(matches!(p.validate(), Err(BlobError::UnknownTunnel { .. })));
+    // And decode refuses an encoded invalid policy.
+    assert!(matches!(Policy::decode(&p.encode()), Err(BlobError::UnknownTunnel { .. })));
+}
+
+#[test]
+fn validate_duplicate_spi() {
+    let mut p = sample();
+    let mut t2 = p.tunnels[0].clone();
+    t2.id = TunnelId(8);
+    t2.name = "to-c".into();
+    p.tunnels.push(t2);
+    assert!(matches!(p.validate(), Err(BlobError::BadSpi { spi: 0x2000, .. })));
+}
+
+#[test]
+fn validate_reserved_spi() {
+    let mut p = sample();
+    p.tunnels[0].manual.as_mut().unwrap().outbound.spi = Spi(255);
+    assert!(matches!(p.validate(), Err(BlobError::BadSpi { spi: 255, .. })));
+}
+
+#[test]
+fn validate_key_length() {
+    let mut p = sample();
+    p.tunnels[0].aead = Aead::Aes128Gcm16;
+    let e = p.validate().unwrap_err();
+    assert!(matches!(
+        e,
+        BlobError::KeyLength {
+            expected: 20,
+            found: 36,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn validate_host_bits_and_prefix_len() {
+    let mut p = sample();
+    p.spd[0].selector.src = Prefix::new(v4(10, 1, 0, 1), 24);
+    assert!(matches!(p.validate(), Err(BlobError::PrefixHostBits { .. })));
+    p.spd[0].selector.src = Prefix::new(v4(10, 1, 0, 0), 33);
+    assert!(matches!(p.validate(), Err(BlobError::PrefixLength { .. })));
+}
+
+#[test]
+fn validate_family_mix_ports_window_lifetimes_local() {
+    let mut p = sample();
+    p.spd[0].selector.dst = Prefix::any_v6();
+    assert!(matches!(p.validate(), Err(BlobError::FamilyMismatch { .. })));
+    let mut p = sample();
+    p.filters[0].selector.dst_ports = PortRange { start: 9, end: 8 };
+    assert!(matches!(p.validate(), Err(BlobError::PortRange { .. })));
+    let mut p = sample();
+    p.tunnels[0].replay_window = 1;
+    assert!(matches!(p.validate(), Err(BlobError::ReplayWindow { .. })));
+    let mut p = sample();
+    p.tunnels[0].lifetimes.soft.bytes = Some(u64::MAX);
+    assert!(matches!(p.validate(), Err(BlobError::SoftAfterHard { .. })));
+    let mut p = sample();
+    p.local = vec![v4(198, 51, 100, 9)];
+    assert!(matches!(p.validate(), Err(BlobError::NotLocal { .. })));
+    let mut p = sample();
+    p.tunnels[0].local_ts.clear();
+    assert!(matches!(p.validate(), Err(BlobError::NoSelectors { .. })));
+}
+
+#[test]
+fn prefix_contains() {
+    let p = Prefix::new(v4(10, 1, 0, 0), 24);
+    assert!(p.contains(v4(10, 1, 0, 200)));
+    assert!(!p.contains(v4(10, 1, 1, 0)));
+    assert!(!p.contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    assert!(Prefix::any_v6().contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    let h = Prefix::host(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    assert!(h.contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    assert!(!h.contains(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
+}
+
+fn arb_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        any::<[u8; 16]>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+    ]
+}
+
+fn arb_prefix_v4() -> impl Strategy<Value = Prefix> {
+    (any::<u32>(), 0u8..=32).prop_map(|(a, l)| {
+        let m = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+        Prefix::new(IpAddr::V4(Ipv4Addr::from(a & m)), l)
+    })
+}
+
+fn arb_ports() -> impl Strategy<Value = PortRange> {
+    (any::<u16>(), any::<u16>()).prop_map(|(a, b)| PortRange {
+        start: a.min(b),
+        end: a.max(b),
+    })
+}
+
+fn arb_selector() -> impl Strategy<Value = Selector> {
+    (arb_prefix_v4(), arb_prefix_v4(), any::<u8>(), arb_ports(), arb_ports()).prop_map(
+        |(src, dst, p, sp, dp)| Selector {
+            src,
+            dst,
+            protocol: Protocol(p),
+            src_ports: sp,
+            dst_ports: dp,
+        },
+    )
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        "[a-z0-9-]{0,12}",
+        "\\PC{0,8}",
+        any::<u64>(),
+        proptest::collection::vec(arb_ip(), 0..3),
+        proptest::collection::vec(arb_selector(), 0..4),
+        proptest::collection::vec((arb_selector(), any::<bool>(), any::<bool>()), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(name, ver, sv, local, spd, filters, def)| {
+            let mut p = Policy::new(name, ver).with_security_version(sv);
+            p.local = local;
+            for (i, s) in spd.into_iter().enumerate() {
+                let action = if i % 2 == 0 {
+                    SpdAction::Discard
+                } else {
+                    SpdAction::Bypass
+                };
+                p = p.with_spd(format!("e{i}"), s, action);
+            }
+            for (i, (s, inb, drop)) in filters.into_iter().enumerate() {
+                p = p.with_filter(
+                    format!("f{i}"),
+                    if inb { Direction::Inbound } else { Direction::Outbound },
+                    s,
+                    if drop { FilterAction::Drop } else { FilterAction::Accept },
+                );
+            }
+            p.with_default_filter(if def { FilterAction::Drop } else { FilterAction::Accept })
+        })
+}
+
+proptest! {
+    #[test]
+    fn decode_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Policy::decode(&bytes);
+    }
+
+    #[test]
+    fn decode_never_panics_on_mutated_blob(i in any::<prop::sample::Index>(), v in any::<u8>()) {
+        let mut blob = sample().encode();
+        let idx = i.index(blob.len());
+        let changed = blob[idx] != v;
+        blob[idx] = v;
+        let r = Policy::decode(&blob);
+        if changed { prop_assert!(r.is_err()); }
+    }
+
+    #[test]
+    fn decode_of_body_with_valid_digest_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        use sha2::{Digest as _, Sha256};
+        let mut blob = b"VDPOL".to_vec();
+        blob.extend_from_slice(&1u16.to_be_bytes());
+        blob.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        blob.extend_from_slice(&body);
+        let d = Sha256::digest(&blob);
+        blob.extend_from_slice(&d);
+        if let Ok(p) = Policy::decode(&blob) {
+            prop_assert_eq!(p.encode(), blob);
+        }
+    }
+
+    #[test]
+    fn parse_emit_round_trip(mut p in arb_policy()) {
+        p.tunnels.clear();
+        let blob = p.encode();
+        let q = Policy::decode(&blob).unwrap();
+        prop_assert_eq!(&q, &p);
+        prop_assert_eq!(q.encode(), blob);
+    }
+}

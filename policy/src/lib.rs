@@ -1,0 +1,417 @@
+//! The policy compiler: turns a validated [`profiles::Profile`] into the
+//! canonical [`policy_blob::Policy`] that the Viaduct enforces.
+//!
+//! What it decides, so that the Viaduct does not have to:
+//! - **SPD order.** Entries are sorted most specific first (longer prefixes,
+//!   a named protocol, narrower ports), so the Viaduct's first match is the
+//!   most specific match (RFC 4301 §4.4.1 "decorrelation" done at build time).
+//!   Two entries whose selectors overlap without one containing the other and
+//!   with different actions are ambiguous: compilation fails naming both.
+//! - **Defaults.** A `vpn` Viaduct discards what no entry matches (RFC 4301:
+//!   no match → DISCARD); a Viaduct without `vpn` forwards in clear (BYPASS)
+//!   subject to its filter.
+//! - **Lifetimes.** Soft limits are the profile's rekey time and 90 % of the
+//!   byte and packet limits.
+//!
+//! Same profile → same blob, byte for byte: no clock, no randomness, no
+//! hash-map iteration order.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use policy_blob as blob;
+use profiles::model as m;
+use profiles::net::{PortRange, Prefix, TrafficSelector};
+
+/// Why a profile's policy cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Two SPD entries overlap ambiguously.
+    #[error("SPD entries `{a}` and `{b}` overlap with different actions and neither is more specific; make them disjoint or nest one inside the other")]
+    Ambiguous {
+        /// First entry.
+        a: String,
+        /// Second entry.
+        b: String,
+    },
+    /// The profile asks for an engine this Viaduct does not have.
+    #[error("role `{0}` is not supported by this Viaduct yet (supported: vpn, firewall); its rules would not be enforced, so the policy is refused")]
+    UnsupportedRole(&'static str),
+    /// The compiled policy failed the blob's own consistency check.
+    #[error("compiled policy is inconsistent: {0}")]
+    Blob(#[from] blob::BlobError),
+    /// A blob could not be read.
+    #[error("{path}: {source}")]
+    Load {
+        /// File.
+        path: String,
+        /// Why.
+        source: blob::BlobError,
+    },
+}
+
+/// Compiles the profile's Viaduct policy.
+pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
+    for role in &p.viaduct.roles {
+        match role {
+            m::Role::Ids => return Err(PolicyError::UnsupportedRole("ids")),
+            m::Role::Router => return Err(PolicyError::UnsupportedRole("router")),
+            m::Role::Vpn | m::Role::Firewall => {}
+        }
+    }
+    let mut policy = blob::Policy::new(&p.appliance.name, &p.appliance.version)
+        .with_security_version(p.appliance.security_version);
+
+    let mut entries: Vec<blob::SpdEntry> = Vec::new();
+    match &p.viaduct.ipsec {
+        Some(ipsec) => {
+            policy = policy.with_local(ipsec.local_address);
+            let mut id = 0u32;
+            for peer in &ipsec.peers {
+                for t in &peer.tunnels {
+                    id += 1;
+                    let tunnel = tunnel(id, ipsec, peer, t);
+                    for l in &t.local_ts {
+                        for r in &t.remote_ts {
+                            if let Some(sel) = ts_pair(l, r) {
+                                entries.push(blob::SpdEntry {
+                                    name: t.name.clone(),
+                                    selector: sel,
+                                    action: blob::SpdAction::Protect(blob::TunnelId(id)),
+                                });
+                            }
+                        }
+                    }
+                    policy = policy.with_tunnel(tunnel);
+                }
+            }
+        }
+        None => {
+            for a in &p.black.addresses {
+                policy = policy.with_local(a.addr);
+            }
+        }
+    }
+    for r in &p.viaduct.spd {
+        let action = match r.action {
+            m::SpdAction::Bypass => blob::SpdAction::Bypass,
+            m::SpdAction::Discard => blob::SpdAction::Discard,
+        };
+        for selector in selectors(&r.selector) {
+            entries.push(blob::SpdEntry {
+                name: r.name.clone(),
+                selector,
+                action,
+            });
+        }
+    }
+    check_ambiguity(&entries)?;
+    entries.sort_by_key(specificity);
+    let default = if p.viaduct.roles.contains(&m::Role::Vpn) {
+        blob::SpdAction::Discard
+    } else {
+        blob::SpdAction::Bypass
+    };
+    entries.push(blob::SpdEntry {
+        name: "default-v4".into(),
+        selector: blob::Selector::any_v4(),
+        action: default,
+    });
+    entries.push(blob::SpdEntry {
+        name: "default-v6".into(),
+        selector: blob::Selector::any_v6(),
+        action: default,
+    });
+    policy.spd = entries;
+
+    for f in &p.viaduct.filter {
+        let direction = match f.direction {
+            m::Direction::Outbound => blob::Direction::Outbound,
+            m::Direction::Inbound => blob::Direction::Inbound,
+        };
+        for selector in selectors(&f.selector) {
+            policy =
+                policy.with_filter(f.name.clone(), direction, selector, filter_action(f.action));
+        }
+    }
+    policy = policy.with_default_filter(filter_action(p.viaduct.filter_default));
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// Compiles and encodes: the exact bytes the image carries.
+pub fn compile_blob(p: &m::Profile) -> Result<Vec<u8>, PolicyError> {
+    Ok(compile(p)?.encode())
+}
+
+/// Decodes a blob file's bytes, naming the file in the error.
+pub fn load(path: &std::path::Path, bytes: &[u8]) -> Result<blob::Policy, PolicyError> {
+    blob::Policy::decode(bytes).map_err(|source| PolicyError::Load {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn filter_action(a: m::FilterAction) -> blob::FilterAction {
+    match a {
+        m::FilterAction::Accept => blob::FilterAction::Accept,
+        m::FilterAction::Drop => blob::FilterAction::Drop,
+    }
+}
+
+fn prefix(p: &Prefix) -> blob::Prefix {
+    blob::Prefix::new(p.addr(), p.len())
+}
+
+fn ports(r: &PortRange) -> blob::PortRange {
+    blob::PortRange {
+        start: r.start,
+        end: r.end,
+    }
+}
+
+fn ts(t: &TrafficSelector) -> blob::TrafficSelector {
+    blob::TrafficSelector {
+        prefix: prefix(&t.prefix),
+        protocol: blob::Protocol(t.protocol.unwrap_or(0)),
+        ports: ports(&t.ports),
+    }
+}
+
+/// The outbound selector for local selector `l` → remote selector `r`, if
+/// any packet can match both (same family, compatible protocols).
+fn ts_pair(l: &TrafficSelector, r: &TrafficSelector) -> Option<blob::Selector> {
+    if l.prefix.is_ipv4() != r.prefix.is_ipv4() {
+        return None;
+    }
+    let protocol = match (l.protocol, r.protocol) {
+        (Some(a), Some(b)) if a != b => return None,
+        (a, b) => a.or(b).unwrap_or(0),
+    };
+    Some(blob::Selector {
+        src: prefix(&l.prefix),
+        dst: prefix(&r.prefix),
+        protocol: blob::Protocol(protocol),
+        src_ports: ports(&l.ports),
+        dst_ports: ports(&r.ports),
+    })
+}
+
+/// A profile selector as blob selectors: one per address family when it
+/// names no prefix at all, else one in the family of its prefix.
+fn selectors(s: &m::Selector) -> Vec<blob::Selector> {
+    let make = |src: blob::Prefix, dst: blob::Prefix| blob::Selector {
+        src,
+        dst,
+        protocol: blob::Protocol(s.protocol.unwrap_or(0)),
+        src_ports: ports(&s.src_ports),
+        dst_ports: ports(&s.dst_ports),
+    };
+    let any = |a: &IpAddr| prefix(&Prefix::any_of(a));
+    match (s.src, s.dst) {
+        (Some(src), Some(dst)) => vec![make(prefix(&src), prefix(&dst))],
+        (Some(src), None) => vec![make(prefix(&src), any(&src.addr()))],
+        (None, Some(dst)) => vec![make(any(&dst.addr()), prefix(&dst))],
+        (None, None) => vec![
+            make(blob::Prefix::any_v4(), blob::Prefix::any_v4()),
+            make(blob::Prefix::any_v6(), blob::Prefix::any_v6()),
+        ],
+    }
+}
+
+fn tunnel(id: u32, ipsec: &m::Ipsec, peer: &m::Peer, t: &m::Tunnel) -> blob::Tunnel {
+    let esp = peer.esp_proposals.first();
+    let aead = match &t.manual {
+        Some(man) => aead(man.aead),
+        None => esp.map(|e| aead(e.aead)).unwrap_or(blob::Aead::Aes256Gcm16),
+    };
+    let mut tun = blob::Tunnel::new(id, t.name.clone(), ipsec.local_address, peer.address, aead);
+    tun.esn = esp.map(|e| e.esn).unwrap_or(true);
+    tun.replay_window = ipsec.replay_window;
+    tun.local_ts = t.local_ts.iter().map(ts).collect();
+    tun.remote_ts = t.remote_ts.iter().map(ts).collect();
+    let l = &peer.lifetimes;
+    let ninety = |x: u64| x - x / 10;
+    tun.lifetimes = blob::Lifetimes {
+        soft: blob::LifetimeLimits {
+            bytes: l.child_bytes.map(|b| ninety(b.0)),
+            packets: l.child_packets.map(ninety),
+            seconds: Some(l.child_rekey.0),
+        },
+        hard: blob::LifetimeLimits {
+            bytes: l.child_bytes.map(|b| b.0),
+            packets: l.child_packets,
+            seconds: Some(l.child.0),
+        },
+    };
+    if let Some(man) = &t.manual {
+        tun = tun.with_manual_keys(
+            blob::ManualSa {
+                spi: blob::Spi(man.spi_out),
+                key: blob::KeyMaterial::from_slice(man.key_out.expose()),
+            },
+            blob::ManualSa {
+                spi: blob::Spi(man.spi_in),
+                key: blob::KeyMaterial::from_slice(man.key_in.expose()),
+            },
+        );
+    }
+    tun
+}
+
+fn aead(a: profiles::algo::Aead) -> blob::Aead {
+    match a {
+        profiles::algo::Aead::Aes128Gcm16 => blob::Aead::Aes128Gcm16,
+        profiles::algo::Aead::Aes256Gcm16 => blob::Aead::Aes256Gcm16,
+        profiles::algo::Aead::Chacha20Poly1305 => blob::Aead::ChaCha20Poly1305,
+    }
+}
+
+fn port_width(r: &blob::PortRange) -> u32 {
+    u32::from(r.end) - u32::from(r.start)
+}
+
+/// Sort key: more specific first. If `a` strictly contains `b`, `b` sorts
+/// before `a`; ties keep profile order (the sort is stable).
+fn specificity(e: &blob::SpdEntry) -> (std::cmp::Reverse<u16>, bool, u32, u32) {
+    let s = &e.selector;
+    (
+        std::cmp::Reverse(u16::from(s.src.len) + u16::from(s.dst.len)),
+        s.protocol.0 == 0,
+        port_width(&s.src_ports),
+        port_width(&s.dst_ports),
+    )
+}
+
+fn covers_prefix(a: &blob::Prefix, b: &blob::Prefix) -> bool {
+    a.addr.is_ipv4() == b.addr.is_ipv4() && b.len >= a.len && a.contains(b.addr)
+}
+
+fn covers(a: &blob::Selector, b: &blob::Selector) -> bool {
+    covers_prefix(&a.src, &b.src)
+        && covers_prefix(&a.dst, &b.dst)
+        && (a.protocol.0 == 0 || a.protocol == b.protocol)
+        && a.src_ports.start <= b.src_ports.start
+        && b.src_ports.end <= a.src_ports.end
+        && a.dst_ports.start <= b.dst_ports.start
+        && b.dst_ports.end <= a.dst_ports.end
+}
+
+fn overlaps(a: &blob::Selector, b: &blob::Selector) -> bool {
+    let pre = |x: &blob::Prefix, y: &blob::Prefix| covers_prefix(x, y) || covers_prefix(y, x);
+    let port = |x: &blob::PortRange, y: &blob::PortRange| x.start <= y.end && y.start <= x.end;
+    pre(&a.src, &b.src)
+        && pre(&a.dst, &b.dst)
+        && (a.protocol.0 == 0 || b.protocol.0 == 0 || a.protocol == b.protocol)
+        && port(&a.src_ports, &b.src_ports)
+        && port(&a.dst_ports, &b.dst_ports)
+}
+
+fn check_ambiguity(entries: &[blob::SpdEntry]) -> Result<(), PolicyError> {
+    for (i, a) in entries.iter().enumerate() {
+        for b in &entries[i + 1..] {
+            if a.action == b.action || !overlaps(&a.selector, &b.selector) {
+                continue;
+            }
+            let nested = (covers(&a.selector, &b.selector) || covers(&b.selector, &a.selector))
+                && a.selector != b.selector;
+            if !nested {
+                return Err(PolicyError::Ambiguous {
+                    a: a.name.clone(),
+                    b: b.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A readable description of a policy (keys are never included), as JSON.
+pub fn describe(p: &blob::Policy) -> serde_json::Value {
+    use serde_json::json;
+    let sel = |s: &blob::Selector| {
+        json!({
+            "src": s.src.to_string(), "dst": s.dst.to_string(), "protocol": s.protocol.0,
+            "src_ports": format!("{}-{}", s.src_ports.start, s.src_ports.end),
+            "dst_ports": format!("{}-{}", s.dst_ports.start, s.dst_ports.end),
+        })
+    };
+    let limits = |l: &blob::LifetimeLimits| json!({"bytes": l.bytes, "packets": l.packets, "seconds": l.seconds});
+    json!({
+        "format_version": blob::FORMAT_VERSION,
+        "digest": p.digest().to_hex(),
+        "profile": p.profile_name,
+        "version": p.profile_version,
+        "security_version": p.security_version.0,
+        "local": p.local.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "tunnels": p.tunnels.iter().map(|t| json!({
+            "id": t.id.0, "name": t.name, "local": t.local.to_string(), "remote": t.remote.to_string(),
+            "local_ts": t.local_ts.iter().map(|x| format!("{} proto {} ports {}-{}", x.prefix, x.protocol.0, x.ports.start, x.ports.end)).collect::<Vec<_>>(),
+            "remote_ts": t.remote_ts.iter().map(|x| format!("{} proto {} ports {}-{}", x.prefix, x.protocol.0, x.ports.start, x.ports.end)).collect::<Vec<_>>(),
+            "aead": t.aead.to_string(), "esn": t.esn, "replay_window": t.replay_window,
+            "lifetimes": {"soft": limits(&t.lifetimes.soft), "hard": limits(&t.lifetimes.hard)},
+            "keying": match &t.manual { Some(m) => json!({"manual": {"spi_out": m.outbound.spi.to_string(), "spi_in": m.inbound.spi.to_string()}}), None => json!("ike") },
+        })).collect::<Vec<_>>(),
+        "spd": p.spd.iter().map(|e| json!({
+            "name": e.name, "selector": sel(&e.selector),
+            "action": match e.action { blob::SpdAction::Protect(id) => format!("protect tunnel {}", id.0), blob::SpdAction::Bypass => "bypass".into(), blob::SpdAction::Discard => "discard".into() },
+        })).collect::<Vec<_>>(),
+        "filter": p.filters.iter().map(|f| json!({
+            "name": f.name, "direction": format!("{:?}", f.direction).to_lowercase(), "selector": sel(&f.selector),
+            "action": format!("{:?}", f.action).to_lowercase(),
+        })).collect::<Vec<_>>(),
+        "filter_default": format!("{:?}", p.default_filter).to_lowercase(),
+    })
+}
+
+/// The same description as text, one line per entry.
+pub fn describe_text(p: &blob::Policy) -> String {
+    let d = describe(p);
+    let mut out = format!(
+        "policy blob v{} digest {}\nprofile {} {} (security version {})\nlocal {}\n",
+        d["format_version"],
+        p.digest().to_hex(),
+        p.profile_name,
+        p.profile_version,
+        p.security_version.0,
+        d["local"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    for t in &p.tunnels {
+        let keying = match &t.manual {
+            Some(m) => format!("manual spi out {} in {}", m.outbound.spi, m.inbound.spi),
+            None => "ike".into(),
+        };
+        out.push_str(&format!(
+            "tunnel {} {}: {} -> {} {} esn={} window={} {}\n",
+            t.id.0, t.name, t.local, t.remote, t.aead, t.esn, t.replay_window, keying
+        ));
+    }
+    for (i, e) in p.spd.iter().enumerate() {
+        let s = &e.selector;
+        let action = match e.action {
+            blob::SpdAction::Protect(id) => format!("PROTECT tunnel {}", id.0),
+            blob::SpdAction::Bypass => "BYPASS".into(),
+            blob::SpdAction::Discard => "DISCARD".into(),
+        };
+        out.push_str(&format!(
+            "spd {i:>3} {:<20} {} -> {} proto {} -> {action}\n",
+            e.name, s.src, s.dst, s.protocol.0
+        ));
+    }
+    for f in &p.filters {
+        out.push_str(&format!(
+            "filter {:<20} {:?} {} -> {} proto {} -> {:?}\n",
+            f.name, f.direction, f.selector.src, f.selector.dst, f.selector.protocol.0, f.action
+        ));
+    }
+    out.push_str(&format!("filter default {:?}\n", p.default_filter));
+    out
+}

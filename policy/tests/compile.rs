@@ -1,0 +1,140 @@
+//! Compiler tests: determinism, SPD order, defaults, refusals, and the
+//! blob's own integrity checks on what we produce.
+
+use std::path::PathBuf;
+
+use policy::{compile, compile_blob, PolicyError};
+use policy_blob as blob;
+use profiles::load_profile;
+
+fn profile(rel: &str) -> profiles::Profile {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel);
+    load_profile(&p).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn same_profile_same_bytes() {
+    for rel in [
+        "profiles/lab/gw-a.toml",
+        "profiles/vpn-gateway.toml",
+        "profiles/firewall.toml",
+    ] {
+        let a = compile_blob(&profile(rel)).unwrap();
+        let b = compile_blob(&profile(rel)).unwrap();
+        assert_eq!(a, b, "{rel}");
+        let decoded = blob::Policy::decode(&a).unwrap();
+        assert_eq!(decoded.encode(), a, "{rel}: canonical");
+    }
+}
+
+#[test]
+fn lab_pair_compiles_to_mirrored_manual_sas() {
+    let a = compile(&profile("profiles/lab/gw-a.toml")).unwrap();
+    let b = compile(&profile("profiles/lab/gw-b.toml")).unwrap();
+    let (ta, tb) = (&a.tunnels[0], &b.tunnels[0]);
+    assert_eq!(ta.local, tb.remote);
+    assert_eq!(ta.remote, tb.local);
+    let (ma, mb) = (ta.manual.as_ref().unwrap(), tb.manual.as_ref().unwrap());
+    assert_eq!(ma.outbound.spi, mb.inbound.spi);
+    assert_eq!(ma.outbound.key, mb.inbound.key);
+    assert_eq!(ta.aead, blob::Aead::Aes256Gcm16);
+    assert_eq!(ta.replay_window, 4096);
+    // First SPD entry protects LAN A -> LAN B; the defaults discard.
+    assert_eq!(a.spd[0].action, blob::SpdAction::Protect(ta.id));
+    assert_eq!(a.spd[0].selector.src.to_string(), "10.1.0.0/24");
+    assert_eq!(a.spd[0].selector.dst.to_string(), "10.2.0.0/24");
+    let last = a.spd.last().unwrap();
+    assert_eq!(last.action, blob::SpdAction::Discard);
+    assert_eq!(
+        a.local,
+        vec!["198.51.100.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn most_specific_entry_comes_first() {
+    // vpn-gateway: tunnel 10.1.0.0/24 -> 10.20.0.0/16 (PROTECT) lies inside
+    // the rule 10.1.0.0/24 -> 0.0.0.0/0 (DISCARD), written after it.
+    let p = compile(&profile("profiles/vpn-gateway.toml")).unwrap();
+    let names: Vec<&str> = p.spd.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "lan-to-branch",
+            "no-clear-internet",
+            "default-v4",
+            "default-v6"
+        ]
+    );
+    assert!(matches!(p.spd[0].action, blob::SpdAction::Protect(_)));
+    assert_eq!(p.spd[1].action, blob::SpdAction::Discard);
+    let t = &p.tunnels[0];
+    assert!(t.manual.is_none(), "production tunnels are keyed by IKE");
+    assert_eq!(t.lifetimes.hard.seconds, Some(3600));
+    assert_eq!(t.lifetimes.soft.seconds, Some(3000));
+    assert_eq!(t.lifetimes.hard.bytes, Some(64 << 30));
+}
+
+#[test]
+fn firewall_forwards_in_clear_through_its_filter() {
+    let p = compile(&profile("profiles/firewall.toml")).unwrap();
+    assert!(p.tunnels.is_empty());
+    assert!(p.spd.iter().all(|e| e.action == blob::SpdAction::Bypass));
+    assert_eq!(p.default_filter, blob::FilterAction::Drop);
+    assert_eq!(p.filters.len(), 6);
+    assert_eq!(p.filters[0].name, "web-out");
+    assert_eq!(p.filters[0].selector.dst_ports, blob::PortRange::single(80));
+}
+
+#[test]
+fn unsupported_roles_are_refused_not_ignored() {
+    for (rel, role) in [
+        ("profiles/ids.toml", "ids"),
+        ("profiles/router.toml", "router"),
+    ] {
+        match compile(&profile(rel)) {
+            Err(PolicyError::UnsupportedRole(r)) => assert_eq!(r, role),
+            other => panic!("{rel}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn ambiguous_spd_rule_is_refused() {
+    match compile(&profile("policy/tests/fixtures/ambiguous-spd.toml")) {
+        Err(PolicyError::Ambiguous { a, b }) => {
+            let mut names = [a, b];
+            names.sort();
+            assert_eq!(names, ["clear-to-10-2-half".to_string(), "t1".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn flipped_byte_and_other_version_are_rejected() {
+    let bytes = compile_blob(&profile("profiles/lab/gw-a.toml")).unwrap();
+    for i in [0, 5, 7, 12, bytes.len() / 2, bytes.len() - 1] {
+        let mut b = bytes.clone();
+        b[i] ^= 0x01;
+        let err = policy::load(std::path::Path::new("policy.bin"), &b).unwrap_err();
+        assert!(err.to_string().starts_with("policy.bin: "), "{err}");
+    }
+    let mut v2 = bytes.clone();
+    v2[6] = v2[6].wrapping_add(1); // version low byte
+    let err = blob::Policy::decode(&v2).unwrap_err();
+    assert!(err.to_string().contains("version"), "{err}");
+}
+
+#[test]
+fn description_never_contains_keys() {
+    let p = compile(&profile("profiles/lab/gw-a.toml")).unwrap();
+    let text = policy::describe_text(&p) + &policy::describe(&p).to_string();
+    assert!(
+        !text.contains("1111111111") && !text.contains("2222222222"),
+        "{text}"
+    );
+    assert!(text.contains("PROTECT tunnel 1"));
+}
