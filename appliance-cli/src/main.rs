@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod build_cmd;
 mod fsutil;
 mod policy_cmd;
 mod profile_cmd;
@@ -29,6 +30,10 @@ enum Command {
     /// Check, show and document profiles.
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCmd),
+    /// Build a profile's signed, measured-boot disk image.
+    Build(build_cmd::BuildArgs),
+    /// Resolve a profile's packages and write its lock file (NAME.lock beside it).
+    Lock(build_cmd::LockArgs),
     /// Compile and inspect Viaduct policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCmd),
@@ -54,6 +59,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Profile(cmd) => profile_cmd::run(cmd, cli.json),
         Command::Policy(cmd) => policy_cmd::run(cmd, cli.json),
+        Command::Build(args) => build_cmd::build(args, cli.json),
+        Command::Lock(args) => build_cmd::lock(args, cli.json),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "appliance", &mut std::io::stdout());

@@ -53,3 +53,21 @@ pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(raw::RawProfile);
     serde_json::to_value(&schema).unwrap_or_default()
 }
+
+/// Where `needle` first appears in the profile's source files (the profile
+/// first, then its bases): `(file, line, column)`. Builders use it to point
+/// at a value that is valid TOML but wrong for the chosen packages (a driver
+/// the kernel does not have).
+pub fn find_in_sources(
+    profile: &Profile,
+    needle: &str,
+) -> Option<(std::path::PathBuf, usize, usize)> {
+    for f in &profile.files {
+        let text = std::fs::read_to_string(f).ok()?;
+        if let Some(off) = text.find(needle) {
+            let (line, col) = source::line_col(&text, off);
+            return Some((f.clone(), line, col));
+        }
+    }
+    None
+}

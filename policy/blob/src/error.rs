@@ -17,7 +17,9 @@ pub enum BlobError {
         expected: u16,
     },
     /// The input ended before a field was complete.
-    #[error("policy blob truncated while reading {what}; the file is incomplete, rebuild or re-copy it")]
+    #[error(
+        "policy blob truncated while reading {what}; the file is incomplete, rebuild or re-copy it"
+    )]
     Truncated {
         /// The field being read.
         what: &'static str,

@@ -24,6 +24,8 @@
 //!   (lab manual keying only); the caller owns that buffer.
 //!
 //! Nothing in this crate reads the clock or a random source.
+
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod codec;

@@ -525,7 +525,12 @@ impl Policy {
     }
 
     /// Appends an SPD entry (after the existing ones).
-    pub fn with_spd(mut self, name: impl Into<String>, selector: Selector, action: SpdAction) -> Self {
+    pub fn with_spd(
+        mut self,
+        name: impl Into<String>,
+        selector: Selector,
+        action: SpdAction,
+    ) -> Self {
         self.spd.push(SpdEntry {
             name: name.into(),
             selector,
@@ -566,7 +571,13 @@ impl Policy {
 impl Tunnel {
     /// A tunnel with defaults: ESN on, window 1024, no lifetimes, no manual
     /// keys, no UDP encapsulation.
-    pub fn new(id: u32, name: impl Into<String>, local: IpAddr, remote: IpAddr, aead: Aead) -> Self {
+    pub fn new(
+        id: u32,
+        name: impl Into<String>,
+        local: IpAddr,
+        remote: IpAddr,
+        aead: Aead,
+    ) -> Self {
         Tunnel {
             id: TunnelId(id),
             name: name.into(),

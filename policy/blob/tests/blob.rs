@@ -21,7 +21,10 @@ fn sample() -> Policy {
     .with_remote_ts(TrafficSelector {
         prefix: Prefix::new(v4(10, 2, 0, 0), 24),
         protocol: Protocol::TCP,
-        ports: PortRange { start: 80, end: 443 },
+        ports: PortRange {
+            start: 80,
+            end: 443,
+        },
     })
     .with_manual_keys(
         ManualSa {
@@ -43,7 +46,10 @@ fn sample() -> Policy {
         .with_tunnel(t)
         .with_spd(
             "lan-b",
-            Selector::between(Prefix::new(v4(10, 1, 0, 0), 24), Prefix::new(v4(10, 2, 0, 0), 24)),
+            Selector::between(
+                Prefix::new(v4(10, 1, 0, 0), 24),
+                Prefix::new(v4(10, 2, 0, 0), 24),
+            ),
             SpdAction::Protect(TunnelId(7)),
         )
         .with_spd("rest", Selector::any_v4(), SpdAction::Discard)
@@ -94,7 +100,10 @@ fn rejects_other_version_naming_both() {
         }
     );
     let msg = e.to_string();
-    assert!(msg.contains("version 2") && msg.contains("version 1"), "{msg}");
+    assert!(
+        msg.contains("version 2") && msg.contains("version 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -122,7 +131,10 @@ fn rejects_bad_magic_and_truncation() {
     let blob = sample().encode();
     assert_eq!(Policy::decode(b"XXXXX\0\x01"), Err(BlobError::BadMagic));
     for n in 0..blob.len() {
-        assert!(Policy::decode(&blob[..n]).is_err(), "prefix of {n} bytes accepted");
+        assert!(
+            Policy::decode(&blob[..n]).is_err(),
+            "prefix of {n} bytes accepted"
+        );
     }
 }
 
@@ -139,7 +151,10 @@ fn validate_unknown_tunnel() {
     let p = sample().with_spd("bad", Selector::any_v6(), SpdAction::Protect(TunnelId(99)));
     assert!(matches!(p.validate(), Err(BlobError::UnknownTunnel { .. })));
     // And decode refuses an encoded invalid policy.
-    assert!(matches!(Policy::decode(&p.encode()), Err(BlobError::UnknownTunnel { .. })));
+    assert!(matches!(
+        Policy::decode(&p.encode()),
+        Err(BlobError::UnknownTunnel { .. })
+    ));
 }
 
 #[test]
@@ -149,14 +164,20 @@ fn validate_duplicate_spi() {
     t2.id = TunnelId(8);
     t2.name = "to-c".into();
     p.tunnels.push(t2);
-    assert!(matches!(p.validate(), Err(BlobError::BadSpi { spi: 0x2000, .. })));
+    assert!(matches!(
+        p.validate(),
+        Err(BlobError::BadSpi { spi: 0x2000, .. })
+    ));
 }
 
 #[test]
 fn validate_reserved_spi() {
     let mut p = sample();
     p.tunnels[0].manual.as_mut().unwrap().outbound.spi = Spi(255);
-    assert!(matches!(p.validate(), Err(BlobError::BadSpi { spi: 255, .. })));
+    assert!(matches!(
+        p.validate(),
+        Err(BlobError::BadSpi { spi: 255, .. })
+    ));
 }
 
 #[test]
@@ -178,7 +199,10 @@ fn validate_key_length() {
 fn validate_host_bits_and_prefix_len() {
     let mut p = sample();
     p.spd[0].selector.src = Prefix::new(v4(10, 1, 0, 1), 24);
-    assert!(matches!(p.validate(), Err(BlobError::PrefixHostBits { .. })));
+    assert!(matches!(
+        p.validate(),
+        Err(BlobError::PrefixHostBits { .. })
+    ));
     p.spd[0].selector.src = Prefix::new(v4(10, 1, 0, 0), 33);
     assert!(matches!(p.validate(), Err(BlobError::PrefixLength { .. })));
 }
@@ -187,7 +211,10 @@ fn validate_host_bits_and_prefix_len() {
 fn validate_family_mix_ports_window_lifetimes_local() {
     let mut p = sample();
     p.spd[0].selector.dst = Prefix::any_v6();
-    assert!(matches!(p.validate(), Err(BlobError::FamilyMismatch { .. })));
+    assert!(matches!(
+        p.validate(),
+        Err(BlobError::FamilyMismatch { .. })
+    ));
     let mut p = sample();
     p.filters[0].selector.dst_ports = PortRange { start: 9, end: 8 };
     assert!(matches!(p.validate(), Err(BlobError::PortRange { .. })));
@@ -239,15 +266,20 @@ fn arb_ports() -> impl Strategy<Value = PortRange> {
 }
 
 fn arb_selector() -> impl Strategy<Value = Selector> {
-    (arb_prefix_v4(), arb_prefix_v4(), any::<u8>(), arb_ports(), arb_ports()).prop_map(
-        |(src, dst, p, sp, dp)| Selector {
+    (
+        arb_prefix_v4(),
+        arb_prefix_v4(),
+        any::<u8>(),
+        arb_ports(),
+        arb_ports(),
+    )
+        .prop_map(|(src, dst, p, sp, dp)| Selector {
             src,
             dst,
             protocol: Protocol(p),
             src_ports: sp,
             dst_ports: dp,
-        },
-    )
+        })
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
@@ -274,12 +306,24 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
             for (i, (s, inb, drop)) in filters.into_iter().enumerate() {
                 p = p.with_filter(
                     format!("f{i}"),
-                    if inb { Direction::Inbound } else { Direction::Outbound },
+                    if inb {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
                     s,
-                    if drop { FilterAction::Drop } else { FilterAction::Accept },
+                    if drop {
+                        FilterAction::Drop
+                    } else {
+                        FilterAction::Accept
+                    },
                 );
             }
-            p.with_default_filter(if def { FilterAction::Drop } else { FilterAction::Accept })
+            p.with_default_filter(if def {
+                FilterAction::Drop
+            } else {
+                FilterAction::Accept
+            })
         })
 }
 

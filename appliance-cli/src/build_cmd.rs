@@ -1,0 +1,200 @@
+//! `appliance build` and `appliance lock`: argument handling and progress
+//! display around the `builder` crate.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use builder::{BuildOptions, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Outcome;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Raw GPT disk image (always written).
+    Raw,
+    /// qcow2 next to the raw image.
+    Qcow2,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Profile file.
+    profile: PathBuf,
+    /// Output directory (default: out/<profile name>/). Replaced atomically.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Output formats, comma-separated (default: the profile's `image.formats`).
+    #[arg(long, value_delimiter = ',')]
+    format: Vec<Format>,
+    /// Cache directory for packages and assembled parts.
+    #[arg(long, env = "APPLIANCE_CACHE")]
+    cache: Option<PathBuf>,
+    /// Directory with the static gateway binaries (default: target/x86_64-unknown-linux-gnu/release beside this program).
+    #[arg(long, env = "APPLIANCE_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LockArgs {
+    /// Profile file; the lock is written beside it (`NAME.lock`).
+    profile: PathBuf,
+    /// Cache directory (holds the private apt state).
+    #[arg(long, env = "APPLIANCE_CACHE")]
+    cache: Option<PathBuf>,
+}
+
+pub fn cache_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match arg {
+        Some(c) => Ok(c),
+        None => components::cache::user_cache_dir()
+            .context("no cache directory: set HOME, XDG_CACHE_HOME or --cache"),
+    }
+}
+
+fn default_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let dir = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    // target/{debug,release}/appliance → target/x86_64-unknown-linux-gnu/release
+    let cross = dir.join("../x86_64-unknown-linux-gnu/release");
+    if cross.join("gateway-init").exists() {
+        cross
+    } else {
+        dir
+    }
+}
+
+pub fn lock(args: LockArgs, json: bool) -> anyhow::Result<Outcome> {
+    let cache = cache_dir(args.cache)?;
+    let spinner = spinner(json, "resolving packages");
+    let result = builder::lock_profile(&args.profile, &cache);
+    spinner.finish_and_clear();
+    let (path, lock) = result?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"lock": path, "packages": lock.packages.len(), "sha256": lock.digest().to_hex(), "source_date_epoch": lock.source_date_epoch.0})
+        );
+    } else {
+        println!(
+            "{}: {} packages, digest {}",
+            path.display(),
+            lock.packages.len(),
+            lock.digest().to_hex()
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+fn spinner(hidden: bool, msg: &str) -> ProgressBar {
+    let pb = if hidden {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
+    let profile = match profiles::load_profile(&args.profile) {
+        Ok(p) => p,
+        Err(d) => {
+            crate::profile_cmd::print_diagnostics(&d, json, &args.profile);
+            return Ok(Outcome::Failed);
+        }
+    };
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("out").join(&profile.appliance.name));
+    let opts = BuildOptions {
+        profile: args.profile.clone(),
+        out: out.clone(),
+        qcow2: if args.format.is_empty() {
+            None
+        } else {
+            Some(args.format.contains(&Format::Qcow2))
+        },
+        cache_dir: cache_dir(args.cache)?,
+        bin_dir: args.bin_dir.unwrap_or_else(default_bin_dir),
+    };
+    let pb = spinner(json, "building");
+    let mut fetch_bar: Option<ProgressBar> = None;
+    let result = builder::build(&opts, &mut |p| match p {
+        Progress::Stage(s) => pb.set_message(s.to_string()),
+        Progress::Reused(what) => pb.set_message(format!("reusing cached {what}")),
+        Progress::Fetch(components::Event::Start { total, .. }) => {
+            let bar = if json {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(total as u64)
+            };
+            bar.set_style(
+                ProgressStyle::with_template("  packages {pos}/{len} {wide_bar} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            fetch_bar = Some(bar);
+        }
+        Progress::Fetch(
+            components::Event::Cached { name, .. } | components::Event::Stored { name, .. },
+        ) => {
+            if let Some(b) = &fetch_bar {
+                b.inc(1);
+                b.set_message(name);
+            }
+        }
+        Progress::Fetch(components::Event::Downloading { count, bytes }) => pb.set_message(
+            format!("downloading {count} packages ({} KiB)", bytes / 1024),
+        ),
+        Progress::Fetch(components::Event::Done) => {
+            if let Some(b) = fetch_bar.take() {
+                b.finish_and_clear();
+            }
+        }
+    });
+    pb.finish_and_clear();
+    let built = result.with_context(|| format!("building {}", args.profile.display()))?;
+    let m = &built.manifest;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "out": built.out,
+                "outputs": m.outputs,
+                "disk": {"sha256": m.disk.sha256, "size": m.disk.size},
+                "uki": {"sha256": m.uki.sha256, "authenticode_sha256": m.uki.authenticode_sha256, "size": m.uki.size},
+                "initramfs": {"sha256": m.initramfs.sha256, "size": m.initramfs.size},
+                "policy_sha256": m.policy.sha256,
+                "durations": built.durations.iter().map(|(k, v)| (k.clone(), serde_json::json!((v * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
+            })
+        );
+    } else {
+        let total: f64 = built.durations.iter().map(|(_, s)| s).sum();
+        println!(
+            "built {} {} in {:.1}s → {}",
+            m.profile.name,
+            m.profile.version,
+            total,
+            built.out.display()
+        );
+        for (name, digest) in &m.outputs {
+            println!("  {name:<12} sha256 {digest}");
+        }
+        println!(
+            "  uki          {} bytes, authenticode {}",
+            m.uki.size, m.uki.authenticode_sha256
+        );
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,170 @@
+//! `manifest.json`: every input and output digest of a build. It is the
+//! document that gets signed; its field order is fixed by these structs, so
+//! the same build gives the same bytes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Manifest format version.
+pub const FORMAT: u32 = 1;
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The profile.
+    pub profile: ProfileInfo,
+    /// The lock file.
+    pub lock: LockInfo,
+    /// The compiled policy blob.
+    pub policy: Digested,
+    /// The runtime plan (its digest is on the kernel command line).
+    pub plan: Digested,
+    /// Every package, by group.
+    pub components: Vec<Component>,
+    /// The kernel.
+    pub kernel: KernelInfo,
+    /// Gateway binaries (name → SHA-256).
+    pub binaries: BTreeMap<String, String>,
+    /// The initramfs.
+    pub initramfs: Digested,
+    /// The UKI.
+    pub uki: UkiInfo,
+    /// The ESP file system.
+    pub esp: Digested,
+    /// The disk.
+    pub disk: DiskInfo,
+    /// Files in the output directory (name → SHA-256).
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Profile identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileInfo {
+    /// Appliance name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Anti-rollback counter.
+    pub security_version: u64,
+    /// Lab profile (may carry test keys).
+    pub lab: bool,
+    /// SHA-256 over the SHA-256 of each profile source file.
+    pub sha256: String,
+}
+
+/// Lock identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockInfo {
+    /// SHA-256 of the lock's canonical form.
+    pub sha256: String,
+    /// Timestamp of every file in the image.
+    pub source_date_epoch: u64,
+}
+
+/// A digest and a size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Digested {
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// One package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Lock group.
+    pub group: String,
+    /// Package.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+    /// SHA-256 of the .deb.
+    pub sha256: String,
+}
+
+/// The kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub version: String,
+    /// Package it came from.
+    pub package: String,
+    /// SHA-256 of the kernel image.
+    pub image_sha256: String,
+    /// Module files in load order.
+    pub modules: Vec<String>,
+}
+
+/// The UKI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UkiInfo {
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Authenticode digest (what firmware measures into PCR 4).
+    pub authenticode_sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Sections added to the stub.
+    pub sections: Vec<Section>,
+}
+
+/// A UKI section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// `.linux`, …
+    pub name: String,
+    /// Virtual size.
+    pub size: u64,
+    /// SHA-256 of the section's contents (virtual size).
+    pub sha256: String,
+}
+
+/// The disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskInfo {
+    /// SHA-256 of `disk.img`.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// GPT disk GUID.
+    pub guid: String,
+    /// Partitions.
+    pub partitions: Vec<Partition>,
+}
+
+/// A GPT partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// 1-based number.
+    pub number: u32,
+    /// Name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Unique GUID.
+    pub guid: String,
+    /// First LBA.
+    pub first_lba: u64,
+    /// Last LBA (inclusive).
+    pub last_lba: u64,
+    /// SHA-256 of the partition's bytes.
+    pub sha256: String,
+}

@@ -1,0 +1,626 @@
+//! The sans-IO engine: filter → SPD → ESP outbound, and SAD → ESP → selector
+//! check → filter inbound, built from a validated [`policy_blob::Policy`].
+//!
+//! The engine is two independent halves ([`OutboundPath`], [`InboundPath`])
+//! sharing the immutable rules through an `Arc`, so the pump can run one
+//! thread per direction without locks. Every packet ends in a [`Verdict`];
+//! every drop is counted per [`DropReason`]. No allocation per packet, no
+//! clock, no panics.
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use policy_blob::{
+    Direction, FilterAction, Policy, Selector, SpdAction, TrafficSelector, TunnelId,
+};
+
+use crate::error::EngineError;
+use crate::sa::{next_header, InboundSa, OutboundSa, SaId, Timestamp};
+use crate::wire::ip::{five_tuple, FiveTuple, Ipv4Packet, Ipv6Packet};
+use crate::wire::WireError;
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// No inbound SA has the packet's SPI.
+    UnknownSpi,
+    /// Sequence number already received.
+    Replay,
+    /// Sequence number older than the replay window.
+    OutsideWindow,
+    /// Packet shorter than its headers.
+    Truncated,
+    /// ESP padding bytes or length invalid.
+    BadPadding,
+    /// ICV did not verify.
+    AuthFailed,
+    /// ESP next header neither IPv4 nor IPv6 (or not matching the inner packet).
+    BadNextHeader,
+    /// Dummy packet (next header 59), dropped silently.
+    Dummy,
+    /// Inner packet outside the tunnel's traffic selectors.
+    SelectorMismatch,
+    /// SPD said DISCARD.
+    Discard,
+    /// No SPD entry matched.
+    NoPolicy,
+    /// SPD protects with a tunnel that has no SA.
+    NoSa,
+    /// A filter rule (or the default) dropped it.
+    Filter,
+    /// The SA reached a hard lifetime.
+    Expired,
+    /// Sequence number space exhausted.
+    SeqOverflow,
+    /// Not a well-formed IP datagram.
+    Malformed,
+    /// Outer fragments are not reassembled.
+    Fragment,
+    /// Inbound cleartext not allowed by a BYPASS entry.
+    Unprotected,
+    /// The caller's output buffer is too small.
+    BufferTooSmall,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 19] = [
+        DropReason::UnknownSpi,
+        DropReason::Replay,
+        DropReason::OutsideWindow,
+        DropReason::Truncated,
+        DropReason::BadPadding,
+        DropReason::AuthFailed,
+        DropReason::BadNextHeader,
+        DropReason::Dummy,
+        DropReason::SelectorMismatch,
+        DropReason::Discard,
+        DropReason::NoPolicy,
+        DropReason::NoSa,
+        DropReason::Filter,
+        DropReason::Expired,
+        DropReason::SeqOverflow,
+        DropReason::Malformed,
+        DropReason::Fragment,
+        DropReason::Unprotected,
+        DropReason::BufferTooSmall,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Stable snake-case name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::Replay => "replay",
+            DropReason::OutsideWindow => "outside_window",
+            DropReason::Truncated => "truncated",
+            DropReason::BadPadding => "bad_padding",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::BadNextHeader => "bad_next_header",
+            DropReason::Dummy => "dummy",
+            DropReason::SelectorMismatch => "selector_mismatch",
+            DropReason::Discard => "discard",
+            DropReason::NoPolicy => "no_policy",
+            DropReason::NoSa => "no_sa",
+            DropReason::Filter => "filter",
+            DropReason::Expired => "expired",
+            DropReason::SeqOverflow => "seq_overflow",
+            DropReason::Malformed => "malformed",
+            DropReason::Fragment => "fragment",
+            DropReason::Unprotected => "unprotected",
+            DropReason::BufferTooSmall => "buffer_too_small",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-reason drop counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Count of one reason.
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0[r.index()]
+    }
+    fn inc(&mut self, r: DropReason) {
+        self.0[r.index()] += 1;
+    }
+    /// Sum of all drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Outcome of one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward `len` bytes (outbound: `out[..len]`; inbound: `pkt[..len]`).
+    Send(usize),
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// An SA lifetime event for the control plane (rekey / delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaEvent {
+    /// Which SA.
+    pub sa: SaId,
+    /// True if the hard lifetime was reached (SA unusable).
+    pub hard: bool,
+}
+
+#[derive(Debug)]
+struct TunnelRules {
+    id: TunnelId,
+    name: String,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+}
+
+/// Immutable compiled rules shared by both halves.
+#[derive(Debug)]
+struct Rules {
+    spd: Vec<(Selector, SpdAction)>,
+    filters_out: Vec<(Selector, FilterAction)>,
+    filters_in: Vec<(Selector, FilterAction)>,
+    default_filter: FilterAction,
+    tunnels: Vec<TunnelRules>,
+}
+
+fn ports_match(range: &policy_blob::PortRange, port: Option<u16>) -> bool {
+    range.is_any() || port.is_some_and(|p| range.contains(p))
+}
+
+/// Whether a five-tuple matches a selector (RFC 4301 §4.4.1: a packet
+/// without ports, or a non-first fragment, matches only ANY port ranges).
+pub fn selector_matches(s: &Selector, t: &FiveTuple) -> bool {
+    s.src.contains(t.src)
+        && s.dst.contains(t.dst)
+        && s.protocol.matches(t.protocol)
+        && ports_match(&s.src_ports, t.ports.map(|p| p.0))
+        && ports_match(&s.dst_ports, t.ports.map(|p| p.1))
+}
+
+fn ts_matches(list: &[TrafficSelector], addr: IpAddr, proto: u8, port: Option<u16>) -> bool {
+    list.iter().any(|ts| {
+        ts.prefix.contains(addr) && ts.protocol.matches(proto) && ports_match(&ts.ports, port)
+    })
+}
+
+impl Rules {
+    fn filter(&self, dir: Direction, t: &FiveTuple) -> FilterAction {
+        let list = match dir {
+            Direction::Outbound => &self.filters_out,
+            Direction::Inbound => &self.filters_in,
+        };
+        list.iter()
+            .find(|(s, _)| selector_matches(s, t))
+            .map_or(self.default_filter, |(_, a)| *a)
+    }
+
+    fn spd(&self, t: &FiveTuple) -> Option<SpdAction> {
+        self.spd
+            .iter()
+            .find(|(s, _)| selector_matches(s, t))
+            .map(|(_, a)| *a)
+    }
+
+    fn tunnel_index(&self, id: TunnelId) -> Option<usize> {
+        self.tunnels.iter().position(|t| t.id == id)
+    }
+
+    /// Outbound: src in local TS, dst in remote TS.
+    fn outbound_in_ts(&self, idx: usize, t: &FiveTuple) -> bool {
+        let tr = &self.tunnels[idx];
+        ts_matches(&tr.local_ts, t.src, t.protocol, t.ports.map(|p| p.0))
+            && ts_matches(&tr.remote_ts, t.dst, t.protocol, t.ports.map(|p| p.1))
+    }
+
+    /// Inbound: src in remote TS, dst in local TS.
+    fn inbound_in_ts(&self, idx: usize, t: &FiveTuple) -> bool {
+        let tr = &self.tunnels[idx];
+        ts_matches(&tr.remote_ts, t.src, t.protocol, t.ports.map(|p| p.0))
+            && ts_matches(&tr.local_ts, t.dst, t.protocol, t.ports.map(|p| p.1))
+    }
+}
+
+/// Red → black half.
+#[derive(Debug)]
+pub struct OutboundPath {
+    rules: Arc<Rules>,
+    /// Indexed like `rules.tunnels`.
+    sas: Vec<Option<OutboundSa>>,
+    drops: DropCounters,
+    bypassed: u64,
+}
+
+/// Black → red half.
+#[derive(Debug)]
+pub struct InboundPath {
+    rules: Arc<Rules>,
+    /// (SPI, tunnel index, SA), sorted by SPI.
+    sad: Vec<(u32, usize, InboundSa)>,
+    drops: DropCounters,
+    bypassed: u64,
+}
+
+/// The whole engine.
+#[derive(Debug)]
+pub struct Engine {
+    /// Red → black.
+    pub outbound: OutboundPath,
+    /// Black → red.
+    pub inbound: InboundPath,
+}
+
+impl Engine {
+    /// Builds the engine from a policy: validates it, refuses UDP
+    /// encapsulation, and installs the manually keyed SAs (installed at `now`).
+    pub fn new(policy: &Policy, now: Timestamp) -> Result<Engine, EngineError> {
+        policy.validate()?;
+        let mut tunnels = Vec::with_capacity(policy.tunnels.len());
+        let mut out_sas = Vec::with_capacity(policy.tunnels.len());
+        let mut sad = Vec::new();
+        for (idx, t) in policy.tunnels.iter().enumerate() {
+            if t.udp_encap {
+                return Err(EngineError::UdpEncapUnsupported {
+                    tunnel: t.name.clone(),
+                });
+            }
+            tunnels.push(TunnelRules {
+                id: t.id,
+                name: t.name.clone(),
+                local_ts: t.local_ts.clone(),
+                remote_ts: t.remote_ts.clone(),
+            });
+            match &t.manual {
+                Some(m) => {
+                    out_sas.push(Some(OutboundSa::new(
+                        t.id,
+                        m.outbound.spi,
+                        t.aead,
+                        m.outbound.key.expose(),
+                        t.esn,
+                        t.local,
+                        t.remote,
+                        t.lifetimes,
+                        now,
+                    )?));
+                    sad.push((
+                        m.inbound.spi.0,
+                        idx,
+                        InboundSa::new(
+                            t.id,
+                            m.inbound.spi,
+                            t.aead,
+                            m.inbound.key.expose(),
+                            t.esn,
+                            t.replay_window,
+                            t.lifetimes,
+                            now,
+                        )?,
+                    ));
+                }
+                None => out_sas.push(None),
+            }
+        }
+        sad.sort_by_key(|(spi, _, _)| *spi);
+        let split = |d: Direction| {
+            policy
+                .filters
+                .iter()
+                .filter(|f| f.direction == d)
+                .map(|f| (f.selector.clone(), f.action))
+                .collect()
+        };
+        let rules = Arc::new(Rules {
+            spd: policy
+                .spd
+                .iter()
+                .map(|e| (e.selector.clone(), e.action))
+                .collect(),
+            filters_out: split(Direction::Outbound),
+            filters_in: split(Direction::Inbound),
+            default_filter: policy.default_filter,
+            tunnels,
+        });
+        Ok(Engine {
+            outbound: OutboundPath {
+                rules: rules.clone(),
+                sas: out_sas,
+                drops: DropCounters::default(),
+                bypassed: 0,
+            },
+            inbound: InboundPath {
+                rules,
+                sad,
+                drops: DropCounters::default(),
+                bypassed: 0,
+            },
+        })
+    }
+
+    /// Red → black; see [`OutboundPath::process`].
+    pub fn outbound(&mut self, inner: &[u8], out: &mut [u8], now: Timestamp) -> Verdict {
+        self.outbound.process(inner, out, now)
+    }
+
+    /// Black → red; see [`InboundPath::process`].
+    pub fn inbound(&mut self, pkt: &mut [u8], now: Timestamp) -> Verdict {
+        self.inbound.process(pkt, now)
+    }
+
+    /// Splits into the two halves (one per pump thread).
+    pub fn split(self) -> (OutboundPath, InboundPath) {
+        (self.outbound, self.inbound)
+    }
+}
+
+impl OutboundPath {
+    /// Processes one inner datagram from red: filter, SPD, then ESP into
+    /// `out` (PROTECT) or a copy into `out` (BYPASS). The packet goes to
+    /// black as `out[..len]`.
+    pub fn process(&mut self, inner: &[u8], out: &mut [u8], now: Timestamp) -> Verdict {
+        match self.process_inner(inner, out, now) {
+            Ok(n) => Verdict::Send(n),
+            Err(r) => {
+                self.drops.inc(r);
+                Verdict::Drop(r)
+            }
+        }
+    }
+
+    fn process_inner(
+        &mut self,
+        inner: &[u8],
+        out: &mut [u8],
+        now: Timestamp,
+    ) -> Result<usize, DropReason> {
+        let t = five_tuple(inner).map_err(wire_drop)?;
+        if self.rules.filter(Direction::Outbound, &t) == FilterAction::Drop {
+            return Err(DropReason::Filter);
+        }
+        match self.rules.spd(&t).ok_or(DropReason::NoPolicy)? {
+            SpdAction::Discard => Err(DropReason::Discard),
+            SpdAction::Bypass => {
+                let dst = out
+                    .get_mut(..inner.len())
+                    .ok_or(DropReason::BufferTooSmall)?;
+                dst.copy_from_slice(inner);
+                self.bypassed += 1;
+                Ok(inner.len())
+            }
+            SpdAction::Protect(id) => {
+                let idx = self.rules.tunnel_index(id).ok_or(DropReason::NoSa)?;
+                if !self.rules.outbound_in_ts(idx, &t) {
+                    return Err(DropReason::SelectorMismatch);
+                }
+                let sa = self
+                    .sas
+                    .get_mut(idx)
+                    .and_then(Option::as_mut)
+                    .ok_or(DropReason::NoSa)?;
+                sa.encap(inner, out, now)
+            }
+        }
+    }
+
+    /// Drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// The outbound SA of a tunnel.
+    pub fn sa_mut(&mut self, tunnel: TunnelId) -> Option<&mut OutboundSa> {
+        let idx = self.rules.tunnel_index(tunnel)?;
+        self.sas.get_mut(idx).and_then(Option::as_mut)
+    }
+
+    /// Collects lifetime events (each reported once).
+    pub fn poll_events(&mut self, now: Timestamp, mut f: impl FnMut(SaEvent)) {
+        for sa in self.sas.iter_mut().flatten() {
+            let state = sa.life_state(now);
+            if sa.take_soft_event() {
+                f(SaEvent {
+                    sa: sa.id(),
+                    hard: state == crate::sa::LifeState::Hard,
+                });
+            }
+        }
+    }
+
+    /// Human-readable counters, one line each.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        for (sa, t) in self.sas.iter().zip(&self.rules.tunnels) {
+            if let Some(sa) = sa {
+                let c = sa.counters();
+                let _ = writeln!(
+                    s,
+                    "out tunnel={} spi={} packets={} bytes={}",
+                    t.name,
+                    sa.id().spi,
+                    c.packets,
+                    c.bytes
+                );
+            }
+        }
+        let _ = writeln!(s, "out bypassed={}", self.bypassed);
+        write_drops(&mut s, "out", &self.drops);
+        s
+    }
+}
+
+impl InboundPath {
+    /// Processes one outer datagram from black. ESP: SAD by SPI, replay
+    /// check, decrypt, selector check, filter. Cleartext: allowed only if the
+    /// SPD (seen from the other side) says BYPASS, then filtered. On
+    /// `Send(len)` the datagram for red is `pkt[..len]`.
+    pub fn process(&mut self, pkt: &mut [u8], now: Timestamp) -> Verdict {
+        match self.process_inner(pkt, now) {
+            Ok(n) => Verdict::Send(n),
+            Err(r) => {
+                self.drops.inc(r);
+                Verdict::Drop(r)
+            }
+        }
+    }
+
+    fn process_inner(&mut self, pkt: &mut [u8], now: Timestamp) -> Result<usize, DropReason> {
+        let (proto, esp_off) = outer_esp_offset(pkt)?;
+        if proto != 50 {
+            let t = five_tuple(pkt).map_err(wire_drop)?;
+            if self.rules.spd(&t.reversed()) != Some(SpdAction::Bypass) {
+                return Err(DropReason::Unprotected);
+            }
+            if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
+                return Err(DropReason::Filter);
+            }
+            self.bypassed += 1;
+            return Ok(pkt.len());
+        }
+        let esp = &mut pkt[esp_off..];
+        let spi = esp
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or(DropReason::Truncated)?;
+        let pos = self
+            .sad
+            .binary_search_by_key(&spi, |(s, _, _)| *s)
+            .map_err(|_| DropReason::UnknownSpi)?;
+        let (_, tidx, sa) = &mut self.sad[pos];
+        let tidx = *tidx;
+        let d = sa.decap(esp, now)?;
+        let inner = &esp[..d.len];
+        let t = five_tuple(inner).map_err(wire_drop)?;
+        let version_nh = if t.src.is_ipv4() {
+            next_header::IPV4
+        } else {
+            next_header::IPV6
+        };
+        if version_nh != d.next_header {
+            return Err(DropReason::BadNextHeader);
+        }
+        if !self.rules.inbound_in_ts(tidx, &t) {
+            return Err(DropReason::SelectorMismatch);
+        }
+        if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
+            return Err(DropReason::Filter);
+        }
+        pkt.copy_within(esp_off..esp_off + d.len, 0);
+        Ok(d.len)
+    }
+
+    /// Drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// The inbound SA with this SPI.
+    pub fn sa_mut(&mut self, spi: u32) -> Option<&mut InboundSa> {
+        let pos = self.sad.binary_search_by_key(&spi, |(s, _, _)| *s).ok()?;
+        Some(&mut self.sad[pos].2)
+    }
+
+    /// Collects lifetime events (each reported once).
+    pub fn poll_events(&mut self, now: Timestamp, mut f: impl FnMut(SaEvent)) {
+        for (_, _, sa) in self.sad.iter_mut() {
+            let state = sa.life_state(now);
+            if sa.take_soft_event() {
+                f(SaEvent {
+                    sa: sa.id(),
+                    hard: state == crate::sa::LifeState::Hard,
+                });
+            }
+        }
+    }
+
+    /// Human-readable counters, one line each.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        for (_, tidx, sa) in &self.sad {
+            let c = sa.counters();
+            let name = self
+                .rules
+                .tunnels
+                .get(*tidx)
+                .map_or("?", |t| t.name.as_str());
+            let _ = writeln!(
+                s,
+                "in tunnel={} spi={} packets={} bytes={}",
+                name,
+                sa.id().spi,
+                c.packets,
+                c.bytes
+            );
+        }
+        let _ = writeln!(s, "in bypassed={}", self.bypassed);
+        write_drops(&mut s, "in", &self.drops);
+        s
+    }
+}
+
+fn write_drops(s: &mut String, dir: &str, d: &DropCounters) {
+    for r in DropReason::ALL {
+        let n = d.get(r);
+        if n > 0 {
+            let _ = writeln!(s, "{dir} drop {r}={n}");
+        }
+    }
+    let _ = writeln!(s, "{dir} drop total={}", d.total());
+}
+
+fn wire_drop(e: WireError) -> DropReason {
+    match e {
+        WireError::Truncated => DropReason::Truncated,
+        WireError::Malformed => DropReason::Malformed,
+    }
+}
+
+/// Returns (upper protocol, offset of its header) of an outer datagram;
+/// fragments are refused.
+fn outer_esp_offset(pkt: &[u8]) -> Result<(u8, usize), DropReason> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(pkt).map_err(wire_drop)?;
+            let flags = u16::from_be_bytes([pkt[6], pkt[7]]);
+            if flags & 0x3fff != 0 {
+                return Err(DropReason::Fragment);
+            }
+            Ok((p.protocol(), p.header_len()))
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(pkt).map_err(wire_drop)?;
+            let mut nh = p.next_header();
+            let mut off = 40;
+            // Skip hop-by-hop / routing / destination options; refuse fragments.
+            for _ in 0..8 {
+                match nh {
+                    0 | 43 | 60 => {
+                        let h = pkt.get(off..off + 2).ok_or(DropReason::Truncated)?;
+                        nh = h[0];
+                        off += (usize::from(h[1]) + 1) * 8;
+                        if off > pkt.len() {
+                            return Err(DropReason::Truncated);
+                        }
+                    }
+                    44 => return Err(DropReason::Fragment),
+                    _ => return Ok((nh, off)),
+                }
+            }
+            Err(DropReason::Malformed)
+        }
+        Some(_) => Err(DropReason::Malformed),
+        None => Err(DropReason::Truncated),
+    }
+}

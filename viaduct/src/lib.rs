@@ -1,0 +1,40 @@
+//! The Viaduct (trusted): ESP tunnel mode, SPD/SAD, anti-replay, the confined
+//! packet pump.
+//!
+//! The library is a sans-IO engine ([`Engine`]): it takes a packet, a caller's
+//! output buffer and the current time ([`Timestamp`]) and returns a
+//! [`Verdict`]. The binary (`src/main.rs`) adds the I/O: TUN devices, one
+//! thread per direction, self-confinement ([`confine`]). All `unsafe` lives in
+//! the private `sys` module.
+//!
+//! Panics: none on any packet input; slicing is bounded by lengths validated
+//! in `new_checked` views. Construction errors are [`EngineError`]s.
+#![warn(missing_docs)]
+
+pub mod confine;
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod pump;
+pub mod replay;
+pub mod sa;
+mod sys;
+pub mod tun;
+pub mod wire;
+
+pub use engine::{DropCounters, DropReason, Engine, InboundPath, OutboundPath, SaEvent, Verdict};
+pub use error::EngineError;
+pub use replay::{ReplayWindow, SeqNo};
+pub use sa::{InboundSa, OutboundSa, SaCounters, Timestamp};
+
+/// Signal masking and waiting for the binary's main thread.
+pub mod signals {
+    /// Blocks `signals` in the calling thread and the threads it spawns later.
+    pub fn block(signals: &[i32]) -> std::io::Result<()> {
+        crate::sys::block_signals(signals)
+    }
+    /// Waits for one of the (blocked) `signals` and returns its number.
+    pub fn wait(signals: &[i32]) -> std::io::Result<i32> {
+        crate::sys::wait_signal(signals)
+    }
+}

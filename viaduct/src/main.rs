@@ -1,0 +1,187 @@
+//! `viaduct`: loads the policy blob, opens the red and black TUN ports,
+//! confines itself and pumps packets until SIGTERM/SIGINT. SIGUSR1 prints
+//! the counters to stderr (they are also printed at exit).
+//!
+//! ```text
+//! viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N)
+//!                       (--black NAME [--black-netns PATH] | --black-fd N)
+//!                       [--no-confine]
+//! ```
+
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use policy_blob::Policy;
+use viaduct::pump::{self, Control, Half};
+use viaduct::{tun, Engine, EngineError, Timestamp};
+
+#[derive(Default)]
+struct Args {
+    policy: Option<String>,
+    red: Option<String>,
+    black: Option<String>,
+    red_netns: Option<String>,
+    black_netns: Option<String>,
+    red_fd: Option<i32>,
+    black_fd: Option<i32>,
+    no_confine: bool,
+}
+
+const USAGE: &str = "usage: viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N) \
+(--black NAME [--black-netns PATH] | --black-fd N) [--no-confine]";
+
+fn parse_args() -> Result<Args, EngineError> {
+    let mut a = Args::default();
+    let mut it = std::env::args().skip(1);
+    let usage = |m: String| EngineError::Usage(format!("{m}\n{USAGE}"));
+    while let Some(flag) = it.next() {
+        if flag == "--no-confine" {
+            a.no_confine = true;
+            continue;
+        }
+        if flag == "--help" || flag == "-h" {
+            return Err(EngineError::Usage(USAGE.to_owned()));
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| usage(format!("{flag} needs a value")))?;
+        let fd = |v: &str| {
+            v.parse::<i32>()
+                .map_err(|_| usage(format!("{flag} needs a file descriptor number, got {v:?}")))
+        };
+        match flag.as_str() {
+            "--policy" => a.policy = Some(v),
+            "--red" => a.red = Some(v),
+            "--black" => a.black = Some(v),
+            "--red-netns" => a.red_netns = Some(v),
+            "--black-netns" => a.black_netns = Some(v),
+            "--red-fd" => a.red_fd = Some(fd(&v)?),
+            "--black-fd" => a.black_fd = Some(fd(&v)?),
+            _ => return Err(usage(format!("unknown argument {flag:?}"))),
+        }
+    }
+    if a.policy.is_none() {
+        return Err(usage("--policy is required".into()));
+    }
+    if a.red_fd.is_some() && a.red_fd == a.black_fd {
+        return Err(usage("--red-fd and --black-fd must differ".into()));
+    }
+    Ok(a)
+}
+
+fn port(
+    side: &str,
+    name: &Option<String>,
+    netns: &Option<String>,
+    fd: Option<i32>,
+) -> Result<OwnedFd, EngineError> {
+    match (name, fd) {
+        (Some(_), Some(_)) => Err(EngineError::Usage(format!(
+            "give either --{side} or --{side}-fd, not both\n{USAGE}"
+        ))),
+        (None, Some(fd)) => tun::adopt(fd),
+        (Some(n), None) => match netns {
+            Some(ns) => tun::open_in_netns(n, ns),
+            None => tun::open(n),
+        },
+        (None, None) => Err(EngineError::Usage(format!(
+            "--{side} or --{side}-fd is required\n{USAGE}"
+        ))),
+    }
+}
+
+fn run() -> Result<(), EngineError> {
+    let args = parse_args()?;
+    let path = args.policy.clone().unwrap_or_default();
+    // Policy first: a bad blob must stop us before any port exists.
+    let blob = std::fs::read(&path).map_err(|e| EngineError::PolicyFile {
+        path: path.clone(),
+        source: e,
+    })?;
+    let policy = Policy::decode(&blob)?;
+    let engine = Engine::new(&policy, Timestamp(0))?;
+    drop(blob);
+    let red = port("red", &args.red, &args.red_netns, args.red_fd)?;
+    let black = port("black", &args.black, &args.black_netns, args.black_fd)?;
+    let red2 = red.try_clone().map_err(|e| EngineError::Io {
+        port: "red",
+        source: e,
+    })?;
+    let black2 = black.try_clone().map_err(|e| EngineError::Io {
+        port: "black",
+        source: e,
+    })?;
+    let signals = [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    viaduct_sys_block(&signals)?;
+    if args.no_confine {
+        eprintln!("viaduct: WARNING: running unconfined (--no-confine)");
+    } else {
+        let c = viaduct::confine::confine()?;
+        if !c.landlock {
+            eprintln!(
+                "viaduct: Landlock unavailable on this kernel; relying on seccomp (no open/openat)"
+            );
+        }
+    }
+    eprintln!(
+        "viaduct: policy {} {} (digest {}) loaded, {} tunnel(s); pumping",
+        policy.profile_name,
+        policy.profile_version,
+        policy.digest(),
+        policy.tunnels.len()
+    );
+    drop(policy);
+    let (out_half, in_half) = engine.split();
+    let ctl = Arc::new(Control::default());
+    let c1 = ctl.clone();
+    let t_out = std::thread::spawn(move || pump::run(Half::Outbound(out_half), red, black, c1));
+    let c2 = ctl.clone();
+    let t_in = std::thread::spawn(move || pump::run(Half::Inbound(in_half), black2, red2, c2));
+    loop {
+        let sig = viaduct_sys_wait(&signals)?;
+        if sig == libc::SIGUSR1 {
+            ctl.dump.fetch_add(1, Ordering::Relaxed);
+        } else {
+            ctl.stop.store(true, Ordering::Relaxed);
+            break;
+        }
+    }
+    for (t, port) in [(t_out, "red"), (t_in, "black")] {
+        match t.join() {
+            Ok(r) => r.map_err(|e| EngineError::Io { port, source: e })?,
+            Err(_) => {
+                return Err(EngineError::Io {
+                    port,
+                    source: std::io::Error::other("pump thread panicked"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn viaduct_sys_block(signals: &[i32]) -> Result<(), EngineError> {
+    viaduct::signals::block(signals).map_err(|e| EngineError::Confine {
+        step: "signal mask",
+        detail: e.to_string(),
+    })
+}
+
+fn viaduct_sys_wait(signals: &[i32]) -> Result<i32, EngineError> {
+    viaduct::signals::wait(signals).map_err(|e| EngineError::Confine {
+        step: "signal wait",
+        detail: e.to_string(),
+    })
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("viaduct: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

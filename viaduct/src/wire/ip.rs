@@ -1,0 +1,388 @@
+//! IPv4 (RFC 791) and IPv6 (RFC 8200) views, enough to read addresses,
+//! protocol, ports, and to write the outer header of a tunnel packet.
+//!
+//! `new_checked` validates: version, header length within the buffer, and
+//! the declared total length equal to the buffer length (the Viaduct only sees
+//! whole datagrams, so trailing bytes are rejected).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{be16, internet_checksum, WireError};
+
+/// Byte ranges of the IPv4 header.
+pub mod field4 {
+    use std::ops::Range;
+    /// Version and IHL.
+    pub const VER_IHL: usize = 0;
+    /// DSCP/ECN.
+    pub const TOS: usize = 1;
+    /// Total length.
+    pub const LENGTH: Range<usize> = 2..4;
+    /// Identification.
+    pub const IDENT: Range<usize> = 4..6;
+    /// Flags and fragment offset.
+    pub const FLAGS_FRAG: Range<usize> = 6..8;
+    /// TTL.
+    pub const TTL: usize = 8;
+    /// Protocol.
+    pub const PROTOCOL: usize = 9;
+    /// Header checksum.
+    pub const CHECKSUM: Range<usize> = 10..12;
+    /// Source address.
+    pub const SRC: Range<usize> = 12..16;
+    /// Destination address.
+    pub const DST: Range<usize> = 16..20;
+    /// Minimum header length.
+    pub const HEADER_LEN: usize = 20;
+}
+
+/// Byte ranges of the IPv6 header.
+pub mod field6 {
+    use std::ops::Range;
+    /// Version, traffic class, flow label.
+    pub const VER_TC_FLOW: Range<usize> = 0..4;
+    /// Payload length.
+    pub const PAYLOAD_LEN: Range<usize> = 4..6;
+    /// Next header.
+    pub const NEXT_HEADER: usize = 6;
+    /// Hop limit.
+    pub const HOP_LIMIT: usize = 7;
+    /// Source address.
+    pub const SRC: Range<usize> = 8..24;
+    /// Destination address.
+    pub const DST: Range<usize> = 24..40;
+    /// Header length.
+    pub const HEADER_LEN: usize = 40;
+}
+
+/// A checked IPv4 datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Validates version 4, IHL ≥ 5 within the buffer, total length == buffer length.
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let b = buf.as_ref();
+        if b.len() < field4::HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[0] >> 4 != 4 {
+            return Err(WireError::Malformed);
+        }
+        let ihl = usize::from(b[0] & 0x0f) * 4;
+        let total = usize::from(be16(b, field4::LENGTH.start));
+        if ihl < field4::HEADER_LEN || total < ihl {
+            return Err(WireError::Malformed);
+        }
+        if total > b.len() {
+            return Err(WireError::Truncated);
+        }
+        if total != b.len() {
+            return Err(WireError::Malformed);
+        }
+        Ok(Ipv4Packet { buf })
+    }
+
+    /// Header length in bytes.
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buf.as_ref()[0] & 0x0f) * 4
+    }
+    /// Source address.
+    pub fn src(&self) -> Ipv4Addr {
+        let b = self.buf.as_ref();
+        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+    }
+    /// Destination address.
+    pub fn dst(&self) -> Ipv4Addr {
+        let b = self.buf.as_ref();
+        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+    }
+    /// Protocol number.
+    pub fn protocol(&self) -> u8 {
+        self.buf.as_ref()[field4::PROTOCOL]
+    }
+    /// TOS byte (DSCP + ECN).
+    pub fn tos(&self) -> u8 {
+        self.buf.as_ref()[field4::TOS]
+    }
+    /// Fragment offset in 8-byte units.
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buf.as_ref(), field4::FLAGS_FRAG.start) & 0x1fff
+    }
+    /// Payload after the header.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[self.header_len()..]
+    }
+}
+
+/// A checked IPv6 datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv6Packet<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    /// Validates version 6 and 40 + payload length == buffer length.
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let b = buf.as_ref();
+        if b.len() < field6::HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[0] >> 4 != 6 {
+            return Err(WireError::Malformed);
+        }
+        let total = field6::HEADER_LEN + usize::from(be16(b, field6::PAYLOAD_LEN.start));
+        if total > b.len() {
+            return Err(WireError::Truncated);
+        }
+        if total != b.len() {
+            return Err(WireError::Malformed);
+        }
+        Ok(Ipv6Packet { buf })
+    }
+
+    fn addr(&self, at: usize) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.buf.as_ref()[at..at + 16]);
+        Ipv6Addr::from(a)
+    }
+    /// Source address.
+    pub fn src(&self) -> Ipv6Addr {
+        self.addr(field6::SRC.start)
+    }
+    /// Destination address.
+    pub fn dst(&self) -> Ipv6Addr {
+        self.addr(field6::DST.start)
+    }
+    /// Next header of the fixed header.
+    pub fn next_header(&self) -> u8 {
+        self.buf.as_ref()[field6::NEXT_HEADER]
+    }
+    /// Traffic class.
+    pub fn traffic_class(&self) -> u8 {
+        let b = self.buf.as_ref();
+        (b[0] << 4) | (b[1] >> 4)
+    }
+    /// Payload after the fixed header.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[field6::HEADER_LEN..]
+    }
+
+    /// Walks extension headers (hop-by-hop, routing, fragment, destination
+    /// options) and returns (upper-layer protocol, its bytes, is a non-first
+    /// fragment). Stops after 8 headers; never panics.
+    pub fn upper_layer(&self) -> Result<(u8, &[u8], bool), WireError> {
+        let mut nh = self.next_header();
+        let mut rest = self.payload();
+        let mut later_fragment = false;
+        for _ in 0..8 {
+            match nh {
+                0 | 43 | 60 => {
+                    if rest.len() < 8 {
+                        return Err(WireError::Truncated);
+                    }
+                    let len = (usize::from(rest[1]) + 1) * 8;
+                    if rest.len() < len {
+                        return Err(WireError::Truncated);
+                    }
+                    nh = rest[0];
+                    rest = &rest[len..];
+                }
+                44 => {
+                    if rest.len() < 8 {
+                        return Err(WireError::Truncated);
+                    }
+                    later_fragment |= be16(rest, 2) & 0xfff8 != 0;
+                    nh = rest[0];
+                    rest = &rest[8..];
+                }
+                _ => return Ok((nh, rest, later_fragment)),
+            }
+        }
+        Err(WireError::Malformed)
+    }
+}
+
+/// The selector-relevant fields of an IP datagram. Ports are `None` when the
+/// protocol has none or the datagram is a non-first fragment ("OPAQUE").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FiveTuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Upper-layer protocol.
+    pub protocol: u8,
+    /// (source, destination) ports, or ICMP (type, code) as RFC 4301 §4.4.1.1.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl FiveTuple {
+    /// The same flow seen from the other side.
+    pub fn reversed(&self) -> FiveTuple {
+        FiveTuple {
+            src: self.dst,
+            dst: self.src,
+            protocol: self.protocol,
+            ports: self.ports.map(|(a, b)| (b, a)),
+        }
+    }
+}
+
+fn ports_of(protocol: u8, l4: &[u8], later_fragment: bool) -> Option<(u16, u16)> {
+    if later_fragment {
+        return None;
+    }
+    match protocol {
+        6 | 17 | 132 | 136 if l4.len() >= 4 => Some((be16(l4, 0), be16(l4, 2))),
+        1 | 58 if l4.len() >= 2 => Some((u16::from(l4[0]), u16::from(l4[1]))),
+        _ => None,
+    }
+}
+
+/// Parses a whole IPv4 or IPv6 datagram and extracts its five-tuple.
+pub fn five_tuple(pkt: &[u8]) -> Result<FiveTuple, WireError> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(pkt)?;
+            Ok(FiveTuple {
+                src: IpAddr::V4(p.src()),
+                dst: IpAddr::V4(p.dst()),
+                protocol: p.protocol(),
+                ports: ports_of(p.protocol(), p.payload(), p.frag_offset() != 0),
+            })
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(pkt)?;
+            let (proto, l4, later) = p.upper_layer()?;
+            Ok(FiveTuple {
+                src: IpAddr::V6(p.src()),
+                dst: IpAddr::V6(p.dst()),
+                protocol: proto,
+                ports: ports_of(proto, l4, later),
+            })
+        }
+        Some(_) => Err(WireError::Malformed),
+        None => Err(WireError::Truncated),
+    }
+}
+
+/// Outer header to write in front of an ESP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterRepr {
+    /// Source (our outer address).
+    pub src: IpAddr,
+    /// Destination (peer).
+    pub dst: IpAddr,
+    /// TOS / traffic class copied from the inner packet (RFC 4301 §5.1.2.1).
+    pub tos: u8,
+    /// IPv4 identification.
+    pub ident: u16,
+}
+
+impl OuterRepr {
+    /// Header length for the address family (20 or 40).
+    pub fn header_len(&self) -> usize {
+        if self.src.is_ipv4() {
+            field4::HEADER_LEN
+        } else {
+            field6::HEADER_LEN
+        }
+    }
+
+    /// Writes the header for `payload_len` bytes of ESP into `buf[..header_len()]`.
+    /// Returns `Err(Malformed)` for mixed families or a payload too long for
+    /// the length field; `Err(Truncated)` if `buf` is shorter than the header.
+    pub fn emit(&self, buf: &mut [u8], payload_len: usize) -> Result<(), WireError> {
+        let hl = self.header_len();
+        if buf.len() < hl {
+            return Err(WireError::Truncated);
+        }
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let total = u16::try_from(hl + payload_len).map_err(|_| WireError::Malformed)?;
+                let h = &mut buf[..hl];
+                h[field4::VER_IHL] = 0x45;
+                h[field4::TOS] = self.tos;
+                h[field4::LENGTH].copy_from_slice(&total.to_be_bytes());
+                h[field4::IDENT].copy_from_slice(&self.ident.to_be_bytes());
+                h[field4::FLAGS_FRAG].copy_from_slice(&[0, 0]);
+                h[field4::TTL] = 64;
+                h[field4::PROTOCOL] = 50;
+                h[field4::CHECKSUM].copy_from_slice(&[0, 0]);
+                h[field4::SRC].copy_from_slice(&s.octets());
+                h[field4::DST].copy_from_slice(&d.octets());
+                let c = internet_checksum(h);
+                h[field4::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+                Ok(())
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let plen = u16::try_from(payload_len).map_err(|_| WireError::Malformed)?;
+                let h = &mut buf[..hl];
+                let vtf = (6u32 << 28) | (u32::from(self.tos) << 20);
+                h[field6::VER_TC_FLOW].copy_from_slice(&vtf.to_be_bytes());
+                h[field6::PAYLOAD_LEN].copy_from_slice(&plen.to_be_bytes());
+                h[field6::NEXT_HEADER] = 50;
+                h[field6::HOP_LIMIT] = 64;
+                h[field6::SRC].copy_from_slice(&s.octets());
+                h[field6::DST].copy_from_slice(&d.octets());
+                Ok(())
+            }
+            _ => Err(WireError::Malformed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_v4_checksum_verifies() {
+        let mut b = [0u8; 20];
+        OuterRepr {
+            src: "198.51.100.1".parse().unwrap(),
+            dst: "198.51.100.2".parse().unwrap(),
+            tos: 0,
+            ident: 7,
+        }
+        .emit(&mut b, 100)
+        .unwrap();
+        assert_eq!(internet_checksum(&b), 0);
+        assert_eq!(be16(&b, 2), 120);
+    }
+
+    #[test]
+    fn v4_rejects_trailing_and_short() {
+        let mut b = [0u8; 24];
+        b[0] = 0x45;
+        b[3] = 20;
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            WireError::Malformed
+        );
+        b[3] = 28;
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            WireError::Truncated
+        );
+        b[3] = 24;
+        assert!(Ipv4Packet::new_checked(&b[..]).is_ok());
+    }
+
+    #[test]
+    fn v6_walks_extension_headers() {
+        let mut b = vec![0u8; 40 + 8 + 8];
+        b[0] = 0x60;
+        b[5] = 16;
+        b[6] = 0; // hop-by-hop
+        b[40] = 17; // next: UDP
+        b[48..50].copy_from_slice(&53u16.to_be_bytes());
+        b[50..52].copy_from_slice(&5353u16.to_be_bytes());
+        let t = five_tuple(&b).unwrap();
+        assert_eq!(t.protocol, 17);
+        assert_eq!(t.ports, Some((53, 5353)));
+    }
+}

@@ -1,0 +1,155 @@
+//! Shared helpers: hex, packet builders, mirrored lab policies.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use policy_blob::*;
+
+pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+pub fn v4(s: &str) -> IpAddr {
+    IpAddr::V4(s.parse::<Ipv4Addr>().unwrap())
+}
+
+#[allow(dead_code)]
+pub fn v6(s: &str) -> IpAddr {
+    IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    viaduct::wire::internet_checksum(data)
+}
+
+/// An IPv4 UDP datagram.
+pub fn udp4(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
+    p[16..20].copy_from_slice(&dst.parse::<Ipv4Addr>().unwrap().octets());
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// An IPv6 UDP datagram.
+pub fn udp6(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let plen = 8 + payload.len();
+    let mut p = vec![0u8; 40 + plen];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+    p[24..40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+    p[40..42].copy_from_slice(&sport.to_be_bytes());
+    p[42..44].copy_from_slice(&dport.to_be_bytes());
+    p[44..46].copy_from_slice(&(plen as u16).to_be_bytes());
+    p[48..].copy_from_slice(payload);
+    p
+}
+
+pub fn key(aead: Aead, seed: u8) -> KeyMaterial {
+    KeyMaterial::new(
+        (0..aead.key_material_len())
+            .map(|i| seed.wrapping_add(i as u8))
+            .collect(),
+    )
+}
+
+pub const SPI_A_TO_B: u32 = 0x0000_a0b0;
+pub const SPI_B_TO_A: u32 = 0x0000_b0a0;
+
+/// Addressing of one side of a lab pair.
+#[derive(Clone, Copy)]
+pub struct Side {
+    pub outer: &'static str,
+    pub lan: &'static str,
+    pub lan_len: u8,
+}
+
+pub const A4: Side = Side {
+    outer: "198.51.100.1",
+    lan: "10.1.0.0",
+    lan_len: 24,
+};
+pub const B4: Side = Side {
+    outer: "198.51.100.2",
+    lan: "10.2.0.0",
+    lan_len: 24,
+};
+pub const A6: Side = Side {
+    outer: "2001:db8:100::1",
+    lan: "fd00:1::",
+    lan_len: 64,
+};
+pub const B6: Side = Side {
+    outer: "2001:db8:100::2",
+    lan: "fd00:2::",
+    lan_len: 64,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The policy of gateway `me` talking to `peer` (mirrored manual SAs).
+/// `inner_me`/`inner_peer` give the LAN prefixes (may be another family
+/// than the outer addresses).
+pub fn lab_policy(
+    aead: Aead,
+    me: Side,
+    peer: Side,
+    inner_me: Side,
+    inner_peer: Side,
+    a_side: bool,
+) -> Policy {
+    let (out_spi, in_spi, out_seed, in_seed) = if a_side {
+        (SPI_A_TO_B, SPI_B_TO_A, 1, 101)
+    } else {
+        (SPI_B_TO_A, SPI_A_TO_B, 101, 1)
+    };
+    let mine = Prefix::new(ip(inner_me.lan), inner_me.lan_len);
+    let theirs = Prefix::new(ip(inner_peer.lan), inner_peer.lan_len);
+    let t = Tunnel::new(1, "lab", ip(me.outer), ip(peer.outer), aead)
+        .with_local_ts(TrafficSelector::prefix(mine))
+        .with_remote_ts(TrafficSelector::prefix(theirs))
+        .with_manual_keys(
+            ManualSa {
+                spi: Spi(out_spi),
+                key: key(aead, out_seed),
+            },
+            ManualSa {
+                spi: Spi(in_spi),
+                key: key(aead, in_seed),
+            },
+        );
+    let any = if mine.addr.is_ipv4() {
+        Selector::any_v4()
+    } else {
+        Selector::any_v6()
+    };
+    Policy::new("lab", "1")
+        .with_local(ip(me.outer))
+        .with_tunnel(t)
+        .with_spd(
+            "to-peer",
+            Selector::between(mine, theirs),
+            SpdAction::Protect(TunnelId(1)),
+        )
+        .with_spd("rest", any, SpdAction::Discard)
+}
+
+pub const ALL_AEADS: [Aead; 3] = [Aead::Aes128Gcm16, Aead::Aes256Gcm16, Aead::ChaCha20Poly1305];

@@ -1,0 +1,7 @@
+//! The viaduct crate's integration tests (one binary): published vectors,
+//! engine behaviour, and the confined pump in network namespaces.
+
+mod common;
+mod engine;
+mod netns;
+mod vectors;

@@ -1,0 +1,584 @@
+//! The real binary in network namespaces: two gateways joined by an
+//! "internet" veth, the confinement of the running process, and the refusal
+//! of bad policy files. Needs root, `ip`, `tcpdump` and `busybox` (ping);
+//! skips loudly otherwise. Every namespace is deleted by a guard, even when
+//! an assertion fails.
+//!
+//! ```text
+//! netns lanA: vred (TUN, 10.1.0.1/24) ══ Viaduct A ══ netns blkA: vblk (TUN)
+//!     blkA: inet 198.51.100.1/24 ── veth ── blkB: inet 198.51.100.2/24
+//! netns blkB: vblk (TUN) ══ Viaduct B ══ netns lanB: vred (TUN, 10.2.0.1/24)
+//! Viaduct outer addresses: A 203.0.113.1, B 203.0.113.2 (routed via the veth)
+//! ```
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use policy_blob::*;
+use rustix::process::{kill_process, Pid, Signal};
+use sha2_free::Sha;
+
+use crate::common::*;
+
+/// A tiny FNV-1a-based 64-bit checksum, enough to detect corruption of the
+/// transferred stream (no extra dependency).
+mod sha2_free {
+    pub struct Sha(pub u64);
+    impl Sha {
+        pub fn new() -> Self {
+            Sha(0xcbf2_9ce4_8422_2325)
+        }
+        pub fn update(&mut self, data: &[u8]) {
+            for &b in data {
+                self.0 ^= u64::from(b);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+}
+
+const MARKER: &[u8] = b"VIADUCT-SECRET-MARKER-7f3a";
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("SKIP: netns tests need root".into());
+    }
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("tcpdump", "tcpdump"),
+        ("busybox", "busybox-static"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("SKIP: {tool} not found (install package {pkg})"));
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("SKIP: /dev/net/tun missing (load the tun module)".into());
+    }
+    None
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip_ns(ns: &str, args: &str) {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split_whitespace());
+    sh(&v);
+}
+
+fn ns_exec(ns: &str, args: &str) {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend(args.split_whitespace());
+    sh(&v);
+}
+
+fn ns_sysctl(ns: &str, key: &str, value: &str) {
+    let cmd = format!("echo {value} > /proc/sys/{key}");
+    sh(&["ip", "netns", "exec", ns, "sh", "-c", &cmd]);
+}
+
+/// Deletes namespaces and kills children on drop.
+struct Guard {
+    netns: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Guard {
+    fn netns(&mut self, name: String) -> String {
+        sh(&["ip", "netns", "add", &name]);
+        self.netns.push(name.clone());
+        ns_sysctl(&name, "net/ipv4/ip_forward", "1");
+        ip_ns(&name, "link set lo up");
+        name
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn write_policy(dir: &Path, name: &str, p: &Policy) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, p.encode()).unwrap();
+    path
+}
+
+fn spawn_viaduct(policy: &Path, red_ns: &str, black_ns: &str, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args(["--policy", policy.to_str().unwrap()])
+        .args([
+            "--red",
+            "vred",
+            "--red-netns",
+            &format!("/run/netns/{red_ns}"),
+        ])
+        .args([
+            "--black",
+            "vblk",
+            "--black-netns",
+            &format!("/run/netns/{black_ns}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(log).unwrap())
+        .spawn()
+        .expect("spawn viaduct")
+}
+
+fn wait_link(ns: &str, dev: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let ok = Command::new("ip")
+            .args(["-n", ns, "link", "show", dev])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{dev} never appeared in {ns}");
+}
+
+fn gateway_policy(aead: Aead, a_side: bool) -> Policy {
+    const GA: Side = Side {
+        outer: "203.0.113.1",
+        lan: "10.1.0.0",
+        lan_len: 24,
+    };
+    const GB: Side = Side {
+        outer: "203.0.113.2",
+        lan: "10.2.0.0",
+        lan_len: 24,
+    };
+    if a_side {
+        lab_policy(aead, GA, GB, GA, GB, true)
+    } else {
+        lab_policy(aead, GB, GA, GB, GA, false)
+    }
+}
+
+/// Runs `f` in a thread that entered netns `ns` (setns is per thread).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = File::open(&path).unwrap();
+        rustix::thread::move_into_link_name_space(
+            fd.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        f()
+    })
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 8)) as u8
+}
+
+/// Sends `total` bytes (with MARKER every 64 KiB) from lanA to lanB over TCP
+/// and returns (sent checksum, received checksum, received length).
+fn tcp_transfer(lan_a: &str, lan_b: &str, total: usize) -> (u64, u64, usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = in_netns(lan_b, move || {
+        let l = TcpListener::bind("10.2.0.1:5001").unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut h = Sha::new();
+        let mut n = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let k = s.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+        }
+        (h.0, n)
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let client = in_netns(lan_a, move || {
+        let mut s =
+            TcpStream::connect_timeout(&"10.2.0.1:5001".parse().unwrap(), Duration::from_secs(10))
+                .unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut h = Sha::new();
+        let mut data: Vec<u8> = (0..total).map(pattern).collect();
+        for off in (0..total).step_by(65536) {
+            let end = (off + MARKER.len()).min(total);
+            data[off..end].copy_from_slice(&MARKER[..end - off]);
+        }
+        h.update(&data);
+        s.write_all(&data).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        h.0
+    });
+    let sent = client.join().expect("client");
+    let (got, n) = server.join().expect("server");
+    (sent, got, n)
+}
+
+/// Checks a pcap (Ethernet link type): every IPv4/IPv6 frame is ESP, no
+/// frame holds MARKER. Returns the number of ESP frames.
+fn check_pcap(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap();
+    assert!(data.len() >= 24, "pcap too short");
+    let le = data[0..4] == [0xd4, 0xc3, 0xb2, 0xa1];
+    let rd32 = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    assert_eq!(rd32(&data[20..24]), 1, "expected Ethernet link type");
+    let mut off = 24;
+    let mut esp = 0;
+    while off + 16 <= data.len() {
+        let caplen = rd32(&data[off + 8..off + 12]) as usize;
+        let frame = &data[off + 16..(off + 16 + caplen).min(data.len())];
+        off += 16 + caplen;
+        assert!(
+            !frame.windows(MARKER.len()).any(|w| w == MARKER),
+            "marker seen in clear on the internet link"
+        );
+        if frame.len() < 14 {
+            continue;
+        }
+        match u16::from_be_bytes([frame[12], frame[13]]) {
+            0x0806 => {} // ARP
+            0x0800 => {
+                assert_eq!(
+                    frame[14 + 9],
+                    50,
+                    "non-ESP IPv4 packet on the internet link"
+                );
+                esp += 1;
+            }
+            0x86dd => assert_eq!(
+                frame[14 + 6],
+                50,
+                "non-ESP IPv6 packet on the internet link"
+            ),
+            other => panic!("unexpected ethertype {other:#06x} on the internet link"),
+        }
+    }
+    esp
+}
+
+fn two_gateways(aead: Aead) {
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(format!("viaduct-netns-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Guard {
+        netns: vec![],
+        children: vec![],
+    };
+    let lan_a = g.netns(format!("vd{tag}lanA"));
+    let blk_a = g.netns(format!("vd{tag}blkA"));
+    let blk_b = g.netns(format!("vd{tag}blkB"));
+    let lan_b = g.netns(format!("vd{tag}lanB"));
+    // The internet link, IPv6 off so only ARP and ESP may appear on it.
+    ip_ns(
+        &blk_a,
+        &format!("link add inet type veth peer name inet netns {blk_b}"),
+    );
+    for (ns, me, peer, gw_me, gw_peer) in [
+        (
+            &blk_a,
+            "198.51.100.1",
+            "198.51.100.2",
+            "203.0.113.1",
+            "203.0.113.2",
+        ),
+        (
+            &blk_b,
+            "198.51.100.2",
+            "198.51.100.1",
+            "203.0.113.2",
+            "203.0.113.1",
+        ),
+    ] {
+        ns_sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1");
+        ns_sysctl(ns, "net/ipv6/conf/default/disable_ipv6", "1");
+        ip_ns(ns, &format!("addr add {me}/24 dev inet"));
+        ip_ns(ns, "link set inet up");
+        ip_ns(ns, &format!("route add {gw_peer}/32 via {peer}"));
+        let _ = gw_me;
+    }
+    let pa = write_policy(&dir, "a.pol", &gateway_policy(aead, true));
+    let pb = write_policy(&dir, "b.pol", &gateway_policy(aead, false));
+    let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
+    g.children.push(spawn_viaduct(&pa, &lan_a, &blk_a, &log_a));
+    g.children.push(spawn_viaduct(&pb, &lan_b, &blk_b, &log_b));
+    for (lan, blk, me, peer, gw_me) in [
+        (&lan_a, &blk_a, "10.1.0.1", "10.2.0.0", "203.0.113.1"),
+        (&lan_b, &blk_b, "10.2.0.1", "10.1.0.0", "203.0.113.2"),
+    ] {
+        wait_link(lan, "vred");
+        wait_link(blk, "vblk");
+        ip_ns(lan, "link set vred mtu 1400 up");
+        ip_ns(lan, &format!("addr add {me}/24 dev vred"));
+        ip_ns(lan, &format!("route add {peer}/24 dev vred"));
+        ip_ns(blk, "link set vblk up");
+        ip_ns(blk, &format!("route add {gw_me}/32 dev vblk"));
+    }
+    let pcap = dir.join("inet.pcap");
+    let mut dump = Command::new("ip")
+        .args([
+            "netns", "exec", &blk_a, "tcpdump", "-n", "-U", "-i", "inet", "-w",
+        ])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // Ping both ways.
+    ns_exec(&lan_a, "busybox ping -c 3 -W 3 -s 300 10.2.0.1");
+    ns_exec(&lan_b, "busybox ping -c 3 -W 3 10.1.0.1");
+    // A few MB over TCP with a checksum.
+    let total = 4 * 1024 * 1024;
+    let (sent, got, n) = tcp_transfer(&lan_a, &lan_b, total);
+    assert_eq!(n, total, "{aead}: bytes received");
+    assert_eq!(sent, got, "{aead}: checksum");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = kill_process(Pid::from_child(&dump), Signal::TERM);
+    let _ = dump.wait();
+    let esp = check_pcap(&pcap);
+    assert!(esp > 100, "{aead}: only {esp} ESP frames captured");
+    // Counters on SIGUSR1, clean exit on SIGTERM.
+    for c in &g.children {
+        kill_process(Pid::from_child(c), Signal::USR1).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for c in &g.children {
+        kill_process(Pid::from_child(c), Signal::TERM).unwrap();
+    }
+    for c in g.children.iter_mut() {
+        let st = c.wait().unwrap();
+        assert!(st.success(), "{aead}: viaduct exited with {st:?}");
+    }
+    g.children.clear();
+    let log = std::fs::read_to_string(&log_a).unwrap();
+    assert!(log.contains("out tunnel=lab"), "{log}");
+    assert!(
+        log.matches("red->black").count() >= 2,
+        "SIGUSR1 dump + exit dump expected:\n{log}"
+    );
+    eprintln!("{aead}: {esp} ESP frames on the internet link; viaduct A log:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_gateways_aes128gcm() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::Aes128Gcm16);
+}
+
+#[test]
+fn two_gateways_aes256gcm() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::Aes256Gcm16);
+}
+
+#[test]
+fn two_gateways_chacha20poly1305() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::ChaCha20Poly1305);
+}
+
+#[test]
+fn running_viaduct_is_confined() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(format!("viaduct-conf-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Guard {
+        netns: vec![],
+        children: vec![],
+    };
+    let red = g.netns(format!("vd{tag}red"));
+    let black = g.netns(format!("vd{tag}blk"));
+    let p = write_policy(&dir, "p.pol", &gateway_policy(Aead::Aes128Gcm16, true));
+    let log = dir.join("log");
+    g.children.push(spawn_viaduct(&p, &red, &black, &log));
+    wait_link(&red, "vred");
+    wait_link(&black, "vblk");
+    let pid = g.children[0].id();
+    let t = Instant::now();
+    let status = loop {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if s.contains("Seccomp:\t2") || t.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{k} missing in status:\n{status}"))
+            .to_owned()
+    };
+    assert_eq!(field("Seccomp:"), "2");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapPrm:"), "0000000000000000");
+    // Still alive (the allowlist covers the pump), and exits cleanly.
+    kill_process(Pid::from_child(&g.children[0]), Signal::USR1).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    kill_process(Pid::from_child(&g.children[0]), Signal::TERM).unwrap();
+    let st = g.children[0].wait().unwrap();
+    g.children.clear();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(st.success(), "viaduct exit {st:?}\n{text}");
+    assert!(text.contains("in drop total="), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run_bad(policy_bytes: Option<&[u8]>) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "viaduct-bad-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.pol");
+    if let Some(b) = policy_bytes {
+        std::fs::write(&path, b).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args([
+            "--policy",
+            path.to_str().unwrap(),
+            "--red",
+            "vdbadred0",
+            "--black",
+            "vdbadblk0",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn missing_policy_file_is_a_clear_error() {
+    let (code, err) = run_bad(None);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read policy file"), "{err}");
+}
+
+#[test]
+fn corrupted_policy_blob_is_refused() {
+    let mut b = gateway_policy(Aead::Aes128Gcm16, true).encode();
+    let i = b.len() / 2;
+    b[i] ^= 0x55;
+    let (code, err) = run_bad(Some(&b));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("policy blob corrupted: digest mismatch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_policy_version_is_refused() {
+    let mut b = gateway_policy(Aead::Aes128Gcm16, true).encode();
+    b[5..7].copy_from_slice(&9u16.to_be_bytes());
+    let (code, err) = run_bad(Some(&b));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("version 9") && err.contains("version 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tun_name_too_long_is_a_clear_error() {
+    let b = gateway_policy(Aead::Aes128Gcm16, true).encode();
+    let dir = std::env::temp_dir().join(format!("viaduct-tun-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.pol");
+    std::fs::write(&path, b).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args([
+            "--policy",
+            path.to_str().unwrap(),
+            "--red",
+            "a-name-longer-than-15",
+            "--black",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("cannot open TUN device \"a-name-longer-than-15\""),
+        "{err}"
+    );
+}
