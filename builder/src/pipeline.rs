@@ -748,16 +748,16 @@ fn rootfs_part(
             EntryKind::Dir { .. } => c.add_dir(&full, perm)?,
             EntryKind::File { data, .. } => c.add_file(&full, perm, data.clone())?,
             EntryKind::Symlink { target } => c.add_symlink(&full, target)?,
-            EntryKind::Hardlink { target } => {
-                match tree.get(target.trim_end_matches('/')) {
-                    Some((m, EntryKind::File { data, .. })) => {
-                        c.add_file(&full, m & 0o7777, data.clone())?
-                    }
-                    _ => return Err(BuildError::Binary(format!(
-                        "{side} root filesystem: hard link {p} -> {target} has no regular target"
-                    ))),
+            EntryKind::Hardlink { target } => match tree.get(target.trim_end_matches('/')) {
+                Some((m, EntryKind::File { data, .. })) => {
+                    c.add_file(&full, m & 0o7777, data.clone())?
                 }
-            }
+                _ => {
+                    return Err(BuildError::Binary(format!(
+                        "{side} root filesystem: hard link {p} -> {target} has no regular target"
+                    )))
+                }
+            },
         }
     }
     write_atomic(&path, &c.to_vec()?)?;

@@ -1,0 +1,483 @@
+//! The image pipeline end to end: a fresh lock (never the committed one: the
+//! archive moves), two builds that must be bit-identical, the image checked
+//! by `sgdisk` and `fsck.fat`, a QEMU boot (OVMF + swtpm, TCG) to
+//! `appliance: ready`, and the bad inputs of the issue.
+//!
+//! Needs the static gateway binaries (`scripts/build-gateway-bins`, which
+//! `scripts/test` runs first) and Debian's archive through the host's apt sources.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use builder::{build, lock_profile, BuildError, BuildOptions};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("APPLIANCE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| components::cache::user_cache_dir().expect("HOME is set"))
+}
+
+fn bin_dir() -> PathBuf {
+    let d = root().join("target/x86_64-unknown-linux-gnu/release");
+    assert!(
+        d.join("gateway-init").exists(),
+        "no static gateway-init in {}: run scripts/build-gateway-bins first (scripts/test does)",
+        d.display()
+    );
+    d
+}
+
+/// A private copy of the lab profile and its base, with a fresh lock.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    profile: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lab")).unwrap();
+        std::fs::create_dir_all(dir.path().join("base")).unwrap();
+        std::fs::copy(
+            root().join("profiles/base/gateway.toml"),
+            dir.path().join("base/gateway.toml"),
+        )
+        .unwrap();
+        let profile = dir.path().join("lab/gw-a.toml");
+        std::fs::copy(root().join("profiles/lab/gw-a.toml"), &profile).unwrap();
+        lock_profile(&profile, &cache()).expect("lock the lab profile");
+        Fixture { _dir: dir, profile }
+    })
+}
+
+fn opts(profile: &Path, out: &Path) -> BuildOptions {
+    BuildOptions {
+        profile: profile.to_path_buf(),
+        out: out.to_path_buf(),
+        qcow2: Some(false),
+        cache_dir: cache(),
+        bin_dir: bin_dir(),
+    }
+}
+
+fn built() -> &'static (
+    tempfile::TempDir,
+    builder::BuildOutput,
+    builder::BuildOutput,
+) {
+    static B: OnceLock<(
+        tempfile::TempDir,
+        builder::BuildOutput,
+        builder::BuildOutput,
+    )> = OnceLock::new();
+    B.get_or_init(|| {
+        let f = fixture();
+        let out = tempfile::tempdir().unwrap();
+        let a = build(&opts(&f.profile, &out.path().join("a")), &mut |_| {}).expect("first build");
+        let b = build(&opts(&f.profile, &out.path().join("b")), &mut |_| {}).expect("second build");
+        (out, a, b)
+    })
+}
+
+fn tool(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn two_builds_are_bit_identical() {
+    let (_, a, b) = built();
+    assert_eq!(a.manifest, b.manifest);
+    let da = std::fs::read(a.out.join("disk.img")).unwrap();
+    let db = std::fs::read(b.out.join("disk.img")).unwrap();
+    assert!(da == db, "disk.img differs between two builds");
+    let ma = std::fs::read(a.out.join("manifest.json")).unwrap();
+    assert_eq!(ma, std::fs::read(b.out.join("manifest.json")).unwrap());
+    // The manifest lists what it should.
+    let m = &a.manifest;
+    assert_eq!(m.profile.name, "gw-a");
+    assert!(m.components.iter().any(|c| c.name == "systemd-boot-efi"));
+    assert!(m
+        .components
+        .iter()
+        .any(|c| c.group == "red" && c.name == "dnsmasq-base"));
+    assert!(m
+        .kernel
+        .modules
+        .iter()
+        .any(|p| p.ends_with("/virtio_net.ko")));
+    assert!(m
+        .uki
+        .cmdline
+        .contains(&format!("appliance.plan={}", m.plan.sha256)));
+    let names: Vec<&str> = m.uki.sections.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, [".osrel", ".cmdline", ".uname", ".linux", ".initrd"]);
+    assert_eq!(m.outputs["disk.img"], m.disk.sha256);
+    assert_eq!(m.disk.partitions[0].name, "ESP");
+}
+
+#[test]
+fn sgdisk_and_fsck_fat_accept_the_image() {
+    let (_, a, _) = built();
+    let disk = a.out.join("disk.img");
+    if !tool("sgdisk") || !tool("fsck.fat") {
+        panic!("sgdisk and fsck.fat are needed: apt-get install gdisk dosfstools (scripts/test installs them)");
+    }
+    let o = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("No problems found"),
+        "sgdisk -v: {text}"
+    );
+    let esp = &a.manifest.disk.partitions[0];
+    let bytes = std::fs::read(&disk).unwrap();
+    let part = &bytes[(esp.first_lba * 512) as usize..((esp.last_lba + 1) * 512) as usize];
+    let dir = tempfile::tempdir().unwrap();
+    let esp_img = dir.path().join("esp.img");
+    std::fs::write(&esp_img, part).unwrap();
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&esp_img)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.fat -n: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The ESP holds the active UKI and both slots, all identical to uki.efi.
+    let vol = images::fat::FatVolume::parse(part).unwrap();
+    let uki = std::fs::read(a.out.join("uki.efi")).unwrap();
+    for p in [
+        "EFI/BOOT/BOOTX64.EFI",
+        "EFI/Linux/appliance-a.efi",
+        "EFI/Linux/appliance-b.efi",
+    ] {
+        assert!(vol.read_file(p).unwrap() == uki, "{p}");
+    }
+}
+
+#[test]
+fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm() {
+    let (_, a, _) = built();
+    for t in ["qemu-system-x86_64", "swtpm"] {
+        assert!(tool(t), "{t} is needed: apt-get install qemu-system-x86 swtpm ovmf (scripts/test installs them)");
+    }
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    assert!(code.exists(), "OVMF is needed: apt-get install ovmf");
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+    let sock = dir.path().join("swtpm.sock");
+    let mut swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+        .arg(format!("dir={}", dir.path().display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            code.display()
+        ))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            a.out.join("disk.img").display()
+        ))
+        .arg("-chardev")
+        .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+        .args([
+            "-tpmdev",
+            "emulator,id=tpm0,chardev=chrtpm",
+            "-device",
+            "tpm-tis,tpmdev=tpm0",
+            "-nic",
+            "none",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let stdout = qemu.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let mut ready = None;
+    while start.elapsed() < Duration::from_secs(180) {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => {
+                let l = l.trim_end_matches('\r').to_string();
+                if l.contains("appliance: ready gw-a 0.1.0") {
+                    ready = Some(start.elapsed());
+                    lines.push(l);
+                    break;
+                }
+                lines.push(l);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(_) => break,
+        }
+    }
+    let tail: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains("eventlog "))
+        .rev()
+        .take(50)
+        .collect();
+    let Some(t) = ready else {
+        let _ = qemu.kill();
+        let _ = swtpm.kill();
+        panic!(
+            "no `appliance: ready` within 180 s; last console lines:\n{}",
+            tail.into_iter()
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
+    eprintln!("boot to ready: {:.1} s (TCG)", t.as_secs_f64());
+    for pcr in [4, 7, 11] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("appliance: pcr {pcr} sha256 "))),
+            "no PCR {pcr} line"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains(&format!(
+        "policy /etc/appliance/policy.bin sha256 {}",
+        a.manifest.policy.sha256
+    ))));
+    // Clean shutdown from the console.
+    qemu.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"poweroff\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = qemu.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = swtpm.kill();
+    let _ = swtpm.wait();
+    match status {
+        Some(s) => assert!(s.success(), "qemu exited with {s}"),
+        None => {
+            let _ = qemu.kill();
+            panic!("the gateway did not power off within 60 s of `poweroff`");
+        }
+    }
+}
+
+#[test]
+fn missing_lock_is_refused_with_the_command_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("lab")).unwrap();
+    std::fs::create_dir_all(dir.path().join("base")).unwrap();
+    std::fs::copy(
+        root().join("profiles/base/gateway.toml"),
+        dir.path().join("base/gateway.toml"),
+    )
+    .unwrap();
+    let profile = dir.path().join("lab/gw-a.toml");
+    std::fs::copy(root().join("profiles/lab/gw-a.toml"), &profile).unwrap();
+    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::MissingLock { .. }), "{err}");
+    assert!(err.to_string().contains("appliance lock"), "{err}");
+    assert!(!dir.path().join("out").exists());
+}
+
+/// A copy of the fixture whose lock or profile a test edits.
+fn edited_copy(
+    edit_lock: impl FnOnce(String) -> String,
+    edit_profile: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, PathBuf) {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("lab")).unwrap();
+    std::fs::create_dir_all(dir.path().join("base")).unwrap();
+    std::fs::copy(
+        root().join("profiles/base/gateway.toml"),
+        dir.path().join("base/gateway.toml"),
+    )
+    .unwrap();
+    let profile = dir.path().join("lab/gw-a.toml");
+    std::fs::write(
+        &profile,
+        edit_profile(std::fs::read_to_string(&f.profile).unwrap()),
+    )
+    .unwrap();
+    let lock = std::fs::read_to_string(f.profile.with_extension("lock")).unwrap();
+    std::fs::write(profile.with_extension("lock"), edit_lock(lock)).unwrap();
+    (dir, profile)
+}
+
+#[test]
+fn stale_lock_names_the_package_and_the_fix() {
+    let (dir, profile) = edited_copy(
+        |lock| {
+            // Point busybox-static at a version the archive does not have.
+            let start = lock
+                .find("name = \"busybox-static\"")
+                .expect("busybox-static locked");
+            let vstart = start + lock[start..].find("version = \"").unwrap() + "version = \"".len();
+            let vend = vstart + lock[vstart..].find('"').unwrap();
+            format!("{}9.9.9-1{}", &lock[..vstart], &lock[vend..])
+        },
+        |p| p,
+    );
+    // A package already in the cache is verified by its SHA-256 alone; the
+    // archive is asked only for what must be downloaded. So use an empty
+    // package cache (sharing the private apt state).
+    let fresh = dir.path().join("cache");
+    std::fs::create_dir_all(fresh.join("debs")).unwrap();
+    std::os::unix::fs::symlink(cache().join("apt"), fresh.join("apt")).unwrap();
+    let mut o = opts(&profile, &dir.path().join("out"));
+    o.cache_dir = fresh;
+    let err = build(&o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("busybox-static") && msg.contains("9.9.9-1") && msg.contains("appliance lock"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn lock_that_does_not_match_the_profile_is_refused() {
+    let (dir, profile) = edited_copy(
+        |l| l,
+        |p| {
+            p.replace(
+                "[personalities.red]\n",
+                "[personalities.red]\npackages = [\"busybox-static\", \"nftables\"]\n",
+            )
+        },
+    );
+    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, BuildError::LockMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("appliance lock"), "{err}");
+}
+
+#[test]
+fn unknown_driver_names_file_and_line() {
+    let (dir, profile) = edited_copy(
+        |l| l,
+        |p| format!("{p}\n[kernel]\ndrivers = [\"virtio_net\", \"no_such_nic\"]\n"),
+    );
+    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, BuildError::Driver { .. }), "{msg}");
+    let line = std::fs::read_to_string(&profile)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("no_such_nic"))
+        .unwrap()
+        + 1;
+    assert!(msg.contains(&format!("gw-a.toml:{line}:")), "{msg}");
+    assert!(msg.contains("no_such_nic"), "{msg}");
+}
+
+#[test]
+fn failed_build_leaves_previous_output_intact() {
+    let (_, a, _) = built();
+    let before = std::fs::read(a.out.join("manifest.json")).unwrap();
+    // ESP too small for three UKIs: the build fails late, in the disk stage.
+    let (dir, profile) = edited_copy(|l| l, |p| format!("{p}\n[image]\nesp_size = \"34MiB\"\n"));
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("marker"), b"previous output").unwrap();
+    let err = build(&opts(&profile, &out), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("make the ESP at least"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("marker")).unwrap(),
+        b"previous output"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .count(),
+        0,
+        "temporary directory left behind"
+    );
+    assert_eq!(std::fs::read(a.out.join("manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn unwritable_output_is_a_clear_error() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = build(&opts(&f.profile, &file.join("out")), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+#[test]
+fn dynamic_gateway_binary_is_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/ls", dir.path().join("gateway-init")).unwrap();
+    let mut o = opts(&f.profile, &dir.path().join("out"));
+    o.bin_dir = dir.path().to_path_buf();
+    let err = build(&o, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("dynamically linked"), "{err}");
+}
