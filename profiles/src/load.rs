@@ -29,6 +29,9 @@ pub struct Loaded {
     pub raw: RawProfile,
 }
 
+/// The next file to read and, for a base, the file and span of the `extends` naming it.
+type Pending = Option<(PathBuf, Option<(usize, Range<usize>)>)>;
+
 /// One file's parse result with spans shifted into the virtual space.
 struct FileNode {
     index: usize,
@@ -40,8 +43,7 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
     // Phase 1: read the chain of files (the text must outlive the parse trees).
     let mut chain: Vec<FileNode> = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
-    let mut next: Option<(PathBuf, Option<(usize, Range<usize>)>)> =
-        Some((path.to_path_buf(), None));
+    let mut next: Pending = Some((path.to_path_buf(), None));
     while let Some((file, referrer)) = next.take() {
         let canonical = std::fs::canonicalize(&file).ok();
         if let (Some(canon), Some((_, span))) = (&canonical, &referrer) {

@@ -1273,9 +1273,7 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
     let mut all_tunnels: Vec<(Range<usize>, String, Tunnel)> = Vec::new();
     let mut spis_out: Vec<(u32, Range<usize>, String)> = Vec::new();
     let mut spis_in: Vec<(u32, Range<usize>, String)> = Vec::new();
-    let Some(peer_list) = v.req(&ip.peers, &ip.span, t, "peers") else {
-        return None;
-    };
+    let peer_list = v.req(&ip.peers, &ip.span, t, "peers")?;
     if peer_list.value.is_empty() {
         v.err(
             &peer_list.span,
