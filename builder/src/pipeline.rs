@@ -512,10 +512,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
 }
 
 fn hash_file(path: &Path) -> Result<[u8; 32], BuildError> {
-    let mut f = std::fs::File::open(path).map_err(BuildError::io("reading", path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(BuildError::io("reading", path))?;
-    Ok(h.finalize().into())
+    Ok(components::cache::hash_file(path)?.0)
 }
 
 fn hash_range(path: &Path, offset: u64, len: u64) -> Result<[u8; 32], BuildError> {
