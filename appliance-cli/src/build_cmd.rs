@@ -35,6 +35,17 @@ pub struct BuildArgs {
     /// Directory with the static gateway binaries (default: target/x86_64-unknown-linux-gnu/release beside this program).
     #[arg(long, env = "APPLIANCE_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Sign manifest.json with this key (NAME.key from `appliance key generate`).
+    #[arg(long, value_name = "NAME.key")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    pass: crate::sign_cmd::PassphraseArgs,
+    /// Sign the UKI for UEFI Secure Boot with this RSA key (PEM; needs --secure-boot-cert).
+    #[arg(long, value_name = "KEY.pem", requires = "secure_boot_cert")]
+    secure_boot_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM) matching --secure-boot-key; enroll it in the firmware's db.
+    #[arg(long, value_name = "CERT.pem", requires = "secure_boot_key")]
+    secure_boot_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +139,19 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
         },
         cache_dir: cache_dir(args.cache)?,
         bin_dir: args.bin_dir.unwrap_or_else(default_bin_dir),
+        // Keys are read (and the passphrase asked for) before the slow work.
+        signing_key: match &args.key {
+            Some(k) => Some(std::sync::Arc::new(crate::sign_cmd::read_signing_key(
+                k, &args.pass,
+            )?)),
+            None => None,
+        },
+        secure_boot: match (&args.secure_boot_key, &args.secure_boot_cert) {
+            (Some(k), Some(c)) => {
+                Some(std::sync::Arc::new(crate::secure_boot::Signer::load(k, c)?))
+            }
+            _ => None,
+        },
     };
     let pb = spinner(json, "building");
     let mut fetch_bar: Option<ProgressBar> = None;
@@ -176,6 +200,8 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
                 "uki": {"sha256": m.uki.sha256, "authenticode_sha256": m.uki.authenticode_sha256, "size": m.uki.size},
                 "initramfs": {"sha256": m.initramfs.sha256, "size": m.initramfs.size},
                 "policy_sha256": m.policy.sha256,
+                "pcrs": m.pcrs,
+                "signed": opts.signing_key.is_some(),
                 "durations": built.durations.iter().map(|(k, v)| (k.clone(), serde_json::json!((v * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
             })
         );
@@ -195,6 +221,27 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
             "  uki          {} bytes, authenticode {}",
             m.uki.size, m.uki.authenticode_sha256
         );
+        println!(
+            "  pcrs         4 {}  7 {} (secure boot off)  11 {}",
+            m.pcrs.pcr4, m.pcrs.pcr7_secure_boot_off, m.pcrs.pcr11
+        );
+        if let (Some(p4), Some(p7)) = (&m.pcrs.pcr4_secure_boot_on, &m.pcrs.pcr7_secure_boot_on) {
+            println!("               4 {p4}  7 {p7} (secure boot on)");
+        }
+        if opts.signing_key.is_some() {
+            println!(
+                "  manifest.sig signed by {}",
+                opts.signing_key
+                    .as_ref()
+                    .map(|k| k.public_key().fingerprint())
+                    .unwrap_or_default()
+            );
+        } else {
+            println!(
+                "  manifest is unsigned: sign it with `appliance sign {} --key NAME.key`",
+                built.out.display()
+            );
+        }
     }
     Ok(Outcome::Ok)
 }

@@ -7,6 +7,8 @@ mod build_cmd;
 mod fsutil;
 mod policy_cmd;
 mod profile_cmd;
+mod secure_boot;
+mod sign_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +36,18 @@ enum Command {
     Build(build_cmd::BuildArgs),
     /// Resolve a profile's packages and write its lock file (NAME.lock beside it).
     Lock(build_cmd::LockArgs),
+    /// Generate and show manifest signing keys.
+    #[command(subcommand)]
+    Key(sign_cmd::KeyCmd),
+    /// Sign an output directory's manifest.json (writes manifest.sig).
+    Sign(sign_cmd::SignArgs),
+    /// Check an image against its signed manifest: signature, then every digest.
+    Verify(sign_cmd::VerifyArgs),
+    /// Print the PCR values a measured boot of an image produces.
+    Measure(sign_cmd::MeasureArgs),
+    /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
+    #[command(subcommand, name = "secure-boot")]
+    SecureBoot(secure_boot::SecureBootCmd),
     /// Compile and inspect Viaduct policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCmd),
@@ -61,6 +75,11 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd, cli.json),
         Command::Build(args) => build_cmd::build(args, cli.json),
         Command::Lock(args) => build_cmd::lock(args, cli.json),
+        Command::Key(cmd) => sign_cmd::key(cmd, cli.json),
+        Command::Sign(args) => sign_cmd::sign(args, cli.json),
+        Command::Verify(args) => sign_cmd::verify(args, cli.json),
+        Command::Measure(args) => sign_cmd::measure(args, cli.json),
+        Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "appliance", &mut std::io::stdout());

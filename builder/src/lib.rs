@@ -26,11 +26,13 @@
 #![forbid(unsafe_code)]
 
 mod elf;
-pub mod manifest;
+pub use signing::manifest;
 mod pipeline;
 mod render;
 
-pub use pipeline::{build, lock_path_for, lock_profile, BuildOptions, BuildOutput, Progress};
+pub use pipeline::{
+    build, lock_path_for, lock_profile, BuildOptions, BuildOutput, Progress, SecureBootSigner,
+};
 
 use std::path::PathBuf;
 

@@ -35,6 +35,22 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Directory holding the static gateway binaries (`gateway-init`, optionally `viaduct`).
     pub bin_dir: PathBuf,
+    /// Sign `manifest.json` with this key (writes `manifest.sig`).
+    pub signing_key: Option<std::sync::Arc<signing::SigningKey>>,
+    /// Sign the UKI for UEFI Secure Boot.
+    pub secure_boot: Option<std::sync::Arc<dyn SecureBootSigner>>,
+}
+
+/// Signs a UKI with Authenticode for UEFI Secure Boot and describes the
+/// firmware state that accepts it (implemented by the CLI on top of the
+/// `secureboot` crate, so this crate stays free of X.509 code).
+pub trait SecureBootSigner: std::fmt::Debug + Send + Sync {
+    /// The signed image.
+    fn sign(&self, uki: &[u8]) -> Result<Vec<u8>, String>;
+    /// The signer: certificate SHA-256 and subject.
+    fn signer(&self) -> manifest::SecureBootInfo;
+    /// The Secure Boot variables of firmware enrolled with our certificate.
+    fn variables(&self) -> signing::measure::SecureBootVariables;
 }
 
 /// Progress events for the front end.
@@ -294,7 +310,12 @@ pub fn build(
         .uname(kernel.version.clone().into_bytes())?
         .linux(kernel_image.clone())?
         .initrd(initramfs)?;
-    let uki = uki_b.build()?;
+    let mut uki = uki_b.build()?;
+    if let Some(sb) = &opts.secure_boot {
+        uki = sb
+            .sign(&uki)
+            .map_err(|e| BuildError::Binary(format!("Secure Boot signing: {e}")))?;
+    }
     let uki_digest = sha256(&uki);
     let authenticode = images::pe::authenticode_sha256(&uki)?;
     let pe = images::pe::PeFile::parse(&uki)?;
@@ -341,6 +362,22 @@ pub fn build(
     let disk_path = tmp.join("disk.img");
     let disk = gpt.write_file(&disk_path)?;
     let esp_digest = hash_file(&esp_path)?;
+    let esp_files = {
+        let bytes = std::fs::read(&esp_path).map_err(BuildError::io("reading", &esp_path))?;
+        let vol = images::fat::FatVolume::parse(&bytes)?;
+        let mut files = BTreeMap::new();
+        let mut paths = vec![
+            images::ab::DEFAULT_BOOT_PATH,
+            images::ab::Slot::A.uki_path(),
+        ];
+        if layout.uki_b.is_some() {
+            paths.push(images::ab::Slot::B.uki_path());
+        }
+        for p in paths {
+            files.insert(p.to_string(), hexd(&sha256(&vol.read_file(p)?)));
+        }
+        files
+    };
     let esp_size = std::fs::metadata(&esp_path)
         .map_err(BuildError::io("reading", &esp_path))?
         .len();
@@ -371,6 +408,24 @@ pub fn build(
     }
 
     st.start("manifest");
+    let prediction = signing::measure::predict(
+        &uki,
+        opts.secure_boot.as_ref().map(|s| s.variables()).as_ref(),
+    )
+    .map_err(|e| BuildError::Binary(format!("PCR prediction: {e}")))?;
+    let reference = signing::measure::ReferenceValues::new(
+        &profile.appliance.name,
+        &profile.appliance.version,
+        profile.appliance.security_version,
+        &hexd(&authenticode),
+        &prediction,
+    )
+    .to_json();
+    write_file(&tmp.join(signing::verify::REFERENCE_VALUES), &reference)?;
+    outputs.insert(
+        signing::verify::REFERENCE_VALUES.to_string(),
+        hexd(&sha256(&reference)),
+    );
     let manifest = Manifest {
         format: manifest::FORMAT,
         profile: manifest::ProfileInfo {
@@ -433,9 +488,10 @@ pub fn build(
             cmdline,
             sections,
         },
-        esp: manifest::Digested {
+        esp: manifest::EspInfo {
             sha256: hexd(&esp_digest),
             size: esp_size,
+            files: esp_files,
         },
         disk: manifest::DiskInfo {
             sha256: hexd(&disk_digest),
@@ -443,11 +499,16 @@ pub fn build(
             guid: disk_guid(&layout),
             partitions,
         },
+        build_epoch: lock.source_date_epoch.0,
+        pcrs: prediction.summary(),
+        secure_boot: opts.secure_boot.as_ref().map(|s| s.signer()),
         outputs,
     };
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| BuildError::Binary(format!("manifest: {e}")))?;
-    write_file(&tmp.join("manifest.json"), &json)?;
+    let json = manifest.to_json();
+    write_file(&tmp.join(signing::verify::MANIFEST), &json)?;
+    if let Some(key) = &opts.signing_key {
+        write_file(&tmp.join(signing::verify::SIGNATURE), &key.sign(&json))?;
+    }
 
     st.start("commit");
     replace_dir(&tmp, &opts.out)?;

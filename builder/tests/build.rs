@@ -72,6 +72,8 @@ fn opts(profile: &Path, out: &Path) -> BuildOptions {
         qcow2: Some(false),
         cache_dir: cache(),
         bin_dir: bin_dir(),
+        signing_key: None,
+        secure_boot: None,
     }
 }
 

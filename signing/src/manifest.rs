@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Manifest format version.
-pub const FORMAT: u32 = 1;
+/// Manifest format version. 2 added the build epoch, the ESP's files, the
+/// predicted PCRs and the Secure Boot signer.
+pub const FORMAT: u32 = 2;
 
 /// The manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,11 +35,82 @@ pub struct Manifest {
     /// The UKI.
     pub uki: UkiInfo,
     /// The ESP file system.
-    pub esp: Digested,
+    pub esp: EspInfo,
     /// The disk.
     pub disk: DiskInfo,
-    /// Files in the output directory (name → SHA-256).
+    /// SOURCE_DATE_EPOCH of the build: every timestamp in the image.
+    pub build_epoch: u64,
+    /// Predicted PCR values (SHA-256 bank) for a measured boot of this image.
+    pub pcrs: PcrSummary,
+    /// The Secure Boot signer of the UKI, if it is signed.
+    pub secure_boot: Option<SecureBootInfo>,
+    /// Files in the output directory (name → SHA-256), except the manifest
+    /// and its signature.
     pub outputs: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Parse `manifest.json` (unknown fields and other formats are refused).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format: u32,
+        }
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if probe.format != FORMAT {
+            return Err(format!(
+                "manifest format {} is not supported (this tool reads format {FORMAT})",
+                probe.format
+            ));
+        }
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Canonical JSON (pretty, fixed field order, trailing newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The ESP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EspInfo {
+    /// SHA-256 of the file system image (the ESP partition's bytes).
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Files on the ESP (path → SHA-256).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Predicted PCRs, hex SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcrSummary {
+    /// PCR 4 with Secure Boot off: boot path (the firmware's measurement of
+    /// the UKI and of the kernel systemd-stub starts).
+    pub pcr4: String,
+    /// PCR 4 with Secure Boot on (signed UKIs): the UKI only.
+    pub pcr4_secure_boot_on: Option<String>,
+    /// PCR 7 with Secure Boot off (no keys enrolled).
+    pub pcr7_secure_boot_off: String,
+    /// PCR 7 with Secure Boot on and our certificate enrolled (signed UKIs only).
+    pub pcr7_secure_boot_on: Option<String>,
+    /// PCR 11: systemd-stub's measurement of the UKI sections.
+    pub pcr11: String,
+}
+
+/// Who signed the UKI for Secure Boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBootInfo {
+    /// SHA-256 of the signer certificate (DER).
+    pub certificate_sha256: String,
+    /// Subject of the signer certificate.
+    pub subject: String,
 }
 
 /// Profile identity.

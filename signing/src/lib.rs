@@ -1,0 +1,18 @@
+//! Host-side trust for appliance images:
+//!
+//! * [`keys`]: Ed25519 signing keys (encrypted PKCS#8 PEM) and detached signatures;
+//! * [`manifest`]: `manifest.json`, the signed statement of every digest of a build;
+//! * [`measure`]: PCR 4/7/11 prediction for a UKI and the reference-values file;
+//! * [`eventlog`]: TCG crypto-agile event-log parser and replay, to check a
+//!   prediction against what a booted TPM recorded;
+//! * [`verify`]: recompute every digest of an image and compare with its signed manifest.
+#![forbid(unsafe_code)]
+
+pub mod eventlog;
+pub mod keys;
+pub mod manifest;
+pub mod measure;
+pub mod verify;
+
+pub use keys::{KeyError, PublicKey, SigningKey};
+pub use manifest::Manifest;
