@@ -6,11 +6,10 @@
 //! Needs the static gateway binaries (`scripts/build-gateway-bins`, which
 //! `scripts/test` runs first) and Debian's archive through the host's apt sources.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use builder::{build, lock_profile, BuildError, BuildOptions};
 
@@ -183,156 +182,46 @@ fn sgdisk_and_fsck_fat_accept_the_image() {
 }
 
 #[test]
-fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm() {
+fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_prediction() {
+    use testbed::vm::{Vm, VmConfig};
     let (_, a, _) = built();
-    for t in ["qemu-system-x86_64", "swtpm"] {
-        assert!(tool(t), "{t} is needed: apt-get install qemu-system-x86 swtpm ovmf (scripts/test installs them)");
-    }
-    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
-    assert!(code.exists(), "OVMF is needed: apt-get install ovmf");
     let dir = tempfile::tempdir().unwrap();
-    let vars = dir.path().join("vars.fd");
-    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-    let sock = dir.path().join("swtpm.sock");
-    let mut swtpm = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
-        .arg(format!("dir={}", dir.path().display()))
-        .arg("--ctrl")
-        .arg(format!("type=unixio,path={}", sock.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35",
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,snapshot=on",
-            a.out.join("disk.img").display()
-        ))
-        .arg("-chardev")
-        .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-        .args([
-            "-tpmdev",
-            "emulator,id=tpm0,chardev=chrtpm",
-            "-device",
-            "tpm-tis,tpmdev=tpm0",
-            "-nic",
-            "none",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let stdout = qemu.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let mut ready = None;
-    while start.elapsed() < Duration::from_secs(180) {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) => {
-                let l = l.trim_end_matches('\r').to_string();
-                if l.contains("appliance: ready gw-a 0.1.0") {
-                    ready = Some(start.elapsed());
-                    lines.push(l);
-                    break;
-                }
-                lines.push(l);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(_) => break,
-        }
-    }
-    let tail: Vec<&String> = lines
-        .iter()
-        .filter(|l| !l.contains("eventlog "))
-        .rev()
-        .take(50)
-        .collect();
-    let Some(t) = ready else {
-        let _ = qemu.kill();
-        let _ = swtpm.kill();
-        panic!(
-            "no `appliance: ready` within 180 s; last console lines:\n{}",
-            tail.into_iter()
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    };
-    eprintln!("boot to ready: {:.1} s (TCG)", t.as_secs_f64());
-    for pcr in [4, 7, 11] {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with(&format!("appliance: pcr {pcr} sha256 "))),
-            "no PCR {pcr} line"
-        );
-    }
-    assert!(lines.iter().any(|l| l.contains(&format!(
+    let mut vm = Vm::start(&VmConfig::new("gw-a", dir.path(), &a.out.join("disk.img")))
+        .unwrap_or_else(|e| panic!("{e} (scripts/test installs it)"));
+    vm.wait_for("`appliance: ready gw-a 0.1.0`", Duration::from_secs(180), |l| {
+        l.contains("appliance: ready gw-a 0.1.0")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("boot to ready: {:.1} s (TCG)", vm.elapsed().as_secs_f64());
+    assert!(vm.lines().iter().any(|l| l.contains(&format!(
         "policy /etc/appliance/policy.bin sha256 {}",
         a.manifest.policy.sha256
     ))));
-    // Clean shutdown from the console.
-    qemu.stdin
-        .as_mut()
+    // The TPM's PCRs equal the prediction in the manifest (Secure Boot off).
+    let pcrs = vm.pcrs();
+    let p = &a.manifest.pcrs;
+    eprintln!("pcr  predicted (manifest)                                            booted (TPM)");
+    for (n, want) in [(4, &p.pcr4), (7, &p.pcr7_secure_boot_off), (11, &p.pcr11)] {
+        eprintln!("{n:<4} {want} {}", pcrs.get(&n).map(String::as_str).unwrap_or("-"));
+        assert_eq!(pcrs.get(&n), Some(want), "PCR {n}: booted value differs from the prediction");
+    }
+    // The firmware's event log, replayed by our parser, gives the same values.
+    let log = vm.eventlog().expect("the init exported an intact event log");
+    let replay = signing::eventlog::EventLog::parse(&log)
         .unwrap()
-        .write_all(b"poweroff\n")
+        .replay_sha256()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = qemu.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let _ = swtpm.kill();
-    let _ = swtpm.wait();
+    for n in [4, 7, 11] {
+        assert_eq!(Some(&hex::encode(replay[&n])), pcrs.get(&n), "PCR {n}: event log replay");
+    }
+    // Clean shutdown from the console.
+    vm.send_line("poweroff").unwrap();
+    let status = vm.wait_exit(Duration::from_secs(60));
     match status {
         Some(s) => assert!(s.success(), "qemu exited with {s}"),
-        None => {
-            let _ = qemu.kill();
-            panic!("the gateway did not power off within 60 s of `poweroff`");
-        }
+        None => panic!("no power-off within 60 s; last lines:\n{}", vm.tail(50)),
     }
+    assert!(vm.lines().iter().any(|l| l.contains("appliance: poweroff")));
 }
 
 #[test]

@@ -1,0 +1,398 @@
+//! One QEMU gateway: q35, TCG, OVMF (optionally with Secure Boot enforced),
+//! its own swtpm, the disk as first boot device, the serial console on a
+//! pipe. Everything the VM prints is kept; callers wait for lines.
+//!
+//! Processes are killed when the [`Vm`] is dropped, so a failing test leaves
+//! nothing running.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// OVMF without Secure Boot support.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF with Secure Boot support (needs SMM).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Empty variable store (no keys: Secure Boot off).
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Errors.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A host tool or file is missing.
+    #[error("{what} is missing: apt-get install {package}")]
+    Missing {
+        /// The tool or file.
+        what: String,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// Starting a process or preparing files failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The awaited console line did not come.
+    #[error("{vm}: no console line {awaited} within {secs} s; last console lines:\n{tail}")]
+    Timeout {
+        /// VM name.
+        vm: String,
+        /// What was awaited.
+        awaited: String,
+        /// Timeout.
+        secs: u64,
+        /// Last console lines.
+        tail: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+/// Whether a program is on PATH.
+pub fn have_tool(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// How to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Name (for messages).
+    pub name: String,
+    /// Working directory (vars copy, swtpm state and socket).
+    pub workdir: PathBuf,
+    /// The disk image (opened with `snapshot=on`: never modified).
+    pub disk: PathBuf,
+    /// Variable store to start from (copied); default: the empty OVMF store.
+    pub vars: Option<PathBuf>,
+    /// Use the Secure Boot firmware (SMM, secure flash).
+    pub secure_boot: bool,
+    /// Attach a TPM 2.0 (swtpm).
+    pub tpm: bool,
+    /// Guest memory.
+    pub memory_mib: u32,
+    /// More QEMU arguments (NICs, …).
+    pub extra_args: Vec<String>,
+}
+
+impl VmConfig {
+    /// Defaults: 1 GiB, TPM on, Secure Boot off.
+    pub fn new(name: &str, workdir: &Path, disk: &Path) -> Self {
+        VmConfig {
+            name: name.into(),
+            workdir: workdir.into(),
+            disk: disk.into(),
+            vars: None,
+            secure_boot: false,
+            tpm: true,
+            memory_mib: 1024,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running VM.
+pub struct Vm {
+    name: String,
+    qemu: Child,
+    swtpm: Option<Child>,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<String>,
+    lines: Vec<String>,
+    started: Instant,
+}
+
+impl Vm {
+    /// Start swtpm (if asked) and QEMU.
+    pub fn start(cfg: &VmConfig) -> Result<Vm, VmError> {
+        for (tool, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("swtpm", "swtpm")] {
+            if (tool != "swtpm" || cfg.tpm) && !have_tool(tool) {
+                return Err(VmError::Missing {
+                    what: tool.into(),
+                    package,
+                });
+            }
+        }
+        let code = if cfg.secure_boot { OVMF_CODE_SECBOOT } else { OVMF_CODE };
+        let vars_src = cfg.vars.clone().unwrap_or_else(|| PathBuf::from(OVMF_VARS));
+        for f in [Path::new(code), vars_src.as_path()] {
+            if !f.exists() {
+                return Err(VmError::Missing {
+                    what: f.display().to_string(),
+                    package: "ovmf",
+                });
+            }
+        }
+        if !cfg.disk.exists() {
+            return Err(VmError::Io {
+                what: format!("{}: disk image", cfg.disk.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        std::fs::create_dir_all(&cfg.workdir).map_err(io(format!("creating {}", cfg.workdir.display())))?;
+        let vars = cfg.workdir.join(format!("{}-vars.fd", cfg.name));
+        std::fs::copy(&vars_src, &vars).map_err(io(format!("copying {}", vars_src.display())))?;
+        let mut swtpm = None;
+        let sock = cfg.workdir.join(format!("{}-swtpm.sock", cfg.name));
+        if cfg.tpm {
+            let state = cfg.workdir.join(format!("{}-tpm", cfg.name));
+            std::fs::create_dir_all(&state).map_err(io(format!("creating {}", state.display())))?;
+            let _ = std::fs::remove_file(&sock);
+            let child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+                .arg(format!("dir={}", state.display()))
+                .arg("--ctrl")
+                .arg(format!("type=unixio,path={}", sock.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(io("starting swtpm"))?;
+            swtpm = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !sock.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let machine = if cfg.secure_boot { "q35,smm=on" } else { "q35" };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-nodefaults", "-machine", machine, "-accel", "tcg", "-m"])
+            .arg(cfg.memory_mib.to_string())
+            .args(["-display", "none", "-no-reboot", "-serial", "stdio", "-monitor", "none"]);
+        if cfg.secure_boot {
+            cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        }
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=none,id=disk0,snapshot=on", cfg.disk.display()))
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+        if cfg.tpm {
+            cmd.arg("-chardev")
+                .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]);
+        }
+        cmd.args(&cfg.extra_args);
+        let mut qemu = match cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() {
+            Ok(q) => q,
+            Err(e) => {
+                if let Some(mut s) = swtpm {
+                    let _ = s.kill();
+                    let _ = s.wait();
+                }
+                return Err(VmError::Io {
+                    what: "starting qemu-system-x86_64".into(),
+                    source: e,
+                });
+            }
+        };
+        let stdout = qemu.stdout.take().expect("piped");
+        let stdin = qemu.stdin.take();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let l = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Vm {
+            name: cfg.name.clone(),
+            qemu,
+            swtpm,
+            stdin,
+            rx,
+            lines: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Time since start.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Every console line so far.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// The last `n` console lines, without event-log hex dumps.
+    pub fn tail(&self, n: usize) -> String {
+        let v: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|l| !l.starts_with("appliance: eventlog ") || l.contains("begin") || l.contains("end"))
+            .collect();
+        v[v.len().saturating_sub(n)..]
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Wait for a console line matching `pred` (lines already seen count).
+    /// Returns it, or a timeout error with the last 50 lines.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, VmError> {
+        if let Some(l) = self.lines.iter().find(|l| pred(l)) {
+            return Ok(l.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(500))) {
+                Ok(l) => {
+                    let hit = pred(&l);
+                    self.lines.push(l.clone());
+                    if hit {
+                        return Ok(l);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        Err(VmError::Timeout {
+            vm: self.name.clone(),
+            awaited: what.into(),
+            secs: timeout.as_secs(),
+            tail: self.tail(50),
+        })
+    }
+
+    /// Send a line to the console.
+    pub fn send_line(&mut self, line: &str) -> Result<(), VmError> {
+        let s = self.stdin.as_mut().ok_or_else(|| VmError::Io {
+            what: "console".into(),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        })?;
+        s.write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| s.flush())
+            .map_err(io(format!("{}: writing to the console", self.name)))
+    }
+
+    /// Wait for QEMU to exit (collecting console lines meanwhile).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Ok(l) = self.rx.try_recv() {
+                self.lines.push(l);
+            }
+            if let Ok(Some(s)) = self.qemu.try_wait() {
+                while let Ok(l) = self.rx.recv_timeout(Duration::from_millis(100)) {
+                    self.lines.push(l);
+                }
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// PCR values the gateway init printed (`appliance: pcr <n> sha256 <hex>`).
+    pub fn pcrs(&self) -> BTreeMap<u32, String> {
+        pcrs_from_console(&self.lines)
+    }
+
+    /// The TCG event log the init exported, if complete and intact.
+    pub fn eventlog(&self) -> Option<Vec<u8>> {
+        eventlog_from_console(&self.lines)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+        if let Some(s) = &mut self.swtpm {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+/// `appliance: pcr <n> sha256 <hex>` lines → PCR index → hex.
+pub fn pcrs_from_console(lines: &[String]) -> BTreeMap<u32, String> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        if let Some(rest) = l.strip_prefix("appliance: pcr ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(n), Some("sha256"), Some(v)) = (it.next(), it.next(), it.next()) {
+                if let Ok(n) = n.parse() {
+                    m.insert(n, v.to_string());
+                }
+            }
+        }
+    }
+    m
+}
+
+/// The event log framed on the console as `appliance: eventlog begin <len>
+/// <sha256>`, hex lines `appliance: eventlog <hex>`, `appliance: eventlog end`;
+/// `None` unless length and digest match.
+pub fn eventlog_from_console(lines: &[String]) -> Option<Vec<u8>> {
+    let start = lines.iter().position(|l| l.starts_with("appliance: eventlog begin "))?;
+    let mut head = lines[start]["appliance: eventlog begin ".len()..].split_whitespace();
+    let len: usize = head.next()?.parse().ok()?;
+    let digest = head.next()?.to_string();
+    let mut bytes = Vec::with_capacity(len);
+    for l in &lines[start + 1..] {
+        if l == "appliance: eventlog end" {
+            return (bytes.len() == len && hex::encode(Sha256::digest(&bytes)) == digest).then_some(bytes);
+        }
+        let h = l.strip_prefix("appliance: eventlog ")?;
+        bytes.extend(hex::decode(h.trim()).ok()?);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_parsing() {
+        let data = b"hello event log".to_vec();
+        let lines: Vec<String> = vec![
+            "noise".into(),
+            "appliance: pcr 4 sha256 aa".into(),
+            "appliance: pcr 11 sha256 bb".into(),
+            format!("appliance: eventlog begin {} {}", data.len(), hex::encode(Sha256::digest(&data))),
+            format!("appliance: eventlog {}", hex::encode(&data[..5])),
+            format!("appliance: eventlog {}", hex::encode(&data[5..])),
+            "appliance: eventlog end".into(),
+        ];
+        assert_eq!(eventlog_from_console(&lines), Some(data.clone()));
+        let p = pcrs_from_console(&lines);
+        assert_eq!(p[&4], "aa");
+        assert_eq!(p[&11], "bb");
+        let mut bad = lines.clone();
+        bad[4] = "appliance: eventlog 0000".into();
+        assert_eq!(eventlog_from_console(&bad), None);
+    }
+}
