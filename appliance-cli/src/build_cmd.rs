@@ -147,9 +147,9 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
             None => None,
         },
         secure_boot: match (&args.secure_boot_key, &args.secure_boot_cert) {
-            (Some(k), Some(c)) => {
-                Some(std::sync::Arc::new(crate::secure_boot::Signer::load(k, c)?))
-            }
+            (Some(k), Some(c)) => Some(std::sync::Arc::new(
+                builder::secure_boot::CertSigner::load(k, c)?,
+            )),
             _ => None,
         },
     };

@@ -29,6 +29,7 @@ mod elf;
 pub use signing::manifest;
 mod pipeline;
 mod render;
+pub mod secure_boot;
 
 pub use pipeline::{
     build, lock_path_for, lock_profile, BuildOptions, BuildOutput, Progress, SecureBootSigner,
@@ -109,6 +110,9 @@ pub enum BuildError {
     /// A gateway binary is missing or not static.
     #[error("{0}")]
     Binary(String),
+    /// Secure Boot key, certificate or signing.
+    #[error("{0}")]
+    SecureBoot(String),
     /// A gateway-side format (plan) rejected a value.
     #[error("runtime plan: {0}")]
     Plan(String),

@@ -314,7 +314,7 @@ pub fn build(
     if let Some(sb) = &opts.secure_boot {
         uki = sb
             .sign(&uki)
-            .map_err(|e| BuildError::Binary(format!("Secure Boot signing: {e}")))?;
+            .map_err(|e| BuildError::SecureBoot(format!("Secure Boot signing: {e}")))?;
     }
     let uki_digest = sha256(&uki);
     let authenticode = images::pe::authenticode_sha256(&uki)?;

@@ -185,12 +185,15 @@ fn sgdisk_and_fsck_fat_accept_the_image() {
 fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_prediction() {
     use testbed::vm::{Vm, VmConfig};
     let (_, a, _) = built();
+    let _q = qemu_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut vm = Vm::start(&VmConfig::new("gw-a", dir.path(), &a.out.join("disk.img")))
         .unwrap_or_else(|e| panic!("{e} (scripts/test installs it)"));
-    vm.wait_for("`appliance: ready gw-a 0.1.0`", Duration::from_secs(180), |l| {
-        l.contains("appliance: ready gw-a 0.1.0")
-    })
+    vm.wait_for(
+        "`appliance: ready gw-a 0.1.0`",
+        Duration::from_secs(180),
+        |l| l.contains("appliance: ready gw-a 0.1.0"),
+    )
     .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("boot to ready: {:.1} s (TCG)", vm.elapsed().as_secs_f64());
     assert!(vm.lines().iter().any(|l| l.contains(&format!(
@@ -202,17 +205,30 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
     let p = &a.manifest.pcrs;
     eprintln!("pcr  predicted (manifest)                                            booted (TPM)");
     for (n, want) in [(4, &p.pcr4), (7, &p.pcr7_secure_boot_off), (11, &p.pcr11)] {
-        eprintln!("{n:<4} {want} {}", pcrs.get(&n).map(String::as_str).unwrap_or("-"));
-        assert_eq!(pcrs.get(&n), Some(want), "PCR {n}: booted value differs from the prediction");
+        eprintln!(
+            "{n:<4} {want} {}",
+            pcrs.get(&n).map(String::as_str).unwrap_or("-")
+        );
+        assert_eq!(
+            pcrs.get(&n),
+            Some(want),
+            "PCR {n}: booted value differs from the prediction"
+        );
     }
     // The firmware's event log, replayed by our parser, gives the same values.
-    let log = vm.eventlog().expect("the init exported an intact event log");
+    let log = vm
+        .eventlog()
+        .expect("the init exported an intact event log");
     let replay = signing::eventlog::EventLog::parse(&log)
         .unwrap()
         .replay_sha256()
         .unwrap();
     for n in [4, 7, 11] {
-        assert_eq!(Some(&hex::encode(replay[&n])), pcrs.get(&n), "PCR {n}: event log replay");
+        assert_eq!(
+            Some(&hex::encode(replay[&n])),
+            pcrs.get(&n),
+            "PCR {n}: event log replay"
+        );
     }
     // Clean shutdown from the console.
     vm.send_line("poweroff").unwrap();
@@ -363,4 +379,237 @@ fn dynamic_gateway_binary_is_refused() {
     o.bin_dir = dir.path().to_path_buf();
     let err = build(&o, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("dynamically linked"), "{err}");
+}
+
+/// QEMU boots in this file run one at a time (2 cores, TCG).
+fn qemu_lock() -> std::sync::MutexGuard<'static, ()> {
+    static L: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    L.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An image signed for Secure Boot with a fresh RSA key, and an OVMF
+/// variable store with its certificate enrolled.
+struct SecureBootFixture {
+    _dir: tempfile::TempDir,
+    out: builder::BuildOutput,
+    vars: PathBuf,
+    cert: PathBuf,
+}
+
+fn secure_boot_fixture() -> &'static SecureBootFixture {
+    static F: OnceLock<SecureBootFixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("sb.key"), dir.path().join("sb.crt"));
+        let o = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=builder test Secure Boot",
+                "-days",
+                "3650",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl is needed: apt-get install openssl");
+        assert!(
+            o.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let signer = builder::secure_boot::CertSigner::load(&key, &cert).unwrap();
+        let vars = secureboot::varstore::enroll(
+            &std::fs::read(testbed::vm::OVMF_VARS).expect("OVMF is needed: apt-get install ovmf"),
+            signer.certificate().der(),
+            builder::secure_boot::OWNER,
+        )
+        .unwrap();
+        let vars_path = dir.path().join("vars-enrolled.fd");
+        std::fs::write(&vars_path, vars).unwrap();
+        let mut o = opts(&fixture().profile, &dir.path().join("out"));
+        o.secure_boot = Some(std::sync::Arc::new(signer));
+        let out = build(&o, &mut |_| {}).expect("signed build");
+        SecureBootFixture {
+            _dir: dir,
+            out,
+            vars: vars_path,
+            cert,
+        }
+    })
+}
+
+#[test]
+fn secure_boot_signed_uki_passes_sbverify_and_predicts_both_states() {
+    let f = secure_boot_fixture();
+    let o = Command::new("sbverify")
+        .arg("--cert")
+        .arg(&f.cert)
+        .arg(f.out.out.join("uki.efi"))
+        .output()
+        .expect("sbverify is needed: apt-get install sbsigntool");
+    assert!(
+        o.status.success(),
+        "sbverify: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m = &f.out.manifest;
+    let sb = m.secure_boot.as_ref().expect("signer recorded");
+    assert_eq!(sb.subject, "CN=builder test Secure Boot");
+    assert!(m.pcrs.pcr4_secure_boot_on.is_some() && m.pcrs.pcr7_secure_boot_on.is_some());
+    // Signing does not change what firmware measures for the image itself.
+    let (_, unsigned, _) = built();
+    assert_eq!(
+        m.uki.authenticode_sha256,
+        unsigned.manifest.uki.authenticode_sha256
+    );
+    assert_eq!(m.pcrs.pcr4, unsigned.manifest.pcrs.pcr4);
+    assert_eq!(m.pcrs.pcr11, unsigned.manifest.pcrs.pcr11);
+}
+
+#[test]
+fn signed_image_boots_with_secure_boot_enforced_and_pcrs_equal_the_prediction() {
+    use testbed::vm::{Vm, VmConfig};
+    let f = secure_boot_fixture();
+    let _q = qemu_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = VmConfig::new("gw-a-sb", dir.path(), &f.out.out.join("disk.img"));
+    cfg.secure_boot = true;
+    cfg.vars = Some(f.vars.clone());
+    let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for(
+        "`appliance: ready gw-a 0.1.0`",
+        Duration::from_secs(180),
+        |l| l.contains("appliance: ready gw-a 0.1.0"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "boot to ready with Secure Boot: {:.1} s (TCG)",
+        vm.elapsed().as_secs_f64()
+    );
+    let pcrs = vm.pcrs();
+    let p = &f.out.manifest.pcrs;
+    for (n, want) in [
+        (4, p.pcr4_secure_boot_on.as_ref().unwrap()),
+        (7, p.pcr7_secure_boot_on.as_ref().unwrap()),
+        (11, &p.pcr11),
+    ] {
+        eprintln!(
+            "pcr {n:<2} predicted {want} booted {}",
+            pcrs.get(&n).map(String::as_str).unwrap_or("-")
+        );
+        assert_eq!(pcrs.get(&n), Some(want), "PCR {n} with Secure Boot on");
+    }
+    let log = signing::eventlog::EventLog::parse(&vm.eventlog().expect("event log")).unwrap();
+    // The firmware really enforced Secure Boot: SecureBoot=1 and the db
+    // authority that verified the UKI are in the log.
+    let p7: Vec<_> = log.events_of(7).collect();
+    assert_eq!(p7[0].describe(), "SecureBoot");
+    assert_eq!(p7[0].data.last(), Some(&1u8), "SecureBoot variable is 1");
+    assert!(p7
+        .iter()
+        .any(|e| e.event_type == signing::eventlog::EV_EFI_VARIABLE_AUTHORITY));
+    let replay = log.replay_sha256().unwrap();
+    for n in [4, 7, 11] {
+        assert_eq!(
+            Some(&hex::encode(replay[&n])),
+            pcrs.get(&n),
+            "PCR {n}: event log replay"
+        );
+    }
+    vm.send_line("poweroff").unwrap();
+    assert!(vm
+        .wait_exit(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+}
+
+/// Flip one character of the kernel command line in every UKI copy on the
+/// ESP of a copy of `disk`; returns the copy.
+fn tampered_copy(disk: &Path, m: &builder::manifest::Manifest, dir: &Path) -> PathBuf {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let copy = dir.join("tampered.img");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(disk)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let esp = &m.disk.partitions[0];
+    let (start, len) = (esp.first_lba * 512, m.esp.size);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&copy)
+        .unwrap();
+    let mut bytes = vec![0u8; len as usize];
+    f.seek(SeekFrom::Start(start)).unwrap();
+    f.read_exact(&mut bytes).unwrap();
+    let needle = b"console=ttyS0 panic=-1";
+    let mut n = 0;
+    let mut i = 0;
+    while i + needle.len() <= bytes.len() {
+        if &bytes[i..i + needle.len()] == needle {
+            bytes[i + needle.len() - 1] = b'2'; // panic=-2
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert_eq!(
+        n,
+        m.esp.files.len(),
+        "one command line per UKI copy on the ESP"
+    );
+    f.seek(SeekFrom::Start(start)).unwrap();
+    f.write_all(&bytes).unwrap();
+    copy
+}
+
+#[test]
+fn secure_boot_refuses_unsigned_and_tampered_ukis() {
+    use testbed::vm::{Vm, VmConfig};
+    let f = secure_boot_fixture();
+    let (_, unsigned, _) = built();
+    let dir = tempfile::tempdir().unwrap();
+    let tampered = tampered_copy(&f.out.out.join("disk.img"), &f.out.manifest, dir.path());
+    for (what, disk) in [
+        ("unsigned", unsigned.out.join("disk.img")),
+        ("tampered", tampered),
+    ] {
+        let _q = qemu_lock();
+        let mut cfg = VmConfig::new(what, dir.path(), &disk);
+        cfg.secure_boot = true;
+        cfg.vars = Some(f.vars.clone());
+        cfg.tpm = false;
+        let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let line = vm
+            .wait_for(
+                "the firmware's refusal (Access Denied)",
+                Duration::from_secs(120),
+                |l| {
+                    l.contains("Access Denied")
+                        || l.contains("Linux version")
+                        || l.contains("appliance:")
+                },
+            )
+            .unwrap_or_else(|e| panic!("{what} UKI: {e}"));
+        assert!(
+            line.contains("Access Denied"),
+            "{what} UKI was started with Secure Boot enforced: {line}\n{}",
+            vm.tail(30)
+        );
+        eprintln!(
+            "{what} UKI refused after {:.1} s: {line}",
+            vm.elapsed().as_secs_f64()
+        );
+    }
 }

@@ -61,7 +61,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
 
 /// Whether a program is on PATH.
 pub fn have_tool(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
 /// How to boot.
@@ -115,7 +116,10 @@ pub struct Vm {
 impl Vm {
     /// Start swtpm (if asked) and QEMU.
     pub fn start(cfg: &VmConfig) -> Result<Vm, VmError> {
-        for (tool, package) in [("qemu-system-x86_64", "qemu-system-x86"), ("swtpm", "swtpm")] {
+        for (tool, package) in [
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("swtpm", "swtpm"),
+        ] {
             if (tool != "swtpm" || cfg.tpm) && !have_tool(tool) {
                 return Err(VmError::Missing {
                     what: tool.into(),
@@ -123,7 +127,11 @@ impl Vm {
                 });
             }
         }
-        let code = if cfg.secure_boot { OVMF_CODE_SECBOOT } else { OVMF_CODE };
+        let code = if cfg.secure_boot {
+            OVMF_CODE_SECBOOT
+        } else {
+            OVMF_CODE
+        };
         let vars_src = cfg.vars.clone().unwrap_or_else(|| PathBuf::from(OVMF_VARS));
         for f in [Path::new(code), vars_src.as_path()] {
             if !f.exists() {
@@ -139,7 +147,8 @@ impl Vm {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        std::fs::create_dir_all(&cfg.workdir).map_err(io(format!("creating {}", cfg.workdir.display())))?;
+        std::fs::create_dir_all(&cfg.workdir)
+            .map_err(io(format!("creating {}", cfg.workdir.display())))?;
         let vars = cfg.workdir.join(format!("{}-vars.fd", cfg.name));
         std::fs::copy(&vars_src, &vars).map_err(io(format!("copying {}", vars_src.display())))?;
         let mut swtpm = None;
@@ -167,24 +176,50 @@ impl Vm {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-nodefaults", "-machine", machine, "-accel", "tcg", "-m"])
             .arg(cfg.memory_mib.to_string())
-            .args(["-display", "none", "-no-reboot", "-serial", "stdio", "-monitor", "none"]);
+            .args([
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+            ]);
         if cfg.secure_boot {
             cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
         }
         cmd.arg("-drive")
-            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+            ))
             .arg("-drive")
-            .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=none,id=disk0,snapshot=on", cfg.disk.display()))
+            .arg(format!(
+                "file={},format=raw,if=none,id=disk0,snapshot=on",
+                cfg.disk.display()
+            ))
             .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
         if cfg.tpm {
             cmd.arg("-chardev")
                 .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]);
+                .args([
+                    "-tpmdev",
+                    "emulator,id=tpm0,chardev=chrtpm",
+                    "-device",
+                    "tpm-tis,tpmdev=tpm0",
+                ]);
         }
         cmd.args(&cfg.extra_args);
-        let mut qemu = match cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() {
+        let mut qemu = match cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
             Ok(q) => q,
             Err(e) => {
                 if let Some(mut s) = swtpm {
@@ -208,7 +243,9 @@ impl Vm {
                 match r.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let l = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        let l = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
                         if tx.send(l).is_err() {
                             break;
                         }
@@ -242,7 +279,9 @@ impl Vm {
         let v: Vec<&String> = self
             .lines
             .iter()
-            .filter(|l| !l.starts_with("appliance: eventlog ") || l.contains("begin") || l.contains("end"))
+            .filter(|l| {
+                !l.starts_with("appliance: eventlog ") || l.contains("begin") || l.contains("end")
+            })
             .collect();
         v[v.len().saturating_sub(n)..]
             .iter()
@@ -253,7 +292,12 @@ impl Vm {
 
     /// Wait for a console line matching `pred` (lines already seen count).
     /// Returns it, or a timeout error with the last 50 lines.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, VmError> {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, VmError> {
         if let Some(l) = self.lines.iter().find(|l| pred(l)) {
             return Ok(l.clone());
         }
@@ -356,14 +400,17 @@ pub fn pcrs_from_console(lines: &[String]) -> BTreeMap<u32, String> {
 /// <sha256>`, hex lines `appliance: eventlog <hex>`, `appliance: eventlog end`;
 /// `None` unless length and digest match.
 pub fn eventlog_from_console(lines: &[String]) -> Option<Vec<u8>> {
-    let start = lines.iter().position(|l| l.starts_with("appliance: eventlog begin "))?;
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("appliance: eventlog begin "))?;
     let mut head = lines[start]["appliance: eventlog begin ".len()..].split_whitespace();
     let len: usize = head.next()?.parse().ok()?;
     let digest = head.next()?.to_string();
     let mut bytes = Vec::with_capacity(len);
     for l in &lines[start + 1..] {
         if l == "appliance: eventlog end" {
-            return (bytes.len() == len && hex::encode(Sha256::digest(&bytes)) == digest).then_some(bytes);
+            return (bytes.len() == len && hex::encode(Sha256::digest(&bytes)) == digest)
+                .then_some(bytes);
         }
         let h = l.strip_prefix("appliance: eventlog ")?;
         bytes.extend(hex::decode(h.trim()).ok()?);
@@ -382,7 +429,11 @@ mod tests {
             "noise".into(),
             "appliance: pcr 4 sha256 aa".into(),
             "appliance: pcr 11 sha256 bb".into(),
-            format!("appliance: eventlog begin {} {}", data.len(), hex::encode(Sha256::digest(&data))),
+            format!(
+                "appliance: eventlog begin {} {}",
+                data.len(),
+                hex::encode(Sha256::digest(&data))
+            ),
             format!("appliance: eventlog {}", hex::encode(&data[..5])),
             format!("appliance: eventlog {}", hex::encode(&data[5..])),
             "appliance: eventlog end".into(),
