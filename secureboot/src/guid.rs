@@ -191,6 +191,15 @@ pub const MICROSOFT_VENDOR: Guid = Guid::from_fields(
     [0xbd, 0x60, 0x28, 0xf4, 0xe7, 0x8f, 0x78, 0x4b],
 );
 
+/// Signature owner of the certificates the appliance tooling enrolls
+/// (`appliance secure-boot enroll`); part of the PCR 7 prediction, so it is fixed.
+pub const APPLIANCE_OWNER: Guid = Guid::from_fields(
+    0x5a6c_0b1e,
+    0x7f0d,
+    0x4e53,
+    [0x9c, 0x2a, 0x61, 0x70, 0x70, 0x6c, 0x69, 0x63],
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,12 +234,3 @@ mod tests {
         }
     }
 }
-
-/// Signature owner of the certificates the appliance tooling enrolls
-/// (`appliance secure-boot enroll`); part of the PCR 7 prediction, so it is fixed.
-pub const APPLIANCE_OWNER: Guid = Guid::from_fields(
-    0x5a6c_0b1e,
-    0x7f0d,
-    0x4e53,
-    [0x9c, 0x2a, 0x61, 0x70, 0x70, 0x6c, 0x69, 0x63],
-);

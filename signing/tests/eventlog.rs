@@ -135,7 +135,7 @@ proptest! {
         b[pos % LOG.len()] = val;
         let _ = EventLog::parse(&b).map(|l| {
             let _ = l.replay_sha256();
-            l.events.iter().map(|e| e.describe()).count()
+            l.events.iter().map(|e| e.describe().len()).sum::<usize>()
         });
     }
 }
