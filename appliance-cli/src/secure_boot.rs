@@ -1,11 +1,12 @@
 //! `appliance secure-boot enroll`: write an OVMF variable store with our
-//! certificate enrolled (see `builder::secure_boot` for what is enrolled).
+//! certificate enrolled (see `signing::secure_boot` for what is enrolled).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use builder::secure_boot::{describe, OWNER};
+use builder::secure_boot::OWNER;
 use secureboot::{varstore, Certificate};
+use signing::secure_boot::describe;
 
 use crate::fsutil::write_atomic;
 use crate::Outcome;

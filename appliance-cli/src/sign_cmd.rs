@@ -214,8 +214,7 @@ pub fn verify(args: VerifyArgs, json: bool) -> anyhow::Result<Outcome> {
     if !args.target.exists() {
         bail!("{}: no such file or directory", args.target.display());
     }
-    let inspector = builder::secure_boot::inspect;
-    let report = signing::verify::verify(&args.target, &key, Some(&inspector))?;
+    let report = signing::verify::verify(&args.target, &key)?;
     if json {
         println!(
             "{}",
@@ -277,7 +276,7 @@ pub fn measure(args: MeasureArgs, json: bool) -> anyhow::Result<Outcome> {
     };
     let uki =
         std::fs::read(&uki_path).with_context(|| format!("reading {}", uki_path.display()))?;
-    let vars = builder::secure_boot::inspect(&uki).ok().map(|(_, _, v)| v);
+    let vars = signing::secure_boot::inspect(&uki).ok().map(|(_, v)| v);
     let p = signing::measure::predict(&uki, vars.as_ref())
         .with_context(|| uki_path.display().to_string())?;
     let mut outcome = Outcome::Ok;

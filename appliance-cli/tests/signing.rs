@@ -250,15 +250,7 @@ fn fixture() -> &'static Fixture {
         remove_stale_fixtures();
         let dir = tmp_root().join(format!("signing-fixture.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("prof/base")).unwrap();
-        std::fs::create_dir_all(dir.join("prof/lab")).unwrap();
-        std::fs::copy(
-            root().join("profiles/base/gateway.toml"),
-            dir.join("prof/base/gateway.toml"),
-        )
-        .unwrap();
-        let profile = dir.join("prof/lab/gw-a.toml");
-        std::fs::copy(root().join("profiles/lab/gw-a.toml"), &profile).unwrap();
+        let profile = testbed::lab::copy_lab_profile(&root(), &dir.join("prof")).unwrap();
 
         let pass = pass_file(&dir, "pass", PASSPHRASE);
         let (key, public) = generate_key(&dir, "signer", &pass);

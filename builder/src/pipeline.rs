@@ -50,7 +50,7 @@ pub trait SecureBootSigner: std::fmt::Debug + Send + Sync {
     /// The signer: certificate SHA-256 and subject.
     fn signer(&self) -> manifest::SecureBootInfo;
     /// The Secure Boot variables of firmware enrolled with our certificate.
-    fn variables(&self) -> signing::measure::SecureBootVariables;
+    fn variables(&self) -> secureboot::varstore::EnrolledVariables;
 }
 
 /// Progress events for the front end.
@@ -361,10 +361,13 @@ pub fn build(
     gpt.disk_size(ByteLen(profile.image.size.0));
     let disk_path = tmp.join("disk.img");
     let disk = gpt.write_file(&disk_path)?;
-    let esp_digest = hash_file(&esp_path)?;
+    // The ESP is read once: its digest, its size, and each file's digest as
+    // read back through our FAT reader.
+    let esp_bytes = std::fs::read(&esp_path).map_err(BuildError::io("reading", &esp_path))?;
+    let esp_digest = sha256(&esp_bytes);
+    let esp_size = esp_bytes.len() as u64;
     let esp_files = {
-        let bytes = std::fs::read(&esp_path).map_err(BuildError::io("reading", &esp_path))?;
-        let vol = images::fat::FatVolume::parse(&bytes)?;
+        let vol = images::fat::FatVolume::parse(&esp_bytes)?;
         let mut files = BTreeMap::new();
         let mut paths = vec![
             images::ab::DEFAULT_BOOT_PATH,
@@ -378,9 +381,7 @@ pub fn build(
         }
         files
     };
-    let esp_size = std::fs::metadata(&esp_path)
-        .map_err(BuildError::io("reading", &esp_path))?
-        .len();
+    drop(esp_bytes);
     std::fs::remove_file(&esp_path).map_err(BuildError::io("removing", &esp_path))?;
     let disk_digest = hash_file(&disk_path)?;
     let mut partitions = Vec::new();

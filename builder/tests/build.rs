@@ -33,21 +33,6 @@ fn bin_dir() -> PathBuf {
     d
 }
 
-/// Copies the lab profile and its base into `dir` (same relative layout,
-/// so `extends` resolves); returns the profile's path.
-fn copy_lab_profile(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir.join("lab")).unwrap();
-    std::fs::create_dir_all(dir.join("base")).unwrap();
-    std::fs::copy(
-        root().join("profiles/base/gateway.toml"),
-        dir.join("base/gateway.toml"),
-    )
-    .unwrap();
-    let profile = dir.join("lab/gw-a.toml");
-    std::fs::copy(root().join("profiles/lab/gw-a.toml"), &profile).unwrap();
-    profile
-}
-
 /// A private copy of the lab profile and its base, with a fresh lock.
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -58,7 +43,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let profile = copy_lab_profile(dir.path());
+        let profile = testbed::lab::copy_lab_profile(&root(), dir.path()).unwrap();
         lock_profile(&profile, &cache()).expect("lock the lab profile");
         Fixture { _dir: dir, profile }
     })
@@ -243,7 +228,7 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
 #[test]
 fn missing_lock_is_refused_with_the_command_to_run() {
     let dir = tempfile::tempdir().unwrap();
-    let profile = copy_lab_profile(dir.path());
+    let profile = testbed::lab::copy_lab_profile(&root(), dir.path()).unwrap();
     let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
     assert!(matches!(err, BuildError::MissingLock { .. }), "{err}");
     assert!(err.to_string().contains("appliance lock"), "{err}");
@@ -257,7 +242,7 @@ fn edited_copy(
 ) -> (tempfile::TempDir, PathBuf) {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
-    let profile = copy_lab_profile(dir.path());
+    let profile = testbed::lab::copy_lab_profile(&root(), dir.path()).unwrap();
     std::fs::write(
         &profile,
         edit_profile(std::fs::read_to_string(&f.profile).unwrap()),

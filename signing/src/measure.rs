@@ -21,6 +21,9 @@
 //! firmware starts (the disk is the first boot device). A boot entry that
 //! returns before ours adds a "Returning from EFI Application" action to PCR 4.
 
+use secureboot::guid::{EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE};
+use secureboot::varstore::{uefi_variable_data, EnrolledVariables};
+use secureboot::Guid;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -28,32 +31,6 @@ use crate::eventlog::{
     event_type_name, extend, EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION,
     EV_EFI_VARIABLE_AUTHORITY, EV_EFI_VARIABLE_DRIVER_CONFIG, EV_IPL, EV_SEPARATOR,
 };
-
-/// EFI_GLOBAL_VARIABLE, on-disk (mixed-endian) bytes.
-pub const EFI_GLOBAL_VARIABLE: [u8; 16] = guid_bytes(
-    0x8be4df61,
-    0x93ca,
-    0x11d2,
-    [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
-);
-/// EFI_IMAGE_SECURITY_DATABASE_GUID, on-disk bytes.
-pub const EFI_IMAGE_SECURITY_DATABASE: [u8; 16] = guid_bytes(
-    0xd719b2cb,
-    0x3d3a,
-    0x4596,
-    [0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f],
-);
-
-/// Build EFI_GUID bytes from the textual fields.
-pub const fn guid_bytes(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
-    let a = a.to_le_bytes();
-    let b = b.to_le_bytes();
-    let c = c.to_le_bytes();
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
-        d[7],
-    ]
-}
 
 /// The action string OVMF logs before starting a boot option.
 pub const CALLING_BOOT_OPTION: &str = "Calling EFI Application from Boot Option";
@@ -107,23 +84,6 @@ impl PredictedPcr {
     }
 }
 
-/// Secure Boot variables as enrolled in the firmware (their data bytes), and
-/// the `db` entry (EFI_SIGNATURE_DATA: owner GUID ‖ certificate) that
-/// verifies the UKI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecureBootVariables {
-    /// `PK` contents (EFI_SIGNATURE_LIST).
-    pub pk: Vec<u8>,
-    /// `KEK` contents.
-    pub kek: Vec<u8>,
-    /// `db` contents.
-    pub db: Vec<u8>,
-    /// `dbx` contents.
-    pub dbx: Vec<u8>,
-    /// The `db` EFI_SIGNATURE_DATA that verifies our images.
-    pub authority: Vec<u8>,
-}
-
 /// All predictions for one UKI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,22 +106,6 @@ pub struct Prediction {
 /// What the platform is assumed to be.
 pub const PLATFORM: &str = "UEFI firmware (edk2/OVMF) with TPM 2.0, SHA-256 bank; the appliance disk is the first boot entry; systemd-stub 252 (Debian 12)";
 
-/// `UEFI_VARIABLE_DATA` (TCG PC Client PFP §10.2.6): VariableName GUID,
-/// UnicodeNameLength (chars), VariableDataLength, UnicodeName (UTF-16LE, no
-/// NUL), VariableData.
-pub fn uefi_variable_data(name: &str, guid: &[u8; 16], data: &[u8]) -> Vec<u8> {
-    let units: Vec<u16> = name.encode_utf16().collect();
-    let mut v = Vec::with_capacity(32 + units.len() * 2 + data.len());
-    v.extend_from_slice(guid);
-    v.extend_from_slice(&(units.len() as u64).to_le_bytes());
-    v.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    for u in units {
-        v.extend_from_slice(&u.to_le_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
 fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
@@ -181,7 +125,7 @@ pub enum MeasureError {
 /// enrolled variables for the Secure Boot-on prediction (signed UKIs).
 pub fn predict(
     uki: &[u8],
-    secure_boot: Option<&SecureBootVariables>,
+    secure_boot: Option<&EnrolledVariables>,
 ) -> Result<Prediction, MeasureError> {
     let pe = images::pe::PeFile::parse(uki)?;
     let uki_auth = images::pe::authenticode_sha256(uki)?;
@@ -213,13 +157,13 @@ pub fn predict(
     ));
     let pcr4 = PredictedPcr::new(4, "secure boot off", boot_path);
 
-    let pcr7 = |on: Option<&SecureBootVariables>| {
+    let pcr7 = |on: Option<&EnrolledVariables>| {
         let empty = Vec::new();
         let (sb, pk, kek, db, dbx) = match on {
             Some(v) => (1u8, &v.pk, &v.kek, &v.db, &v.dbx),
             None => (0u8, &empty, &empty, &empty, &empty),
         };
-        let var = |name: &str, guid: &[u8; 16], data: &[u8]| {
+        let var = |name: &str, guid: Guid, data: &[u8]| {
             (
                 EV_EFI_VARIABLE_DRIVER_CONFIG,
                 format!("{name} ({} bytes)", data.len()),
@@ -227,11 +171,11 @@ pub fn predict(
             )
         };
         let mut events = vec![
-            var("SecureBoot", &EFI_GLOBAL_VARIABLE, &[sb]),
-            var("PK", &EFI_GLOBAL_VARIABLE, pk),
-            var("KEK", &EFI_GLOBAL_VARIABLE, kek),
-            var("db", &EFI_IMAGE_SECURITY_DATABASE, db),
-            var("dbx", &EFI_IMAGE_SECURITY_DATABASE, dbx),
+            var("SecureBoot", EFI_GLOBAL_VARIABLE, &[sb]),
+            var("PK", EFI_GLOBAL_VARIABLE, pk),
+            var("KEK", EFI_GLOBAL_VARIABLE, kek),
+            var("db", EFI_IMAGE_SECURITY_DATABASE, db),
+            var("dbx", EFI_IMAGE_SECURITY_DATABASE, dbx),
             (EV_SEPARATOR, "separator".into(), separator),
         ];
         if let Some(v) = on {
@@ -240,7 +184,7 @@ pub fn predict(
                 "db entry that verified the UKI".into(),
                 sha256(&uefi_variable_data(
                     "db",
-                    &EFI_IMAGE_SECURITY_DATABASE,
+                    EFI_IMAGE_SECURITY_DATABASE,
                     &v.authority,
                 )),
             ));
@@ -380,13 +324,13 @@ mod tests {
         assert_eq!(
             hex::encode(sha256(&uefi_variable_data(
                 "SecureBoot",
-                &EFI_GLOBAL_VARIABLE,
+                EFI_GLOBAL_VARIABLE,
                 &[0]
             ))),
             "115aa827dbccfb44d216ad9ecfda56bdea620b860a94bed5b7a27bba1c4d02d8"
         );
         assert_eq!(
-            hex::encode(sha256(&uefi_variable_data("PK", &EFI_GLOBAL_VARIABLE, &[]))),
+            hex::encode(sha256(&uefi_variable_data("PK", EFI_GLOBAL_VARIABLE, &[]))),
             "dea7b80ab53a3daaa24d5cc46c64e1fa9ffd03739f90aadbd8c0867c4a5b4890"
         );
         assert_eq!(

@@ -1,7 +1,6 @@
 //! `appliance verify`: check the manifest's signature, then recompute every
 //! digest from the image itself and name each one that differs.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,6 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::PublicKey;
 use crate::manifest::Manifest;
-use crate::measure::SecureBootVariables;
 
 /// Name of the manifest in an output directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -105,19 +103,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + '_ {
     }
 }
 
-/// Supplies the Secure Boot view of a signed UKI: checks its embedded
-/// Authenticode signature and returns (signer certificate SHA-256, subject,
-/// enrolled variables), or an error text. Provided by the caller so this
-/// crate does not depend on the Authenticode implementation.
-pub type SecureBootInspector<'a> =
-    &'a dyn Fn(&[u8]) -> Result<(String, String, SecureBootVariables), String>;
-
 /// Verify an output directory, or a disk image with its manifest beside it.
-pub fn verify(
-    target: &Path,
-    key: &PublicKey,
-    secure_boot: Option<SecureBootInspector<'_>>,
-) -> Result<Report, VerifyError> {
+pub fn verify(target: &Path, key: &PublicKey) -> Result<Report, VerifyError> {
     let (dir, disk, whole_dir) = if target.is_dir() {
         (target.to_path_buf(), target.join("disk.img"), true)
     } else {
@@ -165,7 +152,7 @@ pub fn verify(
         m.profile.name, m.profile.version, m.profile.security_version
     ));
 
-    check_disk(&mut r, &m, &disk, secure_boot)?;
+    check_disk(&mut r, &m, &disk)?;
 
     // Other outputs.
     for (name, want) in &m.outputs {
@@ -221,12 +208,7 @@ fn hash_file(p: &Path) -> Result<String, VerifyError> {
 }
 
 /// One pass over the disk: whole-disk digest and each partition's digest.
-fn check_disk(
-    r: &mut Report,
-    m: &Manifest,
-    disk: &Path,
-    secure_boot: Option<SecureBootInspector<'_>>,
-) -> Result<(), VerifyError> {
+fn check_disk(r: &mut Report, m: &Manifest, disk: &Path) -> Result<(), VerifyError> {
     let mut f = File::open(disk).map_err(io(disk))?;
     let len = f.metadata().map_err(io(disk))?.len();
     if len != m.disk.size {
@@ -357,18 +339,13 @@ fn check_disk(
         );
         return Ok(());
     };
-    check_uki(r, m, &uki, secure_boot);
+    check_uki(r, m, &uki);
     Ok(())
 }
 
 /// The UKI read from the ESP: file digest, Authenticode digest, sections,
 /// command line, predicted PCRs.
-fn check_uki(
-    r: &mut Report,
-    m: &Manifest,
-    uki: &[u8],
-    secure_boot: Option<SecureBootInspector<'_>>,
-) {
+fn check_uki(r: &mut Report, m: &Manifest, uki: &[u8]) {
     r.cmp("uki", &m.uki.sha256, &hex::encode(Sha256::digest(uki)));
     let pe = match images::pe::PeFile::parse(uki) {
         Ok(p) => p,
@@ -385,9 +362,7 @@ fn check_uki(
         ),
         Err(e) => r.push("uki authenticode", false, format!("{e}")),
     }
-    let mut names: BTreeMap<&str, ()> = BTreeMap::new();
     for s in &m.uki.sections {
-        names.insert(&s.name, ());
         match pe.section(&s.name) {
             Some(h) => r.cmp(
                 format!("uki section {}", s.name),
@@ -403,42 +378,47 @@ fn check_uki(
             .to_string();
         r.cmp("uki cmdline", &m.uki.cmdline, &got);
     }
-    match crate::measure::predict(uki, None) {
-        Ok(p) => {
-            r.cmp("predicted pcr 4", &m.pcrs.pcr4, &p.pcr4.sha256);
-            r.cmp(
-                "predicted pcr 7 (secure boot off)",
-                &m.pcrs.pcr7_secure_boot_off,
-                &p.pcr7_secure_boot_off.sha256,
-            );
-            r.cmp("predicted pcr 11", &m.pcrs.pcr11, &p.pcr11.sha256);
+    // One prediction, with the Secure Boot-on variables when the manifest
+    // says the UKI is signed and the signature checks out.
+    let signed = m
+        .secure_boot
+        .as_ref()
+        .map(|_| crate::secure_boot::inspect(uki));
+    let vars = match &signed {
+        Some(Ok((_, v))) => Some(v),
+        _ => None,
+    };
+    let p = match crate::measure::predict(uki, vars) {
+        Ok(p) => p,
+        Err(e) => {
+            r.push("predicted pcrs", false, format!("{e}"));
+            return;
         }
-        Err(e) => r.push("predicted pcrs", false, format!("{e}")),
-    }
-    let Some(sb) = &m.secure_boot else {
+    };
+    r.cmp("predicted pcr 4", &m.pcrs.pcr4, &p.pcr4.sha256);
+    r.cmp(
+        "predicted pcr 7 (secure boot off)",
+        &m.pcrs.pcr7_secure_boot_off,
+        &p.pcr7_secure_boot_off.sha256,
+    );
+    r.cmp("predicted pcr 11", &m.pcrs.pcr11, &p.pcr11.sha256);
+    let (Some(sb), Some(signed)) = (&m.secure_boot, signed) else {
         return;
     };
-    let Some(inspect) = secure_boot else {
-        r.push(
-            "uki secure boot signature",
-            false,
-            "the manifest says the UKI is signed, but no Secure Boot checker was given",
-        );
-        return;
-    };
-    match inspect(uki) {
-        Ok((cert, subject, vars)) => {
+    match signed {
+        Ok((signer, _)) => {
             r.push(
                 "uki secure boot signature",
                 true,
-                format!("valid, signed by {subject}"),
+                format!("valid, signed by {}", signer.subject),
             );
-            r.cmp("uki secure boot signer", &sb.certificate_sha256, &cert);
-            match (
-                crate::measure::predict(uki, Some(&vars)),
-                &m.pcrs.pcr7_secure_boot_on,
-            ) {
-                (Ok(p), Some(want)) => {
+            r.cmp(
+                "uki secure boot signer",
+                &sb.certificate_sha256,
+                &signer.certificate_sha256,
+            );
+            match &m.pcrs.pcr7_secure_boot_on {
+                Some(want) => {
                     let got = p.pcr7_secure_boot_on.map(|p| p.sha256).unwrap_or_default();
                     r.cmp("predicted pcr 7 (secure boot on)", want, &got);
                     let got4 = p.pcr4_secure_boot_on.map(|p| p.sha256).unwrap_or_default();
@@ -448,12 +428,11 @@ fn check_uki(
                         &got4,
                     );
                 }
-                (_, None) => r.push(
+                None => r.push(
                     "predicted pcr 7 (secure boot on)",
                     false,
                     "missing from the manifest",
                 ),
-                (Err(e), _) => r.push("predicted pcr 7 (secure boot on)", false, format!("{e}")),
             }
         }
         Err(e) => r.push("uki secure boot signature", false, e),

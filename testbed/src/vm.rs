@@ -12,8 +12,6 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 /// OVMF without Secure Boot support.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// OVMF with Secure Boot support (needs SMM).
@@ -234,25 +232,7 @@ impl Vm {
         };
         let stdout = qemu.stdout.take().expect("piped");
         let stdin = qemu.stdin.take();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let l = String::from_utf8_lossy(&buf)
-                            .trim_end_matches(['\n', '\r'])
-                            .to_string();
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        let rx = console_lines(stdout);
         Ok(Vm {
             name: cfg.name.clone(),
             qemu,
@@ -363,8 +343,9 @@ impl Vm {
         pcrs_from_console(&self.lines)
     }
 
-    /// The TCG event log the init exported, if complete and intact.
-    pub fn eventlog(&self) -> Option<Vec<u8>> {
+    /// The TCG event log the init exported (length and digest checked by
+    /// [`gateway::eventlog::reassemble`]).
+    pub fn eventlog(&self) -> Result<Vec<u8>, String> {
         eventlog_from_console(&self.lines)
     }
 }
@@ -378,6 +359,31 @@ impl Drop for Vm {
             let _ = s.wait();
         }
     }
+}
+
+/// Read `r` line by line on a thread (CR/LF stripped, invalid UTF-8
+/// replaced); the lines arrive on the returned channel, which closes at EOF.
+pub fn console_lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let l = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// `appliance: pcr <n> sha256 <hex>` lines → PCR index → hex.
@@ -396,31 +402,16 @@ pub fn pcrs_from_console(lines: &[String]) -> BTreeMap<u32, String> {
     m
 }
 
-/// The event log framed on the console as `appliance: eventlog begin <len>
-/// <sha256>`, hex lines `appliance: eventlog <hex>`, `appliance: eventlog end`;
-/// `None` unless length and digest match.
-pub fn eventlog_from_console(lines: &[String]) -> Option<Vec<u8>> {
-    let start = lines
-        .iter()
-        .position(|l| l.starts_with("appliance: eventlog begin "))?;
-    let mut head = lines[start]["appliance: eventlog begin ".len()..].split_whitespace();
-    let len: usize = head.next()?.parse().ok()?;
-    let digest = head.next()?.to_string();
-    let mut bytes = Vec::with_capacity(len);
-    for l in &lines[start + 1..] {
-        if l == "appliance: eventlog end" {
-            return (bytes.len() == len && hex::encode(Sha256::digest(&bytes)) == digest)
-                .then_some(bytes);
-        }
-        let h = l.strip_prefix("appliance: eventlog ")?;
-        bytes.extend(hex::decode(h.trim()).ok()?);
-    }
-    None
+/// The event log the init framed on the console, reassembled by
+/// [`gateway::eventlog::reassemble`] (length and digest checked).
+pub fn eventlog_from_console(lines: &[String]) -> Result<Vec<u8>, String> {
+    gateway::eventlog::reassemble(&lines.join("\n")).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn console_parsing() {
@@ -438,12 +429,12 @@ mod tests {
             format!("appliance: eventlog {}", hex::encode(&data[5..])),
             "appliance: eventlog end".into(),
         ];
-        assert_eq!(eventlog_from_console(&lines), Some(data.clone()));
+        assert_eq!(eventlog_from_console(&lines), Ok(data.clone()));
         let p = pcrs_from_console(&lines);
         assert_eq!(p[&4], "aa");
         assert_eq!(p[&11], "bb");
         let mut bad = lines.clone();
         bad[4] = "appliance: eventlog 0000".into();
-        assert_eq!(eventlog_from_console(&bad), None);
+        assert!(eventlog_from_console(&bad).is_err());
     }
 }

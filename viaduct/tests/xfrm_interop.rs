@@ -42,11 +42,11 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use components::{Deb, EntryKind, KernelTree, Lock};
@@ -719,25 +719,7 @@ fn spawn_qemu(ns: &str, img: &GuestImage, log: &Path) -> (Child, ChildStdin, Con
         .expect("spawn qemu-system-x86_64 (apt-get install qemu-system-x86)");
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let l = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned();
-                    if tx.send(l).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let rx = testbed::vm::console_lines(stdout);
     (
         child,
         stdin,
@@ -783,23 +765,14 @@ fn parse_xfrm_state(lines: &[&str]) -> Vec<(u32, u64, u64)> {
 /// Returns the number of ESP frames.
 fn check_pcap(path: &Path, spis: &[u32]) -> usize {
     let data = std::fs::read(path).unwrap();
-    assert!(data.len() >= 24, "pcap too short");
-    let le = data[0..4] == [0xd4, 0xc3, 0xb2, 0xa1];
-    let rd32 = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    assert_eq!(rd32(&data[20..24]), 1, "expected Ethernet link type");
-    let mut off = 24;
+    let cap = testbed::pcap::parse(&data).expect("a pcap file");
+    assert_eq!(
+        cap.link_type,
+        testbed::pcap::LINKTYPE_ETHERNET,
+        "expected Ethernet link type"
+    );
     let mut esp = 0;
-    while off + 16 <= data.len() {
-        let caplen = rd32(&data[off + 8..off + 12]) as usize;
-        let frame = &data[off + 16..(off + 16 + caplen).min(data.len())];
-        off += 16 + caplen;
+    for frame in cap.frames {
         assert!(frame.len() >= 14, "runt frame on the TAP");
         match u16::from_be_bytes([frame[12], frame[13]]) {
             0x0806 => {}

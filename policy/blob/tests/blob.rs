@@ -129,7 +129,7 @@ fn rejects_trailing_bytes() {
 #[test]
 fn rejects_bad_magic_and_truncation() {
     let blob = sample().encode();
-    assert_eq!(Policy::decode(b"XXXXX\0\x01"), Err(BlobError::BadMagic));
+    assert_eq!(Policy::decode(b"NOPE!\0\x01"), Err(BlobError::BadMagic));
     for n in 0..blob.len() {
         assert!(
             Policy::decode(&blob[..n]).is_err(),

@@ -258,23 +258,14 @@ fn tcp_transfer(lan_a: &str, lan_b: &str, total: usize) -> (u64, u64, usize) {
 /// frame holds MARKER. Returns the number of ESP frames.
 fn check_pcap(path: &Path) -> usize {
     let data = std::fs::read(path).unwrap();
-    assert!(data.len() >= 24, "pcap too short");
-    let le = data[0..4] == [0xd4, 0xc3, 0xb2, 0xa1];
-    let rd32 = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    assert_eq!(rd32(&data[20..24]), 1, "expected Ethernet link type");
-    let mut off = 24;
+    let cap = testbed::pcap::parse(&data).expect("a pcap file");
+    assert_eq!(
+        cap.link_type,
+        testbed::pcap::LINKTYPE_ETHERNET,
+        "expected Ethernet link type"
+    );
     let mut esp = 0;
-    while off + 16 <= data.len() {
-        let caplen = rd32(&data[off + 8..off + 12]) as usize;
-        let frame = &data[off + 16..(off + 16 + caplen).min(data.len())];
-        off += 16 + caplen;
+    for frame in cap.frames {
         assert!(
             !frame.windows(MARKER.len()).any(|w| w == MARKER),
             "marker seen in clear on the internet link"
