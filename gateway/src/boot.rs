@@ -33,6 +33,10 @@ pub struct Env {
     pub tpm_devices: Vec<PathBuf>,
     /// The firmware event log in securityfs.
     pub event_log: PathBuf,
+    /// The kernel's console log level control (`/proc/sys/kernel/printk`):
+    /// lowered while the event log is dumped so kernel messages cannot land
+    /// in the middle of a chunk line. `None` leaves it alone.
+    pub printk: Option<PathBuf>,
 }
 
 impl Env {
@@ -43,6 +47,7 @@ impl Env {
             cmdline: PathBuf::from("/proc/cmdline"),
             tpm_devices: vec![PathBuf::from("/dev/tpmrm0"), PathBuf::from("/dev/tpm0")],
             event_log: PathBuf::from(crate::eventlog::BIOS_MEASUREMENTS),
+            printk: Some(PathBuf::from("/proc/sys/kernel/printk")),
         }
     }
 }
@@ -181,8 +186,19 @@ pub fn report_measurements(env: &Env, log: &mut Logger) {
     if env.event_log.exists() {
         match read_limited(&env.event_log, 4 * 1024 * 1024, "reading event log") {
             Ok(bytes) => {
+                // Only emergencies reach the console during the dump; the
+                // previous console level is restored after it.
+                let saved = env.printk.as_ref().and_then(|p| {
+                    let level = std::fs::read_to_string(p).ok()?;
+                    let level = level.split_whitespace().next()?.to_owned();
+                    std::fs::write(p, "1").ok()?;
+                    Some((p, level))
+                });
                 for line in crate::eventlog::frame(&bytes) {
                     log.log(&line);
+                }
+                if let Some((p, level)) = saved {
+                    let _ = std::fs::write(p, level);
                 }
             }
             Err(e) => log.log(&format!("eventlog error: {e}")),

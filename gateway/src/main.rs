@@ -52,6 +52,7 @@ fn main() {
         cmdline: PathBuf::from(cmdline),
         tpm_devices: Vec::new(),
         event_log: PathBuf::new(),
+        printk: None,
     };
     let mut log = Logger::new(vec![Box::new(std::io::stdout())]);
     match boot::run(&env, &mut OpenOnly, &mut log) {

@@ -105,6 +105,7 @@ impl Tree {
             cmdline: self.cmdline(),
             tpm_devices: vec![self.dir.path().join("no-tpm")],
             event_log: self.dir.path().join("no-eventlog"),
+            printk: None,
         }
     }
 }
