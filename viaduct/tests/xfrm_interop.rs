@@ -761,9 +761,26 @@ fn parse_xfrm_state(lines: &[&str]) -> Vec<(u32, u64, u64)> {
     out
 }
 
+/// Waits until `path` contains `needle` (a helper's readiness line).
+fn wait_for_file_text(path: &Path, needle: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{} does not say {needle:?} after {limit:?}: {text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Checks the TAP capture (Ethernet): only ARP and ESP, SPIs among `spis`.
-/// Returns the number of ESP frames.
-fn check_pcap(path: &Path, spis: &[u32]) -> usize {
+/// Returns the number of ESP frames per SPI (in the order of `spis`).
+fn check_pcap(path: &Path, spis: &[u32]) -> Vec<usize> {
     let data = std::fs::read(path).unwrap();
     let cap = testbed::pcap::parse(&data).expect("a pcap file");
     assert_eq!(
@@ -771,7 +788,7 @@ fn check_pcap(path: &Path, spis: &[u32]) -> usize {
         testbed::pcap::LINKTYPE_ETHERNET,
         "expected Ethernet link type"
     );
-    let mut esp = 0;
+    let mut esp = vec![0; spis.len()];
     for frame in cap.frames {
         assert!(frame.len() >= 14, "runt frame on the TAP");
         match u16::from_be_bytes([frame[12], frame[13]]) {
@@ -781,8 +798,9 @@ fn check_pcap(path: &Path, spis: &[u32]) -> usize {
                 assert_eq!(ip[9], 50, "non-ESP IPv4 packet on the TAP: {:02x?}", ip);
                 let ihl = usize::from(ip[0] & 0xf) * 4;
                 let spi = u32::from_be_bytes([ip[ihl], ip[ihl + 1], ip[ihl + 2], ip[ihl + 3]]);
-                assert!(spis.contains(&spi), "ESP with unknown SPI {spi:#x}");
-                esp += 1;
+                let i = spis.iter().position(|&s| s == spi);
+                let i = i.unwrap_or_else(|| panic!("ESP with unknown SPI {spi:#x}"));
+                esp[i] += 1;
             }
             other => panic!("unexpected ethertype {other:#06x} on the TAP"),
         }
@@ -855,7 +873,16 @@ fn linux_xfrm_interop_all_aeads() {
     let pcap = dir.join("tap.pcap");
     let dump = Command::new("ip")
         .args([
-            "netns", "exec", &host, "tcpdump", "-n", "-U", "-i", TAP, "-w",
+            "netns",
+            "exec",
+            &host,
+            "tcpdump",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-i",
+            TAP,
+            "-w",
         ])
         .arg(&pcap)
         .stdout(Stdio::null())
@@ -863,6 +890,11 @@ fn linux_xfrm_interop_all_aeads() {
         .spawn()
         .expect("spawn tcpdump");
     g.children.push(("tcpdump", dump));
+    wait_for_file_text(
+        &dir.join("tcpdump.log"),
+        "listening on",
+        Duration::from_secs(20),
+    );
 
     let (qemu, mut qemu_in, mut console) = spawn_qemu(&host, &img, &dir.join("qemu.log"));
     g.children.push(("qemu", qemu));
@@ -897,8 +929,10 @@ fn linux_xfrm_interop_all_aeads() {
     let vst = v.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let d = g.child("tcpdump");
-    let _ = kill_process(Pid::from_child(d), Signal::TERM);
+    let _ = kill_process(Pid::from_child(d), Signal::INT);
     let _ = d.wait();
+    let dump_log = std::fs::read_to_string(dir.join("tcpdump.log")).unwrap_or_default();
+    eprintln!("tcpdump: {}", dump_log.trim());
     let vtext = std::fs::read_to_string(&vlog).unwrap();
     eprintln!("viaduct log:\n{vtext}");
     assert!(vst.success(), "viaduct exited with {vst}:\n{vtext}");
@@ -970,11 +1004,21 @@ fn linux_xfrm_interop_all_aeads() {
         .iter()
         .flat_map(|c| [c.spi_in_guest(), c.spi_out_guest()])
         .collect();
+    // Every SA carried 6 packets (the counters above); the capture must
+    // show each of them on the wire.
     let esp = check_pcap(&pcap, &spis);
-    if esp < CASES.len() * 12 {
-        failures.push(format!("only {esp} ESP frames on the TAP"));
+    for (spi, n) in spis.iter().zip(&esp) {
+        if *n < 6 {
+            failures.push(format!(
+                "SPI {spi:#x}: only {n} ESP frames on the TAP, want >= 6"
+            ));
+        }
     }
-    eprintln!("{esp} ESP frames on the TAP; total {:?}", started.elapsed());
+    eprintln!(
+        "{} ESP frames on the TAP; total {:?}",
+        esp.iter().sum::<usize>(),
+        started.elapsed()
+    );
     assert!(
         failures.is_empty(),
         "XFRM interop failures:\n{}\n--- guest console ---\n{guest_log}\n--- viaduct ---\n{vtext}",
