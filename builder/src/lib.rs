@@ -32,7 +32,8 @@ mod render;
 pub mod secure_boot;
 
 pub use pipeline::{
-    build, lock_path_for, lock_profile, BuildOptions, BuildOutput, Progress, SecureBootSigner,
+    build, lock_path_for, lock_profile, network_script, BuildOptions, BuildOutput, Progress,
+    SecureBootSigner,
 };
 
 use std::path::PathBuf;

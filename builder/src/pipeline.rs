@@ -9,7 +9,7 @@ use components::{AptContext, Cache, Deb, EntryKind, KernelTree, Lock, LockReques
 use images::ab::{ApplianceLayout, DiskIds, Slot};
 use images::cpio::CpioBuilder;
 use images::{ByteLen, Content, Epoch};
-use profiles::{Profile, Slots};
+use profiles::{Personality, Profile, Side, Slots};
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{self, Manifest};
@@ -21,6 +21,14 @@ const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 const STUB_PACKAGE: &str = "systemd-boot-efi";
 /// Version of the part-cache key derivation; bump to invalidate old parts.
 const PARTS_VERSION: &str = "parts-v2";
+/// Where the Viaduct binary lives in the initramfs.
+const VIADUCT_PATH: &str = "/usr/sbin/viaduct";
+/// A personality's network setup program, inside its root.
+const NETWORK_SETUP: &str = "/etc/appliance/network";
+/// The hooks of the DHCP client (`dhcp = true`), inside the personality's root.
+const UDHCPC_SCRIPT: &str = "/etc/appliance/udhcpc.script";
+/// Name of the DHCP client service added for `dhcp = true`.
+const DHCP_SERVICE: &str = "dhcp";
 
 /// What to build and where.
 #[derive(Debug, Clone)]
@@ -33,7 +41,7 @@ pub struct BuildOptions {
     pub qcow2: Option<bool>,
     /// Cache root: `debs/` (packages by SHA-256), `parts/` (assembled parts), `apt/` (private apt state).
     pub cache_dir: PathBuf,
-    /// Directory holding the static gateway binaries (`gateway-init`, optionally `viaduct`).
+    /// Directory holding the static gateway binaries (`gateway-init` and `viaduct`).
     pub bin_dir: PathBuf,
     /// Sign `manifest.json` with this key (writes `manifest.sig`).
     pub signing_key: Option<std::sync::Arc<signing::SigningKey>>,
@@ -162,9 +170,8 @@ pub fn build(
     let epoch = Epoch(lock.source_date_epoch.0);
 
     // Gateway binaries: checked before any slow work.
-    let init =
-        read_static_binary(&opts.bin_dir.join("gateway-init"), true)?.expect("required binary");
-    let viaduct = read_static_binary(&opts.bin_dir.join("viaduct"), false)?;
+    let init = read_static_binary(&opts.bin_dir.join("gateway-init"))?;
+    let viaduct = read_static_binary(&opts.bin_dir.join("viaduct"))?;
 
     st.start("fetch");
     let apt = AptContext::new(&opts.cache_dir.join("apt"))?;
@@ -214,10 +221,10 @@ pub fn build(
     )?;
 
     st.start("rootfs");
-    let mut segments: Vec<PathBuf> = vec![kernel.cpio.clone()];
-    for side in ["red", "black"] {
+    let mut rootfs: Vec<(Side, PathBuf)> = Vec::new();
+    for side in [Side::Red, Side::Black] {
         let pkgs: Vec<(String, PathBuf, String)> = lock
-            .group_packages(side)
+            .group_packages(side.name())
             .into_iter()
             .map(|p| {
                 Ok((
@@ -227,7 +234,10 @@ pub fn build(
                 ))
             })
             .collect::<Result<_, BuildError>>()?;
-        segments.push(rootfs_part(&parts, side, &pkgs, epoch, &mut st)?);
+        rootfs.push((
+            side,
+            rootfs_part(&parts, side.name(), &pkgs, epoch, &mut st)?,
+        ));
     }
 
     st.start("initramfs");
@@ -241,6 +251,18 @@ pub fn build(
             "security_version": profile.appliance.security_version, "policy_digest": hexd(&policy_digest),
         }),
     )?;
+    // The cached segments come first: the kernel's modules, then each
+    // personality's packages (whose paths decide which small files below
+    // are needed). The `base` segment comes last, so its entries override
+    // the packages' when the kernel unpacks the initramfs.
+    let mut initramfs = Vec::new();
+    append_file(&mut initramfs, &kernel.cpio)?;
+    let mut shipped: BTreeMap<Side, Shipped> = BTreeMap::new();
+    for (side, seg) in &rootfs {
+        let start = initramfs.len();
+        append_file(&mut initramfs, seg)?;
+        shipped.insert(*side, Shipped::from_segment(*side, &initramfs[start..])?);
+    }
     let mut base = CpioBuilder::new(epoch)?;
     for d in [
         "dev",
@@ -250,17 +272,13 @@ pub fn build(
         "tmp",
         "etc/appliance",
         "usr/sbin",
-        "personalities/red/etc",
-        "personalities/black/etc",
     ] {
         base.add_dir(d, 0o755)?;
     }
     base.add_char_device("dev/console", 0o600, 5, 1)?;
     base.add_char_device("dev/null", 0o666, 1, 3)?;
     base.add_file("init", 0o755, init.clone())?;
-    if let Some(v) = &viaduct {
-        base.add_file("usr/sbin/viaduct", 0o755, v.clone())?;
-    }
+    base.add_file(VIADUCT_PATH, 0o755, viaduct.clone())?;
     base.add_file(gateway::plan::PLAN_PATH, 0o444, plan_bytes.clone())?;
     base.add_file("etc/appliance/policy.bin", 0o400, policy_bytes.clone())?;
     base.add_file("etc/os-release", 0o444, osrel.clone().into_bytes())?;
@@ -269,10 +287,15 @@ pub fn build(
         0o444,
         dnsmasq_conf(&profile)?.into_bytes(),
     )?;
-    let mut initramfs = Vec::new();
-    for seg in &segments {
-        let mut f = std::fs::File::open(seg).map_err(BuildError::io("reading", seg))?;
-        std::io::copy(&mut f, &mut initramfs).map_err(BuildError::io("reading", seg))?;
+    for (side, files) in &shipped {
+        for (path, entry) in personality_root(&profile, *side, files)? {
+            let full = format!("personalities/{}/{path}", side.name());
+            match entry {
+                RootEntry::Dir(mode) => base.add_dir(&full, mode)?,
+                RootEntry::File(mode, bytes) => base.add_file(&full, mode, bytes)?,
+                RootEntry::Symlink(target) => base.add_symlink(&full, target)?,
+            }
+        }
     }
     base.write_to(&mut initramfs)?;
     let initramfs_digest = sha256(&initramfs);
@@ -473,9 +496,7 @@ pub fn build(
         binaries: {
             let mut b = BTreeMap::new();
             b.insert("gateway-init".to_string(), hexd(&sha256(&init)));
-            if let Some(v) = &viaduct {
-                b.insert("viaduct".to_string(), hexd(&sha256(v)));
-            }
+            b.insert("viaduct".to_string(), hexd(&sha256(&viaduct)));
             b
         },
         initramfs: manifest::Digested {
@@ -626,14 +647,14 @@ fn check_lock(
     Ok(())
 }
 
-fn read_static_binary(path: &Path, required: bool) -> Result<Option<Vec<u8>>, BuildError> {
+/// A gateway binary (all are required), checked to be static.
+fn read_static_binary(path: &Path) -> Result<Vec<u8>, BuildError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
         Err(e) => {
             return Err(BuildError::Binary(format!(
                 "{}: {e}; build the gateway binaries first: scripts/build-gateway-bins (or set --bin-dir)",
@@ -647,7 +668,7 @@ fn read_static_binary(path: &Path, required: bool) -> Result<Option<Vec<u8>>, Bu
             path.display()
         ))
     })?;
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 struct KernelPart {
@@ -829,6 +850,72 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     std::fs::rename(&tmp, path).map_err(BuildError::io("renaming into place", path))
 }
 
+/// Appends a file's bytes to `out`.
+fn append_file(out: &mut Vec<u8>, path: &Path) -> Result<(), BuildError> {
+    let mut f = std::fs::File::open(path).map_err(BuildError::io("reading", path))?;
+    std::io::copy(&mut f, out).map_err(BuildError::io("reading", path))?;
+    Ok(())
+}
+
+/// First host uid/gid of each personality's user namespace (65536 ids each).
+fn uid_base(side: Side) -> u32 {
+    match side {
+        Side::Red => 100_000,
+        Side::Black => 200_000,
+    }
+}
+
+fn personality(profile: &Profile, side: Side) -> &Personality {
+    match side {
+        Side::Red => &profile.red,
+        Side::Black => &profile.black,
+    }
+}
+
+/// A gateway validator's complaint about the profile value at `field`
+/// (a profile path such as `personalities.red.services[0].capabilities[1]`).
+fn at(field: impl Into<String>) -> impl FnOnce(gateway::Error) -> BuildError {
+    let field = field.into();
+    move |e| BuildError::Plan(format!("{field}: {e}"))
+}
+
+/// Checks a command-line word the way the gateway's plan decoder does
+/// (printable ASCII, 1 to `MAX_ARG_LEN` bytes, no leading, trailing or double
+/// spaces), so that the error names the profile field. The decode of the
+/// finished plan in [`make_plan`] checks it again.
+fn check_arg(field: &str, s: &str) -> Result<(), BuildError> {
+    let ok = !s.is_empty()
+        && s.len() <= gateway::plan::MAX_ARG_LEN
+        && s.bytes().all(|c| (0x20..=0x7e).contains(&c))
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !s.contains("  ");
+    if ok {
+        Ok(())
+    } else {
+        Err(BuildError::Plan(format!(
+            "{field}: {s:?} must be 1-{} printable ASCII bytes without leading, trailing or double spaces",
+            gateway::plan::MAX_ARG_LEN
+        )))
+    }
+}
+
+/// Checks a kernel driver name the way the plan decoder does (`match-driver`).
+fn check_driver(field: &str, s: &str) -> Result<(), BuildError> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BuildError::Plan(format!(
+            "{field}: driver {s:?} must be 1-15 characters from [A-Za-z0-9_.-]"
+        )))
+    }
+}
+
+/// The runtime plan (see `gateway::plan`) for the profile.
 fn make_plan(
     profile: &Profile,
     policy_digest: &[u8; 32],
@@ -836,13 +923,14 @@ fn make_plan(
 ) -> Result<gateway::plan::Plan, BuildError> {
     use gateway::plan::*;
     let e = |e: gateway::Error| BuildError::Plan(e.to_string());
-    Ok(Plan {
-        profile_name: ProfileName::new(&profile.appliance.name).map_err(e)?,
-        profile_version: ProfileVersion::new(&profile.appliance.version).map_err(e)?,
+    let plan = Plan {
+        profile_name: ProfileName::new(&profile.appliance.name).map_err(at("appliance.name"))?,
+        profile_version: ProfileVersion::new(&profile.appliance.version)
+            .map_err(at("appliance.version"))?,
         security_version: SecurityVersion(
             u32::try_from(profile.appliance.security_version).map_err(|_| {
                 BuildError::Plan(format!(
-                    "security_version {} is larger than the gateway supports (2^32-1)",
+                    "appliance.security_version: {} is larger than the gateway supports (2^32-1)",
                     profile.appliance.security_version
                 ))
             })?,
@@ -854,7 +942,318 @@ fn make_plan(
             .map(|m| ModulePath::new(m))
             .collect::<Result<_, _>>()
             .map_err(e)?,
+        compartments: [profiles::Side::Red, profiles::Side::Black]
+            .into_iter()
+            .map(|side| compartment_plan(profile, side))
+            .collect::<Result<_, _>>()?,
+        viaduct: InitramfsPath::new(VIADUCT_PATH).map_err(e)?,
+    };
+    // The init refuses a plan it cannot decode and stays closed: find out here.
+    match Plan::decode(&plan.encode()) {
+        Ok(decoded) if decoded == plan => Ok(plan),
+        Ok(_) => Err(BuildError::Plan(
+            "the encoded plan decodes to a different plan (a builder bug)".into(),
+        )),
+        Err(err) => Err(BuildError::Plan(format!(
+            "the gateway init would refuse this plan: {err}"
+        ))),
+    }
+}
+
+/// One personality's compartment in the runtime plan.
+fn compartment_plan(
+    profile: &Profile,
+    side: Side,
+) -> Result<gateway::plan::CompartmentPlan, BuildError> {
+    use gateway::plan::*;
+    let p = personality(profile, side);
+    let t = format!("personalities.{}", side.name());
+    let hw = profile
+        .hardware
+        .nics
+        .iter()
+        .find(|n| n.role == p.nic)
+        .ok_or_else(|| {
+            BuildError::Plan(format!(
+                "{t}.nic: no NIC with role `{}` in [hardware.nics]",
+                p.nic
+            ))
+        })?;
+    let h = format!("hardware.nics.{}", hw.role);
+    let pci = hw.pci.as_deref().map(str::to_ascii_lowercase);
+    if let Some(pci) = &pci {
+        check_pci(pci).map_err(at(format!("{h}.pci")))?;
+    }
+    let mac = hw.mac.as_deref().map(str::to_ascii_lowercase);
+    if let Some(mac) = &mac {
+        check_mac(mac).map_err(at(format!("{h}.mac")))?;
+    }
+    check_driver(&format!("{h}.driver"), &hw.driver)?;
+    let mut services = Vec::new();
+    for (i, s) in p.services.iter().enumerate() {
+        let st = format!("{t}.services[{i}]");
+        if p.dhcp && s.name == DHCP_SERVICE {
+            return Err(BuildError::Plan(format!(
+                "{st}.name: `{DHCP_SERVICE}` is the DHCP client's service name (dhcp = true); rename this service"
+            )));
+        }
+        services.push(service_plan(&st, s)?);
+    }
+    if p.dhcp {
+        services.push(ServicePlan {
+            name: ShortName::new("service", DHCP_SERVICE).map_err(at(format!("{t}.dhcp")))?,
+            restart: Restart::Always,
+            caps: ["CAP_NET_ADMIN", "CAP_NET_RAW"]
+                .into_iter()
+                .map(Capability::from_name)
+                .collect::<Result<_, _>>()
+                .map_err(at(format!("{t}.dhcp")))?,
+            argv: [
+                "/bin/busybox",
+                "udhcpc",
+                "-f",
+                "-i",
+                p.nic.as_str(),
+                "-s",
+                UDHCPC_SCRIPT,
+            ]
+            .map(String::from)
+            .to_vec(),
+        });
+    }
+    if services.len() > MAX_SERVICES {
+        return Err(BuildError::Plan(format!(
+            "{t}.services: {} services (with the DHCP client, if any); a compartment runs at most {MAX_SERVICES}",
+            services.len()
+        )));
+    }
+    Ok(CompartmentPlan {
+        side: match side {
+            profiles::Side::Red => gateway::plan::Side::Red,
+            profiles::Side::Black => gateway::plan::Side::Black,
+        },
+        root: InitramfsPath::new(&format!("/personalities/{}", side.name()))
+            .map_err(at(t.clone()))?,
+        uid_base: uid_base(side),
+        memory_max: p.memory_limit.0,
+        pids_max: u32::try_from(p.pids_limit).map_err(|_| {
+            BuildError::Plan(format!(
+                "{t}.pids_limit: {} is larger than the gateway supports (2^32-1)",
+                p.pids_limit
+            ))
+        })?,
+        nic: ShortName::new("nic", &p.nic).map_err(at(format!("{t}.nic")))?,
+        nic_match: NicMatch {
+            pci,
+            mac,
+            driver: Some(hw.driver.clone()),
+            name: None,
+        },
+        setup: InitramfsPath::new(NETWORK_SETUP).map_err(at(format!("{t} (network setup)")))?,
+        services,
     })
+}
+
+/// One service of a personality; `st` is its profile path (`personalities.red.services[0]`).
+fn service_plan(st: &str, s: &profiles::Service) -> Result<gateway::plan::ServicePlan, BuildError> {
+    use gateway::plan::*;
+    let mut caps = Vec::new();
+    for (j, c) in s.capabilities.iter().enumerate() {
+        caps.push(Capability::from_name(c).map_err(at(format!("{st}.capabilities[{j}]")))?);
+    }
+    caps.sort();
+    caps.dedup();
+    if s.command.len() > MAX_ARGS {
+        return Err(BuildError::Plan(format!(
+            "{st}.command: {} words; a service takes at most {MAX_ARGS}",
+            s.command.len()
+        )));
+    }
+    for (k, w) in s.command.iter().enumerate() {
+        check_arg(&format!("{st}.command[{k}]"), w)?;
+    }
+    match s.command.first() {
+        Some(prog) if prog.starts_with('/') => {}
+        _ => {
+            return Err(BuildError::Plan(format!(
+                "{st}.command[0]: the program must be an absolute path"
+            )))
+        }
+    }
+    Ok(ServicePlan {
+        name: ShortName::new("service", &s.name).map_err(at(format!("{st}.name")))?,
+        restart: match s.restart {
+            profiles::Restart::Always => Restart::Always,
+            profiles::Restart::OnFailure => Restart::OnFailure,
+            profiles::Restart::Never => Restart::Never,
+        },
+        caps,
+        argv: s.command.clone(),
+    })
+}
+
+/// What a personality's packages put in its root (paths relative to the
+/// root, without a leading `/`), and whether each is a directory.
+#[derive(Debug, Default, Clone)]
+struct Shipped(BTreeMap<String, bool>);
+
+impl Shipped {
+    /// The paths below `personalities/<side>/` in a root filesystem segment.
+    fn from_segment(side: Side, cpio: &[u8]) -> Result<Self, BuildError> {
+        let prefix = format!("personalities/{}/", side.name());
+        let mut paths = BTreeMap::new();
+        for r in images::cpio::parse_newc(cpio)? {
+            if let Some(p) = r.path().strip_prefix(&prefix) {
+                paths.insert(p.to_string(), r.is_dir());
+            }
+        }
+        Ok(Shipped(paths))
+    }
+
+    fn has(&self, path: &str) -> bool {
+        self.0.contains_key(path)
+    }
+
+    /// Some(true) for a directory, Some(false) for anything else, None if absent.
+    fn is_dir(&self, path: &str) -> Option<bool> {
+        self.0.get(path).copied()
+    }
+}
+
+/// An entry the builder adds to a personality's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RootEntry {
+    Dir(u32),
+    File(u32, Vec<u8>),
+    Symlink(&'static str),
+}
+
+/// The small files the builder adds to a personality's root, by path
+/// relative to it: mount points, the network setup (and DHCP hooks),
+/// `/etc/hostname`, and `/etc/passwd`, `/etc/group`, `/bin/sh` where the
+/// packages do not ship them. Refuses a package set that cannot run the
+/// network setup.
+fn personality_root(
+    profile: &Profile,
+    side: Side,
+    shipped: &Shipped,
+) -> Result<BTreeMap<String, RootEntry>, BuildError> {
+    let p = personality(profile, side);
+    let packages = format!("personalities.{}.packages", side.name());
+    let missing = |what: &str| {
+        BuildError::Plan(format!(
+            "{packages}: the {} personality's network setup ({NETWORK_SETUP}) needs {what}; add it to the packages and run `appliance lock`",
+            side.name()
+        ))
+    };
+    if !shipped.has("bin/sh") && !shipped.has("bin/busybox") {
+        return Err(missing("a shell, /bin/sh (busybox-static provides one)"));
+    }
+    // Called by its path: busybox's shell prefers its own `ip` applet.
+    let ip = ["bin/ip", "sbin/ip", "usr/bin/ip", "usr/sbin/ip"]
+        .into_iter()
+        .find(|ip| shipped.has(ip))
+        .map(|ip| format!("/{ip}"))
+        .ok_or_else(|| missing("iproute2's `ip`"))?;
+    if p.dhcp && !shipped.has("bin/busybox") {
+        return Err(missing("/bin/busybox for the DHCP client (busybox-static)"));
+    }
+    let ctx = serde_json::json!({
+        "name": profile.appliance.name,
+        "side": side.name(),
+        "ip": ip,
+    });
+    let mut out = BTreeMap::new();
+    for (d, mode) in [
+        ("dev", 0o755),
+        ("proc", 0o755),
+        ("run", 0o755),
+        ("tmp", 0o1777),
+        ("etc", 0o755),
+        ("etc/appliance", 0o755),
+    ] {
+        out.insert(d.to_string(), RootEntry::Dir(mode));
+    }
+    let file = |mode: u32, text: String| RootEntry::File(mode, text.into_bytes());
+    out.insert(
+        NETWORK_SETUP[1..].to_string(),
+        file(0o555, network_script(profile, side, &ip)?),
+    );
+    if p.dhcp {
+        out.insert(
+            UDHCPC_SCRIPT[1..].to_string(),
+            file(0o555, render::render("udhcpc.script", &ctx)?),
+        );
+    }
+    out.insert(
+        "etc/hostname".into(),
+        file(0o444, render::render("hostname", &ctx)?),
+    );
+    for f in ["passwd", "group"] {
+        let path = format!("etc/{f}");
+        if !shipped.has(&path) {
+            out.insert(path, file(0o444, render::render(f, &ctx)?));
+        }
+    }
+    if !shipped.has("bin/sh") {
+        out.insert("bin/sh".into(), RootEntry::Symlink("busybox"));
+    }
+    // Nothing may land below something the packages made a file or symlink
+    // (a symlinked /bin would be replaced by a directory when unpacking).
+    for (path, entry) in &out {
+        let mut ancestors: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+        if matches!(entry, RootEntry::Dir(_)) {
+            ancestors.push(path);
+        }
+        if let Some(a) = ancestors
+            .into_iter()
+            .find(|a| shipped.is_dir(a) == Some(false))
+        {
+            return Err(BuildError::Plan(format!(
+                "{packages}: a package ships /{a} as a file or symlink, but the builder needs the directory /{a} for /{path}"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The network setup script of a personality (`/etc/appliance/network`,
+/// from `templates/network-<side>.j2`); `ip` is the path of iproute2's `ip`
+/// inside the personality (called by path: busybox's shell would otherwise
+/// run its own `ip` applet).
+pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String, BuildError> {
+    let p = personality(profile, side);
+    let t = format!("personalities.{}", side.name());
+    // Interpolated into a shell script: only validated names.
+    let name =
+        gateway::plan::ProfileName::new(&profile.appliance.name).map_err(at("appliance.name"))?;
+    let nic = gateway::plan::ShortName::new("nic", &p.nic).map_err(at(format!("{t}.nic")))?;
+    let addresses: Vec<String> = if p.dhcp {
+        Vec::new()
+    } else {
+        p.addresses.iter().map(ToString::to_string).collect()
+    };
+    let ipv6 = !p.dhcp && p.addresses.iter().any(|a| a.addr.is_ipv6());
+    let gateway = if p.dhcp {
+        None
+    } else {
+        p.gateway.map(|g| g.to_string())
+    };
+    render::render(
+        match side {
+            Side::Red => "network-red",
+            Side::Black => "network-black",
+        },
+        serde_json::json!({
+            "name": name.as_str(),
+            "ip": ip,
+            "nic": nic.as_str(),
+            "dhcp": p.dhcp,
+            "addresses": addresses,
+            "ipv6": ipv6,
+            "gateway": gateway,
+        }),
+    )
 }
 
 fn dnsmasq_conf(p: &Profile) -> Result<String, BuildError> {
@@ -877,4 +1276,429 @@ fn dnsmasq_conf(p: &Profile) -> Result<String, BuildError> {
         "dnsmasq.conf",
         serde_json::json!({"name": p.appliance.name, "interface": p.red.nic, "ranges": ranges, "addresses": addrs}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway::plan::{Capability, Plan, Restart};
+
+    fn gw_a() -> Profile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/gw-a.toml");
+        profiles::load_profile(&path).expect("gw-a is valid")
+    }
+
+    fn plan(p: &Profile) -> Result<Plan, BuildError> {
+        make_plan(
+            p,
+            &[7; 32],
+            &["/lib/modules/6.1.0-1-amd64/kernel/drivers/net/virtio_net.ko".into()],
+        )
+    }
+
+    /// What busybox-static and iproute2 ship that the checks look at.
+    fn shipped() -> Shipped {
+        Shipped(
+            [("bin", true), ("bin/busybox", false), ("bin/ip", false)]
+                .into_iter()
+                .map(|(p, d)| (p.to_string(), d))
+                .collect(),
+        )
+    }
+
+    /// `sh -n`: the host shell parses the script.
+    fn assert_sh_syntax(script: &str) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "sh -n: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Every `ip` is called by its path (busybox's shell would run its own applet).
+    fn assert_no_bare_ip(script: &str) {
+        assert!(
+            !script.lines().any(|l| l.trim_start().starts_with("ip ")),
+            "bare `ip` in\n{script}"
+        );
+    }
+
+    fn cap_names(caps: &[Capability]) -> Vec<&'static str> {
+        caps.iter().map(|c| c.name()).collect()
+    }
+
+    #[test]
+    fn plan_for_gw_a_has_both_compartments_and_round_trips() {
+        let p = plan(&gw_a()).unwrap();
+        assert_eq!(p.profile_name.as_str(), "gw-a");
+        assert_eq!(p.viaduct.as_str(), "/usr/sbin/viaduct");
+        assert_eq!(p.compartments.len(), 2);
+        let (red, black) = (&p.compartments[0], &p.compartments[1]);
+
+        assert_eq!(red.side, gateway::plan::Side::Red);
+        assert_eq!(red.root.as_str(), "/personalities/red");
+        assert_eq!(red.uid_base, 100_000);
+        assert_eq!(red.memory_max, 256 << 20);
+        assert_eq!(red.pids_max, 256);
+        assert_eq!(red.nic.as_str(), "lan");
+        assert_eq!(red.nic_match.pci.as_deref(), Some("0000:00:02.0"));
+        assert_eq!(red.nic_match.driver.as_deref(), Some("virtio_net"));
+        assert_eq!(red.nic_match.mac, None);
+        assert_eq!(red.nic_match.name, None);
+        assert_eq!(red.setup.as_str(), "/etc/appliance/network");
+        assert_eq!(red.services.len(), 1);
+        let dnsmasq = &red.services[0];
+        assert_eq!(dnsmasq.name.as_str(), "dnsmasq");
+        assert_eq!(dnsmasq.restart, Restart::Always);
+        assert_eq!(
+            dnsmasq.argv,
+            [
+                "/usr/sbin/dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/etc/dnsmasq.conf"
+            ]
+        );
+        // Sorted by number, whatever the profile's order.
+        assert_eq!(
+            cap_names(&dnsmasq.caps),
+            [
+                "CAP_SETGID",
+                "CAP_SETUID",
+                "CAP_NET_BIND_SERVICE",
+                "CAP_NET_ADMIN",
+                "CAP_NET_RAW"
+            ]
+        );
+
+        assert_eq!(black.side, gateway::plan::Side::Black);
+        assert_eq!(black.root.as_str(), "/personalities/black");
+        assert_eq!(black.uid_base, 200_000);
+        assert_eq!(black.memory_max, 128 << 20);
+        assert_eq!(black.pids_max, 128);
+        assert_eq!(black.nic.as_str(), "wan");
+        assert_eq!(black.nic_match.pci.as_deref(), Some("0000:00:03.0"));
+        assert_eq!(black.nic_match.driver.as_deref(), Some("virtio_net"));
+        assert_eq!(black.setup.as_str(), "/etc/appliance/network");
+        assert!(black.services.is_empty());
+
+        assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn nic_match_is_lower_cased() {
+        let mut prof = gw_a();
+        for n in &mut prof.hardware.nics {
+            if n.role == "wan" {
+                n.pci = Some("0000:00:0A.0".into());
+                n.mac = Some("52:54:00:AB:CD:EF".into());
+            }
+        }
+        let p = plan(&prof).unwrap();
+        let m = &p.compartments[1].nic_match;
+        assert_eq!(m.pci.as_deref(), Some("0000:00:0a.0"));
+        assert_eq!(m.mac.as_deref(), Some("52:54:00:ab:cd:ef"));
+    }
+
+    #[test]
+    fn forbidden_capability_is_refused_naming_the_profile_field() {
+        // The profile validator refuses it too; the plan refuses it on its own.
+        let mut prof = gw_a();
+        prof.red.services[0]
+            .capabilities
+            .push("CAP_SYS_ADMIN".into());
+        let err = plan(&prof).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, BuildError::Plan(_)), "{msg}");
+        assert!(
+            msg.contains("personalities.red.services[0].capabilities[5]")
+                && msg.contains("CAP_SYS_ADMIN"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_profile_field() {
+        let mut prof = gw_a();
+        prof.red.services[0].command[1] = "--a  b".into();
+        let msg = plan(&prof).unwrap_err().to_string();
+        assert!(
+            msg.contains("personalities.red.services[0].command[1]"),
+            "{msg}"
+        );
+
+        let mut prof = gw_a();
+        prof.black.pids_limit = u64::from(u32::MAX) + 1;
+        let msg = plan(&prof).unwrap_err().to_string();
+        assert!(msg.contains("personalities.black.pids_limit"), "{msg}");
+
+        let mut prof = gw_a();
+        prof.hardware.nics[0].mac = Some("52:54:00".into());
+        let msg = plan(&prof).unwrap_err().to_string();
+        assert!(msg.contains("hardware.nics."), "{msg}");
+        assert!(msg.contains(".mac"), "{msg}");
+
+        let mut prof = gw_a();
+        prof.black.services.push(profiles::Service {
+            name: "dhcp".into(),
+            command: vec!["/bin/true".into()],
+            restart: profiles::Restart::Never,
+            capabilities: vec![],
+        });
+        prof.black.dhcp = true;
+        let msg = plan(&prof).unwrap_err().to_string();
+        assert!(
+            msg.contains("personalities.black.services[0].name"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn red_network_script_for_gw_a() {
+        let s = network_script(&gw_a(), Side::Red, "/bin/ip").unwrap();
+        assert!(s.starts_with("#!/bin/sh\n"), "{s}");
+        for line in [
+            "set -e",
+            "/bin/ip link set lo up",
+            "/bin/ip link set lan up",
+            "/bin/ip addr flush dev lan scope global",
+            "/bin/ip addr add 10.1.0.1/24 dev lan",
+            "/bin/ip link set viaduct mtu 1400 up",
+            "/bin/ip route replace default dev viaduct",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+            "\techo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+            "\techo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ] {
+            assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
+        }
+        assert!(!s.contains("/bin/ip -6"), "{s}");
+        assert!(!s.contains("\n\n\n"), "{s}");
+        assert_no_bare_ip(&s);
+        assert_sh_syntax(&s);
+    }
+
+    #[test]
+    fn black_network_script_for_gw_a() {
+        let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
+        for line in [
+            "set -e",
+            "/bin/ip link set lo up",
+            "/bin/ip link set wan up",
+            "/bin/ip addr flush dev wan scope global",
+            "/bin/ip addr add 198.51.100.1/24 dev wan",
+            "/bin/ip route replace default via 198.51.100.254 dev wan",
+            "/bin/ip link set viaduct up",
+            "/bin/ip route replace default dev viaduct table 90",
+            "/bin/ip rule del pref 90 iif wan ipproto 50 lookup 90 2>/dev/null || true",
+            "/bin/ip rule add pref 90 iif wan ipproto 50 lookup 90",
+            "/bin/ip rule del pref 0 lookup local 2>/dev/null || true",
+            "/bin/ip rule del pref 100 lookup local 2>/dev/null || true",
+            "/bin/ip rule add pref 100 lookup local",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
+            "echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter",
+            "echo 0 > /proc/sys/net/ipv4/conf/viaduct/rp_filter",
+            "echo 1 > /proc/sys/net/ipv4/conf/viaduct/accept_local",
+            "echo 0 > /proc/sys/net/ipv4/conf/wan/rp_filter",
+            "\techo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
+        ] {
+            assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
+        }
+        // The ESP rule is added only after its stale copy is deleted.
+        let del = s.find("/bin/ip rule del pref 90").unwrap();
+        let add = s.find("/bin/ip rule add pref 90").unwrap();
+        assert!(del < add);
+        assert!(!s.contains("\n\n\n"), "{s}");
+        assert_no_bare_ip(&s);
+        assert_sh_syntax(&s);
+    }
+
+    #[test]
+    fn ipv6_addresses_keep_ipv6_and_route_it_to_the_viaduct() {
+        let mut prof = gw_a();
+        prof.red.addresses.push("2001:db8:1::1/64".parse().unwrap());
+        let s = network_script(&prof, Side::Red, "/bin/ip").unwrap();
+        assert!(
+            s.contains("\n/bin/ip addr add 2001:db8:1::1/64 dev lan\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("\n/bin/ip -6 route replace default dev viaduct\n"),
+            "{s}"
+        );
+        assert!(s.contains("\necho 1 > /proc/sys/net/ipv6/conf/all/forwarding\n"));
+        assert!(!s.contains("disable_ipv6"), "{s}");
+        assert_sh_syntax(&s);
+        // Black keeps IPv6 off: it has no IPv6 address.
+        assert!(network_script(&prof, Side::Black, "/bin/ip")
+            .unwrap()
+            .contains("disable_ipv6"));
+    }
+
+    #[test]
+    fn black_dhcp_adds_the_client_service_and_its_hooks() {
+        let mut prof = gw_a();
+        prof.black.dhcp = true;
+        let p = plan(&prof).unwrap();
+        let dhcp = &p.compartments[1].services[0];
+        assert_eq!(dhcp.name.as_str(), "dhcp");
+        assert_eq!(dhcp.restart, Restart::Always);
+        assert_eq!(cap_names(&dhcp.caps), ["CAP_NET_ADMIN", "CAP_NET_RAW"]);
+        assert_eq!(
+            dhcp.argv,
+            [
+                "/bin/busybox",
+                "udhcpc",
+                "-f",
+                "-i",
+                "wan",
+                "-s",
+                "/etc/appliance/udhcpc.script"
+            ]
+        );
+        assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
+
+        // Addresses and the default route are the DHCP client's.
+        let s = network_script(&prof, Side::Black, "/bin/ip").unwrap();
+        assert!(!s.contains("/bin/ip addr"), "{s}");
+        assert!(!s.contains("default via"), "{s}");
+        assert!(s.contains("ipproto 50"), "{s}");
+        assert_sh_syntax(&s);
+
+        let root = personality_root(&prof, Side::Black, &shipped()).unwrap();
+        let Some(RootEntry::File(0o555, hooks)) = root.get("etc/appliance/udhcpc.script") else {
+            panic!("no udhcpc.script: {root:?}");
+        };
+        let hooks = String::from_utf8(hooks.clone()).unwrap();
+        for line in [
+            "\t/bin/ip addr flush dev \"$interface\" scope global",
+            "\t/bin/ip addr add \"$ip/$mask\" dev \"$interface\"",
+            "\t\t/bin/ip route replace default via \"${router%% *}\" dev \"$interface\"",
+        ] {
+            assert!(
+                hooks.lines().any(|l| l == line),
+                "missing {line:?} in\n{hooks}"
+            );
+        }
+        assert_no_bare_ip(&hooks);
+        assert_sh_syntax(&hooks);
+        // Not for red, which has no DHCP client.
+        let red = personality_root(&prof, Side::Red, &shipped()).unwrap();
+        assert!(!red.contains_key("etc/appliance/udhcpc.script"));
+    }
+
+    #[test]
+    fn personality_root_has_mount_points_accounts_and_a_shell() {
+        let prof = gw_a();
+        let root = personality_root(&prof, Side::Red, &shipped()).unwrap();
+        for (d, mode) in [
+            ("dev", 0o755),
+            ("proc", 0o755),
+            ("run", 0o755),
+            ("tmp", 0o1777),
+            ("etc/appliance", 0o755),
+        ] {
+            assert_eq!(root.get(d), Some(&RootEntry::Dir(mode)), "{d}");
+        }
+        let text = |p: &str| match root.get(p) {
+            Some(RootEntry::File(_, b)) => String::from_utf8(b.clone()).unwrap(),
+            e => panic!("{p}: {e:?}"),
+        };
+        assert!(matches!(
+            root.get("etc/appliance/network"),
+            Some(RootEntry::File(0o555, _))
+        ));
+        assert_eq!(
+            text("etc/appliance/network"),
+            network_script(&prof, Side::Red, "/bin/ip").unwrap()
+        );
+        assert_eq!(text("etc/hostname"), "gw-a-red\n");
+        assert_eq!(
+            text("etc/passwd"),
+            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+        );
+        assert_eq!(text("etc/group"), "root:x:0:\nnogroup:x:65534:\n");
+        assert_eq!(root.get("bin/sh"), Some(&RootEntry::Symlink("busybox")));
+        let black = personality_root(&prof, Side::Black, &shipped()).unwrap();
+        assert!(matches!(black.get("etc/hostname"),
+            Some(RootEntry::File(0o444, b)) if b == b"gw-a-black\n"));
+
+        // What the packages ship is kept.
+        let mut more = shipped();
+        for p in ["bin/sh", "etc", "etc/passwd", "etc/group"] {
+            more.0.insert(p.into(), p == "etc");
+        }
+        let root = personality_root(&prof, Side::Red, &more).unwrap();
+        for p in ["bin/sh", "etc/passwd", "etc/group"] {
+            assert!(!root.contains_key(p), "{p}");
+        }
+        // `ip` is called where iproute2 put it.
+        let mut usr = shipped();
+        usr.0.remove("bin/ip");
+        usr.0.insert("usr/sbin/ip".into(), false);
+        let root = personality_root(&prof, Side::Red, &usr).unwrap();
+        let Some(RootEntry::File(_, script)) = root.get("etc/appliance/network") else {
+            panic!("no network script");
+        };
+        let script = String::from_utf8(script.clone()).unwrap();
+        assert!(
+            script.contains("\n/usr/sbin/ip link set lan up\n"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn personality_without_shell_or_ip_is_refused() {
+        let prof = gw_a();
+        let mut no_ip = shipped();
+        no_ip.0.remove("bin/ip");
+        let msg = personality_root(&prof, Side::Black, &no_ip)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("personalities.black.packages") && msg.contains("iproute2"),
+            "{msg}"
+        );
+        let mut no_sh = shipped();
+        no_sh.0.remove("bin/busybox");
+        let msg = personality_root(&prof, Side::Red, &no_sh)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("personalities.red.packages"), "{msg}");
+        // A /bin symlink (merged /usr) would be replaced by our directory.
+        let mut merged = shipped();
+        merged.0.insert("bin".into(), false);
+        let msg = personality_root(&prof, Side::Red, &merged)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("/bin "), "{msg}");
+    }
+
+    #[test]
+    fn dnsmasq_keeps_its_state_on_run_and_drops_to_nobody() {
+        let c = dnsmasq_conf(&gw_a()).unwrap();
+        for line in [
+            "interface=lan",
+            "dhcp-range=10.1.0.128,10.1.0.254,255.255.255.0,12h",
+            "dhcp-option=option:router,10.1.0.1",
+            "dhcp-leasefile=/run/dnsmasq.leases",
+            "pid-file=",
+            "user=nobody",
+            "group=nogroup",
+        ] {
+            assert!(c.lines().any(|l| l == line), "missing {line:?} in\n{c}");
+        }
+    }
 }

@@ -366,6 +366,144 @@ fn dynamic_gateway_binary_is_refused() {
     assert!(err.to_string().contains("dynamically linked"), "{err}");
 }
 
+#[test]
+fn missing_viaduct_is_refused_with_the_command_to_run() {
+    let (dir, profile) = edited_copy(|l| l, |p| p);
+    let bins = dir.path().join("bin");
+    std::fs::create_dir(&bins).unwrap();
+    std::fs::copy(bin_dir().join("gateway-init"), bins.join("gateway-init")).unwrap();
+    let mut o = opts(&profile, &dir.path().join("out"));
+    o.bin_dir = bins;
+    let err = build(&o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, BuildError::Binary(_)), "{msg}");
+    assert!(
+        msg.contains("viaduct") && msg.contains("scripts/build-gateway-bins"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn forbidden_capability_fails_the_build_naming_the_field() {
+    // Refused with the profile, before any package or binary is looked at.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = testbed::lab::copy_lab_profile(&root(), dir.path()).unwrap();
+    let base = dir.path().join("base/gateway.toml");
+    let text = std::fs::read_to_string(&base).unwrap();
+    assert!(text.contains("capabilities = [\"CAP_NET_ADMIN\","));
+    std::fs::write(
+        &base,
+        text.replace(
+            "capabilities = [\"CAP_NET_ADMIN\",",
+            "capabilities = [\"CAP_SYS_ADMIN\", \"CAP_NET_ADMIN\",",
+        ),
+    )
+    .unwrap();
+    let o = BuildOptions {
+        profile: profile.clone(),
+        out: dir.path().join("out"),
+        qcow2: Some(false),
+        cache_dir: dir.path().join("cache"),
+        bin_dir: dir.path().join("no-bins"),
+        signing_key: None,
+        secure_boot: None,
+    };
+    let err = build(&o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("personalities.red.services[0].capabilities[0]")
+            && msg.contains("CAP_SYS_ADMIN"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+/// Every entry of a concatenation of newc archives (the initramfs), as the
+/// kernel unpacks it: a later entry replaces an earlier one of the same path.
+fn initramfs_entries(mut b: &[u8]) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    let mut out = std::collections::BTreeMap::new();
+    let field = |h: &[u8], i: usize| {
+        u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap()
+    };
+    let pad = |n: usize| (n + 3) & !3;
+    loop {
+        while b.first() == Some(&0) {
+            b = &b[1..];
+        }
+        if b.is_empty() {
+            return out;
+        }
+        assert_eq!(&b[..6], b"070701", "newc header expected");
+        let (mode, size, namesize) = (field(b, 1), field(b, 6) as usize, field(b, 11) as usize);
+        let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap();
+        let data_at = pad(110 + namesize);
+        let data = b[data_at..data_at + size].to_vec();
+        b = &b[pad(data_at + size).min(b.len())..];
+        if name != "TRAILER!!!" {
+            out.insert(name, (mode, data));
+        }
+    }
+}
+
+#[test]
+fn initramfs_holds_the_viaduct_the_plan_and_each_personalitys_setup() {
+    let (_, a, _) = built();
+    assert!(a.manifest.binaries.contains_key("viaduct"));
+    let uki = std::fs::read(a.out.join("uki.efi")).unwrap();
+    let pe = images::pe::PeFile::parse(&uki).unwrap();
+    let initrd = pe.memory_data(pe.section(".initrd").unwrap());
+    let e = initramfs_entries(&initrd);
+    let file = |p: &str| -> (u32, String) {
+        let (mode, data) = e
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} is not in the initramfs"));
+        (*mode, String::from_utf8_lossy(data).into_owned())
+    };
+    assert_eq!(file("usr/sbin/viaduct").0, 0o100755);
+    let plan = gateway::plan::Plan::decode(e["etc/appliance/plan"].1.as_slice()).unwrap();
+    assert_eq!(plan.digest().to_hex(), a.manifest.plan.sha256);
+    assert_eq!(plan.viaduct.as_str(), "/usr/sbin/viaduct");
+    assert_eq!(plan.compartments.len(), 2);
+    for (side, nic) in [("red", "lan"), ("black", "wan")] {
+        let r = format!("personalities/{side}");
+        let (mode, script) = file(&format!("{r}/etc/appliance/network"));
+        assert_eq!(mode, 0o100555, "{side}");
+        assert!(script.starts_with("#!/bin/sh\n"), "{script}");
+        assert!(
+            script.contains(&format!("\n/bin/ip link set {nic} up\n")),
+            "{script}"
+        );
+        // busybox-static ships no /bin/sh, no accounts: the builder adds them.
+        assert_eq!(file(&format!("{r}/bin/sh")), (0o120777, "busybox".into()));
+        assert_eq!(file(&format!("{r}/bin/busybox")).0 & 0o170000, 0o100000);
+        assert!(file(&format!("{r}/etc/passwd"))
+            .1
+            .contains("nobody:x:65534:65534:"));
+        assert!(file(&format!("{r}/etc/group"))
+            .1
+            .contains("nogroup:x:65534:"));
+        assert_eq!(
+            file(&format!("{r}/etc/hostname")).1,
+            format!("gw-a-{side}\n")
+        );
+        for (d, mode) in [
+            ("dev", 0o755),
+            ("proc", 0o755),
+            ("run", 0o755),
+            ("tmp", 0o1777),
+        ] {
+            assert_eq!(file(&format!("{r}/{d}")).0, 0o040000 | mode, "{r}/{d}");
+        }
+    }
+    assert!(file("personalities/black/etc/appliance/network")
+        .1
+        .contains("\n/bin/ip rule add pref 90 iif wan ipproto 50 lookup 90\n"));
+    assert!(file("personalities/red/etc/dnsmasq.conf")
+        .1
+        .contains("\nuser=nobody\n"));
+}
+
 /// QEMU boots in this file run one at a time (2 cores, TCG).
 fn qemu_lock() -> std::sync::MutexGuard<'static, ()> {
     static L: std::sync::Mutex<()> = std::sync::Mutex::new(());

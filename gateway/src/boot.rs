@@ -3,7 +3,8 @@
 //! Order: log version → read the plan digest from the kernel command line → hash the
 //! plan file and compare (constant time) → decode the plan → load its modules in order
 //! → hash the policy blob and compare → read PCRs 4, 7, 11 and print them → print the
-//! firmware event log → print `ready <profile> <version>`.
+//! firmware event log. The caller then starts the compartments ([`crate::runtime`])
+//! and prints `ready <profile> <version>` ([`ready_line`]).
 //!
 //! Invariants: `ready` is printed only if the plan matches the cmdline digest, decodes,
 //! all modules load and the policy matches; any such failure returns an error and the
@@ -208,7 +209,13 @@ pub fn report_measurements(env: &Env, log: &mut Logger) {
     }
 }
 
-/// Runs the boot sequence. `Ok(plan)` means `ready` was printed.
+/// The line that tells the operator (and the tests) the gateway is up.
+pub fn ready_line(plan: &Plan) -> String {
+    format!("ready {} {}", plan.profile_name, plan.profile_version)
+}
+
+/// Runs the verified boot sequence. `Ok(plan)` means every check passed; the caller
+/// starts the compartments and then prints [`ready_line`].
 pub fn run(env: &Env, modules: &mut dyn ModuleLoader, log: &mut Logger) -> Result<Plan> {
     log.log(&format!("gateway-init {}", env!("CARGO_PKG_VERSION")));
     let plan = load_plan(env)?;
@@ -230,9 +237,5 @@ pub fn run(env: &Env, modules: &mut dyn ModuleLoader, log: &mut Logger) -> Resul
     let policy = verify_policy(env, &plan)?;
     log.log(&format!("policy {} sha256 {policy}", plan.policy_path));
     report_measurements(env, log);
-    log.log(&format!(
-        "ready {} {}",
-        plan.profile_name, plan.profile_version
-    ));
     Ok(plan)
 }

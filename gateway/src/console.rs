@@ -43,8 +43,11 @@ pub enum Command {
     Poweroff,
     /// Clean shutdown and reboot.
     Reboot,
-    /// Print a status line.
+    /// Print a status line (and one per compartment).
     Status,
+    /// `kill <compartment>`: SIGKILL a compartment's first process (fault injection;
+    /// the supervisor restarts it).
+    Kill(String),
     /// Anything else (echoed back as an error).
     Unknown(String),
 }
@@ -58,7 +61,12 @@ pub fn parse_command(line: &str) -> Option<Command> {
         "poweroff" => Command::Poweroff,
         "reboot" => Command::Reboot,
         "status" => Command::Status,
-        other => Command::Unknown(other.chars().take(64).collect()),
+        other => match other.split_once(' ') {
+            Some(("kill", name)) if !name.trim().is_empty() => {
+                Command::Kill(name.trim().chars().take(32).collect())
+            }
+            _ => Command::Unknown(other.chars().take(64).collect()),
+        },
     })
 }
 

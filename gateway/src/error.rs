@@ -106,6 +106,34 @@ pub enum Error {
     /// A console transcript does not hold a complete, intact event log.
     #[error("event log transcript: {0}; capture the whole serial console output again")]
     EventLog(String),
+    /// A NIC the profile names is not present (or more than one card matches).
+    #[error("{side} NIC `{role}` ({want}): {problem}; present: {present}. Check the profile's [hardware.nics] against the machine — staying closed")]
+    Nic {
+        /// Personality that owns the NIC.
+        side: &'static str,
+        /// The NIC's role name.
+        role: String,
+        /// How it is matched.
+        want: String,
+        /// "not present" or "matched by more than one card".
+        problem: &'static str,
+        /// The interfaces that exist.
+        present: String,
+    },
+    /// Setting up a compartment failed.
+    #[error("compartment {name}: {what}: {source}")]
+    Compartment {
+        /// red, black or viaduct.
+        name: &'static str,
+        /// The step.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Confinement could not be prepared.
+    #[error(transparent)]
+    Confine(#[from] crate::confine::ConfineError),
     /// Talking to the TPM failed.
     #[error("TPM transport ({what}): {source}")]
     TpmIo {

@@ -11,13 +11,17 @@
 //! and never depends on a host-side crate. No public function panics on any input.
 
 pub mod boot;
+pub mod cinit;
 pub mod cmdline;
+pub mod confine;
 pub mod console;
 pub mod digest;
 pub mod error;
 pub mod eventlog;
+pub mod nic;
 pub mod pid1;
 pub mod plan;
+pub mod runtime;
 pub mod sys;
 pub mod tpm;
 

@@ -1,14 +1,26 @@
 //! `gateway-init`: PID 1 of the gateway. See the library docs and README.md.
 //!
-//! As PID 1: mount, boot (verify plan and policy, load modules, report PCRs), then
-//! supervise forever. Not as PID 1: `gateway-init --check <root> <cmdline-file>` runs
-//! the verification part of the boot against an unpacked initramfs (modules are only
-//! opened, not loaded; no TPM) and exits 0 when it would reach `ready`, 1 otherwise.
+//! As PID 1: mount, boot (verify plan and policy, load modules, report PCRs), build the
+//! compartments and start the Viaduct, print `ready`, then supervise forever.
+//!
+//! Other modes of the same binary:
+//! - `appliance-compartment <side>` (argv[0], set by the init): the compartment init
+//!   inside a personality ([`gateway::cinit`]).
+//! - `gateway-init --check <root> <cmdline-file>` runs the verification part of the
+//!   boot against an unpacked initramfs (modules are only opened, not loaded; no TPM)
+//!   and exits 0 when it would reach `ready`, 1 otherwise.
+//! - `gateway-init --serve <root>` (host tests): runs the runtime from an unpacked
+//!   tree on this host, without the cmdline pin, TPM or modules: NICs are matched in
+//!   this process's network namespace, `APPLIANCE_CGROUP_ROOT` (optional) names a
+//!   cgroup2 directory to create the compartments' cgroups in. SIGTERM or `poweroff`
+//!   on stdin stops everything and exits 0.
 
 use gateway::boot::{self, Env, KernelModules, ModuleLoader, ModuleOutcome};
 use gateway::console::Logger;
-use gateway::pid1::{self, State};
+use gateway::pid1::{self, Mode, State};
+use gateway::runtime::{Runtime, RuntimeEnv, CINIT_ARGV0};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Checks that module files are readable without loading them.
 struct OpenOnly;
@@ -21,32 +33,79 @@ impl ModuleLoader for OpenOnly {
     }
 }
 
+/// How long the compartments get to report `up` before the init gives up waiting.
+const UP_LIMIT: Duration = Duration::from_secs(90);
+
+/// Starts the runtime; the supervision loop prints `ready` once every compartment
+/// reports it is up.
+fn start_runtime(
+    env: RuntimeEnv,
+    plan: gateway::plan::Plan,
+    log: &mut Logger,
+) -> (State, Option<Runtime>) {
+    match Runtime::start(env, &plan, plan.encode(), log) {
+        Ok(mut rt) => {
+            rt.announce_when_up(boot::ready_line(&plan), UP_LIMIT);
+            (State::Ready(plan), Some(rt))
+        }
+        Err(e) => {
+            log.log(&format!("error: {e}"));
+            log.log(
+                "closed: no compartment started, nothing is forwarded; type `poweroff` or `reboot`",
+            );
+            (State::Closed(e.to_string()), None)
+        }
+    }
+}
+
+fn harden_kernel(log: &mut Logger) {
+    for (path, value) in [
+        ("/proc/sys/kernel/dmesg_restrict", "1"),
+        ("/proc/sys/kernel/kptr_restrict", "2"),
+        ("/proc/sys/kernel/perf_event_paranoid", "3"),
+        ("/proc/sys/net/ipv4/ip_forward", "0"),
+    ] {
+        if let Err(e) = std::fs::write(path, value) {
+            log.log(&format!("warning: {path} = {value}: {e}"));
+        }
+    }
+}
+
 fn main() {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if Path::new(&argv0).file_name().and_then(|f| f.to_str()) == Some(CINIT_ARGV0) {
+        let side = std::env::args().nth(1).unwrap_or_default();
+        gateway::cinit::main(&side);
+    }
     if std::process::id() == 1 {
         let failures = pid1::mount_early();
         let mut log = pid1::console_logger();
         for f in failures {
             log.log(&format!("warning: {f}"));
         }
-        let state = match boot::run(&Env::device(), &mut KernelModules, &mut log) {
-            Ok(plan) => State::Ready(plan),
+        harden_kernel(&mut log);
+        let (state, rt) = match boot::run(&Env::device(), &mut KernelModules, &mut log) {
+            Ok(plan) => start_runtime(RuntimeEnv::device(), plan, &mut log),
             Err(e) => {
                 log.log(&format!("error: {e}"));
                 log.log("closed: not starting anything; type `poweroff` or `reboot`");
-                State::Closed(e.to_string())
+                (State::Closed(e.to_string()), None)
             }
         };
-        pid1::supervise(state, &mut log);
+        pid1::supervise(state, rt, &mut log, Mode::Pid1);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [flag, root, cmdline] = args.as_slice() else {
-        eprintln!("gateway-init runs as PID 1; to check an unpacked initramfs: gateway-init --check <root> <cmdline-file>");
-        std::process::exit(2);
-    };
-    if flag != "--check" {
-        eprintln!("unknown option {flag:?}; usage: gateway-init --check <root> <cmdline-file>");
-        std::process::exit(2);
+    match args.as_slice() {
+        [flag, root, cmdline] if flag == "--check" => check(root, cmdline),
+        [flag, root] if flag == "--serve" => serve(root),
+        _ => {
+            eprintln!("gateway-init runs as PID 1; other uses:\n  gateway-init --check <root> <cmdline-file>\n  gateway-init --serve <root>");
+            std::process::exit(2);
+        }
     }
+}
+
+fn check(root: &str, cmdline: &str) {
     let env = Env {
         root: PathBuf::from(root),
         cmdline: PathBuf::from(cmdline),
@@ -56,10 +115,63 @@ fn main() {
     };
     let mut log = Logger::new(vec![Box::new(std::io::stdout())]);
     match boot::run(&env, &mut OpenOnly, &mut log) {
-        Ok(_) => std::process::exit(0),
+        Ok(plan) => {
+            log.log(&boot::ready_line(&plan));
+            std::process::exit(0)
+        }
         Err(e) => {
             log.log(&format!("error: {e}"));
             std::process::exit(1);
         }
     }
+}
+
+fn serve(root: &str) {
+    let mut log = Logger::new(vec![Box::new(std::io::stdout())]);
+    let root = PathBuf::from(root);
+    let plan_path = root.join(&gateway::plan::PLAN_PATH[1..]);
+    let plan = boot::read_limited(&plan_path, gateway::plan::MAX_PLAN_LEN, "reading plan")
+        .and_then(|b| gateway::plan::Plan::decode(&b));
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            log.log(&format!("error: {e}"));
+            std::process::exit(1);
+        }
+    };
+    log.log(&format!(
+        "serve: plan sha256 {} profile {} (not pinned: host test mode)",
+        plan.digest(),
+        plan.profile_name
+    ));
+    // Orphans of the compartments' holder processes come back to us, not to PID 1.
+    let _ = gateway::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    let env = RuntimeEnv {
+        root,
+        class_net: PathBuf::from("/sys/class/net"),
+        cgroup_root: std::env::var_os("APPLIANCE_CGROUP_ROOT").map(PathBuf::from),
+        self_exe: PathBuf::from("/proc/self/exe"),
+        nic_wait: Duration::from_secs(2),
+    };
+    let (state, rt) = match boot::verify_policy(
+        &Env {
+            root: env.root.clone(),
+            cmdline: PathBuf::new(),
+            tpm_devices: Vec::new(),
+            event_log: PathBuf::new(),
+            printk: None,
+        },
+        &plan,
+    ) {
+        Ok(d) => {
+            log.log(&format!("policy {} sha256 {d}", plan.policy_path));
+            start_runtime(env, plan, &mut log)
+        }
+        Err(e) => {
+            log.log(&format!("error: {e}"));
+            log.log("closed: not starting anything");
+            (State::Closed(e.to_string()), None)
+        }
+    };
+    pid1::supervise(state, rt, &mut log, Mode::Test);
 }

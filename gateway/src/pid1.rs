@@ -12,6 +12,7 @@
 
 use crate::console::{parse_command, Command, LineBuffer, Logger};
 use crate::plan::Plan;
+use crate::runtime::Runtime;
 use crate::sys;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -162,6 +163,15 @@ fn reap_all() -> usize {
     n
 }
 
+/// Whether the loop runs as the gateway's PID 1 or as a test harness on a host.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// PID 1: shutdown powers off or reboots the machine.
+    Pid1,
+    /// Host test: shutdown stops the compartments and exits the process.
+    Test,
+}
+
 /// Seconds since the kernel started (`/proc/uptime`), else since the loop started.
 fn uptime_secs(started: Instant) -> u64 {
     std::fs::read_to_string("/proc/uptime")
@@ -222,10 +232,12 @@ fn shutdown(how: Shutdown, log: &mut Logger) -> ! {
 }
 
 /// The PID 1 main loop. Never returns.
-pub fn supervise(state: State, log: &mut Logger) -> ! {
+pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, mode: Mode) -> ! {
     let started = Instant::now();
-    if let Err(e) = sys::reboot(libc::RB_DISABLE_CAD) {
-        log.log(&format!("warning: cannot disable Ctrl-Alt-Del reboot: {e}"));
+    if mode == Mode::Pid1 {
+        if let Err(e) = sys::reboot(libc::RB_DISABLE_CAD) {
+            log.log(&format!("warning: cannot disable Ctrl-Alt-Del reboot: {e}"));
+        }
     }
     let signals = [
         libc::SIGCHLD,
@@ -244,10 +256,15 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
             None
         }
     };
+    let console_path = if mode == Mode::Pid1 {
+        "/dev/console"
+    } else {
+        "/dev/stdin"
+    };
     let mut console = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open("/dev/console")
+        .open(console_path)
         .map_err(|e| {
             log.log(&format!(
                 "error: console not readable: {e}; commands disabled"
@@ -257,6 +274,11 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
     let mut lines = LineBuffer::default();
     let mut reaped = 0usize;
     loop {
+        // Restarts that are due happen before the descriptors are gathered.
+        let due = runtime
+            .as_mut()
+            .and_then(|rt| rt.tick(log))
+            .map_or(1000, |d| d.as_millis().clamp(10, 1000) as libc::c_int);
         let mut fds = Vec::new();
         if let Some(s) = &sigfd {
             fds.push(s.as_fd());
@@ -264,8 +286,13 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
         if let Some(c) = &console {
             fds.push(c.as_fd());
         }
-        // Wake up at least once a second to reap children even if SIGCHLD was missed.
-        let ready = match sys::poll_readable(&fds, 1000) {
+        let fixed = fds.len();
+        if let Some(rt) = &runtime {
+            fds.extend(rt.fds());
+        }
+        // Wake up at least once a second to reap children even if SIGCHLD was missed,
+        // sooner when a compartment restart is due.
+        let ready = match sys::poll_readable(&fds, due) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -275,7 +302,17 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
             }
         };
         drop(fds);
-        reaped += reap_all();
+        if let Some(rt) = runtime.as_mut() {
+            rt.relay(ready.get(fixed..).unwrap_or(&[]), log);
+            rt.check_ready(log);
+        }
+        while let Ok(Some((pid, status))) = sys::reap_one() {
+            reaped += 1;
+            if let Some(rt) = runtime.as_mut() {
+                rt.on_exit(pid, status, log);
+            }
+        }
+
         let mut idx = 0;
         let mut action = None;
         if let Some(s) = sigfd.as_mut() {
@@ -286,6 +323,11 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
                     action = match signo {
                         libc::SIGUSR1 => {
                             log.log(&status_line(&state, started, reaped));
+                            if let Some(rt) = &runtime {
+                                for l in rt.status_lines() {
+                                    log.log(&l);
+                                }
+                            }
                             None
                         }
                         libc::SIGUSR2 | libc::SIGPWR => Some(Shutdown::Poweroff),
@@ -309,12 +351,26 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
                             match parse_command(&line) {
                                 None => {}
                                 Some(Command::Status) => {
-                                    log.log(&status_line(&state, started, reaped))
+                                    log.log(&status_line(&state, started, reaped));
+                                    if let Some(rt) = &runtime {
+                                        for l in rt.status_lines() {
+                                            log.log(&l);
+                                        }
+                                    }
+                                }
+                                Some(Command::Kill(name)) => {
+                                    let known =
+                                        runtime.as_mut().is_some_and(|rt| rt.kill(&name, log));
+                                    if !known {
+                                        log.log(&format!(
+                                            "kill: no compartment {name:?} (red, black, viaduct)"
+                                        ));
+                                    }
                                 }
                                 Some(Command::Poweroff) => action = Some(Shutdown::Poweroff),
                                 Some(Command::Reboot) => action = Some(Shutdown::Reboot),
                                 Some(Command::Unknown(w)) => log.log(&format!(
-                                    "unknown command {w:?}; try status, poweroff, reboot"
+                                    "unknown command {w:?}; try status, kill <compartment>, poweroff, reboot"
                                 )),
                             }
                         }
@@ -329,6 +385,13 @@ pub fn supervise(state: State, log: &mut Logger) -> ! {
             }
         }
         if let Some(how) = action {
+            if let Some(rt) = runtime.as_mut() {
+                rt.stop(Duration::from_millis(GRACE_MS), log);
+            }
+            if mode == Mode::Test {
+                log.log("stopped");
+                sys::exit_now(0);
+            }
             shutdown(how, log);
         }
     }

@@ -1,18 +1,41 @@
 //! The runtime plan: what the host-side image builder tells the init to do.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! Canonical, line-oriented ASCII text. Every line is `key SP value LF` (the last one is
 //! the bare `end LF`); keys come in this fixed order, `module` repeats 0 to
-//! [`MAX_MODULES`] times:
+//! [`MAX_MODULES`] times, then one `compartment` block per personality (red, then
+//! black), then the Viaduct:
 //!
 //! ```text
-//! appliance-plan 1
+//! appliance-plan 2
 //! profile-name vpn-gateway
 //! profile-version 1.4.0
 //! security-version 3
 //! policy-path /etc/appliance/policy.bin
 //! policy-sha256 <64 lowercase hex digits>
 //! module /lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko
+//! compartment red
+//! root /personalities/red
+//! uid-base 100000
+//! memory-max 268435456
+//! pids-max 256
+//! nic lan
+//! match-pci 0000:00:02.0          (each match-* line optional, in this order,
+//! match-mac 52:54:00:12:34:56      at least one present)
+//! match-driver virtio_net
+//! match-name eth0
+//! setup /etc/appliance/network
+//! service dnsmasq                 (0..MAX_SERVICES blocks)
+//! restart always                  (always | on-failure | never)
+//! cap CAP_NET_ADMIN               (0..n, sorted by number, no duplicates)
+//! arg /usr/sbin/dnsmasq           (1..MAX_ARGS; the value is the rest of the line)
+//! arg --keep-in-foreground
+//! end-service
+//! end-compartment
+//! compartment black
+//! …
+//! end-compartment
+//! viaduct /usr/sbin/viaduct
 //! end
 //! ```
 //!
@@ -24,10 +47,11 @@
 //!   unknown or out-of-order keys, duplicate single keys, bytes outside printable ASCII
 //!   and LF, CR, tabs, double spaces, missing final LF, anything after `end`, plans
 //!   larger than [`MAX_PLAN_LEN`].
+//! - `arg` values may contain single spaces (an argument is the rest of the line) but
+//!   neither leading/trailing spaces nor double spaces, so every argv has one encoding.
 //! - Extension: a new format version may add keys at fixed positions and repeated
-//!   blocks (next: `compartment red|black|viaduct` blocks with `nic`, `address`,
-//!   `service` lines, closed by `end-compartment`). An init never skips unknown
-//!   fields: it rejects a version it does not know and stays closed.
+//!   blocks. An init never skips unknown fields: it rejects a version it does not
+//!   know and stays closed.
 //!
 //! Nothing in this module panics, whatever the input.
 
@@ -36,13 +60,19 @@ use crate::error::{Error, Result};
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest plan the decoder accepts, in bytes.
 pub const MAX_PLAN_LEN: usize = 64 * 1024;
 /// Largest number of kernel modules in a plan.
 pub const MAX_MODULES: usize = 256;
 /// Longest path in a plan, in bytes.
 pub const MAX_PATH_LEN: usize = 1024;
+/// Largest number of services in one compartment.
+pub const MAX_SERVICES: usize = 32;
+/// Largest number of arguments of one service.
+pub const MAX_ARGS: usize = 64;
+/// Longest argument, in bytes.
+pub const MAX_ARG_LEN: usize = 1024;
 /// Where the plan lives inside the initramfs.
 pub const PLAN_PATH: &str = "/etc/appliance/plan";
 
@@ -188,6 +218,332 @@ impl ModulePath {
     }
 }
 
+/// Which personality a compartment holds.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub enum Side {
+    /// The private side (LAN).
+    Red,
+    /// The internet side (WAN).
+    Black,
+}
+
+impl Side {
+    /// Both sides, in plan order.
+    pub const ALL: [Side; 2] = [Side::Red, Side::Black];
+    /// `red` or `black`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Red => "red",
+            Side::Black => "black",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A short name (NIC role, service): `[a-z][a-z0-9_-]{0,14}` (fits an interface name).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ShortName(String);
+
+impl ShortName {
+    /// Validates a short name.
+    pub fn new(field: &'static str, s: &str) -> Result<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 15
+            && s.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-'));
+        if ok {
+            Ok(ShortName(s.to_owned()))
+        } else {
+            Err(Error::PlanValue {
+                field,
+                reason: format!("{s:?} must match [a-z][a-z0-9_-]{{0,14}}"),
+            })
+        }
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a physical NIC is recognised at boot. Every given field must match.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct NicMatch {
+    /// PCI address, `dddd:bb:dd.f` (lower-case hex).
+    pub pci: Option<String>,
+    /// MAC address, `xx:xx:xx:xx:xx:xx` (lower-case hex).
+    pub mac: Option<String>,
+    /// Kernel driver name.
+    pub driver: Option<String>,
+    /// Kernel interface name (lab and host tests, where there is no PCI device).
+    pub name: Option<String>,
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Validates a PCI address `dddd:bb:dd.f`.
+pub fn check_pci(s: &str) -> Result<()> {
+    let parts: Vec<&str> = s.split([':', '.']).collect();
+    let ok = s.len() == 12
+        && parts.len() == 4
+        && [4, 2, 2, 1]
+            == [
+                parts[0].len(),
+                parts[1].len(),
+                parts[2].len(),
+                parts[3].len(),
+            ]
+        && parts.iter().all(|p| is_lower_hex(p))
+        && s.as_bytes()[4] == b':'
+        && s.as_bytes()[7] == b':'
+        && s.as_bytes()[10] == b'.';
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::PlanValue {
+            field: "match-pci",
+            reason: format!("{s:?} must be a lower-case PCI address dddd:bb:dd.f"),
+        })
+    }
+}
+
+/// Validates a MAC address `xx:xx:xx:xx:xx:xx`.
+pub fn check_mac(s: &str) -> Result<()> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && is_lower_hex(p)) {
+        Ok(())
+    } else {
+        Err(Error::PlanValue {
+            field: "match-mac",
+            reason: format!("{s:?} must be a lower-case MAC address xx:xx:xx:xx:xx:xx"),
+        })
+    }
+}
+
+fn check_ifname(field: &'static str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::PlanValue {
+            field,
+            reason: format!("{s:?} must be 1-15 characters from [A-Za-z0-9_.-]"),
+        })
+    }
+}
+
+/// When the compartment init restarts a service that exited.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Restart {
+    /// Whatever the exit status.
+    Always,
+    /// Only after a non-zero exit or a signal.
+    OnFailure,
+    /// Never (one-shot).
+    Never,
+}
+
+impl Restart {
+    fn as_str(self) -> &'static str {
+        match self {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "always" => Ok(Restart::Always),
+            "on-failure" => Ok(Restart::OnFailure),
+            "never" => Ok(Restart::Never),
+            _ => Err(Error::PlanValue {
+                field: "restart",
+                reason: format!("{s:?} must be always, on-failure or never"),
+            }),
+        }
+    }
+}
+
+/// A Linux capability, by number (see [`CAPABILITY_NAMES`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub struct Capability(pub u8);
+
+/// The capability names this init knows, indexed by number (Linux 6.1).
+pub const CAPABILITY_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Capabilities a personality service may never hold, even inside its own user
+/// namespace: they would reach beyond the compartment or undo its confinement.
+pub const FORBIDDEN_CAPABILITIES: [&str; 11] = [
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_TIME",
+    "CAP_SYSLOG",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_BPF",
+    "CAP_PERFMON",
+];
+
+impl Capability {
+    /// Looks a capability up by its `CAP_*` name; refuses the forbidden ones.
+    pub fn from_name(s: &str) -> Result<Self> {
+        if FORBIDDEN_CAPABILITIES.contains(&s) {
+            return Err(Error::PlanValue {
+                field: "cap",
+                reason: format!("{s} is never granted to a personality service"),
+            });
+        }
+        match CAPABILITY_NAMES.iter().position(|n| *n == s) {
+            Some(i) => Ok(Capability(i as u8)),
+            None => Err(Error::PlanValue {
+                field: "cap",
+                reason: format!("{s:?} is not a known capability name (CAP_*)"),
+            }),
+        }
+    }
+    /// The `CAP_*` name.
+    pub fn name(self) -> &'static str {
+        CAPABILITY_NAMES
+            .get(usize::from(self.0))
+            .copied()
+            .unwrap_or("CAP_UNKNOWN")
+    }
+}
+
+/// One command-line argument: printable ASCII, single spaces inside only.
+fn check_arg(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_ARG_LEN
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !s.contains("  ");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::PlanValue {
+            field: "arg",
+            reason: format!(
+                "{s:?} must be 1-{MAX_ARG_LEN} bytes without leading, trailing or double spaces"
+            ),
+        })
+    }
+}
+
+/// A long-running program inside a personality.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ServicePlan {
+    /// Service name (log lines, status).
+    pub name: ShortName,
+    /// Restart policy.
+    pub restart: Restart,
+    /// The only capabilities it may hold (its bounding set), sorted, no duplicates.
+    pub caps: Vec<Capability>,
+    /// `argv`; `argv[0]` is an absolute path inside the personality's root.
+    pub argv: Vec<String>,
+}
+
+/// One personality compartment.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CompartmentPlan {
+    /// Red or black.
+    pub side: Side,
+    /// Its root filesystem inside the initramfs.
+    pub root: InitramfsPath,
+    /// First host uid/gid of its user namespace (65536 ids are mapped, root = uid-base).
+    pub uid_base: u32,
+    /// cgroup `memory.max`, bytes.
+    pub memory_max: u64,
+    /// cgroup `pids.max`.
+    pub pids_max: u32,
+    /// The NIC's role; the NIC is renamed to it inside the compartment.
+    pub nic: ShortName,
+    /// How the NIC is recognised.
+    pub nic_match: NicMatch,
+    /// Network setup program inside the root, run to completion before the services.
+    pub setup: InitramfsPath,
+    /// Services, started in order after the setup.
+    pub services: Vec<ServicePlan>,
+}
+
+impl CompartmentPlan {
+    /// The union of every service's capabilities plus what the setup needs
+    /// (CAP_NET_ADMIN, CAP_NET_RAW), sorted: the compartment's bounding set.
+    pub fn bounding_set(&self) -> Vec<Capability> {
+        let mut caps: Vec<Capability> = self
+            .services
+            .iter()
+            .flat_map(|s| s.caps.iter().copied())
+            .chain([Capability(12), Capability(13)])
+            .collect();
+        caps.sort();
+        caps.dedup();
+        caps
+    }
+}
+
 /// The runtime plan, version [`FORMAT_VERSION`].
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Plan {
@@ -203,6 +559,10 @@ pub struct Plan {
     pub policy_sha256: Sha256Digest,
     /// Kernel modules to load, in order.
     pub modules: Vec<ModulePath>,
+    /// The personalities: red first, then black.
+    pub compartments: Vec<CompartmentPlan>,
+    /// The Viaduct binary inside the initramfs.
+    pub viaduct: InitramfsPath,
 }
 
 const K_MAGIC: &str = "appliance-plan";
@@ -213,6 +573,24 @@ const K_POLICY_PATH: &str = "policy-path";
 const K_POLICY_SHA: &str = "policy-sha256";
 const K_MODULE: &str = "module";
 const K_END: &str = "end";
+const K_COMPARTMENT: &str = "compartment";
+const K_ROOT: &str = "root";
+const K_UID_BASE: &str = "uid-base";
+const K_MEMORY_MAX: &str = "memory-max";
+const K_PIDS_MAX: &str = "pids-max";
+const K_NIC: &str = "nic";
+const K_MATCH_PCI: &str = "match-pci";
+const K_MATCH_MAC: &str = "match-mac";
+const K_MATCH_DRIVER: &str = "match-driver";
+const K_MATCH_NAME: &str = "match-name";
+const K_SETUP: &str = "setup";
+const K_SERVICE: &str = "service";
+const K_RESTART: &str = "restart";
+const K_CAP: &str = "cap";
+const K_ARG: &str = "arg";
+const K_END_SERVICE: &str = "end-service";
+const K_END_COMPARTMENT: &str = "end-compartment";
+const K_VIADUCT: &str = "viaduct";
 
 impl Plan {
     /// The canonical encoding.
@@ -220,8 +598,10 @@ impl Plan {
         let mut s = String::new();
         let mut line = |k: &str, v: &str| {
             s.push_str(k);
-            s.push(' ');
-            s.push_str(v);
+            if !v.is_empty() {
+                s.push(' ');
+                s.push_str(v);
+            }
             s.push('\n');
         };
         line(K_MAGIC, &FORMAT_VERSION.to_string());
@@ -233,8 +613,40 @@ impl Plan {
         for m in &self.modules {
             line(K_MODULE, m.path().as_str());
         }
-        s.push_str(K_END);
-        s.push('\n');
+        for c in &self.compartments {
+            line(K_COMPARTMENT, c.side.as_str());
+            line(K_ROOT, c.root.as_str());
+            line(K_UID_BASE, &c.uid_base.to_string());
+            line(K_MEMORY_MAX, &c.memory_max.to_string());
+            line(K_PIDS_MAX, &c.pids_max.to_string());
+            line(K_NIC, c.nic.as_str());
+            let m = &c.nic_match;
+            for (k, v) in [
+                (K_MATCH_PCI, &m.pci),
+                (K_MATCH_MAC, &m.mac),
+                (K_MATCH_DRIVER, &m.driver),
+                (K_MATCH_NAME, &m.name),
+            ] {
+                if let Some(v) = v {
+                    line(k, v);
+                }
+            }
+            line(K_SETUP, c.setup.as_str());
+            for svc in &c.services {
+                line(K_SERVICE, svc.name.as_str());
+                line(K_RESTART, svc.restart.as_str());
+                for cap in &svc.caps {
+                    line(K_CAP, cap.name());
+                }
+                for a in &svc.argv {
+                    line(K_ARG, a);
+                }
+                line(K_END_SERVICE, "");
+            }
+            line(K_END_COMPARTMENT, "");
+        }
+        line(K_VIADUCT, self.viaduct.as_str());
+        line(K_END, "");
         s.into_bytes()
     }
 
@@ -281,7 +693,7 @@ impl Plan {
         }
         let profile_name = lines.parse(K_NAME, ProfileName::new)?;
         let profile_version = lines.parse(K_VERSION, ProfileVersion::new)?;
-        let security_version = lines.parse(K_SECVER, parse_u32)?;
+        let security_version = lines.parse(K_SECVER, |s| parse_u32("security-version", s))?;
         let policy_path = lines.parse(K_POLICY_PATH, InitramfsPath::new)?;
         let policy_sha256 = lines.parse(K_POLICY_SHA, |s| {
             Sha256Digest::from_hex(s).ok_or_else(|| Error::PlanValue {
@@ -290,22 +702,43 @@ impl Plan {
             })
         })?;
         let mut modules = Vec::new();
-        loop {
-            let (n, line) = lines.next_line()?;
-            if line == K_END {
-                break;
-            }
-            let (k, v) = split_kv(n, line)?;
-            if k != K_MODULE {
-                return Err(syntax(
-                    n,
-                    format!("expected `{K_MODULE}` or `{K_END}`, found key `{k}`"),
-                ));
-            }
+        let (mut n, mut line) = lines.next_line()?;
+        while let Some(v) = line.strip_prefix("module ") {
             if modules.len() == MAX_MODULES {
                 return Err(syntax(n, format!("more than {MAX_MODULES} modules")));
             }
+            if v.contains(' ') || v.is_empty() {
+                return Err(syntax(
+                    n,
+                    format!("expected `module <path>`, found {line:?}"),
+                ));
+            }
             modules.push(ModulePath::new(v).map_err(|e| syntax(n, e.to_string()))?);
+            (n, line) = lines.next_line()?;
+        }
+        let mut compartments = Vec::new();
+        for side in Side::ALL {
+            let (k, v) = split_kv(n, line)?;
+            if k != K_COMPARTMENT || v != side.as_str() {
+                return Err(syntax(
+                    n,
+                    format!("expected `{K_COMPARTMENT} {side}`, found {line:?}"),
+                ));
+            }
+            compartments.push(decode_compartment(side, &mut lines)?);
+            (n, line) = lines.next_line()?;
+        }
+        let (k, v) = split_kv(n, line)?;
+        if k != K_VIADUCT {
+            return Err(syntax(
+                n,
+                format!("expected key `{K_VIADUCT}`, found `{k}`"),
+            ));
+        }
+        let viaduct = InitramfsPath::new(v).map_err(|e| syntax(n, e.to_string()))?;
+        let (n, line) = lines.next_line()?;
+        if line != K_END {
+            return Err(syntax(n, format!("expected `{K_END}`, found {line:?}")));
         }
         if let Some((n, _)) = lines.inner.next() {
             return Err(syntax(n + 1, "trailing data after `end`".into()));
@@ -317,22 +750,181 @@ impl Plan {
             policy_path,
             policy_sha256,
             modules,
+            compartments,
+            viaduct,
         })
     }
+}
+
+/// A `match-*` key and its validator.
+type MatchSlot = (&'static str, fn(&str) -> Result<()>);
+
+fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPlan> {
+    let root = lines.parse(K_ROOT, InitramfsPath::new)?;
+    let uid_base = lines.parse(K_UID_BASE, |s| parse_u32(K_UID_BASE, s))?;
+    if uid_base == 0 || uid_base.checked_add(65536).is_none() {
+        return Err(syntax(
+            lines.last,
+            format!("uid-base {uid_base} must be > 0 and leave room for 65536 ids"),
+        ));
+    }
+    let memory_max = lines.parse(K_MEMORY_MAX, |s| parse_u64(K_MEMORY_MAX, s))?;
+    let pids_max = lines.parse(K_PIDS_MAX, |s| parse_u32(K_PIDS_MAX, s))?;
+    let nic = lines.parse(K_NIC, |s| ShortName::new(K_NIC, s))?;
+    let mut nic_match = NicMatch::default();
+    let (mut n, mut line) = lines.next_line()?;
+    let slots: [MatchSlot; 4] = [
+        (K_MATCH_PCI, check_pci),
+        (K_MATCH_MAC, check_mac),
+        (K_MATCH_DRIVER, |s| check_ifname(K_MATCH_DRIVER, s)),
+        (K_MATCH_NAME, |s| check_ifname(K_MATCH_NAME, s)),
+    ];
+    for (i, (key, check)) in slots.iter().enumerate() {
+        let (k, v) = split_kv(n, line)?;
+        if k != *key {
+            continue;
+        }
+        check(v).map_err(|e| syntax(n, e.to_string()))?;
+        let slot = match i {
+            0 => &mut nic_match.pci,
+            1 => &mut nic_match.mac,
+            2 => &mut nic_match.driver,
+            _ => &mut nic_match.name,
+        };
+        *slot = Some(v.to_owned());
+        (n, line) = lines.next_line()?;
+    }
+    if nic_match == NicMatch::default() {
+        return Err(syntax(
+            n,
+            format!("nic {nic} needs at least one match-pci, match-mac, match-driver or match-name line"),
+        ));
+    }
+    let (k, v) = split_kv(n, line)?;
+    if k != K_SETUP {
+        return Err(syntax(n, format!("expected key `{K_SETUP}`, found `{k}`")));
+    }
+    let setup = InitramfsPath::new(v).map_err(|e| syntax(n, e.to_string()))?;
+    let mut services: Vec<ServicePlan> = Vec::new();
+    loop {
+        let (n, line) = lines.next_line()?;
+        if line == K_END_COMPARTMENT {
+            break;
+        }
+        let (k, v) = split_kv(n, line)?;
+        if k != K_SERVICE {
+            return Err(syntax(
+                n,
+                format!("expected `{K_SERVICE}` or `{K_END_COMPARTMENT}`, found key `{k}`"),
+            ));
+        }
+        if services.len() == MAX_SERVICES {
+            return Err(syntax(n, format!("more than {MAX_SERVICES} services")));
+        }
+        let name = ShortName::new(K_SERVICE, v).map_err(|e| syntax(n, e.to_string()))?;
+        if services.iter().any(|s| s.name == name) {
+            return Err(syntax(n, format!("service {name} appears twice")));
+        }
+        let restart = lines.parse(K_RESTART, Restart::parse)?;
+        let mut caps: Vec<Capability> = Vec::new();
+        let mut argv = Vec::new();
+        loop {
+            let (n, line) = lines.next_line()?;
+            if line == K_END_SERVICE {
+                if argv.is_empty() {
+                    return Err(syntax(n, format!("service {name} has no `arg` line")));
+                }
+                break;
+            }
+            let Some((k, v)) = line.split_once(' ') else {
+                return Err(syntax(n, format!("expected `key value`, found {line:?}")));
+            };
+            match k {
+                K_CAP if argv.is_empty() => {
+                    if v.contains(' ') {
+                        return Err(syntax(
+                            n,
+                            format!("one capability per `cap` line: {line:?}"),
+                        ));
+                    }
+                    let cap = Capability::from_name(v).map_err(|e| syntax(n, e.to_string()))?;
+                    if caps.last().is_some_and(|&last| last >= cap) {
+                        return Err(syntax(
+                            n,
+                            format!(
+                                "capabilities must be sorted by number without duplicates ({v})"
+                            ),
+                        ));
+                    }
+                    caps.push(cap);
+                }
+                K_ARG => {
+                    check_arg(v).map_err(|e| syntax(n, e.to_string()))?;
+                    if argv.len() == MAX_ARGS {
+                        return Err(syntax(n, format!("more than {MAX_ARGS} arguments")));
+                    }
+                    if argv.is_empty() && !v.starts_with('/') {
+                        return Err(syntax(
+                            n,
+                            format!("the program {v:?} must be an absolute path"),
+                        ));
+                    }
+                    argv.push(v.to_owned());
+                }
+                _ => {
+                    return Err(syntax(
+                        n,
+                        format!(
+                            "expected `{K_CAP}`, `{K_ARG}` or `{K_END_SERVICE}`, found {line:?}"
+                        ),
+                    ))
+                }
+            }
+        }
+        services.push(ServicePlan {
+            name,
+            restart,
+            caps,
+            argv,
+        });
+    }
+    Ok(CompartmentPlan {
+        side,
+        root,
+        uid_base,
+        memory_max,
+        pids_max,
+        nic,
+        nic_match,
+        setup,
+        services,
+    })
 }
 
 fn syntax(line: usize, reason: String) -> Error {
     Error::PlanSyntax { line, reason }
 }
 
-fn parse_u32(s: &str) -> Result<u32> {
-    let canonical =
-        !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+fn canonical_decimal(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+}
+
+fn parse_u32(field: &'static str, s: &str) -> Result<u32> {
     match s.parse::<u32>() {
-        Ok(v) if canonical => Ok(v),
+        Ok(v) if canonical_decimal(s) => Ok(v),
         _ => Err(Error::PlanValue {
-            field: "security-version",
+            field,
             reason: format!("{s:?} must be a decimal u32 without leading zeros"),
+        }),
+    }
+}
+
+fn parse_u64(field: &'static str, s: &str) -> Result<u64> {
+    match s.parse::<u64>() {
+        Ok(v) if canonical_decimal(s) => Ok(v),
+        _ => Err(Error::PlanValue {
+            field,
+            reason: format!("{s:?} must be a decimal u64 without leading zeros"),
         }),
     }
 }
@@ -389,7 +981,7 @@ impl<'a> Lines<'a> {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> Plan {
+    pub fn sample() -> Plan {
         Plan {
             profile_name: ProfileName::new("vpn-gateway").unwrap(),
             profile_version: ProfileVersion::new("1.4.0").unwrap(),
@@ -400,6 +992,47 @@ mod tests {
                 ModulePath::new("/lib/modules/failover.ko").unwrap(),
                 ModulePath::new("/lib/modules/virtio_net.ko").unwrap(),
             ],
+            compartments: vec![
+                CompartmentPlan {
+                    side: Side::Red,
+                    root: InitramfsPath::new("/personalities/red").unwrap(),
+                    uid_base: 100000,
+                    memory_max: 268435456,
+                    pids_max: 256,
+                    nic: ShortName::new("nic", "lan").unwrap(),
+                    nic_match: NicMatch {
+                        pci: Some("0000:00:02.0".into()),
+                        mac: None,
+                        driver: Some("virtio_net".into()),
+                        name: None,
+                    },
+                    setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
+                    services: vec![ServicePlan {
+                        name: ShortName::new("service", "dnsmasq").unwrap(),
+                        restart: Restart::Always,
+                        caps: vec![
+                            Capability::from_name("CAP_NET_ADMIN").unwrap(),
+                            Capability::from_name("CAP_NET_RAW").unwrap(),
+                        ],
+                        argv: vec!["/usr/sbin/dnsmasq".into(), "--conf-file=/etc/a b".into()],
+                    }],
+                },
+                CompartmentPlan {
+                    side: Side::Black,
+                    root: InitramfsPath::new("/personalities/black").unwrap(),
+                    uid_base: 200000,
+                    memory_max: 134217728,
+                    pids_max: 128,
+                    nic: ShortName::new("nic", "wan").unwrap(),
+                    nic_match: NicMatch {
+                        name: Some("veth-wan".into()),
+                        ..NicMatch::default()
+                    },
+                    setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
+                    services: vec![],
+                },
+            ],
+            viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
         }
     }
 
@@ -407,9 +1040,17 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 1\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 2\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
-             module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\nend\n",
+             module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
+             compartment red\nroot /personalities/red\nuid-base 100000\nmemory-max 268435456\n\
+             pids-max 256\nnic lan\nmatch-pci 0000:00:02.0\nmatch-driver virtio_net\n\
+             setup /etc/appliance/network\nservice dnsmasq\nrestart always\n\
+             cap CAP_NET_ADMIN\ncap CAP_NET_RAW\narg /usr/sbin/dnsmasq\narg --conf-file=/etc/a b\n\
+             end-service\nend-compartment\n\
+             compartment black\nroot /personalities/black\nuid-base 200000\nmemory-max 134217728\n\
+             pids-max 128\nnic wan\nmatch-name veth-wan\nsetup /etc/appliance/network\n\
+             end-compartment\nviaduct /usr/sbin/viaduct\nend\n",
             Sha256Digest::of(b"policy")
         );
         assert_eq!(text, expected);
@@ -418,9 +1059,9 @@ mod tests {
 
     #[test]
     fn rejects_unknown_version_before_anything_else() {
-        let err = Plan::decode(b"appliance-plan 2\nwhatever\n").unwrap_err();
+        let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 1 } if found == "2"),
+            matches!(err, Error::PlanVersion { ref found, supported: 2 } if found == "1"),
             "{err}"
         );
     }
@@ -447,7 +1088,76 @@ mod tests {
         assert!(mutate(|s| s.replace("module /lib/modules/failover.ko\n", "")).is_ok());
         assert!(mutate(|s| s.replace("profile-version 1.4.0\n", "")).is_err());
         assert!(mutate(|s| s.replace("end\n", "")).is_err());
-        assert!(mutate(|s| s.replace("end\n", "nic eth0\nend\n")).is_err());
+        assert!(
+            mutate(|s| s.replace("viaduct /usr/sbin/viaduct\nend\n", "nic eth0\nend\n")).is_err()
+        );
+    }
+
+    #[test]
+    fn rejects_damaged_compartments() {
+        // Order, presence and values of every compartment field.
+        assert!(mutate(|s| s.replace("compartment red", "compartment black")).is_err());
+        assert!(mutate(|s| s.replace("uid-base 100000", "uid-base 0")).is_err());
+        assert!(mutate(|s| s.replace("uid-base 100000", "uid-base 4294967295")).is_err());
+        assert!(mutate(|s| s.replace("memory-max 268435456\n", "")).is_err());
+        assert!(mutate(|s| s.replace("nic lan", "nic LAN")).is_err());
+        assert!(mutate(|s| s.replace("match-pci 0000:00:02.0", "match-pci 0000:00:02")).is_err());
+        assert!(mutate(|s| s.replace("match-name veth-wan\n", "")).is_err());
+        assert!(mutate(|s| s.replace(
+            "match-pci 0000:00:02.0\nmatch-driver virtio_net",
+            "match-driver virtio_net\nmatch-pci 0000:00:02.0"
+        ))
+        .is_err());
+        assert!(
+            mutate(|s| s.replace("match-name veth-wan", "match-mac 52:54:00:AB:00:01")).is_err()
+        );
+        assert!(
+            mutate(|s| s.replace("match-name veth-wan", "match-mac 52:54:00:ab:00:01")).is_ok()
+        );
+        assert!(mutate(|s| s.replace("restart always", "restart sometimes")).is_err());
+        assert!(mutate(|s| s.replace(
+            "cap CAP_NET_ADMIN\ncap CAP_NET_RAW",
+            "cap CAP_NET_RAW\ncap CAP_NET_ADMIN"
+        ))
+        .is_err());
+        assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_NET_ADMIN")).is_err());
+        assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_SYS_ADMIN")).is_err());
+        assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_SYS_MODULE")).is_err());
+        assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_FLY")).is_err());
+        assert!(mutate(|s| s.replace("arg /usr/sbin/dnsmasq", "arg usr/sbin/dnsmasq")).is_err());
+        assert!(
+            mutate(|s| s.replace("arg --conf-file=/etc/a b", "arg --conf-file=/etc/a  b")).is_err()
+        );
+        assert!(mutate(|s| s.replace("arg --conf-file=/etc/a b", "arg ")).is_err());
+        assert!(
+            mutate(|s| s.replace("arg /usr/sbin/dnsmasq\narg --conf-file=/etc/a b\n", "")).is_err()
+        );
+        assert!(mutate(|s| s.replace(
+            "end-service\n",
+            "end-service\nservice dnsmasq\nrestart never\narg /x\nend-service\n"
+        ))
+        .is_err());
+        assert!(mutate(|s| s.replace("end-compartment\nviaduct", "viaduct")).is_err());
+        assert!(mutate(|s| s.replace("viaduct /usr/sbin/viaduct\n", "")).is_err());
+    }
+
+    #[test]
+    fn bounding_set_is_union_plus_network_setup() {
+        let p = sample();
+        let names: Vec<&str> = p.compartments[0]
+            .bounding_set()
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(names, ["CAP_NET_ADMIN", "CAP_NET_RAW"]);
+        let names: Vec<&str> = p.compartments[1]
+            .bounding_set()
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(names, ["CAP_NET_ADMIN", "CAP_NET_RAW"]);
+        assert_eq!(Capability::from_name("CAP_KILL").unwrap().0, 5);
+        assert_eq!(Capability(40).name(), "CAP_CHECKPOINT_RESTORE");
     }
 
     #[test]
@@ -511,6 +1221,8 @@ mod proptests {
                 policy_path: InitramfsPath::new(&policy).unwrap(),
                 policy_sha256: Sha256Digest(sha),
                 modules: modules.iter().map(|m| ModulePath::new(&format!("{m}.ko")).unwrap()).collect(),
+                compartments: tests::sample().compartments,
+                viaduct: InitramfsPath::new(&policy).unwrap(),
             }
         }
     }

@@ -138,3 +138,297 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: libc::c_int) -> io::Res
         .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
         .collect())
 }
+
+// ---- Compartments: processes, namespaces, identities, file descriptors ----
+
+/// `clone(2)` used like `fork(2)` with namespace `flags` (`CLONE_NEW*`): no new stack,
+/// SIGCHLD on exit. Returns `Ok(0)` in the child and the child's pid in the parent.
+///
+/// The caller must be single-threaded (the init is): the child is a copy of this
+/// process with only the calling thread, exactly as after `fork`.
+pub fn clone_fork(flags: libc::c_int) -> io::Result<libc::pid_t> {
+    let flags = libc::c_ulong::try_from(flags | libc::SIGCHLD)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: raw clone with a NULL stack behaves like fork: the child continues on a
+    // copy of the parent's stack; no pointers are passed (parent/child tid pointers and
+    // TLS are NULL because no CLONE_*TID/CLONE_SETTLS flag is set).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        libc::pid_t::try_from(r).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    }
+}
+
+/// `_exit(2)`: leaves a forked child without running the parent's destructors.
+pub fn exit_now(code: libc::c_int) -> ! {
+    // SAFETY: _exit takes an integer and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `unshare(2)`.
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes an integer only.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// `setns(2)`.
+pub fn setns(fd: BorrowedFd<'_>, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: the fd is open for the duration of the call (borrowed).
+    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }).map(drop)
+}
+
+/// `chroot(2)`.
+pub fn chroot(path: &str) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: `p` is a NUL-terminated string that lives across the call.
+    check(unsafe { libc::chroot(p.as_ptr()) }).map(drop)
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, live across the call.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// `mknod(2)` for a character device.
+pub fn mknod_char(path: &str, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
+    let p = cstr(path)?;
+    let dev = libc::makedev(major, minor);
+    // SAFETY: `p` is a NUL-terminated string that lives across the call.
+    check(unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | mode, dev) }).map(drop)
+}
+
+/// `setresuid(u, u, u)` and `setresgid(g, g, g)`, then an empty supplementary group
+/// list (groups first: afterwards we may lack the right to change them).
+pub fn become_ids(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: setgroups with size 0 reads no memory.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: integers only.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: integers only.
+    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+/// `prctl(option, arg2, 0, 0, 0)` for the integer-only options we use
+/// (`PR_SET_NO_NEW_PRIVS`, `PR_CAPBSET_DROP`, `PR_SET_DUMPABLE`, `PR_SET_PDEATHSIG`,
+/// `PR_SET_CHILD_SUBREAPER`, `PR_CAP_AMBIENT`).
+pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: these options take integer arguments only; unused arguments are 0.
+    check(unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+}
+
+/// Clears the inheritable capability set (so `execve` cannot pass anything on through it)
+/// while keeping permitted and effective: `capget` then `capset` with inheritable = 0.
+pub fn clear_inheritable_caps() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let mut h = Header {
+        version: V3,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: `h` and `d` are live locals of the layout the kernel expects for
+    // _LINUX_CAPABILITY_VERSION_3 (header + two data structs).
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) as libc::c_int })?;
+    d[0].inheritable = 0;
+    d[1].inheritable = 0;
+    // SAFETY: as above; the kernel only reads them.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) as libc::c_int }).map(drop)
+}
+
+/// `close_range(first, u32::MAX, 0)`: closes every descriptor from `first` up.
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: integers only; closing descriptors this child inherited and does not use.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `dup2(2)`; the new descriptor does not have `FD_CLOEXEC`.
+pub fn dup2(old: BorrowedFd<'_>, new: libc::c_int) -> io::Result<()> {
+    // SAFETY: `old` is open (borrowed); `new` is a descriptor number we own in this
+    // (single-threaded, forked) process.
+    check(unsafe { libc::dup2(old.as_raw_fd(), new) }).map(drop)
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a live array of two ints the kernel fills.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 just returned these two fds and nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer; the fd is open (borrowed).
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: F_SETFL takes an integer.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) }).map(drop)
+}
+
+fn cstrings(v: &[String]) -> io::Result<Vec<CString>> {
+    v.iter().map(|s| cstr(s)).collect()
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)` (`fd` = `None`: `execve(argv[0], …)`).
+/// Returns only on failure.
+pub fn exec(fd: Option<BorrowedFd<'_>>, argv: &[String], env: &[String]) -> io::Error {
+    let (a, e) = match (cstrings(argv), cstrings(env)) {
+        (Ok(a), Ok(e)) => (a, e),
+        (Err(err), _) | (_, Err(err)) => return err,
+    };
+    let Some(first) = a.first() else {
+        return io::Error::new(io::ErrorKind::InvalidInput, "empty argv");
+    };
+    let mut ap: Vec<*const libc::c_char> = a.iter().map(|s| s.as_ptr()).collect();
+    ap.push(std::ptr::null());
+    let mut ep: Vec<*const libc::c_char> = e.iter().map(|s| s.as_ptr()).collect();
+    ep.push(std::ptr::null());
+    match fd {
+        // SAFETY: argv/envp are NULL-terminated arrays of pointers into `a`/`e`, which
+        // live across the call; the path is a static empty string; the fd is open.
+        Some(fd) => unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                ap.as_ptr(),
+                ep.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+        },
+        // SAFETY: as above; `first` is a NUL-terminated path owned by `a`.
+        None => unsafe {
+            libc::execve(first.as_ptr(), ap.as_ptr(), ep.as_ptr());
+        },
+    }
+    io::Error::last_os_error()
+}
+
+/// `waitpid(pid, 0)`: blocks until that child exits; returns the raw status.
+pub fn wait_for(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a live local the kernel writes one int into.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(status);
+    }
+}
+
+/// A `NETLINK_ROUTE` socket (close-on-exec), used with plain `read`/`write`.
+pub fn netlink_route_socket() -> io::Result<OwnedFd> {
+    // SAFETY: integers only; returns a new fd or -1.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: socket just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ioctl(TUNSETIFF)` with `IFF_TUN | IFF_NO_PI` and the given name on an open
+/// `/dev/net/tun`: creates the TUN device in the caller's network namespace.
+pub fn tun_create(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    // SAFETY: `req` is a live struct ifreq (40 bytes: name + union) the kernel reads
+    // and may write back; the fd is open (borrowed).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) }).map(drop)
+}
+
+/// Duplicates `fd` to the lowest free number ≥ `min`, close-on-exec (`F_DUPFD_CLOEXEC`).
+pub fn dup_above(fd: BorrowedFd<'_>, min: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer; the fd is open (borrowed).
+    let n = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: fcntl just returned this new fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Takes ownership of an inherited descriptor number after checking it is open.
+pub fn adopt_fd(fd: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD takes no pointer; it only tells whether `fd` is open.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open and was handed to this process (by the init, at
+    // exec) for it to own; nothing else in this process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Unblocks every signal (before `execve`: the mask survives exec).
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live, writable sigset_t.
+    check(unsafe { libc::sigemptyset(&mut set) })?;
+    // SAFETY: `set` is initialised and lives across the call.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Physical NICs: finding the profile's cards in sysfs and moving each into its
+//! personality's network namespace (rtnetlink `RTM_NEWLINK` with `IFLA_NET_NS_FD` and
+//! the new name in one message, so the card never appears in the target namespace
+//! under a kernel-chosen name).
+//!
+//! Discovery reads `<sys>/class/net/<if>/`: `address` (MAC), `device/driver` (driver
+//! name) and the canonical path of `device`, whose ancestors include the PCI function
+//! (`…/0000:00:02.0/virtio0` for virtio-net, `…/0000:03:00.0` for e1000e). Nothing
+//! here panics on odd sysfs contents; unreadable entries simply do not match.
+
+use crate::plan::{check_mac, check_pci, NicMatch};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+
+/// What sysfs says about one interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NicInfo {
+    /// Kernel interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: i32,
+    /// MAC address, lower case.
+    pub mac: Option<String>,
+    /// Driver of the underlying device.
+    pub driver: Option<String>,
+    /// PCI function the device hangs off.
+    pub pci: Option<String>,
+}
+
+impl NicInfo {
+    /// Whether every field of `m` that is set matches.
+    pub fn matches(&self, m: &NicMatch) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| match want {
+            None => true,
+            Some(w) => have.as_deref() == Some(w.as_str()),
+        };
+        eq(&m.pci, &self.pci)
+            && eq(&m.mac, &self.mac)
+            && eq(&m.driver, &self.driver)
+            && m.name.as_ref().is_none_or(|n| *n == self.name)
+    }
+
+    /// A one-line description for log messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (pci {}, driver {}, mac {})",
+            self.name,
+            self.pci.as_deref().unwrap_or("-"),
+            self.driver.as_deref().unwrap_or("-"),
+            self.mac.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// Describes a match for log messages.
+pub fn describe_match(m: &NicMatch) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in [
+        ("pci", &m.pci),
+        ("mac", &m.mac),
+        ("driver", &m.driver),
+        ("name", &m.name),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{k} {v}"));
+        }
+    }
+    parts.join(", ")
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    let mut s = String::new();
+    std::fs::File::open(p)
+        .ok()?
+        .take(4096)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s.trim().to_owned())
+}
+
+/// Lists the interfaces under `class_net` (normally `/sys/class/net`), sorted by name.
+pub fn list(class_net: &Path) -> Vec<NicInfo> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(class_net) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let base = class_net.join(&name);
+        let ifindex = read_trim(&base.join("ifindex"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mac = read_trim(&base.join("address"))
+            .map(|s| s.to_ascii_lowercase())
+            .filter(|s| check_mac(s).is_ok());
+        let driver = std::fs::read_link(base.join("device/driver"))
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()));
+        let pci = std::fs::canonicalize(base.join("device"))
+            .ok()
+            .and_then(|p| {
+                p.iter()
+                    .rev()
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .find(|c| check_pci(c).is_ok())
+            });
+        out.push(NicInfo {
+            name,
+            ifindex,
+            mac,
+            driver,
+            pci,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The interfaces matching `m` (normally exactly one).
+pub fn find(class_net: &Path, m: &NicMatch) -> Vec<NicInfo> {
+    list(class_net)
+        .into_iter()
+        .filter(|n| n.name != "lo" && n.matches(m))
+        .collect()
+}
+
+const RTM_NEWLINK: u16 = 16;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLMSG_ERROR: u16 = 2;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_NET_NS_FD: u16 = 28;
+
+fn push_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
+/// The rtnetlink request that moves interface `ifindex` into the network namespace
+/// `netns_fd` and renames it to `new_name` there.
+pub fn move_request(seq: u32, ifindex: i32, netns_fd: i32, new_name: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    // struct ifinfomsg: family, pad, type, index, flags, change.
+    b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    b.extend_from_slice(&ifindex.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    push_attr(&mut b, IFLA_NET_NS_FD, &(netns_fd as u32).to_ne_bytes());
+    let mut name = new_name.as_bytes().to_vec();
+    name.push(0);
+    push_attr(&mut b, IFLA_IFNAME, &name);
+    let len = b.len() as u32;
+    b[0..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+    b
+}
+
+/// Reads the kernel's answer to request `seq`: `Ok(())` for an ACK, the errno otherwise.
+pub fn parse_ack(reply: &[u8], seq: u32) -> Result<(), std::io::Error> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let mut rest = reply;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        let s = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if len < 16 || len > rest.len() {
+            return Err(bad("truncated netlink message"));
+        }
+        if kind == NLMSG_ERROR && s == seq {
+            if len < 20 {
+                return Err(bad("short netlink error message"));
+            }
+            let code = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::from_raw_os_error(-code))
+            };
+        }
+        let step = (len + 3) & !3;
+        rest = rest.get(step..).unwrap_or(&[]);
+    }
+    Err(bad("no netlink acknowledgement"))
+}
+
+/// Moves `nic` into the network namespace `netns` under the name `new_name`.
+pub fn move_to_netns(nic: &NicInfo, netns: BorrowedFd<'_>, new_name: &str) -> std::io::Result<()> {
+    let sock = crate::sys::netlink_route_socket()?;
+    let mut f = std::fs::File::from(sock);
+    let seq = 1;
+    f.write_all(&move_request(seq, nic.ifindex, netns.as_raw_fd(), new_name))?;
+    let mut buf = vec![0u8; 8192];
+    let n = f.read(&mut buf)?;
+    parse_ack(&buf[..n], seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_layout() {
+        let r = move_request(7, 3, 9, "lan");
+        // header 16 + ifinfomsg 16 + fd attr 8 + name attr 8 ("lan\0" padded).
+        assert_eq!(r.len(), 48);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 48);
+        assert_eq!(i32::from_ne_bytes(r[20..24].try_into().unwrap()), 3);
+        assert_eq!(&r[32..36], &[8, 0, 28, 0]);
+        assert_eq!(u32::from_ne_bytes(r[36..40].try_into().unwrap()), 9);
+        assert_eq!(&r[44..48], b"lan\0");
+    }
+
+    #[test]
+    fn ack_parsing_never_panics() {
+        let mut ok = vec![0u8; 36];
+        ok[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        ok[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        ok[8..12].copy_from_slice(&5u32.to_ne_bytes());
+        assert!(parse_ack(&ok, 5).is_ok());
+        let mut e = ok.clone();
+        e[16..20].copy_from_slice(&(-libc::ENODEV).to_ne_bytes());
+        assert_eq!(
+            parse_ack(&e, 5).unwrap_err().raw_os_error(),
+            Some(libc::ENODEV)
+        );
+        assert!(parse_ack(&ok, 6).is_err());
+        for cut in 0..ok.len() {
+            let _ = parse_ack(&ok[..cut], 5);
+        }
+        let mut huge = ok.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert!(parse_ack(&huge, 5).is_err());
+    }
+
+    #[test]
+    fn matching() {
+        let n = NicInfo {
+            name: "eth0".into(),
+            ifindex: 2,
+            mac: Some("52:54:00:00:00:01".into()),
+            driver: Some("virtio_net".into()),
+            pci: Some("0000:00:02.0".into()),
+        };
+        let mut m = NicMatch {
+            pci: Some("0000:00:02.0".into()),
+            driver: Some("virtio_net".into()),
+            ..NicMatch::default()
+        };
+        assert!(n.matches(&m));
+        m.driver = Some("e1000e".into());
+        assert!(!n.matches(&m));
+        let by_name = NicMatch {
+            name: Some("eth0".into()),
+            ..NicMatch::default()
+        };
+        assert!(n.matches(&by_name));
+        assert_eq!(describe_match(&m), "pci 0000:00:02.0, driver e1000e");
+    }
+
+    #[test]
+    fn lists_this_hosts_interfaces_without_panicking() {
+        let l = list(Path::new("/sys/class/net"));
+        assert!(l.iter().any(|n| n.name == "lo"));
+        assert!(list(Path::new("/nonexistent")).is_empty());
+    }
+}

@@ -1,0 +1,1205 @@
+//! The gateway runtime: red and black compartments, the Viaduct between them, and
+//! their supervision. Used by the init as PID 1 and, with other paths, by tests on a
+//! host (network namespaces and veth pairs standing in for NICs).
+//!
+//! # Layout (one per personality, built by [`Runtime::start`])
+//! - **Namespaces** user (root ↦ `uid-base`, 65536 ids), network, UTS and IPC are
+//!   created once by a short-lived holder process and kept alive by descriptors the
+//!   init holds. They outlive the personality's processes, so its NIC, the Viaduct's
+//!   TUN port in it and its addresses survive a personality restart.
+//! - The profile's **NIC** is found in sysfs and moved into the network namespace,
+//!   renamed to its role (`lan`, `wan`); the init's own namespace keeps only `lo`.
+//! - A **TUN** device `viaduct` is created inside the personality's network namespace;
+//!   the init keeps its descriptor and hands it to the Viaduct (fd 3 red, fd 4 black).
+//! - A **cgroup** `<cgroup-root>/appliance-<side>` with `memory.max` and `pids.max`.
+//! - The personality's first process (PID 1 of a fresh PID namespace, fresh mount and
+//!   cgroup namespaces) mounts its root read-only (a bind mount of
+//!   `/personalities/<side>`, moved over `/`, then chroot), a new `/proc`, tmpfs on
+//!   `/dev` (only null, zero, full, random, urandom), `/run` and `/tmp`; joins the held
+//!   namespaces, enters the user namespace as its root, keeps only the compartment's
+//!   capability bounding set, sets `no_new_privs`, installs the seccomp filters
+//!   ([`crate::confine`]) and executes the compartment init ([`crate::cinit`]) from the
+//!   init's own binary (a fresh memory image: nothing of the init's heap remains).
+//!
+//! The **Viaduct** runs in its own user (root ↦ 300000, one id), mount, network (no
+//! NIC, only a down `lo`), PID, IPC and UTS namespaces, chrooted into an empty
+//! read-only tmpfs holding only `policy.bin` (the bytes the init verified), with the
+//! two TUN descriptors; it then confines itself (seccomp allowlist, Landlock, no
+//! capabilities).
+//!
+//! # Supervision
+//! A personality or the Viaduct that exits is restarted after a back-off (1 s,
+//! doubling to 30 s; back to 1 s after a minute of uptime), with a log line each time.
+//! The other compartments keep running: the Viaduct keeps its SAs when a personality
+//! restarts, and the personalities keep their namespaces when the Viaduct restarts.
+//!
+//! # Invariants
+//! - Nothing is started unless every NIC is found first: a missing NIC is an error and
+//!   the caller stays closed, with no path between red and black.
+//! - Red and black share no namespace, file or socket; their only connection is the
+//!   Viaduct's two TUN descriptors, which only the init and the Viaduct hold.
+//! - The init must be single-threaded when it calls [`Runtime::start`] or restarts a
+//!   compartment (children are made with `clone`, like `fork`).
+
+use crate::confine;
+use crate::console::Logger;
+use crate::error::{Error, Result};
+use crate::nic;
+use crate::plan::{CompartmentPlan, Plan, Side};
+use crate::sys;
+use seccompiler::BpfProgram;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Name of the Viaduct's TUN port inside each personality.
+pub const TUN_NAME: &str = "viaduct";
+/// Host uid/gid that is root inside the Viaduct's user namespace.
+pub const VIADUCT_UID: u32 = 300_000;
+/// First restart delay.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest restart delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Uptime after which the back-off starts again from [`BACKOFF_MIN`].
+pub const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// `argv[0]` with which the init's binary runs as a compartment init.
+pub const CINIT_ARGV0: &str = "appliance-compartment";
+
+/// Where things are (real paths on the device; temporary ones in host tests).
+#[derive(Clone, Debug)]
+pub struct RuntimeEnv {
+    /// Root of the initramfs (`/`).
+    pub root: PathBuf,
+    /// `/sys/class/net`.
+    pub class_net: PathBuf,
+    /// The cgroup2 mount (`/sys/fs/cgroup`); `None` leaves cgroups alone.
+    pub cgroup_root: Option<PathBuf>,
+    /// This program's binary (`/proc/self/exe`), run as compartment init.
+    pub self_exe: PathBuf,
+    /// How long to wait for the NICs to appear after the drivers are loaded.
+    pub nic_wait: Duration,
+}
+
+impl RuntimeEnv {
+    /// The paths on the device.
+    pub fn device() -> Self {
+        RuntimeEnv {
+            root: PathBuf::from("/"),
+            class_net: PathBuf::from("/sys/class/net"),
+            cgroup_root: Some(PathBuf::from("/sys/fs/cgroup")),
+            self_exe: PathBuf::from("/proc/self/exe"),
+            nic_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Next restart delay: doubles up to [`BACKOFF_MAX`], restarts from [`BACKOFF_MIN`]
+/// when the unit had been up for [`BACKOFF_RESET`].
+pub fn next_backoff(previous: Duration, uptime: Duration) -> Duration {
+    if uptime >= BACKOFF_RESET || previous.is_zero() {
+        BACKOFF_MIN
+    } else {
+        (previous * 2).min(BACKOFF_MAX)
+    }
+}
+
+/// Describes a `waitpid` status for a log line.
+pub fn describe_status(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status:#x}")
+    }
+}
+
+/// Turns untrusted output into one safe log line: printable ASCII only, ≤ 200 chars.
+pub fn sanitize(line: &[u8]) -> String {
+    line.iter()
+        .take(200)
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Splits a non-blocking pipe's bytes into lines.
+struct LineReader {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    fn new(fd: OwnedFd) -> Result<Self> {
+        sys::set_nonblocking(fd.as_fd(), true).map_err(|e| Error::Sys {
+            call: "fcntl",
+            arg: "O_NONBLOCK".into(),
+            source: e,
+        })?;
+        Ok(LineReader {
+            file: File::from(fd),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reads what is available; returns complete lines and whether the writer closed.
+    fn read_lines(&mut self) -> (Vec<Vec<u8>>, bool) {
+        let mut chunk = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match self.file.read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+            if self.buf.len() > 64 * 1024 {
+                break;
+            }
+        }
+        let mut lines = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
+            let rest = self.buf.split_off(i + 1);
+            let mut line = std::mem::replace(&mut self.buf, rest);
+            line.pop();
+            lines.push(line);
+        }
+        // A flood without newlines is cut into pieces rather than buffered forever.
+        if self.buf.len() > 4096 || (closed && !self.buf.is_empty()) {
+            lines.push(std::mem::take(&mut self.buf));
+        }
+        (lines, closed)
+    }
+}
+
+/// The namespaces of one personality, kept alive by these descriptors.
+struct Namespaces {
+    user: OwnedFd,
+    net: OwnedFd,
+    uts: OwnedFd,
+    ipc: OwnedFd,
+}
+
+/// Which compartment a unit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitKind {
+    /// A personality.
+    Personality(Side),
+    /// The Viaduct.
+    Viaduct,
+}
+
+impl UnitKind {
+    /// `red`, `black` or `viaduct`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitKind::Personality(s) => s.as_str(),
+            UnitKind::Viaduct => "viaduct",
+        }
+    }
+}
+
+/// One supervised compartment.
+struct Unit {
+    kind: UnitKind,
+    pid: Option<libc::pid_t>,
+    started: Instant,
+    restarts: u32,
+    delay: Duration,
+    next_start: Option<Instant>,
+    /// Service output (personalities) or the Viaduct's stderr.
+    out: Option<LineReader>,
+    /// Compartment-init events (personalities only).
+    events: Option<LineReader>,
+    up: bool,
+}
+
+impl Unit {
+    fn new(kind: UnitKind) -> Self {
+        Unit {
+            kind,
+            pid: None,
+            started: Instant::now(),
+            restarts: 0,
+            delay: Duration::ZERO,
+            next_start: None,
+            out: None,
+            events: None,
+            up: false,
+        }
+    }
+}
+
+struct Personality {
+    plan: CompartmentPlan,
+    ns: Namespaces,
+    tun: OwnedFd,
+    cgroup: Option<PathBuf>,
+    nic: String,
+}
+
+/// The running compartments.
+pub struct Runtime {
+    env: RuntimeEnv,
+    plan_bytes: Vec<u8>,
+    policy: Vec<u8>,
+    viaduct_bin: PathBuf,
+    hostname: String,
+    personalities: Vec<Personality>,
+    units: Vec<Unit>,
+    filters: Vec<BpfProgram>,
+    /// The `ready` line, printed once every compartment is up, and the deadline after
+    /// which a missing `up` is reported.
+    pending_ready: Option<(String, Instant, bool)>,
+}
+
+fn cerr(name: &'static str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Compartment { name, what, source }
+}
+
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Creates user, network, UTS and IPC namespaces with root mapped to `uid_base`
+/// (`count` ids) and returns descriptors that keep them alive.
+fn create_namespaces(name: &'static str, uid_base: u32, count: u32) -> Result<Namespaces> {
+    let (r, w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let pid = sys::clone_fork(flags).map_err(cerr(name, "clone (new namespaces)"))?;
+    if pid == 0 {
+        // Holder: wait until the parent has opened our namespaces (EOF), then leave.
+        drop(w);
+        let mut f = File::from(r);
+        let mut b = [0u8; 1];
+        let _ = f.read(&mut b);
+        sys::exit_now(0);
+    }
+    drop(r);
+    let result = (|| {
+        let map = format!("0 {uid_base} {count}\n");
+        write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
+            .map_err(cerr(name, "writing uid_map"))?;
+        write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map)
+            .map_err(cerr(name, "writing gid_map"))?;
+        let open = |ns: &str| -> Result<OwnedFd> {
+            File::open(format!("/proc/{pid}/ns/{ns}"))
+                .map(OwnedFd::from)
+                .map_err(cerr(name, format!("opening the {ns} namespace")))
+        };
+        Ok(Namespaces {
+            user: open("user")?,
+            net: open("net")?,
+            uts: open("uts")?,
+            ipc: open("ipc")?,
+        })
+    })();
+    drop(w);
+    let _ = sys::wait_for(pid);
+    result
+}
+
+/// Creates the TUN device `name` inside the network namespace `netns`; the returned
+/// descriptor is the device's only handle (it disappears when the last one closes).
+fn create_tun_in(name: &'static str, netns: BorrowedFd<'_>, ifname: &str) -> Result<OwnedFd> {
+    let own = File::open("/proc/self/ns/net").map_err(cerr(name, "opening own netns"))?;
+    sys::setns(netns, libc::CLONE_NEWNET).map_err(cerr(name, "entering its netns"))?;
+    let made = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .and_then(|f| sys::tun_create(f.as_fd(), ifname).map(|()| OwnedFd::from(f)));
+    // Going back must work: the init never stays in a personality's namespace.
+    if let Err(e) = sys::setns(own.as_fd(), libc::CLONE_NEWNET) {
+        eprintln!("appliance: fatal: cannot return to the init's network namespace: {e}");
+        sys::exit_now(70);
+    }
+    made.map_err(cerr(
+        name,
+        format!("creating TUN {ifname} (is the `tun` module loaded?)"),
+    ))
+}
+
+/// Prepares the cgroup of a personality; `Ok(None)` when cgroups are not in use.
+/// Missing controllers are logged, not fatal (they limit resources, not paths).
+fn prepare_cgroup(env: &RuntimeEnv, c: &CompartmentPlan, log: &mut Logger) -> Option<PathBuf> {
+    let root = env.cgroup_root.as_ref()?;
+    let name = c.side.as_str();
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    for want in ["memory", "pids"] {
+        if controllers.split_whitespace().any(|c| c == want) {
+            if let Err(e) = write_file(&root.join("cgroup.subtree_control"), &format!("+{want}")) {
+                log.log(&format!(
+                    "warning: {name}: enabling the {want} controller: {e}"
+                ));
+            }
+        } else {
+            log.log(&format!(
+                "warning: {name}: cgroup controller {want} unavailable at {}; its limit is not enforced",
+                root.display()
+            ));
+        }
+    }
+    let dir = root.join(format!("appliance-{name}"));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        log.log(&format!(
+            "warning: {name}: creating cgroup {}: {e}",
+            dir.display()
+        ));
+        return None;
+    }
+    let mut applied = Vec::new();
+    for (file, value) in [
+        ("memory.max", c.memory_max.to_string()),
+        ("pids.max", c.pids_max.to_string()),
+    ] {
+        let p = dir.join(file);
+        if p.exists() {
+            match write_file(&p, &value) {
+                Ok(()) => applied.push(format!("{file} {value}")),
+                Err(e) => log.log(&format!("warning: {name}: writing {}: {e}", p.display())),
+            }
+        }
+    }
+    log.log(&format!(
+        "{name}: cgroup {} {}",
+        dir.display(),
+        if applied.is_empty() {
+            "(no limits available)".to_owned()
+        } else {
+            applied.join(" ")
+        }
+    ));
+    Some(dir)
+}
+
+/// Moves the file descriptors a child keeps to fixed numbers 0.. and closes the rest.
+/// `fds[i]` becomes descriptor `i`.
+fn arrange_fds(fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    // First lift every source above any target so no dup2 clobbers a later source.
+    let lifted: Vec<OwnedFd> = fds
+        .iter()
+        .map(|fd| sys::dup_above(*fd, 100))
+        .collect::<std::io::Result<_>>()?;
+    for (i, fd) in lifted.iter().enumerate() {
+        sys::dup2(fd.as_fd(), i as libc::c_int)?;
+    }
+    let first = u32::try_from(fds.len()).unwrap_or(u32::MAX);
+    // close_from closes the lifted copies (and every other inherited descriptor);
+    // dropping them afterwards would close them a second time.
+    std::mem::forget(lifted);
+    sys::close_from(first)
+}
+
+fn report_and_exit(events: &OwnedFd, step: &str, e: impl std::fmt::Display) -> ! {
+    let msg = format!("error: {step}: {e}\n");
+    // Write through a duplicate so `events` itself stays open.
+    if let Ok(dup) = events.try_clone() {
+        let _ = File::from(dup).write_all(msg.as_bytes());
+    }
+    sys::exit_now(111);
+}
+
+struct PersonalityChild<'a> {
+    root: String,
+    cgroup: Option<PathBuf>,
+    ns: &'a Namespaces,
+    hostname: String,
+    uid_base: u32,
+    bounding: Vec<u8>,
+    filters: &'a [BpfProgram],
+    exe: OwnedFd,
+    devnull: OwnedFd,
+    out_w: OwnedFd,
+    ev_w: OwnedFd,
+    plan_r: OwnedFd,
+    side: Side,
+}
+
+/// Runs in the cloned child (PID 1 of the new PID namespace, real root, new mount
+/// namespace). Never returns: it executes the compartment init or exits 111.
+fn personality_child(c: PersonalityChild<'_>) -> ! {
+    let ev = &c.ev_w;
+    let step = |what: &str, r: std::io::Result<()>| {
+        if let Err(e) = r {
+            report_and_exit(ev, what, e);
+        }
+    };
+    step(
+        "parent-death signal",
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map(drop),
+    );
+    step(
+        "making mounts private",
+        sys::mount("none", "/", "", libc::MS_REC | libc::MS_PRIVATE, ""),
+    );
+    if let Some(cg) = &c.cgroup {
+        step("joining cgroup", write_file(&cg.join("cgroup.procs"), "0"));
+        step("cgroup namespace", sys::unshare(libc::CLONE_NEWCGROUP));
+    }
+    let root = c.root.as_str();
+    let at = |p: &str| format!("{root}/{p}");
+    step(
+        "bind-mounting the root filesystem",
+        sys::mount(root, root, "", libc::MS_BIND | libc::MS_REC, ""),
+    );
+    let safe = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    step(
+        "mounting /proc",
+        sys::mount("proc", &at("proc"), "proc", safe, ""),
+    );
+    step(
+        "mounting /dev",
+        sys::mount(
+            "tmpfs",
+            &at("dev"),
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "mode=0755,size=64k",
+        ),
+    );
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        let node = at(&format!("dev/{name}"));
+        step(
+            "creating device nodes",
+            sys::mknod_char(&node, 0o666, 1, minor),
+        );
+        // mknod applies the umask; these nodes are for everyone.
+        step(
+            "device node permissions",
+            std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)),
+        );
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        step(
+            "creating /dev links",
+            std::os::unix::fs::symlink(target, at(&format!("dev/{link}"))),
+        );
+    }
+    step(
+        "remounting /dev read-only",
+        sys::mount(
+            "none",
+            &at("dev"),
+            "",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+            "",
+        ),
+    );
+    let owner = format!("uid={0},gid={0}", c.uid_base);
+    step(
+        "mounting /run",
+        sys::mount(
+            "tmpfs",
+            &at("run"),
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            &format!("mode=0755,size=16m,{owner}"),
+        ),
+    );
+    step(
+        "mounting /tmp",
+        sys::mount(
+            "tmpfs",
+            &at("tmp"),
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            &format!("mode=1777,size=16m,{owner}"),
+        ),
+    );
+    step(
+        "remounting the root filesystem read-only",
+        sys::mount(
+            "none",
+            root,
+            "",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            "",
+        ),
+    );
+    step("chdir to the root", std::env::set_current_dir(root));
+    step(
+        "moving the root over /",
+        sys::mount(root, "/", "", libc::MS_MOVE, ""),
+    );
+    step("chroot", sys::chroot("."));
+    step("chdir /", std::env::set_current_dir("/"));
+    step(
+        "joining the network namespace",
+        sys::setns(c.ns.net.as_fd(), libc::CLONE_NEWNET),
+    );
+    step(
+        "joining the UTS namespace",
+        sys::setns(c.ns.uts.as_fd(), libc::CLONE_NEWUTS),
+    );
+    step(
+        "joining the IPC namespace",
+        sys::setns(c.ns.ipc.as_fd(), libc::CLONE_NEWIPC),
+    );
+    step("setting the host name", sys::sethostname(&c.hostname));
+    step(
+        "joining the user namespace",
+        sys::setns(c.ns.user.as_fd(), libc::CLONE_NEWUSER),
+    );
+    step("becoming the namespace's root", sys::become_ids(0, 0));
+    step(
+        "arranging descriptors",
+        arrange_fds(&[
+            c.devnull.as_fd(),
+            c.out_w.as_fd(),
+            c.out_w.as_fd(),
+            c.ev_w.as_fd(),
+            c.plan_r.as_fd(),
+            c.exe.as_fd(),
+        ]),
+    );
+    // From here on the events pipe is descriptor 3 (the original was closed).
+    let ev3 = match sys::adopt_fd(3) {
+        Ok(fd) => fd,
+        Err(_) => sys::exit_now(111),
+    };
+    let ev = &ev3;
+    let step = |what: &str, r: std::io::Result<()>| {
+        if let Err(e) = r {
+            report_and_exit(ev, what, e);
+        }
+    };
+    let mut keep = c.bounding.clone();
+    keep.push(8); // CAP_SETPCAP: the compartment init narrows each service's set.
+    if let Err(e) = confine::limit_bounding_set(&keep) {
+        report_and_exit(ev, "capability bounding set", e);
+    }
+    step("inheritable capabilities", sys::clear_inheritable_caps());
+    step(
+        "ambient capabilities",
+        sys::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        )
+        .map(drop),
+    );
+    step(
+        "no_new_privs",
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop),
+    );
+    if let Err(e) = confine::apply_filters(c.filters) {
+        report_and_exit(ev, "seccomp", e);
+    }
+    let exe5 = match sys::adopt_fd(5) {
+        Ok(fd) => fd,
+        Err(e) => report_and_exit(ev, "compartment init binary", e),
+    };
+    let err = sys::exec(
+        Some(exe5.as_fd()),
+        &[CINIT_ARGV0.to_owned(), c.side.as_str().to_owned()],
+        &["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
+    );
+    report_and_exit(ev, "executing the compartment init", err)
+}
+
+impl Runtime {
+    /// Finds the NICs, builds the compartments, starts both personalities and the
+    /// Viaduct. On error nothing forwards: the caller stays closed.
+    pub fn start(
+        env: RuntimeEnv,
+        plan: &Plan,
+        plan_bytes: Vec<u8>,
+        log: &mut Logger,
+    ) -> Result<Runtime> {
+        let policy = crate::boot::read_limited(
+            &plan.policy_path.under(&env.root),
+            crate::boot::MAX_POLICY_LEN,
+            "reading policy blob",
+        )?;
+        let viaduct_bin = plan.viaduct.under(&env.root);
+        if !viaduct_bin.is_file() {
+            return Err(Error::io(
+                "finding the Viaduct",
+                &viaduct_bin,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        // Every NIC first: nothing is moved or started unless all are present.
+        let deadline = Instant::now() + env.nic_wait;
+        let mut found = Vec::new();
+        for c in &plan.compartments {
+            loop {
+                let hits = nic::find(&env.class_net, &c.nic_match);
+                match hits.len() {
+                    1 => {
+                        found.push(hits[0].clone());
+                        break;
+                    }
+                    0 if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    n => {
+                        let present = nic::list(&env.class_net)
+                            .iter()
+                            .filter(|n| n.name != "lo")
+                            .map(|n| n.describe())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        return Err(Error::Nic {
+                            side: c.side.as_str(),
+                            role: c.nic.as_str().to_owned(),
+                            want: nic::describe_match(&c.nic_match),
+                            problem: if n == 0 {
+                                "not present"
+                            } else {
+                                "matched by more than one card"
+                            },
+                            present: if present.is_empty() {
+                                "none".into()
+                            } else {
+                                present
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        let mut personalities = Vec::new();
+        for (c, info) in plan.compartments.iter().zip(found) {
+            let name = c.side.as_str();
+            let ns = create_namespaces(name, c.uid_base, 65536)?;
+            nic::move_to_netns(&info, ns.net.as_fd(), c.nic.as_str()).map_err(cerr(
+                name,
+                format!("moving NIC {} into its namespace", info.name),
+            ))?;
+            log.log(&format!(
+                "{name}: nic {} moved into the {name} namespace as {}",
+                info.describe(),
+                c.nic
+            ));
+            let tun = create_tun_in(name, ns.net.as_fd(), TUN_NAME)?;
+            let cgroup = prepare_cgroup(&env, c, log);
+            personalities.push(Personality {
+                plan: c.clone(),
+                ns,
+                tun,
+                cgroup,
+                nic: c.nic.as_str().to_owned(),
+            });
+        }
+        let left: Vec<String> = nic::list(&env.class_net)
+            .iter()
+            .filter(|n| n.name != "lo")
+            .map(|n| n.describe())
+            .collect();
+        if left.is_empty() {
+            log.log("init namespace: no NIC left (only lo)");
+        } else {
+            log.log(&format!(
+                "warning: init namespace still holds NICs the profile does not name: {}; they stay unconfigured",
+                left.join("; ")
+            ));
+        }
+        let mut units: Vec<Unit> = plan
+            .compartments
+            .iter()
+            .map(|c| Unit::new(UnitKind::Personality(c.side)))
+            .collect();
+        units.push(Unit::new(UnitKind::Viaduct));
+        let mut rt = Runtime {
+            hostname: plan.profile_name.as_str().to_owned(),
+            env,
+            plan_bytes,
+            policy,
+            viaduct_bin,
+            personalities,
+            units,
+            filters: confine::personality_filters()?,
+            pending_ready: None,
+        };
+        for i in 0..rt.units.len() {
+            rt.spawn(i, log);
+        }
+        Ok(rt)
+    }
+
+    /// Starts unit `i`; on failure logs and schedules a retry.
+    fn spawn(&mut self, i: usize, log: &mut Logger) {
+        let kind = self.units[i].kind;
+        let r = match kind {
+            UnitKind::Personality(_) => self.spawn_personality(i),
+            UnitKind::Viaduct => self.spawn_viaduct(),
+        };
+        let u = &mut self.units[i];
+        u.next_start = None;
+        u.up = false;
+        u.started = Instant::now();
+        match r {
+            Ok((pid, out, events)) => {
+                u.pid = Some(pid);
+                u.out = Some(out);
+                u.events = events;
+                log.log(&format!("{}: started (pid {pid})", kind.name()));
+            }
+            Err(e) => {
+                u.pid = None;
+                u.delay = next_backoff(u.delay, Duration::ZERO);
+                u.next_start = Some(Instant::now() + u.delay);
+                log.log(&format!(
+                    "{}: cannot start: {e}; retrying in {}s",
+                    kind.name(),
+                    u.delay.as_secs()
+                ));
+            }
+        }
+    }
+
+    fn spawn_personality(
+        &mut self,
+        i: usize,
+    ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+        let p = &self.personalities[i];
+        let name = p.plan.side.as_str();
+        let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let (ev_r, ev_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let (plan_r, plan_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let exe = File::open(&self.env.self_exe)
+            .map(OwnedFd::from)
+            .map_err(cerr(
+                name,
+                format!("opening {}", self.env.self_exe.display()),
+            ))?;
+        let devnull = File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(cerr(name, "opening /dev/null"))?;
+        let root = p.plan.root.under(&self.env.root);
+        let root = root.to_string_lossy().trim_end_matches('/').to_owned();
+        let pid = sys::clone_fork(libc::CLONE_NEWPID | libc::CLONE_NEWNS)
+            .map_err(cerr(name, "clone (new PID and mount namespaces)"))?;
+        if pid == 0 {
+            personality_child(PersonalityChild {
+                root,
+                cgroup: p.cgroup.clone(),
+                ns: &p.ns,
+                hostname: format!("{}-{name}", self.hostname),
+                uid_base: p.plan.uid_base,
+                bounding: p.plan.bounding_set().iter().map(|c| c.0).collect(),
+                filters: &self.filters,
+                exe,
+                devnull,
+                out_w,
+                ev_w,
+                plan_r,
+                side: p.plan.side,
+            });
+        }
+        drop((out_w, ev_w, plan_r, exe, devnull));
+        // The plan is at most 64 KiB, which a pipe holds without a reader.
+        let mut w = File::from(plan_w);
+        let _ = w.write_all(&self.plan_bytes);
+        drop(w);
+        Ok((pid, LineReader::new(out_r)?, Some(LineReader::new(ev_r)?)))
+    }
+
+    fn spawn_viaduct(&mut self) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+        let name = "viaduct";
+        let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let exe = File::open(&self.viaduct_bin)
+            .map(OwnedFd::from)
+            .map_err(cerr(
+                name,
+                format!("opening {}", self.viaduct_bin.display()),
+            ))?;
+        let devnull = File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(cerr(name, "opening /dev/null"))?;
+        let red = self.personalities[0].tun.as_fd();
+        let black = self.personalities[1].tun.as_fd();
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        let pid = sys::clone_fork(flags).map_err(cerr(name, "clone (new namespaces)"))?;
+        if pid == 0 {
+            drop(sync_w);
+            let mut b = [0u8; 1];
+            let _ = File::from(sync_r).read(&mut b);
+            viaduct_child(&self.policy, exe, devnull, out_w, red, black);
+        }
+        drop((out_w, sync_r, exe, devnull));
+        let map = format!("0 {VIADUCT_UID} 1\n");
+        let maps = write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
+            .and_then(|()| write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map));
+        drop(sync_w);
+        if let Err(e) = maps {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            return Err(cerr(name, "writing its uid/gid maps")(e));
+        }
+        Ok((pid, LineReader::new(out_r)?, None))
+    }
+
+    /// Descriptors to poll for output.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = Vec::new();
+        for u in &self.units {
+            if let Some(r) = &u.out {
+                v.push(r.file.as_fd());
+            }
+            if let Some(r) = &u.events {
+                v.push(r.file.as_fd());
+            }
+        }
+        v
+    }
+
+    /// Relays output from the pipes flagged readable in `ready` (same order as
+    /// [`Runtime::fds`]).
+    pub fn relay(&mut self, ready: &[bool], log: &mut Logger) {
+        let mut idx = 0;
+        for u in &mut self.units {
+            let name = u.kind.name();
+            for which in 0..2 {
+                let reader = if which == 0 {
+                    &mut u.out
+                } else {
+                    &mut u.events
+                };
+                let Some(r) = reader else { continue };
+                let is_ready = ready.get(idx).copied().unwrap_or(false);
+                idx += 1;
+                if !is_ready {
+                    continue;
+                }
+                let (lines, closed) = r.read_lines();
+                for line in lines {
+                    let text = sanitize(&line);
+                    if which == 1 {
+                        if text == "up" {
+                            u.up = true;
+                        }
+                        log.log(&format!("{name}: {text}"));
+                    } else {
+                        if u.kind == UnitKind::Viaduct && text.contains("pumping") {
+                            u.up = true;
+                        }
+                        log.log(&format!("{name}| {text}"));
+                    }
+                }
+                if closed {
+                    *reader = None;
+                }
+            }
+        }
+    }
+
+    /// Handles the exit of a child; `false` if `pid` is not one of ours.
+    pub fn on_exit(&mut self, pid: libc::pid_t, status: libc::c_int, log: &mut Logger) -> bool {
+        let Some(u) = self.units.iter_mut().find(|u| u.pid == Some(pid)) else {
+            return false;
+        };
+        let uptime = u.started.elapsed();
+        u.pid = None;
+        u.up = false;
+        u.restarts += 1;
+        u.delay = next_backoff(u.delay, uptime);
+        u.next_start = Some(Instant::now() + u.delay);
+        log.log(&format!(
+            "{} exited ({}) after {}s; restarting in {}s (restart {})",
+            u.kind.name(),
+            describe_status(status),
+            uptime.as_secs(),
+            u.delay.as_secs(),
+            u.restarts
+        ));
+        true
+    }
+
+    /// Restarts what is due; returns how long until the next restart is due.
+    pub fn tick(&mut self, log: &mut Logger) -> Option<Duration> {
+        let now = Instant::now();
+        for i in 0..self.units.len() {
+            if self.units[i].next_start.is_some_and(|t| t <= now) {
+                // Drain what the dead unit still had to say before its pipes go.
+                self.spawn(i, log);
+            }
+        }
+        self.units
+            .iter()
+            .filter_map(|u| u.next_start)
+            .min()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether every compartment reported it is up.
+    pub fn all_up(&self) -> bool {
+        self.units.iter().all(|u| u.up)
+    }
+
+    /// Arranges for `line` to be logged the first time every compartment is up;
+    /// if that has not happened within `limit`, an error (with the status lines) is
+    /// logged once. The supervision loop calls [`Runtime::check_ready`].
+    pub fn announce_when_up(&mut self, line: String, limit: Duration) {
+        self.pending_ready = Some((line, Instant::now() + limit, false));
+    }
+
+    /// See [`Runtime::announce_when_up`].
+    pub fn check_ready(&mut self, log: &mut Logger) {
+        let all_up = self.all_up();
+        let status = self.status_lines();
+        let Some((line, deadline, warned)) = self.pending_ready.as_mut() else {
+            return;
+        };
+        if all_up {
+            log.log(line);
+            self.pending_ready = None;
+        } else if !*warned && Instant::now() >= *deadline {
+            *warned = true;
+            log.log("error: compartments not up in time; still supervising, not ready");
+            for l in status {
+                log.log(&l);
+            }
+        }
+    }
+
+    /// Sends SIGKILL to a compartment's first process (console `kill`, for fault tests):
+    /// the supervisor sees a crash and restarts it.
+    pub fn kill(&mut self, name: &str, log: &mut Logger) -> bool {
+        let Some(u) = self.units.iter().find(|u| u.kind.name() == name) else {
+            return false;
+        };
+        match u.pid {
+            Some(pid) => {
+                log.log(&format!("{name}: killing pid {pid} (console request)"));
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+            None => log.log(&format!("{name}: not running")),
+        }
+        true
+    }
+
+    /// One status line per compartment.
+    pub fn status_lines(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .map(|u| {
+                let state = match (u.pid, u.up) {
+                    (Some(pid), true) => format!("up pid {pid}"),
+                    (Some(pid), false) => format!("starting pid {pid}"),
+                    (None, _) => format!(
+                        "down, restart in {}s",
+                        u.next_start
+                            .map(|t| t.saturating_duration_since(Instant::now()).as_secs())
+                            .unwrap_or(0)
+                    ),
+                };
+                let extra = match u.kind {
+                    UnitKind::Personality(s) => {
+                        let p = self.personalities.iter().find(|p| p.plan.side == s);
+                        format!(
+                            " nic {} services {}",
+                            p.map_or("-", |p| p.nic.as_str()),
+                            p.map_or(0, |p| p.plan.services.len())
+                        )
+                    }
+                    UnitKind::Viaduct => String::new(),
+                };
+                format!(
+                    "status {} {state} uptime {}s restarts {}{extra}",
+                    u.kind.name(),
+                    if u.pid.is_some() {
+                        u.started.elapsed().as_secs()
+                    } else {
+                        0
+                    },
+                    u.restarts
+                )
+            })
+            .collect()
+    }
+
+    /// Terminates every compartment: SIGTERM, up to `grace`, then SIGKILL; reaps them.
+    pub fn stop(&mut self, grace: Duration, log: &mut Logger) {
+        for u in &self.units {
+            if let Some(pid) = u.pid {
+                let _ = sys::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while self.units.iter().any(|u| u.pid.is_some()) && Instant::now() < deadline {
+            let ready = {
+                let fds = self.fds();
+                sys::poll_readable(&fds, 50).unwrap_or_default()
+            };
+            self.relay(&ready, log);
+            while let Ok(Some((pid, status))) = sys::reap_one() {
+                if let Some(u) = self.units.iter_mut().find(|u| u.pid == Some(pid)) {
+                    u.pid = None;
+                    log.log(&format!(
+                        "{} stopped ({})",
+                        u.kind.name(),
+                        describe_status(status)
+                    ));
+                }
+            }
+        }
+        for u in &mut self.units {
+            if let Some(pid) = u.pid.take() {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait_for(pid);
+                log.log(&format!(
+                    "{} killed after {}s grace",
+                    u.kind.name(),
+                    grace.as_secs()
+                ));
+            }
+            u.next_start = None;
+        }
+        let ready = vec![true; self.fds().len()];
+        self.relay(&ready, log);
+    }
+}
+
+/// Runs in the cloned Viaduct child (its own user namespace, root inside). Never returns.
+fn viaduct_child(
+    policy: &[u8],
+    exe: OwnedFd,
+    devnull: OwnedFd,
+    out_w: OwnedFd,
+    red: BorrowedFd<'_>,
+    black: BorrowedFd<'_>,
+) -> ! {
+    let fail = |step: &str, e: &dyn std::fmt::Display| -> ! {
+        let msg = format!("viaduct compartment: {step}: {e}\n");
+        if let Ok(dup) = out_w.try_clone() {
+            let _ = File::from(dup).write_all(msg.as_bytes());
+        }
+        sys::exit_now(111);
+    };
+    let step = |what: &str, r: std::io::Result<()>| {
+        if let Err(e) = r {
+            fail(what, &e);
+        }
+    };
+    step(
+        "parent-death signal",
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map(drop),
+    );
+    step("becoming the namespace's root", sys::become_ids(0, 0));
+    step(
+        "making mounts private",
+        sys::mount("none", "/", "", libc::MS_REC | libc::MS_PRIVATE, ""),
+    );
+    step(
+        "mounting its root",
+        sys::mount(
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "mode=0755,size=32m",
+        ),
+    );
+    step(
+        "writing the policy",
+        std::fs::write("/tmp/policy.bin", policy),
+    );
+    step(
+        "remounting its root read-only",
+        sys::mount(
+            "none",
+            "/tmp",
+            "",
+            libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            "",
+        ),
+    );
+    step("chdir", std::env::set_current_dir("/tmp"));
+    step(
+        "moving its root over /",
+        sys::mount("/tmp", "/", "", libc::MS_MOVE, ""),
+    );
+    step("chroot", sys::chroot("."));
+    step("chdir /", std::env::set_current_dir("/"));
+    step("setting the host name", sys::sethostname("viaduct"));
+    step(
+        "arranging descriptors",
+        arrange_fds(&[
+            devnull.as_fd(),
+            out_w.as_fd(),
+            out_w.as_fd(),
+            red,
+            black,
+            exe.as_fd(),
+        ]),
+    );
+    let exe5 = match sys::adopt_fd(5) {
+        Ok(fd) => fd,
+        Err(e) => fail("viaduct binary", &e),
+    };
+    let err = sys::exec(
+        Some(exe5.as_fd()),
+        &[
+            "viaduct".to_owned(),
+            "--policy".to_owned(),
+            "/policy.bin".to_owned(),
+            "--red-fd".to_owned(),
+            "3".to_owned(),
+            "--black-fd".to_owned(),
+            "4".to_owned(),
+        ],
+        &[],
+    );
+    fail("executing the Viaduct", &err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut d = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            d = next_backoff(d, Duration::from_secs(1));
+            seen.push(d.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(next_backoff(d, BACKOFF_RESET), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn sanitize_and_status() {
+        assert_eq!(sanitize(b"ok\x1b[31m\xff"), "ok?[31m?");
+        assert_eq!(sanitize(&[b'a'; 500]).len(), 200);
+        assert_eq!(describe_status(3 << 8), "exit status 3");
+        assert_eq!(describe_status(9), "killed by signal 9");
+    }
+}
