@@ -215,6 +215,98 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
             "PCR {n}: event log replay"
         );
     }
+    // The runtime: each NIC moved into its personality, both personalities and the
+    // Viaduct up, cgroup limits from the profile, dnsmasq running in red.
+    let seen = |vm: &testbed::vm::Vm, needle: &str| vm.lines().iter().any(|l| l.contains(needle));
+    for needle in [
+        "pci 0000:00:02.0, driver virtio_net",
+        "moved into the red namespace as lan",
+        "pci 0000:00:03.0, driver virtio_net",
+        "moved into the black namespace as wan",
+        "appliance: init namespace: no NIC left (only lo)",
+        "appliance: red: setup done",
+        "appliance: red: service dnsmasq started",
+        "appliance: red: up",
+        "appliance: black: setup done",
+        "appliance: black: up",
+        "loaded, 1 tunnel(s); pumping",
+        "cgroup /sys/fs/cgroup/appliance-red memory.max 268435456 pids.max 256",
+        "cgroup /sys/fs/cgroup/appliance-black memory.max 134217728 pids.max 128",
+    ] {
+        assert!(
+            seen(&vm, needle),
+            "no console line with {needle:?}:\n{}",
+            vm.tail(80)
+        );
+    }
+    for l in vm.lines().iter().filter(|l| l.contains("landlock")) {
+        eprintln!("{l}");
+    }
+    // Fault: black dies; the init logs it and restarts it; the Viaduct stays up.
+    let _ = vm.wait_for("nothing", Duration::from_secs(3), |_| false);
+    assert!(
+        !seen(&vm, "service dnsmasq exited"),
+        "dnsmasq died:\n{}",
+        vm.tail(80)
+    );
+    let first = vm
+        .lines()
+        .iter()
+        .find_map(|l| {
+            l.split("appliance: black: started (pid ")
+                .nth(1)
+                .map(|r| r.trim_end_matches(')').to_owned())
+        })
+        .expect("black's pid");
+    let viaduct = vm
+        .lines()
+        .iter()
+        .find_map(|l| {
+            l.split("appliance: viaduct: started (pid ")
+                .nth(1)
+                .map(|r| r.trim_end_matches(')').to_owned())
+        })
+        .expect("the Viaduct's pid");
+    vm.send_line("kill black").unwrap();
+    vm.wait_for("black's death logged", Duration::from_secs(30), |l| {
+        l.contains("appliance: black exited (killed by signal 9)") && l.contains("restarting in 1s")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let killed = vm.elapsed();
+    let second = vm
+        .wait_for("black restarted", Duration::from_secs(60), |l| {
+            l.contains("appliance: black: started (pid ") && !l.contains(&format!("(pid {first})"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = second
+        .rsplit("(pid ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    // The restarted black reports `up` a second time.
+    let ups = std::cell::Cell::new(0);
+    vm.wait_for("black up again", Duration::from_secs(60), |l| {
+        if l.contains("appliance: black: up") {
+            ups.set(ups.get() + 1);
+        }
+        ups.get() >= 2
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    vm.send_line("status").unwrap();
+    vm.wait_for("status of black", Duration::from_secs(30), |l| {
+        l.contains(&format!("status black up pid {second}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "black killed and back up in {:.1} s (TCG)",
+        (vm.elapsed() - killed).as_secs_f64()
+    );
+    // The Viaduct kept running (same pid) while black was down.
+    vm.wait_for("the Viaduct still up", Duration::from_secs(10), |l| {
+        l.contains(&format!("status viaduct up pid {viaduct} "))
+    })
+    .unwrap_or_else(|e| panic!("the Viaduct was restarted or is down: {e}"));
     // Clean shutdown from the console.
     vm.send_line("poweroff").unwrap();
     let status = vm.wait_exit(Duration::from_secs(60));

@@ -80,12 +80,49 @@ pub struct VmConfig {
     pub tpm: bool,
     /// Guest memory.
     pub memory_mib: u32,
-    /// More QEMU arguments (NICs, …).
+    /// Network cards, in PCI slot order (see [`NicConfig::lab_defaults`]).
+    pub nics: Vec<NicConfig>,
+    /// More QEMU arguments.
     pub extra_args: Vec<String>,
 }
 
+/// One virtio-net card of the guest.
+#[derive(Debug, Clone)]
+pub struct NicConfig {
+    /// QEMU netdev id.
+    pub id: String,
+    /// PCI slot on bus 0 (the profile matches the card by `0000:00:<slot>.0`).
+    pub slot: u8,
+    /// The `-netdev` backend without `id=`, e.g. `hubport,hubid=0` (a segment of its
+    /// own) or a `dgram`/`socket` backend on 127.0.0.1 to join a lab network.
+    pub netdev: String,
+    /// MAC address (default: QEMU's).
+    pub mac: Option<String>,
+}
+
+impl NicConfig {
+    /// The lab profiles' cards: `lan` at 0000:00:02.0 and `wan` at 0000:00:03.0,
+    /// each on a QEMU hub of its own (connected to nothing else).
+    pub fn lab_defaults() -> Vec<NicConfig> {
+        vec![
+            NicConfig {
+                id: "lan".into(),
+                slot: 2,
+                netdev: "hubport,hubid=0".into(),
+                mac: None,
+            },
+            NicConfig {
+                id: "wan".into(),
+                slot: 3,
+                netdev: "hubport,hubid=1".into(),
+                mac: None,
+            },
+        ]
+    }
+}
+
 impl VmConfig {
-    /// Defaults: 1 GiB, TPM on, Secure Boot off.
+    /// Defaults: 1 GiB, TPM on, Secure Boot off, the lab's two NICs on empty hubs.
     pub fn new(name: &str, workdir: &Path, disk: &Path) -> Self {
         VmConfig {
             name: name.into(),
@@ -95,6 +132,7 @@ impl VmConfig {
             secure_boot: false,
             tpm: true,
             memory_mib: 1024,
+            nics: NicConfig::lab_defaults(),
             extra_args: Vec::new(),
         }
     }
@@ -210,6 +248,20 @@ impl Vm {
                     "-device",
                     "tpm-tis,tpmdev=tpm0",
                 ]);
+        }
+        for n in &cfg.nics {
+            cmd.arg("-netdev")
+                .arg(format!("{},id={}", n.netdev, n.id))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-net-pci,netdev={},addr={:#04x}{}",
+                    n.id,
+                    n.slot,
+                    n.mac
+                        .as_ref()
+                        .map(|m| format!(",mac={m}"))
+                        .unwrap_or_default()
+                ));
         }
         cmd.args(&cfg.extra_args);
         let mut qemu = match cmd
