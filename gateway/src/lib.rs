@@ -7,7 +7,12 @@
 //! [`console`] (log lines and commands), [`pid1`] (mounts, signals, reaping, shutdown)
 //! and [`sys`] (the only `unsafe`: thin syscall wrappers).
 //!
-//! Trust: this crate depends only on `libc`, `sha2` and `thiserror`, never parses TOML
+//! [`runtime`] (compartments and supervision), [`cinit`] (PID 1 inside a personality),
+//! [`confine`] (seccomp denylist, Landlock, bounding sets) and [`nic`] (NIC discovery
+//! and moves) build the gateway after boot.
+//!
+//! Trust: this crate depends only on `libc`, `sha2`, `thiserror` and the confinement
+//! crates the Viaduct also uses (`seccompiler`, `landlock`, `caps`), never parses TOML
 //! and never depends on a host-side crate. No public function panics on any input.
 
 pub mod boot;
