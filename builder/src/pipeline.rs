@@ -879,42 +879,6 @@ fn at(field: impl Into<String>) -> impl FnOnce(gateway::Error) -> BuildError {
     move |e| BuildError::Plan(format!("{field}: {e}"))
 }
 
-/// Checks a command-line word the way the gateway's plan decoder does
-/// (printable ASCII, 1 to `MAX_ARG_LEN` bytes, no leading, trailing or double
-/// spaces), so that the error names the profile field. The decode of the
-/// finished plan in [`make_plan`] checks it again.
-fn check_arg(field: &str, s: &str) -> Result<(), BuildError> {
-    let ok = !s.is_empty()
-        && s.len() <= gateway::plan::MAX_ARG_LEN
-        && s.bytes().all(|c| (0x20..=0x7e).contains(&c))
-        && !s.starts_with(' ')
-        && !s.ends_with(' ')
-        && !s.contains("  ");
-    if ok {
-        Ok(())
-    } else {
-        Err(BuildError::Plan(format!(
-            "{field}: {s:?} must be 1-{} printable ASCII bytes without leading, trailing or double spaces",
-            gateway::plan::MAX_ARG_LEN
-        )))
-    }
-}
-
-/// Checks a kernel driver name the way the plan decoder does (`match-driver`).
-fn check_driver(field: &str, s: &str) -> Result<(), BuildError> {
-    let ok = !s.is_empty()
-        && s.len() <= 15
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BuildError::Plan(format!(
-            "{field}: driver {s:?} must be 1-15 characters from [A-Za-z0-9_.-]"
-        )))
-    }
-}
-
 /// The runtime plan (see `gateway::plan`) for the profile.
 fn make_plan(
     profile: &Profile,
@@ -988,7 +952,7 @@ fn compartment_plan(
     if let Some(mac) = &mac {
         check_mac(mac).map_err(at(format!("{h}.mac")))?;
     }
-    check_driver(&format!("{h}.driver"), &hw.driver)?;
+    gateway::plan::check_ifname("match-driver", &hw.driver).map_err(at(format!("{h}.driver")))?;
     let mut services = Vec::new();
     for (i, s) in p.services.iter().enumerate() {
         let st = format!("{t}.services[{i}]");
@@ -1070,7 +1034,7 @@ fn service_plan(st: &str, s: &profiles::Service) -> Result<gateway::plan::Servic
         )));
     }
     for (k, w) in s.command.iter().enumerate() {
-        check_arg(&format!("{st}.command[{k}]"), w)?;
+        gateway::plan::check_arg(w).map_err(at(format!("{st}.command[{k}]")))?;
     }
     match s.command.first() {
         Some(prog) if prog.starts_with('/') => {}

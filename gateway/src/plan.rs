@@ -335,7 +335,8 @@ pub fn check_mac(s: &str) -> Result<()> {
     }
 }
 
-fn check_ifname(field: &'static str, s: &str) -> Result<()> {
+/// Validates a kernel interface or driver name: 1-15 characters from `[A-Za-z0-9_.-]`.
+pub fn check_ifname(field: &'static str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 15
         && s.bytes()
@@ -473,10 +474,11 @@ impl Capability {
     }
 }
 
-/// One command-line argument: printable ASCII, single spaces inside only.
-fn check_arg(s: &str) -> Result<()> {
+/// Validates one command-line argument: printable ASCII, single spaces inside only.
+pub fn check_arg(s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= MAX_ARG_LEN
+        && s.bytes().all(|c| (0x20..=0x7e).contains(&c))
         && !s.starts_with(' ')
         && !s.ends_with(' ')
         && !s.contains("  ");
@@ -486,7 +488,7 @@ fn check_arg(s: &str) -> Result<()> {
         Err(Error::PlanValue {
             field: "arg",
             reason: format!(
-                "{s:?} must be 1-{MAX_ARG_LEN} bytes without leading, trailing or double spaces"
+                "{s:?} must be 1-{MAX_ARG_LEN} printable ASCII bytes without leading, trailing or double spaces"
             ),
         })
     }

@@ -246,7 +246,6 @@ struct Personality {
     ns: Namespaces,
     tun: OwnedFd,
     cgroup: Option<PathBuf>,
-    nic: String,
 }
 
 /// The running compartments.
@@ -703,7 +702,6 @@ impl Runtime {
                 ns,
                 tun,
                 cgroup,
-                nic: c.nic.as_str().to_owned(),
             });
         }
         let left: Vec<String> = nic::list(&env.class_net)
@@ -941,7 +939,6 @@ impl Runtime {
         let now = Instant::now();
         for i in 0..self.units.len() {
             if self.units[i].next_start.is_some_and(|t| t <= now) {
-                // Drain what the dead unit still had to say before its pipes go.
                 self.spawn(i, log);
             }
         }
@@ -1019,7 +1016,7 @@ impl Runtime {
                         let p = self.personalities.iter().find(|p| p.plan.side == s);
                         format!(
                             " nic {} services {}",
-                            p.map_or("-", |p| p.nic.as_str()),
+                            p.map_or("-", |p| p.plan.nic.as_str()),
                             p.map_or(0, |p| p.plan.services.len())
                         )
                     }

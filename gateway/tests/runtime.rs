@@ -48,7 +48,7 @@ fn viaduct_bin() -> PathBuf {
 
 fn require_host() {
     assert!(
-        rustix_is_root(),
+        is_root(),
         "the runtime test needs root (network namespaces, user namespaces, TUN)"
     );
     for (tool, pkg) in [
@@ -77,7 +77,7 @@ fn require_host() {
     );
 }
 
-fn rustix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
