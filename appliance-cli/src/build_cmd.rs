@@ -65,7 +65,7 @@ pub fn cache_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
-fn default_bin_dir() -> PathBuf {
+pub fn default_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().ok();
     let dir = exe
         .as_deref()

@@ -9,6 +9,7 @@ mod policy_cmd;
 mod profile_cmd;
 mod secure_boot;
 mod sign_cmd;
+mod testbed_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ enum Command {
     /// Compile and inspect Viaduct policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCmd),
+    /// The lab: two QEMU gateways with LAN hosts, tested end to end.
+    #[command(subcommand)]
+    Testbed(testbed_cmd::TestbedCmd),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign_cmd::verify(args, cli.json),
         Command::Measure(args) => sign_cmd::measure(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
+        Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "appliance", &mut std::io::stdout());

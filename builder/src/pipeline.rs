@@ -1438,8 +1438,10 @@ mod tests {
             "set -e",
             "/bin/ip link set lo up",
             "/bin/ip link set lan up",
-            "/bin/ip addr flush dev lan scope global",
-            "/bin/ip addr add 10.1.0.1/24 dev lan",
+            "/bin/ip addr replace 10.1.0.1/24 dev lan",
+            "/bin/ip -o addr show dev lan scope global | while read -r _ _ _ addr _; do",
+            "\tcase \" 10.1.0.1/24 \" in",
+            "\t*) /bin/ip addr del \"$addr\" dev lan ;;",
             "/bin/ip link set viaduct mtu 1400 up",
             "/bin/ip route replace default dev viaduct",
             "echo 1 > /proc/sys/net/ipv4/ip_forward",
@@ -1461,16 +1463,14 @@ mod tests {
             "set -e",
             "/bin/ip link set lo up",
             "/bin/ip link set wan up",
-            "/bin/ip addr flush dev wan scope global",
-            "/bin/ip addr add 198.51.100.1/24 dev wan",
+            "/bin/ip addr replace 198.51.100.1/24 dev wan",
+            "\tcase \" 198.51.100.1/24 \" in",
             "/bin/ip route replace default via 198.51.100.254 dev wan",
             "/bin/ip link set viaduct up",
             "/bin/ip route replace default dev viaduct table 90",
-            "/bin/ip rule del pref 90 iif wan ipproto 50 lookup 90 2>/dev/null || true",
-            "/bin/ip rule add pref 90 iif wan ipproto 50 lookup 90",
-            "/bin/ip rule del pref 0 lookup local 2>/dev/null || true",
-            "/bin/ip rule del pref 100 lookup local 2>/dev/null || true",
-            "/bin/ip rule add pref 100 lookup local",
+            "[ -n \"$(/bin/ip rule list pref 90)\" ] || /bin/ip rule add pref 90 iif wan ipproto 50 lookup 90",
+            "[ -n \"$(/bin/ip rule list pref 100)\" ] || /bin/ip rule add pref 100 lookup local",
+            "[ -z \"$(/bin/ip rule list pref 0)\" ] || /bin/ip rule del pref 0 lookup local",
             "echo 1 > /proc/sys/net/ipv4/ip_forward",
             "echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter",
             "echo 0 > /proc/sys/net/ipv4/conf/viaduct/rp_filter",
@@ -1480,10 +1480,15 @@ mod tests {
         ] {
             assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
         }
-        // The ESP rule is added only after its stale copy is deleted.
-        let del = s.find("/bin/ip rule del pref 90").unwrap();
-        let add = s.find("/bin/ip rule add pref 90").unwrap();
-        assert!(del < add);
+        // No window on a restart: nothing is flushed or deleted before its
+        // replacement is in place, and ESP is steered to the Viaduct (and the
+        // local table moved behind the steering) before the card comes up.
+        assert!(!s.contains("flush"), "{s}");
+        assert!(!s.contains("rule del pref 90"), "{s}");
+        let steer = s.find("rule add pref 90").unwrap();
+        let local_moved = s.find("rule del pref 0").unwrap();
+        let card_up = s.find("/bin/ip link set wan up").unwrap();
+        assert!(steer < local_moved && local_moved < card_up, "{s}");
         assert!(!s.contains("\n\n\n"), "{s}");
         assert_no_bare_ip(&s);
         assert_sh_syntax(&s);
@@ -1495,7 +1500,7 @@ mod tests {
         prof.red.addresses.push("2001:db8:1::1/64".parse().unwrap());
         let s = network_script(&prof, Side::Red, "/bin/ip").unwrap();
         assert!(
-            s.contains("\n/bin/ip addr add 2001:db8:1::1/64 dev lan\n"),
+            s.contains("\n/bin/ip addr replace 2001:db8:1::1/64 dev lan\n"),
             "{s}"
         );
         assert!(
@@ -1537,6 +1542,7 @@ mod tests {
         // Addresses and the default route are the DHCP client's.
         let s = network_script(&prof, Side::Black, "/bin/ip").unwrap();
         assert!(!s.contains("/bin/ip addr"), "{s}");
+        assert!(!s.contains("addr show"), "{s}");
         assert!(!s.contains("default via"), "{s}");
         assert!(s.contains("ipproto 50"), "{s}");
         assert_sh_syntax(&s);
@@ -1547,8 +1553,8 @@ mod tests {
         };
         let hooks = String::from_utf8(hooks.clone()).unwrap();
         for line in [
-            "\t/bin/ip addr flush dev \"$interface\" scope global",
-            "\t/bin/ip addr add \"$ip/$mask\" dev \"$interface\"",
+            "\t/bin/ip addr replace \"$ip/$mask\" dev \"$interface\"",
+            "\t\t[ \"$addr\" = \"$ip/$mask\" ] || /bin/ip addr del \"$addr\" dev \"$interface\"",
             "\t\t/bin/ip route replace default via \"${router%% *}\" dev \"$interface\"",
         ] {
             assert!(

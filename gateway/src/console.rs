@@ -48,6 +48,9 @@ pub enum Command {
     /// `kill <compartment>`: SIGKILL a compartment's first process (fault injection;
     /// the supervisor restarts it).
     Kill(String),
+    /// `counters`: ask the Viaduct for its per-SA and drop counters (it prints them,
+    /// relayed as `appliance: viaduct| …`).
+    Counters,
     /// Anything else (echoed back as an error).
     Unknown(String),
 }
@@ -61,6 +64,7 @@ pub fn parse_command(line: &str) -> Option<Command> {
         "poweroff" => Command::Poweroff,
         "reboot" => Command::Reboot,
         "status" => Command::Status,
+        "counters" => Command::Counters,
         other => match other.split_once(' ') {
             Some(("kill", name)) if !name.trim().is_empty() => {
                 Command::Kill(name.trim().chars().take(32).collect())
@@ -142,6 +146,7 @@ mod tests {
         assert_eq!(parse_command("poweroff\n"), Some(Command::Poweroff));
         assert_eq!(parse_command("  status \r"), Some(Command::Status));
         assert_eq!(parse_command("reboot"), Some(Command::Reboot));
+        assert_eq!(parse_command(" counters"), Some(Command::Counters));
         assert_eq!(parse_command("   "), None);
         assert_eq!(
             parse_command("PowerOff"),

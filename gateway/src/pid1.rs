@@ -3,7 +3,7 @@
 //! Signals (delivered through a signalfd, so no async handlers run):
 //! SIGCHLD → reap; SIGUSR1 → status line; SIGUSR2, SIGPWR → poweroff;
 //! SIGTERM, SIGINT (Ctrl-Alt-Del once `reboot(RB_DISABLE_CAD)` is set) → reboot.
-//! Console commands: `poweroff`, `reboot`, `status`.
+//! Console commands: `poweroff`, `reboot`, `status`, `counters`, `kill <compartment>`.
 //!
 //! Invariants: [`supervise`] never returns (PID 1 exiting panics the kernel). In the
 //! closed state it starts nothing and only answers status/poweroff/reboot. Shutdown
@@ -367,10 +367,18 @@ pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, m
                                         ));
                                     }
                                 }
+                                Some(Command::Counters) => {
+                                    let known = runtime.as_mut().is_some_and(|rt| {
+                                        rt.signal("viaduct", libc::SIGUSR1, "counters", log)
+                                    });
+                                    if !known {
+                                        log.log("counters: no Viaduct in this mode");
+                                    }
+                                }
                                 Some(Command::Poweroff) => action = Some(Shutdown::Poweroff),
                                 Some(Command::Reboot) => action = Some(Shutdown::Reboot),
                                 Some(Command::Unknown(w)) => log.log(&format!(
-                                    "unknown command {w:?}; try status, kill <compartment>, poweroff, reboot"
+                                    "unknown command {w:?}; try status, counters, kill <compartment>, poweroff, reboot"
                                 )),
                             }
                         }

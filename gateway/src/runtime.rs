@@ -983,13 +983,19 @@ impl Runtime {
     /// Sends SIGKILL to a compartment's first process (console `kill`, for fault tests):
     /// the supervisor sees a crash and restarts it.
     pub fn kill(&mut self, name: &str, log: &mut Logger) -> bool {
+        self.signal(name, libc::SIGKILL, "killing", log)
+    }
+
+    /// Sends `signo` to a compartment's first process (console `kill`, `counters`);
+    /// false if there is no compartment of that name.
+    pub fn signal(&mut self, name: &str, signo: i32, what: &str, log: &mut Logger) -> bool {
         let Some(u) = self.units.iter().find(|u| u.kind.name() == name) else {
             return false;
         };
         match u.pid {
             Some(pid) => {
-                log.log(&format!("{name}: killing pid {pid} (console request)"));
-                let _ = sys::kill(pid, libc::SIGKILL);
+                log.log(&format!("{name}: {what} pid {pid} (console request)"));
+                let _ = sys::kill(pid, signo);
             }
             None => log.log(&format!("{name}: not running")),
         }

@@ -1,19 +1,801 @@
-//! The lab profiles, for tests that build images.
+//! The lab: two gateways built from the lab profiles, each booted in QEMU (q35, TCG,
+//! OVMF, its own swtpm), joined by an emulated internet, each with a LAN host.
+//!
+//! ```text
+//!  netns <tag>-lan-a            netns <tag>-inet                      netns <tag>-lan-b
+//!  eth0 10.1.0.2 ── tap ── [gw-a: red│Viaduct│black] ── tap ─┐
+//!                                                   br0 198.51.100.254 (tcpdump)
+//!  eth0 10.2.0.2 ── tap ── [gw-b: red│Viaduct│black] ── tap ─┘
+//! ```
+//!
+//! Every link is a tap that QEMU opens and the lab then moves into a network
+//! namespace of its own: the LAN hosts are namespaces on the host (their `eth0` is the
+//! tap of the gateway's LAN card), the internet is a bridge in a third namespace with
+//! the address of the black personalities' default gateway. Nothing of the lab is in
+//! the host's own network namespace, and nothing leaves it. QEMU and swtpm run
+//! detached (so `up` can return); their pid files, sockets and TPM state live in
+//! `LAB/run/`, which `down` removes with everything else the lab started. What stays
+//! in `LAB/`: the images (`images/`), the serial logs (`gw-a.console.log`), the
+//! capture of the internet (`internet.pcap`) and the last test report.
+//!
+//! Names carry a tag derived from the lab directory (`tb` + 4 hex digits), so two
+//! labs in different directories do not collide.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::console::LogConsole;
+use crate::host::{self, in_netns, io, ip, Error};
+use crate::vm::{self, Console, NicConfig, VmConfig};
 
 /// Copies `profiles/lab/gw-a.toml` and the base it extends from the
 /// repository at `repo` into `dest` (same relative layout `base/`, `lab/`,
 /// so `extends` resolves); returns the copied profile's path. Tests lock and
 /// build the copy, never the committed profile and lock.
 pub fn copy_lab_profile(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
+    let dir = copy_lab_profiles(repo, dest)?;
+    Ok(dir.join("gw-a.toml"))
+}
+
+/// Copies both lab profiles (`gw-a.toml`, `gw-b.toml`) and their base into `dest`
+/// (`dest/lab/`, `dest/base/`); returns the directory holding the lab profiles.
+pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dest.join("lab"))?;
     std::fs::create_dir_all(dest.join("base"))?;
     std::fs::copy(
         repo.join("profiles/base/gateway.toml"),
         dest.join("base/gateway.toml"),
     )?;
-    let profile = dest.join("lab/gw-a.toml");
-    std::fs::copy(repo.join("profiles/lab/gw-a.toml"), &profile)?;
-    Ok(profile)
+    for gw in GATEWAYS {
+        std::fs::copy(
+            repo.join(format!("profiles/lab/{gw}.toml")),
+            dest.join(format!("lab/{gw}.toml")),
+        )?;
+    }
+    Ok(dest.join("lab"))
+}
+
+/// The two gateways of the lab, by profile name.
+pub const GATEWAYS: [&str; 2] = ["gw-a", "gw-b"];
+
+/// How to run a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// The lab directory (images, logs, capture, run state).
+    pub dir: PathBuf,
+    /// Directory holding `gw-a.toml` and `gw-b.toml` (with their locks).
+    pub profiles: PathBuf,
+    /// Package and parts cache of the image builder.
+    pub cache_dir: PathBuf,
+    /// The static gateway binaries (`gateway-init`, `viaduct`).
+    pub bin_dir: PathBuf,
+    /// Memory of each gateway VM.
+    pub memory_mib: u32,
+    /// How long a gateway may take from QEMU start to `appliance: ready`.
+    pub ready_timeout: Duration,
+}
+
+/// One gateway of the lab and its LAN host, from its profile.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Profile name (`gw-a`).
+    pub name: String,
+    /// `a` or `b`.
+    pub letter: char,
+    /// The profile.
+    pub profile: PathBuf,
+    /// Red personality's LAN address and prefix length.
+    pub red: (Ipv4Addr, u8),
+    /// The LAN host's address (the red address + 1).
+    pub host: Ipv4Addr,
+    /// Black personality's internet address.
+    pub wan: Ipv4Addr,
+    /// Prefix length of the internet segment.
+    pub wan_len: u8,
+    /// Black personality's default gateway (the lab router), if any.
+    pub wan_gateway: Option<Ipv4Addr>,
+    /// MAC address of the LAN card.
+    pub lan_mac: [u8; 6],
+    /// MAC address of the internet card.
+    pub wan_mac: [u8; 6],
+}
+
+impl Gateway {
+    fn load(profiles: &Path, name: &str, index: u8) -> Result<Gateway, Error> {
+        let path = profiles.join(format!("{name}.toml"));
+        let p = profiles::load_profile(&path).map_err(|d| Error::State(d.to_string()))?;
+        let v4 = |side: &profiles::Personality, what: &str| {
+            side.addresses
+                .iter()
+                .find_map(|a| match a.addr {
+                    std::net::IpAddr::V4(v) => Some((v, a.len)),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .ok_or_else(|| {
+                    Error::State(format!(
+                        "{}: personalities.{what}.addresses: the lab needs an IPv4 address",
+                        path.display()
+                    ))
+                })
+        };
+        let red = v4(&p.red, "red")?;
+        let (wan, wan_len) = v4(&p.black, "black")?;
+        let host = Ipv4Addr::from(u32::from(red.0).wrapping_add(1));
+        let wan_gateway = match p.black.gateway {
+            Some(std::net::IpAddr::V4(g)) => Some(g),
+            _ => None,
+        };
+        Ok(Gateway {
+            name: name.into(),
+            letter: (b'a' + index) as char,
+            profile: path,
+            red,
+            host,
+            wan,
+            wan_len,
+            wan_gateway,
+            lan_mac: [0x52, 0x54, 0x00, 0x0a, index + 1, 1],
+            wan_mac: [0x52, 0x54, 0x00, 0x0a, index + 1, 2],
+        })
+    }
+}
+
+/// Formats a MAC address for QEMU.
+pub fn mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What `up` recorded, kept in `LAB/run/state.json`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// Name tag of namespaces and taps.
+    pub tag: String,
+    /// Per gateway: QEMU start (ms since the epoch).
+    pub started_ms: std::collections::BTreeMap<String, u64>,
+    /// Per gateway: `appliance: ready` seen (ms since the epoch).
+    pub ready_ms: std::collections::BTreeMap<String, u64>,
+}
+
+/// What `down` found still present afterwards (empty: clean).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Leftovers {
+    /// Processes still alive.
+    pub processes: Vec<String>,
+    /// Network namespaces still present.
+    pub namespaces: Vec<String>,
+    /// Network interfaces still present in the host's namespace.
+    pub links: Vec<String>,
+    /// Run-time files still present.
+    pub files: Vec<String>,
+}
+
+impl Leftovers {
+    /// Nothing left.
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+            && self.namespaces.is_empty()
+            && self.links.is_empty()
+            && self.files.is_empty()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A lab directory and its gateways.
+pub struct Lab {
+    /// Options.
+    pub opts: LabOptions,
+    /// The two gateways.
+    pub gateways: Vec<Gateway>,
+    /// Name tag.
+    pub tag: String,
+}
+
+impl Lab {
+    /// Reads the lab profiles; creates nothing.
+    pub fn open(opts: LabOptions) -> Result<Lab, Error> {
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(io(format!("creating {}", opts.dir.display())))?;
+        let canon = std::fs::canonicalize(&opts.dir)
+            .map_err(io(format!("resolving {}", opts.dir.display())))?;
+        let opts = LabOptions { dir: canon, ..opts };
+        let digest = Sha256::digest(opts.dir.as_os_str().as_encoded_bytes());
+        let tag = format!("tb{}", &hex::encode(digest)[..4]);
+        let gateways = GATEWAYS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Gateway::load(&opts.profiles, n, i as u8))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Lab {
+            opts,
+            gateways,
+            tag,
+        })
+    }
+
+    /// `LAB/run`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.opts.dir.join("run")
+    }
+
+    /// The internet's network namespace.
+    pub fn inet_ns(&self) -> String {
+        format!("{}-inet", self.tag)
+    }
+
+    /// A LAN host's network namespace.
+    pub fn lan_ns(&self, g: &Gateway) -> String {
+        format!("{}-lan-{}", self.tag, g.letter)
+    }
+
+    /// A gateway's tap for `role` (`lan` or `wan`).
+    pub fn tap(&self, g: &Gateway, role: &str) -> String {
+        format!("{}-{}-{role}", self.tag, g.letter)
+    }
+
+    /// The image output directory of a gateway.
+    pub fn image_dir(&self, g: &Gateway) -> PathBuf {
+        self.opts.dir.join("images").join(&g.name)
+    }
+
+    /// A gateway's serial log.
+    pub fn console_log(&self, g: &Gateway) -> PathBuf {
+        self.opts.dir.join(format!("{}.console.log", g.name))
+    }
+
+    /// A gateway's console socket.
+    pub fn console_socket(&self, g: &Gateway) -> PathBuf {
+        self.run_dir().join(format!("{}.console.sock", g.name))
+    }
+
+    /// The capture of the internet segment.
+    pub fn pcap(&self) -> PathBuf {
+        self.opts.dir.join("internet.pcap")
+    }
+
+    /// A follower of a gateway's console.
+    pub fn console(&self, g: &Gateway) -> LogConsole {
+        LogConsole::new(&g.name, &self.console_log(g), &self.console_socket(g))
+    }
+
+    /// The gateway named `name` (`gw-a`, or just `a`).
+    pub fn gateway(&self, name: &str) -> Result<&Gateway, Error> {
+        self.gateways
+            .iter()
+            .find(|g| g.name == name || g.letter.to_string() == name)
+            .ok_or_else(|| {
+                Error::State(format!(
+                    "no gateway {name:?} in the lab (gw-a or a, gw-b or b)"
+                ))
+            })
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.run_dir().join("state.json")
+    }
+
+    /// The recorded state, if the lab is (or was left) up.
+    pub fn state(&self) -> Option<State> {
+        let bytes = std::fs::read(self.state_path()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn save_state(&self, st: &State) -> Result<(), Error> {
+        let path = self.state_path();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(st).unwrap_or_default())
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// The pid files of what the lab started.
+    fn pid_files(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for g in &self.gateways {
+            v.push(self.run_dir().join(format!("{}.qemu.pid", g.name)));
+            v.push(self.run_dir().join(format!("{}.swtpm.pid", g.name)));
+        }
+        v.push(self.run_dir().join("tcpdump.pid"));
+        v
+    }
+
+    /// Live processes the lab started: (pid, what).
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        let run = self.run_dir();
+        let mut v = Vec::new();
+        for f in self.pid_files() {
+            let Some(pid) = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // Only if it is still ours: its command line names the run directory
+            // or the lab directory.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&*run.to_string_lossy())
+                || cmdline.contains(&*self.opts.dir.to_string_lossy())
+            {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().trim_end_matches(".pid").to_string())
+                    .unwrap_or_default();
+                v.push((pid, name));
+            }
+        }
+        v
+    }
+
+    /// Whether the lab is up (state recorded and a QEMU of it alive).
+    pub fn is_up(&self) -> bool {
+        self.state().is_some() && self.processes().iter().any(|(_, n)| n.ends_with(".qemu"))
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        let mut v = vec![self.inet_ns()];
+        v.extend(self.gateways.iter().map(|g| self.lan_ns(g)));
+        v
+    }
+
+    /// Builds each gateway's image into `LAB/images/<name>` unless the one there was
+    /// built from the same inputs (profile files, lock, gateway binaries, this
+    /// program). Returns, per gateway, whether it was built.
+    pub fn ensure_images(&self, log: &mut dyn FnMut(&str)) -> Result<Vec<bool>, Error> {
+        let mut built = Vec::new();
+        for g in &self.gateways {
+            if host::interrupted() {
+                return Err(Error::Interrupted);
+            }
+            let out = self.image_dir(g);
+            let stamp = self
+                .opts
+                .dir
+                .join("images")
+                .join(format!("{}.inputs", g.name));
+            let fp = self.inputs_fingerprint(g)?;
+            let current = std::fs::read_to_string(&stamp).ok();
+            if out.join("disk.img").exists() && current.as_deref() == Some(fp.as_str()) {
+                log(&format!("{}: image up to date ({})", g.name, out.display()));
+                built.push(false);
+                continue;
+            }
+            log(&format!(
+                "{}: building {} from {}",
+                g.name,
+                out.display(),
+                g.profile.display()
+            ));
+            let t = std::time::Instant::now();
+            let _ = std::fs::remove_file(&stamp);
+            let opts = builder::BuildOptions {
+                profile: g.profile.clone(),
+                out: out.clone(),
+                qcow2: Some(false),
+                cache_dir: self.opts.cache_dir.clone(),
+                bin_dir: self.opts.bin_dir.clone(),
+                signing_key: None,
+                secure_boot: None,
+            };
+            builder::build(&opts, &mut |_| {}).map_err(|e| Error::Build {
+                gateway: g.name.clone(),
+                profile: g.profile.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let tmp = stamp.with_extension("inputs.tmp");
+            std::fs::write(&tmp, &fp)
+                .and_then(|_| std::fs::rename(&tmp, &stamp))
+                .map_err(io(format!("writing {}", stamp.display())))?;
+            log(&format!(
+                "{}: built in {:.1} s",
+                g.name,
+                t.elapsed().as_secs_f64()
+            ));
+            built.push(true);
+        }
+        Ok(built)
+    }
+
+    fn inputs_fingerprint(&self, g: &Gateway) -> Result<String, Error> {
+        let p = profiles::load_profile(&g.profile).map_err(|d| Error::State(d.to_string()))?;
+        let mut files: Vec<PathBuf> = p.files.clone();
+        files.push(builder::lock_path_for(&g.profile));
+        files.push(self.opts.bin_dir.join("gateway-init"));
+        files.push(self.opts.bin_dir.join("viaduct"));
+        if let Ok(exe) = std::env::current_exe() {
+            files.push(exe);
+        }
+        let mut h = Sha256::new();
+        h.update(b"appliance testbed image inputs v1\n");
+        for f in files {
+            let bytes = std::fs::read(&f).map_err(io(format!("reading {}", f.display())))?;
+            h.update(f.as_os_str().as_encoded_bytes());
+            h.update(b"\n");
+            h.update(Sha256::digest(&bytes));
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Brings the lab up: images, network, capture, both gateways, and waits for
+    /// `appliance: ready` from each. On any error (Ctrl-C included) everything
+    /// started so far is torn down before the error is returned.
+    pub fn up(&self, log: &mut dyn FnMut(&str)) -> Result<State, Error> {
+        host::check_tools()?;
+        if self.is_up() {
+            return Err(Error::State(format!(
+                "the lab in {} is already up (`appliance testbed down --lab {}` first)",
+                self.opts.dir.display(),
+                self.opts.dir.display()
+            )));
+        }
+        // Whatever a previous, interrupted run left.
+        let _ = self.down();
+        self.ensure_images(log)?;
+        if host::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        match self.start(log) {
+            Ok(st) => Ok(st),
+            Err(e) => {
+                log("tearing the lab down");
+                let _ = self.down();
+                Err(e)
+            }
+        }
+    }
+
+    fn start(&self, log: &mut dyn FnMut(&str)) -> Result<State, Error> {
+        let run = self.run_dir();
+        std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
+        let mut st = State {
+            tag: self.tag.clone(),
+            ..State::default()
+        };
+        self.save_state(&st)?;
+
+        // Network namespaces: the internet with its router, the LAN hosts.
+        for ns in self.namespaces() {
+            ip(&["netns", "add", &ns])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // No IPv6 in the lab: nothing autoconfigures or chatters.
+            for conf in ["default", "all"] {
+                host::run(in_netns(&ns, "sh").args([
+                    "-c",
+                    &format!("echo 1 > /proc/sys/net/ipv6/conf/{conf}/disable_ipv6"),
+                ]))?;
+            }
+        }
+        let inet = self.inet_ns();
+        ip(&["-n", &inet, "link", "add", "br0", "type", "bridge"])?;
+        let g0 = &self.gateways[0];
+        if let Some(r) = g0.wan_gateway {
+            let a = format!("{r}/{}", g0.wan_len);
+            ip(&["-n", &inet, "addr", "add", &a, "dev", "br0"])?;
+        }
+        ip(&["-n", &inet, "link", "set", "br0", "up"])?;
+
+        // The capture, from before the first packet.
+        let pcap = self.pcap();
+        let dump_log = run.join("tcpdump.log");
+        let mut dump = in_netns(&inet, "tcpdump");
+        dump.args([
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-i",
+            "br0",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(&dump_log)
+                .map_err(io(format!("creating {}", dump_log.display())))?,
+        );
+        std::os::unix::process::CommandExt::process_group(&mut dump, 0);
+        let child = dump.spawn().map_err(io("starting tcpdump"))?;
+        std::fs::write(run.join("tcpdump.pid"), child.id().to_string())
+            .map_err(io("writing tcpdump.pid"))?;
+        drop(child);
+        let t = std::time::Instant::now();
+        while !std::fs::read_to_string(&dump_log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            if t.elapsed() > Duration::from_secs(20) {
+                return Err(Error::State(format!(
+                    "tcpdump did not start: {}",
+                    std::fs::read_to_string(&dump_log).unwrap_or_default()
+                )));
+            }
+            host::sleep(Duration::from_millis(50))?;
+        }
+
+        // Both gateways, as soon as possible (they boot in parallel).
+        for g in &self.gateways {
+            self.start_gateway(g, &mut st)?;
+            log(&format!(
+                "{}: started (serial log {})",
+                g.name,
+                self.console_log(g).display()
+            ));
+        }
+        self.save_state(&st)?;
+
+        // The taps: LAN host ends into their namespaces, internet ends onto the bridge.
+        for g in &self.gateways {
+            let lan = self.tap(g, "lan");
+            let ns = self.lan_ns(g);
+            ip(&["link", "set", &lan, "netns", &ns])?;
+            ip(&["-n", &ns, "link", "set", &lan, "name", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/{}", g.host, g.red.1),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &g.red.0.to_string(),
+            ])?;
+            let wan = self.tap(g, "wan");
+            ip(&["link", "set", &wan, "netns", &inet])?;
+            ip(&["-n", &inet, "link", "set", &wan, "master", "br0", "up"])?;
+        }
+
+        // Ready?
+        for g in &self.gateways {
+            let mut c = self.console(g);
+            let started = st.started_ms.get(&g.name).copied().unwrap_or(0);
+            let left = self
+                .opts
+                .ready_timeout
+                .saturating_sub(Duration::from_millis(
+                    epoch_ms(SystemTime::now()).saturating_sub(started),
+                ));
+            let (_, _, at) = c.wait_for(
+                &format!("`appliance: ready {} …`", g.name),
+                0,
+                left,
+                |l| l.starts_with(&format!("appliance: ready {} ", g.name)),
+                |l| l.starts_with("appliance: closed"),
+            )?;
+            st.ready_ms.insert(g.name.clone(), epoch_ms(at));
+            log(&format!(
+                "{}: ready after {:.1} s",
+                g.name,
+                (epoch_ms(at).saturating_sub(started)) as f64 / 1000.0
+            ));
+        }
+        self.save_state(&st)?;
+        Ok(st)
+    }
+
+    fn start_gateway(&self, g: &Gateway, st: &mut State) -> Result<(), Error> {
+        let run = self.run_dir();
+        let mut cfg = VmConfig::new(&g.name, &run, &self.image_dir(g).join("disk.img"));
+        cfg.memory_mib = self.opts.memory_mib;
+        cfg.nics = vec![
+            NicConfig {
+                id: "lan".into(),
+                slot: 2,
+                netdev: format!("tap,ifname={},script=no,downscript=no", self.tap(g, "lan")),
+                mac: Some(mac(&g.lan_mac)),
+            },
+            NicConfig {
+                id: "wan".into(),
+                slot: 3,
+                netdev: format!("tap,ifname={},script=no,downscript=no", self.tap(g, "wan")),
+                mac: Some(mac(&g.wan_mac)),
+            },
+        ];
+        cfg.console = Console::Socket {
+            socket: self.console_socket(g),
+            log: self.console_log(g),
+        };
+        let files = vm::prepare(&cfg)?;
+        let mut swtpm = vm::swtpm_command(&files);
+        swtpm
+            .arg("--daemon")
+            .arg("--pid")
+            .arg(format!(
+                "file={}",
+                run.join(format!("{}.swtpm.pid", g.name)).display()
+            ))
+            .arg("--log")
+            .arg(format!(
+                "file={}",
+                run.join(format!("{}.swtpm.log", g.name)).display()
+            ));
+        std::os::unix::process::CommandExt::process_group(&mut swtpm, 0);
+        host::run(&mut swtpm)?;
+        if !vm::wait_for_socket(&files.tpm_socket, Duration::from_secs(10)) {
+            return Err(Error::State(format!(
+                "{}: swtpm did not create {}",
+                g.name,
+                files.tpm_socket.display()
+            )));
+        }
+        let mut qemu = vm::qemu_command(&cfg, &files);
+        qemu.arg("-daemonize")
+            .arg("-pidfile")
+            .arg(run.join(format!("{}.qemu.pid", g.name)));
+        std::os::unix::process::CommandExt::process_group(&mut qemu, 0);
+        st.started_ms
+            .insert(g.name.clone(), epoch_ms(SystemTime::now()));
+        host::run(&mut qemu)?;
+        Ok(())
+    }
+
+    /// Tears the lab down: every process it started (QEMU, swtpm, tcpdump, anything
+    /// running in its namespaces), its namespaces and taps, `LAB/run/`. Returns what
+    /// is still there afterwards (normally nothing).
+    pub fn down(&self) -> Result<Leftovers, Error> {
+        let procs = self.processes();
+        for (pid, _) in &procs {
+            signal(*pid, "TERM");
+        }
+        for ns in self.namespaces() {
+            for pid in netns_pids(&ns) {
+                signal(pid, "KILL");
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while procs.iter().any(|(p, _)| alive(*p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (pid, _) in &procs {
+            if alive(*pid) {
+                signal(*pid, "KILL");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for ns in self.namespaces() {
+            if netns_exists(&ns) {
+                let _ = ip(&["netns", "del", &ns]);
+            }
+        }
+        for l in self.host_links() {
+            let _ = ip(&["link", "del", &l]);
+        }
+        let run = self.run_dir();
+        if run.exists() {
+            std::fs::remove_dir_all(&run).map_err(io(format!("removing {}", run.display())))?;
+        }
+        Ok(Leftovers {
+            processes: procs
+                .iter()
+                .filter(|(p, _)| alive(*p))
+                .map(|(p, n)| format!("{n} (pid {p})"))
+                .collect(),
+            namespaces: self
+                .namespaces()
+                .into_iter()
+                .filter(|n| netns_exists(n))
+                .collect(),
+            links: self.host_links(),
+            files: if run.exists() {
+                vec![run.display().to_string()]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn host_links(&self) -> Vec<String> {
+        std::fs::read_dir("/sys/class/net")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{}-", self.tag)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A command to run on a LAN host (in its namespace).
+    pub fn host_command(&self, g: &Gateway, program: &str) -> Command {
+        in_netns(&self.lan_ns(g), program)
+    }
+
+    /// Human-readable state, one line per item.
+    pub fn status(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let Some(st) = self.state() else {
+            v.push(format!("lab {}: down", self.opts.dir.display()));
+            return v;
+        };
+        let procs = self.processes();
+        v.push(format!(
+            "lab {}: {} (tag {})",
+            self.opts.dir.display(),
+            if self.is_up() {
+                "up"
+            } else {
+                "broken (run `appliance testbed down`)"
+            },
+            st.tag
+        ));
+        for g in &self.gateways {
+            let qemu = procs
+                .iter()
+                .find(|(_, n)| *n == format!("{}.qemu", g.name))
+                .map(|(p, _)| format!("qemu pid {p}"))
+                .unwrap_or_else(|| "qemu not running".into());
+            let ready = match (st.started_ms.get(&g.name), st.ready_ms.get(&g.name)) {
+                (Some(s), Some(r)) => {
+                    format!("ready after {:.1} s", r.saturating_sub(*s) as f64 / 1000.0)
+                }
+                _ => "not ready".into(),
+            };
+            v.push(format!(
+                "{}: {qemu}, {ready}; console {} (log {}); LAN host {} in netns {} (`appliance testbed exec {} -- CMD`)",
+                g.name,
+                self.console_socket(g).display(),
+                self.console_log(g).display(),
+                g.host,
+                self.lan_ns(g),
+                g.letter
+            ));
+        }
+        v.push(format!(
+            "internet: bridge br0 in netns {}, capture {}",
+            self.inet_ns(),
+            self.pcap().display()
+        ));
+        v
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {pid} 2>/dev/null")])
+        .status();
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn netns_exists(ns: &str) -> bool {
+    Path::new("/run/netns").join(ns).exists()
+}
+
+fn netns_pids(ns: &str) -> Vec<u32> {
+    if !netns_exists(ns) {
+        return Vec::new();
+    }
+    ip(&["netns", "pids", ns])
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }

@@ -14,13 +14,15 @@ pub enum PcapError {
 }
 
 /// A capture: link type and frames in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Capture<'a> {
     /// Link type (1 = Ethernet).
     pub link_type: u32,
     /// Captured bytes of each frame (a record cut short by the end of the
     /// file gives what is there).
     pub frames: Vec<&'a [u8]>,
+    /// When each frame was captured, in seconds since the Unix epoch.
+    pub times: Vec<f64>,
 }
 
 /// Link type of Ethernet captures.
@@ -46,16 +48,25 @@ pub fn parse(data: &[u8]) -> Result<Capture<'_>, PcapError> {
         }
     };
     let link_type = rd32(&data[20..24]);
+    let nanos = matches!(magic, [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]);
     let mut frames = Vec::new();
+    let mut times = Vec::new();
     let mut off = 24;
     while off + 16 <= data.len() {
+        let sec = f64::from(rd32(&data[off..off + 4]));
+        let frac = f64::from(rd32(&data[off + 4..off + 8]));
+        times.push(sec + frac / if nanos { 1e9 } else { 1e6 });
         let caplen = rd32(&data[off + 8..off + 12]) as usize;
         let start = off + 16;
         let end = start.saturating_add(caplen).min(data.len());
         frames.push(&data[start..end]);
         off = start.saturating_add(caplen);
     }
-    Ok(Capture { link_type, frames })
+    Ok(Capture {
+        link_type,
+        frames,
+        times,
+    })
 }
 
 #[cfg(test)]
@@ -69,7 +80,8 @@ mod tests {
         f.extend(65535u32.to_le_bytes());
         f.extend(1u32.to_le_bytes());
         for payload in [&b"abc"[..], &b"de"[..]] {
-            f.extend([0u8; 8]);
+            f.extend(1_700_000_000u32.to_le_bytes());
+            f.extend(250_000u32.to_le_bytes());
             f.extend((payload.len() as u32).to_le_bytes());
             f.extend((payload.len() as u32).to_le_bytes());
             f.extend(payload);
@@ -77,6 +89,7 @@ mod tests {
         let c = parse(&f).unwrap();
         assert_eq!(c.link_type, LINKTYPE_ETHERNET);
         assert_eq!(c.frames, vec![&b"abc"[..], &b"de"[..]]);
+        assert_eq!(c.times, vec![1_700_000_000.25, 1_700_000_000.25]);
         assert_eq!(parse(&f[..10]), Err(PcapError::Short(10)));
         assert!(matches!(parse(&[0u8; 24]), Err(PcapError::Magic(_))));
         // Truncated last record: what is there.

@@ -84,6 +84,23 @@ pub struct VmConfig {
     pub nics: Vec<NicConfig>,
     /// More QEMU arguments.
     pub extra_args: Vec<String>,
+    /// Where the serial console goes.
+    pub console: Console,
+}
+
+/// The serial console of a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Console {
+    /// QEMU's stdin/stdout (the VM lives as long as the [`Vm`]).
+    Stdio,
+    /// A Unix socket to type into (QEMU listens; nobody needs to be connected) and a
+    /// log file of everything the guest printed (for VMs that outlive the caller).
+    Socket {
+        /// The socket QEMU listens on.
+        socket: PathBuf,
+        /// The log file QEMU writes (truncated at start).
+        log: PathBuf,
+    },
 }
 
 /// One virtio-net card of the guest.
@@ -134,6 +151,7 @@ impl VmConfig {
             memory_mib: 1024,
             nics: NicConfig::lab_defaults(),
             extra_args: Vec::new(),
+            console: Console::Stdio,
         }
     }
 }
@@ -150,120 +168,21 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Start swtpm (if asked) and QEMU.
+    /// Start swtpm (if asked) and QEMU, the console on QEMU's stdio.
     pub fn start(cfg: &VmConfig) -> Result<Vm, VmError> {
-        for (tool, package) in [
-            ("qemu-system-x86_64", "qemu-system-x86"),
-            ("swtpm", "swtpm"),
-        ] {
-            if (tool != "swtpm" || cfg.tpm) && !have_tool(tool) {
-                return Err(VmError::Missing {
-                    what: tool.into(),
-                    package,
-                });
-            }
-        }
-        let code = if cfg.secure_boot {
-            OVMF_CODE_SECBOOT
-        } else {
-            OVMF_CODE
-        };
-        let vars_src = cfg.vars.clone().unwrap_or_else(|| PathBuf::from(OVMF_VARS));
-        for f in [Path::new(code), vars_src.as_path()] {
-            if !f.exists() {
-                return Err(VmError::Missing {
-                    what: f.display().to_string(),
-                    package: "ovmf",
-                });
-            }
-        }
-        if !cfg.disk.exists() {
-            return Err(VmError::Io {
-                what: format!("{}: disk image", cfg.disk.display()),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
-        }
-        std::fs::create_dir_all(&cfg.workdir)
-            .map_err(io(format!("creating {}", cfg.workdir.display())))?;
-        let vars = cfg.workdir.join(format!("{}-vars.fd", cfg.name));
-        std::fs::copy(&vars_src, &vars).map_err(io(format!("copying {}", vars_src.display())))?;
+        let files = prepare(cfg)?;
         let mut swtpm = None;
-        let sock = cfg.workdir.join(format!("{}-swtpm.sock", cfg.name));
         if cfg.tpm {
-            let state = cfg.workdir.join(format!("{}-tpm", cfg.name));
-            std::fs::create_dir_all(&state).map_err(io(format!("creating {}", state.display())))?;
-            let _ = std::fs::remove_file(&sock);
-            let child = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
-                .arg(format!("dir={}", state.display()))
-                .arg("--ctrl")
-                .arg(format!("type=unixio,path={}", sock.display()))
+            let child = swtpm_command(&files)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(io("starting swtpm"))?;
             swtpm = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !sock.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for_socket(&files.tpm_socket, Duration::from_secs(10));
         }
-        let machine = if cfg.secure_boot { "q35,smm=on" } else { "q35" };
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-nodefaults", "-machine", machine, "-accel", "tcg", "-m"])
-            .arg(cfg.memory_mib.to_string())
-            .args([
-                "-display",
-                "none",
-                "-no-reboot",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-            ]);
-        if cfg.secure_boot {
-            cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-        }
-        cmd.arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=none,id=disk0,snapshot=on",
-                cfg.disk.display()
-            ))
-            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
-        if cfg.tpm {
-            cmd.arg("-chardev")
-                .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-                .args([
-                    "-tpmdev",
-                    "emulator,id=tpm0,chardev=chrtpm",
-                    "-device",
-                    "tpm-tis,tpmdev=tpm0",
-                ]);
-        }
-        for n in &cfg.nics {
-            cmd.arg("-netdev")
-                .arg(format!("{},id={}", n.netdev, n.id))
-                .arg("-device")
-                .arg(format!(
-                    "virtio-net-pci,netdev={},addr={:#04x}{}",
-                    n.id,
-                    n.slot,
-                    n.mac
-                        .as_ref()
-                        .map(|m| format!(",mac={m}"))
-                        .unwrap_or_default()
-                ));
-        }
-        cmd.args(&cfg.extra_args);
+        let mut cmd = qemu_command(cfg, &files);
+        cmd.args(["-serial", "stdio"]);
         let mut qemu = match cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -411,6 +330,162 @@ impl Drop for Vm {
             let _ = s.wait();
         }
     }
+}
+
+/// The files a VM runs with, under its working directory.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    /// OVMF code (read-only).
+    pub code: PathBuf,
+    /// This VM's copy of the variable store.
+    pub vars: PathBuf,
+    /// swtpm's state directory.
+    pub tpm_state: PathBuf,
+    /// swtpm's control socket (QEMU connects to it).
+    pub tpm_socket: PathBuf,
+}
+
+/// Checks the host tools and firmware (naming the Debian package of anything
+/// missing) and the disk, creates the working directory, copies the variable store.
+pub fn prepare(cfg: &VmConfig) -> Result<VmFiles, VmError> {
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("swtpm", "swtpm"),
+    ] {
+        if (tool != "swtpm" || cfg.tpm) && !have_tool(tool) {
+            return Err(VmError::Missing {
+                what: tool.into(),
+                package,
+            });
+        }
+    }
+    let code = if cfg.secure_boot {
+        OVMF_CODE_SECBOOT
+    } else {
+        OVMF_CODE
+    };
+    let vars_src = cfg.vars.clone().unwrap_or_else(|| PathBuf::from(OVMF_VARS));
+    for f in [Path::new(code), vars_src.as_path()] {
+        if !f.exists() {
+            return Err(VmError::Missing {
+                what: f.display().to_string(),
+                package: "ovmf",
+            });
+        }
+    }
+    if !cfg.disk.exists() {
+        return Err(VmError::Io {
+            what: format!("{}: disk image", cfg.disk.display()),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    std::fs::create_dir_all(&cfg.workdir)
+        .map_err(io(format!("creating {}", cfg.workdir.display())))?;
+    let vars = cfg.workdir.join(format!("{}-vars.fd", cfg.name));
+    std::fs::copy(&vars_src, &vars).map_err(io(format!("copying {}", vars_src.display())))?;
+    let tpm_state = cfg.workdir.join(format!("{}-tpm", cfg.name));
+    let tpm_socket = cfg.workdir.join(format!("{}-swtpm.sock", cfg.name));
+    if cfg.tpm {
+        std::fs::create_dir_all(&tpm_state)
+            .map_err(io(format!("creating {}", tpm_state.display())))?;
+        let _ = std::fs::remove_file(&tpm_socket);
+    }
+    Ok(VmFiles {
+        code: PathBuf::from(code),
+        vars,
+        tpm_state,
+        tpm_socket,
+    })
+}
+
+/// swtpm for one VM (TPM 2.0, state in `files.tpm_state`, exits when QEMU disconnects).
+pub fn swtpm_command(files: &VmFiles) -> Command {
+    let mut c = Command::new("swtpm");
+    c.args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+        .arg(format!("dir={}", files.tpm_state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", files.tpm_socket.display()));
+    c
+}
+
+/// Waits (up to `limit`) for a Unix socket to appear.
+pub fn wait_for_socket(path: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// The QEMU command line for `cfg` (q35, TCG, OVMF, the disk as `snapshot=on`, the
+/// TPM, the NICs, and for [`Console::Socket`] the serial console); the caller adds
+/// `-serial stdio` for [`Console::Stdio`] and starts it.
+pub fn qemu_command(cfg: &VmConfig, files: &VmFiles) -> Command {
+    let machine = if cfg.secure_boot { "q35,smm=on" } else { "q35" };
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-nodefaults", "-machine", machine, "-accel", "tcg", "-m"])
+        .arg(cfg.memory_mib.to_string())
+        .args(["-display", "none", "-no-reboot", "-monitor", "none"]);
+    if let Console::Socket { socket, log } = &cfg.console {
+        cmd.arg("-chardev")
+            .arg(format!(
+                "socket,id=console0,path={},server=on,wait=off,logfile={}",
+                socket.display(),
+                log.display()
+            ))
+            .args(["-serial", "chardev:console0"]);
+    }
+    if cfg.secure_boot {
+        cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    }
+    cmd.arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            files.code.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            files.vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=none,id=disk0,snapshot=on",
+            cfg.disk.display()
+        ))
+        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
+    if cfg.tpm {
+        cmd.arg("-chardev")
+            .arg(format!(
+                "socket,id=chrtpm,path={}",
+                files.tpm_socket.display()
+            ))
+            .args([
+                "-tpmdev",
+                "emulator,id=tpm0,chardev=chrtpm",
+                "-device",
+                "tpm-tis,tpmdev=tpm0",
+            ]);
+    }
+    for n in &cfg.nics {
+        cmd.arg("-netdev")
+            .arg(format!("{},id={}", n.netdev, n.id))
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev={},addr={:#04x}{}",
+                n.id,
+                n.slot,
+                n.mac
+                    .as_ref()
+                    .map(|m| format!(",mac={m}"))
+                    .unwrap_or_default()
+            ));
+    }
+    cmd.args(&cfg.extra_args);
+    cmd
 }
 
 /// Read `r` line by line on a thread (CR/LF stripped, invalid UTF-8

@@ -1,0 +1,304 @@
+//! `appliance testbed` through the real binary: the whole `test` (two QEMU gateways
+//! built from private copies of the lab profiles with fresh locks, LAN hosts, the
+//! tunnel, the capture, the fault), then the bad inputs: a missing tool names its
+//! package, a gateway not ready in time fails with its console and leaves nothing,
+//! Ctrl-C during `up` tears everything down.
+//!
+//! Needs root, QEMU, OVMF, swtpm, tcpdump, iproute2, busybox-static (scripts/test
+//! installs them), the static gateway binaries (`scripts/build-gateway-bins`) and
+//! Debian's archive through the host's apt sources or a warm package cache.
+//! The tests share one lab directory (images built once) and run one at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    profiles: PathBuf,
+    lab: PathBuf,
+}
+
+/// The lab profiles copied and freshly locked (the archive moves; the committed
+/// locks are not the test's business), and a lab directory.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("testbed-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let profiles = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
+            .expect("copy the lab profiles");
+        for gw in testbed::lab::GATEWAYS {
+            let out = appliance(&[
+                "lock",
+                profiles.join(format!("{gw}.toml")).to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "lock {gw}: {}", text(&out.stderr));
+        }
+        let lab = dir.path().join("lab");
+        Fixture {
+            _dir: dir,
+            profiles,
+            lab,
+        }
+    })
+}
+
+/// One QEMU lab at a time (2 cores).
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn appliance(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run appliance")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn lab_args(f: &Fixture) -> Vec<String> {
+    vec![
+        "--lab".into(),
+        f.lab.display().to_string(),
+        "--profiles".into(),
+        f.profiles.display().to_string(),
+    ]
+}
+
+fn testbed(cmd: &str, f: &Fixture, more: &[&str]) -> Output {
+    let mut args = vec!["testbed".to_string(), cmd.to_string()];
+    args.extend(lab_args(f));
+    args.extend(more.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    appliance(&args)
+}
+
+/// Processes whose command line names `dir`, network namespaces and host links
+/// of the lab: all must be gone.
+fn assert_nothing_left(lab: &Path) {
+    let canon = std::fs::canonicalize(lab).unwrap_or_else(|_| lab.to_path_buf());
+    let needle = canon.to_string_lossy().into_owned();
+    let me = std::process::id().to_string();
+    let mut procs = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&needle) && !cmd.contains("testbed status") {
+            procs.push(format!("{name}: {cmd}"));
+        }
+    }
+    assert!(procs.is_empty(), "processes of the lab left: {procs:#?}");
+    use sha2::Digest;
+    let tag = format!(
+        "tb{}",
+        &hex::encode(sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes()))[..4]
+    );
+    let netns = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&tag))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "namespaces left: {netns:?}");
+    let links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&tag))
+        .collect();
+    assert!(links.is_empty(), "links left: {links:?}");
+    assert!(!canon.join("run").exists(), "LAB/run left");
+}
+
+#[test]
+fn testbed_test_runs_end_to_end_and_leaves_nothing() {
+    let f = fixture();
+    let _s = serial();
+    let t = Instant::now();
+    let out = testbed("test", f, &[]);
+    let stdout = text(&out.stdout);
+    eprintln!("{}\n{stdout}", text(&out.stderr));
+    eprintln!("appliance testbed test: {:.0} s", t.elapsed().as_secs_f64());
+    assert!(out.status.success(), "testbed test failed");
+    for row in [
+        "gw-a ready",
+        "gw-a PCRs = appliance measure",
+        "gw-b PCRs = appliance measure",
+        "ping LAN A → LAN B through the tunnel",
+        "ping LAN B → LAN A through the tunnel",
+        "TCP 10 MiB LAN B → LAN A, SHA-256 equal",
+        "LAN A → 10.250.0.1 (no policy): not on the wire, counted",
+        "fault: black killed on gw-a, restarted by the init",
+        "fault: the transfer resumes and completes intact",
+        "fault: nothing in clear on the wire during the outage",
+        "internet capture: only ESP between the gateways",
+        "tear-down leaves nothing behind",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?}"));
+        assert!(line.contains(" pass "), "{line}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("TCP throughput through the tunnel"));
+    let report = std::fs::read_to_string(f.lab.join("report.txt")).unwrap();
+    assert_eq!(
+        report,
+        stdout
+            .rsplit_once("report: ")
+            .map_or("", |x| x.0)
+            .trim_end()
+            .to_string()
+            + "\n"
+    );
+    // The capture is a pcap file that tcpdump itself reads.
+    let pcap = f.lab.join("internet.pcap");
+    let r = Command::new("tcpdump")
+        .args(["-nr"])
+        .arg(&pcap)
+        .arg("esp")
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    assert!(text(&r.stdout).lines().count() > 1000);
+    assert_nothing_left(&f.lab);
+    let s = testbed("status", f, &[]);
+    assert!(text(&s.stdout).contains(": down"), "{}", text(&s.stdout));
+}
+
+#[test]
+fn a_missing_tool_names_its_package() {
+    let f = fixture();
+    let _s = serial();
+    // A PATH with every tool but swtpm.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in [
+        "qemu-system-x86_64",
+        "ip",
+        "tcpdump",
+        "busybox",
+        "sh",
+        "kill",
+    ] {
+        let real = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let real = text(&real.stdout).trim().to_string();
+        if !real.is_empty() && real.starts_with('/') {
+            std::os::unix::fs::symlink(&real, bin.path().join(tool)).unwrap();
+        }
+    }
+    let mut args = vec!["testbed".to_string(), "up".into()];
+    args.extend(lab_args(f));
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(&args)
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("swtpm is missing: apt-get install swtpm"),
+        "{err}"
+    );
+    assert_nothing_left(&f.lab);
+}
+
+#[test]
+fn a_gateway_not_ready_in_time_fails_with_its_console_and_is_torn_down() {
+    let f = fixture();
+    let _s = serial();
+    let out = testbed("up", f, &["--ready-timeout", "8"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("gw-a: no console line `appliance: ready gw-a …` within"),
+        "{err}"
+    );
+    assert!(err.contains("last console lines:"), "{err}");
+    assert!(err.contains("testbed: tearing the lab down"), "{err}");
+    assert_nothing_left(&f.lab);
+}
+
+#[test]
+fn ctrl_c_during_up_tears_everything_down() {
+    let f = fixture();
+    let _s = serial();
+    let mut args = vec!["testbed".to_string(), "up".into()];
+    args.extend(lab_args(f));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both gateways are booting, then Ctrl-C.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => {
+                let started = l.contains("gw-b: started");
+                seen.push(l);
+                if started {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("gw-b: started")),
+        "up never started gw-b: {seen:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    seen.extend(rx.iter());
+    assert!(!status.success());
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("interrupted: the lab was torn down")),
+        "{seen:#?}"
+    );
+    assert_nothing_left(&f.lab);
+}

@@ -1,0 +1,815 @@
+//! `appliance testbed test`: the end-to-end checks on a running lab, each a row of
+//! the report with pass/fail, its time and what was seen.
+//!
+//! 1. both gateways `ready`; their TPM PCRs 4, 7, 11 equal the prediction for their
+//!    images (`appliance measure`);
+//! 2. first packet through the tunnel; ping LAN host A → B and B → A;
+//! 3. a 10 MiB HTTP transfer B → A (busybox httpd/wget) with the SHA-256 compared;
+//!    its lines carry a marker string;
+//! 4. traffic from LAN A to an address no policy covers: nothing on the wire, and the
+//!    Viaduct's `out drop total` grows by at least the packets sent;
+//! 5. fault: `kill black` on gw-a's console while a transfer and a 5 Hz ping run: the
+//!    init restarts black, the ping gap is the outage, the transfer completes intact,
+//!    the wire during the outage holds nothing in clear;
+//! 6. the whole capture of the internet: only ESP between the gateways (and ARP),
+//!    no LAN address in clear, never the marker;
+//! 7. tear-down leaves no process, namespace, tap or run-time file.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::host::{self, io, Error};
+use crate::lab::{epoch_ms, Gateway, Lab, State};
+use crate::wire::{self, WireRules};
+
+/// An address inside the lab's LAN space that no tunnel of the lab profiles covers:
+/// LAN A's traffic to it must be discarded by gw-a's Viaduct.
+pub const UNCOVERED: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+
+/// Size of the transfers.
+pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
+
+const HTTP_PORT: &str = "8080";
+
+/// One row of the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// How long the check took, in seconds.
+    pub secs: f64,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// The report of `testbed test`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    /// The checks in order.
+    pub checks: Vec<Check>,
+    /// Figures to track (name, value).
+    pub figures: Vec<(String, String)>,
+}
+
+impl Report {
+    /// True when every check passed (and there was at least one).
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The report as a text table.
+    pub fn table(&self) -> String {
+        let w = self
+            .checks
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut s = format!("{:<w$}  result  time      detail\n", "check");
+        for c in &self.checks {
+            s.push_str(&format!(
+                "{:<w$}  {:<6}  {:>6.1} s  {}\n",
+                c.name,
+                if c.passed { "pass" } else { "FAIL" },
+                c.secs,
+                c.detail.replace('\n', "\n    ")
+            ));
+        }
+        if !self.figures.is_empty() {
+            s.push_str("\nfigures\n");
+            let fw = self.figures.iter().map(|f| f.0.len()).max().unwrap_or(0);
+            for (k, v) in &self.figures {
+                s.push_str(&format!("  {k:<fw$}  {v}\n"));
+            }
+        }
+        s.push_str(&format!(
+            "\n{} of {} checks passed\n",
+            self.checks.iter().filter(|c| c.passed).count(),
+            self.checks.len()
+        ));
+        s
+    }
+
+    /// Runs one check: `f` returns (passed, detail); an error is a failed check,
+    /// except Ctrl-C, which ends the test.
+    fn check(
+        &mut self,
+        log: &mut dyn FnMut(&str),
+        name: &str,
+        f: impl FnOnce() -> Result<(bool, String), Error>,
+    ) -> Result<bool, Error> {
+        let t = Instant::now();
+        let (passed, detail) = match f() {
+            Ok(r) => r,
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => (false, e.to_string()),
+        };
+        let c = Check {
+            name: name.into(),
+            passed,
+            secs: t.elapsed().as_secs_f64(),
+            detail,
+        };
+        log(&format!(
+            "{} {name}: {}",
+            if passed { "pass" } else { "FAIL" },
+            c.detail.lines().next().unwrap_or("")
+        ));
+        self.checks.push(c);
+        Ok(passed)
+    }
+
+    fn figure(&mut self, name: &str, value: String) {
+        self.figures.push((name.into(), value));
+    }
+}
+
+/// Runs the test: brings the lab up unless it is (then leaves it as it was), runs
+/// the checks, tears down what it brought up unless `keep`. The report is also
+/// written to `LAB/report.txt`. Ctrl-C tears down and returns [`Error::Interrupted`].
+pub fn run(lab: &Lab, keep: bool, log: &mut dyn FnMut(&str)) -> Result<Report, Error> {
+    let brought_up = !lab.is_up();
+    let mut report = Report::default();
+    let st = if brought_up {
+        lab.up(log)?
+    } else {
+        log("the lab is up already: testing it as it is");
+        lab.state()
+            .ok_or_else(|| Error::State("the lab's run state is missing".into()))?
+    };
+    let result = checks(lab, &st, brought_up, &mut report, log);
+    let interrupted = matches!(result, Err(Error::Interrupted));
+    if (brought_up && !keep) || interrupted {
+        log("tearing the lab down");
+        let t = Instant::now();
+        let left = lab.down()?;
+        if !interrupted {
+            report.checks.push(Check {
+                name: "tear-down leaves nothing behind".into(),
+                passed: left.is_empty(),
+                secs: t.elapsed().as_secs_f64(),
+                detail: if left.is_empty() {
+                    "no process, namespace, tap or run-time file left".into()
+                } else {
+                    format!("left behind: {left:?}")
+                },
+            });
+        }
+    } else {
+        log(&format!(
+            "the lab stays up (`appliance testbed down --lab {}`)",
+            lab.opts.dir.display()
+        ));
+    }
+    result?;
+    let path = lab.opts.dir.join("report.txt");
+    let tmp = path.with_extension("txt.tmp");
+    std::fs::write(&tmp, report.table())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(io(format!("writing {}", path.display())))?;
+    Ok(report)
+}
+
+fn secs_between(from_ms: u64, to_ms: u64) -> f64 {
+    to_ms.saturating_sub(from_ms) as f64 / 1000.0
+}
+
+fn epoch_secs(t: SystemTime) -> f64 {
+    epoch_ms(t) as f64 / 1000.0
+}
+
+fn checks(
+    lab: &Lab,
+    st: &State,
+    fresh: bool,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
+    let run = lab.run_dir();
+    let marker = format!(
+        "appliance-testbed-marker-{:016x}",
+        epoch_ms(SystemTime::now()) ^ 0x5a5a_1234_9876_abcd
+    );
+    let rules = WireRules {
+        gateways: lab.gateways.iter().map(|g| g.wan).collect(),
+        gateway_macs: lab.gateways.iter().map(|g| g.wan_mac).collect(),
+        lans: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
+        marker: marker.as_bytes().to_vec(),
+    };
+
+    // 1. Ready and measured.
+    for g in &lab.gateways {
+        let started = st.started_ms.get(&g.name).copied();
+        let ready = st.ready_ms.get(&g.name).copied();
+        report.check(log, &format!("{} ready", g.name), || {
+            Ok(match (started, ready) {
+                (Some(s), Some(r)) => (
+                    true,
+                    format!(
+                        "`appliance: ready` {:.1} s after QEMU start",
+                        secs_between(s, r)
+                    ),
+                ),
+                _ => (false, "no ready time recorded".into()),
+            })
+        })?;
+        if let (Some(s), Some(r)) = (started, ready) {
+            report.figure(
+                &format!("{} QEMU start → ready", g.name),
+                format!("{:.1} s (TCG)", secs_between(s, r)),
+            );
+        }
+        report.check(log, &format!("{} PCRs = appliance measure", g.name), || {
+            pcrs_match(lab, g)
+        })?;
+    }
+
+    // 2. First packet, then ping both ways.
+    for (from, to) in [(a, b), (b, a)] {
+        let started = st.started_ms.get(&from.name).copied().unwrap_or(0);
+        let name = format!(
+            "first packet LAN {} → LAN {}",
+            from.letter.to_ascii_uppercase(),
+            to.letter.to_ascii_uppercase()
+        );
+        report.check(log, &name, || {
+            let t = Instant::now();
+            loop {
+                if ping(lab, from, to.host, 1, 1)?.0 {
+                    let at = epoch_ms(SystemTime::now());
+                    return Ok((
+                        true,
+                        format!(
+                            "{} answered {:.1} s after {}'s QEMU start",
+                            to.host,
+                            secs_between(started, at),
+                            from.name
+                        ),
+                    ));
+                }
+                if t.elapsed() > Duration::from_secs(60) {
+                    return Ok((false, format!("{} never answered within 60 s", to.host)));
+                }
+                host::sleep(Duration::from_millis(200))?;
+            }
+        })?;
+        if let Some(c) = report.checks.last().filter(|_| fresh) {
+            if c.passed {
+                let v = c
+                    .detail
+                    .split(" answered ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                report.figure(&format!("{} QEMU start → first packet", from.name), v);
+            }
+        }
+    }
+    for (from, to) in [(a, b), (b, a)] {
+        report.check(
+            log,
+            &format!(
+                "ping LAN {} → LAN {} through the tunnel",
+                from.letter.to_ascii_uppercase(),
+                to.letter.to_ascii_uppercase()
+            ),
+            || {
+                let (ok, out) = ping(lab, from, to.host, 5, 3)?;
+                let summary = out
+                    .lines()
+                    .filter(|l| l.contains("packets transmitted") || l.contains("round-trip"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Ok((ok && out.contains("5 packets received"), summary))
+            },
+        )?;
+    }
+
+    // 3. Transfer B → A with checksum.
+    let www = run.join("www");
+    std::fs::create_dir_all(&www).map_err(io(format!("creating {}", www.display())))?;
+    let data = transfer_data(&marker);
+    let want = hex::encode(Sha256::digest(&data));
+    std::fs::write(www.join("data"), &data).map_err(io("writing the transfer file"))?;
+    std::fs::write(www.join("ready"), b"ok").map_err(io("writing the transfer file"))?;
+    let mut httpd = Spawned::new(
+        lab.host_command(b, "busybox")
+            .args(["httpd", "-f", "-p", HTTP_PORT, "-h"])
+            .arg(&www)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "busybox httpd on LAN host B",
+    )?;
+    wait_httpd(lab, b)?;
+    let url = format!("http://{}:{HTTP_PORT}/data", b.host);
+    let mut throughput = None;
+    report.check(
+        log,
+        &format!(
+            "TCP {} MiB LAN B → LAN A, SHA-256 equal",
+            TRANSFER_BYTES / (1024 * 1024)
+        ),
+        || {
+            let dest = run.join("download-1");
+            let t = Instant::now();
+            let out = host::output(
+                lab.host_command(a, "busybox")
+                    .args(["timeout", "180", "busybox", "wget", "-q", "-O"])
+                    .arg(&dest)
+                    .arg(&url),
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            if !out.status.success() {
+                return Ok((
+                    false,
+                    format!(
+                        "wget failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+            let got = file_sha256(&dest)?;
+            let mbit = TRANSFER_BYTES as f64 * 8.0 / secs / 1e6;
+            throughput = Some(mbit);
+            let _ = std::fs::remove_file(&dest);
+            Ok((
+                got == want,
+                format!("{secs:.1} s, {mbit:.1} Mbit/s, sha256 {}", &got[..16]),
+            ))
+        },
+    )?;
+    if let Some(m) = throughput {
+        report.figure(
+            "TCP throughput through the tunnel",
+            format!("{m:.1} Mbit/s (two TCG gateways, single flow)"),
+        );
+    }
+
+    // 4. DISCARD: nothing on the wire, counted by gw-a's Viaduct.
+    report.check(
+        log,
+        &format!("LAN A → {UNCOVERED} (no policy): not on the wire, counted"),
+        || discard(lab, a, &rules),
+    )?;
+
+    // 5. Fault: black killed on gw-a during a transfer.
+    fault(lab, a, b, &url, &want, &rules, report, log)?;
+    httpd.stop();
+
+    // 6. The whole capture.
+    report.check(
+        log,
+        "internet capture: only ESP between the gateways",
+        || {
+            // Let tcpdump write the last frames.
+            host::sleep(Duration::from_millis(500))?;
+            let bytes = std::fs::read(lab.pcap())
+                .map_err(io(format!("reading {}", lab.pcap().display())))?;
+            let cap = crate::pcap::parse(&bytes).map_err(|e| Error::State(e.to_string()))?;
+            let r = wire::inspect(&cap, &rules, None);
+            Ok((
+                r.clean() && r.esp > 1000,
+                format!(
+                    "{} frames: {} ESP, {} ARP, {} lab router; {} violations{}; marker absent: {}",
+                    r.frames,
+                    r.esp,
+                    r.arp,
+                    r.lab,
+                    r.violations,
+                    if r.examples.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.examples.join("; "))
+                    },
+                    r.examples.iter().all(|e| !e.contains("marker"))
+                ),
+            ))
+        },
+    )?;
+    Ok(())
+}
+
+fn pcrs_match(lab: &Lab, g: &Gateway) -> Result<(bool, String), Error> {
+    let uki_path = lab.image_dir(g).join("uki.efi");
+    let uki = std::fs::read(&uki_path).map_err(io(format!("reading {}", uki_path.display())))?;
+    let p = signing::measure::predict(&uki, None)
+        .map_err(|e| Error::State(format!("{}: {e}", uki_path.display())))?;
+    let mut c = lab.console(g);
+    c.poll();
+    let booted = crate::vm::pcrs_from_console(&c.lines());
+    let mut ok = true;
+    let mut detail = Vec::new();
+    for (n, want) in [
+        (4, &p.pcr4.sha256),
+        (7, &p.pcr7_secure_boot_off.sha256),
+        (11, &p.pcr11.sha256),
+    ] {
+        let got = booted.get(&n);
+        let same = got == Some(want);
+        ok &= same;
+        detail.push(if same {
+            format!("pcr {n} {}… equal", &want[..12])
+        } else {
+            format!(
+                "pcr {n} predicted {want}, booted {}",
+                got.map(String::as_str).unwrap_or("(not printed)")
+            )
+        });
+    }
+    Ok((ok, detail.join("; ")))
+}
+
+/// `busybox ping -c count -W wait` from `from`'s LAN host: (all answered, output).
+fn ping(
+    lab: &Lab,
+    from: &Gateway,
+    to: Ipv4Addr,
+    count: u32,
+    wait: u32,
+) -> Result<(bool, String), Error> {
+    let out = host::output(lab.host_command(from, "busybox").args([
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        &wait.to_string(),
+        &to.to_string(),
+    ]))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok((out.status.success(), text))
+}
+
+fn wait_httpd(lab: &Lab, b: &Gateway) -> Result<(), Error> {
+    let t = Instant::now();
+    loop {
+        let out = host::output(lab.host_command(b, "busybox").args([
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://127.0.0.1:{HTTP_PORT}/ready"),
+        ]))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            return Err(Error::State(format!(
+                "busybox httpd on LAN host B does not answer: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        host::sleep(Duration::from_millis(100))?;
+    }
+}
+
+/// The transfer file: lines carrying the marker, then a counter, to 10 MiB.
+fn transfer_data(marker: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(TRANSFER_BYTES);
+    let mut i = 0u64;
+    while v.len() < TRANSFER_BYTES {
+        v.extend_from_slice(format!("{marker} line {i:010}\n").as_bytes());
+        i += 1;
+    }
+    v.truncate(TRANSFER_BYTES);
+    v
+}
+
+fn file_sha256(p: &Path) -> Result<String, Error> {
+    let bytes = std::fs::read(p).map_err(io(format!("reading {}", p.display())))?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// The latest `out drop total=N` gw's Viaduct prints after `counters`.
+fn viaduct_drops(lab: &Lab, g: &Gateway) -> Result<u64, Error> {
+    let mut c = lab.console(g);
+    c.poll();
+    let from = c.len();
+    c.send("counters")?;
+    let (_, line, _) = c.wait_for(
+        "`viaduct| out drop total=…` after `counters`",
+        from,
+        Duration::from_secs(20),
+        |l| l.contains("viaduct| out drop total="),
+        |_| false,
+    )?;
+    line.rsplit('=')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| Error::State(format!("{}: unreadable counter line `{line}`", g.name)))
+}
+
+fn capture_now(lab: &Lab) -> Result<Vec<u8>, Error> {
+    std::fs::read(lab.pcap()).map_err(io(format!("reading {}", lab.pcap().display())))
+}
+
+fn discard(lab: &Lab, a: &Gateway, rules: &WireRules) -> Result<(bool, String), Error> {
+    let before = viaduct_drops(lab, a)?;
+    let from = epoch_secs(SystemTime::now());
+    let sent = 5;
+    let (answered, _) = ping(lab, a, UNCOVERED, sent, 1)?;
+    host::sleep(Duration::from_millis(500))?;
+    let to = epoch_secs(SystemTime::now());
+    let after = viaduct_drops(lab, a)?;
+    let bytes = capture_now(lab)?;
+    let cap = crate::pcap::parse(&bytes).map_err(|e| Error::State(e.to_string()))?;
+    let w = wire::inspect(&cap, rules, Some((from, to)));
+    let leaked = cap
+        .frames
+        .iter()
+        .zip(&cap.times)
+        .filter(|(_, t)| **t >= from && **t <= to)
+        .filter(|(f, _)| f.len() >= 34 && f[12..14] == [8, 0] && f[30..34] == UNCOVERED.octets())
+        .count();
+    let counted = after.saturating_sub(before);
+    Ok((
+        !answered && w.esp == 0 && leaked == 0 && w.clean() && counted >= u64::from(sent),
+        format!(
+            "{sent} pings sent, {}answered; on the wire meanwhile: {} frames, {} ESP, {leaked} to {UNCOVERED}; Viaduct out drop total {before} → {after}",
+            if answered { "" } else { "none " },
+            w.frames,
+            w.esp
+        ),
+    ))
+}
+
+/// A process the test started; killed when dropped.
+struct Spawned {
+    child: Child,
+}
+
+impl Spawned {
+    fn new(cmd: &mut std::process::Command, what: &str) -> Result<Spawned, Error> {
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
+        let child = cmd.spawn().map_err(io(format!("starting {what}")))?;
+        Ok(Spawned { child })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fault(
+    lab: &Lab,
+    a: &Gateway,
+    b: &Gateway,
+    url: &str,
+    want: &str,
+    rules: &WireRules,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let run = lab.run_dir();
+    // A 5 Hz ping A → B, its replies timed as they arrive.
+    let mut pinger = Spawned::new(
+        lab.host_command(a, "busybox")
+            .args(["ping", "-i", "0.2", &b.host.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        "ping on LAN host A",
+    )?;
+    let replies: Arc<Mutex<Vec<(SystemTime, u64)>>> = Arc::default();
+    if let Some(out) = pinger.child.stdout.take() {
+        let replies = replies.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(seq) = line
+                    .split("seq=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                {
+                    if let Ok(mut v) = replies.lock() {
+                        v.push((SystemTime::now(), seq));
+                    }
+                }
+            }
+        });
+    }
+    // The transfer, and the kill once it is under way.
+    let dest = run.join("download-fault");
+    let _ = std::fs::remove_file(&dest);
+    let mut wget = Spawned::new(
+        lab.host_command(a, "busybox")
+            .args(["timeout", "180", "busybox", "wget", "-q", "-O"])
+            .arg(&dest)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "wget on LAN host A",
+    )?;
+    let t = Instant::now();
+    let mut at_kill = 0;
+    while t.elapsed() < Duration::from_secs(60) {
+        at_kill = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        if at_kill >= 1024 * 1024 || wget.child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        host::sleep(Duration::from_millis(20))?;
+    }
+    let mut console = lab.console(a);
+    console.poll();
+    let from = console.len();
+    let killed = SystemTime::now();
+    console.send("kill black")?;
+    let mut restarted = None;
+    report.check(
+        log,
+        "fault: black killed on gw-a, restarted by the init",
+        || {
+            let (i, _, _) = console.wait_for(
+                "`appliance: black exited`",
+                from,
+                Duration::from_secs(30),
+                |l| l.starts_with("appliance: black exited"),
+                |_| false,
+            )?;
+            let (_, _, up) = console.wait_for(
+                "`appliance: black: up` after the restart",
+                i,
+                Duration::from_secs(60),
+                |l| l.starts_with("appliance: black: up"),
+                |_| false,
+            )?;
+            restarted = Some(up);
+            let secs = up.duration_since(killed).unwrap_or_default().as_secs_f64();
+            Ok((
+                true,
+                format!("black exited and was up again {secs:.1} s after `kill black`"),
+            ))
+        },
+    )?;
+    // The transfer completes and is intact.
+    report.check(
+        log,
+        "fault: the transfer resumes and completes intact",
+        || {
+            let t = Instant::now();
+            let status = loop {
+                if let Some(s) = wget.child.try_wait().map_err(io("waiting for wget"))? {
+                    break s;
+                }
+                if t.elapsed() > Duration::from_secs(180) {
+                    return Ok((false, "wget did not finish within 180 s".into()));
+                }
+                host::sleep(Duration::from_millis(100))?;
+            };
+            if !status.success() {
+                let mut err = String::new();
+                if let Some(mut e) = wget.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Ok((false, format!("wget failed ({status}): {}", err.trim())));
+            }
+            let got = file_sha256(&dest)?;
+            let _ = std::fs::remove_file(&dest);
+            Ok((
+                got == want && (at_kill as usize) < TRANSFER_BYTES,
+                format!(
+                    "{} of {} bytes had arrived when black was killed; sha256 {}",
+                    at_kill,
+                    TRANSFER_BYTES,
+                    if got == want { "equal" } else { "DIFFERS" }
+                ),
+            ))
+        },
+    )?;
+    // The outage, from the ping: the longest silence after the kill.
+    host::sleep(Duration::from_secs(1))?;
+    pinger.stop();
+    let replies = replies.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut outage = None;
+    report.check(log, "fault: outage measured, tunnel back", || {
+        let mut prev: Option<(SystemTime, u64)> = None;
+        let mut worst: Option<(f64, SystemTime, SystemTime, u64)> = None;
+        for &(t, seq) in &replies {
+            if let Some((pt, pseq)) = prev {
+                if t > killed {
+                    let gap = t
+                        .duration_since(pt.max(killed))
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    if worst.is_none_or(|w| gap > w.0) {
+                        worst = Some((gap, pt, t, seq.saturating_sub(pseq + 1)));
+                    }
+                }
+            }
+            prev = Some((t, seq));
+        }
+        let back = replies.iter().any(|(t, _)| *t > killed);
+        match worst {
+            Some((gap, last, first, lost)) if back => {
+                outage = Some((last, first));
+                Ok((
+                    true,
+                    format!(
+                        "{gap:.1} s without replies ({lost} pings of 5 Hz lost); {} replies in all",
+                        replies.len()
+                    ),
+                ))
+            }
+            _ => Ok((
+                false,
+                format!("no reply after the kill ({} replies before)", replies.len()),
+            )),
+        }
+    })?;
+    if let Some((last, first)) = outage {
+        report.figure(
+            "outage after `kill black` on gw-a",
+            format!(
+                "{:.1} s (ping gap); black back up after {:.1} s",
+                first.duration_since(last).unwrap_or_default().as_secs_f64(),
+                restarted
+                    .and_then(|u| u.duration_since(killed).ok())
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(f64::NAN)
+            ),
+        );
+    }
+    report.check(
+        log,
+        "fault: nothing in clear on the wire during the outage",
+        || {
+            let (from, to) = match outage {
+                Some((last, first)) => (epoch_secs(last), epoch_secs(first) + 1.0),
+                None => (epoch_secs(killed), epoch_secs(SystemTime::now())),
+            };
+            let bytes = capture_now(lab)?;
+            let cap = crate::pcap::parse(&bytes).map_err(|e| Error::State(e.to_string()))?;
+            let w = wire::inspect(&cap, rules, Some((from, to)));
+            Ok((
+                w.clean(),
+                format!(
+                    "{:.1} s window: {} frames, {} ESP, {} ARP, {} violations {}",
+                    to - from,
+                    w.frames,
+                    w.esp,
+                    w.arp,
+                    w.violations,
+                    w.examples.join("; ")
+                ),
+            ))
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_data_has_the_size_and_the_marker() {
+        let d = transfer_data("MARK");
+        assert_eq!(d.len(), TRANSFER_BYTES);
+        assert!(d.starts_with(b"MARK line 0000000000\n"));
+    }
+
+    #[test]
+    fn report_table_and_verdict() {
+        let mut r = Report::default();
+        assert!(!r.passed(), "an empty report is not a pass");
+        r.checks.push(Check {
+            name: "a".into(),
+            passed: true,
+            secs: 1.0,
+            detail: "fine".into(),
+        });
+        assert!(r.passed());
+        r.checks.push(Check {
+            name: "bbb".into(),
+            passed: false,
+            secs: 2.5,
+            detail: "broken".into(),
+        });
+        assert!(!r.passed());
+        let t = r.table();
+        assert!(t.contains("bbb    FAIL       2.5 s  broken"), "{t}");
+        assert!(t.contains("1 of 2 checks passed"), "{t}");
+    }
+}
