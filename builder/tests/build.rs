@@ -590,7 +590,7 @@ fn initramfs_holds_the_viaduct_the_plan_and_each_personalitys_setup() {
     }
     assert!(file("personalities/black/etc/appliance/network")
         .1
-        .contains("\n/bin/ip rule add pref 90 iif wan ipproto 50 lookup 90\n"));
+        .contains(" || /bin/ip rule add pref 90 iif wan ipproto 50 lookup 90\n"));
     assert!(file("personalities/red/etc/dnsmasq.conf")
         .1
         .contains("\nuser=nobody\n"));
