@@ -799,3 +799,87 @@ fn netns_pids(ns: &str) -> Vec<u32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    #[test]
+    fn the_lab_comes_from_the_lab_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = copy_lab_profiles(&repo(), &dir.path().join("p")).unwrap();
+        let lab = Lab::open(LabOptions {
+            dir: dir.path().join("lab"),
+            profiles,
+            cache_dir: dir.path().join("cache"),
+            bin_dir: dir.path().join("bin"),
+            memory_mib: 1024,
+            ready_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
+        assert_eq!((a.name.as_str(), a.letter), ("gw-a", 'a'));
+        assert_eq!(a.red, (Ipv4Addr::new(10, 1, 0, 1), 24));
+        assert_eq!(a.host, Ipv4Addr::new(10, 1, 0, 2));
+        assert_eq!(b.host, Ipv4Addr::new(10, 2, 0, 2));
+        assert_eq!((a.wan, a.wan_len), (Ipv4Addr::new(198, 51, 100, 1), 24));
+        assert_eq!(b.wan, Ipv4Addr::new(198, 51, 100, 2));
+        assert_eq!(a.wan_gateway, Some(Ipv4Addr::new(198, 51, 100, 254)));
+        assert_ne!(a.wan_mac, b.wan_mac);
+        assert_eq!(mac(&a.lan_mac), "52:54:00:0a:01:01");
+        // Names fit Linux's 15-byte interface names and carry the lab's tag.
+        assert!(
+            lab.tag.starts_with("tb") && lab.tag.len() == 6,
+            "{}",
+            lab.tag
+        );
+        for g in &lab.gateways {
+            for n in [lab.tap(g, "lan"), lab.tap(g, "wan"), lab.lan_ns(g)] {
+                assert!(n.len() <= 15 && n.starts_with(&lab.tag), "{n}");
+            }
+        }
+        assert!(lab.gateway("b").is_ok() && lab.gateway("gw-c").is_err());
+        // Another directory, another tag; nothing is up.
+        let other = Lab::open(LabOptions {
+            dir: dir.path().join("lab2"),
+            ..lab.opts.clone()
+        })
+        .unwrap();
+        assert_ne!(other.tag, lab.tag);
+        assert!(!lab.is_up());
+        assert_eq!(
+            lab.status(),
+            vec![format!("lab {}: down", lab.opts.dir.display())]
+        );
+    }
+
+    #[test]
+    fn a_profile_without_ipv4_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = copy_lab_profiles(&repo(), &dir.path().join("p")).unwrap();
+        let gw_b = profiles.join("gw-b.toml");
+        let text = std::fs::read_to_string(&gw_b)
+            .unwrap()
+            .replace("\"10.2.0.1/24\"", "\"fd00:2::1/64\"");
+        std::fs::write(&gw_b, text).unwrap();
+        let err = Lab::open(LabOptions {
+            dir: dir.path().join("lab"),
+            profiles,
+            cache_dir: dir.path().join("cache"),
+            bin_dir: dir.path().join("bin"),
+            memory_mib: 1024,
+            ready_timeout: Duration::from_secs(1),
+        })
+        .err()
+        .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gw-b.toml") && msg.contains("personalities.red.addresses"),
+            "{msg}"
+        );
+    }
+}
