@@ -375,9 +375,8 @@ fn checks(
         || {
             // Let tcpdump write the last frames.
             host::sleep(Duration::from_millis(500))?;
-            let bytes = std::fs::read(lab.pcap())
-                .map_err(io(format!("reading {}", lab.pcap().display())))?;
-            let cap = crate::pcap::parse(&bytes).map_err(|e| Error::State(e.to_string()))?;
+            let bytes = capture_now(lab)?;
+            let cap = parse_capture(&bytes)?;
             let r = wire::inspect(&cap, &rules, None);
             Ok((
                 r.clean() && r.esp > 1000,
@@ -512,8 +511,13 @@ fn viaduct_drops(lab: &Lab, g: &Gateway) -> Result<u64, Error> {
         .ok_or_else(|| Error::State(format!("{}: unreadable counter line `{line}`", g.name)))
 }
 
+/// The capture of the internet so far (tcpdump writes it packet by packet).
 fn capture_now(lab: &Lab) -> Result<Vec<u8>, Error> {
     std::fs::read(lab.pcap()).map_err(io(format!("reading {}", lab.pcap().display())))
+}
+
+fn parse_capture(bytes: &[u8]) -> Result<crate::pcap::Capture<'_>, Error> {
+    crate::pcap::parse(bytes).map_err(|e| Error::State(e.to_string()))
 }
 
 fn discard(lab: &Lab, a: &Gateway, rules: &WireRules) -> Result<(bool, String), Error> {
@@ -525,7 +529,7 @@ fn discard(lab: &Lab, a: &Gateway, rules: &WireRules) -> Result<(bool, String), 
     let to = epoch_secs(SystemTime::now());
     let after = viaduct_drops(lab, a)?;
     let bytes = capture_now(lab)?;
-    let cap = crate::pcap::parse(&bytes).map_err(|e| Error::State(e.to_string()))?;
+    let cap = parse_capture(&bytes)?;
     let w = wire::inspect(&cap, rules, Some((from, to)));
     let leaked = cap
         .frames
@@ -760,7 +764,7 @@ fn fault(
                 None => (epoch_secs(killed), epoch_secs(SystemTime::now())),
             };
             let bytes = capture_now(lab)?;
-            let cap = crate::pcap::parse(&bytes).map_err(|e| Error::State(e.to_string()))?;
+            let cap = parse_capture(&bytes)?;
             let w = wire::inspect(&cap, rules, Some((from, to)));
             Ok((
                 w.clean(),

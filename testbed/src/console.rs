@@ -77,15 +77,7 @@ impl LogConsole {
 
     /// The last `n` lines, without the event-log hex dump.
     pub fn tail(&self, n: usize) -> String {
-        let v: Vec<&str> = self
-            .lines
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .filter(|l| {
-                !l.starts_with("appliance: eventlog ") || l.contains("begin") || l.contains("end")
-            })
-            .collect();
-        v[v.len().saturating_sub(n)..].join("\n")
+        crate::vm::console_tail(self.lines.iter().map(|(_, l)| l.as_str()), n)
     }
 
     /// Waits for a line at index ≥ `from` matching `pred`; returns its index, the line

@@ -88,6 +88,8 @@ pub struct Gateway {
     pub letter: char,
     /// The profile.
     pub profile: PathBuf,
+    /// Every file the profile was read from (itself and its bases).
+    pub profile_files: Vec<PathBuf>,
     /// Red personality's LAN address and prefix length.
     pub red: (Ipv4Addr, u8),
     /// The LAN host's address (the red address + 1).
@@ -133,6 +135,7 @@ impl Gateway {
             name: name.into(),
             letter: (b'a' + index) as char,
             profile: path,
+            profile_files: p.files.clone(),
             red,
             host,
             wan,
@@ -409,8 +412,7 @@ impl Lab {
     }
 
     fn inputs_fingerprint(&self, g: &Gateway) -> Result<String, Error> {
-        let p = profiles::load_profile(&g.profile).map_err(|d| Error::State(d.to_string()))?;
-        let mut files: Vec<PathBuf> = p.files.clone();
+        let mut files = g.profile_files.clone();
         files.push(builder::lock_path_for(&g.profile));
         files.push(self.opts.bin_dir.join("gateway-init"));
         files.push(self.opts.bin_dir.join("viaduct"));

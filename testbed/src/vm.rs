@@ -227,18 +227,7 @@ impl Vm {
 
     /// The last `n` console lines, without event-log hex dumps.
     pub fn tail(&self, n: usize) -> String {
-        let v: Vec<&String> = self
-            .lines
-            .iter()
-            .filter(|l| {
-                !l.starts_with("appliance: eventlog ") || l.contains("begin") || l.contains("end")
-            })
-            .collect();
-        v[v.len().saturating_sub(n)..]
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        console_tail(self.lines.iter().map(String::as_str), n)
     }
 
     /// Wait for a console line matching `pred` (lines already seen count).
@@ -486,6 +475,17 @@ pub fn qemu_command(cfg: &VmConfig, files: &VmFiles) -> Command {
     }
     cmd.args(&cfg.extra_args);
     cmd
+}
+
+/// The last `n` of `lines`, without the event-log hex dump (its begin and end
+/// lines stay), joined by newlines: what error messages show of a console.
+pub fn console_tail<'a>(lines: impl Iterator<Item = &'a str>, n: usize) -> String {
+    let v: Vec<&str> = lines
+        .filter(|l| {
+            !l.starts_with("appliance: eventlog ") || l.contains("begin") || l.contains("end")
+        })
+        .collect();
+    v[v.len().saturating_sub(n)..].join("\n")
 }
 
 /// Read `r` line by line on a thread (CR/LF stripped, invalid UTF-8
