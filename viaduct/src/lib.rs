@@ -15,6 +15,7 @@ pub mod confine;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod offload;
 pub mod pump;
 pub mod replay;
 pub mod sa;
