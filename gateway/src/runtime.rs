@@ -313,14 +313,21 @@ fn create_namespaces(name: &'static str, uid_base: u32, count: u32) -> Result<Na
 
 /// Creates the TUN device `name` inside the network namespace `netns`; the returned
 /// descriptor is the device's only handle (it disappears when the last one closes).
-fn create_tun_in(name: &'static str, netns: BorrowedFd<'_>, ifname: &str) -> Result<OwnedFd> {
+/// With `vnet_hdr` the device carries virtio-net headers, so that the Viaduct can
+/// take TSO super-packets from the personality and hand it coalesced ones.
+fn create_tun_in(
+    name: &'static str,
+    netns: BorrowedFd<'_>,
+    ifname: &str,
+    vnet_hdr: bool,
+) -> Result<OwnedFd> {
     let own = File::open("/proc/self/ns/net").map_err(cerr(name, "opening own netns"))?;
     sys::setns(netns, libc::CLONE_NEWNET).map_err(cerr(name, "entering its netns"))?;
     let made = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")
-        .and_then(|f| sys::tun_create(f.as_fd(), ifname).map(|()| OwnedFd::from(f)));
+        .and_then(|f| sys::tun_create(f.as_fd(), ifname, vnet_hdr).map(|()| OwnedFd::from(f)));
     // Going back must work: the init never stays in a personality's namespace.
     if let Err(e) = sys::setns(own.as_fd(), libc::CLONE_NEWNET) {
         eprintln!("appliance: fatal: cannot return to the init's network namespace: {e}");
@@ -695,7 +702,9 @@ impl Runtime {
                 info.describe(),
                 c.nic
             ));
-            let tun = create_tun_in(name, ns.net.as_fd(), TUN_NAME)?;
+            // Red carries the personality's TCP/UDP flows: its TUN offers offloads
+            // (vnet headers). Black carries ESP, which has no GSO type.
+            let tun = create_tun_in(name, ns.net.as_fd(), TUN_NAME, c.side == Side::Red)?;
             let cgroup = prepare_cgroup(&env, c, log);
             personalities.push(Personality {
                 plan: c.clone(),

@@ -375,9 +375,15 @@ pub fn netlink_route_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `ioctl(TUNSETIFF)` with `IFF_TUN | IFF_NO_PI` and the given name on an open
+/// `IFF_VNET_HDR`: every frame on the descriptor carries a 10-byte
+/// `virtio_net_hdr`, which lets the Viaduct negotiate TSO/checksum offloads.
+/// It can only be chosen when the device is created.
+pub const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// `ioctl(TUNSETIFF)` with `IFF_TUN | IFF_NO_PI` (plus `IFF_VNET_HDR` when
+/// `vnet_hdr`) and the given name on an open
 /// `/dev/net/tun`: creates the TUN device in the caller's network namespace.
-pub fn tun_create(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+pub fn tun_create(fd: BorrowedFd<'_>, name: &str, vnet_hdr: bool) -> io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -392,7 +398,8 @@ pub fn tun_create(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     }
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short
+            | if vnet_hdr { IFF_VNET_HDR } else { 0 },
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());

@@ -552,6 +552,13 @@ fn two_gateways_tunnel_isolation_and_restart() {
         redlinks.contains(": lan@") && redlinks.contains(": viaduct:") && !redlinks.contains("wan"),
         "red (pid {redpid}) links: {redlinks:?}"
     );
+    // Red's TUN carries vnet headers (the Viaduct segments and coalesces
+    // its TCP flows); black's carries plain ESP packets.
+    for (side, want) in [("red", "vnet_hdr on"), ("black", "vnet_hdr off")] {
+        let pid = ia.pid_of(side);
+        let tun = must(&format!("nsenter -t {pid} -n ip -d link show viaduct"));
+        assert!(tun.contains(want), "{side} TUN: want {want}:\n{tun}");
+    }
 
     // Through the tunnel: ping and an HTTP transfer with a marker string.
     must(&format!(

@@ -9,9 +9,18 @@
 #   cargo build --release -p viaduct --example write-lab-policy
 # Usage: viaduct/bench/netns-throughput.sh [aead] [seconds]
 #   aead: aes128gcm16 | aes256gcm16 | chacha20poly1305 (default aes128gcm16)
+# Environment:
+#   VIADUCT_ARGS  extra arguments for both Viaducts (e.g. --no-offload for an A/B run)
+#   BENCH_MTU     MTU of the red TUNs and of the plain-forwarding veths (default 1400)
+#   BENCH_PLAIN=0 skip the plain forwarding baseline
+#   BENCH_TXQ     txqueuelen of the TUNs (default 500, the kernel's)
+# After the run it prints each Viaduct's counters (reads, writes, segments,
+# coalesced frames) and the CPU seconds each process used.
 set -eu
 AEAD=${1:-aes128gcm16}
 SECS=${2:-10}
+MTU=${BENCH_MTU:-1400}
+VARGS=${VIADUCT_ARGS:-}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${VIADUCT_BIN:-$ROOT/target/release/viaduct}
 WRITER=${VIADUCT_POLICY_WRITER:-$ROOT/target/release/examples/write-lab-policy}
@@ -20,7 +29,7 @@ TMP=$(mktemp -d)
 PIDS=""
 
 cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done; sleep 0.5; [ -z "${BENCH_KEEP_LOGS:-}" ] || cat "$TMP"/a.log
     for n in lanA blkA blkB lanB pA pR pB; do ip netns del "$P$n" 2>/dev/null || true; done
     rm -rf "$TMP"
 }
@@ -34,34 +43,55 @@ nsadd() { ip netns add "$P$1"; ip -n "$P$1" link set lo up; ip netns exec "$P$1"
 # --- through the Viaducts ---
 for n in lanA blkA blkB lanB; do nsadd $n; done
 ip -n "${P}blkA" link add inet type veth peer name inet netns "${P}blkB"
+OUTER_MTU=$((MTU + 100))
+ip -n "${P}blkA" link set inet mtu "$OUTER_MTU"; ip -n "${P}blkB" link set inet mtu "$OUTER_MTU"
 ip -n "${P}blkA" addr add 198.51.100.1/24 dev inet; ip -n "${P}blkA" link set inet up
 ip -n "${P}blkB" addr add 198.51.100.2/24 dev inet; ip -n "${P}blkB" link set inet up
 ip -n "${P}blkA" route add 203.0.113.2/32 via 198.51.100.2
 ip -n "${P}blkB" route add 203.0.113.1/32 via 198.51.100.1
 "$WRITER" "$AEAD" a "$TMP/a.pol"
 "$WRITER" "$AEAD" b "$TMP/b.pol"
-"$BIN" --policy "$TMP/a.pol" --red vred --red-netns "/run/netns/${P}lanA" --black vblk --black-netns "/run/netns/${P}blkA" 2>"$TMP/a.log" &
-PIDS="$PIDS $!"
-"$BIN" --policy "$TMP/b.pol" --red vred --red-netns "/run/netns/${P}lanB" --black vblk --black-netns "/run/netns/${P}blkB" 2>"$TMP/b.log" &
-PIDS="$PIDS $!"
+# shellcheck disable=SC2086
+"$BIN" --policy "$TMP/a.pol" --red vred --red-netns "/run/netns/${P}lanA" --black vblk --black-netns "/run/netns/${P}blkA" $VARGS 2>"$TMP/a.log" &
+VA=$!
+# shellcheck disable=SC2086
+"$BIN" --policy "$TMP/b.pol" --red vred --red-netns "/run/netns/${P}lanB" --black vblk --black-netns "/run/netns/${P}blkB" $VARGS 2>"$TMP/b.log" &
+VB=$!
+PIDS="$PIDS $VA $VB"
 sleep 1
 for side in A:10.1.0.1:10.2.0.0:203.0.113.1 B:10.2.0.1:10.1.0.0:203.0.113.2; do
     s=${side%%:*}; rest=${side#*:}; me=${rest%%:*}; rest=${rest#*:}; peer=${rest%%:*}; gw=${rest#*:}
-    ip -n "${P}lan$s" link set vred mtu 1400 up
+    ip -n "${P}lan$s" link set vred mtu "$MTU" up
     ip -n "${P}lan$s" addr add "$me/24" dev vred
     ip -n "${P}lan$s" route add "$peer/24" dev vred
-    ip -n "${P}blk$s" link set vblk up
+    ip -n "${P}blk$s" link set vblk mtu "$OUTER_MTU" txqueuelen "${BENCH_TXQ:-500}" up
+    ip -n "${P}lan$s" link set vred txqueuelen "${BENCH_TXQ:-500}"
     ip -n "${P}blk$s" route add "$gw/32" dev vblk
 done
 ip netns exec "${P}lanB" iperf3 -s -1 -B 10.2.0.1 >/dev/null 2>&1 &
 sleep 0.5
 echo "== viaduct ($AEAD), single TCP flow, ${SECS}s =="
+cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
+ca0=$(cpu $VA); cb0=$(cpu $VB)
 ip netns exec "${P}lanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
+ca1=$(cpu $VA); cb1=$(cpu $VB)
+for s in A B; do
+    echo "TX drops ($s): vblk $(ip -n "${P}blk$s" -s link show vblk | awk '/TX:/{getline; print $4}')  vred $(ip -n "${P}lan$s" -s link show vred | awk '/TX:/{getline; print $4}')"
+done
+echo "red tun_flags: A $(ip netns exec "${P}lanA" cat /sys/class/net/vred/tun_flags)  B $(ip netns exec "${P}lanB" cat /sys/class/net/vred/tun_flags)"
+echo "viaduct CPU seconds during the run: A $(echo "$ca1 $ca0" | awk '{print $1-$2}')  B $(echo "$cb1 $cb0" | awk '{print $1-$2}')"
+kill -USR1 $VA $VB; sleep 0.5
+for s in a b; do
+    echo "-- viaduct $s counters --"
+    grep -E "offloads|red->black:|black->red:" "$TMP/$s.log" | tail -n 4
+done
+[ "${BENCH_PLAIN:-1}" = 0 ] && exit 0
 
 # --- plain veth forwarding baseline ---
 for n in pA pR pB; do nsadd $n; done
 ip -n "${P}pA" link add eth0 type veth peer name toa netns "${P}pR"
 ip -n "${P}pB" link add eth0 type veth peer name tob netns "${P}pR"
+for l in pA:eth0 pB:eth0 pR:toa pR:tob; do ip -n "$P${l%%:*}" link set "${l#*:}" mtu "$MTU"; done
 ip -n "${P}pA" addr add 10.1.0.1/24 dev eth0; ip -n "${P}pA" link set eth0 up
 ip -n "${P}pB" addr add 10.2.0.1/24 dev eth0; ip -n "${P}pB" link set eth0 up
 ip -n "${P}pR" addr add 10.1.0.254/24 dev toa; ip -n "${P}pR" link set toa up

@@ -28,11 +28,17 @@ pub use error::EngineError;
 pub use replay::{ReplayWindow, SeqNo};
 pub use sa::{InboundSa, OutboundSa, SaCounters, Timestamp};
 
-/// Signal masking and waiting for the binary's main thread.
-pub mod signals {
+/// Process set-up for the binary's main thread: signal masking and waiting,
+/// allocator settings.
+pub mod process {
     /// Blocks `signals` in the calling thread and the threads it spawns later.
     pub fn block(signals: &[i32]) -> std::io::Result<()> {
         crate::sys::block_signals(signals)
+    }
+    /// Sets up the allocator so it never needs a file once confined (see
+    /// `sys::malloc_without_files`); call before starting threads.
+    pub fn malloc_without_files() -> std::io::Result<()> {
+        crate::sys::malloc_without_files()
     }
     /// Waits for one of the (blocked) `signals` and returns its number.
     pub fn wait(signals: &[i32]) -> std::io::Result<i32> {

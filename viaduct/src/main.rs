@@ -5,17 +5,23 @@
 //! ```text
 //! viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N)
 //!                       (--black NAME [--black-netns PATH] | --black-fd N)
-//!                       [--no-confine]
+//!                       [--no-offload] [--no-confine]
 //! ```
+//!
+//! A red device opened by name gets a vnet header (IFF_VNET_HDR) and TSO
+//! offloads unless `--no-offload`; an inherited descriptor keeps the flags
+//! its creator chose, and offloads are negotiated when it has the header.
+//! `--no-offload` switches segmentation and coalescing off (for A/B runs and
+//! as an escape hatch).
 
-use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use policy_blob::Policy;
-use viaduct::pump::{self, Control, Half};
-use viaduct::{tun, Engine, EngineError, Timestamp};
+use viaduct::pump::{self, Control, PumpConfig};
+use viaduct::tun::{self, Port};
+use viaduct::{Engine, EngineError, Timestamp};
 
 #[derive(Default)]
 struct Args {
@@ -27,10 +33,11 @@ struct Args {
     red_fd: Option<i32>,
     black_fd: Option<i32>,
     no_confine: bool,
+    no_offload: bool,
 }
 
 const USAGE: &str = "usage: viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N) \
-(--black NAME [--black-netns PATH] | --black-fd N) [--no-confine]";
+(--black NAME [--black-netns PATH] | --black-fd N) [--no-offload] [--no-confine]";
 
 fn parse_args() -> Result<Args, EngineError> {
     let mut a = Args::default();
@@ -39,6 +46,10 @@ fn parse_args() -> Result<Args, EngineError> {
     while let Some(flag) = it.next() {
         if flag == "--no-confine" {
             a.no_confine = true;
+            continue;
+        }
+        if flag == "--no-offload" {
+            a.no_offload = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -71,25 +82,41 @@ fn parse_args() -> Result<Args, EngineError> {
     Ok(a)
 }
 
+/// Opens or adopts one port and negotiates its offloads. A red device
+/// opened by name gets a vnet header unless offloads are off; black carries
+/// ESP, which has no segmentation offload, so it is opened without one.
 fn port(
     side: &str,
     name: &Option<String>,
     netns: &Option<String>,
     fd: Option<i32>,
-) -> Result<OwnedFd, EngineError> {
-    match (name, fd) {
-        (Some(_), Some(_)) => Err(EngineError::Usage(format!(
-            "give either --{side} or --{side}-fd, not both\n{USAGE}"
-        ))),
-        (None, Some(fd)) => tun::adopt(fd),
-        (Some(n), None) => match netns {
-            Some(ns) => tun::open_in_netns(n, ns),
-            None => tun::open(n),
-        },
-        (None, None) => Err(EngineError::Usage(format!(
-            "--{side} or --{side}-fd is required\n{USAGE}"
-        ))),
-    }
+    offload: bool,
+) -> Result<Port, EngineError> {
+    let vnet_by_name = offload && side == "red";
+    let (fd, vnet, label) = match (name, fd) {
+        (Some(_), Some(_)) => {
+            return Err(EngineError::Usage(format!(
+                "give either --{side} or --{side}-fd, not both\n{USAGE}"
+            )))
+        }
+        (None, Some(n)) => {
+            let (fd, vnet) = tun::adopt(n)?;
+            (fd, vnet, format!("fd {n}"))
+        }
+        (Some(n), None) => {
+            let fd = match netns {
+                Some(ns) => tun::open_in_netns(n, ns, vnet_by_name)?,
+                None => tun::open(n, vnet_by_name)?,
+            };
+            (fd, vnet_by_name, n.clone())
+        }
+        (None, None) => {
+            return Err(EngineError::Usage(format!(
+                "--{side} or --{side}-fd is required\n{USAGE}"
+            )))
+        }
+    };
+    tun::negotiate(fd, vnet, offload, &label)
 }
 
 fn run() -> Result<(), EngineError> {
@@ -103,8 +130,20 @@ fn run() -> Result<(), EngineError> {
     let policy = Policy::decode(&blob)?;
     let engine = Engine::new(&policy, Timestamp(0))?;
     drop(blob);
-    let red = port("red", &args.red, &args.red_netns, args.red_fd)?;
-    let black = port("black", &args.black, &args.black_netns, args.black_fd)?;
+    let offload = !args.no_offload;
+    let red = port("red", &args.red, &args.red_netns, args.red_fd, offload)?;
+    let black = port(
+        "black",
+        &args.black,
+        &args.black_netns,
+        args.black_fd,
+        offload,
+    )?;
+    eprintln!(
+        "viaduct: red offloads {}; black offloads {}",
+        red.describe_offloads(),
+        black.describe_offloads()
+    );
     let red2 = red.try_clone().map_err(|e| EngineError::Io {
         port: "red",
         source: e,
@@ -112,6 +151,10 @@ fn run() -> Result<(), EngineError> {
     let black2 = black.try_clone().map_err(|e| EngineError::Io {
         port: "black",
         source: e,
+    })?;
+    viaduct::process::malloc_without_files().map_err(|e| EngineError::Confine {
+        step: "allocator settings",
+        detail: e.to_string(),
     })?;
     let signals = [libc::SIGUSR1, libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     viaduct_sys_block(&signals)?;
@@ -136,9 +179,10 @@ fn run() -> Result<(), EngineError> {
     let (out_half, in_half) = engine.split();
     let ctl = Arc::new(Control::default());
     let c1 = ctl.clone();
-    let t_out = std::thread::spawn(move || pump::run(Half::Outbound(out_half), red, black, c1));
+    let t_out = std::thread::spawn(move || pump::run_outbound(out_half, red, black, c1));
     let c2 = ctl.clone();
-    let t_in = std::thread::spawn(move || pump::run(Half::Inbound(in_half), black2, red2, c2));
+    let cfg = PumpConfig { gro: offload };
+    let t_in = std::thread::spawn(move || pump::run_inbound(in_half, black2, red2, c2, cfg));
     loop {
         let sig = viaduct_sys_wait(&signals)?;
         if sig == libc::SIGUSR1 {
@@ -163,14 +207,14 @@ fn run() -> Result<(), EngineError> {
 }
 
 fn viaduct_sys_block(signals: &[i32]) -> Result<(), EngineError> {
-    viaduct::signals::block(signals).map_err(|e| EngineError::Confine {
+    viaduct::process::block(signals).map_err(|e| EngineError::Confine {
         step: "signal mask",
         detail: e.to_string(),
     })
 }
 
 fn viaduct_sys_wait(signals: &[i32]) -> Result<i32, EngineError> {
-    viaduct::signals::wait(signals).map_err(|e| EngineError::Confine {
+    viaduct::process::wait(signals).map_err(|e| EngineError::Confine {
         step: "signal wait",
         detail: e.to_string(),
     })

@@ -4,7 +4,19 @@
 //! [`BATCH`] per wake-up), runs them through the engine and writes the
 //! results to the other port. Buffers are allocated once per thread; nothing
 //! is allocated per packet.
+//!
+//! Offloads (red port with a vnet header, see [`crate::offload`]):
+//! - outbound, a read may be a TSO/USO super-packet of up to 64 KiB: it is
+//!   cut into MTU segments ([`gso_split`]), each of which goes through the
+//!   engine on its own (SPD, ESP) exactly like a packet read alone; a packet
+//!   whose checksum the personality left to "hardware" is completed first.
+//! - inbound, decrypted TCP segments of one flow are coalesced
+//!   ([`Coalescer`]) and written to red as one super-packet at the end of
+//!   each read batch (no timers, no added latency). A kernel that refuses a
+//!   coalesced write (EINVAL) gets the segments one by one; after
+//!   [`GRO_EINVAL_LIMIT`] refusals coalescing is switched off.
 
+use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +26,9 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 
 use crate::engine::{InboundPath, OutboundPath, Verdict};
+use crate::offload::{complete_csum, gso_split, Coalescer, VnetHdr, GSO_NONE, VNET_HDR_LEN};
 use crate::sa::Timestamp;
+use crate::tun::Port;
 
 /// Packets handled per wake-up before checking control flags again.
 pub const BATCH: usize = 64;
@@ -22,6 +36,8 @@ pub const BATCH: usize = 64;
 pub const MAX_PACKET: usize = 65_535;
 /// Room for the outer header and ESP overhead.
 pub const OVERHEAD: usize = 40 + 8 + 8 + 3 + 2 + 16;
+/// Coalesced writes the kernel may refuse before coalescing is turned off.
+pub const GRO_EINVAL_LIMIT: u64 = 16;
 
 /// Shared control flags set by the main thread on signals.
 #[derive(Debug)]
@@ -53,64 +69,71 @@ impl Control {
 /// Port I/O counters of one direction.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IoCounters {
-    /// Packets read.
+    /// Reads from the input port (a super-packet counts once).
     pub read: u64,
-    /// Packets written.
+    /// Writes to the output port (a coalesced frame counts once).
     pub written: u64,
     /// Writes that failed (port down, full).
     pub write_errors: u64,
+    /// Reads that were super-packets (TSO/USO).
+    pub gso_reads: u64,
+    /// Segments cut from super-packets.
+    pub segments: u64,
+    /// Reads whose L4 checksum the Viaduct completed.
+    pub csum_completed: u64,
+    /// Reads with an inconsistent vnet header or super-packet (dropped).
+    pub offload_malformed: u64,
+    /// Coalesced writes the kernel refused (then written segment by segment).
+    pub gro_write_einval: u64,
 }
 
-fn write_out(fd: &OwnedFd, pkt: &[u8], io: &mut IoCounters) {
-    match rustix::io::write(fd, pkt) {
-        Ok(_) => io.written += 1,
-        Err(_) => io.write_errors += 1,
-    }
+/// Pump settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpConfig {
+    /// Coalesce decrypted TCP segments into super-packets on red (needs a
+    /// red port with a vnet header and TSO offloads negotiated).
+    pub gro: bool,
 }
 
-/// Which way a pump thread moves packets.
-pub enum Half {
-    /// red → black.
-    Outbound(OutboundPath),
-    /// black → red.
-    Inbound(InboundPath),
-}
-
-impl Half {
-    fn name(&self) -> &'static str {
-        match self {
-            Half::Outbound(_) => "red->black",
-            Half::Inbound(_) => "black->red",
+/// Writes `frame` (with its vnet header when the port has one) and counts it.
+fn write_frame(fd: &OwnedFd, frame: &[u8], io: &mut IoCounters) -> Result<(), Errno> {
+    match rustix::io::write(fd, frame) {
+        Ok(_) => {
+            io.written += 1;
+            Ok(())
+        }
+        Err(e) => {
+            io.write_errors += 1;
+            Err(e)
         }
     }
+}
 
-    fn report(&self, io: &IoCounters) -> String {
-        let body = match self {
-            Half::Outbound(o) => o.report(),
-            Half::Inbound(i) => i.report(),
-        };
-        format!(
-            "viaduct {}: read={} written={} write_errors={}\n{}",
-            self.name(),
-            io.read,
-            io.written,
-            io.write_errors,
-            body
-        )
+/// Writes a plain IP packet to a port, prefixing an all-zero vnet header
+/// ("complete packet, checksums done") when the port carries headers.
+fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
+    if port.vnet {
+        const ZERO: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+        let iov = [IoSlice::new(&ZERO), IoSlice::new(pkt)];
+        match rustix::io::writev(&port.fd, &iov) {
+            Ok(_) => io.written += 1,
+            Err(_) => io.write_errors += 1,
+        }
+    } else {
+        let _ = write_frame(&port.fd, pkt, io);
     }
 }
 
-/// Runs one direction until `ctl.stop` is set or the input port fails;
-/// prints the counters on every dump request and at exit.
-pub fn run(
-    mut half: Half,
-    input: OwnedFd,
-    output: OwnedFd,
-    ctl: Arc<Control>,
+/// The loop shared by both directions: wait, read a batch, hand each read
+/// to `handle`, then `end_batch`; dumps counters on request and at exit.
+fn pump_loop(
+    input: &Port,
+    ctl: &Control,
+    buf: &mut [u8],
+    mut handle: impl FnMut(&mut [u8], usize, Timestamp),
+    mut end_batch: impl FnMut(Timestamp),
+    report: impl Fn() -> String,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_PACKET + OVERHEAD];
-    let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
-    let mut io = IoCounters::default();
     let mut seen_dump = ctl.dump.load(Ordering::Relaxed);
     let timeout = rustix::event::Timespec {
         tv_sec: 0,
@@ -123,9 +146,9 @@ pub fn run(
         let d = ctl.dump.load(Ordering::Relaxed);
         if d != seen_dump {
             seen_dump = d;
-            eprint!("{}", half.report(&io));
+            eprint!("{}", report());
         }
-        let mut fds = [PollFd::new(&input, PollFlags::IN)];
+        let mut fds = [PollFd::new(&input.fd, PollFlags::IN)];
         match poll(&mut fds, Some(&timeout)) {
             Ok(0) | Err(Errno::INTR) => continue,
             Ok(_) => {}
@@ -134,7 +157,7 @@ pub fn run(
         let now = ctl.now();
         let mut failed = None;
         for _ in 0..BATCH {
-            let n = match rustix::io::read(input.as_fd(), &mut buf[..MAX_PACKET]) {
+            let n = match rustix::io::read(input.fd.as_fd(), &mut *buf) {
                 Ok(n) => n,
                 Err(Errno::AGAIN) => break,
                 Err(Errno::INTR) => continue,
@@ -143,32 +166,215 @@ pub fn run(
                     break;
                 }
             };
-            io.read += 1;
-            match &mut half {
-                Half::Outbound(o) => {
-                    if let Verdict::Send(len) = o.process(&buf[..n], &mut out, now) {
-                        write_out(&output, &out[..len], &mut io);
-                    }
-                }
-                Half::Inbound(i) => {
-                    if let Verdict::Send(len) = i.process(&mut buf[..n], now) {
-                        write_out(&output, &buf[..len], &mut io);
-                    }
-                }
-            }
+            handle(buf, n, now);
         }
+        end_batch(now);
         if let Some(e) = failed {
             break Err(e.into());
         }
-        match &mut half {
-            Half::Outbound(o) => {
-                o.poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
+    };
+    eprint!("{}", report());
+    result
+}
+
+fn io_line(name: &str, io: &IoCounters) -> String {
+    format!(
+        "viaduct {name}: read={} written={} write_errors={} gso_reads={} segments={} \
+         csum_completed={} offload_malformed={} gro_write_einval={}\n",
+        io.read,
+        io.written,
+        io.write_errors,
+        io.gso_reads,
+        io.segments,
+        io.csum_completed,
+        io.offload_malformed,
+        io.gro_write_einval,
+    )
+}
+
+/// red → black: reads (super-)packets from red, segments them, encrypts
+/// each segment and writes it to black.
+pub fn run_outbound(
+    o: OutboundPath,
+    red: Port,
+    black: Port,
+    ctl: Arc<Control>,
+) -> std::io::Result<()> {
+    let o = std::cell::RefCell::new(o);
+    let io = std::cell::Cell::new(IoCounters::default());
+    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
+    let mut scratch = vec![0u8; MAX_PACKET];
+    let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
+    let handle = |buf: &mut [u8], n: usize, now: Timestamp| {
+        let mut c = io.get();
+        c.read += 1;
+        let mut o = o.borrow_mut();
+        let mut send = |pkt: &[u8], c: &mut IoCounters| {
+            if let Verdict::Send(len) = o.process(pkt, &mut out, now) {
+                write_packet(&black, &out[..len], c);
             }
-            Half::Inbound(i) => {
-                i.poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
+        };
+        if !red.vnet {
+            send(&buf[..n], &mut c);
+        } else {
+            match split_read(&mut buf[..n], &mut scratch, &mut c, &mut |seg, c| {
+                send(seg, c)
+            }) {
+                Ok(()) => {}
+                Err(_) => c.offload_malformed += 1,
             }
         }
+        io.set(c);
     };
-    eprint!("{}", half.report(&io));
-    result
+    let end = |now: Timestamp| {
+        o.borrow_mut()
+            .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
+    };
+    let report = || {
+        format!(
+            "{}{}",
+            io_line("red->black", &io.get()),
+            o.borrow().report()
+        )
+    };
+    pump_loop(&red, &ctl, &mut buf, handle, end, report)
+}
+
+/// One read from a port with vnet headers: `frame` is `[hdr][IP packet]`.
+/// Calls `f` once per complete IP packet (the packet itself, its checksum
+/// completed, or each segment of a super-packet).
+fn split_read(
+    frame: &mut [u8],
+    scratch: &mut [u8],
+    c: &mut IoCounters,
+    f: &mut dyn FnMut(&[u8], &mut IoCounters),
+) -> Result<(), crate::offload::OffloadError> {
+    let hdr = VnetHdr::parse(frame)?;
+    let pkt = frame
+        .get_mut(VNET_HDR_LEN..)
+        .ok_or(crate::offload::OffloadError::Truncated)?;
+    if hdr.gso_type == GSO_NONE {
+        if hdr.flags & crate::offload::VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            complete_csum(pkt, &hdr)?;
+            c.csum_completed += 1;
+        }
+        f(pkt, c);
+        return Ok(());
+    }
+    let mut segs = 0u64;
+    let mut inner = IoCounters::default();
+    let n = gso_split(pkt, &hdr, scratch, |seg| {
+        segs += 1;
+        f(seg, &mut inner);
+    })?;
+    debug_assert_eq!(n as u64, segs);
+    c.gso_reads += 1;
+    c.segments += segs;
+    c.written += inner.written;
+    c.write_errors += inner.write_errors;
+    Ok(())
+}
+
+/// black → red: decrypts what black delivers and writes it to red, coalesced
+/// into super-packets when `cfg.gro` and red has TSO offloads.
+pub fn run_inbound(
+    i: InboundPath,
+    black: Port,
+    red: Port,
+    ctl: Arc<Control>,
+    cfg: PumpConfig,
+) -> std::io::Result<()> {
+    let i = std::cell::RefCell::new(i);
+    let io = std::cell::Cell::new(IoCounters::default());
+    let gro_on = cfg.gro && red.vnet && red.offloads & crate::tun::OFFLOAD_TCP != 0;
+    let w = std::cell::RefCell::new(RedWriter {
+        red,
+        gro: gro_on,
+        fallback: vec![0u8; MAX_PACKET],
+    });
+    let co = std::cell::RefCell::new(Coalescer::new());
+    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET + OVERHEAD];
+    let handle = |buf: &mut [u8], n: usize, now: Timestamp| {
+        let mut c = io.get();
+        c.read += 1;
+        let pkt = if black.vnet {
+            // Black offers no offloads: only plain packets are expected.
+            match VnetHdr::parse(&buf[..n]) {
+                Ok(h) if h.gso_type == GSO_NONE => &mut buf[VNET_HDR_LEN..n],
+                _ => {
+                    c.offload_malformed += 1;
+                    io.set(c);
+                    return;
+                }
+            }
+        } else {
+            &mut buf[..n]
+        };
+        if let Verdict::Send(len) = i.borrow_mut().process(pkt, now) {
+            let inner = &pkt[..len];
+            let mut w = w.borrow_mut();
+            if w.gro {
+                co.borrow_mut()
+                    .push(inner, &mut |f: &[u8]| w.emit(f, &mut c));
+            } else {
+                write_packet(&w.red, inner, &mut c);
+            }
+        }
+        io.set(c);
+    };
+    let end = |now: Timestamp| {
+        let mut c = io.get();
+        let mut w = w.borrow_mut();
+        co.borrow_mut().flush(&mut |f: &[u8]| w.emit(f, &mut c));
+        drop(w);
+        io.set(c);
+        i.borrow_mut()
+            .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
+    };
+    let report = || {
+        let s = co.borrow().stats();
+        format!(
+            "{}viaduct black->red: gro={} gro_frames={} gro_merged={} gro_passthrough={}\n{}",
+            io_line("black->red", &io.get()),
+            if w.borrow().gro { "on" } else { "off" },
+            s.frames,
+            s.merged,
+            s.passthrough,
+            i.borrow().report()
+        )
+    };
+    pump_loop(&black, &ctl, &mut buf, handle, end, report)
+}
+
+/// The red side of the inbound direction: writes coalesced frames, falling
+/// back to single segments when the kernel refuses one.
+struct RedWriter {
+    red: Port,
+    gro: bool,
+    fallback: Vec<u8>,
+}
+
+impl RedWriter {
+    fn emit(&mut self, frame: &[u8], c: &mut IoCounters) {
+        if write_frame(&self.red.fd, frame, c) != Err(Errno::INVAL) {
+            return;
+        }
+        let Ok(hdr) = VnetHdr::parse(frame) else {
+            return;
+        };
+        if hdr.gso_type == GSO_NONE {
+            return;
+        }
+        // The kernel refused a coalesced frame: write its segments instead.
+        c.write_errors -= 1;
+        c.gro_write_einval += 1;
+        if c.gro_write_einval >= GRO_EINVAL_LIMIT && self.gro {
+            self.gro = false;
+            eprintln!("viaduct: red refuses coalesced writes; coalescing turned off");
+        }
+        let red = &self.red;
+        let _ = gso_split(&frame[VNET_HDR_LEN..], &hdr, &mut self.fallback, |seg| {
+            write_packet(red, seg, c)
+        });
+    }
 }

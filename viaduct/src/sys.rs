@@ -16,10 +16,12 @@ struct IfReq {
 
 /// IFF_TUN | IFF_NO_PI.
 pub const TUN_FLAGS: libc::c_short = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+/// IFF_VNET_HDR: frames carry a 10-byte `virtio_net_hdr`.
+pub const IFF_VNET_HDR: libc::c_short = libc::IFF_VNET_HDR as libc::c_short;
 
-/// Attaches `fd` (an open /dev/net/tun) to interface `name`, creating it if
-/// absent. `name` must be 1..=15 bytes without NUL (checked).
-pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+/// Attaches `fd` (an open /dev/net/tun) to interface `name` with `flags`,
+/// creating it if absent. `name` must be 1..=15 bytes without NUL (checked).
+pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> io::Result<()> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
         return Err(io::Error::new(
@@ -29,7 +31,7 @@ pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     }
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: TUN_FLAGS,
+        flags,
         _pad: [0; 22],
     };
     req.name[..bytes.len()].copy_from_slice(bytes);
@@ -66,6 +68,62 @@ pub fn tun_get_iff(fd: BorrowedFd<'_>) -> io::Result<(String, libc::c_short)> {
         String::from_utf8_lossy(&req.name[..end]).into_owned(),
         req.flags,
     ))
+}
+
+/// Sets the size of the vnet header the device exchanges (TUNSETVNETHDRSZ).
+/// Needs no capability, only an attached descriptor.
+pub fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer; `size` is a
+    // live local for the duration of the call and `fd` is open (borrowed).
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETVNETHDRSZ as _,
+            &size as *const libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Tells the device which offloads its reader handles (TUNSETOFFLOAD, a
+/// `TUN_F_*` mask passed by value). EINVAL for a bit the kernel lacks.
+pub fn tun_set_offload(fd: BorrowedFd<'_>, offloads: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long),
+    // no memory is passed; `fd` is open (borrowed).
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD as _,
+            libc::c_ulong::from(offloads),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes glibc's allocator work without files once the process is
+/// confined: every allocation of 32 KiB or more (the pump's packet buffers,
+/// the coalescer's slots) gets its own mapping and is returned with
+/// `munmap`, and the heaps are never trimmed. Trimming a thread arena's heap
+/// (`shrink_heap`) reads /proc/sys/vm/overcommit_memory the first time,
+/// which the seccomp filter forbids (`openat` kills the process). Must run
+/// before the pump threads start.
+pub fn malloc_without_files() -> io::Result<()> {
+    // SAFETY: mallopt only sets allocator parameters; called from the main
+    // thread before any other thread exists. It returns 1 on success.
+    let ok = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
+    };
+    if !ok {
+        return Err(io::Error::other("mallopt refused the allocator settings"));
+    }
+    Ok(())
 }
 
 fn sigset(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {

@@ -22,7 +22,10 @@
 //! Checked: pings LAN -> guest (1000-byte payloads, through the Viaduct's
 //! encap and the kernel's decap, replies the other way) and guest -> LAN
 //! (333 bytes, odd so the padding differs), every one answered, for each
-//! AEAD; the kernel's per-SA counters (`ip -s xfrm state`) and the
+//! AEAD; a 384 KiB TCP stream LAN -> guest over HTTP (the LAN kernel's TSO
+//! super-packets segmented by the Viaduct, each segment's checksums checked
+//! by the guest kernel) and fetched back from the guest, intact (SHA-256)
+//! both ways; the kernel's per-SA counters (`ip -s xfrm state`) and the
 //! Viaduct's per-tunnel counters (printed at SIGTERM) have seen the packets
 //! in both directions; the kernel's `/proc/net/xfrm_stat` error counters
 //! stay zero and the Viaduct dropped nothing inbound; a capture of the TAP
@@ -94,6 +97,35 @@ impl Case {
     fn guest_inner(&self) -> String {
         format!("10.2.{}.1", self.idx)
     }
+}
+
+/// Port of the web servers (LAN and guest) for the TCP streams.
+const HTTP_PORT: u16 = 8080;
+
+/// Bytes of each TCP stream: enough for the LAN host's TSO super-packets.
+const TCP_BYTES: usize = 384 * 1024;
+
+/// Deterministic, incompressible-looking stream content for case `idx`.
+fn stream(idx: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(idx);
+    (0..TCP_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 const CASES: [Case; 3] = [
@@ -461,7 +493,8 @@ $IP route add default via __TAP__ || fatal "route"
              $IP xfrm state add src __GUEST__ dst __VIADUCT__ proto esp spi {out_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kout} 128 || fatal 'state out {i}'\n\
              $IP xfrm state add src __VIADUCT__ dst __GUEST__ proto esp spi {in_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kin} 128 || fatal 'state in {i}'\n\
              $IP xfrm policy add src 10.2.{i}.0/24 dst 10.1.{i}.0/24 dir out tmpl src __GUEST__ dst __VIADUCT__ proto esp reqid {i} mode tunnel || fatal 'policy out {i}'\n\
-             $IP xfrm policy add src 10.1.{i}.0/24 dst 10.2.{i}.0/24 dir in tmpl src __VIADUCT__ dst __GUEST__ proto esp reqid {i} mode tunnel || fatal 'policy in {i}'\n",
+             $IP xfrm policy add src 10.1.{i}.0/24 dst 10.2.{i}.0/24 dir in tmpl src __VIADUCT__ dst __GUEST__ proto esp reqid {i} mode tunnel || fatal 'policy in {i}'\n\
+             $IP route add 10.1.{i}.0/24 via __TAP__ src {inner} || fatal 'route {i}'\n",
             inner = c.guest_inner(),
             out_spi = c.spi_out_guest(),
             in_spi = c.spi_in_guest(),
@@ -485,6 +518,26 @@ $IP route add default via __TAP__ || fatal "route"
             name = c.name,
         ));
     }
+    // TCP both ways: fetch each stream from the LAN's web server (the LAN
+    // kernel's TSO super-packets, segmented by the Viaduct), report its hash,
+    // then serve the copies for the LAN to fetch back.
+    s.push_str("mkdir -p /srv\n");
+    for c in &CASES {
+        s.push_str(&format!(
+            "wget -q -O /srv/rx{i} http://{lan}:{port}/tx{i} || echo 'XFRM-TEST: {name} tcp-fetch fail'\n\
+             echo \"XFRM-RX: {name} $(sha256sum < /srv/rx{i})\"\n",
+            name = c.name,
+            i = c.idx,
+            lan = c.lan_addr(),
+            port = HTTP_PORT,
+        ));
+    }
+    s.push_str(&format!(
+        "httpd -p {HTTP_PORT} -h /srv || fatal httpd\n\
+         echo XFRM-SERVING\n\
+         read -r back\n\
+         echo \"XFRM-FETCHED $back\"\n"
+    ));
     s.push_str(
         "echo XFRM-STATE-BEGIN\n$IP -s xfrm state\necho XFRM-STATE-END\n\
          echo XFRM-STAT-BEGIN\ncat /proc/net/xfrm_stat\necho XFRM-STAT-END\n\
@@ -867,6 +920,17 @@ fn linux_xfrm_interop_all_aeads() {
         ip_ns(&lan, &format!("addr add {}/24 dev vred", c.lan_addr()));
     }
     ip_ns(&lan, "route add 10.2.0.0/16 dev vred");
+    // Connections the LAN opens leave from the address of the matching tunnel.
+    for c in &CASES {
+        ip_ns(
+            &lan,
+            &format!(
+                "route add 10.2.{}.0/24 dev vred src {}",
+                c.idx,
+                c.lan_addr()
+            ),
+        );
+    }
     ip_ns(&host, "link set vblk up");
     ip_ns(&host, &format!("route add {VIADUCT_OUTER}/32 dev vblk"));
 
@@ -917,11 +981,73 @@ fn linux_xfrm_interop_all_aeads() {
             failures.push(format!("{}: LAN -> guest ping failed:\n{text}", c.name));
         }
     }
+    // TCP: the guest fetches a stream per AEAD from this web server in the
+    // LAN (the LAN kernel hands the Viaduct TSO super-packets, which it cuts
+    // into segments; the guest kernel checks each segment's checksums).
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    for c in &CASES {
+        std::fs::write(www.join(format!("tx{}", c.idx)), stream(c.idx)).unwrap();
+    }
+    let httpd = Command::new("ip")
+        .args(["netns", "exec", &lan, "busybox", "httpd", "-f", "-p"])
+        .arg(HTTP_PORT.to_string())
+        .arg("-h")
+        .arg(&www)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn busybox httpd");
+    g.children.push(("httpd", httpd));
     writeln!(qemu_in, "go").unwrap();
+    qemu_in.flush().unwrap();
+    // Guest -> LAN TCP: fetch the guest's copies back through the tunnel.
+    console.wait_for("XFRM-SERVING", Duration::from_secs(180));
+    for c in &CASES {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lan, "busybox", "wget", "-q", "-O"])
+            .arg(dir.join(format!("rx{}", c.idx)))
+            .arg(format!(
+                "http://{}:{HTTP_PORT}/rx{}",
+                c.guest_inner(),
+                c.idx
+            ))
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            failures.push(format!(
+                "{}: fetching the guest's copy failed: {}",
+                c.name,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    writeln!(qemu_in, "fetched").unwrap();
     qemu_in.flush().unwrap();
     console.wait_for("XFRM-DONE", Duration::from_secs(120));
     let st = g.child("qemu").wait().unwrap();
     eprintln!("guest done after {:?} (qemu {st})", started.elapsed());
+
+    // The streams: the guest got each byte the LAN sent, the LAN got it back.
+    for c in &CASES {
+        let want = sha256_hex(&dir.join("www").join(format!("tx{}", c.idx)));
+        let guest = format!("XFRM-RX: {} {want}", c.name);
+        if !console.lines.iter().any(|l| l.trim().starts_with(&guest)) {
+            failures.push(format!(
+                "{}: the guest did not receive the LAN's TCP stream intact (want sha256 {want})",
+                c.name
+            ));
+        }
+        let back = sha256_hex(&dir.join(format!("rx{}", c.idx)));
+        if back != want {
+            let n = std::fs::metadata(dir.join(format!("rx{}", c.idx))).map_or(0, |m| m.len());
+            failures.push(format!(
+                "{}: guest -> LAN TCP stream differs ({n} of {TCP_BYTES} bytes, sha256 {back})",
+                c.name
+            ));
+        }
+    }
 
     // Stop the Viaduct (prints its counters) and the capture.
     let v = g.child("viaduct");
@@ -999,6 +1125,27 @@ fn linux_xfrm_interop_all_aeads() {
         {
             failures.push(format!("viaduct dropped {d}bound packets"));
         }
+    }
+    // The LAN's super-packets were segmented by the Viaduct (not by its kernel).
+    let seg = |key: &str| {
+        vtext
+            .lines()
+            .filter(|l| l.starts_with("viaduct red->black:"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix(&format!("{key}="))?.parse::<u64>().ok())
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let (gso_reads, segments) = (seg("gso_reads"), seg("segments"));
+    if gso_reads == 0 || segments <= gso_reads {
+        failures.push(format!(
+            "viaduct segmented {gso_reads} super-packets into {segments} segments; want some"
+        ));
+    }
+    if seg("offload_malformed") != 0 {
+        failures.push("viaduct found malformed offload frames".into());
     }
     let spis: Vec<u32> = CASES
         .iter()

@@ -131,8 +131,9 @@ fn write_policy(dir: &Path, name: &str, p: &Policy) -> PathBuf {
     path
 }
 
-fn spawn_viaduct(policy: &Path, red_ns: &str, black_ns: &str, log: &Path) -> Child {
+fn spawn_viaduct(policy: &Path, red_ns: &str, black_ns: &str, log: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args(extra)
         .args(["--policy", policy.to_str().unwrap()])
         .args([
             "--red",
@@ -294,7 +295,21 @@ fn check_pcap(path: &Path) -> usize {
     esp
 }
 
-fn two_gateways(aead: Aead) {
+/// The value of `key=` in the last line of `log` that starts with `prefix`.
+fn counter(log: &str, prefix: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .rfind(|l| l.starts_with(prefix) && l.contains(&format!(" {key}=")))
+        .unwrap_or_else(|| panic!("no `{prefix}` line with {key}= in:\n{log}"));
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(&format!("{key}="))?.parse().ok())
+        .unwrap_or_else(|| panic!("bad {key}= in {line}"))
+}
+
+/// Two Viaducts in namespaces; with `offload` (the default) their red TUNs
+/// carry vnet headers, the sender's TSO super-packets are segmented and the
+/// receiver's segments coalesced; without, every packet crosses alone.
+fn two_gateways(aead: Aead, offload: bool) {
     let tag = format!(
         "{}{}",
         std::process::id(),
@@ -341,8 +356,11 @@ fn two_gateways(aead: Aead) {
     let pa = write_policy(&dir, "a.pol", &gateway_policy(aead, true));
     let pb = write_policy(&dir, "b.pol", &gateway_policy(aead, false));
     let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
-    g.children.push(spawn_viaduct(&pa, &lan_a, &blk_a, &log_a));
-    g.children.push(spawn_viaduct(&pb, &lan_b, &blk_b, &log_b));
+    let extra: &[&str] = if offload { &[] } else { &["--no-offload"] };
+    g.children
+        .push(spawn_viaduct(&pa, &lan_a, &blk_a, &log_a, extra));
+    g.children
+        .push(spawn_viaduct(&pb, &lan_b, &blk_b, &log_b, extra));
     for (lan, blk, me, peer, gw_me) in [
         (&lan_a, &blk_a, "10.1.0.1", "10.2.0.0", "203.0.113.1"),
         (&lan_b, &blk_b, "10.2.0.1", "10.1.0.0", "203.0.113.2"),
@@ -354,6 +372,18 @@ fn two_gateways(aead: Aead) {
         ip_ns(lan, &format!("route add {peer}/24 dev vred"));
         ip_ns(blk, "link set vblk up");
         ip_ns(blk, &format!("route add {gw_me}/32 dev vblk"));
+        // IFF_TUN | IFF_NO_PI (0x1001), plus IFF_VNET_HDR (0x4000) on red with offloads.
+        let flags = |ns: &str, dev: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "cat"])
+                .arg(format!("/sys/class/net/{dev}/tun_flags"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let want_red = if offload { "0x5001" } else { "0x1001" };
+        assert_eq!(flags(lan, "vred"), want_red, "red tun_flags");
+        assert_eq!(flags(blk, "vblk"), "0x1001", "black tun_flags");
     }
     let pcap = dir.join("inet.pcap");
     let mut dump = Command::new("ip")
@@ -398,7 +428,46 @@ fn two_gateways(aead: Aead) {
         log.matches("red->black").count() >= 2,
         "SIGUSR1 dump + exit dump expected:\n{log}"
     );
-    eprintln!("{aead}: {esp} ESP frames on the internet link; viaduct A log:\n{log}");
+    let log_b = std::fs::read_to_string(&log_b).unwrap();
+    for l in [&log, &log_b] {
+        assert_eq!(
+            counter(l, "viaduct red->black:", "offload_malformed"),
+            0,
+            "{l}"
+        );
+        assert_eq!(
+            counter(l, "viaduct black->red:", "offload_malformed"),
+            0,
+            "{l}"
+        );
+        assert_eq!(counter(l, "viaduct black->red:", "write_errors"), 0, "{l}");
+        assert_eq!(counter(l, "viaduct red->black:", "write_errors"), 0, "{l}");
+    }
+    let (gso_reads, segments) = (
+        counter(&log, "viaduct red->black:", "gso_reads"),
+        counter(&log, "viaduct red->black:", "segments"),
+    );
+    let (gro_frames, gro_merged) = (
+        counter(&log_b, "viaduct black->red:", "gro_frames"),
+        counter(&log_b, "viaduct black->red:", "gro_merged"),
+    );
+    if offload {
+        assert!(log.contains("red offloads csum,tso4,tso6"), "{log}");
+        // The sender's kernel hands over TSO super-packets, the receiver's
+        // Viaduct coalesces what it decrypts.
+        assert!(
+            gso_reads > 0 && segments > gso_reads,
+            "A: {gso_reads} super-packets, {segments} segments"
+        );
+        assert!(
+            gro_merged > 0 && gro_frames > 0,
+            "B: {gro_merged} packets merged, {gro_frames} frames"
+        );
+    } else {
+        assert!(log.contains("red offloads none (no vnet header)"), "{log}");
+        assert_eq!((gso_reads, segments, gro_merged), (0, 0, 0));
+    }
+    eprintln!("{aead}: {esp} ESP frames on the internet link; viaduct A log:\n{log}\nviaduct B log:\n{log_b}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -408,7 +477,16 @@ fn two_gateways_aes128gcm() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16);
+    two_gateways(Aead::Aes128Gcm16, true);
+}
+
+#[test]
+fn two_gateways_without_offloads() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::Aes128Gcm16, false);
 }
 
 #[test]
@@ -417,7 +495,7 @@ fn two_gateways_aes256gcm() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes256Gcm16);
+    two_gateways(Aead::Aes256Gcm16, true);
 }
 
 #[test]
@@ -426,7 +504,7 @@ fn two_gateways_chacha20poly1305() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::ChaCha20Poly1305);
+    two_gateways(Aead::ChaCha20Poly1305, true);
 }
 
 #[test]
@@ -450,7 +528,7 @@ fn running_viaduct_is_confined() {
     let black = g.netns(format!("vd{tag}blk"));
     let p = write_policy(&dir, "p.pol", &gateway_policy(Aead::Aes128Gcm16, true));
     let log = dir.join("log");
-    g.children.push(spawn_viaduct(&p, &red, &black, &log));
+    g.children.push(spawn_viaduct(&p, &red, &black, &log, &[]));
     wait_link(&red, "vred");
     wait_link(&black, "vblk");
     let pid = g.children[0].id();
