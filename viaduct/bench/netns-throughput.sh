@@ -14,6 +14,7 @@
 #   BENCH_MTU     MTU of the red TUNs and of the plain-forwarding veths (default 1400)
 #   BENCH_PLAIN=0 skip the plain forwarding baseline
 #   BENCH_TXQ     txqueuelen of the TUNs (default 500, the kernel's)
+#   BENCH_UDP64=1 also send UDP with 64-byte packets (packet rate)
 # After the run it prints each Viaduct's counters (reads, writes, segments,
 # coalesced frames) and the CPU seconds each process used.
 set -eu
@@ -71,6 +72,13 @@ done
 ip netns exec "${P}lanB" iperf3 -s -1 -B 10.2.0.1 >/dev/null 2>&1 &
 sleep 0.5
 echo "== viaduct ($AEAD), single TCP flow, ${SECS}s =="
+if [ -n "${BENCH_UDP64:-}" ]; then
+    # Small packets: UDP with 64-byte IP packets (36 bytes of payload), unlimited rate.
+    ip netns exec "${P}lanB" iperf3 -s -1 -B 10.2.0.1 -p 5202 >/dev/null 2>&1 &
+    sleep 0.5
+    echo "== viaduct ($AEAD), UDP, 64-byte packets, ${SECS}s =="
+    ip netns exec "${P}lanA" iperf3 -c 10.2.0.1 -p 5202 -u -l 36 -b 0 -t "$SECS" -f m | grep -E "sender|receiver"
+fi
 cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
 ca0=$(cpu $VA); cb0=$(cpu $VB)
 ip netns exec "${P}lanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
