@@ -17,7 +17,7 @@
 //!   [`GRO_EINVAL_LIMIT`] refusals coalescing is switched off.
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,32 +95,18 @@ pub struct PumpConfig {
     pub gro: bool,
 }
 
-/// Writes `frame` (with its vnet header when the port has one) and counts it.
-fn write_frame(fd: &OwnedFd, frame: &[u8], io: &mut IoCounters) -> Result<(), Errno> {
-    match rustix::io::write(fd, frame) {
-        Ok(_) => {
-            io.written += 1;
-            Ok(())
-        }
-        Err(e) => {
-            io.write_errors += 1;
-            Err(e)
-        }
-    }
-}
-
 /// Writes a plain IP packet to a port, prefixing an all-zero vnet header
 /// ("complete packet, checksums done") when the port carries headers.
 fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
-    if port.vnet {
-        const ZERO: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
-        let iov = [IoSlice::new(&ZERO), IoSlice::new(pkt)];
-        match rustix::io::writev(&port.fd, &iov) {
-            Ok(_) => io.written += 1,
-            Err(_) => io.write_errors += 1,
-        }
+    const ZERO: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+    let done = if port.vnet {
+        rustix::io::writev(&port.fd, &[IoSlice::new(&ZERO), IoSlice::new(pkt)])
     } else {
-        let _ = write_frame(&port.fd, pkt, io);
+        rustix::io::write(&port.fd, pkt)
+    };
+    match done {
+        Ok(_) => io.written += 1,
+        Err(_) => io.write_errors += 1,
     }
 }
 
@@ -261,17 +247,9 @@ fn split_read(
         f(pkt, c);
         return Ok(());
     }
-    let mut segs = 0u64;
-    let mut inner = IoCounters::default();
-    let n = gso_split(pkt, &hdr, scratch, |seg| {
-        segs += 1;
-        f(seg, &mut inner);
-    })?;
-    debug_assert_eq!(n as u64, segs);
+    let n = gso_split(pkt, &hdr, scratch, |seg| f(seg, c))?;
     c.gso_reads += 1;
-    c.segments += segs;
-    c.written += inner.written;
-    c.write_errors += inner.write_errors;
+    c.segments += n as u64;
     Ok(())
 }
 
@@ -356,17 +334,24 @@ struct RedWriter {
 
 impl RedWriter {
     fn emit(&mut self, frame: &[u8], c: &mut IoCounters) {
-        if write_frame(&self.red.fd, frame, c) != Err(Errno::INVAL) {
-            return;
-        }
-        let Ok(hdr) = VnetHdr::parse(frame) else {
-            return;
+        let hdr = match rustix::io::write(&self.red.fd, frame) {
+            Ok(_) => {
+                c.written += 1;
+                return;
+            }
+            Err(Errno::INVAL) => match VnetHdr::parse(frame) {
+                Ok(h) if h.gso_type != GSO_NONE => h,
+                _ => {
+                    c.write_errors += 1;
+                    return;
+                }
+            },
+            Err(_) => {
+                c.write_errors += 1;
+                return;
+            }
         };
-        if hdr.gso_type == GSO_NONE {
-            return;
-        }
         // The kernel refused a coalesced frame: write its segments instead.
-        c.write_errors -= 1;
         c.gro_write_einval += 1;
         if c.gro_write_einval >= GRO_EINVAL_LIMIT && self.gro {
             self.gro = false;
