@@ -15,6 +15,8 @@
 #   BENCH_PLAIN=0 skip the plain forwarding baseline
 #   BENCH_TXQ     txqueuelen of the TUNs (default 500, the kernel's)
 #   BENCH_UDP64=1 also send UDP with 64-byte packets (packet rate)
+#   BENCH_ENCAP=udp  ESP in UDP, port 4500 (RFC 3948) instead of ESP; black
+#                 then carries UDP segmentation offload (kernel >= 6.2)
 # After the run it prints each Viaduct's counters (reads, writes, segments,
 # coalesced frames) and the CPU seconds each process used.
 set -eu
@@ -50,8 +52,12 @@ ip -n "${P}blkA" addr add 198.51.100.1/24 dev inet; ip -n "${P}blkA" link set in
 ip -n "${P}blkB" addr add 198.51.100.2/24 dev inet; ip -n "${P}blkB" link set inet up
 ip -n "${P}blkA" route add 203.0.113.2/32 via 198.51.100.2
 ip -n "${P}blkB" route add 203.0.113.1/32 via 198.51.100.1
-"$WRITER" "$AEAD" a "$TMP/a.pol"
-"$WRITER" "$AEAD" b "$TMP/b.pol"
+ENCAP=${BENCH_ENCAP:-esp}
+case $ENCAP in esp) EARG="" ;; udp) EARG=udp ;; *) echo "BENCH_ENCAP: esp or udp"; exit 1 ;; esac
+# shellcheck disable=SC2086
+"$WRITER" "$AEAD" a "$TMP/a.pol" $EARG
+# shellcheck disable=SC2086
+"$WRITER" "$AEAD" b "$TMP/b.pol" $EARG
 # shellcheck disable=SC2086
 "$BIN" --policy "$TMP/a.pol" --red vred --red-netns "/run/netns/${P}lanA" --black vblk --black-netns "/run/netns/${P}blkA" $VARGS 2>"$TMP/a.log" &
 VA=$!
@@ -71,7 +77,7 @@ for side in A:10.1.0.1:10.2.0.0:203.0.113.1 B:10.2.0.1:10.1.0.0:203.0.113.2; do
 done
 ip netns exec "${P}lanB" iperf3 -s -1 -B 10.2.0.1 >/dev/null 2>&1 &
 sleep 0.5
-echo "== viaduct ($AEAD), single TCP flow, ${SECS}s =="
+echo "== viaduct ($AEAD, $ENCAP), single TCP flow, ${SECS}s =="
 if [ -n "${BENCH_UDP64:-}" ]; then
     # Small packets: UDP with 64-byte IP packets (36 bytes of payload), unlimited rate.
     ip netns exec "${P}lanB" iperf3 -s -1 -B 10.2.0.1 -p 5202 >/dev/null 2>&1 &
@@ -87,11 +93,12 @@ for s in A B; do
     echo "TX drops ($s): vblk $(ip -n "${P}blk$s" -s link show vblk | awk '/TX:/{getline; print $4}')  vred $(ip -n "${P}lan$s" -s link show vred | awk '/TX:/{getline; print $4}')"
 done
 echo "red tun_flags: A $(ip netns exec "${P}lanA" cat /sys/class/net/vred/tun_flags)  B $(ip netns exec "${P}lanB" cat /sys/class/net/vred/tun_flags)"
+echo "black tun_flags: A $(ip netns exec "${P}blkA" cat /sys/class/net/vblk/tun_flags)  B $(ip netns exec "${P}blkB" cat /sys/class/net/vblk/tun_flags)"
 echo "viaduct CPU seconds during the run: A $(echo "$ca1 $ca0" | awk '{print $1-$2}')  B $(echo "$cb1 $cb0" | awk '{print $1-$2}')"
 kill -USR1 $VA $VB; sleep 0.5
 for s in a b; do
     echo "-- viaduct $s counters --"
-    grep -E "offloads|red->black:|black->red:" "$TMP/$s.log" | tail -n 4
+    grep -E "offloads|red->black:|black->red:" "$TMP/$s.log" | tail -n 5
 done
 [ "${BENCH_PLAIN:-1}" = 0 ] && exit 0
 

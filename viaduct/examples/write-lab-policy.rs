@@ -1,6 +1,7 @@
 //! Writes the lab policy blob of gateway A or B (manual keys, LAB ONLY) as
 //! used by `bench/netns-throughput.sh`:
-//! `write-lab-policy <aes128gcm16|aes256gcm16|chacha20poly1305> <a|b> <out-file>`
+//! `write-lab-policy <aes128gcm16|aes256gcm16|chacha20poly1305> <a|b> <out-file> [udp]`
+//! (`udp`: ESP in UDP, port 4500, RFC 3948)
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -9,11 +10,15 @@ use policy_blob::*;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [aead, side, out] = &args[..] else {
-        eprintln!(
-            "usage: write-lab-policy <aes128gcm16|aes256gcm16|chacha20poly1305> <a|b> <out-file>"
-        );
-        return ExitCode::from(2);
+    let (aead, side, out, udp) = match &args[..] {
+        [aead, side, out] => (aead, side, out, false),
+        [aead, side, out, u] if u == "udp" => (aead, side, out, true),
+        _ => {
+            eprintln!(
+                "usage: write-lab-policy <aes128gcm16|aes256gcm16|chacha20poly1305> <a|b> <out-file> [udp]"
+            );
+            return ExitCode::from(2);
+        }
     };
     let aead = match aead.as_str() {
         "aes128gcm16" => Aead::Aes128Gcm16,
@@ -51,10 +56,11 @@ fn main() -> ExitCode {
     let (outbound, inbound) = if a_side { (a2b, b2a) } else { (b2a, a2b) };
     let mine = Prefix::new(ip(me.1), 24);
     let theirs = Prefix::new(ip(peer.1), 24);
-    let tunnel = Tunnel::new(1, "lab", ip(me.0), ip(peer.0), aead)
+    let mut tunnel = Tunnel::new(1, "lab", ip(me.0), ip(peer.0), aead)
         .with_local_ts(TrafficSelector::prefix(mine))
         .with_remote_ts(TrafficSelector::prefix(theirs))
         .with_manual_keys(outbound, inbound);
+    tunnel.udp_encap = udp;
     let policy = Policy::new("lab-bench", "1")
         .with_local(ip(me.0))
         .with_tunnel(tunnel)

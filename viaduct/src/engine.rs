@@ -18,7 +18,7 @@ use policy_blob::{
 use crate::error::EngineError;
 use crate::sa::{next_header, InboundSa, OutboundSa, SaId, Timestamp};
 use crate::wire::ip::{five_tuple, FiveTuple, Ipv4Packet, Ipv6Packet};
-use crate::wire::WireError;
+use crate::wire::{udp, WireError};
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,11 +61,17 @@ pub enum DropReason {
     Unprotected,
     /// The caller's output buffer is too small.
     BufferTooSmall,
+    /// UDP to port 4500 with the non-ESP marker (IKE; not for the data plane).
+    NonEsp,
+    /// NAT-keepalive (RFC 3948 §2.3), dropped silently.
+    Keepalive,
+    /// ESP for an SA in the other encapsulation (plain vs. in UDP).
+    EncapMismatch,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -85,6 +91,9 @@ impl DropReason {
         DropReason::Fragment,
         DropReason::Unprotected,
         DropReason::BufferTooSmall,
+        DropReason::NonEsp,
+        DropReason::Keepalive,
+        DropReason::EncapMismatch,
     ];
 
     fn index(self) -> usize {
@@ -113,6 +122,9 @@ impl DropReason {
             DropReason::Fragment => "fragment",
             DropReason::Unprotected => "unprotected",
             DropReason::BufferTooSmall => "buffer_too_small",
+            DropReason::NonEsp => "non_esp",
+            DropReason::Keepalive => "keepalive",
+            DropReason::EncapMismatch => "encap_mismatch",
         }
     }
 }
@@ -250,6 +262,8 @@ pub struct InboundPath {
     rules: Arc<Rules>,
     /// (SPI, tunnel index, SA), sorted by SPI.
     sad: Vec<(u32, usize, InboundSa)>,
+    /// Per tunnel index: ESP arrives inside UDP (RFC 3948).
+    udp_encap: Vec<bool>,
     drops: DropCounters,
     bypassed: u64,
 }
@@ -264,19 +278,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine from a policy: validates it, refuses UDP
-    /// encapsulation, and installs the manually keyed SAs (installed at `now`).
+    /// Builds the engine from a policy: validates it and installs the
+    /// manually keyed SAs (installed at `now`).
     pub fn new(policy: &Policy, now: Timestamp) -> Result<Engine, EngineError> {
         policy.validate()?;
         let mut tunnels = Vec::with_capacity(policy.tunnels.len());
         let mut out_sas = Vec::with_capacity(policy.tunnels.len());
         let mut sad = Vec::new();
         for (idx, t) in policy.tunnels.iter().enumerate() {
-            if t.udp_encap {
-                return Err(EngineError::UdpEncapUnsupported {
-                    tunnel: t.name.clone(),
-                });
-            }
             tunnels.push(TunnelRules {
                 id: t.id,
                 name: t.name.clone(),
@@ -285,7 +294,7 @@ impl Engine {
             });
             match &t.manual {
                 Some(m) => {
-                    out_sas.push(Some(OutboundSa::new(
+                    let mut sa = OutboundSa::new(
                         t.id,
                         m.outbound.spi,
                         t.aead,
@@ -295,7 +304,9 @@ impl Engine {
                         t.remote,
                         t.lifetimes,
                         now,
-                    )?));
+                    )?;
+                    sa.set_udp_encap(t.udp_encap);
+                    out_sas.push(Some(sa));
                     sad.push((
                         m.inbound.spi.0,
                         idx,
@@ -344,6 +355,7 @@ impl Engine {
             inbound: InboundPath {
                 rules,
                 sad,
+                udp_encap: policy.tunnels.iter().map(|t| t.udp_encap).collect(),
                 drops: DropCounters::default(),
                 bypassed: 0,
             },
@@ -462,7 +474,8 @@ impl OutboundPath {
 }
 
 impl InboundPath {
-    /// Processes one outer datagram from black. ESP: SAD by SPI, replay
+    /// Processes one outer datagram from black. ESP (as IP protocol 50, or
+    /// inside UDP to port 4500 when a tunnel uses UDP encapsulation): SAD by SPI, replay
     /// check, decrypt, selector check, filter. Cleartext: allowed only if the
     /// SPD (seen from the other side) says BYPASS, then filtered. On
     /// `Send(len)` the datagram for red is `pkt[..len]`.
@@ -477,18 +490,19 @@ impl InboundPath {
     }
 
     fn process_inner(&mut self, pkt: &mut [u8], now: Timestamp) -> Result<usize, DropReason> {
-        let (proto, esp_off) = outer_esp_offset(pkt)?;
-        if proto != 50 {
-            let t = five_tuple(pkt).map_err(wire_drop)?;
-            if self.rules.spd(&t.reversed()) != Some(SpdAction::Bypass) {
-                return Err(DropReason::Unprotected);
+        let (proto, l4_off) = outer_esp_offset(pkt)?;
+        let (esp_off, in_udp) = match proto {
+            50 => (l4_off, false),
+            udp::PROTOCOL if self.udp_encap.contains(&true) => {
+                match udp::classify(pkt, l4_off).map_err(wire_drop)? {
+                    Some(udp::Payload::Esp(off)) => (off, true),
+                    Some(udp::Payload::NonEsp) => return Err(DropReason::NonEsp),
+                    Some(udp::Payload::Keepalive) => return Err(DropReason::Keepalive),
+                    None => return self.cleartext(pkt),
+                }
             }
-            if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
-                return Err(DropReason::Filter);
-            }
-            self.bypassed += 1;
-            return Ok(pkt.len());
-        }
+            _ => return self.cleartext(pkt),
+        };
         let esp = &mut pkt[esp_off..];
         let spi = esp
             .get(..4)
@@ -500,6 +514,9 @@ impl InboundPath {
             .map_err(|_| DropReason::UnknownSpi)?;
         let (_, tidx, sa) = &mut self.sad[pos];
         let tidx = *tidx;
+        if self.udp_encap.get(tidx).copied().unwrap_or(false) != in_udp {
+            return Err(DropReason::EncapMismatch);
+        }
         let d = sa.decap(esp, now)?;
         let inner = &esp[..d.len];
         let t = five_tuple(inner).map_err(wire_drop)?;
@@ -519,6 +536,20 @@ impl InboundPath {
         }
         pkt.copy_within(esp_off..esp_off + d.len, 0);
         Ok(d.len)
+    }
+
+    /// A datagram that is not ESP: passed to red only if the SPD (seen
+    /// from the other side) says BYPASS, then filtered.
+    fn cleartext(&mut self, pkt: &[u8]) -> Result<usize, DropReason> {
+        let t = five_tuple(pkt).map_err(wire_drop)?;
+        if self.rules.spd(&t.reversed()) != Some(SpdAction::Bypass) {
+            return Err(DropReason::Unprotected);
+        }
+        if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
+            return Err(DropReason::Filter);
+        }
+        self.bypassed += 1;
+        Ok(pkt.len())
     }
 
     /// Drop counters.

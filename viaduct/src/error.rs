@@ -17,12 +17,6 @@ pub enum EngineError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A tunnel asks for UDP encapsulation, which this engine does not do.
-    #[error("tunnel {tunnel:?} requests UDP encapsulation (RFC 3948), which this Viaduct does not implement; disable udp_encap for it")]
-    UdpEncapUnsupported {
-        /// The tunnel.
-        tunnel: String,
-    },
     /// Key material of the wrong length.
     #[error("{aead} needs {expected} bytes of key material (key || salt), got {found}")]
     KeyLength {

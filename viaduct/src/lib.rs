@@ -11,6 +11,7 @@
 //! in `new_checked` views. Construction errors are [`EngineError`]s.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod confine;
 pub mod crypto;
 pub mod engine;

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A red device opened by name gets a vnet header (IFF_VNET_HDR) and TSO
-//! offloads unless `--no-offload`; an inherited descriptor keeps the flags
+//! offloads unless `--no-offload`; so does a black device opened by name
+//! when a tunnel sends ESP in UDP (UDP segmentation offload, so that one
+//! write carries many ESP datagrams); an inherited descriptor keeps the flags
 //! its creator chose, and offloads are negotiated when it has the header.
 //! `--no-offload` switches segmentation and coalescing off (for A/B runs and
 //! as an escape hatch).
@@ -82,17 +84,17 @@ fn parse_args() -> Result<Args, EngineError> {
     Ok(a)
 }
 
-/// Opens or adopts one port and negotiates its offloads. A red device
-/// opened by name gets a vnet header unless offloads are off; black carries
-/// ESP, which has no segmentation offload, so it is opened without one.
+/// Opens or adopts one port and negotiates its offloads (`req`). A device
+/// opened by name gets a vnet header when `req` asks for offloads; an
+/// adopted one keeps what its creator chose.
 fn port(
     side: &str,
     name: &Option<String>,
     netns: &Option<String>,
     fd: Option<i32>,
-    offload: bool,
+    req: tun::OffloadRequest,
 ) -> Result<Port, EngineError> {
-    let vnet_by_name = offload && side == "red";
+    let vnet_by_name = req.want != 0;
     let (fd, vnet, label) = match (name, fd) {
         (Some(_), Some(_)) => {
             return Err(EngineError::Usage(format!(
@@ -116,7 +118,7 @@ fn port(
             )))
         }
     };
-    tun::negotiate(fd, vnet, offload, &label)
+    tun::negotiate(fd, vnet, req, &label)
 }
 
 fn run() -> Result<(), EngineError> {
@@ -131,13 +133,21 @@ fn run() -> Result<(), EngineError> {
     let engine = Engine::new(&policy, Timestamp(0))?;
     drop(blob);
     let offload = !args.no_offload;
-    let red = port("red", &args.red, &args.red_netns, args.red_fd, offload)?;
+    // Plain ESP has no segmentation offload, so black gets a vnet header
+    // only when a tunnel sends ESP in UDP (UDP segmentation, kernel ≥ 6.2).
+    let udp = policy.tunnels.iter().any(|t| t.udp_encap);
+    let (red_req, black_req) = match (offload, udp) {
+        (false, _) => (tun::OffloadRequest::NONE, tun::OffloadRequest::NONE),
+        (true, false) => (tun::OffloadRequest::RED, tun::OffloadRequest::NONE),
+        (true, true) => (tun::OffloadRequest::RED, tun::OffloadRequest::BLACK_UDP),
+    };
+    let red = port("red", &args.red, &args.red_netns, args.red_fd, red_req)?;
     let black = port(
         "black",
         &args.black,
         &args.black_netns,
         args.black_fd,
-        offload,
+        black_req,
     )?;
     eprintln!(
         "viaduct: red offloads {}; black offloads {}",

@@ -381,7 +381,8 @@ fn addr_ranges(v6: bool) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
 
 /// Splits a `TCPV4`/`TCPV6`/`UDP_L4` super-packet into segments of
 /// `gso_size` payload bytes (the last may be shorter), written one at a time
-/// into `scratch` and passed to `f` as complete IP packets: IPv4 `tot_len`,
+/// into `scratch` and passed to `f` as complete IP packets (mutable, so a
+/// consumer may decrypt in place): IPv4 `tot_len`,
 /// `id0 + i` and header checksum, or IPv6 `payload_len`; TCP `seq0 + i *
 /// gso_size`, FIN/PSH only on the last and CWR only on the first segment;
 /// UDP length; the L4 checksum computed from scratch over the segment
@@ -397,7 +398,7 @@ pub fn gso_split(
     pkt: &[u8],
     h: &VnetHdr,
     scratch: &mut [u8],
-    mut f: impl FnMut(&[u8]),
+    mut f: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
     let s = validate_super(pkt, h)?;
     let (head, payload) = pkt.split_at_checked(s.hl).ok_or(Truncated)?;

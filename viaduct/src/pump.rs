@@ -25,6 +25,7 @@ use std::time::Instant;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 
+use crate::batch::UdpBatch;
 use crate::engine::{InboundPath, OutboundPath, Verdict};
 use crate::offload::{complete_csum, gso_split, Coalescer, VnetHdr, GSO_NONE, VNET_HDR_LEN};
 use crate::sa::Timestamp;
@@ -191,13 +192,20 @@ pub fn run_outbound(
     let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
     let mut scratch = vec![0u8; MAX_PACKET];
     let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
+    // ESP in UDP to a black port with UDP segmentation: batch datagrams.
+    let uso = black.vnet && black.offloads & crate::tun::OFFLOAD_USO != 0;
+    let batch = std::cell::RefCell::new(uso.then(UdpBatch::new));
     let handle = |buf: &mut [u8], n: usize, now: Timestamp| {
         let mut c = io.get();
         c.read += 1;
         let mut o = o.borrow_mut();
+        let mut batch = batch.borrow_mut();
         let mut send = |pkt: &[u8], c: &mut IoCounters| {
             if let Verdict::Send(len) = o.process(pkt, &mut out, now) {
-                write_packet(&black, &out[..len], c);
+                match batch.as_mut() {
+                    Some(b) => b.push(&out[..len], &mut |f: &[u8]| write_frame(&black, f, c)),
+                    None => write_packet(&black, &out[..len], c),
+                }
             }
         };
         if !red.vnet {
@@ -213,17 +221,41 @@ pub fn run_outbound(
         io.set(c);
     };
     let end = |now: Timestamp| {
+        if let Some(b) = batch.borrow_mut().as_mut() {
+            let mut c = io.get();
+            b.flush(&mut |f: &[u8]| write_frame(&black, f, &mut c));
+            io.set(c);
+        }
         o.borrow_mut()
             .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
     };
     let report = || {
+        let udp = match batch.borrow().as_ref() {
+            Some(b) => {
+                let s = b.stats();
+                format!(
+                    "viaduct red->black: uso=on frames={} gso_frames={} gso_datagrams={}\n",
+                    s.frames, s.gso_frames, s.gso_datagrams
+                )
+            }
+            None => String::new(),
+        };
         format!(
-            "{}{}",
+            "{}{}{}",
             io_line("red->black", &io.get()),
+            udp,
             o.borrow().report()
         )
     };
     pump_loop(&red, &ctl, &mut buf, handle, end, report)
+}
+
+/// Writes a whole frame (vnet header included) to a port.
+fn write_frame(port: &Port, frame: &[u8], io: &mut IoCounters) {
+    match rustix::io::write(&port.fd, frame) {
+        Ok(_) => io.written += 1,
+        Err(_) => io.write_errors += 1,
+    }
 }
 
 /// One read from a port with vnet headers: `frame` is `[hdr][IP packet]`.
@@ -233,7 +265,7 @@ fn split_read(
     frame: &mut [u8],
     scratch: &mut [u8],
     c: &mut IoCounters,
-    f: &mut dyn FnMut(&[u8], &mut IoCounters),
+    f: &mut dyn FnMut(&mut [u8], &mut IoCounters),
 ) -> Result<(), crate::offload::OffloadError> {
     let hdr = VnetHdr::parse(frame)?;
     let pkt = frame
@@ -272,31 +304,28 @@ pub fn run_inbound(
     });
     let co = std::cell::RefCell::new(Coalescer::new());
     let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET + OVERHEAD];
+    let mut scratch = vec![0u8; MAX_PACKET];
     let handle = |buf: &mut [u8], n: usize, now: Timestamp| {
         let mut c = io.get();
         c.read += 1;
-        let pkt = if black.vnet {
-            // Black offers no offloads: only plain packets are expected.
-            match VnetHdr::parse(&buf[..n]) {
-                Ok(h) if h.gso_type == GSO_NONE => &mut buf[VNET_HDR_LEN..n],
-                _ => {
-                    c.offload_malformed += 1;
-                    io.set(c);
-                    return;
+        let mut decap = |pkt: &mut [u8], c: &mut IoCounters| {
+            if let Verdict::Send(len) = i.borrow_mut().process(pkt, now) {
+                let inner = &pkt[..len];
+                let mut w = w.borrow_mut();
+                if w.gro {
+                    co.borrow_mut().push(inner, &mut |f: &[u8]| w.emit(f, c));
+                } else {
+                    write_packet(&w.red, inner, c);
                 }
             }
-        } else {
-            &mut buf[..n]
         };
-        if let Verdict::Send(len) = i.borrow_mut().process(pkt, now) {
-            let inner = &pkt[..len];
-            let mut w = w.borrow_mut();
-            if w.gro {
-                co.borrow_mut()
-                    .push(inner, &mut |f: &[u8]| w.emit(f, &mut c));
-            } else {
-                write_packet(&w.red, inner, &mut c);
+        if black.vnet {
+            // ESP-in-UDP super-packets (USO) are cut into datagrams here.
+            if split_read(&mut buf[..n], &mut scratch, &mut c, &mut decap).is_err() {
+                c.offload_malformed += 1;
             }
+        } else {
+            decap(&mut buf[..n], &mut c);
         }
         io.set(c);
     };

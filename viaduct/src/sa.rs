@@ -22,6 +22,7 @@ use crate::engine::DropReason;
 use crate::replay::{ReplayError, ReplayWindow, SeqNo};
 use crate::wire::esp::{self, EspPacket, HEADER_LEN, ICV_LEN, IV_LEN};
 use crate::wire::ip::OuterRepr;
+use crate::wire::udp;
 
 /// Monotonic time in seconds, supplied by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -151,6 +152,7 @@ pub struct OutboundSa {
     remote: IpAddr,
     life: Lifetime,
     counters: SaCounters,
+    udp_encap: bool,
 }
 
 impl OutboundSa {
@@ -185,7 +187,19 @@ impl OutboundSa {
                 soft_reported: false,
             },
             counters: SaCounters::default(),
+            udp_encap: false,
         })
+    }
+
+    /// Sends ESP inside UDP, ports 4500 (RFC 3948), instead of as IP
+    /// protocol 50.
+    pub fn set_udp_encap(&mut self, on: bool) {
+        self.udp_encap = on;
+    }
+
+    /// Whether ESP goes out inside UDP.
+    pub fn udp_encap(&self) -> bool {
+        self.udp_encap
     }
 
     /// Sets the last used sequence number (tests of overflow and ESN).
@@ -229,7 +243,8 @@ impl OutboundSa {
     }
 
     /// Encapsulates `inner` (a whole IPv4/IPv6 datagram) into `out` as
-    /// outer IP header || ESP; returns the length written.
+    /// outer IP header || ESP, or outer IP header || UDP || ESP with UDP
+    /// encapsulation; returns the length written.
     pub fn encap(
         &mut self,
         inner: &[u8],
@@ -252,15 +267,22 @@ impl OutboundSa {
         if !self.life.admit(&self.counters, inner.len(), now) {
             return Err(DropReason::Expired);
         }
+        let (protocol, udp_len) = if self.udp_encap {
+            (udp::PROTOCOL, udp::HEADER_LEN)
+        } else {
+            (50, 0)
+        };
         let outer = OuterRepr {
             src: self.local,
             dst: self.remote,
             tos,
             ident: 0,
+            protocol,
         };
         let hl = outer.header_len();
         let esp_total = esp_len(inner.len());
-        if out.len() < hl + esp_total {
+        let esp_at = hl + udp_len;
+        if out.len() < esp_at + esp_total {
             return Err(DropReason::BufferTooSmall);
         }
         let seq = self.next_seq()?;
@@ -269,14 +291,21 @@ impl OutboundSa {
             ..outer
         };
         outer
-            .emit(&mut out[..hl], esp_total)
+            .emit(&mut out[..hl], udp_len + esp_total)
             .map_err(|_| DropReason::Malformed)?;
         let iv = seq.0.to_be_bytes();
-        self.seal_esp(&mut out[hl..hl + esp_total], seq, &iv, inner, nh)?;
+        self.seal_esp(&mut out[esp_at..esp_at + esp_total], seq, &iv, inner, nh)?;
+        if self.udp_encap {
+            udp::emit(&mut out[hl..esp_at], esp_total).map_err(|_| DropReason::Malformed)?;
+            if let (IpAddr::V6(s), IpAddr::V6(d)) = (self.local, self.remote) {
+                udp::fill_checksum(&mut out[hl..esp_at + esp_total], &s.octets(), &d.octets())
+                    .map_err(|_| DropReason::Malformed)?;
+            }
+        }
         self.counters.packets += 1;
         self.counters.bytes += inner.len() as u64;
         self.life.after(&self.counters, now);
-        Ok(hl + esp_total)
+        Ok(esp_at + esp_total)
     }
 
     /// Writes SPI, seq, IV, encrypted payload+trailer and ICV into `esp_buf`

@@ -157,11 +157,45 @@ fn check_flags(tflags: libc::c_short) -> Result<(), String> {
     Ok(())
 }
 
+/// What a port asks the kernel for (`TUN_F_*` masks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadRequest {
+    /// Tried first.
+    pub want: u32,
+    /// Set when the kernel refuses `want` (kernels before 6.2 know no USO
+    /// bits and refuse the whole mask).
+    pub fallback: u32,
+}
+
+impl OffloadRequest {
+    /// Red: TCP segmentation and checksums, plus UDP segmentation.
+    pub const RED: OffloadRequest = OffloadRequest {
+        want: OFFLOAD_TCP | OFFLOAD_USO,
+        fallback: OFFLOAD_TCP,
+    };
+    /// Black with ESP in UDP: UDP segmentation (it needs checksum offload),
+    /// or nothing.
+    pub const BLACK_UDP: OffloadRequest = OffloadRequest {
+        want: libc::TUN_F_CSUM | OFFLOAD_USO,
+        fallback: 0,
+    };
+    /// No offloads.
+    pub const NONE: OffloadRequest = OffloadRequest {
+        want: 0,
+        fallback: 0,
+    };
+}
+
 /// Sets up a port's offloads. Without a vnet header there is nothing to set.
-/// With one: header size 10, then TSO/checksum offload (plus USO when the
-/// kernel has it) if `want`, else an explicit 0 (a previous Viaduct may have
-/// enabled them on the same device).
-pub fn negotiate(fd: OwnedFd, vnet: bool, want: bool, name: &str) -> Result<Port, EngineError> {
+/// With one: header size 10, then `req.want` (or `req.fallback` when the
+/// kernel refuses it). The mask is always set explicitly, 0 included: a
+/// previous Viaduct may have enabled offloads on the same device.
+pub fn negotiate(
+    fd: OwnedFd,
+    vnet: bool,
+    req: OffloadRequest,
+    name: &str,
+) -> Result<Port, EngineError> {
     if !vnet {
         return Ok(Port {
             fd,
@@ -174,15 +208,11 @@ pub fn negotiate(fd: OwnedFd, vnet: bool, want: bool, name: &str) -> Result<Port
         source: e,
     };
     sys::tun_set_vnet_hdr_sz(fd.as_fd(), VNET_HDR_LEN as libc::c_int).map_err(err)?;
-    let offloads = if !want {
-        sys::tun_set_offload(fd.as_fd(), 0).map_err(err)?;
-        0
-    } else if sys::tun_set_offload(fd.as_fd(), OFFLOAD_TCP | OFFLOAD_USO).is_ok() {
-        OFFLOAD_TCP | OFFLOAD_USO
+    let offloads = if sys::tun_set_offload(fd.as_fd(), req.want).is_ok() {
+        req.want
     } else {
-        // Kernels before 6.2 know no USO bits and refuse the whole mask.
-        sys::tun_set_offload(fd.as_fd(), OFFLOAD_TCP).map_err(err)?;
-        OFFLOAD_TCP
+        sys::tun_set_offload(fd.as_fd(), req.fallback).map_err(err)?;
+        req.fallback
     };
     Ok(Port { fd, vnet, offloads })
 }

@@ -280,6 +280,8 @@ pub struct OuterRepr {
     pub tos: u8,
     /// IPv4 identification.
     pub ident: u16,
+    /// Upper-layer protocol: 50 (ESP) or 17 (ESP in UDP, RFC 3948).
+    pub protocol: u8,
 }
 
 impl OuterRepr {
@@ -292,7 +294,7 @@ impl OuterRepr {
         }
     }
 
-    /// Writes the header for `payload_len` bytes of ESP into `buf[..header_len()]`.
+    /// Writes the header for `payload_len` bytes of `protocol` into `buf[..header_len()]`.
     /// Returns `Err(Malformed)` for mixed families or a payload too long for
     /// the length field; `Err(Truncated)` if `buf` is shorter than the header.
     pub fn emit(&self, buf: &mut [u8], payload_len: usize) -> Result<(), WireError> {
@@ -310,7 +312,7 @@ impl OuterRepr {
                 h[field4::IDENT].copy_from_slice(&self.ident.to_be_bytes());
                 h[field4::FLAGS_FRAG].copy_from_slice(&[0, 0]);
                 h[field4::TTL] = 64;
-                h[field4::PROTOCOL] = 50;
+                h[field4::PROTOCOL] = self.protocol;
                 h[field4::CHECKSUM].copy_from_slice(&[0, 0]);
                 h[field4::SRC].copy_from_slice(&s.octets());
                 h[field4::DST].copy_from_slice(&d.octets());
@@ -324,7 +326,7 @@ impl OuterRepr {
                 let vtf = (6u32 << 28) | (u32::from(self.tos) << 20);
                 h[field6::VER_TC_FLOW].copy_from_slice(&vtf.to_be_bytes());
                 h[field6::PAYLOAD_LEN].copy_from_slice(&plen.to_be_bytes());
-                h[field6::NEXT_HEADER] = 50;
+                h[field6::NEXT_HEADER] = self.protocol;
                 h[field6::HOP_LIMIT] = 64;
                 h[field6::SRC].copy_from_slice(&s.octets());
                 h[field6::DST].copy_from_slice(&d.octets());
@@ -347,6 +349,7 @@ mod tests {
             dst: "198.51.100.2".parse().unwrap(),
             tos: 0,
             ident: 7,
+            protocol: 50,
         }
         .emit(&mut b, 100)
         .unwrap();

@@ -1,11 +1,12 @@
 //! Zero-copy views of the wire formats the Viaduct reads and writes: IPv4,
-//! IPv6 and ESP, plus the five-tuple extraction used by selectors.
+//! IPv6, ESP and ESP-in-UDP, plus the five-tuple extraction used by selectors.
 //!
 //! Invariant: every `Packet::new_checked` validates the lengths that its
 //! accessors rely on, so no accessor can panic on a value it returned.
 
 pub mod esp;
 pub mod ip;
+pub mod udp;
 
 pub use esp::EspPacket;
 pub use ip::{FiveTuple, Ipv4Packet, Ipv6Packet};

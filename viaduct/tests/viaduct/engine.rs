@@ -59,6 +59,7 @@ fn craft(aead: Aead, seq: u32, plaintext: &[u8]) -> Vec<u8> {
         dst: v4(B4.outer),
         tos: 0,
         ident: 1,
+        protocol: 50,
     }
     .emit(&mut pkt, esp.len())
     .unwrap();
@@ -164,6 +165,7 @@ fn truncated_esp_dropped_and_counted() {
         dst: v4(B4.outer),
         tos: 0,
         ident: 1,
+        protocol: 50,
     }
     .emit(&mut short, 30)
     .unwrap();
@@ -419,12 +421,121 @@ fn lifetimes_soft_event_then_hard_expiry() {
     assert_eq!(a.outbound.drops().get(DropReason::Expired), 1);
 }
 
+fn udp_pair(aead: Aead, a_side: Side, b_side: Side, inner4: bool) -> (Engine, Engine) {
+    let (ia, ib) = if inner4 { (A4, B4) } else { (A6, B6) };
+    let mut pa = lab_policy(aead, a_side, b_side, ia, ib, true);
+    let mut pb = lab_policy(aead, b_side, a_side, ib, ia, false);
+    pa.tunnels[0].udp_encap = true;
+    pb.tunnels[0].udp_encap = true;
+    (Engine::new(&pa, T0).unwrap(), Engine::new(&pb, T0).unwrap())
+}
+
+fn ones_sum(data: &[u8]) -> u32 {
+    let mut s: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
+        .sum();
+    while s >> 16 != 0 {
+        s = (s >> 16) + (s & 0xffff);
+    }
+    s
+}
+
 #[test]
-fn udp_encapsulation_rejected_clearly() {
-    let mut p = lab_policy(Aead::Aes128Gcm16, A4, B4, A4, B4, true);
-    p.tunnels[0].udp_encap = true;
-    let e = Engine::new(&p, T0).unwrap_err();
-    assert!(e.to_string().contains("UDP encapsulation"), "{e}");
+fn udp_encapsulation_round_trip_ipv4_and_ipv6_outer() {
+    for aead in ALL_AEADS {
+        // IPv4 outer: protocol 17, ports 4500, UDP length, checksum zero (RFC 3948 §2.1).
+        let (mut a, mut b) = udp_pair(aead, A4, B4, true);
+        let inner = lan_a_to_b(b"in udp");
+        let wire = send(&mut a, &inner);
+        assert_eq!(wire[9], 17);
+        assert_eq!(&wire[20..24], &[0x11, 0x94, 0x11, 0x94]);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([wire[24], wire[25]])),
+            wire.len() - 20
+        );
+        assert_eq!(&wire[26..28], &[0, 0]);
+        assert_eq!(&wire[28..32], &SPI_A_TO_B.to_be_bytes());
+        assert_eq!(recv(&mut b, &wire).unwrap(), inner);
+        // B answers in UDP too.
+        let back = udp4("10.2.0.7", "10.1.0.5", 5000, 4000, b"reply");
+        let wire = send(&mut b, &back);
+        assert_eq!(wire[9], 17);
+        assert_eq!(recv(&mut a, &wire).unwrap(), back);
+
+        // IPv6 outer: the checksum is computed (zero is not allowed on IPv6).
+        let (mut a, mut b) = udp_pair(aead, A6, B6, false);
+        let inner = udp6("fd00:1::5", "fd00:2::7", 1, 2, b"six in udp six");
+        let wire = send(&mut a, &inner);
+        assert_eq!(wire[6], 17);
+        assert_ne!(&wire[46..48], &[0, 0]);
+        let udp_len = (wire.len() - 40) as u32;
+        let mut pseudo = wire[8..40].to_vec();
+        pseudo.extend_from_slice(&udp_len.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        pseudo.extend_from_slice(&wire[40..]);
+        assert_eq!(ones_sum(&pseudo), 0xffff, "UDP checksum verifies");
+        assert_eq!(recv(&mut b, &wire).unwrap(), inner);
+    }
+}
+
+#[test]
+fn udp_encapsulation_keepalive_marker_and_mismatch_are_counted() {
+    let (mut a, mut b) = udp_pair(Aead::Aes128Gcm16, A4, B4, true);
+    let wire = send(&mut a, &lan_a_to_b(b"x"));
+    // A NAT-keepalive: one byte 0xFF after the UDP header.
+    let mut ka = wire[..29].to_vec();
+    ka[28] = 0xff;
+    OuterRepr {
+        src: v4(A4.outer),
+        dst: v4(B4.outer),
+        tos: 0,
+        ident: 1,
+        protocol: 17,
+    }
+    .emit(&mut ka, 9)
+    .unwrap();
+    ka[24..26].copy_from_slice(&9u16.to_be_bytes());
+    assert_eq!(recv(&mut b, &ka), Err(DropReason::Keepalive));
+    // The non-ESP marker: IKE on port 4500 is not the data plane's.
+    let mut ike = wire.clone();
+    ike[28..32].copy_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(recv(&mut b, &ike), Err(DropReason::NonEsp));
+    // A UDP length that disagrees with the IP length.
+    let mut bad = wire.clone();
+    bad[24..26].copy_from_slice(&((wire.len() - 20 - 1) as u16).to_be_bytes());
+    assert_eq!(recv(&mut b, &bad), Err(DropReason::Malformed));
+    // The same ESP sent as protocol 50 to an SA that expects UDP.
+    let mut plain = Vec::new();
+    plain.extend_from_slice(&wire[..20]);
+    plain.extend_from_slice(&wire[28..]);
+    OuterRepr {
+        src: v4(A4.outer),
+        dst: v4(B4.outer),
+        tos: 0,
+        ident: 1,
+        protocol: 50,
+    }
+    .emit(&mut plain, wire.len() - 28)
+    .unwrap();
+    assert_eq!(recv(&mut b, &plain), Err(DropReason::EncapMismatch));
+    // And the genuine packet still passes (nothing above moved the window).
+    assert!(recv(&mut b, &wire).is_ok());
+    for r in [
+        DropReason::Keepalive,
+        DropReason::NonEsp,
+        DropReason::Malformed,
+        DropReason::EncapMismatch,
+    ] {
+        assert_eq!(b.inbound.drops().get(r), 1, "{r}");
+    }
+
+    // The other way round: ESP in UDP to an SA that expects protocol 50.
+    let (_, mut pb) = pair(Aead::Aes128Gcm16);
+    let (mut ua, _) = udp_pair(Aead::Aes128Gcm16, A4, B4, true);
+    let wire = send(&mut ua, &lan_a_to_b(b"y"));
+    // With no tunnel in UDP, port 4500 is ordinary cleartext: not protected.
+    assert_eq!(recv(&mut pb, &wire), Err(DropReason::Unprotected));
 }
 
 #[test]
