@@ -27,7 +27,10 @@ use rustix::io::Errno;
 
 use crate::batch::UdpBatch;
 use crate::engine::{InboundPath, OutboundPath, Verdict};
-use crate::offload::{complete_csum, gso_split, Coalescer, VnetHdr, GSO_NONE, VNET_HDR_LEN};
+use crate::offload::{
+    complete_csum, gso_split, split_udp_in_place, Coalescer, VnetHdr, GSO_NONE, GSO_UDP_L4,
+    VNET_HDR_LEN,
+};
 use crate::sa::Timestamp;
 use crate::tun::Port;
 
@@ -320,8 +323,20 @@ pub fn run_inbound(
             }
         };
         if black.vnet {
-            // ESP-in-UDP super-packets (USO) are cut into datagrams here.
-            if split_read(&mut buf[..n], &mut scratch, &mut c, &mut decap).is_err() {
+            // ESP-in-UDP super-packets (USO) are cut into datagrams in place:
+            // the ICV authenticates them, so UDP checksums are not computed.
+            let done = match VnetHdr::parse(&buf[..n]) {
+                Ok(h) if h.gso_type == GSO_UDP_L4 => {
+                    split_udp_in_place(&mut buf[VNET_HDR_LEN..n], &h, |seg| decap(seg, &mut c)).map(
+                        |k| {
+                            c.gso_reads += 1;
+                            c.segments += k as u64;
+                        },
+                    )
+                }
+                _ => split_read(&mut buf[..n], &mut scratch, &mut c, &mut decap),
+            };
+            if done.is_err() {
                 c.offload_malformed += 1;
             }
         } else {
