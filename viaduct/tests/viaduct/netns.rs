@@ -257,7 +257,7 @@ fn tcp_transfer(lan_a: &str, lan_b: &str, total: usize) -> (u64, u64, usize) {
 
 /// Checks a pcap (Ethernet link type): every IPv4/IPv6 frame is ESP, no
 /// frame holds MARKER. Returns the number of ESP frames.
-fn check_pcap(path: &Path) -> usize {
+fn check_pcap(path: &Path, udp: bool) -> usize {
     let data = std::fs::read(path).unwrap();
     let cap = testbed::pcap::parse(&data).expect("a pcap file");
     assert_eq!(
@@ -276,6 +276,20 @@ fn check_pcap(path: &Path) -> usize {
         }
         match u16::from_be_bytes([frame[12], frame[13]]) {
             0x0806 => {} // ARP
+            0x0800 if udp => {
+                // ESP in UDP: protocol 17, ports 4500 → 4500, an SPI (not the
+                // non-ESP marker) after the UDP header.
+                let ihl = usize::from(frame[14] & 0x0f) * 4;
+                let l4 = &frame[14 + ihl..];
+                assert_eq!(
+                    frame[14 + 9],
+                    17,
+                    "non-UDP IPv4 packet on the internet link"
+                );
+                assert_eq!(&l4[..4], &[0x11, 0x94, 0x11, 0x94], "UDP ports 4500");
+                assert_ne!(&l4[8..12], &[0, 0, 0, 0], "non-ESP marker on the data path");
+                esp += 1;
+            }
             0x0800 => {
                 assert_eq!(
                     frame[14 + 9],
@@ -284,11 +298,7 @@ fn check_pcap(path: &Path) -> usize {
                 );
                 esp += 1;
             }
-            0x86dd => assert_eq!(
-                frame[14 + 6],
-                50,
-                "non-ESP IPv6 packet on the internet link"
-            ),
+            0x86dd => panic!("IPv6 packet on the internet link (IPv6 is off there)"),
             other => panic!("unexpected ethertype {other:#06x} on the internet link"),
         }
     }
@@ -309,7 +319,9 @@ fn counter(log: &str, prefix: &str, key: &str) -> u64 {
 /// Two Viaducts in namespaces; with `offload` (the default) their red TUNs
 /// carry vnet headers, the sender's TSO super-packets are segmented and the
 /// receiver's segments coalesced; without, every packet crosses alone.
-fn two_gateways(aead: Aead, offload: bool) {
+/// With `udp`, ESP travels inside UDP (port 4500) and, with offloads, black
+/// carries batches of ESP datagrams as UDP super-packets.
+fn two_gateways(aead: Aead, offload: bool, udp: bool) {
     let tag = format!(
         "{}{}",
         std::process::id(),
@@ -353,8 +365,13 @@ fn two_gateways(aead: Aead, offload: bool) {
         ip_ns(ns, &format!("route add {gw_peer}/32 via {peer}"));
         let _ = gw_me;
     }
-    let pa = write_policy(&dir, "a.pol", &gateway_policy(aead, true));
-    let pb = write_policy(&dir, "b.pol", &gateway_policy(aead, false));
+    let policy = |a_side: bool| {
+        let mut p = gateway_policy(aead, a_side);
+        p.tunnels[0].udp_encap = udp;
+        p
+    };
+    let pa = write_policy(&dir, "a.pol", &policy(true));
+    let pb = write_policy(&dir, "b.pol", &policy(false));
     let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
     let extra: &[&str] = if offload { &[] } else { &["--no-offload"] };
     g.children
@@ -382,8 +399,9 @@ fn two_gateways(aead: Aead, offload: bool) {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         };
         let want_red = if offload { "0x5001" } else { "0x1001" };
+        let want_black = if offload && udp { "0x5001" } else { "0x1001" };
         assert_eq!(flags(lan, "vred"), want_red, "red tun_flags");
-        assert_eq!(flags(blk, "vblk"), "0x1001", "black tun_flags");
+        assert_eq!(flags(blk, "vblk"), want_black, "black tun_flags");
     }
     let pcap = dir.join("inet.pcap");
     let mut dump = Command::new("ip")
@@ -407,7 +425,7 @@ fn two_gateways(aead: Aead, offload: bool) {
     std::thread::sleep(Duration::from_millis(300));
     let _ = kill_process(Pid::from_child(&dump), Signal::TERM);
     let _ = dump.wait();
-    let esp = check_pcap(&pcap);
+    let esp = check_pcap(&pcap, udp);
     assert!(esp > 100, "{aead}: only {esp} ESP frames captured");
     // Counters on SIGUSR1, clean exit on SIGTERM.
     for c in &g.children {
@@ -467,6 +485,28 @@ fn two_gateways(aead: Aead, offload: bool) {
         assert!(log.contains("red offloads none (no vnet header)"), "{log}");
         assert_eq!((gso_reads, segments, gro_merged), (0, 0, 0));
     }
+    if offload && udp {
+        // A batches equal ESP datagrams into UDP super-packets; they cross
+        // the internet link whole and B cuts them up again.
+        assert!(log.contains("black offloads csum,uso4,uso6"), "{log}");
+        let gso_frames = counter(&log, "viaduct red->black: uso=on", "gso_frames");
+        let gso_datagrams = counter(&log, "viaduct red->black: uso=on", "gso_datagrams");
+        assert!(
+            gso_frames > 0 && gso_datagrams > gso_frames,
+            "A: {gso_frames} UDP super-packets carrying {gso_datagrams} datagrams"
+        );
+        let b_reads = counter(&log_b, "viaduct black->red:", "gso_reads");
+        let b_segments = counter(&log_b, "viaduct black->red:", "segments");
+        assert!(
+            b_reads > 0 && b_segments > b_reads,
+            "B: {b_reads} UDP super-packets read, {b_segments} datagrams"
+        );
+    } else {
+        assert!(
+            log.contains("black offloads none (no vnet header)"),
+            "{log}"
+        );
+    }
     eprintln!("{aead}: {esp} ESP frames on the internet link; viaduct A log:\n{log}\nviaduct B log:\n{log_b}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -477,7 +517,7 @@ fn two_gateways_aes128gcm() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16, true);
+    two_gateways(Aead::Aes128Gcm16, true, false);
 }
 
 #[test]
@@ -486,7 +526,25 @@ fn two_gateways_without_offloads() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16, false);
+    two_gateways(Aead::Aes128Gcm16, false, false);
+}
+
+#[test]
+fn two_gateways_esp_in_udp() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::Aes128Gcm16, true, true);
+}
+
+#[test]
+fn two_gateways_esp_in_udp_without_offloads() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::Aes128Gcm16, false, true);
 }
 
 #[test]
@@ -495,7 +553,7 @@ fn two_gateways_aes256gcm() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes256Gcm16, true);
+    two_gateways(Aead::Aes256Gcm16, true, false);
 }
 
 #[test]
@@ -504,7 +562,7 @@ fn two_gateways_chacha20poly1305() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::ChaCha20Poly1305, true);
+    two_gateways(Aead::ChaCha20Poly1305, true, false);
 }
 
 #[test]
