@@ -4,12 +4,12 @@
 //! for every supported AEAD in one boot.
 //!
 //! ```text
-//! netns xi<pid>l (LAN): vred (TUN) 10.1.{1,2,3}.1/24, 10.2.0.0/16 -> vred
+//! netns xi<pid>l (LAN): vred (TUN) 10.1.{1,2,3,4}.1/24, 10.2.0.0/16 -> vred
 //!        ══ Viaduct (outer 203.0.113.1, three tunnels) ══
 //! netns xi<pid>h (black): vblk (TUN, 203.0.113.1/32 routed into it),
 //!        xitap0 (TAP, 198.51.100.254/24), ip_forward on, IPv6 off
 //!        ── virtio-net ── QEMU guest eth0 198.51.100.2/24, default via .254
-//! guest: lo 10.2.{1,2,3}.1/32; per AEAD one SA pair (tunnel mode, ESN)
+//! guest: lo 10.2.{1,2,3,4}.1/32; per AEAD one SA pair (tunnel mode, ESN)
 //!        and policies 10.2.i.0/24 <-> 10.1.i.0/24 via 198.51.100.2 <-> 203.0.113.1
 //! ```
 //!
@@ -18,6 +18,7 @@
 //! | 1 | AES-128-GCM-16    | `rfc4106(gcm(aes))`, 128-bit key + salt  |
 //! | 2 | AES-256-GCM-16    | `rfc4106(gcm(aes))`, 256-bit key + salt  |
 //! | 3 | ChaCha20-Poly1305 | `rfc7539esp(chacha20,poly1305)` + salt   |
+//! | 4 | AES-128-GCM-16 in UDP | `rfc4106(gcm(aes))`, `encap espinudp` |
 //!
 //! Checked: pings LAN -> guest (1000-byte payloads, through the Viaduct's
 //! encap and the kernel's decap, replies the other way) and guest -> LAN
@@ -30,6 +31,14 @@
 //! in both directions; the kernel's `/proc/net/xfrm_stat` error counters
 //! stay zero and the Viaduct dropped nothing inbound; a capture of the TAP
 //! holds only ARP and ESP (IP protocol 50) with our SPIs.
+//!
+//! A fourth tunnel (i = 4, AES-128-GCM) sends ESP in UDP (RFC 3948, ports
+//! 4500): `ip xfrm state … encap espinudp 4500 4500 0.0.0.0` in the guest,
+//! where a small static helper (tests/xfrm/udp-encap.c, built with `cc
+//! -static`) holds the UDP socket with `UDP_ENCAP_ESPINUDP` that XFRM needs
+//! to receive it; the Viaduct's black port then carries UDP segmentation
+//! offload. Everything above is checked for it too, and the capture must
+//! show its SPIs only inside UDP and the others only as protocol 50.
 //!
 //! The guest's kernel, modules, busybox and iproute2 (`ip xfrm`; busybox's
 //! `ip` has no xfrm) with its libraries come from the pinned packages of
@@ -72,6 +81,8 @@ struct Case {
     name: &'static str,
     aead: Aead,
     linux_alg: &'static str,
+    /// ESP in UDP, port 4500 (RFC 3948).
+    udp: bool,
 }
 
 impl Case {
@@ -128,24 +139,34 @@ fn sha256_hex(path: &Path) -> String {
         .to_owned()
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         idx: 1,
         name: "aes128gcm16",
         aead: Aead::Aes128Gcm16,
         linux_alg: "rfc4106(gcm(aes))",
+        udp: false,
     },
     Case {
         idx: 2,
         name: "aes256gcm16",
         aead: Aead::Aes256Gcm16,
         linux_alg: "rfc4106(gcm(aes))",
+        udp: false,
     },
     Case {
         idx: 3,
         name: "chacha20poly1305",
         aead: Aead::ChaCha20Poly1305,
         linux_alg: "rfc7539esp(chacha20,poly1305)",
+        udp: false,
+    },
+    Case {
+        idx: 4,
+        name: "aes128gcm16-udp",
+        aead: Aead::Aes128Gcm16,
+        linux_alg: "rfc4106(gcm(aes))",
+        udp: true,
     },
 ];
 
@@ -440,6 +461,13 @@ fn build_guest(dir: &Path) -> GuestImage {
     add_to(
         &mut have,
         &mut cpio,
+        "bin/udp-encap",
+        images::cpio::EntryKind::File(udp_encap_helper(dir).into()),
+        0o755,
+    );
+    add_to(
+        &mut have,
+        &mut cpio,
         "init",
         images::cpio::EntryKind::File(init_script().into_bytes().into()),
         0o755,
@@ -459,6 +487,26 @@ fn build_guest(dir: &Path) -> GuestImage {
     cpio.write_to(File::create(&img.initrd).unwrap())
         .expect("writing initramfs");
     img
+}
+
+/// The guest's UDP-encapsulation socket holder, compiled from
+/// tests/xfrm/udp-encap.c as a static binary (the guest has no libc of its
+/// own besides iproute2's).
+fn udp_encap_helper(dir: &Path) -> Vec<u8> {
+    let src = workspace().join("viaduct/tests/xfrm/udp-encap.c");
+    let out = dir.join("udp-encap");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("a C compiler is needed for the guest's helper: apt-get install gcc libc6-dev");
+    assert!(
+        st.success(),
+        "cc -static {} failed (apt-get install gcc libc6-dev)",
+        src.display()
+    );
+    std::fs::read(&out).unwrap()
 }
 
 /// The guest's /init (busybox sh).
@@ -490,8 +538,8 @@ $IP route add default via __TAP__ || fatal "route"
         let i = c.idx;
         s.push_str(&format!(
             "$IP addr add {inner}/32 dev lo || fatal 'lo addr {i}'\n\
-             $IP xfrm state add src __GUEST__ dst __VIADUCT__ proto esp spi {out_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kout} 128 || fatal 'state out {i}'\n\
-             $IP xfrm state add src __VIADUCT__ dst __GUEST__ proto esp spi {in_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kin} 128 || fatal 'state in {i}'\n\
+             $IP xfrm state add src __GUEST__ dst __VIADUCT__ proto esp spi {out_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kout} 128{encap} || fatal 'state out {i}'\n\
+             $IP xfrm state add src __VIADUCT__ dst __GUEST__ proto esp spi {in_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kin} 128{encap} || fatal 'state in {i}'\n\
              $IP xfrm policy add src 10.2.{i}.0/24 dst 10.1.{i}.0/24 dir out tmpl src __GUEST__ dst __VIADUCT__ proto esp reqid {i} mode tunnel || fatal 'policy out {i}'\n\
              $IP xfrm policy add src 10.1.{i}.0/24 dst 10.2.{i}.0/24 dir in tmpl src __VIADUCT__ dst __GUEST__ proto esp reqid {i} mode tunnel || fatal 'policy in {i}'\n\
              $IP route add 10.1.{i}.0/24 via __TAP__ src {inner} || fatal 'route {i}'\n",
@@ -501,8 +549,15 @@ $IP route add default via __TAP__ || fatal "route"
             alg = c.linux_alg,
             kout = hex(&c.key_from_guest()),
             kin = hex(&c.key_to_guest()),
+            encap = if c.udp { " encap espinudp 4500 4500 0.0.0.0" } else { "" },
         ));
     }
+    // ESP in UDP reaches XFRM only through a UDP socket on port 4500 with
+    // UDP_ENCAP_ESPINUDP set (tests/xfrm/udp-encap.c).
+    s.push_str(
+        "/bin/udp-encap &\n\
+         i=0; while ! grep -q ':1194 ' /proc/net/udp; do i=$((i+1)); [ $i -gt 50 ] && fatal 'udp-encap'; sleep 0.1; done\n",
+    );
     s.push_str(
         "$IP xfrm state list\n\
          echo XFRM-READY\n\
@@ -646,7 +701,7 @@ fn viaduct_policy() -> Policy {
     for c in &CASES {
         let lan = Prefix::new(ip(&format!("10.1.{}.0", c.idx)), 24);
         let guest = Prefix::new(ip(&format!("10.2.{}.0", c.idx)), 24);
-        let t = Tunnel::new(
+        let mut t = Tunnel::new(
             u32::from(c.idx),
             c.name,
             ip(VIADUCT_OUTER),
@@ -665,6 +720,7 @@ fn viaduct_policy() -> Policy {
                 key: KeyMaterial::new(c.key_from_guest()),
             },
         );
+        t.udp_encap = c.udp;
         p = p.with_tunnel(t).with_spd(
             c.name,
             Selector::between(lan, guest),
@@ -831,9 +887,11 @@ fn wait_for_file_text(path: &Path, needle: &str, limit: Duration) {
     }
 }
 
-/// Checks the TAP capture (Ethernet): only ARP and ESP, SPIs among `spis`.
-/// Returns the number of ESP frames per SPI (in the order of `spis`).
-fn check_pcap(path: &Path, spis: &[u32]) -> Vec<usize> {
+/// Checks the TAP capture (Ethernet): only ARP, ESP (IP protocol 50) with
+/// an SPI of `esp_spis`, and ESP in UDP (ports 4500 → 4500, never the
+/// non-ESP marker) with an SPI of `udp_spis`. Returns the number of frames
+/// per SPI (in the order of `esp_spis`, then `udp_spis`).
+fn check_pcap(path: &Path, esp_spis: &[u32], udp_spis: &[u32]) -> Vec<usize> {
     let data = std::fs::read(path).unwrap();
     let cap = testbed::pcap::parse(&data).expect("a pcap file");
     assert_eq!(
@@ -841,24 +899,43 @@ fn check_pcap(path: &Path, spis: &[u32]) -> Vec<usize> {
         testbed::pcap::LINKTYPE_ETHERNET,
         "expected Ethernet link type"
     );
-    let mut esp = vec![0; spis.len()];
+    let mut count = vec![0; esp_spis.len() + udp_spis.len()];
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     for frame in cap.frames {
         assert!(frame.len() >= 14, "runt frame on the TAP");
         match u16::from_be_bytes([frame[12], frame[13]]) {
             0x0806 => {}
             0x0800 => {
                 let ip = &frame[14..];
-                assert_eq!(ip[9], 50, "non-ESP IPv4 packet on the TAP: {:02x?}", ip);
                 let ihl = usize::from(ip[0] & 0xf) * 4;
-                let spi = u32::from_be_bytes([ip[ihl], ip[ihl + 1], ip[ihl + 2], ip[ihl + 3]]);
-                let i = spis.iter().position(|&s| s == spi);
-                let i = i.unwrap_or_else(|| panic!("ESP with unknown SPI {spi:#x}"));
-                esp[i] += 1;
+                let (spi, list, base) = match ip[9] {
+                    50 => (be32(&ip[ihl..]), esp_spis, 0),
+                    17 => {
+                        let udp = &ip[ihl..];
+                        assert_eq!(
+                            &udp[..4],
+                            &[0x11, 0x94, 0x11, 0x94],
+                            "UDP not 4500 -> 4500 on the TAP"
+                        );
+                        let spi = be32(&udp[8..]);
+                        assert_ne!(spi, 0, "non-ESP marker on the TAP");
+                        (spi, udp_spis, esp_spis.len())
+                    }
+                    p => panic!("IPv4 protocol {p} on the TAP: {ip:02x?}"),
+                };
+                let i = list.iter().position(|&s| s == spi);
+                let i = i.unwrap_or_else(|| {
+                    panic!(
+                        "SPI {spi:#x} in the wrong encapsulation (protocol {})",
+                        ip[9]
+                    )
+                });
+                count[base + i] += 1;
             }
             other => panic!("unexpected ethertype {other:#06x} on the TAP"),
         }
     }
-    esp
+    count
 }
 
 #[test]
@@ -1144,16 +1221,32 @@ fn linux_xfrm_interop_all_aeads() {
             "viaduct segmented {gso_reads} super-packets into {segments} segments; want some"
         ));
     }
+    // The UDP tunnel's TCP stream: equal ESP datagrams left as UDP
+    // super-packets, which the kernel cut up on the way to the guest.
+    let (gso_frames, gso_datagrams) = (seg("gso_frames"), seg("gso_datagrams"));
+    if !vtext.contains("black offloads csum,uso4,uso6")
+        || gso_frames == 0
+        || gso_datagrams <= gso_frames
+    {
+        failures.push(format!(
+            "viaduct sent {gso_datagrams} ESP-in-UDP datagrams in {gso_frames} UDP super-packets; want some"
+        ));
+    }
     if seg("offload_malformed") != 0 {
         failures.push("viaduct found malformed offload frames".into());
     }
-    let spis: Vec<u32> = CASES
-        .iter()
-        .flat_map(|c| [c.spi_in_guest(), c.spi_out_guest()])
-        .collect();
+    let spis_of = |udp: bool| -> Vec<u32> {
+        CASES
+            .iter()
+            .filter(|c| c.udp == udp)
+            .flat_map(|c| [c.spi_in_guest(), c.spi_out_guest()])
+            .collect()
+    };
+    let (esp_spis, udp_spis) = (spis_of(false), spis_of(true));
+    let spis: Vec<u32> = esp_spis.iter().chain(&udp_spis).copied().collect();
     // Every SA carried 6 packets (the counters above); the capture must
-    // show each of them on the wire.
-    let esp = check_pcap(&pcap, &spis);
+    // show each of them on the wire, in its SA's encapsulation.
+    let esp = check_pcap(&pcap, &esp_spis, &udp_spis);
     for (spi, n) in spis.iter().zip(&esp) {
         if *n < 6 {
             failures.push(format!(
