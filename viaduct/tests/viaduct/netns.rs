@@ -305,6 +305,17 @@ fn check_pcap(path: &Path, udp: bool) -> usize {
     esp
 }
 
+/// TUN UDP segmentation offload exists from Linux 6.2 on.
+fn kernel_has_tun_uso() -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel
+        .trim()
+        .split(['.', '-'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (6, 2)
+}
+
 /// The value of `key=` in the last line of `log` that starts with `prefix`.
 fn counter(log: &str, prefix: &str, key: &str) -> u64 {
     let line = log
@@ -400,6 +411,7 @@ fn two_gateways(aead: Aead, offload: bool, udp: bool) {
         };
         let want_red = if offload { "0x5001" } else { "0x1001" };
         let want_black = if offload && udp { "0x5001" } else { "0x1001" };
+        // (A black TUN with a vnet header even when the kernel has no USO.)
         assert_eq!(flags(lan, "vred"), want_red, "red tun_flags");
         assert_eq!(flags(blk, "vblk"), want_black, "black tun_flags");
     }
@@ -485,7 +497,10 @@ fn two_gateways(aead: Aead, offload: bool, udp: bool) {
         assert!(log.contains("red offloads none (no vnet header)"), "{log}");
         assert_eq!((gso_reads, segments, gro_merged), (0, 0, 0));
     }
-    if offload && udp {
+    if offload && udp && !kernel_has_tun_uso() {
+        eprintln!("NOTE: this kernel's TUN has no UDP segmentation offload (Linux < 6.2): not checking UDP super-packets");
+        assert!(log.contains("black offloads none"), "{log}");
+    } else if offload && udp {
         // A batches equal ESP datagrams into UDP super-packets; they cross
         // the internet link whole and B cuts them up again.
         assert!(log.contains("black offloads csum,uso4,uso6"), "{log}");
