@@ -1203,6 +1203,12 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
     } else {
         p.gateway.map(|g| g.to_string())
     };
+    // Some peer receives ESP inside UDP (port 4500): black steers that too.
+    let udp_encap = profile.viaduct.ipsec.as_ref().is_some_and(|i| {
+        i.peers
+            .iter()
+            .any(|p| p.encapsulation == profiles::model::Encapsulation::Udp)
+    });
     render::render(
         match side {
             Side::Red => "network-red",
@@ -1216,6 +1222,7 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
             "addresses": addresses,
             "ipv6": ipv6,
             "gateway": gateway,
+            "udp_encap": udp_encap,
         }),
     )
 }
@@ -1453,6 +1460,23 @@ mod tests {
         assert!(!s.contains("/bin/ip -6"), "{s}");
         assert!(!s.contains("\n\n\n"), "{s}");
         assert_no_bare_ip(&s);
+        assert_sh_syntax(&s);
+    }
+
+    #[test]
+    fn black_network_script_steers_udp_4500_only_for_udp_peers() {
+        let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
+        assert!(!s.contains("dport 4500"), "{s}");
+        let mut p = gw_a();
+        p.viaduct.ipsec.as_mut().unwrap().peers[0].encapsulation =
+            profiles::model::Encapsulation::Udp;
+        let s = network_script(&p, Side::Black, "/bin/ip").unwrap();
+        let rule = "[ -n \"$(/bin/ip rule list pref 91)\" ] || /bin/ip rule add pref 91 iif wan ipproto 17 dport 4500 lookup 90";
+        assert!(s.lines().any(|l| l == rule), "missing {rule:?} in\n{s}");
+        let steer = s.find("rule add pref 91").unwrap();
+        let card_up = s.find("/bin/ip link set wan up").unwrap();
+        assert!(steer < card_up, "{s}");
+        assert!(!s.contains("\n\n\n"), "{s}");
         assert_sh_syntax(&s);
     }
 

@@ -229,6 +229,7 @@ fn tunnel(id: u32, ipsec: &m::Ipsec, peer: &m::Peer, t: &m::Tunnel) -> blob::Tun
     let mut tun = blob::Tunnel::new(id, t.name.clone(), ipsec.local_address, peer.address, aead);
     tun.esn = esp.map(|e| e.esn).unwrap_or(true);
     tun.replay_window = ipsec.replay_window;
+    tun.udp_encap = peer.encapsulation == m::Encapsulation::Udp;
     tun.local_ts = t.local_ts.iter().map(ts).collect();
     tun.remote_ts = t.remote_ts.iter().map(ts).collect();
     let l = &peer.lifetimes;
@@ -350,6 +351,7 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
             "local_ts": t.local_ts.iter().map(|x| format!("{} proto {} ports {}-{}", x.prefix, x.protocol.0, x.ports.start, x.ports.end)).collect::<Vec<_>>(),
             "remote_ts": t.remote_ts.iter().map(|x| format!("{} proto {} ports {}-{}", x.prefix, x.protocol.0, x.ports.start, x.ports.end)).collect::<Vec<_>>(),
             "aead": t.aead.to_string(), "esn": t.esn, "replay_window": t.replay_window,
+            "encapsulation": if t.udp_encap { "udp" } else { "esp" },
             "lifetimes": {"soft": limits(&t.lifetimes.soft), "hard": limits(&t.lifetimes.hard)},
             "keying": match &t.manual { Some(m) => json!({"manual": {"spi_out": m.outbound.spi.to_string(), "spi_in": m.inbound.spi.to_string()}}), None => json!("ike") },
         })).collect::<Vec<_>>(),
@@ -390,8 +392,16 @@ pub fn describe_text(p: &blob::Policy) -> String {
             None => "ike".into(),
         };
         out.push_str(&format!(
-            "tunnel {} {}: {} -> {} {} esn={} window={} {}\n",
-            t.id.0, t.name, t.local, t.remote, t.aead, t.esn, t.replay_window, keying
+            "tunnel {} {}: {} -> {} {} esn={} window={} encap={} {}\n",
+            t.id.0,
+            t.name,
+            t.local,
+            t.remote,
+            t.aead,
+            t.esn,
+            t.replay_window,
+            if t.udp_encap { "udp" } else { "esp" },
+            keying
         ));
     }
     for (i, e) in p.spd.iter().enumerate() {

@@ -138,3 +138,20 @@ fn description_never_contains_keys() {
     );
     assert!(text.contains("PROTECT tunnel 1"));
 }
+
+#[test]
+fn udp_encapsulation_reaches_the_blob() {
+    let plain = compile(&profile("profiles/lab/gw-a.toml")).unwrap();
+    assert!(!plain.tunnels[0].udp_encap, "ESP (protocol 50) by default");
+    let mut p = profile("profiles/lab/gw-a.toml");
+    p.viaduct.ipsec.as_mut().unwrap().peers[0].encapsulation = profiles::model::Encapsulation::Udp;
+    let udp = compile(&p).unwrap();
+    assert!(udp.tunnels[0].udp_encap);
+    let blob = compile_blob(&p).unwrap();
+    let back = blob::Policy::decode(&blob).unwrap();
+    assert!(back.tunnels[0].udp_encap);
+    assert_ne!(
+        blob,
+        compile_blob(&profile("profiles/lab/gw-a.toml")).unwrap()
+    );
+}

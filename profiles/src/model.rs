@@ -215,6 +215,16 @@ pub struct Ipsec {
     pub peers: Vec<Peer>,
 }
 
+/// How ESP packets travel between the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encapsulation {
+    /// IP protocol 50.
+    Esp,
+    /// Inside UDP, source and destination port 4500 (RFC 3948).
+    Udp,
+}
+
 /// An IPsec peer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Peer {
@@ -230,6 +240,8 @@ pub struct Peer {
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP proposals, in preference order.
     pub esp_proposals: Vec<EspProposal>,
+    /// How ESP travels to this peer.
+    pub encapsulation: Encapsulation,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
     /// Tunnels.

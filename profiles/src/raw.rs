@@ -228,6 +228,10 @@ pub struct RawPeer {
     pub ike_proposals: Option<Sp<Vec<Sp<String>>>>,
     /// ESP proposals, strongest first (e.g. `aes256gcm16`, `chacha20poly1305`).
     pub esp_proposals: Option<Sp<Vec<Sp<String>>>>,
+    /// How ESP travels to this peer: `esp` (IP protocol 50, default) or
+    /// `udp` (inside UDP, port 4500, RFC 3948: crosses NATs and lets the
+    /// Viaduct hand the kernel batches of datagrams).
+    pub encapsulation: Option<Sp<String>>,
     /// Lifetimes of the IKE and child SAs.
     pub lifetimes: Option<Sp<RawLifetimes>>,
     /// Tunnels (child SAs) to this peer.

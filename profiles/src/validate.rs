@@ -1330,6 +1330,21 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
             None => Some(vec![algo::parse_esp("aes256gcm16").ok()?]),
             Some(l) => proposals(v, l, &format!("{f}.esp_proposals"), algo::parse_esp),
         };
+        let encapsulation = match &p.encapsulation {
+            None => Some(Encapsulation::Esp),
+            Some(e) => match e.value.as_str() {
+                "esp" => Some(Encapsulation::Esp),
+                "udp" => Some(Encapsulation::Udp),
+                other => {
+                    v.err(
+                        &e.span,
+                        format!("{f}.encapsulation"),
+                        format!("unknown encapsulation `{other}`: use `esp` (IP protocol 50) or `udp` (ESP in UDP, port 4500)"),
+                    );
+                    None
+                }
+            },
+        };
         let lifetimes = lifetimes(v, p.lifetimes.as_ref(), &format!("{f}.lifetimes"));
         let mut tunnels = Vec::new();
         let tl = v.req(&p.tunnels, &p.span, &f, "tunnels");
@@ -1366,7 +1381,7 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
             auth,
             ike_proposals,
             esp_proposals,
-            lifetimes,
+            (lifetimes, encapsulation),
         ) {
             (
                 Some(name),
@@ -1375,7 +1390,7 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
                 Some(auth),
                 Some(ike_proposals),
                 Some(esp_proposals),
-                Some(lifetimes),
+                (Some(lifetimes), Some(encapsulation)),
             ) => peers.push(Peer {
                 name,
                 address,
@@ -1383,6 +1398,7 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
                 auth,
                 ike_proposals,
                 esp_proposals,
+                encapsulation,
                 lifetimes,
                 tunnels,
             }),

@@ -156,6 +156,13 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "use aes256gcm16",
     ),
     (
+        "bad-encapsulation.toml",
+        "bad-encapsulation.toml",
+        "encapsulation = \"tcp\"",
+        "viaduct.ipsec.peers[0].encapsulation",
+        "use `esp` (IP protocol 50) or `udp`",
+    ),
+    (
         "weak-dh.toml",
         "weak-dh.toml",
         "modp1024",
