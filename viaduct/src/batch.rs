@@ -22,7 +22,7 @@
 //! Sans-IO: `push` and `flush` hand finished frames to a callback. No
 //! allocation after [`UdpBatch::new`]; nothing here panics.
 
-use crate::offload::{VnetHdr, GSO_NONE, GSO_UDP_L4, VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN};
+use crate::offload::{VnetHdr, GSO_UDP_L4, VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN};
 use crate::wire::{fold, internet_checksum, pseudo_header_sum};
 
 /// Most datagrams in one frame (the kernel accepts up to `UDP_MAX_SEGMENTS`,
@@ -221,13 +221,7 @@ impl UdpBatch {
             return;
         };
         dst.copy_from_slice(pkt);
-        self.frame[..VNET_HDR_LEN].copy_from_slice(
-            &VnetHdr {
-                gso_type: GSO_NONE,
-                ..VnetHdr::NONE
-            }
-            .to_bytes(),
-        );
+        self.frame[..VNET_HDR_LEN].copy_from_slice(&VnetHdr::NONE.to_bytes());
         self.stats.frames += 1;
         out(&self.frame[..VNET_HDR_LEN + pkt.len()]);
     }
@@ -236,7 +230,7 @@ impl UdpBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offload::gso_split;
+    use crate::offload::{gso_split, GSO_NONE};
     use proptest::prelude::*;
 
     fn udp4(id: u16, payload: &[u8], dport: u16) -> Vec<u8> {
