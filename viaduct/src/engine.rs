@@ -262,8 +262,8 @@ pub struct InboundPath {
     rules: Arc<Rules>,
     /// (SPI, tunnel index, SA), sorted by SPI.
     sad: Vec<(u32, usize, InboundSa)>,
-    /// Per tunnel index: ESP arrives inside UDP (RFC 3948).
-    udp_encap: Vec<bool>,
+    /// Some tunnel receives ESP inside UDP (RFC 3948): UDP/4500 is ESP.
+    any_udp: bool,
     drops: DropCounters,
     bypassed: u64,
 }
@@ -307,20 +307,18 @@ impl Engine {
                     )?;
                     sa.set_udp_encap(t.udp_encap);
                     out_sas.push(Some(sa));
-                    sad.push((
-                        m.inbound.spi.0,
-                        idx,
-                        InboundSa::new(
-                            t.id,
-                            m.inbound.spi,
-                            t.aead,
-                            m.inbound.key.expose(),
-                            t.esn,
-                            t.replay_window,
-                            t.lifetimes,
-                            now,
-                        )?,
-                    ));
+                    let mut sa = InboundSa::new(
+                        t.id,
+                        m.inbound.spi,
+                        t.aead,
+                        m.inbound.key.expose(),
+                        t.esn,
+                        t.replay_window,
+                        t.lifetimes,
+                        now,
+                    )?;
+                    sa.set_udp_encap(t.udp_encap);
+                    sad.push((m.inbound.spi.0, idx, sa));
                 }
                 None => out_sas.push(None),
             }
@@ -355,7 +353,7 @@ impl Engine {
             inbound: InboundPath {
                 rules,
                 sad,
-                udp_encap: policy.tunnels.iter().map(|t| t.udp_encap).collect(),
+                any_udp: policy.tunnels.iter().any(|t| t.udp_encap),
                 drops: DropCounters::default(),
                 bypassed: 0,
             },
@@ -493,7 +491,7 @@ impl InboundPath {
         let (proto, l4_off) = outer_esp_offset(pkt)?;
         let (esp_off, in_udp) = match proto {
             50 => (l4_off, false),
-            udp::PROTOCOL if self.udp_encap.contains(&true) => {
+            udp::PROTOCOL if self.any_udp => {
                 match udp::classify(pkt, l4_off).map_err(wire_drop)? {
                     Some(udp::Payload::Esp(off)) => (off, true),
                     Some(udp::Payload::NonEsp) => return Err(DropReason::NonEsp),
@@ -514,7 +512,7 @@ impl InboundPath {
             .map_err(|_| DropReason::UnknownSpi)?;
         let (_, tidx, sa) = &mut self.sad[pos];
         let tidx = *tidx;
-        if self.udp_encap.get(tidx).copied().unwrap_or(false) != in_udp {
+        if sa.udp_encap() != in_udp {
             return Err(DropReason::EncapMismatch);
         }
         let d = sa.decap(esp, now)?;

@@ -379,6 +379,27 @@ fn addr_ranges(v6: bool) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
     }
 }
 
+/// Writes the length fields of one segment (`seg` is the whole segment, its
+/// headers copied from the super-packet): IPv6 `payload_len`, or IPv4
+/// `tot_len`, identification `id` and header checksum; for UDP the UDP
+/// length. L4 checksums are the caller's.
+fn set_segment_lengths(seg: &mut [u8], s: &Super, id: u16) -> Result<(), OffloadError> {
+    let seg_len = seg.len();
+    if s.v6 {
+        wr16(seg, 4, (seg_len - 40) as u16)?;
+    } else {
+        wr16(seg, 2, seg_len as u16)?;
+        wr16(seg, 4, id)?;
+        wr16(seg, 10, 0)?;
+        let c = internet_checksum(seg.get(..s.iphl).ok_or(Truncated)?);
+        wr16(seg, 10, c)?;
+    }
+    if s.udp {
+        wr16(seg, s.iphl + 4, (seg_len - s.iphl) as u16)?;
+    }
+    Ok(())
+}
+
 /// Splits a `TCPV4`/`TCPV6`/`UDP_L4` super-packet into segments of
 /// `gso_size` payload bytes (the last may be shorter), written one at a time
 /// into `scratch` and passed to `f` as complete IP packets (mutable, so a
@@ -430,18 +451,8 @@ pub fn gso_split(
         let (hdr, body) = seg.split_at_mut_checked(s.hl).ok_or(Truncated)?;
         hdr.copy_from_slice(head);
         body.copy_from_slice(data);
-        if s.v6 {
-            wr16(seg, 4, (seg_len - 40) as u16)?;
-        } else {
-            wr16(seg, 2, seg_len as u16)?;
-            wr16(seg, 4, id0.wrapping_add(i as u16))?;
-            wr16(seg, 10, 0)?;
-            let c = internet_checksum(seg.get(..cs).ok_or(Truncated)?);
-            wr16(seg, 10, c)?;
-        }
-        if s.udp {
-            wr16(seg, cs + 4, (seg_len - cs) as u16)?;
-        } else {
+        set_segment_lengths(seg, &s, id0.wrapping_add(i as u16))?;
+        if !s.udp {
             wr32(seg, cs + 4, seq0.wrapping_add(start as u32))?;
             let mut fl = flags0;
             if i + 1 != n {
@@ -496,18 +507,8 @@ pub fn split_udp_in_place(
         let start = s.hl + i * s.gso;
         let end = total.min(start + s.gso);
         let seg = pkt.get_mut(start - s.hl..end).ok_or(Truncated)?;
-        let seg_len = seg.len();
         seg.get_mut(..s.hl).ok_or(Truncated)?.copy_from_slice(head);
-        if s.v6 {
-            wr16(seg, 4, (seg_len - 40) as u16)?;
-        } else {
-            wr16(seg, 2, seg_len as u16)?;
-            wr16(seg, 4, id0.wrapping_add(i as u16))?;
-            wr16(seg, 10, 0)?;
-            let c = internet_checksum(seg.get(..cs).ok_or(Truncated)?);
-            wr16(seg, 10, c)?;
-        }
-        wr16(seg, cs + 4, (seg_len - cs) as u16)?;
+        set_segment_lengths(seg, &s, id0.wrapping_add(i as u16))?;
         wr16(seg, cs + UDP_CSUM_OFFSET, 0)?;
         f(seg);
     }

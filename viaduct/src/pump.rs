@@ -214,9 +214,13 @@ pub fn run_outbound(
         if !red.vnet {
             send(&buf[..n], &mut c);
         } else {
-            match split_read(&mut buf[..n], &mut scratch, &mut c, &mut |seg, c| {
-                send(seg, c)
-            }) {
+            match split_read(
+                &mut buf[..n],
+                &mut scratch,
+                UdpSplit::Checksummed,
+                &mut c,
+                &mut |seg, c| send(seg, c),
+            ) {
                 Ok(()) => {}
                 Err(_) => c.offload_malformed += 1,
             }
@@ -261,12 +265,23 @@ fn write_frame(port: &Port, frame: &[u8], io: &mut IoCounters) {
     }
 }
 
+/// How [`split_read`] cuts a `UDP_L4` super-packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UdpSplit {
+    /// Into `scratch`, UDP checksums computed (packets that leave the Viaduct).
+    Checksummed,
+    /// In place, UDP checksums not computed: ESP in UDP, whose ICV
+    /// authenticates it (black → red).
+    InPlaceEsp,
+}
+
 /// One read from a port with vnet headers: `frame` is `[hdr][IP packet]`.
 /// Calls `f` once per complete IP packet (the packet itself, its checksum
 /// completed, or each segment of a super-packet).
 fn split_read(
     frame: &mut [u8],
     scratch: &mut [u8],
+    udp: UdpSplit,
     c: &mut IoCounters,
     f: &mut dyn FnMut(&mut [u8], &mut IoCounters),
 ) -> Result<(), crate::offload::OffloadError> {
@@ -282,7 +297,11 @@ fn split_read(
         f(pkt, c);
         return Ok(());
     }
-    let n = gso_split(pkt, &hdr, scratch, |seg| f(seg, c))?;
+    let n = if udp == UdpSplit::InPlaceEsp && hdr.gso_type == GSO_UDP_L4 {
+        split_udp_in_place(pkt, &hdr, |seg| f(seg, c))?
+    } else {
+        gso_split(pkt, &hdr, scratch, |seg| f(seg, c))?
+    };
     c.gso_reads += 1;
     c.segments += n as u64;
     Ok(())
@@ -323,20 +342,15 @@ pub fn run_inbound(
             }
         };
         if black.vnet {
-            // ESP-in-UDP super-packets (USO) are cut into datagrams in place:
-            // the ICV authenticates them, so UDP checksums are not computed.
-            let done = match VnetHdr::parse(&buf[..n]) {
-                Ok(h) if h.gso_type == GSO_UDP_L4 => {
-                    split_udp_in_place(&mut buf[VNET_HDR_LEN..n], &h, |seg| decap(seg, &mut c)).map(
-                        |k| {
-                            c.gso_reads += 1;
-                            c.segments += k as u64;
-                        },
-                    )
-                }
-                _ => split_read(&mut buf[..n], &mut scratch, &mut c, &mut decap),
-            };
-            if done.is_err() {
+            // ESP-in-UDP super-packets (USO) are cut into datagrams in place.
+            let split = split_read(
+                &mut buf[..n],
+                &mut scratch,
+                UdpSplit::InPlaceEsp,
+                &mut c,
+                &mut decap,
+            );
+            if split.is_err() {
                 c.offload_malformed += 1;
             }
         } else {

@@ -353,6 +353,7 @@ pub struct InboundSa {
     window: ReplayWindow,
     life: Lifetime,
     counters: SaCounters,
+    udp_encap: bool,
 }
 
 /// A successfully decapsulated packet: the inner datagram now sits at
@@ -396,7 +397,19 @@ impl InboundSa {
                 soft_reported: false,
             },
             counters: SaCounters::default(),
+            udp_encap: false,
         })
+    }
+
+    /// Expects ESP inside UDP, port 4500 (RFC 3948), instead of as IP
+    /// protocol 50.
+    pub fn set_udp_encap(&mut self, on: bool) {
+        self.udp_encap = on;
+    }
+
+    /// Whether ESP arrives inside UDP.
+    pub fn udp_encap(&self) -> bool {
+        self.udp_encap
     }
 
     /// Identity.

@@ -67,6 +67,9 @@ use images::Epoch;
 use policy_blob::*;
 use rustix::process::{kill_process, Pid, Signal};
 
+mod support;
+use support::{kernel_has_tun_uso, wait_link};
+
 /// Viaduct's outer address (routed into its black TUN).
 const VIADUCT_OUTER: &str = "203.0.113.1";
 /// The guest's outer address (on the TAP link).
@@ -489,17 +492,6 @@ fn build_guest(dir: &Path) -> GuestImage {
     img
 }
 
-/// TUN UDP segmentation offload exists from Linux 6.2 on.
-fn kernel_has_tun_uso() -> bool {
-    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = rel
-        .trim()
-        .split(['.', '-'])
-        .map(|x| x.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (major, minor) >= (6, 2)
-}
-
 /// The guest's UDP-encapsulation socket holder, compiled from
 /// tests/xfrm/udp-encap.c as a static binary (the guest has no libc of its
 /// own besides iproute2's).
@@ -687,24 +679,6 @@ impl Drop for Guard {
             }
         }
     }
-}
-
-fn wait_link(ns: &str, dev: &str) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) {
-        let ok = Command::new("ip")
-            .args(["-n", ns, "link", "show", dev])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{dev} never appeared in {ns}");
 }
 
 fn viaduct_policy() -> Policy {

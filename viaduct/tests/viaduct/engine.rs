@@ -10,6 +10,20 @@ use crate::common::*;
 
 const T0: Timestamp = Timestamp(0);
 
+/// Writes an outer IPv4 header A → B (identification 1) for `payload_len`
+/// bytes of `protocol` into `buf[..20]`.
+fn outer_a_to_b(buf: &mut [u8], protocol: u8, payload_len: usize) {
+    OuterRepr {
+        src: v4(A4.outer),
+        dst: v4(B4.outer),
+        tos: 0,
+        ident: 1,
+        protocol,
+    }
+    .emit(buf, payload_len)
+    .unwrap();
+}
+
 fn pair(aead: Aead) -> (Engine, Engine) {
     let a = Engine::new(&lab_policy(aead, A4, B4, A4, B4, true), T0).unwrap();
     let b = Engine::new(&lab_policy(aead, B4, A4, B4, A4, false), T0).unwrap();
@@ -54,15 +68,7 @@ fn craft(aead: Aead, seq: u32, plaintext: &[u8]) -> Vec<u8> {
     esp.extend_from_slice(&ct);
     esp.extend_from_slice(&tag);
     let mut pkt = vec![0u8; 20];
-    OuterRepr {
-        src: v4(A4.outer),
-        dst: v4(B4.outer),
-        tos: 0,
-        ident: 1,
-        protocol: 50,
-    }
-    .emit(&mut pkt, esp.len())
-    .unwrap();
+    outer_a_to_b(&mut pkt, 50, esp.len());
     pkt.extend_from_slice(&esp);
     pkt
 }
@@ -160,15 +166,7 @@ fn truncated_esp_dropped_and_counted() {
     let wire = send(&mut a, &lan_a_to_b(b"x"));
     // Cut the ESP short and fix the outer length so only ESP is truncated.
     let mut short = wire[..20 + 30].to_vec();
-    OuterRepr {
-        src: v4(A4.outer),
-        dst: v4(B4.outer),
-        tos: 0,
-        ident: 1,
-        protocol: 50,
-    }
-    .emit(&mut short, 30)
-    .unwrap();
+    outer_a_to_b(&mut short, 50, 30);
     assert_eq!(recv(&mut b, &short), Err(DropReason::Truncated));
     assert_eq!(b.inbound.drops().get(DropReason::Truncated), 1);
 }
@@ -486,15 +484,7 @@ fn udp_encapsulation_keepalive_marker_and_mismatch_are_counted() {
     // A NAT-keepalive: one byte 0xFF after the UDP header.
     let mut ka = wire[..29].to_vec();
     ka[28] = 0xff;
-    OuterRepr {
-        src: v4(A4.outer),
-        dst: v4(B4.outer),
-        tos: 0,
-        ident: 1,
-        protocol: 17,
-    }
-    .emit(&mut ka, 9)
-    .unwrap();
+    outer_a_to_b(&mut ka, 17, 9);
     ka[24..26].copy_from_slice(&9u16.to_be_bytes());
     assert_eq!(recv(&mut b, &ka), Err(DropReason::Keepalive));
     // The non-ESP marker: IKE on port 4500 is not the data plane's.
@@ -509,15 +499,7 @@ fn udp_encapsulation_keepalive_marker_and_mismatch_are_counted() {
     let mut plain = Vec::new();
     plain.extend_from_slice(&wire[..20]);
     plain.extend_from_slice(&wire[28..]);
-    OuterRepr {
-        src: v4(A4.outer),
-        dst: v4(B4.outer),
-        tos: 0,
-        ident: 1,
-        protocol: 50,
-    }
-    .emit(&mut plain, wire.len() - 28)
-    .unwrap();
+    outer_a_to_b(&mut plain, 50, wire.len() - 28);
     assert_eq!(recv(&mut b, &plain), Err(DropReason::EncapMismatch));
     // And the genuine packet still passes (nothing above moved the window).
     assert!(recv(&mut b, &wire).is_ok());
@@ -622,9 +604,7 @@ proptest! {
         let (_, mut b) = udp_pair(Aead::Aes128Gcm16, A4, B4, true);
         // Behind a valid outer IPv4 + UDP/4500 header, and bare.
         let mut pkt = vec![0u8; 28];
-        OuterRepr { src: v4(A4.outer), dst: v4(B4.outer), tos: 0, ident: 1, protocol: 17 }
-            .emit(&mut pkt, 8 + bytes.len())
-            .unwrap();
+        outer_a_to_b(&mut pkt, 17, 8 + bytes.len());
         pkt[20..22].copy_from_slice(&4500u16.to_be_bytes());
         pkt[22..24].copy_from_slice(&4500u16.to_be_bytes());
         pkt[24..26].copy_from_slice(&((8 + bytes.len()) as u16).to_be_bytes());

@@ -4,4 +4,6 @@
 mod common;
 mod engine;
 mod netns;
+#[path = "../support/mod.rs"]
+mod support;
 mod vectors;

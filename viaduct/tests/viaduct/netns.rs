@@ -25,6 +25,7 @@ use rustix::process::{kill_process, Pid, Signal};
 use sha2_free::Sha;
 
 use crate::common::*;
+use crate::support::{kernel_has_tun_uso, wait_link};
 
 /// A tiny FNV-1a-based 64-bit checksum, enough to detect corruption of the
 /// transferred stream (no extra dependency).
@@ -152,24 +153,6 @@ fn spawn_viaduct(policy: &Path, red_ns: &str, black_ns: &str, log: &Path, extra:
         .stderr(File::create(log).unwrap())
         .spawn()
         .expect("spawn viaduct")
-}
-
-fn wait_link(ns: &str, dev: &str) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) {
-        let ok = Command::new("ip")
-            .args(["-n", ns, "link", "show", dev])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{dev} never appeared in {ns}");
 }
 
 fn gateway_policy(aead: Aead, a_side: bool) -> Policy {
@@ -303,17 +286,6 @@ fn check_pcap(path: &Path, udp: bool) -> usize {
         }
     }
     esp
-}
-
-/// TUN UDP segmentation offload exists from Linux 6.2 on.
-fn kernel_has_tun_uso() -> bool {
-    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = rel
-        .trim()
-        .split(['.', '-'])
-        .map(|x| x.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (major, minor) >= (6, 2)
 }
 
 /// The value of `key=` in the last line of `log` that starts with `prefix`.
