@@ -17,6 +17,9 @@
 #   BENCH_UDP64=1 also send UDP with 64-byte packets (packet rate)
 #   BENCH_ENCAP=udp  ESP in UDP, port 4500 (RFC 3948) instead of ESP; black
 #                 then carries UDP segmentation offload (kernel >= 6.2)
+#   BENCH_RELAY=1 also run the TUN ceiling: the same layout with
+#                 examples/tun-relay in the Viaducts' place (frames moved
+#                 unchanged between the TUNs: no ESP, no segmentation)
 # After the run it prints each Viaduct's counters (reads, writes, segments,
 # coalesced frames) and the CPU seconds each process used.
 set -eu
@@ -33,7 +36,7 @@ PIDS=""
 
 cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done; sleep 0.5; [ -z "${BENCH_KEEP_LOGS:-}" ] || cat "$TMP"/a.log
-    for n in lanA blkA blkB lanB pA pR pB; do ip netns del "$P$n" 2>/dev/null || true; done
+    for n in lanA blkA blkB lanB rlanA rblkA rblkB rlanB pA pR pB; do ip netns del "$P$n" 2>/dev/null || true; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -100,6 +103,40 @@ for s in a b; do
     echo "-- viaduct $s counters --"
     grep -E "offloads|red->black:|black->red:" "$TMP/$s.log" | tail -n 5
 done
+
+# --- the TUN ceiling: same layout, frames relayed unchanged ---
+if [ -n "${BENCH_RELAY:-}" ]; then
+    RELAY=${VIADUCT_RELAY_BIN:-$ROOT/target/release/examples/tun-relay}
+    [ -x "$RELAY" ] || { echo "build first: cargo build --release -p viaduct --example tun-relay"; exit 1; }
+    for n in rlanA rblkA rblkB rlanB; do nsadd $n; done
+    ip -n "${P}rblkA" link add inet type veth peer name inet netns "${P}rblkB"
+    ip -n "${P}rblkA" addr add 198.51.100.1/24 dev inet; ip -n "${P}rblkA" link set inet mtu "$OUTER_MTU" up
+    ip -n "${P}rblkB" addr add 198.51.100.2/24 dev inet; ip -n "${P}rblkB" link set inet mtu "$OUTER_MTU" up
+    "$RELAY" vred "/run/netns/${P}rlanA" vblk "/run/netns/${P}rblkA" 2>"$TMP/ra.log" &
+    RA=$!
+    "$RELAY" vred "/run/netns/${P}rlanB" vblk "/run/netns/${P}rblkB" 2>"$TMP/rb.log" &
+    RB=$!
+    PIDS="$PIDS $RA $RB"
+    sleep 1
+    for side in A:10.1.0.1:10.2.0.0:198.51.100.2 B:10.2.0.1:10.1.0.0:198.51.100.1; do
+        s=${side%%:*}; rest=${side#*:}; me=${rest%%:*}; rest=${rest#*:}; peer=${rest%%:*}; other=${rest#*:}
+        ip -n "${P}rlan$s" link set vred mtu "$MTU" txqueuelen "${BENCH_TXQ:-500}" up
+        ip -n "${P}rlan$s" addr add "$me/24" dev vred
+        ip -n "${P}rlan$s" route add "$peer/24" dev vred
+        ip -n "${P}rblk$s" link set vblk mtu "$OUTER_MTU" txqueuelen "${BENCH_TXQ:-500}" up
+        ip -n "${P}rblk$s" route add "${me%.*}.0/24" dev vblk
+        ip -n "${P}rblk$s" route add "$peer/24" via "$other"
+    done
+    ip netns exec "${P}rlanB" iperf3 -s -1 -B 10.2.0.1 >/dev/null 2>&1 &
+    sleep 0.5
+    echo "== TUN ceiling (tun-relay, no processing, same layout), single TCP flow, ${SECS}s =="
+    grep offloads "$TMP/ra.log"
+    ca0=$(cpu $RA); cb0=$(cpu $RB)
+    ip netns exec "${P}rlanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
+    ca1=$(cpu $RA); cb1=$(cpu $RB)
+    echo "relay CPU seconds during the run: A $(echo "$ca1 $ca0" | awk '{print $1-$2}')  B $(echo "$cb1 $cb0" | awk '{print $1-$2}')"
+fi
+
 [ "${BENCH_PLAIN:-1}" = 0 ] && exit 0
 
 # --- plain veth forwarding baseline ---
