@@ -5,8 +5,15 @@
 //! ```text
 //! viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N)
 //!                       (--black NAME [--black-netns PATH] | --black-fd N)
-//!                       [--no-offload] [--no-confine]
+//!                       [--threads 1|2] [--no-offload] [--no-confine]
 //! ```
+//!
+//! `--threads 2` (the default) gives each direction its own pump thread (a
+//! core per direction); `--threads 1` carries both in one thread, which
+//! takes the acknowledgements of a bulk transfer between batches instead of
+//! waking a second thread for them (for machines with a core or two shared
+//! with both personalities; on the two-core bench host the two settings
+//! measure the same).
 //!
 //! A red device opened by name gets a vnet header (IFF_VNET_HDR) and TSO
 //! offloads unless `--no-offload`; so does a black device opened by name
@@ -21,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use policy_blob::Policy;
-use viaduct::pump::{self, Control, PumpConfig};
+use viaduct::pump::{self, Control, Inbound, Outbound, PumpConfig};
 use viaduct::tun::{self, Port};
 use viaduct::{Engine, EngineError, Timestamp};
 
@@ -36,13 +43,17 @@ struct Args {
     black_fd: Option<i32>,
     no_confine: bool,
     no_offload: bool,
+    threads: usize,
 }
 
 const USAGE: &str = "usage: viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N) \
-(--black NAME [--black-netns PATH] | --black-fd N) [--no-offload] [--no-confine]";
+(--black NAME [--black-netns PATH] | --black-fd N) [--threads 1|2] [--no-offload] [--no-confine]";
 
 fn parse_args() -> Result<Args, EngineError> {
-    let mut a = Args::default();
+    let mut a = Args {
+        threads: 2,
+        ..Args::default()
+    };
     let mut it = std::env::args().skip(1);
     let usage = |m: String| EngineError::Usage(format!("{m}\n{USAGE}"));
     while let Some(flag) = it.next() {
@@ -72,6 +83,13 @@ fn parse_args() -> Result<Args, EngineError> {
             "--black-netns" => a.black_netns = Some(v),
             "--red-fd" => a.red_fd = Some(fd(&v)?),
             "--black-fd" => a.black_fd = Some(fd(&v)?),
+            "--threads" => {
+                a.threads = match v.as_str() {
+                    "1" => 1,
+                    "2" => 2,
+                    _ => return Err(usage(format!("--threads takes 1 or 2, got {v:?}"))),
+                }
+            }
             _ => return Err(usage(format!("unknown argument {flag:?}"))),
         }
     }
@@ -179,20 +197,35 @@ fn run() -> Result<(), EngineError> {
         }
     }
     eprintln!(
-        "viaduct: policy {} {} (digest {}) loaded, {} tunnel(s); pumping",
+        "viaduct: policy {} {} (digest {}) loaded, {} tunnel(s); pumping with {} thread(s)",
         policy.profile_name,
         policy.profile_version,
         policy.digest(),
-        policy.tunnels.len()
+        policy.tunnels.len(),
+        args.threads
     );
     drop(policy);
     let (out_half, in_half) = engine.split();
     let ctl = Arc::new(Control::default());
-    let c1 = ctl.clone();
-    let t_out = std::thread::spawn(move || pump::run_outbound(out_half, red, black, c1));
-    let c2 = ctl.clone();
     let cfg = PumpConfig { gro: offload };
-    let t_in = std::thread::spawn(move || pump::run_inbound(in_half, black2, red2, c2, cfg));
+    let mut outbound = Outbound::new(out_half, red, black);
+    let mut inbound = Inbound::new(in_half, black2, red2, cfg);
+    let mut threads = Vec::new();
+    if args.threads == 1 {
+        let c = ctl.clone();
+        threads.push(std::thread::spawn(move || {
+            pump::run(&mut [&mut outbound, &mut inbound], &c)
+        }));
+    } else {
+        let c = ctl.clone();
+        threads.push(std::thread::spawn(move || {
+            pump::run(&mut [&mut outbound], &c)
+        }));
+        let c = ctl.clone();
+        threads.push(std::thread::spawn(move || {
+            pump::run(&mut [&mut inbound], &c)
+        }));
+    }
     loop {
         let sig = viaduct_sys_wait(&signals)?;
         if sig == libc::SIGUSR1 {
@@ -202,12 +235,12 @@ fn run() -> Result<(), EngineError> {
             break;
         }
     }
-    for (t, port) in [(t_out, "red"), (t_in, "black")] {
+    for t in threads {
         match t.join() {
-            Ok(r) => r.map_err(|e| EngineError::Io { port, source: e })?,
+            Ok(r) => r?,
             Err(_) => {
                 return Err(EngineError::Io {
-                    port,
+                    port: "red/black",
                     source: std::io::Error::other("pump thread panicked"),
                 })
             }

@@ -1,9 +1,14 @@
-//! The packet pump: one thread per direction, each owning one engine half.
-//! A thread waits for its input port with `poll` (200 ms timeout, so it sees
-//! stop and dump requests), then reads packets until EAGAIN (at most
-//! [`BATCH`] per wake-up), runs them through the engine and writes the
-//! results to the other port. Buffers are allocated once per thread; nothing
-//! is allocated per packet.
+//! The packet pump. Each direction ([`Outbound`]: red → black, [`Inbound`]:
+//! black → red) owns one engine half, its buffers and counters; [`run`]
+//! drives any set of directions in the calling thread: it waits for their
+//! input ports with one `poll` (200 ms timeout, so it sees stop and dump
+//! requests), then, for each readable port, reads packets until EAGAIN (at
+//! most [`BATCH`] per wake-up), runs them through the engine and writes the
+//! results to the other port. One thread may carry both directions (fewer
+//! wake-ups: the acknowledgements of a bulk transfer are picked up between
+//! batches instead of waking a thread of their own) or each direction may
+//! have its own thread (a core per direction on machines with cores to
+//! spare). Buffers are allocated once; nothing is allocated per packet.
 //!
 //! Offloads (red port with a vnet header, see [`crate::offload`]):
 //! - outbound, a read may be a TSO/USO super-packet of up to 64 KiB: it is
@@ -19,7 +24,6 @@
 use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rustix::event::{poll, PollFd, PollFlags};
@@ -27,6 +31,7 @@ use rustix::io::Errno;
 
 use crate::batch::UdpBatch;
 use crate::engine::{InboundPath, OutboundPath, Verdict};
+use crate::error::EngineError;
 use crate::offload::{
     complete_csum, gso_split, split_udp_in_place, Coalescer, VnetHdr, GSO_NONE, GSO_UDP_L4,
     VNET_HDR_LEN,
@@ -34,8 +39,11 @@ use crate::offload::{
 use crate::sa::Timestamp;
 use crate::tun::Port;
 
-/// Packets handled per wake-up before checking control flags again.
+/// Reads per direction and turn, at most.
 pub const BATCH: usize = 64;
+/// Bytes per direction and turn, at most (four super-packets): the other
+/// direction's turn comes at least this often.
+pub const TURN_BYTES: usize = 4 * 65_536;
 /// Largest datagram a port carries.
 pub const MAX_PACKET: usize = 65_535;
 /// Room for the outer header and ESP overhead.
@@ -114,57 +122,124 @@ fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
     }
 }
 
-/// The loop shared by both directions: wait, read a batch, hand each read
-/// to `handle`, then `end_batch`; dumps counters on request and at exit.
-fn pump_loop(
-    input: &Port,
-    ctl: &Control,
-    buf: &mut [u8],
-    mut handle: impl FnMut(&mut [u8], usize, Timestamp),
-    mut end_batch: impl FnMut(Timestamp),
-    report: impl Fn() -> String,
-) -> std::io::Result<()> {
+/// One direction of the pump, driven by [`run`].
+pub trait Direction {
+    /// The port this direction reads from.
+    fn input(&self) -> &Port;
+    /// That port's name in errors: `red` or `black`.
+    fn input_name(&self) -> &'static str;
+    /// Handles one read: `buf[..n]` as the port delivered it.
+    fn handle(&mut self, buf: &mut [u8], n: usize, now: Timestamp);
+    /// Called after each batch of reads: writes what was held back.
+    fn end_batch(&mut self, now: Timestamp);
+    /// The direction's counters, one line per group.
+    fn report(&self) -> String;
+}
+
+/// Size of the read buffer [`run`] needs: a vnet header, the largest
+/// datagram and room for ESP overhead.
+pub const READ_BUF: usize = VNET_HDR_LEN + MAX_PACKET + OVERHEAD;
+
+/// Drives `dirs` in the calling thread until `ctl.stop` or a read error:
+/// waits until an input is readable, reads each readable input until EAGAIN
+/// (at most [`BATCH`] reads), hands each read to its direction, then ends
+/// the batch. Dumps counters on request and at exit. An error names the
+/// port it came from.
+pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineError> {
+    let Some(first) = dirs.first().map(|d| d.input_name()) else {
+        return Ok(());
+    };
+    let err = |port: &'static str, e: Errno| EngineError::Io {
+        port,
+        source: e.into(),
+    };
+    if dirs.len() > 2 {
+        return Err(EngineError::Io {
+            port: first,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the pump drives one or two directions",
+            ),
+        });
+    }
+    let mut buf = vec![0u8; READ_BUF];
     let mut seen_dump = ctl.dump.load(Ordering::Relaxed);
     let timeout = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 200_000_000,
     };
-    let result = loop {
+    let report = |dirs: &[&mut dyn Direction]| {
+        let text: String = dirs.iter().map(|d| d.report()).collect();
+        eprint!("{text}");
+    };
+    // Whether the last turn left input behind; poll only when all drained.
+    let mut busy = true;
+    let result = 'outer: loop {
         if ctl.stop.load(Ordering::Relaxed) {
             break Ok(());
         }
         let d = ctl.dump.load(Ordering::Relaxed);
         if d != seen_dump {
             seen_dump = d;
-            eprint!("{}", report());
+            report(dirs);
         }
-        let mut fds = [PollFd::new(&input.fd, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(0) | Err(Errno::INTR) => continue,
-            Ok(_) => {}
-            Err(e) => break Err(e.into()),
+        if !busy {
+            match wait(dirs, &timeout) {
+                Ok(true) => {}
+                Ok(false) | Err(Errno::INTR) => continue,
+                Err(e) => break Err(err(first, e)),
+            }
         }
+        busy = false;
         let now = ctl.now();
-        let mut failed = None;
-        for _ in 0..BATCH {
-            let n = match rustix::io::read(input.fd.as_fd(), &mut *buf) {
-                Ok(n) => n,
-                Err(Errno::AGAIN) => break,
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            };
-            handle(buf, n, now);
-        }
-        end_batch(now);
-        if let Some(e) = failed {
-            break Err(e.into());
+        // One turn per direction: read until EAGAIN, BATCH reads or
+        // TURN_BYTES, so that a bulk direction does not hold back the other.
+        for dir in dirs.iter_mut() {
+            let (mut reads, mut bytes) = (0, 0);
+            let mut failed = None;
+            while reads < BATCH && bytes < TURN_BYTES {
+                let n = match rustix::io::read(dir.input().fd.as_fd(), &mut buf) {
+                    Ok(n) => n,
+                    Err(Errno::AGAIN) => break,
+                    Err(Errno::INTR) => continue,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                dir.handle(&mut buf, n, now);
+                reads += 1;
+                bytes += n;
+            }
+            if reads > 0 {
+                dir.end_batch(now);
+            }
+            if let Some(e) = failed {
+                break 'outer Err(err(dir.input_name(), e));
+            }
+            busy |= reads == BATCH || bytes >= TURN_BYTES;
         }
     };
-    eprint!("{}", report());
+    report(dirs);
     result
+}
+
+/// Waits until one of (at most two) directions has input; false after the
+/// timeout.
+fn wait(
+    dirs: &[&mut dyn Direction],
+    timeout: &rustix::event::Timespec,
+) -> rustix::io::Result<bool> {
+    let fd = |i: usize| {
+        dirs.get(i)
+            .map(|d| PollFd::new(&d.input().fd, PollFlags::IN))
+    };
+    let n = match (fd(0), fd(1)) {
+        (Some(a), Some(b)) => poll(&mut [a, b], Some(timeout))?,
+        (Some(a), None) => poll(&mut [a], Some(timeout))?,
+        _ => 0,
+    };
+    Ok(n > 0)
 }
 
 fn io_line(name: &str, io: &IoCounters) -> String {
@@ -183,61 +258,89 @@ fn io_line(name: &str, io: &IoCounters) -> String {
 }
 
 /// red → black: reads (super-)packets from red, segments them, encrypts
-/// each segment and writes it to black.
-pub fn run_outbound(
+/// each segment and writes it to black (batched into UDP super-packets when
+/// black has UDP segmentation).
+pub struct Outbound {
     o: OutboundPath,
     red: Port,
     black: Port,
-    ctl: Arc<Control>,
-) -> std::io::Result<()> {
-    let o = std::cell::RefCell::new(o);
-    let io = std::cell::Cell::new(IoCounters::default());
-    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
-    let mut scratch = vec![0u8; MAX_PACKET];
-    let mut out = vec![0u8; MAX_PACKET + OVERHEAD];
-    // ESP in UDP to a black port with UDP segmentation: batch datagrams.
-    let uso = black.vnet && black.offloads & crate::tun::OFFLOAD_USO != 0;
-    let batch = std::cell::RefCell::new(uso.then(UdpBatch::new));
-    let handle = |buf: &mut [u8], n: usize, now: Timestamp| {
-        let mut c = io.get();
-        c.read += 1;
-        let mut o = o.borrow_mut();
-        let mut batch = batch.borrow_mut();
+    io: IoCounters,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    batch: Option<UdpBatch>,
+}
+
+impl Outbound {
+    /// The outbound direction between `red` (input) and `black` (output).
+    pub fn new(o: OutboundPath, red: Port, black: Port) -> Outbound {
+        // ESP in UDP to a black port with UDP segmentation: batch datagrams.
+        let uso = black.vnet && black.offloads & crate::tun::OFFLOAD_USO != 0;
+        Outbound {
+            o,
+            red,
+            black,
+            io: IoCounters::default(),
+            scratch: vec![0u8; MAX_PACKET],
+            out: vec![0u8; MAX_PACKET + OVERHEAD],
+            batch: uso.then(UdpBatch::new),
+        }
+    }
+}
+
+impl Direction for Outbound {
+    fn input(&self) -> &Port {
+        &self.red
+    }
+
+    fn input_name(&self) -> &'static str {
+        "red"
+    }
+
+    fn handle(&mut self, buf: &mut [u8], n: usize, now: Timestamp) {
+        let Outbound {
+            o,
+            red,
+            black,
+            io,
+            scratch,
+            out,
+            batch,
+        } = self;
+        io.read += 1;
         let mut send = |pkt: &[u8], c: &mut IoCounters| {
-            if let Verdict::Send(len) = o.process(pkt, &mut out, now) {
+            if let Verdict::Send(len) = o.process(pkt, out, now) {
                 match batch.as_mut() {
-                    Some(b) => b.push(&out[..len], &mut |f: &[u8]| write_frame(&black, f, c)),
-                    None => write_packet(&black, &out[..len], c),
+                    Some(b) => b.push(&out[..len], &mut |f: &[u8]| write_frame(black, f, c)),
+                    None => write_packet(black, &out[..len], c),
                 }
             }
         };
+        let Some(read) = buf.get_mut(..n) else {
+            io.offload_malformed += 1;
+            return;
+        };
         if !red.vnet {
-            send(&buf[..n], &mut c);
-        } else {
-            match split_read(
-                &mut buf[..n],
-                &mut scratch,
-                UdpSplit::Checksummed,
-                &mut c,
-                &mut |seg, c| send(seg, c),
-            ) {
-                Ok(()) => {}
-                Err(_) => c.offload_malformed += 1,
-            }
+            send(read, io);
+        } else if split_read(read, scratch, UdpSplit::Checksummed, io, &mut |seg, c| {
+            send(seg, c)
+        })
+        .is_err()
+        {
+            io.offload_malformed += 1;
         }
-        io.set(c);
-    };
-    let end = |now: Timestamp| {
-        if let Some(b) = batch.borrow_mut().as_mut() {
-            let mut c = io.get();
-            b.flush(&mut |f: &[u8]| write_frame(&black, f, &mut c));
-            io.set(c);
+    }
+
+    fn end_batch(&mut self, now: Timestamp) {
+        if let Some(b) = self.batch.as_mut() {
+            let (black, c) = (&self.black, &mut self.io);
+            b.flush(&mut |f: &[u8]| write_frame(black, f, c));
         }
-        o.borrow_mut()
+        self.o
             .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
-    };
-    let report = || {
-        let udp = match batch.borrow().as_ref() {
+    }
+
+    fn report(&self) -> String {
+        let udp = match self.batch.as_ref() {
             Some(b) => {
                 let s = b.stats();
                 format!(
@@ -249,12 +352,11 @@ pub fn run_outbound(
         };
         format!(
             "{}{}{}",
-            io_line("red->black", &io.get()),
+            io_line("red->black", &self.io),
             udp,
-            o.borrow().report()
+            self.o.report()
         )
-    };
-    pump_loop(&red, &ctl, &mut buf, handle, end, report)
+    }
 }
 
 /// Writes a whole frame (vnet header included) to a port.
@@ -309,77 +411,96 @@ fn split_read(
 
 /// black → red: decrypts what black delivers and writes it to red, coalesced
 /// into super-packets when `cfg.gro` and red has TSO offloads.
-pub fn run_inbound(
+pub struct Inbound {
     i: InboundPath,
     black: Port,
-    red: Port,
-    ctl: Arc<Control>,
-    cfg: PumpConfig,
-) -> std::io::Result<()> {
-    let i = std::cell::RefCell::new(i);
-    let io = std::cell::Cell::new(IoCounters::default());
-    let gro_on = cfg.gro && red.vnet && red.offloads & crate::tun::OFFLOAD_TCP != 0;
-    let w = std::cell::RefCell::new(RedWriter {
-        red,
-        gro: gro_on,
-        fallback: vec![0u8; MAX_PACKET],
-    });
-    let co = std::cell::RefCell::new(Coalescer::new());
-    let mut buf = vec![0u8; VNET_HDR_LEN + MAX_PACKET + OVERHEAD];
-    let mut scratch = vec![0u8; MAX_PACKET];
-    let handle = |buf: &mut [u8], n: usize, now: Timestamp| {
-        let mut c = io.get();
-        c.read += 1;
+    w: RedWriter,
+    co: Coalescer,
+    io: IoCounters,
+    scratch: Vec<u8>,
+}
+
+impl Inbound {
+    /// The inbound direction between `black` (input) and `red` (output).
+    pub fn new(i: InboundPath, black: Port, red: Port, cfg: PumpConfig) -> Inbound {
+        let gro = cfg.gro && red.vnet && red.offloads & crate::tun::OFFLOAD_TCP != 0;
+        Inbound {
+            i,
+            black,
+            w: RedWriter {
+                red,
+                gro,
+                fallback: vec![0u8; MAX_PACKET],
+            },
+            co: Coalescer::new(),
+            io: IoCounters::default(),
+            scratch: vec![0u8; MAX_PACKET],
+        }
+    }
+}
+
+impl Direction for Inbound {
+    fn input(&self) -> &Port {
+        &self.black
+    }
+
+    fn input_name(&self) -> &'static str {
+        "black"
+    }
+
+    fn handle(&mut self, buf: &mut [u8], n: usize, now: Timestamp) {
+        let Inbound {
+            i,
+            black,
+            w,
+            co,
+            io,
+            scratch,
+        } = self;
+        io.read += 1;
         let mut decap = |pkt: &mut [u8], c: &mut IoCounters| {
-            if let Verdict::Send(len) = i.borrow_mut().process(pkt, now) {
+            if let Verdict::Send(len) = i.process(pkt, now) {
                 let inner = &pkt[..len];
-                let mut w = w.borrow_mut();
                 if w.gro {
-                    co.borrow_mut().push(inner, &mut |f: &[u8]| w.emit(f, c));
+                    co.push(inner, &mut |f: &[u8]| w.emit(f, c));
                 } else {
                     write_packet(&w.red, inner, c);
                 }
             }
         };
+        let Some(read) = buf.get_mut(..n) else {
+            io.offload_malformed += 1;
+            return;
+        };
         if black.vnet {
             // ESP-in-UDP super-packets (USO) are cut into datagrams in place.
-            let split = split_read(
-                &mut buf[..n],
-                &mut scratch,
-                UdpSplit::InPlaceEsp,
-                &mut c,
-                &mut decap,
-            );
-            if split.is_err() {
-                c.offload_malformed += 1;
+            if split_read(read, scratch, UdpSplit::InPlaceEsp, io, &mut decap).is_err() {
+                io.offload_malformed += 1;
             }
         } else {
-            decap(&mut buf[..n], &mut c);
+            decap(read, io);
         }
-        io.set(c);
-    };
-    let end = |now: Timestamp| {
-        let mut c = io.get();
-        let mut w = w.borrow_mut();
-        co.borrow_mut().flush(&mut |f: &[u8]| w.emit(f, &mut c));
-        drop(w);
-        io.set(c);
-        i.borrow_mut()
+    }
+
+    fn end_batch(&mut self, now: Timestamp) {
+        let (w, c) = (&mut self.w, &mut self.io);
+        self.co.flush(&mut |f: &[u8]| w.emit(f, c));
+        self.i
             .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
-    };
-    let report = || {
-        let s = co.borrow().stats();
+    }
+
+    fn report(&self) -> String {
+        let s = self.co.stats();
         format!(
             "{}viaduct black->red: gro={} gro_frames={} gro_merged={} gro_passthrough={}\n{}",
-            io_line("black->red", &io.get()),
-            if w.borrow().gro { "on" } else { "off" },
+            io_line("black->red", &self.io),
+            if self.w.gro { "on" } else { "off" },
             s.frames,
             s.merged,
             s.passthrough,
-            i.borrow().report()
+            self.i.report()
         )
-    };
-    pump_loop(&black, &ctl, &mut buf, handle, end, report)
+    }
 }
 
 /// The red side of the inbound direction: writes coalesced frames, falling

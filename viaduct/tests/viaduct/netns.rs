@@ -303,8 +303,9 @@ fn counter(log: &str, prefix: &str, key: &str) -> u64 {
 /// carry vnet headers, the sender's TSO super-packets are segmented and the
 /// receiver's segments coalesced; without, every packet crosses alone.
 /// With `udp`, ESP travels inside UDP (port 4500) and, with offloads, black
-/// carries batches of ESP datagrams as UDP super-packets.
-fn two_gateways(aead: Aead, offload: bool, udp: bool) {
+/// carries batches of ESP datagrams as UDP super-packets. `threads` is the
+/// Viaducts' `--threads` (1: both directions in one pump thread).
+fn two_gateways(aead: Aead, offload: bool, udp: bool, threads: u8) {
     let tag = format!(
         "{}{}",
         std::process::id(),
@@ -356,7 +357,12 @@ fn two_gateways(aead: Aead, offload: bool, udp: bool) {
     let pa = write_policy(&dir, "a.pol", &policy(true));
     let pb = write_policy(&dir, "b.pol", &policy(false));
     let (log_a, log_b) = (dir.join("a.log"), dir.join("b.log"));
-    let extra: &[&str] = if offload { &[] } else { &["--no-offload"] };
+    let threads_arg = threads.to_string();
+    let mut extra = vec!["--threads", &threads_arg];
+    if !offload {
+        extra.push("--no-offload");
+    }
+    let extra = &extra[..];
     g.children
         .push(spawn_viaduct(&pa, &lan_a, &blk_a, &log_a, extra));
     g.children
@@ -426,6 +432,8 @@ fn two_gateways(aead: Aead, offload: bool, udp: bool) {
     g.children.clear();
     let log = std::fs::read_to_string(&log_a).unwrap();
     assert!(log.contains("out tunnel=lab"), "{log}");
+    let pumping = format!("pumping with {threads} thread");
+    assert!(log.contains(&pumping), "{pumping:?} expected:\n{log}");
     assert!(
         log.matches("red->black").count() >= 2,
         "SIGUSR1 dump + exit dump expected:\n{log}"
@@ -504,7 +512,7 @@ fn two_gateways_aes128gcm() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16, true, false);
+    two_gateways(Aead::Aes128Gcm16, true, false, 2);
 }
 
 #[test]
@@ -513,7 +521,7 @@ fn two_gateways_without_offloads() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16, false, false);
+    two_gateways(Aead::Aes128Gcm16, false, false, 2);
 }
 
 #[test]
@@ -522,7 +530,7 @@ fn two_gateways_esp_in_udp() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16, true, true);
+    two_gateways(Aead::Aes128Gcm16, true, true, 2);
 }
 
 #[test]
@@ -531,7 +539,16 @@ fn two_gateways_esp_in_udp_without_offloads() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes128Gcm16, false, true);
+    two_gateways(Aead::Aes128Gcm16, false, true, 2);
+}
+
+#[test]
+fn two_gateways_esp_in_udp_one_pump_thread() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    two_gateways(Aead::Aes128Gcm16, true, true, 1);
 }
 
 #[test]
@@ -540,7 +557,7 @@ fn two_gateways_aes256gcm() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::Aes256Gcm16, true, false);
+    two_gateways(Aead::Aes256Gcm16, true, false, 2);
 }
 
 #[test]
@@ -549,7 +566,7 @@ fn two_gateways_chacha20poly1305() {
         eprintln!("{s}");
         return;
     }
-    two_gateways(Aead::ChaCha20Poly1305, true, false);
+    two_gateways(Aead::ChaCha20Poly1305, true, false, 2);
 }
 
 #[test]
@@ -636,6 +653,26 @@ fn run_bad(policy_bytes: Option<&[u8]>) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn threads_other_than_1_or_2_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args([
+            "--policy",
+            "p.pol",
+            "--threads",
+            "3",
+            "--red",
+            "r",
+            "--black",
+            "b",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--threads takes 1 or 2, got \"3\""), "{err}");
 }
 
 #[test]
