@@ -89,9 +89,14 @@ if [ -n "${BENCH_UDP64:-}" ]; then
     ip netns exec "${P}lanA" iperf3 -c 10.2.0.1 -p 5202 -u -l 36 -b 0 -t "$SECS" -f m | grep -E "sender|receiver"
 fi
 cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
-ca0=$(cpu $VA); cb0=$(cpu $VB)
+# Host CPU: "busy stolen total" jiffies from /proc/stat (stolen: taken by the
+# hypervisor for other guests), and the shares between two readings.
+hostcpu() { awk '/^cpu /{t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6-$9, $9, t}' /proc/stat; }
+busy() { echo "$1 $2" | awk '{t=$6-$3; printf "%.0f%% busy, %.0f%% stolen by the hypervisor", 100*($4-$1)/t, 100*($5-$2)/t}'; }
+ca0=$(cpu $VA); cb0=$(cpu $VB); h0=$(hostcpu)
 ip netns exec "${P}lanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
-ca1=$(cpu $VA); cb1=$(cpu $VB)
+ca1=$(cpu $VA); cb1=$(cpu $VB); h1=$(hostcpu)
+echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
 for s in A B; do
     echo "TX drops ($s): vblk $(ip -n "${P}blk$s" -s link show vblk | awk '/TX:/{getline; print $4}')  vred $(ip -n "${P}lan$s" -s link show vred | awk '/TX:/{getline; print $4}')"
 done
@@ -131,9 +136,10 @@ if [ -n "${BENCH_RELAY:-}" ]; then
     sleep 0.5
     echo "== TUN ceiling (tun-relay, no processing, same layout), single TCP flow, ${SECS}s =="
     grep offloads "$TMP/ra.log"
-    ca0=$(cpu $RA); cb0=$(cpu $RB)
+    ca0=$(cpu $RA); cb0=$(cpu $RB); h0=$(hostcpu)
     ip netns exec "${P}rlanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
-    ca1=$(cpu $RA); cb1=$(cpu $RB)
+    ca1=$(cpu $RA); cb1=$(cpu $RB); h1=$(hostcpu)
+    echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
     echo "relay CPU seconds during the run: A $(echo "$ca1 $ca0" | awk '{print $1-$2}')  B $(echo "$cb1 $cb0" | awk '{print $1-$2}')"
 fi
 
@@ -153,4 +159,7 @@ ip -n "${P}pB" route add default via 10.2.0.254
 ip netns exec "${P}pB" iperf3 -s -1 -B 10.2.0.1 >/dev/null 2>&1 &
 sleep 0.5
 echo "== plain veth forwarding, single TCP flow, ${SECS}s =="
+h0=$(hostcpu)
 ip netns exec "${P}pA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
+h1=$(hostcpu)
+echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
