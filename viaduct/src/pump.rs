@@ -140,11 +140,12 @@ pub trait Direction {
 /// datagram and room for ESP overhead.
 pub const READ_BUF: usize = VNET_HDR_LEN + MAX_PACKET + OVERHEAD;
 
-/// Drives `dirs` in the calling thread until `ctl.stop` or a read error:
-/// waits until an input is readable, reads each readable input until EAGAIN
-/// (at most [`BATCH`] reads), hands each read to its direction, then ends
-/// the batch. Dumps counters on request and at exit. An error names the
-/// port it came from.
+/// Drives `dirs` (one or two) in the calling thread until `ctl.stop` or a
+/// read error. Each turn reads every direction's input until EAGAIN,
+/// [`BATCH`] reads or [`TURN_BYTES`], hands each read to its direction and
+/// ends the direction's batch; only when a turn drained every input does it
+/// wait in `poll` (200 ms at most, to see `ctl`). Dumps counters on request
+/// and at exit. An error names the port it came from.
 pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineError> {
     let Some(first) = dirs.first().map(|d| d.input_name()) else {
         return Ok(());
