@@ -1,10 +1,10 @@
 //! The packet pump. Each direction ([`Outbound`]: red → black, [`Inbound`]:
 //! black → red) owns one engine half, its buffers and counters; [`run`]
-//! drives any set of directions in the calling thread: it waits for their
-//! input ports with one `poll` (200 ms timeout, so it sees stop and dump
-//! requests), then, for each readable port, reads packets until EAGAIN (at
-//! most [`BATCH`] per wake-up), runs them through the engine and writes the
-//! results to the other port. One thread may carry both directions (fewer
+//! drives one or both directions in the calling thread: in turns, it reads
+//! each input port until EAGAIN ([`BATCH`] reads or [`TURN_BYTES`] per turn
+//! at most), runs the packets through the engine and writes the results to
+//! the other port; when a turn finds every input empty it waits for them
+//! with one `poll` (200 ms timeout, so it sees stop and dump requests). One thread may carry both directions (fewer
 //! wake-ups: the acknowledgements of a bulk transfer are picked up between
 //! batches instead of waking a thread of their own) or each direction may
 //! have its own thread (a core per direction on machines with cores to
