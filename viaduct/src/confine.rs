@@ -38,7 +38,7 @@ pub const SYSCALL_ALLOWLIST: &[(i64, &str)] = &[
     (libc::SYS_futex, "thread join and std synchronisation"),
     (
         libc::SYS_rt_sigtimedwait,
-        "main thread waits for SIGUSR1/SIGTERM (sigwait)",
+        "main thread waits for SIGUSR1/SIGTERM (sigtimedwait, 200 ms, so it also notices a pump thread that ended)",
     ),
     (
         libc::SYS_rt_sigprocmask,

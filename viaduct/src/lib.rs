@@ -41,8 +41,9 @@ pub mod process {
     pub fn malloc_without_files() -> std::io::Result<()> {
         crate::sys::malloc_without_files()
     }
-    /// Waits for one of the (blocked) `signals` and returns its number.
-    pub fn wait(signals: &[i32]) -> std::io::Result<i32> {
-        crate::sys::wait_signal(signals)
+    /// Waits up to `timeout` for one of the (blocked) `signals` and returns
+    /// its number, or `None` when none came.
+    pub fn wait(signals: &[i32], timeout: std::time::Duration) -> std::io::Result<Option<i32>> {
+        crate::sys::wait_signal(signals, timeout)
     }
 }

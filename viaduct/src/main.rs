@@ -226,15 +226,20 @@ fn run() -> Result<(), EngineError> {
             pump::run(&mut [&mut inbound], &c)
         }));
     }
+    // Signals, and a pump thread that ended on its own (a port failed): then
+    // the others stop too and the process exits with the error, so that its
+    // supervisor can start it again.
     loop {
-        let sig = viaduct_sys_wait(&signals)?;
-        if sig == libc::SIGUSR1 {
-            ctl.dump.fetch_add(1, Ordering::Relaxed);
-        } else {
-            ctl.stop.store(true, Ordering::Relaxed);
-            break;
+        match viaduct_sys_wait(&signals)? {
+            Some(libc::SIGUSR1) => {
+                ctl.dump.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => break,
+            None if threads.iter().any(|t| t.is_finished()) => break,
+            None => {}
         }
     }
+    ctl.stop.store(true, Ordering::Relaxed);
     for t in threads {
         match t.join() {
             Ok(r) => r?,
@@ -256,10 +261,12 @@ fn viaduct_sys_block(signals: &[i32]) -> Result<(), EngineError> {
     })
 }
 
-fn viaduct_sys_wait(signals: &[i32]) -> Result<i32, EngineError> {
-    viaduct::process::wait(signals).map_err(|e| EngineError::Confine {
-        step: "signal wait",
-        detail: e.to_string(),
+fn viaduct_sys_wait(signals: &[i32]) -> Result<Option<i32>, EngineError> {
+    viaduct::process::wait(signals, std::time::Duration::from_millis(200)).map_err(|e| {
+        EngineError::Confine {
+            step: "signal wait",
+            detail: e.to_string(),
+        }
     })
 }
 

@@ -157,16 +157,29 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits for one of `signals` (which must be blocked) and returns it.
-pub fn wait_signal(signals: &[libc::c_int]) -> io::Result<libc::c_int> {
+/// Waits up to `timeout` for one of `signals` (which must be blocked) and
+/// returns it; `None` when the time ran out or another signal interrupted
+/// the wait.
+pub fn wait_signal(
+    signals: &[libc::c_int],
+    timeout: std::time::Duration,
+) -> io::Result<Option<libc::c_int>> {
     let set = sigset(signals)?;
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` is initialised and `sig` is a valid writable int.
-    let rc = unsafe { libc::sigwait(&set, &mut sig) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: `set` is initialised, `ts` is a valid timespec, and a null
+    // siginfo pointer is allowed by sigtimedwait.
+    let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if rc >= 0 {
+        return Ok(Some(rc));
     }
-    Ok(sig)
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => Err(e),
+    }
 }
 
 /// Takes ownership of an inherited descriptor after checking it is open.

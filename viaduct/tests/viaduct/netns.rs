@@ -569,6 +569,87 @@ fn two_gateways_chacha20poly1305() {
     two_gateways(Aead::ChaCha20Poly1305, true, false, 2);
 }
 
+/// A port that goes away (its personality deleted the TUN) ends the
+/// Viaduct with an error naming the port, whatever the thread layout, so
+/// that its supervisor can start it again — no half-alive pump.
+fn lost_port_ends_the_viaduct(threads: &str, lose: &str) {
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(format!("viaduct-lost-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Guard {
+        netns: vec![],
+        children: vec![],
+    };
+    let red = g.netns(format!("vd{tag}red"));
+    let black = g.netns(format!("vd{tag}blk"));
+    let p = write_policy(&dir, "p.pol", &gateway_policy(Aead::Aes128Gcm16, true));
+    let log = dir.join("log");
+    g.children.push(spawn_viaduct(
+        &p,
+        &red,
+        &black,
+        &log,
+        &["--threads", threads],
+    ));
+    wait_link(&red, "vred");
+    wait_link(&black, "vblk");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("pumping") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "viaduct did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ns, dev) = if lose == "red" {
+        (&red, "vred")
+    } else {
+        (&black, "vblk")
+    };
+    ip_ns(ns, &format!("link del {dev}"));
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = g.children[0].try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "--threads {threads}: viaduct still running 5 s after {dev} was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    g.children.clear();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(st.code(), Some(2), "{text}");
+    let want = format!("packet I/O on the {lose} port failed");
+    assert!(text.contains(&want), "{want:?} expected:\n{text}");
+    // The counters are still printed on the way out.
+    assert!(text.contains("viaduct red->black:"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lost_red_port_ends_the_viaduct_two_threads() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    lost_port_ends_the_viaduct("2", "red");
+}
+
+#[test]
+fn lost_black_port_ends_the_viaduct_one_thread() {
+    if let Some(s) = skip_reason() {
+        eprintln!("{s}");
+        return;
+    }
+    lost_port_ends_the_viaduct("1", "black");
+}
+
 #[test]
 fn running_viaduct_is_confined() {
     if let Some(s) = skip_reason() {
