@@ -240,18 +240,21 @@ fn run() -> Result<(), EngineError> {
         }
     }
     ctl.stop.store(true, Ordering::Relaxed);
+    // Join every thread (each prints its counters on the way out), then
+    // report the first failure.
+    let mut first = Ok(());
     for t in threads {
-        match t.join() {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(EngineError::Io {
-                    port: "red/black",
-                    source: std::io::Error::other("pump thread panicked"),
-                })
-            }
+        let r = t.join().unwrap_or_else(|_| {
+            Err(EngineError::Io {
+                port: "red/black",
+                source: std::io::Error::other("pump thread panicked"),
+            })
+        });
+        if first.is_ok() {
+            first = r;
         }
     }
-    Ok(())
+    first
 }
 
 fn viaduct_sys_block(signals: &[i32]) -> Result<(), EngineError> {

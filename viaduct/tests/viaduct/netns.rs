@@ -627,8 +627,9 @@ fn lost_port_ends_the_viaduct(threads: &str, lose: &str) {
     assert_eq!(st.code(), Some(2), "{text}");
     let want = format!("packet I/O on the {lose} port failed");
     assert!(text.contains(&want), "{want:?} expected:\n{text}");
-    // The counters are still printed on the way out.
+    // Both directions still print their counters on the way out.
     assert!(text.contains("viaduct red->black:"), "{text}");
+    assert!(text.contains("viaduct black->red:"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
