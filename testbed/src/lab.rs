@@ -810,19 +810,23 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
     }
 
+    /// Options for a lab in `dir/lab` from `profiles`, everything else under `dir`.
+    fn options(dir: &Path, profiles: PathBuf) -> LabOptions {
+        LabOptions {
+            dir: dir.join("lab"),
+            profiles,
+            cache_dir: dir.join("cache"),
+            bin_dir: dir.join("bin"),
+            memory_mib: 1024,
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+
     #[test]
     fn the_lab_comes_from_the_lab_profiles() {
         let dir = tempfile::tempdir().unwrap();
         let profiles = copy_lab_profiles(&repo(), &dir.path().join("p")).unwrap();
-        let lab = Lab::open(LabOptions {
-            dir: dir.path().join("lab"),
-            profiles,
-            cache_dir: dir.path().join("cache"),
-            bin_dir: dir.path().join("bin"),
-            memory_mib: 1024,
-            ready_timeout: Duration::from_secs(1),
-        })
-        .unwrap();
+        let lab = Lab::open(options(dir.path(), profiles)).unwrap();
         let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
         assert_eq!((a.name.as_str(), a.letter), ("gw-a", 'a'));
         assert_eq!(a.red, (Ipv4Addr::new(10, 1, 0, 1), 24));
@@ -868,16 +872,9 @@ mod tests {
             .unwrap()
             .replace("\"10.2.0.1/24\"", "\"fd00:2::1/64\"");
         std::fs::write(&gw_b, text).unwrap();
-        let err = Lab::open(LabOptions {
-            dir: dir.path().join("lab"),
-            profiles,
-            cache_dir: dir.path().join("cache"),
-            bin_dir: dir.path().join("bin"),
-            memory_mib: 1024,
-            ready_timeout: Duration::from_secs(1),
-        })
-        .err()
-        .expect("refused");
+        let err = Lab::open(options(dir.path(), profiles))
+            .err()
+            .expect("refused");
         let msg = err.to_string();
         assert!(
             msg.contains("gw-b.toml") && msg.contains("personalities.red.addresses"),

@@ -93,10 +93,17 @@ cpu() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
 # hypervisor for other guests), and the shares between two readings.
 hostcpu() { awk '/^cpu /{t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6-$9, $9, t}' /proc/stat; }
 busy() { echo "$1 $2" | awk '{t=$6-$3; printf "%.0f%% busy, %.0f%% stolen by the hypervisor", 100*($4-$1)/t, 100*($5-$2)/t}'; }
-ca0=$(cpu $VA); cb0=$(cpu $VB); h0=$(hostcpu)
-ip netns exec "${P}lanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
-ca1=$(cpu $VA); cb1=$(cpu $VB); h1=$(hostcpu)
-echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
+# One timed single-flow iperf3 run from netns $1 to 10.2.0.1, with the host
+# CPU shares around it.
+iperf_run() {
+    h0=$(hostcpu)
+    ip netns exec "$1" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
+    h1=$(hostcpu)
+    echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
+}
+ca0=$(cpu $VA); cb0=$(cpu $VB)
+iperf_run "${P}lanA"
+ca1=$(cpu $VA); cb1=$(cpu $VB)
 for s in A B; do
     echo "TX drops ($s): vblk $(ip -n "${P}blk$s" -s link show vblk | awk '/TX:/{getline; print $4}')  vred $(ip -n "${P}lan$s" -s link show vred | awk '/TX:/{getline; print $4}')"
 done
@@ -136,10 +143,9 @@ if [ -n "${BENCH_RELAY:-}" ]; then
     sleep 0.5
     echo "== TUN ceiling (tun-relay, no processing, same layout), single TCP flow, ${SECS}s =="
     grep offloads "$TMP/ra.log"
-    ca0=$(cpu $RA); cb0=$(cpu $RB); h0=$(hostcpu)
-    ip netns exec "${P}rlanA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
-    ca1=$(cpu $RA); cb1=$(cpu $RB); h1=$(hostcpu)
-    echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
+    ca0=$(cpu $RA); cb0=$(cpu $RB)
+    iperf_run "${P}rlanA"
+    ca1=$(cpu $RA); cb1=$(cpu $RB)
     echo "relay CPU seconds during the run: A $(echo "$ca1 $ca0" | awk '{print $1-$2}')  B $(echo "$cb1 $cb0" | awk '{print $1-$2}')"
 fi
 
@@ -159,7 +165,4 @@ ip -n "${P}pB" route add default via 10.2.0.254
 ip netns exec "${P}pB" iperf3 -s -1 -B 10.2.0.1 >/dev/null 2>&1 &
 sleep 0.5
 echo "== plain veth forwarding, single TCP flow, ${SECS}s =="
-h0=$(hostcpu)
-ip netns exec "${P}pA" iperf3 -c 10.2.0.1 -t "$SECS" -f m | grep -E "sender|receiver"
-h1=$(hostcpu)
-echo "host CPU during the run ($(nproc) cores): $(busy "$h0" "$h1")"
+iperf_run "${P}pA"

@@ -11,33 +11,38 @@
 //!
 //! `tun-relay <red> <red-netns> <black> <black-netns>`; SIGTERM/SIGINT stop it.
 
-use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::io::Errno;
-use viaduct::offload::VNET_HDR_LEN;
+use viaduct::pump::{self, Control, Direction};
 use viaduct::tun::{self, OffloadRequest, Port};
+use viaduct::Timestamp;
 
-/// One direction: read a frame, write it to the other port, until an error.
-fn relay(from: Port, to: Port) -> std::io::Result<()> {
-    let mut buf = vec![0u8; VNET_HDR_LEN + 65_535];
-    loop {
-        let mut fds = [PollFd::new(&from.fd, PollFlags::IN)];
-        match poll(&mut fds, None) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-        loop {
-            let n = match rustix::io::read(from.fd.as_fd(), &mut buf[..]) {
-                Ok(n) => n,
-                Err(Errno::AGAIN) => break,
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            // A full queue on the other side drops the frame, as a link would.
-            let _ = rustix::io::write(&to.fd, &buf[..n]);
-        }
+/// One direction: every read goes to the other port as it came, through the
+/// Viaduct's own pump loop (same polling, turns and batch sizes).
+struct Relay {
+    from: Port,
+    to: Port,
+    name: &'static str,
+}
+
+impl Direction for Relay {
+    fn input(&self) -> &Port {
+        &self.from
+    }
+
+    fn input_name(&self) -> &'static str {
+        self.name
+    }
+
+    fn handle(&mut self, read: &mut [u8], _now: Timestamp) {
+        // A full queue on the other side drops the frame, as a link would.
+        let _ = rustix::io::write(&self.to.fd, read);
+    }
+
+    fn end_batch(&mut self, _now: Timestamp) {}
+
+    fn report(&self) -> String {
+        String::new()
     }
 }
 
@@ -72,8 +77,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let out = std::thread::spawn(move || relay(red, black));
-    let inb = std::thread::spawn(move || relay(black2, red2));
+    let ctl = std::sync::Arc::new(Control::default());
+    let c = ctl.clone();
+    let out = std::thread::spawn(move || {
+        let mut d = Relay {
+            from: red,
+            to: black,
+            name: "red",
+        };
+        pump::run(&mut [&mut d], &c)
+    });
+    let inb = std::thread::spawn(move || {
+        let mut d = Relay {
+            from: black2,
+            to: red2,
+            name: "black",
+        };
+        pump::run(&mut [&mut d], &ctl)
+    });
     for t in [out, inb] {
         if let Ok(Err(e)) = t.join() {
             eprintln!("tun-relay: {e}");

@@ -4,11 +4,11 @@
 //! each input port until EAGAIN ([`BATCH`] reads or [`TURN_BYTES`] per turn
 //! at most), runs the packets through the engine and writes the results to
 //! the other port; when a turn finds every input empty it waits for them
-//! with one `poll` (200 ms timeout, so it sees stop and dump requests). One thread may carry both directions (fewer
-//! wake-ups: the acknowledgements of a bulk transfer are picked up between
-//! batches instead of waking a thread of their own) or each direction may
-//! have its own thread (a core per direction on machines with cores to
-//! spare). Buffers are allocated once; nothing is allocated per packet.
+//! with one `poll` (200 ms timeout, so it sees stop and dump requests).
+//! One thread may carry both directions (fewer wake-ups: the
+//! acknowledgements of a bulk transfer are picked up between batches
+//! instead of waking a thread of their own) or each direction may have its
+//! own thread (a core per direction on machines with cores to spare). Buffers are allocated once; nothing is allocated per packet.
 //!
 //! Offloads (red port with a vnet header, see [`crate::offload`]):
 //! - outbound, a read may be a TSO/USO super-packet of up to 64 KiB: it is
@@ -128,8 +128,8 @@ pub trait Direction {
     fn input(&self) -> &Port;
     /// That port's name in errors: `red` or `black`.
     fn input_name(&self) -> &'static str;
-    /// Handles one read: `buf[..n]` as the port delivered it.
-    fn handle(&mut self, buf: &mut [u8], n: usize, now: Timestamp);
+    /// Handles one read, as the port delivered it.
+    fn handle(&mut self, read: &mut [u8], now: Timestamp);
     /// Called after each batch of reads: writes what was held back.
     fn end_batch(&mut self, now: Timestamp);
     /// The direction's counters, one line per group.
@@ -199,8 +199,8 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
             let (mut reads, mut bytes) = (0, 0);
             let mut failed = None;
             while reads < BATCH && bytes < TURN_BYTES {
-                let n = match rustix::io::read(dir.input().fd.as_fd(), &mut buf) {
-                    Ok(n) => n,
+                let read = match rustix::io::read(dir.input().fd.as_fd(), &mut buf) {
+                    Ok(n) => &mut buf[..n],
                     Err(Errno::AGAIN) => break,
                     Err(Errno::INTR) => continue,
                     Err(e) => {
@@ -208,9 +208,9 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
                         break;
                     }
                 };
-                dir.handle(&mut buf, n, now);
+                bytes += read.len();
+                dir.handle(read, now);
                 reads += 1;
-                bytes += n;
             }
             if reads > 0 {
                 dir.end_batch(now);
@@ -297,7 +297,7 @@ impl Direction for Outbound {
         "red"
     }
 
-    fn handle(&mut self, buf: &mut [u8], n: usize, now: Timestamp) {
+    fn handle(&mut self, read: &mut [u8], now: Timestamp) {
         let Outbound {
             o,
             red,
@@ -315,10 +315,6 @@ impl Direction for Outbound {
                     None => write_packet(black, &out[..len], c),
                 }
             }
-        };
-        let Some(read) = buf.get_mut(..n) else {
-            io.offload_malformed += 1;
-            return;
         };
         if !red.vnet {
             send(read, io);
@@ -449,7 +445,7 @@ impl Direction for Inbound {
         "black"
     }
 
-    fn handle(&mut self, buf: &mut [u8], n: usize, now: Timestamp) {
+    fn handle(&mut self, read: &mut [u8], now: Timestamp) {
         let Inbound {
             i,
             black,
@@ -468,10 +464,6 @@ impl Direction for Inbound {
                     write_packet(&w.red, inner, c);
                 }
             }
-        };
-        let Some(read) = buf.get_mut(..n) else {
-            io.offload_malformed += 1;
-            return;
         };
         if black.vnet {
             // ESP-in-UDP super-packets (USO) are cut into datagrams in place.

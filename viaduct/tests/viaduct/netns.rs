@@ -47,6 +47,17 @@ mod sha2_free {
 const MARKER: &[u8] = b"VIADUCT-SECRET-MARKER-7f3a";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// True (after saying why, loudly) when this host cannot run the netns tests.
+fn skipped() -> bool {
+    match skip_reason() {
+        Some(s) => {
+            eprintln!("{s}");
+            true
+        }
+        None => false,
+    }
+}
+
 fn skip_reason() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("SKIP: netns tests need root".into());
@@ -508,8 +519,7 @@ fn two_gateways(aead: Aead, offload: bool, udp: bool, threads: u8) {
 
 #[test]
 fn two_gateways_aes128gcm() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::Aes128Gcm16, true, false, 2);
@@ -517,8 +527,7 @@ fn two_gateways_aes128gcm() {
 
 #[test]
 fn two_gateways_without_offloads() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::Aes128Gcm16, false, false, 2);
@@ -526,8 +535,7 @@ fn two_gateways_without_offloads() {
 
 #[test]
 fn two_gateways_esp_in_udp() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::Aes128Gcm16, true, true, 2);
@@ -535,8 +543,7 @@ fn two_gateways_esp_in_udp() {
 
 #[test]
 fn two_gateways_esp_in_udp_without_offloads() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::Aes128Gcm16, false, true, 2);
@@ -544,8 +551,7 @@ fn two_gateways_esp_in_udp_without_offloads() {
 
 #[test]
 fn two_gateways_esp_in_udp_one_pump_thread() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::Aes128Gcm16, true, true, 1);
@@ -553,8 +559,7 @@ fn two_gateways_esp_in_udp_one_pump_thread() {
 
 #[test]
 fn two_gateways_aes256gcm() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::Aes256Gcm16, true, false, 2);
@@ -562,8 +567,7 @@ fn two_gateways_aes256gcm() {
 
 #[test]
 fn two_gateways_chacha20poly1305() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     two_gateways(Aead::ChaCha20Poly1305, true, false, 2);
@@ -635,8 +639,7 @@ fn lost_port_ends_the_viaduct(threads: &str, lose: &str) {
 
 #[test]
 fn lost_red_port_ends_the_viaduct_two_threads() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     lost_port_ends_the_viaduct("2", "red");
@@ -644,8 +647,7 @@ fn lost_red_port_ends_the_viaduct_two_threads() {
 
 #[test]
 fn lost_black_port_ends_the_viaduct_one_thread() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     lost_port_ends_the_viaduct("1", "black");
@@ -653,8 +655,7 @@ fn lost_black_port_ends_the_viaduct_one_thread() {
 
 #[test]
 fn running_viaduct_is_confined() {
-    if let Some(s) = skip_reason() {
-        eprintln!("{s}");
+    if skipped() {
         return;
     }
     let tag = format!(
