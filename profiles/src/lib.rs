@@ -19,6 +19,7 @@ pub mod model;
 pub mod net;
 pub mod raw;
 pub mod reference;
+mod shape;
 pub mod source;
 pub mod units;
 pub mod validate;
@@ -63,7 +64,7 @@ pub fn find_in_sources(
     needle: &str,
 ) -> Option<(std::path::PathBuf, usize, usize)> {
     for f in &profile.files {
-        let text = std::fs::read_to_string(f).ok()?;
+        let text = source::strip_bom(std::fs::read_to_string(f).ok()?);
         if let Some(off) = text.find(needle) {
             let (line, col) = source::line_col(&text, off);
             return Some((f.clone(), line, col));

@@ -15,6 +15,7 @@ use toml::de::{DeArray, DeTable, DeValue};
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::raw::RawProfile;
+use crate::shape::{field_of, header_of, Seg};
 use crate::source::{read_profile_file, ReadFailure, SourceMap, MAX_PROFILE_BYTES};
 
 /// Longest `extends` chain accepted.
@@ -147,7 +148,20 @@ pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
             }
         });
     }
-    let merged = merged.expect("chain has at least one file");
+    let Some(merged) = merged else {
+        return Err(Diagnostics(vec![Diagnostic::file_level(
+            path.to_path_buf(),
+            1,
+            1,
+            "the profile could not be read",
+        )]));
+    };
+    let mut shape = crate::shape::check(&sources, &merged);
+    if !shape.is_empty() {
+        let mut d = Diagnostics(std::mem::take(&mut shape));
+        d.sort();
+        return Err(d);
+    }
     let raw = deserialize(&sources, merged)?;
     Ok(Loaded { sources, raw })
 }
@@ -253,57 +267,182 @@ fn deserialize(
     match <RawProfile as serde::Deserialize>::deserialize(tracked) {
         Ok(raw) => Ok(raw),
         Err(e) => {
-            let path = track.path();
-            let field = path_string(&path);
+            let path = segments(&track.path());
             let span = e.span().unwrap_or(0..0);
             Err(Diagnostics(vec![Diagnostic::spanned(
                 sources,
                 &span,
-                field,
-                friendly_serde_message(e.message()),
+                field_of(&path),
+                friendly_serde_message(e.message(), &path),
             )]))
         }
     }
 }
 
-/// `a.b[0].c` from serde_path_to_error's path (which prints `a.b[0].c` too,
-/// but with `?` for unknown segments).
-fn path_string(path: &serde_path_to_error::Path) -> String {
-    // `Sp<T>` deserialises through serde_spanned's private struct; its
-    // field name is noise for the user.
-    let s = path
-        .to_string()
-        .replace(".$__serde_spanned_private_value", "")
-        .replace("$__serde_spanned_private_value.", "")
-        .replace("$__serde_spanned_private_value", "");
-    if s.is_empty() || s == "." {
-        "(profile)".into()
-    } else {
-        s
-    }
+/// serde_path_to_error's path as map keys and list indices, without the
+/// segments `Sp<T>` adds (serde_spanned's private field name).
+fn segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } if !key.starts_with("$__serde_spanned") => {
+                Some(Seg::Key(key.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
-fn friendly_serde_message(msg: &str) -> String {
-    let msg = msg.trim();
-    if let Some(rest) = msg.strip_prefix("unknown field ") {
-        return format!("unknown key {rest}; remove it or fix its spelling");
-    }
-    msg.to_string()
+/// Serde's message in an administrator's words (see [`crate::shape`]):
+/// what the field should hold and what it holds, without Rust type names.
+fn friendly_serde_message(msg: &str, path: &[Seg]) -> String {
+    crate::shape::serde_message(msg, path)
 }
 
 fn syntax_error(sources: &SourceMap, index: usize, e: &toml::de::Error) -> Diagnostic {
     let file = sources.file(index);
-    let span = e
-        .span()
+    let local = e.span();
+    let span = local
+        .clone()
         .map(|s| shift(s, file.base))
         .unwrap_or(file.base..file.base);
     let msg = e.message().trim().to_string();
+    if msg == "duplicate key" {
+        if let Some(d) = duplicate_key(sources, index, local.unwrap_or(0..0)) {
+            return d;
+        }
+    }
     Diagnostic::spanned(
         sources,
         &span,
         "(syntax)",
         format!("TOML syntax error: {msg}"),
     )
+}
+
+/// A duplicate key, named, with a note at its first definition.
+///
+/// The parser says only "duplicate key" at the second key. The key is the
+/// text it points at; to find the table it is in and the first definition,
+/// the file is parsed again with the second key replaced by a filler key of
+/// the same length: the filler's place in the tree is the path, and the
+/// original key next to it is the first definition. When that second parse
+/// fails (another error further on), the key is still named.
+fn duplicate_key(sources: &SourceMap, index: usize, local: Range<usize>) -> Option<Diagnostic> {
+    let file = sources.file(index);
+    let text: &str = &file.text;
+    let written = text.get(local.clone())?;
+    let key = unquote(written);
+    if key.is_empty() && written.is_empty() {
+        return None;
+    }
+    let span = shift(local.clone(), file.base);
+    let filler = "_".repeat(written.len().max(1));
+    let mut patched = String::with_capacity(text.len());
+    patched.push_str(&text[..local.start]);
+    patched.push_str(&filler);
+    patched.push_str(&text[local.end..]);
+    let first = DeTable::parse(&patched).ok().and_then(|t| {
+        let mut path = Vec::new();
+        find_key(t.get_ref(), &filler, &local, &key, &mut path).map(|first| (path, first))
+    });
+    // `[a.b]` written twice: the key is in a section header.
+    let line_start = text[..local.start].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[line_start..local.start].trim_start().starts_with('[');
+    match first {
+        Some((path, first)) => {
+            let field = field_of(&path);
+            let parent = &path[..path.len().saturating_sub(1)];
+            let msg = if header {
+                format!(
+                    "{} is defined twice; merge the two sections into one",
+                    header_of(&path)
+                )
+            } else if parent.is_empty() {
+                format!("`{key}` is set twice at the top level; keep one of them")
+            } else {
+                format!(
+                    "`{key}` is set twice in {}; keep one of them",
+                    header_of(parent)
+                )
+            };
+            let first = shift(first, file.base);
+            let note = if header {
+                "first defined here".to_string()
+            } else {
+                format!("`{key}` is first set here")
+            };
+            Some(Diagnostic::spanned(sources, &span, field, msg).with_note(sources, &first, note))
+        }
+        None => Some(Diagnostic::spanned(
+            sources,
+            &span,
+            "(syntax)",
+            format!("`{key}` is set twice; a key may appear only once in a table"),
+        )),
+    }
+}
+
+/// A key as the parser sees it: without the quotes of `"a b"` or `'a b'`.
+fn unquote(written: &str) -> String {
+    let w = written.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = w.strip_prefix(q).and_then(|x| x.strip_suffix(q)) {
+            return inner.to_string();
+        }
+    }
+    w.to_string()
+}
+
+/// Finds the filler key at `at` in `t`; on the way, `path` is its path and
+/// the result is the span of `key` in the same table.
+fn find_key(
+    t: &DeTable<'_>,
+    filler: &str,
+    at: &Range<usize>,
+    key: &str,
+    path: &mut Vec<Seg>,
+) -> Option<Range<usize>> {
+    if t.iter()
+        .any(|(k, _)| k.get_ref().as_ref() == filler && k.span() == *at)
+    {
+        path.push(Seg::Key(key.to_string()));
+        return t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span());
+    }
+    for (k, v) in t.iter() {
+        path.push(Seg::Key(k.get_ref().to_string()));
+        if let Some(found) = find_in_value(v.get_ref(), filler, at, key, path) {
+            return Some(found);
+        }
+        path.pop();
+    }
+    None
+}
+
+fn find_in_value(
+    v: &DeValue<'_>,
+    filler: &str,
+    at: &Range<usize>,
+    key: &str,
+    path: &mut Vec<Seg>,
+) -> Option<Range<usize>> {
+    match v {
+        DeValue::Table(t) => find_key(t, filler, at, key, path),
+        DeValue::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                if let Some(found) = find_in_value(x.get_ref(), filler, at, key, path) {
+                    return Some(found);
+                }
+                path.pop();
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 fn read_failure(

@@ -105,6 +105,41 @@ impl Prefix {
     pub fn overlaps(&self, other: &Prefix) -> bool {
         self.covers(other) || other.covers(self)
     }
+
+    /// The two halves (one bit longer), or `None` for a single address.
+    pub fn halves(&self) -> Option<(Prefix, Prefix)> {
+        if self.len >= self.max_len() {
+            return None;
+        }
+        let len = self.len + 1;
+        let bit = 1u128 << (128 - u32::from(len));
+        let high = Self::bits(&self.addr) | bit;
+        let addr = match self.addr {
+            IpAddr::V4(_) => IpAddr::V4(((high >> 96) as u32).into()),
+            IpAddr::V6(_) => IpAddr::V6(high.into()),
+        };
+        Some((
+            Prefix {
+                addr: self.addr,
+                len,
+            },
+            Prefix { addr, len },
+        ))
+    }
+
+    /// A part of `self` that no prefix of `set` covers (the largest such
+    /// part found first), or `None` when the union of `set` covers `self`.
+    pub fn uncovered_by(&self, set: &[Prefix]) -> Option<Prefix> {
+        if set.iter().any(|s| s.covers(self)) {
+            return None;
+        }
+        if !set.iter().any(|s| s.overlaps(self)) {
+            return Some(*self);
+        }
+        // Some prefix of `set` lies strictly inside `self`: look at each half.
+        let (a, b) = self.halves()?;
+        a.uncovered_by(set).or_else(|| b.uncovered_by(set))
+    }
 }
 
 impl fmt::Display for Prefix {
@@ -122,11 +157,11 @@ impl Serialize for Prefix {
 impl FromStr for Prefix {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, len) = parse_addr_len(s)?;
+        let (addr, len) = parse_addr_len(s, Want::Network)?;
         Prefix::new(addr, len).ok_or_else(|| {
             let p = Prefix { addr, len };
             format!(
-                "`{s}` has host bits set; the network is {}/{len}",
+                "`{s}` has host bits set; the network is `{}/{len}`",
                 p.network()
             )
         })
@@ -171,27 +206,142 @@ impl Serialize for IfAddr {
 impl FromStr for IfAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, len) = parse_addr_len(s)?;
-        let a = IfAddr { addr, len };
-        if a.network().addr() == addr && len < if addr.is_ipv4() { 31 } else { 127 } {
-            return Err(format!(
-                "`{s}` is a network address, not a host address on it"
-            ));
-        }
-        Ok(a)
+        let (addr, len) = parse_addr_len(s, Want::Host)?;
+        IfAddr::checked(addr, len).ok_or_else(|| match first_host(addr, len) {
+            Some(h) => format!(
+                "`{s}` is a network address, not a host address on it; use a host address such as `{h}`"
+            ),
+            None => format!("`{s}` is a network address, not a host address on it"),
+        })
     }
 }
 
-fn parse_addr_len(s: &str) -> Result<(IpAddr, u8), String> {
-    let (a, l) = s
-        .split_once('/')
-        .ok_or_else(|| format!("`{s}` needs a prefix length, e.g. `10.1.0.0/24`"))?;
+impl IfAddr {
+    /// `addr/len` if `addr` is a host address on the network (not the
+    /// network address itself, except on /31 and /32 or /127 and /128).
+    fn checked(addr: IpAddr, len: u8) -> Option<IfAddr> {
+        let a = IfAddr { addr, len };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (len <= max && (a.network().addr() != addr || len >= max - 1)).then_some(a)
+    }
+}
+
+/// The first host address of `addr/len`'s network.
+fn first_host(addr: IpAddr, len: u8) -> Option<IfAddr> {
+    let net = Prefix { addr, len }.network();
+    let next = match net {
+        IpAddr::V4(a) => IpAddr::V4(u32::from(a).checked_add(1)?.into()),
+        IpAddr::V6(a) => IpAddr::V6(u128::from(a).checked_add(1)?.into()),
+    };
+    IfAddr::checked(next, len)
+}
+
+/// What an `ADDRESS/LENGTH` string stands for, so that a suggested rewrite
+/// is one the same parser accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// A network prefix (no host bits).
+    Network,
+    /// An interface address on its network.
+    Host,
+}
+
+/// `addr` with prefix length `len` written the way `want` accepts it: the
+/// network for a prefix; for an interface address, the address itself if
+/// it is a host address, else the network's first host.
+fn rewrite(addr: IpAddr, len: u8, want: Want) -> Option<String> {
+    let s = match want {
+        Want::Network => Prefix {
+            addr: Prefix { addr, len }.network(),
+            len,
+        }
+        .to_string(),
+        Want::Host => IfAddr::checked(addr, len)
+            .or_else(|| first_host(addr, len))?
+            .to_string(),
+    };
+    // Only suggest what is accepted.
+    let ok = match want {
+        Want::Network => s.parse::<Prefix>().is_ok(),
+        Want::Host => s.parse::<IfAddr>().is_ok(),
+    };
+    ok.then_some(s)
+}
+
+/// The prefix length of a netmask of `addr`'s family (`255.255.255.0` → 24),
+/// if `m` is one.
+fn mask_len(addr: &IpAddr, m: &str) -> Option<u8> {
+    let mask: IpAddr = m.trim().parse().ok()?;
+    let (bits, width) = match (addr, mask) {
+        (IpAddr::V4(_), IpAddr::V4(m)) => (u128::from(u32::from(m)) << 96, 32),
+        (IpAddr::V6(_), IpAddr::V6(m)) => (u128::from(m), 128),
+        _ => return None,
+    };
+    let ones = bits.leading_ones();
+    (bits.checked_shl(ones).unwrap_or(0) == 0 && ones <= width).then_some(ones as u8)
+}
+
+fn netmask_message(s: &str, addr: IpAddr, len: u8, want: Want) -> String {
+    match rewrite(addr, len, want) {
+        Some(r) => format!("`{s}` gives a netmask; write the prefix length instead: `{r}`"),
+        None => format!("`{s}` gives a netmask; write the prefix length instead (/{len})"),
+    }
+}
+
+fn parse_addr_len(s: &str, want: Want) -> Result<(IpAddr, u8), String> {
+    let Some((a, l)) = s.split_once('/') else {
+        // `ADDRESS NETMASK`, as ifconfig prints it.
+        if let Some((a, m)) = s.trim().split_once(char::is_whitespace) {
+            if let Ok(addr) = a.parse::<IpAddr>() {
+                if let Some(len) = mask_len(&addr, m) {
+                    return Err(netmask_message(s, addr, len, want));
+                }
+            }
+        }
+        let Ok(addr) = s.trim().parse::<IpAddr>() else {
+            return Err(format!(
+                "`{s}` is not an address with a prefix length, such as `10.1.0.0/24`"
+            ));
+        };
+        let (guess, single) = if addr.is_ipv4() { (24, 32) } else { (64, 128) };
+        return Err(match want {
+            Want::Network => {
+                let net = rewrite(addr, guess, want).filter(|r| r.starts_with(&addr.to_string()));
+                match net {
+                    Some(r) => format!("`{s}` needs a prefix length, such as `{r}`"),
+                    None => format!(
+                        "`{s}` needs a prefix length; for this one address write `{addr}/{single}`"
+                    ),
+                }
+            }
+            Want::Host => match rewrite(addr, guess, want)
+                .filter(|r| r.starts_with(&addr.to_string()))
+            {
+                Some(r) => format!("`{s}` needs the prefix length of its network, such as `{r}`"),
+                None => format!(
+                    "`{s}` needs the prefix length of its network, such as `{addr}/{single}`"
+                ),
+            },
+        });
+    };
     let addr: IpAddr = a
+        .trim()
         .parse()
         .map_err(|_| format!("`{a}` is not an IPv4 or IPv6 address"))?;
-    let len: u8 = l
-        .parse()
-        .map_err(|_| format!("`{l}` is not a prefix length"))?;
+    let len: u8 = match l.trim().parse() {
+        Ok(len) => len,
+        Err(_) => {
+            if let Some(len) = mask_len(&addr, l) {
+                return Err(netmask_message(s, addr, len, want));
+            }
+            if l.trim().parse::<IpAddr>().is_ok() {
+                return Err(format!(
+                    "`{l}` is not a netmask (its one bits must come first, as in 255.255.255.0); write a prefix length such as /24"
+                ));
+            }
+            return Err(format!("`{l}` is not a prefix length"));
+        }
+    };
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if len > max {
         return Err(format!("prefix length {len} is longer than {max}"));
@@ -320,8 +470,29 @@ impl FromStr for TrafficSelector {
     type Err = String;
     /// `PREFIX [PROTOCOL [PORTS]]`, e.g. `10.1.0.0/24`, `10.1.0.0/24 tcp 443`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut parts = s.split_whitespace();
-        let prefix: Prefix = parts.next().ok_or("empty traffic selector")?.parse()?;
+        let mut parts = s.split_whitespace().peekable();
+        let first = parts.next().ok_or("empty traffic selector")?;
+        if let (false, Ok(addr), Some(m)) =
+            (first.contains('/'), first.parse::<IpAddr>(), parts.peek())
+        {
+            if let Some(len) = mask_len(&addr, m) {
+                let rest: Vec<&str> = parts.skip(1).collect();
+                let msg = match rewrite(addr, len, Want::Network) {
+                    Some(p) => {
+                        let fixed = std::iter::once(p.as_str())
+                            .chain(rest.iter().copied())
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        format!("`{s}` gives a netmask; write the prefix length instead: `{fixed}`")
+                    }
+                    None => {
+                        format!("`{s}` gives a netmask; write the prefix length instead (/{len})")
+                    }
+                };
+                return Err(msg);
+            }
+        }
+        let prefix: Prefix = first.parse()?;
         let protocol = parts.next().map(parse_protocol).transpose()?.flatten();
         let ports = match parts.next() {
             Some(p) => {

@@ -117,11 +117,14 @@ pub struct RawHardware {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNic {
-    /// Kernel driver of the card (e.g. `virtio_net`, `e1000e`, `igb`).
+    /// Kernel driver of the card (e.g. `virtio_net`, `e1000e`, `igb`); it
+    /// must be one of `kernel.drivers`.
     pub driver: Option<Sp<String>>,
-    /// PCI address (`0000:00:02.0`) that identifies the card.
+    /// PCI address (`0000:00:02.0`, with the domain) that identifies the
+    /// card; no two NICs share one.
     pub pci: Option<Sp<String>>,
-    /// MAC address (`52:54:00:12:34:56`) that identifies the card.
+    /// MAC address (`52:54:00:12:34:56`) that identifies the card; no two
+    /// NICs share one.
     pub mac: Option<Sp<String>>,
     /// Name of the external network segment this card is plugged into (for the path check).
     pub network: Option<Sp<String>>,
@@ -134,9 +137,15 @@ pub struct RawKernel {
     /// Debian kernel package (e.g. `linux-image-amd64`).
     pub package: Option<Sp<String>>,
     /// Kernel modules to ship and load (names as `modprobe` knows them).
+    /// Every NIC's driver must be one of them.
+    #[schemars(example = drivers_example())]
     pub drivers: Option<Sp<Vec<Sp<String>>>>,
     /// Extra kernel command-line arguments.
     pub cmdline: Option<Sp<Vec<Sp<String>>>>,
+}
+
+fn drivers_example() -> [&'static str; 2] {
+    ["virtio_net", "e1000e"]
 }
 
 /// `[personalities.<red|black>]`
@@ -156,6 +165,7 @@ pub struct RawPersonality {
     /// Services started in this personality.
     pub services: Option<Sp<Vec<Sp<RawService>>>>,
     /// Memory limit of the compartment (e.g. `128MiB`).
+    #[schemars(extend("format" = "size"), example = "128MiB")]
     pub memory_limit: Option<Sp<String>>,
     /// Maximum number of processes in the compartment.
     pub pids_limit: Option<Sp<u64>>,
@@ -218,9 +228,10 @@ pub struct RawIpsec {
 pub struct RawPeer {
     /// Peer name, unique.
     pub name: Option<Sp<String>>,
-    /// Peer's public (outer) address.
+    /// Peer's public (outer) address, of the same IP version as
+    /// `local_address`.
     pub address: Option<Sp<String>>,
-    /// Peer's IKE identity.
+    /// Peer's IKE identity (never this gateway's own `local_id`).
     pub remote_id: Option<Sp<String>>,
     /// How the peer authenticates.
     pub auth: Option<Sp<RawAuth>>,
@@ -255,14 +266,20 @@ pub struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawLifetimes {
     /// IKE SA lifetime (e.g. `24h`).
+    #[schemars(extend("format" = "duration"), example = "24h")]
     pub ike: Option<Sp<String>>,
     /// Child SA lifetime (hard), e.g. `1h`.
+    #[schemars(extend("format" = "duration"), example = "1h")]
     pub child: Option<Sp<String>>,
     /// Child SA rekey time (soft), before `child`; default 90 % of it.
+    #[schemars(extend("format" = "duration"), example = "50m")]
     pub child_rekey: Option<Sp<String>>,
-    /// Child SA byte limit (hard), e.g. `64GiB`.
+    /// Child SA byte limit (hard), e.g. `64GiB`; more than zero (leave it
+    /// out for no byte limit).
+    #[schemars(extend("format" = "size"), example = "64GiB")]
     pub child_bytes: Option<Sp<String>>,
-    /// Child SA packet limit (hard).
+    /// Child SA packet limit (hard); more than zero (leave it out for no
+    /// packet limit).
     pub child_packets: Option<Sp<u64>>,
 }
 
@@ -357,7 +374,9 @@ pub struct RawIdsRule {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    /// Destination prefix.
+    /// Destination prefix, routed once. Longest prefix wins; no part of
+    /// red's networks may end up routed via `black`, and a route into a
+    /// tunnel stays within the tunnel's `remote_ts`.
     pub dst: Option<Sp<String>>,
     /// `black` (out of the internet side), `red`, or `tunnel:<name>`.
     pub via: Option<Sp<String>>,
@@ -377,14 +396,30 @@ pub struct RawLink {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawImage {
-    /// Disk size (e.g. `512MiB`).
+    /// Disk size (e.g. `512MiB`), a whole number of MiB.
+    #[schemars(extend("format" = "size"), example = "512MiB")]
     pub size: Option<Sp<String>>,
-    /// EFI system partition size (e.g. `128MiB`, at least 33MiB for FAT32).
+    /// EFI system partition size (e.g. `128MiB`), a whole number of MiB and
+    /// at least [`crate::validate::MIN_ESP`] (FAT32 needs 65525 clusters).
+    #[schemars(
+        description = esp_size_description(),
+        extend("format" = "size"),
+        example = "128MiB"
+    )]
     pub esp_size: Option<Sp<String>>,
     /// Slots: `ab` (two boot slots for updates) or `single`.
     pub slots: Option<Sp<String>>,
     /// Output formats: `raw` (always written) and optionally `qcow2`.
     pub formats: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// The reference's text for `image.esp_size`, with the minimum that
+/// validation enforces.
+fn esp_size_description() -> String {
+    format!(
+        "EFI system partition size (e.g. `128MiB`), a whole number of MiB and at least {} (FAT32 needs 65525 clusters).",
+        crate::validate::MIN_ESP
+    )
 }
 
 /// `[signing]`

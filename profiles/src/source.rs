@@ -112,7 +112,8 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Reads a profile file with the size limit and UTF-8 check.
+/// Reads a profile file with the size limit and UTF-8 check; a leading
+/// byte-order mark is dropped (see [`strip_bom`]).
 ///
 /// Returns the text or a message (without location) and the byte offset
 /// where the problem is.
@@ -129,14 +130,24 @@ pub fn read_profile_file(path: &Path) -> Result<String, ReadFailure> {
         return Err(ReadFailure::TooLarge(bytes.len() as u64));
     }
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(text),
+        Ok(text) => Ok(strip_bom(text)),
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             let bytes = e.into_bytes();
             // The valid prefix is UTF-8 by definition.
-            let prefix = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            let prefix = strip_bom(String::from_utf8_lossy(&bytes[..valid]).into_owned());
             Err(ReadFailure::NotUtf8 { prefix })
         }
+    }
+}
+
+/// The text without a leading UTF-8 byte-order mark. Editors on Windows
+/// write one; it is not part of the TOML and would shift every column of
+/// line 1 by one.
+pub fn strip_bom(text: String) -> String {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     }
 }
 

@@ -16,9 +16,27 @@ use crate::raw::*;
 use crate::source::SourceMap;
 use crate::units::{ByteSize, Seconds};
 
-/// Smallest ESP accepted: FAT32 needs 65525 clusters; with 512-byte clusters
-/// that is 32 MiB plus the FATs and reserved sectors.
-pub const MIN_ESP: ByteSize = ByteSize(34 << 20);
+/// Smallest ESP accepted, and the figure the profile reference prints.
+///
+/// FAT32 needs at least 65525 clusters (with fewer, a volume is FAT16 by
+/// definition). The ESP writer (`images::fat`) uses 512-byte clusters below
+/// 260 MiB, 32 reserved sectors and two FATs of 4-byte entries, so the
+/// smallest FAT32 volume is 65525 clusters + 2 × 512 FAT sectors + 32
+/// reserved sectors = 34 089 472 bytes (32.5 MiB). The ESP is a whole number
+/// of MiB, so the minimum is that rounded up: 33 MiB.
+pub const MIN_ESP: ByteSize = ByteSize(min_esp_bytes());
+
+const fn min_esp_bytes() -> u64 {
+    const SECTOR: u64 = 512;
+    const MIN_CLUSTERS: u64 = 65525;
+    const RESERVED_SECTORS: u64 = 32;
+    const FATS: u64 = 2;
+    const MIB: u64 = 1 << 20;
+    // Each FAT holds a 4-byte entry per cluster plus the two reserved entries.
+    let fat_sectors = ((MIN_CLUSTERS + 2) * 4).div_ceil(SECTOR);
+    let volume = (RESERVED_SECTORS + FATS * fat_sectors + MIN_CLUSTERS) * SECTOR;
+    volume.div_ceil(MIB) * MIB
+}
 /// Default anti-replay window.
 pub const DEFAULT_REPLAY_WINDOW: u32 = 4096;
 
@@ -32,6 +50,37 @@ impl V<'_> {
     fn err(&mut self, span: &Range<usize>, field: impl Into<String>, msg: impl Into<String>) {
         self.diags
             .push(Diagnostic::spanned(self.sources, span, field, msg));
+    }
+
+    /// An error that involves a second place, shown as a note with its own
+    /// snippet (it may be in another file of the `extends` chain).
+    fn err_note(
+        &mut self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+        other: &Range<usize>,
+        note: impl Into<String>,
+    ) {
+        self.diags.push(
+            Diagnostic::spanned(self.sources, span, field, msg).with_note(
+                self.sources,
+                other,
+                note,
+            ),
+        );
+    }
+
+    /// Was `a` written after `b`? Later in the same file, or in a file that
+    /// extends `b`'s (the profile's own file comes first in the source map).
+    /// Of two conflicting values, the later one is reported, the earlier one
+    /// is the note.
+    fn later(&self, a: &Range<usize>, b: &Range<usize>) -> bool {
+        let base = |s: &Range<usize>| self.sources.file_at(s.start).map(|f| f.base);
+        match (base(a), base(b)) {
+            (Some(fa), Some(fb)) if fa != fb => fa < fb,
+            _ => a.start > b.start,
+        }
     }
 
     /// A required value; reports it missing at the parent table's span.
@@ -106,16 +155,27 @@ impl V<'_> {
         None
     }
 
-    /// Reports duplicate names; `names` holds (name, span, field).
+    /// Reports duplicate names; `names` holds (name, span, field), in
+    /// list order. The second use is reported, with a note at the first.
     fn unique(&mut self, what: &str, names: &[(String, Range<usize>, String)]) {
-        let mut seen: HashMap<&str, ()> = HashMap::new();
+        let mut seen: HashMap<&str, &Range<usize>> = HashMap::new();
         for (n, span, field) in names {
-            if seen.insert(n.as_str(), ()).is_some() {
-                self.err(
+            if let Some(first) = seen.get(n.as_str()) {
+                let first = (*first).clone();
+                let msg = if what == "SPI" {
+                    format!("SPI {n} is used twice; each manually keyed SA needs its own SPI")
+                } else {
+                    format!("{what} name `{n}` is used twice; names must be unique")
+                };
+                self.err_note(
                     span,
                     field.clone(),
-                    format!("{what} name `{n}` is used twice; names must be unique"),
+                    msg,
+                    &first,
+                    format!("`{n}` is first used here"),
                 );
+            } else {
+                seen.insert(n.as_str(), span);
             }
         }
     }
@@ -189,6 +249,9 @@ fn build(v: &mut V<'_>, path: &Path, raw: &RawProfile, whole: &Range<usize>) -> 
     let mut nic_list = Vec::new();
     if let (Some(hw), Some(nics)) = (hardware, &nics) {
         nic_list = nic_ownership(v, hw, nics, red.as_ref(), black.as_ref(), personalities);
+    }
+    if let (Some(hw), Some(nics), Some(k)) = (hardware, &nics, &raw.kernel) {
+        nic_drivers(v, hw, nics, k, personalities);
     }
     if let (Some(r), Some(b)) = (&red, &black) {
         disjoint_subnets(v, r, b, personalities);
@@ -429,14 +492,20 @@ fn nics(v: &mut V<'_>, h: &Sp<RawHardware>) -> Nics {
             if is_pci(&p.value) {
                 Some(p.value.to_ascii_lowercase())
             } else {
-                v.err(
-                    &p.span,
-                    format!("{t}.pci"),
+                let with_domain = format!("0000:{}", p.value);
+                let msg = if is_pci(&with_domain) {
                     format!(
-                        "`{}` is not a PCI address; write DDDD:BB:SS.F, e.g. 0000:00:02.0",
+                        "`{}` lacks the PCI domain; write `{}`",
+                        p.value,
+                        with_domain.to_ascii_lowercase()
+                    )
+                } else {
+                    format!(
+                        "`{}` is not a PCI address; write domain:bus:device.function in hex, e.g. `0000:00:02.0`",
                         p.value
-                    ),
-                );
+                    )
+                };
+                v.err(&p.span, format!("{t}.pci"), msg);
                 None
             }
         });
@@ -444,14 +513,16 @@ fn nics(v: &mut V<'_>, h: &Sp<RawHardware>) -> Nics {
             if is_mac(&m.value) {
                 Some(m.value.to_ascii_lowercase())
             } else {
-                v.err(
-                    &m.span,
-                    format!("{t}.mac"),
-                    format!(
-                        "`{}` is not a MAC address; write six hex pairs, e.g. 52:54:00:12:34:56",
+                let msg = match mac_with_colons(&m.value) {
+                    Some(fixed) => {
+                        format!("`{}`: write a MAC address with colons, `{fixed}`", m.value)
+                    }
+                    None => format!(
+                        "`{}` is not a MAC address; write six hex pairs, e.g. `52:54:00:12:34:56`",
                         m.value
                     ),
-                );
+                };
+                v.err(&m.span, format!("{t}.mac"), msg);
                 None
             }
         });
@@ -485,7 +556,58 @@ fn nics(v: &mut V<'_>, h: &Sp<RawHardware>) -> Nics {
             },
         );
     }
+    // Two roles for one card: the same PCI address or the same MAC address
+    // (compared normalised: lower case).
+    for (key, what) in [("pci", "PCI address"), ("mac", "MAC address")] {
+        let mut seen: Vec<(String, &str, Range<usize>)> = Vec::new();
+        for (role, info) in &out {
+            let (Some(nic), Some(raw)) = (&info.nic, nics.value.get(role)) else {
+                continue;
+            };
+            let (value, span) = match key {
+                "pci" => (nic.pci.clone(), raw.pci.as_ref().map(|p| p.span.clone())),
+                _ => (nic.mac.clone(), raw.mac.as_ref().map(|m| m.span.clone())),
+            };
+            let (Some(value), Some(span)) = (value, span) else {
+                continue;
+            };
+            if let Some((_, other, other_span)) = seen.iter().find(|(x, _, _)| *x == value) {
+                let (this, that, this_span, that_span) = if v.later(&span, other_span) {
+                    (role.as_str(), *other, &span, other_span)
+                } else {
+                    (*other, role.as_str(), other_span, &span)
+                };
+                v.err_note(
+                    this_span,
+                    format!("hardware.nics.{this}.{key}"),
+                    format!(
+                        "NICs `{that}` and `{this}` have the same {what} {value}; each role is a different card: correct the {what} or remove one of the roles"
+                    ),
+                    that_span,
+                    format!("NIC `{that}` has {what} {value} here"),
+                );
+                continue;
+            }
+            seen.push((value, role.as_str(), span));
+        }
+    }
     out
+}
+
+/// `52-54-00-12-34-56`, `525400123456` or `5254.0012.3456` written the way
+/// profiles accept it (`52:54:00:12:34:56`), if it is a MAC address.
+fn mac_with_colons(s: &str) -> Option<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let pairs: Vec<String> = (0..6)
+        .map(|i| hex[2 * i..2 * i + 2].to_ascii_lowercase())
+        .collect();
+    Some(pairs.join(":"))
 }
 
 fn is_pci(s: &str) -> bool {
@@ -500,6 +622,8 @@ fn is_pci(s: &str) -> bool {
             .chain(s[8..10].bytes())
             .all(|c| c.is_ascii_hexdigit())
         && (b'0'..=b'7').contains(&b[11])
+        // The device number has 5 bits: 00-1f.
+        && u8::from_str_radix(&s[8..10], 16).is_ok_and(|d| d <= 0x1f)
 }
 
 fn is_mac(s: &str) -> bool {
@@ -517,8 +641,10 @@ fn personalities_of(
     p: &Sp<BTreeMap<String, Sp<RawPersonality>>>,
     nics: Option<&Nics>,
 ) -> (PersonalityOut, PersonalityOut) {
+    let mut unknown = false;
     for (name, raw) in &p.value {
         if name != "red" && name != "black" {
+            unknown = true;
             v.err(
                 &raw.span,
                 format!("personalities.{name}"),
@@ -529,6 +655,9 @@ fn personalities_of(
     let mut get = |side: Side| -> PersonalityOut {
         let n = side.name();
         match p.value.get(n) {
+            // A misspelt personality is reported above; that it is then
+            // missing under its right name is the same mistake.
+            None if unknown => None,
             None => {
                 v.err(
                     &p.span,
@@ -611,6 +740,7 @@ fn personality(
         ok = false;
     }
     let mut addresses = Vec::new();
+    let mut addresses_ok = true;
     for (i, a) in list(&p.addresses).iter().enumerate() {
         match v.parse(a, &format!("{t}.addresses[{i}]"), |s| s.parse::<IfAddr>()) {
             Some(addr) if addresses.contains(&addr) => {
@@ -619,12 +749,13 @@ fn personality(
                     format!("{t}.addresses[{i}]"),
                     format!("address {addr} is listed twice"),
                 );
-                ok = false;
+                addresses_ok = false;
             }
             Some(addr) => addresses.push(addr),
-            None => ok = false,
+            None => addresses_ok = false,
         }
     }
+    ok &= addresses_ok;
     if addresses.is_empty() && !dhcp && ok {
         let span = p
             .addresses
@@ -638,14 +769,33 @@ fn personality(
         );
         ok = false;
     }
+    // With an address already reported, the gateway may be on the network
+    // that address was meant to give: not checked then.
     let gateway = p.gateway.as_ref().and_then(|g| {
         let ip = v.parse(g, &format!("{t}.gateway"), parse_ip)?;
-        if !dhcp && !addresses.is_empty() && !addresses.iter().any(|a| a.network().contains(&ip)) {
-            v.err(
-                &g.span,
-                format!("{t}.gateway"),
-                format!("gateway {ip} is not on any of this personality's networks"),
-            );
+        if !dhcp
+            && addresses_ok
+            && !addresses.is_empty()
+            && !addresses.iter().any(|a| a.network().contains(&ip))
+        {
+            let nets: Vec<String> = addresses.iter().map(|a| a.network().to_string()).collect();
+            match &p.addresses {
+                Some(list) => v.err_note(
+                    &g.span,
+                    format!("{t}.gateway"),
+                    format!(
+                        "gateway {ip} is not on any of this personality's networks ({})",
+                        nets.join(", ")
+                    ),
+                    &list.span,
+                    "the addresses are set here",
+                ),
+                None => v.err(
+                    &g.span,
+                    format!("{t}.gateway"),
+                    format!("gateway {ip} is not on any of this personality's networks"),
+                ),
+            }
             return None;
         }
         Some(ip)
@@ -763,6 +913,86 @@ fn personality(
     })
 }
 
+/// Every NIC's driver must be among the kernel's drivers, or the card never
+/// comes up. Checked when both lists are valid, for each NIC a personality
+/// names (a NIC no personality names is reported as unused instead).
+fn nic_drivers(
+    v: &mut V<'_>,
+    hw: &Sp<RawHardware>,
+    nics: &Nics,
+    k: &Sp<RawKernel>,
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+) {
+    let mut drivers = Vec::new();
+    for d in list(&k.drivers) {
+        let norm = d.value.replace('-', "_");
+        if norm.is_empty() || !norm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return; // reported by `kernel`
+        }
+        drivers.push(norm);
+    }
+    let named: BTreeSet<&str> = personalities
+        .map(|p| {
+            p.value
+                .values()
+                .filter_map(|x| x.nic.as_ref().map(|n| n.value.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let raw_nics = hw.nics.as_ref().map(|n| &n.value);
+    // NICs by missing driver: one missing driver is one mistake, however
+    // many cards need it.
+    let mut missing: BTreeMap<&str, Vec<(&str, &Sp<String>)>> = BTreeMap::new();
+    for (role, info) in nics {
+        let (Some(nic), Some(raw)) = (&info.nic, raw_nics.and_then(|n| n.get(role))) else {
+            continue;
+        };
+        let Some(d) = &raw.driver else { continue };
+        if drivers.contains(&nic.driver) || !named.contains(role.as_str()) {
+            continue;
+        }
+        missing
+            .entry(nic.driver.as_str())
+            .or_default()
+            .push((role.as_str(), d));
+    }
+    for (driver, users) in missing {
+        let Some((role, d)) = users.first() else {
+            continue;
+        };
+        let cards = match users.as_slice() {
+            [_] => format!("NIC `{role}` needs driver `{}`", d.value),
+            _ => {
+                let roles: Vec<String> = users.iter().map(|(r, _)| format!("`{r}`")).collect();
+                format!("NICs {} need driver `{}`", roles.join(" and "), d.value)
+            }
+        };
+        let them = if users.len() == 1 {
+            "the card"
+        } else {
+            "the cards"
+        };
+        let msg = format!(
+            "{cards}, which is not in kernel.drivers, so {them} would never come up; add `{driver}` to kernel.drivers"
+        );
+        let field = format!("hardware.nics.{role}.driver");
+        match &k.drivers {
+            Some(list) => {
+                // The list comes from a base profile: `{ append = [...] }`
+                // in the profile itself adds to it instead of replacing it.
+                let other_file = v.sources.file_at(list.span.start).map(|f| f.base) != Some(0);
+                let note = if other_file {
+                    format!("kernel.drivers is set here; to add to it from the extending profile, write `drivers = {{ append = [\"{driver}\"] }}` under [kernel]")
+                } else {
+                    "kernel.drivers is set here".to_string()
+                };
+                v.err_note(&d.span, field, msg, &list.span, note);
+            }
+            None => v.err(&d.span, field, msg),
+        }
+    }
+}
+
 fn nic_ownership(
     v: &mut V<'_>,
     hw: &Sp<RawHardware>,
@@ -782,13 +1012,23 @@ fn nic_ownership(
     if let (Some((_, r)), Some((_, b))) = (red, black) {
         if r.nic == b.nic {
             shared = Some(b.nic.clone());
-            v.err(
-                &nic_span("black"),
-                "personalities.black.nic",
+            // Report the assignment written last (in the extending profile,
+            // or further down the file); the other one is the note.
+            let (rs, bs) = (nic_span("red"), nic_span("black"));
+            let (this, that, this_span, that_span) = if v.later(&rs, &bs) {
+                ("red", "black", rs, bs)
+            } else {
+                ("black", "red", bs, rs)
+            };
+            v.err_note(
+                &this_span,
+                format!("personalities.{this}.nic"),
                 format!(
-                    "NIC `{}` is already given to red; each NIC belongs to exactly one personality",
+                    "NIC `{}` is already given to {that}; each NIC belongs to exactly one personality",
                     b.nic
                 ),
+                &that_span,
+                format!("{that} is given NIC `{}` here", b.nic),
             );
         }
     }
@@ -820,15 +1060,38 @@ fn disjoint_subnets(
     black: &(Range<usize>, Personality),
     personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
 ) {
-    let spans: Vec<Range<usize>> = personalities
-        .and_then(|p| p.value.get("black"))
-        .map(|b| list(&b.addresses).iter().map(|a| a.span.clone()).collect())
-        .unwrap_or_default();
+    let spans = |side: &str, whole: &Range<usize>, n: usize| -> Vec<Range<usize>> {
+        let raw: Vec<Range<usize>> = personalities
+            .and_then(|p| p.value.get(side))
+            .map(|b| list(&b.addresses).iter().map(|a| a.span.clone()).collect())
+            .unwrap_or_default();
+        (0..n)
+            .map(|i| raw.get(i).cloned().unwrap_or(whole.clone()))
+            .collect()
+    };
+    let black_spans = spans("black", &black.0, black.1.addresses.len());
+    let red_spans = spans("red", &red.0, red.1.addresses.len());
     for (i, b) in black.1.addresses.iter().enumerate() {
-        for r in &red.1.addresses {
+        for (j, r) in red.1.addresses.iter().enumerate() {
             if b.network().overlaps(&r.network()) {
-                let span = spans.get(i).cloned().unwrap_or(black.0.clone());
-                v.err(&span, format!("personalities.black.addresses[{i}]"), format!("black network {} overlaps red network {}; red and black subnets must be disjoint", b.network(), r.network()));
+                let (bs, rs) = (&black_spans[i], &red_spans[j]);
+                let (span, field, other, note) = if v.later(rs, bs) {
+                    (
+                        rs,
+                        format!("personalities.red.addresses[{j}]"),
+                        bs,
+                        format!("black's network {} is set here", b.network()),
+                    )
+                } else {
+                    (
+                        bs,
+                        format!("personalities.black.addresses[{i}]"),
+                        rs,
+                        format!("red's network {} is set here", r.network()),
+                    )
+                };
+                v.err_note(span, field, format!("black network {} overlaps red network {}; red and black subnets must be disjoint", b.network(), r.network()), other, note);
+                break;
             }
         }
     }
@@ -854,18 +1117,30 @@ fn selector(
     };
     let src_p = prefix(v, src, "src");
     let dst_p = prefix(v, dst, "dst");
+    let mut proto_ok = true;
     let proto = match protocol {
         None => None,
         Some(p) => match v.parse(p, &format!("{field}.protocol"), parse_protocol) {
             Some(x) => x,
             None => {
-                ok = false;
+                proto_ok = false;
                 None
             }
         },
     };
+    ok &= proto_ok;
     let mut ports = |v: &mut V<'_>, p: &Option<Sp<String>>, key: &str| -> PortRange {
         let Some(p) = p else { return PortRange::ANY };
+        // After an unknown protocol (reported above) only the ports' own
+        // syntax is checked: whether they fit the protocol meant is unknown.
+        if !proto_ok {
+            if v.parse(p, &format!("{field}.{key}"), |s| s.parse::<PortRange>())
+                .is_none()
+            {
+                ok = false;
+            }
+            return PortRange::ANY;
+        }
         if !matches!(proto, Some(6) | Some(17)) {
             v.err(
                 &p.span,
@@ -911,7 +1186,7 @@ fn viaduct(
     vr: &Sp<RawViaduct>,
     red: Side2<'_>,
     black: Side2<'_>,
-    _personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
 ) -> Option<Viaduct> {
     let mut ok = true;
     if let Some(n) = &vr.nic {
@@ -919,6 +1194,9 @@ fn viaduct(
         ok = false;
     }
     let mut roles = BTreeSet::new();
+    // A misspelt role is reported once: the section of the role meant is
+    // then not also reported as given without its role.
+    let mut misspelt_role = false;
     let role_list = v.req(&vr.roles, &vr.span, "viaduct", "roles");
     if let Some(rl) = role_list {
         if rl.value.is_empty() {
@@ -949,7 +1227,10 @@ fn viaduct(
                         );
                     }
                 }
-                None => ok = false,
+                None => {
+                    ok = false;
+                    misspelt_role = true;
+                }
             }
         }
     } else {
@@ -975,6 +1256,7 @@ fn viaduct(
                 );
                 false
             }
+            (false, true, Some(_)) if misspelt_role => false,
             (false, true, Some(span)) => {
                 v.err(span, format!("viaduct.{key}"), format!("{what} given but role `{}` is not in viaduct.roles; add it or remove the section", role_name(role)));
                 false
@@ -1019,7 +1301,7 @@ fn viaduct(
 
     let ipsec = match &vr.ipsec {
         Some(ip) if roles.contains(&Role::Vpn) => {
-            let r = ipsec(v, ip, red, black);
+            let r = ipsec(v, ip, red, black, personalities);
             if r.is_none() {
                 ok = false;
             }
@@ -1167,40 +1449,13 @@ fn viaduct(
     }
     v.unique("IDS rule", &names);
 
-    let tunnels: Vec<String> = ipsec
-        .iter()
-        .flat_map(|i| {
-            i.peers
-                .iter()
-                .flat_map(|p| p.tunnels.iter().map(|t| t.name.clone()))
-        })
-        .collect();
-    let mut routes = Vec::new();
-    for (i, r) in list(&vr.routes).iter().enumerate() {
-        let f = format!("viaduct.routes[{i}]");
-        let dst = v
-            .req(&r.dst, &r.span, &f, "dst")
-            .and_then(|d| v.parse(d, &format!("{f}.dst"), |s| s.parse::<Prefix>()));
-        let via = v.req(&r.via, &r.span, &f, "via").and_then(|via| match via.value.as_str() {
-            "red" => Some(RouteVia::Red),
-            "black" => Some(RouteVia::Black),
-            s => match s.strip_prefix("tunnel:") {
-                Some(t) if tunnels.iter().any(|n| n == t) => Some(RouteVia::Tunnel(t.to_string())),
-                Some(t) => {
-                    v.err(&via.span, format!("{f}.via"), format!("no tunnel named `{t}`"));
-                    None
-                }
-                None => {
-                    v.err(&via.span, format!("{f}.via"), format!("`{s}` is not a next hop; use `red`, `black` or `tunnel:<name>`"));
-                    None
-                }
-            },
-        });
-        match (dst, via) {
-            (Some(dst), Some(via)) => routes.push(Route { dst, via }),
-            _ => ok = false,
+    let routes = match routes(v, vr, ipsec.as_ref(), red, personalities) {
+        Some(r) => r,
+        None => {
+            ok = false;
+            Vec::new()
         }
-    }
+    };
 
     ok.then_some(())?;
     Some(Viaduct {
@@ -1212,6 +1467,212 @@ fn viaduct(
         ids,
         routes,
     })
+}
+
+/// A route that parsed, with where it was written.
+struct RouteAt {
+    route: Route,
+    field: String,
+    dst_span: Range<usize>,
+}
+
+/// `[[viaduct.routes]]`: each route on its own, then the table as a whole:
+/// no destination routed twice, no part of red's networks sent out of black
+/// (by longest-prefix match over all routes), and a route into a tunnel
+/// only for destinations the tunnel's remote selectors cover.
+fn routes(
+    v: &mut V<'_>,
+    vr: &Sp<RawViaduct>,
+    ipsec: Option<&Ipsec>,
+    red: Side2<'_>,
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+) -> Option<Vec<Route>> {
+    let mut ok = true;
+    // Tunnels as written (a tunnel with its own error is still a tunnel:
+    // a route into it is not reported as naming no tunnel).
+    let raw_tunnels: Vec<&Sp<RawTunnel>> = vr
+        .ipsec
+        .iter()
+        .flat_map(|i| list(&i.peers))
+        .flat_map(|p| list(&p.tunnels))
+        .collect();
+    let valid: Vec<&Tunnel> = ipsec
+        .iter()
+        .flat_map(|i| i.peers.iter().flat_map(|p| p.tunnels.iter()))
+        .collect();
+    let mut parsed: Vec<RouteAt> = Vec::new();
+    for (i, r) in list(&vr.routes).iter().enumerate() {
+        let f = format!("viaduct.routes[{i}]");
+        let dst = v
+            .req(&r.dst, &r.span, &f, "dst")
+            .and_then(|d| v.parse(d, &format!("{f}.dst"), |s| s.parse::<Prefix>()));
+        let via = v.req(&r.via, &r.span, &f, "via").and_then(|via| match via.value.as_str() {
+            "red" => Some(RouteVia::Red),
+            "black" => Some(RouteVia::Black),
+            s => match s.strip_prefix("tunnel:") {
+                Some(t) if valid.iter().any(|x| x.name == t) => Some(RouteVia::Tunnel(t.to_string())),
+                Some(t) if raw_tunnels.iter().any(|x| x.name.as_ref().is_some_and(|n| n.value == t)) => None,
+                Some(t) => {
+                    let names: Vec<&str> = raw_tunnels.iter().filter_map(|x| x.name.as_ref().map(|n| n.value.as_str())).collect();
+                    let known = if names.is_empty() { "there are no tunnels".to_string() } else { format!("tunnels: {}", names.join(", ")) };
+                    v.err(&via.span, format!("{f}.via"), format!("no tunnel named `{t}` ({known})"));
+                    None
+                }
+                None => {
+                    v.err(&via.span, format!("{f}.via"), format!("`{s}` is not a next hop; use `red`, `black` or `tunnel:<name>`"));
+                    None
+                }
+            },
+        });
+        match (dst, via, &r.dst) {
+            (Some(dst), Some(via), Some(d)) => parsed.push(RouteAt {
+                route: Route { dst, via },
+                field: format!("{f}.dst"),
+                dst_span: d.span.clone(),
+            }),
+            _ => ok = false,
+        }
+    }
+    let via_name = |via: &RouteVia| match via {
+        RouteVia::Red => "red".to_string(),
+        RouteVia::Black => "black".to_string(),
+        RouteVia::Tunnel(t) => format!("tunnel:{t}"),
+    };
+    // The same destination twice (prefixes compare as networks: `10.2.0.0/16`
+    // and `10.2.0.0/016` are one destination; IPv4 and IPv6 never are).
+    let mut doubled = vec![false; parsed.len()];
+    for j in 0..parsed.len() {
+        if let Some(i) = (0..j).find(|&i| parsed[i].route.dst == parsed[j].route.dst) {
+            doubled[i] = true;
+            doubled[j] = true;
+            let (a, b) = (&parsed[i], &parsed[j]);
+            let (this, that) = if v.later(&b.dst_span, &a.dst_span) {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            let msg = if a.route.via == b.route.via {
+                format!(
+                    "{} is routed twice, both via {}; remove one of the routes",
+                    this.route.dst,
+                    via_name(&this.route.via)
+                )
+            } else {
+                format!(
+                    "{} is routed twice, via {} and via {}; a destination has one next hop: remove one of the routes",
+                    this.route.dst,
+                    via_name(&that.route.via),
+                    via_name(&this.route.via)
+                )
+            };
+            let (span, field, other) = (
+                this.dst_span.clone(),
+                this.field.clone(),
+                that.dst_span.clone(),
+            );
+            v.err_note(
+                &span,
+                field,
+                msg,
+                &other,
+                format!("{} is also routed here", that.route.dst),
+            );
+            ok = false;
+        }
+    }
+    // Red's own networks must not leave through black: for each route via
+    // black, the part of red's network it matches must be taken by more
+    // specific routes (longest prefix wins). This looks at the whole table:
+    // with a route already reported (perhaps the one meant for red), it
+    // would report a consequence of that mistake, so it waits.
+    if let (Some((_, red)), true) = (red, ok) {
+        // A valid personality's addresses are its raw addresses, in order.
+        let red_spans: Vec<Range<usize>> = personalities
+            .and_then(|p| p.value.get("red"))
+            .map(|r| list(&r.addresses).iter().map(|a| a.span.clone()).collect())
+            .unwrap_or_default();
+        for (k, r) in parsed.iter().enumerate() {
+            if r.route.via != RouteVia::Black || doubled[k] {
+                continue;
+            }
+            let more_specific: Vec<Prefix> = parsed
+                .iter()
+                .map(|x| x.route.dst)
+                .filter(|d| d.len() > r.route.dst.len())
+                .collect();
+            for (j, a) in red.addresses.iter().enumerate() {
+                let net = a.network();
+                if !net.overlaps(&r.route.dst) {
+                    continue;
+                }
+                let region = if r.route.dst.covers(&net) {
+                    net
+                } else {
+                    r.route.dst
+                };
+                if let Some(part) = region.uncovered_by(&more_specific) {
+                    let what = if part == net {
+                        format!("red's network {net}")
+                    } else {
+                        format!("{part}, part of red's network {net},")
+                    };
+                    let other = red_spans.get(j).cloned().unwrap_or(r.dst_span.clone());
+                    v.err_note(
+                        &r.dst_span,
+                        r.field.clone(),
+                        format!(
+                            "route {} via black sends {what} out of the internet side; add a more specific route to it via red, or narrow this route",
+                            r.route.dst
+                        ),
+                        &other,
+                        format!("red's address {a} is set here"),
+                    );
+                    ok = false;
+                    break;
+                }
+            }
+        }
+    }
+    // A route into a tunnel carries only what the tunnel's remote selectors
+    // cover; the rest would be dropped by the Viaduct.
+    for (k, r) in parsed.iter().enumerate() {
+        let RouteVia::Tunnel(name) = &r.route.via else {
+            continue;
+        };
+        if doubled[k] {
+            continue;
+        }
+        let Some(t) = valid.iter().find(|t| &t.name == name) else {
+            continue;
+        };
+        let remote: Vec<Prefix> = t.remote_ts.iter().map(|s| s.prefix).collect();
+        if let Some(part) = r.route.dst.uncovered_by(&remote) {
+            let sels: Vec<String> = remote.iter().map(Prefix::to_string).collect();
+            let what = if part == r.route.dst {
+                format!("{}", r.route.dst)
+            } else {
+                format!("{part} (part of {})", r.route.dst)
+            };
+            let note_span = raw_tunnels
+                .iter()
+                .find(|x| x.name.as_ref().is_some_and(|n| &n.value == name))
+                .and_then(|x| x.remote_ts.as_ref().map(|l| l.span.clone()))
+                .unwrap_or(r.dst_span.clone());
+            v.err_note(
+                &r.dst_span,
+                r.field.clone(),
+                format!(
+                    "route {} into tunnel `{name}`: its remote selectors ({}) do not cover {what}, which the Viaduct would drop; narrow the route or widen the tunnel's remote_ts",
+                    r.route.dst,
+                    sels.join(", ")
+                ),
+                &note_span,
+                format!("tunnel `{name}`'s remote selectors are set here"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| parsed.into_iter().map(|r| r.route).collect())
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -1234,7 +1695,27 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> Option<Ipsec> {
+/// Spans of a personality's addresses as written (for a valid personality,
+/// in the order of [`Personality::addresses`]), and of the whole list.
+fn address_spans(
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+    side: &str,
+) -> (Vec<Range<usize>>, Option<Range<usize>>) {
+    let raw = personalities.and_then(|p| p.value.get(side));
+    let each = raw
+        .map(|r| list(&r.addresses).iter().map(|a| a.span.clone()).collect())
+        .unwrap_or_default();
+    let whole = raw.and_then(|r| r.addresses.as_ref().map(|a| a.span.clone()));
+    (each, whole)
+}
+
+fn ipsec(
+    v: &mut V<'_>,
+    ip: &Sp<RawIpsec>,
+    red: Side2<'_>,
+    black: Side2<'_>,
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+) -> Option<Ipsec> {
     let t = "viaduct.ipsec";
     let mut ok = true;
     let local_id = v
@@ -1245,7 +1726,11 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
         if let Some((_, b)) = black {
             if !b.dhcp && !b.addresses.iter().any(|x| x.addr == addr) {
                 let list: Vec<String> = b.addresses.iter().map(|x| x.addr.to_string()).collect();
-                v.err(&a.span, format!("{t}.local_address"), format!("{addr} is not one of black's addresses ({}); the Viaduct speaks ESP from black's public address", list.join(", ")));
+                let msg = format!("{addr} is not one of black's addresses ({}); the Viaduct speaks ESP from black's public address", list.join(", "));
+                match address_spans(personalities, "black").1 {
+                    Some(other) => v.err_note(&a.span, format!("{t}.local_address"), msg, &other, "black's addresses are set here"),
+                    None => v.err(&a.span, format!("{t}.local_address"), msg),
+                }
                 return None;
             }
         }
@@ -1266,6 +1751,12 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
     let red_nets: Vec<Prefix> = red
         .map(|(_, r)| r.addresses.iter().map(|a| a.network()).collect())
         .unwrap_or_default();
+    let red_spans = address_spans(personalities, "red").0;
+    let red_nets: Vec<(Prefix, Range<usize>)> = red_nets
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (n, red_spans.get(i).cloned().unwrap_or(ip.span.clone())))
+        .collect();
     let mut peers = Vec::new();
     let mut peer_names = Vec::new();
     let mut tunnel_names = Vec::new();
@@ -1292,13 +1783,33 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
         }
         let address = v.req(&p.address, &p.span, &f, "address").and_then(|a| {
             let addr = v.parse(a, &format!("{f}.address"), parse_ip)?;
-            if red_nets.iter().any(|n| n.contains(&addr)) {
-                v.err(
+            if let (Some(local), Some(la)) = (local_address, &ip.local_address) {
+                if local.is_ipv4() != addr.is_ipv4() {
+                    let fam = |x: &IpAddr| if x.is_ipv4() { "IPv4" } else { "IPv6" };
+                    v.err_note(
+                        &a.span,
+                        format!("{f}.address"),
+                        format!(
+                            "peer address {addr} is {} but local_address {local} is {}; IKE and ESP to a peer leave from local_address, so the peer needs an {} address",
+                            fam(&addr),
+                            fam(&local),
+                            fam(&local)
+                        ),
+                        &la.span,
+                        "local_address is set here",
+                    );
+                    return None;
+                }
+            }
+            if let Some((net, span)) = red_nets.iter().find(|(n, _)| n.contains(&addr)) {
+                v.err_note(
                     &a.span,
                     format!("{f}.address"),
                     format!(
-                        "peer address {addr} is inside a red network; a peer is reached over black"
+                        "peer address {addr} is inside red's network {net}; a peer is reached over black"
                     ),
+                    span,
+                    "red's address is set here",
                 );
                 return None;
             }
@@ -1314,7 +1825,22 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
         });
         let remote_id = v
             .req(&p.remote_id, &p.span, &f, "remote_id")
-            .and_then(|id| identity(v, id, &format!("{f}.remote_id")));
+            .and_then(|id| {
+                let r = identity(v, id, &format!("{f}.remote_id"))?;
+                if let (Some(local), Some(lid)) = (&local_id, &ip.local_id) {
+                    if same_identity(&r, local) {
+                        v.err_note(
+                            &id.span,
+                            format!("{f}.remote_id"),
+                            format!("remote_id `{r}` is this gateway's own identity (local_id `{local}`); give the peer's identity"),
+                            &lid.span,
+                            "local_id is set here",
+                        );
+                        return None;
+                    }
+                }
+                Some(r)
+            });
         let auth = match &p.auth {
             None => {
                 v.err(&p.span, format!("{f}.auth"), "peer has no authentication: add `auth = { method = \"psk\", psk = \"tpm:<name>\" }` or `auth = { method = \"pubkey\", public_key = \"ed25519:<hex>\" }`");
@@ -1415,13 +1941,19 @@ fn ipsec(v: &mut V<'_>, ip: &Sp<RawIpsec>, red: Side2<'_>, black: Side2<'_>) -> 
         v.unique("SPI", &names);
     }
     // Ambiguous overlap between tunnels: two tunnels whose selectors overlap
-    // where neither is strictly more specific than the other.
+    // where neither is strictly more specific than the other. (Two tunnels
+    // of one name are reported as such above: a copied tunnel is one
+    // mistake.)
     for a in 0..all_tunnels.len() {
         for b in a + 1..all_tunnels.len() {
-            let (_, _, ta) = &all_tunnels[a];
+            let (a_span, _, ta) = &all_tunnels[a];
             let (span, field, tb) = &all_tunnels[b];
+            if ta.name == tb.name {
+                continue;
+            }
             if let Some(why) = ambiguous(ta, tb) {
-                v.err(span, format!("{field}.name"), format!("tunnel `{}` overlaps tunnel `{}` ambiguously ({why}); make one strictly more specific or make them disjoint", tb.name, ta.name));
+                let (a_span, span, field) = (a_span.clone(), span.clone(), field.clone());
+                v.err_note(&span, format!("{field}.name"), format!("tunnel `{}` overlaps tunnel `{}` ambiguously ({why}); make one strictly more specific or make them disjoint", tb.name, ta.name), &a_span, format!("tunnel `{}` is declared here", ta.name));
             }
         }
     }
@@ -1456,6 +1988,38 @@ fn ambiguous(a: &Tunnel, b: &Tunnel) -> Option<String> {
         }
     }
     None
+}
+
+/// Do two IKE identities name the same party? IKE compares an identity by
+/// its type and value: addresses as addresses (`2001:db8::1` is
+/// `2001:DB8:0::1`), FQDNs and e-mail style IDs without regard to case (DNS
+/// names are case-insensitive; strongSwan compares both so), an FQDN with or
+/// without its final dot.
+/// A type prefix as strongSwan writes one (`fqdn:gw.example.net`) is read as
+/// the type it names.
+fn same_identity(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        let lower = s.to_ascii_lowercase();
+        let (typed, value) = match lower.split_once(':') {
+            Some((t @ ("fqdn" | "email" | "rfc822" | "userfqdn" | "ipv4" | "ipv6"), v)) => {
+                (Some(t), v.to_string())
+            }
+            _ => (None, lower.clone()),
+        };
+        match (typed, value.parse::<IpAddr>()) {
+            (None | Some("ipv4" | "ipv6"), Ok(ip)) => format!("ip:{ip}"),
+            _ => {
+                let kind = match typed {
+                    Some("email" | "rfc822" | "userfqdn") => "email",
+                    Some("fqdn") => "fqdn",
+                    _ if value.contains('@') => "email",
+                    _ => "fqdn",
+                };
+                format!("{kind}:{}", value.trim_end_matches('.'))
+            }
+        }
+    };
+    norm(a) == norm(b)
 }
 
 fn identity(v: &mut V<'_>, id: &Sp<String>, field: &str) -> Option<String> {
@@ -1606,36 +2170,72 @@ fn lifetimes(v: &mut V<'_>, l: Option<&Sp<RawLifetimes>>, f: &str) -> Option<Lif
     let raw = l.map(|l| &l.value).unwrap_or(&none);
     let ike = dur(v, &raw.ike, "ike", 86400);
     let child = dur(v, &raw.child, "child", 3600);
-    let rekey = match (&raw.child_rekey, child) {
+    // Parsed on its own, so that a mistake in it is reported even when
+    // `child` has one too; compared with `child` only when both are valid.
+    let rekey = raw
+        .child_rekey
+        .as_ref()
+        .map(|r| (r, dur(v, &Some(r.clone()), "child_rekey", 0)));
+    let rekey = match (rekey, child) {
         (None, Some(c)) => Some(Seconds(c.0 * 9 / 10)),
-        (Some(r), Some(c)) => {
-            let d = dur(v, &Some(r.clone()), "child_rekey", 0)?;
+        (Some((r, Some(d))), Some(c)) => {
             if d >= c {
-                v.err(
-                    &r.span,
-                    format!("{f}.child_rekey"),
-                    "child_rekey must be shorter than child (it is the soft lifetime)",
-                );
+                let msg = "child_rekey must be shorter than child (it is the soft lifetime)";
+                match &raw.child {
+                    Some(cs) => v.err_note(
+                        &r.span,
+                        format!("{f}.child_rekey"),
+                        msg,
+                        &cs.span,
+                        "child is set here",
+                    ),
+                    None => v.err(
+                        &r.span,
+                        format!("{f}.child_rekey"),
+                        format!("{msg}, which is 1h when not given"),
+                    ),
+                }
                 None
             } else {
                 Some(d)
             }
         }
-        (_, None) => None,
+        _ => None,
     };
+    // A limit of zero would expire every SA at once: a limit is left out
+    // for none, never written as 0.
     let bytes = match &raw.child_bytes {
         None => Some(None),
         Some(b) => v
-            .parse(b, &format!("{f}.child_bytes"), ByteSize::parse)
+            .parse(b, &format!("{f}.child_bytes"), |s| {
+                let n = ByteSize::parse(s)?;
+                if n.0 == 0 {
+                    return Err(format!(
+                        "`{s}` is a byte limit of zero, which would expire every child SA at once; give a size such as `64GiB`, or remove child_bytes for no byte limit"
+                    ));
+                }
+                Ok(n)
+            })
             .map(Some),
     };
-    let packets = raw.child_packets.as_ref().map(|p| p.value);
+    let packets = match &raw.child_packets {
+        None => Some(None),
+        Some(p) if p.value == 0 => {
+            v.err(
+                &p.span,
+                format!("{f}.child_packets"),
+                "a packet limit of zero would expire every child SA at once; give a number of packets, or remove child_packets for no packet limit",
+            );
+            None
+        }
+        Some(p) => Some(Some(p.value)),
+    };
     Some(Lifetimes {
         ike: ike?,
         child: child?,
         child_rekey: rekey?,
         child_bytes: bytes?,
-        child_packets: packets,
+        child_packets: packets?,
     })
 }
 
@@ -1643,7 +2243,7 @@ fn tunnel(
     v: &mut V<'_>,
     tr: &Sp<RawTunnel>,
     tf: &str,
-    red_nets: &[Prefix],
+    red_nets: &[(Prefix, Range<usize>)],
     spis_out: &mut Vec<(u32, Range<usize>, String)>,
     spis_in: &mut Vec<(u32, Range<usize>, String)>,
 ) -> Option<Tunnel> {
@@ -1678,19 +2278,22 @@ fn tunnel(
     let local_ts = ts(v, &tr.local_ts, "local_ts");
     let remote_ts = ts(v, &tr.remote_ts, "remote_ts").and_then(|r| {
         for (i, sel) in r.iter().enumerate() {
-            if let Some(net) = red_nets.iter().find(|n| n.overlaps(&sel.prefix)) {
+            if let Some((net, red_span)) = red_nets.iter().find(|(n, _)| n.overlaps(&sel.prefix)) {
                 let span = tr
                     .remote_ts
                     .as_ref()
-                    .map(|l| l.value[i].span.clone())
+                    .and_then(|l| l.value.get(i))
+                    .map(|x| x.span.clone())
                     .unwrap_or(tr.span.clone());
-                v.err(
+                v.err_note(
                     &span,
                     format!("{tf}.remote_ts[{i}]"),
                     format!(
                         "remote selector {} overlaps red's own network {net}",
                         sel.prefix
                     ),
+                    red_span,
+                    "red's address is set here",
                 );
                 return None;
             }
@@ -1778,11 +2381,13 @@ fn manual(
     let key_in = key(v, &m.key_in, "key_in");
     if let (Some(a), Some(b)) = (&key_out, &key_in) {
         if a == b {
-            if let Some(k) = &m.key_in {
-                v.err(
+            if let (Some(k), Some(o)) = (&m.key_in, &m.key_out) {
+                v.err_note(
                     &k.span,
                     format!("{f}.key_in"),
                     "key_in equals key_out; each direction needs its own key",
+                    &o.span,
+                    "key_out is set here",
                 );
             }
             return None;
@@ -1812,6 +2417,22 @@ fn links(
                 .collect()
         })
         .unwrap_or_default();
+    // Network names as written, valid or not: a link to a network whose
+    // NIC has an error is not also reported as naming an unknown end.
+    let raw_networks: BTreeSet<&str> = raw
+        .hardware
+        .as_ref()
+        .and_then(|h| h.nics.as_ref())
+        .map(|n| {
+            n.value
+                .values()
+                .filter_map(|x| x.network.as_ref().map(|net| net.value.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    // A link with an error is reported on its own; which ends it was meant
+    // to join is unknown, so a missing link is not reported on top of it.
+    let mut broken_link = false;
     let mut out = Vec::new();
     let mut names = Vec::new();
     // Graph edges with the span that declared them.
@@ -1828,6 +2449,7 @@ fn links(
         }
         let Some(between) = v.req(&l.between, &l.span, &f, "between") else {
             ok = false;
+            broken_link = true;
             continue;
         };
         if between.value.len() != 2 {
@@ -1837,6 +2459,7 @@ fn links(
                 "a link has exactly two ends",
             );
             ok = false;
+            broken_link = true;
             continue;
         }
         let mut ends = Vec::new();
@@ -1846,6 +2469,7 @@ fn links(
                 "black" => Some(Node::Black),
                 "viaduct" => Some(Node::Viaduct),
                 other if networks.contains(other) => Some(Node::Network(other.to_string())),
+                other if raw_networks.contains(other) => None,
                 other if nics.is_some_and(|n| n.contains_key(other)) => {
                     v.err(&e.span, format!("{f}.between[{j}]"), format!("`{other}` is a NIC; NICs belong to personalities (`nic = ...`), links join red, black, viaduct and networks"));
                     None
@@ -1859,6 +2483,7 @@ fn links(
         }
         let (Some(a), Some(b)) = (ends[0].clone(), ends[1].clone()) else {
             ok = false;
+            broken_link = true;
             continue;
         };
         if a == b {
@@ -1868,6 +2493,7 @@ fn links(
                 "a link joins two different ends",
             );
             ok = false;
+            broken_link = true;
             continue;
         }
         if matches!(
@@ -1880,6 +2506,7 @@ fn links(
                 "the Viaduct owns no NIC and joins no network; link it to red and black only",
             );
             ok = false;
+            broken_link = true;
             continue;
         }
         edges.push((
@@ -1934,7 +2561,18 @@ fn links(
         .as_ref()
         .map(|l| l.span.clone())
         .unwrap_or(whole.clone());
-    for side in [Node::Red, Node::Black] {
+    // Path check: without the Viaduct, red must not reach black.
+    let bypass = bypass_path(&edges);
+    if let Some((span, field, path)) = &bypass {
+        v.err(span, field.clone(), format!("red reaches black without passing through the Viaduct ({path}); the only path between red and black must be the Viaduct"));
+        ok = false;
+    }
+    // A missing Viaduct link next to a bypass is most likely the bypass
+    // link written with the wrong end: the bypass is the one reported.
+    for side in [Node::Red, Node::Black]
+        .into_iter()
+        .filter(|_| !broken_link && bypass.is_none())
+    {
         let linked = edges.iter().any(|(a, b, _, _)| {
             (a == &Node::Viaduct && b == &side) || (b == &Node::Viaduct && a == &side)
         });
@@ -1943,11 +2581,6 @@ fn links(
             v.err(&links_span, "links", format!("no link between the Viaduct and {n}: add [[links]] with `between = [\"{n}\", \"viaduct\"]`"));
             ok = false;
         }
-    }
-    // Path check: without the Viaduct, red must not reach black.
-    if let Some((span, field, path)) = bypass_path(&edges) {
-        v.err(&span, field, format!("red reaches black without passing through the Viaduct ({path}); the only path between red and black must be the Viaduct"));
-        ok = false;
     }
     ok.then_some(out)
 }
@@ -2021,8 +2654,17 @@ fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
             let b = ByteSize::parse(x)?;
             if b < MIN_ESP {
                 return Err(format!(
-                    "`{x}` is too small for a FAT32 ESP; use at least {MIN_ESP}"
+                    "`{x}` is too small for a FAT32 ESP (65525 clusters or more); use at least `{MIN_ESP}`"
                 ));
+            }
+            if b.0 % (1 << 20) != 0 {
+                return Err(match b.0.checked_next_multiple_of(1 << 20) {
+                    Some(up) => format!(
+                        "`{x}` is not a whole number of MiB (partitions are aligned to 1 MiB); use `{}`",
+                        ByteSize(up)
+                    ),
+                    None => format!("`{x}` is not a whole number of MiB"),
+                });
             }
             Ok(b)
         }),
@@ -2055,7 +2697,7 @@ fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
         // GPT needs 1 MiB at the start and 1 MiB (rounded) at the end.
         let need = esp.0 + (2 << 20);
         if size.0 < need {
-            v.err(&s.span, "image.size", format!("disk size {size} cannot hold the {esp} ESP plus the partition tables; use at least {}", ByteSize(need)));
+            v.err(&s.span, "image.size", format!("disk size {size} cannot hold the {esp} ESP plus the partition tables; use at least `{}`", ByteSize(need)));
             ok = false;
         }
         if size.0 % (1 << 20) != 0 {

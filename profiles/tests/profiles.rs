@@ -48,7 +48,7 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "wrong-type.toml",
         "security_version",
         "appliance.security_version",
-        "expected u64",
+        "expected a whole number (0 or more), found the string \"three\"",
     ),
     (
         "nic-both.toml",
@@ -238,6 +238,133 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "",
         "(file)",
         "the profile is empty",
+    ),
+    // Two roles for one card.
+    (
+        "nic-same-pci.toml",
+        "nic-same-pci.toml",
+        "pci = \"0000:00:0A.0\"",
+        "hardware.nics.wan.pci",
+        "NICs `lan` and `wan` have the same PCI address 0000:00:0a.0",
+    ),
+    (
+        "nic-same-mac.toml",
+        "nic-same-mac.toml",
+        "mac = \"52:54:00:ab:cd:01\"",
+        "hardware.nics.wan.mac",
+        "same MAC address 52:54:00:ab:cd:01",
+    ),
+    (
+        "nic-driver-not-in-kernel.toml",
+        "nic-driver-not-in-kernel.toml",
+        "driver = \"e1000e\"",
+        "hardware.nics.wan.driver",
+        "not in kernel.drivers, so the card would never come up; add `e1000e` to kernel.drivers",
+    ),
+    (
+        "peer-family.toml",
+        "peer-family.toml",
+        "2001:db8::2",
+        "viaduct.ipsec.peers[0].address",
+        "is IPv6 but local_address 198.51.100.1 is IPv4",
+    ),
+    (
+        "peer-own-identity.toml",
+        "peer-own-identity.toml",
+        "remote_id",
+        "viaduct.ipsec.peers[0].remote_id",
+        "is this gateway's own identity",
+    ),
+    (
+        "route-twice.toml",
+        "route-twice.toml",
+        "# again",
+        "viaduct.routes[1].dst",
+        "10.2.0.0/24 is routed twice, via tunnel:t1 and via black",
+    ),
+    (
+        "route-red-via-black.toml",
+        "route-red-via-black.toml",
+        "dst = \"10.0.0.0/8\"",
+        "viaduct.routes[1].dst",
+        "sends red's network 10.1.0.0/24 out of the internet side",
+    ),
+    (
+        "route-tunnel-not-covered.toml",
+        "route-tunnel-not-covered.toml",
+        "dst = \"10.2.0.0/16\"",
+        "viaduct.routes[0].dst",
+        "do not cover 10.2.1.0/24",
+    ),
+    (
+        "lifetime-zero-bytes.toml",
+        "lifetime-zero-bytes.toml",
+        "child_bytes",
+        "viaduct.ipsec.peers[0].lifetimes.child_bytes",
+        "byte limit of zero",
+    ),
+    (
+        "lifetime-zero-packets.toml",
+        "lifetime-zero-packets.toml",
+        "child_packets",
+        "viaduct.ipsec.peers[0].lifetimes.child_packets",
+        "packet limit of zero",
+    ),
+    (
+        "nic-both-in-base.toml",
+        "nic-both-in-base.toml",
+        "nic = \"wan\"",
+        "personalities.red.nic",
+        "NIC `wan` is already given to black",
+    ),
+    (
+        "duplicate-key.toml",
+        "duplicate-key.toml",
+        "name = \"other\"",
+        "appliance.name",
+        "`name` is set twice in [appliance]",
+    ),
+    (
+        "duplicate-table.toml",
+        "duplicate-table.toml",
+        "# again",
+        "image",
+        "[image] is defined twice",
+    ),
+    (
+        "ports-after-bad-protocol.toml",
+        "ports-after-bad-protocol.toml",
+        "tpc",
+        "viaduct.filter[0].protocol",
+        "unknown protocol `tpc`",
+    ),
+    (
+        "misspelt-role.toml",
+        "misspelt-role.toml",
+        "firewal",
+        "viaduct.roles[1]",
+        "`firewal` is not one of",
+    ),
+    (
+        "single-bracket-services.toml",
+        "single-bracket-services.toml",
+        "[personalities.red.services]",
+        "personalities.red.services",
+        "expected a list of tables, found a table; write the section header with double brackets, [[personalities.red.services]]",
+    ),
+    (
+        "bom.toml",
+        "bom.toml",
+        "abstract",
+        "abstract",
+        "expected true or false, found the string \"no\"",
+    ),
+    (
+        "netmask-address.toml",
+        "netmask-address.toml",
+        "255.255.255.0",
+        "personalities.red.addresses[0]",
+        "write the prefix length instead: `10.1.0.1/24`",
     ),
 ];
 
@@ -474,6 +601,613 @@ fn schema_describes_the_tables() {
     }
 }
 
+/// A profile in a temporary directory, next to a copy of `good.toml`.
+struct Temp {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn temp_profile(text: &str) -> Temp {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("good.toml"), dir.path().join("good.toml")).unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, text).unwrap();
+    Temp { _dir: dir, path }
+}
+
+/// Checks `good.toml` extended by `extra`; the diagnostics (none if valid).
+fn errors(extra: &str) -> Vec<Diagnostic> {
+    let t = temp_profile(&format!("extends = \"good.toml\"\n{extra}"));
+    match check(&t.path) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    }
+}
+
+/// Checks `good.toml` with `from` replaced by `to` (a whole profile).
+fn errors_in_good(from: &str, to: &str) -> Vec<Diagnostic> {
+    let good = std::fs::read_to_string(fixture("good.toml")).unwrap();
+    assert!(good.contains(from), "{from}");
+    let t = temp_profile(&good.replacen(from, to, 1));
+    match check(&t.path) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    }
+}
+
+fn rendered(d: &[Diagnostic]) -> String {
+    d.iter().map(Diagnostic::render).collect()
+}
+
+/// The one diagnostic of `good.toml` extended by `extra`.
+fn one(extra: &str) -> Diagnostic {
+    let e = errors(extra);
+    let shown: String = extra.chars().take(400).collect();
+    let got: String = rendered(&e).chars().take(4000).collect();
+    assert_eq!(e.len(), 1, "expected one error for:\n{shown}\ngot:\n{got}");
+    e.into_iter().next().unwrap()
+}
+
+fn accepted(extra: &str) {
+    let e = errors(extra);
+    assert!(e.is_empty(), "rejected:\n{extra}\n{}", rendered(&e));
+}
+
+#[test]
+fn two_roles_for_one_card_are_refused_in_any_spelling() {
+    for (key, what, a, b) in [
+        ("pci", "PCI address", "0000:00:02.0", "0000:00:02.0"),
+        ("pci", "PCI address", "0000:00:0a.0", "0000:00:0A.0"),
+        ("pci", "PCI address", "0000:3B:00.1", "0000:3b:00.1"),
+        (
+            "mac",
+            "MAC address",
+            "52:54:00:12:34:56",
+            "52:54:00:12:34:56",
+        ),
+        (
+            "mac",
+            "MAC address",
+            "52:54:00:AB:cd:01",
+            "52:54:00:ab:CD:01",
+        ),
+    ] {
+        let d = one(&format!(
+            "[hardware.nics.lan]\n{key} = \"{a}\"\n[hardware.nics.wan]\n{key} = \"{b}\"\n"
+        ));
+        assert_eq!(d.field, format!("hardware.nics.wan.{key}"), "{d}");
+        assert!(d.message.contains(&format!("same {what}")), "{d}");
+        assert_eq!(d.notes.len(), 1, "{d:?}");
+        assert_eq!(d.notes[0].line, 3, "the note is at lan's {key}");
+    }
+    // The one written later is reported, whatever the roles' names.
+    let d = one("[hardware.nics.wan]\npci = \"0000:00:05.0\"\n[hardware.nics.lan]\npci = \"0000:00:05.0\"\n");
+    assert_eq!(d.field, "hardware.nics.lan.pci");
+    // The same card in the base and in the extending profile: both named.
+    let t =
+        temp_profile("extends = \"base.toml\"\n[hardware.nics.wan]\nmac = \"52:54:00:00:00:01\"\n");
+    std::fs::write(
+        t.path.with_file_name("base.toml"),
+        "extends = \"good.toml\"\n[hardware.nics.lan]\nmac = \"52:54:00:00:00:01\"\n",
+    )
+    .unwrap();
+    let e = check(&t.path).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.0[0].file.ends_with("p.toml"), "{e}");
+    assert!(e.0[0].notes[0].file.ends_with("base.toml"), "{:?}", e.0[0]);
+    // Different cards are fine.
+    accepted("[hardware.nics.lan]\npci = \"0000:00:02.0\"\nmac = \"52:54:00:00:00:01\"\n[hardware.nics.wan]\npci = \"0000:00:03.0\"\nmac = \"52:54:00:00:00:02\"\n");
+}
+
+#[test]
+fn nic_drivers_must_be_in_the_kernel() {
+    // `-` and `_` are the same to modprobe.
+    accepted("[hardware.nics.wan]\ndriver = \"virtio-net\"\n");
+    accepted(
+        "[kernel]\ndrivers = { append = [\"e1000e\"] }\n[hardware.nics.wan]\ndriver = \"e1000e\"\n",
+    );
+    // A list without the NICs' driver: one missing driver, one error.
+    let d = one("[kernel]\ndrivers = [\"e1000e\"]\n");
+    assert_eq!(d.field, "hardware.nics.lan.driver");
+    assert!(
+        d.message
+            .contains("NICs `lan` and `wan` need driver `virtio_net`"),
+        "{d}"
+    );
+    // The note names the list; from a base, it says how to append to it.
+    let d = one("[hardware.nics.lan]\ndriver = \"igb\"\n");
+    assert!(d.notes[0].file.ends_with("good.toml"), "{d:?}");
+    assert!(d.notes[0].message.contains("append = [\"igb\"]"), "{d:?}");
+    // No driver list at all.
+    let e = errors_in_good("drivers = [\"virtio_net\"]\n", "");
+    assert_eq!(e.len(), 1, "{}", rendered(&e));
+    assert!(
+        e[0].message.contains("not in kernel.drivers"),
+        "{}",
+        rendered(&e)
+    );
+    // A driver list with its own mistake is reported alone.
+    let d = one("[kernel]\ndrivers = [\"virtio net\"]\n");
+    assert_eq!(d.field, "kernel.drivers[0]");
+    // So is an unused NIC (nic-unused.toml: its driver is not in the list either).
+    assert!(one_error("nic-unused.toml")
+        .message
+        .contains("not given to any personality"));
+}
+
+#[test]
+fn peer_family_and_identity() {
+    // An IPv4 peer of an IPv6 gateway.
+    let d = one("[personalities.black]\naddresses = [\"198.51.100.1/24\", \"2001:db8::1/64\"]\n[viaduct.ipsec]\nlocal_address = \"2001:db8::1\"\n");
+    assert_eq!(d.field, "viaduct.ipsec.peers[0].address");
+    assert!(
+        d.message
+            .contains("is IPv4 but local_address 2001:db8::1 is IPv6"),
+        "{d}"
+    );
+    // An IPv4-mapped address is IPv6 syntax, still another family.
+    let peer = |address: &str, remote_id: &str| {
+        format!("[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"{address}\"\nremote_id = \"{remote_id}\"\nauth = {{ method = \"psk\", psk = \"tpm:b\" }}\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n")
+    };
+    assert!(one(&peer("::ffff:198.51.100.2", "b.lab"))
+        .message
+        .contains("is IPv6"));
+    // Our own identity, however written.
+    for (local, remote) in [
+        ("a.lab", "a.lab"),
+        ("a.lab", "A.LAB"),
+        ("a.lab", "a.lab."),
+        ("gw@Example.net", "GW@example.NET"),
+        ("2001:db8::1", "2001:DB8:0::1"),
+        ("198.51.100.1", "198.51.100.1"),
+        ("fqdn:a.lab", "A.lab"),
+        ("198.51.100.1", "ipv4:198.51.100.1"),
+    ] {
+        let d = one(&format!(
+            "[viaduct.ipsec]\nlocal_id = \"{local}\"\n{}",
+            peer("198.51.100.2", remote)
+        ));
+        assert_eq!(
+            d.field, "viaduct.ipsec.peers[0].remote_id",
+            "{local} {remote}"
+        );
+        assert!(d.message.contains("own identity"), "{d}");
+        assert!(d.notes[0].message.contains("local_id"), "{d:?}");
+    }
+    for (local, remote) in [
+        ("a.lab", "b.lab"),
+        ("a@x.net", "b@x.net"),
+        ("2001:db8::1", "2001:db8::2"),
+    ] {
+        accepted(&format!(
+            "[viaduct.ipsec]\nlocal_id = \"{local}\"\n{}",
+            peer("198.51.100.2", remote)
+        ));
+    }
+}
+
+#[test]
+fn routes_are_checked_as_a_table() {
+    let router = "[viaduct]\nroles = [\"vpn\", \"router\"]\n";
+    let route =
+        |dst: &str, via: &str| format!("[[viaduct.routes]]\ndst = \"{dst}\"\nvia = \"{via}\"\n");
+    let routes = |r: &[(&str, &str)]| -> String {
+        let mut s = router.to_string();
+        for (d, v) in r {
+            s.push_str(&route(d, v));
+        }
+        s
+    };
+    // Longest prefix wins: a default route out of black is fine when red's
+    // network has its own route, as in the shipped router profile.
+    accepted(&routes(&[("0.0.0.0/0", "black"), ("10.1.0.0/24", "red")]));
+    accepted(&routes(&[
+        ("10.2.0.0/16", "black"),
+        ("10.2.0.0/24", "tunnel:t1"),
+    ]));
+    // Overlapping is not twice; the same network, however written, is.
+    for (a, b) in [
+        ("10.2.0.0/24", "10.2.0.0/24"),
+        ("10.2.0.0/24", "10.2.0.0/024"),
+    ] {
+        let d = one(&routes(&[(a, "tunnel:t1"), (b, "tunnel:t1")]));
+        assert_eq!(d.field, "viaduct.routes[1].dst");
+        assert!(
+            d.message.contains("routed twice, both via tunnel:t1"),
+            "{d}"
+        );
+    }
+    let d = one(&routes(&[
+        ("0.0.0.0/0", "black"),
+        ("10.1.0.0/24", "red"),
+        ("0.0.0.0/0", "red"),
+    ]));
+    assert!(
+        d.message
+            .contains("0.0.0.0/0 is routed twice, via black and via red"),
+        "{d}"
+    );
+    // Red out of black.
+    let d = one(&routes(&[("0.0.0.0/0", "black")]));
+    assert!(
+        d.message
+            .contains("route 0.0.0.0/0 via black sends red's network 10.1.0.0/24"),
+        "{d}"
+    );
+    let d = one(&routes(&[("0.0.0.0/0", "black"), ("10.1.0.0/25", "red")]));
+    assert!(
+        d.message
+            .contains("10.1.0.128/25, part of red's network 10.1.0.0/24"),
+        "{d}"
+    );
+    let d = one(&routes(&[
+        ("10.1.0.0/24", "red"),
+        ("10.1.0.128/25", "black"),
+    ]));
+    assert_eq!(d.field, "viaduct.routes[1].dst");
+    accepted(&routes(&[
+        ("0.0.0.0/0", "black"),
+        ("10.1.0.0/25", "red"),
+        ("10.1.0.128/25", "red"),
+    ]));
+    // IPv6 too.
+    let v6 = "[personalities.red]\naddresses = [\"10.1.0.1/24\", \"fd00:1::1/64\"]\n";
+    let d = one(&format!(
+        "{v6}{}",
+        routes(&[
+            ("0.0.0.0/0", "black"),
+            ("10.1.0.0/24", "red"),
+            ("::/0", "black")
+        ])
+    ));
+    assert!(d.message.contains("red's network fd00:1::/64"), "{d}");
+    accepted(&format!(
+        "{v6}{}",
+        routes(&[
+            ("::/0", "black"),
+            ("fd00:1::/64", "red"),
+            ("0.0.0.0/0", "black"),
+            ("10.1.0.0/24", "red")
+        ])
+    ));
+    // Into a tunnel: only what its remote selectors cover (together).
+    let d = one(&routes(&[("10.3.0.0/24", "tunnel:t1")]));
+    assert!(d.message.contains("do not cover 10.3.0.0/24"), "{d}");
+    assert!(d.notes[0].file.ends_with("good.toml"));
+    let d = one(&routes(&[("2001:db8:2::/48", "tunnel:t1")]));
+    assert!(d.message.contains("do not cover"), "{d}");
+    let split = "[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = { method = \"psk\", psk = \"tpm:b\" }\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/25\", \"10.2.0.128/25 tcp\"]\n";
+    accepted(&format!(
+        "{split}{}",
+        routes(&[("10.2.0.0/24", "tunnel:t1")])
+    ));
+    let d = one(&routes(&[("10.2.0.0/24", "tunnel:t9")]));
+    assert!(
+        d.message.contains("no tunnel named `t9` (tunnels: t1)"),
+        "{d}"
+    );
+}
+
+#[test]
+fn zero_lifetimes_are_refused() {
+    let peer = |lifetimes: &str| {
+        format!("[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = {{ method = \"psk\", psk = \"tpm:b\" }}\nlifetimes = {{ {lifetimes} }}\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n")
+    };
+    for (l, field, part) in [
+        ("child_bytes = \"0\"", "child_bytes", "byte limit of zero"),
+        (
+            "child_bytes = \"0GiB\"",
+            "child_bytes",
+            "byte limit of zero",
+        ),
+        ("child_packets = 0", "child_packets", "packet limit of zero"),
+        ("child = \"0s\"", "child", "too short"),
+        ("ike = \"0h\"", "ike", "too short"),
+        ("child_rekey = \"0m\"", "child_rekey", "too short"),
+        ("child_rekey = \"2h\"", "child_rekey", "shorter than child"),
+        (
+            "child = \"1h\", child_rekey = \"1h\"",
+            "child_rekey",
+            "shorter than child",
+        ),
+    ] {
+        let d = one(&peer(l));
+        assert_eq!(
+            d.field,
+            format!("viaduct.ipsec.peers[0].lifetimes.{field}"),
+            "{l}: {d}"
+        );
+        assert!(d.message.contains(part), "{l}: {d}");
+    }
+    // A mistake in child and one in child_rekey are two mistakes.
+    let e = errors(&peer("child = \"1x\", child_rekey = \"1y\""));
+    assert_eq!(e.len(), 2, "{}", rendered(&e));
+    accepted(&peer(
+        "child = \"1h\", child_rekey = \"50m\", child_bytes = \"1GiB\", child_packets = 1000000",
+    ));
+}
+
+#[test]
+fn conflicts_across_extends_name_both_places() {
+    for (name, own, base_line) in [
+        ("nic-both.toml", "personalities.black.nic", "nic = \"lan\""),
+        (
+            "nic-both-in-base.toml",
+            "personalities.red.nic",
+            "nic = \"wan\"",
+        ),
+    ] {
+        let d = one_error(name);
+        assert!(d.file.ends_with(name), "{d}");
+        assert_eq!(d.field, own);
+        assert_eq!(d.notes.len(), 1, "{d:?}");
+        let n = &d.notes[0];
+        assert!(n.file.ends_with("good.toml"), "{n:?}");
+        assert_eq!(n.line, line_of(&fixture("good.toml"), base_line));
+        // Printed: both places, each with its snippet.
+        let r = d.render();
+        assert!(
+            r.contains(&format!("good.toml:{}:7: note: ", n.line)),
+            "{r}"
+        );
+        assert_eq!(r.matches("| nic = ").count(), 2, "{r}");
+        assert_eq!(r.matches("^^^^^").count(), 2, "{r}");
+    }
+    // Red's network in the extending profile, black's in the base.
+    let d = one("[personalities.red]\naddresses = [\"198.51.100.9/24\"]\n[[links]]\nname = \"r\"\nbetween = [\"red\", \"viaduct\"]\n[[links]]\nname = \"b\"\nbetween = [\"black\", \"viaduct\"]\n[viaduct.ipsec]\nlocal_address = \"198.51.100.1\"\n[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"203.0.113.2\"\nremote_id = \"b.lab\"\nauth = { method = \"psk\", psk = \"tpm:b\" }\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"198.51.100.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n");
+    assert_eq!(d.field, "personalities.red.addresses[0]", "{d}");
+    assert!(d.notes[0].file.ends_with("good.toml"), "{d:?}");
+    // A duplicate name names its first use.
+    let d = one_error("duplicate-names.toml");
+    assert_eq!(
+        d.notes[0].line,
+        line_of(&fixture("duplicate-names.toml"), "name = \"b\"")
+    );
+}
+
+#[test]
+fn duplicate_keys_are_named() {
+    let d = one_error("duplicate-key.toml");
+    assert_eq!(
+        d.notes[0].line,
+        line_of(&fixture("duplicate-key.toml"), "name = \"fixture\"")
+    );
+    let d = one_error("duplicate-table.toml");
+    assert_eq!(d.notes[0].line, 2);
+    for (text, key) in [
+        ("[appliance]\n\"version\" = \"1\"\nversion = \"2\"\n", "`version`"),
+        ("[[viaduct.ipsec.peers]]\nname = \"b\"\nauth = { method = \"psk\", method = \"pubkey\" }\n", "`method`"),
+        ("[hardware.nics.lan]\ndriver = \"virtio_net\"\n[hardware.nics.lan]\ndriver = \"igb\"\n", "[hardware.nics.lan]"),
+        ("image.size = \"1GiB\"\nimage.size = \"2GiB\"\n", "`size`"),
+    ] {
+        let d = one(text);
+        assert!(d.message.contains(key) && d.message.contains("twice"), "{text}: {d}");
+        assert!(!d.message.contains("TOML syntax error: duplicate key"), "{d}");
+    }
+}
+
+#[test]
+fn one_mistake_gives_one_error() {
+    // Each of these is one mistake; what follows from it is not reported.
+    for (extra, field) in [
+        // An address error does not make the gateway "not on any network".
+        ("[personalities.black]\naddresses = [\"198.51.100.300/24\"]\ngateway = \"198.51.100.254\"\n", "personalities.black.addresses[0]"),
+        // Ports after an unknown protocol (SPD, filter, IDS).
+        ("[[viaduct.spd]]\nname = \"x\"\nprotocol = \"tcpp\"\ndst_ports = \"80\"\naction = \"discard\"\n", "viaduct.spd[0].protocol"),
+        ("[viaduct]\nroles = [\"vpn\", \"ids\"]\n[[viaduct.ids]]\nname = \"x\"\ncontent = \"evil\"\nprotocol = \"htp\"\ndst_ports = \"80\"\naction = \"alert\"\n", "viaduct.ids[0].protocol"),
+        // A misspelt role is not followed by "section given without its role".
+        ("[viaduct]\nroles = [\"vpnn\"]\n", "viaduct.roles[0]"),
+        // A NIC role misspelt in a personality: the NIC meant is not "unused".
+        ("[personalities.red]\nnic = \"lna\"\n", "personalities.red.nic"),
+        // A misspelt link end is not followed by "no link between the Viaduct and …".
+        ("[[links]]\nname = \"r\"\nbetween = [\"red\", \"viaduc\"]\n[[links]]\nname = \"b\"\nbetween = [\"black\", \"viaduct\"]\n", "links[0].between[1]"),
+        // A copied tunnel is a duplicate name, not also an ambiguous overlap.
+        ("[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = { method = \"psk\", psk = \"tpm:b\" }\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n", "viaduct.ipsec.peers[0].tunnels[1].name"),
+        // A route into a tunnel with its own mistake names an existing tunnel.
+        ("[viaduct]\nroles = [\"vpn\", \"router\"]\n[[viaduct.routes]]\ndst = \"10.2.0.0/24\"\nvia = \"tunnel:t1\"\n[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = { method = \"psk\", psk = \"tpm:b\" }\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/244\"]\n", "viaduct.ipsec.peers[0].tunnels[0].remote_ts[0]"),
+        // A route to the same place twice is not also "red out of black".
+        ("[viaduct]\nroles = [\"vpn\", \"router\"]\n[[viaduct.routes]]\ndst = \"10.1.0.0/24\"\nvia = \"red\"\n[[viaduct.routes]]\ndst = \"10.1.0.0/24\"\nvia = \"black\"\n", "viaduct.routes[1].dst"),
+        // A route left out of the table (its own mistake) is not followed by
+        // "red out of black" for the default route it would have narrowed.
+        ("[viaduct]\nroles = [\"vpn\", \"router\"]\n[[viaduct.routes]]\ndst = \"0.0.0.0/0\"\nvia = \"black\"\n[[viaduct.routes]]\ndst = \"10.1.0.0/24\"\nvia = \"redd\"\n", "viaduct.routes[1].via"),
+        // A bypass link written instead of a Viaduct link: the bypass only.
+        ("[[links]]\nname = \"r\"\nbetween = [\"red\", \"black\"]\n[[links]]\nname = \"b\"\nbetween = [\"black\", \"viaduct\"]\n", "links[0].between"),
+        // A section header left out: its keys are one error, and what is
+        // under it is not reported on its own.
+        ("[viaduct.ipsec]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\n", "viaduct.ipsec.name"),
+    ] {
+        let d = one(extra);
+        assert_eq!(d.field, field, "{extra}: {d}");
+    }
+    // A misspelt personality is not also reported missing.
+    let e = errors_in_good("[personalities.black]", "[personalities.blak]");
+    assert_eq!(e.len(), 1, "{}", rendered(&e));
+    assert!(
+        e[0].message.contains("unknown personality `blak`"),
+        "{}",
+        rendered(&e)
+    );
+}
+
+#[test]
+fn a_byte_order_mark_does_not_shift_columns() {
+    let d = one_error("bom.toml");
+    assert_eq!((d.line, d.column), (1, 12), "{d}");
+    assert_eq!(d.underline.start, 11);
+    assert_eq!(d.source_line.as_deref(), Some("abstract = \"no\""));
+    for (text, col) in [
+        ("\u{feff}extends = 5\n", 11),
+        ("\u{feff}[appliance\n", 11),
+        ("\u{feff}colour = 1\nextends = \"good.toml\"\n", 1),
+    ] {
+        let t = temp_profile(text);
+        let e = check(&t.path).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].column), (1, col), "{text:?}: {e}");
+    }
+    // A valid profile with a BOM is valid.
+    let good = std::fs::read_to_string(fixture("good.toml")).unwrap();
+    let t = temp_profile(&format!("\u{feff}{good}"));
+    check(&t.path).unwrap();
+}
+
+#[test]
+fn long_lines_are_cut_around_the_problem() {
+    let mut line = String::from("cmdline = [");
+    for i in 0..12_000 {
+        line.push_str(&format!("\"quiet{i}\", "));
+    }
+    line.push_str("\"two words\"");
+    for i in 0..6_000 {
+        line.push_str(&format!(",\t\"é日ß{i}\""));
+    }
+    line.push(']');
+    assert!(line.len() > 150_000);
+    let d = one(&format!("[kernel]\n{line}\n"));
+    assert_eq!(d.field, "kernel.cmdline[12000]");
+    let r = d.render();
+    assert!(r.len() < 600, "{} bytes", r.len());
+    let lines: Vec<&str> = r.lines().collect();
+    let src = lines[2];
+    let caret = lines[3];
+    assert!(src.contains('…'), "{src}");
+    // The caret is under `"two words"` (every character here is one column).
+    let body: Vec<char> = src.chars().skip(src.find('|').unwrap() + 2).collect();
+    let at = caret[caret.find('|').unwrap() + 2..].find('^').unwrap();
+    let under: String = body[at..at + 11].iter().collect();
+    assert_eq!(under, "\"two words\"", "{r}");
+    assert_eq!(caret.matches('^').count(), 11, "{r}");
+}
+
+#[test]
+fn the_documented_esp_minimum_is_the_enforced_one() {
+    let min = profiles::validate::MIN_ESP;
+    assert_eq!(
+        min.0,
+        33 << 20,
+        "65525 clusters of 512 bytes, FATs, reserved sectors, rounded up to MiB"
+    );
+    let doc = profiles::reference::markdown();
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("| `esp_size` |"))
+        .unwrap();
+    assert!(line.contains(&format!("at least {min}")), "{line}");
+    accepted(&format!("[image]\nesp_size = \"{min}\"\n"));
+    let d = one(&format!(
+        "[image]\nesp_size = \"{}MiB\"\n",
+        (min.0 >> 20) - 1
+    ));
+    assert!(d.message.contains(&format!("use at least `{min}`")), "{d}");
+}
+
+/// The last `quoted` value of a message: the suggested fix.
+fn suggestion(d: &Diagnostic) -> String {
+    let parts: Vec<&str> = d.message.split('`').collect();
+    assert!(parts.len() >= 3, "no suggestion in: {d}");
+    parts[parts.len() - 2].to_string()
+}
+
+#[test]
+fn suggested_fixes_are_accepted() {
+    let sel = |ts: &str| {
+        format!("[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = {{ method = \"psk\", psk = \"tpm:b\" }}\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"{ts}\"]\nremote_ts = [\"10.2.0.0/24\"]\n")
+    };
+    let red = |a: &str| format!("[personalities.red]\naddresses = [\"{a}\"]\n");
+    let cases: Vec<(String, &str)> = vec![
+        (red("10.1.0.1/255.255.255.0"), "10.1.0.1/255.255.255.0"),
+        (red("10.1.0.0/255.255.255.0"), "10.1.0.0/255.255.255.0"),
+        (red("10.1.0.1 255.255.255.0"), "10.1.0.1 255.255.255.0"),
+        (red("10.1.0.1"), "10.1.0.1"),
+        (red("10.1.0.0"), "10.1.0.0"),
+        (red("10.1.0.0/24"), "10.1.0.0/24"),
+        (red("fd00:1::/64"), "fd00:1::/64"),
+        (red("fd00:1::1/ffff:ffff:ffff:ffff::"), "fd00:1::1/ffff:ffff:ffff:ffff::"),
+        (sel("10.1.0.0/255.255.255.0"), "10.1.0.0/255.255.255.0"),
+        (sel("10.1.0.5/255.255.255.0"), "10.1.0.5/255.255.255.0"),
+        (sel("10.1.0.5/24"), "10.1.0.5/24"),
+        (sel("10.1.0.0 255.255.255.0"), "10.1.0.0 255.255.255.0"),
+        (sel("10.1.0.0 255.255.255.0 tcp 443"), "10.1.0.0 255.255.255.0 tcp 443"),
+        (sel("10.1.0.7"), "10.1.0.7"),
+        ("[[viaduct.spd]]\nname = \"x\"\ndst = \"10.9.0.0/255.255.0.0\"\naction = \"discard\"\n".into(), "10.9.0.0/255.255.0.0"),
+        ("[[viaduct.spd]]\nname = \"x\"\nprotocol = \"tcp\"\ndst_ports = \"443-80\"\naction = \"discard\"\n".into(), "443-80"),
+        ("[hardware.nics.lan]\npci = \"00:03.0\"\n".into(), "00:03.0"),
+        ("[hardware.nics.lan]\nmac = \"52-54-00-12-34-56\"\n".into(), "52-54-00-12-34-56"),
+        ("[hardware.nics.lan]\nmac = \"5254.0012.3456\"\n".into(), "5254.0012.3456"),
+        ("[image]\nesp_size = \"16MiB\"\n".into(), "16MiB"),
+        ("[image]\nesp_size = \"40000KiB\"\n".into(), "40000KiB"),
+        ("[image]\nsize = \"100MiB\"\n".into(), "100MiB"),
+    ];
+    for (extra, bad) in cases {
+        let d = one(&extra);
+        let fix = suggestion(&d);
+        let fixed = extra.replacen(bad, &fix, 1);
+        let e = errors(&fixed);
+        assert!(
+            e.is_empty(),
+            "suggested `{fix}` for `{bad}` ({d}) is rejected:\n{}",
+            rendered(&e)
+        );
+    }
+}
+
+#[test]
+fn type_errors_speak_to_administrators() {
+    let cases = [
+        ("[appliance]\nsecurity_version = \"3\"\n", "appliance.security_version", "expected a whole number, found the string \"3\"; remove the quotes: 3"),
+        ("[appliance]\nsecurity_version = -1\n", "appliance.security_version", "expected a whole number (0 or more), found the number -1"),
+        ("[appliance]\nsecurity_version = 1.5\n", "appliance.security_version", "found the number 1.5"),
+        ("[appliance]\nversion = 1.0\n", "appliance.version", "expected a string, found the number 1.0; put the value in quotes: \"1.0\""),
+        ("[appliance]\nversion = 2024-01-01\n", "appliance.version", "found the date 2024-01-01"),
+        ("[appliance]\nlab = \"true\"\n", "appliance.lab", "expected true or false, found the string \"true\"; remove the quotes: true"),
+        ("[appliance]\nlab = 1\n", "appliance.lab", "expected true or false, found the number 1"),
+        ("[image]\nsize = 512\n", "image.size", "expected a size such as \"512MiB\", found the number 512"),
+        ("[viaduct.ipsec.peers.lifetimes]\n", "viaduct.ipsec.peers", "expected a list of tables"),
+        ("[kernel]\ndrivers = \"virtio_net\"\n", "kernel.drivers", "expected a list of strings, found the string \"virtio_net\"; put it in square brackets: [\"virtio_net\"]"),
+        ("[kernel]\ndrivers = [1]\n", "kernel.drivers[0]", "expected a string, found the number 1"),
+        ("[kernel]\ndrivers = { virtio_net = true }\n", "kernel.drivers", "expected a list of strings such as [\"virtio_net\", \"e1000e\"], found a table"),
+        ("image = \"big\"\n", "image", "expected a table (a [image] section), found the string \"big\""),
+        ("[[image]]\nsize = \"1GiB\"\n", "image", "expected a table, found a list; write the section header with single brackets, [image]: there is only one"),
+        ("image = [\"1GiB\", \"256MiB\", \"ab\", [\"raw\"]]\n", "image", "expected a table (a [image] section), found a list"),
+        ("personalities = 5\n", "personalities", "expected a table of named tables (a [personalities.<name>] section for each), found the number 5"),
+        ("[hardware]\nnics = [\"lan\"]\n", "hardware.nics", "expected a table of named tables"),
+        ("[personalities.red]\nservices = { name = \"x\" }\n", "personalities.red.services", "expected a list of tables, found a table; put the table in a list"),
+        ("[[viaduct.ipsec.peers]]\nname = \"b\"\nauth = \"psk\"\n", "viaduct.ipsec.peers[0].auth", "expected a table (a [viaduct.ipsec.peers.auth] section), found the string \"psk\""),
+        ("[[viaduct.ipsec.peers]]\nname = \"b\"\ntunnels = [\"t1\"]\n", "viaduct.ipsec.peers[0].tunnels[0]", "expected a table (a [[viaduct.ipsec.peers.tunnels]] section), found the string \"t1\""),
+        ("[[viaduct.ipsec.peers]]\n[[viaduct.ipsec.peers.tunnels]]\n[viaduct.ipsec.peers.tunnels.manual]\nspi_in = 99999999999\n", "viaduct.ipsec.peers[0].tunnels[0].manual.spi_in", "expected a whole number from 0 to 4294967295, found the number 99999999999"),
+        ("[appliance]\nnmae = \"x\"\n", "appliance.nmae", "unknown key `nmae` in [appliance]; did you mean `name`?"),
+        ("[hardware.nics.lan]\ndriverr = \"x\"\n", "hardware.nics.lan.driverr", "did you mean `driver`?"),
+        ("[appliance]\ndrivers = [\"x\"]\n", "appliance.drivers", "`drivers` belongs in [kernel]"),
+        ("[viaduct]\nlocal_id = \"x\"\nlocal_address = \"198.51.100.1\"\n", "viaduct.local_id", "unknown keys `local_id` and `local_address` in [viaduct]; they belong in [viaduct.ipsec]: is its section header missing above them?"),
+    ];
+    for (extra, field, part) in cases {
+        let d = one(extra);
+        assert_eq!(d.field, field, "{extra}: {d}");
+        assert!(
+            d.message.contains(part),
+            "{extra}\n got: {}\nwant: {part}",
+            d.message
+        );
+        for rust in [
+            "invalid type",
+            "invalid value",
+            "u64",
+            "u32",
+            "sequence",
+            " map",
+            "struct",
+            "Raw",
+            "$__",
+            "serde",
+        ] {
+            assert!(!d.message.contains(rust), "{extra}: `{rust}` in {d}");
+        }
+    }
+    // Every wrong type is reported at once, not one per run.
+    let e = errors("[appliance]\nsecurity_version = \"x\"\nlab = \"no\"\ncolour = 1\n");
+    assert_eq!(e.len(), 3, "{}", rendered(&e));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -484,6 +1218,26 @@ proptest! {
         let path = dir.path().join("p.toml");
         std::fs::write(&path, &bytes).unwrap();
         let _ = check(&path);
+    }
+
+    /// The same with CRLF line ends and a byte-order mark.
+    #[test]
+    fn loader_never_panics_on_mutated_crlf_profiles(pos in 0usize..2400, byte in any::<u8>(), cut in 0usize..2400) {
+        let base = std::fs::read_to_string(fixture("good.toml")).unwrap();
+        let mut bytes = format!("\u{feff}{}", base.replace('\n', "\r\n")).into_bytes();
+        let p = pos % bytes.len();
+        bytes[p] = byte;
+        bytes.truncate(cut.max(1).min(bytes.len()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, &bytes).unwrap();
+        if let Err(e) = check(&path) {
+            let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
+            for d in &e.0 {
+                prop_assert!(d.line >= 1 && d.line <= lines.max(1), "{d}");
+                let _ = d.render();
+            }
+        }
     }
 
     /// Mutations of a valid profile never panic and, when rejected, name a line in range.
