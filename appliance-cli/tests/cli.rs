@@ -39,7 +39,7 @@ fn check_shipped_profiles_succeeds() {
 
 #[test]
 fn check_reports_file_line_column_field_and_snippet() {
-    let out = appliance(&["profile", "check", "profiles/tests/fixtures/nic-both.toml"]);
+    let out = appliance(&["profile", "check", "profiles/model/tests/fixtures/nic-both.toml"]);
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(text(&out.stderr));
 }
@@ -50,7 +50,7 @@ fn check_fails_if_any_file_fails() {
         "profile",
         "check",
         "profiles/lab/gw-a.toml",
-        "profiles/tests/fixtures/weak-algorithm.toml",
+        "profiles/model/tests/fixtures/weak-algorithm.toml",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("ok: profiles/lab/gw-a.toml"));
@@ -63,7 +63,7 @@ fn check_json_is_machine_readable() {
         "--json",
         "profile",
         "check",
-        "profiles/tests/fixtures/unknown-field.toml",
+        "profiles/model/tests/fixtures/unknown-field.toml",
         "profiles/router.toml",
     ]);
     assert_eq!(out.status.code(), Some(1));

@@ -11,6 +11,11 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The shipped profiles (`profiles/` at the repository root).
+fn shipped_dir() -> PathBuf {
+    crate_dir().join("..")
+}
+
 fn fixture(name: &str) -> PathBuf {
     crate_dir().join("tests/fixtures").join(name)
 }
@@ -422,12 +427,12 @@ fn missing_required_fields_are_named() {
 
 #[test]
 fn shipped_profiles_are_valid() {
-    let dir = crate_dir();
+    let dir = shipped_dir();
     let mut n = 0;
     for sub in ["", "lab"] {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("Cargo.toml") {
+            if path.extension().is_some_and(|e| e == "toml") {
                 let p = load_profile(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 assert_eq!(
                     Some(p.appliance.name.as_str()),
@@ -450,7 +455,7 @@ fn shipped_profiles_are_valid() {
 #[test]
 fn shipped_profiles_share_the_base() {
     for name in ["vpn-gateway", "firewall", "ids", "router"] {
-        let p = load_profile(&crate_dir().join(format!("{name}.toml"))).unwrap();
+        let p = load_profile(&shipped_dir().join(format!("{name}.toml"))).unwrap();
         assert!(
             p.files.iter().any(|f| f.ends_with("base/gateway.toml")),
             "{name}: {:?}",
@@ -460,7 +465,7 @@ fn shipped_profiles_share_the_base() {
         assert_eq!(p.red.services[0].name, "dnsmasq");
         assert_eq!(p.hardware.nics.len(), 2);
     }
-    let ids = load_profile(&crate_dir().join("ids.toml")).unwrap();
+    let ids = load_profile(&shipped_dir().join("ids.toml")).unwrap();
     assert_eq!(
         ids.viaduct.filter.len(),
         6,
@@ -471,8 +476,8 @@ fn shipped_profiles_share_the_base() {
 
 #[test]
 fn lab_pair_mirrors() {
-    let a = load_profile(&crate_dir().join("lab/gw-a.toml")).unwrap();
-    let b = load_profile(&crate_dir().join("lab/gw-b.toml")).unwrap();
+    let a = load_profile(&shipped_dir().join("lab/gw-a.toml")).unwrap();
+    let b = load_profile(&shipped_dir().join("lab/gw-b.toml")).unwrap();
     let ia = a.viaduct.ipsec.as_ref().unwrap();
     let ib = b.viaduct.ipsec.as_ref().unwrap();
     assert_eq!(ia.peers[0].address, ib.local_address);
@@ -514,7 +519,7 @@ fn lists_are_replaced_not_merged() {
 
 #[test]
 fn lab_keys_are_never_printed() {
-    let p = load_profile(&crate_dir().join("lab/gw-a.toml")).unwrap();
+    let p = load_profile(&shipped_dir().join("lab/gw-a.toml")).unwrap();
     let json = serde_json::to_string(&p).unwrap();
     assert!(
         !json.contains("1111111111"),
@@ -573,7 +578,7 @@ fn missing_file_is_a_clear_error() {
 
 #[test]
 fn profile_reference_doc_is_current() {
-    let doc = crate_dir().join("../docs/profile-reference.md");
+    let doc = crate_dir().join("../../docs/profile-reference.md");
     let current = std::fs::read_to_string(&doc).unwrap_or_default();
     let generated = profiles::reference::markdown();
     assert!(
