@@ -131,6 +131,12 @@ impl ApplianceLayout {
     /// first partition is that ESP (at 1 MiB, matching the ESP's `HiddSec`).
     pub fn disk(&self, esp_image: &Path) -> Result<GptBuilder> {
         self.esp()?.write_file(esp_image)?;
+        self.gpt(Content::File(esp_image.to_owned()))
+    }
+
+    /// The GPT builder for the disk whose first partition holds `esp` (the
+    /// bytes of [`ApplianceLayout::esp`], in memory or in a file).
+    pub fn gpt(&self, esp: Content) -> Result<GptBuilder> {
         let mut gpt = GptBuilder::new(self.ids.disk);
         gpt.add_partition(PartitionSpec {
             name: "ESP".into(),
@@ -138,7 +144,7 @@ impl ApplianceLayout {
             unique_guid: self.ids.esp,
             size: self.esp_size,
             attributes: 0,
-            content: Some(Content::File(esp_image.to_owned())),
+            content: Some(esp),
         })?;
         if let Some(size) = self.state_size {
             gpt.add_partition(PartitionSpec {

@@ -220,10 +220,44 @@ impl CpioBuilder {
 
     /// Writes the archive to `out` and returns its length. The output is streamed:
     /// file contents are read in 64 KiB chunks, never held in memory as a whole.
+    /// Entries are written sorted by path.
     pub fn write_to<W: Write>(&self, out: W) -> Result<ByteLen> {
         let all = self.plan()?;
+        let order: Vec<&String> = all.keys().collect();
+        self.write_in_order(&all, &order, out)
+    }
+
+    /// Like [`CpioBuilder::write_to`], in another order: every directory first
+    /// (sorted by path, so parents precede children), then every other entry
+    /// sorted by `key(path)` and then by path. An archive holding several
+    /// trees with mostly the same files (`a/usr/lib/x`, `b/usr/lib/x`) puts
+    /// the copies next to each other with a `key` that strips the tree's
+    /// prefix, so a compressor with a window larger than the largest file
+    /// stores each second copy as a short reference to the first.
+    pub fn write_grouped_to<W: Write, K: Ord>(
+        &self,
+        out: W,
+        key: impl Fn(&str) -> K,
+    ) -> Result<ByteLen> {
+        let all = self.plan()?;
+        let (mut dirs, mut rest): (Vec<&String>, Vec<&String>) = all.keys().partition(|p| {
+            all.get(p.as_str())
+                .is_some_and(|e| e.kind == EntryKind::Directory)
+        });
+        dirs.sort();
+        rest.sort_by_cached_key(|p| (key(p), (*p).clone()));
+        dirs.extend(rest);
+        self.write_in_order(&all, &dirs, out)
+    }
+
+    fn write_in_order<W: Write>(
+        &self,
+        all: &BTreeMap<String, Entry>,
+        order: &[&String],
+        out: W,
+    ) -> Result<ByteLen> {
         let mut subdirs: BTreeMap<&str, u32> = BTreeMap::new();
-        for (p, e) in &all {
+        for (p, e) in all {
             if e.kind == EntryKind::Directory {
                 if let Some(parent) = parent_of(p) {
                     *subdirs.entry(parent).or_default() += 1;
@@ -231,7 +265,10 @@ impl CpioBuilder {
             }
         }
         let mut w = CountingWriter { inner: out, n: 0 };
-        for (ino, (path, e)) in (1u32..).zip(all.iter()) {
+        for (ino, path) in (1u32..).zip(order.iter()) {
+            let Some(e) = all.get(path.as_str()) else {
+                continue;
+            };
             let (fmt, size, rdev) = match &e.kind {
                 EntryKind::Directory => (S_IFDIR, 0, (0, 0)),
                 EntryKind::File(c) => (S_IFREG, c.len()?.0, (0, 0)),
@@ -245,6 +282,8 @@ impl CpioBuilder {
                 max: u32::MAX as u64,
                 hint: "newc cannot hold files of 4 GiB or more; split or compress the file",
             })?;
+            // Every non-directory has one link: no two paths share an inode
+            // (the kernel links entries only when nlink > 1).
             let nlink = match e.kind {
                 EntryKind::Directory => 2 + subdirs.get(path.as_str()).copied().unwrap_or(0),
                 _ => 1,
@@ -554,6 +593,63 @@ mod tests {
         assert_eq!((recs[4].rdev_major, recs[4].rdev_minor), (5, 1));
         assert_eq!(recs[6].perm(), 0o700);
         assert!(a.ends_with(b"TRAILER!!!\0\0\0\0"));
+    }
+
+    #[test]
+    fn grouped_order_puts_directories_first_and_copies_together() {
+        let mut b = CpioBuilder::new(Epoch(1)).unwrap();
+        for side in ["red", "black"] {
+            b.add_file(&format!("p/{side}/usr/lib/libc.so"), 0o644, vec![1u8; 10])
+                .unwrap();
+            b.add_file(&format!("p/{side}/bin/sh"), 0o755, vec![2u8; 5])
+                .unwrap();
+            b.add_symlink(&format!("p/{side}/lib"), "usr/lib").unwrap();
+        }
+        let mut out = Vec::new();
+        b.write_grouped_to(&mut out, |p| {
+            let mut it = p.splitn(3, '/');
+            let (_, side, rest) = (it.next(), it.next(), it.next());
+            (rest.unwrap_or(p).to_owned(), side.unwrap_or("").to_owned())
+        })
+        .unwrap();
+        let recs = parse_newc(&out).unwrap();
+        let names: Vec<String> = recs.iter().map(|r| r.path()).collect();
+        let first_file = recs.iter().position(|r| !r.is_dir()).unwrap();
+        assert!(recs[first_file..].iter().all(|r| !r.is_dir()), "{names:?}");
+        // Parents precede children.
+        for (i, n) in names.iter().enumerate() {
+            if let Some(parent) = n.rsplit_once('/').map(|x| x.0) {
+                assert!(
+                    names[..i].iter().any(|m| m == parent),
+                    "{n} before {parent}"
+                );
+            }
+        }
+        assert_eq!(
+            &names[first_file..],
+            [
+                "p/black/bin/sh",
+                "p/red/bin/sh",
+                "p/black/lib",
+                "p/red/lib",
+                "p/black/usr/lib/libc.so",
+                "p/red/usr/lib/libc.so"
+            ]
+        );
+        // The same entries as the sorted archive, one link each.
+        let mut sorted = parse_newc(&b.to_vec().unwrap())
+            .unwrap()
+            .iter()
+            .map(|r| (r.path(), r.mode, r.data.to_vec()))
+            .collect::<Vec<_>>();
+        let mut grouped = recs
+            .iter()
+            .map(|r| (r.path(), r.mode, r.data.to_vec()))
+            .collect::<Vec<_>>();
+        sorted.sort();
+        grouped.sort();
+        assert_eq!(sorted, grouped);
+        assert!(recs.iter().filter(|r| !r.is_dir()).all(|r| r.nlink == 1));
     }
 
     #[test]

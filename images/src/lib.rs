@@ -1,6 +1,8 @@
 //! Deterministic image formats for the appliance: writers **and** readers.
 //!
 //! * [`cpio`]: newc archives (initramfs), streamed to any [`std::io::Write`].
+//! * [`initramfs`]: compressed initramfs segments (zstd, xz), and reading an
+//!   initramfs back as the kernel unpacks it.
 //! * [`fat`]: FAT32 EFI system partitions with VFAT long names.
 //! * [`gpt`]: GPT disks (protective MBR, primary and backup headers), written sparsely,
 //!   plus the appliance's A/B layout.
@@ -24,6 +26,7 @@ pub mod cpio;
 mod error;
 pub mod fat;
 pub mod gpt;
+pub mod initramfs;
 pub mod pe;
 pub mod qcow2;
 mod types;
