@@ -28,9 +28,35 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
 
 use crate::index::{Index, ARCH};
+use crate::lock::Sha256Digest;
 use crate::{io_err, Error};
+
+/// When the private package indices are refreshed (`apt-get update`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Refresh unless the indices were refreshed less than this long ago from
+    /// the host's current sources (the default: [`MAX_INDEX_AGE`]).
+    IfOlderThan(Duration),
+    /// Always refresh.
+    Always,
+    /// Never refresh (offline): use the indices as they are.
+    Never,
+}
+
+/// How old the indices may be before a build refreshes them: Debian
+/// publishes security updates several times a day.
+pub const MAX_INDEX_AGE: Duration = Duration::from_secs(3600);
+
+impl Default for Refresh {
+    fn default() -> Self {
+        Refresh::IfOlderThan(MAX_INDEX_AGE)
+    }
+}
 
 /// Where the host keeps its apt configuration (sources, trusted keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +77,8 @@ impl Default for HostApt {
 #[derive(Debug)]
 pub struct AptContext {
     root: PathBuf,
+    /// SHA-256 (hex) of the copied host sources.
+    sources: String,
     index: Mutex<Option<Arc<Index>>>,
     /// Serialises this context's apt-get runs (apt's own lock is disabled).
     apt: Mutex<()>,
@@ -130,6 +158,20 @@ impl AptContext {
                 host.etc.display()
             )));
         }
+        // The sources' identity, so that changed sources make the indices stale.
+        let mut sources = Sha256::new();
+        let mut copied_files: Vec<PathBuf> = std::fs::read_dir(&ours)
+            .map_err(io_err("listing", &ours))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        copied_files.sort();
+        for f in &copied_files {
+            sources.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+            sources.update([0]);
+            sources.update(std::fs::read(f).map_err(io_err("reading", f))?);
+            sources.update([0]);
+        }
+        let sources = hex::encode(sources.finalize());
         let status = root.join("state/status");
         std::fs::write(&status, b"").map_err(io_err("writing", &status))?;
         let q = |p: &Path| {
@@ -176,6 +218,7 @@ Acquire::Retries \"3\";\n",
         std::fs::write(&conf_path, conf).map_err(io_err("writing", &conf_path))?;
         Ok(Self {
             root,
+            sources,
             index: Mutex::new(None),
             apt: Mutex::new(()),
         })
@@ -217,12 +260,105 @@ Acquire::Retries \"3\";\n",
         c.arg("update");
         {
             let _serial = self.apt.lock().map_err(|_| poisoned())?;
+            let stamp = self.stamp();
+            // A failed update must not leave a fresh-looking stamp behind.
+            let _ = std::fs::remove_file(&stamp);
             run(c, "apt-get update")?;
+            std::fs::write(&stamp, format!("{}\n", self.sources))
+                .map_err(io_err("writing", &stamp))?;
         }
         if let Ok(mut g) = self.index.lock() {
             *g = None;
         }
         Ok(())
+    }
+
+    /// Records when, and from which sources, the indices were last refreshed.
+    fn stamp(&self) -> PathBuf {
+        self.root.join("state/refreshed")
+    }
+
+    /// How long ago the indices were refreshed from the host's current
+    /// sources; `None` when there are none, or they came from other sources.
+    pub fn indices_age(&self) -> Option<Duration> {
+        if !self.has_indices() {
+            return None;
+        }
+        let stamp = self.stamp();
+        let text = std::fs::read_to_string(&stamp).ok()?;
+        if text.trim() != self.sources {
+            return None;
+        }
+        let modified = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok()?;
+        Some(
+            SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// Refreshes the indices as `policy` says; returns whether it ran
+    /// `apt-get update`. With [`Refresh::Never`] and no indices at all, fails
+    /// with [`Error::NoIndices`].
+    pub fn refresh(&self, policy: Refresh) -> Result<bool, Error> {
+        let needed = match policy {
+            Refresh::Always => true,
+            Refresh::Never => false,
+            Refresh::IfOlderThan(max) => self.indices_age().is_none_or(|age| age >= max),
+        };
+        if needed {
+            self.update()?;
+        } else if !self.has_indices() {
+            return Err(Error::NoIndices {
+                lists: self.lists_dir(),
+            });
+        }
+        Ok(needed)
+    }
+
+    /// A digest naming the current indices: the suites' signed Release files
+    /// (which carry the digest of every index), by file name and content.
+    pub fn indices_id(&self) -> Result<Sha256Digest, Error> {
+        let lists = self.lists_dir();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&lists)
+            .map_err(io_err("listing", &lists))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with("_InRelease") || n.ends_with("_Release"))
+            })
+            .collect();
+        files.sort();
+        let mut h = Sha256::new();
+        for f in &files {
+            h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
+            h.update([0]);
+            h.update(Sha256::digest(
+                std::fs::read(f).map_err(io_err("reading", f))?,
+            ));
+        }
+        Ok(Sha256Digest(h.finalize().into()))
+    }
+
+    /// Downloads `uri` (http, https or file, through apt's own transports and
+    /// proxy settings) to `target`, checking its SHA-256 on the way.
+    pub fn download_uri(
+        &self,
+        uri: &str,
+        target: &Path,
+        sha256: &Sha256Digest,
+    ) -> Result<(), Error> {
+        let mut c = Command::new("/usr/lib/apt/apt-helper");
+        c.env("APT_CONFIG", self.root.join("apt.conf"))
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("LANGUAGE")
+            .arg("download-file")
+            .arg(uri)
+            .arg(target)
+            .arg(format!("SHA256:{}", sha256.to_hex()));
+        let _serial = self.apt.lock().map_err(|_| poisoned())?;
+        run(c, &format!("apt-helper download-file {uri}"))
     }
 
     /// The parsed Packages indices (loaded once per update).
@@ -249,7 +385,9 @@ Acquire::Retries \"3\";\n",
 }
 
 fn poisoned() -> Error {
-    Error::BadRequest("apt context poisoned by an earlier panic; create a new AptContext".into())
+    Error::BadRequest(
+        "an earlier package download in this run failed unexpectedly; run the command again".into(),
+    )
 }
 
 fn run(mut c: Command, shown: &str) -> Result<(), Error> {

@@ -151,28 +151,31 @@ impl Cache {
     }
 }
 
-/// The `apt-get download` arguments for `missing`, after checking that the
-/// archive still has each locked version with the locked digest.
-fn check_available(missing: &[&LockedPackage], index: &Index) -> Result<Vec<String>, Error> {
+/// What the archive's index says of the packages to download.
+struct Availability {
+    /// `apt-get download` arguments of the packages the archive has.
+    specs: Vec<String>,
+    /// Locked versions the archive no longer has.
+    gone: Vec<GonePackage>,
+}
+
+/// Checks that the archive still has each of `missing` with its locked
+/// digest. A locked version whose digest changed in the archive is an error
+/// at once ([`Error::ArchiveChanged`]): that is not an update.
+fn check_available(missing: &[&LockedPackage], index: &Index) -> Result<Availability, Error> {
     let mut specs = Vec::new();
+    let mut gone = Vec::new();
     for p in missing {
         let versions = index.versions(p.name.as_str());
-        if versions.is_empty() {
-            return Err(Error::UnknownPackage {
-                name: p.name.to_string(),
-                suggestions: index.suggestions(p.name.as_str()),
-            });
-        }
         let Some(found) = versions
             .iter()
             .find(|v| v.version == p.version && v.architecture == p.architecture)
         else {
-            return Err(Error::VersionGone {
-                name: p.name.to_string(),
-                locked: p.version.to_string(),
-                arch: p.architecture.clone(),
+            gone.push(GonePackage {
+                package: (*p).clone(),
                 available: versions.iter().map(|v| v.version.to_string()).collect(),
             });
+            continue;
         };
         if found.sha256 != p.sha256 {
             return Err(Error::ArchiveChanged {
@@ -185,7 +188,29 @@ fn check_available(missing: &[&LockedPackage], index: &Index) -> Result<Vec<Stri
         // `name:amd64` also selects arch-all packages on amd64.
         specs.push(format!("{}:{}={}", p.name, crate::index::ARCH, p.version));
     }
-    Ok(specs)
+    Ok(Availability { specs, gone })
+}
+
+/// A locked package version that Debian's archive no longer has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GonePackage {
+    /// The package as locked.
+    pub package: LockedPackage,
+    /// The versions the archive has now (none: the name itself is gone, as
+    /// happens to a kernel package when its ABI number moves).
+    pub available: Vec<String>,
+}
+
+impl std::fmt::Display for GonePackage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} (", self.package.name, self.package.version)?;
+        if self.available.is_empty() {
+            write!(f, "no version of it is left")?;
+        } else {
+            write!(f, "the archive has {}", self.available.join(", "))?;
+        }
+        write!(f, ")")
+    }
 }
 
 /// SHA-256 of a file, streamed.
@@ -205,8 +230,8 @@ pub fn hash_file(path: &Path) -> Result<Sha256Digest, Error> {
 
 /// Makes every package of `lock` present and verified in `cache`,
 /// downloading the missing ones with `ctx`. If the private indices lack a
-/// locked version, `ctx` is updated once before the version is reported
-/// gone ([`Error::VersionGone`]). Never changes the lock.
+/// locked version, `ctx` is updated once before the versions are reported
+/// gone ([`Error::VersionsGone`]). Never changes the lock.
 pub fn fetch(
     lock: &Lock,
     cache: &Cache,
@@ -221,6 +246,22 @@ pub fn fetch_packages(
     packages: &[LockedPackage],
     cache: &Cache,
     ctx: &AptContext,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Fetched, Error> {
+    fetch_from(packages, cache, ctx, &[], progress)
+}
+
+/// [`fetch_packages`], taking the locked versions that the archive no longer
+/// has from the snapshot archives `snapshots` (base URLs under which each
+/// package's `pool/…` path exists, such as
+/// `https://snapshot.debian.org/archive/debian/20261101T000000Z`), tried in
+/// order. Every download is checked against the lock's SHA-256, so a
+/// snapshot needs no trust of its own.
+pub fn fetch_from(
+    packages: &[LockedPackage],
+    cache: &Cache,
+    ctx: &AptContext,
+    snapshots: &[String],
     progress: &mut dyn FnMut(Event),
 ) -> Result<Fetched, Error> {
     progress(Event::Start {
@@ -239,16 +280,21 @@ pub fn fetch_packages(
         }
     }
     if !missing.is_empty() {
-        // Stale private indices can lack a version the lock (made later) names:
-        // refresh once before declaring it gone.
-        let specs = match check_available(&missing, &*ctx.index()?) {
-            Ok(specs) => specs,
-            Err(Error::VersionGone { .. } | Error::UnknownPackage { .. }) => {
-                ctx.update()?;
-                check_available(&missing, &*ctx.index()?)?
-            }
-            Err(e) => return Err(e),
-        };
+        // A new cache has no indices at all; stale ones can lack a version
+        // the lock (made later) names: refresh once before declaring it gone.
+        let mut refreshed = false;
+        if !ctx.has_indices() {
+            ctx.update()?;
+            refreshed = true;
+        }
+        let mut avail = check_available(&missing, &*ctx.index()?)?;
+        if !avail.gone.is_empty() && !refreshed {
+            ctx.update()?;
+            avail = check_available(&missing, &*ctx.index()?)?;
+        }
+        if !avail.gone.is_empty() && snapshots.is_empty() {
+            return Err(Error::VersionsGone(avail.gone));
+        }
         progress(Event::Downloading {
             count: missing.len(),
             bytes: missing.iter().map(|p| p.size).sum(),
@@ -257,7 +303,10 @@ pub fn fetch_packages(
             .prefix("tmp")
             .tempdir_in(cache.dir())
             .map_err(io_err("creating download directory in", cache.dir()))?;
-        ctx.download(&specs, tmp.path())?;
+        ctx.download(&avail.specs, tmp.path())?;
+        for g in &avail.gone {
+            download_from_snapshots(&g.package, snapshots, ctx, tmp.path())?;
+        }
         // Identify the downloads by digest, not by apt's file naming.
         let mut got = Vec::new();
         for e in std::fs::read_dir(tmp.path()).map_err(io_err("listing", tmp.path()))? {
@@ -295,4 +344,70 @@ pub fn fetch_packages(
         .map(|p| (p.clone(), cache.path_for(&p.sha256)))
         .collect();
     Ok(Fetched { files })
+}
+
+/// Why apt could not fetch a file, from its error output, without the URL
+/// (`E: Failed to fetch URL  404  Not Found [IP: …]` → `404 Not Found [IP: …]`).
+fn fetch_failure(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("E: Failed to fetch"))
+        .or_else(|| stderr.lines().find(|l| l.starts_with("E:")))
+        .unwrap_or(stderr)
+        .trim_start_matches("E:")
+        .trim();
+    match line.strip_prefix("Failed to fetch ") {
+        Some(rest) => rest
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => line.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// Downloads `p` from the first snapshot archive that has it, into `dir`
+/// (named by its digest).
+fn download_from_snapshots(
+    p: &LockedPackage,
+    snapshots: &[String],
+    ctx: &AptContext,
+    dir: &Path,
+) -> Result<(), Error> {
+    let target = dir.join(format!("{}.deb", p.sha256.to_hex()));
+    let mut tried = Vec::new();
+    for base in snapshots {
+        let uri = format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            p.filename.trim_start_matches('/')
+        );
+        match ctx.download_uri(&uri, &target, &p.sha256) {
+            Ok(()) => return Ok(()),
+            Err(Error::AptFailed { stderr, .. }) => {
+                let _ = std::fs::remove_file(&target);
+                tried.push(format!("{uri}: {}", fetch_failure(&stderr)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::NotInSnapshots {
+        name: p.name.to_string(),
+        version: p.version.to_string(),
+        tried,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fetch_failures_are_said_without_the_url() {
+        let e = "Err:1 http://h/p.deb\n  404  Not Found [IP: 127.0.0.1 80]\nE: Failed to fetch http://h/p%2b1.deb  404  Not Found [IP: 127.0.0.1 80]\nE: Download Failed\n";
+        assert_eq!(super::fetch_failure(e), "404 Not Found [IP: 127.0.0.1 80]");
+        assert_eq!(
+            super::fetch_failure("E: Something else\n"),
+            "Something else"
+        );
+        assert_eq!(super::fetch_failure("odd"), "odd");
+    }
 }

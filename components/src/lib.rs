@@ -32,12 +32,12 @@ pub mod kernel;
 pub mod lock;
 pub mod version;
 
-pub use apt::AptContext;
-pub use cache::{fetch, Cache, Event};
+pub use apt::{AptContext, Refresh, MAX_INDEX_AGE};
+pub use cache::{fetch, fetch_from, Cache, Event, GonePackage};
 pub use deb::{Deb, Entry, EntryKind};
 pub use index::{Index, Package};
 pub use kernel::KernelTree;
-pub use lock::{lock, Lock, LockRequest, LockedPackage, Sha256Digest, SourceDateEpoch};
+pub use lock::{lock, Lock, LockChange, LockRequest, LockedPackage, Sha256Digest, SourceDateEpoch};
 pub use version::{PackageName, Version};
 
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ pub enum Error {
         stderr: String,
     },
     /// The private apt state has no Packages indices yet.
-    #[error("no Packages indices in {lists}: run `apt-get update` for this context first (AptContext::update)")]
+    #[error("no Debian package indices in {lists} yet: they are downloaded by a build or `appliance lock` that may refresh them (not --offline)")]
     NoIndices {
         /// The private lists directory.
         lists: PathBuf,
@@ -123,17 +123,18 @@ pub enum Error {
         /// The group naming it.
         group: String,
     },
-    /// The locked version is no longer in the archive.
-    #[error("{name} {locked} ({arch}) named in the lock file is no longer in the archive (available: {}); Debian removes superseded versions. Move the lock forward with `appliance lock <profile>`", if .available.is_empty() { "none".to_owned() } else { .available.join(", ") })]
-    VersionGone {
+    /// Locked versions the archive no longer has.
+    #[error("Debian's archive no longer has {}", gone_list(.0))]
+    VersionsGone(Vec<cache::GonePackage>),
+    /// No snapshot archive has a locked version.
+    #[error("{name} {version} is in none of the snapshot archives: {}", .tried.join("; "))]
+    NotInSnapshots {
         /// The package.
         name: String,
-        /// The version in the lock.
-        locked: String,
-        /// Its architecture.
-        arch: String,
-        /// Versions the archive has now.
-        available: Vec<String>,
+        /// The locked version.
+        version: String,
+        /// Each URL tried and why it failed.
+        tried: Vec<String>,
     },
     /// The archive's index has the locked version, but with other content.
     #[error("{name} {version}: the archive now lists SHA-256 {archive}, the lock says {locked}; the archive changed under the lock. Re-lock with `appliance lock <profile>` and review the change")]
@@ -226,6 +227,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+fn gone_list(gone: &[cache::GonePackage]) -> String {
+    let items: Vec<String> = gone.iter().map(ToString::to_string).collect();
+    match items.len() {
+        1 => format!("the locked version {}", items.join("")),
+        _ => format!("these locked versions: {}", items.join(", ")),
+    }
 }
 
 fn suggest(s: &[String]) -> String {

@@ -262,9 +262,31 @@ struct GuestImage {
 }
 
 fn fetch_packages(wanted: &[&str]) -> Vec<(String, Vec<u8>)> {
+    // The lab lock says which packages (roots and excludes); the versions are
+    // Debian's current ones, as a plain build of the lab profile takes them
+    // (the committed lock falls behind the archive's security updates).
     let lock_path = workspace().join("profiles/lab/gw-a.lock");
-    let lock = Lock::load(&lock_path)
+    let committed = Lock::load(&lock_path)
         .unwrap_or_else(|e| panic!("cannot load {}: {e}", lock_path.display()));
+    let request = components::LockRequest {
+        groups: committed
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), g.roots.clone()))
+            .collect(),
+        excludes: committed.excludes.clone(),
+    };
+    let root = cache_root();
+    let apt = components::AptContext::new(&root.join("apt")).unwrap_or_else(|e| {
+        panic!(
+            "private apt in {}: {e} (install the Debian package apt)",
+            root.display()
+        )
+    });
+    let lock = apt
+        .refresh(components::Refresh::default())
+        .and_then(|_| components::lock(&request, &apt))
+        .unwrap_or_else(|e| panic!("resolving the lab packages against Debian's archive: {e}"));
     let mut pkgs = Vec::new();
     for group in ["kernel", "black"] {
         for p in lock.group_packages(group) {
@@ -283,20 +305,12 @@ fn fetch_packages(wanted: &[&str]) -> Vec<(String, Vec<u8>)> {
             }
         }
     }
-    let root = cache_root();
     let cache = components::Cache::new(&root.join("debs")).expect("package cache directory");
-    let apt = components::AptContext::new(&root.join("apt")).unwrap_or_else(|e| {
-        panic!(
-            "private apt in {}: {e} (install the Debian package apt)",
-            root.display()
-        )
-    });
     let fetched = components::cache::fetch_packages(&pkgs, &cache, &apt, &mut |_| {})
         .unwrap_or_else(|e| {
             panic!(
                 "cannot fetch the guest's pinned packages into {}: {e}\n\
-                 (needs apt and network access to the Debian archive once; \
-                 `appliance fetch profiles/lab/gw-a.toml` fills the same cache)",
+                 (needs apt and network access to the Debian archive once)",
                 cache.dir().display()
             )
         });
