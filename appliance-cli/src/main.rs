@@ -106,12 +106,50 @@ fn main() -> ExitCode {
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {
             if cli.json {
-                let v = serde_json::json!({ "error": format!("{e:#}") });
+                let v = serde_json::json!({ "error": error_text(&e) });
                 println!("{v}");
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", error_text(&e));
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes, each fact once: the libraries' messages often
+/// already include their cause's text (`reading X: permission denied`), so a
+/// cause whose text is already shown is left out.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        let part = part.trim();
+        if part.is_empty() || text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading /x: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Outer(io)).context("building p.toml");
+        assert_eq!(
+            super::error_text(&e),
+            "building p.toml: reading /x: no such file"
+        );
+        let e = anyhow::anyhow!("disk full").context("writing out");
+        assert_eq!(super::error_text(&e), "writing out: disk full");
     }
 }

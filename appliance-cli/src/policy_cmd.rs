@@ -60,7 +60,9 @@ pub fn run(cmd: PolicyCmd, json: bool) -> anyhow::Result<Outcome> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&policy::describe(&p))?);
             } else {
-                print!("{}", policy::describe_text(&p));
+                let text = policy::describe_text(&p);
+                // Output always ends with a newline, whatever the description ends with.
+                println!("{}", text.trim_end_matches('\n'));
             }
             Ok(Outcome::Ok)
         }
