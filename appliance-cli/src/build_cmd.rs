@@ -35,6 +35,23 @@ pub struct BuildArgs {
     /// Directory with the static gateway binaries (default: target/x86_64-unknown-linux-gnu/release beside this program).
     #[arg(long, env = "APPLIANCE_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    /// Build exactly the packages the lock file pins, or fail; never change the lock
+    /// (bit-for-bit rebuilds). Without it, a build moves the lock to Debian's current
+    /// versions and prints each package that changed.
+    #[arg(long)]
+    locked: bool,
+    /// Fetch pinned versions that Debian's archive has dropped from this snapshot
+    /// archive (base URL under which the packages' pool/ paths exist, e.g.
+    /// https://snapshot.debian.org/archive/debian/20261101T000000Z); repeat for
+    /// several archives (debian, debian-security). Implies --locked.
+    #[arg(long, value_name = "URL")]
+    snapshot: Vec<String>,
+    /// Use the package indices already downloaded; never refresh them.
+    #[arg(long, conflicts_with = "refresh")]
+    offline: bool,
+    /// Refresh the package indices even if they are less than an hour old.
+    #[arg(long)]
+    refresh: bool,
     /// Sign manifest.json with this key (NAME.key from `appliance key generate`).
     #[arg(long, value_name = "NAME.key")]
     key: Option<PathBuf>,
@@ -86,13 +103,17 @@ pub fn lock(args: LockArgs, json: bool) -> anyhow::Result<Outcome> {
     let spinner = spinner(json, "resolving packages");
     let result = builder::lock_profile(&args.profile, &cache);
     spinner.finish_and_clear();
-    let (path, lock) = result?;
+    let (path, lock, changes) = result?;
     if json {
         println!(
             "{}",
-            serde_json::json!({"lock": path, "packages": lock.packages.len(), "sha256": lock.digest().to_hex(), "source_date_epoch": lock.source_date_epoch.0})
+            serde_json::json!({"lock": path, "packages": lock.packages.len(), "sha256": lock.digest().to_hex(), "source_date_epoch": lock.source_date_epoch.0,
+                "changes": changes.iter().map(|c| serde_json::json!({"package": c.name, "old": c.old, "new": c.new})).collect::<Vec<_>>()})
         );
     } else {
+        if !changes.is_empty() {
+            print_lock_moves(&path, false, &changes, true);
+        }
         println!(
             "{}: {} packages, digest {}",
             path.display(),
@@ -101,6 +122,37 @@ pub fn lock(args: LockArgs, json: bool) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome::Ok)
+}
+
+/// Tells the administrator which packages a lock moves to, one per line.
+fn print_lock_moves(lock: &Path, created: bool, changes: &[components::LockChange], written: bool) {
+    if created {
+        println!(
+            "{}: new lock file, pinning Debian's current versions (written once the build succeeds)",
+            lock.display()
+        );
+        return;
+    }
+    let when = if written {
+        ""
+    } else {
+        " (written once the build succeeds; --locked keeps the old pins)"
+    };
+    if changes.is_empty() {
+        println!(
+            "{}: the profile's package groups change; no package changes version{when}",
+            lock.display()
+        );
+        return;
+    }
+    println!(
+        "{}: {} package(s) move to Debian's current versions{when}:",
+        lock.display(),
+        changes.len()
+    );
+    for c in changes {
+        println!("  {c}");
+    }
 }
 
 fn spinner(hidden: bool, msg: &str) -> ProgressBar {
@@ -139,6 +191,18 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
         },
         cache_dir: cache_dir(args.cache)?,
         bin_dir: args.bin_dir.unwrap_or_else(default_bin_dir),
+        compression: None,
+        lock: builder::LockPolicy {
+            locked: args.locked,
+            snapshots: args.snapshot.clone(),
+            refresh: if args.offline {
+                components::Refresh::Never
+            } else if args.refresh {
+                components::Refresh::Always
+            } else {
+                components::Refresh::default()
+            },
+        },
         // Keys are read (and the passphrase asked for) before the slow work.
         signing_key: match &args.key {
             Some(k) => Some(std::sync::Arc::new(crate::sign_cmd::read_signing_key(
@@ -157,6 +221,16 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
     let mut fetch_bar: Option<ProgressBar> = None;
     let result = builder::build(&opts, &mut |p| match p {
         Progress::Stage(s) => pb.set_message(s.to_string()),
+        Progress::Refreshing => pb.set_message("refreshing Debian's package indices"),
+        Progress::LockMoves {
+            lock,
+            created,
+            changes,
+        } => {
+            if !json {
+                pb.suspend(|| print_lock_moves(&lock, created, &changes, false));
+            }
+        }
         Progress::Reused(what) => pb.set_message(format!("reusing cached {what}")),
         Progress::Fetch(components::Event::Start { total, .. }) => {
             let bar = if json {
@@ -195,6 +269,12 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
             "{}",
             serde_json::json!({
                 "out": built.out,
+                "lock": {
+                    "path": built.lock,
+                    "sha256": m.lock.sha256,
+                    "written": built.lock_written.is_some(),
+                    "changes": built.lock_written.iter().flatten().map(|c| serde_json::json!({"package": c.name, "old": c.old, "new": c.new})).collect::<Vec<_>>(),
+                },
                 "outputs": m.outputs,
                 "disk": {"sha256": m.disk.sha256, "size": m.disk.size},
                 "uki": {"sha256": m.uki.sha256, "authenticode_sha256": m.uki.authenticode_sha256, "size": m.uki.size},
@@ -214,6 +294,9 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
             total,
             built.out.display()
         );
+        if built.lock_written.is_some() {
+            println!("  lock         {} written", built.lock.display());
+        }
         for (name, digest) in &m.outputs {
             println!("  {name:<12} sha256 {digest}");
         }

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `appliance` binary: exit codes, the text users
 //! read (insta snapshots) and the JSON machines read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
@@ -18,6 +18,41 @@ fn appliance(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Regression: `profile check profiles/*.toml` picked up the profile crate's
+/// own Cargo.toml. The shipped profiles' folder holds profiles and locks only.
+#[test]
+fn every_toml_in_the_profiles_folder_is_a_valid_profile() {
+    let mut args = vec!["profile".to_string(), "check".to_string()];
+    for sub in ["profiles", "profiles/base", "profiles/lab"] {
+        let mut names: Vec<String> = std::fs::read_dir(root().join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".toml"))
+            .map(|n| format!("{sub}/{n}"))
+            .collect();
+        names.sort();
+        args.extend(names);
+    }
+    assert_eq!(args.len(), 2 + 7, "{args:?}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = appliance(&args);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    for e in std::fs::read_dir(root().join("profiles")).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            n.ends_with(".toml")
+                || n.ends_with(".lock")
+                || ["base", "lab", "model"].contains(&n.as_str()),
+            "profiles/{n} is neither a profile nor a lock"
+        );
+    }
 }
 
 #[test]
@@ -39,7 +74,11 @@ fn check_shipped_profiles_succeeds() {
 
 #[test]
 fn check_reports_file_line_column_field_and_snippet() {
-    let out = appliance(&["profile", "check", "profiles/model/tests/fixtures/nic-both.toml"]);
+    let out = appliance(&[
+        "profile",
+        "check",
+        "profiles/model/tests/fixtures/nic-both.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(text(&out.stderr));
 }
@@ -147,6 +186,11 @@ fn policy_compile_and_show() {
         "{shown}"
     );
     assert!(shown.contains(v["digest"].as_str().unwrap()));
+    // Regression: the output ended without a newline.
+    assert!(
+        shown.ends_with('\n') && !shown.ends_with("\n\n"),
+        "{shown:?}"
+    );
     // A flipped byte: a clear error naming the file, exit 1.
     let mut b = bytes.clone();
     let mid = b.len() / 2;
@@ -185,4 +229,232 @@ fn policy_compile_of_unsupported_role_leaves_no_file() {
         0,
         "no temporary file left behind"
     );
+}
+
+/// The README's main job from an empty cache (no private apt state, no
+/// parts; the content-addressed package store is shared so that CI does not
+/// download everything again), then the life of its lock: a lock naming a
+/// version Debian's archive no longer has fails with --locked (naming the
+/// package once, and both ways forward), builds exactly with --snapshot (a
+/// snapshot archive served over HTTP on loopback), and moves forward
+/// visibly in a plain build.
+#[test]
+fn main_job_from_an_empty_cache_and_the_life_of_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = user_cache();
+    std::fs::create_dir_all(user.join("debs")).unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(profiles.join("base")).unwrap();
+    for f in ["vpn-gateway.toml", "vpn-gateway.lock", "base/gateway.toml"] {
+        std::fs::copy(root().join("profiles").join(f), profiles.join(f)).unwrap();
+    }
+    let profile = profiles.join("vpn-gateway.toml");
+    let lock_path = profiles.join("vpn-gateway.lock");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::os::unix::fs::symlink(user.join("debs"), cache.join("debs")).unwrap();
+    let build = |cache: &Path, out: &Path, more: &[&str]| {
+        let mut args = vec![
+            "build".to_string(),
+            profile.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        args.extend(more.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(&args)
+            .env("APPLIANCE_CACHE", cache)
+            .current_dir(root())
+            .output()
+            .expect("run appliance")
+    };
+
+    // 1. The main job, from an empty cache, with the committed lock (which
+    // the archive may have overtaken since it was committed).
+    let out = dir.path().join("out");
+    let o = build(&cache, &out, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let lock_digest = |p: &Path| components::Lock::load(p).unwrap().digest().to_hex();
+    assert_eq!(m["lock"]["sha256"], lock_digest(&lock_path));
+    // The image diet: UKI ≤ 25 MB; the disk holds little more than its
+    // three copies (the firmware's default path, slots A and B).
+    let uki = m["uki"]["size"].as_u64().unwrap();
+    eprintln!("FIGURE: vpn-gateway UKI {uki} bytes");
+    assert!(uki <= 25_000_000, "UKI is {uki} bytes");
+    let disk = std::fs::metadata(out.join("disk.img")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let written = disk.blocks() * 512;
+    eprintln!("FIGURE: vpn-gateway disk.img {written} bytes written");
+    assert!(
+        written <= 3 * uki + (4 << 20),
+        "{written} bytes written for a {uki}-byte UKI"
+    );
+
+    // 2. A lock naming a version the archive no longer has (a copy of the
+    // current lock, busybox-static's version changed), with that package
+    // not yet in the package store.
+    let lock = components::Lock::load(&lock_path).unwrap();
+    let bb = lock.package("busybox-static").unwrap().clone();
+    let real = bb.version.to_string();
+    let stale = std::fs::read_to_string(&lock_path)
+        .unwrap()
+        .replace(&format!("version = \"{real}\""), "version = \"9.9.9-1\"");
+    assert!(stale.contains("9.9.9-1"));
+    std::fs::write(&lock_path, &stale).unwrap();
+    let cache2 = dir.path().join("cache2");
+    std::fs::create_dir_all(cache2.join("debs")).unwrap();
+    for shared in ["apt", "parts"] {
+        std::os::unix::fs::symlink(cache.join(shared), cache2.join(shared)).unwrap();
+    }
+    for p in &lock.packages {
+        if p.name.as_str() != "busybox-static" {
+            let f = format!("{}.deb", p.sha256.to_hex());
+            std::fs::hard_link(user.join("debs").join(&f), cache2.join("debs").join(&f)).unwrap();
+        }
+    }
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    let o = build(&cache2, &out, &["--locked"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for needle in [
+        "busybox-static 9.9.9-1",
+        &real,
+        "vpn-gateway.lock",
+        "without --locked",
+        "--snapshot https://snapshot.debian.org/archive/debian/",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing: {err}");
+    }
+    assert_eq!(err.matches("9.9.9-1").count(), 1, "said twice: {err}");
+    assert!(
+        !err.contains("::") && !err.contains("AptContext"),
+        "internal names: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), stale);
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before);
+
+    // 3. --snapshot: the pinned bytes from a snapshot archive over HTTP.
+    let snap = dir.path().join("snapshot");
+    let at = snap.join(&bb.filename);
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::copy(
+        user.join("debs")
+            .join(format!("{}.deb", bb.sha256.to_hex())),
+        &at,
+    )
+    .unwrap();
+    let server = serve(&snap);
+    let empty = format!("http://{server}/empty-archive");
+    let full = format!("http://{server}/");
+    let o = build(&cache2, &out, &["--snapshot", &empty, "--snapshot", &full]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), stale);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["lock"]["sha256"], lock_digest(&lock_path));
+    assert!(cache2
+        .join("debs")
+        .join(format!("{}.deb", bb.sha256.to_hex()))
+        .exists());
+
+    // 4. A plain build moves the lock forward, visibly, and records it.
+    std::fs::remove_file(
+        cache2
+            .join("debs")
+            .join(format!("{}.deb", bb.sha256.to_hex())),
+    )
+    .unwrap();
+    let o = build(&cache2, &out, &[]);
+    let said = text(&o.stdout);
+    assert!(o.status.success(), "{said}{}", text(&o.stderr));
+    assert!(
+        said.contains(&format!("busybox-static 9.9.9-1 → {real}")),
+        "{said}"
+    );
+    let moved = components::Lock::load(&lock_path).unwrap();
+    assert_eq!(
+        moved.package("busybox-static").unwrap().version.to_string(),
+        real
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["lock"]["sha256"], moved.digest().to_hex());
+}
+
+fn user_cache() -> PathBuf {
+    std::env::var_os("APPLIANCE_CACHE")
+        .map(PathBuf::from)
+        .or_else(components::cache::user_cache_dir)
+        .expect("HOME is set")
+}
+
+/// A minimal HTTP/1.1 file server on loopback for `root`; returns its address.
+fn serve(root: &Path) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let raw = request.split_whitespace().nth(1).unwrap_or("/");
+                    let path = &percent_decode(raw);
+                    let file = root.join(path.trim_start_matches('/'));
+                    let head = request.starts_with("HEAD ");
+                    let reply = match std::fs::read(&file) {
+                        Ok(body) if !path.contains("..") && file.is_file() => {
+                            let mut r = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            if !head {
+                                r.extend(body);
+                            }
+                            r
+                        }
+                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                    };
+                    if conn.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -24,8 +24,9 @@ struct Fixture {
     lab: PathBuf,
 }
 
-/// The lab profiles copied and freshly locked (the archive moves; the committed
-/// locks are not the test's business), and a lab directory.
+/// The lab profiles copied with their committed locks, one of which is made
+/// stale (the archive moves: a lab must still come up on any day, its builds
+/// moving the locks forward), and a lab directory.
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -36,11 +37,20 @@ fn fixture() -> &'static Fixture {
         let profiles = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
             .expect("copy the lab profiles");
         for gw in testbed::lab::GATEWAYS {
-            let out = appliance(&[
-                "lock",
-                profiles.join(format!("{gw}.toml")).to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "lock {gw}: {}", text(&out.stderr));
+            let lock = std::fs::read_to_string(root().join(format!("profiles/lab/{gw}.lock")))
+                .expect("committed lab lock");
+            // gw-a's names a dnsmasq-base version no archive has.
+            let lock = if gw == "gw-a" {
+                let at = lock
+                    .find("name = \"dnsmasq-base\"")
+                    .expect("dnsmasq-base locked");
+                let v = at + lock[at..].find("version = \"").unwrap() + "version = \"".len();
+                let end = v + lock[v..].find('"').unwrap();
+                format!("{}0.1-gone{}", &lock[..v], &lock[end..])
+            } else {
+                lock
+            };
+            std::fs::write(profiles.join(format!("{gw}.lock")), lock).unwrap();
         }
         let lab = dir.path().join("lab");
         Fixture {
@@ -161,6 +171,12 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("TCP throughput through the tunnel"));
+    // The stale lock was moved forward by the lab's build, to a real version.
+    let lock = std::fs::read_to_string(f.profiles.join("gw-a.lock")).unwrap();
+    assert!(
+        !lock.contains("0.1-gone"),
+        "gw-a.lock was not moved forward"
+    );
     let report = std::fs::read_to_string(f.lab.join("report.txt")).unwrap();
     assert_eq!(
         report,

@@ -25,16 +25,18 @@
 
 #![forbid(unsafe_code)]
 
+mod disk;
 mod elf;
 pub use signing::manifest;
+pub mod locking;
+mod parts;
 mod pipeline;
 mod render;
 pub mod secure_boot;
 
-pub use pipeline::{
-    build, lock_path_for, lock_profile, network_script, BuildOptions, BuildOutput, Progress,
-    SecureBootSigner,
-};
+pub use locking::{lock_path_for, lock_profile, LockPolicy};
+pub use parts::COMPRESSION;
+pub use pipeline::{build, network_script, BuildOptions, BuildOutput, Progress, SecureBootSigner};
 
 use std::path::PathBuf;
 
@@ -74,18 +76,16 @@ pub enum BuildError {
     /// The policy cannot be compiled.
     #[error("{0}")]
     Policy(#[from] policy::PolicyError),
-    /// No lock file beside the profile.
-    #[error("no lock file {lock}: run `appliance lock {profile}` to create it (it pins every package by version and SHA-256)")]
+    /// `--locked` without a lock file beside the profile.
+    #[error("there is no lock file {lock}, and --locked builds only from one: build once without --locked (or run `appliance lock {profile}`) to create it")]
     MissingLock {
         /// Expected lock path.
         lock: PathBuf,
         /// The profile.
         profile: PathBuf,
     },
-    /// The lock does not cover what the profile needs.
-    #[error(
-        "{lock} does not match {profile}: {what}; run `appliance lock {profile}` to refresh it"
-    )]
+    /// With `--locked`: the lock does not cover what the profile needs.
+    #[error("{lock} does not match {profile}: {what}; build without --locked to update the lock")]
     LockMismatch {
         /// Lock path.
         lock: PathBuf,
@@ -93,6 +93,24 @@ pub enum BuildError {
         profile: PathBuf,
         /// What differs.
         what: String,
+    },
+    /// The lock file beside the profile cannot be read.
+    #[error("{message}; repair it, or delete it and build again to make a new one")]
+    LockUnreadable {
+        /// Lock path.
+        lock: PathBuf,
+        /// What is wrong (names the file).
+        message: String,
+    },
+    /// With `--locked`: pinned versions the archive no longer has.
+    #[error("{lock} pins {}, which Debian's archive no longer has. Build without --locked to move the lock to the current versions, or rebuild this lock exactly by fetching the pinned versions from snapshot archives: --snapshot {}", .gone.join(", "), .snapshots.join(" --snapshot "))]
+    LockedVersionsGone {
+        /// Lock path.
+        lock: PathBuf,
+        /// Each package, its pinned version and what the archive has now.
+        gone: Vec<String>,
+        /// Snapshot archive URLs that should have the pinned versions.
+        snapshots: Vec<String>,
     },
     /// Package handling failed (fetch, verify, extract).
     #[error("{0}")]
@@ -103,6 +121,14 @@ pub enum BuildError {
         /// `file:line:col: ` of the driver in the profile, when found.
         location: String,
         /// What is wrong.
+        message: String,
+    },
+    /// The ESP is too small for the UKIs of the image being built.
+    #[error("{location}image.esp_size: {message}")]
+    EspTooSmall {
+        /// `file:line:col: ` of `esp_size` in the profile, when found.
+        location: String,
+        /// What is wrong and the size needed.
         message: String,
     },
     /// An image format failed (size, layout, PE).

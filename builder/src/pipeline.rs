@@ -5,22 +5,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use components::{AptContext, Cache, Deb, EntryKind, KernelTree, Lock, LockRequest};
+use components::{AptContext, Cache, Deb, EntryKind, Lock, LockChange};
 use images::ab::{ApplianceLayout, DiskIds, Slot};
 use images::cpio::CpioBuilder;
+use images::initramfs::Compression;
 use images::{ByteLen, Content, Epoch};
 use profiles::{Personality, Profile, Side, Slots};
 use sha2::{Digest, Sha256};
 
+use crate::locking::{self, LockPolicy, STUB_PACKAGE};
 use crate::manifest::{self, Manifest};
-use crate::{elf, render, BuildError, EXCLUDES};
+use crate::parts::{self, Shipped};
+use crate::{disk, elf, render, BuildError};
 
 /// Where systemd-boot-efi puts the stub.
 const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-/// Package that carries the stub.
-const STUB_PACKAGE: &str = "systemd-boot-efi";
-/// Version of the part-cache key derivation; bump to invalidate old parts.
-const PARTS_VERSION: &str = "parts-v2";
 /// Where the Viaduct binary lives in the initramfs.
 const VIADUCT_PATH: &str = "/usr/sbin/viaduct";
 /// A personality's network setup program, inside its root.
@@ -43,6 +42,11 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Directory holding the static gateway binaries (`gateway-init` and `viaduct`).
     pub bin_dir: PathBuf,
+    /// How the lock file is used (see [`crate::locking`]).
+    pub lock: LockPolicy,
+    /// How the initramfs segments are compressed (`None`: [`crate::COMPRESSION`];
+    /// other settings exist for measuring boot times).
+    pub compression: Option<Compression>,
     /// Sign `manifest.json` with this key (writes `manifest.sig`).
     pub signing_key: Option<std::sync::Arc<signing::SigningKey>>,
     /// Sign the UKI for UEFI Secure Boot.
@@ -66,6 +70,19 @@ pub trait SecureBootSigner: std::fmt::Debug + Send + Sync {
 pub enum Progress {
     /// A stage starts.
     Stage(&'static str),
+    /// The package indices are being refreshed from Debian's archive.
+    Refreshing,
+    /// The build moves the lock file: `changes` lists each package whose
+    /// version changes (empty when the lock file is new). The file is written
+    /// once the image is in place.
+    LockMoves {
+        /// The lock file.
+        lock: PathBuf,
+        /// Whether there was no lock file before.
+        created: bool,
+        /// Each package that changes.
+        changes: Vec<LockChange>,
+    },
     /// Package fetching progress.
     Fetch(components::Event),
     /// A cached part was reused (name).
@@ -79,38 +96,13 @@ pub struct BuildOutput {
     pub out: PathBuf,
     /// The manifest written there.
     pub manifest: Manifest,
+    /// The lock file the build used.
+    pub lock: PathBuf,
+    /// `Some` when the build wrote the lock file: each package that changed
+    /// (empty when the file is new).
+    pub lock_written: Option<Vec<LockChange>>,
     /// Wall-clock seconds per stage (not part of any output file).
     pub durations: Vec<(String, f64)>,
-}
-
-/// The lock file that belongs to a profile: same name, `.lock` extension.
-pub fn lock_path_for(profile: &Path) -> PathBuf {
-    profile.with_extension("lock")
-}
-
-/// The groups of root packages a profile needs.
-fn lock_request(p: &Profile) -> LockRequest {
-    LockRequest {
-        groups: vec![
-            ("black".into(), p.black.packages.clone()),
-            ("boot".into(), vec![STUB_PACKAGE.into()]),
-            ("kernel".into(), vec![p.kernel.package.clone()]),
-            ("red".into(), p.red.packages.clone()),
-        ],
-        excludes: EXCLUDES.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-/// `appliance lock`: resolves the profile's packages against the archive
-/// and writes the lock beside the profile (atomically). Returns its path.
-pub fn lock_profile(profile_path: &Path, cache_dir: &Path) -> Result<(PathBuf, Lock), BuildError> {
-    let profile = profiles::load_profile(profile_path)?;
-    let apt = AptContext::new(&cache_dir.join("apt"))?;
-    apt.update()?;
-    let lock = components::lock(&lock_request(&profile), &apt)?;
-    let path = lock_path_for(profile_path);
-    lock.save(&path)?;
-    Ok((path, lock))
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -121,10 +113,10 @@ fn hexd(d: &[u8; 32]) -> String {
     hex::encode(d)
 }
 
-struct Stages<'a> {
+pub(crate) struct Stages<'a> {
     durations: Vec<(String, f64)>,
     last: Instant,
-    progress: &'a mut dyn FnMut(Progress),
+    pub(crate) progress: &'a mut dyn FnMut(Progress),
 }
 
 impl Stages<'_> {
@@ -157,29 +149,69 @@ pub fn build(
     let policy = policy::compile(&profile)?;
     let policy_bytes = policy.encode();
     let policy_digest = sha256(&policy_bytes);
-
-    let lock_path = lock_path_for(&opts.profile);
-    if !lock_path.exists() {
-        return Err(BuildError::MissingLock {
-            lock: lock_path,
-            profile: opts.profile.clone(),
-        });
-    }
-    let lock = Lock::load(&lock_path)?;
-    check_lock(&lock, &lock_request(&profile), &lock_path, &opts.profile)?;
-    let epoch = Epoch(lock.source_date_epoch.0);
-
     // Gateway binaries: checked before any slow work.
     let init = read_static_binary(&opts.bin_dir.join("gateway-init"))?;
     let viaduct = read_static_binary(&opts.bin_dir.join("viaduct"))?;
 
-    st.start("fetch");
+    st.start("lock");
     let apt = AptContext::new(&opts.cache_dir.join("apt"))?;
     let cache = Cache::new(&opts.cache_dir.join("debs"))?;
-    let fetched = {
-        let progress = &mut st.progress;
-        components::fetch(&lock, &cache, &apt, &mut |e| progress(Progress::Fetch(e)))?
+    if !opts.lock.is_locked()
+        && apt
+            .indices_age()
+            .is_none_or(|a| a >= components::MAX_INDEX_AGE)
+    {
+        (st.progress)(Progress::Refreshing);
+    }
+    let mut resolved = locking::resolve(&opts.profile, &profile, &opts.lock, &apt)?;
+    if let Some(changes) = &resolved.update {
+        (st.progress)(Progress::LockMoves {
+            lock: resolved.path.clone(),
+            created: resolved.created,
+            changes: changes.clone(),
+        });
+    }
+
+    st.start("fetch");
+    let fetch = |lock: &Lock, progress: &mut dyn FnMut(Progress)| {
+        components::fetch_from(
+            &lock.packages,
+            &cache,
+            &apt,
+            &opts.lock.snapshots,
+            &mut |e| progress(Progress::Fetch(e)),
+        )
     };
+    let fetched = match fetch(&resolved.lock, &mut *st.progress) {
+        Ok(f) => f,
+        // The archive moved on since the indices were read: refresh them and
+        // resolve again, once.
+        Err(components::Error::AptFailed { .. } | components::Error::VersionsGone(_))
+            if !opts.lock.is_locked() =>
+        {
+            let again = LockPolicy {
+                refresh: components::Refresh::Always,
+                ..opts.lock.clone()
+            };
+            (st.progress)(Progress::Refreshing);
+            let old = resolved;
+            resolved = locking::resolve(&opts.profile, &profile, &again, &apt)?;
+            if resolved.update != old.update {
+                if let Some(changes) = &resolved.update {
+                    (st.progress)(Progress::LockMoves {
+                        lock: resolved.path.clone(),
+                        created: resolved.created,
+                        changes: changes.clone(),
+                    });
+                }
+            }
+            fetch(&resolved.lock, &mut *st.progress)?
+        }
+        Err(e) => return Err(locking::gone_error(&resolved, e)),
+    };
+    let lock = &resolved.lock;
+    let lock_path = &resolved.path;
+    let epoch = Epoch(lock.source_date_epoch.0);
     let deb_path = |name: &str| -> Result<PathBuf, BuildError> {
         fetched
             .path(name)
@@ -190,6 +222,7 @@ pub fn build(
                 what: format!("package {name} is not in the lock"),
             })
     };
+    let how = opts.compression.unwrap_or(parts::COMPRESSION);
     let parts = opts.cache_dir.join("parts");
     std::fs::create_dir_all(&parts).map_err(BuildError::io("creating", &parts))?;
 
@@ -212,33 +245,36 @@ pub fn build(
             ),
         })?
         .clone();
-    let kernel = kernel_part(
+    let kernel = parts::kernel_part(
         &parts,
         &deb_path(kernel_pkg.name.as_str())?,
         &kernel_pkg.sha256.to_hex(),
         &profile,
+        how,
         &mut st,
     )?;
 
     st.start("rootfs");
-    let mut rootfs: Vec<(Side, PathBuf)> = Vec::new();
-    for side in [Side::Red, Side::Black] {
-        let pkgs: Vec<(String, PathBuf, String)> = lock
-            .group_packages(side.name())
-            .into_iter()
-            .map(|p| {
-                Ok((
-                    p.name.as_str().to_string(),
-                    deb_path(p.name.as_str())?,
-                    p.sha256.to_hex(),
-                ))
-            })
-            .collect::<Result<_, BuildError>>()?;
-        rootfs.push((
-            side,
-            rootfs_part(&parts, side.name(), &pkgs, epoch, &mut st)?,
-        ));
-    }
+    let sides = [Side::Red, Side::Black]
+        .into_iter()
+        .map(|side| {
+            let pkgs = lock
+                .group_packages(side.name())
+                .into_iter()
+                .map(|p| {
+                    Ok((
+                        p.name.as_str().to_string(),
+                        deb_path(p.name.as_str())?,
+                        p.sha256.to_hex(),
+                    ))
+                })
+                .collect::<Result<parts::Packages, BuildError>>()?;
+            Ok((side, pkgs))
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let personalities = parts::personalities_part(&parts, &sides, epoch, how, &mut st)?;
+    let binaries =
+        parts::binaries_part(&parts, &init, &viaduct, VIADUCT_PATH, epoch, how, &mut st)?;
 
     st.start("initramfs");
     let plan = make_plan(&profile, &policy_digest, &kernel.modules)?;
@@ -251,17 +287,12 @@ pub fn build(
             "security_version": profile.appliance.security_version, "policy_digest": hexd(&policy_digest),
         }),
     )?;
-    // The cached segments come first: the kernel's modules, then each
-    // personality's packages (whose paths decide which small files below
-    // are needed). The `base` segment comes last, so its entries override
-    // the packages' when the kernel unpacks the initramfs.
+    // The cached segments come first (see `parts`); the configuration
+    // segment comes last, so its entries override the packages' when the
+    // kernel unpacks the initramfs.
     let mut initramfs = Vec::new();
-    append_file(&mut initramfs, &kernel.cpio)?;
-    let mut shipped: BTreeMap<Side, Shipped> = BTreeMap::new();
-    for (side, seg) in &rootfs {
-        let start = initramfs.len();
+    for seg in [&kernel.segment, &personalities.segment, &binaries] {
         append_file(&mut initramfs, seg)?;
-        shipped.insert(*side, Shipped::from_segment(*side, &initramfs[start..])?);
     }
     let mut base = CpioBuilder::new(epoch)?;
     for d in [
@@ -277,8 +308,6 @@ pub fn build(
     }
     base.add_char_device("dev/console", 0o600, 5, 1)?;
     base.add_char_device("dev/null", 0o666, 1, 3)?;
-    base.add_file("init", 0o755, init.clone())?;
-    base.add_file(VIADUCT_PATH, 0o755, viaduct.clone())?;
     base.add_file(gateway::plan::PLAN_PATH, 0o444, plan_bytes.clone())?;
     base.add_file("etc/appliance/policy.bin", 0o400, policy_bytes.clone())?;
     base.add_file("etc/os-release", 0o444, osrel.clone().into_bytes())?;
@@ -287,8 +316,13 @@ pub fn build(
         0o444,
         dnsmasq_conf(&profile)?.into_bytes(),
     )?;
-    for (side, files) in &shipped {
-        for (path, entry) in personality_root(&profile, *side, files)? {
+    for side in [Side::Red, Side::Black] {
+        let files = personalities
+            .shipped
+            .get(&side)
+            .cloned()
+            .unwrap_or_default();
+        for (path, entry) in personality_root(&profile, side, &files)? {
             let full = format!("personalities/{}/{path}", side.name());
             match entry {
                 RootEntry::Dir(mode) => base.add_dir(&full, mode)?,
@@ -297,7 +331,7 @@ pub fn build(
             }
         }
     }
-    base.write_to(&mut initramfs)?;
+    initramfs.extend(parts::compress_segment(&base.to_vec()?, how)?);
     let initramfs_digest = sha256(&initramfs);
     let initramfs_len = initramfs.len() as u64;
 
@@ -370,65 +404,31 @@ pub fn build(
     std::fs::create_dir(&tmp).map_err(BuildError::io("creating output directory", &tmp))?;
     let guard = TmpDir(tmp.clone());
 
+    let uki_content = Content::from(uki.clone());
     let layout = ApplianceLayout {
         ids: DiskIds::derive(&uki_digest),
         esp_size: ByteLen(profile.image.esp_size.0),
         state_size: None,
         timestamp: epoch,
         active: Slot::A,
-        uki_a: Some(Content::from(uki.clone())),
-        uki_b: (profile.image.slots == Slots::Ab).then(|| Content::from(uki.clone())),
+        uki_a: Some(uki_content.clone()),
+        uki_b: (profile.image.slots == Slots::Ab).then(|| uki_content.clone()),
     };
-    let esp_path = tmp.join("esp.img");
-    let mut gpt = layout.disk(&esp_path)?;
-    gpt.disk_size(ByteLen(profile.image.size.0));
     let disk_path = tmp.join("disk.img");
-    let disk = gpt.write_file(&disk_path)?;
-    // The ESP is read once: its digest, its size, and each file's digest as
-    // read back through our FAT reader.
-    let esp_bytes = std::fs::read(&esp_path).map_err(BuildError::io("reading", &esp_path))?;
-    let esp_digest = sha256(&esp_bytes);
-    let esp_size = esp_bytes.len() as u64;
-    let esp_files = {
-        let vol = images::fat::FatVolume::parse(&esp_bytes)?;
-        let mut files = BTreeMap::new();
-        let mut paths = vec![
-            images::ab::DEFAULT_BOOT_PATH,
-            images::ab::Slot::A.uki_path(),
-        ];
-        if layout.uki_b.is_some() {
-            paths.push(images::ab::Slot::B.uki_path());
-        }
-        for p in paths {
-            files.insert(p.to_string(), hexd(&sha256(&vol.read_file(p)?)));
-        }
-        files
-    };
-    drop(esp_bytes);
-    std::fs::remove_file(&esp_path).map_err(BuildError::io("removing", &esp_path))?;
-    let disk_digest = hash_file(&disk_path)?;
-    let mut partitions = Vec::new();
-    for p in &disk.partitions {
-        let digest = hash_range(&disk_path, p.offset().0, p.size().0)?;
-        partitions.push(manifest::Partition {
-            number: p.number,
-            name: p.name.clone(),
-            type_guid: p.type_guid.to_string(),
-            guid: p.unique_guid.to_string(),
-            first_lba: p.first.0,
-            last_lba: p.last.0,
-            sha256: hexd(&digest),
-        });
-    }
+    let disk = disk::write_disk(&layout, ByteLen(profile.image.size.0), &disk_path)
+        .map_err(|e| esp_too_small(e, &profile, uki.len() as u64, &layout))?;
     write_file(&tmp.join("uki.efi"), &uki)?;
     let mut outputs = BTreeMap::new();
-    outputs.insert("disk.img".to_string(), hexd(&disk_digest));
+    outputs.insert("disk.img".to_string(), hexd(&disk.sha256));
     outputs.insert("uki.efi".to_string(), hexd(&uki_digest));
     if opts.qcow2.unwrap_or(profile.image.qcow2) {
         st.start("qcow2");
         let q = tmp.join("disk.qcow2");
         images::qcow2::convert_raw_to_qcow2(&disk_path, &q)?;
-        outputs.insert("disk.qcow2".to_string(), hexd(&hash_file(&q)?));
+        outputs.insert(
+            "disk.qcow2".to_string(),
+            hexd(&components::cache::hash_file(&q)?.0),
+        );
     }
 
     st.start("manifest");
@@ -510,16 +510,12 @@ pub fn build(
             cmdline,
             sections,
         },
-        esp: manifest::EspInfo {
-            sha256: hexd(&esp_digest),
-            size: esp_size,
-            files: esp_files,
-        },
+        esp: disk.esp,
         disk: manifest::DiskInfo {
-            sha256: hexd(&disk_digest),
+            sha256: hexd(&disk.sha256),
             size: profile.image.size.0,
             guid: disk_guid(&layout),
-            partitions,
+            partitions: disk.partitions,
         },
         build_epoch: lock.source_date_epoch.0,
         pcrs: prediction.summary(),
@@ -535,12 +531,56 @@ pub fn build(
     st.start("commit");
     replace_dir(&tmp, &opts.out)?;
     guard.disarm();
+    // The lock records what was built: written only now, once the image is
+    // in place.
+    if resolved.update.is_some() {
+        resolved
+            .lock
+            .save(&resolved.path)
+            .map_err(|e| BuildError::LockUnreadable {
+                lock: resolved.path.clone(),
+                message: format!(
+                    "the image is in {}, but its lock could not be written: {e}",
+                    opts.out.display()
+                ),
+            })?;
+    }
     st.finish();
     Ok(BuildOutput {
         out: opts.out.clone(),
         manifest,
+        lock: resolved.path.clone(),
+        lock_written: resolved.update.clone(),
         durations: st.durations,
     })
+}
+
+/// An ESP that cannot hold the UKIs of this build, as a located profile error.
+fn esp_too_small(
+    e: BuildError,
+    profile: &Profile,
+    uki_len: u64,
+    layout: &ApplianceLayout,
+) -> BuildError {
+    let BuildError::Image(images::Error::FatDoesNotFit { suggested_size, .. }) = e else {
+        return e;
+    };
+    let copies = 1 + usize::from(layout.uki_a.is_some()) + usize::from(layout.uki_b.is_some());
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let location = profiles::find_in_sources(profile, "esp_size")
+        .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
+        .unwrap_or_default();
+    BuildError::EspTooSmall {
+        location,
+        message: format!(
+            "{} MiB cannot hold this image's boot files: the UKI ({:.1} MiB) is stored {} (the firmware's default boot path{}); give at least esp_size = \"{}MiB\"",
+            mib(profile.image.esp_size.0),
+            uki_len as f64 / f64::from(1u32 << 20),
+            if copies == 3 { "three times" } else { "twice" },
+            if copies == 3 { " and slots A and B" } else { " and slot A" },
+            mib(suggested_size),
+        ),
+    }
 }
 
 fn disk_guid(l: &ApplianceLayout) -> String {
@@ -594,20 +634,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     f.sync_all().map_err(BuildError::io("writing", path))
 }
 
-fn hash_file(path: &Path) -> Result<[u8; 32], BuildError> {
-    Ok(components::cache::hash_file(path)?.0)
-}
-
-fn hash_range(path: &Path, offset: u64, len: u64) -> Result<[u8; 32], BuildError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(BuildError::io("reading", path))?;
-    f.seek(SeekFrom::Start(offset))
-        .map_err(BuildError::io("reading", path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f.take(len), &mut h).map_err(BuildError::io("reading", path))?;
-    Ok(h.finalize().into())
-}
-
 /// SHA-256 over the SHA-256 of each source file of the profile, in order
 /// (the profile first, then its bases): independent of where the files are.
 fn profile_digest(p: &Profile) -> Result<[u8; 32], BuildError> {
@@ -617,34 +643,6 @@ fn profile_digest(p: &Profile) -> Result<[u8; 32], BuildError> {
         h.update(sha256(&bytes));
     }
     Ok(h.finalize().into())
-}
-
-fn check_lock(
-    lock: &Lock,
-    want: &LockRequest,
-    lock_path: &Path,
-    profile: &Path,
-) -> Result<(), BuildError> {
-    for (name, roots) in &want.groups {
-        let mismatch = |what: String| BuildError::LockMismatch {
-            lock: lock_path.to_path_buf(),
-            profile: profile.to_path_buf(),
-            what,
-        };
-        let g = lock
-            .group(name)
-            .ok_or_else(|| mismatch(format!("group `{name}` is missing")))?;
-        let mut a = g.roots.clone();
-        let mut b = roots.clone();
-        a.sort();
-        b.sort();
-        if a != b {
-            return Err(mismatch(format!(
-                "group `{name}` locks {a:?} but the profile asks for {b:?}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// A gateway binary (all are required), checked to be static.
@@ -671,180 +669,7 @@ fn read_static_binary(path: &Path) -> Result<Vec<u8>, BuildError> {
     Ok(bytes)
 }
 
-struct KernelPart {
-    cpio: PathBuf,
-    vmlinuz: PathBuf,
-    version: String,
-    /// Module paths inside the initramfs, load order.
-    modules: Vec<String>,
-}
-
-/// Kernel image and the profile's modules (with dependencies) as a cached
-/// cpio segment, keyed by the kernel package digest and the driver list.
-fn kernel_part(
-    parts: &Path,
-    deb: &Path,
-    deb_sha: &str,
-    profile: &Profile,
-    st: &mut Stages<'_>,
-) -> Result<KernelPart, BuildError> {
-    let mut h = Sha256::new();
-    h.update(PARTS_VERSION);
-    h.update("kernel");
-    h.update(deb_sha);
-    for d in &profile.kernel.drivers {
-        h.update([0]);
-        h.update(d);
-    }
-    let key = hex::encode(h.finalize());
-    let cpio = parts.join(format!("kernel-{key}.cpio"));
-    let vmlinuz = parts.join(format!("kernel-{key}.vmlinuz"));
-    let meta = parts.join(format!("kernel-{key}.meta"));
-    if cpio.exists() && vmlinuz.exists() && meta.exists() {
-        let text = std::fs::read_to_string(&meta).map_err(BuildError::io("reading", &meta))?;
-        let mut lines = text.lines();
-        if let Some(version) = lines.next() {
-            (st.progress)(Progress::Reused(format!("kernel {version}")));
-            return Ok(KernelPart {
-                cpio,
-                vmlinuz,
-                version: version.to_string(),
-                modules: lines.map(str::to_string).collect(),
-            });
-        }
-    }
-    let bytes = std::fs::read(deb).map_err(BuildError::io("reading", deb))?;
-    let deb = Deb::parse(&bytes)?;
-    let tree = KernelTree::from_deb(&deb)?;
-    let drivers: Vec<&str> = profile.kernel.drivers.iter().map(String::as_str).collect();
-    let res = match tree.resolve(&drivers) {
-        Ok(r) => r,
-        Err(components::Error::UnknownDriver {
-            name,
-            kver,
-            suggestions,
-        }) => {
-            let location = profiles::find_in_sources(profile, &format!("\"{name}\""))
-                .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
-                .unwrap_or_default();
-            let hint = if suggestions.is_empty() {
-                String::new()
-            } else {
-                format!(" (did you mean {}?)", suggestions.join(", "))
-            };
-            return Err(BuildError::Driver {
-                location,
-                message: format!("driver `{name}` is not in kernel {kver}: no module or built-in of that name{hint}"),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let files = tree.module_files_from_deb(&deb, &res)?;
-    let mut c = CpioBuilder::new(Epoch(0))?;
-    let mut modules = Vec::new();
-    for f in &files {
-        c.add_file(&f.path, 0o644, f.data.clone())?;
-        modules.push(format!("/{}", f.path.trim_start_matches('/')));
-    }
-    write_atomic(&cpio, &c.to_vec()?)?;
-    write_atomic(&vmlinuz, tree.image())?;
-    let mut m = format!("{}\n", tree.version());
-    for p in &modules {
-        m.push_str(p);
-        m.push('\n');
-    }
-    write_atomic(&meta, m.as_bytes())?;
-    Ok(KernelPart {
-        cpio,
-        vmlinuz,
-        version: tree.version().to_string(),
-        modules,
-    })
-}
-
-/// Paths of a package that a gateway never uses: documentation, manual
-/// pages, translations, bug-reporting and lintian hooks.
-fn pruned(path: &str) -> bool {
-    const PRUNE: &[&str] = &[
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/info",
-        "usr/share/locale",
-        "usr/share/lintian",
-        "usr/share/bug",
-    ];
-    PRUNE
-        .iter()
-        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
-}
-
-/// A personality's root filesystem (every package of its closure, under
-/// `personalities/<side>/`, without [`pruned`] paths) as a cached cpio segment.
-fn rootfs_part(
-    parts: &Path,
-    side: &str,
-    pkgs: &[(String, PathBuf, String)],
-    epoch: Epoch,
-    st: &mut Stages<'_>,
-) -> Result<PathBuf, BuildError> {
-    let mut h = Sha256::new();
-    h.update(PARTS_VERSION);
-    h.update("rootfs");
-    h.update(side);
-    h.update(epoch.0.to_le_bytes());
-    for (name, _, sha) in pkgs {
-        h.update([0]);
-        h.update(name);
-        h.update(sha);
-    }
-    let key = hex::encode(h.finalize());
-    let path = parts.join(format!("rootfs-{side}-{key}.cpio"));
-    if path.exists() {
-        (st.progress)(Progress::Reused(format!("{side} root filesystem")));
-        return Ok(path);
-    }
-    // Later packages win on a path conflict; the order is the lock's (sorted), so deterministic.
-    let mut tree: BTreeMap<String, (u32, EntryKind)> = BTreeMap::new();
-    for (_, deb_path, _) in pkgs {
-        let bytes = std::fs::read(deb_path).map_err(BuildError::io("reading", deb_path))?;
-        let deb = Deb::parse(&bytes)?;
-        for e in deb.data_entries_where(|p| !pruned(p.trim_start_matches("./")))? {
-            let mode = match &e.kind {
-                EntryKind::File { mode, .. } | EntryKind::Dir { mode } => *mode,
-                _ => 0o777,
-            };
-            tree.insert(e.path.trim_end_matches('/').to_string(), (mode, e.kind));
-        }
-    }
-    let mut c = CpioBuilder::new(epoch)?;
-    let prefix = format!("personalities/{side}");
-    for (p, (mode, kind)) in &tree {
-        if p.is_empty() || p == "." {
-            continue;
-        }
-        let full = format!("{prefix}/{p}");
-        let perm = mode & 0o7777;
-        match kind {
-            EntryKind::Dir { .. } => c.add_dir(&full, perm)?,
-            EntryKind::File { data, .. } => c.add_file(&full, perm, data.clone())?,
-            EntryKind::Symlink { target } => c.add_symlink(&full, target)?,
-            EntryKind::Hardlink { target } => match tree.get(target.trim_end_matches('/')) {
-                Some((m, EntryKind::File { data, .. })) => {
-                    c.add_file(&full, m & 0o7777, data.clone())?
-                }
-                _ => {
-                    return Err(BuildError::Binary(format!(
-                        "{side} root filesystem: hard link {p} -> {target} has no regular target"
-                    )))
-                }
-            },
-        }
-    }
-    write_atomic(&path, &c.to_vec()?)?;
-    Ok(path)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     write_file(&tmp, bytes)?;
     std::fs::rename(&tmp, path).map_err(BuildError::io("renaming into place", path))
@@ -1054,34 +879,6 @@ fn service_plan(st: &str, s: &profiles::Service) -> Result<gateway::plan::Servic
         caps,
         argv: s.command.clone(),
     })
-}
-
-/// What a personality's packages put in its root (paths relative to the
-/// root, without a leading `/`), and whether each is a directory.
-#[derive(Debug, Default, Clone)]
-struct Shipped(BTreeMap<String, bool>);
-
-impl Shipped {
-    /// The paths below `personalities/<side>/` in a root filesystem segment.
-    fn from_segment(side: Side, cpio: &[u8]) -> Result<Self, BuildError> {
-        let prefix = format!("personalities/{}/", side.name());
-        let mut paths = BTreeMap::new();
-        for r in images::cpio::parse_newc(cpio)? {
-            if let Some(p) = r.path().strip_prefix(&prefix) {
-                paths.insert(p.to_string(), r.is_dir());
-            }
-        }
-        Ok(Shipped(paths))
-    }
-
-    fn has(&self, path: &str) -> bool {
-        self.0.contains_key(path)
-    }
-
-    /// Some(true) for a directory, Some(false) for anything else, None if absent.
-    fn is_dir(&self, path: &str) -> Option<bool> {
-        self.0.get(path).copied()
-    }
 }
 
 /// An entry the builder adds to a personality's root.

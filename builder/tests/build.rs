@@ -56,6 +56,8 @@ fn opts(profile: &Path, out: &Path) -> BuildOptions {
         qcow2: Some(false),
         cache_dir: cache(),
         bin_dir: bin_dir(),
+        compression: None,
+        lock: builder::LockPolicy::default(),
         signing_key: None,
         secure_boot: None,
     }
@@ -317,14 +319,39 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
     assert!(vm.lines().iter().any(|l| l.contains("appliance: poweroff")));
 }
 
+fn locked(mut o: BuildOptions) -> BuildOptions {
+    o.lock.locked = true;
+    o
+}
+
 #[test]
-fn missing_lock_is_refused_with_the_command_to_run() {
+fn missing_lock_is_refused_with_locked_and_created_without() {
     let dir = tempfile::tempdir().unwrap();
     let profile = testbed::lab::copy_lab_profile(&root(), dir.path()).unwrap();
-    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    let out = dir.path().join("out");
+    let err = build(&locked(opts(&profile, &out)), &mut |_| {}).unwrap_err();
     assert!(matches!(err, BuildError::MissingLock { .. }), "{err}");
-    assert!(err.to_string().contains("appliance lock"), "{err}");
-    assert!(!dir.path().join("out").exists());
+    assert!(err.to_string().contains("without --locked"), "{err}");
+    assert!(!out.exists());
+    assert!(!profile.with_extension("lock").exists());
+    // A plain build creates the lock, and it pins exactly what was built.
+    let mut events = Vec::new();
+    let built = build(&opts(&profile, &out), &mut |p| {
+        if let builder::Progress::LockMoves { created, .. } = p {
+            events.push(created);
+        }
+    })
+    .unwrap();
+    assert_eq!(events, [true]);
+    assert_eq!(built.lock_written.as_deref(), Some(&[][..]));
+    let lock = components::Lock::load(&profile.with_extension("lock")).unwrap();
+    assert_eq!(lock.digest().to_hex(), built.manifest.lock.sha256);
+    // Unchanged archive: the next build keeps the lock byte for byte.
+    let text = std::fs::read(profile.with_extension("lock")).unwrap();
+    let again = build(&opts(&profile, &out), &mut |_| {}).unwrap();
+    assert!(again.lock_written.is_none());
+    assert_eq!(std::fs::read(profile.with_extension("lock")).unwrap(), text);
+    assert_eq!(again.manifest, built.manifest);
 }
 
 /// A copy of the fixture whose lock or profile a test edits.
@@ -345,50 +372,130 @@ fn edited_copy(
     (dir, profile)
 }
 
-#[test]
-fn stale_lock_names_the_package_and_the_fix() {
-    let (dir, profile) = edited_copy(
-        |lock| {
-            // Point busybox-static at a version the archive does not have.
-            let start = lock
-                .find("name = \"busybox-static\"")
-                .expect("busybox-static locked");
-            let vstart = start + lock[start..].find("version = \"").unwrap() + "version = \"".len();
-            let vend = vstart + lock[vstart..].find('"').unwrap();
-            format!("{}9.9.9-1{}", &lock[..vstart], &lock[vend..])
-        },
-        |p| p,
-    );
-    // A package already in the cache is verified by its SHA-256 alone; the
-    // archive is asked only for what must be downloaded. So use an empty
-    // package cache (sharing the private apt state).
-    let fresh = dir.path().join("cache");
+/// The fixture's lock with busybox-static pinned at a version the archive
+/// does not have.
+fn stale(lock: String) -> String {
+    let start = lock
+        .find("name = \"busybox-static\"")
+        .expect("busybox-static locked");
+    let vstart = start + lock[start..].find("version = \"").unwrap() + "version = \"".len();
+    let vend = vstart + lock[vstart..].find('"').unwrap();
+    format!("{}9.9.9-1{}", &lock[..vstart], &lock[vend..])
+}
+
+/// An empty package store (a package already in the store is verified by its
+/// SHA-256 alone; the archive is asked only for what must be downloaded),
+/// sharing the private apt state.
+fn empty_package_store(dir: &Path) -> PathBuf {
+    let fresh = dir.join("cache");
     std::fs::create_dir_all(fresh.join("debs")).unwrap();
     std::os::unix::fs::symlink(cache().join("apt"), fresh.join("apt")).unwrap();
-    let mut o = opts(&profile, &dir.path().join("out"));
-    o.cache_dir = fresh;
-    let err = build(&o, &mut |_| {}).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("busybox-static") && msg.contains("9.9.9-1") && msg.contains("appliance lock"),
-        "{msg}"
-    );
+    std::os::unix::fs::symlink(cache().join("parts"), fresh.join("parts")).unwrap();
+    fresh
 }
 
 #[test]
-fn lock_that_does_not_match_the_profile_is_refused() {
+fn stale_lock_with_locked_names_the_packages_and_both_ways_forward() {
+    let (dir, profile) = edited_copy(stale, |p| p);
+    let before = std::fs::read(profile.with_extension("lock")).unwrap();
+    let mut o = locked(opts(&profile, &dir.path().join("out")));
+    o.cache_dir = empty_package_store(dir.path());
+    let err = build(&o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, BuildError::LockedVersionsGone { .. }),
+        "{msg}"
+    );
+    for needle in [
+        "busybox-static 9.9.9-1",
+        "gw-a.lock",
+        "without --locked",
+        "--snapshot https://snapshot.debian.org/archive/debian/",
+        "--snapshot https://snapshot.debian.org/archive/debian-security/",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing: {msg}");
+    }
+    assert_eq!(msg.matches("9.9.9-1").count(), 1, "{msg}");
+    assert_eq!(
+        std::fs::read(profile.with_extension("lock")).unwrap(),
+        before
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn stale_lock_moves_forward_visibly_in_a_plain_build() {
+    let (dir, profile) = edited_copy(stale, |p| p);
+    let real = fixture_lock()
+        .package("busybox-static")
+        .unwrap()
+        .version
+        .to_string();
+    let mut changes = Vec::new();
+    let built = build(&opts(&profile, &dir.path().join("out")), &mut |p| {
+        if let builder::Progress::LockMoves { changes: c, .. } = p {
+            changes.extend(c);
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!("busybox-static 9.9.9-1 → {real}")]
+    );
+    let lock = components::Lock::load(&profile.with_extension("lock")).unwrap();
+    assert_eq!(
+        lock.package("busybox-static").unwrap().version.to_string(),
+        real
+    );
+    assert_eq!(lock.digest().to_hex(), built.manifest.lock.sha256);
+    assert_eq!(lock, fixture_lock());
+}
+
+fn fixture_lock() -> components::Lock {
+    components::Lock::load(&fixture().profile.with_extension("lock")).unwrap()
+}
+
+#[test]
+fn lock_that_does_not_match_the_profile_is_refused_with_locked_and_moved_without() {
     let (dir, profile) = edited_copy(
         |l| l,
         |p| {
             p.replace(
                 "[personalities.red]\n",
-                "[personalities.red]\npackages = [\"busybox-static\", \"nftables\"]\n",
+                "[personalities.red]\npackages = [\"busybox-static\", \"iproute2\", \"dnsmasq-base\", \"nftables\"]\n",
             )
         },
     );
-    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    let err = build(
+        &locked(opts(&profile, &dir.path().join("out"))),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, BuildError::LockMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("appliance lock"), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nftables") && msg.contains("without --locked"),
+        "{msg}"
+    );
+    let mut changes = Vec::new();
+    build(&opts(&profile, &dir.path().join("out")), &mut |p| {
+        if let builder::Progress::LockMoves { changes: c, .. } = p {
+            changes.extend(c);
+        }
+    })
+    .unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.name == "nftables" && c.old.is_none() && c.new.is_some()),
+        "{changes:?}"
+    );
+    let lock = components::Lock::load(&profile.with_extension("lock")).unwrap();
+    assert!(lock
+        .group("red")
+        .unwrap()
+        .roots
+        .contains(&"nftables".to_string()));
 }
 
 #[test]
@@ -420,7 +527,38 @@ fn failed_build_leaves_previous_output_intact() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("marker"), b"previous output").unwrap();
     let err = build(&opts(&profile, &out), &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("make the ESP at least"), "{err}");
+    let msg = err.to_string();
+    assert!(matches!(err, BuildError::EspTooSmall { .. }), "{msg}");
+    // Located at the profile's esp_size, with the size this image needs.
+    let line = std::fs::read_to_string(&profile)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("esp_size = \"34MiB\""))
+        .unwrap()
+        + 1;
+    assert!(msg.contains(&format!("gw-a.toml:{line}:")), "{msg}");
+    assert!(
+        msg.contains("image.esp_size: 34 MiB") && msg.contains("three times"),
+        "{msg}"
+    );
+    let needed: u64 = msg
+        .split("esp_size = \"")
+        .nth(1)
+        .and_then(|r| r.split("MiB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {msg}"));
+    assert!(needed * (1 << 20) >= 3 * a.manifest.uki.size, "{msg}");
+    // The size it names is enough.
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace(
+            "esp_size = \"34MiB\"",
+            &format!("esp_size = \"{needed}MiB\""),
+        ),
+    )
+    .unwrap();
+    build(&opts(&profile, &dir.path().join("fits")), &mut |_| {}).expect("the named ESP size fits");
     assert_eq!(
         std::fs::read(out.join("marker")).unwrap(),
         b"previous output"
@@ -498,6 +636,8 @@ fn forbidden_capability_fails_the_build_naming_the_field() {
         qcow2: Some(false),
         cache_dir: dir.path().join("cache"),
         bin_dir: dir.path().join("no-bins"),
+        compression: None,
+        lock: builder::LockPolicy::default(),
         signing_key: None,
         secure_boot: None,
     };
@@ -511,31 +651,26 @@ fn forbidden_capability_fails_the_build_naming_the_field() {
     assert!(!dir.path().join("out").exists());
 }
 
-/// Every entry of a concatenation of newc archives (the initramfs), as the
-/// kernel unpacks it: a later entry replaces an earlier one of the same path.
-fn initramfs_entries(mut b: &[u8]) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
-    let mut out = std::collections::BTreeMap::new();
-    let field = |h: &[u8], i: usize| {
-        u32::from_str_radix(std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap()
-    };
-    let pad = |n: usize| (n + 3) & !3;
-    loop {
-        while b.first() == Some(&0) {
-            b = &b[1..];
-        }
-        if b.is_empty() {
-            return out;
-        }
-        assert_eq!(&b[..6], b"070701", "newc header expected");
-        let (mode, size, namesize) = (field(b, 1), field(b, 6) as usize, field(b, 11) as usize);
-        let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap();
-        let data_at = pad(110 + namesize);
-        let data = b[data_at..data_at + size].to_vec();
-        b = &b[pad(data_at + size).min(b.len())..];
-        if name != "TRAILER!!!" {
-            out.insert(name, (mode, data));
+/// Every entry of the initramfs (compressed newc segments), as the kernel
+/// unpacks it: a later entry replaces an earlier one of the same path.
+/// Values: (mode, nlink, data).
+fn initramfs_entries(initrd: &[u8]) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    initramfs_records(initrd)
+        .into_iter()
+        .map(|(name, mode, _, data)| (name, (mode, data)))
+        .collect()
+}
+
+/// Every record of every segment, in order: (path, mode, nlink, data).
+fn initramfs_records(initrd: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
+    let segs = images::initramfs::segments(initrd).expect("the kernel can unpack the initramfs");
+    let mut out = Vec::new();
+    for seg in &segs {
+        for r in images::cpio::parse_newc(&seg.archive).unwrap() {
+            out.push((r.path(), r.mode, r.nlink, r.data.to_vec()));
         }
     }
+    out
 }
 
 #[test]
@@ -546,6 +681,15 @@ fn initramfs_holds_the_viaduct_the_plan_and_each_personalitys_setup() {
     let pe = images::pe::PeFile::parse(&uki).unwrap();
     let initrd = pe.memory_data(pe.section(".initrd").unwrap());
     let e = initramfs_entries(&initrd);
+    // Every segment is compressed as the builder says.
+    for seg in images::initramfs::segments(&initrd).unwrap() {
+        assert_eq!(
+            std::mem::discriminant(&seg.compression),
+            std::mem::discriminant(&builder::COMPRESSION),
+            "segment at {}",
+            seg.offset
+        );
+    }
     let file = |p: &str| -> (u32, String) {
         let (mode, data) = e
             .get(p)
@@ -594,6 +738,70 @@ fn initramfs_holds_the_viaduct_the_plan_and_each_personalitys_setup() {
     assert!(file("personalities/red/etc/dnsmasq.conf")
         .1
         .contains("\nuser=nobody\n"));
+}
+
+/// The personalities' common files are stored once in the compressed image
+/// but are separate files (separate inodes) when unpacked: a shared inode
+/// would let red and black signal each other through file locks or inotify.
+#[test]
+fn personalities_share_no_inode_and_identical_files_are_stored_once() {
+    let (_, a, _) = built();
+    let uki = std::fs::read(a.out.join("uki.efi")).unwrap();
+    let pe = images::pe::PeFile::parse(&uki).unwrap();
+    let initrd = pe.memory_data(pe.section(".initrd").unwrap());
+    let records = initramfs_records(&initrd);
+    for (path, mode, nlink, _) in &records {
+        if mode & 0o170000 != 0o040000 {
+            assert_eq!(*nlink, 1, "{path} has {nlink} links");
+        }
+    }
+    // libc is in both roots, byte for byte, as two entries.
+    let libc = |side: &str| {
+        records
+            .iter()
+            .filter(|(p, ..)| {
+                p.starts_with(&format!("personalities/{side}/")) && p.ends_with("/libc.so.6")
+            })
+            .map(|(.., d)| d.clone())
+            .next()
+            .unwrap_or_else(|| panic!("no libc.so.6 in {side}"))
+    };
+    assert!(libc("red").len() > 1_000_000);
+    assert_eq!(libc("red"), libc("black"));
+    // Stored once: the personalities' segment costs about what red's files
+    // alone cost. Compressed executables and libraries keep about a third of
+    // their size; with black's copies stored again the segment would be
+    // larger than 40 % of the bytes that are not copies.
+    let segs = images::initramfs::segments(&initrd).unwrap();
+    let seg = segs
+        .iter()
+        .max_by_key(|s| s.archive.len())
+        .expect("segments");
+    let common: u64 = records
+        .iter()
+        .filter_map(|(p, ..)| p.strip_prefix("personalities/black/"))
+        .filter_map(|rel| {
+            let red = records
+                .iter()
+                .find(|(q, ..)| q == &format!("personalities/red/{rel}"))?;
+            let black = records
+                .iter()
+                .find(|(q, ..)| q == &format!("personalities/black/{rel}"))?;
+            (red.3 == black.3).then_some(black.3.len() as u64)
+        })
+        .sum();
+    let unique = seg.archive.len() as u64 - common;
+    eprintln!(
+        "personalities segment: {} bytes unpacked, {common} of them copies, {} stored",
+        seg.archive.len(),
+        seg.stored_len
+    );
+    assert!(common > 10_000_000, "black shares {common} bytes with red");
+    assert!(
+        seg.stored_len * 10 < unique * 4,
+        "the {common} bytes of copies seem stored twice: {} stored for {unique} unique bytes",
+        seg.stored_len
+    );
 }
 
 /// QEMU boots in this file run one at a time (2 cores, TCG).

@@ -389,6 +389,8 @@ impl Lab {
                 qcow2: Some(false),
                 cache_dir: self.opts.cache_dir.clone(),
                 bin_dir: self.opts.bin_dir.clone(),
+                compression: None,
+                lock: builder::LockPolicy::default(),
                 signing_key: None,
                 secure_boot: None,
             };
@@ -397,6 +399,8 @@ impl Lab {
                 profile: g.profile.display().to_string(),
                 message: e.to_string(),
             })?;
+            // The build may have moved the lock forward: fingerprint what was built.
+            let fp = self.inputs_fingerprint(g)?;
             let tmp = stamp.with_extension("inputs.tmp");
             std::fs::write(&tmp, &fp)
                 .and_then(|_| std::fs::rename(&tmp, &stamp))

@@ -1,0 +1,175 @@
+//! The disk stage: the ESP (FAT32, A/B UKIs) and the GPT disk around it,
+//! written once, and the digests the manifest records.
+//!
+//! The ESP is assembled in memory and written straight into the disk image
+//! at its partition (only clusters holding data are written: the image is
+//! sparse). The digests are then taken from the written file in two threads,
+//! one over the whole disk and one over each partition, reading holes as
+//! zeros without reading them from the disk.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use images::ab::{ApplianceLayout, Slot, DEFAULT_BOOT_PATH};
+use images::{ByteLen, Content};
+use sha2::{Digest, Sha256};
+
+use crate::manifest;
+use crate::BuildError;
+
+/// What the disk stage wrote and measured.
+pub(crate) struct Disk {
+    /// SHA-256 of the whole disk image.
+    pub sha256: [u8; 32],
+    /// Each partition with its digest.
+    pub partitions: Vec<manifest::Partition>,
+    /// The ESP: digest, size and each file's digest.
+    pub esp: manifest::EspInfo,
+}
+
+/// Writes `layout` as a GPT disk of `size` bytes to `path`.
+pub(crate) fn write_disk(
+    layout: &ApplianceLayout,
+    size: ByteLen,
+    path: &Path,
+) -> Result<Disk, BuildError> {
+    let fat = layout.esp()?;
+    let esp: std::sync::Arc<[u8]> = fat.to_vec()?.into();
+    let mut gpt = layout.gpt(Content::Bytes(esp.clone()))?;
+    gpt.disk_size(size);
+    let disk = gpt.write_file(path)?;
+    drop(gpt);
+
+    let (whole, parts) = std::thread::scope(|s| {
+        let whole = s.spawn(|| hash_range(path, 0, disk.size.0));
+        let parts: Vec<_> = disk
+            .partitions
+            .iter()
+            .map(|p| hash_range(path, p.offset().0, p.size().0))
+            .collect();
+        (whole.join(), parts)
+    });
+    let sha256 =
+        whole.map_err(|_| BuildError::Binary("hashing the disk image failed".into()))??;
+    let mut partitions = Vec::new();
+    for (p, digest) in disk.partitions.iter().zip(parts) {
+        partitions.push(manifest::Partition {
+            number: p.number,
+            name: p.name.clone(),
+            type_guid: p.type_guid.to_string(),
+            guid: p.unique_guid.to_string(),
+            first_lba: p.first.0,
+            last_lba: p.last.0,
+            sha256: hex::encode(digest?),
+        });
+    }
+    // The ESP is the first partition, exactly its size.
+    let esp_digest = match (disk.partitions.first(), partitions.first()) {
+        (Some(p), Some(m)) if p.size().0 == esp.len() as u64 => m.sha256.clone(),
+        _ => hex::encode(Sha256::digest(&esp[..])),
+    };
+    let mut files = BTreeMap::new();
+    let uki = |s: Slot| match s {
+        Slot::A => layout.uki_a.as_ref(),
+        Slot::B => layout.uki_b.as_ref(),
+    };
+    let mut put = |path: &str, c: Option<&Content>| -> Result<(), BuildError> {
+        if let Some(c) = c {
+            files.insert(path.to_string(), hex::encode(Sha256::digest(c.read_all()?)));
+        }
+        Ok(())
+    };
+    put(DEFAULT_BOOT_PATH, uki(layout.active))?;
+    put(Slot::A.uki_path(), uki(Slot::A))?;
+    put(Slot::B.uki_path(), uki(Slot::B))?;
+    Ok(Disk {
+        sha256,
+        partitions,
+        esp: manifest::EspInfo {
+            sha256: esp_digest,
+            size: esp.len() as u64,
+            files,
+        },
+    })
+}
+
+/// SHA-256 of `len` bytes of `path` from `offset`, the file's holes read as
+/// zeros without reading them.
+pub(crate) fn hash_range(path: &Path, offset: u64, len: u64) -> Result<[u8; 32], BuildError> {
+    let io = |e: std::io::Error| BuildError::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let end = offset + len;
+    let zeros = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h = Sha256::new();
+    let mut pos = offset;
+    let feed_zeros = |h: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let k = n.min(zeros.len() as u64) as usize;
+            h.update(&zeros[..k]);
+            n -= k as u64;
+        }
+    };
+    while pos < end {
+        // Where the next data starts (ENXIO: only a hole is left).
+        let data = match rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(d) => d.min(end),
+            Err(rustix::io::Errno::NXIO) => end,
+            Err(e) => return Err(io(e.into())),
+        };
+        feed_zeros(&mut h, data - pos);
+        pos = data;
+        if pos >= end {
+            break;
+        }
+        let hole = match rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(pos)) {
+            Ok(h) => h.min(end),
+            Err(e) => return Err(io(e.into())),
+        };
+        f.seek(SeekFrom::Start(pos)).map_err(io)?;
+        let mut left = hole - pos;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..k]).map_err(io)?;
+            h.update(&buf[..k]);
+            left -= k as u64;
+        }
+        pos = hole;
+    }
+    Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn sparse_hash_equals_plain_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.seek(SeekFrom::Start(3 << 20)).unwrap();
+        f.write_all(&[0xAB; 70_000]).unwrap();
+        f.seek(SeekFrom::Start((8 << 20) - 5)).unwrap();
+        f.write_all(b"tail!").unwrap();
+        drop(f);
+        let all = std::fs::read(&p).unwrap();
+        for (off, len) in [
+            (0u64, 8u64 << 20),
+            (1, 100),
+            (3 << 20, 70_000),
+            ((3 << 20) + 5, 1 << 20),
+            ((8 << 20) - 7, 7),
+        ] {
+            let want: [u8; 32] = Sha256::digest(&all[off as usize..(off + len) as usize]).into();
+            assert_eq!(hash_range(&p, off, len).unwrap(), want, "{off} {len}");
+        }
+    }
+}
