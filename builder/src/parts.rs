@@ -37,11 +37,12 @@ use sha2::{Digest, Sha256};
 use crate::pipeline::{write_atomic, Progress, Stages};
 use crate::BuildError;
 
-/// How every initramfs segment is compressed. zstd decompresses several
-/// times faster than xz, which matters when the gateway boots under
-/// emulation (see docs/design/image-size.md for the measurements).
+/// How every initramfs segment is compressed: zstd at level 12 with an
+/// 8 MiB window. Measured under emulation (docs/design/image-size.md), it
+/// boots as fast as level 19 and faster than xz, for a UKI 7 % larger than
+/// level 19's, and makes the parts three times faster.
 pub const COMPRESSION: Compression = Compression::Zstd {
-    level: 19,
+    level: 12,
     window_log: MAX_ZSTD_WINDOW_LOG,
 };
 

@@ -417,7 +417,7 @@ pub struct RawImage {
 /// validation enforces.
 fn esp_size_description() -> String {
     format!(
-        "EFI system partition size (e.g. `128MiB`), a whole number of MiB and at least {} (FAT32 needs 65525 clusters).",
+        "EFI system partition size (e.g. `128MiB`), a whole number of MiB and at least {} (FAT32 needs 65525 clusters). It holds the UKI three times with `slots = \"ab\"` (the firmware's default boot path, slots A and B), twice with `single`: about 64MiB for the shipped profiles; a build whose UKIs do not fit names the size it needs.",
         crate::validate::MIN_ESP
     )
 }
