@@ -103,7 +103,7 @@ pub enum BuildError {
         message: String,
     },
     /// With `--locked`: pinned versions the archive no longer has.
-    #[error("{lock} pins {}, which Debian's archive no longer has. Build without --locked to move the lock to the current versions, or rebuild this lock exactly by fetching the pinned versions from snapshot archives: --snapshot {}", .gone.join(", "), .snapshots.join(" --snapshot "))]
+    #[error("{lock} pins what Debian's archive no longer has: {}. Build without --locked to move the lock to the current versions, or rebuild this lock exactly by fetching the pinned versions from snapshot archives: --snapshot {}", .gone.join(", "), .snapshots.join(" --snapshot "))]
     LockedVersionsGone {
         /// Lock path.
         lock: PathBuf,
