@@ -297,15 +297,20 @@ Acquire::Retries \"3\";\n",
         )
     }
 
+    /// Whether [`AptContext::refresh`] with `policy` would run `apt-get update`.
+    pub fn needs_refresh(&self, policy: Refresh) -> bool {
+        match policy {
+            Refresh::Always => true,
+            Refresh::Never => false,
+            Refresh::IfOlderThan(max) => self.indices_age().is_none_or(|age| age >= max),
+        }
+    }
+
     /// Refreshes the indices as `policy` says; returns whether it ran
     /// `apt-get update`. With [`Refresh::Never`] and no indices at all, fails
     /// with [`Error::NoIndices`].
     pub fn refresh(&self, policy: Refresh) -> Result<bool, Error> {
-        let needed = match policy {
-            Refresh::Always => true,
-            Refresh::Never => false,
-            Refresh::IfOlderThan(max) => self.indices_age().is_none_or(|age| age >= max),
-        };
+        let needed = self.needs_refresh(policy);
         if needed {
             self.update()?;
         } else if !self.has_indices() {
