@@ -156,11 +156,7 @@ pub fn build(
     st.start("lock");
     let apt = AptContext::new(&opts.cache_dir.join("apt"))?;
     let cache = Cache::new(&opts.cache_dir.join("debs"))?;
-    if !opts.lock.is_locked()
-        && apt
-            .indices_age()
-            .is_none_or(|a| a >= components::MAX_INDEX_AGE)
-    {
+    if !opts.lock.is_locked() && apt.needs_refresh(opts.lock.refresh) {
         (st.progress)(Progress::Refreshing);
     }
     let mut resolved = locking::resolve(&opts.profile, &profile, &opts.lock, &apt)?;
