@@ -174,4 +174,16 @@ pub enum BlobError {
         /// local / remote.
         side: &'static str,
     },
+    /// Two manually keyed SAs share a cipher key.
+    #[error("tunnel {tunnel:?}: the {direction} SA's key is also the {other_direction} SA's key of tunnel {other_tunnel:?}; every SA needs its own key (one key twice repeats AEAD nonces)")]
+    KeyReuse {
+        /// The tunnel of the second SA found.
+        tunnel: String,
+        /// Its direction: "inbound" / "outbound".
+        direction: &'static str,
+        /// The tunnel of the first SA with that key (may be the same tunnel).
+        other_tunnel: String,
+        /// Its direction.
+        other_direction: &'static str,
+    },
 }

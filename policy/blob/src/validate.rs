@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use subtle::ConstantTimeEq;
+
 use crate::error::BlobError;
 use crate::model::*;
 
@@ -113,10 +115,62 @@ fn check_sa(
     Ok(())
 }
 
+/// One manually keyed SA's cipher key, borrowed from the policy (no copy).
+struct KeyRef<'a> {
+    tunnel: &'a str,
+    direction: &'static str,
+    /// The cipher key without the salt: two SAs that share it share the key
+    /// whatever their salts.
+    key: &'a [u8],
+}
+
+/// Every manually keyed SA has its own cipher key: not the same for both
+/// directions of a tunnel, not shared between tunnels. With one key twice,
+/// two senders whose sequence numbers both start at 1 would seal different
+/// packets under the same (key, nonce) whenever their salts are equal too,
+/// and AES-GCM and ChaCha20-Poly1305 lose both confidentiality and
+/// integrity on a repeated nonce; with different salts the key is still
+/// used beyond its one SA. Keys are compared in constant time, in place
+/// (no copy is made); keys of different lengths cannot be equal. Run after
+/// the key lengths are checked.
+fn check_key_reuse(tunnels: &[Tunnel]) -> Result<(), BlobError> {
+    let keys: Vec<KeyRef<'_>> = tunnels
+        .iter()
+        .filter_map(|t| Some((t, t.manual.as_ref()?)))
+        .flat_map(|(t, m)| {
+            [("outbound", &m.outbound), ("inbound", &m.inbound)]
+                .into_iter()
+                .map(move |(direction, sa)| KeyRef {
+                    tunnel: &t.name,
+                    direction,
+                    key: sa
+                        .key
+                        .expose()
+                        .get(..t.aead.key_len())
+                        .unwrap_or(sa.key.expose()),
+                })
+        })
+        .collect();
+    for (i, a) in keys.iter().enumerate() {
+        for b in &keys[i + 1..] {
+            if a.key.len() == b.key.len() && bool::from(a.key.ct_eq(b.key)) {
+                return Err(BlobError::KeyReuse {
+                    tunnel: b.tunnel.to_owned(),
+                    direction: b.direction,
+                    other_tunnel: a.tunnel.to_owned(),
+                    other_direction: a.direction,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Policy {
     /// Checks internal consistency: unique tunnel ids and names, SPD entries
     /// reference existing tunnels, inbound SPIs unique and not reserved, key
-    /// lengths match the AEAD, prefixes canonical, port ranges non-empty,
+    /// lengths match the AEAD, no cipher key used by two SAs (both
+    /// directions of a tunnel, or two tunnels), prefixes canonical, port ranges non-empty,
     /// tunnel addresses of one family with the local one among `local`,
     /// soft lifetimes not beyond hard ones, replay windows in range.
     pub fn validate(&self) -> Result<(), BlobError> {
@@ -174,6 +228,7 @@ impl Policy {
                 check_sa(t, &m.inbound, "inbound", &mut inbound_spis)?;
             }
         }
+        check_key_reuse(&self.tunnels)?;
         let mut names = HashSet::new();
         for e in &self.spd {
             check_str("SPD entry name", &e.name)?;

@@ -366,3 +366,97 @@ proptest! {
         prop_assert_eq!(q.encode(), blob);
     }
 }
+
+/// A second tunnel to another peer with its own SPIs and keys (seeds 3, 4).
+fn with_second_tunnel(mut p: Policy) -> Policy {
+    let mut t2 = p.tunnels[0].clone();
+    t2.id = TunnelId(8);
+    t2.name = "to-c".into();
+    t2.remote = v4(198, 51, 100, 3);
+    let m = t2.manual.as_mut().unwrap();
+    m.outbound = ManualSa {
+        spi: Spi(0x3000),
+        key: KeyMaterial::new(vec![3; 36]),
+    };
+    m.inbound = ManualSa {
+        spi: Spi(0x4000),
+        key: KeyMaterial::new(vec![4; 36]),
+    };
+    p.tunnels.push(t2);
+    p
+}
+
+#[test]
+fn same_key_for_both_directions_is_refused() {
+    let mut p = sample();
+    let m = p.tunnels[0].manual.as_mut().unwrap();
+    m.inbound.key = m.outbound.key.clone();
+    let e = p
+        .validate()
+        .expect_err("one key for both directions accepted");
+    assert!(
+        matches!(
+            &e,
+            BlobError::KeyReuse { tunnel, direction: "inbound", other_tunnel, other_direction: "outbound" }
+                if tunnel == "to-b" && other_tunnel == "to-b"
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("to-b") && msg.contains("key"), "{msg}");
+    // Neither key bytes nor their hex appear in the message.
+    assert!(!msg.contains("0101"), "{msg}");
+    assert!(Policy::decode(&p.encode()).is_err(), "decode accepts it");
+}
+
+#[test]
+fn same_cipher_key_with_another_salt_is_refused() {
+    // Key || salt differ only in the salt: the cipher key is still shared.
+    let mut p = sample();
+    let m = p.tunnels[0].manual.as_mut().unwrap();
+    let mut other = m.outbound.key.expose().to_vec();
+    let n = other.len();
+    other[n - 1] ^= 0xff;
+    m.inbound.key = KeyMaterial::new(other);
+    assert!(
+        matches!(p.validate(), Err(BlobError::KeyReuse { .. })),
+        "same key, other salt accepted"
+    );
+}
+
+#[test]
+fn key_reused_across_tunnels_is_refused() {
+    // Each direction of each pair: tunnel 2's outbound or inbound key equal
+    // to tunnel 1's outbound or inbound key.
+    for (mine_out, theirs_out) in [(true, true), (true, false), (false, true), (false, false)] {
+        let mut p = with_second_tunnel(sample());
+        p.validate().unwrap();
+        let (a, b) = p.tunnels.split_at_mut(1);
+        let m1 = a[0].manual.as_ref().unwrap();
+        let src = if theirs_out {
+            &m1.outbound.key
+        } else {
+            &m1.inbound.key
+        };
+        let m2 = b[0].manual.as_mut().unwrap();
+        let dst = if mine_out {
+            &mut m2.outbound.key
+        } else {
+            &mut m2.inbound.key
+        };
+        *dst = src.clone();
+        let e = p
+            .validate()
+            .expect_err("key shared between tunnels accepted");
+        assert!(matches!(e, BlobError::KeyReuse { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("to-b") && msg.contains("to-c"), "{msg}");
+    }
+}
+
+#[test]
+fn distinct_keys_of_two_tunnels_are_accepted() {
+    let p = with_second_tunnel(sample());
+    p.validate().unwrap();
+    assert_eq!(Policy::decode(&p.encode()).unwrap(), p);
+}

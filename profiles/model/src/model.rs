@@ -276,7 +276,8 @@ fn ser_hex<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Secret key bytes from a lab profile; zeroised on drop, never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// Equality is constant-time.
+#[derive(Clone)]
 pub struct LabKey(Vec<u8>);
 
 impl LabKey {
@@ -288,7 +289,25 @@ impl LabKey {
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
+    /// Whether the first `key_len` bytes (the cipher key, without the salt
+    /// that follows it) equal `other`'s, compared in constant time and in
+    /// place. Keys shorter than `key_len` compare whole.
+    pub fn same_cipher_key(&self, other: &LabKey, key_len: usize) -> bool {
+        use subtle::ConstantTimeEq;
+        let a = self.0.get(..key_len).unwrap_or(&self.0);
+        let b = other.0.get(..key_len).unwrap_or(&other.0);
+        a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
 }
+
+impl PartialEq for LabKey {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == other.0.len() && bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for LabKey {}
 
 impl Drop for LabKey {
     fn drop(&mut self) {

@@ -1933,6 +1933,9 @@ fn ipsec(
     }
     v.unique("peer", &peer_names);
     v.unique("tunnel", &tunnel_names);
+    if ok {
+        shared_keys(v, peer_list);
+    }
     for dup in [&spis_out, &spis_in] {
         let names: Vec<(String, Range<usize>, String)> = dup
             .iter()
@@ -1964,6 +1967,61 @@ fn ipsec(
         replay_window: replay_window?,
         peers,
     })
+}
+
+/// Every manually keyed SA has its own cipher key: no key (salt aside) is
+/// used by two tunnels (within one tunnel, `manual` reports key_in equal to
+/// key_out). The later use is reported with a note at the first. Keys are
+/// compared in constant time and in place. Called only once every peer and
+/// tunnel validated, so the keys parse.
+fn shared_keys(v: &mut V<'_>, peers: &Sp<Vec<Sp<RawPeer>>>) {
+    struct Seen<'a> {
+        key: LabKey,
+        key_len: usize,
+        span: &'a Range<usize>,
+        field: String,
+        tunnel: usize,
+    }
+    let mut seen: Vec<Seen<'_>> = Vec::new();
+    let mut tunnel = 0;
+    for (i, p) in peers.value.iter().enumerate() {
+        for (j, t) in list(&p.tunnels).iter().enumerate() {
+            tunnel += 1;
+            let Some(m) = &t.manual else { continue };
+            let Some(key_len) = m
+                .aead
+                .as_ref()
+                .and_then(|a| algo::parse_aead(&a.value).ok())
+                .map(|a| a.key_len())
+            else {
+                continue;
+            };
+            for (name, k) in [("key_out", &m.key_out), ("key_in", &m.key_in)] {
+                let Some(k) = k else { continue };
+                let Some(key) = hex_bytes(&k.value).map(LabKey::new) else {
+                    continue;
+                };
+                let field = format!("viaduct.ipsec.peers[{i}].tunnels[{j}].manual.{name}");
+                let first = seen.iter().find(|s| {
+                    s.tunnel != tunnel
+                        && s.key_len == key_len
+                        && s.key.same_cipher_key(&key, key_len)
+                });
+                if let Some(first) = first {
+                    let msg = format!("the same key as {} (the salt aside); every manually keyed SA needs its own key", first.field);
+                    let (span, note) = (first.span.clone(), format!("{} is set here", first.field));
+                    v.err_note(&k.span, field.clone(), msg, &span, note);
+                }
+                seen.push(Seen {
+                    key,
+                    key_len,
+                    span: &k.span,
+                    field,
+                    tunnel,
+                });
+            }
+        }
+    }
 }
 
 /// Why two tunnels' selector pairs overlap with no most-specific winner.
@@ -2379,13 +2437,15 @@ fn manual(
     };
     let key_out = key(v, &m.key_out, "key_out");
     let key_in = key(v, &m.key_in, "key_in");
-    if let (Some(a), Some(b)) = (&key_out, &key_in) {
-        if a == b {
+    if let (Some(a), Some(b), Some(aead)) = (&key_out, &key_in, aead) {
+        // The cipher key, not the salt after it: one key under two salts
+        // is still one key used by two SAs.
+        if a.same_cipher_key(b, aead.key_len()) {
             if let (Some(k), Some(o)) = (&m.key_in, &m.key_out) {
                 v.err_note(
                     &k.span,
                     format!("{f}.key_in"),
-                    "key_in equals key_out; each direction needs its own key",
+                    "key_in has the same key as key_out (the salt aside); each direction needs its own key",
                     &o.span,
                     "key_out is set here",
                 );

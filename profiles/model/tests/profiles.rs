@@ -189,6 +189,13 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "36 bytes",
     ),
     (
+        "manual-key-shared.toml",
+        "manual-key-shared.toml",
+        "c0c1c2c3",
+        "viaduct.ipsec.peers[1].tunnels[0].manual.key_in",
+        "the same key as viaduct.ipsec.peers[0].tunnels[0].manual.key_out",
+    ),
+    (
         "microvm.toml",
         "microvm.toml",
         "microvm",
