@@ -835,6 +835,18 @@ fn compartment_plan(
             name: None,
         },
         setup: InitramfsPath::new(NETWORK_SETUP).map_err(at(format!("{t} (network setup)")))?,
+        // The only socket families its processes may open (the init's seccomp filter
+        // refuses the others): what iproute2, busybox and dnsmasq use, and AF_PACKET
+        // only for the DHCP client, which talks before it has an address.
+        socket_families: [
+            SocketFamily::Unix,
+            SocketFamily::Inet,
+            SocketFamily::Inet6,
+            SocketFamily::Netlink,
+        ]
+        .into_iter()
+        .chain(p.dhcp.then_some(SocketFamily::Packet))
+        .collect(),
         services,
     })
 }
@@ -1045,7 +1057,7 @@ fn dnsmasq_conf(p: &Profile) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway::plan::{Capability, Plan, Restart};
+    use gateway::plan::{Capability, Plan, Restart, SocketFamily};
 
     fn gw_a() -> Profile {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/gw-a.toml");
@@ -1124,6 +1136,16 @@ mod tests {
         assert_eq!(red.nic_match.mac, None);
         assert_eq!(red.nic_match.name, None);
         assert_eq!(red.setup.as_str(), "/etc/appliance/network");
+        // No AF_PACKET without a DHCP client (dnsmasq's DHCP server needs none).
+        assert_eq!(
+            red.socket_families,
+            [
+                SocketFamily::Unix,
+                SocketFamily::Inet,
+                SocketFamily::Inet6,
+                SocketFamily::Netlink
+            ]
+        );
         assert_eq!(red.services.len(), 1);
         let dnsmasq = &red.services[0];
         assert_eq!(dnsmasq.name.as_str(), "dnsmasq");
@@ -1157,6 +1179,7 @@ mod tests {
         assert_eq!(black.nic_match.pci.as_deref(), Some("0000:00:03.0"));
         assert_eq!(black.nic_match.driver.as_deref(), Some("virtio_net"));
         assert_eq!(black.setup.as_str(), "/etc/appliance/network");
+        assert_eq!(black.socket_families, red.socket_families);
         assert!(black.services.is_empty());
 
         assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
@@ -1354,6 +1377,14 @@ mod tests {
                 "/etc/appliance/udhcpc.script"
             ]
         );
+        // The DHCP client's raw frames: AF_PACKET for black only.
+        assert_eq!(
+            p.compartments[1].socket_families.last(),
+            Some(&SocketFamily::Packet)
+        );
+        assert!(!p.compartments[0]
+            .socket_families
+            .contains(&SocketFamily::Packet));
         assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
 
         // Addresses and the default route are the DHCP client's.

@@ -1,13 +1,13 @@
 //! The runtime plan: what the host-side image builder tells the init to do.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! Canonical, line-oriented ASCII text. Every line is `key SP value LF` (the last one is
 //! the bare `end LF`); keys come in this fixed order, `module` repeats 0 to
 //! [`MAX_MODULES`] times, then one `compartment` block per personality (red, then
 //! black), then the Viaduct:
 //!
 //! ```text
-//! appliance-plan 2
+//! appliance-plan 3
 //! profile-name vpn-gateway
 //! profile-version 1.4.0
 //! security-version 3
@@ -25,6 +25,10 @@
 //! match-driver virtio_net
 //! match-name eth0
 //! setup /etc/appliance/network
+//! socket-family unix              (0..5 lines, sorted by number, no duplicates:
+//! socket-family inet               unix, inet, inet6, netlink, packet; the only
+//! socket-family inet6              families its processes may open, see
+//! socket-family netlink            crate::confine)
 //! service dnsmasq                 (0..MAX_SERVICES blocks)
 //! restart always                  (always | on-failure | never)
 //! cap CAP_NET_ADMIN               (0..n, sorted by number, no duplicates)
@@ -49,6 +53,13 @@
 //!   larger than [`MAX_PLAN_LEN`].
 //! - `arg` values may contain single spaces (an argument is the rest of the line) but
 //!   neither leading/trailing spaces nor double spaces, so every argv has one encoding.
+//! - Compartments stay apart: their uid ranges (`uid-base`, [`COMPARTMENT_IDS`] ids)
+//!   are disjoint and leave out [`VIADUCT_UID`]; their roots are distinct, neither
+//!   lies inside the other, none holds the policy blob, the plan or the Viaduct
+//!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
+//!   `/run`).
+//! - Version 3 added the `socket-family` lines (version 2 had none and let every
+//!   process open any family).
 //! - Extension: a new format version may add keys at fixed positions and repeated
 //!   blocks. An init never skips unknown fields: it rejects a version it does not
 //!   know and stays closed.
@@ -60,7 +71,7 @@ use crate::error::{Error, Result};
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Largest plan the decoder accepts, in bytes.
 pub const MAX_PLAN_LEN: usize = 64 * 1024;
 /// Largest number of kernel modules in a plan.
@@ -75,6 +86,14 @@ pub const MAX_ARGS: usize = 64;
 pub const MAX_ARG_LEN: usize = 1024;
 /// Where the plan lives inside the initramfs.
 pub const PLAN_PATH: &str = "/etc/appliance/plan";
+/// Number of uids (and gids) mapped into a personality's user namespace, from its
+/// `uid-base` on.
+pub const COMPARTMENT_IDS: u32 = 65536;
+/// Host uid/gid that is root inside the Viaduct's user namespace (its only id); no
+/// personality's range may hold it.
+pub const VIADUCT_UID: u32 = 300_000;
+/// The init's own mounts: no personality root may lie inside them.
+pub const INIT_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
 
 /// A profile name: `[a-z0-9][a-z0-9._-]{0,63}`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -240,6 +259,69 @@ impl Side {
 }
 
 impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A socket address family a compartment's processes may open (`socket-family`).
+/// Every other family fails with `EAFNOSUPPORT` ([`crate::confine`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub enum SocketFamily {
+    /// `AF_UNIX`: local sockets (syslog, libc).
+    Unix,
+    /// `AF_INET`: IPv4.
+    Inet,
+    /// `AF_INET6`: IPv6.
+    Inet6,
+    /// `AF_NETLINK` (`NETLINK_ROUTE` only): interface, address and route setup.
+    Netlink,
+    /// `AF_PACKET`: raw frames, for a DHCP client before it has an address.
+    Packet,
+}
+
+impl SocketFamily {
+    /// Every family a plan can name, in number (and plan) order.
+    pub const ALL: [SocketFamily; 5] = [
+        SocketFamily::Unix,
+        SocketFamily::Inet,
+        SocketFamily::Inet6,
+        SocketFamily::Netlink,
+        SocketFamily::Packet,
+    ];
+    /// The name in the plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketFamily::Unix => "unix",
+            SocketFamily::Inet => "inet",
+            SocketFamily::Inet6 => "inet6",
+            SocketFamily::Netlink => "netlink",
+            SocketFamily::Packet => "packet",
+        }
+    }
+    /// The `AF_*` number.
+    pub fn number(self) -> i32 {
+        match self {
+            SocketFamily::Unix => libc::AF_UNIX,
+            SocketFamily::Inet => libc::AF_INET,
+            SocketFamily::Inet6 => libc::AF_INET6,
+            SocketFamily::Netlink => libc::AF_NETLINK,
+            SocketFamily::Packet => libc::AF_PACKET,
+        }
+    }
+    /// Looks a family up by its plan name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| Error::PlanValue {
+                field: "socket-family",
+                reason: format!("{s:?} must be one of unix, inet, inet6, netlink, packet"),
+            })
+    }
+}
+
+impl fmt::Display for SocketFamily {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -526,6 +608,8 @@ pub struct CompartmentPlan {
     pub nic_match: NicMatch,
     /// Network setup program inside the root, run to completion before the services.
     pub setup: InitramfsPath,
+    /// The socket families its processes may open, sorted, no duplicates.
+    pub socket_families: Vec<SocketFamily>,
     /// Services, started in order after the setup.
     pub services: Vec<ServicePlan>,
 }
@@ -586,6 +670,7 @@ const K_MATCH_MAC: &str = "match-mac";
 const K_MATCH_DRIVER: &str = "match-driver";
 const K_MATCH_NAME: &str = "match-name";
 const K_SETUP: &str = "setup";
+const K_SOCKET_FAMILY: &str = "socket-family";
 const K_SERVICE: &str = "service";
 const K_RESTART: &str = "restart";
 const K_CAP: &str = "cap";
@@ -634,6 +719,9 @@ impl Plan {
                 }
             }
             line(K_SETUP, c.setup.as_str());
+            for f in &c.socket_families {
+                line(K_SOCKET_FAMILY, f.as_str());
+            }
             for svc in &c.services {
                 line(K_SERVICE, svc.name.as_str());
                 line(K_RESTART, svc.restart.as_str());
@@ -745,6 +833,7 @@ impl Plan {
         if let Some((n, _)) = lines.inner.next() {
             return Err(syntax(n + 1, "trailing data after `end`".into()));
         }
+        check_apart(&compartments, &policy_path, &viaduct)?;
         Ok(Plan {
             profile_name,
             profile_version,
@@ -764,7 +853,7 @@ type MatchSlot = (&'static str, fn(&str) -> Result<()>);
 fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPlan> {
     let root = lines.parse(K_ROOT, InitramfsPath::new)?;
     let uid_base = lines.parse(K_UID_BASE, |s| parse_u32(K_UID_BASE, s))?;
-    if uid_base == 0 || uid_base.checked_add(65536).is_none() {
+    if uid_base == 0 || uid_base.checked_add(COMPARTMENT_IDS).is_none() {
         return Err(syntax(
             lines.last,
             format!("uid-base {uid_base} must be > 0 and leave room for 65536 ids"),
@@ -807,9 +896,26 @@ fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPl
         return Err(syntax(n, format!("expected key `{K_SETUP}`, found `{k}`")));
     }
     let setup = InitramfsPath::new(v).map_err(|e| syntax(n, e.to_string()))?;
+    let mut socket_families: Vec<SocketFamily> = Vec::new();
+    let (mut n, mut line) = lines.next_line()?;
+    while let Some(v) = line.strip_prefix("socket-family ") {
+        let f = SocketFamily::parse(v).map_err(|e| syntax(n, e.to_string()))?;
+        if socket_families.last().is_some_and(|&last| last >= f) {
+            return Err(syntax(
+                n,
+                format!("socket families must be sorted (unix, inet, inet6, netlink, packet) without duplicates ({v})"),
+            ));
+        }
+        socket_families.push(f);
+        (n, line) = lines.next_line()?;
+    }
     let mut services: Vec<ServicePlan> = Vec::new();
+    let mut first = Some((n, line));
     loop {
-        let (n, line) = lines.next_line()?;
+        let (n, line) = match first.take() {
+            Some(l) => l,
+            None => lines.next_line()?,
+        };
         if line == K_END_COMPARTMENT {
             break;
         }
@@ -899,8 +1005,85 @@ fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPl
         nic,
         nic_match,
         setup,
+        socket_families,
         services,
     })
+}
+
+/// Whether `inner` is `outer` or lies below it (whole components).
+fn path_within(inner: &str, outer: &str) -> bool {
+    inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The checks that span compartments: disjoint uid ranges without the Viaduct's uid,
+/// separate roots holding none of the init's secrets (see the module invariants).
+fn check_apart(
+    compartments: &[CompartmentPlan],
+    policy: &InitramfsPath,
+    viaduct: &InitramfsPath,
+) -> Result<()> {
+    let bad = |field: &'static str, reason: String| Err(Error::PlanValue { field, reason });
+    let range = |c: &CompartmentPlan| {
+        let end = u64::from(c.uid_base) + u64::from(COMPARTMENT_IDS);
+        (u64::from(c.uid_base), end)
+    };
+    for (i, a) in compartments.iter().enumerate() {
+        let (lo, hi) = range(a);
+        if (lo..hi).contains(&u64::from(VIADUCT_UID)) {
+            return bad(
+                "uid-base",
+                format!(
+                    "{}: uids {lo}..{hi} hold the Viaduct's uid {VIADUCT_UID}",
+                    a.side
+                ),
+            );
+        }
+        let root = a.root.as_str();
+        for (what, p) in [
+            ("the policy blob", policy.as_str()),
+            ("the plan", PLAN_PATH),
+            ("the Viaduct", viaduct.as_str()),
+        ] {
+            if path_within(p, root) {
+                return bad(
+                    "root",
+                    format!("{}: root {root} holds {what} ({p})", a.side),
+                );
+            }
+        }
+        if let Some(m) = INIT_MOUNTS.iter().find(|m| path_within(root, m)) {
+            return bad(
+                "root",
+                format!("{}: root {root} lies inside the init's {m}", a.side),
+            );
+        }
+        for b in &compartments[i + 1..] {
+            let (blo, bhi) = range(b);
+            if lo < bhi && blo < hi {
+                return bad(
+                    "uid-base",
+                    format!(
+                        "{} (uids {lo}..{hi}) and {} (uids {blo}..{bhi}) overlap",
+                        a.side, b.side
+                    ),
+                );
+            }
+            let other = b.root.as_str();
+            if path_within(root, other) || path_within(other, root) {
+                return bad(
+                    "root",
+                    format!(
+                        "{} ({root}) and {} ({other}) must be separate trees",
+                        a.side, b.side
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn syntax(line: usize, reason: String) -> Error {
@@ -1009,6 +1192,11 @@ mod tests {
                         name: None,
                     },
                     setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
+                    socket_families: vec![
+                        SocketFamily::Unix,
+                        SocketFamily::Inet,
+                        SocketFamily::Netlink,
+                    ],
                     services: vec![ServicePlan {
                         name: ShortName::new("service", "dnsmasq").unwrap(),
                         restart: Restart::Always,
@@ -1031,6 +1219,7 @@ mod tests {
                         ..NicMatch::default()
                     },
                     setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
+                    socket_families: SocketFamily::ALL.to_vec(),
                     services: vec![],
                 },
             ],
@@ -1042,16 +1231,19 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 2\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 3\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
              compartment red\nroot /personalities/red\nuid-base 100000\nmemory-max 268435456\n\
              pids-max 256\nnic lan\nmatch-pci 0000:00:02.0\nmatch-driver virtio_net\n\
-             setup /etc/appliance/network\nservice dnsmasq\nrestart always\n\
+             setup /etc/appliance/network\nsocket-family unix\nsocket-family inet\n\
+             socket-family netlink\nservice dnsmasq\nrestart always\n\
              cap CAP_NET_ADMIN\ncap CAP_NET_RAW\narg /usr/sbin/dnsmasq\narg --conf-file=/etc/a b\n\
              end-service\nend-compartment\n\
              compartment black\nroot /personalities/black\nuid-base 200000\nmemory-max 134217728\n\
              pids-max 128\nnic wan\nmatch-name veth-wan\nsetup /etc/appliance/network\n\
+             socket-family unix\nsocket-family inet\nsocket-family inet6\n\
+             socket-family netlink\nsocket-family packet\n\
              end-compartment\nviaduct /usr/sbin/viaduct\nend\n",
             Sha256Digest::of(b"policy")
         );
@@ -1063,7 +1255,7 @@ mod tests {
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 2 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 3 } if found == "1"),
             "{err}"
         );
     }
@@ -1141,6 +1333,120 @@ mod tests {
         .is_err());
         assert!(mutate(|s| s.replace("end-compartment\nviaduct", "viaduct")).is_err());
         assert!(mutate(|s| s.replace("viaduct /usr/sbin/viaduct\n", "")).is_err());
+    }
+
+    #[test]
+    fn socket_families_are_known_sorted_and_unique() {
+        assert!(mutate(|s| s.replace("socket-family inet\n", "")).is_ok());
+        assert!(mutate(|s| s.replace("socket-family netlink\nservice", "service")).is_ok());
+        assert!(mutate(|s| s.replace(
+            "socket-family inet\n",
+            "socket-family inet\nsocket-family inet\n"
+        ))
+        .is_err());
+        assert!(mutate(|s| s.replace(
+            "socket-family unix\nsocket-family inet\nsocket-family netlink",
+            "socket-family inet\nsocket-family unix\nsocket-family netlink"
+        ))
+        .is_err());
+        for bad in ["x25", "alg", "INET", "17", "packet ", "vsock", "key"] {
+            let err = mutate(|s| {
+                s.replacen("socket-family inet\n", &format!("socket-family {bad}\n"), 1)
+            });
+            assert!(err.is_err(), "{bad}");
+        }
+        // Families come right after `setup`, before the services.
+        assert!(mutate(|s| s.replace(
+            "socket-family netlink\nservice dnsmasq",
+            "service dnsmasq\nsocket-family netlink"
+        ))
+        .is_err());
+        let p = sample();
+        let numbers: Vec<i32> = p.compartments[1]
+            .socket_families
+            .iter()
+            .map(|f| f.number())
+            .collect();
+        assert_eq!(
+            numbers,
+            [
+                libc::AF_UNIX,
+                libc::AF_INET,
+                libc::AF_INET6,
+                libc::AF_NETLINK,
+                libc::AF_PACKET
+            ]
+        );
+    }
+
+    #[test]
+    fn compartments_must_stay_apart() {
+        let decode = |p: &Plan| Plan::decode(&p.encode());
+        let field = |r: Result<Plan>| match r {
+            Err(Error::PlanValue { field, .. }) => field,
+            other => panic!("expected a value error, got {other:?}"),
+        };
+        // uid ranges: overlapping in any way, equal, or holding the Viaduct's uid.
+        for (red, black) in [
+            (100_000, 100_000),
+            (100_000, 165_535),
+            (165_535, 100_000),
+            (100_000, 34_465),
+            (1, 65_536 - 1),
+        ] {
+            let mut p = sample();
+            p.compartments[0].uid_base = red;
+            p.compartments[1].uid_base = black;
+            assert_eq!(field(decode(&p)), "uid-base", "{red} {black}");
+        }
+        let mut p = sample();
+        p.compartments[0].uid_base = 1;
+        p.compartments[1].uid_base = 65_537;
+        assert!(decode(&p).is_ok(), "adjacent ranges are apart");
+        for base in [VIADUCT_UID, VIADUCT_UID - 65_535, VIADUCT_UID - 1, 250_000] {
+            let mut p = sample();
+            p.compartments[1].uid_base = base;
+            assert_eq!(field(decode(&p)), "uid-base", "{base}");
+        }
+        let mut p = sample();
+        p.compartments[1].uid_base = VIADUCT_UID + 1;
+        assert!(decode(&p).is_ok());
+        p.compartments[1].uid_base = VIADUCT_UID - 65_536;
+        assert!(decode(&p).is_ok());
+        // Roots: distinct, not nested, holding no secret of the init, not in its mounts.
+        for (red, black) in [
+            ("/personalities/red", "/personalities/red"),
+            ("/personalities", "/personalities/black"),
+            ("/personalities/black/red", "/personalities/black"),
+            ("/etc", "/personalities/black"),
+            ("/etc/appliance", "/personalities/black"),
+            ("/usr", "/personalities/black"),
+            ("/personalities/red", "/usr/sbin"),
+            ("/proc", "/personalities/black"),
+            ("/personalities/red", "/sys/fs"),
+            ("/dev/shm", "/personalities/black"),
+            ("/run/red", "/personalities/black"),
+        ] {
+            let mut p = sample();
+            p.compartments[0].root = InitramfsPath::new(red).unwrap();
+            p.compartments[1].root = InitramfsPath::new(black).unwrap();
+            assert_eq!(field(decode(&p)), "root", "{red} {black}");
+        }
+        for (red, black) in [
+            ("/personalities/red", "/personalities/redder"),
+            ("/red", "/black"),
+            ("/etc/red", "/etc/black"),
+            ("/procs", "/devices"),
+        ] {
+            let mut p = sample();
+            p.compartments[0].root = InitramfsPath::new(red).unwrap();
+            p.compartments[1].root = InitramfsPath::new(black).unwrap();
+            assert!(decode(&p).is_ok(), "{red} {black}");
+        }
+        // The policy may live anywhere outside the roots.
+        let mut p = sample();
+        p.policy_path = InitramfsPath::new("/personalities/black/policy.bin").unwrap();
+        assert_eq!(field(decode(&p)), "root");
     }
 
     #[test]

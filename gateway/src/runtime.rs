@@ -57,8 +57,9 @@ use std::time::{Duration, Instant};
 
 /// Name of the Viaduct's TUN port inside each personality.
 pub const TUN_NAME: &str = "viaduct";
-/// Host uid/gid that is root inside the Viaduct's user namespace.
-pub const VIADUCT_UID: u32 = 300_000;
+/// Host uid/gid that is root inside the Viaduct's user namespace (the plan decoder
+/// refuses personality uid ranges that hold it).
+pub const VIADUCT_UID: u32 = crate::plan::VIADUCT_UID;
 /// First restart delay.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest restart delay.
@@ -246,6 +247,8 @@ struct Personality {
     ns: Namespaces,
     tun: OwnedFd,
     cgroup: Option<PathBuf>,
+    /// Its seccomp filters (its socket families are its own).
+    filters: Vec<BpfProgram>,
 }
 
 /// The running compartments.
@@ -257,7 +260,6 @@ pub struct Runtime {
     hostname: String,
     personalities: Vec<Personality>,
     units: Vec<Unit>,
-    filters: Vec<BpfProgram>,
     /// The `ready` line, printed once every compartment is up, and the deadline after
     /// which a missing `up` is reported.
     pending_ready: Option<(String, Instant, bool)>,
@@ -692,7 +694,7 @@ impl Runtime {
         let mut personalities = Vec::new();
         for (c, info) in plan.compartments.iter().zip(found) {
             let name = c.side.as_str();
-            let ns = create_namespaces(name, c.uid_base, 65536)?;
+            let ns = create_namespaces(name, c.uid_base, crate::plan::COMPARTMENT_IDS)?;
             nic::move_to_netns(&info, ns.net.as_fd(), c.nic.as_str()).map_err(cerr(
                 name,
                 format!("moving NIC {} into its namespace", info.name),
@@ -711,6 +713,7 @@ impl Runtime {
                 ns,
                 tun,
                 cgroup,
+                filters: confine::personality_filters(&c.socket_families)?,
             });
         }
         let left: Vec<String> = nic::list(&env.class_net)
@@ -740,7 +743,6 @@ impl Runtime {
             viaduct_bin,
             personalities,
             units,
-            filters: confine::personality_filters()?,
             pending_ready: None,
         };
         for i in 0..rt.units.len() {
@@ -810,7 +812,7 @@ impl Runtime {
                 hostname: format!("{}-{name}", self.hostname),
                 uid_base: p.plan.uid_base,
                 bounding: p.plan.bounding_set().iter().map(|c| c.0).collect(),
-                filters: &self.filters,
+                filters: &p.filters,
                 exe,
                 devnull,
                 out_w,

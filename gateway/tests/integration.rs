@@ -6,7 +6,7 @@ use gateway::console::Logger;
 use gateway::digest::Sha256Digest;
 use gateway::plan::{
     CompartmentPlan, InitramfsPath, ModulePath, NicMatch, Plan, ProfileName, ProfileVersion,
-    SecurityVersion, ShortName, Side,
+    SecurityVersion, ShortName, Side, SocketFamily,
 };
 use gateway::tpm::{self, PcrIndex, StreamTransport, Transport};
 use gateway::Error;
@@ -86,6 +86,7 @@ impl Tree {
                         ..NicMatch::default()
                     },
                     setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
+                    socket_families: SocketFamily::ALL.to_vec(),
                     services: vec![],
                 })
                 .collect(),

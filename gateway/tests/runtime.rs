@@ -29,7 +29,7 @@
 use gateway::digest::Sha256Digest;
 use gateway::plan::{
     Capability, CompartmentPlan, InitramfsPath, NicMatch, Plan, ProfileName, ProfileVersion,
-    Restart, SecurityVersion, ServicePlan, ShortName, Side,
+    Restart, SecurityVersion, ServicePlan, ShortName, Side, SocketFamily,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -271,6 +271,12 @@ fn make_root(lab: &Lab, dir: &str, profile_path: &str, red_services: Vec<Service
                 ..NicMatch::default()
             },
             setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
+            socket_families: vec![
+                SocketFamily::Unix,
+                SocketFamily::Inet,
+                SocketFamily::Inet6,
+                SocketFamily::Netlink,
+            ],
             services: services.next().unwrap(),
         })
         .collect();
