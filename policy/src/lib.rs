@@ -130,9 +130,18 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
             m::Direction::Outbound => blob::Direction::Outbound,
             m::Direction::Inbound => blob::Direction::Inbound,
         };
+        let tcp_flags = blob::TcpFlags {
+            mask: f.tcp_flags.mask,
+            value: f.tcp_flags.value,
+        };
         for selector in selectors(&f.selector) {
-            policy =
-                policy.with_filter(f.name.clone(), direction, selector, filter_action(f.action));
+            policy = policy.with_tcp_filter(
+                f.name.clone(),
+                direction,
+                selector,
+                tcp_flags,
+                filter_action(f.action),
+            );
         }
     }
     policy = policy.with_default_filter(filter_action(p.viaduct.filter_default));
@@ -230,6 +239,8 @@ fn tunnel(id: u32, ipsec: &m::Ipsec, peer: &m::Peer, t: &m::Tunnel) -> blob::Tun
     tun.esn = esp.map(|e| e.esn).unwrap_or(true);
     tun.replay_window = ipsec.replay_window;
     tun.udp_encap = peer.encapsulation == m::Encapsulation::Udp;
+    tun.outer_dscp = peer.outer_dscp;
+    tun.tfc_sizes = peer.tfc_padding.clone();
     tun.local_ts = t.local_ts.iter().map(ts).collect();
     tun.remote_ts = t.remote_ts.iter().map(ts).collect();
     let l = &peer.lifetimes;
@@ -352,6 +363,8 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
             "remote_ts": t.remote_ts.iter().map(|x| format!("{} proto {} ports {}-{}", x.prefix, x.protocol.0, x.ports.start, x.ports.end)).collect::<Vec<_>>(),
             "aead": t.aead.to_string(), "esn": t.esn, "replay_window": t.replay_window,
             "encapsulation": if t.udp_encap { "udp" } else { "esp" },
+            "outer_dscp": t.outer_dscp,
+            "tfc_padding": t.tfc_sizes,
             "lifetimes": {"soft": limits(&t.lifetimes.soft), "hard": limits(&t.lifetimes.hard)},
             "keying": match &t.manual { Some(m) => json!({"manual": {"spi_out": m.outbound.spi.to_string(), "spi_in": m.inbound.spi.to_string()}}), None => json!("ike") },
         })).collect::<Vec<_>>(),
@@ -361,10 +374,27 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "filter": p.filters.iter().map(|f| json!({
             "name": f.name, "direction": format!("{:?}", f.direction).to_lowercase(), "selector": sel(&f.selector),
+            "tcp_flags": tcp_flags_text(f.tcp_flags),
             "action": format!("{:?}", f.action).to_lowercase(),
         })).collect::<Vec<_>>(),
         "filter_default": format!("{:?}", p.default_filter).to_lowercase(),
     })
+}
+
+/// A TCP flags match as the profile writes it: `ack,!syn` (empty: any).
+fn tcp_flags_text(f: blob::TcpFlags) -> String {
+    m::TcpFlags::NAMES
+        .iter()
+        .filter(|(_, bit)| f.mask & bit != 0)
+        .map(|(name, bit)| {
+            if f.value & bit != 0 {
+                (*name).to_string()
+            } else {
+                format!("!{name}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The same description as text, one line per entry.
@@ -392,7 +422,7 @@ pub fn describe_text(p: &blob::Policy) -> String {
             None => "ike".into(),
         };
         out.push_str(&format!(
-            "tunnel {} {}: {} -> {} {} esn={} window={} encap={} {}\n",
+            "tunnel {} {}: {} -> {} {} esn={} window={} encap={} dscp={} tfc={} {}\n",
             t.id.0,
             t.name,
             t.local,
@@ -401,6 +431,16 @@ pub fn describe_text(p: &blob::Policy) -> String {
             t.esn,
             t.replay_window,
             if t.udp_encap { "udp" } else { "esp" },
+            t.outer_dscp,
+            if t.tfc_sizes.is_empty() {
+                "none".to_string()
+            } else {
+                t.tfc_sizes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
             keying
         ));
     }
@@ -417,9 +457,29 @@ pub fn describe_text(p: &blob::Policy) -> String {
         ));
     }
     for f in &p.filters {
+        let s = &f.selector;
+        let ports = |r: &blob::PortRange| {
+            if r.is_any() {
+                String::new()
+            } else {
+                format!(":{}-{}", r.start, r.end)
+            }
+        };
+        let flags = if f.tcp_flags.is_any() {
+            String::new()
+        } else {
+            format!(" flags {}", tcp_flags_text(f.tcp_flags))
+        };
         out.push_str(&format!(
-            "filter {:<20} {:?} {} -> {} proto {} -> {:?}\n",
-            f.name, f.direction, f.selector.src, f.selector.dst, f.selector.protocol.0, f.action
+            "filter {:<20} {:?} {}{} -> {}{} proto {}{flags} -> {:?}\n",
+            f.name,
+            f.direction,
+            s.src,
+            ports(&s.src_ports),
+            s.dst,
+            ports(&s.dst_ports),
+            s.protocol.0,
+            f.action
         ));
     }
     out.push_str(&format!("filter default {:?}\n", p.default_filter));

@@ -155,3 +155,23 @@ fn udp_encapsulation_reaches_the_blob() {
         compile_blob(&profile("profiles/lab/gw-a.toml")).unwrap()
     );
 }
+
+#[test]
+fn outer_dscp_and_tfc_padding_reach_the_blob() {
+    let plain = compile(&profile("profiles/lab/gw-a.toml")).unwrap();
+    assert_eq!(plain.tunnels[0].outer_dscp, 0, "DSCP 0 by default");
+    assert!(
+        plain.tunnels[0].tfc_sizes.is_empty(),
+        "no padding by default"
+    );
+    let mut p = profile("profiles/lab/gw-a.toml");
+    let peer = &mut p.viaduct.ipsec.as_mut().unwrap().peers[0];
+    peer.outer_dscp = 46;
+    peer.tfc_padding = vec![256, 1400];
+    let blob = compile_blob(&p).unwrap();
+    let back = blob::Policy::decode(&blob).unwrap();
+    assert_eq!(back.tunnels[0].outer_dscp, 46);
+    assert_eq!(back.tunnels[0].tfc_sizes, [256, 1400]);
+    let text = policy::describe_text(&back);
+    assert!(text.contains("dscp=46 tfc=256,1400"), "{text}");
+}

@@ -12,7 +12,12 @@ use crate::model::*;
 /// Magic bytes at the start of every blob.
 pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// The only format version this crate reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// 2: tunnels carry the outer DSCP and the TFC padding sizes, filter rules
+/// a TCP flags match. A version-1 blob is refused rather than read with
+/// defaults: its filter rules and fragment handling meant something weaker,
+/// and the blob is always built together with the Viaduct that reads it.
+pub const FORMAT_VERSION: u16 = 2;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -127,6 +132,9 @@ impl Writer {
             }
         }
         self.bool(t.udp_encap);
+        self.u8(t.outer_dscp);
+        self.count(t.tfc_sizes.len());
+        t.tfc_sizes.iter().for_each(|&n| self.u16(n));
     }
 }
 
@@ -168,6 +176,8 @@ fn encode_body(p: &Policy) -> Vec<u8> {
             Direction::Inbound => 2,
         });
         w.selector(&f.selector);
+        w.u8(f.tcp_flags.mask);
+        w.u8(f.tcp_flags.value);
         w.u8(filter_tag(f.action));
     }
     w.u8(filter_tag(p.default_filter));
@@ -332,6 +342,11 @@ impl<'a> Reader<'a> {
             None
         };
         let udp_encap = self.flag("UDP encapsulation flag")?;
+        let outer_dscp = self.u8("outer DSCP")?;
+        let n = self.count("TFC padding sizes", 2)?;
+        let tfc_sizes = (0..n)
+            .map(|_| self.u16("TFC padding size"))
+            .collect::<Result<_, _>>()?;
         Ok(Tunnel {
             id,
             name,
@@ -345,6 +360,8 @@ impl<'a> Reader<'a> {
             replay_window,
             manual,
             udp_encap,
+            outer_dscp,
+            tfc_sizes,
         })
     }
     fn filter_action(&mut self, what: &'static str) -> Result<FilterAction, BlobError> {
@@ -368,7 +385,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
     let local = (0..n)
         .map(|_| r.ip("local address"))
         .collect::<Result<_, _>>()?;
-    let n = r.count("tunnels", 40)?;
+    let n = r.count("tunnels", 43)?;
     let tunnels = (0..n).map(|_| r.tunnel()).collect::<Result<_, _>>()?;
     let n = r.count("SPD entries", 20)?;
     let mut spd = Vec::with_capacity(n);
@@ -392,7 +409,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             action,
         });
     }
-    let n = r.count("filter rules", 20)?;
+    let n = r.count("filter rules", 22)?;
     let mut filters = Vec::with_capacity(n);
     for _ in 0..n {
         let name = r.str("filter rule name")?;
@@ -407,11 +424,16 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             }
         };
         let selector = r.selector()?;
+        let tcp_flags = TcpFlags {
+            mask: r.u8("filter TCP flags mask")?,
+            value: r.u8("filter TCP flags value")?,
+        };
         let action = r.filter_action("filter action")?;
         filters.push(FilterRule {
             name,
             direction,
             selector,
+            tcp_flags,
             action,
         });
     }

@@ -186,4 +186,28 @@ pub enum BlobError {
         /// Its direction.
         other_direction: &'static str,
     },
+    /// An outer DSCP does not fit its 6 bits.
+    #[error("tunnel {tunnel:?}: outer DSCP {dscp} is not a DSCP (0..=63)")]
+    Dscp {
+        /// The tunnel.
+        tunnel: String,
+        /// The value.
+        dscp: u8,
+    },
+    /// TFC padding sizes that the Viaduct cannot use.
+    #[error("tunnel {tunnel:?}: TFC padding sizes: {why}")]
+    TfcSizes {
+        /// The tunnel.
+        tunnel: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A TCP flags match that cannot be right.
+    #[error("filter rule {rule:?} {why}")]
+    TcpFlags {
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        why: &'static str,
+    },
 }

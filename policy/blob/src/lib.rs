@@ -1,7 +1,7 @@
 //! The compiled policy blob: canonical, versioned, digest-checked format shared
 //! by the host-side policy compiler and the Viaduct (trusted).
 //!
-//! # Wire format (version 1)
+//! # Wire format (version 2)
 //! ```text
 //! magic    5 bytes  b"VDPOL"
 //! version  u16 BE   FORMAT_VERSION
@@ -36,4 +36,6 @@ mod validate;
 pub use codec::{FORMAT_VERSION, MAGIC};
 pub use error::BlobError;
 pub use model::*;
-pub use validate::{MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW};
+pub use validate::{
+    MAX_DSCP, MAX_REPLAY_WINDOW, MAX_TFC_SIZE, MAX_TFC_SIZES, MIN_REPLAY_WINDOW, MIN_TFC_SIZE,
+};

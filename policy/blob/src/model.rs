@@ -376,6 +376,17 @@ pub struct Tunnel {
     pub manual: Option<ManualKeys>,
     /// UDP encapsulation (RFC 3948).
     pub udp_encap: bool,
+    /// DSCP (0..=63) of the outer header of every ESP packet of this tunnel.
+    /// Nothing of the inner packet's DSCP or ECN is copied out (RFC 4301
+    /// §5.1.2.1 lets the policy decide; RFC 6040 compatibility mode sets
+    /// the outer ECN to Not-ECT): red cannot write a bit of the outer
+    /// header.
+    pub outer_dscp: u8,
+    /// Traffic-flow-confidentiality padding (RFC 4303 §2.4): inner packet
+    /// sizes in bytes, strictly increasing. A packet is padded inside the
+    /// encryption to the first size that holds it; longer packets are not
+    /// padded. Empty: no padding.
+    pub tfc_sizes: Vec<u16>,
 }
 
 /// A five-tuple selector on inner packets.
@@ -456,6 +467,50 @@ pub enum FilterAction {
     Drop,
 }
 
+/// A match on the TCP flags byte: `flags & mask == value` (nftables'
+/// `tcp flags & (syn | ack) == ack`, iptables' `--tcp-flags SYN,ACK ACK`).
+/// The flags in `mask` must be set where `value` has them and clear where
+/// it does not; the others are not looked at. [`TcpFlags::ANY`] (mask 0)
+/// matches every packet and does not need a TCP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpFlags {
+    /// The flags looked at.
+    pub mask: u8,
+    /// Their required values (a subset of `mask`).
+    pub value: u8,
+}
+
+impl TcpFlags {
+    /// No condition on the flags.
+    pub const ANY: TcpFlags = TcpFlags { mask: 0, value: 0 };
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+
+    /// Whether there is no condition.
+    pub fn is_any(self) -> bool {
+        self.mask == 0
+    }
+
+    /// Whether a TCP header's flags byte satisfies the match.
+    pub fn matches(self, flags: u8) -> bool {
+        flags & self.mask == self.value
+    }
+}
+
 /// A stateless filter rule (first match in order wins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterRule {
@@ -465,6 +520,9 @@ pub struct FilterRule {
     pub direction: Direction,
     /// Matching inner packets.
     pub selector: Selector,
+    /// TCP flags the packet must have ([`TcpFlags::ANY`]: no condition);
+    /// anything but ANY needs `selector.protocol` TCP.
+    pub tcp_flags: TcpFlags,
     /// Verdict.
     pub action: FilterAction,
 }
@@ -551,6 +609,26 @@ impl Policy {
             name: name.into(),
             direction,
             selector,
+            tcp_flags: TcpFlags::ANY,
+            action,
+        });
+        self
+    }
+
+    /// Appends a filter rule that also matches TCP flags.
+    pub fn with_tcp_filter(
+        mut self,
+        name: impl Into<String>,
+        direction: Direction,
+        selector: Selector,
+        tcp_flags: TcpFlags,
+        action: FilterAction,
+    ) -> Self {
+        self.filters.push(FilterRule {
+            name: name.into(),
+            direction,
+            selector,
+            tcp_flags,
             action,
         });
         self
@@ -570,7 +648,7 @@ impl Policy {
 
 impl Tunnel {
     /// A tunnel with defaults: ESN on, window 1024, no lifetimes, no manual
-    /// keys, no UDP encapsulation.
+    /// keys, no UDP encapsulation, outer DSCP 0, no TFC padding.
     pub fn new(
         id: u32,
         name: impl Into<String>,
@@ -591,6 +669,8 @@ impl Tunnel {
             replay_window: 1024,
             manual: None,
             udp_encap: false,
+            outer_dscp: 0,
+            tfc_sizes: Vec::new(),
         }
     }
 

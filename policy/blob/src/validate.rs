@@ -8,6 +8,16 @@ use subtle::ConstantTimeEq;
 use crate::error::BlobError;
 use crate::model::*;
 
+/// Smallest TFC padding size: the smallest IPv4 header.
+pub const MIN_TFC_SIZE: u16 = 20;
+/// Largest TFC padding size: with the largest ESP and outer headers the
+/// packet still fits an IP length field.
+pub const MAX_TFC_SIZE: u16 = 65_000;
+/// Most TFC padding sizes of one tunnel (the Viaduct looks them up per packet).
+pub const MAX_TFC_SIZES: usize = 64;
+/// Largest DSCP (6 bits).
+pub const MAX_DSCP: u8 = 63;
+
 /// Smallest accepted anti-replay window (packets).
 pub const MIN_REPLAY_WINDOW: u32 = 32;
 /// Largest accepted anti-replay window (packets).
@@ -79,6 +89,26 @@ fn check_limits(t: &Tunnel) -> Result<(), BlobError> {
                 });
             }
         }
+    }
+    Ok(())
+}
+
+fn check_tfc(t: &Tunnel) -> Result<(), BlobError> {
+    let bad = |why: &'static str| BlobError::TfcSizes {
+        tunnel: t.name.clone(),
+        why,
+    };
+    if t.tfc_sizes.len() > MAX_TFC_SIZES {
+        return Err(bad("more than 64 sizes"));
+    }
+    if t.tfc_sizes
+        .iter()
+        .any(|n| !(MIN_TFC_SIZE..=MAX_TFC_SIZE).contains(n))
+    {
+        return Err(bad("a size outside 20..=65000 bytes"));
+    }
+    if t.tfc_sizes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(bad("sizes not strictly increasing"));
     }
     Ok(())
 }
@@ -171,6 +201,8 @@ impl Policy {
     /// reference existing tunnels, inbound SPIs unique and not reserved, key
     /// lengths match the AEAD, no cipher key used by two SAs (both
     /// directions of a tunnel, or two tunnels), prefixes canonical, port ranges non-empty,
+    /// outer DSCPs of 6 bits, TFC sizes increasing and in range, TCP flag
+    /// matches only on TCP rules,
     /// tunnel addresses of one family with the local one among `local`,
     /// soft lifetimes not beyond hard ones, replay windows in range.
     pub fn validate(&self) -> Result<(), BlobError> {
@@ -223,6 +255,13 @@ impl Policy {
                 });
             }
             check_limits(t)?;
+            if t.outer_dscp > MAX_DSCP {
+                return Err(BlobError::Dscp {
+                    tunnel: t.name.clone(),
+                    dscp: t.outer_dscp,
+                });
+            }
+            check_tfc(t)?;
             if let Some(m) = &t.manual {
                 check_sa(t, &m.outbound, "outbound", &mut inbound_spis)?;
                 check_sa(t, &m.inbound, "inbound", &mut inbound_spis)?;
@@ -258,6 +297,19 @@ impl Policy {
                 });
             }
             check_selector(&f.selector, &|| format!("filter rule {:?}", f.name))?;
+            let flags = f.tcp_flags;
+            if flags.value & !flags.mask != 0 {
+                return Err(BlobError::TcpFlags {
+                    rule: f.name.clone(),
+                    why: "requires flags it does not look at (value outside mask)",
+                });
+            }
+            if !flags.is_any() && f.selector.protocol != Protocol::TCP {
+                return Err(BlobError::TcpFlags {
+                    rule: f.name.clone(),
+                    why: "matches TCP flags but not protocol TCP (6)",
+                });
+            }
         }
         let list_limit = u32::MAX as usize;
         for (what, len) in [

@@ -89,21 +89,132 @@ fn encoding_is_deterministic() {
 
 #[test]
 fn rejects_other_version_naming_both() {
-    let mut blob = sample().encode();
-    blob[5..7].copy_from_slice(&2u16.to_be_bytes());
-    let e = Policy::decode(&blob).unwrap_err();
-    assert_eq!(
-        e,
-        BlobError::UnsupportedVersion {
-            found: 2,
-            expected: 1
-        }
+    // Version 1 (no outer DSCP, TFC sizes or TCP flags) included: its
+    // filter rules meant something weaker, so it is not read with defaults.
+    for other in [1u16, FORMAT_VERSION + 1] {
+        let mut blob = sample().encode();
+        blob[5..7].copy_from_slice(&other.to_be_bytes());
+        let e = Policy::decode(&blob).unwrap_err();
+        assert_eq!(
+            e,
+            BlobError::UnsupportedVersion {
+                found: other,
+                expected: FORMAT_VERSION
+            }
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("version {other}"))
+                && msg.contains(&format!("version {FORMAT_VERSION}")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn format_2_carries_outer_dscp_tfc_sizes_and_tcp_flags() {
+    assert_eq!(FORMAT_VERSION, 2);
+    let mut p = sample();
+    p.tunnels[0].outer_dscp = 46;
+    p.tunnels[0].tfc_sizes = vec![128, 512, 1400];
+    p = p.with_tcp_filter(
+        "replies-in",
+        Direction::Inbound,
+        Selector {
+            protocol: Protocol::TCP,
+            src_ports: PortRange::single(443),
+            dst_ports: PortRange {
+                start: 32768,
+                end: 60999,
+            },
+            ..Selector::any_v4()
+        },
+        TcpFlags {
+            mask: TcpFlags::ACK,
+            value: TcpFlags::ACK,
+        },
+        FilterAction::Accept,
     );
-    let msg = e.to_string();
-    assert!(
-        msg.contains("version 2") && msg.contains("version 1"),
-        "{msg}"
-    );
+    p.validate().unwrap();
+    let blob = p.encode();
+    let q = Policy::decode(&blob).unwrap();
+    assert_eq!(q, p);
+    assert_eq!(q.encode(), blob);
+    // Each new field changes the digest.
+    for change in [
+        (|p: &mut Policy| p.tunnels[0].outer_dscp = 0) as fn(&mut Policy),
+        |p| p.tunnels[0].tfc_sizes.pop().map(drop).unwrap_or(()),
+        |p| p.filters[1].tcp_flags.value = 0,
+    ] {
+        let mut r = p.clone();
+        change(&mut r);
+        r.validate().unwrap();
+        assert_ne!(r.digest(), p.digest());
+    }
+    // Defaults of a new tunnel: DSCP 0, no padding.
+    let t = Tunnel::new(1, "t", v4(1, 1, 1, 1), v4(2, 2, 2, 2), Aead::Aes128Gcm16);
+    assert_eq!((t.outer_dscp, t.tfc_sizes.len()), (0, 0));
+}
+
+#[test]
+fn validate_dscp_tfc_sizes_and_tcp_flags() {
+    let mut p = sample();
+    p.tunnels[0].outer_dscp = 64;
+    assert!(matches!(
+        p.validate(),
+        Err(BlobError::Dscp { dscp: 64, .. })
+    ));
+    for sizes in [
+        vec![19u16],
+        vec![65_001],
+        vec![100, 100],
+        vec![512, 128],
+        (1..=65).map(|i| 100 + i).collect(),
+    ] {
+        let mut p = sample();
+        p.tunnels[0].tfc_sizes = sizes.clone();
+        assert!(
+            matches!(p.validate(), Err(BlobError::TfcSizes { .. })),
+            "{sizes:?}"
+        );
+    }
+    let mut p = sample();
+    p.tunnels[0].tfc_sizes = vec![20, 65_000];
+    p.validate().unwrap();
+    // Flags required but not looked at; flags on a rule that is not TCP.
+    let mut p = sample();
+    p.filters[0].tcp_flags = TcpFlags {
+        mask: TcpFlags::ACK,
+        value: TcpFlags::ACK | TcpFlags::SYN,
+    };
+    assert!(matches!(p.validate(), Err(BlobError::TcpFlags { .. })));
+    let mut p = sample();
+    p.filters[0].selector.protocol = Protocol::UDP;
+    p.filters[0].tcp_flags = TcpFlags {
+        mask: TcpFlags::SYN,
+        value: 0,
+    };
+    assert!(matches!(p.validate(), Err(BlobError::TcpFlags { .. })));
+    p.filters[0].selector.protocol = Protocol::TCP;
+    p.validate().unwrap();
+}
+
+#[test]
+fn tcp_flags_match() {
+    let ack = TcpFlags {
+        mask: TcpFlags::ACK,
+        value: TcpFlags::ACK,
+    };
+    assert!(ack.matches(TcpFlags::ACK));
+    assert!(ack.matches(TcpFlags::ACK | TcpFlags::SYN));
+    assert!(!ack.matches(TcpFlags::SYN));
+    assert!(!ack.matches(0));
+    let not_syn = TcpFlags {
+        mask: TcpFlags::SYN,
+        value: 0,
+    };
+    assert!(not_syn.matches(TcpFlags::ACK) && !not_syn.matches(TcpFlags::SYN | TcpFlags::ACK));
+    assert!(TcpFlags::ANY.matches(0xff) && TcpFlags::ANY.is_any());
 }
 
 #[test]
@@ -269,7 +380,7 @@ fn arb_selector() -> impl Strategy<Value = Selector> {
     (
         arb_prefix_v4(),
         arb_prefix_v4(),
-        any::<u8>(),
+        prop_oneof![Just(6u8), Just(17u8), any::<u8>()],
         arb_ports(),
         arb_ports(),
     )
@@ -289,7 +400,16 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         any::<u64>(),
         proptest::collection::vec(arb_ip(), 0..3),
         proptest::collection::vec(arb_selector(), 0..4),
-        proptest::collection::vec((arb_selector(), any::<bool>(), any::<bool>()), 0..4),
+        proptest::collection::vec(
+            (
+                arb_selector(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u8>(),
+                any::<u8>(),
+            ),
+            0..4,
+        ),
         any::<bool>(),
     )
         .prop_map(|(name, ver, sv, local, spd, filters, def)| {
@@ -303,8 +423,17 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 };
                 p = p.with_spd(format!("e{i}"), s, action);
             }
-            for (i, (s, inb, drop)) in filters.into_iter().enumerate() {
-                p = p.with_filter(
+            for (i, (s, inb, drop, mask, value)) in filters.into_iter().enumerate() {
+                // TCP rules get a flags match (value within mask).
+                let tcp_flags = if s.protocol == Protocol::TCP {
+                    TcpFlags {
+                        mask,
+                        value: value & mask,
+                    }
+                } else {
+                    TcpFlags::ANY
+                };
+                p = p.with_tcp_filter(
                     format!("f{i}"),
                     if inb {
                         Direction::Inbound
@@ -312,6 +441,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                         Direction::Outbound
                     },
                     s,
+                    tcp_flags,
                     if drop {
                         FilterAction::Drop
                     } else {
@@ -347,7 +477,7 @@ proptest! {
     fn decode_of_body_with_valid_digest_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         use sha2::{Digest as _, Sha256};
         let mut blob = b"VDPOL".to_vec();
-        blob.extend_from_slice(&1u16.to_be_bytes());
+        blob.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         blob.extend_from_slice(&(body.len() as u32).to_be_bytes());
         blob.extend_from_slice(&body);
         let d = Sha256::digest(&blob);

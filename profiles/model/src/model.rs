@@ -242,6 +242,10 @@ pub struct Peer {
     pub esp_proposals: Vec<EspProposal>,
     /// How ESP travels to this peer.
     pub encapsulation: Encapsulation,
+    /// DSCP of the outer header of ESP packets to this peer (0..=63).
+    pub outer_dscp: u8,
+    /// TFC padding sizes, increasing (empty: no padding).
+    pub tfc_padding: Vec<u16>,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
     /// Tunnels.
@@ -426,6 +430,35 @@ pub enum FilterAction {
     Drop,
 }
 
+/// A TCP flags match: `flags & mask == value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TcpFlags {
+    /// The flags looked at (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK
+    /// 0x10, URG 0x20, ECE 0x40, CWR 0x80).
+    pub mask: u8,
+    /// Which of them must be set (the others in `mask` must be clear).
+    pub value: u8,
+}
+
+impl TcpFlags {
+    /// The flag names, in bit order.
+    pub const NAMES: [(&'static str, u8); 8] = [
+        ("fin", 0x01),
+        ("syn", 0x02),
+        ("rst", 0x04),
+        ("psh", 0x08),
+        ("ack", 0x10),
+        ("urg", 0x20),
+        ("ece", 0x40),
+        ("cwr", 0x80),
+    ];
+
+    /// Whether there is no condition.
+    pub fn is_any(&self) -> bool {
+        self.mask == 0
+    }
+}
+
 /// A filter rule.
 #[derive(Debug, Clone, Serialize)]
 pub struct FilterRule {
@@ -435,6 +468,8 @@ pub struct FilterRule {
     pub direction: Direction,
     /// What it matches.
     pub selector: Selector,
+    /// TCP flags it requires (mask 0: none).
+    pub tcp_flags: TcpFlags,
     /// Action.
     pub action: FilterAction,
 }

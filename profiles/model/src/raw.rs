@@ -243,6 +243,28 @@ pub struct RawPeer {
     /// `udp` (inside UDP, port 4500, RFC 3948: crosses NATs and lets the
     /// Viaduct hand the kernel batches of datagrams).
     pub encapsulation: Option<Sp<String>>,
+    /// DSCP (0-63) of the outer IP header of every ESP packet to this peer;
+    /// default 0 (best effort). Nothing of an inner packet's DSCP or ECN
+    /// bits is copied to the outer header, so no LAN host can write bits in
+    /// clear on the internet (`ping -Q`, `IP_TOS`); the outer ECN field is
+    /// always Not-ECT (RFC 6040 compatibility mode). Set a DSCP here (e.g.
+    /// 46, EF) only if the path to the peer treats it specially; every
+    /// packet of the tunnel carries it.
+    pub outer_dscp: Option<Sp<u64>>,
+    /// Traffic-flow-confidentiality padding (RFC 4303 §2.4): sizes in bytes,
+    /// in increasing order, from 20 to 1400 (the red port's MTU). Each
+    /// packet to this peer is padded inside the encryption to the first
+    /// size that holds it, so the internet sees only which size class it
+    /// fell in, not its length; a packet longer than the last size keeps
+    /// its length (end the list with 1400 to hide every length). The peer
+    /// strips the padding (the inner IP header gives the length; Linux and
+    /// strongSwan accept it). Costs bandwidth, about (mean padded size /
+    /// mean size - 1), and a little CPU per padded byte: `[1400]` makes
+    /// every packet full-sized (an ACK of 52 bytes costs 1400);
+    /// `[128, 256, 512, 1024, 1400]` leaks about 2 bits of length per
+    /// packet for less. Not given or empty: no padding. Timing and the
+    /// number of packets stay visible.
+    pub tfc_padding: Option<Sp<Vec<Sp<u64>>>>,
     /// Lifetimes of the IKE and child SAs.
     pub lifetimes: Option<Sp<RawLifetimes>>,
     /// Tunnels (child SAs) to this peer.
@@ -350,6 +372,14 @@ pub struct RawFilterRule {
     pub src_ports: Option<Sp<String>>,
     /// Destination ports: `443` or `1000-2000`.
     pub dst_ports: Option<Sp<String>>,
+    /// TCP flags the packet must have (needs `protocol = "tcp"`): each of
+    /// `fin`, `syn`, `rst`, `psh`, `ack`, `urg`, `ece`, `cwr` must be set,
+    /// or clear when written `!syn`; flags not named may be either.
+    /// `["ack"]` matches every segment of an established connection and a
+    /// SYN-ACK answering our SYN, never a SYN that opens a connection:
+    /// write it on rules that let replies in. Like ports, flags are not
+    /// seen in a later fragment (see the fragment rule in `[[viaduct.filter]]`).
+    pub tcp_flags: Option<Sp<Vec<Sp<String>>>>,
     /// `accept` or `drop`.
     pub action: Option<Sp<String>>,
 }

@@ -37,6 +37,12 @@ const fn min_esp_bytes() -> u64 {
     let volume = (RESERVED_SECTORS + FATS * fat_sectors + MIN_CLUSTERS) * SECTOR;
     volume.div_ceil(MIB) * MIB
 }
+/// Largest TFC padding size: the MTU of red's Viaduct port (the network
+/// script sets 1400 so that ESP with its outer headers fits the internet
+/// side's 1500 bytes). A larger size would pad packets past that.
+pub const MAX_TFC_PADDING: u64 = 1400;
+/// Smallest TFC padding size: the smallest IPv4 header.
+pub const MIN_TFC_PADDING: u64 = 20;
 /// Default anti-replay window.
 pub const DEFAULT_REPLAY_WINDOW: u32 = 4096;
 
@@ -1371,6 +1377,13 @@ fn viaduct(
             &r.src_ports,
             &r.dst_ports,
         );
+        // After a protocol that did not parse, flags are not checked
+        // against it (one mistake, one error).
+        let flags = match (&r.tcp_flags, &sel) {
+            (None, _) => Some(TcpFlags::default()),
+            (Some(l), Some(s)) => tcp_flags(v, l, s.protocol, &f),
+            (Some(_), None) => None,
+        };
         let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
             v.one_of(
                 a,
@@ -1381,15 +1394,15 @@ fn viaduct(
                 ],
             )
         });
-        match (name, direction, sel, action) {
-            (Some(name), Some(direction), Some(selector), Some(action)) => {
-                filter.push(FilterRule {
+        match (name, direction, sel, flags, action) {
+            (Some(name), Some(direction), Some(selector), Some(tcp_flags), Some(action)) => filter
+                .push(FilterRule {
                     name,
                     direction,
                     selector,
+                    tcp_flags,
                     action,
-                })
-            }
+                }),
             _ => ok = false,
         }
     }
@@ -1871,6 +1884,26 @@ fn ipsec(
                 }
             },
         };
+        let outer_dscp = match &p.outer_dscp {
+            None => Some(0),
+            Some(d) => match u8::try_from(d.value) {
+                Ok(x) if x <= 63 => Some(x),
+                _ => {
+                    let tos = if d.value <= 255 && d.value % 4 == 0 {
+                        format!(" (a TOS byte? its DSCP is {})", d.value / 4)
+                    } else {
+                        String::new()
+                    };
+                    v.err(
+                        &d.span,
+                        format!("{f}.outer_dscp"),
+                        format!("DSCP {} does not fit in 6 bits (0-63){tos}", d.value),
+                    );
+                    None
+                }
+            },
+        };
+        let tfc_padding = tfc_padding(v, p.tfc_padding.as_ref(), &format!("{f}.tfc_padding"));
         let lifetimes = lifetimes(v, p.lifetimes.as_ref(), &format!("{f}.lifetimes"));
         let mut tunnels = Vec::new();
         let tl = v.req(&p.tunnels, &p.span, &f, "tunnels");
@@ -1907,7 +1940,7 @@ fn ipsec(
             auth,
             ike_proposals,
             esp_proposals,
-            (lifetimes, encapsulation),
+            (lifetimes, encapsulation, outer_dscp, tfc_padding),
         ) {
             (
                 Some(name),
@@ -1916,7 +1949,7 @@ fn ipsec(
                 Some(auth),
                 Some(ike_proposals),
                 Some(esp_proposals),
-                (Some(lifetimes), Some(encapsulation)),
+                (Some(lifetimes), Some(encapsulation), Some(outer_dscp), Some(tfc_padding)),
             ) => peers.push(Peer {
                 name,
                 address,
@@ -1925,6 +1958,8 @@ fn ipsec(
                 ike_proposals,
                 esp_proposals,
                 encapsulation,
+                outer_dscp,
+                tfc_padding,
                 lifetimes,
                 tunnels,
             }),
@@ -1967,6 +2002,103 @@ fn ipsec(
         replay_window: replay_window?,
         peers,
     })
+}
+
+/// `tfc_padding`: sizes from [`MIN_TFC_PADDING`] to [`MAX_TFC_PADDING`],
+/// strictly increasing.
+fn tfc_padding(v: &mut V<'_>, l: Option<&Sp<Vec<Sp<u64>>>>, f: &str) -> Option<Vec<u16>> {
+    let Some(l) = l else {
+        return Some(Vec::new());
+    };
+    let mut out: Vec<u16> = Vec::new();
+    for (i, n) in l.value.iter().enumerate() {
+        let field = format!("{f}[{i}]");
+        if n.value > MAX_TFC_PADDING {
+            v.err(&n.span, field, format!("{} is larger than the {MAX_TFC_PADDING} bytes of red's Viaduct port (its MTU): no packet needs it, and padding to it would make ESP packets too big for the internet side; end the list with {MAX_TFC_PADDING}", n.value));
+            return None;
+        }
+        if n.value < MIN_TFC_PADDING {
+            v.err(
+                &n.span,
+                field,
+                format!(
+                    "{} is smaller than any IP packet; use at least {MIN_TFC_PADDING}",
+                    n.value
+                ),
+            );
+            return None;
+        }
+        let size = n.value as u16;
+        if let Some(&last) = out.last() {
+            if size <= last {
+                let msg = if size == last {
+                    format!("{size} is listed twice")
+                } else {
+                    format!("{size} follows {last}; list the sizes in increasing order")
+                };
+                v.err(&n.span, field, msg);
+                return None;
+            }
+        }
+        out.push(size);
+    }
+    Some(out)
+}
+
+/// `tcp_flags` of a filter rule: `flag` (set) or `!flag` (clear), each
+/// named once, only on TCP rules.
+fn tcp_flags(
+    v: &mut V<'_>,
+    l: &Sp<Vec<Sp<String>>>,
+    protocol: Option<u8>,
+    f: &str,
+) -> Option<TcpFlags> {
+    let field = format!("{f}.tcp_flags");
+    if protocol != Some(6) {
+        v.err(
+            &l.span,
+            field,
+            "TCP flags need `protocol = \"tcp\"`; other packets have none",
+        );
+        return None;
+    }
+    if l.value.is_empty() {
+        v.err(
+            &l.span,
+            field,
+            "no flags: name at least one (e.g. [\"ack\"]) or leave tcp_flags out",
+        );
+        return None;
+    }
+    let mut flags = TcpFlags::default();
+    for (i, x) in l.value.iter().enumerate() {
+        let (clear, name) = match x.value.strip_prefix('!') {
+            Some(n) => (true, n),
+            None => (false, x.value.as_str()),
+        };
+        let name = name.to_ascii_lowercase();
+        let Some(&(canon, bit)) = TcpFlags::NAMES.iter().find(|(n, _)| *n == name) else {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!("unknown TCP flag `{}`: use fin, syn, rst, psh, ack, urg, ece or cwr, written `!syn` for a flag that must be clear", x.value),
+            );
+            return None;
+        };
+        if flags.mask & bit != 0 {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!("`{canon}` is named twice; name each flag once, set (`{canon}`) or clear (`!{canon}`)"),
+            );
+            return None;
+        }
+        flags.mask |= bit;
+        if !clear {
+            flags.value |= bit;
+        }
+    }
+    Some(flags)
 }
 
 /// Every manually keyed SA has its own cipher key: no key (salt aside) is
