@@ -1,8 +1,13 @@
 //! ESP encap/decap per packet vs raw aws-lc-rs seal/open of the same size,
-//! for each AEAD at 64 and 1400 bytes of inner packet; the Internet checksum
-//! over 1400 bytes; `gso_split` of a 64000-byte TCPv4 super-packet.
+//! for each AEAD at 64 and 1400 bytes of inner packet, each without TFC
+//! padding and with it (`tfc_classes`: sizes 128, 256, 512, 1024, 1400;
+//! `tfc_1400`: every packet padded to 1400) in the same run; the Internet
+//! checksum over 1400 bytes; `gso_split` of a 64000-byte TCPv4
+//! super-packet. Throughput counts inner bytes, so padding shows as its
+//! cost.
 //!
-//! Run: `cargo bench -p viaduct --bench esp`
+//! Run: `cargo bench -p viaduct --bench esp` (one AEAD and the ESP
+//! benches only: `cargo bench -p viaduct --bench esp -- 'aes128gcm16/esp_'`)
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -65,30 +70,43 @@ fn raw_key(aead: Aead) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(alg, &material(aead)[..aead.key_len()]).unwrap())
 }
 
+/// TFC padding variants: (bench name suffix, sizes).
+const TFC: [(&str, &[u16]); 3] = [
+    ("", &[]),
+    ("_tfc_classes", &[128, 256, 512, 1024, 1400]),
+    ("_tfc_1400", &[1400]),
+];
+
 fn bench(c: &mut Criterion) {
     for aead in [Aead::Aes128Gcm16, Aead::Aes256Gcm16, Aead::ChaCha20Poly1305] {
         let mut g = c.benchmark_group(aead.to_string());
         for size in [64usize, 1400] {
             g.throughput(Throughput::Bytes(size as u64));
             let inner = inner_packet(size);
-            let (mut out_sa, mut in_sa) = sas(aead);
-            let mut out = vec![0u8; 2048];
-            g.bench_with_input(BenchmarkId::new("esp_encap", size), &size, |b, _| {
-                b.iter(|| out_sa.encap(&inner, &mut out, Timestamp(0)).unwrap())
-            });
-            let (mut sender, _) = sas(aead);
-            g.bench_with_input(BenchmarkId::new("esp_decap", size), &size, |b, _| {
-                b.iter_batched(
-                    || {
-                        let mut buf = vec![0u8; 2048];
-                        let n = sender.encap(&inner, &mut buf, Timestamp(0)).unwrap();
-                        buf.truncate(n);
-                        buf
-                    },
-                    |mut pkt| in_sa.decap(&mut pkt[20..], Timestamp(0)).unwrap(),
-                    BatchSize::SmallInput,
-                )
-            });
+            for (suffix, tfc) in TFC {
+                let (mut out_sa, mut in_sa) = sas(aead);
+                out_sa.set_tfc_sizes(tfc);
+                let mut out = vec![0u8; 2048];
+                let id = format!("esp_encap{suffix}");
+                g.bench_with_input(BenchmarkId::new(id, size), &size, |b, _| {
+                    b.iter(|| out_sa.encap(&inner, &mut out, Timestamp(0)).unwrap())
+                });
+                let (mut sender, _) = sas(aead);
+                sender.set_tfc_sizes(tfc);
+                let id = format!("esp_decap{suffix}");
+                g.bench_with_input(BenchmarkId::new(id, size), &size, |b, _| {
+                    b.iter_batched(
+                        || {
+                            let mut buf = vec![0u8; 2048];
+                            let n = sender.encap(&inner, &mut buf, Timestamp(0)).unwrap();
+                            buf.truncate(n);
+                            buf
+                        },
+                        |mut pkt| in_sa.decap(&mut pkt[20..], Timestamp(0)).unwrap(),
+                        BatchSize::SmallInput,
+                    )
+                });
+            }
             let key = raw_key(aead);
             let mut buf = vec![0u8; size];
             let mut ctr = 0u64;

@@ -16,7 +16,7 @@ use policy_blob::{
 };
 
 use crate::error::EngineError;
-use crate::sa::{next_header, InboundSa, OutboundSa, SaId, Timestamp};
+use crate::sa::{InboundSa, OutboundSa, SaId, Timestamp};
 use crate::wire::ip::{five_tuple, FiveTuple, Ipv4Packet, Ipv6Packet};
 use crate::wire::{udp, WireError};
 
@@ -67,11 +67,15 @@ pub enum DropReason {
     Keepalive,
     /// ESP for an SA in the other encapsulation (plain vs. in UDP).
     EncapMismatch,
+    /// The outer header says congestion (ECN CE) but the inner packet's
+    /// sender does not understand ECN (Not-ECT): dropped, the only signal
+    /// it understands (RFC 6040 §4.2).
+    CeOnNotEct,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -94,6 +98,7 @@ impl DropReason {
         DropReason::NonEsp,
         DropReason::Keepalive,
         DropReason::EncapMismatch,
+        DropReason::CeOnNotEct,
     ];
 
     fn index(self) -> usize {
@@ -125,6 +130,7 @@ impl DropReason {
             DropReason::NonEsp => "non_esp",
             DropReason::Keepalive => "keepalive",
             DropReason::EncapMismatch => "encap_mismatch",
+            DropReason::CeOnNotEct => "ce_on_not_ect",
         }
     }
 }
@@ -306,6 +312,8 @@ impl Engine {
                         now,
                     )?;
                     sa.set_udp_encap(t.udp_encap);
+                    sa.set_outer_dscp(t.outer_dscp);
+                    sa.set_tfc_sizes(&t.tfc_sizes);
                     out_sas.push(Some(sa));
                     let mut sa = InboundSa::new(
                         t.id,
@@ -457,11 +465,12 @@ impl OutboundPath {
                 let c = sa.counters();
                 let _ = writeln!(
                     s,
-                    "out tunnel={} spi={} packets={} bytes={}",
+                    "out tunnel={} spi={} packets={} bytes={} tfc_bytes={}",
                     t.name,
                     sa.id().spi,
                     c.packets,
-                    c.bytes
+                    c.bytes,
+                    c.tfc_bytes
                 );
             }
         }
@@ -488,7 +497,11 @@ impl InboundPath {
     }
 
     fn process_inner(&mut self, pkt: &mut [u8], now: Timestamp) -> Result<usize, DropReason> {
-        let (proto, l4_off) = outer_esp_offset(pkt)?;
+        let Outer {
+            protocol: proto,
+            l4_off,
+            ecn: outer_ecn,
+        } = outer_esp_offset(pkt)?;
         let (esp_off, in_udp) = match proto {
             50 => (l4_off, false),
             udp::PROTOCOL if self.any_udp => {
@@ -515,23 +528,17 @@ impl InboundPath {
         if sa.udp_encap() != in_udp {
             return Err(DropReason::EncapMismatch);
         }
+        // `decap` checked that the next header agrees with the version.
         let d = sa.decap(esp, now)?;
         let inner = &esp[..d.len];
         let t = five_tuple(inner).map_err(wire_drop)?;
-        let version_nh = if t.src.is_ipv4() {
-            next_header::IPV4
-        } else {
-            next_header::IPV6
-        };
-        if version_nh != d.next_header {
-            return Err(DropReason::BadNextHeader);
-        }
         if !self.rules.inbound_in_ts(tidx, &t) {
             return Err(DropReason::SelectorMismatch);
         }
         if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
             return Err(DropReason::Filter);
         }
+        ecn_decapsulate(&mut esp[..d.len], outer_ecn)?;
         pkt.copy_within(esp_off..esp_off + d.len, 0);
         Ok(d.len)
     }
@@ -586,11 +593,12 @@ impl InboundPath {
                 .map_or("?", |t| t.name.as_str());
             let _ = writeln!(
                 s,
-                "in tunnel={} spi={} packets={} bytes={}",
+                "in tunnel={} spi={} packets={} bytes={} tfc_bytes={}",
                 name,
                 sa.id().spi,
                 c.packets,
-                c.bytes
+                c.bytes,
+                c.tfc_bytes
             );
         }
         let _ = writeln!(s, "in bypassed={}", self.bypassed);
@@ -616,9 +624,69 @@ fn wire_drop(e: WireError) -> DropReason {
     }
 }
 
-/// Returns (upper protocol, offset of its header) of an outer datagram;
-/// fragments are refused.
-fn outer_esp_offset(pkt: &[u8]) -> Result<(u8, usize), DropReason> {
+/// ECN codepoints (RFC 3168 §5): the low two bits of the TOS / traffic class.
+mod ecn {
+    pub const NOT_ECT: u8 = 0b00;
+    pub const ECT1: u8 = 0b01;
+    pub const ECT0: u8 = 0b10;
+    pub const CE: u8 = 0b11;
+}
+
+/// Decapsulation of the ECN field (RFC 6040 §4.2, Figure 4): the inner
+/// packet's ECN field from its own and the outer header's. Inner Not-ECT
+/// stays Not-ECT (its sender understands only drops), and is dropped when
+/// the outer says CE; CE on the outer marks an ECN-capable inner packet CE;
+/// outer ECT(1) turns inner ECT(0) into ECT(1). The DSCP is left alone
+/// (pipe model: the outer DSCP is the policy's, not the inner one's).
+/// `inner` is a whole datagram whose header `five_tuple` checked; an IPv4
+/// header checksum is updated incrementally (RFC 1624).
+fn ecn_decapsulate(inner: &mut [u8], outer: u8) -> Result<(), DropReason> {
+    use ecn::*;
+    let v4 = inner.first().map(|b| b >> 4) == Some(4);
+    let old = match (v4, inner.get(..2)) {
+        (true, Some(h)) => h[1] & 3,
+        (false, Some(h)) => (h[1] >> 4) & 3,
+        (_, None) => return Err(DropReason::Truncated),
+    };
+    let new = match (old, outer & 3) {
+        (NOT_ECT, CE) => return Err(DropReason::CeOnNotEct),
+        (NOT_ECT, _) => NOT_ECT,
+        (_, CE) | (CE, _) => CE,
+        (ECT0, ECT1) => ECT1,
+        (x, _) => x,
+    };
+    if new == old {
+        return Ok(());
+    }
+    if v4 {
+        let h = inner.get_mut(..12).ok_or(DropReason::Truncated)?;
+        let word = |h: &[u8]| u16::from_be_bytes([h[0], h[1]]);
+        let before = word(h);
+        h[1] = (h[1] & !3) | new;
+        let after = word(h);
+        // HC' = ~(~HC + ~m + m')
+        let hc = u16::from_be_bytes([h[10], h[11]]);
+        let sum = u64::from(!hc) + u64::from(!before) + u64::from(after);
+        let c = !crate::wire::fold(sum);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    } else if let Some(b) = inner.get_mut(1) {
+        *b = (*b & 0xcf) | (new << 4);
+    }
+    Ok(())
+}
+
+/// What the inbound path needs of an outer header.
+struct Outer {
+    /// Upper-layer protocol (50 ESP, 17 UDP, …).
+    protocol: u8,
+    /// Offset of its header.
+    l4_off: usize,
+    /// The outer ECN field.
+    ecn: u8,
+}
+
+/// Parses an outer datagram's header; fragments are refused.
+fn outer_esp_offset(pkt: &[u8]) -> Result<Outer, DropReason> {
     match pkt.first().map(|b| b >> 4) {
         Some(4) => {
             let p = Ipv4Packet::new_checked(pkt).map_err(wire_drop)?;
@@ -626,10 +694,15 @@ fn outer_esp_offset(pkt: &[u8]) -> Result<(u8, usize), DropReason> {
             if flags & 0x3fff != 0 {
                 return Err(DropReason::Fragment);
             }
-            Ok((p.protocol(), p.header_len()))
+            Ok(Outer {
+                protocol: p.protocol(),
+                l4_off: p.header_len(),
+                ecn: p.tos() & 3,
+            })
         }
         Some(6) => {
             let p = Ipv6Packet::new_checked(pkt).map_err(wire_drop)?;
+            let ecn = p.traffic_class() & 3;
             let mut nh = p.next_header();
             let mut off = 40;
             // Skip hop-by-hop / routing / destination options; refuse fragments.
@@ -644,7 +717,13 @@ fn outer_esp_offset(pkt: &[u8]) -> Result<(u8, usize), DropReason> {
                         }
                     }
                     44 => return Err(DropReason::Fragment),
-                    _ => return Ok((nh, off)),
+                    _ => {
+                        return Ok(Outer {
+                            protocol: nh,
+                            l4_off: off,
+                            ecn,
+                        })
+                    }
                 }
             }
             Err(DropReason::Malformed)

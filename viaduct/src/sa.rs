@@ -8,6 +8,12 @@
 //!   number, so a (key, nonce) pair is never reused.
 //! - AAD = SPI || seq-low, or SPI || seq-high || seq-low with ESN
 //!   (RFC 4106 §5, RFC 7634 §2.1); seq-high is never transmitted.
+//! - The outer header carries nothing red chose but the length: its TOS /
+//!   traffic class is the policy's DSCP with ECN Not-ECT (RFC 6040
+//!   compatibility mode), whatever the inner packet's; identification,
+//!   TTL/hop limit, flow label and flags are fixed or derived from the
+//!   sequence number. With TFC padding (RFC 4303 §2.4) the length too is
+//!   rounded up to one of the tunnel's size classes.
 //! - Inbound, the replay window moves only after the ICV verified.
 //! - Time is passed in by the caller ([`Timestamp`]); nothing reads a clock.
 //! - No allocation per packet; nothing here panics (all slicing is bounded by
@@ -45,6 +51,8 @@ pub struct SaCounters {
     pub packets: u64,
     /// Inner payload bytes processed successfully.
     pub bytes: u64,
+    /// TFC padding bytes added (outbound) or stripped (inbound).
+    pub tfc_bytes: u64,
 }
 
 /// Lifetime state of an SA.
@@ -136,9 +144,50 @@ pub fn pad_len(payload: usize) -> usize {
     (4 - (payload + esp::TRAILER_LEN) % 4) % 4
 }
 
-/// Length of the ESP part (header, IV, ciphertext, ICV) for an inner packet.
+/// Length of the ESP part (header, IV, ciphertext, ICV) for a payload
+/// (the inner packet and its TFC padding) of `inner` bytes.
 pub fn esp_len(inner: usize) -> usize {
     HEADER_LEN + IV_LEN + inner + pad_len(inner) + esp::TRAILER_LEN + ICV_LEN
+}
+
+/// The payload length of an inner packet of `len` bytes under TFC padding
+/// `sizes` (increasing): the first size that holds it, or `len` itself if
+/// none does (or there are none).
+pub fn tfc_len(sizes: &[u16], len: usize) -> usize {
+    sizes
+        .iter()
+        .map(|&n| usize::from(n))
+        .find(|&n| n >= len)
+        .unwrap_or(len)
+}
+
+/// The length of the IP datagram at the start of `payload` as its header
+/// says (IPv4 total length, IPv6 40 + payload length), checked against the
+/// ESP next header and against the payload it must fit in: what follows
+/// it is TFC padding (RFC 4303 §2.4).
+fn datagram_len(payload: &[u8], nh: u8) -> Result<usize, DropReason> {
+    let version = payload.first().map(|b| b >> 4);
+    let len = match (nh, version) {
+        (next_header::IPV4, Some(4)) => {
+            let h = payload.get(..20).ok_or(DropReason::Truncated)?;
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            if total < usize::from(h[0] & 0x0f) * 4 || total < 20 {
+                return Err(DropReason::Malformed);
+            }
+            total
+        }
+        (next_header::IPV6, Some(6)) => {
+            let h = payload.get(..40).ok_or(DropReason::Truncated)?;
+            // Payload length 0 would be a jumbogram (RFC 2675): not carried.
+            40 + usize::from(u16::from_be_bytes([h[4], h[5]]))
+        }
+        // Another next header, or one that disagrees with the version.
+        _ => return Err(DropReason::BadNextHeader),
+    };
+    if len > payload.len() {
+        return Err(DropReason::Truncated);
+    }
+    Ok(len)
 }
 
 /// An outbound SA: encrypts inner packets into ESP tunnel packets.
@@ -153,6 +202,10 @@ pub struct OutboundSa {
     life: Lifetime,
     counters: SaCounters,
     udp_encap: bool,
+    /// TOS / traffic class of the outer header: DSCP << 2, ECN Not-ECT.
+    outer_tos: u8,
+    /// TFC padding sizes, increasing (empty: none).
+    tfc_sizes: Vec<u16>,
 }
 
 impl OutboundSa {
@@ -188,6 +241,8 @@ impl OutboundSa {
             },
             counters: SaCounters::default(),
             udp_encap: false,
+            outer_tos: 0,
+            tfc_sizes: Vec::new(),
         })
     }
 
@@ -200,6 +255,18 @@ impl OutboundSa {
     /// Whether ESP goes out inside UDP.
     pub fn udp_encap(&self) -> bool {
         self.udp_encap
+    }
+
+    /// The DSCP of every outer header (the low 6 bits of `dscp`; the ECN
+    /// field stays Not-ECT).
+    pub fn set_outer_dscp(&mut self, dscp: u8) {
+        self.outer_tos = (dscp & 0x3f) << 2;
+    }
+
+    /// TFC padding sizes (increasing; the policy blob checks that).
+    /// Allocates: call when installing the SA, not per packet.
+    pub fn set_tfc_sizes(&mut self, sizes: &[u16]) {
+        self.tfc_sizes = sizes.to_vec();
     }
 
     /// Sets the last used sequence number (tests of overflow and ESN).
@@ -244,7 +311,9 @@ impl OutboundSa {
 
     /// Encapsulates `inner` (a whole IPv4/IPv6 datagram) into `out` as
     /// outer IP header || ESP, or outer IP header || UDP || ESP with UDP
-    /// encapsulation; returns the length written.
+    /// encapsulation; returns the length written. The outer TOS / traffic
+    /// class is the policy's (never the inner packet's); with TFC sizes the
+    /// payload is padded to the first size that holds the packet.
     pub fn encap(
         &mut self,
         inner: &[u8],
@@ -255,14 +324,6 @@ impl OutboundSa {
             Some(4) => next_header::IPV4,
             Some(6) => next_header::IPV6,
             _ => return Err(DropReason::Malformed),
-        };
-        let tos = match nh {
-            next_header::IPV4 => inner.get(1).copied().unwrap_or(0),
-            _ => {
-                let b0 = inner.first().copied().unwrap_or(0);
-                let b1 = inner.get(1).copied().unwrap_or(0);
-                (b0 << 4) | (b1 >> 4)
-            }
         };
         if !self.life.admit(&self.counters, inner.len(), now) {
             return Err(DropReason::Expired);
@@ -275,12 +336,13 @@ impl OutboundSa {
         let outer = OuterRepr {
             src: self.local,
             dst: self.remote,
-            tos,
+            tos: self.outer_tos,
             ident: 0,
             protocol,
         };
         let hl = outer.header_len();
-        let esp_total = esp_len(inner.len());
+        let payload_len = tfc_len(&self.tfc_sizes, inner.len());
+        let esp_total = esp_len(payload_len);
         let esp_at = hl + udp_len;
         if out.len() < esp_at + esp_total {
             return Err(DropReason::BufferTooSmall);
@@ -294,7 +356,14 @@ impl OutboundSa {
             .emit(&mut out[..hl], udp_len + esp_total)
             .map_err(|_| DropReason::Malformed)?;
         let iv = seq.0.to_be_bytes();
-        self.seal_esp(&mut out[esp_at..esp_at + esp_total], seq, &iv, inner, nh)?;
+        self.seal_esp(
+            &mut out[esp_at..esp_at + esp_total],
+            seq,
+            &iv,
+            inner,
+            payload_len,
+            nh,
+        )?;
         if self.udp_encap {
             udp::emit(&mut out[hl..esp_at], esp_total).map_err(|_| DropReason::Malformed)?;
             if let (IpAddr::V6(s), IpAddr::V6(d)) = (self.local, self.remote) {
@@ -304,22 +373,28 @@ impl OutboundSa {
         }
         self.counters.packets += 1;
         self.counters.bytes += inner.len() as u64;
+        self.counters.tfc_bytes += (payload_len - inner.len()) as u64;
         self.life.after(&self.counters, now);
         Ok(esp_at + esp_total)
     }
 
     /// Writes SPI, seq, IV, encrypted payload+trailer and ICV into `esp_buf`
-    /// (exactly `esp_len(inner.len())` bytes).
+    /// (exactly `esp_len(payload_len)` bytes). The payload is `inner`
+    /// followed by `payload_len - inner.len()` zero bytes of TFC padding.
     pub(crate) fn seal_esp(
         &self,
         esp_buf: &mut [u8],
         seq: SeqNo,
         iv: &[u8; IV_LEN],
         inner: &[u8],
+        payload_len: usize,
         nh: u8,
     ) -> Result<(), DropReason> {
-        let pad = pad_len(inner.len());
-        let ct_len = inner.len() + pad + esp::TRAILER_LEN;
+        if payload_len < inner.len() {
+            return Err(DropReason::Malformed);
+        }
+        let pad = pad_len(payload_len);
+        let ct_len = payload_len + pad + esp::TRAILER_LEN;
         if esp_buf.len() != HEADER_LEN + IV_LEN + ct_len + ICV_LEN {
             return Err(DropReason::BufferTooSmall);
         }
@@ -328,7 +403,8 @@ impl OutboundSa {
         esp_buf[esp::field::IV].copy_from_slice(iv);
         let (ct, tag_out) = esp_buf[esp::field::PAYLOAD..].split_at_mut(ct_len);
         ct[..inner.len()].copy_from_slice(inner);
-        for (i, b) in ct[inner.len()..inner.len() + pad].iter_mut().enumerate() {
+        ct[inner.len()..payload_len].fill(0);
+        for (i, b) in ct[payload_len..payload_len + pad].iter_mut().enumerate() {
             *b = (i + 1) as u8;
         }
         ct[ct_len - 2] = pad as u8;
@@ -356,8 +432,9 @@ pub struct InboundSa {
     udp_encap: bool,
 }
 
-/// A successfully decapsulated packet: the inner datagram now sits at
-/// `buf[..len]` of the buffer passed to [`InboundSa::decap`].
+/// A successfully decapsulated packet: the inner datagram (TFC padding
+/// stripped) now sits at `buf[..len]` of the buffer passed to
+/// [`InboundSa::decap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decapped {
     /// Inner datagram length.
@@ -443,8 +520,10 @@ impl InboundSa {
     }
 
     /// Decapsulates the ESP packet in `buf` (starting at the SPI) in place.
-    /// On success the inner datagram is moved to `buf[..len]`. The SPI is
-    /// assumed to have been matched by the caller.
+    /// On success the inner datagram is moved to `buf[..len]`; its length
+    /// comes from its own IP header, so TFC padding after it (RFC 4303
+    /// §2.4) is stripped. The SPI is assumed to have been matched by the
+    /// caller.
     pub fn decap(&mut self, buf: &mut [u8], now: Timestamp) -> Result<Decapped, DropReason> {
         let pkt = EspPacket::new_checked(&*buf).map_err(|_| DropReason::Truncated)?;
         let seq_low = pkt.seq_low();
@@ -481,22 +560,22 @@ impl InboundSa {
         if pad + esp::TRAILER_LEN > ct_len {
             return Err(DropReason::BadPadding);
         }
-        let inner_len = ct_len - esp::TRAILER_LEN - pad;
-        let pad_ok = pt[inner_len..inner_len + pad]
+        let payload_len = ct_len - esp::TRAILER_LEN - pad;
+        let pad_ok = pt[payload_len..payload_len + pad]
             .iter()
             .enumerate()
             .all(|(i, &b)| usize::from(b) == i + 1);
         if !pad_ok {
             return Err(DropReason::BadPadding);
         }
-        match nh {
-            next_header::NO_NEXT => return Err(DropReason::Dummy),
-            next_header::IPV4 | next_header::IPV6 => {}
-            _ => return Err(DropReason::BadNextHeader),
+        if nh == next_header::NO_NEXT {
+            return Err(DropReason::Dummy);
         }
+        let inner_len = datagram_len(&pt[..payload_len], nh)?;
         buf.copy_within(esp::field::PAYLOAD..esp::field::PAYLOAD + inner_len, 0);
         self.counters.packets += 1;
         self.counters.bytes += inner_len as u64;
+        self.counters.tfc_bytes += (payload_len - inner_len) as u64;
         self.life.after(&self.counters, now);
         Ok(Decapped {
             len: inner_len,
@@ -554,8 +633,15 @@ mod tests {
         let mut buf = vec![0u8; esp_len(inner.len())];
         assert_eq!(buf.len(), want.len());
         let iv: [u8; 8] = hex("1011121314151617").try_into().unwrap();
-        sa.seal_esp(&mut buf, SeqNo(5), &iv, &inner, next_header::IPV4)
-            .unwrap();
+        sa.seal_esp(
+            &mut buf,
+            SeqNo(5),
+            &iv,
+            &inner,
+            inner.len(),
+            next_header::IPV4,
+        )
+        .unwrap();
         assert_eq!(buf, want);
     }
 
@@ -580,6 +666,115 @@ mod tests {
         // The same packet again is a replay.
         let mut again = hex(ESP);
         assert_eq!(sa.decap(&mut again, Timestamp(0)), Err(DropReason::Replay));
+    }
+
+    #[test]
+    fn tfc_lengths() {
+        let sizes = [128u16, 512, 1400];
+        assert_eq!(tfc_len(&sizes, 20), 128);
+        assert_eq!(tfc_len(&sizes, 128), 128);
+        assert_eq!(tfc_len(&sizes, 129), 512);
+        assert_eq!(tfc_len(&sizes, 1400), 1400);
+        assert_eq!(
+            tfc_len(&sizes, 1401),
+            1401,
+            "beyond the last size: unpadded"
+        );
+        assert_eq!(tfc_len(&[], 77), 77);
+    }
+
+    #[test]
+    fn datagram_length_from_the_inner_header() {
+        let mut v4 = vec![0u8; 64];
+        v4[0] = 0x45;
+        v4[3] = 40;
+        assert_eq!(datagram_len(&v4, next_header::IPV4), Ok(40));
+        assert_eq!(
+            datagram_len(&v4, next_header::IPV6),
+            Err(DropReason::BadNextHeader)
+        );
+        v4[3] = 65;
+        assert_eq!(
+            datagram_len(&v4, next_header::IPV4),
+            Err(DropReason::Truncated)
+        );
+        v4[3] = 19;
+        assert_eq!(
+            datagram_len(&v4, next_header::IPV4),
+            Err(DropReason::Malformed)
+        );
+        v4[0] = 0x46; // IHL 24 > total 20
+        v4[3] = 20;
+        assert_eq!(
+            datagram_len(&v4, next_header::IPV4),
+            Err(DropReason::Malformed)
+        );
+        let mut v6 = vec![0u8; 100];
+        v6[0] = 0x60;
+        v6[5] = 8;
+        assert_eq!(datagram_len(&v6, next_header::IPV6), Ok(48));
+        v6[5] = 61;
+        assert_eq!(
+            datagram_len(&v6, next_header::IPV6),
+            Err(DropReason::Truncated)
+        );
+        assert_eq!(
+            datagram_len(&v6[..39], next_header::IPV6),
+            Err(DropReason::Truncated)
+        );
+        assert_eq!(
+            datagram_len(&[], next_header::IPV4),
+            Err(DropReason::BadNextHeader)
+        );
+        assert_eq!(datagram_len(&v6, 6), Err(DropReason::BadNextHeader));
+    }
+
+    #[test]
+    fn tfc_padding_is_zeros_before_the_esp_padding() {
+        let key = hex(KEYMAT);
+        let mut out_sa = OutboundSa::new(
+            TunnelId(1),
+            Spi(0x01020304),
+            Aead::ChaCha20Poly1305,
+            &key,
+            false,
+            any_ip(),
+            any_ip(),
+            Lifetimes::default(),
+            Timestamp(0),
+        )
+        .unwrap();
+        out_sa.set_tfc_sizes(&[200]);
+        out_sa.set_outer_dscp(0xff); // only 6 bits are a DSCP
+        let inner = hex(INNER);
+        let mut buf = vec![0u8; 512];
+        let n = out_sa.encap(&inner, &mut buf, Timestamp(0)).unwrap();
+        assert_eq!(buf[1], 0xfc, "DSCP 63, ECN Not-ECT");
+        assert_eq!(n, 20 + esp_len(200));
+        let mut in_sa = InboundSa::new(
+            TunnelId(1),
+            Spi(0x01020304),
+            Aead::ChaCha20Poly1305,
+            &key,
+            false,
+            1024,
+            Lifetimes::default(),
+            Timestamp(0),
+        )
+        .unwrap();
+        // Open by hand to see the plaintext: inner, zeros, pad 1, 2, …
+        let mut esp = buf[20..n].to_vec();
+        let d = in_sa.decap(&mut esp, Timestamp(0)).unwrap();
+        assert_eq!(&esp[..d.len], &inner[..]);
+        // The plaintext stays in place behind the moved inner packet.
+        let pt = &esp[esp::field::PAYLOAD..];
+        assert!(
+            pt[inner.len()..200].iter().all(|&b| b == 0),
+            "TFC padding is zeros"
+        );
+        assert_eq!(&pt[200..200 + pad_len(200)], &[1, 2][..pad_len(200)]);
+        assert_eq!(in_sa.counters().tfc_bytes, (200 - inner.len()) as u64);
+        assert_eq!(out_sa.counters().tfc_bytes, (200 - inner.len()) as u64);
     }
 
     #[test]

@@ -276,7 +276,9 @@ pub struct OuterRepr {
     pub src: IpAddr,
     /// Destination (peer).
     pub dst: IpAddr,
-    /// TOS / traffic class copied from the inner packet (RFC 4301 §5.1.2.1).
+    /// TOS / traffic class: the policy's DSCP, ECN Not-ECT. Never copied
+    /// from the inner packet (RFC 4301 §5.1.2.1 lets the policy decide;
+    /// a copy would carry 8 bits of red's choosing in clear).
     pub tos: u8,
     /// IPv4 identification.
     pub ident: u16,

@@ -623,3 +623,302 @@ proptest! {
         let _ = b.outbound(&bytes, &mut out, T0);
     }
 }
+
+// ---- Outer DSCP/ECN (RFC 4301 §5.1.2.1 as updated by RFC 6040), TFC padding ----
+
+/// Sets an inner packet's TOS / traffic class byte (IPv4 header checksum
+/// recomputed).
+fn set_tos(p: &mut [u8], tos: u8) {
+    if p[0] >> 4 == 4 {
+        p[1] = tos;
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = viaduct::wire::internet_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        p[0] = 0x60 | (tos >> 4);
+        p[1] = (p[1] & 0x0f) | (tos << 4);
+    }
+}
+
+/// The TOS / traffic class byte of an IP packet.
+fn tos_of(p: &[u8]) -> u8 {
+    if p[0] >> 4 == 4 {
+        p[1]
+    } else {
+        (p[0] << 4) | (p[1] >> 4)
+    }
+}
+
+/// Every combination of outer family, inner family and encapsulation:
+/// (A's policy, B's policy, an inner packet A → B).
+fn layouts(aead: Aead) -> Vec<(&'static str, Policy, Policy, Vec<u8>)> {
+    let mut v = Vec::new();
+    for (outer_name, oa, ob) in [("v4", A4, B4), ("v6", A6, B6)] {
+        for (inner_name, ia, ib) in [("v4", A4, B4), ("v6", A6, B6)] {
+            for udp in [false, true] {
+                let mut pa = lab_policy(aead, oa, ob, ia, ib, true);
+                let mut pb = lab_policy(aead, ob, oa, ib, ia, false);
+                pa.tunnels[0].udp_encap = udp;
+                pb.tunnels[0].udp_encap = udp;
+                let inner = if inner_name == "v4" {
+                    lan_a_to_b(b"dscp and ecn stay inside")
+                } else {
+                    udp6(
+                        "fd00:1::5",
+                        "fd00:2::7",
+                        4000,
+                        5000,
+                        b"dscp and ecn stay inside",
+                    )
+                };
+                let name = match (outer_name, inner_name, udp) {
+                    ("v4", "v4", false) => "v4 in v4 esp",
+                    ("v4", "v4", true) => "v4 in v4 udp",
+                    ("v4", "v6", false) => "v6 in v4 esp",
+                    ("v4", "v6", true) => "v6 in v4 udp",
+                    ("v6", "v4", false) => "v4 in v6 esp",
+                    ("v6", "v4", true) => "v4 in v6 udp",
+                    ("v6", "v6", false) => "v6 in v6 esp",
+                    _ => "v6 in v6 udp",
+                };
+                v.push((name, pa, pb, inner));
+            }
+        }
+    }
+    v
+}
+
+/// Length of the outer headers in front of ESP (IP, and UDP if any).
+fn outer_len(wire: &[u8]) -> usize {
+    let ip = if wire[0] >> 4 == 4 { 20 } else { 40 };
+    let proto = if wire[0] >> 4 == 4 { wire[9] } else { wire[6] };
+    ip + if proto == 17 { 8 } else { 0 }
+}
+
+#[test]
+fn outer_header_copies_no_inner_dscp_or_ecn_bit() {
+    // Red (or any LAN host, `ping -Q`, IP_TOS) chooses the inner TOS byte;
+    // none of its 8 bits may reach the outer header. Two fresh senders
+    // encapsulate packets that differ only in that byte: the outer headers
+    // (IP and UDP) must be byte for byte the same, and the TOS / traffic
+    // class the policy's (DSCP 0, Not-ECT).
+    for (name, pa, _, inner) in layouts(Aead::Aes128Gcm16) {
+        let mut reference: Option<Vec<u8>> = None;
+        for tos in [0x00u8, 0x01, 0x02, 0x03, 0x04, 0x80, 0xb8, 0xfc, 0xff] {
+            let mut a = Engine::new(&pa, T0).unwrap();
+            let mut p = inner.clone();
+            set_tos(&mut p, tos);
+            let wire = send(&mut a, &p);
+            assert_eq!(
+                tos_of(&wire),
+                0,
+                "{name}: inner TOS {tos:#04x} reached the outer header"
+            );
+            let mut hdr = wire[..outer_len(&wire)].to_vec();
+            if hdr.len() == 48 {
+                // The IPv6 UDP checksum sums the ESP bytes that follow
+                // (ciphertext): a function of what is on the wire anyway.
+                hdr[46..48].copy_from_slice(&[0, 0]);
+            }
+            match &reference {
+                None => reference = Some(hdr),
+                Some(r) => assert_eq!(
+                    &hdr, r,
+                    "{name}: outer header depends on inner TOS {tos:#04x}"
+                ),
+            }
+        }
+    }
+}
+
+/// ECN codepoints (RFC 3168).
+const NOT_ECT: u8 = 0b00;
+const ECT1: u8 = 0b01;
+const ECT0: u8 = 0b10;
+const CE: u8 = 0b11;
+
+/// RFC 6040 §4.2, Figure 4: the ECN field leaving the decapsulator, by
+/// arriving inner (row) and outer (column) ECN; `None` = drop.
+fn rfc6040_egress(inner: u8, outer: u8) -> Option<u8> {
+    match (inner, outer) {
+        (NOT_ECT, CE) => None,
+        (NOT_ECT, _) => Some(NOT_ECT),
+        (ECT0, NOT_ECT) | (ECT0, ECT0) => Some(ECT0),
+        (ECT0, ECT1) => Some(ECT1),
+        (ECT1, NOT_ECT) | (ECT1, ECT0) | (ECT1, ECT1) => Some(ECT1),
+        (_, CE) | (CE, _) => Some(CE),
+        _ => unreachable!(),
+    }
+}
+
+/// Sets the ECN bits of the outer header (and fixes an IPv4 checksum): the
+/// outer header is not authenticated, routers on the path may mark it.
+fn set_outer_ecn(wire: &mut [u8], ecn: u8) {
+    let tos = (tos_of(wire) & !3) | ecn;
+    set_tos(wire, tos);
+}
+
+#[test]
+fn decapsulation_follows_rfc6040_for_every_ecn_pair() {
+    for (name, pa, pb, inner) in layouts(Aead::Aes256Gcm16) {
+        let mut a = Engine::new(&pa, T0).unwrap();
+        let mut b = Engine::new(&pb, T0).unwrap();
+        for dscp in [0u8, 46] {
+            for inner_ecn in [NOT_ECT, ECT1, ECT0, CE] {
+                for outer_ecn in [NOT_ECT, ECT1, ECT0, CE] {
+                    let mut p = inner.clone();
+                    set_tos(&mut p, dscp << 2 | inner_ecn);
+                    let mut wire = send(&mut a, &p);
+                    set_outer_ecn(&mut wire, outer_ecn);
+                    let what = format!("{name}: inner {inner_ecn:02b} outer {outer_ecn:02b}");
+                    match rfc6040_egress(inner_ecn, outer_ecn) {
+                        None => assert_eq!(
+                            recv(&mut b, &wire),
+                            Err(DropReason::CeOnNotEct),
+                            "{what}: not dropped"
+                        ),
+                        Some(ecn) => {
+                            let got = recv(&mut b, &wire).unwrap_or_else(|r| panic!("{what}: {r}"));
+                            let mut want = p.clone();
+                            set_tos(&mut want, dscp << 2 | ecn);
+                            assert_eq!(got, want, "{what}: expected ECN {ecn:02b}, DSCP kept");
+                            if got[0] >> 4 == 4 {
+                                assert_eq!(
+                                    viaduct::wire::internet_checksum(&got[..20]),
+                                    0,
+                                    "{what}: header checksum"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tfc_padding_from_the_peer_is_stripped() {
+    // RFC 4303 §2.4: a sender may pad the payload after the inner packet
+    // (traffic flow confidentiality); the inner IP header says where the
+    // packet ends. Linux sends it with `ip xfrm state … tfcpad`.
+    let aead = Aead::Aes128Gcm16;
+    let (_, mut b) = pair(aead);
+    let inner = lan_a_to_b(b"short"); // 33 bytes
+    for (seq, tfc) in [(1u32, 1usize), (2, 3), (3, 95), (4, 1367)] {
+        let mut payload = inner.clone();
+        payload.extend(std::iter::repeat_n(0u8, tfc));
+        let pad: Vec<u8> = (1..=viaduct::sa::pad_len(payload.len()) as u8).collect();
+        let pkt = craft(aead, seq, &with_trailer(&payload, &pad, 4));
+        assert_eq!(
+            recv(&mut b, &pkt),
+            Ok(inner.clone()),
+            "{tfc} bytes of TFC padding"
+        );
+    }
+    let inner6 = udp6("fd00:1::5", "fd00:2::7", 1, 2, b"six");
+    let p6 = lab_policy(aead, B4, A4, B6, A6, false);
+    let mut b6 = Engine::new(&p6, T0).unwrap();
+    let mut payload = inner6.clone();
+    payload.extend([0u8; 200]);
+    let pad: Vec<u8> = (1..=viaduct::sa::pad_len(payload.len()) as u8).collect();
+    let pkt = craft(aead, 1, &with_trailer(&payload, &pad, 41));
+    assert_eq!(recv(&mut b6, &pkt), Ok(inner6));
+    // An inner header that claims more than the payload holds is refused.
+    let mut short = inner.clone();
+    short[2..4].copy_from_slice(&(inner.len() as u16 + 4).to_be_bytes());
+    short[10..12].copy_from_slice(&[0, 0]);
+    let c = viaduct::wire::internet_checksum(&short[..20]);
+    short[10..12].copy_from_slice(&c.to_be_bytes());
+    let pad: Vec<u8> = (1..=viaduct::sa::pad_len(short.len()) as u8).collect();
+    let pkt = craft(aead, 5, &with_trailer(&short, &pad, 4));
+    assert!(recv(&mut b, &pkt).is_err());
+}
+
+#[test]
+fn outer_dscp_comes_from_the_policy() {
+    for (name, mut pa, _, inner) in layouts(Aead::ChaCha20Poly1305) {
+        pa.tunnels[0].outer_dscp = 46;
+        let mut a = Engine::new(&pa, T0).unwrap();
+        for tos in [0x00u8, 0x03, 0x20, 0xff] {
+            let mut p = inner.clone();
+            set_tos(&mut p, tos);
+            let wire = send(&mut a, &p);
+            assert_eq!(
+                tos_of(&wire),
+                46 << 2,
+                "{name}: inner TOS {tos:#04x}: EF, Not-ECT"
+            );
+        }
+    }
+}
+
+#[test]
+fn ce_on_not_ect_is_counted() {
+    let (mut a, mut b) = pair(Aead::Aes128Gcm16);
+    let mut wire = send(&mut a, &lan_a_to_b(b"x"));
+    set_outer_ecn(&mut wire, CE);
+    assert_eq!(recv(&mut b, &wire), Err(DropReason::CeOnNotEct));
+    assert_eq!(b.inbound.drops().get(DropReason::CeOnNotEct), 1);
+    assert!(b.inbound.report().contains("in drop ce_on_not_ect=1"));
+}
+
+/// A packet of exactly `len` bytes A → B (IPv4 or IPv6 UDP).
+fn sized(v6: bool, len: usize) -> Vec<u8> {
+    if v6 {
+        udp6("fd00:1::5", "fd00:2::7", 4000, 5000, &vec![0x5a; len - 48])
+    } else {
+        udp4("10.1.0.5", "10.2.0.7", 4000, 5000, &vec![0x5a; len - 28])
+    }
+}
+
+#[test]
+fn tfc_padding_sends_size_classes_and_the_peer_gets_the_packet() {
+    let sizes = [128u16, 512, 1400];
+    for (name, mut pa, pb, inner) in layouts(Aead::Aes256Gcm16) {
+        pa.tunnels[0].tfc_sizes = sizes.to_vec();
+        let mut a = Engine::new(&pa, T0).unwrap();
+        // B has no padding of its own: accepting it needs nothing.
+        let mut b = Engine::new(&pb, T0).unwrap();
+        let v6 = inner[0] >> 4 == 6;
+        let lens: Vec<usize> = [
+            48, 60, 100, 127, 128, 129, 300, 511, 512, 513, 1000, 1399, 1400,
+        ]
+        .into_iter()
+        .filter(|&n| n >= if v6 { 48 } else { 28 })
+        .collect();
+        let mut by_class: std::collections::BTreeMap<usize, usize> = Default::default();
+        let mut padded = 0u64;
+        for len in lens {
+            let p = sized(v6, len);
+            let wire = send(&mut a, &p);
+            let class = usize::from(*sizes.iter().find(|&&c| usize::from(c) >= len).unwrap());
+            padded += (class - len) as u64;
+            let first = by_class.entry(class).or_insert(wire.len());
+            assert_eq!(
+                wire.len(),
+                *first,
+                "{name}: a {len}-byte packet shows its length, not class {class}"
+            );
+            assert_eq!(recv(&mut b, &wire), Ok(p), "{name}: {len} bytes");
+        }
+        assert_eq!(by_class.len(), 3, "{name}: three classes on the wire");
+        assert_eq!(
+            a.outbound.sa_mut(TunnelId(1)).unwrap().counters().tfc_bytes,
+            padded
+        );
+        assert_eq!(
+            b.inbound.sa_mut(SPI_A_TO_B).unwrap().counters().tfc_bytes,
+            padded
+        );
+    }
+    // Beyond the last size a packet keeps its length.
+    let mut pa = lab_policy(Aead::Aes128Gcm16, A4, B4, A4, B4, true);
+    pa.tunnels[0].tfc_sizes = vec![128];
+    let mut a = Engine::new(&pa, T0).unwrap();
+    let (mut plain, _) = pair(Aead::Aes128Gcm16);
+    for len in [129, 600, 1400] {
+        let p = sized(false, len);
+        assert_eq!(send(&mut a, &p).len(), send(&mut plain, &p).len(), "{len}");
+    }
+}

@@ -785,7 +785,7 @@ fn wrong_policy_version_is_refused() {
     let (code, err) = run_bad(Some(&b));
     assert_ne!(code, 0);
     assert!(
-        err.contains("version 9") && err.contains("version 1"),
+        err.contains("version 9") && err.contains(&format!("version {FORMAT_VERSION}")),
         "{err}"
     );
 }
