@@ -86,6 +86,35 @@ fn firewall_forwards_in_clear_through_its_filter() {
     assert_eq!(p.filters.len(), 6);
     assert_eq!(p.filters[0].name, "web-out");
     assert_eq!(p.filters[0].selector.dst_ports, blob::PortRange::single(80));
+    // Replies: to the LAN's client ports only, TCP ones with ACK set.
+    let ephemeral = blob::PortRange {
+        start: 32768,
+        end: 60999,
+    };
+    for f in p
+        .filters
+        .iter()
+        .filter(|f| f.direction == blob::Direction::Inbound)
+    {
+        assert!(f.name.ends_with("-replies-in"), "{}", f.name);
+        assert_eq!(f.selector.dst_ports, ephemeral, "{}", f.name);
+        if f.selector.protocol == blob::Protocol::TCP {
+            assert_eq!(
+                f.tcp_flags,
+                blob::TcpFlags {
+                    mask: blob::TcpFlags::ACK,
+                    value: blob::TcpFlags::ACK
+                },
+                "{}",
+                f.name
+            );
+        }
+    }
+    let text = policy::describe_text(&p);
+    assert!(
+        text.contains(":443-443 -> 10.1.0.0/24:32768-60999 proto 6 flags ack -> Accept"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use policy_blob::{
-    Direction, FilterAction, Policy, Selector, SpdAction, TrafficSelector, TunnelId,
+    Direction, FilterAction, Policy, Selector, SpdAction, TcpFlags, TrafficSelector, TunnelId,
 };
 
 use crate::error::EngineError;
@@ -185,12 +185,27 @@ struct TunnelRules {
     remote_ts: Vec<TrafficSelector>,
 }
 
+/// One filter rule as the engine matches it.
+#[derive(Debug)]
+struct Filter {
+    selector: Selector,
+    tcp_flags: TcpFlags,
+    action: FilterAction,
+}
+
+impl Filter {
+    fn matches(&self, t: &FiveTuple) -> bool {
+        selector_matches(&self.selector, t)
+            && (self.tcp_flags.is_any() || t.tcp_flags.is_some_and(|f| self.tcp_flags.matches(f)))
+    }
+}
+
 /// Immutable compiled rules shared by both halves.
 #[derive(Debug)]
 struct Rules {
     spd: Vec<(Selector, SpdAction)>,
-    filters_out: Vec<(Selector, FilterAction)>,
-    filters_in: Vec<(Selector, FilterAction)>,
+    filters_out: Vec<Filter>,
+    filters_in: Vec<Filter>,
     default_filter: FilterAction,
     tunnels: Vec<TunnelRules>,
 }
@@ -222,8 +237,8 @@ impl Rules {
             Direction::Inbound => &self.filters_in,
         };
         list.iter()
-            .find(|(s, _)| selector_matches(s, t))
-            .map_or(self.default_filter, |(_, a)| *a)
+            .find(|f| f.matches(t))
+            .map_or(self.default_filter, |f| f.action)
     }
 
     fn spd(&self, t: &FiveTuple) -> Option<SpdAction> {
@@ -337,7 +352,11 @@ impl Engine {
                 .filters
                 .iter()
                 .filter(|f| f.direction == d)
-                .map(|f| (f.selector.clone(), f.action))
+                .map(|f| Filter {
+                    selector: f.selector.clone(),
+                    tcp_flags: f.tcp_flags,
+                    action: f.action,
+                })
                 .collect()
         };
         let rules = Arc::new(Rules {

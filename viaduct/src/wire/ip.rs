@@ -217,6 +217,9 @@ pub struct FiveTuple {
     pub protocol: u8,
     /// (source, destination) ports, or ICMP (type, code) as RFC 4301 §4.4.1.1.
     pub ports: Option<(u16, u16)>,
+    /// The TCP flags byte, when the datagram holds a whole TCP header
+    /// (20 bytes; never in a later fragment).
+    pub tcp_flags: Option<u8>,
 }
 
 impl FiveTuple {
@@ -227,7 +230,16 @@ impl FiveTuple {
             dst: self.src,
             protocol: self.protocol,
             ports: self.ports.map(|(a, b)| (b, a)),
+            tcp_flags: self.tcp_flags,
         }
+    }
+}
+
+/// The flags byte of a TCP header that is all there (20 bytes).
+fn tcp_flags_of(protocol: u8, l4: &[u8], later_fragment: bool) -> Option<u8> {
+    match protocol {
+        6 if !later_fragment && l4.len() >= 20 => Some(l4[13]),
+        _ => None,
     }
 }
 
@@ -252,6 +264,7 @@ pub fn five_tuple(pkt: &[u8]) -> Result<FiveTuple, WireError> {
                 dst: IpAddr::V4(p.dst()),
                 protocol: p.protocol(),
                 ports: ports_of(p.protocol(), p.payload(), p.frag_offset() != 0),
+                tcp_flags: tcp_flags_of(p.protocol(), p.payload(), p.frag_offset() != 0),
             })
         }
         Some(6) => {
@@ -262,6 +275,7 @@ pub fn five_tuple(pkt: &[u8]) -> Result<FiveTuple, WireError> {
                 dst: IpAddr::V6(p.dst()),
                 protocol: proto,
                 ports: ports_of(proto, l4, later),
+                tcp_flags: tcp_flags_of(proto, l4, later),
             })
         }
         Some(_) => Err(WireError::Malformed),

@@ -44,6 +44,38 @@ pub fn udp4(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec
     p
 }
 
+/// An IPv4 TCP segment (20-byte header, no options) with `flags` and
+/// `payload`; checksums are not computed (the engine does not check them).
+#[allow(dead_code)]
+pub fn tcp4(src: &str, dst: &str, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
+    p[16..20].copy_from_slice(&dst.parse::<Ipv4Addr>().unwrap().octets());
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = flags;
+    p[40..].copy_from_slice(payload);
+    p
+}
+
+/// TCP flag bits.
+#[allow(dead_code)]
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
 /// An IPv6 UDP datagram.
 pub fn udp6(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let plen = 8 + payload.len();

@@ -922,3 +922,179 @@ fn tfc_padding_sends_size_classes_and_the_peer_gets_the_packet() {
         assert_eq!(send(&mut a, &p).len(), send(&mut plain, &p).len(), "{len}");
     }
 }
+
+// ---- The shipped firewall profile, compiled and enforced ----
+
+/// The engine of a shipped profile (`profiles/<rel>`), compiled as the
+/// image builder compiles it.
+fn shipped(rel: &str) -> Engine {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../profiles")
+        .join(rel);
+    let profile = profiles::load_profile(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let policy = policy::compile(&profile).unwrap();
+    Engine::new(&policy, T0).unwrap()
+}
+
+/// Black → red in clear through the firewall: the verdict.
+fn fw_in(e: &mut Engine, pkt: &[u8]) -> Verdict {
+    let mut b = pkt.to_vec();
+    e.inbound(&mut b, T0)
+}
+
+const WEB: &str = "203.0.113.80";
+const LAN: &str = "10.1.0.7";
+
+#[test]
+fn firewall_profile_lets_no_connection_in() {
+    let mut fw = shipped("firewall.toml");
+    let f = DropReason::Filter;
+    // A SYN from a "reply" port opens nothing, to a service or to an
+    // ephemeral port, whatever else it carries.
+    for sport in [80, 443] {
+        for dport in [22, 80, 445, 3389, 8080, 32768, 40000, 60999, 61000, 65535] {
+            for flags in [
+                tcp::SYN,
+                tcp::SYN | tcp::PSH,
+                tcp::SYN | tcp::FIN,
+                tcp::SYN | tcp::RST,
+            ] {
+                let p = tcp4(WEB, LAN, sport, dport, flags, b"");
+                assert_eq!(
+                    fw_in(&mut fw, &p),
+                    Verdict::Drop(f),
+                    ":{sport} -> :{dport} flags {flags:#04x}"
+                );
+            }
+        }
+    }
+    // Replies (ACK set) pass only to the ephemeral ports of the LAN's
+    // clients, 32768-60999.
+    for sport in [80, 443] {
+        for flags in [
+            tcp::SYN | tcp::ACK,
+            tcp::ACK,
+            tcp::ACK | tcp::PSH,
+            tcp::FIN | tcp::ACK,
+            tcp::RST | tcp::ACK,
+        ] {
+            for dport in [32768, 40000, 60999] {
+                let p = tcp4(WEB, LAN, sport, dport, flags, b"x");
+                assert_eq!(
+                    fw_in(&mut fw, &p),
+                    Verdict::Send(p.len()),
+                    ":{sport} -> :{dport} flags {flags:#04x}"
+                );
+            }
+            for dport in [22, 80, 443, 3389, 32767, 61000, 65535] {
+                let p = tcp4(WEB, LAN, sport, dport, flags, b"x");
+                assert_eq!(
+                    fw_in(&mut fw, &p),
+                    Verdict::Drop(f),
+                    ":{sport} -> :{dport} flags {flags:#04x}"
+                );
+            }
+        }
+    }
+    // A bare RST (no ACK) is not a reply the filter can tell from a probe.
+    let p = tcp4(WEB, LAN, 443, 40000, tcp::RST, b"");
+    assert_eq!(fw_in(&mut fw, &p), Verdict::Drop(f));
+    // DNS answers only to ephemeral ports.
+    for (dport, ok) in [
+        (53, false),
+        (67, false),
+        (5353, false),
+        (32767, false),
+        (32768, true),
+        (45000, true),
+        (60999, true),
+        (61000, false),
+    ] {
+        let p = udp4("9.9.9.9", LAN, 53, dport, b"a");
+        let want = if ok {
+            Verdict::Send(p.len())
+        } else {
+            Verdict::Drop(f)
+        };
+        assert_eq!(fw_in(&mut fw, &p), want, "udp :53 -> :{dport}");
+    }
+    // Other sources and protocols: nothing in.
+    for p in [
+        tcp4(WEB, LAN, 22, 40000, tcp::ACK, b""),
+        udp4("9.9.9.9", LAN, 123, 40000, b"a"),
+        tcp4(WEB, "10.1.1.7", 443, 40000, tcp::ACK, b""),
+    ] {
+        assert_eq!(fw_in(&mut fw, &p), Verdict::Drop(f));
+    }
+    // What the LAN opens still goes out.
+    let mut out = [0u8; 256];
+    for p in [
+        tcp4(LAN, WEB, 40000, 443, tcp::SYN, b""),
+        tcp4(LAN, WEB, 40000, 80, tcp::ACK, b"GET"),
+        udp4(LAN, "9.9.9.9", 40000, 53, b"q"),
+    ] {
+        assert_eq!(fw.outbound(&p, &mut out, T0), Verdict::Send(p.len()));
+    }
+}
+
+#[test]
+fn tcp_flags_rules_look_at_the_named_flags_only() {
+    // accept "ack !syn" (an established segment), accept "syn ack"
+    // (a SYN-ACK), accept "!ack" nothing else … default drop.
+    let rule = |mask: u8, value: u8| TcpFlags { mask, value };
+    let sel = Selector {
+        protocol: Protocol::TCP,
+        ..Selector::any_v4()
+    };
+    let p = Policy::new("flags", "1")
+        .with_local(v4(A4.outer))
+        .with_spd("all", Selector::any_v4(), SpdAction::Bypass)
+        .with_tcp_filter(
+            "established",
+            Direction::Inbound,
+            sel.clone(),
+            rule(TcpFlags::ACK | TcpFlags::SYN, TcpFlags::ACK),
+            FilterAction::Accept,
+        )
+        .with_tcp_filter(
+            "fin-without-ack",
+            Direction::Inbound,
+            sel.clone(),
+            rule(TcpFlags::FIN | TcpFlags::ACK, TcpFlags::FIN),
+            FilterAction::Accept,
+        )
+        .with_default_filter(FilterAction::Drop);
+    let mut e = Engine::new(&p, T0).unwrap();
+    for (flags, pass) in [
+        (tcp::ACK, true),
+        (tcp::ACK | tcp::PSH, true),
+        (tcp::ACK | tcp::FIN, true),
+        (tcp::ACK | tcp::RST, true),
+        (tcp::ACK | tcp::SYN, false),
+        (tcp::SYN, false),
+        (0, false),
+        (tcp::FIN, true),
+        (tcp::FIN | tcp::PSH | 0x20, true),
+        (tcp::FIN | tcp::ACK | tcp::SYN, false),
+        (0xff, false),
+    ] {
+        let pkt = tcp4("9.9.9.9", "10.1.0.5", 1, 2, flags, b"");
+        let want = if pass {
+            Verdict::Send(pkt.len())
+        } else {
+            Verdict::Drop(DropReason::Filter)
+        };
+        assert_eq!(fw_in(&mut e, &pkt), want, "flags {flags:#04x}");
+    }
+    // A flags rule never matches a packet without a TCP header: UDP, or a
+    // "TCP" datagram too short to hold the flags.
+    let u = udp4("9.9.9.9", "10.1.0.5", 1, 2, b"");
+    assert_eq!(fw_in(&mut e, &u), Verdict::Drop(DropReason::Filter));
+    let mut short = tcp4("9.9.9.9", "10.1.0.5", 1, 2, tcp::ACK, b"");
+    short.truncate(20 + 13);
+    short[2..4].copy_from_slice(&33u16.to_be_bytes());
+    short[10..12].copy_from_slice(&[0, 0]);
+    let c = viaduct::wire::internet_checksum(&short[..20]);
+    short[10..12].copy_from_slice(&c.to_be_bytes());
+    assert!(matches!(fw_in(&mut e, &short), Verdict::Drop(_)));
+}
