@@ -41,6 +41,10 @@ pub enum DropReason {
     Dummy,
     /// Inner packet outside the tunnel's traffic selectors.
     SelectorMismatch,
+    /// Decrypted packet that the SPD would not send through the tunnel it
+    /// came from (another tunnel's, or a BYPASS or DISCARD carve-out:
+    /// RFC 4301 §5.2).
+    SpdMismatch,
     /// SPD said DISCARD.
     Discard,
     /// No SPD entry matched.
@@ -75,7 +79,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -85,6 +89,7 @@ impl DropReason {
         DropReason::BadNextHeader,
         DropReason::Dummy,
         DropReason::SelectorMismatch,
+        DropReason::SpdMismatch,
         DropReason::Discard,
         DropReason::NoPolicy,
         DropReason::NoSa,
@@ -117,6 +122,7 @@ impl DropReason {
             DropReason::BadNextHeader => "bad_next_header",
             DropReason::Dummy => "dummy",
             DropReason::SelectorMismatch => "selector_mismatch",
+            DropReason::SpdMismatch => "spd_mismatch",
             DropReason::Discard => "discard",
             DropReason::NoPolicy => "no_policy",
             DropReason::NoSa => "no_sa",
@@ -553,6 +559,16 @@ impl InboundPath {
         let t = five_tuple(inner).map_err(wire_drop)?;
         if !self.rules.inbound_in_ts(tidx, &t) {
             return Err(DropReason::SelectorMismatch);
+        }
+        // RFC 4301 §5.2: the packet must be one the SPD, seen from the
+        // other side, protects with this very tunnel. The SA's selectors
+        // alone would let a peer whose tunnel encloses another's (nested
+        // selectors) send with the other peer's addresses, and let a
+        // DISCARD or BYPASS carved out of a tunnel in through it.
+        let tunnel = self.rules.tunnels.get(tidx).map(|t| t.id);
+        match (self.rules.spd(&t.reversed()), tunnel) {
+            (Some(SpdAction::Protect(id)), Some(mine)) if id == mine => {}
+            _ => return Err(DropReason::SpdMismatch),
         }
         if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
             return Err(DropReason::Filter);

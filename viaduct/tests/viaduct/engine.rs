@@ -1098,3 +1098,163 @@ fn tcp_flags_rules_look_at_the_named_flags_only() {
     short[10..12].copy_from_slice(&c.to_be_bytes());
     assert!(matches!(fw_in(&mut e, &short), Verdict::Drop(_)));
 }
+
+// ---- Inbound: the SPD decides, not only the SA's selectors (RFC 4301 §5.2) ----
+
+const C4: Side = Side {
+    outer: "198.51.100.3",
+    lan: "10.9.0.0",
+    lan_len: 16,
+};
+
+/// A manually keyed tunnel `local` ↔ `remote` (outer addresses) between
+/// inner prefixes.
+#[allow(clippy::too_many_arguments)]
+fn tunnel_between(
+    id: u32,
+    name: &str,
+    local: &str,
+    remote: &str,
+    local_ts: Prefix,
+    remote_ts: Prefix,
+    (spi_out, seed_out): (u32, u8),
+    (spi_in, seed_in): (u32, u8),
+) -> Tunnel {
+    let aead = Aead::Aes128Gcm16;
+    Tunnel::new(id, name, v4(local), v4(remote), aead)
+        .with_local_ts(TrafficSelector::prefix(local_ts))
+        .with_remote_ts(TrafficSelector::prefix(remote_ts))
+        .with_manual_keys(
+            ManualSa {
+                spi: Spi(spi_out),
+                key: key(aead, seed_out),
+            },
+            ManualSa {
+                spi: Spi(spi_in),
+                key: key(aead, seed_in),
+            },
+        )
+}
+
+fn pfx(s: &str, len: u8) -> Prefix {
+    Prefix::new(v4(s), len)
+}
+
+/// Gateway B (LAN 10.2.0.0/24) with two nested tunnels and carve-outs:
+/// `wide` to peer A for 10.0.0.0/8, inside it `narrow` to peer C for
+/// 10.9.0.0/16, a DISCARD for 10.5.0.0/16 and a BYPASS for 10.7.0.0/16.
+/// SPD most specific first, as the compiler orders it.
+fn nested_b() -> Policy {
+    let lan = pfx("10.2.0.0", 24);
+    Policy::new("b", "1")
+        .with_local(v4(B4.outer))
+        .with_tunnel(tunnel_between(
+            1,
+            "wide",
+            B4.outer,
+            A4.outer,
+            lan,
+            pfx("10.0.0.0", 8),
+            (0x1b0a, 11),
+            (0x1a0b, 12),
+        ))
+        .with_tunnel(tunnel_between(
+            2,
+            "narrow",
+            B4.outer,
+            C4.outer,
+            lan,
+            pfx("10.9.0.0", 16),
+            (0x2b0c, 21),
+            (0x2c0b, 22),
+        ))
+        .with_spd(
+            "narrow",
+            Selector::between(lan, pfx("10.9.0.0", 16)),
+            SpdAction::Protect(TunnelId(2)),
+        )
+        .with_spd(
+            "no-10-5",
+            Selector::between(lan, pfx("10.5.0.0", 16)),
+            SpdAction::Discard,
+        )
+        .with_spd(
+            "clear-10-7",
+            Selector::between(lan, pfx("10.7.0.0", 16)),
+            SpdAction::Bypass,
+        )
+        .with_spd(
+            "wide",
+            Selector::between(lan, pfx("10.0.0.0", 8)),
+            SpdAction::Protect(TunnelId(1)),
+        )
+        .with_spd("rest", Selector::any_v4(), SpdAction::Discard)
+}
+
+/// A peer of B that sends anything from `from` (its whole /8 view) to B's
+/// LAN through one tunnel: what a malicious peer can do with its own keys.
+fn sender_to_b(me: &str, from: Prefix, spi_out: u32, seed_out: u8) -> Engine {
+    let lan_b = pfx("10.2.0.0", 24);
+    let p = Policy::new("peer", "1")
+        .with_local(v4(me))
+        .with_tunnel(tunnel_between(
+            1,
+            "to-b",
+            me,
+            B4.outer,
+            from,
+            lan_b,
+            (spi_out, seed_out),
+            (0xffff, 99),
+        ))
+        .with_spd(
+            "to-b",
+            Selector::between(from, lan_b),
+            SpdAction::Protect(TunnelId(1)),
+        );
+    Engine::new(&p, T0).unwrap()
+}
+
+#[test]
+fn decrypted_packet_must_be_one_the_spd_sends_through_this_tunnel() {
+    let mut b = Engine::new(&nested_b(), T0).unwrap();
+    let mut a = sender_to_b(A4.outer, pfx("10.0.0.0", 8), 0x1a0b, 12);
+    let mut c = sender_to_b(C4.outer, pfx("10.9.0.0", 16), 0x2c0b, 22);
+    let to_b = |src: &str| udp4(src, "10.2.0.7", 4000, 5000, b"nested");
+    // A's own space, through A's tunnel: delivered.
+    let ok = to_b("10.1.0.5");
+    assert_eq!(recv(&mut b, &send(&mut a, &ok)), Ok(ok));
+    // C's space through C's tunnel: delivered.
+    let ok = to_b("10.9.0.5");
+    assert_eq!(recv(&mut b, &send(&mut c, &ok)), Ok(ok));
+    // A claims C's addresses: inside `wide`'s selectors, but the SPD sends
+    // 10.9.0.0/16 through `narrow`, so A cannot inject as C.
+    for src in ["10.9.0.5", "10.9.255.254"] {
+        let w = send(&mut a, &to_b(src));
+        assert_eq!(
+            recv(&mut b, &w),
+            Err(DropReason::SpdMismatch),
+            "A injected {src} as C"
+        );
+    }
+    // The DISCARD carve-out holds inbound too, and so does the BYPASS one
+    // (traffic the SPD sends in clear does not arrive through a tunnel).
+    for src in ["10.5.0.5", "10.7.0.5"] {
+        let w = send(&mut a, &to_b(src));
+        assert_eq!(
+            recv(&mut b, &w),
+            Err(DropReason::SpdMismatch),
+            "{src} accepted through `wide`"
+        );
+    }
+    assert_eq!(b.inbound.drops().get(DropReason::SpdMismatch), 4);
+    // C outside its selectors: the SA's own check.
+    let mut c_wide = sender_to_b(C4.outer, pfx("10.0.0.0", 8), 0x2c0b, 22);
+    c_wide
+        .outbound
+        .sa_mut(TunnelId(1))
+        .unwrap()
+        .set_last_seq(SeqNo(100));
+    let w = send(&mut c_wide, &to_b("10.1.0.5"));
+    assert_eq!(recv(&mut b, &w), Err(DropReason::SelectorMismatch));
+}
