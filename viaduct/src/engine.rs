@@ -61,6 +61,14 @@ pub enum DropReason {
     Malformed,
     /// Outer fragments are not reassembled.
     Fragment,
+    /// An inner fragment that hides or could rewrite its transport header
+    /// (tiny first fragment, later fragment overlapping the header, IPv6
+    /// later fragment of unknown protocol).
+    BadFragment,
+    /// A later fragment (no ports, no TCP flags) that reached a filter rule
+    /// or SPD entry about ports or flags matching its addresses and
+    /// protocol: its verdict depends on what only the first fragment shows.
+    UnclassifiedFragment,
     /// Inbound cleartext not allowed by a BYPASS entry.
     Unprotected,
     /// The caller's output buffer is too small.
@@ -79,7 +87,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -98,6 +106,8 @@ impl DropReason {
         DropReason::SeqOverflow,
         DropReason::Malformed,
         DropReason::Fragment,
+        DropReason::BadFragment,
+        DropReason::UnclassifiedFragment,
         DropReason::Unprotected,
         DropReason::BufferTooSmall,
         DropReason::NonEsp,
@@ -131,6 +141,8 @@ impl DropReason {
             DropReason::SeqOverflow => "seq_overflow",
             DropReason::Malformed => "malformed",
             DropReason::Fragment => "fragment",
+            DropReason::BadFragment => "bad_fragment",
+            DropReason::UnclassifiedFragment => "unclassified_fragment",
             DropReason::Unprotected => "unprotected",
             DropReason::BufferTooSmall => "buffer_too_small",
             DropReason::NonEsp => "non_esp",
@@ -199,13 +211,6 @@ struct Filter {
     action: FilterAction,
 }
 
-impl Filter {
-    fn matches(&self, t: &FiveTuple) -> bool {
-        selector_matches(&self.selector, t)
-            && (self.tcp_flags.is_any() || t.tcp_flags.is_some_and(|f| self.tcp_flags.matches(f)))
-    }
-}
-
 /// Immutable compiled rules shared by both halves.
 #[derive(Debug)]
 struct Rules {
@@ -223,11 +228,66 @@ fn ports_match(range: &policy_blob::PortRange, port: Option<u16>) -> bool {
 /// Whether a five-tuple matches a selector (RFC 4301 §4.4.1: a packet
 /// without ports, or a non-first fragment, matches only ANY port ranges).
 pub fn selector_matches(s: &Selector, t: &FiveTuple) -> bool {
-    s.src.contains(t.src)
-        && s.dst.contains(t.dst)
-        && s.protocol.matches(t.protocol)
+    addresses_match(s, t)
         && ports_match(&s.src_ports, t.ports.map(|p| p.0))
         && ports_match(&s.dst_ports, t.ports.map(|p| p.1))
+}
+
+/// Addresses and protocol only.
+fn addresses_match(s: &Selector, t: &FiveTuple) -> bool {
+    s.src.contains(t.src) && s.dst.contains(t.dst) && s.protocol.matches(t.protocol)
+}
+
+/// The outcome of a first-match lookup (filter or SPD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup<T> {
+    /// This entry matched.
+    Match(T),
+    /// A later fragment reached an entry about ports or TCP flags that
+    /// matches its addresses and protocol: whether the entry applies
+    /// depends on what only the first fragment shows, so no entry can be
+    /// chosen. The packet is dropped (`unclassified_fragment`).
+    Unclassified,
+    /// No entry matched.
+    None,
+}
+
+/// The first-match rule for every ordered list the engine consults, in one
+/// place. An entry about ports (or TCP flags) matches only a packet whose
+/// ports (and flags) it can read. A later fragment has none: it skips a
+/// port entry that its addresses or protocol rule out, but one that they
+/// do not rule out makes it [`Lookup::Unclassified`]; skipping the entry
+/// would let the fragment of a port it names pass as if it were any other
+/// port (`drop tcp 23` evaded; a PROTECTed port's fragments sent in clear
+/// by a later BYPASS). A port-less entry decides for it as for any packet.
+fn first_match<'a, E>(
+    list: &'a [E],
+    t: &FiveTuple,
+    selector: impl Fn(&E) -> &Selector,
+    flags: impl Fn(&E) -> TcpFlags,
+) -> Lookup<&'a E> {
+    for e in list {
+        let s = selector(e);
+        if !addresses_match(s, t) {
+            continue;
+        }
+        let f = flags(e);
+        let about_l4 = !s.src_ports.is_any() || !s.dst_ports.is_any() || !f.is_any();
+        if !about_l4 {
+            return Lookup::Match(e);
+        }
+        if t.ports_unknown {
+            return Lookup::Unclassified;
+        }
+        let flags_ok = f.is_any() || t.tcp_flags.is_some_and(|x| f.matches(x));
+        if flags_ok
+            && ports_match(&s.src_ports, t.ports.map(|p| p.0))
+            && ports_match(&s.dst_ports, t.ports.map(|p| p.1))
+        {
+            return Lookup::Match(e);
+        }
+    }
+    Lookup::None
 }
 
 fn ts_matches(list: &[TrafficSelector], addr: IpAddr, proto: u8, port: Option<u16>) -> bool {
@@ -237,21 +297,31 @@ fn ts_matches(list: &[TrafficSelector], addr: IpAddr, proto: u8, port: Option<u1
 }
 
 impl Rules {
-    fn filter(&self, dir: Direction, t: &FiveTuple) -> FilterAction {
+    /// The filter's verdict: the first matching rule's, or the default;
+    /// an unclassifiable fragment is dropped as such.
+    fn filter(&self, dir: Direction, t: &FiveTuple) -> Result<(), DropReason> {
         let list = match dir {
             Direction::Outbound => &self.filters_out,
             Direction::Inbound => &self.filters_in,
         };
-        list.iter()
-            .find(|f| f.matches(t))
-            .map_or(self.default_filter, |f| f.action)
+        let action = match first_match(list, t, |f| &f.selector, |f| f.tcp_flags) {
+            Lookup::Match(f) => f.action,
+            Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
+            Lookup::None => self.default_filter,
+        };
+        match action {
+            FilterAction::Accept => Ok(()),
+            FilterAction::Drop => Err(DropReason::Filter),
+        }
     }
 
-    fn spd(&self, t: &FiveTuple) -> Option<SpdAction> {
-        self.spd
-            .iter()
-            .find(|(s, _)| selector_matches(s, t))
-            .map(|(_, a)| *a)
+    /// The SPD's action for an outbound five-tuple (first match).
+    fn spd(&self, t: &FiveTuple) -> Lookup<SpdAction> {
+        match first_match(&self.spd, t, |(s, _)| s, |_| TcpFlags::ANY) {
+            Lookup::Match((_, a)) => Lookup::Match(*a),
+            Lookup::Unclassified => Lookup::Unclassified,
+            Lookup::None => Lookup::None,
+        }
     }
 
     fn tunnel_index(&self, id: TunnelId) -> Option<usize> {
@@ -430,10 +500,13 @@ impl OutboundPath {
         now: Timestamp,
     ) -> Result<usize, DropReason> {
         let t = five_tuple(inner).map_err(wire_drop)?;
-        if self.rules.filter(Direction::Outbound, &t) == FilterAction::Drop {
-            return Err(DropReason::Filter);
-        }
-        match self.rules.spd(&t).ok_or(DropReason::NoPolicy)? {
+        self.rules.filter(Direction::Outbound, &t)?;
+        let action = match self.rules.spd(&t) {
+            Lookup::Match(a) => a,
+            Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
+            Lookup::None => return Err(DropReason::NoPolicy),
+        };
+        match action {
             SpdAction::Discard => Err(DropReason::Discard),
             SpdAction::Bypass => {
                 let dst = out
@@ -567,12 +640,11 @@ impl InboundPath {
         // DISCARD or BYPASS carved out of a tunnel in through it.
         let tunnel = self.rules.tunnels.get(tidx).map(|t| t.id);
         match (self.rules.spd(&t.reversed()), tunnel) {
-            (Some(SpdAction::Protect(id)), Some(mine)) if id == mine => {}
+            (Lookup::Match(SpdAction::Protect(id)), Some(mine)) if id == mine => {}
+            (Lookup::Unclassified, _) => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::SpdMismatch),
         }
-        if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
-            return Err(DropReason::Filter);
-        }
+        self.rules.filter(Direction::Inbound, &t)?;
         ecn_decapsulate(&mut esp[..d.len], outer_ecn)?;
         pkt.copy_within(esp_off..esp_off + d.len, 0);
         Ok(d.len)
@@ -582,12 +654,12 @@ impl InboundPath {
     /// from the other side) says BYPASS, then filtered.
     fn cleartext(&mut self, pkt: &[u8]) -> Result<usize, DropReason> {
         let t = five_tuple(pkt).map_err(wire_drop)?;
-        if self.rules.spd(&t.reversed()) != Some(SpdAction::Bypass) {
-            return Err(DropReason::Unprotected);
+        match self.rules.spd(&t.reversed()) {
+            Lookup::Match(SpdAction::Bypass) => {}
+            Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
+            _ => return Err(DropReason::Unprotected),
         }
-        if self.rules.filter(Direction::Inbound, &t) == FilterAction::Drop {
-            return Err(DropReason::Filter);
-        }
+        self.rules.filter(Direction::Inbound, &t)?;
         self.bypassed += 1;
         Ok(pkt.len())
     }
@@ -656,6 +728,7 @@ fn wire_drop(e: WireError) -> DropReason {
     match e {
         WireError::Truncated => DropReason::Truncated,
         WireError::Malformed => DropReason::Malformed,
+        WireError::Fragment => DropReason::BadFragment,
     }
 }
 

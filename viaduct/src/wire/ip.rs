@@ -111,6 +111,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn frag_offset(&self) -> u16 {
         be16(self.buf.as_ref(), field4::FLAGS_FRAG.start) & 0x1fff
     }
+    /// The More Fragments flag.
+    pub fn more_fragments(&self) -> bool {
+        be16(self.buf.as_ref(), field4::FLAGS_FRAG.start) & 0x2000 != 0
+    }
     /// Payload after the header.
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..]
@@ -174,9 +178,23 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// options) and returns (upper-layer protocol, its bytes, is a non-first
     /// fragment). Stops after 8 headers; never panics.
     pub fn upper_layer(&self) -> Result<(u8, &[u8], bool), WireError> {
+        let u = self.upper_layer_fragment()?;
+        Ok((
+            u.protocol,
+            u.bytes,
+            matches!(u.fragment, Fragment::Later { .. }),
+        ))
+    }
+
+    /// Walks the extension headers (hop-by-hop, routing, fragment,
+    /// destination options) to the upper layer. In a later fragment the
+    /// walk stops at the fragment header: what follows is the middle of the
+    /// datagram, and its next header names the protocol. Stops after 8
+    /// headers; never panics.
+    pub fn upper_layer_fragment(&self) -> Result<UpperLayer<'_>, WireError> {
         let mut nh = self.next_header();
         let mut rest = self.payload();
-        let mut later_fragment = false;
+        let mut fragment = Fragment::No;
         for _ in 0..8 {
             match nh {
                 0 | 43 | 60 => {
@@ -194,19 +212,65 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     if rest.len() < 8 {
                         return Err(WireError::Truncated);
                     }
-                    later_fragment |= be16(rest, 2) & 0xfff8 != 0;
+                    let off_more = be16(rest, 2);
+                    let offset = usize::from(off_more & 0xfff8);
                     nh = rest[0];
                     rest = &rest[8..];
+                    if offset != 0 {
+                        return Ok(UpperLayer {
+                            protocol: nh,
+                            bytes: rest,
+                            fragment: Fragment::Later { offset },
+                        });
+                    }
+                    // Offset 0 with M clear is an atomic fragment: the whole
+                    // datagram (RFC 6946).
+                    if off_more & 1 != 0 {
+                        fragment = Fragment::First;
+                    }
                 }
-                _ => return Ok((nh, rest, later_fragment)),
+                _ => {
+                    return Ok(UpperLayer {
+                        protocol: nh,
+                        bytes: rest,
+                        fragment,
+                    })
+                }
             }
         }
         Err(WireError::Malformed)
     }
 }
 
+/// Where a datagram stands in fragmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented (an IPv6 atomic fragment counts as not fragmented).
+    No,
+    /// The first fragment (offset 0, more to come).
+    First,
+    /// A later fragment, `offset` bytes into the datagram's upper layer.
+    Later {
+        /// Offset in bytes.
+        offset: usize,
+    },
+}
+
+/// The upper layer of a datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct UpperLayer<'a> {
+    /// Protocol number (for an IPv6 later fragment: the fragment header's
+    /// next header).
+    pub protocol: u8,
+    /// Its bytes in this datagram.
+    pub bytes: &'a [u8],
+    /// Fragmentation.
+    pub fragment: Fragment,
+}
+
 /// The selector-relevant fields of an IP datagram. Ports are `None` when the
-/// protocol has none or the datagram is a non-first fragment ("OPAQUE").
+/// protocol has none or the datagram is a later fragment (then
+/// `ports_unknown` says they exist but are elsewhere: RFC 4301's "OPAQUE").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FiveTuple {
     /// Source address.
@@ -220,6 +284,11 @@ pub struct FiveTuple {
     /// The TCP flags byte, when the datagram holds a whole TCP header
     /// (20 bytes; never in a later fragment).
     pub tcp_flags: Option<u8>,
+    /// A later fragment of a protocol with ports: its ports (and TCP
+    /// flags) are in the first fragment, not here. A rule about ports or
+    /// flags can neither match it nor be skipped by it
+    /// (`engine::Lookup::Unclassified`).
+    pub ports_unknown: bool,
 }
 
 impl FiveTuple {
@@ -229,53 +298,107 @@ impl FiveTuple {
             src: self.dst,
             dst: self.src,
             protocol: self.protocol,
-            ports: self.ports.map(|(a, b)| (b, a)),
+            ports: self.ports.map(|(a, b)| match self.protocol {
+                // ICMP type and code are not a direction's (RFC 4301 §4.4.1.1).
+                1 | 58 => (a, b),
+                _ => (b, a),
+            }),
             tcp_flags: self.tcp_flags,
+            ports_unknown: self.ports_unknown,
         }
     }
 }
 
-/// The flags byte of a TCP header that is all there (20 bytes).
-fn tcp_flags_of(protocol: u8, l4: &[u8], later_fragment: bool) -> Option<u8> {
+/// The length of the transport header that holds what selectors and the
+/// filter read (ports, ICMP type and code, TCP flags), for the protocols
+/// that have one: TCP 20, UDP and UDP-Lite 8, SCTP 12 (common header),
+/// ICMP and ICMPv6 4 (type, code, checksum). `None`: no ports.
+pub fn transport_header_len(protocol: u8) -> Option<usize> {
     match protocol {
-        6 if !later_fragment && l4.len() >= 20 => Some(l4[13]),
+        6 => Some(20),
+        17 | 136 => Some(8),
+        132 => Some(12),
+        1 | 58 => Some(4),
         _ => None,
     }
 }
 
-fn ports_of(protocol: u8, l4: &[u8], later_fragment: bool) -> Option<(u16, u16)> {
-    if later_fragment {
-        return None;
+/// The five-tuple's transport fields from the upper layer, and the
+/// fragment rules: the header must be whole in an unfragmented datagram
+/// (`Truncated`) and in a first fragment (`Fragment`: RFC 1858's tiny
+/// fragment, RFC 7112 for IPv6); a later fragment must start past it
+/// (`Fragment`: it would overwrite it, RFC 1858 §3.2) and has no ports
+/// (`ports_unknown`). An IPv6 later fragment whose fragmentable part starts
+/// with an extension header is refused (`Fragment`): its transport
+/// protocol is in the first fragment only.
+fn transport(
+    protocol: u8,
+    l4: &[u8],
+    fragment: Fragment,
+) -> Result<(Option<(u16, u16)>, Option<u8>, bool), WireError> {
+    if let Fragment::Later { offset } = fragment {
+        if matches!(protocol, 0 | 43 | 44 | 60) {
+            return Err(WireError::Fragment);
+        }
+        return match transport_header_len(protocol) {
+            Some(h) if offset < h => Err(WireError::Fragment),
+            Some(_) => Ok((None, None, true)),
+            None => Ok((None, None, false)),
+        };
     }
-    match protocol {
-        6 | 17 | 132 | 136 if l4.len() >= 4 => Some((be16(l4, 0), be16(l4, 2))),
-        1 | 58 if l4.len() >= 2 => Some((u16::from(l4[0]), u16::from(l4[1]))),
-        _ => None,
+    let Some(h) = transport_header_len(protocol) else {
+        return Ok((None, None, false));
+    };
+    if l4.len() < h {
+        return Err(match fragment {
+            Fragment::First => WireError::Fragment,
+            _ => WireError::Truncated,
+        });
     }
+    let ports = match protocol {
+        1 | 58 => (u16::from(l4[0]), u16::from(l4[1])),
+        _ => (be16(l4, 0), be16(l4, 2)),
+    };
+    let flags = (protocol == 6).then(|| l4[13]);
+    Ok((Some(ports), flags, false))
 }
 
 /// Parses a whole IPv4 or IPv6 datagram and extracts its five-tuple.
+/// Refuses what the filter could be fooled by (see [`transport`]): a
+/// transport header cut short, a tiny first fragment, a later fragment
+/// overlapping the header.
 pub fn five_tuple(pkt: &[u8]) -> Result<FiveTuple, WireError> {
     match pkt.first().map(|b| b >> 4) {
         Some(4) => {
             let p = Ipv4Packet::new_checked(pkt)?;
+            let fragment = match (p.frag_offset(), p.more_fragments()) {
+                (0, false) => Fragment::No,
+                (0, true) => Fragment::First,
+                (units, _) => Fragment::Later {
+                    offset: usize::from(units) * 8,
+                },
+            };
+            let (ports, tcp_flags, ports_unknown) = transport(p.protocol(), p.payload(), fragment)?;
             Ok(FiveTuple {
                 src: IpAddr::V4(p.src()),
                 dst: IpAddr::V4(p.dst()),
                 protocol: p.protocol(),
-                ports: ports_of(p.protocol(), p.payload(), p.frag_offset() != 0),
-                tcp_flags: tcp_flags_of(p.protocol(), p.payload(), p.frag_offset() != 0),
+                ports,
+                tcp_flags,
+                ports_unknown,
             })
         }
         Some(6) => {
             let p = Ipv6Packet::new_checked(pkt)?;
-            let (proto, l4, later) = p.upper_layer()?;
+            let u = p.upper_layer_fragment()?;
+            let (ports, tcp_flags, ports_unknown) = transport(u.protocol, u.bytes, u.fragment)?;
             Ok(FiveTuple {
                 src: IpAddr::V6(p.src()),
                 dst: IpAddr::V6(p.dst()),
-                protocol: proto,
-                ports: ports_of(proto, l4, later),
-                tcp_flags: tcp_flags_of(proto, l4, later),
+                protocol: u.protocol,
+                ports,
+                tcp_flags,
+                ports_unknown,
             })
         }
         Some(_) => Err(WireError::Malformed),
@@ -389,6 +512,83 @@ mod tests {
         );
         b[3] = 24;
         assert!(Ipv4Packet::new_checked(&b[..]).is_ok());
+    }
+
+    /// IPv6 header + `chain` (already linked) with next header `first`.
+    fn v6_with(first: u8, chain: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 40];
+        b[0] = 0x60;
+        b[4..6].copy_from_slice(&(chain.len() as u16).to_be_bytes());
+        b[6] = first;
+        b.extend_from_slice(chain);
+        b
+    }
+
+    #[test]
+    fn v6_later_fragment_stops_at_the_fragment_header() {
+        // Fragment header (next: UDP, offset 16 bytes) followed by data that
+        // looks like a destination-options header: not walked into.
+        let mut chain = vec![17, 0, 0, 16, 0, 0, 0, 1];
+        chain.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9]);
+        let t = five_tuple(&v6_with(44, &chain)).unwrap();
+        assert_eq!((t.protocol, t.ports, t.ports_unknown), (17, None, true));
+        // A later fragment whose fragmentable part starts with an
+        // extension header: protocol unknown, refused.
+        chain[0] = 60;
+        assert_eq!(five_tuple(&v6_with(44, &chain)), Err(WireError::Fragment));
+    }
+
+    #[test]
+    fn fragments_and_transport_headers() {
+        // IPv4 UDP first fragment with a whole header: ports known.
+        let mut v4 = vec![0u8; 28];
+        v4[0] = 0x45;
+        v4[3] = 28;
+        v4[6] = 0x20; // MF
+        v4[9] = 17;
+        v4[20..24].copy_from_slice(&[0, 53, 0x80, 0]);
+        let t = five_tuple(&v4).unwrap();
+        assert_eq!(
+            (t.ports, t.ports_unknown, t.tcp_flags),
+            (Some((53, 0x8000)), false, None)
+        );
+        // The same as TCP: the header is cut, a tiny fragment.
+        v4[9] = 6;
+        assert_eq!(five_tuple(&v4), Err(WireError::Fragment));
+        // Not fragmented: truncated.
+        v4[6] = 0;
+        assert_eq!(five_tuple(&v4), Err(WireError::Truncated));
+        // A later TCP fragment at 24 bytes: ports unknown; at 16: overlaps.
+        v4[7] = 3;
+        let t = five_tuple(&v4).unwrap();
+        assert_eq!((t.ports, t.tcp_flags, t.ports_unknown), (None, None, true));
+        v4[7] = 2;
+        assert_eq!(five_tuple(&v4), Err(WireError::Fragment));
+        // ESP (no ports) at any offset: nothing unknown.
+        v4[9] = 50;
+        v4[7] = 1;
+        let t = five_tuple(&v4).unwrap();
+        assert_eq!((t.ports, t.ports_unknown), (None, false));
+        // ICMP type and code stay in place when reversed.
+        let mut icmp = vec![0u8; 28];
+        icmp[0] = 0x45;
+        icmp[3] = 28;
+        icmp[9] = 1;
+        icmp[20] = 8;
+        let t = five_tuple(&icmp).unwrap();
+        assert_eq!(t.ports, Some((8, 0)));
+        assert_eq!(t.reversed().ports, Some((8, 0)));
+        // An atomic IPv6 fragment (offset 0, M clear) is not fragmented.
+        let mut chain = vec![6, 0, 0, 0, 0, 0, 0, 1];
+        let mut tcp = vec![0u8; 20];
+        tcp[3] = 23;
+        tcp[13] = 0x02;
+        chain.extend_from_slice(&tcp);
+        let t = five_tuple(&v6_with(44, &chain)).unwrap();
+        assert_eq!(
+            (t.ports, t.tcp_flags, t.ports_unknown),
+            (Some((0, 23)), Some(2), false)
+        );
     }
 
     #[test]

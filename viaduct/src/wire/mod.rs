@@ -18,6 +18,11 @@ pub enum WireError {
     Truncated,
     /// A field holds a value the format does not allow.
     Malformed,
+    /// A fragment that hides or could rewrite its transport header: a first
+    /// fragment too short to hold it (RFC 1858 tiny fragment; RFC 7112 for
+    /// IPv6), a later fragment overlapping it (RFC 1858 §3.2), an IPv6
+    /// later fragment whose protocol is in the first fragment only.
+    Fragment,
 }
 
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {

@@ -76,6 +76,86 @@ pub mod tcp {
     pub const ACK: u8 = 0x10;
 }
 
+/// A 20-byte TCP header (no options, checksum zero).
+#[allow(dead_code)]
+pub fn tcp_hdr(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[12] = 5 << 4;
+    h[13] = flags;
+    h
+}
+
+/// An IPv4 fragment of a `proto` datagram: `data` at `offset` (8-byte
+/// units), More Fragments set if `more`.
+#[allow(dead_code)]
+pub fn frag4(src: &str, dst: &str, proto: u8, offset: u16, more: bool, data: &[u8]) -> Vec<u8> {
+    let total = 20 + data.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    let ff = offset | if more { 0x2000 } else { 0 };
+    p[6..8].copy_from_slice(&ff.to_be_bytes());
+    p[8] = 64;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
+    p[16..20].copy_from_slice(&dst.parse::<Ipv4Addr>().unwrap().octets());
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..].copy_from_slice(data);
+    p
+}
+
+/// An IPv6 datagram: extension headers `exts` (types 0, 43 or 60, 8 bytes
+/// each) in order, then a fragment header if `frag` is `Some((offset in
+/// 8-byte units, more))`, then `data`; the last header's next header is
+/// `proto`.
+#[allow(dead_code)]
+pub fn frag6(
+    src: &str,
+    dst: &str,
+    exts: &[u8],
+    frag: Option<(u16, bool)>,
+    proto: u8,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut types: Vec<u8> = exts.to_vec();
+    if frag.is_some() {
+        types.push(44);
+    }
+    let mut chain = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        let next = types.get(i + 1).copied().unwrap_or(proto);
+        let mut h = [0u8; 8];
+        h[0] = next;
+        if *t == 44 {
+            let (off, more) = frag.unwrap();
+            let v = (off << 3) | u16::from(more);
+            h[2..4].copy_from_slice(&v.to_be_bytes());
+            h[4..8].copy_from_slice(&0x4242_4242u32.to_be_bytes());
+        } else if *t == 43 {
+            h[2] = 4; // routing type 4 (segment routing), segments left 0
+        } else {
+            h[2] = 1; // PadN option filling the header
+            h[3] = 4;
+        }
+        chain.extend_from_slice(&h);
+    }
+    let plen = chain.len() + data.len();
+    let mut p = vec![0u8; 40];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+    p[6] = types.first().copied().unwrap_or(proto);
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+    p[24..40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+    p.extend_from_slice(&chain);
+    p.extend_from_slice(data);
+    p
+}
+
 /// An IPv6 UDP datagram.
 pub fn udp6(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let plen = 8 + payload.len();

@@ -1258,3 +1258,297 @@ fn decrypted_packet_must_be_one_the_spd_sends_through_this_tunnel() {
     let w = send(&mut c_wide, &to_b("10.1.0.5"));
     assert_eq!(recv(&mut b, &w), Err(DropReason::SelectorMismatch));
 }
+
+// ---- Fragments: ports and flags the filter cannot see ----
+
+/// The verdicts on `inner` (A's LAN → B's LAN, IPv4 or IPv6) under the
+/// filter `rules`: at A with them as outbound rules (from red), and at B
+/// with them as inbound rules, `inner` sealed with A's key as a peer would
+/// send it (whatever A's own checks say). Default accept, SPD PROTECT.
+fn filtered(rules: &[(Selector, FilterAction)], inner: &[u8]) -> (Verdict, Verdict) {
+    let aead = Aead::Aes128Gcm16;
+    let v6 = inner[0] >> 4 == 6;
+    let (ia, ib) = if v6 { (A6, B6) } else { (A4, B4) };
+    let mut pa = lab_policy(aead, A4, B4, ia, ib, true);
+    let mut pb = lab_policy(aead, B4, A4, ib, ia, false);
+    for (i, (s, act)) in rules.iter().enumerate() {
+        pa = pa.with_filter(format!("r{i}"), Direction::Outbound, s.clone(), *act);
+        pb = pb.with_filter(format!("r{i}"), Direction::Inbound, s.clone(), *act);
+    }
+    let mut a = Engine::new(&pa, T0).unwrap();
+    let mut b = Engine::new(&pb, T0).unwrap();
+    let mut out = vec![0u8; 2048];
+    let out_v = match a.outbound(inner, &mut out, T0) {
+        Verdict::Send(_) => Verdict::Send(inner.len()),
+        d => d,
+    };
+    let pad: Vec<u8> = (1..=viaduct::sa::pad_len(inner.len()) as u8).collect();
+    let nh = if v6 { 41 } else { 4 };
+    let pkt = craft(aead, 1, &with_trailer(inner, &pad, nh));
+    let mut buf = pkt.clone();
+    let in_v = b.inbound(&mut buf, T0);
+    (out_v, in_v)
+}
+
+fn no_telnet(any: Selector) -> (Selector, FilterAction) {
+    (
+        Selector {
+            protocol: Protocol::TCP,
+            dst_ports: PortRange::single(23),
+            ..any
+        },
+        FilterAction::Drop,
+    )
+}
+
+/// Both directions give `want`.
+#[track_caller]
+fn both(rules: &[(Selector, FilterAction)], inner: &[u8], want: Verdict, what: &str) {
+    let (o, i) = filtered(rules, inner);
+    assert_eq!(o, want, "{what}: outbound");
+    assert_eq!(i, want, "{what}: inbound");
+}
+
+const S4: &str = "10.1.0.5";
+const D4: &str = "10.2.0.7";
+const S6: &str = "fd00:1::5";
+const D6: &str = "fd00:2::7";
+
+fn telnet_rules() -> Vec<(Selector, FilterAction)> {
+    vec![no_telnet(Selector::any_v4()), no_telnet(Selector::any_v6())]
+}
+
+#[test]
+fn later_fragments_cannot_slip_past_a_port_rule() {
+    let rules = telnet_rules();
+    let u = Verdict::Drop(DropReason::UnclassifiedFragment);
+    // Later fragments of TCP: the rule "drop tcp to 23" might be meant for
+    // them, and the filter cannot see their port.
+    let body = [0x41u8; 16];
+    for off in [3u16, 4, 100, 0x1fff] {
+        for more in [true, false] {
+            let p = frag4(S4, D4, 6, off, more, &body);
+            both(&rules, &p, u, &format!("v4 offset {off} more {more}"));
+        }
+    }
+    for exts in [&[][..], &[0], &[0, 60], &[43], &[0, 43, 60]] {
+        for (off, more) in [(3u16, true), (200, false)] {
+            let p = frag6(S6, D6, exts, Some((off, more)), 6, &body);
+            both(&rules, &p, u, &format!("v6 exts {exts:?} offset {off}"));
+        }
+    }
+    // Later fragments of UDP: no rule about UDP ports, so nothing depends
+    // on what they hide.
+    let p = frag4(S4, D4, 17, 3, false, &body);
+    both(&rules, &p, Verdict::Send(p.len()), "v4 UDP later fragment");
+    let p = frag6(S6, D6, &[60], Some((3, false)), 17, &body);
+    both(&rules, &p, Verdict::Send(p.len()), "v6 UDP later fragment");
+    // First fragments holding the whole TCP header are filtered by port.
+    for (dport, pass) in [(23u16, false), (80, true)] {
+        let mut data = tcp_hdr(1234, dport, tcp::SYN);
+        data.extend_from_slice(&[0; 12]);
+        let want = |n| {
+            if pass {
+                Verdict::Send(n)
+            } else {
+                Verdict::Drop(DropReason::Filter)
+            }
+        };
+        let p4 = frag4(S4, D4, 6, 0, true, &data);
+        both(
+            &rules,
+            &p4,
+            want(p4.len()),
+            &format!("v4 first fragment to {dport}"),
+        );
+        for exts in [&[][..], &[0, 60]] {
+            // First fragment and atomic fragment (RFC 6946: not fragmented).
+            for more in [true, false] {
+                let p6 = frag6(S6, D6, exts, Some((0, more)), 6, &data);
+                let what = format!("v6 first fragment to {dport}, exts {exts:?}, more {more}");
+                both(&rules, &p6, want(p6.len()), &what);
+            }
+        }
+    }
+    // A port-less rule in front decides for them: here it accepts TCP from
+    // 10.1.0.0/28.
+    let mut rules = telnet_rules();
+    rules.insert(
+        0,
+        (
+            Selector {
+                protocol: Protocol::TCP,
+                src: pfx("10.1.0.0", 28),
+                ..Selector::any_v4()
+            },
+            FilterAction::Accept,
+        ),
+    );
+    let p = frag4(S4, D4, 6, 3, false, &body);
+    both(
+        &rules,
+        &p,
+        Verdict::Send(p.len()),
+        "after a port-less accept",
+    );
+    let p = frag4("10.1.0.99", D4, 6, 3, false, &body);
+    both(&rules, &p, u, "not covered by the port-less accept");
+    // Counted by name.
+    let mut a = Engine::new(
+        &lab_policy(Aead::Aes128Gcm16, A4, B4, A4, B4, true).with_filter(
+            "t",
+            Direction::Outbound,
+            no_telnet(Selector::any_v4()).0,
+            FilterAction::Drop,
+        ),
+        T0,
+    )
+    .unwrap();
+    let mut out = [0u8; 256];
+    let _ = a.outbound(&frag4(S4, D4, 6, 3, false, &body), &mut out, T0);
+    assert!(a
+        .outbound
+        .report()
+        .contains("out drop unclassified_fragment=1"));
+}
+
+#[test]
+fn tiny_overlapping_and_truncated_transport_headers_are_dropped() {
+    let rules = telnet_rules();
+    let bad = Verdict::Drop(DropReason::BadFragment);
+    // RFC 1858 tiny fragment: a first fragment with the ports but not the
+    // flags; the rest of the header (and the real port, by overlap) later.
+    for n in [0usize, 2, 4, 8, 16, 19] {
+        let data = &tcp_hdr(1234, 80, tcp::ACK)[..n];
+        both(
+            &rules,
+            &frag4(S4, D4, 6, 0, true, data),
+            bad,
+            &format!("v4 first fragment of {n} TCP bytes"),
+        );
+        for exts in [&[][..], &[0, 60]] {
+            // RFC 7112: the first fragment holds the whole header chain.
+            let p = frag6(S6, D6, exts, Some((0, true)), 6, data);
+            both(
+                &rules,
+                &p,
+                bad,
+                &format!("v6 first fragment of {n} TCP bytes"),
+            );
+        }
+    }
+    for n in [0usize, 4, 7] {
+        let data = &[0u8; 8][..n];
+        both(
+            &rules,
+            &frag4(S4, D4, 17, 0, true, data),
+            bad,
+            &format!("v4 first fragment of {n} UDP bytes"),
+        );
+        let p = frag6(S6, D6, &[], Some((0, true)), 17, data);
+        both(
+            &rules,
+            &p,
+            bad,
+            &format!("v6 first fragment of {n} UDP bytes"),
+        );
+    }
+    // Later fragments that would overwrite the TCP header (offset 8 or 16
+    // bytes: RFC 1858 §3.2 overlapping fragments).
+    for off in [1u16, 2] {
+        both(
+            &rules,
+            &frag4(S4, D4, 6, off, true, &[0; 16]),
+            bad,
+            &format!("v4 offset {off}"),
+        );
+        let p = frag6(S6, D6, &[0], Some((off, true)), 6, &[0; 16]);
+        both(&rules, &p, bad, &format!("v6 offset {off}"));
+    }
+    // An IPv6 later fragment whose fragmentable part begins with an
+    // extension header: its protocol is in the first fragment only.
+    let p = frag6(S6, D6, &[], Some((5, false)), 60, &[0; 16]);
+    both(&rules, &p, bad, "v6 later fragment of unknown protocol");
+    // Not fragmented but too short for its transport header.
+    for (proto, n) in [(6u8, 12usize), (6, 19), (17, 4), (17, 7), (1, 3), (58, 2)] {
+        let t = Verdict::Drop(DropReason::Truncated);
+        both(
+            &rules,
+            &frag4(S4, D4, proto, 0, false, &vec![0; n]),
+            t,
+            &format!("v4 proto {proto} {n} bytes"),
+        );
+        let p = frag6(S6, D6, &[], None, proto, &vec![0; n]);
+        both(&rules, &p, t, &format!("v6 proto {proto} {n} bytes"));
+    }
+    // Protocols without ports are not affected: fragments of GRE.
+    for off in [0u16, 1] {
+        let p = frag4(S4, D4, 47, off, off == 0, &[0; 16]);
+        both(&rules, &p, Verdict::Send(p.len()), "GRE fragment");
+    }
+}
+
+#[test]
+fn the_spd_never_sends_a_fragment_of_a_protected_flow_in_clear() {
+    // PROTECT TCP to 10.2.0.0/24 port 443, everything else from the LAN in
+    // clear. A host's later fragment of its 443 connection carries no port:
+    // in clear it would leak; dropped instead.
+    let aead = Aead::Aes128Gcm16;
+    let lan = pfx("10.1.0.0", 24);
+    let peer = pfx("10.2.0.0", 24);
+    let mut t = tunnel_between(
+        1,
+        "tls",
+        A4.outer,
+        B4.outer,
+        lan,
+        peer,
+        (0x1000, 1),
+        (0x2000, 2),
+    );
+    t.remote_ts[0].protocol = Protocol::TCP;
+    t.remote_ts[0].ports = PortRange::single(443);
+    let p = Policy::new("a", "1")
+        .with_local(v4(A4.outer))
+        .with_tunnel(t)
+        .with_spd(
+            "tls",
+            Selector {
+                protocol: Protocol::TCP,
+                dst_ports: PortRange::single(443),
+                ..Selector::between(lan, peer)
+            },
+            SpdAction::Protect(TunnelId(1)),
+        )
+        .with_spd(
+            "clear",
+            Selector::between(lan, Prefix::any_v4()),
+            SpdAction::Bypass,
+        );
+    let mut a = Engine::new(&p, T0).unwrap();
+    let mut out = [0u8; 512];
+    let mut first = tcp_hdr(40000, 443, tcp::ACK);
+    first.extend_from_slice(&[0x53; 20]);
+    let w = a.outbound(
+        &frag4("10.1.0.5", "10.2.0.7", 6, 0, true, &first),
+        &mut out,
+        T0,
+    );
+    assert!(
+        matches!(w, Verdict::Send(n) if out[9] == 50 && n > 40),
+        "first fragment protected: {w:?}"
+    );
+    let later = frag4("10.1.0.5", "10.2.0.7", 6, 5, false, &[0x53; 32]);
+    assert_eq!(
+        a.outbound(&later, &mut out, T0),
+        Verdict::Drop(DropReason::UnclassifiedFragment),
+        "a later fragment of the protected flow went out in clear"
+    );
+    // UDP fragments are not concerned by the TCP entry: in clear, as the
+    // SPD says.
+    let udp_later = frag4("10.1.0.5", "10.2.0.7", 17, 5, false, &[0x53; 32]);
+    assert_eq!(
+        a.outbound(&udp_later, &mut out, T0),
+        Verdict::Send(udp_later.len())
+    );
+}
