@@ -19,6 +19,7 @@ use crate::plan::{Plan, MAX_PLAN_LEN};
 use crate::tpm::{self, PcrIndex, StreamTransport};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// The PCRs printed at boot: UKI (4), Secure Boot state (7), UKI sections incl. cmdline (11).
 pub const BOOT_PCRS: [u8; 3] = [4, 7, 11];
@@ -125,6 +126,67 @@ pub fn read_limited(path: &Path, limit: usize, what: &'static str) -> Result<Vec
 /// Largest policy blob accepted.
 pub const MAX_POLICY_LEN: usize = 16 * 1024 * 1024;
 
+/// Reads a file that holds secrets (the policy blob, with its keys) into a buffer that
+/// is wiped when dropped, refusing files larger than `limit` bytes. The buffer is
+/// sized from the file's length up front; should the file be longer, it moves into a
+/// bigger buffer and the old one is wiped, so no reallocation leaves a copy behind.
+pub fn read_secret(path: &Path, limit: usize, what: &'static str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(what, path, e))?;
+    let hint = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let first = usize::try_from(hint)
+        .unwrap_or(usize::MAX)
+        .max(4096)
+        .min(limit)
+        .saturating_add(1);
+    let mut buf = Zeroizing::new(vec![0u8; first]);
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if len > limit {
+                return Err(Error::io(
+                    what,
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("larger than {limit} bytes"),
+                    ),
+                ));
+            }
+            let mut bigger = Zeroizing::new(vec![
+                0u8;
+                len.saturating_mul(2).min(limit.saturating_add(1))
+            ]);
+            bigger[..len].copy_from_slice(&buf[..len]);
+            buf = bigger;
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(what, path, e)),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Reads the policy blob at `path` and checks it against `expected` (constant time):
+/// the bytes returned are exactly the bytes that were hashed, in a buffer wiped on
+/// drop. This is what the Viaduct is given, read afresh for each start, so the init
+/// keeps no copy of the keys between starts.
+pub fn read_verified_policy(path: &Path, expected: &Sha256Digest) -> Result<Zeroizing<Vec<u8>>> {
+    let blob = read_secret(path, MAX_POLICY_LEN, "reading policy blob")?;
+    let actual = Sha256Digest::of_secret(&blob);
+    if !actual.ct_eq(expected) {
+        return Err(Error::PolicyDigestMismatch {
+            path: path.to_owned(),
+            expected: expected.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(blob)
+}
+
 /// Verifies the plan against the cmdline and decodes it.
 pub fn load_plan(env: &Env) -> Result<Plan> {
     let cmdline = read_limited(&env.cmdline, 64 * 1024, "reading kernel command line")?;
@@ -142,19 +204,10 @@ pub fn load_plan(env: &Env) -> Result<Plan> {
     Plan::decode(&bytes)
 }
 
-/// Verifies the policy blob named by the plan.
+/// Verifies the policy blob named by the plan (its bytes are wiped afterwards).
 pub fn verify_policy(env: &Env, plan: &Plan) -> Result<Sha256Digest> {
     let path = plan.policy_path.under(&env.root);
-    let blob = read_limited(&path, MAX_POLICY_LEN, "reading policy blob")?;
-    let actual = Sha256Digest::of(&blob);
-    if !actual.ct_eq(&plan.policy_sha256) {
-        return Err(Error::PolicyDigestMismatch {
-            path,
-            expected: plan.policy_sha256.to_hex(),
-            actual: actual.to_hex(),
-        });
-    }
-    Ok(actual)
+    read_verified_policy(&path, &plan.policy_sha256).map(|_| plan.policy_sha256)
 }
 
 /// Prints `pcr <n> sha256 <hex>` for [`BOOT_PCRS`] using `t`.
@@ -238,4 +291,50 @@ pub fn run(env: &Env, modules: &mut dyn ModuleLoader, log: &mut Logger) -> Resul
     log.log(&format!("policy {} sha256 {policy}", plan.policy_path));
     report_measurements(env, log);
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_read_whole_and_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("blob");
+        for n in [0usize, 1, 4095, 4096, 4097, 10_000, 70_000] {
+            let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&p, &data).unwrap();
+            assert_eq!(
+                &read_secret(&p, 1 << 20, "t").unwrap()[..],
+                &data[..],
+                "{n}"
+            );
+            assert_eq!(
+                &read_secret(&p, n, "t").unwrap()[..],
+                &data[..],
+                "{n} at the limit"
+            );
+            if n > 0 {
+                assert!(read_secret(&p, n - 1, "t").is_err(), "{n} over the limit");
+            }
+        }
+        assert!(read_secret(&dir.path().join("none"), 10, "t").is_err());
+    }
+
+    #[test]
+    fn the_verified_policy_is_the_bytes_that_were_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("policy.bin");
+        std::fs::write(&p, b"policy bytes").unwrap();
+        let pinned = Sha256Digest::of(b"policy bytes");
+        assert_eq!(
+            &read_verified_policy(&p, &pinned).unwrap()[..],
+            b"policy bytes"
+        );
+        std::fs::write(&p, b"policy bytez").unwrap();
+        assert!(matches!(
+            read_verified_policy(&p, &pinned),
+            Err(Error::PolicyDigestMismatch { .. })
+        ));
+    }
 }

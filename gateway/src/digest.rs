@@ -1,11 +1,38 @@
 //! SHA-256 digests as a newtype, lowercase hex, and a constant-time comparison.
 //!
+//! [`Sha256Digest::of_secret`] hashes key material without leaving copies of it: no
+//! hasher buffer keeps the last partial block, the padded tail is wiped, and so is
+//! the stack the compression function used.
+//!
 //! Invariants: a [`Sha256Digest`] is always exactly 32 bytes; [`Sha256Digest::from_hex`]
 //! accepts only 64 lowercase hex digits (one canonical spelling per digest).
 //! Nothing in this module panics.
 
+use sha2::digest::{consts::U64, generic_array::GenericArray};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
+use zeroize::Zeroize;
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const H0: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// Overwrites the stack below the caller's frame, where the functions it called kept
+/// their locals (the compression function's message schedule is the data itself).
+#[inline(never)]
+fn scrub_stack() {
+    let mut area = [0u8; 16 * 1024];
+    area.zeroize();
+    std::hint::black_box(&area);
+}
 
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,6 +45,40 @@ impl Sha256Digest {
     /// Hashes `data`.
     pub fn of(data: &[u8]) -> Self {
         Sha256Digest(Sha256::digest(data).into())
+    }
+
+    /// Hashes `data`, which is secret (a policy blob holding keys): the same digest as
+    /// [`Sha256Digest::of`], without copies of `data` left in memory afterwards.
+    pub fn of_secret(data: &[u8]) -> Self {
+        let mut state = H0;
+        let mut blocks = data.chunks_exact(64);
+        for b in &mut blocks {
+            sha2::compress256(
+                &mut state,
+                std::slice::from_ref(GenericArray::<u8, U64>::from_slice(b)),
+            );
+        }
+        let tail = blocks.remainder();
+        let mut last = [0u8; 128];
+        last[..tail.len()].copy_from_slice(tail);
+        last[tail.len()] = 0x80;
+        let n = if tail.len() < 56 { 64 } else { 128 };
+        let bits = (data.len() as u64).wrapping_mul(8);
+        last[n - 8..n].copy_from_slice(&bits.to_be_bytes());
+        for b in last[..n].chunks_exact(64) {
+            sha2::compress256(
+                &mut state,
+                std::slice::from_ref(GenericArray::<u8, U64>::from_slice(b)),
+            );
+        }
+        last.zeroize();
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        state.zeroize();
+        scrub_stack();
+        Sha256Digest(out)
     }
 
     /// Parses exactly 64 lowercase hex digits.
@@ -90,6 +151,22 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_hashing_equals_plain_hashing_at_every_length() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for n in 0..data.len() {
+            assert_eq!(
+                Sha256Digest::of_secret(&data[..n]),
+                Sha256Digest::of(&data[..n]),
+                "length {n}"
+            );
+        }
+        assert_eq!(
+            Sha256Digest::of_secret(b"abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn sha256_of_abc_matches_fips_180_vector() {
