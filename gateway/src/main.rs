@@ -85,7 +85,11 @@ fn main() {
         }
         harden_kernel(&mut log);
         let (state, rt) = match boot::run(&Env::device(), &mut KernelModules, &mut log) {
-            Ok(plan) => start_runtime(RuntimeEnv::device(), plan, &mut log),
+            Ok(plan) => {
+                // The plan's drivers are in: nothing loads a module from here on.
+                pid1::disable_module_loading(Path::new(pid1::MODULES_DISABLED), &mut log);
+                start_runtime(RuntimeEnv::device(), plan, &mut log)
+            }
             Err(e) => {
                 log.log(&format!("error: {e}"));
                 log.log("closed: not starting anything; type `poweroff` or `reboot`");
@@ -127,7 +131,7 @@ fn check(root: &str, cmdline: &str) {
 }
 
 fn serve(root: &str) {
-    let mut log = Logger::new(vec![Box::new(std::io::stdout())]);
+    let mut log = Logger::new(vec![pid1::stdout_sink()]);
     let root = PathBuf::from(root);
     let plan_path = root.join(&gateway::plan::PLAN_PATH[1..]);
     let plan = boot::read_limited(&plan_path, gateway::plan::MAX_PLAN_LEN, "reading plan")

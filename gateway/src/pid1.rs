@@ -103,12 +103,52 @@ pub fn mount_early() -> Vec<String> {
     failures
 }
 
-/// A logger to /dev/console and to stdout, unless stdout is the console itself.
+/// Where the kernel's switch against loading modules lives.
+pub const MODULES_DISABLED: &str = "/proc/sys/kernel/modules_disabled";
+
+/// Sets `kernel.modules_disabled=1` (through `switch`, normally [`MODULES_DISABLED`])
+/// once the plan's drivers are loaded and before anything untrusted starts: from then
+/// on no module can be loaded or unloaded until the next boot, neither explicitly nor
+/// by the kernel's autoloading on a personality's behalf (an unusual socket family or
+/// protocol). Returns whether it took effect; a failure is logged.
+pub fn disable_module_loading(switch: &std::path::Path, log: &mut Logger) -> bool {
+    match std::fs::write(switch, "1") {
+        Ok(()) => {
+            log.log("kernel.modules_disabled=1: no module loads from now on");
+            true
+        }
+        Err(e) => {
+            log.log(&format!(
+                "warning: kernel.modules_disabled=1 ({}): {e}; modules can still be loaded",
+                switch.display()
+            ));
+            false
+        }
+    }
+}
+
+/// Standard output as a non-blocking log sink: a new open file description of it
+/// (`/proc/self/fd/1`, appending), so that the descriptors the init shares with others
+/// (standard error, the console it was started on) stay as they are. Falls back to
+/// the blocking standard output when it cannot be reopened.
+pub fn stdout_sink() -> Box<dyn std::io::Write> {
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open("/proc/self/fd/1")
+    {
+        Ok(f) => Box::new(f),
+        Err(_) => Box::new(std::io::stdout()),
+    }
+}
+
+/// A logger to /dev/console and to stdout, unless stdout is the console itself; both
+/// non-blocking (a slow serial console never holds PID 1 up, see [`crate::console`]).
 pub fn console_logger() -> Logger {
     let mut sinks: Vec<Box<dyn std::io::Write>> = Vec::new();
     let console = std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NOCTTY)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open("/dev/console");
     let console_rdev = console
         .as_ref()
@@ -126,7 +166,7 @@ pub fn console_logger() -> Logger {
         sinks.push(Box::new(c));
     }
     if console_rdev.is_none() || stdout_rdev != console_rdev {
-        sinks.push(Box::new(std::io::stdout()));
+        sinks.push(stdout_sink());
     }
     Logger::new(sinks)
 }
@@ -221,11 +261,13 @@ fn shutdown(how: Shutdown, log: &mut Logger) -> ! {
         Shutdown::Poweroff => libc::RB_POWER_OFF,
         Shutdown::Reboot => libc::RB_AUTOBOOT,
     };
+    log.drain(Duration::from_secs(2));
     let err = sys::reboot(cmd).err();
     log.log(&format!(
         "fatal: reboot(2) failed: {}; halting here",
         err.map_or_else(|| "returned".to_owned(), |e| e.to_string())
     ));
+    log.drain(Duration::from_secs(10));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -279,6 +321,12 @@ pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, m
             .as_mut()
             .and_then(|rt| rt.tick(log))
             .map_or(1000, |d| d.as_millis().clamp(10, 1000) as libc::c_int);
+        // A busy console is written to as it drains, never waited for.
+        let due = if log.flush_pending() {
+            due
+        } else {
+            due.min(50)
+        };
         let mut fds = Vec::new();
         if let Some(s) = &sigfd {
             fds.push(s.as_fd());
@@ -398,9 +446,29 @@ pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, m
             }
             if mode == Mode::Test {
                 log.log("stopped");
+                log.drain(Duration::from_secs(10));
                 sys::exit_now(0);
             }
             shutdown(how, log);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_loading_is_switched_off_and_a_failure_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = dir.path().join("modules_disabled");
+        std::fs::write(&switch, "0").unwrap();
+        let mut log = Logger::new(vec![Box::new(std::io::sink())]);
+        assert!(disable_module_loading(&switch, &mut log));
+        assert_eq!(std::fs::read_to_string(&switch).unwrap(), "1");
+        assert!(!disable_module_loading(
+            &dir.path().join("no/such"),
+            &mut log
+        ));
     }
 }
