@@ -4,6 +4,9 @@
 //!
 //! Descriptors on entry: 0 `/dev/null`, 1 and 2 the service-output pipe, 3 the event
 //! pipe to the init, 4 the runtime plan (read to EOF). Everything else is closed.
+//! The event pipe is the compartment init's alone: it is made close-on-exec at once,
+//! and every program it starts (setup, services) gets descriptors 0, 1 and 2 only,
+//! so no service can write events (`up`, `setup done`, `error: …`) in its name.
 //!
 //! It applies Landlock (read-only everywhere, writable `/run`, `/tmp`, `/dev`,
 //! `/proc/sys/net`), makes itself non-dumpable, runs the personality's network setup
@@ -49,6 +52,10 @@ impl Events {
 fn spawn(argv: &[String], caps: &[u8]) -> std::io::Result<libc::pid_t> {
     let pid = sys::clone_fork(0)?;
     if pid == 0 {
+        // Only standard input, output and error go on: never the event pipe.
+        if sys::close_from(3).is_err() {
+            sys::exit_now(126);
+        }
         let _ = sys::unblock_all_signals();
         if confine::limit_bounding_set(caps).is_err() {
             sys::exit_now(126);
@@ -74,6 +81,9 @@ fn run(side: &str) -> i32 {
     let Ok(ev) = sys::adopt_fd(3) else {
         return 111;
     };
+    if sys::set_cloexec(ev.as_fd()).is_err() {
+        return 111;
+    }
     let mut ev = Events(File::from(ev));
     let plan = match sys::adopt_fd(4) {
         Ok(fd) => {

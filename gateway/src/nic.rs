@@ -126,6 +126,7 @@ pub fn find(class_net: &Path, m: &NicMatch) -> Vec<NicInfo> {
 }
 
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLMSG_ERROR: u16 = 2;
@@ -161,6 +162,39 @@ pub fn move_request(seq: u32, ifindex: i32, netns_fd: i32, new_name: &str) -> Ve
     b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
     b[8..12].copy_from_slice(&seq.to_ne_bytes());
     b
+}
+
+/// The rtnetlink request that deletes the interface named `name` (in the network
+/// namespace of the socket it is sent on).
+pub fn delete_request(seq: u32, name: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    b.extend_from_slice(&0i32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    push_attr(&mut b, IFLA_IFNAME, &n);
+    let len = b.len() as u32;
+    b[0..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
+    b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+    b
+}
+
+/// Deletes the interface `name` in the caller's network namespace; `Ok` also when
+/// there is none.
+pub fn delete_link(name: &str) -> std::io::Result<()> {
+    let sock = crate::sys::netlink_route_socket()?;
+    let mut f = std::fs::File::from(sock);
+    f.write_all(&delete_request(1, name))?;
+    let mut buf = vec![0u8; 8192];
+    let n = f.read(&mut buf)?;
+    match parse_ack(&buf[..n], 1) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        other => other,
+    }
 }
 
 /// Reads the kernel's answer to request `seq`: `Ok(())` for an ACK, the errno otherwise.
@@ -216,6 +250,16 @@ mod tests {
         assert_eq!(&r[32..36], &[8, 0, 28, 0]);
         assert_eq!(u32::from_ne_bytes(r[36..40].try_into().unwrap()), 9);
         assert_eq!(&r[44..48], b"lan\0");
+    }
+
+    #[test]
+    fn delete_request_layout() {
+        let r = delete_request(9, "viaduct");
+        // header 16 + ifinfomsg 16 + name attr 12 ("viaduct\0").
+        assert_eq!(r.len(), 44);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), RTM_DELLINK);
+        assert_eq!(&r[32..36], &[12, 0, 3, 0]);
+        assert_eq!(&r[36..44], b"viaduct\0");
     }
 
     #[test]

@@ -42,7 +42,7 @@
 //!   compartment (children are made with `clone`, like `fork`).
 
 use crate::confine;
-use crate::console::Logger;
+use crate::console::{LineSplitter, Logger, RateLimit};
 use crate::error::{Error, Result};
 use crate::nic;
 use crate::plan::{CompartmentPlan, Plan, Side};
@@ -132,10 +132,27 @@ pub fn sanitize(line: &[u8]) -> String {
         .collect()
 }
 
-/// Splits a non-blocking pipe's bytes into lines.
+/// Lines a compartment's pipe may relay at once, then per second (each pipe on its
+/// own: service output, compartment-init events, the Viaduct's output). More are
+/// dropped and counted; see [`Runtime::relay`].
+pub const RELAY_BURST: u32 = 100;
+/// See [`RELAY_BURST`].
+pub const RELAY_PER_SEC: u32 = 20;
+/// Bytes read from one pipe per turn of the supervision loop.
+const READ_PER_TURN: usize = 64 * 1024;
+/// How long a pipe over its rate is left unread (its writer blocks meanwhile).
+const HOLD: Duration = Duration::from_millis(100);
+
+/// One untrusted pipe (non-blocking): its lines, its rate limit, and whether it is
+/// left unread for a while because it sent more than its rate.
 struct LineReader {
     file: File,
-    buf: Vec<u8>,
+    lines: LineSplitter,
+    limit: RateLimit,
+    /// Not polled before this instant (set when the rate was exceeded).
+    held_until: Option<Instant>,
+    /// When dropped lines were last reported.
+    reported: Instant,
 }
 
 impl LineReader {
@@ -147,41 +164,39 @@ impl LineReader {
         })?;
         Ok(LineReader {
             file: File::from(fd),
-            buf: Vec::new(),
+            lines: LineSplitter::default(),
+            limit: RateLimit::new(RELAY_BURST, RELAY_PER_SEC, Instant::now()),
+            held_until: None,
+            reported: Instant::now(),
         })
     }
 
-    /// Reads what is available; returns complete lines and whether the writer closed.
-    fn read_lines(&mut self) -> (Vec<Vec<u8>>, bool) {
-        let mut chunk = [0u8; 4096];
-        let mut closed = false;
-        loop {
-            match self.file.read(&mut chunk) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-            if self.buf.len() > 64 * 1024 {
-                break;
-            }
-        }
-        let mut lines = Vec::new();
-        while let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
-            let rest = self.buf.split_off(i + 1);
-            let mut line = std::mem::replace(&mut self.buf, rest);
-            line.pop();
-            lines.push(line);
-        }
-        // A flood without newlines is cut into pieces rather than buffered forever.
-        if self.buf.len() > 4096 || (closed && !self.buf.is_empty()) {
-            lines.push(std::mem::take(&mut self.buf));
-        }
-        (lines, closed)
+    /// Whether the supervision loop polls it now.
+    fn polled(&self) -> bool {
+        self.held_until.is_none()
     }
+}
+
+/// Reads what is available on `file` (at most [`READ_PER_TURN`] bytes) and calls
+/// `line` for each complete line; returns whether the writer closed.
+fn read_lines(file: &mut File, lines: &mut LineSplitter, mut line: impl FnMut(&[u8])) -> bool {
+    let mut chunk = [0u8; 4096];
+    let mut read = 0;
+    while read < READ_PER_TURN {
+        match file.read(&mut chunk) {
+            Ok(0) => {
+                lines.finish(&mut line);
+                return true;
+            }
+            Ok(n) => {
+                read += n;
+                lines.feed(&chunk[..n], &mut line);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    false
 }
 
 /// The namespaces of one personality, kept alive by these descriptors.
@@ -255,7 +270,10 @@ struct Personality {
 pub struct Runtime {
     env: RuntimeEnv,
     plan_bytes: Vec<u8>,
-    policy: Vec<u8>,
+    /// The policy blob and its pinned digest: read and verified afresh for each start
+    /// of the Viaduct, handed over, then wiped (the init keeps no copy of its keys).
+    policy_path: PathBuf,
+    policy_sha256: crate::digest::Sha256Digest,
     viaduct_bin: PathBuf,
     hostname: String,
     personalities: Vec<Personality>,
@@ -316,20 +334,30 @@ fn create_namespaces(name: &'static str, uid_base: u32, count: u32) -> Result<Na
 /// Creates the TUN device `name` inside the network namespace `netns`; the returned
 /// descriptor is the device's only handle (it disappears when the last one closes).
 /// With `vnet_hdr` the device carries virtio-net headers, so that the Viaduct can
-/// take TSO super-packets from the personality and hand it coalesced ones.
+/// take TSO super-packets from the personality and hand it coalesced ones. With
+/// `replace`, whatever interface holds the name in that namespace (a device the
+/// personality put there) is deleted first.
 fn create_tun_in(
     name: &'static str,
     netns: BorrowedFd<'_>,
     ifname: &str,
     vnet_hdr: bool,
+    replace: bool,
 ) -> Result<OwnedFd> {
     let own = File::open("/proc/self/ns/net").map_err(cerr(name, "opening own netns"))?;
     sys::setns(netns, libc::CLONE_NEWNET).map_err(cerr(name, "entering its netns"))?;
-    let made = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .and_then(|f| sys::tun_create(f.as_fd(), ifname, vnet_hdr).map(|()| OwnedFd::from(f)));
+    let cleared = if replace {
+        nic::delete_link(ifname)
+    } else {
+        Ok(())
+    };
+    let made = cleared.and_then(|()| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .and_then(|f| sys::tun_create(f.as_fd(), ifname, vnet_hdr).map(|()| OwnedFd::from(f)))
+    });
     // Going back must work: the init never stays in a personality's namespace.
     if let Err(e) = sys::setns(own.as_fd(), libc::CLONE_NEWNET) {
         eprintln!("appliance: fatal: cannot return to the init's network namespace: {e}");
@@ -638,11 +666,7 @@ impl Runtime {
         plan_bytes: Vec<u8>,
         log: &mut Logger,
     ) -> Result<Runtime> {
-        let policy = crate::boot::read_limited(
-            &plan.policy_path.under(&env.root),
-            crate::boot::MAX_POLICY_LEN,
-            "reading policy blob",
-        )?;
+        let policy_path = plan.policy_path.under(&env.root);
         let viaduct_bin = plan.viaduct.under(&env.root);
         if !viaduct_bin.is_file() {
             return Err(Error::io(
@@ -706,7 +730,7 @@ impl Runtime {
             ));
             // Red carries the personality's TCP/UDP flows: its TUN offers offloads
             // (vnet headers). Black carries ESP, which has no GSO type.
-            let tun = create_tun_in(name, ns.net.as_fd(), TUN_NAME, c.side == Side::Red)?;
+            let tun = create_tun_in(name, ns.net.as_fd(), TUN_NAME, c.side == Side::Red, false)?;
             let cgroup = prepare_cgroup(&env, c, log);
             personalities.push(Personality {
                 plan: c.clone(),
@@ -739,7 +763,8 @@ impl Runtime {
             hostname: plan.profile_name.as_str().to_owned(),
             env,
             plan_bytes,
-            policy,
+            policy_path,
+            policy_sha256: plan.policy_sha256,
             viaduct_bin,
             personalities,
             units,
@@ -755,8 +780,8 @@ impl Runtime {
     fn spawn(&mut self, i: usize, log: &mut Logger) {
         let kind = self.units[i].kind;
         let r = match kind {
-            UnitKind::Personality(_) => self.spawn_personality(i),
-            UnitKind::Viaduct => self.spawn_viaduct(),
+            UnitKind::Personality(_) => self.spawn_personality(i, log),
+            UnitKind::Viaduct => self.spawn_viaduct(log),
         };
         let u = &mut self.units[i];
         u.next_start = None;
@@ -782,10 +807,67 @@ impl Runtime {
         }
     }
 
+    /// Whether personality `i`'s Viaduct port is still the TUN device named
+    /// [`TUN_NAME`] in its namespace; if not, why not. (The personality holds
+    /// CAP_NET_ADMIN over its network namespace: it can delete or rename the port.)
+    fn port_broken(&self, i: usize) -> Option<String> {
+        match sys::tun_name(self.personalities[i].tun.as_fd()) {
+            Ok(n) if n == TUN_NAME => None,
+            Ok(n) => Some(format!("the personality renamed it to {n:?}")),
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                Some("the personality deleted it".to_owned())
+            }
+            Err(e) => Some(format!("TUNGETIFF: {e}")),
+        }
+    }
+
+    /// Gives personality `i` a new Viaduct port if its port is broken (see
+    /// [`Runtime::port_broken`]), replacing whatever device took its name. Returns
+    /// whether it did; the caller restarts what held the old port.
+    fn repair_port(&mut self, i: usize, log: &mut Logger) -> Result<bool> {
+        let Some(why) = self.port_broken(i) else {
+            return Ok(false);
+        };
+        let p = &self.personalities[i];
+        let name = p.plan.side.as_str();
+        let tun = create_tun_in(
+            name,
+            p.ns.net.as_fd(),
+            TUN_NAME,
+            p.plan.side == Side::Red,
+            true,
+        )?;
+        self.personalities[i].tun = tun;
+        log.log(&format!("{name}: port {TUN_NAME} recreated ({why})"));
+        Ok(true)
+    }
+
+    /// SIGKILLs a running unit so that the supervisor starts it again (on a new port).
+    fn restart_for_port(&mut self, kind: UnitKind, side: Side, log: &mut Logger) {
+        if let Some(pid) = self
+            .units
+            .iter()
+            .find(|u| u.kind == kind)
+            .and_then(|u| u.pid)
+        {
+            log.log(&format!(
+                "{}: restarting it (pid {pid}) on {side}'s new port",
+                kind.name()
+            ));
+            let _ = sys::kill(pid, libc::SIGKILL);
+        }
+    }
+
     fn spawn_personality(
         &mut self,
         i: usize,
+        log: &mut Logger,
     ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+        // A port it broke in a previous life: new port, and the Viaduct onto it.
+        if self.repair_port(i, log)? {
+            let side = self.personalities[i].plan.side;
+            self.restart_for_port(UnitKind::Viaduct, side, log);
+        }
         let p = &self.personalities[i];
         let name = p.plan.side.as_str();
         let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
@@ -829,8 +911,22 @@ impl Runtime {
         Ok((pid, LineReader::new(out_r)?, Some(LineReader::new(ev_r)?)))
     }
 
-    fn spawn_viaduct(&mut self) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+    fn spawn_viaduct(
+        &mut self,
+        log: &mut Logger,
+    ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
         let name = "viaduct";
+        // A personality that deleted (or renamed) its port made the Viaduct fail on it:
+        // a new port, and the personality restarted so that its setup configures it.
+        for i in 0..self.personalities.len() {
+            if self.repair_port(i, log)? {
+                let side = self.personalities[i].plan.side;
+                self.restart_for_port(UnitKind::Personality(side), side, log);
+            }
+        }
+        // The bytes the Viaduct gets are the bytes just verified; wiped when this
+        // returns (the child has its own copy until it executes the Viaduct).
+        let policy = crate::boot::read_verified_policy(&self.policy_path, &self.policy_sha256)?;
         let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
         let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
         let exe = File::open(&self.viaduct_bin)
@@ -855,7 +951,7 @@ impl Runtime {
             drop(sync_w);
             let mut b = [0u8; 1];
             let _ = File::from(sync_r).read(&mut b);
-            viaduct_child(&self.policy, exe, devnull, out_w, red, black);
+            viaduct_child(&policy, exe, devnull, out_w, red, black);
         }
         drop((out_w, sync_r, exe, devnull));
         let map = format!("0 {VIADUCT_UID} 1\n");
@@ -869,26 +965,31 @@ impl Runtime {
         Ok((pid, LineReader::new(out_r)?, None))
     }
 
-    /// Descriptors to poll for output.
+    /// Descriptors to poll for output (pipes over their rate are left out for a while).
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
         let mut v = Vec::new();
         for u in &self.units {
-            if let Some(r) = &u.out {
-                v.push(r.file.as_fd());
-            }
-            if let Some(r) = &u.events {
-                v.push(r.file.as_fd());
+            for r in [&u.out, &u.events].into_iter().flatten() {
+                if r.polled() {
+                    v.push(r.file.as_fd());
+                }
             }
         }
         v
     }
 
     /// Relays output from the pipes flagged readable in `ready` (same order as
-    /// [`Runtime::fds`]).
+    /// [`Runtime::fds`]), sanitised and rate-limited: each pipe may relay
+    /// [`RELAY_BURST`] lines at once and [`RELAY_PER_SEC`] a second; what is over is
+    /// dropped and counted (reported by [`Runtime::tick`]), and the pipe is left unread
+    /// for a moment, so a flooding compartment blocks itself, not the init. Events
+    /// (`up`) take effect whether or not their line is printed.
     pub fn relay(&mut self, ready: &[bool], log: &mut Logger) {
+        let now = Instant::now();
         let mut idx = 0;
         for u in &mut self.units {
             let name = u.kind.name();
+            let is_viaduct = u.kind == UnitKind::Viaduct;
             for which in 0..2 {
                 let reader = if which == 0 {
                     &mut u.out
@@ -896,28 +997,37 @@ impl Runtime {
                     &mut u.events
                 };
                 let Some(r) = reader else { continue };
+                if !r.polled() {
+                    continue;
+                }
                 let is_ready = ready.get(idx).copied().unwrap_or(false);
                 idx += 1;
                 if !is_ready {
                     continue;
                 }
-                let (lines, closed) = r.read_lines();
-                for line in lines {
-                    let text = sanitize(&line);
+                let mut up = false;
+                let limit = &mut r.limit;
+                let closed = read_lines(&mut r.file, &mut r.lines, |line| {
+                    let text = sanitize(line);
                     if which == 1 {
-                        if text == "up" {
-                            u.up = true;
+                        up |= text == "up";
+                        if limit.admit(now) {
+                            log.log(&format!("{name}: {text}"));
                         }
-                        log.log(&format!("{name}: {text}"));
                     } else {
-                        if u.kind == UnitKind::Viaduct && text.contains("pumping") {
-                            u.up = true;
+                        up |= is_viaduct && text.contains("pumping");
+                        if limit.admit(now) {
+                            log.relay(&format!("{name}| {text}"));
                         }
-                        log.log(&format!("{name}| {text}"));
                     }
+                });
+                if up {
+                    u.up = true;
                 }
                 if closed {
                     *reader = None;
+                } else if r.limit.next_at(now) > now {
+                    r.held_until = Some(now + HOLD);
                 }
             }
         }
@@ -945,7 +1055,9 @@ impl Runtime {
         true
     }
 
-    /// Restarts what is due; returns how long until the next restart is due.
+    /// Restarts what is due, polls held pipes again once their hold is over, reports
+    /// dropped lines (once a second per pipe at most); returns how long until the next
+    /// of these is due.
     pub fn tick(&mut self, log: &mut Logger) -> Option<Duration> {
         let now = Instant::now();
         for i in 0..self.units.len() {
@@ -953,11 +1065,38 @@ impl Runtime {
                 self.spawn(i, log);
             }
         }
-        self.units
-            .iter()
-            .filter_map(|u| u.next_start)
-            .min()
-            .map(|t| t.saturating_duration_since(Instant::now()))
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for u in &mut self.units {
+            if let Some(t) = u.next_start {
+                at(t);
+            }
+            let name = u.kind.name();
+            for (r, what) in [
+                (&mut u.out, "lines of output"),
+                (&mut u.events, "event lines"),
+            ] {
+                let Some(r) = r else { continue };
+                match r.held_until {
+                    Some(t) if t <= now => r.held_until = None,
+                    Some(t) => at(t),
+                    None => {}
+                }
+                if r.limit.dropped() > 0 {
+                    let due = r.reported + Duration::from_secs(1);
+                    if due <= now {
+                        r.reported = now;
+                        log.log(&format!(
+                            "{name}: dropped {} {what} (more than {RELAY_PER_SEC} a second)",
+                            r.limit.take_dropped()
+                        ));
+                    } else {
+                        at(due);
+                    }
+                }
+            }
+        }
+        next.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Whether every compartment reported it is up.

@@ -292,6 +292,14 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Sets `FD_CLOEXEC`: the descriptor is closed when the process executes a program.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFD takes no pointer; the fd is open (borrowed).
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    // SAFETY: F_SETFD takes an integer.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
+}
+
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: F_GETFL takes no pointer; the fd is open (borrowed).
@@ -407,6 +415,32 @@ pub fn tun_create(fd: BorrowedFd<'_>, name: &str, vnet_hdr: bool) -> io::Result<
     // SAFETY: `req` is a live struct ifreq (40 bytes: name + union) the kernel reads
     // and may write back; the fd is open (borrowed).
     check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) }).map(drop)
+}
+
+/// `ioctl(TUNGETIFF)`: the name of the TUN device `fd` is attached to. Fails with
+/// `EBADFD` once the device is gone (deleted inside its network namespace).
+pub fn tun_name(fd: BorrowedFd<'_>) -> io::Result<String> {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+    // SAFETY: `req` is a live struct ifreq (40 bytes) the kernel writes into; the fd
+    // is open (borrowed).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut req) })?;
+    let len = req
+        .name
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(req.name.len());
+    Ok(String::from_utf8_lossy(&req.name[..len]).into_owned())
 }
 
 /// Duplicates `fd` to the lowest free number ≥ `min`, close-on-exec (`F_DUPFD_CLOEXEC`).
