@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod algo;
+pub mod cmdline;
 pub mod diag;
 pub mod load;
 pub mod model;

@@ -140,7 +140,21 @@ pub struct RawKernel {
     /// Every NIC's driver must be one of them.
     #[schemars(example = drivers_example())]
     pub drivers: Option<Sp<Vec<Sp<String>>>>,
-    /// Extra kernel command-line arguments.
+    /// Extra kernel command-line arguments, one word each. Words that
+    /// would weaken what the image guarantees are refused, each with its
+    /// reason: choosing the first program or root (`init=`, `rdinit=`,
+    /// `root=`, `noinitrd`, `initrd=`, `--`, run levels, upper-case words
+    /// that would reach the init as environment), security modules and
+    /// lockdown (`lsm=`, `security=`, `apparmor=`, `selinux=`,
+    /// `lockdown=`, `ima…`), second system-call ABIs (`syscall.x32`,
+    /// `ia32_emulation`, `vsyscall=emulate|native`), mitigations and
+    /// hardening turned off (`mitigations=off`, `nopti`, `nosmep`,
+    /// `nokaslr`, `spectre_v2=off`, `init_on_free=0` …), module signing and
+    /// microcode (`module.sig_enforce`, `dis_ucode_ldr`), IOMMU and cgroup
+    /// isolation (`iommu=off|pt`, `intel_iommu=off`, `cgroup_disable=`),
+    /// debug access (`kgdboc=`, `sysrq_always_enabled`, `debugfs=on`,
+    /// `no_hash_pointers`), sysctls (`sysctl.…`) and quotes. Names compare
+    /// with `-` and `_` alike, as the kernel's do.
     pub cmdline: Option<Sp<Vec<Sp<String>>>>,
 }
 
@@ -354,7 +368,17 @@ pub struct RawSpdRule {
     pub action: Option<Sp<String>>,
 }
 
-/// `[[viaduct.filter]]`
+/// `[[viaduct.filter]]`: stateless rules on the packets between red and
+/// black (after decryption inbound, before encryption outbound); the first
+/// rule that matches decides, else `filter_default`. Fragments: a later
+/// fragment carries no ports and no TCP flags, so a rule that names ports
+/// or `tcp_flags` never matches one, and a later fragment that reaches
+/// such a rule whose addresses and protocol fit it is dropped
+/// (`unclassified_fragment`): its verdict would depend on what only the
+/// first fragment shows. A rule without ports or flags placed before
+/// decides for it, as for any packet. A first fragment must hold the whole
+/// transport header (RFC 1858, RFC 7112) and a later one must not overlap
+/// it, or it is dropped (`bad_fragment`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilterRule {

@@ -408,18 +408,8 @@ fn kernel(v: &mut V<'_>, k: &Sp<RawKernel>) -> Option<Kernel> {
                 "a command-line argument must be one word without spaces",
             );
             ok = false;
-        } else if c.value.starts_with("appliance.")
-            || c.value.starts_with("init=")
-            || c.value.starts_with("rdinit=")
-        {
-            v.err(
-                &c.span,
-                format!("kernel.cmdline[{i}]"),
-                format!(
-                    "`{}` is set by the image builder and cannot be overridden",
-                    c.value
-                ),
-            );
+        } else if let Some((_, why)) = crate::cmdline::refusal(&c.value) {
+            v.err(&c.span, format!("kernel.cmdline[{i}]"), why);
             ok = false;
         }
     }
