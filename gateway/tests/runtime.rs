@@ -15,15 +15,33 @@
 //! and ESP and never the marker; traffic to an address outside the policy never
 //! reaches br0 and is counted by the Viaduct; a probe service inside red (as confined
 //! as any service) finds itself under seccomp, without capabilities, TPM, module
-//! loading, mounting, namespaces, or a route to black; the Viaduct process has
-//! `Seccomp: 2`, no capabilities and no NIC; `kill black` on the console is logged,
-//! black is restarted and the tunnel works again; `poweroff` leaves no process.
+//! loading, mounting, namespaces, a route to black, or the compartment init's event
+//! pipe (it cannot forge events); the syscall probe (syscall_probe.c, also a service)
+//! finds x32 and i386 calls killed, every denied call, socket family, netlink
+//! protocol and socket option refused with its errno, every call outside the
+//! allowlist answered ENOSYS; neither init holds the SA keys in its memory; the
+//! Viaduct process has `Seccomp: 2`, no capabilities and no NIC; `kill black` on the
+//! console is logged, black is restarted and the tunnel works again; a personality
+//! deleting its Viaduct port (or replacing it with a device of its own) gets a new
+//! one, which the Viaduct then uses; `poweroff` leaves no process.
 //!
 //! `faults_stay_closed` checks a missing NIC (closed, nothing started), a corrupted
 //! policy blob (the Viaduct refuses it, nothing forwarded) and a crash-looping
 //! service (back-off, logged).
 //!
-//! Needs root, iproute2, busybox-static, tcpdump, /dev/net/tun and the static Viaduct
+//! `flooding_personality_does_not_delay_the_other`: red prints empty lines as fast as
+//! it can to a console as slow as a serial line; black, killed, is restarted after
+//! its back-off all the same, and console commands are answered.
+//!
+//! `policy_changed_after_verification_never_reaches_the_viaduct`: the policy file
+//! gives other bytes after the init verified it; the Viaduct never gets them.
+//!
+//! `dhcp_server_and_client_work_under_the_filters`: dnsmasq in red leases an address
+//! to a LAN host, busybox udhcpc in black (the only compartment given AF_PACKET) gets
+//! one from the internet's server; the syscall probe checks the packet options there.
+//!
+//! Needs root, iproute2, busybox-static, tcpdump, dnsmasq-base, gcc and libc6-dev (the
+//! static syscall probe), /dev/net/tun and the static Viaduct
 //! (`scripts/build-gateway-bins`, which scripts/test runs).
 
 use gateway::digest::Sha256Digest;
@@ -55,6 +73,8 @@ fn require_host() {
         ("ip", "iproute2"),
         ("tcpdump", "tcpdump"),
         ("ldd", "libc-bin"),
+        ("cc", "gcc libc6-dev"),
+        ("dnsmasq", "dnsmasq-base"),
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -129,9 +149,12 @@ impl Lab {
     }
     /// A veth pair: `a` in namespace `na`, `b` in `nb`.
     fn veth(&self, na: &str, a: &str, nb: &str, b: &str) {
+        // Unique among the tests of this process, which run in parallel.
+        static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         must(&format!(
             "ip link add vt{0} type veth peer name vu{0} && ip link set vt{0} netns {na} name {a} && ip link set vu{0} netns {nb} name {b}",
-            std::process::id() % 1000 + self.namespaces.len() as u32 * 1000 + a.len() as u32 * 7 + b.len() as u32
+            format_args!("{}x{n}", std::process::id() % 100_000)
         ));
     }
 }
@@ -181,7 +204,8 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The red probe: runs inside red with a service's confinement and reports.
+/// The red probe: runs inside red with a service's confinement and reports. (Busybox's
+/// shell keeps descriptors of its own at 10 and above; a service inherits 0, 1, 2.)
 const PROBE: &str = r#"#!/bin/sh
 p() {
     if sh -c "$2" >/tmp/probe.out 2>&1; then echo "PROBE $1 ok"
@@ -202,8 +226,226 @@ p no-kernel-log '! busybox dmesg'
 p own-pid-namespace 'grep -q appliance-compartment /proc/1/cmdline'
 p only-own-links 'l="$(ip -o link show | cut -d: -f2 | cut -d@ -f1 | tr -d " " | sort | tr "\n" " ")"; echo "$l"; test "$l" = "lan lo viaduct "'
 p no-route-to-black '! busybox ping -c 1 -W 1 198.51.100.1'
+p no-event-pipe '! (: >&3) 2>/dev/null'
+p only-standard-descriptors 'ls /proc/$$/fd >/tmp/fds; while read f; do if [ "$f" -gt 2 ] && [ "$f" -lt 10 ]; then echo "descriptor $f is open"; exit 1; fi; done </tmp/fds'
+p no-forged-events 'echo "error: forged by a service" >&3; echo "error: forged through proc" >/proc/1/fd/3; true'
 echo "PROBE done"
 "#;
+
+/// Where the syscall probe goes inside a personality.
+const SYSCALL_PROBE: &str = "/usr/lib/appliance/syscall-probe";
+/// Its spec inside the personality.
+const SYSCALL_SPEC: &str = "/etc/syscall-probe.spec";
+
+/// `gateway/tests/syscall_probe.c`, built once (static) for every gateway of the run.
+fn syscall_probe_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = std::env::temp_dir().join(format!("gw-syscall-probe-{}", std::process::id()));
+            must(&format!(
+                "cc -static -O1 -Wall -o {} {}",
+                out.display(),
+                repo().join("gateway/tests/syscall_probe.c").display()
+            ));
+            out
+        })
+        .clone()
+}
+
+/// The syscall probe as a service (`caps`: CAP_NET_RAW lets it open the packet
+/// sockets its spec sets options on, where the compartment may open them).
+fn syscall_probe_service(caps: &[&str]) -> ServicePlan {
+    ServicePlan {
+        name: ShortName::new("service", "sysprobe").unwrap(),
+        restart: Restart::Never,
+        caps: caps
+            .iter()
+            .map(|c| Capability::from_name(c).unwrap())
+            .collect(),
+        argv: vec![SYSCALL_PROBE.into(), SYSCALL_SPEC.into()],
+    }
+}
+
+/// What the syscall probe checks in a compartment that may open `families` (see
+/// syscall_probe.c for the format): every call from another ABI is killed, every
+/// denied call and socket option refused with its errno, every call outside the
+/// allowlist answered `ENOSYS`, socket families and protocols as the plan says.
+fn syscall_spec(families: &[SocketFamily]) -> String {
+    use gateway::confine::*;
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let mut line = |name: &str, nr: String, args: [&str; 6], expect: &str| {
+        writeln!(s, "{name} {nr} {} {expect}", args.join(" ")).unwrap();
+    };
+    let z = ["0"; 6];
+    line("getpid", libc::SYS_getpid.to_string(), z, "ok");
+    // Another ABI: x32 numbers (the whole 6.1 table and beyond), i386 `int 0x80`.
+    for nr in (0..=450).chain([512, 546, 0x3fff_ffff]) {
+        line(
+            &format!("x32-{nr}"),
+            format!("{:#x}", 0x4000_0000u32 | nr),
+            z,
+            "kill",
+        );
+    }
+    line("nr-minus-one", "-1".into(), z, "kill");
+    for (name, nr) in [
+        ("getpid", 20),
+        ("socketcall", 102),
+        ("clone", 120),
+        ("unshare", 310),
+    ] {
+        line(
+            &format!("i386-{name}"),
+            format!("int80:{nr}"),
+            ["1", "0", "0", "0", "0", "0"],
+            "kill",
+        );
+    }
+    for &(nr, _) in PERSONALITY_DENYLIST {
+        line(
+            &format!("deny-{nr}"),
+            nr.to_string(),
+            z,
+            &format!("errno:{}", libc::EPERM),
+        );
+    }
+    let newer = [451, 452, 453, 462, 500, 1000];
+    for nr in PERSONALITY_NOT_OFFERED
+        .iter()
+        .map(|&(nr, _)| nr)
+        .chain(newer)
+    {
+        line(
+            &format!("enosys-{nr}"),
+            nr.to_string(),
+            z,
+            &format!("errno:{}", libc::ENOSYS),
+        );
+    }
+    for &(flag, _) in DENIED_CLONE_FLAGS {
+        let f = (flag | libc::SIGCHLD).to_string();
+        line(
+            &format!("clone-{flag:#x}"),
+            libc::SYS_clone.to_string(),
+            [&f, "0", "0", "0", "0", "0"],
+            "errno:1",
+        );
+    }
+    // Socket families: only the plan's (AF_PACKET without CAP_NET_RAW would be
+    // EPERM from the kernel, so the service gets CAP_NET_RAW where it may).
+    let socket = libc::SYS_socket.to_string();
+    for fam in 0..46 {
+        let (ty, proto) = match fam {
+            libc::AF_NETLINK => (libc::SOCK_RAW, 0),
+            libc::AF_PACKET => (libc::SOCK_DGRAM, 0x0008),
+            _ => (libc::SOCK_DGRAM, 0),
+        };
+        let allowed = families.iter().any(|f| f.number() == fam);
+        let expect = if allowed {
+            "ok".to_owned()
+        } else {
+            format!("errno:{}", libc::EAFNOSUPPORT)
+        };
+        let (f, t, p) = (fam.to_string(), ty.to_string(), proto.to_string());
+        line(
+            &format!("family-{fam}"),
+            socket.clone(),
+            [&f, &t, &p, "0", "0", "0"],
+            &expect,
+        );
+    }
+    let eaf = format!("errno:{}", libc::EAFNOSUPPORT);
+    let epro = format!("errno:{}", libc::EPROTONOSUPPORT);
+    line(
+        "inet-sock-packet",
+        socket.clone(),
+        ["2", "10", "0x0300", "0", "0", "0"],
+        &eaf,
+    );
+    line(
+        "socketpair-inet",
+        libc::SYS_socketpair.to_string(),
+        ["2", "1", "0", "0", "0", "0"],
+        &eaf,
+    );
+    line(
+        "socketpair-unix",
+        libc::SYS_socketpair.to_string(),
+        ["1", "1", "0", "0", "0", "0"],
+        "errno:14",
+    );
+    for proto in 1..32 {
+        let p = proto.to_string();
+        line(
+            &format!("netlink-{proto}"),
+            socket.clone(),
+            ["16", "3", &p, "0", "0", "0"],
+            &epro,
+        );
+    }
+    line(
+        "mptcp4",
+        socket.clone(),
+        ["2", "1", "262", "0", "0", "0"],
+        &epro,
+    );
+    line(
+        "mptcp6",
+        socket.clone(),
+        ["10", "1", "262", "0", "0", "0"],
+        &epro,
+    );
+    // Socket options, on a UDP socket (the kernel would say ENOPROTOOPT or
+    // EOPNOTSUPP, the filter says EPERM) and, where allowed, on a packet socket.
+    let setsockopt = libc::SYS_setsockopt.to_string();
+    let mut opt = |name: &str, fd: &str, level: i32, o: i32, expect: &str| {
+        let (l, o) = (level.to_string(), o.to_string());
+        line(
+            &format!("sockopt-{name}"),
+            setsockopt.clone(),
+            [fd, &l, &o, "0", "4", "0"],
+            expect,
+        );
+    };
+    for &(level, first, last, _) in DENIED_SOCKOPTS {
+        for o in [first, last] {
+            opt(&format!("{level}-{o}"), "S", level, o, "errno:1");
+        }
+    }
+    for o in [5, 10, 13, 18] {
+        opt(&format!("packet-{o}-on-udp"), "S", 263, o, "errno:1");
+    }
+    // Allowed options reach the kernel, which finds the NULL value (EFAULT).
+    opt(
+        "reuseaddr",
+        "S",
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        "errno:14",
+    );
+    opt(
+        "pktinfo",
+        "S",
+        libc::IPPROTO_IP,
+        libc::IP_PKTINFO,
+        "errno:14",
+    );
+    if families.contains(&SocketFamily::Packet) {
+        for (name, o) in [
+            ("rx-ring", 5),
+            ("version", 10),
+            ("tx-ring", 13),
+            ("fanout", 18),
+            ("vnet-hdr", 15),
+        ] {
+            opt(&format!("packet-{name}"), "P", 263, o, "errno:1");
+        }
+        opt("packet-auxdata", "P", 263, libc::PACKET_AUXDATA, "errno:14");
+    }
+    s
+}
 
 struct Gw {
     root: PathBuf,
@@ -214,6 +456,17 @@ struct Gw {
 /// two personality roots (busybox, iproute2, the init's own libraries, the builder's
 /// network scripts).
 fn make_root(lab: &Lab, dir: &str, profile_path: &str, red_services: Vec<ServicePlan>) -> Gw {
+    make_root_with(lab, dir, profile_path, red_services, |_| {})
+}
+
+/// [`make_root`], with `tweak` applied to the plan before it is written.
+fn make_root_with(
+    lab: &Lab,
+    dir: &str,
+    profile_path: &str,
+    red_services: Vec<ServicePlan>,
+    tweak: impl FnOnce(&mut Plan),
+) -> Gw {
     let profile = profiles::load_profile(&repo().join(profile_path)).expect("lab profile");
     let name = profile.appliance.name.clone();
     let root = lab.dir.join(dir);
@@ -254,6 +507,8 @@ fn make_root(lab: &Lab, dir: &str, profile_path: &str, red_services: Vec<Service
         let script =
             builder::network_script(&profile, side_enum, "/usr/bin/ip").expect("network script");
         write_exec(&r.join("etc/appliance/network"), &script);
+        let probe = r.join(&SYSCALL_PROBE[1..]);
+        std::fs::copy(syscall_probe_bin(), &probe).unwrap();
     }
     write_exec(&root.join("personalities/red/etc/probe.sh"), PROBE);
     let mut services = vec![red_services, Vec::new()].into_iter();
@@ -280,7 +535,7 @@ fn make_root(lab: &Lab, dir: &str, profile_path: &str, red_services: Vec<Service
             services: services.next().unwrap(),
         })
         .collect();
-    let plan = Plan {
+    let mut plan = Plan {
         profile_name: ProfileName::new(&name).unwrap(),
         profile_version: ProfileVersion::new(&profile.appliance.version).unwrap(),
         security_version: SecurityVersion(1),
@@ -290,6 +545,11 @@ fn make_root(lab: &Lab, dir: &str, profile_path: &str, red_services: Vec<Service
         compartments,
         viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
     };
+    tweak(&mut plan);
+    for c in &plan.compartments {
+        let spec = root.join(&c.root.as_str()[1..]).join(&SYSCALL_SPEC[1..]);
+        std::fs::write(spec, syscall_spec(&c.socket_families)).unwrap();
+    }
     std::fs::write(root.join("etc/appliance/plan"), plan.encode()).unwrap();
     Gw { root, plan }
 }
@@ -306,6 +566,8 @@ fn probe_service() -> ServicePlan {
 /// A running `gateway-init --serve`.
 struct Init {
     name: String,
+    /// The init's pid (`ip netns exec` executes it in place).
+    pid: u32,
     stdin: ChildStdin,
     lines: Receiver<String>,
     seen: Vec<String>,
@@ -313,6 +575,12 @@ struct Init {
 
 impl Init {
     fn start(lab: &mut Lab, ns: &str, gw: &Gw) -> Init {
+        Init::start_with_console(lab, ns, gw, None)
+    }
+
+    /// Starts the init with a console that takes at most `rate` bytes per second
+    /// (`None`: as fast as it can), like a serial line (115200 baud: 11520 B/s).
+    fn start_with_console(lab: &mut Lab, ns: &str, gw: &Gw, rate: Option<usize>) -> Init {
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -333,16 +601,28 @@ impl Init {
         let name = gw.plan.profile_name.as_str().to_owned();
         let tag = name.clone();
         std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("[{tag}] {l}");
+            let reader: Box<dyn std::io::Read + Send> = match rate {
+                None => Box::new(out),
+                Some(rate) => Box::new(Throttled { inner: out, rate }),
+            };
+            for l in BufReader::with_capacity(64, reader)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // A flood of relayed empty lines would drown the test's own output.
+                if !l.trim_end().ends_with('|') {
+                    eprintln!("[{tag}] {l}");
+                }
                 if tx.send(l).is_err() {
                     break;
                 }
             }
         });
+        let pid = child.id();
         lab.children.push(child);
         Init {
             name,
+            pid,
             stdin,
             lines: rx,
             seen: Vec::new(),
@@ -378,6 +658,17 @@ impl Init {
         self.wait_for(needle, limit)
     }
 
+    /// Like [`Init::wait_for`], but lines seen since `mark` (a length of `seen`) count.
+    fn wait_for_since(&mut self, mark: usize, needle: &str, limit: Duration) -> String {
+        if let Some(l) = self.seen[mark.min(self.seen.len())..]
+            .iter()
+            .find(|l| l.contains(needle))
+        {
+            return l.clone();
+        }
+        self.wait_for(needle, limit)
+    }
+
     /// Collects lines for `d`.
     fn drain(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
@@ -403,6 +694,90 @@ impl Init {
             .and_then(|r| r.trim_end_matches(')').parse().ok())
             .unwrap_or_else(|| panic!("{}: no pid for {unit}", self.name))
     }
+}
+
+/// A reader that takes at most `rate` bytes per second: a slow serial console.
+struct Throttled<R> {
+    inner: R,
+    rate: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Throttled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(64);
+        let got = self.inner.read(&mut buf[..n])?;
+        std::thread::sleep(Duration::from_secs_f64(got as f64 / self.rate as f64));
+        Ok(got)
+    }
+}
+
+/// The pid of `init_pid`'s child running `appliance-compartment <side>` (found in
+/// /proc, not on the console).
+fn compartment_pid(init_pid: u32, side: &str) -> Option<u32> {
+    let want = format!("appliance-compartment\0{side}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (ppid == init_pid && cmd == want.as_bytes()).then_some(pid)
+    })
+}
+
+/// Whether `needle` occurs anywhere in the readable memory of process `pid`.
+fn memory_holds(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for l in maps.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || l.ends_with("[vvar]") || l.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The raw key material of the lab profile's manual SAs (`key_out`, `key_in`: key
+/// and salt), as it sits in the policy blob.
+fn lab_keys(profile_path: &str) -> Vec<Vec<u8>> {
+    let text = std::fs::read_to_string(repo().join(profile_path)).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let v = l
+                .strip_prefix("key_out = ")
+                .or_else(|| l.strip_prefix("key_in = "))?;
+            let hex = v.trim_matches('"');
+            Some(
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 fn status_field(pid: i32, key: &str) -> String {
@@ -471,7 +846,12 @@ fn two_gateways_tunnel_isolation_and_restart() {
             "ip -n {ns} addr add {addr} dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {gw}"
         ));
     }
-    let a = make_root(&lab, "a", "profiles/lab/gw-a.toml", vec![probe_service()]);
+    let a = make_root(
+        &lab,
+        "a",
+        "profiles/lab/gw-a.toml",
+        vec![probe_service(), syscall_probe_service(&[])],
+    );
     let b = make_root(&lab, "b", "profiles/lab/gw-b.toml", Vec::new());
 
     // Capture the internet segment from the start.
@@ -527,13 +907,55 @@ fn two_gateways_tunnel_isolation_and_restart() {
 
     // Inside red: the probe's findings.
     ia.wait_for_any("PROBE done", Duration::from_secs(30));
-    let probes: Vec<&String> = ia.seen.iter().filter(|l| l.contains("PROBE ")).collect();
+    let sys = ia.wait_for_any("PROBE sys-done", Duration::from_secs(60));
+    let probes: Vec<&String> = ia
+        .seen
+        .iter()
+        .filter(|l| l.contains("PROBE ") && !l.contains("PROBE sys-"))
+        .collect();
     let failed: Vec<&&String> = probes
         .iter()
         .filter(|l| !l.ends_with(" ok") && !l.ends_with("PROBE done"))
         .collect();
-    assert!(probes.len() >= 16, "probe lines missing: {probes:#?}");
+    assert!(probes.len() >= 19, "probe lines missing: {probes:#?}");
     assert!(failed.is_empty(), "red probe failures: {failed:#?}");
+    // The syscall probe: other ABIs killed, denied calls, families and options refused.
+    let sys_failed: Vec<&String> = ia
+        .seen
+        .iter()
+        .filter(|l| l.contains("PROBE sys-") && l.contains(" FAIL"))
+        .collect();
+    assert!(
+        sys.ends_with(", 0 failed"),
+        "red syscall probe: {sys}: {sys_failed:#?}"
+    );
+    // A service cannot speak for the compartment init (no `red: error: forged …`).
+    assert!(
+        !ia.seen.iter().any(|l| l.contains("error: forged")),
+        "a service wrote compartment events: {:#?}",
+        ia.seen
+            .iter()
+            .filter(|l| l.contains("error: forged"))
+            .collect::<Vec<_>>()
+    );
+    // The inits hold no SA key material in their memory (the policy blob they
+    // verified and handed over is wiped).
+    for (init, profile) in [
+        (&ia, "profiles/lab/gw-a.toml"),
+        (&ib, "profiles/lab/gw-b.toml"),
+    ] {
+        let keys = lab_keys(profile);
+        assert_eq!(keys.len(), 2, "{profile}: key_out and key_in");
+        for k in keys {
+            assert!(
+                !memory_holds(init.pid, &k),
+                "{}'s init (pid {}) holds SA key material {:02x?}… in its memory",
+                init.name,
+                init.pid,
+                &k[..4]
+            );
+        }
+    }
 
     // The Viaduct: seccomp, no capabilities, no NIC.
     let vpid = ia.pid_of("viaduct");
@@ -643,6 +1065,63 @@ fn two_gateways_tunnel_isolation_and_restart() {
     let drops = ia.wait_for("out drop total=", Duration::from_secs(5));
     let n: u64 = drops.rsplit('=').next().unwrap().trim().parse().unwrap();
     assert!(n >= 2, "discarded packets not counted: {drops}");
+
+    // A personality deletes its Viaduct port (red), or puts a device of its own in
+    // its place (black): the init creates a new port, restarts that personality
+    // (whose setup configures the port again) and starts the Viaduct on it. (With
+    // manual SAs a restarted Viaduct starts its sequence numbers again, which the
+    // peer's replay window refuses for a while, so the new ports are shown by the
+    // Viaduct's counters rather than by a round trip; this comes last for that reason.)
+    for (side, cmd, ping, counter) in [
+        (
+            "red",
+            "ip link del viaduct",
+            (&lana, "10.2.0.2"),
+            "out tunnel=lan-a-to-lan-b ",
+        ),
+        (
+            "black",
+            "ip link del viaduct && ip link add viaduct type veth peer name squat",
+            (&lanb, "10.1.0.2"),
+            "in tunnel=lan-a-to-lan-b ",
+        ),
+    ] {
+        let pid = ia.pid_of(side);
+        let mark = ia.seen.len();
+        must(&format!("nsenter -t {pid} -n sh -c '{cmd}'"));
+        for needle in [
+            format!("{side}: port viaduct recreated"),
+            format!("appliance: {side}: up"),
+            "viaduct| viaduct: policy".to_owned(),
+        ] {
+            ia.wait_for_since(mark, &needle, Duration::from_secs(30));
+        }
+        let pid = ia.pid_of(side);
+        let tun = must(&format!("nsenter -t {pid} -n ip -d link show viaduct"));
+        assert!(tun.contains("tun type tun"), "{side}'s new port:\n{tun}");
+        let vpid = ia.pid_of("viaduct");
+        let t = Instant::now();
+        let mut packets = 0;
+        while packets == 0 && t.elapsed() < Duration::from_secs(30) {
+            let _ = run(&format!(
+                "ip netns exec {} busybox ping -c 2 -W 1 {}",
+                ping.0, ping.1
+            ));
+            must(&format!("kill -USR1 {vpid}"));
+            let l = ia.wait_for(counter, Duration::from_secs(5));
+            packets = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("packets="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        }
+        assert!(packets > 0, "no traffic through {side}'s new port");
+        // And it stays up: no crash loop on the old port.
+        ia.drain(Duration::from_secs(2));
+        let vpid_now = ia.pid_of("viaduct");
+        assert_eq!(vpid, vpid_now, "the Viaduct restarted again");
+        eprintln!("{side}'s port recreated; {packets} packets through it");
+    }
 
     // Shut down, then the capture: only ARP and ESP, never the marker.
     ia.send("poweroff");
@@ -793,4 +1272,275 @@ fn faults_stay_closed() {
     );
     i2.send("poweroff");
     i2.wait_for("appliance: stopped", Duration::from_secs(15));
+}
+
+#[test]
+fn flooding_personality_does_not_delay_the_other() {
+    require_host();
+    let mut lab = Lab::new("fl");
+    let gw = lab.ns("gwf");
+    let lan = lab.ns("lanf");
+    let inet = lab.ns("inetf");
+    lab.veth(&gw, "lan0", &lan, "eth0");
+    lab.veth(&gw, "wan0", &inet, "eth0");
+    // Red prints empty lines as fast as it can.
+    let flood = ServicePlan {
+        name: ShortName::new("service", "flood").unwrap(),
+        restart: Restart::Always,
+        caps: Vec::new(),
+        argv: vec![
+            "/bin/busybox".into(),
+            "sh".into(),
+            "-c".into(),
+            "while :; do echo; done".into(),
+        ],
+    };
+    let g = make_root(&lab, "flood", "profiles/lab/gw-a.toml", vec![flood]);
+    // The console is as slow as a 115200-baud serial line.
+    let mut i = Init::start_with_console(&mut lab, &gw, &g, Some(11_520));
+    i.wait_for("red: service flood started", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let black = compartment_pid(i.pid, "black").expect("black is running");
+    let t = Instant::now();
+    must(&format!("kill -9 {black}"));
+    // The init restarts black after its 1 s back-off, whatever red prints.
+    let mut took = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        if compartment_pid(i.pid, "black").is_some_and(|p| p != black) {
+            took = Some(t.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = took.expect("black was not restarted within 20 s while red floods the console");
+    assert!(
+        took < Duration::from_secs(5),
+        "black restarted only after {took:?}"
+    );
+    eprintln!("black restarted {took:?} after it was killed, red flooding");
+    // The init's own lines and console commands get through.
+    i.wait_for("black exited (killed by signal 9)", Duration::from_secs(20));
+    i.wait_for("appliance: black: up", Duration::from_secs(20));
+    i.send("status");
+    i.wait_for("status black up", Duration::from_secs(20));
+    // What red lost is counted.
+    let l = i.wait_for("red: dropped", Duration::from_secs(30));
+    assert!(l.contains("lines"), "{l}");
+    i.send("poweroff");
+    i.wait_for("appliance: stopped", Duration::from_secs(30));
+}
+
+#[test]
+fn policy_changed_after_verification_never_reaches_the_viaduct() {
+    require_host();
+    let mut lab = Lab::new("pv");
+    let gw = lab.ns("gwp");
+    let lan = lab.ns("lanp");
+    let inet = lab.ns("inetp");
+    lab.veth(&gw, "lan0", &lan, "eth0");
+    lab.veth(&gw, "wan0", &inet, "eth0");
+    let g = make_root(&lab, "fifo", "profiles/lab/gw-a.toml", Vec::new());
+    // The policy is a FIFO: the first reader gets the bytes the plan pins, every
+    // later reader other bytes (a file changed after it was verified).
+    let path = g.root.join("etc/appliance/policy.bin");
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::remove_file(&path).unwrap();
+    must(&format!("mkfifo {}", path.display()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path);
+                match w {
+                    Ok(mut f) => {
+                        let _ = f.write_all(if reads == 0 { &good } else { &bad });
+                        reads += 1;
+                        drop(f);
+                        // Let this reader see the end before the next writer comes.
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            reads
+        })
+    };
+    let mut i = Init::start(&mut lab, &gw, &g);
+    i.wait_for(
+        "policy /etc/appliance/policy.bin sha256",
+        Duration::from_secs(30),
+    );
+    i.drain(Duration::from_secs(6));
+    i.send("poweroff");
+    i.wait_for("appliance: stopped", Duration::from_secs(30));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = feeder.join().unwrap();
+    eprintln!("the policy was read {reads} times");
+    let viaduct: Vec<&String> = i
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("appliance: viaduct| "))
+        .collect();
+    assert!(
+        viaduct.is_empty(),
+        "the Viaduct got bytes the init had not verified: {viaduct:#?}"
+    );
+    assert!(
+        i.seen
+            .iter()
+            .any(|l| l.contains("viaduct: cannot start") && l.contains("policy")),
+        "the init did not say why the Viaduct did not start"
+    );
+    assert!(!i.seen.iter().any(|l| l.contains("appliance: ready")));
+}
+
+#[test]
+fn dhcp_server_and_client_work_under_the_filters() {
+    require_host();
+    let mut lab = Lab::new("dh");
+    let gw = lab.ns("gwd");
+    let lan = lab.ns("land");
+    let inet = lab.ns("inetd");
+    lab.veth(&gw, "lan0", &lan, "eth0");
+    lab.veth(&gw, "wan0", &inet, "eth0");
+    must(&format!(
+        "ip -n {inet} addr add 198.51.100.254/24 dev eth0 && ip -n {inet} link set eth0 up && ip -n {lan} link set eth0 up"
+    ));
+    // The internet's DHCP server (unconfined, on the host's side of the lab).
+    let leases = lab.dir.join("inet.leases");
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &inet,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+        ])
+        .args([
+            "--no-hosts",
+            "--port=0",
+            "--interface=eth0",
+            "--bind-interfaces",
+        ])
+        .args([
+            "--dhcp-range=198.51.100.50,198.51.100.59,255.255.255.0,1h",
+            "--pid-file=",
+        ])
+        .arg(format!("--dhcp-leasefile={}", leases.display()))
+        .arg("--log-facility=-")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(server);
+    let caps = |c: &[&str]| {
+        c.iter()
+            .map(|c| Capability::from_name(c).unwrap())
+            .collect()
+    };
+    // Red: dnsmasq as the profiles run it; black: busybox udhcpc (AF_PACKET: the
+    // only compartment given it) and the syscall probe for the packet options.
+    let dnsmasq = ServicePlan {
+        name: ShortName::new("service", "dnsmasq").unwrap(),
+        restart: Restart::Always,
+        caps: caps(&[
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_ADMIN",
+            "CAP_NET_RAW",
+        ]),
+        argv: vec![
+            "/usr/sbin/dnsmasq".into(),
+            "--keep-in-foreground".into(),
+            "--log-facility=-".into(),
+            "--conf-file=/etc/dnsmasq.conf".into(),
+        ],
+    };
+    let udhcpc = ServicePlan {
+        name: ShortName::new("service", "dhcp").unwrap(),
+        restart: Restart::Always,
+        caps: caps(&["CAP_NET_ADMIN", "CAP_NET_RAW"]),
+        argv: [
+            "/bin/busybox",
+            "udhcpc",
+            "-f",
+            "-i",
+            "wan",
+            "-s",
+            "/etc/udhcpc.script",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let g = make_root_with(&lab, "dhcp", "profiles/lab/gw-a.toml", vec![dnsmasq], |p| {
+        let black = &mut p.compartments[1];
+        black.socket_families.push(SocketFamily::Packet);
+        black.services = vec![udhcpc, syscall_probe_service(&["CAP_NET_RAW"])];
+    });
+    let red = g.root.join("personalities/red");
+    install_with_libs(Path::new("/usr/sbin/dnsmasq"), "/usr/sbin/dnsmasq", &red);
+    std::fs::write(
+        red.join("etc/dnsmasq.conf"),
+        "interface=lan\nbind-interfaces\nno-resolv\nno-hosts\ndhcp-authoritative\n\
+         dhcp-leasefile=/run/dnsmasq.leases\npid-file=\nuser=nobody\ngroup=nogroup\n\
+         dhcp-range=10.1.0.50,10.1.0.59,255.255.255.0,12h\ndhcp-option=option:router,10.1.0.1\n",
+    )
+    .unwrap();
+    write_exec(
+        &g.root.join("personalities/black/etc/udhcpc.script"),
+        "#!/bin/sh\ncase \"$1\" in bound|renew) /usr/bin/ip addr replace \"$ip/$mask\" dev \"$interface\";; esac\nexit 0\n",
+    );
+    let mut i = Init::start(&mut lab, &gw, &g);
+    i.wait_for("appliance: ready gw-a", Duration::from_secs(60));
+    // A LAN host gets a lease from red's dnsmasq.
+    let out = must(&format!(
+        "ip netns exec {lan} busybox udhcpc -n -q -t 10 -T 1 -i eth0 -s /bin/true 2>&1"
+    ));
+    assert!(
+        out.contains("lease of 10.1.0.5"),
+        "no lease from red: {out}"
+    );
+    // Black's DHCP client got one from the internet's server and configured wan.
+    let t = Instant::now();
+    loop {
+        let pid = i.pid_of("black");
+        let addrs = must(&format!("nsenter -t {pid} -n ip -o addr show dev wan"));
+        if addrs.contains("198.51.100.5") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "black's udhcpc got no lease: {addrs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sys = i.wait_for_any("PROBE sys-done", Duration::from_secs(60));
+    let failed: Vec<&String> = i
+        .seen
+        .iter()
+        .filter(|l| l.contains("PROBE sys-") && l.contains(" FAIL"))
+        .collect();
+    assert!(
+        sys.ends_with(", 0 failed"),
+        "black syscall probe: {sys}: {failed:#?}"
+    );
+    assert!(
+        !i.seen
+            .iter()
+            .any(|l| l.contains("service dnsmasq exited") || l.contains("service dhcp exited")),
+        "dnsmasq or udhcpc died under the filters"
+    );
+    i.send("poweroff");
+    i.wait_for("appliance: stopped", Duration::from_secs(30));
 }
