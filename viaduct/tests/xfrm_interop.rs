@@ -86,7 +86,13 @@ struct Case {
     linux_alg: &'static str,
     /// ESP in UDP, port 4500 (RFC 3948).
     udp: bool,
+    /// TFC padding both ways (RFC 4303 §2.4): the Viaduct pads to
+    /// `TFC_SIZES`, the kernel to 1400 (`tfcpad`); each strips the other's.
+    tfc: bool,
 }
+
+/// The Viaduct's TFC padding sizes for the case with `tfc`.
+const TFC_SIZES: [u16; 2] = [256, 1400];
 
 impl Case {
     /// Viaduct -> guest.
@@ -149,6 +155,7 @@ const CASES: [Case; 4] = [
         aead: Aead::Aes128Gcm16,
         linux_alg: "rfc4106(gcm(aes))",
         udp: false,
+        tfc: false,
     },
     Case {
         idx: 2,
@@ -156,6 +163,7 @@ const CASES: [Case; 4] = [
         aead: Aead::Aes256Gcm16,
         linux_alg: "rfc4106(gcm(aes))",
         udp: false,
+        tfc: false,
     },
     Case {
         idx: 3,
@@ -163,6 +171,7 @@ const CASES: [Case; 4] = [
         aead: Aead::ChaCha20Poly1305,
         linux_alg: "rfc7539esp(chacha20,poly1305)",
         udp: false,
+        tfc: true,
     },
     Case {
         idx: 4,
@@ -170,6 +179,7 @@ const CASES: [Case; 4] = [
         aead: Aead::Aes128Gcm16,
         linux_alg: "rfc4106(gcm(aes))",
         udp: true,
+        tfc: false,
     },
 ];
 
@@ -555,7 +565,7 @@ $IP route add default via __TAP__ || fatal "route"
         let i = c.idx;
         s.push_str(&format!(
             "$IP addr add {inner}/32 dev lo || fatal 'lo addr {i}'\n\
-             $IP xfrm state add src __GUEST__ dst __VIADUCT__ proto esp spi {out_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kout} 128{encap} || fatal 'state out {i}'\n\
+             $IP xfrm state add src __GUEST__ dst __VIADUCT__ proto esp spi {out_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kout} 128{encap}{tfc} || fatal 'state out {i}'\n\
              $IP xfrm state add src __VIADUCT__ dst __GUEST__ proto esp spi {in_spi:#x} reqid {i} mode tunnel replay-window 128 flag esn aead '{alg}' 0x{kin} 128{encap} || fatal 'state in {i}'\n\
              $IP xfrm policy add src 10.2.{i}.0/24 dst 10.1.{i}.0/24 dir out tmpl src __GUEST__ dst __VIADUCT__ proto esp reqid {i} mode tunnel || fatal 'policy out {i}'\n\
              $IP xfrm policy add src 10.1.{i}.0/24 dst 10.2.{i}.0/24 dir in tmpl src __VIADUCT__ dst __GUEST__ proto esp reqid {i} mode tunnel || fatal 'policy in {i}'\n\
@@ -567,6 +577,7 @@ $IP route add default via __TAP__ || fatal "route"
             kout = hex(&c.key_from_guest()),
             kin = hex(&c.key_to_guest()),
             encap = if c.udp { " encap espinudp 4500 4500 0.0.0.0" } else { "" },
+            tfc = if c.tfc { " tfcpad 1400" } else { "" },
         ));
     }
     // ESP in UDP reaches XFRM only through a UDP socket on port 4500 with
@@ -720,6 +731,9 @@ fn viaduct_policy() -> Policy {
             },
         );
         t.udp_encap = c.udp;
+        if c.tfc {
+            t.tfc_sizes = TFC_SIZES.to_vec();
+        }
         p = p.with_tunnel(t).with_spd(
             c.name,
             Selector::between(lan, guest),
@@ -890,7 +904,14 @@ fn wait_for_file_text(path: &Path, needle: &str, limit: Duration) {
 /// an SPI of `esp_spis`, and ESP in UDP (ports 4500 → 4500, never the
 /// non-ESP marker) with an SPI of `udp_spis`. Returns the number of frames
 /// per SPI (in the order of `esp_spis`, then `udp_spis`).
-fn check_pcap(path: &Path, esp_spis: &[u32], udp_spis: &[u32]) -> Vec<usize> {
+/// What a capture of the TAP holds per SPI (in `esp_spis` then
+/// `udp_spis` order): frames, and the set of their lengths.
+struct Seen {
+    count: Vec<usize>,
+    lengths: Vec<std::collections::BTreeSet<usize>>,
+}
+
+fn check_pcap(path: &Path, esp_spis: &[u32], udp_spis: &[u32]) -> Seen {
     let data = std::fs::read(path).unwrap();
     let cap = testbed::pcap::parse(&data).expect("a pcap file");
     assert_eq!(
@@ -899,6 +920,7 @@ fn check_pcap(path: &Path, esp_spis: &[u32], udp_spis: &[u32]) -> Vec<usize> {
         "expected Ethernet link type"
     );
     let mut count = vec![0; esp_spis.len() + udp_spis.len()];
+    let mut lengths = vec![std::collections::BTreeSet::new(); count.len()];
     let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     for frame in cap.frames {
         assert!(frame.len() >= 14, "runt frame on the TAP");
@@ -907,6 +929,10 @@ fn check_pcap(path: &Path, esp_spis: &[u32], udp_spis: &[u32]) -> Vec<usize> {
             0x0800 => {
                 let ip = &frame[14..];
                 let ihl = usize::from(ip[0] & 0xf) * 4;
+                if ip[12..16] == ip_octets(VIADUCT_OUTER) {
+                    // Nothing of the LAN's TOS byte on the Viaduct's packets.
+                    assert_eq!(ip[1], 0, "outer TOS of a Viaduct packet: {ip:02x?}");
+                }
                 let (spi, list, base) = match ip[9] {
                     50 => (be32(&ip[ihl..]), esp_spis, 0),
                     17 => {
@@ -930,11 +956,18 @@ fn check_pcap(path: &Path, esp_spis: &[u32], udp_spis: &[u32]) -> Vec<usize> {
                     )
                 });
                 count[base + i] += 1;
+                lengths[base + i].insert(frame.len());
             }
             other => panic!("unexpected ethertype {other:#06x} on the TAP"),
         }
     }
-    count
+    Seen { count, lengths }
+}
+
+fn ip_octets(s: &str) -> [u8; 4] {
+    s.parse::<std::net::Ipv4Addr>()
+        .expect("literal address")
+        .octets()
 }
 
 #[test]
@@ -1247,8 +1280,43 @@ fn linux_xfrm_interop_all_aeads() {
     let spis: Vec<u32> = esp_spis.iter().chain(&udp_spis).copied().collect();
     // Every SA carried 6 packets (the counters above); the capture must
     // show each of them on the wire, in its SA's encapsulation.
-    let esp = check_pcap(&pcap, &esp_spis, &udp_spis);
-    for (spi, n) in spis.iter().zip(&esp) {
+    let seen = check_pcap(&pcap, &esp_spis, &udp_spis);
+    let esp = &seen.count;
+    // TFC padding: the Viaduct's packets of the padded tunnel come in two
+    // lengths only (one per size), and the kernel's padding was stripped
+    // (tfc_bytes counted on both sides of the Viaduct).
+    for c in CASES.iter().filter(|c| c.tfc) {
+        if let Some(i) = spis.iter().position(|&s| s == c.spi_in_guest()) {
+            let l = &seen.lengths[i];
+            if l.len() > TFC_SIZES.len() {
+                failures.push(format!(
+                    "{}: Viaduct ESP frames of {} lengths ({l:?}), want at most {}",
+                    c.name,
+                    l.len(),
+                    TFC_SIZES.len()
+                ));
+            }
+        }
+        for dir_ in ["out", "in"] {
+            let prefix = format!("{dir_} tunnel={} ", c.name);
+            let tfc = vtext
+                .lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|f| f.strip_prefix("tfc_bytes=")?.parse::<u64>().ok())
+                })
+                .max()
+                .unwrap_or(0);
+            if tfc == 0 {
+                failures.push(format!(
+                    "{}: viaduct {dir_} tfc_bytes 0, want padding",
+                    c.name
+                ));
+            }
+        }
+    }
+    for (spi, n) in spis.iter().zip(esp) {
         if *n < 6 {
             failures.push(format!(
                 "SPI {spi:#x}: only {n} ESP frames on the TAP, want >= 6"

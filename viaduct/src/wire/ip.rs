@@ -323,6 +323,9 @@ pub fn transport_header_len(protocol: u8) -> Option<usize> {
     }
 }
 
+/// Ports, TCP flags, ports unknown (a later fragment).
+type Transport = (Option<(u16, u16)>, Option<u8>, bool);
+
 /// The five-tuple's transport fields from the upper layer, and the
 /// fragment rules: the header must be whole in an unfragmented datagram
 /// (`Truncated`) and in a first fragment (`Fragment`: RFC 1858's tiny
@@ -331,11 +334,8 @@ pub fn transport_header_len(protocol: u8) -> Option<usize> {
 /// (`ports_unknown`). An IPv6 later fragment whose fragmentable part starts
 /// with an extension header is refused (`Fragment`): its transport
 /// protocol is in the first fragment only.
-fn transport(
-    protocol: u8,
-    l4: &[u8],
-    fragment: Fragment,
-) -> Result<(Option<(u16, u16)>, Option<u8>, bool), WireError> {
+fn transport(protocol: u8, l4: &[u8], fragment: Fragment) -> Result<Transport, WireError> {
+    const NONE: Transport = (None, None, false);
     if let Fragment::Later { offset } = fragment {
         if matches!(protocol, 0 | 43 | 44 | 60) {
             return Err(WireError::Fragment);
@@ -343,11 +343,11 @@ fn transport(
         return match transport_header_len(protocol) {
             Some(h) if offset < h => Err(WireError::Fragment),
             Some(_) => Ok((None, None, true)),
-            None => Ok((None, None, false)),
+            None => Ok(NONE),
         };
     }
     let Some(h) = transport_header_len(protocol) else {
-        return Ok((None, None, false));
+        return Ok(NONE);
     };
     if l4.len() < h {
         return Err(match fragment {

@@ -1493,7 +1493,6 @@ fn the_spd_never_sends_a_fragment_of_a_protected_flow_in_clear() {
     // PROTECT TCP to 10.2.0.0/24 port 443, everything else from the LAN in
     // clear. A host's later fragment of its 443 connection carries no port:
     // in clear it would leak; dropped instead.
-    let aead = Aead::Aes128Gcm16;
     let lan = pfx("10.1.0.0", 24);
     let peer = pfx("10.2.0.0", 24);
     let mut t = tunnel_between(

@@ -233,6 +233,9 @@ fn tcp_transfer(lan_a: &str, lan_b: &str, total: usize) -> (u64, u64, usize) {
             TcpStream::connect_timeout(&"10.2.0.1:5001".parse().unwrap(), Duration::from_secs(10))
                 .unwrap();
         s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        // DSCP EF on the LAN's segments (ECN is TCP's: ECT(0) with
+        // tcp_ecn=1); none of it may reach the outer header.
+        rustix::net::sockopt::set_ip_tos(&s, LAN_TOS).unwrap();
         let mut h = Sha::new();
         let mut data: Vec<u8> = (0..total).map(pattern).collect();
         for off in (0..total).step_by(65536) {
@@ -249,8 +252,46 @@ fn tcp_transfer(lan_a: &str, lan_b: &str, total: usize) -> (u64, u64, usize) {
     (sent, got, n)
 }
 
-/// Checks a pcap (Ethernet link type): every IPv4/IPv6 frame is ESP, no
-/// frame holds MARKER. Returns the number of ESP frames.
+/// The TOS byte the LAN's TCP sender asks for (DSCP 46, EF).
+const LAN_TOS: u8 = 0xb8;
+
+/// TOS bytes of the UDP datagrams the LAN sends besides: every bit set once.
+const LAN_UDP_TOS: [u8; 5] = [0xff, 0x01, 0x02, 0x03, 0xfc];
+
+/// Sends one UDP datagram per TOS in `LAN_UDP_TOS` from `ns` to `dst`
+/// (port 9, discard: the answer is an ICMP error, which is fine).
+fn udp_with_tos(ns: &str, dst: &'static str) {
+    in_netns(ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for tos in LAN_UDP_TOS {
+            rustix::net::sockopt::set_ip_tos(&s, tos).unwrap();
+            s.send_to(&[tos; 64], (dst, 9)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// The TOS bytes of the IPv4 packets in a capture of a TUN (raw IP).
+fn inner_tos(path: &Path) -> Vec<u8> {
+    let data = std::fs::read(path).unwrap();
+    let cap = testbed::pcap::parse(&data).expect("a pcap file");
+    // LINKTYPE_RAW (101, or DLT_RAW 12): frames start with the IP header.
+    assert!(
+        matches!(cap.link_type, 101 | 12),
+        "link type {}",
+        cap.link_type
+    );
+    cap.frames
+        .iter()
+        .filter(|f| f.len() >= 20 && f[0] >> 4 == 4)
+        .map(|f| f[1])
+        .collect()
+}
+
+/// Checks a pcap (Ethernet link type): every IPv4/IPv6 frame is ESP with an
+/// outer TOS of 0 (DSCP 0, Not-ECT: nothing of the LAN's TOS), no frame
+/// holds MARKER. Returns the number of ESP frames.
 fn check_pcap(path: &Path, udp: bool) -> usize {
     let data = std::fs::read(path).unwrap();
     let cap = testbed::pcap::parse(&data).expect("a pcap file");
@@ -268,7 +309,11 @@ fn check_pcap(path: &Path, udp: bool) -> usize {
         if frame.len() < 14 {
             continue;
         }
-        match u16::from_be_bytes([frame[12], frame[13]]) {
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if ethertype == 0x0800 {
+            assert_eq!(frame[15], 0, "outer TOS is not 0: a LAN host wrote it");
+        }
+        match ethertype {
             0x0806 => {} // ARP
             0x0800 if udp => {
                 // ESP in UDP: protocol 17, ports 4500 → 4500, an SPI (not the
@@ -404,30 +449,55 @@ fn two_gateways(aead: Aead, offload: bool, udp: bool, threads: u8) {
         assert_eq!(flags(lan, "vred"), want_red, "red tun_flags");
         assert_eq!(flags(blk, "vblk"), want_black, "black tun_flags");
     }
+    // The LANs' TCP negotiates ECN: its segments carry ECT(0).
+    for lan in [&lan_a, &lan_b] {
+        ns_sysctl(lan, "net/ipv4/tcp_ecn", "1");
+    }
     let pcap = dir.join("inet.pcap");
-    let mut dump = Command::new("ip")
-        .args([
-            "netns", "exec", &blk_a, "tcpdump", "-n", "-U", "-i", "inet", "-w",
-        ])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let red_pcap = dir.join("red.pcap");
+    let mut dumps = Vec::new();
+    for (ns, dev, file) in [(&blk_a, "inet", &pcap), (&lan_a, "vred", &red_pcap)] {
+        dumps.push(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "tcpdump", "-n", "-U", "-i", dev, "-w"])
+                .arg(file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
     std::thread::sleep(Duration::from_millis(700));
     // Ping both ways.
     ns_exec(&lan_a, "busybox ping -c 3 -W 3 -s 300 10.2.0.1");
     ns_exec(&lan_b, "busybox ping -c 3 -W 3 10.1.0.1");
+    udp_with_tos(&lan_a, "10.2.0.1");
     // A few MB over TCP with a checksum.
     let total = 4 * 1024 * 1024;
     let (sent, got, n) = tcp_transfer(&lan_a, &lan_b, total);
     assert_eq!(n, total, "{aead}: bytes received");
     assert_eq!(sent, got, "{aead}: checksum");
     std::thread::sleep(Duration::from_millis(300));
-    let _ = kill_process(Pid::from_child(&dump), Signal::TERM);
-    let _ = dump.wait();
+    for dump in &mut dumps {
+        let _ = kill_process(Pid::from_child(dump), Signal::TERM);
+        let _ = dump.wait();
+    }
     let esp = check_pcap(&pcap, udp);
     assert!(esp > 100, "{aead}: only {esp} ESP frames captured");
+    // The LAN did set those bits: DSCP EF with ECT(0) on its TCP segments,
+    // every bit on its UDP datagrams.
+    let tos = inner_tos(&red_pcap);
+    assert!(
+        tos.contains(&(LAN_TOS | 0b10)),
+        "{aead}: no EF + ECT(0) segment from the LAN: {:?}",
+        &tos[..tos.len().min(20)]
+    );
+    for t in LAN_UDP_TOS {
+        assert!(
+            tos.contains(&t),
+            "{aead}: no datagram with TOS {t:#04x} from the LAN"
+        );
+    }
     // Counters on SIGUSR1, clean exit on SIGTERM.
     for c in &g.children {
         kill_process(Pid::from_child(c), Signal::USR1).unwrap();
