@@ -190,18 +190,25 @@ pub fn read_verified_policy(path: &Path, expected: &Sha256Digest) -> Result<Zero
 /// Verifies the plan against the cmdline and decodes it.
 pub fn load_plan(env: &Env) -> Result<Plan> {
     let cmdline = read_limited(&env.cmdline, 64 * 1024, "reading kernel command line")?;
-    let pinned = crate::cmdline::plan_digest(&String::from_utf8_lossy(&cmdline))?;
     let path = env.root.join(&crate::plan::PLAN_PATH[1..]);
     let bytes = read_limited(&path, MAX_PLAN_LEN, "reading plan")?;
-    let actual = Sha256Digest::of(&bytes);
+    check_plan(&cmdline, &bytes, &path)
+}
+
+/// The checks of [`load_plan`] on bytes already read: the kernel command line must
+/// pin the plan's digest (`appliance.plan=`), the plan must hash to it (constant-time
+/// comparison) and decode. `path` only names the plan in errors. Never panics.
+pub fn check_plan(cmdline: &[u8], bytes: &[u8], path: &Path) -> Result<Plan> {
+    let pinned = crate::cmdline::plan_digest(&String::from_utf8_lossy(cmdline))?;
+    let actual = Sha256Digest::of(bytes);
     if !actual.ct_eq(&pinned) {
         return Err(Error::PlanDigestMismatch {
-            path,
+            path: path.to_owned(),
             expected: pinned.to_hex(),
             actual: actual.to_hex(),
         });
     }
-    Plan::decode(&bytes)
+    Plan::decode(bytes)
 }
 
 /// Verifies the policy blob named by the plan (its bytes are wiped afterwards).

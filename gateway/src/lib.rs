@@ -8,10 +8,10 @@
 //! and [`sys`] (the only `unsafe`: thin syscall wrappers).
 //!
 //! [`runtime`] (compartments and supervision), [`cinit`] (PID 1 inside a personality),
-//! [`confine`] (seccomp denylist, Landlock, bounding sets) and [`nic`] (NIC discovery
+//! [`confine`] (seccomp allowlist and argument filters, Landlock, bounding sets) and [`nic`] (NIC discovery
 //! and moves) build the gateway after boot.
 //!
-//! Trust: this crate depends only on `libc`, `sha2`, `thiserror` and the confinement
+//! Trust: this crate depends only on `libc`, `sha2`, `thiserror`, `zeroize` and the confinement
 //! crates the Viaduct also uses (`seccompiler`, `landlock`, `caps`), never parses TOML
 //! and never depends on a host-side crate. No public function panics on any input.
 

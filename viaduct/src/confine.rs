@@ -188,4 +188,88 @@ mod tests {
             .iter()
             .all(|(n, why)| seen.insert(*n) && !why.is_empty()));
     }
+
+    /// A minimal interpreter for the classic-BPF subset `seccompiler` emits, so the
+    /// program itself is checked, not the table it was built from.
+    fn run(prog: &[seccompiler::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+        let load = |off: u32| -> u32 {
+            match off {
+                0 => nr,
+                4 => arch,
+                8 | 12 => 0,
+                16..=63 => {
+                    let a = args[((off - 16) / 8) as usize];
+                    if off % 8 == 0 {
+                        a as u32
+                    } else {
+                        (a >> 32) as u32
+                    }
+                }
+                _ => panic!("load outside seccomp_data at {off}"),
+            }
+        };
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog.get(pc).expect("program runs off its end");
+            match i.code {
+                0x20 => acc = load(i.k),
+                0x54 => acc &= i.k,
+                0x05 => pc += i.k as usize,
+                0x15 | 0x25 | 0x35 | 0x45 => {
+                    let taken = match i.code {
+                        0x15 => acc == i.k,
+                        0x25 => acc > i.k,
+                        0x35 => acc >= i.k,
+                        _ => acc & i.k != 0,
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                0x06 => return i.k,
+                c => panic!("unexpected BPF instruction {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const KILL_PROCESS: u32 = 0x8000_0000;
+    const ALLOW: u32 = 0x7fff_0000;
+
+    /// The review's x32 finding, for the Viaduct's own filter: an allowlist whose
+    /// default is "kill" never matches an x32 number (bit 30 set) nor an i386 call, so
+    /// neither ABI reaches a call the list does not name.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_and_i386_calls_are_killed_allowed_calls_pass() {
+        let prog = seccomp_program().unwrap();
+        for (nr, why) in SYSCALL_ALLOWLIST {
+            let nr = *nr as u32;
+            assert_eq!(run(&prog, nr, AUDIT_ARCH_X86_64, [0; 6]), ALLOW, "{why}");
+            assert_eq!(
+                run(&prog, nr | X32_SYSCALL_BIT, AUDIT_ARCH_X86_64, [0; 6]),
+                KILL_PROCESS,
+                "x32 {nr}"
+            );
+            assert_eq!(
+                run(&prog, nr, AUDIT_ARCH_I386, [0; 6]),
+                KILL_PROCESS,
+                "i386 {nr}"
+            );
+        }
+        // x32's own numbers (512..=547, and every call OR-ed with bit 30), the i386
+        // socketcall, and calls the list does not name.
+        for nr in (0..600u32).chain([X32_SYSCALL_BIT | 512, X32_SYSCALL_BIT | 547, u32::MAX]) {
+            if SYSCALL_ALLOWLIST.iter().any(|(n, _)| *n as u32 == nr) {
+                continue;
+            }
+            assert_eq!(
+                run(&prog, nr, AUDIT_ARCH_X86_64, [0; 6]),
+                KILL_PROCESS,
+                "{nr}"
+            );
+        }
+        assert_eq!(run(&prog, 102, AUDIT_ARCH_I386, [0; 6]), KILL_PROCESS);
+    }
 }
