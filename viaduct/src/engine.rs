@@ -376,9 +376,19 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the engine from a policy: validates it and installs the
-    /// manually keyed SAs (installed at `now`).
-    pub fn new(policy: &Policy, now: Timestamp) -> Result<Engine, EngineError> {
+    /// manually keyed SAs (installed at `now`) — only once `ledger` has claimed their
+    /// keys ([`crate::ledger`]): a key that carried traffic before is never installed
+    /// again, so no (key, nonce) pair is used twice.
+    pub fn new(
+        policy: &Policy,
+        now: Timestamp,
+        ledger: &mut dyn crate::KeyLedger,
+    ) -> Result<Engine, EngineError> {
         policy.validate()?;
+        let uses = policy.manual_key_uses();
+        if !uses.is_empty() {
+            ledger.claim(&uses)?;
+        }
         let mut tunnels = Vec::with_capacity(policy.tunnels.len());
         let mut out_sas = Vec::with_capacity(policy.tunnels.len());
         let mut sad = Vec::new();

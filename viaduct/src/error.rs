@@ -69,6 +69,21 @@ pub enum EngineError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A manual key of the policy carried traffic before: installing it again would
+    /// repeat AEAD nonces (sequence numbers restart at 1) and reopen the replay window.
+    #[error("{reused} of the policy's {total} manual keys already carried traffic; sequence numbers would restart at 1 and repeat AEAD nonces under the same key, so no manual SA is installed: put new keys in the profile and rebuild (or key the tunnel with IKEv2)")]
+    KeysAlreadyUsed {
+        /// Keys found in the ledger.
+        reused: usize,
+        /// Keys in the policy.
+        total: usize,
+    },
+    /// The policy has manual keys but no claim was given for them.
+    #[error("the policy has manual keys but no key-use claim for them (--key-claim, given by the gateway init once it has recorded the keys); without one the keys could be installed twice and AEAD nonces repeat")]
+    NoKeyClaim,
+    /// The claim given names another set of keys than the policy's.
+    #[error("the key-use claim (--key-claim) names other keys than this policy's manual keys; no manual SA is installed")]
+    KeyClaimMismatch,
     /// Command-line usage error.
     #[error("{0}")]
     Usage(String),

@@ -16,6 +16,7 @@ pub mod confine;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod ledger;
 pub mod offload;
 pub mod pump;
 pub mod replay;
@@ -26,6 +27,7 @@ pub mod wire;
 
 pub use engine::{DropCounters, DropReason, Engine, InboundPath, OutboundPath, SaEvent, Verdict};
 pub use error::EngineError;
+pub use ledger::{ClaimToken, KeyLedger, MemoryLedger};
 pub use replay::{ReplayWindow, SeqNo};
 pub use sa::{InboundSa, OutboundSa, SaCounters, Timestamp};
 

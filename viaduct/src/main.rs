@@ -5,8 +5,15 @@
 //! ```text
 //! viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N)
 //!                       (--black NAME [--black-netns PATH] | --black-fd N)
-//!                       [--threads 1|2] [--no-offload] [--no-confine]
+//!                       [--key-claim SHA256] [--threads 1|2] [--no-offload] [--no-confine]
 //! ```
+//!
+//! `--key-claim` is required when the policy has manually keyed SAs: the SHA-256 of
+//! the policy's key-use set (`policy_blob::KeyUses::digest`), given by the gateway
+//! init once it has recorded those keys in its TPM ledger. Without it, or with
+//! another set's digest, no manual SA is installed and the Viaduct exits: a manual
+//! key must never be installed twice (its sequence numbers, hence its AEAD nonces,
+//! would start again at 1). See `viaduct::ledger`.
 //!
 //! `--threads 2` (the default) gives each direction its own pump thread (a
 //! core per direction); `--threads 1` carries both in one thread, which
@@ -30,7 +37,7 @@ use std::sync::Arc;
 use policy_blob::Policy;
 use viaduct::pump::{self, Control, Inbound, Outbound, PumpConfig};
 use viaduct::tun::{self, Port};
-use viaduct::{Engine, EngineError, Timestamp};
+use viaduct::{ClaimToken, Engine, EngineError, Timestamp};
 
 #[derive(Default)]
 struct Args {
@@ -44,10 +51,12 @@ struct Args {
     no_confine: bool,
     no_offload: bool,
     threads: usize,
+    key_claim: Option<[u8; 32]>,
 }
 
 const USAGE: &str = "usage: viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N) \
-(--black NAME [--black-netns PATH] | --black-fd N) [--threads 1|2] [--no-offload] [--no-confine]";
+(--black NAME [--black-netns PATH] | --black-fd N) [--key-claim SHA256] [--threads 1|2] \
+[--no-offload] [--no-confine]";
 
 fn parse_args() -> Result<Args, EngineError> {
     let mut a = Args {
@@ -83,6 +92,15 @@ fn parse_args() -> Result<Args, EngineError> {
             "--black-netns" => a.black_netns = Some(v),
             "--red-fd" => a.red_fd = Some(fd(&v)?),
             "--black-fd" => a.black_fd = Some(fd(&v)?),
+            "--key-claim" => {
+                let mut d = [0u8; 32];
+                policy_blob::unhex(&v, &mut d).ok_or_else(|| {
+                    usage(format!(
+                        "--key-claim takes 64 lowercase hex digits, got {v:?}"
+                    ))
+                })?;
+                a.key_claim = Some(d);
+            }
             "--threads" => {
                 a.threads = match v.as_str() {
                     "1" => 1,
@@ -148,7 +166,11 @@ fn run() -> Result<(), EngineError> {
         source: e,
     })?;
     let policy = Policy::decode(&blob)?;
-    let engine = Engine::new(&policy, Timestamp(0))?;
+    let mut claim = match args.key_claim {
+        Some(d) => ClaimToken::new(d),
+        None => ClaimToken::none(),
+    };
+    let engine = Engine::new(&policy, Timestamp(0), &mut claim)?;
     drop(blob);
     let offload = !args.no_offload;
     // Plain ESP has no segmentation offload, so black gets a vnet header

@@ -1008,6 +1008,11 @@ fn linux_xfrm_interop_all_aeads() {
     std::fs::write(&pol_path, pol.encode()).unwrap();
     let vlog = dir.join("viaduct.log");
     let viaduct = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        // What the gateway init gives once it has recorded the manual keys.
+        .args([
+            "--key-claim",
+            &policy_blob::hex(&pol.manual_key_uses().digest()),
+        ])
         .args(["--policy", pol_path.to_str().unwrap()])
         .args(["--red", "vred", "--red-netns", &format!("/run/netns/{lan}")])
         .args([

@@ -30,11 +30,13 @@
 
 mod codec;
 mod error;
+mod keyuse;
 mod model;
 mod validate;
 
 pub use codec::{FORMAT_VERSION, MAGIC};
 pub use error::BlobError;
+pub use keyuse::{hex, unhex, KeyUse, KeyUses, KEY_USE_LEN};
 pub use model::*;
 pub use validate::{
     MAX_DSCP, MAX_REPLAY_WINDOW, MAX_TFC_SIZE, MAX_TFC_SIZES, MIN_REPLAY_WINDOW, MIN_TFC_SIZE,

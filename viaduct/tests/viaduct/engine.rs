@@ -4,7 +4,9 @@ use policy_blob::*;
 use proptest::prelude::*;
 use viaduct::crypto::SaKey;
 use viaduct::wire::ip::OuterRepr;
-use viaduct::{DropReason, Engine, SeqNo, Timestamp, Verdict};
+use viaduct::{
+    ClaimToken, DropReason, Engine, EngineError, KeyLedger, MemoryLedger, SeqNo, Timestamp, Verdict,
+};
 
 use crate::common::*;
 
@@ -25,8 +27,18 @@ fn outer_a_to_b(buf: &mut [u8], protocol: u8, payload_len: usize) {
 }
 
 fn pair(aead: Aead) -> (Engine, Engine) {
-    let a = Engine::new(&lab_policy(aead, A4, B4, A4, B4, true), T0).unwrap();
-    let b = Engine::new(&lab_policy(aead, B4, A4, B4, A4, false), T0).unwrap();
+    let a = Engine::new(
+        &lab_policy(aead, A4, B4, A4, B4, true),
+        T0,
+        &mut MemoryLedger::default(),
+    )
+    .unwrap();
+    let b = Engine::new(
+        &lab_policy(aead, B4, A4, B4, A4, false),
+        T0,
+        &mut MemoryLedger::default(),
+    )
+    .unwrap();
     (a, b)
 }
 
@@ -103,16 +115,36 @@ fn round_trip_ipv4_each_aead_both_ways() {
 #[test]
 fn round_trip_ipv6_over_ipv6_and_ipv4_over_ipv6() {
     for aead in ALL_AEADS {
-        let mut a = Engine::new(&lab_policy(aead, A6, B6, A6, B6, true), T0).unwrap();
-        let mut b = Engine::new(&lab_policy(aead, B6, A6, B6, A6, false), T0).unwrap();
+        let mut a = Engine::new(
+            &lab_policy(aead, A6, B6, A6, B6, true),
+            T0,
+            &mut MemoryLedger::default(),
+        )
+        .unwrap();
+        let mut b = Engine::new(
+            &lab_policy(aead, B6, A6, B6, A6, false),
+            T0,
+            &mut MemoryLedger::default(),
+        )
+        .unwrap();
         let inner = udp6("fd00:1::5", "fd00:2::7", 1, 2, b"six in six");
         let wire = send(&mut a, &inner);
         assert_eq!(wire[0] >> 4, 6);
         assert_eq!(wire[6], 50);
         assert_eq!(recv(&mut b, &wire).unwrap(), inner);
 
-        let mut a = Engine::new(&lab_policy(aead, A6, B6, A4, B4, true), T0).unwrap();
-        let mut b = Engine::new(&lab_policy(aead, B6, A6, B4, A4, false), T0).unwrap();
+        let mut a = Engine::new(
+            &lab_policy(aead, A6, B6, A4, B4, true),
+            T0,
+            &mut MemoryLedger::default(),
+        )
+        .unwrap();
+        let mut b = Engine::new(
+            &lab_policy(aead, B6, A6, B4, A4, false),
+            T0,
+            &mut MemoryLedger::default(),
+        )
+        .unwrap();
         let inner = lan_a_to_b(b"four in six");
         let wire = send(&mut a, &inner);
         assert_eq!(wire[0] >> 4, 6);
@@ -286,8 +318,8 @@ fn filter_drop_rule_enforced_outbound_and_inbound() {
         telnet,
         FilterAction::Drop,
     );
-    let mut a = Engine::new(&pa, T0).unwrap();
-    let mut b = Engine::new(&pb, T0).unwrap();
+    let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
+    let mut b = Engine::new(&pb, T0, &mut MemoryLedger::default()).unwrap();
     let mut out = [0u8; 256];
     let p23 = udp4("10.1.0.5", "10.2.0.7", 1000, 23, b"x");
     assert_eq!(
@@ -352,7 +384,7 @@ fn seq_overflow_is_a_hard_stop() {
     let aead = Aead::Aes128Gcm16;
     let mut p = lab_policy(aead, A4, B4, A4, B4, true);
     p.tunnels[0].esn = false;
-    let mut a = Engine::new(&p, T0).unwrap();
+    let mut a = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
     a.outbound
         .sa_mut(TunnelId(1))
         .unwrap()
@@ -386,7 +418,7 @@ fn lifetimes_soft_event_then_hard_expiry() {
     p.tunnels[0].lifetimes.soft.packets = Some(2);
     p.tunnels[0].lifetimes.hard.packets = Some(3);
     p.tunnels[0].lifetimes.hard.seconds = Some(100);
-    let mut a = Engine::new(&p, T0).unwrap();
+    let mut a = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
     let mut events = Vec::new();
     let mut out = [0u8; 256];
     for _ in 0..2 {
@@ -407,7 +439,7 @@ fn lifetimes_soft_event_then_hard_expiry() {
         Verdict::Drop(DropReason::Expired)
     );
     // Time-based hard expiry on a fresh engine.
-    let mut a = Engine::new(&p, T0).unwrap();
+    let mut a = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
     assert!(matches!(
         a.outbound(&lan_a_to_b(b"x"), &mut out, Timestamp(99)),
         Verdict::Send(_)
@@ -425,7 +457,10 @@ fn udp_pair(aead: Aead, a_side: Side, b_side: Side, inner4: bool) -> (Engine, En
     let mut pb = lab_policy(aead, b_side, a_side, ib, ia, false);
     pa.tunnels[0].udp_encap = true;
     pb.tunnels[0].udp_encap = true;
-    (Engine::new(&pa, T0).unwrap(), Engine::new(&pb, T0).unwrap())
+    (
+        Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap(),
+        Engine::new(&pb, T0, &mut MemoryLedger::default()).unwrap(),
+    )
 }
 
 fn ones_sum(data: &[u8]) -> u32 {
@@ -536,7 +571,7 @@ fn bypass_both_directions() {
             action: SpdAction::Bypass,
         },
     );
-    let mut a = Engine::new(&p2, T0).unwrap();
+    let mut a = Engine::new(&p2, T0, &mut MemoryLedger::default()).unwrap();
     let mut out = [0u8; 256];
     let q = udp4("10.1.0.5", "9.9.9.9", 3333, 53, b"q");
     assert_eq!(a.outbound(&q, &mut out, T0), Verdict::Send(q.len()));
@@ -557,8 +592,8 @@ proptest! {
     fn encap_decap_round_trip(aead_i in 0usize..3, payload in proptest::collection::vec(any::<u8>(), 0..1400), v6 in any::<bool>()) {
         let aead = ALL_AEADS[aead_i];
         let (mut a, mut b) = if v6 {
-            (Engine::new(&lab_policy(aead, A6, B6, A6, B6, true), T0).unwrap(),
-             Engine::new(&lab_policy(aead, B6, A6, B6, A6, false), T0).unwrap())
+            (Engine::new(&lab_policy(aead, A6, B6, A6, B6, true), T0, &mut MemoryLedger::default()).unwrap(),
+             Engine::new(&lab_policy(aead, B6, A6, B6, A6, false), T0, &mut MemoryLedger::default()).unwrap())
         } else {
             pair(aead)
         };
@@ -705,7 +740,7 @@ fn outer_header_copies_no_inner_dscp_or_ecn_bit() {
     for (name, pa, _, inner) in layouts(Aead::Aes128Gcm16) {
         let mut reference: Option<Vec<u8>> = None;
         for tos in [0x00u8, 0x01, 0x02, 0x03, 0x04, 0x80, 0xb8, 0xfc, 0xff] {
-            let mut a = Engine::new(&pa, T0).unwrap();
+            let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
             let mut p = inner.clone();
             set_tos(&mut p, tos);
             let wire = send(&mut a, &p);
@@ -761,8 +796,8 @@ fn set_outer_ecn(wire: &mut [u8], ecn: u8) {
 #[test]
 fn decapsulation_follows_rfc6040_for_every_ecn_pair() {
     for (name, pa, pb, inner) in layouts(Aead::Aes256Gcm16) {
-        let mut a = Engine::new(&pa, T0).unwrap();
-        let mut b = Engine::new(&pb, T0).unwrap();
+        let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
+        let mut b = Engine::new(&pb, T0, &mut MemoryLedger::default()).unwrap();
         for dscp in [0u8, 46] {
             for inner_ecn in [NOT_ECT, ECT1, ECT0, CE] {
                 for outer_ecn in [NOT_ECT, ECT1, ECT0, CE] {
@@ -818,7 +853,7 @@ fn tfc_padding_from_the_peer_is_stripped() {
     }
     let inner6 = udp6("fd00:1::5", "fd00:2::7", 1, 2, b"six");
     let p6 = lab_policy(aead, B4, A4, B6, A6, false);
-    let mut b6 = Engine::new(&p6, T0).unwrap();
+    let mut b6 = Engine::new(&p6, T0, &mut MemoryLedger::default()).unwrap();
     let mut payload = inner6.clone();
     payload.extend([0u8; 200]);
     let pad: Vec<u8> = (1..=viaduct::sa::pad_len(payload.len()) as u8).collect();
@@ -839,7 +874,7 @@ fn tfc_padding_from_the_peer_is_stripped() {
 fn outer_dscp_comes_from_the_policy() {
     for (name, mut pa, _, inner) in layouts(Aead::ChaCha20Poly1305) {
         pa.tunnels[0].outer_dscp = 46;
-        let mut a = Engine::new(&pa, T0).unwrap();
+        let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
         for tos in [0x00u8, 0x03, 0x20, 0xff] {
             let mut p = inner.clone();
             set_tos(&mut p, tos);
@@ -877,9 +912,9 @@ fn tfc_padding_sends_size_classes_and_the_peer_gets_the_packet() {
     let sizes = [128u16, 512, 1400];
     for (name, mut pa, pb, inner) in layouts(Aead::Aes256Gcm16) {
         pa.tunnels[0].tfc_sizes = sizes.to_vec();
-        let mut a = Engine::new(&pa, T0).unwrap();
+        let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
         // B has no padding of its own: accepting it needs nothing.
-        let mut b = Engine::new(&pb, T0).unwrap();
+        let mut b = Engine::new(&pb, T0, &mut MemoryLedger::default()).unwrap();
         let v6 = inner[0] >> 4 == 6;
         let lens: Vec<usize> = [
             48, 60, 100, 127, 128, 129, 300, 511, 512, 513, 1000, 1399, 1400,
@@ -915,7 +950,7 @@ fn tfc_padding_sends_size_classes_and_the_peer_gets_the_packet() {
     // Beyond the last size a packet keeps its length.
     let mut pa = lab_policy(Aead::Aes128Gcm16, A4, B4, A4, B4, true);
     pa.tunnels[0].tfc_sizes = vec![128];
-    let mut a = Engine::new(&pa, T0).unwrap();
+    let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
     let (mut plain, _) = pair(Aead::Aes128Gcm16);
     for len in [129, 600, 1400] {
         let p = sized(false, len);
@@ -933,7 +968,7 @@ fn shipped(rel: &str) -> Engine {
         .join(rel);
     let profile = profiles::load_profile(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let policy = policy::compile(&profile).unwrap();
-    Engine::new(&policy, T0).unwrap()
+    Engine::new(&policy, T0, &mut MemoryLedger::default()).unwrap()
 }
 
 /// Black → red in clear through the firewall: the verdict.
@@ -1064,7 +1099,7 @@ fn tcp_flags_rules_look_at_the_named_flags_only() {
             FilterAction::Accept,
         )
         .with_default_filter(FilterAction::Drop);
-    let mut e = Engine::new(&p, T0).unwrap();
+    let mut e = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
     for (flags, pass) in [
         (tcp::ACK, true),
         (tcp::ACK | tcp::PSH, true),
@@ -1212,12 +1247,12 @@ fn sender_to_b(me: &str, from: Prefix, spi_out: u32, seed_out: u8) -> Engine {
             Selector::between(from, lan_b),
             SpdAction::Protect(TunnelId(1)),
         );
-    Engine::new(&p, T0).unwrap()
+    Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap()
 }
 
 #[test]
 fn decrypted_packet_must_be_one_the_spd_sends_through_this_tunnel() {
-    let mut b = Engine::new(&nested_b(), T0).unwrap();
+    let mut b = Engine::new(&nested_b(), T0, &mut MemoryLedger::default()).unwrap();
     let mut a = sender_to_b(A4.outer, pfx("10.0.0.0", 8), 0x1a0b, 12);
     let mut c = sender_to_b(C4.outer, pfx("10.9.0.0", 16), 0x2c0b, 22);
     let to_b = |src: &str| udp4(src, "10.2.0.7", 4000, 5000, b"nested");
@@ -1275,8 +1310,8 @@ fn filtered(rules: &[(Selector, FilterAction)], inner: &[u8]) -> (Verdict, Verdi
         pa = pa.with_filter(format!("r{i}"), Direction::Outbound, s.clone(), *act);
         pb = pb.with_filter(format!("r{i}"), Direction::Inbound, s.clone(), *act);
     }
-    let mut a = Engine::new(&pa, T0).unwrap();
-    let mut b = Engine::new(&pb, T0).unwrap();
+    let mut a = Engine::new(&pa, T0, &mut MemoryLedger::default()).unwrap();
+    let mut b = Engine::new(&pb, T0, &mut MemoryLedger::default()).unwrap();
     let mut out = vec![0u8; 2048];
     let out_v = match a.outbound(inner, &mut out, T0) {
         Verdict::Send(_) => Verdict::Send(inner.len()),
@@ -1402,6 +1437,7 @@ fn later_fragments_cannot_slip_past_a_port_rule() {
             FilterAction::Drop,
         ),
         T0,
+        &mut MemoryLedger::default(),
     )
     .unwrap();
     let mut out = [0u8; 256];
@@ -1524,7 +1560,7 @@ fn the_spd_never_sends_a_fragment_of_a_protected_flow_in_clear() {
             Selector::between(lan, Prefix::any_v4()),
             SpdAction::Bypass,
         );
-    let mut a = Engine::new(&p, T0).unwrap();
+    let mut a = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
     let mut out = [0u8; 512];
     let mut first = tcp_hdr(40000, 443, tcp::ACK);
     first.extend_from_slice(&[0x53; 20]);
@@ -1550,4 +1586,103 @@ fn the_spd_never_sends_a_fragment_of_a_protected_flow_in_clear() {
         a.outbound(&udp_later, &mut out, T0),
         Verdict::Send(udp_later.len())
     );
+}
+
+// ------------------------------------------------------- key use (no nonce twice)
+
+/// (SPI, sequence) of an outer IPv4 ESP packet.
+fn spi_seq(pkt: &[u8]) -> (u32, u32) {
+    let esp = &pkt[20..];
+    (
+        u32::from_be_bytes(esp[0..4].try_into().unwrap()),
+        u32::from_be_bytes(esp[4..8].try_into().unwrap()),
+    )
+}
+
+/// The review's first finding: two engines built from the same policy (a restarted
+/// Viaduct, a second boot) sealed packets under the same key from sequence 1 again.
+/// With the device's ledger shared between them, the second is never built, so no
+/// (SPI, sequence) — hence no (key, nonce) — is emitted twice; a policy reusing any
+/// one of the keys (another tunnel, another direction) is refused too, and one with
+/// new keys is accepted.
+#[test]
+fn two_engines_from_one_policy_never_emit_the_same_spi_and_sequence() {
+    for aead in ALL_AEADS {
+        let mut ledger = MemoryLedger::default();
+        let p = lab_policy(aead, A4, B4, A4, B4, true);
+        let mut seen = std::collections::HashSet::new();
+        let mut first = Engine::new(&p, T0, &mut ledger).unwrap();
+        for i in 0..50u8 {
+            assert!(seen.insert(spi_seq(&send(&mut first, &lan_a_to_b(&[i; 40])))));
+        }
+        for attempt in 0..3 {
+            match Engine::new(&p, T0, &mut ledger) {
+                Err(EngineError::KeysAlreadyUsed {
+                    reused: 2,
+                    total: 2,
+                }) => {}
+                Err(e) => panic!("{aead}: attempt {attempt}: {e}"),
+                Ok(mut again) => {
+                    let pkt = send(&mut again, &lan_a_to_b(&[0; 40]));
+                    panic!("{aead}: second engine built; it sent {:?}", spi_seq(&pkt));
+                }
+            }
+        }
+        // One key of the set, in another tunnel and direction: still refused.
+        let mut other = lab_policy(aead, B4, A4, B4, A4, false);
+        let m = other.tunnels[0].manual.as_mut().unwrap();
+        m.inbound.key = key(aead, 200); // B's inbound is now new; its outbound is A's inbound
+        assert!(matches!(
+            Engine::new(&other, T0, &mut ledger),
+            Err(EngineError::KeysAlreadyUsed {
+                reused: 1,
+                total: 2
+            })
+        ));
+        // New keys: accepted.
+        let mut rotated = lab_policy(aead, A4, B4, A4, B4, true);
+        let m = rotated.tunnels[0].manual.as_mut().unwrap();
+        m.outbound.key = key(aead, 150);
+        m.inbound.key = key(aead, 170);
+        Engine::new(&rotated, T0, &mut ledger).unwrap();
+    }
+}
+
+/// The Viaduct binary's ledger: a one-time token for exactly the policy's key set;
+/// none, a token for another set, or a second use installs nothing. A policy without
+/// manual keys needs no token.
+#[test]
+fn manual_sas_need_a_claim_for_exactly_their_keys() {
+    let p = lab_policy(Aead::Aes128Gcm16, A4, B4, A4, B4, true);
+    let set = p.manual_key_uses();
+    assert_eq!(set.as_slice().len(), 2);
+    assert!(matches!(
+        Engine::new(&p, T0, &mut ClaimToken::none()),
+        Err(EngineError::NoKeyClaim)
+    ));
+    let other = lab_policy(Aead::Aes128Gcm16, B4, A4, B4, A4, false);
+    let mut wrong = ClaimToken::new(
+        KeyUses::new(vec![set.as_slice()[0]]).digest(), // a subset is another set
+    );
+    assert!(matches!(
+        Engine::new(&p, T0, &mut wrong),
+        Err(EngineError::KeyClaimMismatch)
+    ));
+    // Mirror policies (the two gateways of a pair) hold the same two keys.
+    assert_eq!(other.manual_key_uses(), set);
+    let mut token = ClaimToken::new(set.digest());
+    Engine::new(&p, T0, &mut token).unwrap();
+    assert!(matches!(
+        Engine::new(&p, T0, &mut token),
+        Err(EngineError::NoKeyClaim)
+    ));
+    struct Refuse;
+    impl KeyLedger for Refuse {
+        fn claim(&mut self, _: &KeyUses) -> Result<(), EngineError> {
+            panic!("no manual key, no claim")
+        }
+    }
+    let no_tunnels =
+        Policy::new("plain", "1").with_local(A4.outer.parse::<std::net::IpAddr>().unwrap());
+    Engine::new(&no_tunnels, T0, &mut Refuse).unwrap();
 }

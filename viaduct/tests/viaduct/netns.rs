@@ -143,9 +143,21 @@ fn write_policy(dir: &Path, name: &str, p: &Policy) -> PathBuf {
     path
 }
 
+/// `--key-claim` for the policy in `path`, as the gateway init gives it once it has
+/// recorded the policy's manual keys (each test's Viaduct is a new device).
+fn key_claim(path: &Path) -> Vec<String> {
+    let p = Policy::decode(&std::fs::read(path).unwrap()).unwrap();
+    let uses = p.manual_key_uses();
+    if uses.is_empty() {
+        return Vec::new();
+    }
+    vec!["--key-claim".into(), policy_blob::hex(&uses.digest())]
+}
+
 fn spawn_viaduct(policy: &Path, red_ns: &str, black_ns: &str, log: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_viaduct"))
         .args(extra)
+        .args(key_claim(policy))
         .args(["--policy", policy.to_str().unwrap()])
         .args([
             "--red",
@@ -868,6 +880,7 @@ fn tun_name_too_long_is_a_clear_error() {
     let path = dir.join("p.pol");
     std::fs::write(&path, b).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .args(key_claim(&path))
         .args([
             "--policy",
             path.to_str().unwrap(),
@@ -885,4 +898,42 @@ fn tun_name_too_long_is_a_clear_error() {
         err.contains("cannot open TUN device \"a-name-longer-than-15\""),
         "{err}"
     );
+}
+
+/// A policy with manual keys and no `--key-claim` (or a claim for other keys): the
+/// Viaduct says why and exits before it opens a port.
+#[test]
+fn manual_keys_without_their_claim_are_refused() {
+    let p = gateway_policy(Aead::Aes128Gcm16, true);
+    let dir = std::env::temp_dir().join(format!("viaduct-claim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.pol");
+    std::fs::write(&path, p.encode()).unwrap();
+    let other = policy_blob::hex(&policy_blob::KeyUses::default().digest());
+    for (extra, needle) in [
+        (vec![], "no key-use claim"),
+        (vec!["--key-claim".to_owned(), other], "names other keys"),
+        (
+            vec!["--key-claim".to_owned(), "00".repeat(31)],
+            "--key-claim takes 64 lowercase hex digits",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+            .args(&extra)
+            .args([
+                "--policy",
+                path.to_str().unwrap(),
+                "--red",
+                "vclaimr",
+                "--black",
+                "vclaimb",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!Path::new("/sys/class/net/vclaimr").exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
