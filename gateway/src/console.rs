@@ -89,9 +89,8 @@ impl Sink {
             }
         }
         if self.pending.is_empty() {
-            match Self::write_some(&mut *self.w, line) {
-                Ok(n) => self.pending.extend_from_slice(&line[n..]),
-                Err(()) => {}
+            if let Ok(n) = Self::write_some(&mut *self.w, line) {
+                self.pending.extend_from_slice(&line[n..]);
             }
         } else if self.pending.len() + line.len() <= limit {
             self.pending.extend_from_slice(line);
