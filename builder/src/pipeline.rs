@@ -273,7 +273,12 @@ pub fn build(
         parts::binaries_part(&parts, &init, &viaduct, VIADUCT_PATH, epoch, how, &mut st)?;
 
     st.start("initramfs");
-    let plan = make_plan(&profile, &policy_digest, &kernel.modules)?;
+    let plan = make_plan(
+        &profile,
+        &policy_digest,
+        &manual_key_uses(&policy),
+        &kernel.modules,
+    )?;
     let plan_bytes = plan.encode();
     let plan_digest = plan.digest();
     let osrel = render::render(
@@ -700,10 +705,23 @@ fn at(field: impl Into<String>) -> impl FnOnce(gateway::Error) -> BuildError {
     move |e| BuildError::Plan(format!("{field}: {e}"))
 }
 
+/// The key-use records of the policy's manual keys, for the plan's `manual-key`
+/// lines: the init records them in the TPM before the Viaduct installs the keys, and
+/// never lets them be installed twice (`gateway::keyledger`).
+fn manual_key_uses(policy: &policy_blob::Policy) -> Vec<gateway::keyledger::KeyUse> {
+    policy
+        .manual_key_uses()
+        .as_slice()
+        .iter()
+        .map(|u| gateway::keyledger::KeyUse(u.0))
+        .collect()
+}
+
 /// The runtime plan (see `gateway::plan`) for the profile.
 fn make_plan(
     profile: &Profile,
     policy_digest: &[u8; 32],
+    manual_keys: &[gateway::keyledger::KeyUse],
     modules: &[String],
 ) -> Result<gateway::plan::Plan, BuildError> {
     use gateway::plan::*;
@@ -722,6 +740,7 @@ fn make_plan(
         ),
         policy_path: InitramfsPath::new("/etc/appliance/policy.bin").map_err(e)?,
         policy_sha256: gateway::digest::Sha256Digest(*policy_digest),
+        manual_keys: manual_keys.to_vec(),
         modules: modules
             .iter()
             .map(|m| ModulePath::new(m))
@@ -1068,8 +1087,33 @@ mod tests {
         make_plan(
             p,
             &[7; 32],
+            &[],
             &["/lib/modules/6.1.0-1-amd64/kernel/drivers/net/virtio_net.ko".into()],
         )
+    }
+
+    /// The lab profile's manual keys reach the plan as key-use records, and the init's
+    /// digest of them (its `--key-claim` to the Viaduct) is the one the Viaduct computes
+    /// from the policy: a gateway built this way starts its Viaduct exactly once.
+    #[test]
+    fn manual_keys_reach_the_plan_and_the_claim_digests_agree() {
+        let profile = gw_a();
+        let policy = policy::compile(&profile).unwrap();
+        let uses = policy.manual_key_uses();
+        assert_eq!(uses.as_slice().len(), 2, "gw-a has one manual tunnel");
+        let keys = manual_key_uses(&policy);
+        let p = make_plan(&profile, &[7; 32], &keys, &[]).unwrap();
+        assert_eq!(p.manual_keys, keys);
+        let decoded = Plan::decode(&p.encode()).unwrap();
+        assert_eq!(
+            gateway::keyledger::set_digest(&decoded.manual_keys).0,
+            uses.digest()
+        );
+        // No record reveals its key: none equals a prefix of any key in the blob.
+        let blob = policy.encode();
+        for k in &keys {
+            assert!(!blob.windows(16).any(|w| w == k.0));
+        }
     }
 
     /// What busybox-static and iproute2 ship that the checks look at.

@@ -134,6 +134,14 @@ pub enum Error {
     /// Confinement could not be prepared.
     #[error(transparent)]
     Confine(#[from] crate::confine::ConfineError),
+    /// The TPM's key-use ledger cannot be used (see `crate::keyledger`).
+    #[error("key-use ledger (TPM NV index {index:#010x}): {problem}")]
+    KeyLedger {
+        /// The NV index.
+        index: u32,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// Talking to the TPM failed.
     #[error("TPM transport ({what}): {source}")]
     TpmIo {

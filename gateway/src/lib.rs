@@ -23,6 +23,7 @@ pub mod console;
 pub mod digest;
 pub mod error;
 pub mod eventlog;
+pub mod keyledger;
 pub mod nic;
 pub mod pid1;
 pub mod plan;

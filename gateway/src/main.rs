@@ -10,9 +10,11 @@
 //!   boot against an unpacked initramfs (modules are only opened, not loaded; no TPM)
 //!   and exits 0 when it would reach `ready`, 1 otherwise.
 //! - `gateway-init --serve <root>` (host tests): runs the runtime from an unpacked
-//!   tree on this host, without the cmdline pin, TPM or modules: NICs are matched in
+//!   tree on this host, without the cmdline pin, PCRs or modules: NICs are matched in
 //!   this process's network namespace, `APPLIANCE_CGROUP_ROOT` (optional) names a
-//!   cgroup2 directory to create the compartments' cgroups in. SIGTERM or `poweroff`
+//!   cgroup2 directory to create the compartments' cgroups in, `APPLIANCE_TPM`
+//!   (optional) a Unix socket served by swtpm that holds the key-use ledger of manual
+//!   keys (without it, a plan with manual keys keeps the Viaduct down). SIGTERM or `poweroff`
 //!   on stdin stops everything and exits 0.
 
 use gateway::boot::{self, Env, KernelModules, ModuleLoader, ModuleOutcome};
@@ -156,6 +158,11 @@ fn serve(root: &str) {
         cgroup_root: std::env::var_os("APPLIANCE_CGROUP_ROOT").map(PathBuf::from),
         self_exe: PathBuf::from("/proc/self/exe"),
         nic_wait: Duration::from_secs(2),
+        // A Unix socket served by swtpm (`--server type=unixio`), for the key-use ledger.
+        tpm: std::env::var_os("APPLIANCE_TPM")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect(),
     };
     let (state, rt) = match boot::verify_policy(
         &Env {

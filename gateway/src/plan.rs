@@ -1,18 +1,21 @@
 //! The runtime plan: what the host-side image builder tells the init to do.
 //!
-//! # Format (version 3)
+//! # Format (version 4)
 //! Canonical, line-oriented ASCII text. Every line is `key SP value LF` (the last one is
 //! the bare `end LF`); keys come in this fixed order, `module` repeats 0 to
 //! [`MAX_MODULES`] times, then one `compartment` block per personality (red, then
 //! black), then the Viaduct:
 //!
 //! ```text
-//! appliance-plan 3
+//! appliance-plan 4
 //! profile-name vpn-gateway
 //! profile-version 1.4.0
 //! security-version 3
 //! policy-path /etc/appliance/policy.bin
 //! policy-sha256 <64 lowercase hex digits>
+//! manual-key <32 lowercase hex digits>   (0..MAX_MANUAL_KEYS, ascending, no duplicates:
+//!                                     the key-use records of the policy's manual keys,
+//!                                     see crate::keyledger)
 //! module /lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko
 //! compartment red
 //! root /personalities/red
@@ -58,6 +61,9 @@
 //!   lies inside the other, none holds the policy blob, the plan or the Viaduct
 //!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
 //!   `/run`).
+//! - Version 4 added the `manual-key` lines: a plan whose policy has manual keys
+//!   names them (one-way records), so that the init can record their use in the TPM
+//!   before the Viaduct installs them, and never lets them be installed twice.
 //! - Version 3 added the `socket-family` lines (version 2 had none and let every
 //!   process open any family).
 //! - Extension: a new format version may add keys at fixed positions and repeated
@@ -71,7 +77,9 @@ use crate::error::{Error, Result};
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// Largest number of `manual-key` lines (the key-use ledger's capacity).
+pub const MAX_MANUAL_KEYS: usize = crate::keyledger::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
 pub const MAX_PLAN_LEN: usize = 64 * 1024;
 /// Largest number of kernel modules in a plan.
@@ -643,6 +651,9 @@ pub struct Plan {
     pub policy_path: InitramfsPath,
     /// Its expected SHA-256.
     pub policy_sha256: Sha256Digest,
+    /// Key-use records of the policy's manual keys, ascending, no duplicates (empty
+    /// when every tunnel is keyed by IKE).
+    pub manual_keys: Vec<crate::keyledger::KeyUse>,
     /// Kernel modules to load, in order.
     pub modules: Vec<ModulePath>,
     /// The personalities: red first, then black.
@@ -657,6 +668,7 @@ const K_VERSION: &str = "profile-version";
 const K_SECVER: &str = "security-version";
 const K_POLICY_PATH: &str = "policy-path";
 const K_POLICY_SHA: &str = "policy-sha256";
+const K_MANUAL_KEY: &str = "manual-key";
 const K_MODULE: &str = "module";
 const K_END: &str = "end";
 const K_COMPARTMENT: &str = "compartment";
@@ -697,6 +709,9 @@ impl Plan {
         line(K_SECVER, &self.security_version.0.to_string());
         line(K_POLICY_PATH, self.policy_path.as_str());
         line(K_POLICY_SHA, &self.policy_sha256.to_hex());
+        for k in &self.manual_keys {
+            line(K_MANUAL_KEY, &k.to_hex());
+        }
         for m in &self.modules {
             line(K_MODULE, m.path().as_str());
         }
@@ -791,8 +806,27 @@ impl Plan {
                 reason: "must be 64 lowercase hex digits".into(),
             })
         })?;
-        let mut modules = Vec::new();
+        let mut manual_keys: Vec<crate::keyledger::KeyUse> = Vec::new();
         let (mut n, mut line) = lines.next_line()?;
+        while let Some(v) = line.strip_prefix("manual-key ") {
+            if manual_keys.len() == MAX_MANUAL_KEYS {
+                return Err(syntax(
+                    n,
+                    format!("more than {MAX_MANUAL_KEYS} manual keys"),
+                ));
+            }
+            let k = crate::keyledger::KeyUse::from_hex(v)
+                .ok_or_else(|| syntax(n, "manual-key must be 32 lowercase hex digits".into()))?;
+            if manual_keys.last().is_some_and(|last| *last >= k) {
+                return Err(syntax(
+                    n,
+                    "manual-key lines must be ascending without duplicates".into(),
+                ));
+            }
+            manual_keys.push(k);
+            (n, line) = lines.next_line()?;
+        }
+        let mut modules = Vec::new();
         while let Some(v) = line.strip_prefix("module ") {
             if modules.len() == MAX_MODULES {
                 return Err(syntax(n, format!("more than {MAX_MODULES} modules")));
@@ -840,6 +874,7 @@ impl Plan {
             security_version: SecurityVersion(security_version),
             policy_path,
             policy_sha256,
+            manual_keys,
             modules,
             compartments,
             viaduct,
@@ -1173,6 +1208,7 @@ mod tests {
             security_version: SecurityVersion(3),
             policy_path: InitramfsPath::new("/etc/appliance/policy.bin").unwrap(),
             policy_sha256: Sha256Digest::of(b"policy"),
+            manual_keys: vec![crate::keyledger::KeyUse([0x11; 16])],
             modules: vec![
                 ModulePath::new("/lib/modules/failover.ko").unwrap(),
                 ModulePath::new("/lib/modules/virtio_net.ko").unwrap(),
@@ -1231,8 +1267,9 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 3\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 4\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
+             manual-key 11111111111111111111111111111111\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
              compartment red\nroot /personalities/red\nuid-base 100000\nmemory-max 268435456\n\
              pids-max 256\nnic lan\nmatch-pci 0000:00:02.0\nmatch-driver virtio_net\n\
@@ -1255,13 +1292,51 @@ mod tests {
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 3 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 4 } if found == "1"),
             "{err}"
         );
     }
 
     fn mutate(f: impl FnOnce(String) -> String) -> Result<Plan> {
         Plan::decode(f(String::from_utf8(sample().encode()).unwrap()).as_bytes())
+    }
+
+    #[test]
+    fn manual_keys_are_canonical() {
+        let one = "manual-key 11111111111111111111111111111111\n";
+        let two = "manual-key 11111111111111111111111111111111\n\
+                   manual-key 22222222222222222222222222222222\n";
+        let p = mutate(|s| s.replace(one, two)).unwrap();
+        assert_eq!(p.manual_keys.len(), 2);
+        let p = mutate(|s| s.replace(one, "")).unwrap();
+        assert!(p.manual_keys.is_empty());
+        for bad in [
+            // descending, duplicate, upper case, short, long, after a module
+            "manual-key 22222222222222222222222222222222\nmanual-key 11111111111111111111111111111111\n",
+            "manual-key 11111111111111111111111111111111\nmanual-key 11111111111111111111111111111111\n",
+            "manual-key AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+            "manual-key 1111111111111111111111111111111\n",
+            "manual-key 111111111111111111111111111111111\n",
+            "manual-key  11111111111111111111111111111111\n",
+        ] {
+            assert!(mutate(|s| s.replace(one, bad)).is_err(), "{bad}");
+        }
+        assert!(mutate(|s| s.replace(one, "").replace(
+            "module /lib/modules/virtio_net.ko\n",
+            &format!("module /lib/modules/virtio_net.ko\n{one}")
+        ))
+        .is_err());
+        let many: String = (0..=MAX_MANUAL_KEYS)
+            .map(|i| format!("manual-key {i:032x}\n"))
+            .collect();
+        assert!(mutate(|s| s.replace(one, &many)).is_err());
+        let max: String = (1..=MAX_MANUAL_KEYS)
+            .map(|i| format!("manual-key {i:032x}\n"))
+            .collect();
+        assert_eq!(
+            mutate(|s| s.replace(one, &max)).unwrap().manual_keys.len(),
+            MAX_MANUAL_KEYS
+        );
     }
 
     #[test]
@@ -1521,6 +1596,7 @@ mod proptests {
             policy in arb_path(),
             sha in any::<[u8; 32]>(),
             modules in prop::collection::vec(arb_path(), 0..8),
+            keys in prop::collection::btree_set(any::<[u8; 16]>(), 0..5),
         ) -> Plan {
             Plan {
                 profile_name: ProfileName::new(&name).unwrap(),
@@ -1528,6 +1604,7 @@ mod proptests {
                 security_version: SecurityVersion(secver),
                 policy_path: InitramfsPath::new(&policy).unwrap(),
                 policy_sha256: Sha256Digest(sha),
+                manual_keys: keys.into_iter().map(crate::keyledger::KeyUse).collect(),
                 modules: modules.iter().map(|m| ModulePath::new(&format!("{m}.ko")).unwrap()).collect(),
                 compartments: tests::sample().compartments,
                 viaduct: InitramfsPath::new(&policy).unwrap(),

@@ -82,6 +82,9 @@ pub struct RuntimeEnv {
     pub self_exe: PathBuf,
     /// How long to wait for the NICs to appear after the drivers are loaded.
     pub nic_wait: Duration,
+    /// Where the TPM may be, in order (`/dev/tpmrm0`, `/dev/tpm0`; in host tests a Unix
+    /// socket served by swtpm): the key-use ledger of manual keys lives there.
+    pub tpm: Vec<PathBuf>,
 }
 
 impl RuntimeEnv {
@@ -93,6 +96,7 @@ impl RuntimeEnv {
             cgroup_root: Some(PathBuf::from("/sys/fs/cgroup")),
             self_exe: PathBuf::from("/proc/self/exe"),
             nic_wait: Duration::from_secs(10),
+            tpm: vec![PathBuf::from("/dev/tpmrm0"), PathBuf::from("/dev/tpm0")],
         }
     }
 }
@@ -239,6 +243,9 @@ struct Unit {
     /// Compartment-init events (personalities only).
     events: Option<LineReader>,
     up: bool,
+    /// Never started again, for this reason (the Viaduct once its manual keys were
+    /// installed, or when they cannot be recorded).
+    held: Option<String>,
 }
 
 impl Unit {
@@ -253,6 +260,7 @@ impl Unit {
             out: None,
             events: None,
             up: false,
+            held: None,
         }
     }
 }
@@ -275,12 +283,19 @@ pub struct Runtime {
     policy_path: PathBuf,
     policy_sha256: crate::digest::Sha256Digest,
     viaduct_bin: PathBuf,
+    /// Key-use records of the policy's manual keys (the plan's `manual-key` lines).
+    manual_keys: Vec<crate::keyledger::KeyUse>,
+    /// Whether the Viaduct was started with the manual keys in this boot: it is never
+    /// started with them again (see [`crate::keyledger`]).
+    keys_installed: bool,
     hostname: String,
     personalities: Vec<Personality>,
     units: Vec<Unit>,
     /// The `ready` line, printed once every compartment is up, and the deadline after
     /// which a missing `up` is reported.
     pending_ready: Option<(String, Instant, bool)>,
+    /// Whether `ready` was printed.
+    announced: bool,
 }
 
 fn cerr(name: &'static str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -766,9 +781,12 @@ impl Runtime {
             policy_path,
             policy_sha256: plan.policy_sha256,
             viaduct_bin,
+            manual_keys: plan.manual_keys.clone(),
+            keys_installed: false,
             personalities,
             units,
             pending_ready: None,
+            announced: false,
         };
         for i in 0..rt.units.len() {
             rt.spawn(i, log);
@@ -781,7 +799,13 @@ impl Runtime {
         let kind = self.units[i].kind;
         let r = match kind {
             UnitKind::Personality(_) => self.spawn_personality(i, log),
-            UnitKind::Viaduct => self.spawn_viaduct(log),
+            UnitKind::Viaduct => match self.claim_manual_keys(log) {
+                Ok(claim) => self.spawn_viaduct(claim, log),
+                Err(reason) => {
+                    self.hold(i, reason, log);
+                    return;
+                }
+            },
         };
         let u = &mut self.units[i];
         u.next_start = None;
@@ -804,6 +828,80 @@ impl Runtime {
                     u.delay.as_secs()
                 ));
             }
+        }
+    }
+
+    /// Keeps unit `i` down for good (logged once, shown by `status`).
+    fn hold(&mut self, i: usize, reason: String, log: &mut Logger) {
+        let u = &mut self.units[i];
+        u.pid = None;
+        u.up = false;
+        u.next_start = None;
+        log.log(&format!("{}: not started: {reason}", u.kind.name()));
+        if !self.announced {
+            self.pending_ready = None;
+            log.log(&format!(
+                "closed: the {} is held ({reason}); nothing crosses between red and black",
+                u.kind.name()
+            ));
+        }
+        u.held = Some(reason);
+    }
+
+    /// Before a start of the Viaduct: with manual keys, records them in the TPM's
+    /// key-use ledger ([`crate::keyledger`]) and returns the `--key-claim` digest; the
+    /// reason to hold the Viaduct if they were installed before (in this boot, or on
+    /// this TPM ever) or cannot be recorded.
+    fn claim_manual_keys(
+        &mut self,
+        log: &mut Logger,
+    ) -> std::result::Result<Option<crate::digest::Sha256Digest>, String> {
+        use crate::keyledger::{self, Claim};
+        if self.manual_keys.is_empty() {
+            return Ok(None);
+        }
+        let n = self.manual_keys.len();
+        if self.keys_installed {
+            return Err(format!(
+                "its {n} manual keys were installed once in this boot; installing them again \
+                 would restart their sequence numbers, hence AEAD nonces, at 1 (and reopen the \
+                 replay window). Build an image with new keys, or key the tunnels with IKEv2"
+            ));
+        }
+        let Some(dev) = self.env.tpm.iter().find(|p| p.exists()) else {
+            return Err(format!(
+                "the policy has {n} manual keys, which may be installed only once, and there is \
+                 no TPM to record that (looked for {}); staying closed",
+                self.env
+                    .tpm
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let result = open_tpm(dev).and_then(|mut t| keyledger::claim(&mut *t, &self.manual_keys));
+        match result {
+            Ok(Claim::Recorded { used, defined }) => {
+                self.keys_installed = true;
+                log.log(&format!(
+                    "viaduct: {n} manual keys recorded in the TPM's key-use ledger \
+                     (NV {:#010x}{}, {used} of {} records used); they will not be installed again",
+                    keyledger::LEDGER_INDEX,
+                    if defined { ", defined now" } else { "" },
+                    keyledger::LEDGER_ENTRIES
+                ));
+                Ok(Some(keyledger::set_digest(&self.manual_keys)))
+            }
+            Ok(Claim::AlreadyUsed { reused }) => Err(format!(
+                "{reused} of its {n} manual keys already carried traffic on this device (TPM \
+                 key-use ledger NV {:#010x}); installing them again would repeat AEAD nonces \
+                 under the same key. Build an image with new keys, or key the tunnels with IKEv2",
+                keyledger::LEDGER_INDEX
+            )),
+            Err(e) => Err(format!(
+                "its {n} manual keys cannot be recorded as used ({e}); staying closed"
+            )),
         }
     }
 
@@ -913,6 +1011,7 @@ impl Runtime {
 
     fn spawn_viaduct(
         &mut self,
+        claim: Option<crate::digest::Sha256Digest>,
         log: &mut Logger,
     ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
         let name = "viaduct";
@@ -951,7 +1050,7 @@ impl Runtime {
             drop(sync_w);
             let mut b = [0u8; 1];
             let _ = File::from(sync_r).read(&mut b);
-            viaduct_child(&policy, exe, devnull, out_w, red, black);
+            viaduct_child(&policy, claim, exe, devnull, out_w, red, black);
         }
         drop((out_w, sync_r, exe, devnull));
         let map = format!("0 {VIADUCT_UID} 1\n");
@@ -1039,6 +1138,27 @@ impl Runtime {
             return false;
         };
         let uptime = u.started.elapsed();
+        if u.kind == UnitKind::Viaduct && self.keys_installed {
+            let i = self
+                .units
+                .iter()
+                .position(|u| u.pid == Some(pid))
+                .unwrap_or(0);
+            log.log(&format!("viaduct exited ({})", describe_status(status)));
+            self.units[i].restarts += 1;
+            let n = self.manual_keys.len();
+            self.hold(
+                i,
+                format!(
+                    "its {n} manual keys were installed once in this boot; installing them \
+                     again would restart their sequence numbers, hence AEAD nonces, at 1 (and \
+                     reopen the replay window). Build an image with new keys, or key the \
+                     tunnels with IKEv2"
+                ),
+                log,
+            );
+            return true;
+        }
         u.pid = None;
         u.up = false;
         u.restarts += 1;
@@ -1108,6 +1228,10 @@ impl Runtime {
     /// if that has not happened within `limit`, an error (with the status lines) is
     /// logged once. The supervision loop calls [`Runtime::check_ready`].
     pub fn announce_when_up(&mut self, line: String, limit: Duration) {
+        if self.units.iter().any(|u| u.held.is_some()) {
+            // `hold` said `closed: …`: the gateway is never ready.
+            return;
+        }
         self.pending_ready = Some((line, Instant::now() + limit, false));
     }
 
@@ -1121,6 +1245,7 @@ impl Runtime {
         if all_up {
             log.log(line);
             self.pending_ready = None;
+            self.announced = true;
         } else if !*warned && Instant::now() >= *deadline {
             *warned = true;
             log.log("error: compartments not up in time; still supervising, not ready");
@@ -1160,6 +1285,7 @@ impl Runtime {
                 let state = match (u.pid, u.up) {
                     (Some(pid), true) => format!("up pid {pid}"),
                     (Some(pid), false) => format!("starting pid {pid}"),
+                    (None, _) if u.held.is_some() => "held (not restarted; see the log)".to_owned(),
                     (None, _) => format!(
                         "down, restart in {}s",
                         u.next_start
@@ -1234,9 +1360,29 @@ impl Runtime {
     }
 }
 
+/// Opens the TPM at `path`: a character device, or a Unix socket (swtpm in host tests).
+fn open_tpm(path: &Path) -> Result<Box<dyn crate::tpm::Transport>> {
+    use std::os::unix::fs::FileTypeExt;
+    let io = |source| Error::io("opening the TPM", path, source);
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.file_type().is_socket() {
+        let s = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        Ok(Box::new(crate::tpm::StreamTransport(s)))
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Box::new(crate::tpm::StreamTransport(f)))
+    }
+}
+
 /// Runs in the cloned Viaduct child (its own user namespace, root inside). Never returns.
 fn viaduct_child(
     policy: &[u8],
+    claim: Option<crate::digest::Sha256Digest>,
     exe: OwnedFd,
     devnull: OwnedFd,
     out_w: OwnedFd,
@@ -1316,19 +1462,19 @@ fn viaduct_child(
         Ok(fd) => fd,
         Err(e) => fail("viaduct binary", &e),
     };
-    let err = sys::exec(
-        Some(exe5.as_fd()),
-        &[
-            "viaduct".to_owned(),
-            "--policy".to_owned(),
-            "/policy.bin".to_owned(),
-            "--red-fd".to_owned(),
-            "3".to_owned(),
-            "--black-fd".to_owned(),
-            "4".to_owned(),
-        ],
-        &[],
-    );
+    let mut argv = vec![
+        "viaduct".to_owned(),
+        "--policy".to_owned(),
+        "/policy.bin".to_owned(),
+        "--red-fd".to_owned(),
+        "3".to_owned(),
+        "--black-fd".to_owned(),
+        "4".to_owned(),
+    ];
+    if let Some(d) = claim {
+        argv.extend(["--key-claim".to_owned(), d.to_hex()]);
+    }
+    let err = sys::exec(Some(exe5.as_fd()), &argv, &[]);
     fail("executing the Viaduct", &err)
 }
 

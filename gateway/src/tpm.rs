@@ -1,5 +1,7 @@
 //! TPM 2.0: hand-marshalled `TPM2_PCR_Read` and `TPM2_PCR_Extend` (SHA-256 bank only),
-//! a response parser, and a transport over any byte stream (`/dev/tpmrm0`, a TCP socket
+//! the NV commands the key-use ledger needs (`TPM2_NV_ReadPublic`, `TPM2_NV_DefineSpace`,
+//! `TPM2_NV_Read`, `TPM2_NV_Write`; password session, empty authorisation), response
+//! parsers, and a transport over any byte stream (`/dev/tpmrm0`, a TCP or Unix socket
 //! to swtpm in tests).
 //!
 //! Wire format (TPM 2.0 Library, Part 3 §22.4 PCR_Read and §22.2 PCR_Extend; all
@@ -28,6 +30,27 @@ pub const TPM_ST_SESSIONS: u16 = 0x8002;
 pub const TPM_CC_PCR_READ: u32 = 0x0000_017E;
 /// `TPM_CC_PCR_Extend`.
 pub const TPM_CC_PCR_EXTEND: u32 = 0x0000_0182;
+/// `TPM_CC_NV_DefineSpace`.
+pub const TPM_CC_NV_DEFINE_SPACE: u32 = 0x0000_012A;
+/// `TPM_CC_NV_Write`.
+pub const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
+/// `TPM_CC_NV_Read`.
+pub const TPM_CC_NV_READ: u32 = 0x0000_014E;
+/// `TPM_CC_NV_ReadPublic`.
+pub const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
+/// `TPM_RH_OWNER`: the owner hierarchy (authorises `NV_DefineSpace`).
+pub const TPM_RH_OWNER: u32 = 0x4000_0001;
+/// `TPMA_NV_AUTHWRITE`: written with the index's own authorisation.
+pub const TPMA_NV_AUTHWRITE: u32 = 1 << 2;
+/// `TPMA_NV_AUTHREAD`: read with the index's own authorisation.
+pub const TPMA_NV_AUTHREAD: u32 = 1 << 18;
+/// `TPMA_NV_NO_DA`: no dictionary-attack lockout (the authorisation is empty).
+pub const TPMA_NV_NO_DA: u32 = 1 << 25;
+/// `TPMA_NV_WRITTEN`: set by the TPM once the index has been written.
+pub const TPMA_NV_WRITTEN: u32 = 1 << 29;
+/// Largest NV read or write we issue in one command (PC-client TPMs accept at least
+/// this much: `MAX_NV_BUFFER_SIZE` ≥ 512).
+pub const NV_CHUNK: usize = 512;
 /// `TPM_ALG_SHA256`.
 pub const TPM_ALG_SHA256: u16 = 0x000B;
 /// `TPM_RS_PW`: the password authorisation session.
@@ -276,14 +299,122 @@ pub fn parse_pcr_read_response(buf: &[u8], asked: PcrSet) -> Result<PcrReadRespo
 
 /// Parses a `TPM2_PCR_Extend` response.
 pub fn parse_pcr_extend_response(buf: &[u8]) -> Result<()> {
-    let mut r = response(buf, "PCR_Extend", TPM_ST_SESSIONS)?;
-    let params = r.u32("parameterSize")?;
-    if params != 0 {
-        return Err(Error::TpmMalformed(format!(
-            "parameterSize {params}, expected 0"
-        )));
-    }
-    // TPMS_AUTH_RESPONSE for the password session.
+    parse_empty_session_response(buf, "PCR_Extend")
+}
+
+/// Whether `rc` says "no such handle" (`TPM_RC_HANDLE` in format 1, any parameter or
+/// handle number), e.g. `NV_ReadPublic` of an index that is not defined.
+pub fn rc_is_no_handle(rc: u32) -> bool {
+    rc & 0x80 != 0 && rc & 0x3F == 0x0B
+}
+
+/// Appends `authorizationSize` and one `TPMS_AUTH_COMMAND` for `TPM_RS_PW` with an
+/// empty password.
+fn password_session(c: &mut Vec<u8>) {
+    c.extend_from_slice(&9u32.to_be_bytes());
+    c.extend_from_slice(&TPM_RS_PW.to_be_bytes());
+    c.extend_from_slice(&0u16.to_be_bytes()); // nonceCaller: empty
+    c.push(0); // sessionAttributes
+    c.extend_from_slice(&0u16.to_be_bytes()); // hmac (password): empty
+}
+
+/// The public area of an NV index (`TPMS_NV_PUBLIC`) as the ledger uses it: no
+/// authorisation policy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct NvPublic {
+    /// The index handle (`0x01xxxxxx`).
+    pub index: u32,
+    /// Its name algorithm.
+    pub name_alg: u16,
+    /// `TPMA_NV` bits.
+    pub attributes: u32,
+    /// Length of its `authPolicy` (0 for the ledger).
+    pub auth_policy_len: u16,
+    /// Its size in bytes.
+    pub data_size: u16,
+}
+
+/// Marshals `TPM2_NV_ReadPublic` (no session).
+pub fn nv_read_public_command(index: u32) -> Vec<u8> {
+    let mut c = Vec::with_capacity(14);
+    header(&mut c, TPM_ST_NO_SESSIONS, TPM_CC_NV_READ_PUBLIC);
+    c.extend_from_slice(&index.to_be_bytes());
+    finish(c)
+}
+
+/// Parses a `TPM2_NV_ReadPublic` response (`TPM2B_NV_PUBLIC`, `TPM2B_NAME`).
+pub fn parse_nv_read_public_response(buf: &[u8]) -> Result<NvPublic> {
+    let mut r = response(buf, "NV_ReadPublic", TPM_ST_NO_SESSIONS)?;
+    let size = usize::from(r.u16("nvPublic.size")?);
+    let mut p = Reader {
+        buf: r.take(size, "nvPublic")?,
+    };
+    let index = p.u32("nvIndex")?;
+    let name_alg = p.u16("nameAlg")?;
+    let attributes = p.u32("attributes")?;
+    let auth_policy_len = p.u16("authPolicy.size")?;
+    p.take(usize::from(auth_policy_len), "authPolicy")?;
+    let data_size = p.u16("dataSize")?;
+    p.end()?;
+    let name = usize::from(r.u16("nvName.size")?);
+    r.take(name, "nvName")?;
+    r.end()?;
+    Ok(NvPublic {
+        index,
+        name_alg,
+        attributes,
+        auth_policy_len,
+        data_size,
+    })
+}
+
+/// Marshals `TPM2_NV_DefineSpace` under the owner hierarchy (empty owner password),
+/// with an empty index authorisation and no policy.
+pub fn nv_define_space_command(public: &NvPublic) -> Vec<u8> {
+    let mut c = Vec::with_capacity(48);
+    header(&mut c, TPM_ST_SESSIONS, TPM_CC_NV_DEFINE_SPACE);
+    c.extend_from_slice(&TPM_RH_OWNER.to_be_bytes());
+    password_session(&mut c);
+    c.extend_from_slice(&0u16.to_be_bytes()); // TPM2B_AUTH: empty
+    c.extend_from_slice(&14u16.to_be_bytes()); // TPM2B_NV_PUBLIC.size
+    c.extend_from_slice(&public.index.to_be_bytes());
+    c.extend_from_slice(&public.name_alg.to_be_bytes());
+    c.extend_from_slice(&public.attributes.to_be_bytes());
+    c.extend_from_slice(&0u16.to_be_bytes()); // authPolicy: empty
+    c.extend_from_slice(&public.data_size.to_be_bytes());
+    finish(c)
+}
+
+/// Marshals `TPM2_NV_Write` of `data` (at most [`NV_CHUNK`] bytes) at `offset`,
+/// authorised by the index itself (empty password).
+pub fn nv_write_command(index: u32, offset: u16, data: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(data.len().min(NV_CHUNK)).unwrap_or(0);
+    let data = &data[..usize::from(len)];
+    let mut c = Vec::with_capacity(40 + data.len());
+    header(&mut c, TPM_ST_SESSIONS, TPM_CC_NV_WRITE);
+    c.extend_from_slice(&index.to_be_bytes()); // authHandle
+    c.extend_from_slice(&index.to_be_bytes()); // nvIndex
+    password_session(&mut c);
+    c.extend_from_slice(&len.to_be_bytes());
+    c.extend_from_slice(data);
+    c.extend_from_slice(&offset.to_be_bytes());
+    finish(c)
+}
+
+/// Marshals `TPM2_NV_Read` of `size` bytes (at most [`NV_CHUNK`]) at `offset`.
+pub fn nv_read_command(index: u32, offset: u16, size: u16) -> Vec<u8> {
+    let mut c = Vec::with_capacity(32);
+    header(&mut c, TPM_ST_SESSIONS, TPM_CC_NV_READ);
+    c.extend_from_slice(&index.to_be_bytes()); // authHandle
+    c.extend_from_slice(&index.to_be_bytes()); // nvIndex
+    password_session(&mut c);
+    c.extend_from_slice(&size.to_be_bytes());
+    c.extend_from_slice(&offset.to_be_bytes());
+    finish(c)
+}
+
+/// Reads the `TPMS_AUTH_RESPONSE` of a password session and checks nothing follows.
+fn password_session_response(mut r: Reader<'_>) -> Result<()> {
     let nonce = usize::from(r.u16("nonceTPM.size")?);
     r.take(nonce, "nonceTPM")?;
     r.u8("sessionAttributes")?;
@@ -292,14 +423,42 @@ pub fn parse_pcr_extend_response(buf: &[u8]) -> Result<()> {
     r.end()
 }
 
+/// Parses the response of a command with a password session and no response
+/// parameters (`NV_DefineSpace`, `NV_Write`, `PCR_Extend`).
+pub fn parse_empty_session_response(buf: &[u8], command: &'static str) -> Result<()> {
+    let mut r = response(buf, command, TPM_ST_SESSIONS)?;
+    let params = r.u32("parameterSize")?;
+    if params != 0 {
+        return Err(Error::TpmMalformed(format!(
+            "{command}: parameterSize {params}, expected 0"
+        )));
+    }
+    password_session_response(r)
+}
+
+/// Parses a `TPM2_NV_Read` response; the data must be exactly `size` bytes.
+pub fn parse_nv_read_response(buf: &[u8], size: u16) -> Result<Vec<u8>> {
+    let mut r = response(buf, "NV_Read", TPM_ST_SESSIONS)?;
+    let params = r.u32("parameterSize")?;
+    let len = r.u16("data.size")?;
+    if len != size || params != u32::from(size) + 2 {
+        return Err(Error::TpmMalformed(format!(
+            "NV_Read returned {len} bytes (parameterSize {params}), asked for {size}"
+        )));
+    }
+    let data = r.take(usize::from(len), "data")?.to_vec();
+    password_session_response(r)?;
+    Ok(data)
+}
+
 /// Something that carries one TPM command and returns its response.
 pub trait Transport {
     /// Sends `command`, returns the complete response.
     fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>>;
 }
 
-/// A TPM reached over a byte stream: a character device (`/dev/tpmrm0`) or a TCP
-/// socket to swtpm's server port (raw TPM commands, no framing).
+/// A TPM reached over a byte stream: a character device (`/dev/tpmrm0`) or a TCP or
+/// Unix socket to swtpm's server (raw TPM commands, no framing).
 pub struct StreamTransport<S>(pub S);
 
 impl<S: Read + Write> Transport for StreamTransport<S> {

@@ -67,6 +67,7 @@ impl Tree {
             security_version: SecurityVersion(2),
             policy_path: InitramfsPath::new("/etc/appliance/policy.bin").unwrap(),
             policy_sha256: Sha256Digest::of(POLICY),
+            manual_keys: vec![],
             modules: vec![
                 ModulePath::new("/lib/modules/failover.ko").unwrap(),
                 ModulePath::new("/lib/modules/virtio_net.ko").unwrap(),
@@ -308,7 +309,16 @@ fn check_mode_of_the_binary_accepts_good_and_rejects_tampered_trees() {
 struct Swtpm {
     child: std::process::Child,
     port: u16,
-    _state: tempfile::TempDir,
+    _state: Option<tempfile::TempDir>,
+}
+
+impl Swtpm {
+    /// Stops swtpm and gives its state back (for a restart on the same state).
+    fn into_state(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self._state.take().unwrap()
+    }
 }
 
 impl Drop for Swtpm {
@@ -329,6 +339,13 @@ fn free_port_pair() -> u16 {
 }
 
 fn start_swtpm() -> Option<Swtpm> {
+    start_swtpm_with(tempfile::tempdir().unwrap())
+}
+
+/// swtpm on the state in `state` (a restart on the same state is a reboot of the same
+/// TPM: NV indices persist).
+fn start_swtpm_with(state: tempfile::TempDir) -> Option<Swtpm> {
+    let mut state = Some(state);
     if std::process::Command::new("swtpm")
         .arg("--version")
         .output()
@@ -338,7 +355,7 @@ fn start_swtpm() -> Option<Swtpm> {
         return None;
     }
     for _attempt in 0..5 {
-        let state = tempfile::tempdir().unwrap();
+        let st = state.take().unwrap();
         let port = free_port_pair();
         let child = std::process::Command::new("swtpm")
             .arg("socket")
@@ -348,7 +365,7 @@ fn start_swtpm() -> Option<Swtpm> {
             .arg("--ctrl")
             .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
             .arg("--tpmstate")
-            .arg(format!("dir={}", state.path().display()))
+            .arg(format!("dir={}", st.path().display()))
             .arg("--flags")
             .arg("not-need-init,startup-clear")
             .stderr(std::process::Stdio::null())
@@ -357,7 +374,7 @@ fn start_swtpm() -> Option<Swtpm> {
         let mut s = Swtpm {
             child,
             port,
-            _state: state,
+            _state: Some(st),
         };
         for _ in 0..100 {
             if let Ok(Some(_)) = s.child.try_wait() {
@@ -369,6 +386,8 @@ fn start_swtpm() -> Option<Swtpm> {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = s.child.kill();
+        let _ = s.child.wait();
+        state = s._state.take();
     }
     panic!("swtpm did not start after 5 attempts");
 }
@@ -464,4 +483,160 @@ fn swtpm_error_response_code_is_reported() {
         matches!(err, Error::TpmResponseCode { rc, .. } if rc != 0),
         "{err}"
     );
+}
+
+// ------------------------------------------------------------ key-use ledger
+
+/// Runs a tpm2-tools command against swtpm (the swtpm TCTI: server port, control port
+/// + 1); `None` with a loud message if tpm2-tools is missing.
+fn tpm2_tool(s: &Swtpm, args: &[&str]) -> Option<String> {
+    let out = match std::process::Command::new(args[0])
+        .args(&args[1..])
+        .env(
+            "TPM2TOOLS_TCTI",
+            format!("swtpm:host=127.0.0.1,port={}", s.port),
+        )
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "SKIP part: {} not runnable ({e}); install tpm2-tools",
+                args[0]
+            );
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ledger on a real TPM (swtpm): the first claim defines the index and records the
+/// keys; the same keys are refused afterwards — also after a TPM restart on the same
+/// state (a reboot) — and new keys are appended. tpm2-tools, which we did not write,
+/// reads the index back: its attributes, size and the records.
+#[test]
+fn key_ledger_on_swtpm_survives_a_restart_and_reads_back_with_tpm2_tools() {
+    use gateway::keyledger::{self, Claim, KeyUse};
+    let state = tempfile::tempdir().unwrap();
+    let keep = state.path().to_owned();
+    let Some(s) = start_swtpm_with(state) else {
+        return;
+    };
+    let keys = [KeyUse([0x5a; 16]), KeyUse([0x17; 16])];
+    {
+        let mut t = connect(&s);
+        assert_eq!(
+            keyledger::claim(&mut t, &keys).unwrap(),
+            Claim::Recorded {
+                used: 2,
+                defined: true
+            }
+        );
+        assert_eq!(
+            keyledger::claim(&mut t, &keys).unwrap(),
+            Claim::AlreadyUsed { reused: 2 }
+        );
+    }
+    let index = format!("{:#x}", keyledger::LEDGER_INDEX);
+    if let Some(public) = tpm2_tool(&s, &["tpm2_nvreadpublic", &index]) {
+        assert!(public.contains(&index), "{public}");
+        for attr in ["authwrite", "authread", "no_da", "written"] {
+            assert!(public.contains(attr), "{attr}: {public}");
+        }
+        assert!(public.contains("size: 1024"), "{public}");
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("records");
+        tpm2_tool(
+            &s,
+            &[
+                "tpm2_nvread",
+                &index,
+                "-s",
+                "48",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+        let got = std::fs::read(&out).unwrap();
+        assert_eq!(&got[..16], &[0x17; 16], "records ascending");
+        assert_eq!(&got[16..32], &[0x5a; 16]);
+        assert_eq!(&got[32..48], &[0; 16]);
+    }
+    // A reboot: the same TPM state, a new swtpm process.
+    let s = start_swtpm_with(s.into_state()).unwrap();
+    assert!(keep.exists());
+    let mut t = connect(&s);
+    assert_eq!(
+        keyledger::claim(&mut t, &[keys[1]]).unwrap(),
+        Claim::AlreadyUsed { reused: 1 }
+    );
+    assert_eq!(
+        keyledger::claim(&mut t, &[KeyUse([0x99; 16])]).unwrap(),
+        Claim::Recorded {
+            used: 3,
+            defined: false
+        }
+    );
+}
+
+/// An administrator who defined the index as the docs say (owner password set) gets a
+/// ledger the init uses; an index of other attributes at that handle is refused.
+#[test]
+fn key_ledger_takes_an_index_defined_by_tpm2_nvdefine_and_refuses_a_foreign_one() {
+    use gateway::keyledger::{self, Claim, KeyUse};
+    let Some(s) = start_swtpm() else { return };
+    let index = format!("{:#x}", keyledger::LEDGER_INDEX);
+    if tpm2_tool(
+        &s,
+        &[
+            "tpm2_nvdefine",
+            &index,
+            "-C",
+            "o",
+            "-s",
+            "1024",
+            "-a",
+            "authread|authwrite|no_da",
+        ],
+    )
+    .is_none()
+    {
+        return;
+    }
+    {
+        let mut t = connect(&s);
+        assert_eq!(
+            keyledger::claim(&mut t, &[KeyUse([1; 16])]).unwrap(),
+            Claim::Recorded {
+                used: 1,
+                defined: false
+            }
+        );
+    }
+    let Some(s2) = start_swtpm() else { return };
+    tpm2_tool(
+        &s2,
+        &[
+            "tpm2_nvdefine",
+            &index,
+            "-C",
+            "o",
+            "-s",
+            "1024",
+            "-a",
+            "ownerread|ownerwrite|authread|authwrite",
+        ],
+    )
+    .unwrap();
+    let mut t = connect(&s2);
+    let e = keyledger::claim(&mut t, &[KeyUse([1; 16])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not ours"), "{e}");
 }

@@ -21,9 +21,15 @@
 //! protocol and socket option refused with its errno, every call outside the
 //! allowlist answered ENOSYS; neither init holds the SA keys in its memory; the
 //! Viaduct process has `Seccomp: 2`, no capabilities and no NIC; `kill black` on the
-//! console is logged, black is restarted and the tunnel works again; a personality
-//! deleting its Viaduct port (or replacing it with a device of its own) gets a new
-//! one, which the Viaduct then uses; `poweroff` leaves no process.
+//! console is logged, black is restarted and the tunnel works again; `kill viaduct`
+//! (gw-a) and a replaced port (gw-b) leave the Viaduct held — its manual keys are never
+//! installed twice — and every ESP packet on the wire has a distinct (SPI, sequence); a
+//! second start of gw-a on the same TPM (swtpm, `APPLIANCE_TPM`) stays closed, one
+//! with new keys starts; `poweroff` leaves no process.
+//!
+//! `a_deleted_or_replaced_port_is_recreated_and_the_viaduct_moves_onto_it`: without
+//! manual keys, a personality deleting or replacing its port gets a new one, which the
+//! Viaduct is restarted onto.
 //!
 //! `faults_stay_closed` checks a missing NIC (closed, nothing started), a corrupted
 //! policy blob (the Viaduct refuses it, nothing forwarded) and a crash-looping
@@ -75,6 +81,7 @@ fn require_host() {
         ("ldd", "libc-bin"),
         ("cc", "gcc libc6-dev"),
         ("dnsmasq", "dnsmasq-base"),
+        ("swtpm", "swtpm"),
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -450,6 +457,9 @@ fn syscall_spec(families: &[SocketFamily]) -> String {
 struct Gw {
     root: PathBuf,
     plan: Plan,
+    /// The state of this gateway's TPM (swtpm): it persists across starts of its init,
+    /// as a device's TPM does across reboots.
+    tpm_dir: PathBuf,
 }
 
 /// Builds the tree `gateway-init --serve` runs from: plan, policy, Viaduct, and the
@@ -535,12 +545,20 @@ fn make_root_with(
             services: services.next().unwrap(),
         })
         .collect();
+    let manual_keys = policy::compile(&profile)
+        .expect("policy compiles")
+        .manual_key_uses()
+        .as_slice()
+        .iter()
+        .map(|u| gateway::keyledger::KeyUse(u.0))
+        .collect();
     let mut plan = Plan {
         profile_name: ProfileName::new(&name).unwrap(),
         profile_version: ProfileVersion::new(&profile.appliance.version).unwrap(),
         security_version: SecurityVersion(1),
         policy_path: InitramfsPath::new("/etc/appliance/policy.bin").unwrap(),
         policy_sha256: Sha256Digest::of(&policy),
+        manual_keys,
         modules: Vec::new(),
         compartments,
         viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
@@ -551,7 +569,46 @@ fn make_root_with(
         std::fs::write(spec, syscall_spec(&c.socket_families)).unwrap();
     }
     std::fs::write(root.join("etc/appliance/plan"), plan.encode()).unwrap();
-    Gw { root, plan }
+    let tpm_dir = lab.dir.join(format!("{dir}-tpm"));
+    std::fs::create_dir_all(&tpm_dir).unwrap();
+    Gw {
+        root,
+        plan,
+        tpm_dir,
+    }
+}
+
+/// Starts swtpm on `gw`'s TPM state, serving raw TPM commands on a Unix socket (what
+/// `APPLIANCE_TPM` names for `gateway-init --serve`); a swtpm left from an earlier
+/// start of this gateway is stopped first (the state persists: a reboot).
+fn start_tpm(lab: &mut Lab, gw: &Gw) -> PathBuf {
+    let sock = gw.tpm_dir.join("tpm.sock");
+    let _ = run(&format!(
+        "pkill -f 'swtpm socket.*dir={}' ; sleep 0.2",
+        gw.tpm_dir.display()
+    ));
+    let _ = std::fs::remove_file(&sock);
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--server"])
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .arg("--ctrl")
+        .arg(format!(
+            "type=unixio,path={}",
+            gw.tpm_dir.join("ctrl.sock").display()
+        ))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", gw.tpm_dir.display()))
+        .args(["--flags", "not-need-init,startup-clear"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn swtpm");
+    lab.children.push(child);
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "swtpm did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sock
 }
 
 fn probe_service() -> ServicePlan {
@@ -581,7 +638,9 @@ impl Init {
     /// Starts the init with a console that takes at most `rate` bytes per second
     /// (`None`: as fast as it can), like a serial line (115200 baud: 11520 B/s).
     fn start_with_console(lab: &mut Lab, ns: &str, gw: &Gw, rate: Option<usize>) -> Init {
+        let tpm = start_tpm(lab, gw);
         let mut child = Command::new("ip")
+            .env("APPLIANCE_TPM", &tpm)
             .args([
                 "netns",
                 "exec",
@@ -1066,62 +1125,45 @@ fn two_gateways_tunnel_isolation_and_restart() {
     let n: u64 = drops.rsplit('=').next().unwrap().trim().parse().unwrap();
     assert!(n >= 2, "discarded packets not counted: {drops}");
 
-    // A personality deletes its Viaduct port (red), or puts a device of its own in
-    // its place (black): the init creates a new port, restarts that personality
-    // (whose setup configures the port again) and starts the Viaduct on it. (With
-    // manual SAs a restarted Viaduct starts its sequence numbers again, which the
-    // peer's replay window refuses for a while, so the new ports are shown by the
-    // Viaduct's counters rather than by a round trip; this comes last for that reason.)
-    for (side, cmd, ping, counter) in [
-        (
-            "red",
-            "ip link del viaduct",
-            (&lana, "10.2.0.2"),
-            "out tunnel=lan-a-to-lan-b ",
-        ),
-        (
-            "black",
-            "ip link del viaduct && ip link add viaduct type veth peer name squat",
-            (&lanb, "10.1.0.2"),
-            "in tunnel=lan-a-to-lan-b ",
-        ),
-    ] {
-        let pid = ia.pid_of(side);
-        let mark = ia.seen.len();
-        must(&format!("nsenter -t {pid} -n sh -c '{cmd}'"));
-        for needle in [
-            format!("{side}: port viaduct recreated"),
-            format!("appliance: {side}: up"),
-            "viaduct| viaduct: policy".to_owned(),
-        ] {
-            ia.wait_for_since(mark, &needle, Duration::from_secs(30));
-        }
-        let pid = ia.pid_of(side);
-        let tun = must(&format!("nsenter -t {pid} -n ip -d link show viaduct"));
-        assert!(tun.contains("tun type tun"), "{side}'s new port:\n{tun}");
-        let vpid = ia.pid_of("viaduct");
-        let t = Instant::now();
-        let mut packets = 0;
-        while packets == 0 && t.elapsed() < Duration::from_secs(30) {
-            let _ = run(&format!(
-                "ip netns exec {} busybox ping -c 2 -W 1 {}",
-                ping.0, ping.1
-            ));
-            must(&format!("kill -USR1 {vpid}"));
-            let l = ia.wait_for(counter, Duration::from_secs(5));
-            packets = l
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("packets="))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-        }
-        assert!(packets > 0, "no traffic through {side}'s new port");
-        // And it stays up: no crash loop on the old port.
-        ia.drain(Duration::from_secs(2));
-        let vpid_now = ia.pid_of("viaduct");
-        assert_eq!(vpid, vpid_now, "the Viaduct restarted again");
-        eprintln!("{side}'s port recreated; {packets} packets through it");
-    }
+    // The review's first finding: a restarted Viaduct would install the same manual
+    // keys again, its sequence numbers — the AEAD nonces — starting at 1. `kill viaduct`
+    // on gw-a's console: the Viaduct is not started again in this boot; the init says
+    // why; nothing crosses any more.
+    let mark = ia.seen.len();
+    ia.send("kill viaduct");
+    ia.wait_for_since(mark, "viaduct exited", Duration::from_secs(10));
+    ia.wait_for_since(
+        mark,
+        "viaduct: not started: its 2 manual keys were installed once in this boot",
+        Duration::from_secs(10),
+    );
+    ia.send("status");
+    ia.wait_for_since(mark, "status viaduct held", Duration::from_secs(5));
+    let o = run(&format!(
+        "ip netns exec {lana} busybox ping -c 3 -W 1 10.2.0.2"
+    ));
+    assert!(!o.status.success(), "traffic crossed a held Viaduct");
+    // gw-b's black deletes its Viaduct port and puts a device of its own in its
+    // place: its Viaduct fails on the port and is not restarted with its used keys
+    // either (availability only; no crash loop).
+    let mark = ib.seen.len();
+    let pid = ib.pid_of("black");
+    must(&format!(
+        "nsenter -t {pid} -n sh -c 'ip link del viaduct && ip link add viaduct type veth peer name squat'"
+    ));
+    ib.wait_for_since(mark, "viaduct exited", Duration::from_secs(10));
+    ib.wait_for_since(
+        mark,
+        "viaduct: not started: its 2 manual keys were installed once in this boot",
+        Duration::from_secs(10),
+    );
+    ib.drain(Duration::from_secs(2));
+    assert!(
+        !ib.seen[mark..]
+            .iter()
+            .any(|l| l.contains("viaduct: started")),
+        "gw-b's Viaduct started again with its used keys"
+    );
 
     // Shut down, then the capture: only ARP and ESP, never the marker.
     ia.send("poweroff");
@@ -1134,6 +1176,7 @@ fn two_gateways_tunnel_isolation_and_restart() {
     let cap = std::fs::read(&pcap).unwrap();
     let frames = pcap_frames(&cap);
     let mut esp = 0;
+    let mut sealed = std::collections::HashSet::new();
     for f in &frames {
         assert!(
             !f.windows(marker.len()).any(|w| w == marker.as_bytes()),
@@ -1154,6 +1197,14 @@ fn two_gateways_tunnel_isolation_and_restart() {
                         &ip[..20]
                     );
                     esp += 1;
+                    // No (SPI, sequence) twice: under one manual key that would be
+                    // one AEAD nonce twice.
+                    let h = usize::from(ip[0] & 15) * 4;
+                    let spi_seq: [u8; 8] = ip[h..h + 8].try_into().unwrap();
+                    assert!(
+                        sealed.insert(spi_seq),
+                        "ESP (SPI, sequence) {spi_seq:02x?} seen twice on the wire"
+                    );
                 }
                 // Anything else is the lab's own bridge (e.g. its IGMP reports).
             }
@@ -1162,13 +1213,111 @@ fn two_gateways_tunnel_isolation_and_restart() {
     }
     assert!(esp > 1000, "only {esp} ESP frames captured");
     eprintln!(
-        "{} frames on the internet segment, {esp} ESP, no plaintext",
+        "{} frames on the internet segment, {esp} ESP, no plaintext, no (SPI, sequence) twice",
         frames.len()
     );
+
+    // A second boot of gw-a, same TPM, same image: its keys already carried traffic
+    // on this device, so it stays closed and says so. An image with new keys boots.
+    // (The NICs went with the compartments' namespaces: new ones for each boot.)
+    lab.veth(&gwa_ns, "lan0", &lana, "eth0");
+    lab.veth(&gwa_ns, "wan0", &inet, "a-wan");
+    let mut ia = Init::start(&mut lab, &gwa_ns, &a);
+    let l = ia.wait_for("closed:", Duration::from_secs(30));
+    assert!(l.contains("already carried traffic on this device"), "{l}");
+    assert!(!ia.seen.iter().any(|l| l.contains("viaduct: started")));
+    ia.send("poweroff");
+    ia.wait_for("appliance: stopped", Duration::from_secs(15));
+    let profile = std::fs::read_to_string(repo().join("profiles/lab/gw-a.toml")).unwrap();
+    let rotated = profile
+        .replace(&"1".repeat(64), &"3".repeat(64))
+        .replace(&"2".repeat(64), &"4".repeat(64))
+        .replace(
+            "\"../base/",
+            &format!("\"{}/", repo().join("profiles/base").display()),
+        );
+    assert_ne!(rotated, profile, "the lab keys changed shape");
+    let rotated_path = lab.dir.join("gw-a-rotated.toml");
+    std::fs::write(&rotated_path, rotated).unwrap();
+    let mut a2 = make_root(&lab, "a2", rotated_path.to_str().unwrap(), Vec::new());
+    a2.tpm_dir = a.tpm_dir.clone();
+    lab.veth(&gwa_ns, "lan0", &lana, "eth0");
+    lab.veth(&gwa_ns, "wan0", &inet, "a-wan");
+    let mut ia = Init::start(&mut lab, &gwa_ns, &a2);
+    ia.wait_for("manual keys recorded in the TPM", Duration::from_secs(30));
+    ia.wait_for("appliance: ready", Duration::from_secs(60));
+    ia.send("poweroff");
+    ia.wait_for("appliance: stopped", Duration::from_secs(15));
     for ns in [&gwa_ns, &gwb_ns] {
         let pids = must(&format!("ip netns pids {ns}"));
         assert!(pids.trim().is_empty(), "processes left in {ns}: {pids}");
     }
+}
+
+/// A personality deletes its Viaduct port (red), or puts a device of its own in its
+/// place (black): the init creates a new port, restarts that personality (whose setup
+/// configures the port again) and starts the Viaduct on it, without a crash loop. The
+/// policy here has no manual keys (a Viaduct with manual keys is never restarted, see
+/// `two_gateways_tunnel_isolation_and_restart`), as for tunnels keyed by IKE.
+#[test]
+fn a_deleted_or_replaced_port_is_recreated_and_the_viaduct_moves_onto_it() {
+    require_host();
+    let mut lab = Lab::new("pt");
+    let gw = lab.ns("gw");
+    let lan = lab.ns("lan");
+    let inet = lab.ns("inet");
+    lab.veth(&gw, "lan0", &lan, "eth0");
+    lab.veth(&gw, "wan0", &inet, "eth0");
+    must(&format!("ip -n {lan} addr add 10.1.0.2/24 dev eth0 && ip -n {lan} link set eth0 up && ip -n {lan} route add default via 10.1.0.1"));
+    must(&format!(
+        "ip -n {inet} addr add 198.51.100.2/24 dev eth0 && ip -n {inet} link set eth0 up"
+    ));
+    let mut g = make_root(&lab, "p", "profiles/lab/gw-a.toml", Vec::new());
+    let profile = profiles::load_profile(&repo().join("profiles/lab/gw-a.toml")).unwrap();
+    let mut policy = policy::compile(&profile).unwrap();
+    for t in &mut policy.tunnels {
+        t.manual = None;
+    }
+    let blob = policy.encode();
+    std::fs::write(g.root.join("etc/appliance/policy.bin"), &blob).unwrap();
+    g.plan.policy_sha256 = Sha256Digest::of(&blob);
+    g.plan.manual_keys.clear();
+    std::fs::write(g.root.join("etc/appliance/plan"), g.plan.encode()).unwrap();
+    let mut i = Init::start(&mut lab, &gw, &g);
+    i.wait_for("appliance: ready", Duration::from_secs(60));
+    for (side, cmd) in [
+        ("red", "ip link del viaduct"),
+        (
+            "black",
+            "ip link del viaduct && ip link add viaduct type veth peer name squat",
+        ),
+    ] {
+        let pid = i.pid_of(side);
+        let mark = i.seen.len();
+        must(&format!("nsenter -t {pid} -n sh -c '{cmd}'"));
+        for needle in [
+            format!("{side}: port viaduct recreated"),
+            format!("appliance: {side}: up"),
+            "viaduct| viaduct: policy".to_owned(),
+        ] {
+            i.wait_for_since(mark, &needle, Duration::from_secs(30));
+        }
+        let pid = i.pid_of(side);
+        let tun = must(&format!("nsenter -t {pid} -n ip -d link show viaduct"));
+        assert!(tun.contains("tun type tun"), "{side}'s new port:\n{tun}");
+        // The Viaduct reads the new red port: LAN packets reach its counters.
+        let vpid = i.pid_of("viaduct");
+        let _ = run(&format!(
+            "ip netns exec {lan} busybox ping -c 2 -W 1 10.2.0.2"
+        ));
+        must(&format!("kill -USR1 {vpid}"));
+        i.wait_for_since(mark, "out drop total=", Duration::from_secs(5));
+        // And it stays up: no crash loop on the old port.
+        i.drain(Duration::from_secs(2));
+        assert_eq!(vpid, i.pid_of("viaduct"), "the Viaduct restarted again");
+    }
+    i.send("poweroff");
+    i.wait_for("appliance: stopped", Duration::from_secs(15));
 }
 
 #[test]
@@ -1225,6 +1374,9 @@ fn faults_stay_closed() {
     blob[mid] ^= 0x40;
     std::fs::write(&blob_path, &blob).unwrap();
     b.plan.policy_sha256 = Sha256Digest::of(&blob);
+    // No manual keys named: a Viaduct that fails is then restarted with back-off (one
+    // started with manual keys never is, see `two_gateways_…`).
+    b.plan.manual_keys.clear();
     std::fs::write(b.root.join("etc/appliance/plan"), b.plan.encode()).unwrap();
     let mut i2 = Init::start(&mut lab, &gw2, &b);
     let l = i2.wait_for("viaduct exited", Duration::from_secs(30));

@@ -375,6 +375,11 @@ pub fn prepare(cfg: &VmConfig) -> Result<VmFiles, VmError> {
     let tpm_state = cfg.workdir.join(format!("{}-tpm", cfg.name));
     let tpm_socket = cfg.workdir.join(format!("{}-swtpm.sock", cfg.name));
     if cfg.tpm {
+        // Each start is a new machine, as its UEFI variables are (copied afresh
+        // above): an empty TPM. (A gateway's TPM holds the key-use ledger of its
+        // manual keys, which would otherwise keep a lab image closed on its second
+        // start; on hardware that is the point, see docs/threat-model.md.)
+        let _ = std::fs::remove_dir_all(&tpm_state);
         std::fs::create_dir_all(&tpm_state)
             .map_err(io(format!("creating {}", tpm_state.display())))?;
         let _ = std::fs::remove_file(&tpm_socket);
