@@ -187,6 +187,14 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
         "policy /etc/appliance/policy.bin sha256 {}",
         a.manifest.policy.sha256
     ))));
+    // The lab keys were recorded in the TPM's key-use ledger through the kernel's
+    // resource manager before the Viaduct started (a fresh TPM: the index is defined).
+    assert!(
+        vm.lines().iter().any(|l| l.contains(
+            "viaduct: 2 manual keys recorded in the TPM's key-use ledger (NV 0x01800a11, defined now"
+        )),
+        "no key-use ledger line"
+    );
     // The TPM's PCRs equal the prediction in the manifest (Secure Boot off).
     let pcrs = vm.pcrs();
     let p = &a.manifest.pcrs;
