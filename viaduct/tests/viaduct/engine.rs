@@ -1686,3 +1686,74 @@ fn manual_sas_need_a_claim_for_exactly_their_keys() {
         Policy::new("plain", "1").with_local(A4.outer.parse::<std::net::IpAddr>().unwrap());
     Engine::new(&no_tunnels, T0, &mut Refuse).unwrap();
 }
+
+/// Outer fragments are never reassembled: a fragmented ESP packet (first, middle or
+/// last fragment; IPv4 and IPv6) and a fragmented cleartext datagram that a BYPASS
+/// entry would admit are dropped as `fragment` and counted, before any SA or SPD
+/// lookup.
+#[test]
+fn outer_fragments_are_dropped_unreassembled() {
+    let (_, mut b) = pair(Aead::Aes128Gcm16);
+    let esp = [0u8, 0, 0xa0, 0xb0, 0, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9];
+    for (offset, more) in [(0, true), (3, true), (3, false)] {
+        let mut f = frag4("198.51.100.1", "198.51.100.2", 50, offset, more, &esp);
+        assert_eq!(b.inbound(&mut f, T0), Verdict::Drop(DropReason::Fragment));
+    }
+    let mut f = frag4(
+        "9.9.9.9",
+        "10.1.0.5",
+        17,
+        0,
+        true,
+        &[0, 53, 0x0d, 5, 0, 16, 0, 0],
+    );
+    assert_eq!(b.inbound(&mut f, T0), Verdict::Drop(DropReason::Fragment));
+    assert_eq!(b.inbound.drops().get(DropReason::Fragment), 4);
+
+    let mut b6 = Engine::new(
+        &lab_policy(Aead::Aes128Gcm16, B6, A6, B6, A6, false),
+        T0,
+        &mut MemoryLedger::default(),
+    )
+    .unwrap();
+    for (exts, frag) in [(&[][..], (0, true)), (&[0u8, 60][..], (2, false))] {
+        let mut f = frag6(A6.outer, B6.outer, exts, Some(frag), 50, &esp);
+        assert_eq!(b6.inbound(&mut f, T0), Verdict::Drop(DropReason::Fragment));
+    }
+    assert_eq!(b6.inbound.drops().get(DropReason::Fragment), 2);
+}
+
+/// A tunnel without keys (a non-lab profile's tunnel, to be keyed by IKE): what the
+/// SPD would PROTECT into it is dropped as `no_sa` — never sent in clear — and ESP
+/// for it finds no SA.
+#[test]
+fn a_tunnel_without_keys_drops_what_it_would_protect() {
+    let mut p = lab_policy(Aead::Aes128Gcm16, A4, B4, A4, B4, true);
+    for t in &mut p.tunnels {
+        t.manual = None;
+    }
+    struct NoClaim;
+    impl KeyLedger for NoClaim {
+        fn claim(&mut self, _: &KeyUses) -> Result<(), EngineError> {
+            panic!("a policy without manual keys claims nothing")
+        }
+    }
+    let mut a = Engine::new(&p, T0, &mut NoClaim).unwrap();
+    let mut out = [0u8; 2048];
+    for i in 0..3u8 {
+        assert_eq!(
+            a.outbound(&lan_a_to_b(&[i; 100]), &mut out, T0),
+            Verdict::Drop(DropReason::NoSa)
+        );
+    }
+    assert_eq!(a.outbound.drops().get(DropReason::NoSa), 3);
+    let (mut peer, _) = pair(Aead::Aes128Gcm16);
+    let mut q = lab_policy(Aead::Aes128Gcm16, B4, A4, B4, A4, false);
+    q.tunnels[0].manual = None;
+    let mut b_keyless = Engine::new(&q, T0, &mut NoClaim).unwrap();
+    let mut esp = send(&mut peer, &lan_a_to_b(b"x"));
+    assert_eq!(
+        b_keyless.inbound(&mut esp, T0),
+        Verdict::Drop(DropReason::UnknownSpi)
+    );
+}
