@@ -195,6 +195,16 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
         )),
         "no key-use ledger line"
     );
+    // Each personality's cgroup limits are set in the kernel (cgroup2, memory and pids
+    // controllers), from the profile.
+    for side in ["red", "black"] {
+        assert!(
+            vm.lines().iter().any(|l| l.contains(&format!(
+                "appliance: {side}: cgroup /sys/fs/cgroup/appliance-{side} memory.max "
+            )) && l.contains(" pids.max ")),
+            "{side}: no cgroup limits applied"
+        );
+    }
     // The TPM's PCRs equal the prediction in the manifest (Secure Boot off).
     let pcrs = vm.pcrs();
     let p = &a.manifest.pcrs;
