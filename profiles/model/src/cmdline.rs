@@ -152,7 +152,7 @@ const RULES: &[(&str, When, Family, &str)] = &[
     ("module.sig_enforce", When::Always, Family::Modules, "changes whether modules must be signed; the kernel's configuration decides"),
     ("dis_ucode_ldr", When::Always, Family::Modules, "skips loading CPU microcode, on which several mitigations depend"),
     // Isolation.
-    ("iommu", When::Values(&["off", "pt", "soft", "nopt"]), Family::Isolation, "lets devices (the network cards red and black drive) reach memory outside the IOMMU's control"),
+    ("iommu", When::Values(&["off", "pt", "soft"]), Family::Isolation, "lets devices (the network cards red and black drive) reach memory outside the IOMMU's control"),
     ("iommu.passthrough", When::True, Family::Isolation, "lets devices reach all memory by DMA"),
     ("iommu.strict", When::False, Family::Isolation, "lets devices use memory after it was unmapped for them"),
     ("intel_iommu", When::Values(&["off"]), Family::Isolation, "turns the IOMMU off: devices reach all memory by DMA"),
@@ -381,6 +381,7 @@ mod tests {
             "randomize_kstack_offset=on",
             "debugfs=off",
             "iommu=force",
+            "iommu=nopt",
             "intel_iommu=on",
             "iommu.strict=1",
             "iommu.passthrough=0",
