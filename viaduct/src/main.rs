@@ -161,10 +161,12 @@ fn run() -> Result<(), EngineError> {
     let args = parse_args()?;
     let path = args.policy.clone().unwrap_or_default();
     // Policy first: a bad blob must stop us before any port exists.
-    let blob = std::fs::read(&path).map_err(|e| EngineError::PolicyFile {
-        path: path.clone(),
-        source: e,
-    })?;
+    // The raw blob holds lab keys in clear: wiped when dropped, on every path.
+    let blob =
+        zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| EngineError::PolicyFile {
+            path: path.clone(),
+            source: e,
+        })?);
     let policy = Policy::decode(&blob)?;
     let mut claim = match args.key_claim {
         Some(d) => ClaimToken::new(d),

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sha2::{Digest as _, Sha256};
+use zeroize::Zeroize;
 
 use crate::error::BlobError;
 use crate::model::*;
@@ -23,20 +24,31 @@ const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
 const MAX_STR: usize = u16::MAX as usize;
 
+/// Encodes into a buffer that never leaves a copy behind: when it must grow, the new
+/// allocation is made by us and the old one wiped (the body holds lab keys).
 struct Writer(Vec<u8>);
 
 impl Writer {
+    fn put(&mut self, b: &[u8]) {
+        if self.0.capacity() - self.0.len() < b.len() {
+            let mut grown = Vec::with_capacity((self.0.capacity() * 2).max(self.0.len() + b.len()));
+            grown.extend_from_slice(&self.0);
+            self.0.zeroize();
+            self.0 = grown;
+        }
+        self.0.extend_from_slice(b);
+    }
     fn u8(&mut self, v: u8) {
-        self.0.push(v);
+        self.put(&[v]);
     }
     fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.put(&v.to_be_bytes());
     }
     fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.put(&v.to_be_bytes());
     }
     fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.put(&v.to_be_bytes());
     }
     fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
@@ -49,12 +61,12 @@ impl Writer {
             end -= 1;
         }
         self.u16(end as u16);
-        self.0.extend_from_slice(&s.as_bytes()[..end]);
+        self.put(&s.as_bytes()[..end]);
     }
     fn bytes(&mut self, b: &[u8]) {
         let end = b.len().min(MAX_STR);
         self.u16(end as u16);
-        self.0.extend_from_slice(&b[..end]);
+        self.put(&b[..end]);
     }
     fn count(&mut self, n: usize) {
         self.u32(u32::try_from(n).unwrap_or(u32::MAX));
@@ -63,11 +75,11 @@ impl Writer {
         match ip {
             IpAddr::V4(a) => {
                 self.u8(4);
-                self.0.extend_from_slice(&a.octets());
+                self.put(&a.octets());
             }
             IpAddr::V6(a) => {
                 self.u8(6);
-                self.0.extend_from_slice(&a.octets());
+                self.put(&a.octets());
             }
         }
     }
@@ -460,12 +472,13 @@ impl Policy {
     /// Encodes the policy into the canonical blob. Call [`Policy::validate`]
     /// first: an invalid policy encodes, but the Viaduct will refuse it.
     pub fn encode(&self) -> Vec<u8> {
-        let body = encode_body(self);
+        let mut body = encode_body(self);
         let mut out = Vec::with_capacity(HEADER_LEN + body.len() + DIGEST_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(&body);
+        body.zeroize();
         let d = Sha256::digest(&out);
         out.extend_from_slice(&d);
         out
@@ -474,9 +487,10 @@ impl Policy {
     /// SHA-256 over the encoded header and body: the value appended to the
     /// blob, which the manifest and the gateway init pin.
     pub fn digest(&self) -> Digest {
-        let blob = self.encode();
+        let mut blob = self.encode();
         let mut d = [0u8; 32];
         d.copy_from_slice(&blob[blob.len() - DIGEST_LEN..]);
+        blob.zeroize();
         Digest(d)
     }
 
