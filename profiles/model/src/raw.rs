@@ -330,7 +330,7 @@ pub struct RawTunnel {
     pub local_ts: Option<Sp<Vec<Sp<String>>>>,
     /// Remote traffic selectors: prefixes behind the peer.
     pub remote_ts: Option<Sp<Vec<Sp<String>>>>,
-    /// Manually keyed SAs (lab profiles only) instead of IKE.
+    /// Manually keyed SAs (lab profiles only) instead of IKE. A gateway installs these keys once, ever: its TPM records them, and a restart or a later boot with any of them stays closed until the keys are changed.
     pub manual: Option<Sp<RawManualSa>>,
 }
 
