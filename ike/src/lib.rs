@@ -1,6 +1,6 @@
 //! IKEv2 (RFC 7296) for the Viaduct's compartment: trusted, sans-IO, `unsafe` forbidden.
 //!
-//! - `wire` (in progress): zero-copy views of IKE messages and payloads, validated once
+//! - [`wire`]: zero-copy views of IKE messages and payloads, validated once
 //!   (`new_checked`), and their encoders; no accessor panics afterwards.
 //! - [`crypto`]: the PRFs (HMAC-SHA2, RFC 4868), `prf+`, SKEYSEED and the IKE and
 //!   CHILD SA keys (RFC 7296 §2.13, §2.14, §2.17, §2.18), key exchange (x25519, ECP-256),
@@ -15,3 +15,4 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod wire;
