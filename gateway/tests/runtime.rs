@@ -1248,8 +1248,15 @@ fn two_gateways_tunnel_isolation_and_restart() {
     ia.wait_for("appliance: ready", Duration::from_secs(60));
     ia.send("poweroff");
     ia.wait_for("appliance: stopped", Duration::from_secs(15));
+    // `stopped` is the init's last line; give it (and anything it reaped last) a
+    // moment to exit on a loaded machine, then nothing may be left.
     for ns in [&gwa_ns, &gwb_ns] {
-        let pids = must(&format!("ip netns pids {ns}"));
+        let t = Instant::now();
+        let mut pids = must(&format!("ip netns pids {ns}"));
+        while !pids.trim().is_empty() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+            pids = must(&format!("ip netns pids {ns}"));
+        }
         assert!(pids.trim().is_empty(), "processes left in {ns}: {pids}");
     }
 }
