@@ -8,6 +8,10 @@
 //!   and AUTH (PSK; Ed25519 and ECDSA signatures, RFC 7427); secrets zeroized on drop,
 //!   comparisons in constant time.
 //!
+//! - [`sa`]: the exchanges that establish an IKE SA and its first CHILD SA
+//!   (IKE_SA_INIT, IKE_AUTH) as initiator and responder: cookies, INVALID_KE
+//!   retries, NAT detection, traffic selector narrowing, retransmissions.
+//!
 //! The exchange state machines build on these. Nothing here does I/O, reads the clock
 //! or draws random numbers: time and randomness come in from the caller (the one
 //! exception: aws-lc draws ECDSA signing nonces itself).
@@ -15,4 +19,5 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod sa;
 pub mod wire;
