@@ -16,7 +16,8 @@
 //!   ECDSA P-256 keys; `aes256gcm16-prfsha256-x25519`,
 //!   `chacha20poly1305-prfsha256-ecp256`, PRF SHA-384 and SHA-512 with
 //!   AES-128-GCM; IKE over IPv6 with address identities; IPv4 address
-//!   identities; one strongSwan proposal with many transforms; selectors
+//!   identities; one strongSwan proposal with many transforms; CERTREQ
+//!   and Vendor ID payloads from strongSwan; selectors
 //!   narrowed by us, selectors with protocols and ports; COOKIE and
 //!   INVALID_KE_PAYLOAD round trips from either side; lost responses
 //!   (retransmissions either way).
@@ -463,6 +464,9 @@ struct Setup {
     /// The identities: strongSwan's, ours (FQDNs or addresses).
     sw_id: String,
     our_id: String,
+    /// strongSwan has a CA certificate (so it sends CERTREQ) and sends a
+    /// Vendor ID.
+    sw_ca_and_vendor_id: bool,
     /// Ed25519: strongSwan pins a key that is not ours.
     sw_pins_other_key: bool,
     /// Ed25519: we pin a key that is not strongSwan's.
@@ -489,6 +493,7 @@ impl Setup {
             our_addr: OUR_ADDR.into(),
             sw_id: SW_ID.into(),
             our_id: OUR_ID.into(),
+            sw_ca_and_vendor_id: false,
             sw_pins_other_key: false,
             we_pin_other_key: false,
             our_ike: suite.our_ike.iter().map(|s| s.to_string()).collect(),
@@ -605,6 +610,7 @@ impl Lab {
   retransmit_timeout = 1.0
   retransmit_tries = 2
   half_open_timeout = 10
+  send_vendor_id = {vendor_id}
 {extra}
 }}
 swanctl {{
@@ -613,6 +619,7 @@ swanctl {{
 "#,
             log = self.log_path().display(),
             vici = self.vici().display(),
+            vendor_id = if s.sw_ca_and_vendor_id { "yes" } else { "no" },
             extra = s
                 .sw_charon_extra
                 .iter()
@@ -621,6 +628,25 @@ swanctl {{
                 .trim_end(),
         );
         std::fs::write(etc.join("strongswan.conf"), strongswan_conf).expect("strongswan.conf");
+        if s.sw_ca_and_vendor_id {
+            let ca_key = self.dir.join("ca.pem");
+            let key = sh(&["pki", "--gen", "--type", "ed25519", "--outform", "pem"]);
+            std::fs::write(&ca_key, key).expect("write ca.pem");
+            let ca = sh(&[
+                "pki",
+                "--self",
+                "--ca",
+                "--type",
+                "ed25519",
+                "--in",
+                ca_key.to_str().expect("UTF-8 path"),
+                "--dn",
+                "CN=Interop Test CA",
+                "--outform",
+                "pem",
+            ]);
+            std::fs::write(etc.join("swanctl/x509ca/ca.crt"), ca).expect("write ca.crt");
+        }
         let (local_auth, remote_auth, secrets) = match s.method {
             Method::Psk => (
                 "auth = psk".to_string(),
@@ -1535,7 +1561,10 @@ fn many_transforms_in_one_proposal_strongswan_initiates() {
     let mut setup = Setup::new(Method::Psk, CHACHA_ECP256);
     setup.sw_ike =
         "aes128gcm16-aes256gcm16-chacha20poly1305-prfsha512-prfsha256-ecp256-x25519".into();
-    setup.sw_esp = "aes128gcm16-aes256gcm16-chacha20poly1305-esn-noesn".into();
+    // With a PFS group, as the notes' example has it: strongSwan leaves it
+    // out of IKE_AUTH (which has no key exchange) when it offers and when it
+    // selects.
+    setup.sw_esp = "aes128gcm16-aes256gcm16-chacha20poly1305-x25519-esn-noesn".into();
     let mut lab = Lab::new(&setup);
     let t0 = Instant::now();
     start(&mut lab, &setup, Initiator::StrongSwan, true);
@@ -1562,6 +1591,37 @@ fn selectors_narrowed_strongswan_initiates() {
         "10.2.0.0/16 narrowed to /24, strongSwan initiates: established",
         t0,
     );
+}
+
+/// strongSwan with a CA certificate sends CERTREQ (in its IKE_SA_INIT
+/// response, or its IKE_AUTH request) and a Vendor ID: both ignored.
+fn certreq_and_vendor_id(initiator: Initiator) {
+    let mut setup = Setup::new(Method::Ed25519, AES_X25519);
+    setup.sw_ca_and_vendor_id = true;
+    let mut lab = Lab::new(&setup);
+    let t0 = Instant::now();
+    start(&mut lab, &setup, initiator, true);
+    check_established(&mut lab, &setup, AES_X25519, initiator);
+    match initiator {
+        Initiator::StrongSwan => {
+            lab.wait_log("generating IKE_AUTH request 1 [ IDi N(INIT_CONTACT) CERTREQ")
+        }
+        Initiator::Us => lab.wait_log("CERTREQ N(HASH_ALG) N(CHDLESS_SUP) N(MULT_AUTH) V ]"),
+    };
+    lab.report(
+        &format!("CERTREQ and Vendor ID, {initiator:?} initiates: established"),
+        t0,
+    );
+}
+
+#[test]
+fn certreq_and_vendor_id_strongswan_initiates() {
+    certreq_and_vendor_id(Initiator::StrongSwan);
+}
+
+#[test]
+fn certreq_and_vendor_id_we_initiate() {
+    certreq_and_vendor_id(Initiator::Us);
 }
 
 /// Selectors with protocols and ports, two of them: narrowed (by us or
