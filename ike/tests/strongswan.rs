@@ -92,6 +92,8 @@ const SW_ADDR: &str = "192.0.2.1";
 const OUR_ADDR: &str = "192.0.2.2";
 const SW_ADDR6: &str = "2001:db8::1";
 const OUR_ADDR6: &str = "2001:db8::2";
+const SW_MAC: &str = "02:00:00:00:00:01";
+const OUR_MAC: &str = "02:00:00:00:00:02";
 const SW_ID: &str = "sw.test";
 const OUR_ID: &str = "vd.test";
 const SW_TS: &str = "10.1.0.0/24";
@@ -467,6 +469,8 @@ struct Setup {
     /// strongSwan has a CA certificate (so it sends CERTREQ) and sends a
     /// Vendor ID.
     sw_ca_and_vendor_id: bool,
+    /// A case that loses datagrams on purpose: retransmissions expected.
+    lossy: bool,
     /// Ed25519: strongSwan pins a key that is not ours.
     sw_pins_other_key: bool,
     /// Ed25519: we pin a key that is not strongSwan's.
@@ -494,6 +498,7 @@ impl Setup {
             sw_id: SW_ID.into(),
             our_id: OUR_ID.into(),
             sw_ca_and_vendor_id: false,
+            lossy: false,
             sw_pins_other_key: false,
             we_pin_other_key: false,
             our_ike: suite.our_ike.iter().map(|s| s.to_string()).collect(),
@@ -550,9 +555,23 @@ impl Lab {
             ip_n(ns, "link set lo up");
         }
         sh(&[
-            "ip", "link", "add", "v0", "netns", sw, "type", "veth", "peer", "name", "v1", "netns",
-            vd,
+            "ip", "link", "add", "v0", "address", SW_MAC, "netns", sw, "type", "veth", "peer",
+            "name", "v1", "address", OUR_MAC, "netns", vd,
         ]);
+        // Static neighbours: the first IPv6 datagram to a fresh veth
+        // neighbour otherwise waits a second here for neighbour discovery to
+        // retry its first solicitation (strongSwan then retransmits).
+        for (ns, dev, addr, mac) in [
+            (sw, "v0", OUR_ADDR, OUR_MAC),
+            (sw, "v0", OUR_ADDR6, OUR_MAC),
+            (vd, "v1", SW_ADDR, SW_MAC),
+            (vd, "v1", SW_ADDR6, SW_MAC),
+        ] {
+            ip_n(
+                ns,
+                &format!("neigh add {addr} lladdr {mac} dev {dev} nud permanent"),
+            );
+        }
         ip_n(sw, &format!("addr add {SW_ADDR}/24 dev v0"));
         // No duplicate address detection: the address is usable at once.
         ip_n(sw, &format!("addr add {SW_ADDR6}/64 dev v0 nodad"));
@@ -989,10 +1008,15 @@ swanctl {{
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(p) = self.peer.as_mut() {
-                p.drain();
+        let keep = std::env::var_os("IKE_STRONGSWAN_KEEP").is_some();
+        if let Some(p) = self.peer.as_mut() {
+            p.drain();
+            if keep {
+                let lines: String = p.lines.iter().map(|v| format!("{v}\n")).collect();
+                let _ = std::fs::write(self.dir.join("ike-peer.jsonl"), lines);
             }
+        }
+        if std::thread::panicking() {
             eprintln!(
                 "case {} failed after {:?}",
                 self.name,
@@ -1010,8 +1034,11 @@ impl Drop for Lab {
         }
         destroy_netns(&self.sw_ns);
         destroy_netns(&self.our_ns);
-        if std::env::var_os("IKE_STRONGSWAN_KEEP").is_some() {
-            eprintln!("kept {} (charon.log, ike-peer.err)", self.dir.display());
+        if keep {
+            eprintln!(
+                "kept {} (charon.log, ike-peer.jsonl, ike-peer.err)",
+                self.dir.display()
+            );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -1416,6 +1443,18 @@ fn check_established(lab: &mut Lab, setup: &Setup, suite: Suite, initiator: Init
     assert_eq!(s("outbound_key"), hex::encode(our_out), "our outbound key");
     assert_eq!(s("inbound_key"), hex::encode(our_in), "our inbound key");
 
+    // Nothing was lost or ignored on the way: no side retransmitted.
+    if !setup.lossy {
+        assert!(
+            !log.contains("retransmit 1 of request"),
+            "strongSwan retransmitted a request"
+        );
+        assert!(
+            lab.peer().events("retransmitted").is_empty(),
+            "we retransmitted a request"
+        );
+    }
+
     let method = match setup.method {
         Method::Psk => "pre-shared key",
         Method::Ed25519 => "ED25519",
@@ -1774,6 +1813,7 @@ fn cookie_from_strongswan_we_initiate() {
 fn lost_responses_strongswan_retransmits() {
     let mut setup = Setup::new(Method::Psk, AES_X25519);
     setup.our_extra = vec!["--drop-send".into(), "1,3".into()];
+    setup.lossy = true;
     let mut lab = Lab::new(&setup);
     let t0 = Instant::now();
     start(&mut lab, &setup, Initiator::StrongSwan, true);
@@ -1811,6 +1851,7 @@ fn lost_responses_strongswan_retransmits() {
 fn lost_responses_we_retransmit() {
     let mut setup = Setup::new(Method::Psk, AES_X25519);
     setup.our_extra = vec!["--drop-recv".into(), "1,3".into()];
+    setup.lossy = true;
     let mut lab = Lab::new(&setup);
     let t0 = Instant::now();
     start(&mut lab, &setup, Initiator::Us, true);
