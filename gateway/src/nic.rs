@@ -213,10 +213,14 @@ pub fn parse_ack(reply: &[u8], seq: u32) -> Result<(), std::io::Error> {
                 return Err(bad("short netlink error message"));
             }
             let code = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
-            return if code == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::from_raw_os_error(-code))
+            // The kernel sends 0 or a negative errno (> -4096); anything else (i32::MIN
+            // would overflow when negated) is a malformed reply, not an errno.
+            return match code {
+                0 => Ok(()),
+                c if (-4095..0).contains(&c) => Err(std::io::Error::from_raw_os_error(-c)),
+                c => Err(bad(&format!(
+                    "netlink error code {c} is not a negative errno"
+                ))),
             };
         }
         let step = (len + 3) & !3;
@@ -239,6 +243,33 @@ pub fn move_to_netns(nic: &NicInfo, netns: BorrowedFd<'_>, new_name: &str) -> st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `netlink_ack` fuzz target: an error code of i32::MIN overflowed
+    /// when negated (a panic with overflow checks). Codes that are not a negative
+    /// errno are malformed replies.
+    #[test]
+    fn netlink_error_code_i32_min_is_malformed_not_a_panic() {
+        let ack = |code: i32| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&36u32.to_ne_bytes());
+            m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            m.extend_from_slice(&0u16.to_ne_bytes());
+            m.extend_from_slice(&7u32.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(&code.to_ne_bytes());
+            m.extend_from_slice(&[0u8; 16]);
+            parse_ack(&m, 7)
+        };
+        for bad in [i32::MIN, -4096, 1, i32::MAX] {
+            let e = ack(bad).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{bad}: {e}");
+        }
+        assert_eq!(ack(-19).unwrap_err().raw_os_error(), Some(19));
+        assert!(ack(0).is_ok());
+        let crash = include_bytes!("../fuzz/seeds/netlink_ack/crash-nlmsgerr-error-i32-min");
+        let seq = u32::from_ne_bytes([crash[0], crash[1], crash[2], crash[3]]);
+        assert!(parse_ack(&crash[4..], seq).is_err());
+    }
 
     #[test]
     fn request_layout() {
