@@ -1,0 +1,272 @@
+//! Writes the committed seeds of the Viaduct fuzz targets from the engine
+//! itself (not from a fuzzer): ESP packets of every AEAD, outer IPv4 and
+//! IPv6, plain and in UDP/4500, sealed by the left engine of
+//! `viaduct_fuzz::policy` (so the targets' right engines open them), and
+//! inputs in the `esp_seal` and `pump` formats, and `offload` frames
+//! (TSO super-packets, a packet needing its checksum). Every sealed packet is
+//! checked to open on the right before it is written. It also checks that
+//! the policy seeds (`policy/blob/fuzz/seeds/decode`, compiled by the CLI)
+//! decode and that the `decode_body` seeds are their bodies.
+//!
+//! ```sh
+//! cd viaduct/fuzz && cargo run --example gen_seeds
+//! ```
+//! Deterministic: the same engine writes the same bytes.
+
+use std::path::Path;
+
+use policy_blob::{Aead, Policy};
+use viaduct::offload::{VnetHdr, GSO_TCPV4, GSO_TCPV6, VIRTIO_NET_HDR_F_NEEDS_CSUM};
+use viaduct::{Timestamp, Verdict};
+use viaduct_fuzz::inner::*;
+use viaduct_fuzz::*;
+
+fn aead_name(a: Aead) -> &'static str {
+    match a {
+        Aead::Aes128Gcm16 => "aes128gcm16",
+        Aead::Aes256Gcm16 => "aes256gcm16",
+        Aead::ChaCha20Poly1305 => "chacha20poly1305",
+    }
+}
+
+fn params(aead: Aead, v6: bool, udp: bool) -> Params {
+    Params {
+        aead,
+        v6,
+        udp,
+        esn: true,
+        tfc: Vec::new(),
+        dscp: 0,
+        lifetimes: false,
+        small_window: false,
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).expect("seed directory");
+    std::fs::write(dir.join(name), bytes).expect("seed file");
+}
+
+/// Seals `inner` with the left engine of `p` and checks that the right
+/// engine delivers it unchanged.
+fn seal(p: &Params, inner: &[u8]) -> Vec<u8> {
+    let now = Timestamp(0);
+    let mut left = engine(&policy(p, Side::Left), now);
+    let mut right = engine(&policy(p, Side::Right), now);
+    let mut out = vec![0u8; 65_535];
+    let Verdict::Send(n) = left.outbound(inner, &mut out, now) else {
+        panic!("the left does not send {inner:02x?}");
+    };
+    let sealed = out[..n].to_vec();
+    let mut pkt = sealed.clone();
+    assert_eq!(right.inbound(&mut pkt, now), Verdict::Send(inner.len()));
+    assert_eq!(&pkt[..inner.len()], inner);
+    sealed
+}
+
+fn tso_v4(payload_len: usize, mss: u16) -> Vec<u8> {
+    let data: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
+    let pkt = ipv4(L4, R4, 6, 0x02, &tcp(40000, 443, 0x18, &data));
+    let h = VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: mss,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    [&h.to_bytes()[..], &pkt].concat()
+}
+
+fn tso_v6(payload_len: usize, mss: u16) -> Vec<u8> {
+    let data: Vec<u8> = (0..payload_len).map(|i| (i * 7) as u8).collect();
+    let pkt = ipv6(L6, R6, 6, 0, &tcp(40001, 8080, 0x10, &data));
+    let h = VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV6,
+        hdr_len: 60,
+        gso_size: mss,
+        csum_start: 40,
+        csum_offset: 16,
+    };
+    [&h.to_bytes()[..], &pkt].concat()
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seeds = root.join("seeds");
+    let samples = samples();
+    let protected = ["v4-tcp-ack-ect0", "v6-udp"];
+
+    // esp_decap: outer datagrams as they leave the left engine.
+    for aead in AEADS {
+        for v6 in [false, true] {
+            for udp in [false, true] {
+                let p = params(aead, v6, udp);
+                for (name, inner) in samples.iter().filter(|(n, _)| protected.contains(n)) {
+                    let sealed = seal(&p, inner);
+                    let file = format!(
+                        "{}-{}-{}-{}.bin",
+                        aead_name(aead),
+                        if v6 { "v6" } else { "v4" },
+                        if udp { "udp" } else { "esp" },
+                        name
+                    );
+                    write(&seeds.join("esp_decap"), &file, &sealed);
+                }
+            }
+        }
+    }
+
+    // esp_seal: per AEAD and a few parameter sets, every sample sealed
+    // (op 0), crafted plaintexts of each mode (op 1), a replay and a
+    // report (op 3), and the engine's own sealed packets as raw black
+    // reads (op 2, last: they move the replay window).
+    let sets = [
+        (false, false, false, Vec::new(), false),
+        (true, true, true, vec![256, 1500], false),
+        (false, true, false, vec![100, 1500], true),
+    ];
+    for aead in AEADS {
+        for (i, (v6, udp, esn, tfc, lifetimes)) in sets.iter().enumerate() {
+            let p = Params {
+                aead,
+                v6: *v6,
+                udp: *udp,
+                esn: *esn,
+                tfc: tfc.clone(),
+                dscp: 10,
+                lifetimes: *lifetimes,
+                small_window: i == 2,
+            };
+            let mut s = p.encode().to_vec();
+            assert_eq!(Params::decode(p.encode()), p);
+            for (_, inner) in &samples {
+                s.push(0);
+                push_record(&mut s, inner);
+            }
+            // An ECN-capable packet under an outer CE mark.
+            s.push(0x0c);
+            push_record(&mut s, &samples[1].1);
+            for mode in 0u8..4 {
+                let inner = &samples[if mode % 2 == 0 { 0 } else { 5 }].1;
+                let mut c = vec![mode | 0x04 | 0x08, 0, 4];
+                c.extend_from_slice(&0u64.to_be_bytes());
+                c.extend_from_slice(inner);
+                if mode == 0 {
+                    c.extend_from_slice(&[1, 2, 2, 4]);
+                }
+                if mode == 1 {
+                    c.extend_from_slice(&[1, 2]);
+                    c[1] = 2;
+                }
+                s.push(1);
+                push_record(&mut s, &c);
+            }
+            s.push(3);
+            push_record(&mut s, &[0]);
+            s.push(3);
+            push_record(&mut s, &[3]);
+            let pr = params(aead, *v6, *udp);
+            let sealed = seal(&pr, &samples[0].1);
+            s.push(2);
+            push_record(&mut s, &sealed);
+            write(
+                &seeds.join("esp_seal"),
+                &format!("{}-set{i}.bin", aead_name(aead)),
+                &s,
+            );
+        }
+    }
+
+    // pump: reads from red (plain, with vnet headers, TSO super-packets)
+    // and ESP read from black, per AEAD, without and with offloads.
+    for aead in AEADS {
+        for (ports, udp, v6) in [
+            (0u8, false, false),
+            (0x0f, true, false),
+            (0x0f, true, true),
+            (0x0d, false, true),
+        ] {
+            let p = params(aead, v6, udp);
+            let mut s = p.encode().to_vec();
+            s.push(ports);
+            let red_vnet = ports & 1 != 0;
+            let frame = |pkt: &[u8]| {
+                if red_vnet {
+                    [&VnetHdr::NONE.to_bytes()[..], pkt].concat()
+                } else {
+                    pkt.to_vec()
+                }
+            };
+            for (_, inner) in samples.iter().take(8) {
+                s.push(0);
+                push_record(&mut s, &frame(inner));
+            }
+            if red_vnet {
+                s.push(0);
+                push_record(&mut s, &tso_v4(4000, 1400));
+                s.push(0);
+                push_record(&mut s, &tso_v6(3000, 1200));
+            }
+            s.push(2);
+            push_record(&mut s, &[]);
+            s.push(3);
+            push_record(&mut s, &[]);
+            let black_vnet = ports & 2 != 0;
+            let mut sealed = seal(&p, &samples[1].1);
+            if black_vnet {
+                sealed = [&VnetHdr::NONE.to_bytes()[..], &sealed].concat();
+            }
+            s.push(1);
+            push_record(&mut s, &sealed);
+            let name = format!(
+                "{}-{}-{}-ports{ports:02x}.bin",
+                aead_name(aead),
+                if v6 { "v6" } else { "v4" },
+                if udp { "udp" } else { "esp" }
+            );
+            write(&seeds.join("pump"), &name, &s);
+        }
+    }
+
+    // offload: TSO super-packets (IPv4, IPv6) and a UDP packet whose
+    // checksum is left to "hardware", as a personality's TUN hands them over.
+    let offload = seeds.join("offload");
+    write(&offload, "tso-v4.bin", &tso_v4(4000, 1400));
+    write(&offload, "tso-v6.bin", &tso_v6(3000, 1200));
+    let udp_csum = VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: viaduct::offload::GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    write(
+        &offload,
+        "udp-needs-csum.bin",
+        &[&udp_csum.to_bytes()[..], &samples[2].1].concat(),
+    );
+
+    // The policy seeds: blobs compiled by the CLI must decode, and each
+    // decode_body seed is its blob without header and digest.
+    let pol = root.join("../../policy/blob/fuzz/seeds");
+    let mut n = 0;
+    for e in std::fs::read_dir(pol.join("decode")).expect("policy seeds") {
+        let path = e.expect("entry").path();
+        let blob = std::fs::read(&path).expect("blob");
+        Policy::decode(&blob).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        let body = &blob[11..blob.len() - 32];
+        let stem = path
+            .file_stem()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let have =
+            std::fs::read(pol.join("decode_body").join(format!("{stem}.body"))).expect("body seed");
+        assert_eq!(have, body, "{stem}.body is not the body of {stem}.blob");
+        n += 1;
+    }
+    println!("seeds written; {n} policy blobs decode and match their bodies");
+}
