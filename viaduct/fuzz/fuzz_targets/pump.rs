@@ -22,7 +22,7 @@
 #![no_main]
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use libfuzzer_sys::fuzz_target;
 use viaduct::offload::{gso_split, VnetHdr, GSO_NONE, VNET_HDR_LEN};
@@ -35,45 +35,25 @@ const FRAME_MAX: usize = VNET_HDR_LEN + 65_535;
 
 /// A non-blocking SOCK_SEQPACKET pair: (the pump's end, ours).
 fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid array of two ints for socketpair to fill.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0, "socketpair");
-    let big: libc::c_int = 4 << 20;
-    for fd in fds {
-        // SAFETY: `fd` is an open socket; the option value is a c_int.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&big as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+    use rustix::net::{socketpair, sockopt, AddressFamily, SocketFlags, SocketType};
+    let (a, b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socketpair");
+    for fd in [&a, &b] {
+        let _ = sockopt::set_socket_send_buffer_size(fd, 4 << 20);
     }
-    // SAFETY: socketpair returned two new descriptors that nothing else owns.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    (a, b)
 }
 
 /// Every datagram waiting on `fd` (non-blocking).
 fn drain(fd: &OwnedFd, buf: &mut [u8]) -> Vec<Vec<u8>> {
-    use std::os::fd::AsRawFd;
     let mut got = Vec::new();
-    loop {
-        // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            break;
-        }
-        got.push(buf[..n as usize].to_vec());
+    while let Ok(n) = rustix::io::read(fd, &mut *buf) {
+        got.push(buf[..n].to_vec());
     }
     got
 }
