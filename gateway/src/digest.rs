@@ -83,15 +83,7 @@ impl Sha256Digest {
 
     /// Parses exactly 64 lowercase hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
-        let b = s.as_bytes();
-        if b.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in b.chunks_exact(2).enumerate() {
-            out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
-        }
-        Some(Sha256Digest(out))
+        from_hex(s).map(Sha256Digest)
     }
 
     /// Lowercase hex spelling (64 characters).
@@ -123,6 +115,19 @@ fn hex_val(c: u8) -> Option<u8> {
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     }
+}
+
+/// Parses exactly `2 * N` lowercase hex digits.
+pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Lowercase hex of arbitrary bytes.

@@ -66,20 +66,7 @@ pub struct KeyUse(pub [u8; ENTRY_LEN]);
 impl KeyUse {
     /// Parses 32 lowercase hex digits.
     pub fn from_hex(s: &str) -> Option<KeyUse> {
-        let b = s.as_bytes();
-        if b.len() != ENTRY_LEN * 2 {
-            return None;
-        }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let mut out = [0u8; ENTRY_LEN];
-        for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-            *o = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        Some(KeyUse(out))
+        crate::digest::from_hex(s).map(KeyUse)
     }
 
     /// Lowercase hex.

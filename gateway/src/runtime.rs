@@ -862,11 +862,7 @@ impl Runtime {
         }
         let n = self.manual_keys.len();
         if self.keys_installed {
-            return Err(format!(
-                "its {n} manual keys were installed once in this boot; installing them again \
-                 would restart their sequence numbers, hence AEAD nonces, at 1 (and reopen the \
-                 replay window). Build an image with new keys, or key the tunnels with IKEv2"
-            ));
+            return Err(installed_once(n));
         }
         let Some(dev) = self.env.tpm.iter().find(|p| p.exists()) else {
             return Err(format!(
@@ -1147,16 +1143,7 @@ impl Runtime {
             log.log(&format!("viaduct exited ({})", describe_status(status)));
             self.units[i].restarts += 1;
             let n = self.manual_keys.len();
-            self.hold(
-                i,
-                format!(
-                    "its {n} manual keys were installed once in this boot; installing them \
-                     again would restart their sequence numbers, hence AEAD nonces, at 1 (and \
-                     reopen the replay window). Build an image with new keys, or key the \
-                     tunnels with IKEv2"
-                ),
-                log,
-            );
+            self.hold(i, installed_once(n), log);
             return true;
         }
         u.pid = None;
@@ -1358,6 +1345,15 @@ impl Runtime {
         let ready = vec![true; self.fds().len()];
         self.relay(&ready, log);
     }
+}
+
+/// Why a Viaduct that was started with `n` manual keys is not started again.
+fn installed_once(n: usize) -> String {
+    format!(
+        "its {n} manual keys were installed once in this boot; installing them again would \
+         restart their sequence numbers, hence AEAD nonces, at 1 (and reopen the replay \
+         window). Build an image with new keys, or key the tunnels with IKEv2"
+    )
 }
 
 /// Opens the TPM at `path`: a character device, or a Unix socket (swtpm in host tests).
