@@ -15,6 +15,8 @@
 //!          [--initiate] [--retransmit-ms 500] [--sends 3] [--exit-after-s 60]
 //!          [--cookie-threshold N]   (0: demand a COOKIE from every initiator)
 //!          [--drop-send 2,3] [--drop-recv 1]   (lose the n-th datagram, from 1)
+//!          [--pfs x25519|ecp256] [--child-rekey-s S] [--child-expire-s S]
+//!          [--ike-rekey-s S] [--dpd-s S] [--jitter-percent P]   (0 s: off)
 //! ```
 //!
 //! Proposals use strongSwan's syntax, one per flag, as this crate names them
@@ -27,7 +29,7 @@
 //! Output, one JSON object per line, each with a `"type"`: `ready` (sockets
 //! bound), `send` and `recv` (with the exchange, message ID, whether it is a
 //! response, and `dropped`), `install_child_sa`, `delete_child_sa`,
-//! `set_timer`, `event` (with `kind`, a human `message` and the `debug`
+//! `use_outbound`, `set_timer`, `event` (with `kind`, a human `message` and the `debug`
 //! form), and `exit`; each also has `t_ms` and `unix_ms`. The process runs
 //! until killed or `--exit-after-s`.
 
@@ -79,6 +81,12 @@ struct Args {
     cookie_threshold: Option<u32>,
     drop_send: Vec<u64>,
     drop_recv: Vec<u64>,
+    pfs: Option<Group>,
+    child_rekey: Option<u64>,
+    child_expire: Option<u64>,
+    ike_rekey: Option<u64>,
+    dpd: Option<u64>,
+    jitter: Option<u8>,
 }
 
 fn usage(problem: &str) -> ! {
@@ -89,7 +97,8 @@ fn usage(problem: &str) -> ! {
          | --ecdsa-p256-scalar HEX --peer-ecdsa-p256 HEX) --ike PROPOSAL... \
          --esp PROPOSAL... --local-ts CIDR... --remote-ts CIDR... [--initiate] \
          [--retransmit-ms MS] [--sends N] [--exit-after-s S] [--cookie-threshold N] \
-         [--drop-send N,...] [--drop-recv N,...]"
+         [--drop-send N,...] [--drop-recv N,...] [--pfs GROUP] [--child-rekey-s S] \
+         [--child-expire-s S] [--ike-rekey-s S] [--dpd-s S] [--jitter-percent P]"
     );
     std::process::exit(2)
 }
@@ -175,6 +184,12 @@ fn parse_args() -> Args {
         cookie_threshold: None,
         drop_send: Vec::new(),
         drop_recv: Vec::new(),
+        pfs: None,
+        child_rekey: None,
+        child_expire: None,
+        ike_rekey: None,
+        dpd: None,
+        jitter: None,
     };
     while let Some(flag) = it.next() {
         if flag == "--initiate" {
@@ -216,6 +231,23 @@ fn parse_args() -> Args {
             "--exit-after-s" => a.exit_after = Some(Duration::from_secs(number(&value))),
             "--drop-send" => a.drop_send = value.split(',').map(number).collect(),
             "--drop-recv" => a.drop_recv = value.split(',').map(number).collect(),
+            "--pfs" => {
+                a.pfs = Some(match value.as_str() {
+                    "x25519" => Group::Curve25519,
+                    "ecp256" => Group::Ecp256,
+                    _ => usage("--pfs: x25519 or ecp256"),
+                })
+            }
+            "--child-rekey-s" => a.child_rekey = Some(number(&value)),
+            "--child-expire-s" => a.child_expire = Some(number(&value)),
+            "--ike-rekey-s" => a.ike_rekey = Some(number(&value)),
+            "--dpd-s" => a.dpd = Some(number(&value)),
+            "--jitter-percent" => {
+                a.jitter = Some(
+                    u8::try_from(number(&value))
+                        .unwrap_or_else(|_| usage("--jitter-percent: 0 to 50")),
+                )
+            }
             "--cookie-threshold" => {
                 a.cookie_threshold = Some(
                     u32::try_from(number(&value))
@@ -274,6 +306,24 @@ fn config(a: Args) -> Config {
     if let Some(n) = a.cookie_threshold {
         c.cookies.global_threshold = n;
         c.cookies.per_address_threshold = n;
+    }
+    c.pfs = a.pfs;
+    let secs = Duration::from_secs;
+    if let Some(s) = a.child_rekey {
+        c.child_lifetimes.rekey_after = secs(s);
+        c.child_lifetimes.expire_after = secs(a.child_expire.unwrap_or(s + s / 10 + 10));
+    }
+    if let Some(s) = a.ike_rekey {
+        c.ike_rekey_after = (s > 0).then(|| secs(s));
+    }
+    if let Some(s) = a.dpd {
+        c.dpd_delay = (s > 0).then(|| secs(s));
+    }
+    if let Some(p) = a.jitter {
+        c.rekey_jitter_percent = p;
+    }
+    if let Err(e) = c.validate() {
+        usage(&e.to_string());
     }
     c
 }
@@ -344,6 +394,8 @@ fn install(i: &ChildSaInstall) -> Value {
         "local": i.path.local.to_string(),
         "remote": i.path.remote.to_string(),
         "udp_encapsulation": i.udp_encapsulation,
+        "outbound_active": i.outbound_active,
+        "replaces": i.replaces.map(|s| s.to_string()),
     })
 }
 
@@ -384,8 +436,64 @@ fn event(e: &Event) -> Value {
             "retransmitted",
             format!("{ike_sa}: {exchange} sent {sends} times"),
         ),
+        Event::ChildSaRekeyed { old, new, by_us } => (
+            "child_sa_rekeyed",
+            format!(
+                "CHILD SA {}/{} replaced by {}/{} ({})",
+                old.inbound_spi,
+                old.outbound_spi,
+                new.inbound_spi,
+                new.outbound_spi,
+                if *by_us {
+                    "our rekey"
+                } else {
+                    "the peer's rekey"
+                }
+            ),
+        ),
+        Event::ChildSaCreated { child, .. } => (
+            "child_sa_created",
+            format!("CHILD SA {}/{}", child.inbound_spi, child.outbound_spi),
+        ),
+        Event::ChildSaDeleted { child, reason } => (
+            "child_sa_deleted",
+            format!(
+                "CHILD SA {}/{}: {reason}",
+                child.inbound_spi, child.outbound_spi
+            ),
+        ),
+        Event::RekeyCollision {
+            ike_sa,
+            what,
+            ours_survives,
+        } => (
+            "rekey_collision",
+            format!("{ike_sa}: both sides rekeyed {what}; ours survives: {ours_survives}"),
+        ),
+        Event::RekeyFailed {
+            ike_sa,
+            what,
+            failure,
+        } => ("rekey_failed", format!("{ike_sa}: {what}: {failure}")),
+        Event::IkeSaRekeyed { old, new, by_us } => (
+            "ike_sa_rekeyed",
+            format!(
+                "IKE SA {old} replaced by {new} ({})",
+                if *by_us {
+                    "our rekey"
+                } else {
+                    "the peer's rekey"
+                }
+            ),
+        ),
     };
-    json!({"type": "event", "kind": kind, "message": message, "debug": format!("{e:?}")})
+    let mut v =
+        json!({"type": "event", "kind": kind, "message": message, "debug": format!("{e:?}")});
+    if let Event::IkeSaRekeyed { new, .. } = e {
+        v["new_ike_sa"] =
+            json!({"spi_i": new.initiator.to_string(), "spi_r": new.responder.to_string()});
+    }
+    v
 }
 
 /// The non-ESP marker on port 4500 (RFC 3948 §2.2).
@@ -478,6 +586,14 @@ fn main() {
                     started,
                     json!({
                         "type": "delete_child_sa",
+                        "inbound_spi": d.inbound_spi.to_string(),
+                        "outbound_spi": d.outbound_spi.to_string(),
+                    }),
+                ),
+                Action::UseOutbound(d) => emit(
+                    started,
+                    json!({
+                        "type": "use_outbound",
                         "inbound_spi": d.inbound_spi.to_string(),
                         "outbound_spi": d.outbound_spi.to_string(),
                     }),

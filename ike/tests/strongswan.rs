@@ -475,6 +475,9 @@ struct Setup {
     sw_pins_other_key: bool,
     /// Ed25519: we pin a key that is not strongSwan's.
     we_pin_other_key: bool,
+    /// More lines for strongSwan's connection `vd` and its child `net`.
+    sw_conn_extra: Vec<String>,
+    sw_child_extra: Vec<String>,
     /// Our flags beyond the identities and credentials.
     our_ike: Vec<String>,
     our_esp: Vec<String>,
@@ -504,6 +507,8 @@ impl Setup {
             our_ike: suite.our_ike.iter().map(|s| s.to_string()).collect(),
             our_esp: suite.our_esp.iter().map(|s| s.to_string()).collect(),
             our_extra: Vec::new(),
+            sw_conn_extra: Vec::new(),
+            sw_child_extra: Vec::new(),
         }
     }
 }
@@ -709,8 +714,10 @@ swanctl {{
         remote_ts = {remote_ts}
         esp_proposals = {esp}
         start_action = none
+{child_extra}
       }}
     }}
+{conn_extra}
   }}
 }}
 {secrets}"#,
@@ -723,6 +730,18 @@ swanctl {{
             esp = s.sw_esp,
             local_ts = s.sw_local_ts,
             remote_ts = s.sw_remote_ts,
+            child_extra = s
+                .sw_child_extra
+                .iter()
+                .map(|l| format!("        {l}\n"))
+                .collect::<String>()
+                .trim_end(),
+            conn_extra = s
+                .sw_conn_extra
+                .iter()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+                .trim_end(),
         );
         std::fs::write(etc.join("swanctl/swanctl.conf"), swanctl_conf).expect("swanctl.conf");
     }
@@ -1123,6 +1142,16 @@ impl Peer {
         while let Ok(v) = self.rx.try_recv() {
             self.lines.push(v);
         }
+    }
+
+    /// Every line of this `type` so far.
+    fn of_type(&mut self, ty: &str) -> Vec<Value> {
+        self.drain();
+        self.lines
+            .iter()
+            .filter(|v| v["type"] == ty)
+            .cloned()
+            .collect()
     }
 
     fn events(&mut self, kind: &str) -> Vec<Value> {
@@ -1895,14 +1924,27 @@ fn dpd_and_deletes(initiator: Initiator) {
         "received DELETE for ESP CHILD_SA with SPI {}",
         install["inbound_spi"].as_str().unwrap_or_default()
     ));
-    let sas = lab.sw_sas();
-    assert!(
-        sas.iter().all(|sa| sa.value("state") == Some("ESTABLISHED")
-            && sa
-                .section("child-sas")
-                .is_none_or(|c| c.sections.is_empty())),
-        "strongSwan still has a CHILD SA: {sas:?}"
-    );
+    if initiator == Initiator::Us {
+        // The tunnel is wanted up: as the IKE SA's initiator we create a
+        // new CHILD SA at once (strongSwan's `close_action = start`).
+        let again = lab.peer().wait_for("a new install_child_sa", |v| {
+            v["type"] == "install_child_sa" && v["inbound_spi"] != install["inbound_spi"]
+        });
+        assert_eq!(again["replaces"], Value::Null);
+        wait_sw(&lab, "the re-created CHILD SA", |lab| {
+            sw_has_child(lab, &again) && sw_children(lab).len() == 1
+        });
+        check_logged_keys(&lab, &again, true);
+    } else {
+        let sas = lab.sw_sas();
+        assert!(
+            sas.iter().all(|sa| sa.value("state") == Some("ESTABLISHED")
+                && sa
+                    .section("child-sas")
+                    .is_none_or(|c| c.sections.is_empty())),
+            "strongSwan still has a CHILD SA: {sas:?}"
+        );
+    }
 
     let out = lab.swanctl_output(&["--terminate", "--ike", "vd", "--timeout", "5"]);
     assert!(out.status.success(), "swanctl --terminate --ike failed");
@@ -2134,50 +2176,229 @@ fn esp_proposal_mismatch_we_initiate() {
     esp_mismatch(Initiator::Us);
 }
 
-/// strongSwan rekeys the CHILD SA; we answer NO_ADDITIONAL_SAS (CREATE_CHILD_SA
-/// is not implemented yet), and strongSwan falls back to reauthentication:
-/// it deletes the IKE SA and sets up a new one, on port 4500 from the start.
-#[test]
-fn child_rekey_refused_strongswan_reauthenticates() {
-    let setup = Setup::new(Method::Psk, AES_X25519);
+/// strongSwan's view of a CHILD SA: INSTALLED under an ESTABLISHED IKE SA
+/// with the SPIs of our `install_child_sa` line (crossed).
+fn sw_has_child(lab: &Lab, install: &Value) -> bool {
+    lab.sw_sas().iter().any(|sa| {
+        sa.value("state") == Some("ESTABLISHED")
+            && sa.section("child-sas").is_some_and(|c| {
+                c.sections.values().any(|ch| {
+                    ch.value("state") == Some("INSTALLED")
+                        && ch.value("spi-in") == install["outbound_spi"].as_str()
+                        && ch.value("spi-out") == install["inbound_spi"].as_str()
+                })
+            })
+    })
+}
+
+/// The CHILD SAs strongSwan has INSTALLED, as (spi-in, spi-out) (a
+/// replaced one lingers a while as DELETED).
+fn sw_children(lab: &Lab) -> Vec<(String, String)> {
+    lab.sw_sas()
+        .iter()
+        .filter_map(|sa| sa.section("child-sas"))
+        .flat_map(|c| c.sections.values())
+        .filter(|ch| ch.value("state") == Some("INSTALLED"))
+        .map(|ch| {
+            (
+                ch.value("spi-in").unwrap_or_default().to_string(),
+                ch.value("spi-out").unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `cond` holds for strongSwan's state, at most [`WAIT`].
+fn wait_sw(lab: &Lab, what: &str, cond: impl Fn(&Lab) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond(lab) {
+        assert!(
+            Instant::now() < deadline,
+            "strongSwan: {what}: {:?}\n{}",
+            lab.sw_sas(),
+            lab.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The keys of the last CHILD SA charon logged match our install (`we_initiated`:
+/// we initiated the exchange that created it).
+fn check_logged_keys(lab: &Lab, install: &Value, we_initiated: bool) {
+    let log = lab.log();
+    let i_to_r = logged_bytes(&log, "encryption initiator key =>").expect("initiator key");
+    let r_to_i = logged_bytes(&log, "encryption responder key =>").expect("responder key");
+    let (out, inb) = if we_initiated {
+        (i_to_r, r_to_i)
+    } else {
+        (r_to_i, i_to_r)
+    };
+    assert_eq!(
+        install["outbound_key"],
+        hex::encode(out),
+        "our outbound key"
+    );
+    assert_eq!(install["inbound_key"], hex::encode(inb), "our inbound key");
+}
+
+/// A CHILD SA rekey, by strongSwan (`swanctl --rekey --child`) or by us (our
+/// soft lifetime), with or without PFS: both sides end with the new CHILD SA
+/// alone, same SPIs and keys; the old one left our data plane only after the
+/// new one was in use on both sides.
+fn child_rekey(rekeyer: Initiator, pfs: bool) {
+    let mut setup = Setup::new(Method::Psk, AES_X25519);
+    if pfs {
+        setup.sw_esp = "aes256gcm16-x25519-noesn".into();
+        setup.our_extra.extend(["--pfs".into(), "x25519".into()]);
+    }
+    if rekeyer == Initiator::Us {
+        setup
+            .our_extra
+            .extend(["--child-rekey-s", "8", "--jitter-percent", "0"].map(String::from));
+    }
     let mut lab = Lab::new(&setup);
     let t0 = Instant::now();
     start(&mut lab, &setup, Initiator::StrongSwan, true);
     let first = check_established(&mut lab, &setup, AES_X25519, Initiator::StrongSwan);
-    let out = lab.swanctl_output(&["--rekey", "--child", "net"]);
-    assert!(out.status.success(), "swanctl --rekey failed");
-    lab.wait_log("peer seems to not support CHILD_SA rekeying, starting reauthentication");
-    lab.peer().event("closed");
-    let second = lab.peer().wait_for("a second install_child_sa", |v| {
+    if rekeyer == Initiator::StrongSwan {
+        let out = lab.swanctl_output(&["--rekey", "--child", "net"]);
+        assert!(out.status.success(), "swanctl --rekey failed");
+    }
+    let second = lab.peer().wait_for("the rekeyed install_child_sa", |v| {
         v["type"] == "install_child_sa" && v["inbound_spi"] != first["inbound_spi"]
     });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let sas = lab.sw_sas();
-        let matched = sas.iter().any(|sa| {
-            sa.value("state") == Some("ESTABLISHED")
-                && sa.value("initiator-spi") == second["ike_sa"]["spi_i"].as_str()
-                && sa.section("child-sas").is_some_and(|c| {
-                    c.sections.values().any(|ch| {
-                        ch.value("state") == Some("INSTALLED")
-                            && ch.value("spi-in") == second["outbound_spi"].as_str()
-                            && ch.value("spi-out") == second["inbound_spi"].as_str()
-                    })
-                })
-        });
-        if matched {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "strongSwan did not reauthenticate: {sas:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(second["replaces"], first["inbound_spi"]);
+    let ours = rekeyer == Initiator::Us;
+    assert_eq!(second["role"], if ours { "initiator" } else { "responder" });
+    // The responder of a rekey sends on the new SA only once the old is
+    // deleted.
+    assert_eq!(second["outbound_active"], ours);
+    if !ours {
+        let used = lab
+            .peer()
+            .wait_for("use_outbound", |v| v["type"] == "use_outbound");
+        assert_eq!(used["inbound_spi"], second["inbound_spi"]);
     }
+    let rekeyed = lab.peer().event("child_sa_rekeyed");
+    assert!(rekeyed["message"]
+        .as_str()
+        .is_some_and(|m| m.ends_with(if ours {
+            "(our rekey)"
+        } else {
+            "(the peer's rekey)"
+        })));
+    wait_sw(&lab, "the rekeyed CHILD SA alone", |lab| {
+        sw_has_child(lab, &second) && sw_children(lab).len() == 1
+    });
+    check_logged_keys(&lab, &second, ours);
+    // charon lists the payloads of each message: a KE payload in both
+    // messages of the exchange exactly when PFS is on.
+    let log = lab.log();
+    let exchange: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CREATE_CHILD_SA request") || l.contains("CREATE_CHILD_SA response"))
+        .filter(|l| l.contains("parsed") || l.contains("generating"))
+        .collect();
+    assert_eq!(exchange.len(), 2, "{exchange:?}");
+    for l in exchange {
+        assert_eq!(l.contains(" KE "), pfs, "{l}");
+        assert!(l.contains("N(REKEY_SA)") || l.contains("response"), "{l}");
+    }
+    // The old SA left our data plane after the linger delay.
+    let deleted = lab
+        .peer()
+        .wait_for("delete_child_sa", |v| v["type"] == "delete_child_sa");
+    assert_eq!(deleted["inbound_spi"], first["inbound_spi"]);
+    assert!(lab.peer().events("failed").is_empty());
     lab.report(
-        "CHILD rekey refused, strongSwan reauthenticates: established again",
+        &format!("CHILD SA rekey by {rekeyer:?} (PFS: {pfs}): new SA on both sides"),
         t0,
     );
+}
+
+#[test]
+fn child_rekey_by_strongswan() {
+    child_rekey(Initiator::StrongSwan, false);
+}
+
+#[test]
+fn child_rekey_by_strongswan_with_pfs() {
+    child_rekey(Initiator::StrongSwan, true);
+}
+
+#[test]
+fn child_rekey_by_us() {
+    child_rekey(Initiator::Us, false);
+}
+
+#[test]
+fn child_rekey_by_us_with_pfs() {
+    child_rekey(Initiator::Us, true);
+}
+
+/// An IKE SA rekey, by strongSwan or by us: a new IKE SA with new SPIs on both
+/// sides, the CHILD SA untouched and moved to it, the old IKE SA gone.
+fn ike_rekey(rekeyer: Initiator) {
+    let mut setup = Setup::new(Method::Psk, AES_X25519);
+    if rekeyer == Initiator::Us {
+        setup
+            .our_extra
+            .extend(["--ike-rekey-s", "6", "--jitter-percent", "0"].map(String::from));
+    }
+    let mut lab = Lab::new(&setup);
+    let t0 = Instant::now();
+    start(&mut lab, &setup, Initiator::StrongSwan, true);
+    let first = check_established(&mut lab, &setup, AES_X25519, Initiator::StrongSwan);
+    if rekeyer == Initiator::StrongSwan {
+        let out = lab.swanctl_output(&["--rekey", "--ike", "vd"]);
+        assert!(out.status.success(), "swanctl --rekey --ike failed");
+    }
+    let rekeyed = lab.peer().event("ike_sa_rekeyed");
+    let ours = rekeyer == Initiator::Us;
+    assert!(rekeyed["message"]
+        .as_str()
+        .is_some_and(|m| m.ends_with(if ours {
+            "(our rekey)"
+        } else {
+            "(the peer's rekey)"
+        })));
+    let new = rekeyed["new_ike_sa"].clone();
+    assert_ne!(new["spi_i"], first["ike_sa"]["spi_i"]);
+    let closed = lab.peer().event("closed");
+    assert!(
+        closed["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with(if ours {
+                "deleted by us"
+            } else {
+                "replaced by its rekeyed successor"
+            })),
+        "{closed}"
+    );
+    wait_sw(&lab, "one IKE SA, the new one, with the CHILD SA", |lab| {
+        let sas = lab.sw_sas();
+        sas.len() == 1
+            && sas[0].value("state") == Some("ESTABLISHED")
+            && sas[0].value("initiator-spi") == new["spi_i"].as_str()
+            && sas[0].value("responder-spi") == new["spi_r"].as_str()
+            && sw_has_child(lab, &first)
+    });
+    assert_eq!(lab.peer().of_type("install_child_sa").len(), 1);
+    assert!(lab.peer().events("failed").is_empty());
+    lab.report(
+        &format!("IKE SA rekey by {rekeyer:?}: new IKE SA, CHILD SA kept"),
+        t0,
+    );
+}
+
+#[test]
+fn ike_rekey_by_strongswan() {
+    ike_rekey(Initiator::StrongSwan);
+}
+
+#[test]
+fn ike_rekey_by_us() {
+    ike_rekey(Initiator::Us);
 }
 
 // ---------------------------------------------------------------- the harness's own parsers

@@ -98,6 +98,12 @@ pub enum Action {
     InstallChildSa(Box<ChildSaInstall>),
     /// Remove the two ESP SAs of a CHILD SA installed earlier.
     DeleteChildSa(ChildSaDelete),
+    /// Send the CHILD SA's traffic with this (installed) CHILD SA's
+    /// outbound SA from now on, instead of the one it replaces. Comes for
+    /// a CHILD SA installed with [`ChildSaInstall::outbound_active`] false:
+    /// the responder of a rekey keeps sending on the old SA until the
+    /// initiator, which may not have the new one yet, deletes the old one.
+    UseOutbound(ChildSaId),
     /// Call [`super::Ike::tick`] at (or after) this time. Every call of
     /// [`super::Ike`] ends with one if any timer is pending, replacing the
     /// earlier one; a call that ends without one leaves no timer pending.
@@ -150,6 +156,13 @@ pub struct ChildSaInstall {
     pub path: Path,
     /// ESP in UDP (RFC 3948) on `path`'s ports: a NAT was detected.
     pub udp_encapsulation: bool,
+    /// Whether to send with it at once. False for the responder of a
+    /// rekey: install the inbound SA now, send on the old CHILD SA until
+    /// [`Action::UseOutbound`] names this one.
+    pub outbound_active: bool,
+    /// The CHILD SA (by our inbound SPI) this one replaces, if it comes
+    /// from a rekey.
+    pub replaces: Option<ChildSpi>,
     pub(crate) keys: ChildSaKeys,
     pub(crate) role: Role,
 }
@@ -178,8 +191,11 @@ impl ChildSaInstall {
 }
 
 /// A CHILD SA to remove.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChildSaDelete {
+pub type ChildSaDelete = ChildSaId;
+
+/// A CHILD SA: its IKE SA and its two SPIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChildSaId {
     /// The IKE SA that negotiated it.
     pub ike_sa: IkeSaId,
     /// Our SPI.
@@ -257,6 +273,62 @@ pub enum Event {
         /// Why.
         reason: Dropped,
     },
+    /// A CHILD SA was replaced by a new one (CREATE_CHILD_SA with
+    /// REKEY_SA), by either side.
+    ChildSaRekeyed {
+        /// The CHILD SA replaced.
+        old: ChildSaId,
+        /// Its successor.
+        new: ChildSaId,
+        /// Whether we initiated the exchange.
+        by_us: bool,
+    },
+    /// A CHILD SA was created in an established IKE SA (CREATE_CHILD_SA
+    /// without REKEY_SA).
+    ChildSaCreated {
+        /// The new CHILD SA.
+        child: ChildSaId,
+        /// Whether we initiated the exchange.
+        by_us: bool,
+    },
+    /// A CHILD SA is gone (its inbound half may linger for
+    /// [`super::Config::rekeyed_delete_delay`]).
+    ChildSaDeleted {
+        /// The CHILD SA.
+        child: ChildSaId,
+        /// Why.
+        reason: ChildDeleted,
+    },
+    /// Both sides rekeyed the same SA at once (RFC 7296 §2.8.1, §2.8.2);
+    /// the SA made with the lowest of the four nonces is redundant.
+    RekeyCollision {
+        /// The IKE SA the exchanges ran on.
+        ike_sa: IkeSaId,
+        /// What was rekeyed twice.
+        what: Rekeyed,
+        /// Whether the SA our own exchange created survives.
+        ours_survives: bool,
+    },
+    /// A rekey or create exchange we started did not create an SA; the SA
+    /// it was to replace stays (a rekey is retried later).
+    RekeyFailed {
+        /// The IKE SA.
+        ike_sa: IkeSaId,
+        /// What we tried to rekey.
+        what: Rekeyed,
+        /// Why.
+        failure: ChildFailure,
+    },
+    /// The IKE SA was replaced by a new one (CREATE_CHILD_SA with an IKE
+    /// proposal), which took over its CHILD SAs.
+    IkeSaRekeyed {
+        /// The IKE SA replaced.
+        old: IkeSaId,
+        /// Its successor.
+        new: IkeSaId,
+        /// Whether we initiated the exchange.
+        by_us: bool,
+    },
     /// A request was sent again: the timer ran out before a response came.
     Retransmitted {
         /// The IKE SA.
@@ -268,11 +340,66 @@ pub enum Event {
     },
 }
 
+/// What a rekey exchange was about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rekeyed {
+    /// The CHILD SA with this inbound SPI of ours.
+    Child(ChildSpi),
+    /// A new CHILD SA (no predecessor).
+    NewChild,
+    /// The IKE SA.
+    Ike,
+}
+
+impl fmt::Display for Rekeyed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rekeyed::Child(spi) => write!(f, "CHILD SA {spi}"),
+            Rekeyed::NewChild => f.write_str("a new CHILD SA"),
+            Rekeyed::Ike => f.write_str("the IKE SA"),
+        }
+    }
+}
+
+/// Why a CHILD SA was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildDeleted {
+    /// It was replaced by a rekey and the replacement is in use.
+    Rekeyed,
+    /// It was redundant after a rekey collision.
+    Redundant,
+    /// The peer deleted it.
+    ByPeer,
+    /// We were asked to delete it.
+    ByUs,
+    /// It reached its hard lifetime without being replaced.
+    Expired,
+    /// Its IKE SA is gone (deleted, failed, or dead).
+    IkeSaGone,
+}
+
+impl fmt::Display for ChildDeleted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChildDeleted::Rekeyed => "replaced by its rekeyed successor",
+            ChildDeleted::Redundant => "redundant after a rekey collision",
+            ChildDeleted::ByPeer => "deleted by the peer",
+            ChildDeleted::ByUs => "deleted by us",
+            ChildDeleted::Expired => "hard lifetime reached without a rekey",
+            ChildDeleted::IkeSaGone => "its IKE SA is gone",
+        })
+    }
+}
+
 /// Why the peer closed an IKE SA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Closed {
     /// It sent a Delete payload for the IKE SA.
     DeletedByPeer,
+    /// We deleted it (our Delete was answered, or went unanswered).
+    DeletedByUs,
+    /// It was replaced by a rekeyed IKE SA and then deleted.
+    Rekeyed,
     /// It sent AUTHENTICATION_FAILED in an INFORMATIONAL exchange: it
     /// could not verify our AUTH (RFC 7296 §2.21.2).
     PeerRefusedOurAuthentication,
@@ -282,6 +409,8 @@ impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Closed::DeletedByPeer => "deleted by the peer",
+            Closed::DeletedByUs => "deleted by us",
+            Closed::Rekeyed => "replaced by its rekeyed successor",
             Closed::PeerRefusedOurAuthentication => {
                 "the peer could not verify our authentication (AUTHENTICATION_FAILED)"
             }

@@ -274,6 +274,28 @@ pub struct Config {
     pub half_open_timeout: Duration,
     /// Responder COOKIE policy.
     pub cookies: CookiePolicy,
+    /// Perfect forward secrecy for CHILD SAs created or rekeyed with
+    /// CREATE_CHILD_SA: the key exchange method offered and demanded
+    /// (strongSwan's `esp_proposals = …-x25519-…`), or `None` for keys
+    /// from SK_d and the nonces alone. The first CHILD SA, created in
+    /// IKE_AUTH, never has its own key exchange (RFC 7296 §1.2).
+    pub pfs: Option<Group>,
+    /// When to rekey the IKE SA (strongSwan's `rekey_time`, default 4 h);
+    /// `None`: never (it lives as long as the peer keeps it).
+    pub ike_rekey_after: Option<Duration>,
+    /// Rekey times are drawn up to this share (in percent) earlier than
+    /// configured, so that two peers with the same lifetimes rarely start
+    /// at the same moment (strongSwan's `rand_time`, 10 % here).
+    pub rekey_jitter_percent: u8,
+    /// How long the inbound half of a replaced CHILD SA is kept after it
+    /// was deleted, for packets still in flight (strongSwan's
+    /// `delete_rekeyed_delay`, 5 s).
+    pub rekeyed_delete_delay: Duration,
+    /// Dead peer detection: an empty INFORMATIONAL request after this long
+    /// without an authenticated message from the peer; if it goes
+    /// unanswered through every retransmission, the IKE SA and its CHILD
+    /// SAs are deleted. `None`: off.
+    pub dpd_delay: Option<Duration>,
 }
 
 /// A selector for all traffic of one address.
@@ -295,7 +317,9 @@ impl Config {
     /// any protocol); CHILD SA rekey after 1 h, expiry after 1 h 10 min;
     /// retransmissions after 1 s × 1.8ⁿ, 5 sends; half-open timeout 30 s;
     /// cookies above 30 half-open SAs or 3 from one address, secrets
-    /// rotated every 2 min.
+    /// rotated every 2 min; no PFS for rekeyed CHILD SAs; IKE SA rekeyed
+    /// after 4 h; rekey times up to 10 % early; a replaced CHILD SA's
+    /// inbound half kept 5 s; dead peer detection after 30 s of silence.
     pub fn new(
         local: SocketAddr,
         remote: SocketAddr,
@@ -351,6 +375,11 @@ impl Config {
                 per_address_threshold: 3,
                 secret_lifetime: Duration::from_secs(120),
             },
+            pfs: None,
+            ike_rekey_after: Some(Duration::from_secs(4 * 3600)),
+            rekey_jitter_percent: 10,
+            rekeyed_delete_delay: Duration::from_secs(5),
+            dpd_delay: Some(Duration::from_secs(30)),
         }
     }
 
@@ -413,6 +442,18 @@ impl Config {
             return bad(
                 "retransmit",
                 "1 to 32 sends, a non-zero first timeout, a backoff of at least 10 tenths".into(),
+            );
+        }
+        if self.rekey_jitter_percent > 50 {
+            return bad("rekey_jitter_percent", "0 to 50 percent".into());
+        }
+        if self.child_lifetimes.rekey_after.is_zero()
+            || self.ike_rekey_after.is_some_and(|d| d.is_zero())
+            || self.dpd_delay.is_some_and(|d| d.is_zero())
+        {
+            return bad(
+                "child_lifetimes",
+                "rekey times and the DPD delay must be non-zero".into(),
             );
         }
         if self.half_open_timeout.is_zero() || self.cookies.secret_lifetime.is_zero() {

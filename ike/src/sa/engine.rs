@@ -8,11 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use crate::crypto::Role;
 use crate::wire::{ChildSpi, ExchangeType, IkeSpi, Message};
 
+use super::action::ChildSaId;
 use super::action::{Action, Datagram, Event, IkeSaId, Path, Timestamp};
 use super::config::Config;
 use super::cookie::CookieJar;
 use super::entropy::{self, Entropy};
-use super::established::{Closing, EstablishedSa};
+use super::established::{Closing, EstablishedSa, Fate, Want};
 use super::failure::{Dropped, Failure};
 use super::initiator::{AuthSent, InitSent};
 use super::responder::{self, InitAnswered, InitOutcome};
@@ -27,6 +28,20 @@ pub(crate) struct Ctx<'a> {
     actions: &'a mut Vec<Action>,
     child_spis: &'a mut HashSet<ChildSpi>,
     owned: &'a mut Vec<ChildSpi>,
+    /// The IKE SAs in the engine (without the one running), and the SPI
+    /// of the one running: taken IKE SPIs.
+    sas: &'a HashMap<IkeSpi, Sa>,
+    current: Option<IkeSpi>,
+    /// IKE SAs created by a rekey, to be added when the handler returns.
+    spawned: &'a mut Vec<Spawned>,
+}
+
+/// An IKE SA created by a rekey, with the ESP SPIs it took over.
+pub(crate) struct Spawned {
+    spi: IkeSpi,
+    role: Role,
+    state: State,
+    child_spis: Vec<ChildSpi>,
 }
 
 impl Ctx<'_> {
@@ -69,6 +84,53 @@ impl Ctx<'_> {
     pub(crate) fn release_child_spi(&mut self, spi: ChildSpi) {
         self.child_spis.remove(&spi);
         self.owned.retain(|s| *s != spi);
+    }
+
+    /// A fresh IKE SPI for an IKE SA created by a rekey.
+    pub(crate) fn new_ike_spi(&mut self) -> Result<IkeSpi, Failure> {
+        let (sas, current, spawned) = (self.sas, self.current, &*self.spawned);
+        entropy::ike_spi(self.entropy, |s| {
+            sas.contains_key(&s) || current == Some(s) || spawned.iter().any(|x| x.spi == s)
+        })
+        .ok_or_else(|| Failure::internal("drawing an IKE SPI", "the entropy source repeats itself"))
+    }
+
+    /// Adds an IKE SA made by a rekey to the engine, with the CHILD SAs it
+    /// holds (their ESP SPIs move to it).
+    pub(crate) fn spawn(&mut self, sa: Box<EstablishedSa>) {
+        let child_spis: Vec<ChildSpi> = sa.children.iter().map(|c| c.pair.inbound).collect();
+        self.owned.retain(|s| !child_spis.contains(s));
+        let spi = match sa.role {
+            Role::Initiator => sa.id.initiator,
+            Role::Responder => sa.id.responder,
+        };
+        self.spawned.push(Spawned {
+            spi,
+            role: sa.role,
+            state: State::Established(sa),
+            child_spis,
+        });
+    }
+
+    /// `now + d`, less a random share of up to
+    /// [`Config::rekey_jitter_percent`] of `d`.
+    pub(crate) fn jittered(&mut self, d: std::time::Duration) -> Timestamp {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let span = ms / 100 * u64::from(self.config.rekey_jitter_percent);
+        let r = u64::from_be_bytes(entropy::array(self.entropy));
+        let early = r.checked_rem(span.saturating_add(1)).unwrap_or(0);
+        Timestamp::from_millis(
+            self.now
+                .as_millis()
+                .saturating_add(ms.saturating_sub(early)),
+        )
+    }
+
+    /// When to retry an exchange the peer answered TEMPORARY_FAILURE: 1 to
+    /// 4 s from now, at random (so that two peers do not collide again).
+    pub(crate) fn retry_at(&mut self) -> Timestamp {
+        let r = u64::from_be_bytes(entropy::array(self.entropy));
+        Timestamp::from_millis(self.now.as_millis().saturating_add(1000 + r % 3000))
     }
 }
 
@@ -134,12 +196,12 @@ pub(crate) enum Outcome {
 }
 
 impl State {
-    fn deadline(&self) -> Option<Timestamp> {
+    fn deadline(&self, config: &Config) -> Option<Timestamp> {
         match self {
             State::InitSent(s) => Some(s.deadline()),
             State::AuthSent(s) => Some(s.deadline()),
             State::InitAnswered(s) => Some(s.deadline()),
-            State::Established(_) => None,
+            State::Established(s) => s.deadline(config.dpd_delay),
             State::Closing(s) => Some(s.deadline()),
         }
     }
@@ -149,7 +211,7 @@ impl State {
             State::InitSent(s) => s.on_timer(ctx),
             State::AuthSent(s) => s.on_timer(ctx),
             State::InitAnswered(s) => s.on_timer(ctx),
-            s @ State::Established(_) => Outcome::Keep(s),
+            State::Established(s) => s.on_timer(ctx),
             State::Closing(_) => Outcome::Remove,
         }
     }
@@ -276,6 +338,7 @@ impl<E: Entropy> Ike<E> {
             remote: self.config.remote,
         };
         let mut owned = Vec::new();
+        let mut spawned = Vec::new();
         let mut ctx = Ctx {
             config: &self.config,
             entropy: &mut self.entropy,
@@ -283,6 +346,9 @@ impl<E: Entropy> Ike<E> {
             actions: &mut actions,
             child_spis: &mut self.child_spis,
             owned: &mut owned,
+            sas: &self.sas,
+            current: Some(spi),
+            spawned: &mut spawned,
         };
         if let Some(state) = InitSent::start(&mut ctx, spi, path) {
             self.sas.insert(
@@ -321,7 +387,7 @@ impl<E: Entropy> Ike<E> {
         let due: Vec<IkeSpi> = self
             .sas
             .iter()
-            .filter(|(_, sa)| sa.state.deadline().is_some_and(|d| d <= now))
+            .filter(|(_, sa)| sa.state.deadline(&self.config).is_some_and(|d| d <= now))
             .map(|(spi, _)| *spi)
             .collect();
         for spi in due {
@@ -333,7 +399,10 @@ impl<E: Entropy> Ike<E> {
 
     /// The earliest time [`Ike::tick`] has something to do.
     pub fn next_timer(&self) -> Option<Timestamp> {
-        self.sas.values().filter_map(|sa| sa.state.deadline()).min()
+        self.sas
+            .values()
+            .filter_map(|sa| sa.state.deadline(&self.config))
+            .min()
     }
 
     /// Every IKE SA by our SPI: our role and its phase.
@@ -345,6 +414,89 @@ impl<E: Entropy> Ike<E> {
             .collect();
         v.sort_by_key(|(spi, _, _)| *spi);
         v
+    }
+
+    /// Rekeys the CHILD SA with our inbound SPI `inbound` now (say, when
+    /// the data plane reports its soft byte or packet lifetime). Nothing
+    /// happens for an SPI that names no CHILD SA in service.
+    pub fn rekey_child(&mut self, inbound: ChildSpi, now: Timestamp) -> Vec<Action> {
+        let owner = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.child_spis.contains(&inbound))
+            .map(|(spi, _)| *spi);
+        self.with_established(owner, now, |s| s.want(Want::RekeyChild(inbound)))
+    }
+
+    /// Deletes the CHILD SA with our inbound SPI `inbound` (a Delete to the
+    /// peer; it leaves the data plane when the peer answers).
+    pub fn delete_child(&mut self, inbound: ChildSpi, now: Timestamp) -> Vec<Action> {
+        let owner = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.child_spis.contains(&inbound))
+            .map(|(spi, _)| *spi);
+        self.with_established(owner, now, |s| {
+            if s.child(inbound).is_some() {
+                s.delete_later(inbound, super::action::ChildDeleted::ByUs);
+            }
+        })
+    }
+
+    /// Rekeys the IKE SA with our SPI `spi` now.
+    pub fn rekey_ike(&mut self, spi: IkeSpi, now: Timestamp) -> Vec<Action> {
+        self.with_established(Some(spi), now, |s| {
+            if s.fate == Fate::Live {
+                s.ike_rekey_at = None;
+                s.want(Want::RekeyIke);
+            }
+        })
+    }
+
+    /// Deletes the IKE SA with our SPI `spi` and its CHILD SAs (a Delete
+    /// to the peer; the CHILD SAs leave the data plane when it answers).
+    pub fn delete_ike(&mut self, spi: IkeSpi, now: Timestamp) -> Vec<Action> {
+        self.with_established(Some(spi), now, |s| {
+            if s.fate == Fate::Live {
+                s.fate = Fate::Deleting;
+                s.want(Want::DeleteIke);
+            }
+        })
+    }
+
+    /// The CHILD SAs in service (not being deleted), by IKE SA.
+    pub fn child_sas(&self) -> Vec<ChildSaId> {
+        let mut v: Vec<ChildSaId> = self
+            .sas
+            .values()
+            .filter_map(|sa| match &sa.state {
+                State::Established(s) => Some(s.live_children()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        v.sort_by_key(|c| (c.ike_sa.initiator, c.inbound_spi));
+        v
+    }
+
+    fn with_established(
+        &mut self,
+        spi: Option<IkeSpi>,
+        now: Timestamp,
+        f: impl FnOnce(&mut EstablishedSa),
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if let Some(spi) = spi {
+            self.run(spi, now, &mut actions, |state, ctx| match state {
+                State::Established(mut s) => {
+                    f(&mut s);
+                    s.pump(ctx)
+                }
+                other => Outcome::Keep(other),
+            });
+        }
+        self.push_timer(&mut actions);
+        actions
     }
 
     /// Half-open IKE SAs (responder, IKE_AUTH not yet received).
@@ -409,6 +561,7 @@ impl<E: Entropy> Ike<E> {
         let Some(mut sa) = self.sas.remove(&spi) else {
             return;
         };
+        let mut spawned = Vec::new();
         let mut ctx = Ctx {
             config: &self.config,
             entropy: &mut self.entropy,
@@ -416,8 +569,24 @@ impl<E: Entropy> Ike<E> {
             actions,
             child_spis: &mut self.child_spis,
             owned: &mut sa.child_spis,
+            sas: &self.sas,
+            current: Some(spi),
+            spawned: &mut spawned,
         };
-        match f(sa.state, &mut ctx) {
+        let outcome = f(sa.state, &mut ctx);
+        for s in spawned {
+            self.sas.insert(
+                s.spi,
+                Sa {
+                    role: s.role,
+                    state: s.state,
+                    half_open_from: None,
+                    init_key: None,
+                    child_spis: s.child_spis,
+                },
+            );
+        }
+        match outcome {
             Outcome::Keep(state) => {
                 if !matches!(state, State::InitAnswered(_)) {
                     if let Some(ip) = sa.half_open_from.take() {
@@ -488,6 +657,7 @@ impl<E: Entropy> Ike<E> {
         let cookie_required = self.half_open_total >= policy.global_threshold
             || from_ip >= policy.per_address_threshold;
         let mut owned = Vec::new();
+        let mut spawned = Vec::new();
         let sas = &self.sas;
         let mut ctx = Ctx {
             config: &self.config,
@@ -496,6 +666,9 @@ impl<E: Entropy> Ike<E> {
             actions,
             child_spis: &mut self.child_spis,
             owned: &mut owned,
+            sas,
+            current: None,
+            spawned: &mut spawned,
         };
         let outcome =
             responder::answer_init(&mut ctx, msg, path, &self.cookies, cookie_required, |e| {

@@ -21,7 +21,7 @@ use super::authn;
 use super::config::{Identity, IkeProposal};
 use super::engine::{Ctx, Outcome, Retx, State};
 use super::entropy;
-use super::established::{ChildPair, EstablishedSa};
+use super::established::{Child, ChildPair, EstablishedSa};
 use super::failure::{AuthSide, ChildFailure, Dropped, Failure};
 use super::msg::{self, Collected};
 use super::natd;
@@ -380,6 +380,7 @@ fn build_request(
     }
     payloads.push(PayloadRepr::Sa(proposal::ike_offer(
         &ctx.config.ike_proposals,
+        None,
     )));
     payloads.push(PayloadRepr::Ke(KeRepr {
         group: KeMethod(ke.group().transform_id()),
@@ -450,7 +451,7 @@ impl AuthSent {
             PayloadRepr::IdI(idi),
             PayloadRepr::IdR(config.remote_id.to_repr()),
             PayloadRepr::Auth(auth),
-            PayloadRepr::Sa(proposal::esp_offer(&config.esp_proposals, child_spi)),
+            PayloadRepr::Sa(proposal::esp_offer(&config.esp_proposals, child_spi, None)),
             PayloadRepr::TsI(ts_repr(&config.local_ts)),
             PayloadRepr::TsR(ts_repr(&config.remote_ts)),
         ];
@@ -648,18 +649,21 @@ impl AuthSent {
         };
         let s = *self;
         Outcome::Keep(State::Established(Box::new(EstablishedSa::new(
+            ctx,
             s.id,
             Role::Initiator,
             s.path,
             s.keys,
             s.iv,
             s.nat,
-            child,
+            s.proposal,
+            child.into_iter().collect(),
+            false,
         ))))
     }
 
     /// The CHILD SA part of the response: check it and install.
-    fn child(&self, ctx: &mut Ctx<'_>, c: &Collected<'_>) -> Result<ChildPair, ChildFailure> {
+    fn child(&self, ctx: &mut Ctx<'_>, c: &Collected<'_>) -> Result<Child, ChildFailure> {
         let config = ctx.config;
         let (Some(sa), Some(tsi), Some(tsr)) = (c.sa, c.ts_i, c.ts_r) else {
             return Err(match c.error() {
@@ -667,7 +671,7 @@ impl AuthSent {
                 None => ChildFailure::Protocol("the response lacks SA, TSi or TSr"),
             });
         };
-        let (esp, peer_spi) = proposal::check_esp_answer(&sa, &config.esp_proposals)
+        let (esp, peer_spi) = proposal::check_esp_answer(&sa, &config.esp_proposals, None)
             .map_err(ChildFailure::Protocol)?;
         let (tsi, tsr) = (ts::ranges(&tsi), ts::ranges(&tsr));
         if tsi.is_empty()
@@ -688,17 +692,20 @@ impl AuthSent {
             inbound_spi: self.child_spi,
             outbound_spi: peer_spi,
             aead: esp.aead,
-            local_ts: tsi,
-            remote_ts: tsr,
+            local_ts: tsi.clone(),
+            remote_ts: tsr.clone(),
             lifetimes: config.child_lifetimes,
             path: self.path,
             udp_encapsulation: self.nat.any(),
+            outbound_active: true,
+            replaces: None,
             keys,
             role: Role::Initiator,
         })));
-        Ok(ChildPair {
+        let pair = ChildPair {
             inbound: self.child_spi,
             outbound: peer_spi,
-        })
+        };
+        Ok(Child::new(ctx, pair, tsi, tsr, true))
     }
 }

@@ -1,5 +1,8 @@
-//! The exchanges that establish an IKE SA and its first CHILD SA
-//! (RFC 7296 §1.2): IKE_SA_INIT and IKE_AUTH, as initiator and responder.
+//! The IKEv2 exchanges (RFC 7296), as initiator and responder: IKE_SA_INIT
+//! and IKE_AUTH (§1.2) establish an IKE SA and its first CHILD SA;
+//! CREATE_CHILD_SA (§1.3) rekeys CHILD SAs (with or without PFS), creates
+//! them and rekeys the IKE SA; INFORMATIONAL (§1.4) deletes SAs and checks
+//! that the peer is alive.
 //!
 //! # Shape
 //!
@@ -19,7 +22,14 @@
 //! responder:  (stateless COOKIE / INVALID_KE / NO_PROPOSAL_CHOSEN)
 //!             IKE_SA_INIT ──► InitAnswered ──IKE_AUTH──► Established
 //!                                   └──AUTHENTICATION_FAILED──► Closing
+//! Established ──IKE SA rekeyed──► a new Established (it takes the CHILD
+//!             SAs; the old one waits for its Delete) ──Delete──► Closing
 //! ```
+//!
+//! An established IKE SA runs its own requests one at a time (rekeys,
+//! deletes, liveness checks) beside the peer's, each CHILD SA with its own
+//! state (installed, rekeying, replaced, deleting, lingering); see
+//! `established.rs` and, for rekeying and its collisions, `rekey.rs`.
 //!
 //! Only the state that holds the key exchange can complete it, only the
 //! states that hold keys can open SK payloads: a transition that makes no
@@ -48,17 +58,25 @@
 //!   AUTHENTICATION_FAILED and nothing more.
 //! - **CHILD SA keys** (§2.17) leave the engine only in
 //!   [`Action::InstallChildSa`], zeroized when the action is dropped; the
-//!   responder's install comes before its IKE_AUTH response.
+//!   responder's install comes before its IKE_AUTH (or CREATE_CHILD_SA)
+//!   response.
+//! - **Make before break**: whichever SA a side sends with, the other has
+//!   installed with the same key — the responder of a rekey switches its
+//!   outbound SA ([`Action::UseOutbound`]) only when the initiator, which
+//!   installs on the response, deletes the old SA; a replaced SA's inbound
+//!   half lingers for [`Config::rekeyed_delete_delay`]. The exchange tests
+//!   check this after every step over networks that lose, duplicate and
+//!   reorder.
 //! - **No panics** on any input: this module denies indexing, `unwrap` and
 //!   friends outside tests; lengths come from the checked views of
 //!   [`crate::wire`].
 //!
 //! # Not yet
 //!
-//! CREATE_CHILD_SA (rekeying; answered NO_ADDITIONAL_SAS), our own
-//! INFORMATIONAL requests (DPD, deletes), IKE fragmentation (RFC 7383; SKF
-//! is dropped), INITIAL_CONTACT, certificates, EAP, and configuration from
-//! the policy blob.
+//! IKE fragmentation (RFC 7383; SKF is dropped), INITIAL_CONTACT, NAT
+//! keepalives (the data plane's job, on the ESP socket), certificates, EAP,
+//! multiple key exchanges (RFC 9370), and configuration from the policy
+//! blob.
 #![cfg_attr(
     not(test),
     deny(
@@ -84,12 +102,13 @@ mod initiator;
 mod msg;
 mod natd;
 mod proposal;
+mod rekey;
 mod responder;
 mod ts;
 
 pub use action::{
-    Action, ChildSaDelete, ChildSaInstall, Closed, Datagram, EspSa, Established, Event, IkeSaId,
-    NatStatus, Path, Timestamp,
+    Action, ChildDeleted, ChildSaDelete, ChildSaId, ChildSaInstall, Closed, Datagram, EspSa,
+    Established, Event, IkeSaId, NatStatus, Path, Rekeyed, Timestamp,
 };
 pub use config::{
     host_selector, Auth, ChildLifetimes, Config, CookiePolicy, EspProposal, Identity, IkeProposal,

@@ -10,15 +10,17 @@
 //! transform type we do not understand (ADDKE of RFC 9370, for instance).
 //! With an AEAD, INTEG must be absent or list NONE. ESP needs ESN "no".
 //! KE transforms in an ESP proposal of IKE_AUTH are ignored: there is no
-//! key exchange in IKE_AUTH (§1.2). A transform with an attribute other
+//! key exchange in IKE_AUTH (§1.2). In CREATE_CHILD_SA they are not: with
+//! PFS configured, the proposal must list our group; without, it must list
+//! no group or NONE ([`KeRule`]). A transform with an attribute other
 //! than Key Length is not acceptable.
 
 use std::fmt;
 
 use crate::crypto::{Aead, Group, Prf};
 use crate::wire::{
-    Attribute, ChildSpi, KeMethod, Proposal, ProposalProtocol, ProposalRepr, ProtocolId, SaPayload,
-    SaRepr, TransformId, TransformRepr, TransformType, KEY_LENGTH_ATTRIBUTE,
+    Attribute, ChildSpi, IkeSpi, KeMethod, Proposal, ProposalProtocol, ProposalRepr, ProtocolId,
+    SaPayload, SaRepr, TransformId, TransformRepr, TransformType, KEY_LENGTH_ATTRIBUTE,
 };
 
 use super::config::{EspProposal, IkeProposal};
@@ -247,34 +249,47 @@ fn number(i: usize) -> u8 {
     u8::try_from(i.saturating_add(1)).unwrap_or(u8::MAX)
 }
 
-/// Our IKE SA payload for IKE_SA_INIT: one proposal per configured one.
-pub(crate) fn ike_offer(ours: &[IkeProposal]) -> SaRepr {
+/// Our IKE SA payload for IKE_SA_INIT (`spi` None) or for rekeying the
+/// IKE SA (our new SPI): one proposal per configured one.
+pub(crate) fn ike_offer(ours: &[IkeProposal], spi: Option<IkeSpi>) -> SaRepr {
     SaRepr {
         proposals: ours
             .iter()
             .enumerate()
             .map(|(i, p)| ProposalRepr {
                 number: number(i),
-                protocol: ProposalProtocol::Ike(None),
+                protocol: ProposalProtocol::Ike(spi),
                 transforms: ike_transforms(*p),
             })
             .collect(),
     }
 }
 
-/// The responder's IKE SA payload: the chosen proposal under its number.
-pub(crate) fn ike_answer(number: u8, p: IkeProposal) -> SaRepr {
+/// The responder's IKE SA payload: the chosen proposal under its number
+/// (with our new SPI when rekeying).
+pub(crate) fn ike_answer(number: u8, p: IkeProposal, spi: Option<IkeSpi>) -> SaRepr {
     SaRepr {
         proposals: vec![ProposalRepr {
             number,
-            protocol: ProposalProtocol::Ike(None),
+            protocol: ProposalProtocol::Ike(spi),
             transforms: ike_transforms(p),
         }],
     }
 }
 
-/// Our ESP SA payload: one proposal per configured one, each with our SPI.
-pub(crate) fn esp_offer(ours: &[EspProposal], spi: ChildSpi) -> SaRepr {
+fn with_ke(mut t: Vec<TransformRepr>, pfs: Option<Group>) -> Vec<TransformRepr> {
+    if let Some(g) = pfs {
+        t.push(TransformRepr::new(
+            TransformType::KE,
+            TransformId(g.transform_id()),
+        ));
+    }
+    t
+}
+
+/// Our ESP SA payload: one proposal per configured one, each with our SPI,
+/// and our PFS group (CREATE_CHILD_SA only).
+pub(crate) fn esp_offer(ours: &[EspProposal], spi: ChildSpi, pfs: Option<Group>) -> SaRepr {
     SaRepr {
         proposals: ours
             .iter()
@@ -282,23 +297,46 @@ pub(crate) fn esp_offer(ours: &[EspProposal], spi: ChildSpi) -> SaRepr {
             .map(|(i, p)| ProposalRepr {
                 number: number(i),
                 protocol: ProposalProtocol::Esp(spi),
-                transforms: esp_transforms(*p),
+                transforms: with_ke(esp_transforms(*p), pfs),
             })
             .collect(),
     }
 }
 
 /// The responder's ESP SA payload.
-pub(crate) fn esp_answer(number: u8, p: EspProposal, spi: ChildSpi) -> SaRepr {
+pub(crate) fn esp_answer(number: u8, p: EspProposal, spi: ChildSpi, pfs: Option<Group>) -> SaRepr {
     SaRepr {
         proposals: vec![ProposalRepr {
             number,
             protocol: ProposalProtocol::Esp(spi),
-            transforms: esp_transforms(p),
+            transforms: with_ke(esp_transforms(p), pfs),
         }],
     }
 }
 
+/// What an ESP proposal's KE transforms must say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeRule {
+    /// IKE_AUTH: whatever they say, there is no key exchange.
+    Ignore,
+    /// CREATE_CHILD_SA: this group (PFS), or no key exchange (`None`).
+    Exactly(Option<Group>),
+}
+
+impl KeRule {
+    fn accepts(self, offer: &OfferedProposal) -> bool {
+        match self {
+            KeRule::Ignore => true,
+            KeRule::Exactly(Some(g)) => offer
+                .of_type(TransformType::KE)
+                .any(|t| t.id.0 == g.transform_id()),
+            KeRule::Exactly(None) => {
+                !offer.has_type(TransformType::KE)
+                    || offer.of_type(TransformType::KE).any(|t| t.id.0 == 0)
+            }
+        }
+    }
+}
 // ------------------------------------------------- the responder's choice
 
 const IKE_TYPES: [TransformType; 4] = [
@@ -339,10 +377,13 @@ fn ike_differences(offer: &OfferedProposal, ours: IkeProposal) -> Vec<TransformT
     d
 }
 
-fn esp_differences(offer: &OfferedProposal, ours: EspProposal) -> Vec<TransformType> {
+fn esp_differences(offer: &OfferedProposal, ours: EspProposal, ke: KeRule) -> Vec<TransformType> {
     let mut d = Vec::new();
     if !offer.offers_aead(ours.aead) {
         d.push(TransformType::ENCR);
+    }
+    if !ke.accepts(offer) {
+        d.push(TransformType::KE);
     }
     if !offer.integ_none_possible() {
         d.push(TransformType::INTEG);
@@ -377,36 +418,67 @@ pub(crate) enum IkeChoice {
 /// group is the KE payload's wins over a preferred one that would cost a
 /// round trip.
 pub(crate) fn choose_ike(sa: &SaPayload<'_>, ours: &[IkeProposal], ke: KeMethod) -> IkeChoice {
+    choose_ike_with(sa, ours, ke, false).0
+}
+
+/// The responder's choice among IKE proposals for rekeying the IKE SA:
+/// each must carry the initiator's new SPI (not zero); returned with it.
+pub(crate) fn choose_ike_rekey(
+    sa: &SaPayload<'_>,
+    ours: &[IkeProposal],
+    ke: KeMethod,
+) -> (IkeChoice, Option<IkeSpi>) {
+    choose_ike_with(sa, ours, ke, true)
+}
+
+fn ike_protocol_ok(p: ProposalProtocol, rekey: bool) -> bool {
+    match p {
+        ProposalProtocol::Ike(None) => !rekey,
+        ProposalProtocol::Ike(Some(spi)) => rekey && spi.0 != 0,
+        _ => false,
+    }
+}
+
+fn choose_ike_with(
+    sa: &SaPayload<'_>,
+    ours: &[IkeProposal],
+    ke: KeMethod,
+    rekey: bool,
+) -> (IkeChoice, Option<IkeSpi>) {
     let offers = offers(sa);
     let mut fallback: Option<Group> = None;
     for o in ours {
         for offer in &offers {
-            if offer.protocol != ProposalProtocol::Ike(None)
-                || !ike_differences(offer, *o).is_empty()
-            {
+            if !ike_protocol_ok(offer.protocol, rekey) || !ike_differences(offer, *o).is_empty() {
                 continue;
             }
             if o.group.transform_id() == ke.0 {
-                return IkeChoice::Accept {
-                    number: offer.number,
-                    proposal: *o,
+                let spi = match offer.protocol {
+                    ProposalProtocol::Ike(spi) => spi,
+                    _ => None,
                 };
+                return (
+                    IkeChoice::Accept {
+                        number: offer.number,
+                        proposal: *o,
+                    },
+                    spi,
+                );
             }
             fallback.get_or_insert(o.group);
         }
     }
-    match fallback {
+    let choice = match fallback {
         Some(g) => IkeChoice::WrongGroup(g),
         None => IkeChoice::NoneAcceptable(Box::new(mismatch(
             ProtocolId::IKE,
             offers,
             ours,
-            |offer, o| {
-                (offer.protocol == ProposalProtocol::Ike(None)).then(|| ike_differences(offer, *o))
-            },
+            |offer, o| ike_protocol_ok(offer.protocol, rekey).then(|| ike_differences(offer, *o)),
             |o| describe_ike(*o),
         ))),
-    }
+    };
+    (choice, None)
 }
 
 /// The responder's choice among ESP proposals: (the peer's number, ours,
@@ -414,6 +486,7 @@ pub(crate) fn choose_ike(sa: &SaPayload<'_>, ours: &[IkeProposal], ke: KeMethod)
 pub(crate) fn choose_esp(
     sa: &SaPayload<'_>,
     ours: &[EspProposal],
+    ke: KeRule,
 ) -> Result<(u8, EspProposal, ChildSpi), Box<ProposalMismatch>> {
     let offers = offers(sa);
     let esp_spi = |offer: &OfferedProposal| match offer.protocol {
@@ -423,7 +496,7 @@ pub(crate) fn choose_esp(
     for o in ours {
         for offer in &offers {
             if let Some(spi) = esp_spi(offer) {
-                if esp_differences(offer, *o).is_empty() {
+                if esp_differences(offer, *o, ke).is_empty() {
                     return Ok((offer.number, *o, spi));
                 }
             }
@@ -433,7 +506,7 @@ pub(crate) fn choose_esp(
         ProtocolId::ESP,
         offers,
         ours,
-        |offer, o| esp_spi(offer).map(|_| esp_differences(offer, *o)),
+        |offer, o| esp_spi(offer).map(|_| esp_differences(offer, *o, ke)),
         |o| describe_esp(*o),
     )))
 }
@@ -516,17 +589,40 @@ pub(crate) fn check_ike_answer(
     if p.protocol != ProposalProtocol::Ike(None) {
         return Err("the responder's proposal is not an IKE proposal without SPI");
     }
+    check_ike_transforms(&p, ours)
+}
+
+/// Checks the responder's choice for rekeying the IKE SA; returns it with
+/// the responder's new SPI.
+pub(crate) fn check_ike_rekey_answer(
+    sa: &SaPayload<'_>,
+    ours: &[IkeProposal],
+) -> Result<(IkeProposal, IkeSpi), &'static str> {
+    let p = single(sa)?;
+    let ProposalProtocol::Ike(Some(spi)) = p.protocol else {
+        return Err("the responder's proposal is not an IKE proposal with an SPI");
+    };
+    if spi.0 == 0 {
+        return Err("the responder's new IKE SPI is zero");
+    }
+    Ok((check_ike_transforms(&p, ours)?, spi))
+}
+
+fn check_ike_transforms(
+    p: &OfferedProposal,
+    ours: &[IkeProposal],
+) -> Result<IkeProposal, &'static str> {
     let o = *ours
         .get(usize::from(p.number).wrapping_sub(1))
         .ok_or("the responder's proposal number is not one of ours")?;
     let ok = p.unknown_types(&IKE_TYPES).is_empty()
-        && one(&p, TransformType::ENCR)
+        && one(p, TransformType::ENCR)
             .is_some_and(|t| Aead::from_transform(t.id.0, t.key_length) == Some(o.aead))
-        && one(&p, TransformType::PRF)
+        && one(p, TransformType::PRF)
             .is_some_and(|t| Prf::from_transform_id(t.id.0) == Some(o.prf))
-        && one(&p, TransformType::KE)
+        && one(p, TransformType::KE)
             .is_some_and(|t| Group::from_transform_id(t.id.0) == Some(o.group))
-        && one(&p, TransformType::INTEG).is_none_or(|t| t.id.0 == 0);
+        && one(p, TransformType::INTEG).is_none_or(|t| t.id.0 == 0);
     if ok {
         Ok(o)
     } else {
@@ -538,6 +634,7 @@ pub(crate) fn check_ike_answer(
 pub(crate) fn check_esp_answer(
     sa: &SaPayload<'_>,
     ours: &[EspProposal],
+    pfs: Option<Group>,
 ) -> Result<(EspProposal, ChildSpi), &'static str> {
     let p = single(sa)?;
     let ProposalProtocol::Esp(spi) = p.protocol else {
@@ -554,7 +651,10 @@ pub(crate) fn check_esp_answer(
             .is_some_and(|t| Aead::from_transform(t.id.0, t.key_length) == Some(o.aead))
         && one(&p, TransformType::ESN).is_none_or(|t| t.id == TransformId::ESN_NO)
         && one(&p, TransformType::INTEG).is_none_or(|t| t.id.0 == 0)
-        && one(&p, TransformType::KE).is_none_or(|t| t.id.0 == 0);
+        && match pfs {
+            Some(g) => one(&p, TransformType::KE).is_some_and(|t| t.id.0 == g.transform_id()),
+            None => one(&p, TransformType::KE).is_none_or(|t| t.id.0 == 0),
+        };
     if ok {
         Ok((o, spi))
     } else {
@@ -673,7 +773,7 @@ mod tests {
 
     #[test]
     fn responder_prefers_its_order_but_avoids_a_round_trip() {
-        let offer = payload(&ike_offer(&[ECP_CHACHA, X25519_GCM]));
+        let offer = payload(&ike_offer(&[ECP_CHACHA, X25519_GCM], None));
         let sa = SaPayload::new_checked(&offer).unwrap();
         // KE x25519: our first choice, the peer's #2.
         assert_eq!(
@@ -734,7 +834,7 @@ mod tests {
 
     #[test]
     fn unknown_types_and_attributes_are_unacceptable() {
-        let mut sa = ike_offer(&[X25519_GCM]);
+        let mut sa = ike_offer(&[X25519_GCM], None);
         sa.proposals[0]
             .transforms
             .push(TransformRepr::new(TransformType::ADDKE1, TransformId(36)));
@@ -749,7 +849,7 @@ mod tests {
         assert_eq!(m.closest.unwrap().differ, vec![TransformType::ADDKE1]);
         // ADDKE with NONE is fine for a peer that knows RFC 9370, but we
         // do not: still refused. An extra attribute is refused too.
-        let mut sa = ike_offer(&[X25519_GCM]);
+        let mut sa = ike_offer(&[X25519_GCM], None);
         sa.proposals[0].transforms[1]
             .attributes
             .push(crate::wire::AttributeRepr::Tv {
@@ -777,38 +877,130 @@ mod tests {
                 aead: Aead::AesGcm16_256,
             },
         ];
-        let offer = payload(&esp_offer(&ours, ChildSpi(0x1234_5678)));
+        let offer = payload(&esp_offer(&ours, ChildSpi(0x1234_5678), None));
         let sa = SaPayload::new_checked(&offer).unwrap();
         let theirs = [EspProposal {
             aead: Aead::AesGcm16_256,
         }];
-        let (n, chosen, spi) = choose_esp(&sa, &theirs).unwrap();
+        let (n, chosen, spi) = choose_esp(&sa, &theirs, KeRule::Ignore).unwrap();
         assert_eq!((n, chosen, spi), (2, theirs[0], ChildSpi(0x1234_5678)));
-        let answer = payload(&esp_answer(n, chosen, ChildSpi(0xabcd_0001)));
-        let back = check_esp_answer(&SaPayload::new_checked(&answer).unwrap(), &ours).unwrap();
+        let answer = payload(&esp_answer(n, chosen, ChildSpi(0xabcd_0001), None));
+        let back =
+            check_esp_answer(&SaPayload::new_checked(&answer).unwrap(), &ours, None).unwrap();
         assert_eq!(back, (theirs[0], ChildSpi(0xabcd_0001)));
         // An answer naming our #1 with #2's transform is refused.
-        let wrong = payload(&esp_answer(1, chosen, ChildSpi(0xabcd_0001)));
-        assert!(check_esp_answer(&SaPayload::new_checked(&wrong).unwrap(), &ours).is_err());
+        let wrong = payload(&esp_answer(1, chosen, ChildSpi(0xabcd_0001), None));
+        assert!(check_esp_answer(&SaPayload::new_checked(&wrong).unwrap(), &ours, None).is_err());
         // No ESN transform: ESN is mandatory for ESP.
-        let mut no_esn = esp_offer(&theirs, ChildSpi(0x1000));
+        let mut no_esn = esp_offer(&theirs, ChildSpi(0x1000), None);
         no_esn.proposals[0].transforms.pop();
         let b = payload(&no_esn);
-        let m = choose_esp(&SaPayload::new_checked(&b).unwrap(), &theirs).unwrap_err();
+        let m = choose_esp(
+            &SaPayload::new_checked(&b).unwrap(),
+            &theirs,
+            KeRule::Ignore,
+        )
+        .unwrap_err();
         assert_eq!(m.closest.unwrap().differ, vec![TransformType::ESN]);
     }
 
     #[test]
     fn ike_answer_checked() {
         let ours = [ECP_CHACHA, X25519_GCM];
-        let b = payload(&ike_answer(2, X25519_GCM));
+        let b = payload(&ike_answer(2, X25519_GCM, None));
         assert_eq!(
             check_ike_answer(&SaPayload::new_checked(&b).unwrap(), &ours),
             Ok(X25519_GCM)
         );
-        let b = payload(&ike_answer(3, X25519_GCM));
+        let b = payload(&ike_answer(3, X25519_GCM, None));
         assert!(check_ike_answer(&SaPayload::new_checked(&b).unwrap(), &ours).is_err());
-        let b = payload(&ike_offer(&ours));
+        let b = payload(&ike_offer(&ours, None));
         assert!(check_ike_answer(&SaPayload::new_checked(&b).unwrap(), &ours).is_err());
+    }
+
+    #[test]
+    fn ike_rekey_proposals_carry_the_new_spi() {
+        let ours = [ECP_CHACHA, X25519_GCM];
+        let offer = payload(&ike_offer(&ours, Some(IkeSpi(0x1111))));
+        let sa = SaPayload::new_checked(&offer).unwrap();
+        assert_eq!(
+            choose_ike_rekey(&sa, &[X25519_GCM], KeMethod::CURVE25519),
+            (
+                IkeChoice::Accept {
+                    number: 2,
+                    proposal: X25519_GCM
+                },
+                Some(IkeSpi(0x1111))
+            )
+        );
+        // An IKE_SA_INIT offer (no SPI) is no rekey offer, and the other
+        // way round.
+        assert!(matches!(
+            choose_ike(&sa, &[X25519_GCM], KeMethod::CURVE25519),
+            IkeChoice::NoneAcceptable(_)
+        ));
+        let init = payload(&ike_offer(&ours, None));
+        assert!(matches!(
+            choose_ike_rekey(
+                &SaPayload::new_checked(&init).unwrap(),
+                &[X25519_GCM],
+                KeMethod::CURVE25519
+            )
+            .0,
+            IkeChoice::NoneAcceptable(_)
+        ));
+        let answer = payload(&ike_answer(2, X25519_GCM, Some(IkeSpi(0x2222))));
+        assert_eq!(
+            check_ike_rekey_answer(&SaPayload::new_checked(&answer).unwrap(), &ours),
+            Ok((X25519_GCM, IkeSpi(0x2222)))
+        );
+        let no_spi = payload(&ike_answer(2, X25519_GCM, None));
+        assert!(check_ike_rekey_answer(&SaPayload::new_checked(&no_spi).unwrap(), &ours).is_err());
+    }
+
+    #[test]
+    fn pfs_groups_must_agree_in_create_child_sa() {
+        let ours = [EspProposal {
+            aead: Aead::AesGcm16_256,
+        }];
+        let with = |g| payload(&esp_offer(&ours, ChildSpi(0x1000), g));
+        let x25519 = with(Some(Group::Curve25519));
+        let none = with(None);
+        fn sa(b: &[u8]) -> SaPayload<'_> {
+            SaPayload::new_checked(b).unwrap()
+        }
+        // IKE_AUTH ignores KE transforms.
+        assert!(choose_esp(&sa(&x25519), &ours, KeRule::Ignore).is_ok());
+        // PFS with the same group: accepted; with another or none: refused.
+        assert!(choose_esp(
+            &sa(&x25519),
+            &ours,
+            KeRule::Exactly(Some(Group::Curve25519))
+        )
+        .is_ok());
+        let m = choose_esp(&sa(&x25519), &ours, KeRule::Exactly(Some(Group::Ecp256))).unwrap_err();
+        assert_eq!(m.closest.unwrap().differ, vec![TransformType::KE]);
+        assert!(choose_esp(&sa(&none), &ours, KeRule::Exactly(Some(Group::Curve25519))).is_err());
+        // No PFS: an offer without KE, or listing NONE, is accepted; one
+        // insisting on a group is not.
+        assert!(choose_esp(&sa(&none), &ours, KeRule::Exactly(None)).is_ok());
+        assert!(choose_esp(&sa(&x25519), &ours, KeRule::Exactly(None)).is_err());
+        let mut optional = esp_offer(&ours, ChildSpi(0x1000), Some(Group::Curve25519));
+        optional.proposals[0]
+            .transforms
+            .push(TransformRepr::new(TransformType::KE, TransformId(0)));
+        let optional = payload(&optional);
+        assert!(choose_esp(&sa(&optional), &ours, KeRule::Exactly(None)).is_ok());
+        // The initiator checks the answer's group.
+        let answer = payload(&esp_answer(
+            1,
+            ours[0],
+            ChildSpi(0x2000),
+            Some(Group::Curve25519),
+        ));
+        let a = SaPayload::new_checked(&answer).unwrap();
+        assert!(check_esp_answer(&a, &ours, Some(Group::Curve25519)).is_ok());
+        assert!(check_esp_answer(&a, &ours, Some(Group::Ecp256)).is_err());
+        assert!(check_esp_answer(&a, &ours, None).is_err());
     }
 }

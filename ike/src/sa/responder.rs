@@ -22,7 +22,7 @@ use super::config::{Identity, IkeProposal};
 use super::cookie::CookieJar;
 use super::engine::{Ctx, Outcome, State};
 use super::entropy::{self, Entropy};
-use super::established::{ChildPair, Closing, EstablishedSa};
+use super::established::{Child, ChildPair, Closing, EstablishedSa};
 use super::failure::{ChildFailure, Dropped, Failure, TsMismatch};
 use super::msg::{self, Collected};
 use super::natd;
@@ -204,7 +204,7 @@ pub(crate) fn answer_init(
     let signature_hashes = c.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS);
     let peer_hashes = authn::peer_hashes(signature_hashes);
     let mut payloads = vec![
-        PayloadRepr::Sa(proposal::ike_answer(number, chosen)),
+        PayloadRepr::Sa(proposal::ike_answer(number, chosen, None)),
         PayloadRepr::Ke(KeRepr {
             group: KeMethod(chosen.group.transform_id()),
             data: public,
@@ -444,7 +444,7 @@ impl InitAnswered {
         };
         let mut inner = vec![PayloadRepr::IdR(idr), PayloadRepr::Auth(auth)];
         let (child, install) = match self.child(ctx, c, &mut inner) {
-            Ok(Some((pair, install))) => (Some(pair), Some(install)),
+            Ok(Some((child, install))) => (Some(child), Some(install)),
             Ok(None) => (None, None),
             Err(failure) => {
                 inner.push(PayloadRepr::Notify(NotifyRepr::new(
@@ -487,7 +487,18 @@ impl InitAnswered {
         }
         ctx.send(self.path, response.clone());
         let s = *self;
-        let mut est = EstablishedSa::new(s.id, Role::Responder, s.path, s.keys, iv, s.nat, child);
+        let mut est = EstablishedSa::new(
+            ctx,
+            s.id,
+            Role::Responder,
+            s.path,
+            s.keys,
+            iv,
+            s.nat,
+            s.proposal,
+            child.into_iter().collect(),
+            false,
+        );
         est.answered(1, response);
         Outcome::Keep(State::Established(Box::new(est)))
     }
@@ -501,15 +512,16 @@ impl InitAnswered {
         ctx: &mut Ctx<'_>,
         c: &Collected<'_>,
         inner: &mut Vec<PayloadRepr>,
-    ) -> Result<Option<(ChildPair, Box<ChildSaInstall>)>, ChildFailure> {
+    ) -> Result<Option<(Child, Box<ChildSaInstall>)>, ChildFailure> {
         let config = ctx.config;
         let (sa, tsi, tsr) = match (c.sa, c.ts_i, c.ts_r) {
             (None, None, None) => return Ok(None),
             (Some(sa), Some(tsi), Some(tsr)) => (sa, tsi, tsr),
             _ => return Err(ChildFailure::Protocol("the request lacks SA, TSi or TSr")),
         };
-        let (number, esp, peer_spi) = proposal::choose_esp(&sa, &config.esp_proposals)
-            .map_err(ChildFailure::NoProposalChosen)?;
+        let (number, esp, peer_spi) =
+            proposal::choose_esp(&sa, &config.esp_proposals, proposal::KeRule::Ignore)
+                .map_err(ChildFailure::NoProposalChosen)?;
         let (peer_tsi, peer_tsr) = (ts::ranges(&tsi), ts::ranges(&tsr));
         let tsi = ts::narrow(&peer_tsi, &config.remote_ts);
         let tsr = ts::narrow(&peer_tsr, &config.local_ts);
@@ -528,7 +540,9 @@ impl InitAnswered {
         let our_spi = ctx
             .new_child_spi()
             .map_err(|_| ChildFailure::Protocol("no ESP SPI could be drawn"))?;
-        inner.push(PayloadRepr::Sa(proposal::esp_answer(number, esp, our_spi)));
+        inner.push(PayloadRepr::Sa(proposal::esp_answer(
+            number, esp, our_spi, None,
+        )));
         inner.push(PayloadRepr::TsI(ts_repr(&tsi)));
         inner.push(PayloadRepr::TsR(ts_repr(&tsr)));
         let install = Box::new(ChildSaInstall {
@@ -541,15 +555,17 @@ impl InitAnswered {
             lifetimes: config.child_lifetimes,
             path: self.path,
             udp_encapsulation: self.nat.any(),
+            outbound_active: true,
+            replaces: None,
             keys,
             role: Role::Responder,
         });
-        Ok(Some((
-            ChildPair {
-                inbound: our_spi,
-                outbound: peer_spi,
-            },
-            install,
-        )))
+        let pair = ChildPair {
+            inbound: our_spi,
+            outbound: peer_spi,
+        };
+        let (local_ts, remote_ts) = (install.local_ts.clone(), install.remote_ts.clone());
+        let child = Child::new(ctx, pair, local_ts, remote_ts, true);
+        Ok(Some((child, install)))
     }
 }

@@ -316,8 +316,12 @@ fn strongswans_ike_auth_through_our_choice_and_checks() {
     let auth = c.auth.unwrap();
     assert_eq!(auth.method(), AuthMethod::SHARED_KEY_MIC);
     assert_eq!(auth.data().len(), Prf::HmacSha2_256.output_len());
-    let (number, esp, peer_spi) = proposal::choose_esp(&c.sa.unwrap(), &config.esp_proposals)
-        .unwrap_or_else(|m| panic!("{m}"));
+    let (number, esp, peer_spi) = proposal::choose_esp(
+        &c.sa.unwrap(),
+        &config.esp_proposals,
+        proposal::KeRule::Ignore,
+    )
+    .unwrap_or_else(|m| panic!("{m}"));
     assert_eq!(number, 1);
     assert_eq!(esp.aead, Aead::ChaCha20Poly1305);
     assert_ne!(peer_spi, ChildSpi(0));
@@ -334,7 +338,7 @@ fn strongswans_ike_auth_through_our_choice_and_checks() {
     let ours = [EspProposal {
         aead: Aead::ChaCha20Poly1305,
     }];
-    let (chosen, responder_spi) = proposal::check_esp_answer(&c.sa.unwrap(), &ours).unwrap();
+    let (chosen, responder_spi) = proposal::check_esp_answer(&c.sa.unwrap(), &ours, None).unwrap();
     assert_eq!(chosen, ours[0]);
     assert_ne!(responder_spi, peer_spi);
     assert!(ts::all_within(
