@@ -1,13 +1,16 @@
 //! Two engines (initiator a.test, responder b.test; PSK, x25519, AES-GCM-256, fixed
-//! entropy) exchanging over a network the fuzzer controls. The input is a script of
-//! operations, one byte each plus arguments:
-//! `op % 8`: 0 deliver the oldest queued datagram; 1 drop it; 2 duplicate it;
+//! entropy) exchanging over a network the fuzzer controls. Both rekey (CHILD SAs with
+//! PFS every 5 s, hard lifetime 8 s; the IKE SA every 12 s; DPD after 3 s). The input
+//! is a script of operations, one byte each plus arguments:
+//! `op % 12`: 0 deliver the oldest queued datagram; 1 drop it; 2 duplicate it;
 //! 3 deliver it with byte `a` XORed with `b` (two argument bytes); 4 deliver it
 //! truncated to `a` bytes; 5 inject the next `a` input bytes as a datagram to the
-//! responder (or, with `op & 8`, to the initiator); 6 advance the clock by `a` × 100 ms
-//! and tick both; 7 swap the two oldest datagrams. Nothing may panic; whatever the
-//! order, an installed CHILD SA on one side must have the same keys as its
-//! counterpart on the other side if both installed one.
+//! responder (or, with `op & 0x10`, to the initiator); 6 advance the clock by `a` ×
+//! 100 ms and tick both; 7 swap the two oldest datagrams; and on the side `op & 0x10`
+//! picks: 8 rekey its first CHILD SA, 9 rekey its first IKE SA, 10 delete its first
+//! CHILD SA, 11 delete its first IKE SA. Nothing may panic; whatever the order, an
+//! installed CHILD SA on one side must have the same keys as its counterpart on the
+//! other side if both installed one, and no side installs an inbound SPI twice.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -62,6 +65,11 @@ fn config(local: &str, remote: &str, me: &str, peer: &str, mine: TrafficSelector
     c.ike_proposals = vec![IkeProposal { aead: Aead::AesGcm16_256, prf: Prf::HmacSha2_256, group: Group::Curve25519 }];
     c.local_ts = vec![mine];
     c.remote_ts = vec![theirs];
+    c.pfs = Some(Group::Curve25519);
+    c.child_lifetimes.rekey_after = std::time::Duration::from_secs(5);
+    c.child_lifetimes.expire_after = std::time::Duration::from_secs(8);
+    c.ike_rekey_after = Some(std::time::Duration::from_secs(12));
+    c.dpd_delay = Some(std::time::Duration::from_secs(3));
     c
 }
 
@@ -80,6 +88,10 @@ fn run(side: &mut Side, actions: Vec<Action>, net: &mut VecDeque<(bool, Datagram
             }
             Action::InstallChildSa(i) => {
                 let (o, inb) = (i.outbound(), i.inbound());
+                assert!(
+                    side.keys.iter().all(|k| k.2 != inb.spi.0),
+                    "an inbound SPI installed twice"
+                );
                 side.keys.push((o.spi.0, o.key.expose_secret().to_vec(), inb.spi.0, inb.key.expose_secret().to_vec()));
             }
             _ => {}
@@ -123,7 +135,8 @@ fuzz_target!(|data: &[u8]| {
                 run(a, acts, net, true);
             }
         };
-        match op % 8 {
+        let side_b = op & 0x10 != 0;
+        match op % 12 {
             0 => {
                 if let Some((to_r, dg)) = net.pop_front() {
                     deliver(dg.bytes, to_r, &mut a, &mut b, &mut net, now);
@@ -159,7 +172,20 @@ fuzz_target!(|data: &[u8]| {
             5 => {
                 let n = usize::from(arg());
                 let bytes: Vec<u8> = (0..n).map(|_| arg()).collect();
-                deliver(bytes, op & 8 == 0, &mut a, &mut b, &mut net, now);
+                deliver(bytes, !side_b, &mut a, &mut b, &mut net, now);
+            }
+            8..=11 => {
+                let (s, to_r) = if side_b { (&mut b, false) } else { (&mut a, true) };
+                let child = s.ike.child_sas().first().map(|c| c.inbound_spi);
+                let ike_sa = s.ike.sas().first().map(|x| x.0);
+                let acts = match (op % 12, child, ike_sa) {
+                    (8, Some(c), _) => s.ike.rekey_child(c, now),
+                    (9, _, Some(spi)) => s.ike.rekey_ike(spi, now),
+                    (10, Some(c), _) => s.ike.delete_child(c, now),
+                    (11, _, Some(spi)) => s.ike.delete_ike(spi, now),
+                    _ => Vec::new(),
+                };
+                run(s, acts, &mut net, to_r);
             }
             6 => {
                 now = Timestamp::from_millis(now.as_millis() + u64::from(arg()) * 100);
@@ -168,11 +194,12 @@ fuzz_target!(|data: &[u8]| {
                 let acts = b.ike.tick(now);
                 run(&mut b, acts, &mut net, false);
             }
-            _ => {
+            7 => {
                 if net.len() >= 2 {
                     net.swap(0, 1);
                 }
             }
+            _ => {}
         }
     }
     // Matching keys wherever both sides installed the same SPI pair.
