@@ -156,7 +156,7 @@ fn ike_proposal(s: &str) -> IkeProposal {
 fn esp_proposal(s: &str) -> EspProposal {
     Aead::ALL
         .into_iter()
-        .map(|aead| EspProposal { aead })
+        .flat_map(|aead| [false, true].map(|esn| EspProposal { aead, esn }))
         .find(|p| p.to_string() == s)
         .unwrap_or_else(|| usage(&format!("{s}: not an ESP proposal this engine offers")))
 }
@@ -386,6 +386,7 @@ fn install(i: &ChildSaInstall) -> Value {
         "inbound_spi": i.inbound_spi.to_string(),
         "outbound_spi": i.outbound_spi.to_string(),
         "aead": format!("{:?}", i.aead),
+        "esn": i.esn,
         // Lab only: the key material (key ‖ salt) of both directions.
         "inbound_key": hex::encode(i.inbound().key.expose_secret()),
         "outbound_key": hex::encode(i.outbound().key.expose_secret()),

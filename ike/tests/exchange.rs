@@ -24,7 +24,7 @@ fn every_auth_group_and_aead_installs_matching_child_sas() {
                 let (mut i, mut r) = configs(kind);
                 i.ike_proposals = vec![ike_proposal(aead, group)];
                 r.ike_proposals = i.ike_proposals.clone();
-                i.esp_proposals = vec![EspProposal { aead }];
+                i.esp_proposals = vec![EspProposal { aead, esn: false }];
                 r.esp_proposals = i.esp_proposals.clone();
                 let mut net = Net::pair(i, r);
                 net.run_clean();
@@ -251,9 +251,11 @@ fn no_common_esp_proposal_leaves_the_ike_sa_without_child() {
     let (mut i, mut r) = configs(AuthKind::Psk);
     i.esp_proposals = vec![EspProposal {
         aead: Aead::AesGcm16_128,
+        esn: false,
     }];
     r.esp_proposals = vec![EspProposal {
         aead: Aead::ChaCha20Poly1305,
+        esn: false,
     }];
     let mut net = Net::pair(i, r);
     net.run_clean();
@@ -867,4 +869,41 @@ proptest! {
             prop_assert_eq!(a.outbound().key.expose_secret(), b.inbound().key.expose_secret());
         }
     }
+}
+
+#[test]
+fn extended_sequence_numbers_are_negotiated() {
+    let (mut i, mut r) = configs(AuthKind::Psk);
+    let esn = |on| EspProposal {
+        aead: Aead::AesGcm16_256,
+        esn: on,
+    };
+    // The initiator prefers 64-bit sequence numbers, accepts 32-bit ones.
+    i.esp_proposals = vec![esn(true), esn(false)];
+    for (responder, want) in [(vec![esn(true)], true), (vec![esn(false)], false)] {
+        r.esp_proposals = responder;
+        let (i2, r2) = (clone_config(&i), clone_config(&r));
+        let mut net = Net::pair(i2, r2);
+        net.run_clean();
+        assert_matching(&net);
+        assert_eq!(net.i().installs[0].esn, want);
+        assert_eq!(net.r().installs[0].esn, want);
+    }
+}
+
+/// A copy of a PSK configuration (`Config` holds keys and is not `Clone`).
+fn clone_config(c: &ike::sa::Config) -> ike::sa::Config {
+    let mut n = ike::sa::Config::new(
+        c.local,
+        c.remote,
+        c.local_id.clone(),
+        c.remote_id.clone(),
+        Auth::Psk(PreSharedKey::new(b"correct horse battery staple").unwrap()),
+    );
+    n.local_ts = c.local_ts.clone();
+    n.remote_ts = c.remote_ts.clone();
+    n.esp_proposals = c.esp_proposals.clone();
+    n.dpd_delay = c.dpd_delay;
+    n.ike_rekey_after = c.ike_rekey_after;
+    n
 }

@@ -669,7 +669,8 @@ proptest! {
 /// `verbose` to trace one).
 #[test]
 fn property_regressions() {
-    let cases: [(&[u8], Vec<(u64, usize, bool)>, u64, bool); 3] = [
+    type Case<'a> = (&'a [u8], Vec<(u64, usize, bool)>, u64, bool);
+    let cases: [Case<'_>; 3] = [
         (
             &[
                 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,

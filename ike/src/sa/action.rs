@@ -143,8 +143,10 @@ pub struct ChildSaInstall {
     pub inbound_spi: ChildSpi,
     /// The peer's SPI: we send with it.
     pub outbound_spi: ChildSpi,
-    /// The ESP transform (no extended sequence numbers).
+    /// The ESP transform.
     pub aead: Aead,
+    /// Extended (64-bit) sequence numbers.
+    pub esn: bool,
     /// Traffic we send through it (our side's selectors, narrowed).
     pub local_ts: Vec<TrafficSelector>,
     /// Traffic the peer sends through it.

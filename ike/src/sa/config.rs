@@ -180,11 +180,15 @@ impl fmt::Display for IkeProposal {
     }
 }
 
-/// One ESP proposal: an AEAD, no extended sequence numbers (RFC 8221).
+/// One ESP proposal: an AEAD and whether sequence numbers are extended
+/// (64-bit, RFC 4303 §2.2.1; peers such as strongSwan's kernel-libipsec
+/// have only 32-bit ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EspProposal {
     /// Encryption (AEAD).
     pub aead: Aead,
+    /// Extended sequence numbers.
+    pub esn: bool,
 }
 
 impl fmt::Display for EspProposal {
@@ -353,9 +357,11 @@ impl Config {
             esp_proposals: vec![
                 EspProposal {
                     aead: Aead::AesGcm16_256,
+                    esn: false,
                 },
                 EspProposal {
                     aead: Aead::ChaCha20Poly1305,
+                    esn: false,
                 },
             ],
             local_ts: vec![host_selector(local.ip())],

@@ -692,6 +692,7 @@ impl AuthSent {
             inbound_spi: self.child_spi,
             outbound_spi: peer_spi,
             aead: esp.aead,
+            esn: esp.esn,
             local_ts: tsi.clone(),
             remote_ts: tsr.clone(),
             lifetimes: config.child_lifetimes,

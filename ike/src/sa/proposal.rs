@@ -238,10 +238,18 @@ fn ike_transforms(p: IkeProposal) -> Vec<TransformRepr> {
     ]
 }
 
+fn esn_id(esn: bool) -> TransformId {
+    if esn {
+        TransformId::ESN_YES
+    } else {
+        TransformId::ESN_NO
+    }
+}
+
 fn esp_transforms(p: EspProposal) -> Vec<TransformRepr> {
     vec![
         encr(p.aead),
-        TransformRepr::new(TransformType::ESN, TransformId::ESN_NO),
+        TransformRepr::new(TransformType::ESN, esn_id(p.esn)),
     ]
 }
 
@@ -390,7 +398,7 @@ fn esp_differences(offer: &OfferedProposal, ours: EspProposal, ke: KeRule) -> Ve
     }
     if !offer
         .of_type(TransformType::ESN)
-        .any(|t| t.id == TransformId::ESN_NO)
+        .any(|t| t.id == esn_id(ours.esn))
     {
         d.push(TransformType::ESN);
     }
@@ -649,7 +657,7 @@ pub(crate) fn check_esp_answer(
     let ok = p.unknown_types(&ESP_TYPES).is_empty()
         && one(&p, TransformType::ENCR)
             .is_some_and(|t| Aead::from_transform(t.id.0, t.key_length) == Some(o.aead))
-        && one(&p, TransformType::ESN).is_none_or(|t| t.id == TransformId::ESN_NO)
+        && one(&p, TransformType::ESN).map_or(!o.esn, |t| t.id == esn_id(o.esn))
         && one(&p, TransformType::INTEG).is_none_or(|t| t.id.0 == 0)
         && match pfs {
             Some(g) => one(&p, TransformType::KE).is_some_and(|t| t.id.0 == g.transform_id()),
@@ -727,7 +735,11 @@ pub(crate) fn describe_ike(p: IkeProposal) -> String {
 
 /// `aes256gcm16-noesn`.
 pub(crate) fn describe_esp(p: EspProposal) -> String {
-    format!("{}-noesn", aead_name(p.aead))
+    format!(
+        "{}-{}",
+        aead_name(p.aead),
+        if p.esn { "esn" } else { "noesn" }
+    )
 }
 
 #[cfg(test)]
@@ -761,9 +773,17 @@ mod tests {
         );
         assert_eq!(
             describe_esp(EspProposal {
-                aead: Aead::AesGcm16_128
+                aead: Aead::AesGcm16_128,
+                esn: false,
             }),
             "aes128gcm16-noesn"
+        );
+        assert_eq!(
+            describe_esp(EspProposal {
+                aead: Aead::ChaCha20Poly1305,
+                esn: true,
+            }),
+            "chacha20poly1305-esn"
         );
         assert_eq!(
             transform_name(TransformType::ADDKE1, TransformId(36), None),
@@ -872,15 +892,18 @@ mod tests {
         let ours = [
             EspProposal {
                 aead: Aead::ChaCha20Poly1305,
+                esn: false,
             },
             EspProposal {
                 aead: Aead::AesGcm16_256,
+                esn: false,
             },
         ];
         let offer = payload(&esp_offer(&ours, ChildSpi(0x1234_5678), None));
         let sa = SaPayload::new_checked(&offer).unwrap();
         let theirs = [EspProposal {
             aead: Aead::AesGcm16_256,
+            esn: false,
         }];
         let (n, chosen, spi) = choose_esp(&sa, &theirs, KeRule::Ignore).unwrap();
         assert_eq!((n, chosen, spi), (2, theirs[0], ChildSpi(0x1234_5678)));
@@ -891,6 +914,30 @@ mod tests {
         // An answer naming our #1 with #2's transform is refused.
         let wrong = payload(&esp_answer(1, chosen, ChildSpi(0xabcd_0001), None));
         assert!(check_esp_answer(&SaPayload::new_checked(&wrong).unwrap(), &ours, None).is_err());
+        // ESN must agree: an offer of ESN "yes" only does not match ours.
+        let esn_only = [EspProposal {
+            aead: Aead::AesGcm16_256,
+            esn: true,
+        }];
+        let b = payload(&esp_offer(&esn_only, ChildSpi(0x1000), None));
+        let m = choose_esp(
+            &SaPayload::new_checked(&b).unwrap(),
+            &theirs,
+            KeRule::Ignore,
+        )
+        .unwrap_err();
+        assert_eq!(m.closest.unwrap().differ, vec![TransformType::ESN]);
+        let (_, chosen, _) = choose_esp(
+            &SaPayload::new_checked(&b).unwrap(),
+            &esn_only,
+            KeRule::Ignore,
+        )
+        .unwrap();
+        assert!(chosen.esn);
+        let answer = payload(&esp_answer(1, chosen, ChildSpi(0x2000), None));
+        let a = SaPayload::new_checked(&answer).unwrap();
+        assert!(check_esp_answer(&a, &esn_only, None).is_ok());
+        assert!(check_esp_answer(&a, &theirs, None).is_err());
         // No ESN transform: ESN is mandatory for ESP.
         let mut no_esn = esp_offer(&theirs, ChildSpi(0x1000), None);
         no_esn.proposals[0].transforms.pop();
@@ -962,6 +1009,7 @@ mod tests {
     fn pfs_groups_must_agree_in_create_child_sa() {
         let ours = [EspProposal {
             aead: Aead::AesGcm16_256,
+            esn: false,
         }];
         let with = |g| payload(&esp_offer(&ours, ChildSpi(0x1000), g));
         let x25519 = with(Some(Group::Curve25519));

@@ -550,6 +550,7 @@ impl InitAnswered {
             inbound_spi: our_spi,
             outbound_spi: peer_spi,
             aead: esp.aead,
+            esn: esp.esn,
             local_ts: tsr,
             remote_ts: tsi,
             lifetimes: config.child_lifetimes,

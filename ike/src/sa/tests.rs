@@ -106,9 +106,11 @@ fn responder_config() -> Config {
     c.esp_proposals = vec![
         EspProposal {
             aead: Aead::AesGcm16_256,
+            esn: false,
         },
         EspProposal {
             aead: Aead::ChaCha20Poly1305,
+            esn: false,
         },
     ];
     c.local_ts = vec![range("10.2.0.0", "10.2.0.255")];
@@ -337,6 +339,7 @@ fn strongswans_ike_auth_through_our_choice_and_checks() {
     let c = Collected::new(chain.payloads()).unwrap();
     let ours = [EspProposal {
         aead: Aead::ChaCha20Poly1305,
+        esn: false,
     }];
     let (chosen, responder_spi) = proposal::check_esp_answer(&c.sa.unwrap(), &ours, None).unwrap();
     assert_eq!(chosen, ours[0]);
