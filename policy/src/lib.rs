@@ -38,6 +38,15 @@ pub enum PolicyError {
     /// The profile asks for an engine this Viaduct does not have.
     #[error("role `{0}` is not supported by this Viaduct yet (supported: vpn, firewall); its rules would not be enforced, so the policy is refused")]
     UnsupportedRole(&'static str),
+    /// Something the profile allows that the Viaduct or its IKE engine
+    /// cannot do.
+    #[error("{field}: {what}")]
+    Unsupported {
+        /// The profile field.
+        field: String,
+        /// What, and what to use instead.
+        what: String,
+    },
     /// The compiled policy failed the blob's own consistency check.
     #[error("compiled policy is inconsistent: {0}")]
     Blob(#[from] blob::BlobError),
@@ -68,9 +77,14 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
         Some(ipsec) => {
             policy = policy.with_local(ipsec.local_address);
             let mut id = 0u32;
+            let mut ike_peers = Vec::new();
             for peer in &ipsec.peers {
+                let mut keyed = Vec::new();
                 for t in &peer.tunnels {
                     id += 1;
+                    if t.manual.is_none() {
+                        keyed.push(blob::TunnelId(id));
+                    }
                     let tunnel = tunnel(id, ipsec, peer, t);
                     for l in &t.local_ts {
                         for r in &t.remote_ts {
@@ -85,6 +99,21 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
                     }
                     policy = policy.with_tunnel(tunnel);
                 }
+                if !keyed.is_empty() {
+                    ike_peers.push(ike_peer(ipsec, peer, keyed)?);
+                }
+            }
+            if !ike_peers.is_empty() {
+                policy.ike = Some(blob::IkeConfig {
+                    local_id: identity(&ipsec.local_id, "viaduct.ipsec.local_id")?,
+                    private_key: ipsec.private_key.as_ref().map(|k| match k {
+                        m::PrivateKey::Tpm { name } => blob::Credential::Device(name.clone()),
+                        m::PrivateKey::Lab { seed } => {
+                            blob::Credential::Lab(blob::KeyMaterial::from_slice(seed.expose()))
+                        }
+                    }),
+                    peers: ike_peers,
+                });
             }
         }
         None => {
@@ -272,6 +301,80 @@ fn tunnel(id: u32, ipsec: &m::Ipsec, peer: &m::Peer, t: &m::Tunnel) -> blob::Tun
     tun
 }
 
+/// An IKE identity: an address, or an FQDN.
+fn identity(s: &str, field: &str) -> Result<blob::IkeIdentity, PolicyError> {
+    if let Ok(a) = s.parse::<IpAddr>() {
+        return Ok(blob::IkeIdentity::Addr(a));
+    }
+    if s.contains('@') {
+        return Err(PolicyError::Unsupported {
+            field: field.to_string(),
+            what: format!("`{s}` is an e-mail style identity; the IKE engine sends FQDN and address identities: use one of those"),
+        });
+    }
+    Ok(blob::IkeIdentity::Fqdn(s.to_string()))
+}
+
+/// The IKE section of one peer, keying the tunnels `keyed`.
+fn ike_peer(
+    ipsec: &m::Ipsec,
+    peer: &m::Peer,
+    keyed: Vec<blob::TunnelId>,
+) -> Result<blob::IkePeer, PolicyError> {
+    let field = format!("viaduct.ipsec.peers.{}", peer.name);
+    let auth = match &peer.auth {
+        m::Auth::PskTpm { name } => blob::IkeAuth::Psk(blob::Credential::Device(name.clone())),
+        m::Auth::PskLab { key } => blob::IkeAuth::Psk(blob::Credential::Lab(
+            blob::KeyMaterial::from_slice(key.expose()),
+        )),
+        m::Auth::PublicKey { ed25519 } => blob::IkeAuth::Ed25519 {
+            peer_public_key: *ed25519,
+        },
+    };
+    let group = |g: profiles::algo::DhGroup| match g {
+        profiles::algo::DhGroup::X25519 => blob::KeGroup::X25519,
+    };
+    let ike_proposals = peer
+        .ike_proposals
+        .iter()
+        .map(|p| blob::IkeProposal {
+            aead: aead(p.aead),
+            prf: match p.prf {
+                profiles::algo::Prf::Sha256 => blob::IkePrf::Sha256,
+                profiles::algo::Prf::Sha384 => blob::IkePrf::Sha384,
+                profiles::algo::Prf::Sha512 => blob::IkePrf::Sha512,
+            },
+            group: group(p.dh),
+        })
+        .collect();
+    let pfs = peer.esp_proposals.first().and_then(|e| e.pfs);
+    if peer.esp_proposals.iter().any(|e| e.pfs != pfs) {
+        return Err(PolicyError::Unsupported {
+            field: format!("{field}.esp_proposals"),
+            what: "the ESP proposals mix key exchanges (PFS) and none; the IKE engine uses one for every CHILD SA of a peer: give all of them the same `-x25519` (or none)".into(),
+        });
+    }
+    Ok(blob::IkePeer {
+        name: peer.name.clone(),
+        local: ipsec.local_address,
+        remote: peer.address,
+        remote_id: identity(&peer.remote_id, &format!("{field}.remote_id"))?,
+        auth,
+        ike_proposals,
+        esp_proposals: peer
+            .esp_proposals
+            .iter()
+            .map(|e| blob::EspProposal {
+                aead: aead(e.aead),
+                esn: e.esn,
+            })
+            .collect(),
+        pfs: pfs.map(group),
+        ike_rekey_seconds: peer.lifetimes.ike.0,
+        tunnels: keyed,
+    })
+}
+
 fn aead(a: profiles::algo::Aead) -> blob::Aead {
     match a {
         profiles::algo::Aead::Aes128Gcm16 => blob::Aead::Aes128Gcm16,
@@ -378,7 +481,68 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
             "action": format!("{:?}", f.action).to_lowercase(),
         })).collect::<Vec<_>>(),
         "filter_default": format!("{:?}", p.default_filter).to_lowercase(),
+        "ike": p.ike.as_ref().map(|ike| json!({
+            "local_id": ike.local_id.to_string(),
+            "private_key": ike.private_key.as_ref().map(credential_text),
+            "peers": ike.peers.iter().map(|x| json!({
+                "name": x.name, "local": x.local.to_string(), "remote": x.remote.to_string(),
+                "remote_id": x.remote_id.to_string(),
+                "auth": auth_text(&x.auth),
+                "ike_proposals": x.ike_proposals.iter().map(ike_proposal_text).collect::<Vec<_>>(),
+                "esp_proposals": x.esp_proposals.iter().map(|e| esp_proposal_text(e, x.pfs)).collect::<Vec<_>>(),
+                "ike_rekey_seconds": x.ike_rekey_seconds,
+                "tunnels": x.tunnels.iter().map(|t| t.0).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
     })
+}
+
+/// A credential as `policy show` prints it: a device reference by name, a
+/// lab key by length only.
+fn credential_text(c: &blob::Credential) -> String {
+    match c {
+        blob::Credential::Device(name) => format!("tpm:{name}"),
+        blob::Credential::Lab(k) => format!("lab key ({} bytes, in the image)", k.expose().len()),
+    }
+}
+
+fn auth_text(a: &blob::IkeAuth) -> String {
+    match a {
+        blob::IkeAuth::Psk(c) => format!("psk {}", credential_text(c)),
+        blob::IkeAuth::Ed25519 { peer_public_key } => format!(
+            "ed25519 peer key {}",
+            peer_public_key
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+    }
+}
+
+fn group_text(g: blob::KeGroup) -> &'static str {
+    match g {
+        blob::KeGroup::X25519 => "x25519",
+        blob::KeGroup::Ecp256 => "ecp256",
+    }
+}
+
+fn ike_proposal_text(x: &blob::IkeProposal) -> String {
+    let prf = match x.prf {
+        blob::IkePrf::Sha256 => "prfsha256",
+        blob::IkePrf::Sha384 => "prfsha384",
+        blob::IkePrf::Sha512 => "prfsha512",
+    };
+    format!("{}-{prf}-{}", x.aead, group_text(x.group))
+}
+
+fn esp_proposal_text(e: &blob::EspProposal, pfs: Option<blob::KeGroup>) -> String {
+    let mut s = e.aead.to_string();
+    if let Some(g) = pfs {
+        s.push('-');
+        s.push_str(group_text(g));
+    }
+    s.push_str(if e.esn { "-esn" } else { "-noesn" });
+    s
 }
 
 /// A TCP flags match as the profile writes it: `ack,!syn` (empty: any).
@@ -443,6 +607,42 @@ pub fn describe_text(p: &blob::Policy) -> String {
             },
             keying
         ));
+    }
+    if let Some(ike) = &p.ike {
+        out.push_str(&format!(
+            "ike local_id {}{}\n",
+            ike.local_id,
+            ike.private_key
+                .as_ref()
+                .map(|k| format!(" private_key {}", credential_text(k)))
+                .unwrap_or_default()
+        ));
+        for x in &ike.peers {
+            out.push_str(&format!(
+                "ike peer {}: {} -> {} id {} auth {} ike [{}] esp [{}] rekey {}s tunnels {}\n",
+                x.name,
+                x.local,
+                x.remote,
+                x.remote_id,
+                auth_text(&x.auth),
+                x.ike_proposals
+                    .iter()
+                    .map(ike_proposal_text)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                x.esp_proposals
+                    .iter()
+                    .map(|e| esp_proposal_text(e, x.pfs))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                x.ike_rekey_seconds,
+                x.tunnels
+                    .iter()
+                    .map(|t| t.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
     }
     for (i, e) in p.spd.iter().enumerate() {
         let s = &e.selector;

@@ -204,3 +204,107 @@ fn outer_dscp_and_tfc_padding_reach_the_blob() {
     let text = policy::describe_text(&back);
     assert!(text.contains("dscp=46 tfc=256,1400"), "{text}");
 }
+
+#[test]
+fn ike_keyed_tunnels_carry_their_peer_and_only_references() {
+    let p = compile(&profile("profiles/vpn-gateway.toml")).unwrap();
+    let ike = p.ike.as_ref().expect("an IKE section");
+    assert_eq!(
+        ike.local_id,
+        blob::IkeIdentity::Fqdn("gw.example.net".into())
+    );
+    assert_eq!(ike.private_key, None);
+    let peer = &ike.peers[0];
+    assert_eq!(peer.name, "branch");
+    assert_eq!(
+        peer.remote_id,
+        blob::IkeIdentity::Fqdn("branch.example.net".into())
+    );
+    assert_eq!(
+        peer.auth,
+        blob::IkeAuth::Psk(blob::Credential::Device("branch-psk".into()))
+    );
+    assert_eq!(peer.tunnels, vec![p.tunnels[0].id]);
+    assert_eq!(peer.pfs, Some(blob::KeGroup::X25519));
+    assert_eq!(peer.ike_rekey_seconds, 24 * 3600);
+    assert_eq!(
+        peer.ike_proposals[0],
+        blob::IkeProposal {
+            aead: blob::Aead::Aes256Gcm16,
+            prf: blob::IkePrf::Sha384,
+            group: blob::KeGroup::X25519
+        }
+    );
+    assert_eq!(
+        peer.esp_proposals,
+        vec![
+            blob::EspProposal {
+                aead: blob::Aead::Aes256Gcm16,
+                esn: true
+            },
+            blob::EspProposal {
+                aead: blob::Aead::ChaCha20Poly1305,
+                esn: true
+            }
+        ]
+    );
+    // The blob round-trips, and a production profile's blob holds the
+    // credential's name, no secret.
+    let bytes = compile_blob(&profile("profiles/vpn-gateway.toml")).unwrap();
+    assert_eq!(blob::Policy::decode(&bytes).unwrap(), p);
+    // Manually keyed lab tunnels need no IKE section.
+    assert_eq!(
+        compile(&profile("profiles/lab/gw-a.toml")).unwrap().ike,
+        None
+    );
+}
+
+#[test]
+fn ike_lab_credentials_and_signatures_reach_the_blob() {
+    let mut p = profile("profiles/lab/gw-a.toml");
+    let ipsec = p.viaduct.ipsec.as_mut().unwrap();
+    ipsec.private_key = Some(profiles::model::PrivateKey::Lab {
+        seed: profiles::model::LabKey::new(vec![0x42; 32]),
+    });
+    let peer = &mut ipsec.peers[0];
+    peer.tunnels[0].manual = None;
+    peer.auth = profiles::model::Auth::PublicKey { ed25519: [7; 32] };
+    let c = compile(&p).unwrap();
+    let ike = c.ike.as_ref().unwrap();
+    assert_eq!(
+        ike.private_key,
+        Some(blob::Credential::Lab(blob::KeyMaterial::new(vec![
+            0x42;
+            32
+        ])))
+    );
+    assert_eq!(
+        ike.peers[0].auth,
+        blob::IkeAuth::Ed25519 {
+            peer_public_key: [7; 32]
+        }
+    );
+    let bytes = compile_blob(&p).unwrap();
+    assert_eq!(blob::Policy::decode(&bytes).unwrap(), c);
+}
+
+#[test]
+fn ike_limits_of_the_engine_are_named() {
+    let mut p = profile("profiles/vpn-gateway.toml");
+    p.viaduct.ipsec.as_mut().unwrap().peers[0].remote_id = "ops@branch.example.net".into();
+    match compile(&p) {
+        Err(e @ PolicyError::Unsupported { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("remote_id") && m.contains("e-mail"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut p = profile("profiles/vpn-gateway.toml");
+    p.viaduct.ipsec.as_mut().unwrap().peers[0].esp_proposals[1].pfs = None;
+    match compile(&p) {
+        Err(e @ PolicyError::Unsupported { .. }) => {
+            assert!(e.to_string().contains("esp_proposals"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

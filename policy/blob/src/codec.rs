@@ -18,7 +18,9 @@ pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// a TCP flags match. A version-1 blob is refused rather than read with
 /// defaults: its filter rules and fragment handling meant something weaker,
 /// and the blob is always built together with the Viaduct that reads it.
-pub const FORMAT_VERSION: u16 = 2;
+/// 3: an optional IKEv2 section (identity, peers, proposals, credential
+/// references) follows the default filter action.
+pub const FORMAT_VERSION: u16 = 3;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -150,6 +152,90 @@ impl Writer {
     }
 }
 
+impl Writer {
+    fn identity(&mut self, id: &IkeIdentity) {
+        match id {
+            IkeIdentity::Fqdn(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            IkeIdentity::Addr(a) => {
+                self.u8(2);
+                self.ip(a);
+            }
+        }
+    }
+    fn credential(&mut self, c: &Credential) {
+        match c {
+            Credential::Lab(k) => {
+                self.u8(1);
+                self.bytes(k.expose());
+            }
+            Credential::Device(name) => {
+                self.u8(2);
+                self.str(name);
+            }
+        }
+    }
+    fn ike(&mut self, ike: &IkeConfig) {
+        self.identity(&ike.local_id);
+        match &ike.private_key {
+            None => self.u8(0),
+            Some(c) => {
+                self.u8(1);
+                self.credential(c);
+            }
+        }
+        self.count(ike.peers.len());
+        for p in &ike.peers {
+            self.str(&p.name);
+            self.ip(&p.local);
+            self.ip(&p.remote);
+            self.identity(&p.remote_id);
+            match &p.auth {
+                IkeAuth::Psk(c) => {
+                    self.u8(1);
+                    self.credential(c);
+                }
+                IkeAuth::Ed25519 { peer_public_key } => {
+                    self.u8(2);
+                    self.put(peer_public_key);
+                }
+            }
+            self.count(p.ike_proposals.len());
+            for x in &p.ike_proposals {
+                self.u8(aead_tag(x.aead));
+                self.u8(prf_tag(x.prf));
+                self.u8(group_tag(x.group));
+            }
+            self.count(p.esp_proposals.len());
+            for x in &p.esp_proposals {
+                self.u8(aead_tag(x.aead));
+                self.bool(x.esn);
+            }
+            self.u8(p.pfs.map_or(0, group_tag));
+            self.u64(p.ike_rekey_seconds);
+            self.count(p.tunnels.len());
+            p.tunnels.iter().for_each(|t| self.u32(t.0));
+        }
+    }
+}
+
+fn prf_tag(p: IkePrf) -> u8 {
+    match p {
+        IkePrf::Sha256 => 1,
+        IkePrf::Sha384 => 2,
+        IkePrf::Sha512 => 3,
+    }
+}
+
+fn group_tag(g: KeGroup) -> u8 {
+    match g {
+        KeGroup::X25519 => 1,
+        KeGroup::Ecp256 => 2,
+    }
+}
+
 fn aead_tag(a: Aead) -> u8 {
     match a {
         Aead::Aes128Gcm16 => 1,
@@ -193,6 +279,13 @@ fn encode_body(p: &Policy) -> Vec<u8> {
         w.u8(filter_tag(f.action));
     }
     w.u8(filter_tag(p.default_filter));
+    match &p.ike {
+        None => w.u8(0),
+        Some(ike) => {
+            w.u8(1);
+            w.ike(ike);
+        }
+    }
     w.0
 }
 
@@ -376,6 +469,129 @@ impl<'a> Reader<'a> {
             tfc_sizes,
         })
     }
+    fn aead(&mut self, what: &'static str) -> Result<Aead, BlobError> {
+        match self.u8(what)? {
+            1 => Ok(Aead::Aes128Gcm16),
+            2 => Ok(Aead::Aes256Gcm16),
+            3 => Ok(Aead::ChaCha20Poly1305),
+            v => Err(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            }),
+        }
+    }
+    fn group(&mut self, what: &'static str, none: bool) -> Result<Option<KeGroup>, BlobError> {
+        match self.u8(what)? {
+            0 if none => Ok(None),
+            1 => Ok(Some(KeGroup::X25519)),
+            2 => Ok(Some(KeGroup::Ecp256)),
+            v => Err(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            }),
+        }
+    }
+    fn identity(&mut self, what: &'static str) -> Result<IkeIdentity, BlobError> {
+        match self.u8(what)? {
+            1 => Ok(IkeIdentity::Fqdn(self.str(what)?)),
+            2 => Ok(IkeIdentity::Addr(self.ip(what)?)),
+            v => Err(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            }),
+        }
+    }
+    fn credential(&mut self, what: &'static str) -> Result<Credential, BlobError> {
+        match self.u8(what)? {
+            1 => Ok(Credential::Lab(KeyMaterial::from_slice(self.bytes(what)?))),
+            2 => Ok(Credential::Device(self.str(what)?)),
+            v => Err(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            }),
+        }
+    }
+    fn ike(&mut self) -> Result<IkeConfig, BlobError> {
+        let local_id = self.identity("IKE local identity")?;
+        let private_key = if self.flag("IKE private key flag")? {
+            Some(self.credential("IKE private key")?)
+        } else {
+            None
+        };
+        let n = self.count("IKE peers", 30)?;
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.str("IKE peer name")?;
+            let local = self.ip("IKE peer local address")?;
+            let remote = self.ip("IKE peer address")?;
+            let remote_id = self.identity("IKE peer identity")?;
+            let auth = match self.u8("IKE authentication")? {
+                1 => IkeAuth::Psk(self.credential("IKE PSK")?),
+                2 => IkeAuth::Ed25519 {
+                    peer_public_key: self.array("IKE peer public key")?,
+                },
+                v => {
+                    return Err(BlobError::InvalidTag {
+                        what: "IKE authentication",
+                        value: u64::from(v),
+                    })
+                }
+            };
+            let m = self.count("IKE proposals", 3)?;
+            let mut ike_proposals = Vec::with_capacity(m);
+            for _ in 0..m {
+                let aead = self.aead("IKE proposal AEAD")?;
+                let prf = match self.u8("IKE proposal PRF")? {
+                    1 => IkePrf::Sha256,
+                    2 => IkePrf::Sha384,
+                    3 => IkePrf::Sha512,
+                    v => {
+                        return Err(BlobError::InvalidTag {
+                            what: "IKE proposal PRF",
+                            value: u64::from(v),
+                        })
+                    }
+                };
+                let Some(group) = self.group("IKE proposal group", false)? else {
+                    return Err(BlobError::InvalidTag {
+                        what: "IKE proposal group",
+                        value: 0,
+                    });
+                };
+                ike_proposals.push(IkeProposal { aead, prf, group });
+            }
+            let m = self.count("ESP proposals", 2)?;
+            let mut esp_proposals = Vec::with_capacity(m);
+            for _ in 0..m {
+                let aead = self.aead("ESP proposal AEAD")?;
+                let esn = self.flag("ESP proposal ESN flag")?;
+                esp_proposals.push(EspProposal { aead, esn });
+            }
+            let pfs = self.group("PFS group", true)?;
+            let ike_rekey_seconds = self.u64("IKE rekey seconds")?;
+            let m = self.count("IKE peer tunnels", 4)?;
+            let tunnels = (0..m)
+                .map(|_| self.u32("IKE peer tunnel id").map(TunnelId))
+                .collect::<Result<_, _>>()?;
+            peers.push(IkePeer {
+                name,
+                local,
+                remote,
+                remote_id,
+                auth,
+                ike_proposals,
+                esp_proposals,
+                pfs,
+                ike_rekey_seconds,
+                tunnels,
+            });
+        }
+        Ok(IkeConfig {
+            local_id,
+            private_key,
+            peers,
+        })
+    }
     fn filter_action(&mut self, what: &'static str) -> Result<FilterAction, BlobError> {
         match self.u8(what)? {
             1 => Ok(FilterAction::Accept),
@@ -450,6 +666,11 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         });
     }
     let default_filter = r.filter_action("default filter action")?;
+    let ike = if r.flag("IKE section flag")? {
+        Some(r.ike()?)
+    } else {
+        None
+    };
     if !r.buf.is_empty() {
         return Err(BlobError::TrailingBytes {
             count: r.buf.len(),
@@ -465,6 +686,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         spd,
         filters,
         default_filter,
+        ike,
     })
 }
 

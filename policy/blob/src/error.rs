@@ -5,6 +5,14 @@ use crate::model::{Aead, TunnelId};
 /// Everything that can be wrong with a policy blob or a policy value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlobError {
+    /// The IKE section is inconsistent.
+    #[error("IKE peer {peer:?}: {problem}")]
+    Ike {
+        /// The peer (empty for the section's own fields).
+        peer: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The input does not start with the magic bytes.
     #[error("not a policy blob: bad magic (expected b\"VDPOL\"); pass the file produced by the policy compiler")]
     BadMagic,

@@ -1,7 +1,7 @@
 //! The compiled policy blob: canonical, versioned, digest-checked format shared
 //! by the host-side policy compiler and the Viaduct (trusted).
 //!
-//! # Wire format (version 2)
+//! # Wire format (version 3)
 //! ```text
 //! magic    5 bytes  b"VDPOL"
 //! version  u16 BE   FORMAT_VERSION
@@ -39,5 +39,6 @@ pub use error::BlobError;
 pub use keyuse::{hex, unhex, KeyUse, KeyUses, KEY_USE_LEN};
 pub use model::*;
 pub use validate::{
-    MAX_DSCP, MAX_REPLAY_WINDOW, MAX_TFC_SIZE, MAX_TFC_SIZES, MIN_REPLAY_WINDOW, MIN_TFC_SIZE,
+    MAX_DSCP, MAX_IKE_PEERS, MAX_IKE_REKEY_SECONDS, MAX_PROPOSALS, MAX_REPLAY_WINDOW, MAX_TFC_SIZE,
+    MAX_TFC_SIZES, MIN_IKE_REKEY_SECONDS, MIN_REPLAY_WINDOW, MIN_TFC_SIZE,
 };

@@ -546,6 +546,8 @@ pub struct Policy {
     pub filters: Vec<FilterRule>,
     /// Verdict when no filter rule matches.
     pub default_filter: FilterAction,
+    /// IKEv2, if any tunnel is keyed by it.
+    pub ike: Option<IkeConfig>,
 }
 
 impl Policy {
@@ -561,6 +563,7 @@ impl Policy {
             spd: Vec::new(),
             filters: Vec::new(),
             default_filter: FilterAction::Accept,
+            ike: None,
         }
     }
 
@@ -691,4 +694,131 @@ impl Tunnel {
         self.manual = Some(ManualKeys { outbound, inbound });
         self
     }
+}
+
+// ------------------------------------------------------------------ IKEv2
+
+/// IKEv2 configuration: who we are and how each peer's tunnels are keyed.
+/// Tunnels without manual keys are keyed by the peer that names them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IkeConfig {
+    /// Our identity (IDi/IDr).
+    pub local_id: IkeIdentity,
+    /// Our signing key, for peers authenticated by signature.
+    pub private_key: Option<Credential>,
+    /// The peers.
+    pub peers: Vec<IkePeer>,
+}
+
+/// An IKE identity (RFC 7296 §3.5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IkeIdentity {
+    /// ID_FQDN.
+    Fqdn(String),
+    /// ID_IPV4_ADDR or ID_IPV6_ADDR.
+    Addr(IpAddr),
+}
+
+impl Default for IkeIdentity {
+    fn default() -> Self {
+        IkeIdentity::Fqdn(String::new())
+    }
+}
+
+impl fmt::Display for IkeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IkeIdentity::Fqdn(s) => write!(f, "{s}"),
+            IkeIdentity::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Carried in the blob (lab images only).
+    Lab(KeyMaterial),
+    /// Provisioned on the device under this name (`tpm:<name>`): the init
+    /// resolves it and hands it to IKE over a descriptor; the blob never
+    /// holds it.
+    Device(String),
+}
+
+/// How a peer and we authenticate (the same method both ways).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IkeAuth {
+    /// A pre-shared key.
+    Psk(Credential),
+    /// Ed25519 signatures (RFC 7427): our key is [`IkeConfig::private_key`],
+    /// the peer's public key is pinned here.
+    Ed25519 {
+        /// The peer's public key.
+        peer_public_key: [u8; 32],
+    },
+}
+
+/// PRF of an IKE proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IkePrf {
+    /// HMAC-SHA-256.
+    Sha256,
+    /// HMAC-SHA-384.
+    Sha384,
+    /// HMAC-SHA-512.
+    Sha512,
+}
+
+/// Key exchange method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeGroup {
+    /// Curve25519 (RFC 8031).
+    X25519,
+    /// 256-bit random ECP group (RFC 5903).
+    Ecp256,
+}
+
+/// An IKE SA proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IkeProposal {
+    /// Encryption of the SK payload.
+    pub aead: Aead,
+    /// Pseudorandom function.
+    pub prf: IkePrf,
+    /// Key exchange.
+    pub group: KeGroup,
+}
+
+/// An ESP proposal for the peer's CHILD SAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EspProposal {
+    /// The ESP transform.
+    pub aead: Aead,
+    /// Extended sequence numbers.
+    pub esn: bool,
+}
+
+/// One IKE peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkePeer {
+    /// Unique name, for logs and credentials.
+    pub name: String,
+    /// Our outer address (one of [`Policy::local`]).
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub remote: IpAddr,
+    /// The identity the peer must prove.
+    pub remote_id: IkeIdentity,
+    /// Authentication.
+    pub auth: IkeAuth,
+    /// IKE proposals, most preferred first.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// ESP proposals, most preferred first.
+    pub esp_proposals: Vec<EspProposal>,
+    /// Key exchange for CHILD SAs created or rekeyed by CREATE_CHILD_SA.
+    pub pfs: Option<KeGroup>,
+    /// Rekey the IKE SA after this many seconds.
+    pub ike_rekey_seconds: u64,
+    /// The tunnels this peer's CHILD SAs key (their ids).
+    pub tunnels: Vec<TunnelId>,
 }

@@ -18,6 +18,45 @@ pub const MAX_TFC_SIZES: usize = 64;
 /// Largest DSCP (6 bits).
 pub const MAX_DSCP: u8 = 63;
 
+/// Most IKE peers of one gateway.
+pub const MAX_IKE_PEERS: usize = 256;
+/// Most IKE or ESP proposals of one peer.
+pub const MAX_PROPOSALS: usize = 16;
+/// Shortest IKE SA rekey time accepted (seconds).
+pub const MIN_IKE_REKEY_SECONDS: u64 = 30;
+/// Longest IKE SA rekey time accepted (30 days, in seconds).
+pub const MAX_IKE_REKEY_SECONDS: u64 = 30 * 24 * 3600;
+
+/// An identity IKE can send: an FQDN of 1 to 255 printable ASCII
+/// characters, or an address.
+fn check_identity(id: &IkeIdentity) -> Result<(), String> {
+    match id {
+        IkeIdentity::Fqdn(s) if s.is_empty() || s.len() > 255 => {
+            Err("an FQDN is 1 to 255 characters".into())
+        }
+        IkeIdentity::Fqdn(s) if !s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err("an FQDN is printable ASCII without spaces".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A device credential name: 1 to 64 of `a-z 0-9 - _ .`.
+fn check_credential_name(n: &str) -> Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "device credential name {:?}: 1 to 64 of a-z 0-9 - _ .",
+            n.escape_debug().to_string()
+        ))
+    }
+}
+
 /// Smallest accepted anti-replay window (packets).
 pub const MIN_REPLAY_WINDOW: u32 = 32;
 /// Largest accepted anti-replay window (packets).
@@ -197,6 +236,110 @@ fn check_key_reuse(tunnels: &[Tunnel]) -> Result<(), BlobError> {
 }
 
 impl Policy {
+    /// The IKE section: identities sendable, credentials well formed (lab
+    /// keys of the right length, device names plain), proposals present,
+    /// every peer's tunnels existing, between its addresses, without
+    /// manual keys and keyed by no other peer, and every tunnel without
+    /// manual keys keyed by a peer.
+    fn check_ike(&self, ike: &IkeConfig) -> Result<(), BlobError> {
+        let bad = |peer: &str, problem: String| {
+            Err(BlobError::Ike {
+                peer: peer.to_string(),
+                problem,
+            })
+        };
+        check_identity(&ike.local_id).or_else(|p| bad("", format!("our identity: {p}")))?;
+        match &ike.private_key {
+            Some(Credential::Lab(k)) if k.expose().len() != 32 => {
+                return bad("", "a lab Ed25519 private key is a 32-byte seed".into())
+            }
+            Some(Credential::Device(name)) => {
+                check_credential_name(name).or_else(|p| bad("", p))?
+            }
+            _ => {}
+        }
+        if ike.peers.len() > MAX_IKE_PEERS {
+            return bad("", format!("at most {MAX_IKE_PEERS} peers"));
+        }
+        let mut names = HashSet::new();
+        let mut keyed: HashSet<TunnelId> = HashSet::new();
+        for p in &ike.peers {
+            let name = p.name.as_str();
+            check_str("IKE peer name", name)?;
+            if name.is_empty() || !names.insert(name) {
+                return bad(name, "peer names must be unique and not empty".into());
+            }
+            if !self.local.contains(&p.local) {
+                return bad(name, format!("{} is not one of our addresses", p.local));
+            }
+            if p.local.is_ipv4() != p.remote.is_ipv4() {
+                return bad(
+                    name,
+                    "our address and the peer's are of different families".into(),
+                );
+            }
+            check_identity(&p.remote_id).or_else(|e| bad(name, format!("identity: {e}")))?;
+            match &p.auth {
+                IkeAuth::Psk(Credential::Lab(k)) if !(16..=1024).contains(&k.expose().len()) => {
+                    return bad(name, "a lab PSK is 16 to 1024 bytes".into())
+                }
+                IkeAuth::Psk(Credential::Device(n)) => {
+                    check_credential_name(n).or_else(|e| bad(name, e))?
+                }
+                IkeAuth::Ed25519 { .. } if ike.private_key.is_none() => {
+                    return bad(name, "Ed25519 authentication needs our private key".into())
+                }
+                _ => {}
+            }
+            if p.ike_proposals.is_empty() || p.ike_proposals.len() > MAX_PROPOSALS {
+                return bad(name, format!("1 to {MAX_PROPOSALS} IKE proposals"));
+            }
+            if p.esp_proposals.is_empty() || p.esp_proposals.len() > MAX_PROPOSALS {
+                return bad(name, format!("1 to {MAX_PROPOSALS} ESP proposals"));
+            }
+            if !(MIN_IKE_REKEY_SECONDS..=MAX_IKE_REKEY_SECONDS).contains(&p.ike_rekey_seconds) {
+                return bad(
+                    name,
+                    format!("the IKE SA rekey time must be {MIN_IKE_REKEY_SECONDS} s to 30 days"),
+                );
+            }
+            if p.tunnels.is_empty() {
+                return bad(name, "a peer keys at least one tunnel".into());
+            }
+            for id in &p.tunnels {
+                let Some(t) = self.tunnels.iter().find(|t| t.id == *id) else {
+                    return bad(name, format!("tunnel id {} does not exist", id.0));
+                };
+                if t.manual.is_some() {
+                    return bad(name, format!("tunnel {:?} has manual keys", t.name));
+                }
+                if (t.local, t.remote) != (p.local, p.remote) {
+                    return bad(
+                        name,
+                        format!("tunnel {:?} runs between other addresses", t.name),
+                    );
+                }
+                if !keyed.insert(*id) {
+                    return bad(name, format!("tunnel {:?} is keyed by two peers", t.name));
+                }
+            }
+        }
+        if let Some(t) = self
+            .tunnels
+            .iter()
+            .find(|t| t.manual.is_none() && !keyed.contains(&t.id))
+        {
+            return bad(
+                "",
+                format!(
+                    "tunnel {:?} has neither manual keys nor a peer to key it",
+                    t.name
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks internal consistency: unique tunnel ids and names, SPD entries
     /// reference existing tunnels, inbound SPIs unique and not reserved, key
     /// lengths match the AEAD, no cipher key used by two SAs (both
@@ -204,7 +347,8 @@ impl Policy {
     /// outer DSCPs of 6 bits, TFC sizes increasing and in range, TCP flag
     /// matches only on TCP rules,
     /// tunnel addresses of one family with the local one among `local`,
-    /// soft lifetimes not beyond hard ones, replay windows in range.
+    /// soft lifetimes not beyond hard ones, replay windows in range; the IKE
+    /// section as [`Policy::check_ike`] says.
     pub fn validate(&self) -> Result<(), BlobError> {
         check_str("profile name", &self.profile_name)?;
         check_str("profile version", &self.profile_version)?;
@@ -310,6 +454,9 @@ impl Policy {
                     why: "matches TCP flags but not protocol TCP (6)",
                 });
             }
+        }
+        if let Some(ike) = &self.ike {
+            self.check_ike(ike)?;
         }
         let list_limit = u32::MAX as usize;
         for (what, len) in [

@@ -207,6 +207,8 @@ pub struct Viaduct {
 pub struct Ipsec {
     /// Local IKE identity.
     pub local_id: String,
+    /// Our Ed25519 signing key (for peers authenticated by signature).
+    pub private_key: Option<PrivateKey>,
     /// Local outer address.
     pub local_address: IpAddr,
     /// Anti-replay window (packets).
@@ -250,6 +252,22 @@ pub struct Peer {
     pub lifetimes: Lifetimes,
     /// Tunnels.
     pub tunnels: Vec<Tunnel>,
+}
+
+/// This gateway's signing key.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum PrivateKey {
+    /// Provisioned on the device under this name.
+    Tpm {
+        /// Its name.
+        name: String,
+    },
+    /// A lab key in the profile: the 32-byte Ed25519 seed.
+    Lab {
+        /// The seed.
+        seed: LabKey,
+    },
 }
 
 /// Peer authentication.

@@ -228,6 +228,10 @@ pub struct RawViaduct {
 pub struct RawIpsec {
     /// This gateway's IKE identity (FQDN, e.g. `gw-a.example.net`).
     pub local_id: Option<Sp<String>>,
+    /// This gateway's Ed25519 signing key, for peers with `method =
+    /// "pubkey"`: `tpm:<name>` (provisioned on the device) or, in lab
+    /// profiles only, `lab:<64 hex digits>` (the 32-byte seed).
+    pub private_key: Option<Sp<String>>,
     /// This gateway's public (outer) address: one of black's addresses.
     pub local_address: Option<Sp<String>>,
     /// Anti-replay window in packets (default 4096, at least 1024).

@@ -1724,6 +1724,14 @@ fn ipsec(
     let local_id = v
         .req(&ip.local_id, &ip.span, t, "local_id")
         .and_then(|id| identity(v, id, &format!("{t}.local_id")));
+    let private_key = ip
+        .private_key
+        .as_ref()
+        .map(|k| private_key(v, k, &format!("{t}.private_key")));
+    if private_key.as_ref().is_some_and(|k| k.is_none()) {
+        ok = false;
+    }
+    let private_key = private_key.flatten();
     let local_address = v.req(&ip.local_address, &ip.span, t, "local_address").and_then(|a| {
         let addr = v.parse(a, &format!("{t}.local_address"), parse_ip)?;
         if let Some((_, b)) = black {
@@ -1851,6 +1859,10 @@ fn ipsec(
             }
             Some(a) => auth(v, a, &format!("{f}.auth")),
         };
+        if let (Some(Auth::PublicKey { .. }), None, Some(a)) = (&auth, &ip.private_key, &p.auth) {
+            v.err(&a.span, format!("{f}.auth"), "method `pubkey` needs this gateway's own key: set `viaduct.ipsec.private_key = \"tpm:<name>\"` (or `\"lab:<64 hex digits>\"` in a lab profile)");
+            ok = false;
+        }
         let ike_proposals = match &p.ike_proposals {
             None => Some(vec![algo::parse_ike("aes256gcm16-prfsha384-x25519").ok()?]),
             Some(l) => proposals(v, l, &format!("{f}.ike_proposals"), algo::parse_ike),
@@ -1988,6 +2000,7 @@ fn ipsec(
     ok.then_some(())?;
     Some(Ipsec {
         local_id: local_id?,
+        private_key,
         local_address: local_address?,
         replay_window: replay_window?,
         peers,
@@ -2214,6 +2227,38 @@ fn identity(v: &mut V<'_>, id: &Sp<String>, field: &str) -> Option<String> {
         v.err(&id.span, field, format!("`{s}` is not an identity: use an FQDN (gw.example.net), an e-mail style ID or an address"));
         None
     }
+}
+
+/// `private_key`: `tpm:<name>`, or `lab:<64 hex>` in lab profiles.
+fn private_key(v: &mut V<'_>, k: &Sp<String>, f: &str) -> Option<PrivateKey> {
+    if let Some(name) = k.value.strip_prefix("tpm:") {
+        let n = Sp {
+            span: k.span.clone(),
+            value: name.to_string(),
+        };
+        return v.name(&n, f).map(|name| PrivateKey::Tpm { name });
+    }
+    if let Some(hex) = k.value.strip_prefix("lab:") {
+        if !v.lab {
+            v.err(&k.span, f, "an inline `lab:` private key is only allowed in lab profiles (appliance.lab = true); use `tpm:<name>`");
+            return None;
+        }
+        return match hex_bytes(hex) {
+            Some(b) if b.len() == 32 => Some(PrivateKey::Lab {
+                seed: LabKey::new(b),
+            }),
+            _ => {
+                v.err(
+                    &k.span,
+                    f,
+                    "a lab Ed25519 private key is its 32-byte seed as 64 hex digits",
+                );
+                None
+            }
+        };
+    }
+    v.err(&k.span, f, "a private key is a reference: `tpm:<name>` (provisioned on the device), never the key itself");
+    None
 }
 
 fn auth(v: &mut V<'_>, a: &Sp<RawAuth>, f: &str) -> Option<Auth> {
