@@ -8,9 +8,11 @@
 //!   and AUTH (PSK; Ed25519 and ECDSA signatures, RFC 7427); secrets zeroized on drop,
 //!   comparisons in constant time.
 //!
-//! - [`sa`]: the exchanges that establish an IKE SA and its first CHILD SA
-//!   (IKE_SA_INIT, IKE_AUTH) as initiator and responder: cookies, INVALID_KE
-//!   retries, NAT detection, traffic selector narrowing, retransmissions.
+//! - [`sa`]: the exchanges, as initiator and responder: IKE_SA_INIT and
+//!   IKE_AUTH (cookies, INVALID_KE retries, NAT detection, traffic selector
+//!   narrowing, retransmissions), CREATE_CHILD_SA (CHILD SA and IKE SA
+//!   rekeying with their collisions, PFS) and INFORMATIONAL (deletes, dead
+//!   peer detection).
 //!
 //! The exchange state machines build on these. Nothing here does I/O, reads the clock
 //! or draws random numbers: time and randomness come in from the caller (the one

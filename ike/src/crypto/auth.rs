@@ -190,6 +190,12 @@ pub struct PinnedPublicKey {
 }
 
 impl PinnedPublicKey {
+    /// The key's bytes: Ed25519's 32 raw bytes, or ECDSA P-256's
+    /// uncompressed point (what a peer pins).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// An Ed25519 key: the 32 raw bytes (RFC 8032 §5.1.5).
     ///
     /// # Errors

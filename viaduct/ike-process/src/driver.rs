@@ -1,0 +1,282 @@
+//! [`Driver`]: the policy's peers, each with its [`ike::sa::Ike`] engine,
+//! between the data plane's messages and the engines' actions. Sans-IO like
+//! the engine: messages and time in, messages and log lines out.
+
+use std::time::Duration;
+
+use ike::sa::{Action, Entropy, Event, Ike, Path, Timestamp};
+use policy_blob as blob;
+use viaduct_channel::{IkeDatagram, SaInstall, ToDataPlane, ToIke};
+use zeroize::Zeroizing;
+
+use crate::config::{connection, Connection};
+use crate::credentials::Credentials;
+
+/// The first wait before an initiator tries again after its IKE SA failed
+/// or closed; doubled each time up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Peer<E: Entropy> {
+    c: ConnectionMeta,
+    ike: Ike<E>,
+    timer: Option<Timestamp>,
+    /// Initiators: when to initiate next (`None`: not now).
+    retry_at: Option<Timestamp>,
+    backoff: Duration,
+}
+
+struct ConnectionMeta {
+    peer: u16,
+    name: String,
+    tunnel: blob::TunnelId,
+    initiator: bool,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+}
+
+/// What a call produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages for the data plane, in order.
+    pub to_data_plane: Vec<ToDataPlane>,
+    /// Lines for the console log (never a key).
+    pub log: Vec<String>,
+}
+
+/// The IKE side of the Viaduct.
+pub struct Driver<E: Entropy> {
+    peers: Vec<Peer<E>>,
+}
+
+impl<E: Entropy> Driver<E> {
+    /// The peers of `policy` whose credentials resolve; each one that does
+    /// not is logged and stays closed. `entropy` makes one source per peer.
+    pub fn new(
+        policy: &blob::Policy,
+        creds: &Credentials,
+        mut entropy: impl FnMut() -> E,
+        now: Timestamp,
+    ) -> (Driver<E>, Vec<String>) {
+        let mut peers = Vec::new();
+        let mut log = Vec::new();
+        let Some(ike) = &policy.ike else {
+            return (Driver { peers }, log);
+        };
+        for (i, p) in ike.peers.iter().enumerate() {
+            let c: Connection = match connection(policy, ike, i, creds) {
+                Ok(c) => c,
+                Err(e) => {
+                    log.push(format!("ike: peer {}: {e}", p.name));
+                    continue;
+                }
+            };
+            let meta = ConnectionMeta {
+                peer: c.peer,
+                name: c.name,
+                tunnel: c.tunnel,
+                initiator: c.initiator,
+                local: c.config.local,
+                remote: c.config.remote,
+            };
+            match Ike::new(c.config, entropy(), now) {
+                Ok(engine) => peers.push(Peer {
+                    retry_at: meta.initiator.then_some(now),
+                    c: meta,
+                    ike: engine,
+                    timer: None,
+                    backoff: FIRST_BACKOFF,
+                }),
+                Err(e) => log.push(format!("ike: peer {}: {e}", p.name)),
+            }
+        }
+        (Driver { peers }, log)
+    }
+
+    /// How many peers run.
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The earliest time [`Driver::tick`] has something to do.
+    pub fn next_timer(&self) -> Option<Timestamp> {
+        self.peers
+            .iter()
+            .flat_map(|p| [p.timer, p.retry_at])
+            .flatten()
+            .min()
+    }
+
+    /// Runs what is due: engine timers and initiations.
+    pub fn tick(&mut self, now: Timestamp) -> Output {
+        let mut out = Output::default();
+        for p in &mut self.peers {
+            if p.retry_at.is_some_and(|t| t <= now) {
+                p.retry_at = None;
+                let a = p.ike.initiate(now);
+                absorb(p, a, now, &mut out);
+            }
+            if p.timer.is_some_and(|t| t <= now) {
+                let a = p.ike.tick(now);
+                absorb(p, a, now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// A message from the data plane.
+    pub fn from_data_plane(&mut self, m: ToIke, now: Timestamp) -> Output {
+        let mut out = Output::default();
+        match m {
+            ToIke::IkeDatagram(d) => {
+                let Some(p) = self.peers.iter_mut().find(|p| p.c.peer == d.peer) else {
+                    out.log
+                        .push(format!("ike: a datagram for unknown peer {}", d.peer));
+                    return out;
+                };
+                let path = Path {
+                    local: std::net::SocketAddr::new(p.c.local.ip(), d.local_port),
+                    remote: std::net::SocketAddr::new(p.c.remote.ip(), d.remote_port),
+                };
+                let a = p.ike.handle(&d.bytes, path, now);
+                absorb(p, a, now, &mut out);
+            }
+            ToIke::SaLifetime {
+                tunnel,
+                inbound_spi,
+                hard,
+            } => {
+                if let Some(p) = self.peers.iter_mut().find(|p| p.c.tunnel == tunnel) {
+                    if !hard {
+                        let a = p.ike.rekey_child(ike::wire::ChildSpi(inbound_spi), now);
+                        absorb(p, a, now, &mut out);
+                    }
+                }
+            }
+            ToIke::Refused {
+                tunnel,
+                inbound_spi,
+                refusal,
+            } => {
+                out.log.push(format!(
+                    "ike: the data plane refused CHILD SA {inbound_spi:08x} of tunnel {}: {refusal}",
+                    tunnel.0
+                ));
+                if let Some(p) = self.peers.iter_mut().find(|p| p.c.tunnel == tunnel) {
+                    let a = p.ike.delete_child(ike::wire::ChildSpi(inbound_spi), now);
+                    absorb(p, a, now, &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn aead(a: ike::crypto::Aead) -> Option<blob::Aead> {
+    match a {
+        ike::crypto::Aead::AesGcm16_128 => Some(blob::Aead::Aes128Gcm16),
+        ike::crypto::Aead::AesGcm16_256 => Some(blob::Aead::Aes256Gcm16),
+        ike::crypto::Aead::ChaCha20Poly1305 => Some(blob::Aead::ChaCha20Poly1305),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Carries out an engine's actions for peer `p`.
+fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out: &mut Output) {
+    let name = p.c.name.clone();
+    for a in actions {
+        match a {
+            Action::Send(d) => {
+                if d.path.remote.ip() != p.c.remote.ip() {
+                    out.log.push(format!(
+                        "ike: peer {name}: not sending to {}, which is not the peer",
+                        d.path.remote
+                    ));
+                    continue;
+                }
+                out.to_data_plane.push(ToDataPlane::SendIke(IkeDatagram {
+                    peer: p.c.peer,
+                    local_port: d.path.local.port(),
+                    remote_port: d.path.remote.port(),
+                    bytes: d.bytes,
+                }));
+            }
+            Action::InstallChildSa(c) => {
+                let Some(aead) = aead(c.aead) else {
+                    continue;
+                };
+                let secs = |d: Duration| d.as_secs().max(1);
+                out.to_data_plane
+                    .push(ToDataPlane::InstallSa(Box::new(SaInstall {
+                        tunnel: p.c.tunnel,
+                        inbound_spi: c.inbound_spi.0,
+                        outbound_spi: c.outbound_spi.0,
+                        aead,
+                        esn: c.esn,
+                        key_out: Zeroizing::new(c.outbound().key.expose_secret().to_vec()),
+                        key_in: Zeroizing::new(c.inbound().key.expose_secret().to_vec()),
+                        udp_remote_port: c.udp_encapsulation.then(|| c.path.remote.port()),
+                        outbound_active: c.outbound_active,
+                        soft_seconds: secs(c.lifetimes.rekey_after),
+                        hard_seconds: secs(c.lifetimes.expire_after),
+                    })));
+                out.log.push(format!(
+                    "ike: peer {name}: CHILD SA in {:08x} out {:08x} installed ({:?}{})",
+                    c.inbound_spi.0,
+                    c.outbound_spi.0,
+                    c.aead,
+                    if c.udp_encapsulation { ", UDP" } else { "" }
+                ));
+            }
+            Action::UseOutbound(id) => out.to_data_plane.push(ToDataPlane::UseOutbound {
+                tunnel: p.c.tunnel,
+                inbound_spi: id.inbound_spi.0,
+            }),
+            Action::DeleteChildSa(id) => out.to_data_plane.push(ToDataPlane::DeleteSa {
+                tunnel: p.c.tunnel,
+                inbound_spi: id.inbound_spi.0,
+            }),
+            Action::SetTimer(t) => p.timer = Some(t),
+            Action::Event(e) => {
+                match &e {
+                    Event::IkeSaEstablished(_) => p.backoff = FIRST_BACKOFF,
+                    Event::Failed { .. } | Event::Closed { .. }
+                        if p.c.initiator && p.ike.sas().is_empty() =>
+                    {
+                        p.retry_at = Some(now.saturating_add(p.backoff));
+                        p.backoff = (p.backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Event::Dropped { .. } | Event::Retransmitted { .. } => {}
+                    _ => {}
+                }
+                if !matches!(e, Event::Dropped { .. }) {
+                    out.log.push(format!("ike: peer {name}: {}", describe(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// One line per event, for the console (no keys in any event).
+pub fn describe(e: &Event) -> String {
+    match e {
+        Event::IkeSaEstablished(x) => format!(
+            "IKE SA {} established with {} ({})",
+            x.ike_sa, x.remote_id, x.proposal
+        ),
+        Event::ChildSaRefused { failure, .. } => format!("CHILD SA refused: {failure}"),
+        Event::Failed { failure, .. } => format!("failed: {failure}"),
+        Event::Closed { reason, .. } => format!("IKE SA closed: {reason}"),
+        Event::ChildSaRekeyed { old, new, .. } => format!(
+            "CHILD SA {:08x} replaced by {:08x}",
+            old.inbound_spi.0, new.inbound_spi.0
+        ),
+        Event::ChildSaDeleted { child, reason } => {
+            format!("CHILD SA {:08x} deleted: {reason}", child.inbound_spi.0)
+        }
+        Event::IkeSaRekeyed { old, new, .. } => format!("IKE SA {old} replaced by {new}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,191 @@
+//! `viaduct-ike --policy FILE [--channel FD] [--credentials FD]`: the
+//! Viaduct's IKE process. It reads the compiled policy, takes the device
+//! credentials from `--credentials` (read to the end, then closed), and
+//! speaks to the data plane over the channel descriptor (default 3, a
+//! `SOCK_SEQPACKET` or `SOCK_DGRAM` socket of a socketpair: one message per
+//! record). It exits when the data plane closes the channel. Log lines go to
+//! standard error; no key is ever written there.
+#![deny(unsafe_code)]
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use ike::sa::{Entropy, Timestamp};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::net::{recv, send, RecvFlags, SendFlags};
+use viaduct_channel::{ToIke, MAX_RECORD};
+use viaduct_ike::credentials::Credentials;
+use viaduct_ike::driver::{Driver, Output};
+
+/// Randomness from the kernel (aws-lc's generator, seeded by getrandom).
+struct SystemEntropy;
+
+impl Entropy for SystemEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if aws_lc_rs::rand::fill(buf).is_err() {
+            // Never carry on with predictable bytes.
+            eprintln!("viaduct-ike: the random number generator failed");
+            std::process::abort();
+        }
+    }
+}
+
+/// Descriptors the init passes down.
+#[allow(unsafe_code)]
+mod sys {
+    use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+    /// Takes ownership of an inherited descriptor.
+    ///
+    /// The caller names a descriptor the init opened for this process and
+    /// nothing else in the process owns: it is called once per descriptor
+    /// number, at start, before any other descriptor is opened or closed,
+    /// and only after `fcntl(F_GETFD)` showed the number is open.
+    pub fn inherited(fd: RawFd) -> Option<OwnedFd> {
+        // SAFETY: the borrow lives only for this `fcntl` call, which is
+        // harmless on any number: it fails with EBADF if nothing is open.
+        let borrowed = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+        let open = rustix::io::fcntl_getfd(borrowed);
+        // SAFETY: the number is open (F_GETFD succeeded), inherited from
+        // the init for this process only, and owned by nothing else here;
+        // `inherited` is called once per number.
+        open.ok().map(|_| unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("viaduct-ike: {msg}");
+    std::process::exit(1)
+}
+
+struct Args {
+    policy: String,
+    channel: i32,
+    credentials: Option<i32>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        policy: String::new(),
+        channel: 3,
+        credentials: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .unwrap_or_else(|| fail(format!("{flag} needs a value")));
+        let fd = |v: &str| {
+            v.parse::<i32>()
+                .ok()
+                .filter(|n| *n > 2)
+                .unwrap_or_else(|| fail(format!("{flag}: a descriptor number above 2")))
+        };
+        match flag.as_str() {
+            "--policy" => a.policy = value,
+            "--channel" => a.channel = fd(&value),
+            "--credentials" => a.credentials = Some(fd(&value)),
+            _ => fail(format!(
+                "unknown flag {flag}; usage: viaduct-ike --policy FILE [--channel FD] [--credentials FD]"
+            )),
+        }
+    }
+    if a.policy.is_empty() {
+        fail("--policy FILE is required");
+    }
+    a
+}
+
+fn main() {
+    let a = args();
+    let blob = std::fs::read(&a.policy).unwrap_or_else(|e| fail(format!("{}: {e}", a.policy)));
+    let policy =
+        policy_blob::Policy::decode(&blob).unwrap_or_else(|e| fail(format!("{}: {e}", a.policy)));
+    let channel: OwnedFd = sys::inherited(a.channel)
+        .unwrap_or_else(|| fail(format!("channel descriptor {} is not open", a.channel)));
+    let creds = match a.credentials {
+        None => Credentials::default(),
+        Some(fd) => {
+            let fd = sys::inherited(fd)
+                .unwrap_or_else(|| fail(format!("credential descriptor {fd} is not open")));
+            let mut bytes = zeroize::Zeroizing::new(Vec::new());
+            std::fs::File::from(fd)
+                .read_to_end(&mut bytes)
+                .unwrap_or_else(|e| fail(format!("reading the credentials: {e}")));
+            Credentials::parse(&bytes).unwrap_or_else(|e| fail(e))
+        }
+    };
+    let started = Instant::now();
+    let now =
+        || Timestamp::from_millis(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let (mut driver, log) = Driver::new(&policy, &creds, || SystemEntropy, now());
+    drop(creds);
+    for l in log {
+        eprintln!("viaduct-ike: {l}");
+    }
+    eprintln!("viaduct-ike: {} peer(s)", driver.peers());
+    let mut buf = vec![0u8; MAX_RECORD + 1];
+    let mut out = driver.tick(now());
+    loop {
+        emit(&channel, out);
+        let wait = driver
+            .next_timer()
+            .map(|t| t.saturating_since(now()))
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        let ts = Timespec::try_from(wait).unwrap_or(Timespec {
+            tv_sec: 60,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&channel, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => {
+                out = driver.tick(now());
+                continue;
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {
+                out = Output::default();
+                continue;
+            }
+            Err(e) => fail(format!("poll: {e}")),
+        }
+        let n = match recv(channel.as_fd(), &mut buf[..], RecvFlags::TRUNC) {
+            Ok((_, 0)) => {
+                eprintln!("viaduct-ike: the data plane closed the channel; exiting");
+                return;
+            }
+            Ok((_, n)) => n,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {
+                out = Output::default();
+                continue;
+            }
+            Err(e) => fail(format!("channel: {e}")),
+        };
+        let record = buf.get(..n).unwrap_or_default();
+        out = match ToIke::decode(record) {
+            Ok(m) => driver.from_data_plane(m, now()),
+            Err(e) => {
+                eprintln!("viaduct-ike: a record from the data plane was ignored: {e}");
+                Output::default()
+            }
+        };
+        let mut more = driver.tick(now());
+        out.to_data_plane.append(&mut more.to_data_plane);
+        out.log.append(&mut more.log);
+    }
+}
+
+/// Sends the messages and prints the log lines.
+fn emit(channel: &OwnedFd, out: Output) {
+    for l in out.log {
+        eprintln!("viaduct-ike: {l}");
+    }
+    for m in out.to_data_plane {
+        let record = m.encode();
+        if let Err(e) = send(channel.as_fd(), &record, SendFlags::empty()) {
+            fail(format!("channel: {e}"));
+        }
+    }
+}
