@@ -15,6 +15,8 @@ use policy_blob::{
     Direction, FilterAction, Policy, Selector, SpdAction, TcpFlags, TrafficSelector, TunnelId,
 };
 
+use viaduct_channel::{check_install, Refusal, SaInstall};
+
 use crate::error::EngineError;
 use crate::sa::{InboundSa, OutboundSa, SaId, Timestamp};
 use crate::wire::ip::{five_tuple, FiveTuple, Ipv4Packet, Ipv6Packet};
@@ -184,6 +186,25 @@ pub enum Verdict {
     Send(usize),
     /// Dropped and counted.
     Drop(DropReason),
+    /// Inbound only: an IKE message from a peer, for the IKE process
+    /// (never for red).
+    Ike(IkeIn),
+}
+
+/// Where an inbound IKE message is: `pkt[offset..offset + len]`, from peer
+/// `peer` (its index in the policy's IKE section) between these UDP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IkeIn {
+    /// The peer.
+    pub peer: u16,
+    /// Our port: 500 or 4500.
+    pub local_port: u16,
+    /// The peer's port.
+    pub remote_port: u16,
+    /// Start of the IKE message (after the non-ESP marker on 4500).
+    pub offset: usize,
+    /// Its length.
+    pub len: usize,
 }
 
 /// An SA lifetime event for the control plane (rekey / delete).
@@ -201,6 +222,14 @@ struct TunnelRules {
     name: String,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
+    /// Outer addresses and the settings an SA installed by IKE takes from
+    /// the policy.
+    local: IpAddr,
+    remote: IpAddr,
+    replay_window: u32,
+    lifetimes: policy_blob::Lifetimes,
+    outer_dscp: u8,
+    tfc_sizes: Vec<u16>,
 }
 
 /// One filter rule as the engine matches it.
@@ -219,6 +248,8 @@ struct Rules {
     filters_in: Vec<Filter>,
     default_filter: FilterAction,
     tunnels: Vec<TunnelRules>,
+    /// The IKE peers, by index: (our address, the peer's).
+    ike_peers: Vec<(IpAddr, IpAddr)>,
 }
 
 fn ports_match(range: &policy_blob::PortRange, port: Option<u16>) -> bool {
@@ -347,10 +378,15 @@ impl Rules {
 #[derive(Debug)]
 pub struct OutboundPath {
     rules: Arc<Rules>,
-    /// Indexed like `rules.tunnels`.
+    /// Indexed like `rules.tunnels`: the SA each tunnel sends with.
     sas: Vec<Option<OutboundSa>>,
+    /// For IKE-keyed tunnels: the inbound SPI of the active SA's pair.
+    active_spi: Vec<Option<u32>>,
+    /// Installed by IKE, not yet sent with: (tunnel index, inbound SPI, SA).
+    pending: Vec<(usize, u32, OutboundSa)>,
     drops: DropCounters,
     bypassed: u64,
+    ike_sent: u64,
 }
 
 /// Black → red half.
@@ -363,6 +399,7 @@ pub struct InboundPath {
     any_udp: bool,
     drops: DropCounters,
     bypassed: u64,
+    ike_received: u64,
 }
 
 /// The whole engine.
@@ -398,6 +435,12 @@ impl Engine {
                 name: t.name.clone(),
                 local_ts: t.local_ts.clone(),
                 remote_ts: t.remote_ts.clone(),
+                local: t.local,
+                remote: t.remote,
+                replay_window: t.replay_window,
+                lifetimes: t.lifetimes,
+                outer_dscp: t.outer_dscp,
+                tfc_sizes: t.tfc_sizes.clone(),
             });
             match &t.manual {
                 Some(m) => {
@@ -455,20 +498,32 @@ impl Engine {
             filters_in: split(Direction::Inbound),
             default_filter: policy.default_filter,
             tunnels,
+            ike_peers: policy
+                .ike
+                .iter()
+                .flat_map(|i| i.peers.iter().map(|p| (p.local, p.remote)))
+                .collect(),
         });
+        let any_ike = !rules.ike_peers.is_empty();
+        let n_tunnels = rules.tunnels.len();
         Ok(Engine {
             outbound: OutboundPath {
                 rules: rules.clone(),
                 sas: out_sas,
+                active_spi: vec![None; n_tunnels],
+                pending: Vec::new(),
                 drops: DropCounters::default(),
                 bypassed: 0,
+                ike_sent: 0,
             },
             inbound: InboundPath {
                 rules,
                 sad,
-                any_udp: policy.tunnels.iter().any(|t| t.udp_encap),
+                // IKE may turn UDP encapsulation on for any of its tunnels.
+                any_udp: any_ike || policy.tunnels.iter().any(|t| t.udp_encap),
                 drops: DropCounters::default(),
                 bypassed: 0,
+                ike_received: 0,
             },
         })
     }
@@ -583,6 +638,9 @@ impl OutboundPath {
             }
         }
         let _ = writeln!(s, "out bypassed={}", self.bypassed);
+        if !self.rules.ike_peers.is_empty() {
+            let _ = writeln!(s, "out ike_sent={}", self.ike_sent);
+        }
         write_drops(&mut s, "out", &self.drops);
         s
     }
@@ -596,7 +654,11 @@ impl InboundPath {
     /// `Send(len)` the datagram for red is `pkt[..len]`.
     pub fn process(&mut self, pkt: &mut [u8], now: Timestamp) -> Verdict {
         match self.process_inner(pkt, now) {
-            Ok(n) => Verdict::Send(n),
+            Ok(Inbound::Red(n)) => Verdict::Send(n),
+            Ok(Inbound::Ike(i)) => {
+                self.ike_received += 1;
+                Verdict::Ike(i)
+            }
             Err(r) => {
                 self.drops.inc(r);
                 Verdict::Drop(r)
@@ -604,12 +666,55 @@ impl InboundPath {
         }
     }
 
-    fn process_inner(&mut self, pkt: &mut [u8], now: Timestamp) -> Result<usize, DropReason> {
+    /// An IKE message from a configured peer to our address on it: UDP to
+    /// port 500, or to 4500 behind the non-ESP marker.
+    fn ike(&self, pkt: &[u8], o: &Outer) -> Option<IkeIn> {
+        let peer = self
+            .rules
+            .ike_peers
+            .iter()
+            .position(|(local, remote)| *local == o.dst && *remote == o.src)?;
+        let udp = pkt.get(o.l4_off..)?;
+        let h = udp.get(..udp::HEADER_LEN)?;
+        let (sport, dport) = (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        );
+        let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        if len != udp.len() || len < udp::HEADER_LEN {
+            return None;
+        }
+        let body = o.l4_off + udp::HEADER_LEN;
+        let (offset, len) = match dport {
+            500 => (body, len - udp::HEADER_LEN),
+            udp::NAT_T_PORT => match udp.get(udp::HEADER_LEN..udp::HEADER_LEN + 4) {
+                Some([0, 0, 0, 0]) => (body + 4, len - udp::HEADER_LEN - 4),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(IkeIn {
+            peer: u16::try_from(peer).ok()?,
+            local_port: dport,
+            remote_port: sport,
+            offset,
+            len,
+        })
+    }
+
+    fn process_inner(&mut self, pkt: &mut [u8], now: Timestamp) -> Result<Inbound, DropReason> {
+        let outer = outer_esp_offset(pkt)?;
+        if outer.protocol == udp::PROTOCOL && !self.rules.ike_peers.is_empty() {
+            if let Some(i) = self.ike(pkt, &outer) {
+                return Ok(Inbound::Ike(i));
+            }
+        }
         let Outer {
             protocol: proto,
             l4_off,
             ecn: outer_ecn,
-        } = outer_esp_offset(pkt)?;
+            ..
+        } = outer;
         let (esp_off, in_udp) = match proto {
             50 => (l4_off, false),
             udp::PROTOCOL if self.any_udp => {
@@ -617,10 +722,10 @@ impl InboundPath {
                     Some(udp::Payload::Esp(off)) => (off, true),
                     Some(udp::Payload::NonEsp) => return Err(DropReason::NonEsp),
                     Some(udp::Payload::Keepalive) => return Err(DropReason::Keepalive),
-                    None => return self.cleartext(pkt),
+                    None => return self.cleartext(pkt).map(Inbound::Red),
                 }
             }
-            _ => return self.cleartext(pkt),
+            _ => return self.cleartext(pkt).map(Inbound::Red),
         };
         let esp = &mut pkt[esp_off..];
         let spi = esp
@@ -657,7 +762,7 @@ impl InboundPath {
         self.rules.filter(Direction::Inbound, &t)?;
         ecn_decapsulate(&mut esp[..d.len], outer_ecn)?;
         pkt.copy_within(esp_off..esp_off + d.len, 0);
-        Ok(d.len)
+        Ok(Inbound::Red(d.len))
     }
 
     /// A datagram that is not ESP: passed to red only if the SPD (seen
@@ -719,6 +824,9 @@ impl InboundPath {
             );
         }
         let _ = writeln!(s, "in bypassed={}", self.bypassed);
+        if !self.rules.ike_peers.is_empty() {
+            let _ = writeln!(s, "in ike_received={}", self.ike_received);
+        }
         write_drops(&mut s, "in", &self.drops);
         s
     }
@@ -795,12 +903,253 @@ fn ecn_decapsulate(inner: &mut [u8], outer: u8) -> Result<(), DropReason> {
 
 /// What the inbound path needs of an outer header.
 struct Outer {
+    /// Source and destination.
+    src: IpAddr,
+    dst: IpAddr,
     /// Upper-layer protocol (50 ESP, 17 UDP, …).
     protocol: u8,
     /// Offset of its header.
     l4_off: usize,
     /// The outer ECN field.
     ecn: u8,
+}
+
+// ------------------------------------------------ SAs installed by IKE
+
+fn lifetimes_for(t: &TunnelRules, i: &SaInstall) -> policy_blob::Lifetimes {
+    let mut l = t.lifetimes;
+    l.soft.seconds = Some(i.soft_seconds);
+    l.hard.seconds = Some(i.hard_seconds);
+    l
+}
+
+impl Engine {
+    /// Checks an SA the IKE process asks for against `policy` (the one this
+    /// engine was built from; [`viaduct_channel::check_install`]) and
+    /// installs it in both halves: the inbound SA at once, the outbound SA
+    /// in use now or after [`OutboundPath::use_outbound`].
+    ///
+    /// # Errors
+    /// The [`Refusal`]; nothing is installed then.
+    pub fn install(
+        &mut self,
+        policy: &Policy,
+        i: &SaInstall,
+        now: Timestamp,
+    ) -> Result<(), Refusal> {
+        let inbound = &self.inbound;
+        check_install(policy, i, |spi| inbound.has_spi(spi))?;
+        self.inbound.install(i, now)?;
+        if let Err(r) = self.outbound.install(i, now) {
+            self.inbound.remove(i.inbound_spi);
+            return Err(r);
+        }
+        Ok(())
+    }
+}
+
+impl OutboundPath {
+    /// Writes an IKE message for peer `peer` into `out`: the outer header
+    /// from the policy's addresses (our `local`, the peer's `remote`; TOS 0,
+    /// TTL 64), UDP from `local_port` (500, or 4500 with the non-ESP marker)
+    /// to `remote_port`, checksum filled. Returns the length.
+    ///
+    /// # Errors
+    /// `NoPolicy` for a peer not in the policy or ports IKE does not use;
+    /// `BufferTooSmall` or `Malformed` for a message that does not fit.
+    pub fn ike_datagram(
+        &mut self,
+        peer: u16,
+        local_port: u16,
+        remote_port: u16,
+        ike: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, DropReason> {
+        let &(local, remote) = self
+            .rules
+            .ike_peers
+            .get(usize::from(peer))
+            .ok_or(DropReason::NoPolicy)?;
+        let marker = match local_port {
+            500 => 0,
+            udp::NAT_T_PORT => 4,
+            _ => return Err(DropReason::NoPolicy),
+        };
+        if remote_port == 0 {
+            return Err(DropReason::NoPolicy);
+        }
+        let outer = crate::wire::ip::OuterRepr {
+            src: local,
+            dst: remote,
+            tos: 0,
+            ident: 0,
+            protocol: udp::PROTOCOL,
+        };
+        let hl = outer.header_len();
+        let udp_len = udp::HEADER_LEN + marker + ike.len();
+        let total = hl + udp_len;
+        if out.len() < total {
+            return Err(DropReason::BufferTooSmall);
+        }
+        outer
+            .emit(&mut out[..hl], udp_len)
+            .map_err(|_| DropReason::Malformed)?;
+        udp::emit_ports(&mut out[hl..], local_port, remote_port, marker + ike.len())
+            .map_err(|_| DropReason::Malformed)?;
+        let body = hl + udp::HEADER_LEN;
+        out[body..body + marker].fill(0);
+        out[body + marker..total].copy_from_slice(ike);
+        let (s, d) = match (local, remote) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (s.octets().to_vec(), d.octets().to_vec()),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (s.octets().to_vec(), d.octets().to_vec()),
+            _ => return Err(DropReason::Malformed),
+        };
+        udp::fill_checksum(&mut out[hl..total], &s, &d).map_err(|_| DropReason::Malformed)?;
+        self.ike_sent += 1;
+        Ok(total)
+    }
+
+    /// Installs the outbound half of a checked install.
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownTunnel`] or [`Refusal::Key`].
+    pub fn install(&mut self, i: &SaInstall, now: Timestamp) -> Result<(), Refusal> {
+        let idx = self
+            .rules
+            .tunnel_index(i.tunnel)
+            .ok_or(Refusal::UnknownTunnel)?;
+        let t = &self.rules.tunnels[idx];
+        let mut sa = OutboundSa::new(
+            i.tunnel,
+            policy_blob::Spi(i.outbound_spi),
+            i.aead,
+            &i.key_out,
+            i.esn,
+            t.local,
+            t.remote,
+            lifetimes_for(t, i),
+            now,
+        )
+        .map_err(|_| Refusal::Key)?;
+        if let Some(port) = i.udp_remote_port {
+            sa.set_udp_encap(true);
+            sa.set_udp_remote_port(port);
+        }
+        sa.set_outer_dscp(t.outer_dscp);
+        sa.set_tfc_sizes(&t.tfc_sizes);
+        if i.outbound_active {
+            self.sas[idx] = Some(sa);
+            self.active_spi[idx] = Some(i.inbound_spi);
+        } else {
+            self.pending.push((idx, i.inbound_spi, sa));
+        }
+        Ok(())
+    }
+
+    /// Sends the tunnel's traffic with the SA paired with `inbound_spi`
+    /// from now on; false if no such SA waits.
+    pub fn use_outbound(&mut self, tunnel: TunnelId, inbound_spi: u32) -> bool {
+        let Some(idx) = self.rules.tunnel_index(tunnel) else {
+            return false;
+        };
+        let Some(pos) = self
+            .pending
+            .iter()
+            .position(|(t, spi, _)| *t == idx && *spi == inbound_spi)
+        else {
+            return self.active_spi[idx] == Some(inbound_spi);
+        };
+        let (_, _, sa) = self.pending.swap_remove(pos);
+        self.sas[idx] = Some(sa);
+        self.active_spi[idx] = Some(inbound_spi);
+        true
+    }
+
+    /// Removes the outbound SA paired with `inbound_spi` (in use or
+    /// waiting); false if there is none.
+    pub fn remove(&mut self, tunnel: TunnelId, inbound_spi: u32) -> bool {
+        let Some(idx) = self.rules.tunnel_index(tunnel) else {
+            return false;
+        };
+        if self.active_spi[idx] == Some(inbound_spi) {
+            self.sas[idx] = None;
+            self.active_spi[idx] = None;
+            return true;
+        }
+        let before = self.pending.len();
+        self.pending
+            .retain(|(t, spi, _)| !(*t == idx && *spi == inbound_spi));
+        before != self.pending.len()
+    }
+
+    /// IKE messages written by [`OutboundPath::ike_datagram`].
+    pub fn ike_sent(&self) -> u64 {
+        self.ike_sent
+    }
+}
+
+impl InboundPath {
+    /// Whether an inbound SA has this SPI.
+    pub fn has_spi(&self, spi: u32) -> bool {
+        self.sad.binary_search_by_key(&spi, |(s, _, _)| *s).is_ok()
+    }
+
+    /// Installs the inbound half of a checked install.
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownTunnel`], [`Refusal::SpiInUse`] or [`Refusal::Key`].
+    pub fn install(&mut self, i: &SaInstall, now: Timestamp) -> Result<(), Refusal> {
+        let idx = self
+            .rules
+            .tunnel_index(i.tunnel)
+            .ok_or(Refusal::UnknownTunnel)?;
+        let pos = match self
+            .sad
+            .binary_search_by_key(&i.inbound_spi, |(s, _, _)| *s)
+        {
+            Ok(_) => return Err(Refusal::SpiInUse),
+            Err(p) => p,
+        };
+        let t = &self.rules.tunnels[idx];
+        let mut sa = InboundSa::new(
+            i.tunnel,
+            policy_blob::Spi(i.inbound_spi),
+            i.aead,
+            &i.key_in,
+            i.esn,
+            t.replay_window,
+            lifetimes_for(t, i),
+            now,
+        )
+        .map_err(|_| Refusal::Key)?;
+        sa.set_udp_encap(i.udp_remote_port.is_some());
+        self.sad.insert(pos, (i.inbound_spi, idx, sa));
+        Ok(())
+    }
+
+    /// Removes the inbound SA with this SPI; false if there is none.
+    pub fn remove(&mut self, spi: u32) -> bool {
+        match self.sad.binary_search_by_key(&spi, |(s, _, _)| *s) {
+            Ok(p) => {
+                self.sad.remove(p);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// IKE messages steered to the IKE process.
+    pub fn ike_received(&self) -> u64 {
+        self.ike_received
+    }
+}
+
+/// What an inbound datagram becomes.
+enum Inbound {
+    /// `pkt[..len]` for red.
+    Red(usize),
+    /// An IKE message for the IKE process.
+    Ike(IkeIn),
 }
 
 /// Parses an outer datagram's header; fragments are refused.
@@ -813,6 +1162,8 @@ fn outer_esp_offset(pkt: &[u8]) -> Result<Outer, DropReason> {
                 return Err(DropReason::Fragment);
             }
             Ok(Outer {
+                src: IpAddr::V4(p.src()),
+                dst: IpAddr::V4(p.dst()),
                 protocol: p.protocol(),
                 l4_off: p.header_len(),
                 ecn: p.tos() & 3,
@@ -837,6 +1188,8 @@ fn outer_esp_offset(pkt: &[u8]) -> Result<Outer, DropReason> {
                     44 => return Err(DropReason::Fragment),
                     _ => {
                         return Ok(Outer {
+                            src: IpAddr::V6(p.src()),
+                            dst: IpAddr::V6(p.dst()),
                             protocol: nh,
                             l4_off: off,
                             ecn,

@@ -206,6 +206,8 @@ pub struct OutboundSa {
     outer_tos: u8,
     /// TFC padding sizes, increasing (empty: none).
     tfc_sizes: Vec<u16>,
+    /// The peer's UDP port for ESP in UDP (4500, or what a NAT mapped it to).
+    udp_remote_port: u16,
 }
 
 impl OutboundSa {
@@ -243,7 +245,14 @@ impl OutboundSa {
             udp_encap: false,
             outer_tos: 0,
             tfc_sizes: Vec::new(),
+            udp_remote_port: udp::NAT_T_PORT,
         })
+    }
+
+    /// Sends ESP in UDP to this port of the peer's (a NAT's mapping, as IKE
+    /// learned it); 4500 by default.
+    pub fn set_udp_remote_port(&mut self, port: u16) {
+        self.udp_remote_port = port;
     }
 
     /// Sends ESP inside UDP, ports 4500 (RFC 3948), instead of as IP
@@ -365,7 +374,13 @@ impl OutboundSa {
             nh,
         )?;
         if self.udp_encap {
-            udp::emit(&mut out[hl..esp_at], esp_total).map_err(|_| DropReason::Malformed)?;
+            udp::emit_ports(
+                &mut out[hl..esp_at],
+                udp::NAT_T_PORT,
+                self.udp_remote_port,
+                esp_total,
+            )
+            .map_err(|_| DropReason::Malformed)?;
             if let (IpAddr::V6(s), IpAddr::V6(d)) = (self.local, self.remote) {
                 udp::fill_checksum(&mut out[hl..esp_at + esp_total], &s.octets(), &d.octets())
                     .map_err(|_| DropReason::Malformed)?;

@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
                             "the left sent {} bytes (bypassed: {bypassed}), the right dropped them: {r}",
                             inner.len()
                         ),
+                        Verdict::Ike(i) => panic!("the harness's policies have no IKE peer: {i:?}"),
                     }
                 }
             }

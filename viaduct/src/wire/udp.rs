@@ -31,10 +31,16 @@ pub enum Payload {
 /// Writes a UDP header for `payload_len` bytes at `buf[..8]` (ports 4500,
 /// checksum 0).
 pub fn emit(buf: &mut [u8], payload_len: usize) -> Result<(), WireError> {
+    emit_ports(buf, NAT_T_PORT, NAT_T_PORT, payload_len)
+}
+
+/// Writes a UDP header from `src` to `dst` for `payload_len` bytes at
+/// `buf[..8]` (checksum 0).
+pub fn emit_ports(buf: &mut [u8], src: u16, dst: u16, payload_len: usize) -> Result<(), WireError> {
     let h = buf.get_mut(..HEADER_LEN).ok_or(WireError::Truncated)?;
     let len = u16::try_from(HEADER_LEN + payload_len).map_err(|_| WireError::Malformed)?;
-    h[0..2].copy_from_slice(&NAT_T_PORT.to_be_bytes());
-    h[2..4].copy_from_slice(&NAT_T_PORT.to_be_bytes());
+    h[0..2].copy_from_slice(&src.to_be_bytes());
+    h[2..4].copy_from_slice(&dst.to_be_bytes());
     h[4..6].copy_from_slice(&len.to_be_bytes());
     h[6..8].copy_from_slice(&[0, 0]);
     Ok(())

@@ -47,6 +47,7 @@ fn send(a: &mut Engine, inner: &[u8]) -> Vec<u8> {
     match a.outbound(inner, &mut out, T0) {
         Verdict::Send(n) => out[..n].to_vec(),
         Verdict::Drop(r) => panic!("outbound dropped: {r}"),
+        Verdict::Ike(i) => panic!("outbound never yields IKE: {i:?}"),
     }
 }
 
@@ -55,6 +56,7 @@ fn recv(b: &mut Engine, pkt: &[u8]) -> Result<Vec<u8>, DropReason> {
     match b.inbound(&mut buf, T0) {
         Verdict::Send(n) => Ok(buf[..n].to_vec()),
         Verdict::Drop(r) => Err(r),
+        Verdict::Ike(i) => panic!("no IKE peer in these policies: {i:?}"),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 mod engine;
+mod ike;
 mod netns;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,289 @@
+//! The data plane's half of IKE: SAs installed by the IKE process (checked
+//! against the policy, make-before-break switching, removal), IKE messages
+//! steered from black to the IKE process (never to red), and IKE messages
+//! built from the policy's addresses.
+
+use policy_blob::*;
+use viaduct::{DropReason, Engine, MemoryLedger, Timestamp, Verdict};
+use viaduct_channel::{Refusal, SaInstall};
+use zeroize::Zeroizing;
+
+use crate::common::{udp4, v4};
+
+const T0: Timestamp = Timestamp(0);
+
+/// Gateway `me` (1 or 2) of a pair, tunnel 10.me/24 ↔ 10.other/24 keyed by
+/// IKE peer 0.
+fn policy(me: u8) -> Policy {
+    let other = 3 - me;
+    let addr = |n: u8| v4(&format!("198.51.100.{n}"));
+    let net = |n: u8| TrafficSelector::prefix(Prefix::new(v4(&format!("10.{n}.0.0")), 24));
+    let t = Tunnel::new(1, "t", addr(me), addr(other), Aead::ChaCha20Poly1305)
+        .with_local_ts(net(me))
+        .with_remote_ts(net(other));
+    let mut p = Policy::new("gw", "1")
+        .with_local(addr(me))
+        .with_tunnel(t)
+        .with_spd(
+            "t",
+            Selector::between(
+                Prefix::new(v4(&format!("10.{me}.0.0")), 24),
+                Prefix::new(v4(&format!("10.{other}.0.0")), 24),
+            ),
+            SpdAction::Protect(TunnelId(1)),
+        )
+        .with_spd("rest", Selector::any_v4(), SpdAction::Discard);
+    p.ike = Some(IkeConfig {
+        local_id: IkeIdentity::Addr(addr(me)),
+        private_key: None,
+        peers: vec![IkePeer {
+            name: "peer".into(),
+            local: addr(me),
+            remote: addr(other),
+            remote_id: IkeIdentity::Addr(addr(other)),
+            auth: IkeAuth::Psk(Credential::Device("psk".into())),
+            ike_proposals: vec![IkeProposal {
+                aead: Aead::ChaCha20Poly1305,
+                prf: IkePrf::Sha256,
+                group: KeGroup::X25519,
+            }],
+            esp_proposals: vec![EspProposal {
+                aead: Aead::ChaCha20Poly1305,
+                esn: false,
+            }],
+            pfs: None,
+            ike_rekey_seconds: 3600,
+            tunnels: vec![TunnelId(1)],
+        }],
+    });
+    p.validate().unwrap();
+    p
+}
+
+fn engine(p: &Policy) -> Engine {
+    Engine::new(p, T0, &mut MemoryLedger::default()).unwrap()
+}
+
+/// The install of gateway 1 (`mirror`: gateway 2's view of the same SA).
+fn install(spi_1: u32, spi_2: u32, key_seed: u8, active: bool, mirror: bool) -> SaInstall {
+    let k = |s: u8| Zeroizing::new(vec![s; 36]);
+    let (in_spi, out_spi, key_in, key_out) = if mirror {
+        (spi_2, spi_1, k(key_seed), k(key_seed + 1))
+    } else {
+        (spi_1, spi_2, k(key_seed + 1), k(key_seed))
+    };
+    SaInstall {
+        tunnel: TunnelId(1),
+        inbound_spi: in_spi,
+        outbound_spi: out_spi,
+        aead: Aead::ChaCha20Poly1305,
+        esn: false,
+        key_out,
+        key_in,
+        udp_remote_port: None,
+        outbound_active: active,
+        soft_seconds: 3000,
+        hard_seconds: 3600,
+    }
+}
+
+fn lan_packet(from: u8, marker: &[u8]) -> Vec<u8> {
+    let other = 3 - from;
+    udp4(
+        &format!("10.{from}.0.5"),
+        &format!("10.{other}.0.7"),
+        1000,
+        2000,
+        marker,
+    )
+}
+
+/// Sends one LAN packet from gateway `a` to gateway `b`: the ESP `a` writes
+/// and what `b` makes of it.
+fn carry(a: &mut Engine, b: &mut Engine, from: u8, marker: &[u8]) -> (Verdict, Verdict, Vec<u8>) {
+    let inner = lan_packet(from, marker);
+    let mut out = vec![0u8; 2048];
+    let v = a.outbound(&inner, &mut out, T0);
+    let Verdict::Send(n) = v else {
+        return (v, Verdict::Drop(DropReason::NoSa), Vec::new());
+    };
+    let mut wire = out[..n].to_vec();
+    let spi = wire[20..24].to_vec();
+    let w = b.inbound(&mut wire, T0);
+    (v, w, spi)
+}
+
+#[test]
+fn checked_installs_carry_traffic_and_switch_make_before_break() {
+    let (p1, p2) = (policy(1), policy(2));
+    let (mut g1, mut g2) = (engine(&p1), engine(&p2));
+    // No SA yet: nothing leaves.
+    assert_eq!(
+        carry(&mut g1, &mut g2, 1, b"x").0,
+        Verdict::Drop(DropReason::NoSa)
+    );
+    g1.install(&p1, &install(0x1001, 0x2001, 1, true, false), T0)
+        .unwrap();
+    g2.install(&p2, &install(0x1001, 0x2001, 1, true, true), T0)
+        .unwrap();
+    let (v, w, spi) = carry(&mut g1, &mut g2, 1, b"first");
+    assert!(matches!(v, Verdict::Send(_)), "{v:?}");
+    assert!(matches!(w, Verdict::Send(_)), "{w:?}");
+    assert_eq!(spi, 0x2001u32.to_be_bytes());
+    assert!(matches!(
+        carry(&mut g2, &mut g1, 2, b"back").1,
+        Verdict::Send(_)
+    ));
+
+    // Rekey: gateway 1 (initiator) installs the new SA in use at once;
+    // gateway 2 (responder) installs it waiting. Both still carry traffic.
+    g2.install(&p2, &install(0x1002, 0x2002, 5, false, true), T0)
+        .unwrap();
+    g1.install(&p1, &install(0x1002, 0x2002, 5, true, false), T0)
+        .unwrap();
+    let (_, w, spi) = carry(&mut g1, &mut g2, 1, b"new");
+    assert_eq!(
+        spi,
+        0x2002u32.to_be_bytes(),
+        "the initiator sends on the new SA"
+    );
+    assert!(
+        matches!(w, Verdict::Send(_)),
+        "the responder receives on it: {w:?}"
+    );
+    let (_, w, spi) = carry(&mut g2, &mut g1, 2, b"old");
+    assert_eq!(
+        spi,
+        0x1001u32.to_be_bytes(),
+        "the responder still sends on the old SA"
+    );
+    assert!(matches!(w, Verdict::Send(_)), "{w:?}");
+    // The initiator deletes the old SA: the responder switches.
+    assert!(g2.outbound.use_outbound(TunnelId(1), 0x2002));
+    let (_, w, spi) = carry(&mut g2, &mut g1, 2, b"switched");
+    assert_eq!(spi, 0x1002u32.to_be_bytes());
+    assert!(matches!(w, Verdict::Send(_)));
+    // The old SA goes from both halves.
+    // Switching replaced the old outbound SA: nothing of it is left.
+    assert!(!g2.outbound.remove(TunnelId(1), 0x2001));
+    assert!(g2.inbound.remove(0x2001));
+    assert!(!g2.inbound.remove(0x2001));
+    assert!(g1.inbound.remove(0x1001));
+    // Removing the SA in use leaves the tunnel without one: nothing leaves
+    // in clear.
+    assert!(g1.outbound.remove(TunnelId(1), 0x1002));
+    assert_eq!(
+        carry(&mut g1, &mut g2, 1, b"x").0,
+        Verdict::Drop(DropReason::NoSa)
+    );
+}
+
+#[test]
+fn installs_the_policy_does_not_allow_are_refused_and_change_nothing() {
+    let p1 = policy(1);
+    let mut g1 = engine(&p1);
+    g1.install(&p1, &install(0x1001, 0x2001, 1, true, false), T0)
+        .unwrap();
+    let mut again = install(0x1001, 0x2009, 9, true, false);
+    assert_eq!(g1.install(&p1, &again, T0), Err(Refusal::SpiInUse));
+    again.inbound_spi = 0x1009;
+    again.aead = Aead::Aes256Gcm16;
+    assert_eq!(g1.install(&p1, &again, T0), Err(Refusal::Transform));
+    again.aead = Aead::ChaCha20Poly1305;
+    again.tunnel = TunnelId(7);
+    assert_eq!(g1.install(&p1, &again, T0), Err(Refusal::UnknownTunnel));
+    // The SA in use is still the first.
+    let mut out = vec![0u8; 2048];
+    let Verdict::Send(n) = g1.outbound(&lan_packet(1, b"x"), &mut out, T0) else {
+        panic!()
+    };
+    assert_eq!(out[20..24], 0x2001u32.to_be_bytes());
+    assert!(n > 28);
+}
+
+#[test]
+fn ike_messages_go_to_the_ike_process_never_to_red() {
+    let (p1, p2) = (policy(1), policy(2));
+    let (mut g1, mut g2) = (engine(&p1), engine(&p2));
+    let ike = vec![0x42u8; 100];
+    for (local_port, remote_port) in [(500, 500), (4500, 4500), (4500, 61000)] {
+        let mut out = vec![0u8; 2048];
+        let n = g1
+            .outbound
+            .ike_datagram(0, local_port, remote_port, &ike, &mut out)
+            .unwrap();
+        let mut wire = out[..n].to_vec();
+        // Gateway 2 sees it arrive on its port `remote_port`... as sent
+        // from gateway 1's `local_port`: its own ports are the reverse.
+        match g2.inbound(&mut wire, T0) {
+            Verdict::Ike(i) => {
+                assert_eq!(i.peer, 0);
+                assert_eq!((i.local_port, i.remote_port), (remote_port, local_port));
+                assert_eq!(&wire[i.offset..i.offset + i.len], &ike[..]);
+            }
+            other if remote_port == 61000 => {
+                // Only 500 and 4500 are IKE ports on the receiving side.
+                assert!(matches!(other, Verdict::Drop(_)), "{other:?}");
+            }
+            other => panic!("{local_port}->{remote_port}: {other:?}"),
+        }
+    }
+    // From an address that is not the peer, or to port 500 of another
+    // address: not IKE; dropped like any other cleartext.
+    let mut stranger = udp4("198.51.100.9", "198.51.100.2", 500, 500, &ike);
+    assert!(matches!(g2.inbound(&mut stranger, T0), Verdict::Drop(_)));
+    let mut elsewhere = udp4("198.51.100.1", "198.51.100.99", 500, 500, &ike);
+    assert!(matches!(g2.inbound(&mut elsewhere, T0), Verdict::Drop(_)));
+    // Port 4500 without the non-ESP marker is ESP (unknown SPI here).
+    let mut esp = udp4(
+        "198.51.100.1",
+        "198.51.100.2",
+        4500,
+        4500,
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    assert_eq!(
+        g2.inbound(&mut esp, T0),
+        Verdict::Drop(DropReason::UnknownSpi)
+    );
+    assert_eq!(g2.inbound.ike_received(), 2);
+    assert_eq!(g1.outbound.ike_sent(), 3);
+    // Peers and ports IKE does not use are refused.
+    let mut out = vec![0u8; 2048];
+    assert_eq!(
+        g1.outbound.ike_datagram(1, 500, 500, &ike, &mut out),
+        Err(DropReason::NoPolicy)
+    );
+    assert_eq!(
+        g1.outbound.ike_datagram(0, 53, 500, &ike, &mut out),
+        Err(DropReason::NoPolicy)
+    );
+    assert_eq!(
+        g1.outbound.ike_datagram(0, 500, 500, &ike, &mut out[..50]),
+        Err(DropReason::BufferTooSmall)
+    );
+}
+
+#[test]
+fn esp_in_udp_goes_to_the_port_ike_learned() {
+    let (p1, p2) = (policy(1), policy(2));
+    let (mut g1, mut g2) = (engine(&p1), engine(&p2));
+    let mut i1 = install(0x1001, 0x2001, 1, true, false);
+    i1.udp_remote_port = Some(40500);
+    let mut i2 = install(0x1001, 0x2001, 1, true, true);
+    i2.udp_remote_port = Some(4500);
+    g1.install(&p1, &i1, T0).unwrap();
+    g2.install(&p2, &i2, T0).unwrap();
+    let mut out = vec![0u8; 2048];
+    let Verdict::Send(n) = g1.outbound(&lan_packet(1, b"nat"), &mut out, T0) else {
+        panic!()
+    };
+    assert_eq!(out[9], 17, "UDP");
+    assert_eq!(&out[20..22], &4500u16.to_be_bytes());
+    assert_eq!(&out[22..24], &40500u16.to_be_bytes());
+    // A NAT would map 40500 back to 4500 on the way: gateway 2 receives it.
+    let mut wire = out[..n].to_vec();
+    wire[22..24].copy_from_slice(&4500u16.to_be_bytes());
+    wire[26..28].copy_from_slice(&[0, 0]);
+    assert!(matches!(g2.inbound(&mut wire, T0), Verdict::Send(_)));
+}
