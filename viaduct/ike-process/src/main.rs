@@ -80,16 +80,19 @@ fn args() -> Args {
 
 fn main() {
     let a = args();
+    // The inherited descriptors first, before this process opens any.
+    let channel: OwnedFd = sys::inherited(a.channel)
+        .unwrap_or_else(|| fail(format!("channel descriptor {} is not open", a.channel)));
+    let creds_fd = a.credentials.map(|fd| {
+        sys::inherited(fd)
+            .unwrap_or_else(|| fail(format!("credential descriptor {fd} is not open")))
+    });
     let blob = std::fs::read(&a.policy).unwrap_or_else(|e| fail(format!("{}: {e}", a.policy)));
     let policy =
         policy_blob::Policy::decode(&blob).unwrap_or_else(|e| fail(format!("{}: {e}", a.policy)));
-    let channel: OwnedFd = sys::inherited(a.channel)
-        .unwrap_or_else(|| fail(format!("channel descriptor {} is not open", a.channel)));
-    let creds = match a.credentials {
+    let creds = match creds_fd {
         None => Credentials::default(),
         Some(fd) => {
-            let fd = sys::inherited(fd)
-                .unwrap_or_else(|| fail(format!("credential descriptor {fd} is not open")));
             let mut bytes = zeroize::Zeroizing::new(Vec::new());
             std::fs::File::from(fd)
                 .read_to_end(&mut bytes)
