@@ -242,8 +242,14 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
             Action::Event(e) => {
                 match &e {
                     Event::IkeSaEstablished(_) => p.backoff = FIRST_BACKOFF,
+                    // Nothing but tombstones left (a closed SA lingers to
+                    // answer retransmissions): start again after a pause.
                     Event::Failed { .. } | Event::Closed { .. }
-                        if p.c.initiator && p.ike.sas().is_empty() =>
+                        if p.c.initiator
+                            && p.ike
+                                .sas()
+                                .iter()
+                                .all(|(_, _, phase)| *phase == ike::sa::Phase::Closing) =>
                     {
                         p.retry_at = Some(now.saturating_add(p.backoff));
                         p.backoff = (p.backoff * 2).min(MAX_BACKOFF);

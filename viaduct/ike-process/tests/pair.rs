@@ -235,3 +235,33 @@ fn credential_streams_are_checked() {
     assert!(Credentials::parse(&Credentials::record("A", b"x")).is_err());
     assert!(Credentials::parse(&Credentials::record("", b"x")).is_err());
 }
+
+#[test]
+fn the_initiator_starts_again_after_its_ike_sa_dies() {
+    let psk = || {
+        IkeAuth::Psk(Credential::Lab(KeyMaterial::new(
+            b"a lab pre-shared key of 32 bytes".to_vec(),
+        )))
+    };
+    let a = policy(1, psk(), None);
+    let none = Credentials::default();
+    // Gateway 1 (the lower address) initiates; nobody answers.
+    let (mut d1, _) = Driver::new(&a, &none, || Seeded(1, 0), Timestamp::from_millis(0));
+    // SPIi of each IKE_SA_INIT request (exchange type 34): a new SPI is a
+    // new attempt, the same one a retransmission.
+    let mut attempts: Vec<Vec<u8>> = Vec::new();
+    let mut t = 0;
+    while t < 120_000 {
+        for m in d1.tick(Timestamp::from_millis(t)).to_data_plane {
+            if let ToDataPlane::SendIke(d) = m {
+                if d.bytes.get(18) == Some(&34) && !attempts.contains(&d.bytes[..8].to_vec()) {
+                    attempts.push(d.bytes[..8].to_vec());
+                }
+            }
+        }
+        t += 100;
+    }
+    // Each attempt gives up after its retransmissions (about 20 s); the
+    // next starts 5, then 10, 20 ... s later.
+    assert!(attempts.len() >= 3, "{} attempts in 120 s", attempts.len());
+}
