@@ -553,6 +553,16 @@ impl EstablishedSa {
         }
     }
 
+    /// Why our Delete of the IKE SA closed it: a rekey replaced it, or we
+    /// were asked to.
+    fn our_delete_reason(&self) -> Closed {
+        if matches!(self.fate, Fate::Replaced { .. }) {
+            Closed::Rekeyed
+        } else {
+            Closed::DeletedByUs
+        }
+    }
+
     /// Our request went unanswered: the peer is gone, and so is everything.
     fn dead(self: Box<Self>, ctx: &mut Ctx<'_>) -> Outcome {
         let (exchange, sends, was_delete) = match &self.active {
@@ -567,11 +577,7 @@ impl EstablishedSa {
             ctx.event(Event::Closed {
                 ike_sa: self.id,
                 role: self.role,
-                reason: if matches!(self.fate, Fate::Replaced { .. }) {
-                    Closed::Rekeyed
-                } else {
-                    Closed::DeletedByUs
-                },
+                reason: self.our_delete_reason(),
             });
         } else {
             ctx.failed(self.id, self.role, Failure::Timeout { exchange, sends });
@@ -859,11 +865,7 @@ impl EstablishedSa {
                 ctx.event(Event::Closed {
                     ike_sa: self.id,
                     role: self.role,
-                    reason: if matches!(self.fate, Fate::Replaced { .. }) {
-                        Closed::Rekeyed
-                    } else {
-                        Closed::DeletedByUs
-                    },
+                    reason: self.our_delete_reason(),
                 });
                 self.gone(ctx, ChildDeleted::IkeSaGone)
             }

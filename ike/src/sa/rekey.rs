@@ -51,7 +51,7 @@ use super::established::{
     Child, ChildPair, ChildRequest, ChildState, EstablishedSa, Fate, IkeRequest, PendingIke,
     Request, Want,
 };
-use super::failure::{ChildFailure, Failure, TsMismatch};
+use super::failure::{ChildFailure, Failure};
 use super::msg::Collected;
 use super::proposal::{self, IkeChoice, KeRule};
 use super::ts;
@@ -292,6 +292,27 @@ impl EstablishedSa {
             inbound: r.spi,
             outbound: answer.peer_spi,
         };
+        let install =
+            |this: &mut Self, ctx: &mut Ctx<'_>, active: bool, replaces: Option<ChildSpi>| {
+                ctx.push(Action::InstallChildSa(Box::new(ChildSaInstall {
+                    ike_sa: this.id,
+                    inbound_spi: pair.inbound,
+                    outbound_spi: pair.outbound,
+                    aead: answer.esp.aead,
+                    esn: answer.esp.esn,
+                    local_ts: answer.tsi.clone(),
+                    remote_ts: answer.tsr.clone(),
+                    lifetimes: ctx.config.child_lifetimes,
+                    path: this.path,
+                    udp_encapsulation: this.nat.any(),
+                    outbound_active: active,
+                    replaces,
+                    keys,
+                    role: Role::Initiator,
+                })));
+                let child = Child::new(ctx, pair, answer.tsi.clone(), answer.tsr.clone(), active);
+                this.children.push(child);
+            };
         let Some(old_spi) = r.old else {
             // Both sides created one at once: the nonces decide, as for a
             // rekey collision.
@@ -311,24 +332,7 @@ impl EstablishedSa {
                     }
                 }
             }
-            ctx.push(Action::InstallChildSa(Box::new(ChildSaInstall {
-                ike_sa: self.id,
-                inbound_spi: pair.inbound,
-                outbound_spi: pair.outbound,
-                aead: answer.esp.aead,
-                esn: answer.esp.esn,
-                local_ts: answer.tsi.clone(),
-                remote_ts: answer.tsr.clone(),
-                lifetimes: ctx.config.child_lifetimes,
-                path: self.path,
-                udp_encapsulation: self.nat.any(),
-                outbound_active: ours_survives,
-                replaces: None,
-                keys,
-                role: Role::Initiator,
-            })));
-            let child = Child::new(ctx, pair, answer.tsi, answer.tsr, ours_survives);
-            self.children.push(child);
+            install(self, ctx, ours_survives, None);
             self.recreate = false;
             if ours_survives {
                 ctx.event(Event::ChildSaCreated {
@@ -342,26 +346,6 @@ impl EstablishedSa {
         };
         let old = self.child(old_spi).map(|c| (c.state, c.peer_rekey.clone()));
         let ours_lowest = lowest(&r.ni, &answer.nr);
-        let install = |this: &mut Self, ctx: &mut Ctx<'_>, active: bool| {
-            ctx.push(Action::InstallChildSa(Box::new(ChildSaInstall {
-                ike_sa: this.id,
-                inbound_spi: pair.inbound,
-                outbound_spi: pair.outbound,
-                aead: answer.esp.aead,
-                esn: answer.esp.esn,
-                local_ts: answer.tsi.clone(),
-                remote_ts: answer.tsr.clone(),
-                lifetimes: ctx.config.child_lifetimes,
-                path: this.path,
-                udp_encapsulation: this.nat.any(),
-                outbound_active: active,
-                replaces: Some(old_spi),
-                keys,
-                role: Role::Initiator,
-            })));
-            let child = Child::new(ctx, pair, answer.tsi.clone(), answer.tsr.clone(), active);
-            this.children.push(child);
-        };
         match old {
             Some((ChildState::Rekeying, Some((peer_new, peer_lowest)))) => {
                 let ours_survives = ours_lowest >= peer_lowest;
@@ -371,7 +355,7 @@ impl EstablishedSa {
                     ours_survives,
                 });
                 if ours_survives {
-                    install(self, ctx, true);
+                    install(self, ctx, true, Some(old_spi));
                     self.replaced(ctx, old_spi, r.spi, true);
                     self.delete_later(old_spi, ChildDeleted::Rekeyed);
                     // The peer deletes the SA its exchange made.
@@ -379,7 +363,7 @@ impl EstablishedSa {
                         p.rekey_at = None;
                     }
                 } else {
-                    install(self, ctx, false);
+                    install(self, ctx, false, Some(old_spi));
                     if let Some(n) = self.child_mut(r.spi) {
                         n.rekey_at = None;
                     }
@@ -389,14 +373,14 @@ impl EstablishedSa {
                 }
             }
             Some((ChildState::Rekeying, None)) => {
-                install(self, ctx, true);
+                install(self, ctx, true, Some(old_spi));
                 self.replaced(ctx, old_spi, r.spi, true);
                 self.delete_later(old_spi, ChildDeleted::Rekeyed);
             }
             _ => {
                 // The old SA went while we rekeyed it (the peer deleted it,
                 // or it expired): the new one is not wanted either.
-                install(self, ctx, false);
+                install(self, ctx, false, Some(old_spi));
                 self.delete_later(r.spi, ChildDeleted::ByPeer);
             }
         }
@@ -554,17 +538,7 @@ impl EstablishedSa {
         let ni = nonce.data().to_vec();
         check_nonce(self.proposal.prf, &ni)
             .map_err(|_| ChildFailure::Protocol("the initiator's nonce is too short"))?;
-        let (peer_tsi, peer_tsr) = (ts::ranges(&tsi), ts::ranges(&tsr));
-        let tsi = ts::narrow(&peer_tsi, &config.remote_ts);
-        let tsr = ts::narrow(&peer_tsr, &config.local_ts);
-        if tsi.is_empty() || tsr.is_empty() {
-            return Err(ChildFailure::TsUnacceptable(Box::new(TsMismatch {
-                peer_tsi,
-                peer_tsr,
-                our_tsi: config.remote_ts.clone(),
-                our_tsr: config.local_ts.clone(),
-            })));
-        }
+        let (tsi, tsr) = ts::answer(&tsi, &tsr, config)?;
         let (shared, our_ke) = match pfs {
             None => (None, None),
             Some(g) => {

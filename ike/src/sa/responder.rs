@@ -23,7 +23,7 @@ use super::cookie::CookieJar;
 use super::engine::{Ctx, Outcome, State};
 use super::entropy::{self, Entropy};
 use super::established::{Child, ChildPair, Closing, EstablishedSa};
-use super::failure::{ChildFailure, Dropped, Failure, TsMismatch};
+use super::failure::{ChildFailure, Dropped, Failure};
 use super::msg::{self, Collected};
 use super::natd;
 use super::proposal::{self, IkeChoice};
@@ -522,17 +522,7 @@ impl InitAnswered {
         let (number, esp, peer_spi) =
             proposal::choose_esp(&sa, &config.esp_proposals, proposal::KeRule::Ignore)
                 .map_err(ChildFailure::NoProposalChosen)?;
-        let (peer_tsi, peer_tsr) = (ts::ranges(&tsi), ts::ranges(&tsr));
-        let tsi = ts::narrow(&peer_tsi, &config.remote_ts);
-        let tsr = ts::narrow(&peer_tsr, &config.local_ts);
-        if tsi.is_empty() || tsr.is_empty() {
-            return Err(ChildFailure::TsUnacceptable(Box::new(TsMismatch {
-                peer_tsi,
-                peer_tsr,
-                our_tsi: config.remote_ts.clone(),
-                our_tsr: config.local_ts.clone(),
-            })));
-        }
+        let (tsi, tsr) = ts::answer(&tsi, &tsr, config)?;
         let keys = self
             .keys
             .child_sa_keys(esp.aead, None, &self.ni, &self.nr)

@@ -9,6 +9,30 @@ use std::net::IpAddr;
 
 use crate::wire::{Selector, TrafficSelector, TsPayload};
 
+/// The responder's answer to TSi and TSr: each narrowed to our side's
+/// selectors (`config.remote_ts` for the initiator's side, `local_ts` for
+/// ours), or TS_UNACCEPTABLE with both sides' selectors if either is empty.
+pub(crate) fn answer(
+    tsi: &TsPayload<'_>,
+    tsr: &TsPayload<'_>,
+    config: &super::Config,
+) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), super::ChildFailure> {
+    let (peer_tsi, peer_tsr) = (ranges(tsi), ranges(tsr));
+    let our_tsi = narrow(&peer_tsi, &config.remote_ts);
+    let our_tsr = narrow(&peer_tsr, &config.local_ts);
+    if our_tsi.is_empty() || our_tsr.is_empty() {
+        return Err(super::ChildFailure::TsUnacceptable(Box::new(
+            super::TsMismatch {
+                peer_tsi,
+                peer_tsr,
+                our_tsi: config.remote_ts.clone(),
+                our_tsr: config.local_ts.clone(),
+            },
+        )));
+    }
+    Ok((our_tsi, our_tsr))
+}
+
 /// The address-range selectors of a TS payload.
 pub(crate) fn ranges(p: &TsPayload<'_>) -> Vec<TrafficSelector> {
     p.selectors()
