@@ -741,18 +741,7 @@ impl EstablishedSa {
             initiator: r.spi,
             responder: peer_spi,
         };
-        let mut new = Box::new(EstablishedSa::new(
-            ctx,
-            new_id,
-            Role::Initiator,
-            self.path,
-            keys,
-            IvCounter::new(),
-            self.nat,
-            proposal,
-            Vec::new(),
-            true,
-        ));
+        let mut new = self.successor(ctx, new_id, Role::Initiator, keys, proposal);
         let until = ctx.now.saturating_add(ctx.config.half_open_timeout);
         match self.pending_ike.take() {
             None => {
@@ -869,18 +858,7 @@ impl EstablishedSa {
             initiator: peer_spi,
             responder: our_spi,
         };
-        let new = Box::new(EstablishedSa::new(
-            ctx,
-            new_id,
-            Role::Responder,
-            self.path,
-            keys,
-            IvCounter::new(),
-            self.nat,
-            proposal,
-            Vec::new(),
-            true,
-        ));
+        let new = self.successor(ctx, new_id, Role::Responder, keys, proposal);
         if ours_outstanding {
             self.pending_ike = Some(PendingIke {
                 sa: new,
@@ -902,6 +880,30 @@ impl EstablishedSa {
             PayloadRepr::Nonce(NonceRepr { data: nr }),
             public,
         ]
+    }
+
+    /// The IKE SA a rekey makes: on our path, message IDs from 0, no CHILD
+    /// SA yet ([`EstablishedSa::hand_over`] moves them).
+    fn successor(
+        &self,
+        ctx: &mut Ctx<'_>,
+        id: super::action::IkeSaId,
+        role: Role,
+        keys: crate::crypto::IkeSaKeys,
+        proposal: super::config::IkeProposal,
+    ) -> Box<EstablishedSa> {
+        Box::new(EstablishedSa::new(
+            ctx,
+            id,
+            role,
+            self.path,
+            keys,
+            IvCounter::new(),
+            self.nat,
+            proposal,
+            Vec::new(),
+            true,
+        ))
     }
 
     /// The new IKE SA takes our CHILD SAs and what we meant to do with
