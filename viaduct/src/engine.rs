@@ -15,7 +15,7 @@ use policy_blob::{
     Direction, FilterAction, Policy, Selector, SpdAction, TcpFlags, TrafficSelector, TunnelId,
 };
 
-use viaduct_channel::{check_install, Refusal, SaInstall};
+use viaduct_channel::{InstallRules, Refusal, SaInstall};
 
 use crate::error::EngineError;
 use crate::sa::{InboundSa, OutboundSa, SaId, Timestamp};
@@ -214,6 +214,8 @@ pub struct SaEvent {
     pub sa: SaId,
     /// True if the hard lifetime was reached (SA unusable).
     pub hard: bool,
+    /// The tunnel is keyed by IKE (the event is for the IKE process).
+    pub ike: bool,
 }
 
 #[derive(Debug)]
@@ -230,6 +232,8 @@ struct TunnelRules {
     lifetimes: policy_blob::Lifetimes,
     outer_dscp: u8,
     tfc_sizes: Vec<u16>,
+    /// Keyed by IKE.
+    ike: bool,
 }
 
 /// One filter rule as the engine matches it.
@@ -386,7 +390,6 @@ pub struct OutboundPath {
     pending: Vec<(usize, u32, OutboundSa)>,
     drops: DropCounters,
     bypassed: u64,
-    ike_sent: u64,
 }
 
 /// Black → red half.
@@ -409,6 +412,8 @@ pub struct Engine {
     pub outbound: OutboundPath,
     /// Black → red.
     pub inbound: InboundPath,
+    /// What IKE asks of the data plane.
+    pub control: ControlPath,
 }
 
 impl Engine {
@@ -426,6 +431,7 @@ impl Engine {
         if !uses.is_empty() {
             ledger.claim(&uses)?;
         }
+        let check = InstallRules::new(policy);
         let mut tunnels = Vec::with_capacity(policy.tunnels.len());
         let mut out_sas = Vec::with_capacity(policy.tunnels.len());
         let mut sad = Vec::new();
@@ -441,6 +447,7 @@ impl Engine {
                 lifetimes: t.lifetimes,
                 outer_dscp: t.outer_dscp,
                 tfc_sizes: t.tfc_sizes.clone(),
+                ike: check.ike_keyed(t.id),
             });
             match &t.manual {
                 Some(m) => {
@@ -506,7 +513,15 @@ impl Engine {
         });
         let any_ike = !rules.ike_peers.is_empty();
         let n_tunnels = rules.tunnels.len();
+        let manual_spis = sad.iter().map(|(spi, _, _)| *spi).collect();
         Ok(Engine {
+            control: ControlPath {
+                rules: rules.clone(),
+                check,
+                manual_spis,
+                ike_sas: std::collections::BTreeMap::new(),
+                ike_sent: 0,
+            },
             outbound: OutboundPath {
                 rules: rules.clone(),
                 sas: out_sas,
@@ -514,7 +529,6 @@ impl Engine {
                 pending: Vec::new(),
                 drops: DropCounters::default(),
                 bypassed: 0,
-                ike_sent: 0,
             },
             inbound: InboundPath {
                 rules,
@@ -538,9 +552,10 @@ impl Engine {
         self.inbound.process(pkt, now)
     }
 
-    /// Splits into the two halves (one per pump thread).
-    pub fn split(self) -> (OutboundPath, InboundPath) {
-        (self.outbound, self.inbound)
+    /// Splits into the two halves (one per pump thread) and the control
+    /// half.
+    pub fn split(self) -> (OutboundPath, InboundPath, ControlPath) {
+        (self.outbound, self.inbound, self.control)
     }
 }
 
@@ -609,12 +624,14 @@ impl OutboundPath {
 
     /// Collects lifetime events (each reported once).
     pub fn poll_events(&mut self, now: Timestamp, mut f: impl FnMut(SaEvent)) {
-        for sa in self.sas.iter_mut().flatten() {
+        for (sa, t) in self.sas.iter_mut().zip(&self.rules.tunnels) {
+            let Some(sa) = sa else { continue };
             let state = sa.life_state(now);
             if sa.take_soft_event() {
                 f(SaEvent {
                     sa: sa.id(),
                     hard: state == crate::sa::LifeState::Hard,
+                    ike: t.ike,
                 });
             }
         }
@@ -638,9 +655,6 @@ impl OutboundPath {
             }
         }
         let _ = writeln!(s, "out bypassed={}", self.bypassed);
-        if !self.rules.ike_peers.is_empty() {
-            let _ = writeln!(s, "out ike_sent={}", self.ike_sent);
-        }
         write_drops(&mut s, "out", &self.drops);
         s
     }
@@ -792,12 +806,13 @@ impl InboundPath {
 
     /// Collects lifetime events (each reported once).
     pub fn poll_events(&mut self, now: Timestamp, mut f: impl FnMut(SaEvent)) {
-        for (_, _, sa) in self.sad.iter_mut() {
+        for (_, idx, sa) in self.sad.iter_mut() {
             let state = sa.life_state(now);
             if sa.take_soft_event() {
                 f(SaEvent {
                     sa: sa.id(),
                     hard: state == crate::sa::LifeState::Hard,
+                    ike: self.rules.tunnels.get(*idx).is_some_and(|t| t.ike),
                 });
             }
         }
@@ -923,32 +938,135 @@ fn lifetimes_for(t: &TunnelRules, i: &SaInstall) -> policy_blob::Lifetimes {
     l
 }
 
-impl Engine {
-    /// Checks an SA the IKE process asks for against `policy` (the one this
-    /// engine was built from; [`viaduct_channel::check_install`]) and
-    /// installs it in both halves: the inbound SA at once, the outbound SA
-    /// in use now or after [`OutboundPath::use_outbound`].
-    ///
-    /// # Errors
-    /// The [`Refusal`]; nothing is installed then.
-    pub fn install(
-        &mut self,
-        policy: &Policy,
-        i: &SaInstall,
-        now: Timestamp,
-    ) -> Result<(), Refusal> {
-        let inbound = &self.inbound;
-        check_install(policy, i, |spi| inbound.has_spi(spi))?;
-        self.inbound.install(i, now)?;
-        if let Err(r) = self.outbound.install(i, now) {
-            self.inbound.remove(i.inbound_spi);
-            return Err(r);
-        }
-        Ok(())
-    }
+/// The control half: checks what the IKE process asks of the data plane and
+/// prepares it for the two pump halves, and writes the IKE messages it
+/// sends. It keeps no key: [`InstallRules`] is the policy without them.
+#[derive(Debug)]
+pub struct ControlPath {
+    rules: Arc<Rules>,
+    check: InstallRules,
+    /// Inbound SPIs of the manually keyed SAs (never IKE's to use or remove).
+    manual_spis: Vec<u32>,
+    /// The CHILD SAs IKE installed and has not removed: inbound SPI → tunnel.
+    ike_sas: std::collections::BTreeMap<u32, TunnelId>,
+    ike_sent: u64,
 }
 
-impl OutboundPath {
+/// A checked install, its two SAs built (keys expanded), for the halves.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The inbound half, for [`InboundPath::insert`].
+    pub inbound: PreparedIn,
+    /// The outbound half, for [`OutboundPath::insert`].
+    pub outbound: PreparedOut,
+}
+
+/// The inbound SA of a [`Prepared`] install.
+#[derive(Debug)]
+pub struct PreparedIn {
+    idx: usize,
+    spi: u32,
+    sa: InboundSa,
+}
+
+/// The outbound SA of a [`Prepared`] install.
+#[derive(Debug)]
+pub struct PreparedOut {
+    idx: usize,
+    inbound_spi: u32,
+    active: bool,
+    sa: OutboundSa,
+}
+
+impl ControlPath {
+    /// Checks an install the IKE process asks for ([`InstallRules::check`])
+    /// and builds both of its SAs, to be inserted inbound first.
+    ///
+    /// # Errors
+    /// The [`Refusal`]; nothing changes then.
+    pub fn prepare(&mut self, i: &SaInstall, now: Timestamp) -> Result<Prepared, Refusal> {
+        let (manual, ike) = (&self.manual_spis, &self.ike_sas);
+        self.check
+            .check(i, |spi| manual.contains(&spi) || ike.contains_key(&spi))?;
+        let idx = self
+            .rules
+            .tunnel_index(i.tunnel)
+            .ok_or(Refusal::UnknownTunnel)?;
+        let t = &self.rules.tunnels[idx];
+        let life = lifetimes_for(t, i);
+        let mut inbound = InboundSa::new(
+            i.tunnel,
+            policy_blob::Spi(i.inbound_spi),
+            i.aead,
+            &i.key_in,
+            i.esn,
+            t.replay_window,
+            life,
+            now,
+        )
+        .map_err(|_| Refusal::Key)?;
+        inbound.set_udp_encap(i.udp_remote_port.is_some());
+        let mut outbound = OutboundSa::new(
+            i.tunnel,
+            policy_blob::Spi(i.outbound_spi),
+            i.aead,
+            &i.key_out,
+            i.esn,
+            t.local,
+            t.remote,
+            life,
+            now,
+        )
+        .map_err(|_| Refusal::Key)?;
+        if let Some(port) = i.udp_remote_port {
+            outbound.set_udp_encap(true);
+            outbound.set_udp_remote_port(port);
+        }
+        outbound.set_outer_dscp(t.outer_dscp);
+        outbound.set_tfc_sizes(&t.tfc_sizes);
+        self.ike_sas.insert(i.inbound_spi, i.tunnel);
+        Ok(Prepared {
+            inbound: PreparedIn {
+                idx,
+                spi: i.inbound_spi,
+                sa: inbound,
+            },
+            outbound: PreparedOut {
+                idx,
+                inbound_spi: i.inbound_spi,
+                active: i.outbound_active,
+                sa: outbound,
+            },
+        })
+    }
+
+    /// Whether IKE installed this CHILD SA (by its inbound SPI) for this
+    /// tunnel and has not removed it: only then may it switch to it or
+    /// remove it.
+    pub fn owns(&self, tunnel: TunnelId, inbound_spi: u32) -> bool {
+        self.ike_sas.get(&inbound_spi) == Some(&tunnel)
+    }
+
+    /// Forgets a CHILD SA IKE removes; false (and nothing forgotten) if
+    /// [`ControlPath::owns`] is false.
+    pub fn forget(&mut self, tunnel: TunnelId, inbound_spi: u32) -> bool {
+        if !self.owns(tunnel, inbound_spi) {
+            return false;
+        }
+        self.ike_sas.remove(&inbound_spi);
+        true
+    }
+
+    /// Whether the tunnel is keyed by IKE.
+    pub fn ike_keyed(&self, tunnel: TunnelId) -> bool {
+        self.check.ike_keyed(tunnel)
+    }
+
+    /// CHILD SAs installed by IKE and not removed.
+    pub fn ike_sa_count(&self) -> usize {
+        self.ike_sas.len()
+    }
+
     /// Writes an IKE message for peer `peer` into `out`: the outer header
     /// from the policy's addresses (our `local`, the peer's `remote`; TOS 0,
     /// TTL 64), UDP from `local_port` (500, or 4500 with the non-ESP marker)
@@ -988,7 +1106,7 @@ impl OutboundPath {
         let hl = outer.header_len();
         let udp_len = udp::HEADER_LEN + marker + ike.len();
         let total = hl + udp_len;
-        if out.len() < total {
+        if out.len() < total || udp_len > usize::from(u16::MAX) {
             return Err(DropReason::BufferTooSmall);
         }
         outer
@@ -1009,41 +1127,56 @@ impl OutboundPath {
         Ok(total)
     }
 
-    /// Installs the outbound half of a checked install.
+    /// IKE messages written by [`ControlPath::ike_datagram`].
+    pub fn ike_sent(&self) -> u64 {
+        self.ike_sent
+    }
+}
+
+impl Engine {
+    /// Checks an SA the IKE process asks for ([`ControlPath::prepare`]) and
+    /// installs it in both halves: the inbound SA at once, the outbound SA
+    /// in use now or after [`OutboundPath::use_outbound`]. (The pump does
+    /// the same across its threads.)
     ///
     /// # Errors
-    /// [`Refusal::UnknownTunnel`] or [`Refusal::Key`].
+    /// The [`Refusal`]; nothing is installed then.
     pub fn install(&mut self, i: &SaInstall, now: Timestamp) -> Result<(), Refusal> {
-        let idx = self
-            .rules
-            .tunnel_index(i.tunnel)
-            .ok_or(Refusal::UnknownTunnel)?;
-        let t = &self.rules.tunnels[idx];
-        let mut sa = OutboundSa::new(
-            i.tunnel,
-            policy_blob::Spi(i.outbound_spi),
-            i.aead,
-            &i.key_out,
-            i.esn,
-            t.local,
-            t.remote,
-            lifetimes_for(t, i),
-            now,
-        )
-        .map_err(|_| Refusal::Key)?;
-        if let Some(port) = i.udp_remote_port {
-            sa.set_udp_encap(true);
-            sa.set_udp_remote_port(port);
-        }
-        sa.set_outer_dscp(t.outer_dscp);
-        sa.set_tfc_sizes(&t.tfc_sizes);
-        if i.outbound_active {
-            self.sas[idx] = Some(sa);
-            self.active_spi[idx] = Some(i.inbound_spi);
-        } else {
-            self.pending.push((idx, i.inbound_spi, sa));
-        }
+        let p = self.control.prepare(i, now)?;
+        self.inbound.insert(p.inbound);
+        self.outbound.insert(p.outbound);
         Ok(())
+    }
+
+    /// Removes a CHILD SA IKE installed, both halves; false if IKE does not
+    /// own it.
+    pub fn remove(&mut self, tunnel: TunnelId, inbound_spi: u32) -> bool {
+        if !self.control.forget(tunnel, inbound_spi) {
+            return false;
+        }
+        self.outbound.remove(tunnel, inbound_spi);
+        self.inbound.remove(inbound_spi);
+        true
+    }
+}
+
+impl OutboundPath {
+    /// Inserts the outbound half of a prepared install: in use at once if
+    /// the install said so, else waiting for [`OutboundPath::use_outbound`].
+    pub fn insert(&mut self, p: PreparedOut) {
+        if p.active {
+            self.sas[p.idx] = Some(p.sa);
+            self.active_spi[p.idx] = Some(p.inbound_spi);
+        } else {
+            self.pending.push((p.idx, p.inbound_spi, p.sa));
+        }
+    }
+
+    /// The inbound SPI paired with the SA the tunnel sends with, if IKE
+    /// installed it.
+    pub fn active_pair(&self, tunnel: TunnelId) -> Option<u32> {
+        let idx = self.rules.tunnel_index(tunnel)?;
+        self.active_spi[idx]
     }
 
     /// Sends the tunnel's traffic with the SA paired with `inbound_spi`
@@ -1081,11 +1214,6 @@ impl OutboundPath {
             .retain(|(t, spi, _)| !(*t == idx && *spi == inbound_spi));
         before != self.pending.len()
     }
-
-    /// IKE messages written by [`OutboundPath::ike_datagram`].
-    pub fn ike_sent(&self) -> u64 {
-        self.ike_sent
-    }
 }
 
 impl InboundPath {
@@ -1094,37 +1222,17 @@ impl InboundPath {
         self.sad.binary_search_by_key(&spi, |(s, _, _)| *s).is_ok()
     }
 
-    /// Installs the inbound half of a checked install.
-    ///
-    /// # Errors
-    /// [`Refusal::UnknownTunnel`], [`Refusal::SpiInUse`] or [`Refusal::Key`].
-    pub fn install(&mut self, i: &SaInstall, now: Timestamp) -> Result<(), Refusal> {
-        let idx = self
-            .rules
-            .tunnel_index(i.tunnel)
-            .ok_or(Refusal::UnknownTunnel)?;
-        let pos = match self
-            .sad
-            .binary_search_by_key(&i.inbound_spi, |(s, _, _)| *s)
-        {
-            Ok(_) => return Err(Refusal::SpiInUse),
-            Err(p) => p,
-        };
-        let t = &self.rules.tunnels[idx];
-        let mut sa = InboundSa::new(
-            i.tunnel,
-            policy_blob::Spi(i.inbound_spi),
-            i.aead,
-            &i.key_in,
-            i.esn,
-            t.replay_window,
-            lifetimes_for(t, i),
-            now,
-        )
-        .map_err(|_| Refusal::Key)?;
-        sa.set_udp_encap(i.udp_remote_port.is_some());
-        self.sad.insert(pos, (i.inbound_spi, idx, sa));
-        Ok(())
+    /// Inserts the inbound half of a prepared install; false (and nothing
+    /// inserted) if the SPI is taken, which [`ControlPath::prepare`] rules
+    /// out.
+    pub fn insert(&mut self, p: PreparedIn) -> bool {
+        match self.sad.binary_search_by_key(&p.spi, |(s, _, _)| *s) {
+            Ok(_) => false,
+            Err(pos) => {
+                self.sad.insert(pos, (p.spi, p.idx, p.sa));
+                true
+            }
+        }
     }
 
     /// Removes the inbound SA with this SPI; false if there is none.

@@ -16,6 +16,7 @@ pub mod confine;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod ikelink;
 pub mod ledger;
 pub mod offload;
 pub mod pump;
@@ -25,7 +26,9 @@ mod sys;
 pub mod tun;
 pub mod wire;
 
-pub use engine::{DropCounters, DropReason, Engine, InboundPath, OutboundPath, SaEvent, Verdict};
+pub use engine::{
+    ControlPath, DropCounters, DropReason, Engine, InboundPath, OutboundPath, SaEvent, Verdict,
+};
 pub use error::EngineError;
 pub use ledger::{ClaimToken, KeyLedger, MemoryLedger};
 pub use replay::{ReplayWindow, SeqNo};

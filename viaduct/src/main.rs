@@ -5,8 +5,15 @@
 //! ```text
 //! viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N)
 //!                       (--black NAME [--black-netns PATH] | --black-fd N)
-//!                       [--key-claim SHA256] [--threads 1|2] [--no-offload] [--no-confine]
+//!                       [--key-claim SHA256] [--ike-channel FD] [--threads 1|2]
+//!                       [--no-offload] [--no-confine]
 //! ```
+//!
+//! `--ike-channel` is the data plane's end of the socketpair the init shares
+//! with the IKE process (`viaduct-ike --channel`): a `SOCK_SEQPACKET`
+//! socket. The IKE messages black delivers go to it, and the SAs it asks for
+//! are checked and installed (see `viaduct::ikelink`). Without it, tunnels
+//! keyed by IKE stay closed.
 //!
 //! `--key-claim` is required when the policy has manually keyed SAs: the SHA-256 of
 //! the policy's key-use set (`policy_blob::KeyUses::digest`), given by the gateway
@@ -35,6 +42,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use policy_blob::Policy;
+use viaduct::ikelink;
 use viaduct::pump::{self, Control, Inbound, Outbound, PumpConfig};
 use viaduct::tun::{self, Port};
 use viaduct::{ClaimToken, Engine, EngineError, Timestamp};
@@ -52,11 +60,12 @@ struct Args {
     no_offload: bool,
     threads: usize,
     key_claim: Option<[u8; 32]>,
+    ike_channel: Option<i32>,
 }
 
 const USAGE: &str = "usage: viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N) \
-(--black NAME [--black-netns PATH] | --black-fd N) [--key-claim SHA256] [--threads 1|2] \
-[--no-offload] [--no-confine]";
+(--black NAME [--black-netns PATH] | --black-fd N) [--key-claim SHA256] [--ike-channel FD] \
+[--threads 1|2] [--no-offload] [--no-confine]";
 
 fn parse_args() -> Result<Args, EngineError> {
     let mut a = Args {
@@ -92,6 +101,7 @@ fn parse_args() -> Result<Args, EngineError> {
             "--black-netns" => a.black_netns = Some(v),
             "--red-fd" => a.red_fd = Some(fd(&v)?),
             "--black-fd" => a.black_fd = Some(fd(&v)?),
+            "--ike-channel" => a.ike_channel = Some(fd(&v)?),
             "--key-claim" => {
                 let mut d = [0u8; 32];
                 policy_blob::unhex(&v, &mut d).ok_or_else(|| {
@@ -116,6 +126,9 @@ fn parse_args() -> Result<Args, EngineError> {
     }
     if a.red_fd.is_some() && a.red_fd == a.black_fd {
         return Err(usage("--red-fd and --black-fd must differ".into()));
+    }
+    if a.ike_channel.is_some() && (a.ike_channel == a.red_fd || a.ike_channel == a.black_fd) {
+        return Err(usage("--ike-channel must differ from the ports".into()));
     }
     Ok(a)
 }
@@ -174,6 +187,16 @@ fn run() -> Result<(), EngineError> {
     };
     let engine = Engine::new(&policy, Timestamp(0), &mut claim)?;
     drop(blob);
+    let channel = args
+        .ike_channel
+        .map(viaduct::ikelink::adopt_channel)
+        .transpose()?;
+    if channel.is_none() && policy.ike.is_some() {
+        eprintln!(
+            "viaduct: WARNING: the policy keys tunnels by IKE but no --ike-channel was given; \
+             those tunnels stay closed"
+        );
+    }
     let offload = !args.no_offload;
     // Plain ESP has no segmentation offload, so black gets a vnet header
     // only when a tunnel sends ESP in UDP (UDP segmentation, kernel ≥ 6.2).
@@ -204,6 +227,19 @@ fn run() -> Result<(), EngineError> {
         port: "black",
         source: e,
     })?;
+    // The IKE link: mailboxes (eventfds) and a third descriptor on black,
+    // made before confinement.
+    let link = match channel {
+        Some(ch) => {
+            let io =
+                |port: &'static str| move |e: std::io::Error| EngineError::Io { port, source: e };
+            let black3 = black.try_clone().map_err(io("black"))?;
+            let (to_in, in_mail) = ikelink::mailbox().map_err(io("ike-channel"))?;
+            let (to_out, out_mail) = ikelink::mailbox().map_err(io("ike-channel"))?;
+            Some((Arc::new(ch), black3, to_in, in_mail, to_out, out_mail))
+        }
+        None => None,
+    };
     viaduct::process::malloc_without_files().map_err(|e| EngineError::Confine {
         step: "allocator settings",
         detail: e.to_string(),
@@ -229,11 +265,25 @@ fn run() -> Result<(), EngineError> {
         args.threads
     );
     drop(policy);
-    let (out_half, in_half) = engine.split();
+    let (out_half, in_half, control) = engine.split();
     let ctl = Arc::new(Control::default());
     let cfg = PumpConfig { gro: offload };
     let mut outbound = Outbound::new(out_half, red, black);
     let mut inbound = Inbound::new(in_half, black2, red2, cfg);
+    let mut control_thread = None;
+    if let Some((ch, black3, to_in, in_mail, to_out, out_mail)) = link {
+        outbound = outbound.with_ike(out_mail, ikelink::Tap::new(ch.clone()));
+        inbound = inbound.with_ike(in_mail, to_out, ikelink::Tap::new(ch.clone()));
+        let c = ctl.clone();
+        let links = ikelink::Links {
+            channel: ch,
+            black: black3,
+            inbound: to_in,
+        };
+        control_thread = Some(std::thread::spawn(move || {
+            ikelink::serve(control, links, &c)
+        }));
+    }
     let mut threads = Vec::new();
     if args.threads == 1 {
         let c = ctl.clone();
@@ -267,6 +317,13 @@ fn run() -> Result<(), EngineError> {
     // Join every thread (each prints its counters on the way out), then
     // report the first failure.
     let mut first = Ok(());
+    if let Some(t) = control_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("viaduct: the IKE channel failed: {e}"),
+            Err(_) => eprintln!("viaduct: the IKE control thread panicked"),
+        }
+    }
     for t in threads {
         let r = t.join().unwrap_or_else(|_| {
             Err(EngineError::Io {

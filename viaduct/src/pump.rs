@@ -22,7 +22,7 @@
 //!   [`GRO_EINVAL_LIMIT`] refusals coalescing is switched off.
 
 use std::io::IoSlice;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -32,12 +32,14 @@ use rustix::io::Errno;
 use crate::batch::UdpBatch;
 use crate::engine::{InboundPath, OutboundPath, Verdict};
 use crate::error::EngineError;
+use crate::ikelink::{InCmd, Mailbox, OutCmd, Post, Tap};
 use crate::offload::{
     complete_csum, gso_split, split_udp_in_place, Coalescer, VnetHdr, GSO_NONE, GSO_UDP_L4,
     VNET_HDR_LEN,
 };
 use crate::sa::Timestamp;
 use crate::tun::Port;
+use viaduct_channel::{IkeDatagram, ToIke};
 
 /// Reads per direction and turn, at most.
 pub const BATCH: usize = 64;
@@ -109,7 +111,7 @@ pub struct PumpConfig {
 
 /// Writes a plain IP packet to a port, prefixing an all-zero vnet header
 /// ("complete packet, checksums done") when the port carries headers.
-fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
+pub fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
     const ZERO: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
     let done = if port.vnet {
         rustix::io::writev(&port.fd, &[IoSlice::new(&ZERO), IoSlice::new(pkt)])
@@ -134,6 +136,13 @@ pub trait Direction {
     fn end_batch(&mut self, now: Timestamp);
     /// The direction's counters, one line per group.
     fn report(&self) -> String;
+    /// A descriptor that becomes readable when [`Direction::commands`] has
+    /// work (the IKE link's mailbox), if any.
+    fn wake(&self) -> Option<&OwnedFd> {
+        None
+    }
+    /// Carries out waiting commands; called before each turn's reads.
+    fn commands(&mut self, _now: Timestamp) {}
 }
 
 /// Size of the read buffer [`run`] needs: a vnet header, the largest
@@ -193,6 +202,9 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
         }
         busy = false;
         let now = ctl.now();
+        for dir in dirs.iter_mut() {
+            dir.commands(now);
+        }
         // One turn per direction: read until EAGAIN, BATCH reads or
         // TURN_BYTES, so that a bulk direction does not hold back the other.
         for dir in dirs.iter_mut() {
@@ -225,22 +237,33 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
     result
 }
 
-/// Waits until one of (at most two) directions has input; false after the
-/// timeout.
+/// Waits until one of (at most two) directions has input or a command;
+/// false after the timeout.
 fn wait(
     dirs: &[&mut dyn Direction],
     timeout: &rustix::event::Timespec,
 ) -> rustix::io::Result<bool> {
-    let fd = |i: usize| {
-        dirs.get(i)
-            .map(|d| PollFd::new(&d.input().fd, PollFlags::IN))
+    let Some(first) = dirs.first() else {
+        return Ok(false);
     };
-    let n = match (fd(0), fd(1)) {
-        (Some(a), Some(b)) => poll(&mut [a, b], Some(timeout))?,
-        (Some(a), None) => poll(&mut [a], Some(timeout))?,
-        _ => 0,
-    };
-    Ok(n > 0)
+    // At most four descriptors: a fixed array, nothing allocated.
+    let mut fds = [
+        PollFd::new(&first.input().fd, PollFlags::IN),
+        PollFd::new(&first.input().fd, PollFlags::IN),
+        PollFd::new(&first.input().fd, PollFlags::IN),
+        PollFd::new(&first.input().fd, PollFlags::IN),
+    ];
+    let mut n = 0;
+    for d in dirs.iter().take(2) {
+        fds[n] = PollFd::new(&d.input().fd, PollFlags::IN);
+        n += 1;
+        if let Some(w) = d.wake() {
+            fds[n] = PollFd::new(w, PollFlags::IN);
+            n += 1;
+        }
+    }
+    let ready = poll(&mut fds[..n], Some(timeout))?;
+    Ok(ready > 0)
 }
 
 fn io_line(name: &str, io: &IoCounters) -> String {
@@ -269,6 +292,7 @@ pub struct Outbound {
     scratch: Vec<u8>,
     out: Vec<u8>,
     batch: Option<UdpBatch>,
+    ike: Option<(Mailbox<OutCmd>, Tap)>,
 }
 
 impl Outbound {
@@ -284,7 +308,15 @@ impl Outbound {
             scratch: vec![0u8; MAX_PACKET],
             out: vec![0u8; MAX_PACKET + OVERHEAD],
             batch: uso.then(UdpBatch::new),
+            ike: None,
         }
+    }
+
+    /// Takes commands from the IKE link's `mail` and reports the lifetimes
+    /// of IKE's SAs on `tap`.
+    pub fn with_ike(mut self, mail: Mailbox<OutCmd>, tap: Tap) -> Outbound {
+        self.ike = Some((mail, tap));
+        self
     }
 }
 
@@ -306,6 +338,7 @@ impl Direction for Outbound {
             scratch,
             out,
             batch,
+            ike: _,
         } = self;
         io.read += 1;
         let mut send = |pkt: &[u8], c: &mut IoCounters| {
@@ -332,8 +365,41 @@ impl Direction for Outbound {
             let (black, c) = (&self.black, &mut self.io);
             b.flush(&mut |f: &[u8]| write_frame(black, f, c));
         }
-        self.o
-            .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
+        let (o, ike) = (&mut self.o, &mut self.ike);
+        let mut events = Vec::new();
+        o.poll_events(now, |ev| events.push(ev));
+        for ev in events {
+            match (o.active_pair(ev.sa.tunnel), ike.as_mut()) {
+                (Some(inbound_spi), Some((_, tap))) => tap.send(&ToIke::SaLifetime {
+                    tunnel: ev.sa.tunnel,
+                    inbound_spi,
+                    hard: ev.hard,
+                }),
+                _ => eprintln!("viaduct: SA lifetime event {ev:?}"),
+            }
+        }
+    }
+
+    fn wake(&self) -> Option<&OwnedFd> {
+        self.ike.as_ref().map(|(m, _)| m.wake_fd())
+    }
+
+    fn commands(&mut self, _now: Timestamp) {
+        let (o, ike) = (&mut self.o, &mut self.ike);
+        let Some((mail, _)) = ike.as_ref() else {
+            return;
+        };
+        mail.drain(|cmd| match cmd {
+            OutCmd::Install(p) => o.insert(*p),
+            OutCmd::Use(t, spi) => {
+                if !o.use_outbound(t, spi) {
+                    eprintln!("viaduct: no outbound SA paired with {spi:08x} to switch to");
+                }
+            }
+            OutCmd::Remove(t, spi) => {
+                o.remove(t, spi);
+            }
+        });
     }
 
     fn report(&self) -> String {
@@ -348,10 +414,14 @@ impl Direction for Outbound {
             None => String::new(),
         };
         format!(
-            "{}{}{}",
+            "{}{}{}{}",
             io_line("red->black", &self.io),
             udp,
-            self.o.report()
+            self.o.report(),
+            self.ike
+                .as_ref()
+                .map(|(_, t)| t.report("red->black"))
+                .unwrap_or_default()
         )
     }
 }
@@ -415,6 +485,15 @@ pub struct Inbound {
     co: Coalescer,
     io: IoCounters,
     scratch: Vec<u8>,
+    ike: Option<InboundIke>,
+}
+
+/// The inbound thread's IKE link: its mailbox, the outbound thread's, and
+/// its write end of the channel.
+struct InboundIke {
+    mail: Mailbox<InCmd>,
+    to_out: Post<OutCmd>,
+    tap: Tap,
 }
 
 impl Inbound {
@@ -432,7 +511,16 @@ impl Inbound {
             co: Coalescer::new(),
             io: IoCounters::default(),
             scratch: vec![0u8; MAX_PACKET],
+            ike: None,
         }
+    }
+
+    /// Takes commands from the IKE link's `mail` (passing the outbound
+    /// thread's on to `to_out`, in order), and passes IKE messages and the
+    /// lifetimes of IKE's SAs to the IKE process on `tap`.
+    pub fn with_ike(mut self, mail: Mailbox<InCmd>, to_out: Post<OutCmd>, tap: Tap) -> Inbound {
+        self.ike = Some(InboundIke { mail, to_out, tap });
+        self
     }
 }
 
@@ -453,10 +541,11 @@ impl Direction for Inbound {
             co,
             io,
             scratch,
+            ike,
         } = self;
         io.read += 1;
-        let mut decap = |pkt: &mut [u8], c: &mut IoCounters| {
-            if let Verdict::Send(len) = i.process(pkt, now) {
+        let mut decap = |pkt: &mut [u8], c: &mut IoCounters| match i.process(pkt, now) {
+            Verdict::Send(len) => {
                 let inner = &pkt[..len];
                 if w.gro {
                     co.push(inner, &mut |f: &[u8]| w.emit(f, c));
@@ -464,6 +553,19 @@ impl Direction for Inbound {
                     write_packet(&w.red, inner, c);
                 }
             }
+            Verdict::Ike(m) => {
+                if let (Some(ike), Some(bytes)) =
+                    (ike.as_mut(), pkt.get(m.offset..m.offset + m.len))
+                {
+                    ike.tap.send(&ToIke::IkeDatagram(IkeDatagram {
+                        peer: m.peer,
+                        local_port: m.local_port,
+                        remote_port: m.remote_port,
+                        bytes: bytes.to_vec(),
+                    }));
+                }
+            }
+            Verdict::Drop(_) => {}
         };
         if black.vnet {
             // ESP-in-UDP super-packets (USO) are cut into datagrams in place.
@@ -478,8 +580,40 @@ impl Direction for Inbound {
     fn end_batch(&mut self, now: Timestamp) {
         let (w, c) = (&mut self.w, &mut self.io);
         self.co.flush(&mut |f: &[u8]| w.emit(f, c));
-        self.i
-            .poll_events(now, |ev| eprintln!("viaduct: SA lifetime event {ev:?}"))
+        let ike = &mut self.ike;
+        self.i.poll_events(now, |ev| match ike.as_mut() {
+            Some(ike) if ev.ike => ike.tap.send(&ToIke::SaLifetime {
+                tunnel: ev.sa.tunnel,
+                inbound_spi: ev.sa.spi.0,
+                hard: ev.hard,
+            }),
+            _ => eprintln!("viaduct: SA lifetime event {ev:?}"),
+        })
+    }
+
+    fn wake(&self) -> Option<&OwnedFd> {
+        self.ike.as_ref().map(|k| k.mail.wake_fd())
+    }
+
+    fn commands(&mut self, _now: Timestamp) {
+        let (i, ike) = (&mut self.i, &mut self.ike);
+        let Some(ike) = ike.as_ref() else {
+            return;
+        };
+        ike.mail.drain(|cmd| match cmd {
+            InCmd::Install(p) => {
+                let p = *p;
+                if i.insert(p.inbound) {
+                    ike.to_out.send(OutCmd::Install(Box::new(p.outbound)));
+                }
+            }
+            InCmd::Remove(spi) => {
+                i.remove(spi);
+            }
+            InCmd::Outbound(c) => {
+                ike.to_out.send(c);
+            }
+        });
     }
 
     fn report(&self) -> String {
@@ -492,7 +626,11 @@ impl Direction for Inbound {
             s.merged,
             s.passthrough,
             self.i.report()
-        )
+        ) + &self
+            .ike
+            .as_ref()
+            .map(|k| k.tap.report("black->red"))
+            .unwrap_or_default()
     }
 }
 

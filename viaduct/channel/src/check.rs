@@ -70,57 +70,110 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks `install` against `policy`; `in_use` says whether an inbound SPI
-/// is installed already. On `Ok` the data plane may install it.
+/// What the check needs of the policy, without a key or a credential: the
+/// data plane keeps this for the life of the process (the policy itself,
+/// lab keys and all, is dropped once the engine is built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallRules {
+    tunnels: Vec<TunnelRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TunnelRule {
+    id: TunnelId,
+    /// Keyed by IKE: no manual keys and a peer of the IKE section names it.
+    ike: bool,
+    /// The ESP transforms that peer may negotiate: (AEAD, ESN).
+    esp: Vec<(policy_blob::Aead, bool)>,
+    /// The policy forces ESP in UDP.
+    udp_encap: bool,
+}
+
+impl InstallRules {
+    /// The rules of `policy`.
+    pub fn new(policy: &Policy) -> InstallRules {
+        let tunnels = policy
+            .tunnels
+            .iter()
+            .map(|t| {
+                let peer = policy
+                    .ike
+                    .as_ref()
+                    .and_then(|ike| ike.peers.iter().find(|p| p.tunnels.contains(&t.id)));
+                TunnelRule {
+                    id: t.id,
+                    ike: t.manual.is_none() && peer.is_some(),
+                    esp: peer
+                        .map(|p| p.esp_proposals.iter().map(|e| (e.aead, e.esn)).collect())
+                        .unwrap_or_default(),
+                    udp_encap: t.udp_encap,
+                }
+            })
+            .collect();
+        InstallRules { tunnels }
+    }
+
+    /// Whether the tunnel is keyed by IKE.
+    pub fn ike_keyed(&self, tunnel: TunnelId) -> bool {
+        self.tunnels.iter().any(|t| t.id == tunnel && t.ike)
+    }
+
+    /// Checks `install`; `in_use` says whether an inbound SPI is installed
+    /// already. On `Ok` the data plane may install it.
+    ///
+    /// # Errors
+    /// The first rule the install breaks.
+    pub fn check(&self, install: &SaInstall, in_use: impl Fn(u32) -> bool) -> Result<(), Refusal> {
+        let tunnel = self
+            .tunnels
+            .iter()
+            .find(|t| t.id == install.tunnel)
+            .ok_or(Refusal::UnknownTunnel)?;
+        if !tunnel.ike {
+            return Err(Refusal::NotIkeKeyed);
+        }
+        if !tunnel
+            .esp
+            .iter()
+            .any(|&(aead, esn)| aead == install.aead && esn == install.esn)
+        {
+            return Err(Refusal::Transform);
+        }
+        let want = install.aead.key_len() + policy_blob::Aead::SALT_LEN;
+        if install.key_out.len() != want
+            || install.key_in.len() != want
+            || same(&install.key_out, &install.key_in)
+        {
+            return Err(Refusal::Key);
+        }
+        if install.inbound_spi < 256 || install.outbound_spi < 256 {
+            return Err(Refusal::ReservedSpi);
+        }
+        if in_use(install.inbound_spi) {
+            return Err(Refusal::SpiInUse);
+        }
+        match install.udp_remote_port {
+            Some(0) => return Err(Refusal::Encapsulation),
+            None if tunnel.udp_encap => return Err(Refusal::Encapsulation),
+            _ => {}
+        }
+        if install.hard_seconds == 0 || install.soft_seconds > install.hard_seconds {
+            return Err(Refusal::Lifetimes);
+        }
+        Ok(())
+    }
+}
+
+/// Checks `install` against `policy` ([`InstallRules::check`]); `in_use`
+/// says whether an inbound SPI is installed already. On `Ok` the data plane
+/// may install it.
+///
+/// # Errors
+/// The first rule the install breaks.
 pub fn check_install(
     policy: &Policy,
     install: &SaInstall,
     in_use: impl Fn(u32) -> bool,
 ) -> Result<(), Refusal> {
-    let tunnel = policy
-        .tunnels
-        .iter()
-        .find(|t| t.id == install.tunnel)
-        .ok_or(Refusal::UnknownTunnel)?;
-    if tunnel.manual.is_some() {
-        return Err(Refusal::NotIkeKeyed);
-    }
-    let peer = policy
-        .ike
-        .as_ref()
-        .and_then(|ike| {
-            ike.peers
-                .iter()
-                .find(|p| p.tunnels.contains(&TunnelId(install.tunnel.0)))
-        })
-        .ok_or(Refusal::NotIkeKeyed)?;
-    if !peer
-        .esp_proposals
-        .iter()
-        .any(|e| e.aead == install.aead && e.esn == install.esn)
-    {
-        return Err(Refusal::Transform);
-    }
-    let want = install.aead.key_len() + policy_blob::Aead::SALT_LEN;
-    if install.key_out.len() != want
-        || install.key_in.len() != want
-        || same(&install.key_out, &install.key_in)
-    {
-        return Err(Refusal::Key);
-    }
-    if install.inbound_spi < 256 || install.outbound_spi < 256 {
-        return Err(Refusal::ReservedSpi);
-    }
-    if in_use(install.inbound_spi) {
-        return Err(Refusal::SpiInUse);
-    }
-    match install.udp_remote_port {
-        Some(0) => return Err(Refusal::Encapsulation),
-        None if tunnel.udp_encap => return Err(Refusal::Encapsulation),
-        _ => {}
-    }
-    if install.hard_seconds == 0 || install.soft_seconds > install.hard_seconds {
-        return Err(Refusal::Lifetimes);
-    }
-    Ok(())
+    InstallRules::new(policy).check(install, in_use)
 }

@@ -31,7 +31,7 @@
 mod check;
 mod codec;
 
-pub use check::{check_install, Refusal};
+pub use check::{check_install, InstallRules, Refusal};
 pub use codec::{DecodeError, MAX_RECORD};
 
 use policy_blob::{Aead, TunnelId};

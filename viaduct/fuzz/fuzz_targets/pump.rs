@@ -107,8 +107,8 @@ fuzz_target!(|data: &[u8]| {
         drain(&w.red.1, &mut w.buf);
         let null: OwnedFd = w.null.try_clone().expect("dup").into();
 
-        let (left_out, _) = engine(&policy(&p, Side::Left), now).split();
-        let (_, right_in) = engine(&policy(&p, Side::Right), now).split();
+        let (left_out, _, _) = engine(&policy(&p, Side::Left), now).split();
+        let (_, right_in, _) = engine(&policy(&p, Side::Right), now).split();
         let mut out = Outbound::new(
             left_out,
             port(&null, red_vnet, red_offloads),

@@ -122,9 +122,9 @@ fn checked_installs_carry_traffic_and_switch_make_before_break() {
         carry(&mut g1, &mut g2, 1, b"x").0,
         Verdict::Drop(DropReason::NoSa)
     );
-    g1.install(&p1, &install(0x1001, 0x2001, 1, true, false), T0)
+    g1.install(&install(0x1001, 0x2001, 1, true, false), T0)
         .unwrap();
-    g2.install(&p2, &install(0x1001, 0x2001, 1, true, true), T0)
+    g2.install(&install(0x1001, 0x2001, 1, true, true), T0)
         .unwrap();
     let (v, w, spi) = carry(&mut g1, &mut g2, 1, b"first");
     assert!(matches!(v, Verdict::Send(_)), "{v:?}");
@@ -137,9 +137,9 @@ fn checked_installs_carry_traffic_and_switch_make_before_break() {
 
     // Rekey: gateway 1 (initiator) installs the new SA in use at once;
     // gateway 2 (responder) installs it waiting. Both still carry traffic.
-    g2.install(&p2, &install(0x1002, 0x2002, 5, false, true), T0)
+    g2.install(&install(0x1002, 0x2002, 5, false, true), T0)
         .unwrap();
-    g1.install(&p1, &install(0x1002, 0x2002, 5, true, false), T0)
+    g1.install(&install(0x1002, 0x2002, 5, true, false), T0)
         .unwrap();
     let (_, w, spi) = carry(&mut g1, &mut g2, 1, b"new");
     assert_eq!(
@@ -182,16 +182,16 @@ fn checked_installs_carry_traffic_and_switch_make_before_break() {
 fn installs_the_policy_does_not_allow_are_refused_and_change_nothing() {
     let p1 = policy(1);
     let mut g1 = engine(&p1);
-    g1.install(&p1, &install(0x1001, 0x2001, 1, true, false), T0)
+    g1.install(&install(0x1001, 0x2001, 1, true, false), T0)
         .unwrap();
     let mut again = install(0x1001, 0x2009, 9, true, false);
-    assert_eq!(g1.install(&p1, &again, T0), Err(Refusal::SpiInUse));
+    assert_eq!(g1.install(&again, T0), Err(Refusal::SpiInUse));
     again.inbound_spi = 0x1009;
     again.aead = Aead::Aes256Gcm16;
-    assert_eq!(g1.install(&p1, &again, T0), Err(Refusal::Transform));
+    assert_eq!(g1.install(&again, T0), Err(Refusal::Transform));
     again.aead = Aead::ChaCha20Poly1305;
     again.tunnel = TunnelId(7);
-    assert_eq!(g1.install(&p1, &again, T0), Err(Refusal::UnknownTunnel));
+    assert_eq!(g1.install(&again, T0), Err(Refusal::UnknownTunnel));
     // The SA in use is still the first.
     let mut out = vec![0u8; 2048];
     let Verdict::Send(n) = g1.outbound(&lan_packet(1, b"x"), &mut out, T0) else {
@@ -209,7 +209,7 @@ fn ike_messages_go_to_the_ike_process_never_to_red() {
     for (local_port, remote_port) in [(500, 500), (4500, 4500), (4500, 61000)] {
         let mut out = vec![0u8; 2048];
         let n = g1
-            .outbound
+            .control
             .ike_datagram(0, local_port, remote_port, &ike, &mut out)
             .unwrap();
         let mut wire = out[..n].to_vec();
@@ -247,19 +247,19 @@ fn ike_messages_go_to_the_ike_process_never_to_red() {
         Verdict::Drop(DropReason::UnknownSpi)
     );
     assert_eq!(g2.inbound.ike_received(), 2);
-    assert_eq!(g1.outbound.ike_sent(), 3);
+    assert_eq!(g1.control.ike_sent(), 3);
     // Peers and ports IKE does not use are refused.
     let mut out = vec![0u8; 2048];
     assert_eq!(
-        g1.outbound.ike_datagram(1, 500, 500, &ike, &mut out),
+        g1.control.ike_datagram(1, 500, 500, &ike, &mut out),
         Err(DropReason::NoPolicy)
     );
     assert_eq!(
-        g1.outbound.ike_datagram(0, 53, 500, &ike, &mut out),
+        g1.control.ike_datagram(0, 53, 500, &ike, &mut out),
         Err(DropReason::NoPolicy)
     );
     assert_eq!(
-        g1.outbound.ike_datagram(0, 500, 500, &ike, &mut out[..50]),
+        g1.control.ike_datagram(0, 500, 500, &ike, &mut out[..50]),
         Err(DropReason::BufferTooSmall)
     );
 }
@@ -272,8 +272,8 @@ fn esp_in_udp_goes_to_the_port_ike_learned() {
     i1.udp_remote_port = Some(40500);
     let mut i2 = install(0x1001, 0x2001, 1, true, true);
     i2.udp_remote_port = Some(4500);
-    g1.install(&p1, &i1, T0).unwrap();
-    g2.install(&p2, &i2, T0).unwrap();
+    g1.install(&i1, T0).unwrap();
+    g2.install(&i2, T0).unwrap();
     let mut out = vec![0u8; 2048];
     let Verdict::Send(n) = g1.outbound(&lan_packet(1, b"nat"), &mut out, T0) else {
         panic!()
@@ -286,4 +286,79 @@ fn esp_in_udp_goes_to_the_port_ike_learned() {
     wire[22..24].copy_from_slice(&4500u16.to_be_bytes());
     wire[26..28].copy_from_slice(&[0, 0]);
     assert!(matches!(g2.inbound(&mut wire, T0), Verdict::Send(_)));
+}
+
+/// Gateway 1's policy with a second, manually keyed tunnel (10.1.1/24 ↔
+/// 10.2.1/24, SPIs 0x5001 out and 0x6001 in).
+fn policy_with_manual() -> Policy {
+    let mut p = policy(1);
+    let addr = |n: u8| v4(&format!("198.51.100.{n}"));
+    let net = |s: &str| TrafficSelector::prefix(Prefix::new(v4(s), 24));
+    let key = |b: u8| KeyMaterial::new(vec![b; 36]);
+    let t = Tunnel::new(2, "manual", addr(1), addr(2), Aead::ChaCha20Poly1305)
+        .with_local_ts(net("10.1.1.0"))
+        .with_remote_ts(net("10.2.1.0"))
+        .with_manual_keys(
+            ManualSa {
+                spi: Spi(0x5001),
+                key: key(7),
+            },
+            ManualSa {
+                spi: Spi(0x6001),
+                key: key(8),
+            },
+        );
+    p = p.with_tunnel(t);
+    p.spd.insert(
+        0,
+        SpdEntry {
+            name: "manual".into(),
+            selector: Selector::between(
+                Prefix::new(v4("10.1.1.0"), 24),
+                Prefix::new(v4("10.2.1.0"), 24),
+            ),
+            action: SpdAction::Protect(TunnelId(2)),
+        },
+    );
+    p.validate().unwrap();
+    p
+}
+
+#[test]
+fn ike_can_neither_take_nor_remove_a_manual_sa() {
+    let p = policy_with_manual();
+    let mut g = engine(&p);
+    // An install for the manual tunnel, or reusing its inbound SPI.
+    let mut i = install(0x1001, 0x2001, 1, true, false);
+    i.tunnel = TunnelId(2);
+    assert_eq!(g.install(&i, T0), Err(Refusal::NotIkeKeyed));
+    let mut i = install(0x6001, 0x2001, 1, true, false);
+    assert_eq!(g.install(&i, T0), Err(Refusal::SpiInUse));
+    // Removing it, under either tunnel: not IKE's.
+    assert!(!g.remove(TunnelId(2), 0x6001));
+    assert!(!g.remove(TunnelId(1), 0x6001));
+    assert!(g.inbound.has_spi(0x6001));
+    let manual_packet = udp4("10.1.1.5", "10.2.1.7", 1, 2, b"m");
+    let mut out = vec![0u8; 2048];
+    assert!(matches!(
+        g.outbound(&manual_packet, &mut out, T0),
+        Verdict::Send(_)
+    ));
+    assert_eq!(out[20..24], 0x5001u32.to_be_bytes());
+    // IKE's own SA: removed once; then its SPI is free again.
+    i.inbound_spi = 0x1001;
+    g.install(&i, T0).unwrap();
+    assert!(
+        !g.remove(TunnelId(2), 0x1001),
+        "named under the wrong tunnel"
+    );
+    assert!(g.remove(TunnelId(1), 0x1001));
+    assert!(!g.remove(TunnelId(1), 0x1001));
+    assert!(!g.inbound.has_spi(0x1001));
+    assert_eq!(
+        g.outbound(&lan_packet(1, b"x"), &mut out, T0),
+        Verdict::Drop(DropReason::NoSa)
+    );
+    g.install(&i, T0).unwrap();
+    assert_eq!(g.control.ike_sa_count(), 1);
 }
