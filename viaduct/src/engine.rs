@@ -938,6 +938,10 @@ fn lifetimes_for(t: &TunnelRules, i: &SaInstall) -> policy_blob::Lifetimes {
     l
 }
 
+/// Seconds after its hard lifetime at which the data plane removes a CHILD
+/// SA the IKE process did not.
+pub const ORPHAN_GRACE_SECONDS: u64 = 10;
+
 /// The control half: checks what the IKE process asks of the data plane and
 /// prepares it for the two pump halves, and writes the IKE messages it
 /// sends. It keeps no key: [`InstallRules`] is the policy without them.
@@ -947,8 +951,9 @@ pub struct ControlPath {
     check: InstallRules,
     /// Inbound SPIs of the manually keyed SAs (never IKE's to use or remove).
     manual_spis: Vec<u32>,
-    /// The CHILD SAs IKE installed and has not removed: inbound SPI → tunnel.
-    ike_sas: std::collections::BTreeMap<u32, TunnelId>,
+    /// The CHILD SAs IKE installed and has not removed: inbound SPI →
+    /// (tunnel, when the data plane removes it by itself).
+    ike_sas: std::collections::BTreeMap<u32, (TunnelId, Timestamp)>,
     ike_sent: u64,
 }
 
@@ -1024,7 +1029,15 @@ impl ControlPath {
         }
         outbound.set_outer_dscp(t.outer_dscp);
         outbound.set_tfc_sizes(&t.tfc_sizes);
-        self.ike_sas.insert(i.inbound_spi, i.tunnel);
+        // IKE deletes its SAs before their hard lifetime; one it forgot (an
+        // IKE process that died and started again knows nothing of its
+        // predecessor's SAs) goes at the hard lifetime plus a grace period.
+        let end = Timestamp(
+            now.0
+                .saturating_add(i.hard_seconds)
+                .saturating_add(ORPHAN_GRACE_SECONDS),
+        );
+        self.ike_sas.insert(i.inbound_spi, (i.tunnel, end));
         Ok(Prepared {
             inbound: PreparedIn {
                 idx,
@@ -1044,7 +1057,7 @@ impl ControlPath {
     /// tunnel and has not removed it: only then may it switch to it or
     /// remove it.
     pub fn owns(&self, tunnel: TunnelId, inbound_spi: u32) -> bool {
-        self.ike_sas.get(&inbound_spi) == Some(&tunnel)
+        self.ike_sas.get(&inbound_spi).map(|e| e.0) == Some(tunnel)
     }
 
     /// Forgets a CHILD SA IKE removes; false (and nothing forgotten) if
@@ -1060,6 +1073,22 @@ impl ControlPath {
     /// Whether the tunnel is keyed by IKE.
     pub fn ike_keyed(&self, tunnel: TunnelId) -> bool {
         self.check.ike_keyed(tunnel)
+    }
+
+    /// Forgets the CHILD SAs IKE installed whose hard lifetime ended more
+    /// than [`ORPHAN_GRACE_SECONDS`] ago (IKE did not remove them) and
+    /// returns them (tunnel, inbound SPI), for removal from both halves.
+    pub fn expire(&mut self, now: Timestamp) -> Vec<(TunnelId, u32)> {
+        let gone: Vec<(TunnelId, u32)> = self
+            .ike_sas
+            .iter()
+            .filter(|(_, (_, end))| now.0 >= end.0)
+            .map(|(spi, (t, _))| (*t, *spi))
+            .collect();
+        for (_, spi) in &gone {
+            self.ike_sas.remove(spi);
+        }
+        gone
     }
 
     /// CHILD SAs installed by IKE and not removed.
@@ -1146,6 +1175,17 @@ impl Engine {
         self.inbound.insert(p.inbound);
         self.outbound.insert(p.outbound);
         Ok(())
+    }
+
+    /// Removes the CHILD SAs IKE left behind ([`ControlPath::expire`]) from
+    /// both halves; returns how many.
+    pub fn expire(&mut self, now: Timestamp) -> usize {
+        let gone = self.control.expire(now);
+        for (t, spi) in &gone {
+            self.outbound.remove(*t, *spi);
+            self.inbound.remove(*spi);
+        }
+        gone.len()
     }
 
     /// Removes a CHILD SA IKE installed, both halves; false if IKE does not

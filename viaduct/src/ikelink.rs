@@ -26,7 +26,10 @@
 //!
 //! Keys flow one way: nothing written to the channel carries key material.
 //! When the IKE process closes the channel the control thread ends; the
-//! established SAs carry traffic until their hard lifetimes.
+//! established SAs carry traffic until their hard lifetimes. An SA IKE never
+//! removes (its process died and a new one, which knows nothing of it, took
+//! the channel over) is removed [`crate::engine::ORPHAN_GRACE_SECONDS`] after
+//! its hard lifetime, so that such SAs cannot pile up.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
@@ -212,6 +215,8 @@ pub struct ControlCounters {
     pub removals: u64,
     /// Switches or removals of SAs IKE does not own (ignored).
     pub not_owned: u64,
+    /// SAs IKE left past their hard lifetime, removed by the data plane.
+    pub expired: u64,
 }
 
 /// The control thread's ends.
@@ -243,7 +248,7 @@ pub fn serve(mut cp: ControlPath, links: Links, ctl: &Control) -> std::io::Resul
     let report = |c: &ControlCounters, cp: &ControlPath, r: &Tap| {
         eprint!(
             "viaduct control: records={} malformed={} ike_sent={} ike_send_failed={} \
-             installs={} refused={} switches={} removals={} not_owned={} ike_child_sas={}\n{}",
+             installs={} refused={} switches={} removals={} not_owned={} expired={} ike_child_sas={}\n{}",
             c.records,
             c.malformed,
             cp.ike_sent(),
@@ -253,6 +258,7 @@ pub fn serve(mut cp: ControlPath, links: Links, ctl: &Control) -> std::io::Resul
             c.switches,
             c.removals,
             c.not_owned,
+            c.expired,
             cp.ike_sa_count(),
             r.report("control")
         );
@@ -265,6 +271,11 @@ pub fn serve(mut cp: ControlPath, links: Links, ctl: &Control) -> std::io::Resul
         if d != seen_dump {
             seen_dump = d;
             report(&c, &cp, &refusals);
+        }
+        for (t, spi) in cp.expire(ctl.now()) {
+            c.expired += 1;
+            links.inbound.send(InCmd::Outbound(OutCmd::Remove(t, spi)));
+            links.inbound.send(InCmd::Remove(spi));
         }
         let mut fds = [PollFd::new(&*links.channel, PollFlags::IN)];
         match poll(&mut fds, Some(&timeout)) {

@@ -12,5 +12,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod confine;
 pub mod credentials;
 pub mod driver;

@@ -1,10 +1,12 @@
-//! `viaduct-ike --policy FILE [--channel FD] [--credentials FD]`: the
+//! `viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--no-confine]`: the
 //! Viaduct's IKE process. It reads the compiled policy, takes the device
 //! credentials from `--credentials` (read to the end, then closed), and
 //! speaks to the data plane over the channel descriptor (default 3, a
 //! `SOCK_SEQPACKET` or `SOCK_DGRAM` socket of a socketpair: one message per
 //! record). It exits when the data plane closes the channel. Log lines go to
-//! standard error; no key is ever written there.
+//! standard error; no key is ever written there. Once the policy and the
+//! credentials are read it confines itself (`viaduct_ike::confine`: no
+//! capabilities, no filesystem, a seccomp allowlist) unless `--no-confine`.
 #![deny(unsafe_code)]
 
 use std::io::Read;
@@ -44,6 +46,7 @@ struct Args {
     policy: String,
     channel: i32,
     credentials: Option<i32>,
+    no_confine: bool,
 }
 
 fn args() -> Args {
@@ -51,9 +54,14 @@ fn args() -> Args {
         policy: String::new(),
         channel: 3,
         credentials: None,
+        no_confine: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--no-confine" {
+            a.no_confine = true;
+            continue;
+        }
         let value = it
             .next()
             .unwrap_or_else(|| fail(format!("{flag} needs a value")));
@@ -68,7 +76,7 @@ fn args() -> Args {
             "--channel" => a.channel = fd(&value),
             "--credentials" => a.credentials = Some(fd(&value)),
             _ => fail(format!(
-                "unknown flag {flag}; usage: viaduct-ike --policy FILE [--channel FD] [--credentials FD]"
+                "unknown flag {flag}; usage: viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--no-confine]"
             )),
         }
     }
@@ -100,6 +108,21 @@ fn main() {
             Credentials::parse(&bytes).unwrap_or_else(|e| fail(e))
         }
     };
+    drop(blob);
+    // The generator's one-time set-up (aws-lc looks for a VM generation
+    // counter, /dev/sysgenid) happens now, while the filesystem is there.
+    SystemEntropy.fill(&mut [0u8; 32]);
+    if a.no_confine {
+        eprintln!("viaduct-ike: WARNING: running unconfined (--no-confine)");
+    } else {
+        match viaduct_ike::confine::confine() {
+            Ok(c) if !c.landlock => {
+                eprintln!("viaduct-ike: confined; Landlock unavailable on this kernel (seccomp has no open)")
+            }
+            Ok(_) => eprintln!("viaduct-ike: confined"),
+            Err(e) => fail(format!("confinement: {e}")),
+        }
+    }
     let started = Instant::now();
     let now =
         || Timestamp::from_millis(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));

@@ -1,7 +1,8 @@
 //! Two `viaduct-ike` processes, each on a socketpair whose other end this
 //! test holds, playing both data planes: IKE datagrams relayed between
 //! them, installs collected. They establish from their compiled policies
-//! alone, and exit when the channel closes.
+//! alone, confined (seccomp, no capabilities), and exit when the channel
+//! closes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -146,6 +147,22 @@ fn two_processes_establish_over_their_channels() {
     assert_eq!(a.inbound_spi, b.outbound_spi);
     assert_eq!(a.key_out, b.key_in);
     assert_eq!(a.key_in, b.key_out);
+    // Both ran confined: seccomp filter mode, no_new_privs, no capabilities.
+    for s in &sides {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {k} in {status}"))
+                .to_owned()
+        };
+        assert_eq!(field("Seccomp:"), "2", "{status}");
+        assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+        assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+        assert_eq!(field("CapBnd:"), "0000000000000000", "{status}");
+    }
     // Closing the channel ends the process.
     for s in sides {
         let Side {

@@ -362,3 +362,26 @@ fn ike_can_neither_take_nor_remove_a_manual_sa() {
     g.install(&i, T0).unwrap();
     assert_eq!(g.control.ike_sa_count(), 1);
 }
+
+#[test]
+fn an_sa_ike_forgets_goes_after_its_hard_lifetime() {
+    let p = policy(1);
+    let mut g = engine(&p);
+    g.install(&install(0x1001, 0x2001, 1, true, false), T0)
+        .unwrap();
+    let end = 3600 + viaduct::engine::ORPHAN_GRACE_SECONDS;
+    assert_eq!(g.expire(Timestamp(end - 1)), 0);
+    assert!(g.inbound.has_spi(0x1001));
+    assert_eq!(g.expire(Timestamp(end)), 1);
+    assert!(!g.inbound.has_spi(0x1001));
+    assert_eq!(g.control.ike_sa_count(), 0);
+    let mut out = vec![0u8; 2048];
+    assert_eq!(
+        g.outbound(&lan_packet(1, b"x"), &mut out, Timestamp(end)),
+        Verdict::Drop(DropReason::NoSa)
+    );
+    // Its SPI may be used again; removing it again is refused.
+    assert!(!g.remove(TunnelId(1), 0x1001));
+    g.install(&install(0x1001, 0x2001, 1, true, false), Timestamp(end))
+        .unwrap();
+}
