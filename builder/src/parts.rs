@@ -343,13 +343,16 @@ fn parse_listing(text: &str) -> Option<BTreeMap<Side, Shipped>> {
     Some(out)
 }
 
-/// The gateway init (`/init`) and the Viaduct (`viaduct_path`) as a cached
-/// segment, keyed by their digests.
+/// The gateway init (`/init`), the Viaduct (`viaduct_path`) and, when the
+/// policy keys tunnels by IKE, its IKE process (`ike`: bytes and path) as a
+/// cached segment, keyed by their digests.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn binaries_part(
     parts: &Path,
     init: &[u8],
     viaduct: &[u8],
     viaduct_path: &str,
+    ike: Option<(&[u8], &str)>,
     epoch: Epoch,
     how: Compression,
     st: &mut Stages<'_>,
@@ -359,6 +362,11 @@ pub(crate) fn binaries_part(
         h.update(Sha256::digest(init));
         h.update(Sha256::digest(viaduct));
         h.update(viaduct_path);
+        if let Some((bin, path)) = ike {
+            h.update(b"ike");
+            h.update(Sha256::digest(bin));
+            h.update(path);
+        }
     });
     let segment = parts.join(format!("binaries-{key}.cpio.zst"));
     if segment.exists() {
@@ -368,6 +376,9 @@ pub(crate) fn binaries_part(
     let mut c = CpioBuilder::new(epoch)?;
     c.add_file("init", 0o755, init.to_vec())?;
     c.add_file(viaduct_path, 0o755, viaduct.to_vec())?;
+    if let Some((bin, path)) = ike {
+        c.add_file(path, 0o755, bin.to_vec())?;
+    }
     write_atomic(&segment, &compress_segment(&c.to_vec()?, how)?)?;
     Ok(segment)
 }

@@ -22,6 +22,7 @@ use crate::{disk, elf, render, BuildError};
 const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 /// Where the Viaduct binary lives in the initramfs.
 const VIADUCT_PATH: &str = "/usr/sbin/viaduct";
+const IKE_PATH: &str = "/usr/sbin/viaduct-ike";
 /// A personality's network setup program, inside its root.
 const NETWORK_SETUP: &str = "/etc/appliance/network";
 /// The hooks of the DHCP client (`dhcp = true`), inside the personality's root.
@@ -152,6 +153,11 @@ pub fn build(
     // Gateway binaries: checked before any slow work.
     let init = read_static_binary(&opts.bin_dir.join("gateway-init"))?;
     let viaduct = read_static_binary(&opts.bin_dir.join("viaduct"))?;
+    // The IKE process only in images whose policy keys tunnels by IKE.
+    let ike_bin = match policy.ike {
+        Some(_) => Some(read_static_binary(&opts.bin_dir.join("viaduct-ike"))?),
+        None => None,
+    };
 
     st.start("lock");
     let apt = AptContext::new(&opts.cache_dir.join("apt"))?;
@@ -269,14 +275,23 @@ pub fn build(
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
     let personalities = parts::personalities_part(&parts, &sides, epoch, how, &mut st)?;
-    let binaries =
-        parts::binaries_part(&parts, &init, &viaduct, VIADUCT_PATH, epoch, how, &mut st)?;
+    let binaries = parts::binaries_part(
+        &parts,
+        &init,
+        &viaduct,
+        VIADUCT_PATH,
+        ike_bin.as_deref().map(|b| (b, IKE_PATH)),
+        epoch,
+        how,
+        &mut st,
+    )?;
 
     st.start("initramfs");
     let plan = make_plan(
         &profile,
         &policy_digest,
         &manual_key_uses(&policy),
+        ike_credentials(&policy).as_deref(),
         &kernel.modules,
     )?;
     let plan_bytes = plan.encode();
@@ -498,6 +513,9 @@ pub fn build(
             let mut b = BTreeMap::new();
             b.insert("gateway-init".to_string(), hexd(&sha256(&init)));
             b.insert("viaduct".to_string(), hexd(&sha256(&viaduct)));
+            if let Some(ike) = &ike_bin {
+                b.insert("viaduct-ike".to_string(), hexd(&sha256(ike)));
+            }
             b
         },
         initramfs: manifest::Digested {
@@ -717,11 +735,35 @@ fn manual_key_uses(policy: &policy_blob::Policy) -> Vec<gateway::keyledger::KeyU
         .collect()
 }
 
+/// For a policy that keys tunnels by IKE: the names of the device credentials
+/// (`tpm:<name>`) its IKE process needs, ascending, once each (the plan's
+/// `ike-credential` lines; the init hands them over). `None` without IKE.
+fn ike_credentials(policy: &policy_blob::Policy) -> Option<Vec<String>> {
+    use policy_blob::{Credential, IkeAuth};
+    let ike = policy.ike.as_ref()?;
+    let mut names: Vec<String> = ike
+        .private_key
+        .iter()
+        .chain(ike.peers.iter().filter_map(|p| match &p.auth {
+            IkeAuth::Psk(c) => Some(c),
+            IkeAuth::Ed25519 { .. } => None,
+        }))
+        .filter_map(|c| match c {
+            Credential::Device(name) => Some(name.clone()),
+            Credential::Lab(_) => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
 /// The runtime plan (see `gateway::plan`) for the profile.
 fn make_plan(
     profile: &Profile,
     policy_digest: &[u8; 32],
     manual_keys: &[gateway::keyledger::KeyUse],
+    ike_credentials: Option<&[String]>,
     modules: &[String],
 ) -> Result<gateway::plan::Plan, BuildError> {
     use gateway::plan::*;
@@ -751,6 +793,17 @@ fn make_plan(
             .map(|side| compartment_plan(profile, side))
             .collect::<Result<_, _>>()?,
         viaduct: InitramfsPath::new(VIADUCT_PATH).map_err(e)?,
+        ike: match ike_credentials {
+            None => None,
+            Some(names) => Some(IkePlan {
+                binary: InitramfsPath::new(IKE_PATH).map_err(e)?,
+                credentials: names
+                    .iter()
+                    .map(|n| CredentialName::new(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(e)?,
+            }),
+        },
     };
     // The init refuses a plan it cannot decode and stays closed: find out here.
     match Plan::decode(&plan.encode()) {
@@ -1033,6 +1086,13 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
             .iter()
             .any(|p| p.encapsulation == profiles::model::Encapsulation::Udp)
     });
+    // Some tunnel is keyed by IKE: black steers IKE (UDP 500, and 4500 where
+    // NAT traversal moves it) to the Viaduct.
+    let ike = profile.viaduct.ipsec.as_ref().is_some_and(|i| {
+        i.peers
+            .iter()
+            .any(|p| p.tunnels.iter().any(|t| t.manual.is_none()))
+    });
     render::render(
         match side {
             Side::Red => "network-red",
@@ -1047,6 +1107,7 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
             "ipv6": ipv6,
             "gateway": gateway,
             "udp_encap": udp_encap,
+            "ike": ike,
         }),
     )
 }
@@ -1088,6 +1149,7 @@ mod tests {
             p,
             &[7; 32],
             &[],
+            ike_credentials(&policy::compile(p).unwrap()).as_deref(),
             &["/lib/modules/6.1.0-1-amd64/kernel/drivers/net/virtio_net.ko".into()],
         )
     }
@@ -1102,7 +1164,7 @@ mod tests {
         let uses = policy.manual_key_uses();
         assert_eq!(uses.as_slice().len(), 2, "gw-a has one manual tunnel");
         let keys = manual_key_uses(&policy);
-        let p = make_plan(&profile, &[7; 32], &keys, &[]).unwrap();
+        let p = make_plan(&profile, &[7; 32], &keys, None, &[]).unwrap();
         assert_eq!(p.manual_keys, keys);
         let decoded = Plan::decode(&p.encode()).unwrap();
         assert_eq!(
@@ -1336,6 +1398,31 @@ mod tests {
         let steer = s.find("rule add pref 91").unwrap();
         let card_up = s.find("/bin/ip link set wan up").unwrap();
         assert!(steer < card_up, "{s}");
+        assert!(!s.contains("\n\n\n"), "{s}");
+        assert_sh_syntax(&s);
+    }
+
+    /// Keyed by IKE (no manual keys): IKE on 500 and 4500 goes to the Viaduct,
+    /// steered before the card comes up; manual keys only: neither port.
+    #[test]
+    fn black_network_script_steers_ike_when_a_tunnel_is_keyed_by_ike() {
+        let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
+        assert!(!s.contains("dport 500 "), "{s}");
+        let mut p = gw_a();
+        for peer in &mut p.viaduct.ipsec.as_mut().unwrap().peers {
+            for t in &mut peer.tunnels {
+                t.manual = None;
+            }
+        }
+        let s = network_script(&p, Side::Black, "/bin/ip").unwrap();
+        let card_up = s.find("/bin/ip link set wan up").unwrap();
+        for (pref, port) in [(91, 4500), (92, 500)] {
+            let rule = format!("[ -n \"$(/bin/ip rule list pref {pref})\" ] || /bin/ip rule add pref {pref} iif wan ipproto 17 dport {port} lookup 90");
+            let at = s
+                .find(&rule)
+                .unwrap_or_else(|| panic!("missing {rule:?} in\n{s}"));
+            assert!(at < card_up, "{s}");
+        }
         assert!(!s.contains("\n\n\n"), "{s}");
         assert_sh_syntax(&s);
     }

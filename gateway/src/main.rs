@@ -48,7 +48,7 @@ fn start_runtime(
     match Runtime::start(env, &plan, plan.encode(), log) {
         Ok(mut rt) => {
             rt.announce_when_up(boot::ready_line(&plan), UP_LIMIT);
-            (State::Ready(plan), Some(rt))
+            (State::Ready(Box::new(plan)), Some(rt))
         }
         Err(e) => {
             log.log(&format!("error: {e}"));

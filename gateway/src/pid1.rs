@@ -184,7 +184,7 @@ impl CharDev for std::fs::FileType {
 /// Where the gateway stands.
 pub enum State {
     /// Boot succeeded.
-    Ready(Plan),
+    Ready(Box<Plan>),
     /// Boot failed: stay closed, start nothing.
     Closed(String),
 }

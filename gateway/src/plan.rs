@@ -7,7 +7,7 @@
 //! black), then the Viaduct:
 //!
 //! ```text
-//! appliance-plan 4
+//! appliance-plan 5
 //! profile-name vpn-gateway
 //! profile-version 1.4.0
 //! security-version 3
@@ -43,6 +43,10 @@
 //! …
 //! end-compartment
 //! viaduct /usr/sbin/viaduct
+//! ike /usr/sbin/viaduct-ike       (optional: the policy keys tunnels by IKE)
+//! ike-credential site-psk         (0..MAX_IKE_CREDENTIALS, ascending, no
+//! ike-credential gw-identity       duplicates; only after `ike`: the device
+//!                                  credentials its policy names, `tpm:<name>`)
 //! end
 //! ```
 //!
@@ -61,6 +65,8 @@
 //!   lies inside the other, none holds the policy blob, the plan or the Viaduct
 //!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
 //!   `/run`).
+//! - Version 5 added the `ike` and `ike-credential` lines: the IKE process's binary
+//!   and the names of the device credentials the init hands it.
 //! - Version 4 added the `manual-key` lines: a plan whose policy has manual keys
 //!   names them (one-way records), so that the init can record their use in the TPM
 //!   before the Viaduct installs them, and never lets them be installed twice.
@@ -77,7 +83,7 @@ use crate::error::{Error, Result};
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Largest number of `manual-key` lines (the key-use ledger's capacity).
 pub const MAX_MANUAL_KEYS: usize = crate::keyledger::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
@@ -100,6 +106,11 @@ pub const COMPARTMENT_IDS: u32 = 65536;
 /// Host uid/gid that is root inside the Viaduct's user namespace (its only id); no
 /// personality's range may hold it.
 pub const VIADUCT_UID: u32 = 300_000;
+/// Host uid/gid that is root inside the IKE process's user namespace (its only id);
+/// no personality's range may hold it either.
+pub const IKE_UID: u32 = 300_001;
+/// Most device credentials an IKE plan may name.
+pub const MAX_IKE_CREDENTIALS: usize = 64;
 /// The init's own mounts: no personality root may lie inside them.
 pub const INIT_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
 
@@ -660,6 +671,49 @@ pub struct Plan {
     pub compartments: Vec<CompartmentPlan>,
     /// The Viaduct binary inside the initramfs.
     pub viaduct: InitramfsPath,
+    /// The IKE process, when the policy keys tunnels by IKE.
+    pub ike: Option<IkePlan>,
+}
+
+/// The Viaduct's IKE process.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IkePlan {
+    /// Its binary inside the initramfs.
+    pub binary: InitramfsPath,
+    /// The device credentials (`tpm:<name>` in the profile) it needs, ascending,
+    /// no duplicates.
+    pub credentials: Vec<CredentialName>,
+}
+
+/// A device credential's name: 1-63 of `[a-z0-9-]`, not starting or ending with `-`
+/// (the profile's rule for `tpm:<name>`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct CredentialName(String);
+
+impl CredentialName {
+    /// Validates a credential name.
+    pub fn new(s: &str) -> Result<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if ok {
+            Ok(CredentialName(s.to_owned()))
+        } else {
+            Err(Error::PlanValue {
+                field: "ike-credential",
+                reason: format!(
+                    "{s:?} must be 1-63 lowercase letters, digits and `-`, not at either end"
+                ),
+            })
+        }
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 const K_MAGIC: &str = "appliance-plan";
@@ -690,6 +744,8 @@ const K_ARG: &str = "arg";
 const K_END_SERVICE: &str = "end-service";
 const K_END_COMPARTMENT: &str = "end-compartment";
 const K_VIADUCT: &str = "viaduct";
+const K_IKE: &str = "ike";
+const K_IKE_CREDENTIAL: &str = "ike-credential";
 
 impl Plan {
     /// The canonical encoding.
@@ -751,6 +807,12 @@ impl Plan {
             line(K_END_COMPARTMENT, "");
         }
         line(K_VIADUCT, self.viaduct.as_str());
+        if let Some(ike) = &self.ike {
+            line(K_IKE, ike.binary.as_str());
+            for c in &ike.credentials {
+                line(K_IKE_CREDENTIAL, c.as_str());
+            }
+        }
         line(K_END, "");
         s.into_bytes()
     }
@@ -860,14 +922,41 @@ impl Plan {
             ));
         }
         let viaduct = InitramfsPath::new(v).map_err(|e| syntax(n, e.to_string()))?;
-        let (n, line) = lines.next_line()?;
+        let (mut n, mut line) = lines.next_line()?;
+        let mut ike = None;
+        if let Some(v) = line.strip_prefix("ike ") {
+            let binary = InitramfsPath::new(v).map_err(|e| syntax(n, e.to_string()))?;
+            let mut credentials: Vec<CredentialName> = Vec::new();
+            (n, line) = lines.next_line()?;
+            while let Some(v) = line.strip_prefix("ike-credential ") {
+                if credentials.len() == MAX_IKE_CREDENTIALS {
+                    return Err(syntax(
+                        n,
+                        format!("more than {MAX_IKE_CREDENTIALS} IKE credentials"),
+                    ));
+                }
+                let c = CredentialName::new(v).map_err(|e| syntax(n, e.to_string()))?;
+                if credentials.last().is_some_and(|last| *last >= c) {
+                    return Err(syntax(
+                        n,
+                        "ike-credential lines must be ascending without duplicates".into(),
+                    ));
+                }
+                credentials.push(c);
+                (n, line) = lines.next_line()?;
+            }
+            ike = Some(IkePlan {
+                binary,
+                credentials,
+            });
+        }
         if line != K_END {
             return Err(syntax(n, format!("expected `{K_END}`, found {line:?}")));
         }
         if let Some((n, _)) = lines.inner.next() {
             return Err(syntax(n + 1, "trailing data after `end`".into()));
         }
-        check_apart(&compartments, &policy_path, &viaduct)?;
+        check_apart(&compartments, &policy_path, &viaduct, ike.as_ref())?;
         Ok(Plan {
             profile_name,
             profile_version,
@@ -878,6 +967,7 @@ impl Plan {
             modules,
             compartments,
             viaduct,
+            ike,
         })
     }
 }
@@ -1059,6 +1149,7 @@ fn check_apart(
     compartments: &[CompartmentPlan],
     policy: &InitramfsPath,
     viaduct: &InitramfsPath,
+    ike: Option<&IkePlan>,
 ) -> Result<()> {
     let bad = |field: &'static str, reason: String| Err(Error::PlanValue { field, reason });
     let range = |c: &CompartmentPlan| {
@@ -1067,21 +1158,27 @@ fn check_apart(
     };
     for (i, a) in compartments.iter().enumerate() {
         let (lo, hi) = range(a);
-        if (lo..hi).contains(&u64::from(VIADUCT_UID)) {
-            return bad(
-                "uid-base",
-                format!(
-                    "{}: uids {lo}..{hi} hold the Viaduct's uid {VIADUCT_UID}",
-                    a.side
-                ),
-            );
+        for (uid, whose) in [
+            (VIADUCT_UID, "the Viaduct's"),
+            (IKE_UID, "the IKE process's"),
+        ] {
+            if (lo..hi).contains(&u64::from(uid)) {
+                return bad(
+                    "uid-base",
+                    format!("{}: uids {lo}..{hi} hold {whose} uid {uid}", a.side),
+                );
+            }
         }
         let root = a.root.as_str();
         for (what, p) in [
             ("the policy blob", policy.as_str()),
             ("the plan", PLAN_PATH),
             ("the Viaduct", viaduct.as_str()),
+            ("the IKE process", ike.map_or("", |i| i.binary.as_str())),
         ] {
+            if p.is_empty() {
+                continue;
+            }
             if path_within(p, root) {
                 return bad(
                     "root",
@@ -1260,14 +1357,85 @@ mod tests {
                 },
             ],
             viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
+            ike: Some(IkePlan {
+                binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),
+                credentials: vec![
+                    CredentialName::new("gw-identity").unwrap(),
+                    CredentialName::new("site-psk").unwrap(),
+                ],
+            }),
         }
+    }
+
+    #[test]
+    fn ike_lines_are_optional_ordered_and_checked() {
+        let text = String::from_utf8(sample().encode()).unwrap();
+        let dec = |t: String| Plan::decode(t.as_bytes());
+        // Without credentials, and without IKE at all.
+        let p =
+            dec(text.replace("ike-credential gw-identity\nike-credential site-psk\n", "")).unwrap();
+        assert_eq!(p.ike.unwrap().credentials, vec![]);
+        let p = dec(text.replace(
+            "ike /usr/sbin/viaduct-ike\nike-credential gw-identity\nike-credential site-psk\n",
+            "",
+        ))
+        .unwrap();
+        assert!(p.ike.is_none());
+        for bad in [
+            // Out of order, duplicated, a credential without `ike`, bad names.
+            text.replace(
+                "gw-identity\nike-credential site-psk",
+                "site-psk\nike-credential gw-identity",
+            ),
+            text.replace("ike-credential gw-identity", "ike-credential site-psk"),
+            text.replace("ike /usr/sbin/viaduct-ike\n", ""),
+            text.replace("ike-credential gw-identity", "ike-credential -gw"),
+            text.replace("ike-credential gw-identity", "ike-credential GW"),
+            text.replace("ike-credential gw-identity", "ike-credential gw_identity"),
+            text.replace(
+                "ike-credential gw-identity",
+                &format!("ike-credential {}", "a".repeat(64)),
+            ),
+            text.replace("ike /usr/sbin/viaduct-ike", "ike usr/sbin/viaduct-ike"),
+            // `ike` after its credentials, or twice.
+            text.replace(
+                "viaduct /usr/sbin/viaduct\nike /usr/sbin/viaduct-ike\n",
+                "viaduct /usr/sbin/viaduct\n",
+            )
+            .replace("end\n", "ike /usr/sbin/viaduct-ike\nend\n"),
+            text.replace(
+                "ike /usr/sbin/viaduct-ike\n",
+                "ike /usr/sbin/viaduct-ike\nike /usr/sbin/viaduct-ike\n",
+            ),
+            // Inside a personality's root.
+            text.replace(
+                "ike /usr/sbin/viaduct-ike",
+                "ike /personalities/red/viaduct-ike",
+            ),
+        ] {
+            assert!(dec(bad.clone()).is_err(), "accepted:\n{bad}");
+        }
+        let many: String = (0..=MAX_IKE_CREDENTIALS)
+            .map(|i| format!("ike-credential c{i:03}\n"))
+            .collect();
+        assert!(dec(text.replace(
+            "ike-credential gw-identity\nike-credential site-psk\n",
+            &many
+        ))
+        .is_err());
+        // No personality may hold the IKE process's uid.
+        let mut p = sample();
+        p.compartments[1].uid_base = IKE_UID;
+        p.compartments[0].uid_base = 1;
+        let e = Plan::decode(&p.encode()).unwrap_err();
+        assert!(e.to_string().contains("IKE process"), "{e}");
     }
 
     #[test]
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 4\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 5\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
              manual-key 11111111111111111111111111111111\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
@@ -1281,7 +1449,8 @@ mod tests {
              pids-max 128\nnic wan\nmatch-name veth-wan\nsetup /etc/appliance/network\n\
              socket-family unix\nsocket-family inet\nsocket-family inet6\n\
              socket-family netlink\nsocket-family packet\n\
-             end-compartment\nviaduct /usr/sbin/viaduct\nend\n",
+             end-compartment\nviaduct /usr/sbin/viaduct\nike /usr/sbin/viaduct-ike\n\
+             ike-credential gw-identity\nike-credential site-psk\nend\n",
             Sha256Digest::of(b"policy")
         );
         assert_eq!(text, expected);
@@ -1292,7 +1461,7 @@ mod tests {
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 4 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 5 } if found == "1"),
             "{err}"
         );
     }
@@ -1357,9 +1526,7 @@ mod tests {
         assert!(mutate(|s| s.replace("module /lib/modules/failover.ko\n", "")).is_ok());
         assert!(mutate(|s| s.replace("profile-version 1.4.0\n", "")).is_err());
         assert!(mutate(|s| s.replace("end\n", "")).is_err());
-        assert!(
-            mutate(|s| s.replace("viaduct /usr/sbin/viaduct\nend\n", "nic eth0\nend\n")).is_err()
-        );
+        assert!(mutate(|s| s.replace("viaduct /usr/sbin/viaduct\n", "nic eth0\n")).is_err());
     }
 
     #[test]
@@ -1484,8 +1651,10 @@ mod tests {
             assert_eq!(field(decode(&p)), "uid-base", "{base}");
         }
         let mut p = sample();
-        p.compartments[1].uid_base = VIADUCT_UID + 1;
+        p.compartments[1].uid_base = IKE_UID + 1;
         assert!(decode(&p).is_ok());
+        p.compartments[1].uid_base = VIADUCT_UID + 1;
+        assert_eq!(field(decode(&p)), "uid-base", "holds the IKE process's uid");
         p.compartments[1].uid_base = VIADUCT_UID - 65_536;
         assert!(decode(&p).is_ok());
         // Roots: distinct, not nested, holding no secret of the init, not in its mounts.
@@ -1597,6 +1766,7 @@ mod proptests {
             sha in any::<[u8; 32]>(),
             modules in prop::collection::vec(arb_path(), 0..8),
             keys in prop::collection::btree_set(any::<[u8; 16]>(), 0..5),
+            ike in prop::option::of(prop::collection::btree_set("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", 0..5)),
         ) -> Plan {
             Plan {
                 profile_name: ProfileName::new(&name).unwrap(),
@@ -1608,6 +1778,10 @@ mod proptests {
                 modules: modules.iter().map(|m| ModulePath::new(&format!("{m}.ko")).unwrap()).collect(),
                 compartments: tests::sample().compartments,
                 viaduct: InitramfsPath::new(&policy).unwrap(),
+                ike: ike.map(|names| IkePlan {
+                    binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),
+                    credentials: names.iter().map(|n| CredentialName::new(n).unwrap()).collect(),
+                }),
             }
         }
     }

@@ -218,6 +218,8 @@ pub enum UnitKind {
     Personality(Side),
     /// The Viaduct.
     Viaduct,
+    /// The Viaduct's IKE process.
+    Ike,
 }
 
 impl UnitKind {
@@ -226,6 +228,7 @@ impl UnitKind {
         match self {
             UnitKind::Personality(s) => s.as_str(),
             UnitKind::Viaduct => "viaduct",
+            UnitKind::Ike => "ike",
         }
     }
 }
@@ -296,6 +299,21 @@ pub struct Runtime {
     pending_ready: Option<(String, Instant, bool)>,
     /// Whether `ready` was printed.
     announced: bool,
+    /// The IKE process, when the policy keys tunnels by IKE.
+    ike: Option<IkeRuntime>,
+}
+
+/// What the init keeps for the IKE process (see [`Runtime::spawn_ike`]).
+struct IkeRuntime {
+    bin: PathBuf,
+    /// The device credentials the plan names.
+    credentials: Vec<crate::plan::CredentialName>,
+    /// The IKE end of the channel to the running Viaduct. The init holds it so that
+    /// an IKE process that dies can be replaced on the same channel: the Viaduct and
+    /// its SAs never notice. A new Viaduct gets a new channel.
+    channel: Option<OwnedFd>,
+    /// Whether the missing credentials were reported (once per boot).
+    reported: bool,
 }
 
 fn cerr(name: &'static str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -774,6 +792,26 @@ impl Runtime {
             .map(|c| Unit::new(UnitKind::Personality(c.side)))
             .collect();
         units.push(Unit::new(UnitKind::Viaduct));
+        let ike = match &plan.ike {
+            None => None,
+            Some(i) => {
+                let bin = i.binary.under(&env.root);
+                if !bin.is_file() {
+                    return Err(Error::io(
+                        "finding the IKE process",
+                        &bin,
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    ));
+                }
+                units.push(Unit::new(UnitKind::Ike));
+                Some(IkeRuntime {
+                    bin,
+                    credentials: i.credentials.clone(),
+                    channel: None,
+                    reported: false,
+                })
+            }
+        };
         let mut rt = Runtime {
             hostname: plan.profile_name.as_str().to_owned(),
             env,
@@ -787,6 +825,7 @@ impl Runtime {
             units,
             pending_ready: None,
             announced: false,
+            ike,
         };
         for i in 0..rt.units.len() {
             rt.spawn(i, log);
@@ -806,6 +845,7 @@ impl Runtime {
                     return;
                 }
             },
+            UnitKind::Ike => self.spawn_ike(log),
         };
         let u = &mut self.units[i];
         u.next_start = None;
@@ -1033,6 +1073,24 @@ impl Runtime {
         let devnull = File::open("/dev/null")
             .map(OwnedFd::from)
             .map_err(cerr(name, "opening /dev/null"))?;
+        // A new Viaduct, a new IKE channel; an IKE process on the old one (whose
+        // Viaduct is gone) is replaced.
+        let channel = match self.ike.as_mut() {
+            None => None,
+            Some(ike) => {
+                let (ours, theirs) = sys::seqpacket_pair().map_err(cerr(name, "socketpair"))?;
+                ike.channel = Some(theirs);
+                if let Some(u) = self.units.iter().find(|u| u.kind == UnitKind::Ike) {
+                    if let Some(pid) = u.pid {
+                        log.log(&format!(
+                            "ike: restarting it (pid {pid}) on the new Viaduct's channel"
+                        ));
+                        let _ = sys::kill(pid, libc::SIGKILL);
+                    }
+                }
+                Some(ours)
+            }
+        };
         let red = self.personalities[0].tun.as_fd();
         let black = self.personalities[1].tun.as_fd();
         let flags = libc::CLONE_NEWUSER
@@ -1046,10 +1104,116 @@ impl Runtime {
             drop(sync_w);
             let mut b = [0u8; 1];
             let _ = File::from(sync_r).read(&mut b);
-            viaduct_child(&policy, claim, exe, devnull, out_w, red, black);
+            let mut argv: Vec<String> = [
+                "viaduct",
+                "--policy",
+                "/policy.bin",
+                "--red-fd",
+                "3",
+                "--black-fd",
+                "4",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let mut fds = vec![red, black];
+            if let Some(c) = &channel {
+                fds.push(c.as_fd());
+                argv.extend(["--ike-channel".to_owned(), "5".to_owned()]);
+            }
+            if let Some(d) = claim {
+                argv.extend(["--key-claim".to_owned(), d.to_hex()]);
+            }
+            sealed_child("viaduct", &policy, exe, devnull, out_w, &fds, &argv);
         }
-        drop((out_w, sync_r, exe, devnull));
+        drop((out_w, sync_r, exe, devnull, channel));
         let map = format!("0 {VIADUCT_UID} 1\n");
+        let maps = write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
+            .and_then(|()| write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map));
+        drop(sync_w);
+        if let Err(e) = maps {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            return Err(cerr(name, "writing its uid/gid maps")(e));
+        }
+        Ok((pid, LineReader::new(out_r)?, None))
+    }
+
+    /// Starts the IKE process (`viaduct-ike`) on the held end of the running
+    /// Viaduct's channel, sealed like the Viaduct (own user namespace with one id,
+    /// [`crate::plan::IKE_UID`]; own mount, network — no interface at all — PID, IPC
+    /// and UTS namespaces; an empty read-only root holding only `policy.bin`), with
+    /// the device credentials on descriptor 4: records `u8 name length, name, u16
+    /// secret length, secret`, read to the end. A credential the device does not hold
+    /// is reported once; the IKE process keeps the tunnels that need it closed.
+    fn spawn_ike(
+        &mut self,
+        log: &mut Logger,
+    ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+        let name = "ike";
+        let Some(ike) = self.ike.as_mut() else {
+            return Err(cerr(name, "the plan has no IKE process")(
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        };
+        let Some(channel) = ike.channel.as_ref() else {
+            return Err(cerr(name, "waiting for the Viaduct's channel")(
+                std::io::Error::from(std::io::ErrorKind::NotConnected),
+            ));
+        };
+        if !ike.reported && !ike.credentials.is_empty() {
+            ike.reported = true;
+            let names: Vec<&str> = ike.credentials.iter().map(|c| c.as_str()).collect();
+            log.log(&format!(
+                "ike: device credential(s) {} not provisioned on this device (tpm:<name> \
+                 references); the tunnels that need them stay closed",
+                names.join(", ")
+            ));
+        }
+        let policy = crate::boot::read_verified_policy(&self.policy_path, &self.policy_sha256)?;
+        let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        // No credential is provisioned yet: the stream is empty (end-of-file at once).
+        let (creds_r, creds_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        drop(creds_w);
+        let exe = File::open(&ike.bin)
+            .map(OwnedFd::from)
+            .map_err(cerr(name, format!("opening {}", ike.bin.display())))?;
+        let devnull = File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(cerr(name, "opening /dev/null"))?;
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS;
+        let pid = sys::clone_fork(flags).map_err(cerr(name, "clone (new namespaces)"))?;
+        if pid == 0 {
+            drop(sync_w);
+            let mut b = [0u8; 1];
+            let _ = File::from(sync_r).read(&mut b);
+            let argv: Vec<String> = [
+                "viaduct-ike",
+                "--policy",
+                "/policy.bin",
+                "--channel",
+                "3",
+                "--credentials",
+                "4",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            sealed_child(
+                "ike",
+                &policy,
+                exe,
+                devnull,
+                out_w,
+                &[channel.as_fd(), creds_r.as_fd()],
+                &argv,
+            );
+        }
+        drop((out_w, sync_r, exe, devnull, creds_r));
+        let map = format!("0 {} 1\n", crate::plan::IKE_UID);
         let maps = write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
             .and_then(|()| write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map));
         drop(sync_w);
@@ -1085,6 +1249,7 @@ impl Runtime {
         for u in &mut self.units {
             let name = u.kind.name();
             let is_viaduct = u.kind == UnitKind::Viaduct;
+            let is_ike = u.kind == UnitKind::Ike;
             for which in 0..2 {
                 let reader = if which == 0 {
                     &mut u.out
@@ -1111,6 +1276,7 @@ impl Runtime {
                         }
                     } else {
                         up |= is_viaduct && text.contains("pumping");
+                        up |= is_ike && text.contains("peer(s)");
                         if limit.admit(now) {
                             log.relay(&format!("{name}| {text}"));
                         }
@@ -1289,7 +1455,7 @@ impl Runtime {
                             p.map_or(0, |p| p.plan.services.len())
                         )
                     }
-                    UnitKind::Viaduct => String::new(),
+                    UnitKind::Viaduct | UnitKind::Ike => String::new(),
                 };
                 format!(
                     "status {} {state} uptime {}s restarts {}{extra}",
@@ -1375,18 +1541,21 @@ fn open_tpm(path: &Path) -> Result<Box<dyn crate::tpm::Transport>> {
     }
 }
 
-/// Runs in the cloned Viaduct child (its own user namespace, root inside). Never returns.
-fn viaduct_child(
+/// Runs in a cloned Viaduct or IKE child (its own user namespace, root inside): an
+/// empty read-only root holding only `policy.bin`, host name `name`, descriptors 0-2
+/// /dev/null and `out_w`, then `fds` from 3 on; executes `exe` with `argv`. Never
+/// returns.
+fn sealed_child(
+    name: &str,
     policy: &[u8],
-    claim: Option<crate::digest::Sha256Digest>,
     exe: OwnedFd,
     devnull: OwnedFd,
     out_w: OwnedFd,
-    red: BorrowedFd<'_>,
-    black: BorrowedFd<'_>,
+    fds: &[BorrowedFd<'_>],
+    argv: &[String],
 ) -> ! {
     let fail = |step: &str, e: &dyn std::fmt::Display| -> ! {
-        let msg = format!("viaduct compartment: {step}: {e}\n");
+        let msg = format!("{name} compartment: {step}: {e}\n");
         if let Ok(dup) = out_w.try_clone() {
             let _ = File::from(dup).write_all(msg.as_bytes());
         }
@@ -1442,36 +1611,18 @@ fn viaduct_child(
     );
     step("chroot", sys::chroot("."));
     step("chdir /", std::env::set_current_dir("/"));
-    step("setting the host name", sys::sethostname("viaduct"));
-    step(
-        "arranging descriptors",
-        arrange_fds(&[
-            devnull.as_fd(),
-            out_w.as_fd(),
-            out_w.as_fd(),
-            red,
-            black,
-            exe.as_fd(),
-        ]),
-    );
-    let exe5 = match sys::adopt_fd(5) {
+    step("setting the host name", sys::sethostname(name));
+    let mut all = vec![devnull.as_fd(), out_w.as_fd(), out_w.as_fd()];
+    all.extend_from_slice(fds);
+    all.push(exe.as_fd());
+    step("arranging descriptors", arrange_fds(&all));
+    let exe_at = libc::c_int::try_from(all.len() - 1).unwrap_or(libc::c_int::MAX);
+    let exe_fd = match sys::adopt_fd(exe_at) {
         Ok(fd) => fd,
-        Err(e) => fail("viaduct binary", &e),
+        Err(e) => fail("its binary", &e),
     };
-    let mut argv = vec![
-        "viaduct".to_owned(),
-        "--policy".to_owned(),
-        "/policy.bin".to_owned(),
-        "--red-fd".to_owned(),
-        "3".to_owned(),
-        "--black-fd".to_owned(),
-        "4".to_owned(),
-    ];
-    if let Some(d) = claim {
-        argv.extend(["--key-claim".to_owned(), d.to_hex()]);
-    }
-    let err = sys::exec(Some(exe5.as_fd()), &argv, &[]);
-    fail("executing the Viaduct", &err)
+    let err = sys::exec(Some(exe_fd.as_fd()), argv, &[]);
+    fail("executing its binary", &err)
 }
 
 #[cfg(test)]

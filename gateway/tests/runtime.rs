@@ -562,6 +562,7 @@ fn make_root_with(
         modules: Vec::new(),
         compartments,
         viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
+        ike: None,
     };
     tweak(&mut plan);
     for c in &plan.compartments {
@@ -1702,4 +1703,295 @@ fn dhcp_server_and_client_work_under_the_filters() {
     );
     i.send("poweroff");
     i.wait_for("appliance: stopped", Duration::from_secs(30));
+}
+
+fn ike_bin() -> PathBuf {
+    repo().join("target/x86_64-unknown-linux-gnu/release/viaduct-ike")
+}
+
+/// [`make_root`] for a gateway whose tunnel is keyed by IKE: the lab profile's
+/// policy without its manual keys (its peer authenticates with the profile's lab
+/// PSK), the static IKE process at /usr/sbin/viaduct-ike and the plan's `ike` line.
+fn make_root_ike(lab: &Lab, dir: &str, profile_path: &str) -> Gw {
+    assert!(
+        ike_bin().exists(),
+        "no static viaduct-ike at {}: run scripts/build-gateway-bins first (scripts/test does)",
+        ike_bin().display()
+    );
+    let mut g = make_root_with(lab, dir, profile_path, Vec::new(), |plan| {
+        plan.ike = Some(gateway::plan::IkePlan {
+            binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),
+            credentials: Vec::new(),
+        });
+    });
+    let mut profile = profiles::load_profile(&repo().join(profile_path)).unwrap();
+    for peer in &mut profile.viaduct.ipsec.as_mut().unwrap().peers {
+        for t in &mut peer.tunnels {
+            t.manual = None;
+        }
+    }
+    let policy = policy::compile(&profile).unwrap();
+    assert!(policy.ike.is_some(), "{profile_path}: no IKE section");
+    assert!(policy.tunnels.iter().all(|t| t.manual.is_none()));
+    // Black steers IKE to the Viaduct now.
+    let ip = ["/usr/bin/ip", "/bin/ip", "/sbin/ip", "/usr/sbin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("ip");
+    let script = builder::network_script(&profile, profiles::Side::Black, ip).unwrap();
+    assert!(script.contains("dport 500 lookup 90"), "{script}");
+    write_exec(
+        &g.root.join("personalities/black/etc/appliance/network"),
+        &script,
+    );
+    let blob = policy.encode();
+    std::fs::write(g.root.join("etc/appliance/policy.bin"), &blob).unwrap();
+    std::fs::copy(ike_bin(), g.root.join("usr/sbin/viaduct-ike")).unwrap();
+    g.plan.policy_sha256 = Sha256Digest::of(&blob);
+    g.plan.manual_keys.clear();
+    std::fs::write(g.root.join("etc/appliance/plan"), g.plan.encode()).unwrap();
+    g
+}
+
+/// Pings LAN B from LAN A once a second until one is answered; the time it took.
+fn ping_until(lana: &str, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if run(&format!(
+            "ip netns exec {lana} busybox ping -c 1 -W 1 10.2.0.2"
+        ))
+        .status
+        .success()
+        {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
+/// The lab pair keyed by IKE, each gateway's init starting its Viaduct and IKE
+/// process in their compartments: the tunnel comes up by itself; the IKE process
+/// runs sealed (seccomp, no capabilities, no network interface but `lo`); a
+/// transfer crosses with only ARP, IKE and ESP on the wire; `kill ike` leaves the
+/// SAs carrying traffic while a new IKE process takes the same channel and keys the
+/// tunnel afresh; `kill viaduct` ends in a new Viaduct, a new IKE process on a new
+/// channel and a tunnel with new keys — and no (SPI, sequence) pair ever appears twice
+/// on the wire.
+#[test]
+fn two_gateways_keyed_by_ike_in_compartments() {
+    require_host();
+    let mut lab = Lab::new("ik");
+    let gwa_ns = lab.ns("gwa");
+    let gwb_ns = lab.ns("gwb");
+    let inet = lab.ns("inet");
+    let lana = lab.ns("lana");
+    let lanb = lab.ns("lanb");
+    lab.veth(&gwa_ns, "lan0", &lana, "eth0");
+    lab.veth(&gwa_ns, "wan0", &inet, "a-wan");
+    lab.veth(&gwb_ns, "lan0", &lanb, "eth0");
+    lab.veth(&gwb_ns, "wan0", &inet, "b-wan");
+    must(&format!(
+        "ip -n {inet} link add br0 type bridge && ip -n {inet} link set a-wan master br0 && \
+         ip -n {inet} link set b-wan master br0 && ip -n {inet} link set a-wan up && \
+         ip -n {inet} link set b-wan up && ip -n {inet} link set br0 up && \
+         ip -n {inet} addr add 198.51.100.254/24 dev br0"
+    ));
+    must(&format!("ip netns exec {inet} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/br0/disable_ipv6'"));
+    for (ns, addr, gw) in [
+        (&lana, "10.1.0.2/24", "10.1.0.1"),
+        (&lanb, "10.2.0.2/24", "10.2.0.1"),
+    ] {
+        must(&format!(
+            "ip -n {ns} addr add {addr} dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {gw}"
+        ));
+    }
+    let a = make_root_ike(&lab, "a", "profiles/lab/gw-a.toml");
+    let b = make_root_ike(&lab, "b", "profiles/lab/gw-b.toml");
+    let pcap = lab.dir.join("inet.pcap");
+    let dump_log = lab.dir.join("tcpdump.log");
+    let dump = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &inet,
+            "tcpdump",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-i",
+            "br0",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&dump_log).unwrap())
+        .spawn()
+        .unwrap();
+    lab.children.push(dump);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&dump_log)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut ia = Init::start(&mut lab, &gwa_ns, &a);
+    let mut ib = Init::start(&mut lab, &gwb_ns, &b);
+    ia.wait_for("appliance: ready gw-a", Duration::from_secs(60));
+    ib.wait_for("appliance: ready gw-b", Duration::from_secs(60));
+    let up = ping_until(&lana, Duration::from_secs(30)).expect("the IKE tunnel did not come up");
+    eprintln!("IKE tunnel up {up:?} after both gateways were ready");
+    ia.wait_for_any("CHILD SA in", Duration::from_secs(5));
+
+    // The IKE process: sealed like the Viaduct.
+    let ipid = ia.pid_of("ike");
+    assert_eq!(status_field(ipid, "Seccomp"), "2");
+    assert_eq!(status_field(ipid, "NoNewPrivs"), "1");
+    for k in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
+        assert_eq!(status_field(ipid, k), "0000000000000000", "ike {k}");
+    }
+    let ilinks = must(&format!("nsenter -t {ipid} -n ip -o link show"));
+    assert_eq!(ilinks.lines().count(), 1, "ike netns links:\n{ilinks}");
+    assert!(ilinks.contains(": lo:"), "{ilinks}");
+    assert_ne!(
+        status_field(ipid, "Uid").split_whitespace().next(),
+        status_field(ia.pid_of("viaduct"), "Uid")
+            .split_whitespace()
+            .next(),
+        "the IKE process and the Viaduct share a uid"
+    );
+
+    // A transfer with a marker string.
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let marker = "APPLIANCE-PLAINTEXT-MARKER-7f3a";
+    let data: Vec<u8> = marker
+        .bytes()
+        .cycle()
+        .take(1 << 20)
+        .enumerate()
+        .map(|(i, b)| b ^ ((i / 4096) as u8 & 1))
+        .collect();
+    std::fs::write(www.join("data"), &data).unwrap();
+    let httpd = Command::new("ip")
+        .args([
+            "netns", "exec", &lanb, "busybox", "httpd", "-f", "-p", "8080", "-h",
+        ])
+        .arg(&www)
+        .spawn()
+        .unwrap();
+    lab.children.push(httpd);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = lab.dir.join("got");
+    must(&format!(
+        "ip netns exec {lana} timeout 60 busybox wget -q -O {} http://10.2.0.2:8080/data",
+        got.display()
+    ));
+    assert_eq!(
+        Sha256Digest::of(&std::fs::read(&got).unwrap()),
+        Sha256Digest::of(&data)
+    );
+
+    // The IKE process dies: the SAs carry on; its successor, on the same channel,
+    // keys the tunnel afresh (INITIAL_CONTACT clears the peer's old IKE SA).
+    let mark = ia.seen.len();
+    ia.send("kill ike");
+    ia.wait_for_since(
+        mark,
+        "ike exited (killed by signal 9)",
+        Duration::from_secs(10),
+    );
+    must(&format!(
+        "ip netns exec {lana} busybox ping -c 3 -W 2 10.2.0.2"
+    ));
+    ia.wait_for_since(mark, "ike| viaduct-ike: 1 peer(s)", Duration::from_secs(30));
+    ia.wait_for_since(mark, "established", Duration::from_secs(30));
+    ia.wait_for_since(mark, "CHILD SA in", Duration::from_secs(10));
+    assert!(
+        ping_until(&lana, Duration::from_secs(20)).is_some(),
+        "no tunnel after the IKE process restarted"
+    );
+
+    // The Viaduct dies: a new one, a new IKE process on a new channel, new keys.
+    let mark = ia.seen.len();
+    ia.send("kill viaduct");
+    ia.wait_for_since(
+        mark,
+        "viaduct exited (killed by signal 9)",
+        Duration::from_secs(10),
+    );
+    ia.wait_for_since(mark, "viaduct| viaduct: policy", Duration::from_secs(30));
+    ia.wait_for_since(mark, "ike| viaduct-ike: 1 peer(s)", Duration::from_secs(30));
+    ia.wait_for_since(mark, "CHILD SA in", Duration::from_secs(30));
+    let back =
+        ping_until(&lana, Duration::from_secs(30)).expect("no tunnel after the Viaduct restarted");
+    eprintln!("tunnel back {back:?} after the new Viaduct's IKE SA");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The wire: ARP, IKE (UDP 500/4500) and ESP only; no marker; no (SPI, sequence)
+    // twice; several SPIs (each restart keyed the tunnel afresh).
+    let frames = pcap_frames(&std::fs::read(&pcap).unwrap());
+    let mut sealed = std::collections::HashSet::new();
+    let mut spis = std::collections::HashSet::new();
+    let (mut esp, mut ike) = (0, 0);
+    for f in &frames {
+        assert!(
+            !f.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "plaintext marker on the internet segment"
+        );
+        match u16::from_be_bytes([f[12], f[13]]) {
+            0x0806 => {}
+            0x0800 => {
+                let ip = &f[14..];
+                let h = usize::from(ip[0] & 0x0f) * 4;
+                let gateways = [[198, 51, 100, 1], [198, 51, 100, 2]];
+                if !gateways.contains(&[ip[12], ip[13], ip[14], ip[15]])
+                    && !gateways.contains(&[ip[16], ip[17], ip[18], ip[19]])
+                {
+                    // The lab's own bridge (e.g. its IGMP reports).
+                    continue;
+                }
+                match ip[9] {
+                    50 => {
+                        esp += 1;
+                        let spi_seq: [u8; 8] = ip[h..h + 8].try_into().unwrap();
+                        spis.insert(spi_seq[..4].to_vec());
+                        assert!(
+                            sealed.insert(spi_seq),
+                            "ESP (SPI, sequence) {spi_seq:02x?} seen twice on the wire"
+                        );
+                    }
+                    17 => {
+                        let ports = &ip[h..h + 4];
+                        assert!(
+                            ports == [1, 0xf4, 1, 0xf4] || ports == [0x11, 0x94, 0x11, 0x94],
+                            "UDP other than IKE on the internet segment: {ports:02x?}"
+                        );
+                        ike += 1;
+                    }
+                    p => panic!("IPv4 protocol {p} on the internet segment"),
+                }
+            }
+            t => panic!("ethertype {t:#06x} on the internet segment"),
+        }
+    }
+    assert!(esp > 100 && ike >= 12, "{esp} ESP, {ike} IKE frames");
+    assert!(
+        spis.len() >= 6,
+        "{} SPIs: the restarts did not rekey",
+        spis.len()
+    );
+    eprintln!(
+        "{} frames: {esp} ESP under {} SPIs, {ike} IKE; no plaintext, no (SPI, sequence) twice",
+        frames.len(),
+        spis.len()
+    );
+    for i in [&mut ia, &mut ib] {
+        i.send("poweroff");
+        i.wait_for("appliance: stopped", Duration::from_secs(15));
+    }
 }

@@ -907,3 +907,67 @@ fn clone_config(c: &ike::sa::Config) -> ike::sa::Config {
     n.ike_rekey_after = c.ike_rekey_after;
     n
 }
+
+/// RFC 7296 §2.4: a peer that starts again (a new engine, same
+/// configuration) sends INITIAL_CONTACT in its first IKE_AUTH; the other side
+/// drops every IKE SA it still had with it, and their CHILD SAs, without a
+/// Delete. An initiator that still has an IKE SA does not send it, and the
+/// responder then keeps both.
+#[test]
+fn initial_contact_clears_what_a_restarted_peer_left() {
+    let (i, r) = configs(AuthKind::Psk);
+    let mut net = Net::pair(i, r);
+    net.run_clean();
+    assert_matching(&net);
+    let first_child = net.r().installs[0].inbound_spi;
+    let auth_requests = |n: &Node| n.sent_of(ExchangeType::IKE_AUTH).len();
+    assert_eq!(auth_requests(net.i()), 1);
+    // A second IKE SA from the same, living initiator: no INITIAL_CONTACT,
+    // the responder keeps the first.
+    net.run_clean();
+    let established = |n: &Node| {
+        n.ike
+            .sas()
+            .into_iter()
+            .filter(|s| matches!(s.2, Phase::Established { .. }))
+            .count()
+    };
+    assert_eq!(established(net.r()), 2, "{:?}", net.r().ike.sas());
+    assert!(net.r().deletes.is_empty());
+    assert!(!net.r().events.iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            reason: Closed::PeerRestarted,
+            ..
+        }
+    )));
+    // The initiator restarts: a new engine with the same configuration.
+    net.nodes[0] = Node::new(configs(AuthKind::Psk).0, 77);
+    net.run_clean();
+    let restarted = net
+        .r()
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Closed {
+                    reason: Closed::PeerRestarted,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(restarted, 2, "both earlier IKE SAs are gone");
+    assert_eq!(established(net.r()), 1, "{:?}", net.r().ike.sas());
+    assert!(
+        net.r().deletes.iter().any(|d| d.inbound_spi == first_child),
+        "the stale CHILD SA leaves the data plane"
+    );
+    // Nothing was sent for the stale SAs: the restarted peer knows none.
+    let informational = net.r().sent_of(ExchangeType::INFORMATIONAL).len();
+    assert_eq!(informational, 0);
+    // And the new pair matches.
+    assert_eq!(net.r().ike.child_sas().len(), 1);
+    assert_eq!(net.i().ike.child_sas().len(), 1);
+}

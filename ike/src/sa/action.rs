@@ -405,6 +405,9 @@ pub enum Closed {
     /// It sent AUTHENTICATION_FAILED in an INFORMATIONAL exchange: it
     /// could not verify our AUTH (RFC 7296 §2.21.2).
     PeerRefusedOurAuthentication,
+    /// It authenticated a new IKE SA with INITIAL_CONTACT: it started
+    /// again and holds none of its earlier SAs (RFC 7296 §2.4).
+    PeerRestarted,
 }
 
 impl fmt::Display for Closed {
@@ -416,6 +419,7 @@ impl fmt::Display for Closed {
             Closed::PeerRefusedOurAuthentication => {
                 "the peer could not verify our authentication (AUTHENTICATION_FAILED)"
             }
+            Closed::PeerRestarted => "the peer started again (INITIAL_CONTACT in a new IKE SA)",
         })
     }
 }

@@ -34,6 +34,9 @@ pub(crate) struct Ctx<'a> {
     current: Option<IkeSpi>,
     /// IKE SAs created by a rekey, to be added when the handler returns.
     spawned: &'a mut Vec<Spawned>,
+    /// Set by IKE_AUTH when the peer, now authenticated, sent INITIAL_CONTACT:
+    /// it has no other IKE SA with us, so ours are stale (RFC 7296 §2.4).
+    pub(crate) initial_contact: bool,
 }
 
 /// An IKE SA created by a rekey, with the ESP SPIs it took over.
@@ -67,6 +70,13 @@ impl Ctx<'_> {
             role,
             failure,
         });
+    }
+
+    /// Whether another IKE SA of this connection is established.
+    pub(crate) fn has_established_sa(&self) -> bool {
+        self.sas
+            .values()
+            .any(|s| matches!(s.state, State::Established(_)))
     }
 
     /// A fresh inbound ESP SPI, owned by the current IKE SA.
@@ -349,6 +359,7 @@ impl<E: Entropy> Ike<E> {
             sas: &self.sas,
             current: Some(spi),
             spawned: &mut spawned,
+            initial_contact: false,
         };
         if let Some(state) = InitSent::start(&mut ctx, spi, path) {
             self.sas.insert(
@@ -572,8 +583,10 @@ impl<E: Entropy> Ike<E> {
             sas: &self.sas,
             current: Some(spi),
             spawned: &mut spawned,
+            initial_contact: false,
         };
         let outcome = f(sa.state, &mut ctx);
+        let initial_contact = ctx.initial_contact;
         for s in spawned {
             self.sas.insert(
                 s.spi,
@@ -606,6 +619,32 @@ impl<E: Entropy> Ike<E> {
                 for s in sa.child_spis {
                     self.child_spis.remove(&s);
                 }
+            }
+        }
+        if initial_contact {
+            // The peer started again: every other established IKE SA with it,
+            // and their CHILD SAs, are gone on its side. Removed without a
+            // Delete (it would not know them).
+            let stale: Vec<IkeSpi> = self
+                .sas
+                .iter()
+                .filter(|(s, sa)| **s != spi && matches!(sa.state, State::Established(_)))
+                .map(|(s, _)| *s)
+                .collect();
+            // A function, not a closure: one instance of `run` serves every level.
+            fn restarted(state: State, ctx: &mut Ctx<'_>) -> Outcome {
+                match state {
+                    State::Established(e) => e.peer_restarted(ctx),
+                    other => Outcome::Keep(other),
+                }
+            }
+            for s in stale {
+                self.run(
+                    s,
+                    now,
+                    actions,
+                    restarted as fn(State, &mut Ctx<'_>) -> Outcome,
+                );
             }
         }
     }
@@ -669,6 +708,7 @@ impl<E: Entropy> Ike<E> {
             sas,
             current: None,
             spawned: &mut spawned,
+            initial_contact: false,
         };
         let outcome =
             responder::answer_init(&mut ctx, msg, path, &self.cookies, cookie_required, |e| {

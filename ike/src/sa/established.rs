@@ -585,6 +585,17 @@ impl EstablishedSa {
         self.gone(ctx, ChildDeleted::IkeSaGone)
     }
 
+    /// The peer authenticated a new IKE SA with INITIAL_CONTACT: it keeps
+    /// nothing of this one. Removed, with its CHILD SAs, without a Delete.
+    pub(crate) fn peer_restarted(self: Box<Self>, ctx: &mut Ctx<'_>) -> Outcome {
+        ctx.event(Event::Closed {
+            ike_sa: self.id,
+            role: self.role,
+            reason: Closed::PeerRestarted,
+        });
+        self.gone(ctx, ChildDeleted::IkeSaGone)
+    }
+
     /// The IKE SA is removed: every CHILD SA it still has goes with it.
     fn gone(mut self: Box<Self>, ctx: &mut Ctx<'_>, why: ChildDeleted) -> Outcome {
         self.drop_children(ctx, why);

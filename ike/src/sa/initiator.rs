@@ -447,14 +447,22 @@ impl AuthSent {
         );
         let auth = authn::ours(config, s.proposal.prf, &octets, &s.peer_hashes)?;
         let child_spi = ctx.new_child_spi()?;
-        let inner = vec![
-            PayloadRepr::IdI(idi),
+        let mut inner = vec![PayloadRepr::IdI(idi)];
+        // No other IKE SA with this peer: it may drop whatever it still holds
+        // from an earlier life of ours (RFC 7296 §2.4).
+        if !ctx.has_established_sa() {
+            inner.push(PayloadRepr::Notify(NotifyRepr::new(
+                NotifyType::INITIAL_CONTACT,
+                vec![],
+            )));
+        }
+        inner.extend([
             PayloadRepr::IdR(config.remote_id.to_repr()),
             PayloadRepr::Auth(auth),
             PayloadRepr::Sa(proposal::esp_offer(&config.esp_proposals, child_spi, None)),
             PayloadRepr::TsI(ts_repr(&config.local_ts)),
             PayloadRepr::TsR(ts_repr(&config.remote_ts)),
-        ];
+        ]);
         let mut iv = IvCounter::new();
         let request = msg::sealed(
             &s.keys,
@@ -627,6 +635,7 @@ impl AuthSent {
         if let Err(f) = authn::check_peer(config, self.proposal.prf, &octets, &auth, &peer) {
             return self.refuse(ctx, f);
         }
+        ctx.initial_contact = c.notify(NotifyType::INITIAL_CONTACT).is_some();
         ctx.event(Event::IkeSaEstablished(super::action::Established {
             ike_sa: self.id,
             role: Role::Initiator,

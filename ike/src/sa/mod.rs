@@ -73,10 +73,15 @@
 //!
 //! # Not yet
 //!
-//! IKE fragmentation (RFC 7383; SKF is dropped), INITIAL_CONTACT, NAT
-//! keepalives (the data plane's job, on the ESP socket), certificates, EAP,
-//! multiple key exchanges (RFC 9370), and configuration from the policy
-//! blob.
+//! IKE fragmentation (RFC 7383; SKF is dropped), NAT keepalives (the data
+//! plane's job, on the ESP socket), certificates, EAP and multiple key
+//! exchanges (RFC 9370). (The configuration comes from the policy blob in
+//! `viaduct-ike`.)
+//!
+//! **INITIAL_CONTACT** (RFC 7296 §2.4): an initiator with no established IKE
+//! SA sends it in IKE_AUTH; an IKE_AUTH that carries it, once authenticated,
+//! removes every other established IKE SA of the connection and its CHILD
+//! SAs, without a Delete (the peer started again and knows none of them).
 #![cfg_attr(
     not(test),
     deny(

@@ -472,6 +472,7 @@ impl InitAnswered {
                 return Outcome::Remove;
             }
         };
+        ctx.initial_contact = c.notify(NotifyType::INITIAL_CONTACT).is_some();
         ctx.event(Event::IkeSaEstablished(super::action::Established {
             ike_sa: self.id,
             role: Role::Responder,
