@@ -160,7 +160,9 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
         "fault: black killed on gw-a, restarted by the init",
         "fault: the transfer resumes and completes intact",
         "fault: nothing in clear on the wire during the outage",
-        "internet capture: only ESP between the gateways",
+        "CHILD SA rekeyed during the transfer, no packet dropped",
+        "fault: Viaduct killed on gw-a, tunnel back with new keys",
+        "internet capture: only ESP and IKE between the gateways, no (SPI, sequence) twice",
         "tear-down leaves nothing behind",
     ] {
         let line = stdout
@@ -171,6 +173,7 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("TCP throughput through the tunnel"));
+    assert!(stdout.contains("both ready → first ESP packet (IKEv2 keyed)"));
     // The stale lock was moved forward by the lab's build, to a real version.
     let lock = std::fs::read_to_string(f.profiles.join("gw-a.lock")).unwrap();
     assert!(
@@ -197,6 +200,18 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
         .unwrap();
     assert!(r.status.success());
     assert!(text(&r.stdout).lines().count() > 1000);
+    // tcpdump decodes the lab pair's IKE (isakmp) on port 500.
+    let r = Command::new("tcpdump")
+        .args(["-nr"])
+        .arg(&pcap)
+        .args(["udp", "port", "500"])
+        .output()
+        .unwrap();
+    let ike = text(&r.stdout);
+    assert!(
+        ike.contains("isakmp") && ike.contains("ikev2_init") && ike.contains("child_sa"),
+        "{ike}"
+    );
     assert_nothing_left(&f.lab);
     let s = testbed("status", f, &[]);
     assert!(text(&s.stdout).contains(": down"), "{}", text(&s.stdout));

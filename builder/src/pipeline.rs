@@ -1144,6 +1144,12 @@ mod tests {
         profiles::load_profile(&path).expect("gw-a is valid")
     }
 
+    /// gw-a keyed by hand (`profiles/lab/manual/gw-a.toml`).
+    fn gw_a_manual() -> Profile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/manual/gw-a.toml");
+        profiles::load_profile(&path).expect("manual gw-a is valid")
+    }
+
     fn plan(p: &Profile) -> Result<Plan, BuildError> {
         make_plan(
             p,
@@ -1159,7 +1165,7 @@ mod tests {
     /// from the policy: a gateway built this way starts its Viaduct exactly once.
     #[test]
     fn manual_keys_reach_the_plan_and_the_claim_digests_agree() {
-        let profile = gw_a();
+        let profile = gw_a_manual();
         let policy = policy::compile(&profile).unwrap();
         let uses = policy.manual_key_uses();
         assert_eq!(uses.as_slice().len(), 2, "gw-a has one manual tunnel");
@@ -1387,9 +1393,9 @@ mod tests {
 
     #[test]
     fn black_network_script_steers_udp_4500_only_for_udp_peers() {
-        let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
+        let s = network_script(&gw_a_manual(), Side::Black, "/bin/ip").unwrap();
         assert!(!s.contains("dport 4500"), "{s}");
-        let mut p = gw_a();
+        let mut p = gw_a_manual();
         p.viaduct.ipsec.as_mut().unwrap().peers[0].encapsulation =
             profiles::model::Encapsulation::Udp;
         let s = network_script(&p, Side::Black, "/bin/ip").unwrap();
@@ -1406,15 +1412,9 @@ mod tests {
     /// steered before the card comes up; manual keys only: neither port.
     #[test]
     fn black_network_script_steers_ike_when_a_tunnel_is_keyed_by_ike() {
-        let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
+        let s = network_script(&gw_a_manual(), Side::Black, "/bin/ip").unwrap();
         assert!(!s.contains("dport 500 "), "{s}");
-        let mut p = gw_a();
-        for peer in &mut p.viaduct.ipsec.as_mut().unwrap().peers {
-            for t in &mut peer.tunnels {
-                t.manual = None;
-            }
-        }
-        let s = network_script(&p, Side::Black, "/bin/ip").unwrap();
+        let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
         let card_up = s.find("/bin/ip link set wan up").unwrap();
         for (pref, port) in [(91, 4500), (92, 500)] {
             let rule = format!("[ -n \"$(/bin/ip rule list pref {pref})\" ] || /bin/ip rule add pref {pref} iif wan ipproto 17 dport {port} lookup 90");

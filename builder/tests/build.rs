@@ -187,14 +187,19 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
         "policy /etc/appliance/policy.bin sha256 {}",
         a.manifest.policy.sha256
     ))));
-    // The lab keys were recorded in the TPM's key-use ledger through the kernel's
-    // resource manager before the Viaduct started (a fresh TPM: the index is defined).
-    assert!(
-        vm.lines().iter().any(|l| l.contains(
-            "viaduct: 2 manual keys recorded in the TPM's key-use ledger (NV 0x01800a11, defined now"
-        )),
-        "no key-use ledger line"
-    );
+    // The lab pair is keyed by IKE: the image carries the IKE process, which the
+    // init starts next to the Viaduct, confined, with the policy's one peer; no
+    // manual key, so nothing goes to the TPM's key-use ledger.
+    let lines = vm.lines();
+    for want in ["ike| viaduct-ike: confined", "ike| viaduct-ike: 1 peer(s)"] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "no `{want}` line:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert!(!lines.iter().any(|l| l.contains("key-use ledger")));
+    assert!(a.manifest.binaries.contains_key("viaduct-ike"));
     // Each personality's cgroup limits are set in the kernel (cgroup2, memory and pids
     // controllers), from the profile.
     for side in ["red", "black"] {

@@ -2,8 +2,8 @@
 //! by `gateway-init --serve <root>` inside a network namespace where veth pairs stand
 //! in for the NICs.
 //!
-//! `two_gateways_tunnel_isolation_and_restart` builds the lab pair (gw-a, gw-b from
-//! profiles/lab) with their real policies and the builder's rendered network scripts:
+//! `two_gateways_tunnel_isolation_and_restart` builds the manually keyed lab pair
+//! (gw-a, gw-b from profiles/lab/manual) with their real policies and the builder's rendered network scripts:
 //!
 //! ```text
 //!  lana (10.1.0.2) ─veth─ [gwa: red │ Viaduct │ black] ─veth─┐
@@ -41,6 +41,10 @@
 //!
 //! `policy_changed_after_verification_never_reaches_the_viaduct`: the policy file
 //! gives other bytes after the init verified it; the Viaduct never gets them.
+//!
+//! `two_gateways_keyed_by_ike_in_compartments`: the shipped lab pair, keyed by IKE:
+//! the init starts the IKE process sealed next to the Viaduct; the tunnel comes up by
+//! itself and survives `kill ike` and `kill viaduct` with fresh keys.
 //!
 //! `dhcp_server_and_client_work_under_the_filters`: dnsmasq in red leases an address
 //! to a LAN host, busybox udhcpc in black (the only compartment given AF_PACKET) gets
@@ -909,10 +913,10 @@ fn two_gateways_tunnel_isolation_and_restart() {
     let a = make_root(
         &lab,
         "a",
-        "profiles/lab/gw-a.toml",
+        "profiles/lab/manual/gw-a.toml",
         vec![probe_service(), syscall_probe_service(&[])],
     );
-    let b = make_root(&lab, "b", "profiles/lab/gw-b.toml", Vec::new());
+    let b = make_root(&lab, "b", "profiles/lab/manual/gw-b.toml", Vec::new());
 
     // Capture the internet segment from the start.
     let pcap = lab.dir.join("inet.pcap");
@@ -1001,8 +1005,8 @@ fn two_gateways_tunnel_isolation_and_restart() {
     // The inits hold no SA key material in their memory (the policy blob they
     // verified and handed over is wiped).
     for (init, profile) in [
-        (&ia, "profiles/lab/gw-a.toml"),
-        (&ib, "profiles/lab/gw-b.toml"),
+        (&ia, "profiles/lab/manual/gw-a.toml"),
+        (&ib, "profiles/lab/manual/gw-b.toml"),
     ] {
         let keys = lab_keys(profile);
         assert_eq!(keys.len(), 2, "{profile}: key_out and key_in");
@@ -1229,13 +1233,13 @@ fn two_gateways_tunnel_isolation_and_restart() {
     assert!(!ia.seen.iter().any(|l| l.contains("viaduct: started")));
     ia.send("poweroff");
     ia.wait_for("appliance: stopped", Duration::from_secs(15));
-    let profile = std::fs::read_to_string(repo().join("profiles/lab/gw-a.toml")).unwrap();
+    let profile = std::fs::read_to_string(repo().join("profiles/lab/manual/gw-a.toml")).unwrap();
     let rotated = profile
         .replace(&"1".repeat(64), &"3".repeat(64))
         .replace(&"2".repeat(64), &"4".repeat(64))
         .replace(
-            "\"../base/",
-            &format!("\"{}/", repo().join("profiles/base").display()),
+            "\"../gw-a.toml\"",
+            &format!("\"{}\"", repo().join("profiles/lab/gw-a.toml").display()),
         );
     assert_ne!(rotated, profile, "the lab keys changed shape");
     let rotated_path = lab.dir.join("gw-a-rotated.toml");
@@ -1769,7 +1773,7 @@ fn ping_until(lana: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
-/// The lab pair keyed by IKE, each gateway's init starting its Viaduct and IKE
+/// The lab pair (keyed by IKE, as shipped), each gateway's init starting its Viaduct and IKE
 /// process in their compartments: the tunnel comes up by itself; the IKE process
 /// runs sealed (seccomp, no capabilities, no network interface but `lo`); a
 /// transfer crosses with only ARP, IKE and ESP on the wire; `kill ike` leaves the

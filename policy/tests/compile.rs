@@ -30,9 +30,35 @@ fn same_profile_same_bytes() {
 }
 
 #[test]
-fn lab_pair_compiles_to_mirrored_manual_sas() {
+fn lab_pair_is_keyed_by_ike_with_mirrored_peers() {
     let a = compile(&profile("profiles/lab/gw-a.toml")).unwrap();
     let b = compile(&profile("profiles/lab/gw-b.toml")).unwrap();
+    assert!(a
+        .tunnels
+        .iter()
+        .chain(&b.tunnels)
+        .all(|t| t.manual.is_none()));
+    let (ia, ib) = (a.ike.as_ref().unwrap(), b.ike.as_ref().unwrap());
+    let (pa, pb) = (&ia.peers[0], &ib.peers[0]);
+    assert_eq!((pa.local, pa.remote), (pb.remote, pb.local));
+    assert_eq!(pa.remote_id, ib.local_id);
+    assert_eq!(pb.remote_id, ia.local_id);
+    assert!(matches!(
+        &pa.auth,
+        blob::IkeAuth::Psk(blob::Credential::Lab(_))
+    ));
+    assert_eq!(pa.tunnels, vec![a.tunnels[0].id]);
+    // Lab lifetimes: rekeyed by bytes (90 % of 4 MiB).
+    let l = a.tunnels[0].lifetimes;
+    assert_eq!(l.hard.bytes, Some(4 << 20));
+    assert!(l.soft.bytes.unwrap() < 4 << 20);
+    assert!(a.manual_key_uses().is_empty());
+}
+
+#[test]
+fn lab_pair_compiles_to_mirrored_manual_sas() {
+    let a = compile(&profile("profiles/lab/manual/gw-a.toml")).unwrap();
+    let b = compile(&profile("profiles/lab/manual/gw-b.toml")).unwrap();
     let (ta, tb) = (&a.tunnels[0], &b.tunnels[0]);
     assert_eq!(ta.local, tb.remote);
     assert_eq!(ta.remote, tb.local);
@@ -254,7 +280,9 @@ fn ike_keyed_tunnels_carry_their_peer_and_only_references() {
     assert_eq!(blob::Policy::decode(&bytes).unwrap(), p);
     // Manually keyed lab tunnels need no IKE section.
     assert_eq!(
-        compile(&profile("profiles/lab/gw-a.toml")).unwrap().ike,
+        compile(&profile("profiles/lab/manual/gw-a.toml"))
+            .unwrap()
+            .ike,
         None
     );
 }

@@ -3,17 +3,23 @@
 //!
 //! 1. both gateways `ready`; their TPM PCRs 4, 7, 11 equal the prediction for their
 //!    images (`appliance measure`);
-//! 2. first packet through the tunnel; ping LAN host A → B and B → A;
+//! 2. first packet through the tunnel (the lab pair keys it with IKEv2; the report
+//!    gives the time from `ready` to the first ESP packet on the wire); ping LAN host
+//!    A → B and B → A;
 //! 3. a 10 MiB HTTP transfer B → A (busybox httpd/wget) with the SHA-256 compared;
-//!    its lines carry a marker string;
+//!    its lines carry a marker string; the CHILD SA is rekeyed during it (the lab
+//!    profiles rekey every 3.6 MiB: new SPIs on the wire) and neither Viaduct drops
+//!    a packet meanwhile;
 //! 4. traffic from LAN A to an address no policy covers: nothing on the wire, and the
 //!    Viaduct's `out drop total` grows by at least the packets sent;
 //! 5. fault: `kill black` on gw-a's console while a transfer and a 5 Hz ping run: the
 //!    init restarts black, the ping gap is the outage, the transfer completes intact,
 //!    the wire during the outage holds nothing in clear;
-//! 6. the whole capture of the internet: only ESP between the gateways (and ARP),
-//!    no LAN address in clear, never the marker;
-//! 7. tear-down leaves no process, namespace, tap or run-time file.
+//! 6. fault: `kill viaduct` on gw-a: the init starts a new Viaduct and IKE process,
+//!    the tunnel comes back through a new IKE SA with new keys (SPIs never seen before);
+//! 7. the whole capture of the internet: only ESP and IKE between the gateways (and
+//!    ARP), no LAN address in clear, never the marker, no ESP (SPI, sequence) twice;
+//! 8. tear-down leaves no process, namespace, tap or run-time file.
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -275,6 +281,29 @@ fn checks(
             }
         }
     }
+    if fresh {
+        // When the tunnel was keyed: the first ESP packet on the wire, after the
+        // later of the two `ready` lines.
+        let ready = lab
+            .gateways
+            .iter()
+            .filter_map(|g| st.ready_ms.get(&g.name).copied())
+            .max();
+        let first = capture_now(lab)
+            .ok()
+            .and_then(|b| {
+                parse_capture(&b)
+                    .ok()
+                    .map(|c| wire::inspect(&c, &rules, None))
+            })
+            .and_then(|r| r.first_esp);
+        if let (Some(r), Some(f)) = (ready, first) {
+            report.figure(
+                "both ready → first ESP packet (IKEv2 keyed)",
+                format!("{:.1} s", (f - r as f64 / 1000.0).max(0.0)),
+            );
+        }
+    }
     for (from, to) in [(a, b), (b, a)] {
         report.check(
             log,
@@ -314,6 +343,8 @@ fn checks(
     wait_httpd(lab, b)?;
     let url = format!("http://{}:{HTTP_PORT}/data", b.host);
     let mut throughput = None;
+    let drops_before = (viaduct_drops(lab, a).ok(), viaduct_drops(lab, b).ok());
+    let transfer_from = epoch_secs(SystemTime::now());
     report.check(
         log,
         &format!(
@@ -356,6 +387,28 @@ fn checks(
             format!("{m:.1} Mbit/s (two TCG gateways, single flow)"),
         );
     }
+    let transfer_to = epoch_secs(SystemTime::now());
+    report.check(
+        log,
+        "CHILD SA rekeyed during the transfer, no packet dropped",
+        || {
+            host::sleep(Duration::from_millis(300))?;
+            let bytes = capture_now(lab)?;
+            let cap = parse_capture(&bytes)?;
+            let w = wire::inspect(&cap, &rules, Some((transfer_from, transfer_to)));
+            let after = (viaduct_drops(lab, a).ok(), viaduct_drops(lab, b).ok());
+            let same = drops_before.0.is_some() && drops_before == after;
+            // One SPI per direction, plus two per rekey.
+            Ok((
+                w.clean() && w.spis >= 4 && same,
+                format!(
+                    "{} SPIs and {} IKE messages on the wire during the transfer; Viaduct \
+                     drops gw-a {:?} → {:?}, gw-b {:?} → {:?}",
+                    w.spis, w.ike, drops_before.0, after.0, drops_before.1, after.1
+                ),
+            ))
+        },
+    )?;
 
     // 4. DISCARD: nothing on the wire, counted by gw-a's Viaduct.
     report.check(
@@ -368,10 +421,13 @@ fn checks(
     fault(lab, a, b, &url, &want, &rules, report, log)?;
     httpd.stop();
 
+    // 6. Fault: the Viaduct killed on gw-a; back through a new IKE SA, new keys.
+    viaduct_restart(lab, a, b, &rules, report, log)?;
+
     // 6. The whole capture.
     report.check(
         log,
-        "internet capture: only ESP between the gateways",
+        "internet capture: only ESP and IKE between the gateways, no (SPI, sequence) twice",
         || {
             // Let tcpdump write the last frames.
             host::sleep(Duration::from_millis(500))?;
@@ -381,9 +437,11 @@ fn checks(
             Ok((
                 r.clean() && r.esp > 1000,
                 format!(
-                    "{} frames: {} ESP, {} ARP, {} lab router; {} violations{}; marker absent: {}",
+                    "{} frames: {} ESP under {} SPIs, {} IKE, {} ARP, {} lab router; {} violations{}; marker absent: {}",
                     r.frames,
                     r.esp,
+                    r.spis,
+                    r.ike,
                     r.arp,
                     r.lab,
                     r.violations,
@@ -490,6 +548,101 @@ fn transfer_data(marker: &str) -> Vec<u8> {
 fn file_sha256(p: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(p).map_err(io(format!("reading {}", p.display())))?;
     Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// `kill viaduct` on `a`'s console: the init restarts the Viaduct and its IKE
+/// process; the tunnel comes back through a new IKE SA, under SPIs never seen before
+/// on the wire.
+fn viaduct_restart(
+    lab: &Lab,
+    a: &Gateway,
+    b: &Gateway,
+    rules: &WireRules,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let before: std::collections::HashSet<Vec<u8>> = {
+        let bytes = capture_now(lab)?;
+        let cap = parse_capture(&bytes)?;
+        esp_spis(&cap, rules)
+    };
+    let mut console = lab.console(a);
+    console.poll();
+    let from = console.len();
+    let killed = SystemTime::now();
+    console.send("kill viaduct")?;
+    report.check(
+        log,
+        "fault: Viaduct killed on gw-a, tunnel back with new keys",
+        || {
+            let (i, _, _) = console.wait_for(
+                "`appliance: viaduct exited`",
+                from,
+                Duration::from_secs(30),
+                |l| l.starts_with("appliance: viaduct exited"),
+                |_| false,
+            )?;
+            console.wait_for(
+                "the new IKE process's CHILD SA",
+                i,
+                Duration::from_secs(90),
+                |l| l.contains("viaduct-ike: ike: peer") && l.contains("CHILD SA in"),
+                |_| false,
+            )?;
+            let t = Instant::now();
+            loop {
+                if ping(lab, a, b.host, 1, 2)?.0 {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(60) {
+                    return Ok((
+                        false,
+                        "no ping answered within 60 s of the new CHILD SA".into(),
+                    ));
+                }
+            }
+            let back = SystemTime::now()
+                .duration_since(killed)
+                .unwrap_or_default()
+                .as_secs_f64();
+            host::sleep(Duration::from_millis(300))?;
+            let bytes = capture_now(lab)?;
+            let cap = parse_capture(&bytes)?;
+            let after = esp_spis(&cap, rules);
+            let fresh: Vec<_> = after.difference(&before).collect();
+            Ok((
+                fresh.len() >= 2,
+                format!(
+                    "tunnel back {back:.1} s after `kill viaduct`; {} new SPIs on the wire",
+                    fresh.len()
+                ),
+            ))
+        },
+    )?;
+    Ok(())
+}
+
+/// The ESP SPIs (plain ESP between the gateways) in a capture.
+fn esp_spis(
+    cap: &crate::pcap::Capture<'_>,
+    rules: &WireRules,
+) -> std::collections::HashSet<Vec<u8>> {
+    let mut s = std::collections::HashSet::new();
+    for f in &cap.frames {
+        let Some(ip) = f.get(14..) else { continue };
+        if f.get(12..14) != Some(&[0x08, 0x00]) || ip.len() < 28 || ip[9] != 50 {
+            continue;
+        }
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        if !rules.gateways.contains(&src) {
+            continue;
+        }
+        let h = usize::from(ip[0] & 15) * 4;
+        if let Some(spi) = ip.get(h..h + 4) {
+            s.insert(spi.to_vec());
+        }
+    }
+    s
 }
 
 /// The latest `out drop total=N` gw's Viaduct prints after `counters`.

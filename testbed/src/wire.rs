@@ -1,7 +1,9 @@
 //! What may appear on the lab's internet segment, decided frame by frame from a
-//! capture: between the gateways only ESP (and ARP to find each other); never a LAN
+//! capture: between the gateways only ESP and IKE (UDP 500 → 500, or 4500 → 4500,
+//! where ESP may also travel inside UDP) and ARP to find each other; never a LAN
 //! address in clear, never the marker the tests put into their LAN traffic, nothing
-//! else from a gateway's card.
+//! else from a gateway's card; and no ESP (SPI, sequence number) pair twice — one
+//! would be an AEAD nonce used twice under one key.
 
 use std::net::Ipv4Addr;
 
@@ -21,12 +23,18 @@ pub struct WireRules {
 }
 
 /// What a capture held.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct WireReport {
     /// Frames inspected.
     pub frames: usize,
-    /// ESP packets between the gateways.
+    /// ESP packets between the gateways (plain, or inside UDP 4500).
     pub esp: usize,
+    /// IKE messages between the gateways.
+    pub ike: usize,
+    /// Distinct ESP SPIs seen (a rekey adds two).
+    pub spis: usize,
+    /// The first ESP packet's time (seconds since the epoch), if any.
+    pub first_esp: Option<f64>,
     /// ARP frames.
     pub arp: usize,
     /// Frames neither from nor to a gateway (the lab's own router).
@@ -57,6 +65,8 @@ fn in_net(a: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
 /// `None`: all).
 pub fn inspect(cap: &Capture<'_>, rules: &WireRules, window: Option<(f64, f64)>) -> WireReport {
     let mut r = WireReport::default();
+    let mut sealed = std::collections::HashSet::new();
+    let mut spis = std::collections::HashSet::new();
     for (i, f) in cap.frames.iter().enumerate() {
         if let (Some((from, to)), Some(t)) = (window, cap.times.get(i)) {
             if *t < from || *t > to {
@@ -101,10 +111,50 @@ pub fn inspect(cap: &Capture<'_>, rules: &WireRules, window: Option<(f64, f64)>)
                         &mut r,
                         format!("LAN address {lan} in clear ({src} → {dst}, protocol {proto})"),
                     );
-                } else if proto == 50 && gw(src) && gw(dst) && src != dst {
+                } else if gw(src) && gw(dst) && src != dst && (proto == 50 || proto == 17) {
+                    let l4 = &ip[usize::from(ip[0] & 15) * 4..];
+                    let esp = match (proto, l4.get(..4)) {
+                        (50, _) => l4.get(..8),
+                        (_, Some([0x01, 0xf4, 0x01, 0xf4])) => {
+                            r.ike += 1;
+                            continue;
+                        }
+                        (_, Some([0x11, 0x94, 0x11, 0x94])) => match l4.get(8..12) {
+                            Some([0, 0, 0, 0]) => {
+                                r.ike += 1;
+                                continue;
+                            }
+                            _ => l4.get(8..16),
+                        },
+                        _ => {
+                            let ports = l4.get(..4).unwrap_or_default();
+                            bad(
+                                &mut r,
+                                format!("UDP other than IKE: {src} → {dst}, ports {ports:02x?}"),
+                            );
+                            continue;
+                        }
+                    };
+                    let Some(esp) = esp else {
+                        bad(&mut r, format!("truncated ESP: {src} → {dst}"));
+                        continue;
+                    };
                     r.esp += 1;
+                    if r.first_esp.is_none() {
+                        r.first_esp = cap.times.get(i).copied();
+                    }
+                    spis.insert(esp[..4].to_vec());
+                    if !sealed.insert(esp.to_vec()) {
+                        bad(
+                            &mut r,
+                            format!("ESP (SPI, sequence) {:02x?} seen twice", esp),
+                        );
+                    }
                 } else if gw(src) || gw(dst) || from_gateway {
-                    bad(&mut r, format!("not ESP: {src} → {dst}, protocol {proto}"));
+                    bad(
+                        &mut r,
+                        format!("not ESP or IKE: {src} → {dst}, protocol {proto}"),
+                    );
                 } else {
                     r.lab += 1;
                 }
@@ -118,6 +168,7 @@ pub fn inspect(cap: &Capture<'_>, rules: &WireRules, window: Option<(f64, f64)>)
             }
         }
     }
+    r.spis = spis.len();
     r
 }
 
@@ -155,8 +206,28 @@ mod tests {
         };
         let a = [198, 51, 100, 1];
         let b = [198, 51, 100, 2];
+        let udp = |sp: u16, dp: u16, body: &[u8]| {
+            let mut u = sp.to_be_bytes().to_vec();
+            u.extend(dp.to_be_bytes());
+            u.extend((8 + body.len() as u16).to_be_bytes());
+            u.extend([0, 0]);
+            u.extend(body);
+            u
+        };
         let frames = [
             eth(ga, 0x0800, &ipv4(a, b, 50, b"\0\0\x10\x01ciphertext")),
+            // IKE on 500, IKE on 4500 (non-ESP marker), ESP in UDP on 4500.
+            eth(ga, 0x0800, &ipv4(a, b, 17, &udp(500, 500, b"ike message"))),
+            eth(
+                ga,
+                0x0800,
+                &ipv4(a, b, 17, &udp(4500, 4500, b"\0\0\0\0ike message")),
+            ),
+            eth(
+                ga,
+                0x0800,
+                &ipv4(a, b, 17, &udp(4500, 4500, b"\0\0\x10\x02\0\0\0\x01ct")),
+            ),
             eth(ga, 0x0806, &[0; 28]),
             eth(
                 [2, 0, 0, 0, 0, 9],
@@ -168,11 +239,20 @@ mod tests {
         let cap = Capture {
             link_type: 1,
             frames: good.clone(),
-            times: vec![1.0, 2.0, 3.0],
+            times: vec![1.0, 1.5, 1.6, 1.7, 2.0, 3.0],
         };
         let r = inspect(&cap, &rules, None);
         assert!(r.clean(), "{r:?}");
-        assert_eq!((r.frames, r.esp, r.arp, r.lab), (3, 1, 1, 1));
+        assert_eq!((r.frames, r.esp, r.ike, r.arp, r.lab), (6, 2, 2, 1, 1));
+        assert_eq!((r.spis, r.first_esp), (2, Some(1.0)));
+        // The same (SPI, sequence) twice is a violation.
+        let twice = [frames[0].as_slice(), frames[0].as_slice()];
+        let cap2 = Capture {
+            link_type: 1,
+            frames: twice.to_vec(),
+            times: vec![1.0, 2.0],
+        };
+        assert_eq!(inspect(&cap2, &rules, None).violations, 1);
         // Each rule broken once.
         let bad_frames = [
             eth(ga, 0x0800, &ipv4(a, b, 1, b"ping")),
@@ -182,6 +262,8 @@ mod tests {
             eth(ga, 0x0800, &[0x45, 0]),
             vec![1, 2, 3],
             eth(ga, 0x0800, &ipv4(a, [203, 0, 113, 9], 50, b"")),
+            eth(ga, 0x0800, &ipv4(a, b, 17, &udp(53, 53, b"dns"))),
+            eth(ga, 0x0800, &ipv4(a, b, 17, &udp(500, 4500, b"mixed"))),
         ];
         for f in &bad_frames {
             let cap = Capture {

@@ -600,7 +600,17 @@ fn lab_pair_mirrors() {
     assert_eq!(ta.remote_ts, tb.local_ts);
     assert_eq!(ta.local_ts[0].prefix.to_string(), "10.1.0.0/24");
     assert_eq!(tb.local_ts[0].prefix.to_string(), "10.2.0.0/24");
-    let (ma, mb) = (ta.manual.as_ref().unwrap(), tb.manual.as_ref().unwrap());
+    // The lab pair is keyed by IKE (PSK); its manual variant mirrors the keys.
+    assert!(ta.manual.is_none() && tb.manual.is_none());
+    let ma = load_profile(&shipped_dir().join("lab/manual/gw-a.toml")).unwrap();
+    let mb = load_profile(&shipped_dir().join("lab/manual/gw-b.toml")).unwrap();
+    let m = |p: &profiles::model::Profile| {
+        p.viaduct.ipsec.as_ref().unwrap().peers[0].tunnels[0]
+            .manual
+            .clone()
+            .unwrap()
+    };
+    let (ma, mb) = (m(&ma), m(&mb));
     assert_eq!((ma.spi_out, ma.spi_in), (mb.spi_in, mb.spi_out));
     assert_eq!(ma.key_out.expose(), mb.key_in.expose());
     assert_eq!(ma.key_in.expose(), mb.key_out.expose());
@@ -631,7 +641,7 @@ fn lists_are_replaced_not_merged() {
 
 #[test]
 fn lab_keys_are_never_printed() {
-    let p = load_profile(&shipped_dir().join("lab/gw-a.toml")).unwrap();
+    let p = load_profile(&shipped_dir().join("lab/manual/gw-a.toml")).unwrap();
     let json = serde_json::to_string(&p).unwrap();
     assert!(
         !json.contains("1111111111"),
