@@ -308,7 +308,9 @@ pub enum Command {
     Poweroff,
     /// Clean shutdown and reboot.
     Reboot,
-    /// Print a status line (and one per compartment).
+    /// Print a status line (and one per compartment), then the SAs: the IKE
+    /// process's table (`ike| viaduct-ike: status peer …`) and the Viaduct's
+    /// per-SA counters.
     Status,
     /// `kill <compartment>`: SIGKILL a compartment's first process (fault injection;
     /// the supervisor restarts it).

@@ -400,10 +400,15 @@ pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, m
                                 None => {}
                                 Some(Command::Status) => {
                                     log.log(&status_line(&state, started, reaped));
-                                    if let Some(rt) = &runtime {
+                                    if let Some(rt) = runtime.as_mut() {
                                         for l in rt.status_lines() {
                                             log.log(&l);
                                         }
+                                        // The SAs: the IKE process lists its IKE and
+                                        // CHILD SAs (ages, rekey times), the Viaduct
+                                        // its per-SA counters.
+                                        rt.signal("ike", libc::SIGUSR1, "SA table", log);
+                                        rt.signal("viaduct", libc::SIGUSR1, "counters", log);
                                     }
                                 }
                                 Some(Command::Kill(name)) => {

@@ -1900,6 +1900,32 @@ fn two_gateways_keyed_by_ike_in_compartments() {
         Sha256Digest::of(&data)
     );
 
+    // `status` lists the SAs: the IKE SA and its CHILD SA with ages and rekey
+    // times, and the Viaduct's per-SA counters.
+    let mark = ia.seen.len();
+    ia.send("status");
+    let ike_line = ia.wait_for_since(
+        mark,
+        "ike| viaduct-ike: status peer gw-b IKE SA",
+        Duration::from_secs(10),
+    );
+    assert!(
+        ike_line.contains("initiator with 198.51.100.2:500") && ike_line.contains("rekey in"),
+        "{ike_line}"
+    );
+    let child_line = ia.wait_for_since(
+        mark,
+        "ike| viaduct-ike: status peer gw-b CHILD SA in",
+        Duration::from_secs(10),
+    );
+    assert!(child_line.contains("installed: age"), "{child_line}");
+    ia.wait_for_since(
+        mark,
+        "viaduct| out tunnel=lan-a-to-lan-b",
+        Duration::from_secs(10),
+    );
+    ia.wait_for_since(mark, "status ike up", Duration::from_secs(10));
+
     // The IKE process dies: the SAs carry on; its successor, on the same channel,
     // keys the tunnel afresh (INITIAL_CONTACT clears the peer's old IKE SA).
     let mark = ia.seen.len();

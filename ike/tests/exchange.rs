@@ -971,3 +971,34 @@ fn initial_contact_clears_what_a_restarted_peer_left() {
     assert_eq!(net.r().ike.child_sas().len(), 1);
     assert_eq!(net.i().ike.child_sas().len(), 1);
 }
+
+/// `Ike::status`: each side lists its one IKE SA with its CHILD SA, their ages
+/// and the time to their rekeys, as the clock moves.
+#[test]
+fn status_lists_the_sas_with_ages_and_rekey_times() {
+    let (i, r) = configs(AuthKind::Psk);
+    let rekey_after = i.child_lifetimes.rekey_after;
+    let mut net = Net::pair(i, r);
+    net.run_clean();
+    let t0 = net.now;
+    for n in [net.i(), net.r()] {
+        let st = n.ike.status(t0);
+        assert_eq!(st.len(), 1, "{st:?}");
+        assert_eq!(st[0].children.len(), 1);
+        let c = &st[0].children[0];
+        assert_eq!((c.state, c.outbound_active), ("installed", true));
+        assert!(c.rekey_in.unwrap() <= rekey_after);
+        assert!(c.expires_in > c.rekey_in.unwrap());
+        assert!(st[0].age < Duration::from_secs(1));
+    }
+    let st_i = net.i().ike.status(t0);
+    let st_r = net.r().ike.status(t0);
+    assert_eq!(st_i[0].ike_sa, st_r[0].ike_sa);
+    assert_eq!(st_i[0].children[0].inbound, st_r[0].children[0].outbound);
+    assert_eq!(st_i[0].role, ike::crypto::Role::Initiator);
+    // Later: older, closer to the rekey.
+    let later = t0.saturating_add(Duration::from_secs(60));
+    let st = net.i().ike.status(later);
+    assert!(st[0].age >= Duration::from_secs(60));
+    assert!(st[0].children[0].rekey_in.unwrap() + Duration::from_secs(60) <= rekey_after);
+}

@@ -113,6 +113,46 @@ pub enum Action {
     Event(Event),
 }
 
+/// An established IKE SA as a `status` display shows it ([`super::Ike::status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeSaStatus {
+    /// Its SPIs.
+    pub ike_sa: IkeSaId,
+    /// Our role as its original initiator or responder.
+    pub role: Role,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+    /// The negotiated transforms.
+    pub proposal: IkeProposal,
+    /// Time since it was established.
+    pub age: Duration,
+    /// Time until we rekey it (`None`: not ours to rekey).
+    pub rekey_in: Option<Duration>,
+    /// IKE and ESP travel in UDP 4500 (a NAT was found, or forced).
+    pub udp_encapsulation: bool,
+    /// Its CHILD SAs.
+    pub children: Vec<ChildSaStatus>,
+}
+
+/// A CHILD SA in an [`IkeSaStatus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildSaStatus {
+    /// Our SPI (the peer sends with it).
+    pub inbound: ChildSpi,
+    /// The peer's SPI (we send with it).
+    pub outbound: ChildSpi,
+    /// `installed`, `rekeying`, `rekeyed`, `deleting` or `retiring`.
+    pub state: &'static str,
+    /// Whether the data plane sends with it.
+    pub outbound_active: bool,
+    /// Time since it was installed.
+    pub age: Duration,
+    /// Time until we rekey it (`None`: not ours to do now).
+    pub rekey_in: Option<Duration>,
+    /// Time until its hard lifetime.
+    pub expires_in: Duration,
+}
+
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram {

@@ -416,6 +416,22 @@ impl<E: Entropy> Ike<E> {
             .min()
     }
 
+    /// The established IKE SAs and their CHILD SAs as a `status` display
+    /// shows them at `now` (ages, time to the next rekey and to expiry),
+    /// ordered by age, oldest first.
+    pub fn status(&self, now: Timestamp) -> Vec<super::IkeSaStatus> {
+        let mut v: Vec<super::IkeSaStatus> = self
+            .sas
+            .values()
+            .filter_map(|sa| match &sa.state {
+                State::Established(e) => Some(e.status(now)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by(|a, b| b.age.cmp(&a.age));
+        v
+    }
+
     /// Every IKE SA by our SPI: our role and its phase.
     pub fn sas(&self) -> Vec<(IkeSpi, Role, Phase)> {
         let mut v: Vec<_> = self

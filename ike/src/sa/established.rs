@@ -92,6 +92,8 @@ pub(crate) struct Child {
     /// while our own rekey of it was outstanding; the CHILD SA the peer's
     /// exchange made (our inbound SPI) and the lower nonce of that exchange.
     pub(crate) peer_rekey: Option<(ChildSpi, Vec<u8>)>,
+    /// When it was installed.
+    pub(crate) created: Timestamp,
 }
 
 impl Child {
@@ -115,6 +117,7 @@ impl Child {
             outbound_active,
             successor: None,
             peer_rekey: None,
+            created: ctx.now,
         }
     }
 
@@ -238,6 +241,8 @@ pub(crate) struct EstablishedSa {
     /// Both sides created a CHILD SA at once: the one the peer's exchange
     /// made (our inbound SPI) and the lower nonce of that exchange.
     pub(crate) new_child_collision: Option<(ChildSpi, Vec<u8>)>,
+    /// When it was established.
+    pub(crate) created: Timestamp,
 }
 
 impl EstablishedSa {
@@ -284,6 +289,40 @@ impl EstablishedSa {
             recreate: false,
             new_child_at: None,
             new_child_collision: None,
+            created: ctx.now,
+        }
+    }
+
+    /// What a `status` display shows of it at `now`.
+    pub(crate) fn status(&self, now: Timestamp) -> crate::sa::IkeSaStatus {
+        let until = |t: Timestamp| t.saturating_since(now);
+        crate::sa::IkeSaStatus {
+            ike_sa: self.id,
+            role: self.role,
+            remote: self.path.remote,
+            proposal: self.proposal,
+            age: now.saturating_since(self.created),
+            rekey_in: self.ike_rekey_at.map(until),
+            udp_encapsulation: self.nat.any(),
+            children: self
+                .children
+                .iter()
+                .map(|c| crate::sa::ChildSaStatus {
+                    inbound: c.pair.inbound,
+                    outbound: c.pair.outbound,
+                    state: match c.state {
+                        ChildState::Installed => "installed",
+                        ChildState::Rekeying => "rekeying",
+                        ChildState::Rekeyed => "rekeyed",
+                        ChildState::Deleting(_) => "deleting",
+                        ChildState::Retiring(_) => "retiring",
+                    },
+                    outbound_active: c.outbound_active,
+                    age: now.saturating_since(c.created),
+                    rekey_in: c.rekey_at.map(until),
+                    expires_in: until(c.expire_at),
+                })
+                .collect(),
         }
     }
 

@@ -112,8 +112,8 @@ mod responder;
 mod ts;
 
 pub use action::{
-    Action, ChildDeleted, ChildSaDelete, ChildSaId, ChildSaInstall, Closed, Datagram, EspSa,
-    Established, Event, IkeSaId, NatStatus, Path, Rekeyed, Timestamp,
+    Action, ChildDeleted, ChildSaDelete, ChildSaId, ChildSaInstall, ChildSaStatus, Closed,
+    Datagram, EspSa, Established, Event, IkeSaId, IkeSaStatus, NatStatus, Path, Rekeyed, Timestamp,
 };
 pub use config::{
     host_selector, Auth, ChildLifetimes, Config, CookiePolicy, EspProposal, Identity, IkeProposal,

@@ -99,6 +99,70 @@ impl<E: Entropy> Driver<E> {
         self.peers.len()
     }
 
+    /// One line per peer without an IKE SA, per IKE SA and per CHILD SA:
+    /// SPIs, roles, transforms, ages, time to the next rekey and to expiry
+    /// (the console's `status`; no key material).
+    pub fn status(&self, now: Timestamp) -> Vec<String> {
+        fn secs(d: Duration) -> u64 {
+            d.as_secs()
+        }
+        let mut lines = Vec::new();
+        for p in &self.peers {
+            let sas = p.ike.status(now);
+            if sas.is_empty() {
+                let state = match (p.c.initiator, p.retry_at) {
+                    (true, Some(t)) => {
+                        format!(
+                            "no IKE SA; next attempt in {} s",
+                            secs(t.saturating_since(now))
+                        )
+                    }
+                    (true, None) => "no IKE SA; connecting".to_owned(),
+                    (false, _) => "no IKE SA; waiting for the peer".to_owned(),
+                };
+                lines.push(format!(
+                    "status peer {} ({}): {state}",
+                    p.c.name, p.c.remote
+                ));
+            }
+            for sa in sas {
+                let rekey = sa
+                    .rekey_in
+                    .map_or("-".to_owned(), |d| format!("{} s", secs(d)));
+                lines.push(format!(
+                    "status peer {} IKE SA {:016x}_i {:016x}_r {} with {}{} ({}): age {} s, rekey in {}",
+                    p.c.name,
+                    sa.ike_sa.initiator.0,
+                    sa.ike_sa.responder.0,
+                    match sa.role {
+                        ike::crypto::Role::Initiator => "initiator",
+                        ike::crypto::Role::Responder => "responder",
+                    },
+                    sa.remote,
+                    if sa.udp_encapsulation { " in UDP" } else { "" },
+                    sa.proposal,
+                    secs(sa.age),
+                    rekey,
+                ));
+                for c in sa.children {
+                    lines.push(format!(
+                        "status peer {} CHILD SA in {:08x} out {:08x} tunnel {} {}{}: age {} s, rekey in {}, expires in {} s",
+                        p.c.name,
+                        c.inbound.0,
+                        c.outbound.0,
+                        p.c.tunnel.0,
+                        c.state,
+                        if c.outbound_active { "" } else { " (not sent on yet)" },
+                        secs(c.age),
+                        c.rekey_in.map_or("-".to_owned(), |d| format!("{} s", secs(d))),
+                        secs(c.expires_in),
+                    ));
+                }
+            }
+        }
+        lines
+    }
+
     /// The earliest time [`Driver::tick`] has something to do.
     pub fn next_timer(&self) -> Option<Timestamp> {
         self.peers

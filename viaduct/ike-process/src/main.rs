@@ -7,6 +7,8 @@
 //! standard error; no key is ever written there. Once the policy and the
 //! credentials are read it confines itself (`viaduct_ike::confine`: no
 //! capabilities, no filesystem, a seccomp allowlist) unless `--no-confine`.
+//! SIGUSR1 prints the SA table (`status peer …` lines: SPIs, roles,
+//! transforms, ages, time to the next rekey and to expiry; never a key).
 #![deny(unsafe_code)]
 
 use std::io::Read;
@@ -109,6 +111,8 @@ fn main() {
         }
     };
     drop(blob);
+    let status_fd =
+        sys::status_signal().unwrap_or_else(|e| fail(format!("the status signal: {e}")));
     // The generator's one-time set-up (aws-lc looks for a VM generation
     // counter, /dev/sysgenid) happens now, while the filesystem is there.
     SystemEntropy.fill(&mut [0u8; 32]);
@@ -145,9 +149,25 @@ fn main() {
             tv_sec: 60,
             tv_nsec: 0,
         });
-        let mut fds = [PollFd::new(&channel, PollFlags::IN)];
+        let mut fds = [
+            PollFd::new(&channel, PollFlags::IN),
+            PollFd::new(&status_fd, PollFlags::IN),
+        ];
         match poll(&mut fds, Some(&ts)) {
             Ok(0) => {
+                out = driver.tick(now());
+                continue;
+            }
+            Ok(_)
+                if !fds[0].revents().contains(PollFlags::IN)
+                    && !fds[0].revents().contains(PollFlags::HUP) =>
+            {
+                // SIGUSR1: the SA table.
+                let mut info = [0u8; 128];
+                let _ = rustix::io::read(&status_fd, &mut info);
+                for l in driver.status(now()) {
+                    eprintln!("viaduct-ike: {l}");
+                }
                 out = driver.tick(now());
                 continue;
             }
