@@ -428,7 +428,7 @@ impl<E: Entropy> Ike<E> {
                 _ => None,
             })
             .collect();
-        v.sort_by(|a, b| b.age.cmp(&a.age));
+        v.sort_by_key(|s| std::cmp::Reverse(s.age));
         v
     }
 
