@@ -1781,10 +1781,22 @@ fn ping_until(lana: &str, limit: Duration) -> Option<Duration> {
 /// tunnel afresh; `kill viaduct` ends in a new Viaduct, a new IKE process on a new
 /// channel and a tunnel with new keys — and no (SPI, sequence) pair ever appears twice
 /// on the wire.
-#[test]
-fn two_gateways_keyed_by_ike_in_compartments() {
+/// The lab pair from `profile_a` and `profile_b` (keyed by IKE), each started by
+/// its init in a namespace, LAN hosts and the internet bridge as in
+/// [`two_gateways_tunnel_isolation_and_restart`], tcpdump on the bridge; both
+/// `ready`.
+struct IkePair {
+    lab: Lab,
+    ia: Init,
+    ib: Init,
+    lana: String,
+    lanb: String,
+    pcap: PathBuf,
+}
+
+fn start_ike_pair(tag: &str, profile_a: &str, profile_b: &str) -> IkePair {
     require_host();
-    let mut lab = Lab::new("ik");
+    let mut lab = Lab::new(tag);
     let gwa_ns = lab.ns("gwa");
     let gwb_ns = lab.ns("gwb");
     let inet = lab.ns("inet");
@@ -1809,8 +1821,8 @@ fn two_gateways_keyed_by_ike_in_compartments() {
             "ip -n {ns} addr add {addr} dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {gw}"
         ));
     }
-    let a = make_root_ike(&lab, "a", "profiles/lab/gw-a.toml");
-    let b = make_root_ike(&lab, "b", "profiles/lab/gw-b.toml");
+    let a = make_root_ike(&lab, "a", profile_a);
+    let b = make_root_ike(&lab, "b", profile_b);
     let pcap = lab.dir.join("inet.pcap");
     let dump_log = lab.dir.join("tcpdump.log");
     let dump = Command::new("ip")
@@ -1847,6 +1859,26 @@ fn two_gateways_keyed_by_ike_in_compartments() {
     let mut ib = Init::start(&mut lab, &gwb_ns, &b);
     ia.wait_for("appliance: ready gw-a", Duration::from_secs(60));
     ib.wait_for("appliance: ready gw-b", Duration::from_secs(60));
+    IkePair {
+        lab,
+        ia,
+        ib,
+        lana,
+        lanb,
+        pcap,
+    }
+}
+
+#[test]
+fn two_gateways_keyed_by_ike_in_compartments() {
+    let IkePair {
+        mut lab,
+        mut ia,
+        mut ib,
+        lana,
+        lanb,
+        pcap,
+    } = start_ike_pair("ik", "profiles/lab/gw-a.toml", "profiles/lab/gw-b.toml");
     let up = ping_until(&lana, Duration::from_secs(30)).expect("the IKE tunnel did not come up");
     eprintln!("IKE tunnel up {up:?} after both gateways were ready");
     ia.wait_for_any("CHILD SA in", Duration::from_secs(5));
@@ -2020,6 +2052,77 @@ fn two_gateways_keyed_by_ike_in_compartments() {
         frames.len(),
         spis.len()
     );
+    for i in [&mut ia, &mut ib] {
+        i.send("poweroff");
+        i.wait_for("appliance: stopped", Duration::from_secs(15));
+    }
+}
+
+/// The lab pair authenticating with Ed25519 signatures (profiles/lab/ed25519): the
+/// IKE SA is established with each side's pinned public key, the tunnel carries
+/// traffic, `status` shows the SAs, and neither init keeps the lab signing key in
+/// its memory after handing the policy over.
+#[test]
+fn two_gateways_keyed_by_ike_with_ed25519_in_compartments() {
+    require_host();
+    let IkePair {
+        lab: _lab,
+        mut ia,
+        mut ib,
+        lana,
+        lanb: _,
+        pcap,
+    } = start_ike_pair(
+        "ie",
+        "profiles/lab/ed25519/gw-a.toml",
+        "profiles/lab/ed25519/gw-b.toml",
+    );
+    let up =
+        ping_until(&lana, Duration::from_secs(30)).expect("the Ed25519 tunnel did not come up");
+    eprintln!("Ed25519 IKE tunnel up {up:?} after both gateways were ready");
+    let est = ia.wait_for_any("established with fqdn:gw-b.lab", Duration::from_secs(5));
+    assert!(est.contains("IKE SA"), "{est}");
+    ib.wait_for_any("established with fqdn:gw-a.lab", Duration::from_secs(5));
+    let mark = ia.seen.len();
+    ia.send("status");
+    ia.wait_for_since(
+        mark,
+        "status peer gw-b CHILD SA in",
+        Duration::from_secs(10),
+    );
+    must(&format!(
+        "ip netns exec {lana} busybox ping -c 3 -W 2 10.2.0.2"
+    ));
+    // The lab signing keys (their seeds, as the policy blob carries them) are not in
+    // the inits' memory.
+    for (init, seed) in [
+        (
+            &ia,
+            "f55ff16f66f43360266b95db6f8fec01d76031054306ae4a4b380598f6cfd114",
+        ),
+        (
+            &ib,
+            "4814d92093ac8a0f4a2163ab87dee509ba306a58f5888be0edcb2fcd0712028b",
+        ),
+    ] {
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&seed[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(
+            !memory_holds(init.pid, &bytes),
+            "{}'s init holds its lab signing key",
+            init.name
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let frames = pcap_frames(&std::fs::read(&pcap).unwrap());
+    let ike = frames
+        .iter()
+        .filter(|f| {
+            f.len() > 40 && f[12..14] == [8, 0] && f[23] == 17 && f[34..38] == [1, 0xf4, 1, 0xf4]
+        })
+        .count();
+    assert!(ike >= 4, "{ike} IKE frames on the internet segment");
     for i in [&mut ia, &mut ib] {
         i.send("poweroff");
         i.wait_for("appliance: stopped", Duration::from_secs(15));
