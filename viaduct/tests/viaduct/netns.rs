@@ -27,6 +27,8 @@ use sha2_free::Sha;
 use crate::common::*;
 use crate::support::{kernel_has_tun_uso, wait_link};
 
+mod strongswan;
+
 /// A tiny FNV-1a-based 64-bit checksum, enough to detect corruption of the
 /// transferred stream (no extra dependency).
 mod sha2_free {

@@ -1,0 +1,392 @@
+//! The gateway's Viaduct and IKE process against strongSwan 5.9.8 (Debian 12's
+//! `charon-systemd` with kernel-libipsec) in network namespaces: ESP data through
+//! both, keyed by IKE, with strongSwan and with us initiating, CHILD and IKE rekeys
+//! under a paced ping with none lost, and strongSwan's SAs listed as ours are.
+//!
+//! ```text
+//! netns <t>lan: vred 10.1.0.1/24 ══ Viaduct + viaduct-ike ══ netns <t>blk: vblk
+//!     blk: v1 198.51.100.254/24 ── veth ── sw: v0 198.51.100.1/24, lo 10.2.0.1
+//! netns <t>sw: charon-systemd (kernel-libipsec: ESP in UDP 4500, `encap = yes`)
+//! our outer address: 192.0.2.2 (we initiate: the lower address does) or
+//! 203.0.113.2 (strongSwan initiates), routed through blk to the Viaduct
+//! ```
+//!
+//! kernel-libipsec does ESP only inside UDP and fakes a NAT in its NAT-D payload,
+//! so IKE floats to port 4500 and the Viaduct sends and takes ESP in UDP there.
+//! Needs root, iproute2, busybox and the strongSwan packages (`scripts/test`
+//! installs them); the netns tests' skip rule applies.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use policy_blob::*;
+
+use super::*;
+
+/// strongSwan's plugins (as the engine's interop test loads them).
+const CHARON_PLUGINS: &str = "random nonce openssl gcm chapoly curve25519 sha2 hmac kdf pem \
+                              pkcs1 pkcs8 x509 pubkey socket-default kernel-libipsec \
+                              kernel-netlink vici";
+
+/// The PSK `spawn_ike` hands our IKE process as `lab-psk`.
+const PSK: &str = "a lab pre-shared key, 32+ bytes!";
+
+fn strongswan_missing() -> Option<String> {
+    for (path, pkg) in [
+        ("/usr/sbin/charon-systemd", "charon-systemd"),
+        ("/usr/sbin/swanctl", "strongswan-swanctl"),
+    ] {
+        if !Path::new(path).exists() {
+            return Some(format!("SKIP: {path} not found (install package {pkg})"));
+        }
+    }
+    None
+}
+
+/// Our policy: tunnel 10.1.0.0/24 ↔ 10.2.0.1/32 with strongSwan at 198.51.100.1,
+/// keyed by IKE (PSK `lab-psk`), ESP AES-256-GCM without ESN (kernel-libipsec has
+/// none), PFS x25519.
+fn policy(our_outer: &str) -> Policy {
+    let me = v4(our_outer);
+    let sw = v4("198.51.100.1");
+    let t = Tunnel::new(1, "sw", me, sw, Aead::Aes256Gcm16)
+        .with_local_ts(TrafficSelector::prefix(Prefix::new(v4("10.1.0.0"), 24)))
+        .with_remote_ts(TrafficSelector::prefix(Prefix::new(v4("10.2.0.1"), 32)));
+    let mut p = Policy::new("gw", "1")
+        .with_local(me)
+        .with_tunnel(t)
+        .with_spd(
+            "to-sw",
+            Selector::between(
+                Prefix::new(v4("10.1.0.0"), 24),
+                Prefix::new(v4("10.2.0.1"), 32),
+            ),
+            SpdAction::Protect(TunnelId(1)),
+        )
+        .with_spd("rest", Selector::any_v4(), SpdAction::Discard);
+    p.ike = Some(IkeConfig {
+        local_id: IkeIdentity::Fqdn("gw.lab".into()),
+        private_key: None,
+        peers: vec![IkePeer {
+            name: "sw".into(),
+            local: me,
+            remote: sw,
+            remote_id: IkeIdentity::Fqdn("sw.lab".into()),
+            auth: IkeAuth::Psk(Credential::Device("lab-psk".into())),
+            ike_proposals: vec![IkeProposal {
+                aead: Aead::Aes256Gcm16,
+                prf: IkePrf::Sha256,
+                group: KeGroup::X25519,
+            }],
+            esp_proposals: vec![EspProposal {
+                aead: Aead::Aes256Gcm16,
+                esn: false,
+            }],
+            pfs: Some(KeGroup::X25519),
+            ike_rekey_seconds: 3600,
+            tunnels: vec![TunnelId(1)],
+        }],
+    });
+    p.validate().unwrap();
+    p
+}
+
+/// strongSwan's configuration in `/etc/netns/<sw>/`: the connection to us, its
+/// CHILD SA rekeyed every `child_rekey` and its IKE SA every `ike_rekey`.
+fn configure_strongswan(
+    sw: &str,
+    dir: &Path,
+    our_outer: &str,
+    initiates: bool,
+    child_rekey: &str,
+    ike_rekey: &str,
+) {
+    let etc = Path::new("/etc/netns").join(sw);
+    std::fs::create_dir_all(etc.join("swanctl/conf.d")).unwrap();
+    let log = dir.join("charon.log");
+    let vici = dir.join("charon.vici");
+    std::fs::write(
+        etc.join("strongswan.conf"),
+        format!(
+            "charon-systemd {{\n  load = {CHARON_PLUGINS}\n  filelog {{\n    gw {{\n      path = {}\n      \
+             time_format = %T\n      default = 1\n      ike = 2\n      chd = 2\n      flush_line = yes\n    }}\n  }}\n  \
+             journal {{\n    default = -1\n  }}\n  plugins {{\n    vici {{\n      socket = unix://{}\n    }}\n  }}\n}}\n\
+             swanctl {{\n  socket = unix://{}\n}}\n",
+            log.display(),
+            vici.display(),
+            vici.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("swanctl/swanctl.conf"),
+        format!(
+            "connections {{\n  gw {{\n    version = 2\n    local_addrs = 198.51.100.1\n    remote_addrs = {our_outer}\n    \
+             encap = yes\n    mobike = no\n    proposals = aes256gcm16-prfsha256-x25519\n    rekey_time = {ike_rekey}\n    \
+             dpd_delay = 10s\n    local {{\n      auth = psk\n      id = sw.lab\n    }}\n    remote {{\n      auth = psk\n      id = gw.lab\n    }}\n    \
+             children {{\n      net {{\n        local_ts = 10.2.0.1/32\n        remote_ts = 10.1.0.0/24\n        \
+             esp_proposals = aes256gcm16-x25519\n        rekey_time = {child_rekey}\n        start_action = {}\n      }}\n    }}\n  }}\n}}\n\
+             secrets {{\n  ike-gw {{\n    id-1 = sw.lab\n    id-2 = gw.lab\n    secret = \"{PSK}\"\n  }}\n}}\n",
+            if initiates { "start" } else { "none" }
+        ),
+    )
+    .unwrap();
+}
+
+fn swanctl(sw: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", sw, "swanctl"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+struct Charon {
+    child: Child,
+    sw: String,
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.sw));
+    }
+}
+
+fn start_charon(sw: &str, dir: &Path) -> Charon {
+    let out = File::create(dir.join("charon.out")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", sw, "/usr/sbin/charon-systemd"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let c = Charon {
+        child,
+        sw: sw.to_owned(),
+    };
+    let t = Instant::now();
+    loop {
+        let o = swanctl(sw, &["--load-all", "--noprompt"]);
+        if o.status.success() {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(text.contains("successfully loaded 1 connections"), "{text}");
+            return c;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "charon did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One case: the namespaces, strongSwan, our Viaduct and IKE process; the tunnel
+/// up from whichever side initiates; a ping and a TCP transfer each way; then a
+/// paced ping for `paced` seconds across strongSwan's rekeys, none lost.
+fn gateway_against_strongswan(our_outer: &str, sw_initiates: bool, paced: u32) -> (String, String) {
+    let tag = format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(format!("viaduct-sw-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Guard {
+        netns: vec![],
+        children: vec![],
+    };
+    let lan = g.netns(format!("vs{tag}lan"));
+    let blk = g.netns(format!("vs{tag}blk"));
+    let sw = g.netns(format!("vs{tag}sw"));
+    ip_ns(
+        &blk,
+        &format!("link add v1 type veth peer name v0 netns {sw}"),
+    );
+    for ns in [&blk, &sw] {
+        ns_sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1");
+    }
+    ip_ns(&blk, "addr add 198.51.100.254/24 dev v1");
+    ip_ns(&blk, "link set v1 up");
+    ip_ns(&sw, "addr add 198.51.100.1/24 dev v0");
+    ip_ns(&sw, "link set v0 up");
+    ip_ns(&sw, "addr add 10.2.0.1/32 dev lo");
+    ip_ns(&sw, &format!("route add {our_outer}/32 via 198.51.100.254"));
+    // CHILD SAs rekeyed by strongSwan every 15 s, its IKE SA every 40 s.
+    configure_strongswan(&sw, &dir, our_outer, sw_initiates, "15s", "40s");
+    let _charon = start_charon(&sw, &dir);
+    let pol = write_policy(&dir, "gw.pol", &policy(our_outer));
+    let (log, ike_log) = (dir.join("viaduct.log"), dir.join("ike.log"));
+    let (dp, ike_end) = channel_pair();
+    let chan = {
+        use std::os::fd::AsRawFd;
+        dp.as_raw_fd().to_string()
+    };
+    g.children.push(inherit(&dp, || {
+        spawn_viaduct(&pol, &lan, &blk, &log, &["--ike-channel", &chan])
+    }));
+    drop(dp);
+    crate::support::wait_link(&lan, "vred");
+    crate::support::wait_link(&blk, "vblk");
+    ip_ns(&lan, "link set vred mtu 1400 up");
+    ip_ns(&lan, "addr add 10.1.0.1/24 dev vred");
+    ip_ns(&lan, "route add 10.2.0.0/24 dev vred");
+    ip_ns(&blk, "link set vblk up");
+    ip_ns(&blk, &format!("route add {our_outer}/32 dev vblk"));
+    g.children.push(spawn_ike(&pol, &ike_end, &dir, &ike_log));
+    drop(ike_end);
+    let logs = || {
+        format!(
+            "viaduct:\n{}\nviaduct-ike:\n{}\ncharon:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(&ike_log).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
+        )
+    };
+    let t = Instant::now();
+    let mut up = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        if ping_counts(&lan, "-c 1 -W 1 10.2.0.1").1 == 1 {
+            up = Some(t.elapsed());
+            break;
+        }
+    }
+    let up = up.unwrap_or_else(|| panic!("no tunnel with strongSwan within 20 s\n{}", logs()));
+    // strongSwan agrees: an ESTABLISHED IKE SA with an INSTALLED CHILD SA, in UDP.
+    let sas = String::from_utf8_lossy(&swanctl(&sw, &["--list-sas"]).stdout).into_owned();
+    assert!(
+        sas.contains("ESTABLISHED") && sas.contains("INSTALLED"),
+        "{sas}"
+    );
+    assert!(sas.contains("TUNNEL-in-UDP"), "ESP in UDP: {sas}");
+    // Both ways: a ping from strongSwan's side, TCP each way with a checksum.
+    let (tx, rx) = ping_counts(&sw, "-c 3 -W 2 -I 10.2.0.1 10.1.0.1");
+    assert_eq!((tx, rx), (3, 3), "ping from strongSwan's side\n{}", logs());
+    let total = 1024 * 1024;
+    let (sent, got, n) = tcp_between(&lan, &sw, "10.2.0.1", total);
+    assert_eq!(
+        (n, got),
+        (total, sent),
+        "TCP to strongSwan's side\n{}",
+        logs()
+    );
+    let (sent, got, n) = tcp_between(&sw, &lan, "10.1.0.1", total);
+    assert_eq!(
+        (n, got),
+        (total, sent),
+        "TCP from strongSwan's side\n{}",
+        logs()
+    );
+    // A paced ping across strongSwan's CHILD rekeys (and its IKE rekey): none lost.
+    let count = paced * 5;
+    let (tx, rx) = ping_counts(&lan, &format!("-c {count} -i 0.2 -W 2 10.2.0.1"));
+    assert_eq!((tx, rx), (count, count), "lost across rekeys\n{}", logs());
+    let charon_log = std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default();
+    let ike = std::fs::read_to_string(&ike_log).unwrap_or_default();
+    eprintln!(
+        "strongSwan ({}): tunnel up in {up:?}; {} CHILD SA installs on our side",
+        if sw_initiates {
+            "it initiates"
+        } else {
+            "we initiate"
+        },
+        ike.matches("CHILD SA in").count()
+    );
+    for c in &g.children {
+        let _ = kill_process(Pid::from_child(c), Signal::TERM);
+    }
+    for c in g.children.iter_mut() {
+        let _ = c.wait();
+    }
+    g.children.clear();
+    let vlog = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    (format!("{vlog}\n{ike}"), charon_log)
+}
+
+/// A TCP transfer of `total` bytes from namespace `from` to `server` in `to`
+/// (port 5002): (sender's checksum, receiver's, bytes received).
+fn tcp_between(from: &str, to: &str, server: &'static str, total: usize) -> (u64, u64, usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = in_netns(to, move || {
+        let l = std::net::TcpListener::bind((server, 5002)).unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut h = Sha::new();
+        let (mut n, mut buf) = (0, vec![0u8; 65536]);
+        loop {
+            let k = s.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+        }
+        (h.0, n)
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let client = in_netns(from, move || {
+        let mut s = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(server.parse().unwrap(), 5002),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let data: Vec<u8> = (0..total).map(pattern).collect();
+        let mut h = Sha::new();
+        h.update(&data);
+        s.write_all(&data).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        h.0
+    });
+    let sent = client.join().expect("client");
+    let (got, n) = srv.join().expect("server");
+    (sent, got, n)
+}
+
+fn skip() -> bool {
+    if skipped() {
+        return true;
+    }
+    if let Some(why) = strongswan_missing() {
+        eprintln!("{why}");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn strongswan_initiates_and_rekeys_under_a_paced_ping() {
+    if skip() {
+        return;
+    }
+    // 45 s of pings: strongSwan's CHILD rekeys at about 15 and 30 s, its IKE
+    // rekey at about 40 s.
+    let (ours, charon) = gateway_against_strongswan("203.0.113.2", true, 45);
+    assert!(
+        charon.matches("CHILD_SA net{").count() >= 1,
+        "no CHILD SA in charon's log:\n{charon}"
+    );
+    assert!(
+        ours.matches("replaced by").count() >= 2,
+        "no rekey on our side:\n{ours}"
+    );
+    assert!(
+        ours.contains("IKE SA") && ours.contains("replaced by"),
+        "{ours}"
+    );
+}
+
+#[test]
+fn we_initiate_against_strongswan() {
+    if skip() {
+        return;
+    }
+    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2);
+    assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
+}
