@@ -13,6 +13,8 @@
 //!
 //! kernel-libipsec does ESP only inside UDP and fakes a NAT in its NAT-D payload,
 //! so IKE floats to port 4500 and the Viaduct sends and takes ESP in UDP there.
+//! With `nat`, blk masquerades our outer address behind 198.51.100.254 with
+//! other source ports (nftables): a real NAT between the Viaduct and strongSwan.
 //! Needs root, iproute2, busybox and the strongSwan packages (`scripts/test`
 //! installs them); the netns tests' skip rule applies.
 
@@ -98,7 +100,7 @@ fn policy(our_outer: &str) -> Policy {
 fn configure_strongswan(
     sw: &str,
     dir: &Path,
-    our_outer: &str,
+    remote_addrs: &str,
     initiates: bool,
     child_rekey: &str,
     ike_rekey: &str,
@@ -123,7 +125,7 @@ fn configure_strongswan(
     std::fs::write(
         etc.join("swanctl/swanctl.conf"),
         format!(
-            "connections {{\n  gw {{\n    version = 2\n    local_addrs = 198.51.100.1\n    remote_addrs = {our_outer}\n    \
+            "connections {{\n  gw {{\n    version = 2\n    local_addrs = 198.51.100.1\n    remote_addrs = {remote_addrs}\n    \
              encap = yes\n    mobike = no\n    proposals = aes256gcm16-prfsha256-x25519\n    rekey_time = {ike_rekey}\n    \
              dpd_delay = 10s\n    local {{\n      auth = psk\n      id = sw.lab\n    }}\n    remote {{\n      auth = psk\n      id = gw.lab\n    }}\n    \
              children {{\n      net {{\n        local_ts = 10.2.0.1/32\n        remote_ts = 10.1.0.0/24\n        \
@@ -188,7 +190,12 @@ fn start_charon(sw: &str, dir: &Path) -> Charon {
 /// One case: the namespaces, strongSwan, our Viaduct and IKE process; the tunnel
 /// up from whichever side initiates; a ping and a TCP transfer each way; then a
 /// paced ping for `paced` seconds across strongSwan's rekeys, none lost.
-fn gateway_against_strongswan(our_outer: &str, sw_initiates: bool, paced: u32) -> (String, String) {
+fn gateway_against_strongswan(
+    our_outer: &str,
+    sw_initiates: bool,
+    paced: u32,
+    nat: bool,
+) -> (String, String) {
     let tag = format!(
         "{}{}",
         std::process::id() % 100_000,
@@ -217,7 +224,16 @@ fn gateway_against_strongswan(our_outer: &str, sw_initiates: bool, paced: u32) -
     ip_ns(&sw, "addr add 10.2.0.1/32 dev lo");
     ip_ns(&sw, &format!("route add {our_outer}/32 via 198.51.100.254"));
     // CHILD SAs rekeyed by strongSwan every 15 s, its IKE SA every 40 s.
-    configure_strongswan(&sw, &dir, our_outer, sw_initiates, "15s", "40s");
+    let remote_addrs = if nat { "%any" } else { our_outer };
+    configure_strongswan(&sw, &dir, remote_addrs, sw_initiates, "15s", "40s");
+    if nat {
+        // Our outer address leaves blk as 198.51.100.254, from ports 30000-40000.
+        let rules = format!(
+            "add table ip nat; add chain ip nat post {{ type nat hook postrouting priority 100; }}; \
+             add rule ip nat post oifname v1 ip saddr {our_outer} udp dport {{ 500, 4500 }} masquerade to :30000-40000"
+        );
+        sh(&["ip", "netns", "exec", &blk, "nft", &rules]);
+    }
     let _charon = start_charon(&sw, &dir);
     let pol = write_policy(&dir, "gw.pol", &policy(our_outer));
     let (log, ike_log) = (dir.join("viaduct.log"), dir.join("ike.log"));
@@ -263,6 +279,16 @@ fn gateway_against_strongswan(our_outer: &str, sw_initiates: bool, paced: u32) -
         "{sas}"
     );
     assert!(sas.contains("TUNNEL-in-UDP"), "ESP in UDP: {sas}");
+    if nat {
+        // strongSwan sees us behind the NAT, on a mapped port (not 500, not 4500).
+        let at = sas
+            .split("remote 'gw.lab' @ 198.51.100.254[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("strongSwan does not see us behind the NAT: {sas}"));
+        assert!((30000..=40000).contains(&at), "{sas}");
+    }
     // Both ways: a ping from strongSwan's side, TCP each way with a checksum.
     let (tx, rx) = ping_counts(&sw, "-c 3 -W 2 -I 10.2.0.1 10.1.0.1");
     assert_eq!((tx, rx), (3, 3), "ping from strongSwan's side\n{}", logs());
@@ -367,7 +393,7 @@ fn strongswan_initiates_and_rekeys_under_a_paced_ping() {
     }
     // 45 s of pings: strongSwan's CHILD rekeys at about 15 and 30 s, its IKE
     // rekey at about 40 s.
-    let (ours, charon) = gateway_against_strongswan("203.0.113.2", true, 45);
+    let (ours, charon) = gateway_against_strongswan("203.0.113.2", true, 45, false);
     assert!(
         charon.matches("CHILD_SA net{").count() >= 1,
         "no CHILD SA in charon's log:\n{charon}"
@@ -387,6 +413,21 @@ fn we_initiate_against_strongswan() {
     if skip() {
         return;
     }
-    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2);
+    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, false);
+    assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
+}
+
+/// NAT traversal through a masquerading namespace: NAT-D finds the NAT, IKE
+/// floats to 4500, ESP in UDP crosses the mapping both ways.
+#[test]
+fn through_a_masquerading_nat_to_strongswan() {
+    if skip() {
+        return;
+    }
+    if !Path::new("/usr/sbin/nft").exists() {
+        eprintln!("SKIP: /usr/sbin/nft not found (install package nftables)");
+        return;
+    }
+    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, true);
     assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
 }
