@@ -195,6 +195,7 @@ fn gateway_against_strongswan(
     sw_initiates: bool,
     paced: u32,
     nat: bool,
+    flood: bool,
 ) -> (String, String) {
     let tag = format!(
         "{}{}",
@@ -307,6 +308,9 @@ fn gateway_against_strongswan(
         "TCP from strongSwan's side\n{}",
         logs()
     );
+    if flood {
+        flood_while_pinging(&lan, &sw, our_outer, &g, &logs);
+    }
     // A paced ping across strongSwan's CHILD rekeys (and its IKE rekey): none lost.
     let count = paced * 5;
     let (tx, rx) = ping_counts(&lan, &format!("-c {count} -i 0.2 -W 2 10.2.0.1"));
@@ -332,6 +336,130 @@ fn gateway_against_strongswan(
     let vlog = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     (format!("{vlog}\n{ike}"), charon_log)
+}
+
+/// A well-formed IKE_SA_INIT request from strongSwan's address to ours (our
+/// proposal, x25519), made by the `ike` engine; the flood varies its SPI.
+fn ike_sa_init_request(our_outer: &str) -> Vec<u8> {
+    use ike::crypto::{Aead as IkeAead, Group, PreSharedKey, Prf};
+    use ike::sa::{
+        Action, Auth, Config, Entropy, Identity, Ike, IkeProposal as Proposal, Timestamp,
+    };
+    struct Rng(u64);
+    impl Entropy for Rng {
+        fn fill(&mut self, b: &mut [u8]) {
+            for x in b {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                *x = self.0 as u8;
+            }
+        }
+    }
+    let mut c = Config::new(
+        "198.51.100.1:500".parse().unwrap(),
+        format!("{our_outer}:500").parse().unwrap(),
+        Identity::Fqdn("sw.lab".into()),
+        Identity::Fqdn("gw.lab".into()),
+        Auth::Psk(PreSharedKey::new(b"not the key").unwrap()),
+    );
+    c.ike_proposals = vec![Proposal {
+        aead: IkeAead::AesGcm16_256,
+        prf: Prf::HmacSha2_256,
+        group: Group::Curve25519,
+    }];
+    let mut e = Ike::new(c, Rng(0x9e37_79b9_7f4a_7c15), Timestamp::from_millis(0)).unwrap();
+    e.initiate(Timestamp::from_millis(0))
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send(d) => Some(d.bytes),
+            _ => None,
+        })
+        .expect("an IKE_SA_INIT request")
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 3,000 IKE_SA_INIT requests in 1.5 s from strongSwan's own address (the only
+/// source the data plane passes to IKE), each a new IKE SA, while a 5 Hz ping
+/// crosses the established tunnel: no ping lost, the IKE process answers with
+/// cookies once its half-open limits are reached, its memory and the Viaduct's
+/// stay bounded, and strongSwan's IKE SA is still up.
+fn flood_while_pinging(lan: &str, sw: &str, our_outer: &str, g: &Guard, logs: &dyn Fn() -> String) {
+    let (viaduct_pid, ike_pid) = (g.children[0].id(), g.children[1].id());
+    let rss_before = (vm_rss_kib(viaduct_pid), vm_rss_kib(ike_pid));
+    let request = ike_sa_init_request(our_outer);
+    let to: std::net::SocketAddr = format!("{our_outer}:500").parse().unwrap();
+    let flood = in_netns(sw, move || {
+        let s = std::net::UdpSocket::bind("198.51.100.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut m = request;
+        let (mut responses, mut cookies) = (0u32, 0u32);
+        let mut buf = [0u8; 2048];
+        let mut drain = |responses: &mut u32, cookies: &mut u32| {
+            while let Ok(n) = s.recv(&mut buf) {
+                *responses += 1;
+                // A Notify first (next payload 41) of type COOKIE (16390).
+                if n > 36 && buf[16] == 41 && buf[34..36] == [0x40, 0x06] {
+                    *cookies += 1;
+                }
+            }
+        };
+        for i in 0u64..3000 {
+            m[..8].copy_from_slice(&(0x5a5a_0000_0000_0000 | i).to_be_bytes());
+            let _ = s.send_to(&m, to);
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(50));
+                drain(&mut responses, &mut cookies);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        drain(&mut responses, &mut cookies);
+        (responses, cookies)
+    });
+    let (tx, rx) = ping_counts(lan, "-c 25 -i 0.2 -W 2 10.2.0.1");
+    let (responses, cookies) = flood.join().expect("flood");
+    let rss_after = (vm_rss_kib(viaduct_pid), vm_rss_kib(ike_pid));
+    eprintln!(
+        "flood: 3000 IKE_SA_INIT sent, {responses} answered, {cookies} with a COOKIE; ping {rx}/{tx}; \
+         RSS viaduct {} → {} KiB, viaduct-ike {} → {} KiB",
+        rss_before.0, rss_after.0, rss_before.1, rss_after.1
+    );
+    assert_eq!(
+        (tx, rx),
+        (25, 25),
+        "the tunnel lost traffic under the flood\n{}",
+        logs()
+    );
+    assert!(
+        cookies > 100,
+        "{cookies} cookies of {responses} answers\n{}",
+        logs()
+    );
+    assert!(
+        responses.saturating_sub(cookies) <= 40,
+        "{responses} answers but only {cookies} cookies: half-open SAs were made"
+    );
+    assert!(
+        rss_after.0 < rss_before.0 + 8 * 1024,
+        "the Viaduct grew: {rss_before:?} → {rss_after:?}"
+    );
+    assert!(
+        rss_after.1 < rss_before.1 + 16 * 1024,
+        "the IKE process grew: {rss_before:?} → {rss_after:?}"
+    );
+    let sas = String::from_utf8_lossy(&swanctl(sw, &["--list-sas"]).stdout).into_owned();
+    assert!(
+        sas.contains("ESTABLISHED") && sas.contains("INSTALLED"),
+        "{sas}"
+    );
 }
 
 /// A TCP transfer of `total` bytes from namespace `from` to `server` in `to`
@@ -393,7 +521,7 @@ fn strongswan_initiates_and_rekeys_under_a_paced_ping() {
     }
     // 45 s of pings: strongSwan's CHILD rekeys at about 15 and 30 s, its IKE
     // rekey at about 40 s.
-    let (ours, charon) = gateway_against_strongswan("203.0.113.2", true, 45, false);
+    let (ours, charon) = gateway_against_strongswan("203.0.113.2", true, 45, false, false);
     assert!(
         charon.matches("CHILD_SA net{").count() >= 1,
         "no CHILD SA in charon's log:\n{charon}"
@@ -408,12 +536,14 @@ fn strongswan_initiates_and_rekeys_under_a_paced_ping() {
     );
 }
 
+/// We initiate; then an IKE_SA_INIT flood from strongSwan's address
+/// ([`flood_while_pinging`]).
 #[test]
-fn we_initiate_against_strongswan() {
+fn we_initiate_against_strongswan_and_a_flood_meets_cookies() {
     if skip() {
         return;
     }
-    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, false);
+    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, false, true);
     assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
 }
 
@@ -428,6 +558,6 @@ fn through_a_masquerading_nat_to_strongswan() {
         eprintln!("SKIP: /usr/sbin/nft not found (install package nftables)");
         return;
     }
-    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, true);
+    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, true, false);
     assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
 }
