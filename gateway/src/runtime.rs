@@ -635,6 +635,11 @@ fn personality_child(c: PersonalityChild<'_>) -> ! {
         sys::setns(c.ns.user.as_fd(), libc::CLONE_NEWUSER),
     );
     step("becoming the namespace's root", sys::become_ids(0, 0));
+    // Again: the change of credentials cleared the first setting.
+    step(
+        "parent-death signal",
+        sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map(drop),
+    );
     step(
         "arranging descriptors",
         arrange_fds(&[
@@ -1566,11 +1571,12 @@ fn sealed_child(
             fail(what, &e);
         }
     };
+    step("becoming the namespace's root", sys::become_ids(0, 0));
+    // After the change of credentials, which clears it.
     step(
         "parent-death signal",
         sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map(drop),
     );
-    step("becoming the namespace's root", sys::become_ids(0, 0));
     step(
         "making mounts private",
         sys::mount("none", "/", "", libc::MS_REC | libc::MS_PRIVATE, ""),

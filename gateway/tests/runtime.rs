@@ -2123,8 +2123,21 @@ fn two_gateways_keyed_by_ike_with_ed25519_in_compartments() {
         })
         .count();
     assert!(ike >= 4, "{ike} IKE frames on the internet segment");
-    for i in [&mut ia, &mut ib] {
-        i.send("poweroff");
-        i.wait_for("appliance: stopped", Duration::from_secs(15));
+    ia.send("poweroff");
+    ia.wait_for("appliance: stopped", Duration::from_secs(15));
+    // gw-b's init dies without a shutdown: its compartments die with it (their
+    // parent-death signal), none is left running on its own.
+    let (vpid, ipid, rpid) = (ib.pid_of("viaduct"), ib.pid_of("ike"), ib.pid_of("red"));
+    must(&format!("kill -9 {}", ib.pid));
+    let t = Instant::now();
+    while [vpid, ipid, rpid].iter().any(|p| {
+        Path::new(&format!("/proc/{p}")).exists()
+            && status_field(*p, "State").starts_with(|c| c != 'Z')
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "compartments outlived their init: viaduct {vpid}, ike {ipid}, red {rpid}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -371,6 +371,16 @@ fn ike_peer(
             .collect(),
         pfs: pfs.map(group),
         ike_rekey_seconds: peer.lifetimes.ike.0,
+        dpd: blob::Dpd {
+            delay_seconds: peer
+                .dpd
+                .delay
+                .map_or(0, |d| u32::try_from(d.0).unwrap_or(u32::MAX)),
+            action: match peer.dpd.action {
+                profiles::model::DpdAction::Restart => blob::DpdAction::Restart,
+                profiles::model::DpdAction::Clear => blob::DpdAction::Clear,
+            },
+        },
         tunnels: keyed,
     })
 }
@@ -491,10 +501,21 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
                 "ike_proposals": x.ike_proposals.iter().map(ike_proposal_text).collect::<Vec<_>>(),
                 "esp_proposals": x.esp_proposals.iter().map(|e| esp_proposal_text(e, x.pfs)).collect::<Vec<_>>(),
                 "ike_rekey_seconds": x.ike_rekey_seconds,
+                "dpd": json!({
+                    "delay_seconds": x.dpd.delay_seconds,
+                    "action": dpd_action_text(x.dpd.action),
+                }),
                 "tunnels": x.tunnels.iter().map(|t| t.0).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })),
     })
+}
+
+fn dpd_action_text(a: blob::DpdAction) -> &'static str {
+    match a {
+        blob::DpdAction::Restart => "restart",
+        blob::DpdAction::Clear => "clear",
+    }
 }
 
 /// A credential as `policy show` prints it: a device reference by name, a
@@ -619,7 +640,7 @@ pub fn describe_text(p: &blob::Policy) -> String {
         ));
         for x in &ike.peers {
             out.push_str(&format!(
-                "ike peer {}: {} -> {} id {} auth {} ike [{}] esp [{}] rekey {}s tunnels {}\n",
+                "ike peer {}: {} -> {} id {} auth {} ike [{}] esp [{}] rekey {}s dpd {} tunnels {}\n",
                 x.name,
                 x.local,
                 x.remote,
@@ -636,6 +657,10 @@ pub fn describe_text(p: &blob::Policy) -> String {
                     .collect::<Vec<_>>()
                     .join(", "),
                 x.ike_rekey_seconds,
+                match x.dpd.delay_seconds {
+                    0 => "off".to_owned(),
+                    d => format!("{d}s {}", dpd_action_text(x.dpd.action)),
+                },
                 x.tunnels
                     .iter()
                     .map(|t| t.0.to_string())

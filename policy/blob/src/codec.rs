@@ -20,7 +20,9 @@ pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// and the blob is always built together with the Viaduct that reads it.
 /// 3: an optional IKEv2 section (identity, peers, proposals, credential
 /// references) follows the default filter action.
-pub const FORMAT_VERSION: u16 = 3;
+/// 4: each IKE peer carries its dead-peer detection (delay u32 seconds, 0 for
+/// none; action tag 0 restart, 1 clear) after its IKE rekey time.
+pub const FORMAT_VERSION: u16 = 4;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -215,6 +217,11 @@ impl Writer {
             }
             self.u8(p.pfs.map_or(0, group_tag));
             self.u64(p.ike_rekey_seconds);
+            self.u32(p.dpd.delay_seconds);
+            self.u8(match p.dpd.action {
+                DpdAction::Restart => 0,
+                DpdAction::Clear => 1,
+            });
             self.count(p.tunnels.len());
             p.tunnels.iter().for_each(|t| self.u32(t.0));
         }
@@ -569,6 +576,17 @@ impl<'a> Reader<'a> {
             }
             let pfs = self.group("PFS group", true)?;
             let ike_rekey_seconds = self.u64("IKE rekey seconds")?;
+            let delay_seconds = self.u32("DPD delay seconds")?;
+            let action = match self.u8("DPD action")? {
+                0 => DpdAction::Restart,
+                1 => DpdAction::Clear,
+                v => {
+                    return Err(BlobError::InvalidTag {
+                        what: "DPD action",
+                        value: u64::from(v),
+                    })
+                }
+            };
             let m = self.count("IKE peer tunnels", 4)?;
             let tunnels = (0..m)
                 .map(|_| self.u32("IKE peer tunnel id").map(TunnelId))
@@ -583,6 +601,10 @@ impl<'a> Reader<'a> {
                 esp_proposals,
                 pfs,
                 ike_rekey_seconds,
+                dpd: Dpd {
+                    delay_seconds,
+                    action,
+                },
                 tunnels,
             });
         }

@@ -819,6 +819,35 @@ pub struct IkePeer {
     pub pfs: Option<KeGroup>,
     /// Rekey the IKE SA after this many seconds.
     pub ike_rekey_seconds: u64,
+    /// Dead-peer detection.
+    pub dpd: Dpd,
     /// The tunnels this peer's CHILD SAs key (their ids).
     pub tunnels: Vec<TunnelId>,
+}
+
+/// Dead-peer detection of an IKE peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dpd {
+    /// Seconds of silence before a liveness check (1 to 3600); 0: none.
+    pub delay_seconds: u32,
+    /// What to do when the peer is dead.
+    pub action: DpdAction,
+}
+
+impl Default for Dpd {
+    fn default() -> Self {
+        Dpd {
+            delay_seconds: 30,
+            action: DpdAction::Restart,
+        }
+    }
+}
+
+/// What to do when an IKE peer is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdAction {
+    /// The initiating side starts again, with back-off and jitter.
+    Restart,
+    /// The tunnel stays down until the peer initiates.
+    Clear,
 }

@@ -303,6 +303,12 @@ impl Policy {
                     format!("the IKE SA rekey time must be {MIN_IKE_REKEY_SECONDS} s to 30 days"),
                 );
             }
+            if p.dpd.delay_seconds > 3600 {
+                return bad(
+                    name,
+                    "the DPD delay must be at most 3600 s (0: no liveness checks)".into(),
+                );
+            }
             if p.tunnels.is_empty() {
                 return bad(name, "a peer keys at least one tunnel".into());
             }

@@ -639,6 +639,7 @@ fn with_ike(auth: IkeAuth, private_key: Option<Credential>) -> Policy {
             ],
             pfs: Some(KeGroup::X25519),
             ike_rekey_seconds: 4 * 3600,
+            dpd: Dpd::default(),
             tunnels: vec![TunnelId(8)],
         }],
     });
@@ -714,6 +715,22 @@ fn ike_section_is_checked() {
     assert!(change(&|c| c.peers[0].ike_proposals.clear()).contains("IKE proposals"));
     assert!(change(&|c| c.peers[0].esp_proposals.clear()).contains("ESP proposals"));
     assert!(change(&|c| c.peers[0].ike_rekey_seconds = 5).contains("rekey time"));
+    assert!(change(&|c| c.peers[0].dpd.delay_seconds = 3601).contains("DPD delay"));
+    // Off, the largest delay, and `clear` are fine (and round-trip).
+    for dpd in [
+        Dpd {
+            delay_seconds: 0,
+            action: DpdAction::Restart,
+        },
+        Dpd {
+            delay_seconds: 3600,
+            action: DpdAction::Clear,
+        },
+    ] {
+        let mut p = ok.clone();
+        p.ike.as_mut().unwrap().peers[0].dpd = dpd;
+        assert_eq!(Policy::decode(&p.encode()).unwrap(), p);
+    }
     assert!(change(&|c| c.peers[0].tunnels = vec![TunnelId(99)]).contains("does not exist"));
     assert!(change(&|c| c.peers[0].tunnels = vec![TunnelId(7)]).contains("manual keys"));
     assert!(change(&|c| c.peers[0].tunnels.clear()).contains("at least one tunnel"));

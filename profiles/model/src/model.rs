@@ -250,8 +250,38 @@ pub struct Peer {
     pub tfc_padding: Vec<u16>,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
+    /// Dead-peer detection.
+    pub dpd: Dpd,
     /// Tunnels.
     pub tunnels: Vec<Tunnel>,
+}
+
+/// Dead-peer detection of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dpd {
+    /// Silence before a liveness check; `None`: no checks.
+    pub delay: Option<Seconds>,
+    /// What to do when the peer is dead.
+    pub action: DpdAction,
+}
+
+impl Default for Dpd {
+    fn default() -> Self {
+        Dpd {
+            delay: Some(Seconds(30)),
+            action: DpdAction::Restart,
+        }
+    }
+}
+
+/// What to do when a peer is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DpdAction {
+    /// Start again (the initiating side), with back-off and jitter.
+    Restart,
+    /// Leave the tunnel down until the peer initiates.
+    Clear,
 }
 
 /// This gateway's signing key.

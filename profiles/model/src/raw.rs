@@ -285,6 +285,9 @@ pub struct RawPeer {
     pub tfc_padding: Option<Sp<Vec<Sp<u64>>>>,
     /// Lifetimes of the IKE and child SAs.
     pub lifetimes: Option<Sp<RawLifetimes>>,
+    /// Dead-peer detection (RFC 7296 §2.4): how long the peer may stay silent
+    /// before the gateway checks it is there, and what to do when it is not.
+    pub dpd: Option<Sp<RawDpd>>,
     /// Tunnels (child SAs) to this peer.
     pub tunnels: Option<Sp<Vec<Sp<RawTunnel>>>>,
 }
@@ -321,6 +324,22 @@ pub struct RawLifetimes {
     /// Child SA packet limit (hard); more than zero (leave it out for no
     /// packet limit).
     pub child_packets: Option<Sp<u64>>,
+}
+
+/// `[viaduct.ipsec.peers.dpd]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpd {
+    /// Silence after which an empty INFORMATIONAL asks whether the peer is
+    /// alive: `1s` to `1h`, default `30s`; `off` for none (the tunnel then
+    /// notices a dead peer only at its next rekey). A peer that answers none
+    /// of the retransmissions (about 21 s) is dead: its SAs are deleted.
+    #[schemars(extend("format" = "duration"), example = "30s")]
+    pub delay: Option<Sp<String>>,
+    /// When the peer is dead: `restart` (default: the gateway that initiates
+    /// tries again, after a back-off from 5 s doubling to 60 s, with jitter)
+    /// or `clear` (the tunnel stays down until the peer itself initiates).
+    pub action: Option<Sp<String>>,
 }
 
 /// `[[viaduct.ipsec.peers.tunnels]]`

@@ -1907,6 +1907,7 @@ fn ipsec(
         };
         let tfc_padding = tfc_padding(v, p.tfc_padding.as_ref(), &format!("{f}.tfc_padding"));
         let lifetimes = lifetimes(v, p.lifetimes.as_ref(), &format!("{f}.lifetimes"));
+        let dpd = dpd(v, p.dpd.as_ref(), &format!("{f}.dpd"));
         let mut tunnels = Vec::new();
         let tl = v.req(&p.tunnels, &p.span, &f, "tunnels");
         if tl.is_some_and(|l| l.value.is_empty()) {
@@ -1942,7 +1943,7 @@ fn ipsec(
             auth,
             ike_proposals,
             esp_proposals,
-            (lifetimes, encapsulation, outer_dscp, tfc_padding),
+            (lifetimes, encapsulation, outer_dscp, tfc_padding, dpd),
         ) {
             (
                 Some(name),
@@ -1951,7 +1952,13 @@ fn ipsec(
                 Some(auth),
                 Some(ike_proposals),
                 Some(esp_proposals),
-                (Some(lifetimes), Some(encapsulation), Some(outer_dscp), Some(tfc_padding)),
+                (
+                    Some(lifetimes),
+                    Some(encapsulation),
+                    Some(outer_dscp),
+                    Some(tfc_padding),
+                    Some(dpd),
+                ),
             ) => peers.push(Peer {
                 name,
                 address,
@@ -1963,6 +1970,7 @@ fn ipsec(
                 outer_dscp,
                 tfc_padding,
                 lifetimes,
+                dpd,
                 tunnels,
             }),
             _ => ok = false,
@@ -2370,6 +2378,48 @@ fn proposals<T>(
         }
     }
     ok.then_some(out)
+}
+
+/// `dpd`: `delay` a duration from 1 s to 1 h or `off`; `action` `restart` or
+/// `clear`.
+fn dpd(v: &mut V<'_>, d: Option<&Sp<RawDpd>>, f: &str) -> Option<Dpd> {
+    let Some(d) = d else {
+        return Some(Dpd::default());
+    };
+    let delay = match &d.value.delay {
+        None => Some(Some(Seconds(30))),
+        Some(s) if s.value.trim() == "off" => Some(None),
+        Some(s) => v
+            .parse(s, &format!("{f}.delay"), |t| {
+                let x = Seconds::parse(t)?;
+                if !(1..=3600).contains(&x.0) {
+                    return Err(format!(
+                        "`{t}` is out of range: 1s to 1h, or `off` for no liveness checks"
+                    ));
+                }
+                Ok(x)
+            })
+            .map(Some),
+    };
+    let action = match &d.value.action {
+        None => Some(DpdAction::Restart),
+        Some(a) => match a.value.as_str() {
+            "restart" => Some(DpdAction::Restart),
+            "clear" => Some(DpdAction::Clear),
+            other => {
+                v.err(
+                    &a.span,
+                    format!("{f}.action"),
+                    format!("`{other}` is not a DPD action: use `restart` or `clear`"),
+                );
+                None
+            }
+        },
+    };
+    Some(Dpd {
+        delay: delay?,
+        action: action?,
+    })
 }
 
 fn lifetimes(v: &mut V<'_>, l: Option<&Sp<RawLifetimes>>, f: &str) -> Option<Lifetimes> {

@@ -1386,3 +1386,48 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dpd_is_checked_and_defaults_to_30s_restart() {
+    let peer = |dpd: &str| {
+        format!("[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = {{ method = \"psk\", psk = \"tpm:b\" }}\n{dpd}\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n")
+    };
+    for (l, field, part) in [
+        ("dpd = { delay = \"0s\" }", "delay", "out of range"),
+        ("dpd = { delay = \"2h\" }", "delay", "out of range"),
+        ("dpd = { delay = \"soon\" }", "delay", "not a duration"),
+        ("dpd = { action = \"hold\" }", "action", "not a DPD action"),
+    ] {
+        let d = one(&peer(l));
+        assert_eq!(
+            d.field,
+            format!("viaduct.ipsec.peers[0].dpd.{field}"),
+            "{l}: {d}"
+        );
+        assert!(d.message.contains(part), "{l}: {d}");
+    }
+    let e = errors(&peer("dpd = { delay = \"x\", action = \"y\" }"));
+    assert_eq!(e.len(), 2, "{}", rendered(&e));
+    for (l, want) in [
+        ("", profiles::model::Dpd::default()),
+        (
+            "dpd = { delay = \"off\" }",
+            profiles::model::Dpd {
+                delay: None,
+                action: profiles::model::DpdAction::Restart,
+            },
+        ),
+        (
+            "dpd = { delay = \"5s\", action = \"clear\" }",
+            profiles::model::Dpd {
+                delay: Some(profiles::units::Seconds(5)),
+                action: profiles::model::DpdAction::Clear,
+            },
+        ),
+    ] {
+        accepted(&peer(l));
+        let t = temp_profile(&format!("extends = \"good.toml\"\n{}", peer(l)));
+        let p = load_profile(&t.path).unwrap();
+        assert_eq!(p.viaduct.ipsec.unwrap().peers[0].dpd, want, "{l}");
+    }
+}

@@ -73,6 +73,7 @@ fn policy() -> Policy {
             ],
             pfs: None,
             ike_rekey_seconds: 3600,
+            dpd: Dpd::default(),
             tunnels: vec![TunnelId(1)],
         }],
     });

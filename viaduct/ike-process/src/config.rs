@@ -45,6 +45,9 @@ pub struct Connection {
     /// Whether we start the IKE SA: the gateway with the lower outer
     /// address initiates, the other answers, so the two never race.
     pub initiator: bool,
+    /// A dead peer leaves the tunnel down (DPD action `clear`) instead of
+    /// the initiator starting again.
+    pub dpd_clear: bool,
     /// The engine's configuration.
     pub config: Config,
 }
@@ -221,12 +224,15 @@ pub fn connection(
         expire_after: Duration::from_secs(hard),
     };
     c.ike_rekey_after = Some(Duration::from_secs(p.ike_rekey_seconds));
+    c.dpd_delay =
+        (p.dpd.delay_seconds > 0).then(|| Duration::from_secs(u64::from(p.dpd.delay_seconds)));
     c.validate().map_err(|e| PeerError::Engine(e.to_string()))?;
     Ok(Connection {
         peer: u16::try_from(index).map_err(|_| PeerError::Engine("too many peers".into()))?,
         name: p.name.clone(),
         tunnel: tunnel_id,
         initiator: p.local < p.remote,
+        dpd_clear: p.dpd.action == blob::DpdAction::Clear,
         config: c,
     })
 }

@@ -25,6 +25,8 @@ struct Peer<E: Entropy> {
     /// Initiators: when to initiate next (`None`: not now).
     retry_at: Option<Timestamp>,
     backoff: Duration,
+    /// Randomness for the restart jitter.
+    jitter: E,
 }
 
 struct ConnectionMeta {
@@ -32,6 +34,7 @@ struct ConnectionMeta {
     name: String,
     tunnel: blob::TunnelId,
     initiator: bool,
+    dpd_clear: bool,
     local: std::net::SocketAddr,
     remote: std::net::SocketAddr,
 }
@@ -77,6 +80,7 @@ impl<E: Entropy> Driver<E> {
                 name: c.name,
                 tunnel: c.tunnel,
                 initiator: c.initiator,
+                dpd_clear: c.dpd_clear,
                 local: c.config.local,
                 remote: c.config.remote,
             };
@@ -87,6 +91,7 @@ impl<E: Entropy> Driver<E> {
                     ike: engine,
                     timer: None,
                     backoff: FIRST_BACKOFF,
+                    jitter: entropy(),
                 }),
                 Err(e) => log.push(format!("ike: peer {}: {e}", p.name)),
             }
@@ -306,6 +311,21 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
             Action::Event(e) => {
                 match &e {
                     Event::IkeSaEstablished(_) => p.backoff = FIRST_BACKOFF,
+                    // A dead peer (its IKE SA's request went unanswered),
+                    // DPD action `clear`: no restart; the tunnel waits for
+                    // the peer.
+                    Event::Failed {
+                        failure: ike::sa::Failure::Timeout { exchange, .. },
+                        ..
+                    } if p.c.dpd_clear
+                        && *exchange != ike::wire::ExchangeType::IKE_SA_INIT
+                        && *exchange != ike::wire::ExchangeType::IKE_AUTH =>
+                    {
+                        p.retry_at = None;
+                        out.log.push(format!(
+                            "ike: peer {name}: dead; DPD action clear: the tunnel stays down until the peer initiates"
+                        ));
+                    }
                     // Nothing but tombstones left (a closed SA lingers to
                     // answer retransmissions): start again after a pause.
                     Event::Failed { .. } | Event::Closed { .. }
@@ -315,7 +335,14 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
                                 .iter()
                                 .all(|(_, _, phase)| *phase == ike::sa::Phase::Closing) =>
                     {
-                        p.retry_at = Some(now.saturating_add(p.backoff));
+                        // Up to a quarter more, at random: peers that lost
+                        // each other at once do not retry in step.
+                        let mut r = [0u8; 4];
+                        p.jitter.fill(&mut r);
+                        let quarter = p.backoff.as_millis() as u64 / 4;
+                        let extra = u64::from(u32::from_be_bytes(r)) % quarter.max(1);
+                        p.retry_at =
+                            Some(now.saturating_add(p.backoff + Duration::from_millis(extra)));
                         p.backoff = (p.backoff * 2).min(MAX_BACKOFF);
                     }
                     Event::Dropped { .. } | Event::Retransmitted { .. } => {}

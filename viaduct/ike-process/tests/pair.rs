@@ -75,6 +75,7 @@ fn policy(me: u8, auth: IkeAuth, private_key: Option<Credential>) -> Policy {
             }],
             pfs: Some(KeGroup::X25519),
             ike_rekey_seconds: 3600,
+            dpd: Dpd::default(),
             tunnels: vec![TunnelId(1)],
         }],
     });
@@ -264,4 +265,92 @@ fn the_initiator_starts_again_after_its_ike_sa_dies() {
     // Each attempt gives up after its retransmissions (about 20 s); the
     // next starts 5, then 10, 20 ... s later.
     assert!(attempts.len() >= 3, "{} attempts in 120 s", attempts.len());
+}
+
+/// DPD (3 s) with each action: the pair establishes, then the network goes
+/// (nothing is delivered any more). The initiator finds the peer dead and
+/// deletes its CHILD SA; with `restart` it tries again (new IKE_SA_INIT SPIs),
+/// with `clear` it does not and says so.
+#[test]
+fn dpd_actions_restart_or_clear_after_the_peer_dies() {
+    for action in [DpdAction::Restart, DpdAction::Clear] {
+        let psk = || {
+            IkeAuth::Psk(Credential::Lab(KeyMaterial::new(
+                b"a lab pre-shared key of 32 bytes".to_vec(),
+            )))
+        };
+        let (mut a, mut b) = (policy(1, psk(), None), policy(2, psk(), None));
+        for p in [&mut a, &mut b] {
+            p.ike.as_mut().unwrap().peers[0].dpd = Dpd {
+                delay_seconds: 3,
+                action,
+            };
+        }
+        let none = Credentials::default();
+        let now = Timestamp::from_millis(0);
+        let (da, _) = Driver::new(&a, &none, || Seeded(1, 0), now);
+        let (db, _) = Driver::new(&b, &none, || Seeded(2, 0), now);
+        let mut drivers = [da, db];
+        let mut result = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        let policies = [&a, &b];
+        let mut queue: VecDeque<(usize, ToIke)> = VecDeque::new();
+        let (mut deletes, mut attempts_after) = (0, Vec::<Vec<u8>>::new());
+        let cut = 2_000u64;
+        let mut t = 0u64;
+        while t < 150_000 {
+            let now = Timestamp::from_millis(t);
+            for i in 0..2 {
+                let out = drivers[i].tick(now);
+                if t >= cut && i == 0 {
+                    for m in &out.to_data_plane {
+                        match m {
+                            ToDataPlane::DeleteSa { .. } => deletes += 1,
+                            ToDataPlane::SendIke(d)
+                                if d.bytes.get(18) == Some(&34)
+                                    && !attempts_after.contains(&d.bytes[..8].to_vec()) =>
+                            {
+                                attempts_after.push(d.bytes[..8].to_vec())
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if t < cut {
+                    deliver(i, out, &mut queue, &mut result, policies[i]);
+                } else {
+                    result[i].1.extend(out.log);
+                }
+            }
+            while let Some((to, m)) = queue.pop_front() {
+                let out = drivers[to].from_data_plane(m, now);
+                deliver(to, out, &mut queue, &mut result, policies[to]);
+            }
+            t += 10;
+        }
+        assert_eq!(
+            result[0].0.len(),
+            1,
+            "{action:?}: established before the cut"
+        );
+        assert!(
+            deletes >= 1,
+            "{action:?}: the dead peer's CHILD SA stayed: {:?}",
+            result[0].1
+        );
+        let said_clear = result[0].1.iter().any(|l| l.contains("DPD action clear"));
+        match action {
+            DpdAction::Restart => {
+                assert!(!attempts_after.is_empty(), "restart: no new attempt");
+                assert!(!said_clear);
+            }
+            DpdAction::Clear => {
+                assert!(
+                    attempts_after.is_empty(),
+                    "clear: {} new attempts",
+                    attempts_after.len()
+                );
+                assert!(said_clear, "{:?}", result[0].1);
+            }
+        }
+    }
 }

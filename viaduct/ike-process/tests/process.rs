@@ -50,6 +50,7 @@ fn policy(me: u8) -> Policy {
             }],
             pfs: None,
             ike_rekey_seconds: 3600,
+            dpd: Dpd::default(),
             tunnels: vec![TunnelId(1)],
         }],
     });

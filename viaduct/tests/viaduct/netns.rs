@@ -977,6 +977,7 @@ fn ike_policy(a_side: bool, soft: u64, hard: u64, ike_rekey: u64) -> Policy {
             }],
             pfs: Some(KeGroup::X25519),
             ike_rekey_seconds: ike_rekey,
+            dpd: Dpd::default(),
             tunnels: vec![TunnelId(1)],
         }],
     });

@@ -46,6 +46,7 @@ fn policy() -> &'static Policy {
                 }],
                 pfs: None,
                 ike_rekey_seconds: 3600,
+                dpd: Dpd::default(),
                 tunnels: vec![TunnelId(1)],
             }],
         });

@@ -50,7 +50,7 @@ fn strongswan_missing() -> Option<String> {
 /// Our policy: tunnel 10.1.0.0/24 ↔ 10.2.0.1/32 with strongSwan at 198.51.100.1,
 /// keyed by IKE (PSK `lab-psk`), ESP AES-256-GCM without ESN (kernel-libipsec has
 /// none), PFS x25519.
-fn policy(our_outer: &str) -> Policy {
+fn policy(our_outer: &str, dpd: Dpd) -> Policy {
     let me = v4(our_outer);
     let sw = v4("198.51.100.1");
     let t = Tunnel::new(1, "sw", me, sw, Aead::Aes256Gcm16)
@@ -88,6 +88,7 @@ fn policy(our_outer: &str) -> Policy {
             }],
             pfs: Some(KeGroup::X25519),
             ike_rekey_seconds: 3600,
+            dpd,
             tunnels: vec![TunnelId(1)],
         }],
     });
@@ -190,13 +191,30 @@ fn start_charon(sw: &str, dir: &Path) -> Charon {
 /// One case: the namespaces, strongSwan, our Viaduct and IKE process; the tunnel
 /// up from whichever side initiates; a ping and a TCP transfer each way; then a
 /// paced ping for `paced` seconds across strongSwan's rekeys, none lost.
-fn gateway_against_strongswan(
-    our_outer: &str,
+/// What a case does besides the tunnel and the transfers.
+#[derive(Default)]
+struct Case {
+    /// strongSwan initiates (our outer address is the higher one).
     sw_initiates: bool,
+    /// Seconds of 5 Hz ping across strongSwan's rekeys.
     paced: u32,
+    /// A masquerading NAT between us and strongSwan.
     nat: bool,
+    /// An IKE_SA_INIT flood from strongSwan's address.
     flood: bool,
-) -> (String, String) {
+    /// charon killed: our DPD (every 3 s) finds it dead, the SAs go; charon
+    /// started again: the tunnel comes back.
+    dpd_kill: bool,
+}
+
+fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
+    let Case {
+        sw_initiates,
+        paced,
+        nat,
+        flood,
+        dpd_kill,
+    } = case;
     let tag = format!(
         "{}{}",
         std::process::id() % 100_000,
@@ -235,8 +253,16 @@ fn gateway_against_strongswan(
         );
         sh(&["ip", "netns", "exec", &blk, "nft", &rules]);
     }
-    let _charon = start_charon(&sw, &dir);
-    let pol = write_policy(&dir, "gw.pol", &policy(our_outer));
+    let mut charon = start_charon(&sw, &dir);
+    let dpd = if dpd_kill {
+        Dpd {
+            delay_seconds: 3,
+            action: DpdAction::Restart,
+        }
+    } else {
+        Dpd::default()
+    };
+    let pol = write_policy(&dir, "gw.pol", &policy(our_outer, dpd));
     let (log, ike_log) = (dir.join("viaduct.log"), dir.join("ike.log"));
     let (dp, ike_end) = channel_pair();
     let chan = {
@@ -312,9 +338,52 @@ fn gateway_against_strongswan(
         flood_while_pinging(&lan, &sw, our_outer, &g, &logs);
     }
     // A paced ping across strongSwan's CHILD rekeys (and its IKE rekey): none lost.
-    let count = paced * 5;
-    let (tx, rx) = ping_counts(&lan, &format!("-c {count} -i 0.2 -W 2 10.2.0.1"));
-    assert_eq!((tx, rx), (count, count), "lost across rekeys\n{}", logs());
+    if paced > 0 {
+        let count = paced * 5;
+        let (tx, rx) = ping_counts(&lan, &format!("-c {count} -i 0.2 -W 2 10.2.0.1"));
+        assert_eq!((tx, rx), (count, count), "lost across rekeys\n{}", logs());
+    }
+    if dpd_kill {
+        // charon dies: our DPD finds out, the SAs leave the data plane.
+        let _ = charon.child.kill();
+        let _ = charon.child.wait();
+        let killed = Instant::now();
+        let t = Instant::now();
+        while !std::fs::read_to_string(&ike_log)
+            .unwrap_or_default()
+            .contains("no response after sending the request")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no DPD failure within 60 s\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let dead_after = killed.elapsed();
+        assert_eq!(
+            ping_counts(&lan, "-c 1 -W 1 10.2.0.1").1,
+            0,
+            "traffic crossed to a dead peer"
+        );
+        // charon again (a new process, nothing of the old SAs): we restart,
+        // after our back-off, with INITIAL_CONTACT; the tunnel is back.
+        std::mem::forget(charon);
+        charon = start_charon(&sw, &dir);
+        let t = Instant::now();
+        let mut back = None;
+        while t.elapsed() < Duration::from_secs(60) {
+            if ping_counts(&lan, "-c 1 -W 1 10.2.0.1").1 == 1 {
+                back = Some(t.elapsed());
+                break;
+            }
+        }
+        let back = back.unwrap_or_else(|| panic!("no tunnel after charon came back\n{}", logs()));
+        eprintln!(
+            "DPD: charon killed, found dead after {dead_after:?}; tunnel back {back:?} after charon restarted"
+        );
+    }
+    drop(charon);
     let charon_log = std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default();
     let ike = std::fs::read_to_string(&ike_log).unwrap_or_default();
     eprintln!(
@@ -521,7 +590,14 @@ fn strongswan_initiates_and_rekeys_under_a_paced_ping() {
     }
     // 45 s of pings: strongSwan's CHILD rekeys at about 15 and 30 s, its IKE
     // rekey at about 40 s.
-    let (ours, charon) = gateway_against_strongswan("203.0.113.2", true, 45, false, false);
+    let (ours, charon) = gateway_against_strongswan(
+        "203.0.113.2",
+        Case {
+            sw_initiates: true,
+            paced: 45,
+            ..Case::default()
+        },
+    );
     assert!(
         charon.matches("CHILD_SA net{").count() >= 1,
         "no CHILD SA in charon's log:\n{charon}"
@@ -543,7 +619,14 @@ fn we_initiate_against_strongswan_and_a_flood_meets_cookies() {
     if skip() {
         return;
     }
-    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, false, true);
+    let (ours, _) = gateway_against_strongswan(
+        "192.0.2.2",
+        Case {
+            paced: 2,
+            flood: true,
+            ..Case::default()
+        },
+    );
     assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
 }
 
@@ -558,6 +641,34 @@ fn through_a_masquerading_nat_to_strongswan() {
         eprintln!("SKIP: /usr/sbin/nft not found (install package nftables)");
         return;
     }
-    let (ours, _) = gateway_against_strongswan("192.0.2.2", false, 2, true, false);
+    let (ours, _) = gateway_against_strongswan(
+        "192.0.2.2",
+        Case {
+            paced: 2,
+            nat: true,
+            ..Case::default()
+        },
+    );
     assert!(ours.contains("established with fqdn:sw.lab"), "{ours}");
+}
+
+/// strongSwan killed: our DPD (3 s) finds it dead within the retransmissions,
+/// the SAs leave the data plane (nothing crosses); strongSwan started again: we
+/// start again after our back-off and the tunnel is back.
+#[test]
+fn dpd_finds_strongswan_dead_and_the_tunnel_comes_back() {
+    if skip() {
+        return;
+    }
+    let (ours, _) = gateway_against_strongswan(
+        "192.0.2.2",
+        Case {
+            dpd_kill: true,
+            ..Case::default()
+        },
+    );
+    assert!(
+        ours.matches("established with fqdn:sw.lab").count() >= 2,
+        "{ours}"
+    );
 }
