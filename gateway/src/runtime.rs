@@ -1064,20 +1064,6 @@ impl Runtime {
                 self.restart_for_port(UnitKind::Personality(side), side, log);
             }
         }
-        // The bytes the Viaduct gets are the bytes just verified; wiped when this
-        // returns (the child has its own copy until it executes the Viaduct).
-        let policy = crate::boot::read_verified_policy(&self.policy_path, &self.policy_sha256)?;
-        let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
-        let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
-        let exe = File::open(&self.viaduct_bin)
-            .map(OwnedFd::from)
-            .map_err(cerr(
-                name,
-                format!("opening {}", self.viaduct_bin.display()),
-            ))?;
-        let devnull = File::open("/dev/null")
-            .map(OwnedFd::from)
-            .map_err(cerr(name, "opening /dev/null"))?;
         // A new Viaduct, a new IKE channel; an IKE process on the old one (whose
         // Viaduct is gone) is replaced.
         let channel = match self.ike.as_mut() {
@@ -1096,50 +1082,29 @@ impl Runtime {
                 Some(ours)
             }
         };
-        let red = self.personalities[0].tun.as_fd();
-        let black = self.personalities[1].tun.as_fd();
-        let flags = libc::CLONE_NEWUSER
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS;
-        let pid = sys::clone_fork(flags).map_err(cerr(name, "clone (new namespaces)"))?;
-        if pid == 0 {
-            drop(sync_w);
-            let mut b = [0u8; 1];
-            let _ = File::from(sync_r).read(&mut b);
-            let mut argv: Vec<String> = [
-                "viaduct",
-                "--policy",
-                "/policy.bin",
-                "--red-fd",
-                "3",
-                "--black-fd",
-                "4",
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            let mut fds = vec![red, black];
-            if let Some(c) = &channel {
-                fds.push(c.as_fd());
-                argv.extend(["--ike-channel".to_owned(), "5".to_owned()]);
-            }
-            if let Some(d) = claim {
-                argv.extend(["--key-claim".to_owned(), d.to_hex()]);
-            }
-            sealed_child("viaduct", &policy, exe, devnull, out_w, &fds, &argv);
+        let mut argv: Vec<String> = [
+            "viaduct",
+            "--policy",
+            "/policy.bin",
+            "--red-fd",
+            "3",
+            "--black-fd",
+            "4",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut fds = vec![
+            self.personalities[0].tun.as_fd(),
+            self.personalities[1].tun.as_fd(),
+        ];
+        if let Some(c) = &channel {
+            fds.push(c.as_fd());
+            argv.extend(["--ike-channel".to_owned(), "5".to_owned()]);
         }
-        drop((out_w, sync_r, exe, devnull, channel));
-        let map = format!("0 {VIADUCT_UID} 1\n");
-        let maps = write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
-            .and_then(|()| write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map));
-        drop(sync_w);
-        if let Err(e) = maps {
-            let _ = sys::kill(pid, libc::SIGKILL);
-            return Err(cerr(name, "writing its uid/gid maps")(e));
+        if let Some(d) = claim {
+            argv.extend(["--key-claim".to_owned(), d.to_hex()]);
         }
-        Ok((pid, LineReader::new(out_r)?, None))
+        self.spawn_sealed(name, &self.viaduct_bin, VIADUCT_UID, &fds, &argv)
     }
 
     /// Starts the IKE process (`viaduct-ike`) on the held end of the running
@@ -1159,11 +1124,11 @@ impl Runtime {
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             ));
         };
-        let Some(channel) = ike.channel.as_ref() else {
+        if ike.channel.is_none() {
             return Err(cerr(name, "waiting for the Viaduct's channel")(
                 std::io::Error::from(std::io::ErrorKind::NotConnected),
             ));
-        };
+        }
         if !ike.reported && !ike.credentials.is_empty() {
             ike.reported = true;
             let names: Vec<&str> = ike.credentials.iter().map(|c| c.as_str()).collect();
@@ -1173,15 +1138,58 @@ impl Runtime {
                 names.join(", ")
             ));
         }
-        let policy = crate::boot::read_verified_policy(&self.policy_path, &self.policy_sha256)?;
-        let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
-        let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
         // No credential is provisioned yet: the stream is empty (end-of-file at once).
         let (creds_r, creds_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
         drop(creds_w);
-        let exe = File::open(&ike.bin)
+        let argv: Vec<String> = [
+            "viaduct-ike",
+            "--policy",
+            "/policy.bin",
+            "--channel",
+            "3",
+            "--credentials",
+            "4",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let Some(ike) = self.ike.as_ref() else {
+            return Err(cerr(name, "the plan has no IKE process")(
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        };
+        let Some(channel) = ike.channel.as_ref() else {
+            return Err(cerr(name, "waiting for the Viaduct's channel")(
+                std::io::Error::from(std::io::ErrorKind::NotConnected),
+            ));
+        };
+        self.spawn_sealed(
+            name,
+            &ike.bin,
+            crate::plan::IKE_UID,
+            &[channel.as_fd(), creds_r.as_fd()],
+            &argv,
+        )
+    }
+
+    /// Starts `bin` as `name` in a sealed compartment ([`sealed_child`]): its own
+    /// user namespace where root is host `uid` (its only id), mount, network, PID,
+    /// IPC and UTS namespaces, the policy just verified (wiped here when this
+    /// returns; the child has its own copy until it executes), `fds` from
+    /// descriptor 3 on.
+    fn spawn_sealed(
+        &self,
+        name: &'static str,
+        bin: &Path,
+        uid: u32,
+        fds: &[BorrowedFd<'_>],
+        argv: &[String],
+    ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+        let policy = crate::boot::read_verified_policy(&self.policy_path, &self.policy_sha256)?;
+        let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
+        let exe = File::open(bin)
             .map(OwnedFd::from)
-            .map_err(cerr(name, format!("opening {}", ike.bin.display())))?;
+            .map_err(cerr(name, format!("opening {}", bin.display())))?;
         let devnull = File::open("/dev/null")
             .map(OwnedFd::from)
             .map_err(cerr(name, "opening /dev/null"))?;
@@ -1196,29 +1204,10 @@ impl Runtime {
             drop(sync_w);
             let mut b = [0u8; 1];
             let _ = File::from(sync_r).read(&mut b);
-            let argv: Vec<String> = [
-                "viaduct-ike",
-                "--policy",
-                "/policy.bin",
-                "--channel",
-                "3",
-                "--credentials",
-                "4",
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            sealed_child(
-                "ike",
-                &policy,
-                exe,
-                devnull,
-                out_w,
-                &[channel.as_fd(), creds_r.as_fd()],
-                &argv,
-            );
+            sealed_child(name, &policy, exe, devnull, out_w, fds, argv);
         }
-        drop((out_w, sync_r, exe, devnull, creds_r));
-        let map = format!("0 {} 1\n", crate::plan::IKE_UID);
+        drop((out_w, sync_r, exe, devnull));
+        let map = format!("0 {uid} 1\n");
         let maps = write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
             .and_then(|()| write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map));
         drop(sync_w);

@@ -882,10 +882,11 @@ fn pcap_frames(data: &[u8]) -> Vec<Vec<u8>> {
     frames
 }
 
-#[test]
-fn two_gateways_tunnel_isolation_and_restart() {
-    require_host();
-    let mut lab = Lab::new("rt");
+/// The lab pair's network: namespaces for both gateways, the internet (a bridge,
+/// 198.51.100.254, IPv6 off) and both LAN hosts (10.1.0.2, 10.2.0.2); veth pairs for
+/// the gateways' cards. Returns (gw-a's, gw-b's, the internet's, LAN A's, LAN B's
+/// namespace).
+fn lab_pair_net(lab: &mut Lab) -> (String, String, String, String, String) {
     let gwa_ns = lab.ns("gwa");
     let gwb_ns = lab.ns("gwb");
     let inet = lab.ns("inet");
@@ -910,22 +911,19 @@ fn two_gateways_tunnel_isolation_and_restart() {
             "ip -n {ns} addr add {addr} dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {gw}"
         ));
     }
-    let a = make_root(
-        &lab,
-        "a",
-        "profiles/lab/manual/gw-a.toml",
-        vec![probe_service(), syscall_probe_service(&[])],
-    );
-    let b = make_root(&lab, "b", "profiles/lab/manual/gw-b.toml", Vec::new());
+    (gwa_ns, gwb_ns, inet, lana, lanb)
+}
 
-    // Capture the internet segment from the start.
+/// tcpdump on the internet bridge, writing `LAB/inet.pcap`, started before anything
+/// crosses (it has printed `listening on`).
+fn capture_internet(lab: &mut Lab, inet: &str) -> PathBuf {
     let pcap = lab.dir.join("inet.pcap");
     let dump_log = lab.dir.join("tcpdump.log");
     let dump = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &inet,
+            inet,
             "tcpdump",
             "-n",
             "-U",
@@ -952,6 +950,24 @@ fn two_gateways_tunnel_isolation_and_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    pcap
+}
+
+#[test]
+fn two_gateways_tunnel_isolation_and_restart() {
+    require_host();
+    let mut lab = Lab::new("rt");
+    let (gwa_ns, gwb_ns, inet, lana, lanb) = lab_pair_net(&mut lab);
+    let a = make_root(
+        &lab,
+        "a",
+        "profiles/lab/manual/gw-a.toml",
+        vec![probe_service(), syscall_probe_service(&[])],
+    );
+    let b = make_root(&lab, "b", "profiles/lab/manual/gw-b.toml", Vec::new());
+
+    // Capture the internet segment from the start.
+    let pcap = capture_internet(&mut lab, &inet);
     let started = Instant::now();
     let mut ia = Init::start(&mut lab, &gwa_ns, &a);
     let mut ib = Init::start(&mut lab, &gwb_ns, &b);
@@ -1797,64 +1813,10 @@ struct IkePair {
 fn start_ike_pair(tag: &str, profile_a: &str, profile_b: &str) -> IkePair {
     require_host();
     let mut lab = Lab::new(tag);
-    let gwa_ns = lab.ns("gwa");
-    let gwb_ns = lab.ns("gwb");
-    let inet = lab.ns("inet");
-    let lana = lab.ns("lana");
-    let lanb = lab.ns("lanb");
-    lab.veth(&gwa_ns, "lan0", &lana, "eth0");
-    lab.veth(&gwa_ns, "wan0", &inet, "a-wan");
-    lab.veth(&gwb_ns, "lan0", &lanb, "eth0");
-    lab.veth(&gwb_ns, "wan0", &inet, "b-wan");
-    must(&format!(
-        "ip -n {inet} link add br0 type bridge && ip -n {inet} link set a-wan master br0 && \
-         ip -n {inet} link set b-wan master br0 && ip -n {inet} link set a-wan up && \
-         ip -n {inet} link set b-wan up && ip -n {inet} link set br0 up && \
-         ip -n {inet} addr add 198.51.100.254/24 dev br0"
-    ));
-    must(&format!("ip netns exec {inet} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/br0/disable_ipv6'"));
-    for (ns, addr, gw) in [
-        (&lana, "10.1.0.2/24", "10.1.0.1"),
-        (&lanb, "10.2.0.2/24", "10.2.0.1"),
-    ] {
-        must(&format!(
-            "ip -n {ns} addr add {addr} dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {gw}"
-        ));
-    }
+    let (gwa_ns, gwb_ns, inet, lana, lanb) = lab_pair_net(&mut lab);
     let a = make_root_ike(&lab, "a", profile_a);
     let b = make_root_ike(&lab, "b", profile_b);
-    let pcap = lab.dir.join("inet.pcap");
-    let dump_log = lab.dir.join("tcpdump.log");
-    let dump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &inet,
-            "tcpdump",
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-i",
-            "br0",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&dump_log).unwrap())
-        .spawn()
-        .unwrap();
-    lab.children.push(dump);
-    let t = Instant::now();
-    while !std::fs::read_to_string(&dump_log)
-        .unwrap_or_default()
-        .contains("listening on")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "tcpdump did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let pcap = capture_internet(&mut lab, &inet);
     let mut ia = Init::start(&mut lab, &gwa_ns, &a);
     let mut ib = Init::start(&mut lab, &gwb_ns, &b);
     ia.wait_for("appliance: ready gw-a", Duration::from_secs(60));
