@@ -369,6 +369,44 @@ fn counter(log: &str, prefix: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("bad {key}= in {line}"))
 }
 
+/// Two sites' namespaces (a directory for the case's files, the guard that
+/// deletes them, and the names: LAN A, black A, black B, LAN B) and the internet
+/// link between the black ones (198.51.100.1 and .2, IPv6 off so only ARP, IKE and
+/// ESP may appear on it), each routing the other's Viaduct address (203.0.113.1,
+/// .2) over it.
+fn two_sites(prefix: &str, dir_name: &str) -> (PathBuf, Guard, [String; 4]) {
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(format!("{dir_name}-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut g = Guard {
+        netns: vec![],
+        children: vec![],
+    };
+    let lan_a = g.netns(format!("{prefix}{tag}lanA"));
+    let blk_a = g.netns(format!("{prefix}{tag}blkA"));
+    let blk_b = g.netns(format!("{prefix}{tag}blkB"));
+    let lan_b = g.netns(format!("{prefix}{tag}lanB"));
+    ip_ns(
+        &blk_a,
+        &format!("link add inet type veth peer name inet netns {blk_b}"),
+    );
+    for (ns, me, peer, gw_peer) in [
+        (&blk_a, "198.51.100.1", "198.51.100.2", "203.0.113.2"),
+        (&blk_b, "198.51.100.2", "198.51.100.1", "203.0.113.1"),
+    ] {
+        ns_sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1");
+        ns_sysctl(ns, "net/ipv6/conf/default/disable_ipv6", "1");
+        ip_ns(ns, &format!("addr add {me}/24 dev inet"));
+        ip_ns(ns, "link set inet up");
+        ip_ns(ns, &format!("route add {gw_peer}/32 via {peer}"));
+    }
+    (dir, g, [lan_a, blk_a, blk_b, lan_b])
+}
+
 /// Two Viaducts in namespaces; with `offload` (the default) their red TUNs
 /// carry vnet headers, the sender's TSO super-packets are segmented and the
 /// receiver's segments coalesced; without, every packet crosses alone.
@@ -376,49 +414,7 @@ fn counter(log: &str, prefix: &str, key: &str) -> u64 {
 /// carries batches of ESP datagrams as UDP super-packets. `threads` is the
 /// Viaducts' `--threads` (1: both directions in one pump thread).
 fn two_gateways(aead: Aead, offload: bool, udp: bool, threads: u8) {
-    let tag = format!(
-        "{}{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let dir = std::env::temp_dir().join(format!("viaduct-netns-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut g = Guard {
-        netns: vec![],
-        children: vec![],
-    };
-    let lan_a = g.netns(format!("vd{tag}lanA"));
-    let blk_a = g.netns(format!("vd{tag}blkA"));
-    let blk_b = g.netns(format!("vd{tag}blkB"));
-    let lan_b = g.netns(format!("vd{tag}lanB"));
-    // The internet link, IPv6 off so only ARP and ESP may appear on it.
-    ip_ns(
-        &blk_a,
-        &format!("link add inet type veth peer name inet netns {blk_b}"),
-    );
-    for (ns, me, peer, gw_me, gw_peer) in [
-        (
-            &blk_a,
-            "198.51.100.1",
-            "198.51.100.2",
-            "203.0.113.1",
-            "203.0.113.2",
-        ),
-        (
-            &blk_b,
-            "198.51.100.2",
-            "198.51.100.1",
-            "203.0.113.2",
-            "203.0.113.1",
-        ),
-    ] {
-        ns_sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1");
-        ns_sysctl(ns, "net/ipv6/conf/default/disable_ipv6", "1");
-        ip_ns(ns, &format!("addr add {me}/24 dev inet"));
-        ip_ns(ns, "link set inet up");
-        ip_ns(ns, &format!("route add {gw_peer}/32 via {peer}"));
-        let _ = gw_me;
-    }
+    let (dir, mut g, [lan_a, blk_a, blk_b, lan_b]) = two_sites("vd", "viaduct-netns");
     let policy = |a_side: bool| {
         let mut p = gateway_policy(aead, a_side);
         p.tunnels[0].udp_encap = udp;
@@ -1122,35 +1118,7 @@ fn ping_counts(ns: &str, args: &str) -> (u32, u32) {
 /// under a paced ping without losing a packet, and keeps carrying traffic
 /// when one IKE process is killed.
 fn two_gateways_keyed_by_ike(threads: u8) {
-    let tag = format!(
-        "{}{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let dir = std::env::temp_dir().join(format!("viaduct-ike-netns-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut g = Guard {
-        netns: vec![],
-        children: vec![],
-    };
-    let lan_a = g.netns(format!("vi{tag}lanA"));
-    let blk_a = g.netns(format!("vi{tag}blkA"));
-    let blk_b = g.netns(format!("vi{tag}blkB"));
-    let lan_b = g.netns(format!("vi{tag}lanB"));
-    ip_ns(
-        &blk_a,
-        &format!("link add inet type veth peer name inet netns {blk_b}"),
-    );
-    for (ns, me, peer, gw_peer) in [
-        (&blk_a, "198.51.100.1", "198.51.100.2", "203.0.113.2"),
-        (&blk_b, "198.51.100.2", "198.51.100.1", "203.0.113.1"),
-    ] {
-        ns_sysctl(ns, "net/ipv6/conf/all/disable_ipv6", "1");
-        ns_sysctl(ns, "net/ipv6/conf/default/disable_ipv6", "1");
-        ip_ns(ns, &format!("addr add {me}/24 dev inet"));
-        ip_ns(ns, "link set inet up");
-        ip_ns(ns, &format!("route add {gw_peer}/32 via {peer}"));
-    }
+    let (dir, mut g, [lan_a, blk_a, blk_b, lan_b]) = two_sites("vi", "viaduct-ike-netns");
     // CHILD SAs rekeyed every ~8 s, the IKE SA every ~30 s (the shortest the
     // policy allows): the paced ping below spans both.
     let pa = write_policy(&dir, "a.pol", &ike_policy(true, 8, 40, 30));
