@@ -99,11 +99,16 @@ impl<T> Mailbox<T> {
         &self.wake
     }
 
-    /// Takes every waiting command (resetting the wake-up first, so that a
-    /// command queued meanwhile wakes the next `poll`).
-    pub fn drain(&self, mut f: impl FnMut(T)) {
-        let mut b = [0u8; 8];
-        let _ = rustix::io::read(&*self.wake, &mut b);
+    /// Takes every waiting command. When `woken` (the pump's `poll` found the
+    /// eventfd readable) the wake-up is reset first, so that a command queued
+    /// meanwhile wakes the next `poll`; otherwise no system call is made (a
+    /// command taken without reading the eventfd leaves it readable: the next
+    /// `poll` returns at once and resets it).
+    pub fn drain(&self, woken: bool, mut f: impl FnMut(T)) {
+        if woken {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&*self.wake, &mut b);
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(c) => f(c),

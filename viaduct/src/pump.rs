@@ -142,7 +142,9 @@ pub trait Direction {
         None
     }
     /// Carries out waiting commands; called before each turn's reads.
-    fn commands(&mut self, _now: Timestamp) {}
+    /// `woken`: the last `poll` found the wake-up descriptor readable (it is
+    /// read only then: no system call on a turn without a command).
+    fn commands(&mut self, _now: Timestamp, _woken: bool) {}
 }
 
 /// Size of the read buffer [`run`] needs: a vnet header, the largest
@@ -193,17 +195,18 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
             seen_dump = d;
             report(dirs);
         }
+        let mut woken = [false; 2];
         if !busy {
             match wait(dirs, &timeout) {
-                Ok(true) => {}
-                Ok(false) | Err(Errno::INTR) => continue,
+                Ok(Some(w)) => woken = w,
+                Ok(None) | Err(Errno::INTR) => continue,
                 Err(e) => break Err(err(first, e)),
             }
         }
         busy = false;
         let now = ctl.now();
-        for dir in dirs.iter_mut() {
-            dir.commands(now);
+        for (dir, woken) in dirs.iter_mut().zip(woken) {
+            dir.commands(now, woken);
         }
         // One turn per direction: read until EAGAIN, BATCH reads or
         // TURN_BYTES, so that a bulk direction does not hold back the other.
@@ -238,13 +241,13 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
 }
 
 /// Waits until one of (at most two) directions has input or a command;
-/// false after the timeout.
+/// `None` after the timeout, else which directions' wake-ups fired.
 fn wait(
     dirs: &[&mut dyn Direction],
     timeout: &rustix::event::Timespec,
-) -> rustix::io::Result<bool> {
+) -> rustix::io::Result<Option<[bool; 2]>> {
     let Some(first) = dirs.first() else {
-        return Ok(false);
+        return Ok(None);
     };
     // At most four descriptors: a fixed array, nothing allocated.
     let mut fds = [
@@ -254,16 +257,22 @@ fn wait(
         PollFd::new(&first.input().fd, PollFlags::IN),
     ];
     let mut n = 0;
-    for d in dirs.iter().take(2) {
+    // Where each direction's wake-up descriptor sits in `fds`.
+    let mut wake_at = [None, None];
+    for (i, d) in dirs.iter().take(2).enumerate() {
         fds[n] = PollFd::new(&d.input().fd, PollFlags::IN);
         n += 1;
         if let Some(w) = d.wake() {
             fds[n] = PollFd::new(w, PollFlags::IN);
+            wake_at[i] = Some(n);
             n += 1;
         }
     }
-    let ready = poll(&mut fds[..n], Some(timeout))?;
-    Ok(ready > 0)
+    if poll(&mut fds[..n], Some(timeout))? == 0 {
+        return Ok(None);
+    }
+    let woken = |i: usize| wake_at[i].is_some_and(|k: usize| !fds[k].revents().is_empty());
+    Ok(Some([woken(0), woken(1)]))
 }
 
 fn io_line(name: &str, io: &IoCounters) -> String {
@@ -384,12 +393,12 @@ impl Direction for Outbound {
         self.ike.as_ref().map(|(m, _)| m.wake_fd())
     }
 
-    fn commands(&mut self, _now: Timestamp) {
+    fn commands(&mut self, _now: Timestamp, woken: bool) {
         let (o, ike) = (&mut self.o, &mut self.ike);
         let Some((mail, _)) = ike.as_ref() else {
             return;
         };
-        mail.drain(|cmd| match cmd {
+        mail.drain(woken, |cmd| match cmd {
             OutCmd::Install(p) => o.insert(*p),
             OutCmd::Use(t, spi) => {
                 if !o.use_outbound(t, spi) {
@@ -595,12 +604,12 @@ impl Direction for Inbound {
         self.ike.as_ref().map(|k| k.mail.wake_fd())
     }
 
-    fn commands(&mut self, _now: Timestamp) {
+    fn commands(&mut self, _now: Timestamp, woken: bool) {
         let (i, ike) = (&mut self.i, &mut self.ike);
         let Some(ike) = ike.as_ref() else {
             return;
         };
-        ike.mail.drain(|cmd| match cmd {
+        ike.mail.drain(woken, |cmd| match cmd {
             InCmd::Install(p) => {
                 let p = *p;
                 if i.insert(p.inbound) {
