@@ -196,7 +196,9 @@ fn start_charon(sw: &str, dir: &Path) -> Charon {
 struct Case {
     /// strongSwan initiates (our outer address is the higher one).
     sw_initiates: bool,
-    /// Seconds of 5 Hz ping across strongSwan's rekeys.
+    /// Seconds of 5 Hz ping across strongSwan's rekeys (its CHILD SA every
+    /// 20 s, its IKE SA every 60 s), a TCP stream to strongSwan's side running
+    /// all the while.
     paced: u32,
     /// A masquerading NAT between us and strongSwan.
     nat: bool,
@@ -244,7 +246,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     ip_ns(&sw, &format!("route add {our_outer}/32 via 198.51.100.254"));
     // CHILD SAs rekeyed by strongSwan every 15 s, its IKE SA every 40 s.
     let remote_addrs = if nat { "%any" } else { our_outer };
-    configure_strongswan(&sw, &dir, remote_addrs, sw_initiates, "15s", "40s");
+    configure_strongswan(&sw, &dir, remote_addrs, sw_initiates, "20s", "60s");
     if nat {
         // Our outer address leaves blk as 198.51.100.254, from ports 30000-40000.
         let rules = format!(
@@ -337,11 +339,44 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     if flood {
         flood_while_pinging(&lan, &sw, our_outer, &g, &logs);
     }
-    // A paced ping across strongSwan's CHILD rekeys (and its IKE rekey): none lost.
+    // A paced ping across strongSwan's CHILD rekeys (and its IKE rekey), a TCP
+    // stream all the while: no ping lost, the stream intact, and the Viaduct's
+    // drop counters unchanged (nothing lost to a rekey).
     if paced > 0 {
+        let viaduct_pid = Pid::from_child(&g.children[0]);
+        // Every inbound drop (an SA missing, a replay, a failed check) and the
+        // outbound ones for want of an SA; the LAN's own chatter outside the
+        // policy (IPv6 router solicitations: `no_policy`) is not the rekeys'.
+        let drops = |log: &Path| {
+            let l = std::fs::read_to_string(log).unwrap_or_default();
+            let no_sa = l
+                .lines()
+                .rfind(|x| x.starts_with("out drop no_sa="))
+                .and_then(|x| x.rsplit('=').next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            (counter(&l, "in drop total", "total"), no_sa)
+        };
+        kill_process(viaduct_pid, Signal::USR1).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let before = drops(&log);
+        let secs = u64::from(paced);
+        let (lan2, sw2) = (lan.clone(), sw.clone());
+        let stream = std::thread::spawn(move || {
+            tcp_between_for(&lan2, &sw2, "10.2.0.1", Duration::from_secs(secs))
+        });
         let count = paced * 5;
         let (tx, rx) = ping_counts(&lan, &format!("-c {count} -i 0.2 -W 2 10.2.0.1"));
+        let (sent, got, n) = stream.join().expect("stream");
+        kill_process(viaduct_pid, Signal::USR1).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let after = drops(&log);
+        eprintln!(
+            "rekeys under load: ping {rx}/{tx}; TCP {n} bytes in {secs} s; Viaduct drops (in, out for want of an SA) {before:?} → {after:?}"
+        );
         assert_eq!((tx, rx), (count, count), "lost across rekeys\n{}", logs());
+        assert_eq!(sent, got, "the stream arrived damaged");
+        assert!(n > 1 << 20, "only {n} bytes streamed");
+        assert_eq!(before, after, "packets dropped across rekeys\n{}", logs());
     }
     if dpd_kill {
         // charon dies: our DPD finds out, the SAs leave the data plane.
@@ -531,6 +566,50 @@ fn flood_while_pinging(lan: &str, sw: &str, our_outer: &str, g: &Guard, logs: &d
     );
 }
 
+/// A TCP stream from namespace `from` to `server` in `to` (port 5003) for
+/// `d`: (sender's checksum, receiver's, bytes received).
+fn tcp_between_for(from: &str, to: &str, server: &'static str, d: Duration) -> (u64, u64, usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = in_netns(to, move || {
+        let l = std::net::TcpListener::bind((server, 5003)).unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut h = Sha::new();
+        let (mut n, mut buf) = (0, vec![0u8; 65536]);
+        loop {
+            let k = s.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k;
+        }
+        (h.0, n)
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let client = in_netns(from, move || {
+        let mut s = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(server.parse().unwrap(), 5003),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let chunk: Vec<u8> = (0..65536).map(pattern).collect();
+        let mut h = Sha::new();
+        let t = Instant::now();
+        while t.elapsed() < d {
+            s.write_all(&chunk).unwrap();
+            h.update(&chunk);
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        h.0
+    });
+    let sent = client.join().expect("client");
+    let (got, n) = srv.join().expect("server");
+    (sent, got, n)
+}
+
 /// A TCP transfer of `total` bytes from namespace `from` to `server` in `to`
 /// (port 5002): (sender's checksum, receiver's, bytes received).
 fn tcp_between(from: &str, to: &str, server: &'static str, total: usize) -> (u64, u64, usize) {
@@ -588,13 +667,13 @@ fn strongswan_initiates_and_rekeys_under_a_paced_ping() {
     if skip() {
         return;
     }
-    // 45 s of pings: strongSwan's CHILD rekeys at about 15 and 30 s, its IKE
-    // rekey at about 40 s.
+    // Two minutes of pings and TCP: strongSwan's CHILD rekeys every 20 s,
+    // its IKE rekey at about 60 s (less its jitter).
     let (ours, charon) = gateway_against_strongswan(
         "203.0.113.2",
         Case {
             sw_initiates: true,
-            paced: 45,
+            paced: 120,
             ..Case::default()
         },
     );
