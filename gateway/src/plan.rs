@@ -1431,6 +1431,28 @@ mod tests {
         assert!(e.to_string().contains("IKE process"), "{e}");
     }
 
+    /// The fuzz seeds of the current format decode (a format change that
+    /// forgets them leaves the fuzzers stopping at the first line).
+    #[test]
+    fn current_format_fuzz_seeds_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/plan_decode");
+        let suffix = format!("-format-{FORMAT_VERSION}");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.to_string_lossy().ends_with(&suffix) {
+                let bytes = std::fs::read(&path).unwrap();
+                Plan::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 2,
+            "no seeds of format {FORMAT_VERSION} in {}",
+            dir.display()
+        );
+    }
+
     #[test]
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
