@@ -322,14 +322,14 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     let (tx, rx) = ping_counts(&sw, "-c 3 -W 2 -I 10.2.0.1 10.1.0.1");
     assert_eq!((tx, rx), (3, 3), "ping from strongSwan's side\n{}", logs());
     let total = 1024 * 1024;
-    let (sent, got, n) = tcp_between(&lan, &sw, "10.2.0.1", total);
+    let (sent, got, n) = tcp_between(&lan, &sw, "10.2.0.1", Amount::Bytes(total));
     assert_eq!(
         (n, got),
         (total, sent),
         "TCP to strongSwan's side\n{}",
         logs()
     );
-    let (sent, got, n) = tcp_between(&sw, &lan, "10.1.0.1", total);
+    let (sent, got, n) = tcp_between(&sw, &lan, "10.1.0.1", Amount::Bytes(total));
     assert_eq!(
         (n, got),
         (total, sent),
@@ -362,7 +362,12 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         let secs = u64::from(paced);
         let (lan2, sw2) = (lan.clone(), sw.clone());
         let stream = std::thread::spawn(move || {
-            tcp_between_for(&lan2, &sw2, "10.2.0.1", Duration::from_secs(secs))
+            tcp_between(
+                &lan2,
+                &sw2,
+                "10.2.0.1",
+                Amount::For(Duration::from_secs(secs)),
+            )
         });
         let count = paced * 5;
         let (tx, rx) = ping_counts(&lan, &format!("-c {count} -i 0.2 -W 2 10.2.0.1"));
@@ -566,53 +571,18 @@ fn flood_while_pinging(lan: &str, sw: &str, our_outer: &str, g: &Guard, logs: &d
     );
 }
 
-/// A TCP stream from namespace `from` to `server` in `to` (port 5003) for
-/// `d`: (sender's checksum, receiver's, bytes received).
-fn tcp_between_for(from: &str, to: &str, server: &'static str, d: Duration) -> (u64, u64, usize) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let srv = in_netns(to, move || {
-        let l = std::net::TcpListener::bind((server, 5003)).unwrap();
-        tx.send(()).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut h = Sha::new();
-        let (mut n, mut buf) = (0, vec![0u8; 65536]);
-        loop {
-            let k = s.read(&mut buf).unwrap();
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k;
-        }
-        (h.0, n)
-    });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let client = in_netns(from, move || {
-        let mut s = std::net::TcpStream::connect_timeout(
-            &std::net::SocketAddr::new(server.parse().unwrap(), 5003),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let chunk: Vec<u8> = (0..65536).map(pattern).collect();
-        let mut h = Sha::new();
-        let t = Instant::now();
-        while t.elapsed() < d {
-            s.write_all(&chunk).unwrap();
-            h.update(&chunk);
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        h.0
-    });
-    let sent = client.join().expect("client");
-    let (got, n) = srv.join().expect("server");
-    (sent, got, n)
+/// How much a TCP transfer carries.
+#[derive(Clone, Copy)]
+enum Amount {
+    /// This many bytes (pattern bytes).
+    Bytes(usize),
+    /// 64 KiB chunks for this long.
+    For(Duration),
 }
 
-/// A TCP transfer of `total` bytes from namespace `from` to `server` in `to`
-/// (port 5002): (sender's checksum, receiver's, bytes received).
-fn tcp_between(from: &str, to: &str, server: &'static str, total: usize) -> (u64, u64, usize) {
+/// A TCP transfer from namespace `from` to `server` in `to` (port 5002):
+/// (sender's checksum, receiver's, bytes received).
+fn tcp_between(from: &str, to: &str, server: &'static str, amount: Amount) -> (u64, u64, usize) {
     let (tx, rx) = std::sync::mpsc::channel();
     let srv = in_netns(to, move || {
         let l = std::net::TcpListener::bind((server, 5002)).unwrap();
@@ -639,10 +609,22 @@ fn tcp_between(from: &str, to: &str, server: &'static str, total: usize) -> (u64
         )
         .unwrap();
         s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let data: Vec<u8> = (0..total).map(pattern).collect();
         let mut h = Sha::new();
-        h.update(&data);
-        s.write_all(&data).unwrap();
+        match amount {
+            Amount::Bytes(total) => {
+                let data: Vec<u8> = (0..total).map(pattern).collect();
+                h.update(&data);
+                s.write_all(&data).unwrap();
+            }
+            Amount::For(d) => {
+                let chunk: Vec<u8> = (0..65536).map(pattern).collect();
+                let t = Instant::now();
+                while t.elapsed() < d {
+                    s.write_all(&chunk).unwrap();
+                    h.update(&chunk);
+                }
+            }
+        }
         s.shutdown(std::net::Shutdown::Write).unwrap();
         h.0
     });
