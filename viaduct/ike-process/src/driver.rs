@@ -27,6 +27,9 @@ struct Peer<E: Entropy> {
     backoff: Duration,
     /// Randomness for the restart jitter.
     jitter: E,
+    /// The peer was found dead and the DPD action is `clear`: no restart
+    /// until it initiates.
+    cleared: bool,
 }
 
 struct ConnectionMeta {
@@ -92,6 +95,7 @@ impl<E: Entropy> Driver<E> {
                     timer: None,
                     backoff: FIRST_BACKOFF,
                     jitter: entropy(),
+                    cleared: false,
                 }),
                 Err(e) => log.push(format!("ike: peer {}: {e}", p.name)),
             }
@@ -115,7 +119,7 @@ impl<E: Entropy> Driver<E> {
         for p in &self.peers {
             let sas = p.ike.status(now);
             if sas.is_empty() {
-                let state = match (p.c.initiator, p.retry_at) {
+                let state = match (p.c.initiator && !p.cleared, p.retry_at) {
                     (true, Some(t)) => {
                         format!(
                             "no IKE SA; next attempt in {} s",
@@ -123,6 +127,9 @@ impl<E: Entropy> Driver<E> {
                         )
                     }
                     (true, None) => "no IKE SA; connecting".to_owned(),
+                    (false, _) if p.cleared => {
+                        "no IKE SA; the peer was dead (DPD action clear): waiting for it".to_owned()
+                    }
                     (false, _) => "no IKE SA; waiting for the peer".to_owned(),
                 };
                 lines.push(format!(
@@ -310,7 +317,10 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
             Action::SetTimer(t) => p.timer = Some(t),
             Action::Event(e) => {
                 match &e {
-                    Event::IkeSaEstablished(_) => p.backoff = FIRST_BACKOFF,
+                    Event::IkeSaEstablished(_) => {
+                        p.backoff = FIRST_BACKOFF;
+                        p.cleared = false;
+                    }
                     // A dead peer (its IKE SA's request went unanswered),
                     // DPD action `clear`: no restart; the tunnel waits for
                     // the peer.
@@ -322,6 +332,7 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
                         && *exchange != ike::wire::ExchangeType::IKE_AUTH =>
                     {
                         p.retry_at = None;
+                        p.cleared = true;
                         out.log.push(format!(
                             "ike: peer {name}: dead; DPD action clear: the tunnel stays down until the peer initiates"
                         ));

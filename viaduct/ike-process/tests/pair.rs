@@ -350,6 +350,13 @@ fn dpd_actions_restart_or_clear_after_the_peer_dies() {
                     attempts_after.len()
                 );
                 assert!(said_clear, "{:?}", result[0].1);
+                let status = drivers[0].status(Timestamp::from_millis(t));
+                assert!(
+                    status
+                        .iter()
+                        .any(|l| l.contains("DPD action clear): waiting for it")),
+                    "{status:?}"
+                );
             }
         }
     }
