@@ -1119,17 +1119,11 @@ impl Runtime {
         log: &mut Logger,
     ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
         let name = "ike";
-        let Some(ike) = self.ike.as_mut() else {
-            return Err(cerr(name, "the plan has no IKE process")(
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
-        };
-        if ike.channel.is_none() {
-            return Err(cerr(name, "waiting for the Viaduct's channel")(
-                std::io::Error::from(std::io::ErrorKind::NotConnected),
-            ));
-        }
-        if !ike.reported && !ike.credentials.is_empty() {
+        if let Some(ike) = self
+            .ike
+            .as_mut()
+            .filter(|i| i.channel.is_some() && !i.reported && !i.credentials.is_empty())
+        {
             ike.reported = true;
             let names: Vec<&str> = ike.credentials.iter().map(|c| c.as_str()).collect();
             log.log(&format!(
@@ -1138,6 +1132,16 @@ impl Runtime {
                 names.join(", ")
             ));
         }
+        let Some(ike) = self.ike.as_ref() else {
+            return Err(cerr(name, "the plan has no IKE process")(
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        };
+        let Some(channel) = ike.channel.as_ref() else {
+            return Err(cerr(name, "waiting for the Viaduct's channel")(
+                std::io::Error::from(std::io::ErrorKind::NotConnected),
+            ));
+        };
         // No credential is provisioned yet: the stream is empty (end-of-file at once).
         let (creds_r, creds_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
         drop(creds_w);
@@ -1152,16 +1156,6 @@ impl Runtime {
         ]
         .map(str::to_owned)
         .to_vec();
-        let Some(ike) = self.ike.as_ref() else {
-            return Err(cerr(name, "the plan has no IKE process")(
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
-        };
-        let Some(channel) = ike.channel.as_ref() else {
-            return Err(cerr(name, "waiting for the Viaduct's channel")(
-                std::io::Error::from(std::io::ErrorKind::NotConnected),
-            ));
-        };
         self.spawn_sealed(
             name,
             &ike.bin,
