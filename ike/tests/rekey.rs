@@ -620,8 +620,18 @@ fn bad_network(
     // Rekeys go on every few seconds: wait (at most a minute) for a
     // moment between two of them.
     for _ in 0..60 {
-        let quiet = (0..2)
-            .all(|k| net.nodes[k].dp.sas.len() == 1 && net.nodes[k].ike.child_sas().len() == 1);
+        // Between two rekeys: one CHILD SA pair and one IKE SA (an IKE
+        // rekey leaves the old IKE SA until its Delete is answered).
+        let quiet = (0..2).all(|k| {
+            let n = &net.nodes[k];
+            let established = n
+                .ike
+                .sas()
+                .iter()
+                .filter(|(_, _, p)| matches!(p, ike::sa::Phase::Established { .. }))
+                .count();
+            n.dp.sas.len() == 1 && n.ike.child_sas().len() == 1 && established == 1
+        });
         if quiet {
             break;
         }
@@ -670,7 +680,7 @@ proptest! {
 #[test]
 fn property_regressions() {
     type Case<'a> = (&'a [u8], Vec<(u64, usize, bool)>, u64, bool);
-    let cases: [Case<'_>; 3] = [
+    let cases: [Case<'_>; 4] = [
         (
             &[
                 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -701,6 +711,17 @@ fn property_regressions() {
             ],
             vec![],
             9147252280347309256,
+            false,
+        ),
+        // A CHILD SA expired while its rekey was retransmitted, then the
+        // IKE SA was rekeyed: the new IKE SA must make the CHILD SA again.
+        (
+            &[
+                0, 10, 0, 0, 0, 0, 0, 10, 13, 10, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 10, 10, 10, 10, 0,
+                3, 6, 3, 8, 9, 8,
+            ],
+            vec![],
+            17319584672421659215,
             false,
         ),
     ];

@@ -910,10 +910,12 @@ impl EstablishedSa {
     /// them, and joins the engine.
     fn hand_over(&mut self, ctx: &mut Ctx<'_>, mut new: Box<EstablishedSa>) {
         new.children = std::mem::take(&mut self.children);
+        // A CHILD SA lost and not yet made again is the new SA's to make.
+        new.recreate = std::mem::take(&mut self.recreate);
         let mut kept = std::collections::VecDeque::new();
         for w in self.wanted.drain(..) {
             match w {
-                Want::RekeyChild(_) | Want::DeleteChild(_) => new.want(w),
+                Want::RekeyChild(_) | Want::DeleteChild(_) | Want::NewChild => new.want(w),
                 other => kept.push_back(other),
             }
         }
