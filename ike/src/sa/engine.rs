@@ -2,7 +2,7 @@
 //! responder's shared state (cookie secrets, half-open counts), and the
 //! dispatch of datagrams and timers to each SA's state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::crypto::Role;
@@ -273,6 +273,8 @@ struct Sa {
     init_key: Option<(IkeSpi, SocketAddr)>,
     /// ESP SPIs allocated by this IKE SA.
     child_spis: Vec<ChildSpi>,
+    /// Its state's deadline as entered in [`Ike::deadlines`].
+    deadline: Option<Timestamp>,
 }
 
 /// The IKE SAs of one connection ([`Config`]), both as initiator and as
@@ -281,6 +283,10 @@ pub struct Ike<E: Entropy> {
     config: Config,
     entropy: E,
     sas: HashMap<IkeSpi, Sa>,
+    /// Every SA's next deadline, earliest first: the next timer and the due
+    /// SAs without a walk over all SAs (a datagram costs the same with ten
+    /// IKE SAs as with a hundred thousand).
+    deadlines: BTreeSet<(Timestamp, IkeSpi)>,
     init_index: HashMap<(IkeSpi, SocketAddr), IkeSpi>,
     half_open: HashMap<IpAddr, u32>,
     half_open_total: u32,
@@ -312,6 +318,7 @@ impl<E: Entropy> Ike<E> {
             config,
             entropy,
             sas: HashMap::new(),
+            deadlines: BTreeSet::new(),
             init_index: HashMap::new(),
             half_open: HashMap::new(),
             half_open_total: 0,
@@ -362,7 +369,7 @@ impl<E: Entropy> Ike<E> {
             initial_contact: false,
         };
         if let Some(state) = InitSent::start(&mut ctx, spi, path) {
-            self.sas.insert(
+            self.put(
                 spi,
                 Sa {
                     role: Role::Initiator,
@@ -370,6 +377,7 @@ impl<E: Entropy> Ike<E> {
                     half_open_from: None,
                     init_key: None,
                     child_spis: owned,
+                    deadline: None,
                 },
             );
         }
@@ -396,10 +404,10 @@ impl<E: Entropy> Ike<E> {
     pub fn tick(&mut self, now: Timestamp) -> Vec<Action> {
         let mut actions = Vec::new();
         let due: Vec<IkeSpi> = self
-            .sas
+            .deadlines
             .iter()
-            .filter(|(_, sa)| sa.state.deadline(&self.config).is_some_and(|d| d <= now))
-            .map(|(spi, _)| *spi)
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, spi)| *spi)
             .collect();
         for spi in due {
             self.run(spi, now, &mut actions, |state, ctx| state.on_timer(ctx));
@@ -410,10 +418,25 @@ impl<E: Entropy> Ike<E> {
 
     /// The earliest time [`Ike::tick`] has something to do.
     pub fn next_timer(&self) -> Option<Timestamp> {
-        self.sas
-            .values()
-            .filter_map(|sa| sa.state.deadline(&self.config))
-            .min()
+        self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Enters `sa` under `spi`, with its deadline in the index.
+    fn put(&mut self, spi: IkeSpi, mut sa: Sa) {
+        sa.deadline = sa.state.deadline(&self.config);
+        if let Some(d) = sa.deadline {
+            self.deadlines.insert((d, spi));
+        }
+        self.sas.insert(spi, sa);
+    }
+
+    /// Takes the SA `spi` out, and its deadline out of the index.
+    fn take(&mut self, spi: IkeSpi) -> Option<Sa> {
+        let sa = self.sas.remove(&spi)?;
+        if let Some(d) = sa.deadline {
+            self.deadlines.remove(&(d, spi));
+        }
+        Some(sa)
     }
 
     /// The established IKE SAs and their CHILD SAs as a `status` display
@@ -585,7 +608,7 @@ impl<E: Entropy> Ike<E> {
         actions: &mut Vec<Action>,
         f: impl FnOnce(State, &mut Ctx<'_>) -> Outcome,
     ) {
-        let Some(mut sa) = self.sas.remove(&spi) else {
+        let Some(mut sa) = self.take(spi) else {
             return;
         };
         let mut spawned = Vec::new();
@@ -604,7 +627,7 @@ impl<E: Entropy> Ike<E> {
         let outcome = f(sa.state, &mut ctx);
         let initial_contact = ctx.initial_contact;
         for s in spawned {
-            self.sas.insert(
+            self.put(
                 s.spi,
                 Sa {
                     role: s.role,
@@ -612,6 +635,7 @@ impl<E: Entropy> Ike<E> {
                     half_open_from: None,
                     init_key: None,
                     child_spis: s.child_spis,
+                    deadline: None,
                 },
             );
         }
@@ -623,7 +647,7 @@ impl<E: Entropy> Ike<E> {
                     }
                 }
                 sa.state = state;
-                self.sas.insert(spi, sa);
+                self.put(spi, sa);
             }
             Outcome::Remove => {
                 if let Some(ip) = sa.half_open_from.take() {
@@ -736,7 +760,7 @@ impl<E: Entropy> Ike<E> {
             *self.half_open.entry(ip).or_insert(0) += 1;
             self.half_open_total = self.half_open_total.saturating_add(1);
             self.init_index.insert(key, spi);
-            self.sas.insert(
+            self.put(
                 spi,
                 Sa {
                     role: Role::Responder,
@@ -744,6 +768,7 @@ impl<E: Entropy> Ike<E> {
                     half_open_from: Some(ip),
                     init_key: Some(key),
                     child_spis: owned,
+                    deadline: None,
                 },
             );
         }
