@@ -179,6 +179,9 @@ pub struct EspSa<'a> {
 pub struct ChildSaInstall {
     /// The IKE SA that negotiated it.
     pub ike_sa: IkeSaId,
+    /// The tunnel it carries: 0 for the configuration's `local_ts` and
+    /// `remote_ts`, `i` for `more_tunnels[i - 1]`.
+    pub tunnel: usize,
     /// Our SPI: the peer sends with it, we receive.
     pub inbound_spi: ChildSpi,
     /// The peer's SPI: we send with it.

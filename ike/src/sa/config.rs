@@ -264,10 +264,15 @@ pub struct Config {
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP proposals for the CHILD SA, most preferred first.
     pub esp_proposals: Vec<EspProposal>,
-    /// Traffic selectors of our side (TSi when initiating).
+    /// Traffic selectors of our side (TSi when initiating) for the first
+    /// tunnel (tunnel 0), whose CHILD SA IKE_AUTH creates.
     pub local_ts: Vec<TrafficSelector>,
-    /// Traffic selectors of the peer's side.
+    /// Traffic selectors of the peer's side for tunnel 0.
     pub remote_ts: Vec<TrafficSelector>,
+    /// Further tunnels with this peer (tunnels 1, 2, …): each its own CHILD
+    /// SA in the same IKE SA, created with CREATE_CHILD_SA once the IKE SA
+    /// is up (by the side that initiated it) and again whenever one is lost.
+    pub more_tunnels: Vec<Selectors>,
     /// CHILD SA lifetimes.
     pub child_lifetimes: ChildLifetimes,
     /// Initiator retransmissions.
@@ -301,6 +306,18 @@ pub struct Config {
     /// SAs are deleted. `None`: off.
     pub dpd_delay: Option<Duration>,
 }
+
+/// The traffic selectors of one tunnel: our side's and the peer's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selectors {
+    /// Our side (TSi when initiating).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side.
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+/// At most this many tunnels (CHILD SAs in service at once) per connection.
+pub const MAX_TUNNELS: usize = 16;
 
 /// A selector for all traffic of one address.
 pub fn host_selector(addr: IpAddr) -> TrafficSelector {
@@ -366,6 +383,7 @@ impl Config {
             ],
             local_ts: vec![host_selector(local.ip())],
             remote_ts: vec![host_selector(remote.ip())],
+            more_tunnels: Vec::new(),
             child_lifetimes: ChildLifetimes {
                 rekey_after: Duration::from_secs(3600),
                 expire_after: Duration::from_secs(4200),
@@ -386,6 +404,22 @@ impl Config {
             rekey_jitter_percent: 10,
             rekeyed_delete_delay: Duration::from_secs(5),
             dpd_delay: Some(Duration::from_secs(30)),
+        }
+    }
+
+    /// How many tunnels (CHILD SAs kept up) the connection has.
+    pub fn tunnel_count(&self) -> usize {
+        1 + self.more_tunnels.len()
+    }
+
+    /// Tunnel `i`'s selectors, ours and the peer's.
+    pub fn tunnel(&self, i: usize) -> Option<(&[TrafficSelector], &[TrafficSelector])> {
+        match i {
+            0 => Some((&self.local_ts, &self.remote_ts)),
+            _ => self
+                .more_tunnels
+                .get(i - 1)
+                .map(|t| (&t.local_ts[..], &t.remote_ts[..])),
         }
     }
 
@@ -415,7 +449,18 @@ impl Config {
         if self.esp_proposals.is_empty() || self.esp_proposals.len() > 64 {
             return bad("esp_proposals", "1 to 64 proposals".into());
         }
-        for (field, ts) in [("local_ts", &self.local_ts), ("remote_ts", &self.remote_ts)] {
+        if self.tunnel_count() > MAX_TUNNELS {
+            return bad(
+                "more_tunnels",
+                format!("at most {MAX_TUNNELS} tunnels in all"),
+            );
+        }
+        let mut all = vec![("local_ts", &self.local_ts), ("remote_ts", &self.remote_ts)];
+        for t in &self.more_tunnels {
+            all.push(("more_tunnels.local_ts", &t.local_ts));
+            all.push(("more_tunnels.remote_ts", &t.remote_ts));
+        }
+        for (field, ts) in all {
             if ts.is_empty() || ts.len() > 64 {
                 return bad(field, "1 to 64 traffic selectors".into());
             }

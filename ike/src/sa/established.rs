@@ -73,6 +73,8 @@ pub(crate) enum ChildState {
 #[derive(Clone, Debug)]
 pub(crate) struct Child {
     pub(crate) pair: ChildPair,
+    /// The tunnel (index into the configuration's tunnels) it carries.
+    pub(crate) tunnel: usize,
     /// Our side's selectors and the peer's, as narrowed.
     pub(crate) local_ts: Vec<TrafficSelector>,
     pub(crate) remote_ts: Vec<TrafficSelector>,
@@ -101,6 +103,7 @@ impl Child {
     pub(crate) fn new(
         ctx: &mut Ctx<'_>,
         pair: ChildPair,
+        tunnel: usize,
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
         outbound_active: bool,
@@ -108,6 +111,7 @@ impl Child {
         let l = ctx.config.child_lifetimes;
         Child {
             pair,
+            tunnel,
             local_ts,
             remote_ts,
             rekey_at: Some(ctx.jittered(l.rekey_after)),
@@ -152,6 +156,8 @@ pub(crate) enum Want {
 pub(crate) struct ChildRequest {
     /// The CHILD SA rekeyed (our inbound SPI); `None`: a new CHILD SA.
     pub(crate) old: Option<ChildSpi>,
+    /// The tunnel it is for.
+    pub(crate) tunnel: usize,
     /// Our inbound SPI for the new one.
     pub(crate) spi: ChildSpi,
     pub(crate) ni: Vec<u8>,
@@ -238,6 +244,9 @@ pub(crate) struct EstablishedSa {
     pub(crate) recreate: bool,
     /// When to try creating it again after a failure.
     pub(crate) new_child_at: Option<Timestamp>,
+    /// Tunnels whose new CHILD SA was refused, and when to ask again (the
+    /// others are not held up meanwhile).
+    pub(crate) child_retry: Vec<(usize, Timestamp)>,
     /// Both sides created a CHILD SA at once: the one the peer's exchange
     /// made (our inbound SPI) and the lower nonce of that exchange.
     pub(crate) new_child_collision: Option<(ChildSpi, Vec<u8>)>,
@@ -268,7 +277,7 @@ impl EstablishedSa {
             (false, Role::Responder) => (0, 2),
         };
         let ike_rekey_at = ctx.config.ike_rekey_after.map(|d| ctx.jittered(d));
-        EstablishedSa {
+        let mut sa = EstablishedSa {
             id,
             role,
             path,
@@ -288,9 +297,17 @@ impl EstablishedSa {
             pending_ike: None,
             recreate: false,
             new_child_at: None,
+            child_retry: Vec::new(),
             new_child_collision: None,
             created: ctx.now,
-        }
+        };
+        // The initiator of a new IKE SA makes the CHILD SAs of the tunnels
+        // IKE_AUTH did not (every tunnel but the first).
+        sa.recreate = !rekeyed
+            && role == Role::Initiator
+            && ctx.config.tunnel_count() > 1
+            && sa.missing_tunnel(ctx.config, ctx.now).is_some();
+        sa
     }
 
     /// What a `status` display shows of it at `now`.
@@ -334,6 +351,21 @@ impl EstablishedSa {
 
     pub(crate) fn has_child(&self) -> bool {
         self.children.iter().any(Child::live)
+    }
+
+    /// The first of the configuration's tunnels without a CHILD SA in
+    /// service, none being made for it, and not waiting to ask again after
+    /// a refusal (at `now`).
+    pub(crate) fn missing_tunnel(&self, config: &super::Config, now: Timestamp) -> Option<usize> {
+        let requested = match self.active.as_ref().map(|a| &a.request) {
+            Some(Request::Child(r)) if r.old.is_none() => Some(r.tunnel),
+            _ => None,
+        };
+        (0..config.tunnel_count()).find(|t| {
+            Some(*t) != requested
+                && !self.children.iter().any(|c| c.tunnel == *t && c.live())
+                && !self.child_retry.iter().any(|(r, at)| r == t && *at > now)
+        })
     }
 
     /// The CHILD SAs that carry traffic, as (inbound, outbound) SPIs.
@@ -450,7 +482,13 @@ impl EstablishedSa {
                 self.want(Want::RekeyIke);
             }
             if self.new_child_at.is_some_and(|t| t <= now) {
-                self.new_child_at = None;
+                // The next refused tunnel's turn, if another waits.
+                self.new_child_at = self
+                    .child_retry
+                    .iter()
+                    .map(|(_, at)| *at)
+                    .filter(|at| *at > now)
+                    .min();
                 self.want(Want::NewChild);
             }
             if let Some(dpd) = ctx.config.dpd_delay {
@@ -692,8 +730,7 @@ impl EstablishedSa {
         if self.recreate
             && self.role == Role::Initiator
             && self.fate == Fate::Live
-            && self.new_child_at.is_none()
-            && !self.has_child()
+            && self.missing_tunnel(ctx.config, ctx.now).is_some()
         {
             self.want(Want::NewChild);
         }
@@ -975,7 +1012,7 @@ impl EstablishedSa {
                 }
             }
         }
-        if had_child && !self.has_child() {
+        if had_child && self.missing_tunnel(ctx.config, ctx.now).is_some() {
             self.recreate = true;
         }
         if ours.is_empty() {

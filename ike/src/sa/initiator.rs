@@ -657,7 +657,8 @@ impl AuthSent {
             }
         };
         let s = *self;
-        Outcome::Keep(State::Established(Box::new(EstablishedSa::new(
+        // Up: the CHILD SAs of further tunnels are asked for at once.
+        Box::new(EstablishedSa::new(
             ctx,
             s.id,
             Role::Initiator,
@@ -668,7 +669,8 @@ impl AuthSent {
             s.proposal,
             child.into_iter().collect(),
             false,
-        ))))
+        ))
+        .pump(ctx)
     }
 
     /// The CHILD SA part of the response: check it and install.
@@ -698,6 +700,7 @@ impl AuthSent {
             .map_err(|_| ChildFailure::Protocol("CHILD SA keys could not be derived"))?;
         ctx.push(Action::InstallChildSa(Box::new(ChildSaInstall {
             ike_sa: self.id,
+            tunnel: 0,
             inbound_spi: self.child_spi,
             outbound_spi: peer_spi,
             aead: esp.aead,
@@ -716,6 +719,6 @@ impl AuthSent {
             inbound: self.child_spi,
             outbound: peer_spi,
         };
-        Ok(Child::new(ctx, pair, tsi, tsr, true))
+        Ok(Child::new(ctx, pair, 0, tsi, tsr, true))
     }
 }

@@ -117,7 +117,7 @@ pub use action::{
 };
 pub use config::{
     host_selector, Auth, ChildLifetimes, Config, CookiePolicy, EspProposal, Identity, IkeProposal,
-    Retransmit,
+    Retransmit, Selectors, MAX_TUNNELS,
 };
 pub use engine::{Ike, Phase};
 pub use entropy::Entropy;

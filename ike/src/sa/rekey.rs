@@ -58,7 +58,7 @@ use super::ts;
 
 /// At most this many CHILD SAs carry traffic in one IKE SA; a request for
 /// another is answered NO_ADDITIONAL_SAS.
-const MAX_CHILDREN: usize = 8;
+const MAX_CHILDREN: usize = 2 * super::config::MAX_TUNNELS + 2;
 
 /// After a refusal other than TEMPORARY_FAILURE, an IKE SA rekey is tried
 /// again this much later.
@@ -128,25 +128,34 @@ impl EstablishedSa {
             }
             return Ok(());
         }
-        let (local_ts, remote_ts) = (c.local_ts.clone(), c.remote_ts.clone());
-        self.send_child_request(ctx, Some(old), local_ts, remote_ts)
+        let (tunnel, local_ts, remote_ts) = (c.tunnel, c.local_ts.clone(), c.remote_ts.clone());
+        self.send_child_request(ctx, Some(old), tunnel, local_ts, remote_ts)
     }
 
     /// Sends CREATE_CHILD_SA for a new CHILD SA with the configured
-    /// selectors (the last one was lost), unless one is in service again.
+    /// selectors of the first tunnel that has none in service (its last one
+    /// was lost, or it was never made), unless every tunnel has one again.
     pub(crate) fn start_new_child(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Failure> {
-        if self.has_child() || self.fate != Fate::Live {
+        let missing = self.missing_tunnel(ctx.config, ctx.now);
+        let Some((tunnel, (local_ts, remote_ts))) =
+            missing.and_then(|t| ctx.config.tunnel(t).map(|s| (t, s)))
+        else {
+            self.recreate = false;
+            return Ok(());
+        };
+        if self.fate != Fate::Live {
             self.recreate = false;
             return Ok(());
         }
-        let (local_ts, remote_ts) = (ctx.config.local_ts.clone(), ctx.config.remote_ts.clone());
-        self.send_child_request(ctx, None, local_ts, remote_ts)
+        let (local_ts, remote_ts) = (local_ts.to_vec(), remote_ts.to_vec());
+        self.send_child_request(ctx, None, tunnel, local_ts, remote_ts)
     }
 
     fn send_child_request(
         &mut self,
         ctx: &mut Ctx<'_>,
         old: Option<ChildSpi>,
+        tunnel: usize,
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
     ) -> Result<(), Failure> {
@@ -184,6 +193,7 @@ impl EstablishedSa {
         }
         let request = Request::Child(Box::new(ChildRequest {
             old,
+            tunnel,
             spi,
             ni,
             ke,
@@ -205,12 +215,15 @@ impl EstablishedSa {
         let Some(old) = r.old else {
             // A new CHILD SA: tried again a minute later (or a moment, for
             // TEMPORARY_FAILURE).
-            self.new_child_at = Some(match failure {
+            let at = match failure {
                 ChildFailure::PeerRefused {
                     notify: NotifyType::TEMPORARY_FAILURE,
                 } => retry,
                 _ => ctx.now.saturating_add(IKE_REKEY_RETRY),
-            });
+            };
+            self.child_retry.retain(|(t, _)| *t != r.tunnel);
+            self.child_retry.push((r.tunnel, at));
+            self.new_child_at = Some(self.new_child_at.map_or(at, |n| n.min(at)));
             ctx.event(Event::RekeyFailed {
                 ike_sa: self.id,
                 what: Rekeyed::NewChild,
@@ -292,10 +305,12 @@ impl EstablishedSa {
             inbound: r.spi,
             outbound: answer.peer_spi,
         };
+        let tunnel = r.tunnel;
         let install =
             |this: &mut Self, ctx: &mut Ctx<'_>, active: bool, replaces: Option<ChildSpi>| {
                 ctx.push(Action::InstallChildSa(Box::new(ChildSaInstall {
                     ike_sa: this.id,
+                    tunnel,
                     inbound_spi: pair.inbound,
                     outbound_spi: pair.outbound,
                     aead: answer.esp.aead,
@@ -310,7 +325,14 @@ impl EstablishedSa {
                     keys,
                     role: Role::Initiator,
                 })));
-                let child = Child::new(ctx, pair, answer.tsi.clone(), answer.tsr.clone(), active);
+                let child = Child::new(
+                    ctx,
+                    pair,
+                    tunnel,
+                    answer.tsi.clone(),
+                    answer.tsr.clone(),
+                    active,
+                );
                 this.children.push(child);
             };
         let Some(old_spi) = r.old else {
@@ -333,7 +355,9 @@ impl EstablishedSa {
                 }
             }
             install(self, ctx, ours_survives, None);
-            self.recreate = false;
+            // Other tunnels may still lack theirs.
+            self.child_retry.retain(|(t, _)| *t != tunnel);
+            self.recreate = self.missing_tunnel(ctx.config, ctx.now).is_some();
             if ours_survives {
                 ctx.event(Event::ChildSaCreated {
                     child: self.child_id(pair),
@@ -538,7 +562,11 @@ impl EstablishedSa {
         let ni = nonce.data().to_vec();
         check_nonce(self.proposal.prf, &ni)
             .map_err(|_| ChildFailure::Protocol("the initiator's nonce is too short"))?;
-        let (tsi, tsr) = ts::answer(&tsi, &tsr, config)?;
+        let (answered, tsi, tsr) = ts::answer(&tsi, &tsr, config)?;
+        // A rekey stays with its predecessor's tunnel.
+        let tunnel = old
+            .and_then(|o| self.child(o))
+            .map_or(answered, |c| c.tunnel);
         let (shared, our_ke) = match pfs {
             None => (None, None),
             Some(g) => {
@@ -573,6 +601,7 @@ impl EstablishedSa {
         let active = old.is_none();
         ctx.push(Action::InstallChildSa(Box::new(ChildSaInstall {
             ike_sa: self.id,
+            tunnel,
             inbound_spi: our_spi,
             outbound_spi: peer_spi,
             aead: esp.aead,
@@ -587,15 +616,19 @@ impl EstablishedSa {
             keys,
             role: Role::Responder,
         })));
-        let child = Child::new(ctx, pair, tsr.clone(), tsi.clone(), active);
+        let child = Child::new(ctx, pair, tunnel, tsr.clone(), tsi.clone(), active);
         self.children.push(child);
         match old {
             None => {
-                self.recreate = false;
-                self.new_child_at = None;
+                self.child_retry.retain(|(t, _)| *t != tunnel);
+                self.recreate = self.missing_tunnel(config, ctx.now).is_some();
+                if !self.recreate {
+                    self.new_child_at = None;
+                }
+                // Both sides made a CHILD SA for this tunnel at once.
                 let ours_outstanding = matches!(
                     self.active.as_ref().map(|a| &a.request),
-                    Some(Request::Child(r)) if r.old.is_none()
+                    Some(Request::Child(r)) if r.old.is_none() && r.tunnel == tunnel
                 );
                 if ours_outstanding {
                     self.new_child_collision = Some((our_spi, lowest(&ni, &nr)));

@@ -523,7 +523,7 @@ impl InitAnswered {
         let (number, esp, peer_spi) =
             proposal::choose_esp(&sa, &config.esp_proposals, proposal::KeRule::Ignore)
                 .map_err(ChildFailure::NoProposalChosen)?;
-        let (tsi, tsr) = ts::answer(&tsi, &tsr, config)?;
+        let (tunnel, tsi, tsr) = ts::answer(&tsi, &tsr, config)?;
         let keys = self
             .keys
             .child_sa_keys(esp.aead, None, &self.ni, &self.nr)
@@ -538,6 +538,7 @@ impl InitAnswered {
         inner.push(PayloadRepr::TsR(ts_repr(&tsr)));
         let install = Box::new(ChildSaInstall {
             ike_sa: self.id,
+            tunnel,
             inbound_spi: our_spi,
             outbound_spi: peer_spi,
             aead: esp.aead,
@@ -557,7 +558,7 @@ impl InitAnswered {
             outbound: peer_spi,
         };
         let (local_ts, remote_ts) = (install.local_ts.clone(), install.remote_ts.clone());
-        let child = Child::new(ctx, pair, local_ts, remote_ts, true);
+        let child = Child::new(ctx, pair, tunnel, local_ts, remote_ts, true);
         Ok(Some((child, install)))
     }
 }

@@ -9,28 +9,60 @@ use std::net::IpAddr;
 
 use crate::wire::{Selector, TrafficSelector, TsPayload};
 
-/// The responder's answer to TSi and TSr: each narrowed to our side's
-/// selectors (`config.remote_ts` for the initiator's side, `local_ts` for
-/// ours), or TS_UNACCEPTABLE with both sides' selectors if either is empty.
+/// The responder's answer to TSi and TSr: the tunnel they are for and each
+/// narrowed to that tunnel's selectors (its `remote_ts` for the initiator's
+/// side, `local_ts` for ours), or TS_UNACCEPTABLE with both sides'
+/// selectors (every tunnel's, ours) if no tunnel leaves both non-empty.
+///
+/// With several tunnels, the one whose selectors the request names exactly
+/// wins, then the one that keeps the most of it, then the first; the peer's
+/// selectors must fit one tunnel — a request spanning two is narrowed to one.
 pub(crate) fn answer(
     tsi: &TsPayload<'_>,
     tsr: &TsPayload<'_>,
     config: &super::Config,
-) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), super::ChildFailure> {
+) -> Result<(usize, Vec<TrafficSelector>, Vec<TrafficSelector>), super::ChildFailure> {
     let (peer_tsi, peer_tsr) = (ranges(tsi), ranges(tsr));
-    let our_tsi = narrow(&peer_tsi, &config.remote_ts);
-    let our_tsr = narrow(&peer_tsr, &config.local_ts);
-    if our_tsi.is_empty() || our_tsr.is_empty() {
-        return Err(super::ChildFailure::TsUnacceptable(Box::new(
-            super::TsMismatch {
-                peer_tsi,
-                peer_tsr,
-                our_tsi: config.remote_ts.clone(),
-                our_tsr: config.local_ts.clone(),
-            },
-        )));
+    let mut best: Option<(u8, usize, Vec<TrafficSelector>, Vec<TrafficSelector>)> = None;
+    for i in 0..config.tunnel_count() {
+        let Some((local, remote)) = config.tunnel(i) else {
+            break;
+        };
+        let our_tsi = narrow(&peer_tsi, remote);
+        let our_tsr = narrow(&peer_tsr, local);
+        if our_tsi.is_empty() || our_tsr.is_empty() {
+            continue;
+        }
+        // 2: the request as asked; 1: the request narrowed; the first wins a tie.
+        let score = if our_tsi == peer_tsi && our_tsr == peer_tsr {
+            2
+        } else {
+            1
+        };
+        if best.as_ref().is_none_or(|b| score > b.0) {
+            best = Some((score, i, our_tsi, our_tsr));
+        }
     }
-    Ok((our_tsi, our_tsr))
+    match best {
+        Some((_, i, our_tsi, our_tsr)) => Ok((i, our_tsi, our_tsr)),
+        None => {
+            let (mut our_tsi, mut our_tsr) = (Vec::new(), Vec::new());
+            for i in 0..config.tunnel_count() {
+                if let Some((local, remote)) = config.tunnel(i) {
+                    our_tsi.extend_from_slice(remote);
+                    our_tsr.extend_from_slice(local);
+                }
+            }
+            Err(super::ChildFailure::TsUnacceptable(Box::new(
+                super::TsMismatch {
+                    peer_tsi,
+                    peer_tsr,
+                    our_tsi,
+                    our_tsr,
+                },
+            )))
+        }
+    }
 }
 
 /// The address-range selectors of a TS payload.

@@ -162,6 +162,8 @@ pub struct DataPlane {
     /// New CHILD SAs (not a rekey) installed as the responder: used at
     /// once, as RFC 7296 allows, before the initiator has the response.
     pub fresh: std::collections::BTreeSet<u32>,
+    /// inbound SPI → the tunnel it carries.
+    pub tunnel_of: BTreeMap<u32, usize>,
 }
 
 impl DataPlane {
@@ -182,6 +184,7 @@ impl DataPlane {
                 } else {
                     0
                 };
+                self.tunnel_of.insert(c.inbound_spi.0, c.tunnel);
                 self.sas.insert(
                     c.inbound_spi.0,
                     (
@@ -201,6 +204,7 @@ impl DataPlane {
                 sa.3 = self.activations;
             }
             Action::DeleteChildSa(d) => {
+                self.tunnel_of.remove(&d.inbound_spi.0);
                 assert!(
                     self.sas.remove(&d.inbound_spi.0).is_some(),
                     "DeleteChildSa for SPI {} not installed",
@@ -219,13 +223,36 @@ impl DataPlane {
         })
     }
 
-    /// The inbound SPI of the pair we send with.
+    /// The inbound SPI of the pair we send with (in the tunnel of the SA
+    /// made last, for one-tunnel tests).
     pub fn sending_inbound(&self) -> Option<u32> {
         self.sas
             .iter()
             .filter(|(_, s)| s.3 > 0)
             .max_by_key(|(_, s)| s.3)
             .map(|(i, _)| *i)
+    }
+
+    /// The inbound SPI of the pair we send with in `tunnel`.
+    pub fn sending_inbound_in(&self, tunnel: usize) -> Option<u32> {
+        self.sas
+            .iter()
+            .filter(|(i, s)| s.3 > 0 && self.tunnel_of.get(i) == Some(&tunnel))
+            .max_by_key(|(_, s)| s.3)
+            .map(|(i, _)| *i)
+    }
+
+    /// The SA we send with in `tunnel`: (outbound SPI, key).
+    pub fn sending_in(&self, tunnel: usize) -> Option<(u32, &[u8])> {
+        self.sending_inbound_in(tunnel).map(|i| {
+            let s = &self.sas[&i];
+            (s.0, &s.1[..])
+        })
+    }
+
+    /// The tunnels it has SAs for.
+    pub fn tunnels(&self) -> std::collections::BTreeSet<usize> {
+        self.tunnel_of.values().copied().collect()
     }
 }
 
@@ -451,14 +478,24 @@ impl Net {
         if self.nodes.len() != 2 {
             return;
         }
-        for (a, b) in [(0, 1), (1, 0)] {
-            let excused = self.nodes[a].dp.sending_inbound().is_some_and(|i| {
-                self.nodes[a].dp.after_expiry.contains(&i) || self.nodes[a].dp.fresh.contains(&i)
-            });
+        for (a, b, tunnel) in [(0, 1), (1, 0)].into_iter().flat_map(|(a, b)| {
+            self.nodes[a]
+                .dp
+                .tunnels()
+                .into_iter()
+                .map(move |t| (a, b, t))
+        }) {
+            let excused = self.nodes[a]
+                .dp
+                .sending_inbound_in(tunnel)
+                .is_some_and(|i| {
+                    self.nodes[a].dp.after_expiry.contains(&i)
+                        || self.nodes[a].dp.fresh.contains(&i)
+                });
             if excused {
                 continue;
             }
-            if let Some((spi, key)) = self.nodes[a].dp.sending() {
+            if let Some((spi, key)) = self.nodes[a].dp.sending_in(tunnel) {
                 if self.nodes[b].dp.expired.contains(&spi) {
                     // The peer's copy reached its hard lifetime.
                     continue;
@@ -703,6 +740,57 @@ impl Net {
         let ike_a = self.nodes[0].ike.child_sas()[0].ike_sa;
         let ike_b = self.nodes[1].ike.child_sas()[0].ike_sa;
         assert_eq!(ike_a, ike_b);
+    }
+
+    /// Both sides hold exactly one established IKE SA and, for each of
+    /// `tunnels` tunnels, one CHILD SA whose halves match the peer's in the
+    /// same tunnel and are sent with; nothing failed.
+    pub fn assert_settled_tunnels(&self, tunnels: usize) {
+        for who in 0..2 {
+            let n = &self.nodes[who];
+            let est = n
+                .ike
+                .sas()
+                .into_iter()
+                .filter(|(_, _, p)| matches!(p, ike::sa::Phase::Established { .. }))
+                .count();
+            assert_eq!(
+                est,
+                1,
+                "node {who} IKE SAs: {:?}\n{:#?}",
+                n.ike.sas(),
+                n.events
+            );
+            assert_eq!(
+                n.ike.child_sas().len(),
+                tunnels,
+                "node {who} CHILD SAs: {:?}\n{:#?}",
+                n.ike.child_sas(),
+                n.events
+            );
+            assert_eq!(
+                n.dp.tunnel_of.values().copied().collect::<Vec<_>>().len(),
+                tunnels,
+                "node {who} data plane: {:x?}",
+                n.dp.tunnel_of
+            );
+            assert_eq!(n.dp.tunnels(), (0..tunnels).collect(), "node {who}");
+            assert!(n.failures().is_empty(), "node {who}: {:?}", n.failures());
+        }
+        let (a, b) = (&self.nodes[0].dp, &self.nodes[1].dp);
+        for t in 0..tunnels {
+            let a_in = a
+                .sending_inbound_in(t)
+                .expect("node 0 sends in every tunnel");
+            let b_in = b
+                .sending_inbound_in(t)
+                .expect("node 1 sends in every tunnel");
+            let (a_sa, b_sa) = (&a.sas[&a_in], &b.sas[&b_in]);
+            assert_eq!(a_sa.0, b_in, "tunnel {t}");
+            assert_eq!(b_sa.0, a_in, "tunnel {t}");
+            assert_eq!(a_sa.1, b_sa.2, "tunnel {t}");
+            assert_eq!(a_sa.2, b_sa.1, "tunnel {t}");
+        }
     }
 
     /// As [`Net::assert_settled`], but a rekey may be under way: each side
