@@ -8,6 +8,10 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::path::Path;
 
+/// Tunnels one peer may have: its IKE SA keeps one CHILD SA per tunnel, and
+/// the IKE engine allows at most this many (`ike::sa::MAX_TUNNELS`).
+pub const MAX_TUNNELS_PER_PEER: usize = 16;
+
 use crate::algo;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::*;
@@ -1915,6 +1919,18 @@ fn ipsec(
                 &tl.map(|l| l.span.clone()).unwrap_or(p.span.clone()),
                 format!("{f}.tunnels"),
                 "no tunnels: give at least one [[...tunnels]] with local_ts and remote_ts",
+            );
+            ok = false;
+        }
+        if let Some(l) = tl.filter(|l| l.value.len() > MAX_TUNNELS_PER_PEER) {
+            v.err(
+                &l.span,
+                format!("{f}.tunnels"),
+                format!(
+                    "{} tunnels: at most {MAX_TUNNELS_PER_PEER} per peer (one IKE SA keeps at most \
+                     that many CHILD SAs); split them across peers or widen the selectors",
+                    l.value.len()
+                ),
             );
             ok = false;
         }

@@ -1431,3 +1431,24 @@ fn dpd_is_checked_and_defaults_to_30s_restart() {
         assert_eq!(p.viaduct.ipsec.unwrap().peers[0].dpd, want, "{l}");
     }
 }
+
+#[test]
+fn a_peer_keys_at_most_sixteen_tunnels() {
+    let peer = |n: usize| {
+        let mut s = "[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = { method = \"psk\", psk = \"tpm:b\" }\n".to_string();
+        for k in 0..n {
+            s.push_str(&format!(
+                "[[viaduct.ipsec.peers.tunnels]]\nname = \"t{k}\"\nlocal_ts = [\"10.1.{k}.0/24\"]\nremote_ts = [\"10.2.{k}.0/24\"]\n"
+            ));
+        }
+        s
+    };
+    accepted(&peer(16));
+    let d = one(&peer(17));
+    assert_eq!(d.field, "viaduct.ipsec.peers[0].tunnels", "{}", d.render());
+    assert!(
+        d.message.contains("17 tunnels: at most 16 per peer"),
+        "{}",
+        d.render()
+    );
+}

@@ -25,9 +25,9 @@ pub enum PeerError {
         /// What is wrong.
         problem: String,
     },
-    /// A peer keys several tunnels, which the engine cannot do yet.
-    #[error("the peer keys {0} tunnels; one tunnel per peer is supported so far")]
-    SeveralTunnels(usize),
+    /// A peer keys more tunnels than one IKE SA carries.
+    #[error("the peer keys {0} tunnels; at most {max} per peer", max = ike::sa::MAX_TUNNELS)]
+    TooManyTunnels(usize),
     /// The engine refused the configuration.
     #[error("{0}")]
     Engine(String),
@@ -40,8 +40,9 @@ pub struct Connection {
     pub peer: u16,
     /// Its name.
     pub name: String,
-    /// The tunnel its CHILD SAs key.
-    pub tunnel: blob::TunnelId,
+    /// The tunnels its CHILD SAs key, in the engine's order (the engine's
+    /// tunnel `i` is `tunnels[i]`).
+    pub tunnels: Vec<blob::TunnelId>,
     /// Whether we start the IKE SA: the gateway with the lower outer
     /// address initiates, the other answers, so the two never race.
     pub initiator: bool,
@@ -124,8 +125,8 @@ fn credential(
 /// The connection of peer `index` of `ike`, in `policy`.
 ///
 /// # Errors
-/// [`PeerError`] if its credentials are missing or malformed, it keys
-/// several tunnels, or the engine refuses the result.
+/// [`PeerError`] if its credentials are missing or malformed, it keys no
+/// tunnel or too many, or the engine refuses the result.
 pub fn connection(
     policy: &blob::Policy,
     ike: &blob::IkeConfig,
@@ -136,14 +137,24 @@ pub fn connection(
         .peers
         .get(index)
         .ok_or_else(|| PeerError::Engine("no such peer".into()))?;
-    let [tunnel_id] = p.tunnels[..] else {
-        return Err(PeerError::SeveralTunnels(p.tunnels.len()));
-    };
-    let tunnel = policy
+    if p.tunnels.is_empty() {
+        return Err(PeerError::Engine("the peer keys no tunnel".into()));
+    }
+    if p.tunnels.len() > ike::sa::MAX_TUNNELS {
+        return Err(PeerError::TooManyTunnels(p.tunnels.len()));
+    }
+    let tunnels = p
         .tunnels
         .iter()
-        .find(|t| t.id == tunnel_id)
-        .ok_or_else(|| PeerError::Engine("the peer's tunnel is not in the policy".into()))?;
+        .map(|id| {
+            policy.tunnels.iter().find(|t| t.id == *id).ok_or_else(|| {
+                PeerError::Engine(format!("the peer's tunnel {} is not in the policy", id.0))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // One IKE SA's CHILD SAs share their lifetimes (the profile sets them per
+    // peer); the first tunnel's are taken.
+    let tunnel = tunnels[0];
     let auth = match &p.auth {
         blob::IkeAuth::Psk(c) => {
             let secret = credential(c, creds)?;
@@ -212,6 +223,13 @@ pub fn connection(
     c.pfs = p.pfs.map(group);
     c.local_ts = tunnel.local_ts.iter().map(selector).collect();
     c.remote_ts = tunnel.remote_ts.iter().map(selector).collect();
+    c.more_tunnels = tunnels[1..]
+        .iter()
+        .map(|t| ike::sa::Selectors {
+            local_ts: t.local_ts.iter().map(selector).collect(),
+            remote_ts: t.remote_ts.iter().map(selector).collect(),
+        })
+        .collect();
     let hard = tunnel.lifetimes.hard.seconds.unwrap_or(4200).max(1);
     let soft = tunnel
         .lifetimes
@@ -230,7 +248,7 @@ pub fn connection(
     Ok(Connection {
         peer: u16::try_from(index).map_err(|_| PeerError::Engine("too many peers".into()))?,
         name: p.name.clone(),
-        tunnel: tunnel_id,
+        tunnels: p.tunnels.clone(),
         initiator: p.local < p.remote,
         dpd_clear: p.dpd.action == blob::DpdAction::Clear,
         config: c,

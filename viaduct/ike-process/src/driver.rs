@@ -30,12 +30,26 @@ struct Peer<E: Entropy> {
     /// The peer was found dead and the DPD action is `clear`: no restart
     /// until it initiates.
     cleared: bool,
+    /// The tunnel of each CHILD SA in the data plane, by our inbound SPI.
+    spi_tunnel: std::collections::HashMap<u32, blob::TunnelId>,
+}
+
+impl<E: Entropy> Peer<E> {
+    /// The tunnel of the CHILD SA with our inbound SPI `spi`.
+    fn tunnel_of(&self, spi: u32) -> Option<blob::TunnelId> {
+        self.spi_tunnel.get(&spi).copied()
+    }
+
+    fn owns(&self, tunnel: blob::TunnelId) -> bool {
+        self.c.tunnels.contains(&tunnel)
+    }
 }
 
 struct ConnectionMeta {
     peer: u16,
     name: String,
-    tunnel: blob::TunnelId,
+    /// The engine's tunnel `i` is `tunnels[i]`.
+    tunnels: Vec<blob::TunnelId>,
     initiator: bool,
     dpd_clear: bool,
     local: std::net::SocketAddr,
@@ -81,7 +95,7 @@ impl<E: Entropy> Driver<E> {
             let meta = ConnectionMeta {
                 peer: c.peer,
                 name: c.name,
-                tunnel: c.tunnel,
+                tunnels: c.tunnels,
                 initiator: c.initiator,
                 dpd_clear: c.dpd_clear,
                 local: c.config.local,
@@ -96,6 +110,7 @@ impl<E: Entropy> Driver<E> {
                     backoff: FIRST_BACKOFF,
                     jitter: entropy(),
                     cleared: false,
+                    spi_tunnel: std::collections::HashMap::new(),
                 }),
                 Err(e) => log.push(format!("ike: peer {}: {e}", p.name)),
             }
@@ -162,7 +177,7 @@ impl<E: Entropy> Driver<E> {
                         p.c.name,
                         c.inbound.0,
                         c.outbound.0,
-                        p.c.tunnel.0,
+                        p.tunnel_of(c.inbound.0).map_or(0, |t| t.0),
                         c.state,
                         if c.outbound_active { "" } else { " (not sent on yet)" },
                         secs(c.age),
@@ -223,7 +238,7 @@ impl<E: Entropy> Driver<E> {
                 inbound_spi,
                 hard,
             } => {
-                if let Some(p) = self.peers.iter_mut().find(|p| p.c.tunnel == tunnel) {
+                if let Some(p) = self.peers.iter_mut().find(|p| p.owns(tunnel)) {
                     if !hard {
                         let a = p.ike.rekey_child(ike::wire::ChildSpi(inbound_spi), now);
                         absorb(p, a, now, &mut out);
@@ -239,7 +254,7 @@ impl<E: Entropy> Driver<E> {
                     "ike: the data plane refused CHILD SA {inbound_spi:08x} of tunnel {}: {refusal}",
                     tunnel.0
                 ));
-                if let Some(p) = self.peers.iter_mut().find(|p| p.c.tunnel == tunnel) {
+                if let Some(p) = self.peers.iter_mut().find(|p| p.owns(tunnel)) {
                     let a = p.ike.delete_child(ike::wire::ChildSpi(inbound_spi), now);
                     absorb(p, a, now, &mut out);
                 }
@@ -283,10 +298,14 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
                 let Some(aead) = aead(c.aead) else {
                     continue;
                 };
+                let Some(tunnel) = p.c.tunnels.get(c.tunnel).copied() else {
+                    continue;
+                };
+                p.spi_tunnel.insert(c.inbound_spi.0, tunnel);
                 let secs = |d: Duration| d.as_secs().max(1);
                 out.to_data_plane
                     .push(ToDataPlane::InstallSa(Box::new(SaInstall {
-                        tunnel: p.c.tunnel,
+                        tunnel,
                         inbound_spi: c.inbound_spi.0,
                         outbound_spi: c.outbound_spi.0,
                         aead,
@@ -299,21 +318,30 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
                         hard_seconds: secs(c.lifetimes.expire_after),
                     })));
                 out.log.push(format!(
-                    "ike: peer {name}: CHILD SA in {:08x} out {:08x} installed ({:?}{})",
+                    "ike: peer {name}: CHILD SA in {:08x} out {:08x} of tunnel {} installed ({:?}{})",
                     c.inbound_spi.0,
                     c.outbound_spi.0,
+                    tunnel.0,
                     c.aead,
                     if c.udp_encapsulation { ", UDP" } else { "" }
                 ));
             }
-            Action::UseOutbound(id) => out.to_data_plane.push(ToDataPlane::UseOutbound {
-                tunnel: p.c.tunnel,
-                inbound_spi: id.inbound_spi.0,
-            }),
-            Action::DeleteChildSa(id) => out.to_data_plane.push(ToDataPlane::DeleteSa {
-                tunnel: p.c.tunnel,
-                inbound_spi: id.inbound_spi.0,
-            }),
+            Action::UseOutbound(id) => {
+                if let Some(tunnel) = p.tunnel_of(id.inbound_spi.0) {
+                    out.to_data_plane.push(ToDataPlane::UseOutbound {
+                        tunnel,
+                        inbound_spi: id.inbound_spi.0,
+                    });
+                }
+            }
+            Action::DeleteChildSa(id) => {
+                if let Some(tunnel) = p.spi_tunnel.remove(&id.inbound_spi.0) {
+                    out.to_data_plane.push(ToDataPlane::DeleteSa {
+                        tunnel,
+                        inbound_spi: id.inbound_spi.0,
+                    });
+                }
+            }
             Action::SetTimer(t) => p.timer = Some(t),
             Action::Event(e) => {
                 match &e {

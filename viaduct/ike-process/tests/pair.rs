@@ -361,3 +361,53 @@ fn dpd_actions_restart_or_clear_after_the_peer_dies() {
         }
     }
 }
+
+/// `policy` with a second tunnel to the same peer: 10.me.1.0/24 ↔
+/// 10.other.1.0/24 (tunnel 2), keyed in the same IKE SA.
+fn two_tunnel_policy(me: u8, auth: IkeAuth) -> Policy {
+    let other = 3 - me;
+    let mut p = policy(me, auth, None);
+    let net =
+        |n: u8| TrafficSelector::prefix(Prefix::new(IpAddr::V4(Ipv4Addr::new(10, n, 1, 0)), 24));
+    let mut t = Tunnel::new(2, "t2", v4(me), v4(other), Aead::Aes256Gcm16)
+        .with_local_ts(net(me))
+        .with_remote_ts(net(other));
+    t.lifetimes.soft.seconds = Some(3000);
+    t.lifetimes.hard.seconds = Some(3600);
+    p = p.with_tunnel(t);
+    if let Some(ike) = &mut p.ike {
+        ike.peers[0].tunnels.push(TunnelId(2));
+    }
+    p.validate().unwrap();
+    p
+}
+
+#[test]
+fn two_tunnels_to_one_peer_are_keyed_in_one_ike_sa() {
+    let psk = || {
+        IkeAuth::Psk(Credential::Lab(KeyMaterial::new(
+            b"a lab pre-shared key of 32 bytes".to_vec(),
+        )))
+    };
+    let (a, b) = (two_tunnel_policy(1, psk()), two_tunnel_policy(2, psk()));
+    let none = Credentials::default();
+    // `deliver` checks every install against its policy's rules for the
+    // tunnel it names (selectors, peer, algorithm).
+    let r = run(&a, &b, &none, &none);
+    for side in 0..2 {
+        let tunnels: Vec<u32> = r[side].0.iter().map(|i| i.tunnel.0).collect();
+        assert_eq!(tunnels, vec![1, 2], "side {side}: {:?}", r[side].1);
+        let established = r[side]
+            .1
+            .iter()
+            .filter(|l| l.contains("IKE SA") && l.contains("established"))
+            .count();
+        assert_eq!(established, 1, "one IKE SA: {:?}", r[side].1);
+    }
+    for t in 0..2 {
+        let (x, y) = (&r[0].0[t], &r[1].0[t]);
+        assert_eq!(x.inbound_spi, y.outbound_spi);
+        assert_eq!(x.outbound_spi, y.inbound_spi);
+        assert_eq!(x.key_out, y.key_in);
+    }
+}

@@ -49,8 +49,9 @@ fn strongswan_missing() -> Option<String> {
 
 /// Our policy: tunnel 10.1.0.0/24 ↔ 10.2.0.1/32 with strongSwan at 198.51.100.1,
 /// keyed by IKE (PSK `lab-psk`), ESP AES-256-GCM without ESN (kernel-libipsec has
-/// none), PFS x25519.
-fn policy(our_outer: &str, dpd: Dpd) -> Policy {
+/// none), PFS x25519; with `two`, a second tunnel 10.1.0.0/24 ↔ 10.2.0.2/32 to
+/// the same peer (a second CHILD SA in the same IKE SA).
+fn policy(our_outer: &str, dpd: Dpd, two: bool) -> Policy {
     let me = v4(our_outer);
     let sw = v4("198.51.100.1");
     let t = Tunnel::new(1, "sw", me, sw, Aead::Aes256Gcm16)
@@ -68,6 +69,26 @@ fn policy(our_outer: &str, dpd: Dpd) -> Policy {
             SpdAction::Protect(TunnelId(1)),
         )
         .with_spd("rest", Selector::any_v4(), SpdAction::Discard);
+    let mut tunnels = vec![TunnelId(1)];
+    if two {
+        let t2 = Tunnel::new(2, "sw2", me, sw, Aead::Aes256Gcm16)
+            .with_local_ts(TrafficSelector::prefix(Prefix::new(v4("10.1.0.0"), 24)))
+            .with_remote_ts(TrafficSelector::prefix(Prefix::new(v4("10.2.0.2"), 32)));
+        p = p.with_tunnel(t2);
+        // Before "rest" (first match wins).
+        p.spd.insert(
+            1,
+            SpdEntry {
+                name: "to-sw2".into(),
+                selector: Selector::between(
+                    Prefix::new(v4("10.1.0.0"), 24),
+                    Prefix::new(v4("10.2.0.2"), 32),
+                ),
+                action: SpdAction::Protect(TunnelId(2)),
+            },
+        );
+        tunnels.push(TunnelId(2));
+    }
     p.ike = Some(IkeConfig {
         local_id: IkeIdentity::Fqdn("gw.lab".into()),
         private_key: None,
@@ -89,7 +110,7 @@ fn policy(our_outer: &str, dpd: Dpd) -> Policy {
             pfs: Some(KeGroup::X25519),
             ike_rekey_seconds: 3600,
             dpd,
-            tunnels: vec![TunnelId(1)],
+            tunnels,
         }],
     });
     p.validate().unwrap();
@@ -97,7 +118,8 @@ fn policy(our_outer: &str, dpd: Dpd) -> Policy {
 }
 
 /// strongSwan's configuration in `/etc/netns/<sw>/`: the connection to us, its
-/// CHILD SA rekeyed every `child_rekey` and its IKE SA every `ike_rekey`.
+/// CHILD SA rekeyed every `child_rekey` and its IKE SA every `ike_rekey`; with
+/// `two`, a second CHILD SA `net2` for 10.2.0.2.
 fn configure_strongswan(
     sw: &str,
     dir: &Path,
@@ -105,7 +127,17 @@ fn configure_strongswan(
     initiates: bool,
     child_rekey: &str,
     ike_rekey: &str,
+    two: bool,
 ) {
+    let start = if initiates { "start" } else { "none" };
+    let net2 = if two {
+        format!(
+            "      net2 {{\n        local_ts = 10.2.0.2/32\n        remote_ts = 10.1.0.0/24\n        \
+             esp_proposals = aes256gcm16-x25519\n        rekey_time = {child_rekey}\n        start_action = {start}\n      }}\n"
+        )
+    } else {
+        String::new()
+    };
     let etc = Path::new("/etc/netns").join(sw);
     std::fs::create_dir_all(etc.join("swanctl/conf.d")).unwrap();
     let log = dir.join("charon.log");
@@ -130,9 +162,8 @@ fn configure_strongswan(
              encap = yes\n    mobike = no\n    proposals = aes256gcm16-prfsha256-x25519\n    rekey_time = {ike_rekey}\n    \
              dpd_delay = 10s\n    local {{\n      auth = psk\n      id = sw.lab\n    }}\n    remote {{\n      auth = psk\n      id = gw.lab\n    }}\n    \
              children {{\n      net {{\n        local_ts = 10.2.0.1/32\n        remote_ts = 10.1.0.0/24\n        \
-             esp_proposals = aes256gcm16-x25519\n        rekey_time = {child_rekey}\n        start_action = {}\n      }}\n    }}\n  }}\n}}\n\
+             esp_proposals = aes256gcm16-x25519\n        rekey_time = {child_rekey}\n        start_action = {start}\n      }}\n{net2}    }}\n  }}\n}}\n\
              secrets {{\n  ike-gw {{\n    id-1 = sw.lab\n    id-2 = gw.lab\n    secret = \"{PSK}\"\n  }}\n}}\n",
-            if initiates { "start" } else { "none" }
         ),
     )
     .unwrap();
@@ -207,6 +238,9 @@ struct Case {
     /// charon killed: our DPD (every 3 s) finds it dead, the SAs go; charon
     /// started again: the tunnel comes back.
     dpd_kill: bool,
+    /// Two tunnels to strongSwan (10.2.0.1 and 10.2.0.2), two CHILD SAs in one
+    /// IKE SA; both carry a ping and TCP each way.
+    two: bool,
 }
 
 fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
@@ -216,6 +250,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         nat,
         flood,
         dpd_kill,
+        two,
     } = case;
     let tag = format!(
         "{}{}",
@@ -243,10 +278,13 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     ip_ns(&sw, "addr add 198.51.100.1/24 dev v0");
     ip_ns(&sw, "link set v0 up");
     ip_ns(&sw, "addr add 10.2.0.1/32 dev lo");
+    if two {
+        ip_ns(&sw, "addr add 10.2.0.2/32 dev lo");
+    }
     ip_ns(&sw, &format!("route add {our_outer}/32 via 198.51.100.254"));
     // CHILD SAs rekeyed by strongSwan every 15 s, its IKE SA every 40 s.
     let remote_addrs = if nat { "%any" } else { our_outer };
-    configure_strongswan(&sw, &dir, remote_addrs, sw_initiates, "20s", "60s");
+    configure_strongswan(&sw, &dir, remote_addrs, sw_initiates, "20s", "60s", two);
     if nat {
         // Our outer address leaves blk as 198.51.100.254, from ports 30000-40000.
         let rules = format!(
@@ -264,7 +302,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     } else {
         Dpd::default()
     };
-    let pol = write_policy(&dir, "gw.pol", &policy(our_outer, dpd));
+    let pol = write_policy(&dir, "gw.pol", &policy(our_outer, dpd, two));
     let (log, ike_log) = (dir.join("viaduct.log"), dir.join("ike.log"));
     let (dp, ike_end) = channel_pair();
     let chan = {
@@ -336,6 +374,30 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         "TCP from strongSwan's side\n{}",
         logs()
     );
+    if two {
+        // The second tunnel: its own CHILD SA in the same IKE SA, both ways.
+        let t = Instant::now();
+        while ping_counts(&lan, "-c 1 -W 1 10.2.0.2").1 != 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no second tunnel within 20 s\n{}",
+                logs()
+            );
+        }
+        let (tx, rx) = ping_counts(&sw, "-c 3 -W 2 -I 10.2.0.2 10.1.0.1");
+        assert_eq!((tx, rx), (3, 3), "ping from 10.2.0.2\n{}", logs());
+        let (sent, got, n) = tcp_between(&lan, &sw, "10.2.0.2", Amount::Bytes(total));
+        assert_eq!((n, got), (total, sent), "TCP to 10.2.0.2\n{}", logs());
+        let sas = String::from_utf8_lossy(&swanctl(&sw, &["--list-sas"]).stdout).into_owned();
+        assert_eq!(sas.matches("ESTABLISHED").count(), 1, "one IKE SA: {sas}");
+        assert_eq!(sas.matches("INSTALLED").count(), 2, "two CHILD SAs: {sas}");
+        assert!(sas.contains("net:") && sas.contains("net2:"), "{sas}");
+        let ike = std::fs::read_to_string(&ike_log).unwrap_or_default();
+        assert!(
+            ike.contains("of tunnel 1 installed") && ike.contains("of tunnel 2 installed"),
+            "{ike}"
+        );
+    }
     if flood {
         flood_while_pinging(&lan, &sw, our_outer, &g, &logs);
     }
@@ -730,6 +792,49 @@ fn dpd_finds_strongswan_dead_and_the_tunnel_comes_back() {
     );
     assert!(
         ours.matches("established with fqdn:sw.lab").count() >= 2,
+        "{ours}"
+    );
+}
+
+/// Two tunnels to one peer, we initiate: IKE_AUTH makes the first CHILD SA,
+/// our CREATE_CHILD_SA the second, which strongSwan files under its `net2`.
+#[test]
+fn two_tunnels_to_strongswan_we_initiate() {
+    if skip() {
+        return;
+    }
+    let (ours, _) = gateway_against_strongswan(
+        "192.0.2.2",
+        Case {
+            two: true,
+            ..Case::default()
+        },
+    );
+    assert_eq!(
+        ours.matches("established with fqdn:sw.lab").count(),
+        1,
+        "{ours}"
+    );
+}
+
+/// Two tunnels to one peer, strongSwan initiates both CHILD SAs (`start`): we
+/// file its second CHILD SA under our second tunnel by its selectors.
+#[test]
+fn two_tunnels_to_strongswan_it_initiates() {
+    if skip() {
+        return;
+    }
+    let (ours, _) = gateway_against_strongswan(
+        "203.0.113.2",
+        Case {
+            sw_initiates: true,
+            two: true,
+            ..Case::default()
+        },
+    );
+    assert_eq!(
+        ours.matches("established with fqdn:sw.lab").count(),
+        1,
         "{ours}"
     );
 }
