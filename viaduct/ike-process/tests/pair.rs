@@ -394,15 +394,14 @@ fn two_tunnels_to_one_peer_are_keyed_in_one_ike_sa() {
     // `deliver` checks every install against its policy's rules for the
     // tunnel it names (selectors, peer, algorithm).
     let r = run(&a, &b, &none, &none);
-    for side in 0..2 {
-        let tunnels: Vec<u32> = r[side].0.iter().map(|i| i.tunnel.0).collect();
-        assert_eq!(tunnels, vec![1, 2], "side {side}: {:?}", r[side].1);
-        let established = r[side]
-            .1
+    for (side, (installs, log)) in r.iter().enumerate() {
+        let tunnels: Vec<u32> = installs.iter().map(|i| i.tunnel.0).collect();
+        assert_eq!(tunnels, vec![1, 2], "side {side}: {log:?}");
+        let established = log
             .iter()
             .filter(|l| l.contains("IKE SA") && l.contains("established"))
             .count();
-        assert_eq!(established, 1, "one IKE SA: {:?}", r[side].1);
+        assert_eq!(established, 1, "one IKE SA: {log:?}");
     }
     for t in 0..2 {
         let (x, y) = (&r[0].0[t], &r[1].0[t]);
