@@ -261,3 +261,63 @@ proptest! {
         }
     }
 }
+
+/// Tunnel "all" 10.1.0.0/24 <-> 10.2.0.0/24 and the nested tunnel "tcp" (the
+/// same addresses, TCP only), in `order` (0: all, 1: tcp).
+fn nested(c: &mut Config, initiator_side: bool, order: &[u8]) {
+    let sel = |k: u8| {
+        let mut a = range("10.1.0.0", "10.1.0.255");
+        let mut b = range("10.2.0.0", "10.2.0.255");
+        if k == 1 {
+            a.ip_protocol = 6;
+            b.ip_protocol = 6;
+        }
+        if initiator_side {
+            (vec![a], vec![b])
+        } else {
+            (vec![b], vec![a])
+        }
+    };
+    let (l, r) = sel(order[0]);
+    c.local_ts = l;
+    c.remote_ts = r;
+    c.more_tunnels = order[1..]
+        .iter()
+        .map(|k| {
+            let (local_ts, remote_ts) = sel(*k);
+            Selectors {
+                local_ts,
+                remote_ts,
+            }
+        })
+        .collect();
+}
+
+#[test]
+fn a_nested_tunnel_is_told_from_the_one_containing_it() {
+    for r_order in [[0, 1], [1, 0]] {
+        let (mut i, mut r) = configs(AuthKind::Psk);
+        nested(&mut i, true, &[0, 1]);
+        nested(&mut r, false, &r_order);
+        let mut net = Net::new(vec![Node::new(i, 6), Node::new(r, 6 ^ 0x5555)]);
+        net.initiate(&mut deliver);
+        net.run_until(S(5), &mut deliver);
+        let kinds = |who: usize| -> Vec<(usize, u8)> {
+            net.nodes[who]
+                .installs
+                .iter()
+                .map(|c| (c.tunnel, c.local_ts[0].ip_protocol))
+                .collect()
+        };
+        assert_eq!(kinds(0), vec![(0, 0), (1, 6)]);
+        // The responder files each under its own tunnel with those selectors.
+        let expect: Vec<(usize, u8)> = [0u8, 6]
+            .iter()
+            .map(|p| {
+                let k = u8::from(*p == 6);
+                (r_order.iter().position(|x| *x == k).unwrap(), *p)
+            })
+            .collect();
+        assert_eq!(kinds(1), expect, "responder order {r_order:?}");
+    }
+}

@@ -15,8 +15,8 @@ use crate::wire::{Selector, TrafficSelector, TsPayload};
 /// selectors (every tunnel's, ours) if no tunnel leaves both non-empty.
 ///
 /// With several tunnels, the one whose selectors the request names exactly
-/// wins, then the one that keeps the most of it, then the first; the peer's
-/// selectors must fit one tunnel — a request spanning two is narrowed to one.
+/// wins, then one that grants the request as asked, then the first that
+/// narrows it; a request spanning two tunnels is narrowed to one.
 pub(crate) fn answer(
     tsi: &TsPayload<'_>,
     tsr: &TsPayload<'_>,
@@ -33,8 +33,14 @@ pub(crate) fn answer(
         if our_tsi.is_empty() || our_tsr.is_empty() {
             continue;
         }
-        // 2: the request as asked; 1: the request narrowed; the first wins a tie.
-        let score = if our_tsi == peer_tsi && our_tsr == peer_tsr {
+        // 3: the request is exactly this tunnel; 2: it lies within this
+        // tunnel, granted as asked; 1: it is narrowed. The first wins a tie,
+        // so a request for a nested tunnel (TCP within all traffic) goes to
+        // the nested one, not to the wider one that merely contains it.
+        let asked = our_tsi == peer_tsi && our_tsr == peer_tsr;
+        let score = if asked && remote == &peer_tsi[..] && local == &peer_tsr[..] {
+            3
+        } else if asked {
             2
         } else {
             1
