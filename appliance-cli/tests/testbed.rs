@@ -161,6 +161,7 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
         "fault: the transfer resumes and completes intact",
         "fault: nothing in clear on the wire during the outage",
         "CHILD SA rekeyed during the transfer, no packet dropped",
+        "every tunnel of gw-a carried traffic (one CHILD SA each)",
         "fault: Viaduct killed on gw-a, tunnel back with new keys",
         "internet capture: only ESP and IKE between the gateways, no (SPI, sequence) twice",
         "tear-down leaves nothing behind",

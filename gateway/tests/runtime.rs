@@ -1913,11 +1913,22 @@ fn two_gateways_keyed_by_ike_in_compartments() {
         Duration::from_secs(10),
     );
     assert!(child_line.contains("installed: age"), "{child_line}");
+    // Two tunnels, one IKE SA: the lab pair's TCP has a tunnel of its own
+    // (nested in the first), so the transfer above crossed the second.
+    for t in ["tunnel 1 installed", "tunnel 2 installed"] {
+        ia.wait_for_since(mark, t, Duration::from_secs(10));
+    }
     ia.wait_for_since(
         mark,
-        "viaduct| out tunnel=lan-a-to-lan-b",
+        "viaduct| out tunnel=lan-a-to-lan-b ",
         Duration::from_secs(10),
     );
+    let tcp_line = ia.wait_for_since(
+        mark,
+        "viaduct| out tunnel=lan-a-to-lan-b-tcp ",
+        Duration::from_secs(10),
+    );
+    assert!(!tcp_line.contains(" packets=0 "), "{tcp_line}");
     ia.wait_for_since(mark, "status ike up", Duration::from_secs(10));
 
     // The IKE process dies: the SAs carry on; its successor, on the same channel,

@@ -410,6 +410,16 @@ fn checks(
         },
     )?;
 
+    // Several tunnels (the lab pair: all traffic, and TCP nested in it): each
+    // carried its share — the pings one, the transfer's TCP the other.
+    if a.tunnels.len() > 1 {
+        report.check(
+            log,
+            "every tunnel of gw-a carried traffic (one CHILD SA each)",
+            || tunnel_packets(lab, a),
+        )?;
+    }
+
     // 4. DISCARD: nothing on the wire, counted by gw-a's Viaduct.
     report.check(
         log,
@@ -662,6 +672,35 @@ fn viaduct_drops(lab: &Lab, g: &Gateway) -> Result<u64, Error> {
         .next()
         .and_then(|n| n.trim().parse().ok())
         .ok_or_else(|| Error::State(format!("{}: unreadable counter line `{line}`", g.name)))
+}
+
+/// Packets each tunnel of `g` sent under its current outbound SA (`counters`):
+/// pass if every tunnel sent some.
+fn tunnel_packets(lab: &Lab, g: &Gateway) -> Result<(bool, String), Error> {
+    let mut c = lab.console(g);
+    c.poll();
+    let from = c.len();
+    c.send("counters")?;
+    let mut all = true;
+    let mut detail = Vec::new();
+    for name in &g.tunnels {
+        let prefix = format!("viaduct| out tunnel={name} ");
+        let (_, line, _) = c.wait_for(
+            &format!("`{prefix}…` after `counters`"),
+            from,
+            Duration::from_secs(20),
+            |l| l.contains(&prefix),
+            |_| false,
+        )?;
+        let packets: u64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("packets="))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::State(format!("{}: unreadable counter line `{line}`", g.name)))?;
+        all &= packets > 0;
+        detail.push(format!("{name}: {packets} packets"));
+    }
+    Ok((all, format!("{} (out, current SAs)", detail.join(", "))))
 }
 
 /// The capture of the internet so far (tcpdump writes it packet by packet).

@@ -104,6 +104,8 @@ pub struct Gateway {
     pub lan_mac: [u8; 6],
     /// MAC address of the internet card.
     pub wan_mac: [u8; 6],
+    /// Names of its tunnels, every peer's, in profile order.
+    pub tunnels: Vec<String>,
 }
 
 impl Gateway {
@@ -143,6 +145,13 @@ impl Gateway {
             wan_gateway,
             lan_mac: [0x52, 0x54, 0x00, 0x0a, index + 1, 1],
             wan_mac: [0x52, 0x54, 0x00, 0x0a, index + 1, 2],
+            tunnels: p
+                .viaduct
+                .ipsec
+                .iter()
+                .flat_map(|i| i.peers.iter().flat_map(|p| p.tunnels.iter()))
+                .map(|t| t.name.clone())
+                .collect(),
         })
     }
 }
