@@ -213,9 +213,83 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
         ike.contains("isakmp") && ike.contains("ikev2_init") && ike.contains("child_sa"),
         "{ike}"
     );
+    // The lab pair authenticates with its pre-shared key (the Ed25519 pair is
+    // the next test).
+    let console = std::fs::read_to_string(f.lab.join("gw-a.console.log")).unwrap();
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("established with fqdn:gw-b.lab")
+                && l.contains("authenticated by pre-shared key")),
+        "gw-a: no IKE SA authenticated by the pre-shared key"
+    );
     assert_nothing_left(&f.lab);
     let s = testbed("status", f, &[]);
     assert!(text(&s.stdout).contains(": down"), "{}", text(&s.stdout));
+}
+
+/// The lab pair authenticating with Ed25519 signatures (`profiles/lab/ed25519`,
+/// pinned public keys) through the same checks: the testbed runs both of the
+/// lab's authentication methods, pre-shared keys above and signatures here.
+#[test]
+fn testbed_test_runs_the_ed25519_pair() {
+    let _s = serial();
+    let dir = tempfile::Builder::new()
+        .prefix("testbed-ed25519-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let lab_dir = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
+        .expect("copy the lab profiles");
+    let variant = lab_dir.join("ed25519");
+    std::fs::create_dir_all(&variant).unwrap();
+    for gw in testbed::lab::GATEWAYS {
+        std::fs::copy(
+            root().join(format!("profiles/lab/ed25519/{gw}.toml")),
+            variant.join(format!("{gw}.toml")),
+        )
+        .unwrap();
+        // The same packages as the pair they extend.
+        std::fs::copy(
+            root().join(format!("profiles/lab/{gw}.lock")),
+            variant.join(format!("{gw}.lock")),
+        )
+        .unwrap();
+    }
+    let lab = dir.path().join("lab");
+    let args = [
+        "testbed".to_string(),
+        "test".into(),
+        "--lab".into(),
+        lab.display().to_string(),
+        "--profiles".into(),
+        variant.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    let out = appliance(&args);
+    let stdout = text(&out.stdout);
+    eprintln!("{}\n{stdout}", text(&out.stderr));
+    eprintln!(
+        "appliance testbed test (Ed25519): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "testbed test (Ed25519) failed");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("both ready → first ESP packet (IKEv2 keyed)"));
+    // Both gateways authenticated their IKE SAs with signatures.
+    for (gw, peer) in [("gw-a", "gw-b"), ("gw-b", "gw-a")] {
+        let console = std::fs::read_to_string(lab.join(format!("{gw}.console.log")))
+            .unwrap_or_else(|e| panic!("{gw}.console.log: {e}"));
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains(&format!("established with fqdn:{peer}.lab"))
+                    && l.contains("authenticated by Ed25519 signatures")),
+            "{gw}: no IKE SA authenticated by Ed25519 in its console log"
+        );
+        assert!(!console.contains("authenticated by pre-shared key"), "{gw}");
+    }
+    assert_nothing_left(&lab);
 }
 
 #[test]

@@ -387,11 +387,28 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
                     Event::Dropped { .. } | Event::Retransmitted { .. } => {}
                     _ => {}
                 }
-                if !matches!(e, Event::Dropped { .. }) {
+                if let Event::IkeSaEstablished(_) = &e {
+                    out.log.push(format!(
+                        "ike: peer {name}: {}, authenticated by {}",
+                        describe(&e),
+                        auth_name(&p.ike.config().auth)
+                    ));
+                } else if !matches!(e, Event::Dropped { .. }) {
                     out.log.push(format!("ike: peer {name}: {}", describe(&e)));
                 }
             }
         }
+    }
+}
+
+/// How a peer authenticates, for the log (both ways alike).
+fn auth_name(a: &ike::sa::Auth) -> &'static str {
+    match a {
+        ike::sa::Auth::Psk(_) => "pre-shared key",
+        ike::sa::Auth::Signature { key, .. } => match key.scheme() {
+            ike::crypto::SignatureScheme::Ed25519 => "Ed25519 signatures (pinned keys)",
+            ike::crypto::SignatureScheme::EcdsaP256Sha256 => "ECDSA P-256 signatures (pinned keys)",
+        },
     }
 }
 
