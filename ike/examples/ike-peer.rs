@@ -14,6 +14,7 @@
 //!          --local-ts 10.2.0.0/24 --remote-ts 10.1.0.0/24
 //!          [--initiate] [--retransmit-ms 500] [--sends 3] [--exit-after-s 60]
 //!          [--cookie-threshold N]   (0: demand a COOKIE from every initiator)
+//!          [--force-encap]   (UDP encapsulation without a NAT; keepalives)
 //!          [--drop-send 2,3] [--drop-recv 1]   (lose the n-th datagram, from 1)
 //!          [--pfs x25519|ecp256] [--child-rekey-s S] [--child-expire-s S]
 //!          [--ike-rekey-s S] [--dpd-s S] [--jitter-percent P]   (0 s: off)
@@ -79,6 +80,7 @@ struct Args {
     sends: u32,
     exit_after: Option<Duration>,
     cookie_threshold: Option<u32>,
+    force_encap: bool,
     drop_send: Vec<u64>,
     drop_recv: Vec<u64>,
     pfs: Option<Group>,
@@ -182,6 +184,7 @@ fn parse_args() -> Args {
         sends: 5,
         exit_after: None,
         cookie_threshold: None,
+        force_encap: false,
         drop_send: Vec::new(),
         drop_recv: Vec::new(),
         pfs: None,
@@ -194,6 +197,10 @@ fn parse_args() -> Args {
     while let Some(flag) = it.next() {
         if flag == "--initiate" {
             a.initiate = true;
+            continue;
+        }
+        if flag == "--force-encap" {
+            a.force_encap = true;
             continue;
         }
         let value = it
@@ -308,6 +315,7 @@ fn config(a: Args) -> Config {
         c.cookies.per_address_threshold = n;
     }
     c.pfs = a.pfs;
+    c.force_udp_encapsulation = a.force_encap;
     let secs = Duration::from_secs;
     if let Some(s) = a.child_rekey {
         c.child_lifetimes.rekey_after = secs(s);
@@ -566,7 +574,10 @@ fn main() {
                 Action::Send(d) => {
                     sends += 1;
                     let dropped = drop_send.contains(&sends);
-                    let (socket, bytes) = if d.path.local.port() == 4500 {
+                    let (socket, bytes) = if d.bytes == [0xff] {
+                        // A NAT-keepalive: on 4500, without the marker.
+                        (&natt_socket, d.bytes.clone())
+                    } else if d.path.local.port() == 4500 {
                         let mut b = NON_ESP_MARKER.to_vec();
                         b.extend_from_slice(&d.bytes);
                         (&natt_socket, b)

@@ -676,6 +676,68 @@ fn nat_is_detected_and_ike_floats_to_4500() {
     assert!(er.nat.remote_behind_nat && !er.nat.local_behind_nat);
 }
 
+/// NAT-keepalives (RFC 3948 §2.3): one byte 0xFF every 20 s from port 4500 by
+/// the side behind the NAT only.
+fn keepalives(n: &Node) -> Vec<&ike::sa::Datagram> {
+    n.sent.iter().filter(|d| d.bytes == [0xff]).collect()
+}
+
+#[test]
+fn the_side_behind_a_nat_sends_keepalives() {
+    let (i, r) = configs(AuthKind::Psk);
+    let mut net = Net::pair(i, r);
+    net.nat = true;
+    net.initiate(&mut |_, _| Fate::Deliver);
+    net.run_for(Duration::from_secs(5), &mut |_, _| Fate::Deliver);
+    assert_matching(&net);
+    let before = keepalives(net.i()).len();
+    net.run_for(Duration::from_secs(100), &mut |_, _| Fate::Deliver);
+    let k = keepalives(net.i());
+    assert_eq!(k.len() - before, 5, "one every 20 s");
+    assert!(
+        k.iter()
+            .all(|d| d.path.local == sock("192.0.2.1:4500")
+                && d.path.remote == sock("192.0.2.2:4500"))
+    );
+    assert!(
+        keepalives(net.r()).is_empty(),
+        "the responder is not behind a NAT"
+    );
+}
+
+#[test]
+fn forced_encapsulation_floats_to_4500_without_a_nat() {
+    for forcing in [0usize, 1] {
+        let (mut i, mut r) = configs(AuthKind::Psk);
+        [&mut i, &mut r][forcing].force_udp_encapsulation = true;
+        let mut net = Net::pair(i, r);
+        net.initiate(&mut |_, _| Fate::Deliver);
+        net.run_for(Duration::from_secs(45), &mut |_, _| Fate::Deliver);
+        assert_matching(&net);
+        let (ci, cr) = (&net.i().installs[0], &net.r().installs[0]);
+        assert!(
+            ci.udp_encapsulation && cr.udp_encapsulation,
+            "forcing {forcing}"
+        );
+        assert_eq!(ci.path.local, sock("192.0.2.1:4500"));
+        assert_eq!(cr.path.local, sock("192.0.2.2:4500"));
+        // The forcing side counts itself behind a NAT, the other sees it so.
+        let (e_force, e_other) = (
+            net.nodes[forcing].established()[0],
+            net.nodes[1 - forcing].established()[0],
+        );
+        assert!(e_force.nat.local_behind_nat && !e_force.nat.remote_behind_nat);
+        assert!(e_other.nat.remote_behind_nat && !e_other.nat.local_behind_nat);
+        // Only the forcing side sends keepalives (two in 45 s).
+        assert_eq!(
+            keepalives(&net.nodes[forcing]).len(),
+            2,
+            "forcing {forcing}"
+        );
+        assert!(keepalives(&net.nodes[1 - forcing]).is_empty());
+    }
+}
+
 #[test]
 fn garbage_and_unknown_spis_are_dropped() {
     let (i, r) = configs(AuthKind::Psk);

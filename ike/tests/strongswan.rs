@@ -475,6 +475,8 @@ struct Setup {
     sw_pins_other_key: bool,
     /// Ed25519: we pin a key that is not strongSwan's.
     we_pin_other_key: bool,
+    /// strongSwan's `encap` (`yes`: it fakes a NAT to force UDP).
+    sw_encap: &'static str,
     /// More lines for strongSwan's connection `vd` and its child `net`.
     sw_conn_extra: Vec<String>,
     sw_child_extra: Vec<String>,
@@ -507,6 +509,7 @@ impl Setup {
             our_ike: suite.our_ike.iter().map(|s| s.to_string()).collect(),
             our_esp: suite.our_esp.iter().map(|s| s.to_string()).collect(),
             our_extra: Vec::new(),
+            sw_encap: "yes",
             sw_conn_extra: Vec::new(),
             sw_child_extra: Vec::new(),
         }
@@ -696,7 +699,7 @@ swanctl {{
     version = 2
     local_addrs = {sw_addr}
     remote_addrs = {our_addr}
-    encap = yes
+    encap = {encap}
     mobike = no
     dpd_delay = {dpd}
     proposals = {ike}
@@ -722,6 +725,7 @@ swanctl {{
 }}
 {secrets}"#,
             dpd = s.sw_dpd,
+            encap = s.sw_encap,
             sw_addr = s.sw_addr,
             our_addr = s.our_addr,
             sw_id = s.sw_id,
@@ -1110,10 +1114,19 @@ impl Peer {
     /// The first line (seen before or arriving within [`WAIT`]) for which
     /// `pred` holds.
     fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_within(what, WAIT, pred)
+    }
+
+    fn wait_for_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(v) = self.lines.iter().find(|v| pred(v)) {
             return v.clone();
         }
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -1124,7 +1137,7 @@ impl Peer {
                     }
                 }
                 Err(_) => panic!(
-                    "ike-peer printed no {what} within {WAIT:?} (exit status {:?})",
+                    "ike-peer printed no {what} within {wait:?} (exit status {:?})",
                     self.child.try_wait().ok().flatten()
                 ),
             }
@@ -1393,10 +1406,17 @@ fn check_established(lab: &mut Lab, setup: &Setup, suite: Suite, initiator: Init
     sa.expect("remote-id", &setup.our_id);
     sa.expect("local-host", &setup.sw_addr);
     sa.expect("remote-host", &setup.our_addr);
-    // encap = yes: NAT faked, IKE floated to 4500 on both sides.
+    // encap = yes: NAT faked, IKE floated to 4500 on both sides; without it,
+    // only our forced encapsulation (a fake NAT-D source hash) floats it.
     sa.expect("local-port", "4500");
     sa.expect("remote-port", "4500");
-    sa.expect("nat-fake", "yes");
+    if setup.sw_encap == "yes" {
+        sa.expect("nat-fake", "yes");
+    } else {
+        sa.expect("nat-remote", "yes");
+        assert_eq!(sa.value("nat-fake"), None, "strongSwan faked a NAT");
+        assert_eq!(sa.value("nat-local"), None, "strongSwan is behind no NAT");
+    }
     assert_eq!(
         sa.value("initiator"),
         (initiator == Initiator::StrongSwan).then_some("yes"),
@@ -1645,6 +1665,55 @@ fn many_transforms_in_one_proposal_strongswan_initiates() {
         "one proposal, many transforms, strongSwan initiates: established",
         t0,
     );
+}
+
+/// strongSwan without `encap`, we force UDP encapsulation (`encapsulation =
+/// "udp"` in a profile): our NAT-D source hash matches no endpoint, so
+/// strongSwan sees us behind a NAT, both float to 4500 and ESP goes in UDP;
+/// we, counting ourselves behind it, send NAT-keepalives (0xFF on 4500, no
+/// marker) every 20 s, which strongSwan takes without a complaint.
+fn forced_encapsulation(initiator: Initiator) {
+    let mut setup = Setup::new(Method::Psk, AES_X25519);
+    setup.sw_encap = "no";
+    setup.our_extra = vec!["--force-encap".into()];
+    let mut lab = Lab::new(&setup);
+    let t0 = Instant::now();
+    start(&mut lab, &setup, initiator, true);
+    check_established(&mut lab, &setup, AES_X25519, initiator);
+    let established = Instant::now();
+    let k = lab
+        .peer()
+        .wait_for_within("a NAT-keepalive", Duration::from_secs(30), |v| {
+            v["type"] == "send" && v["len"] == 1
+        });
+    assert!(established.elapsed() >= Duration::from_secs(15), "{k}");
+    assert!(
+        k["local"].as_str().is_some_and(|l| l.ends_with(":4500")),
+        "{k}"
+    );
+    assert!(
+        k["remote"].as_str().is_some_and(|r| r.ends_with(":4500")),
+        "{k}"
+    );
+    assert_eq!(k["error"], Value::Null, "{k}");
+    // strongSwan still holds the SA and logged no parse error for it.
+    lab.sw_established();
+    let log = std::fs::read_to_string(lab.log_path()).unwrap_or_default();
+    assert!(!log.contains("parsing IKE header"), "{log}");
+    lab.report(
+        &format!("forced UDP encapsulation, {initiator:?} initiates: floated, keepalives"),
+        t0,
+    );
+}
+
+#[test]
+fn forced_encapsulation_strongswan_initiates() {
+    forced_encapsulation(Initiator::StrongSwan);
+}
+
+#[test]
+fn forced_encapsulation_we_initiate() {
+    forced_encapsulation(Initiator::Us);
 }
 
 /// strongSwan asks for more than we allow: we narrow its selectors.

@@ -1117,9 +1117,12 @@ impl ControlPath {
             .ike_peers
             .get(usize::from(peer))
             .ok_or(DropReason::NoPolicy)?;
-        let marker = match local_port {
-            500 => 0,
-            udp::NAT_T_PORT => 4,
+        let marker = match (local_port, ike) {
+            (500, _) => 0,
+            // A NAT-keepalive (RFC 3948 §2.3): the one byte 0xFF, no marker
+            // (no IKE message is one byte long).
+            (udp::NAT_T_PORT, [0xff]) => 0,
+            (udp::NAT_T_PORT, _) => 4,
             _ => return Err(DropReason::NoPolicy),
         };
         if remote_port == 0 {

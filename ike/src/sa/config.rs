@@ -305,6 +305,10 @@ pub struct Config {
     /// unanswered through every retransmission, the IKE SA and its CHILD
     /// SAs are deleted. `None`: off.
     pub dpd_delay: Option<Duration>,
+    /// Force UDP encapsulation (IKE on port 4500, ESP in UDP) even without a
+    /// NAT, for paths that drop IP protocol 50 (strongSwan's `encap = yes`):
+    /// our NAT detection pretends we are behind one.
+    pub force_udp_encapsulation: bool,
 }
 
 /// The traffic selectors of one tunnel: our side's and the peer's.
@@ -404,6 +408,7 @@ impl Config {
             rekey_jitter_percent: 10,
             rekeyed_delete_delay: Duration::from_secs(5),
             dpd_delay: Some(Duration::from_secs(30)),
+            force_udp_encapsulation: false,
         }
     }
 

@@ -31,6 +31,10 @@
 
 use std::collections::VecDeque;
 
+/// How often a side behind a NAT sends a NAT-keepalive (RFC 3948 §4 suggests
+/// 20 s; strongSwan's `keep_alive` default).
+pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+
 use crate::crypto::{IkeSaKeys, IvCounter, KeyExchange, Role};
 use crate::wire::{
     Chain, ChildSpi, DeleteRepr, ExchangeType, IkeSpi, Message, NotifyRepr, NotifyType,
@@ -247,6 +251,9 @@ pub(crate) struct EstablishedSa {
     /// Tunnels whose new CHILD SA was refused, and when to ask again (the
     /// others are not held up meanwhile).
     pub(crate) child_retry: Vec<(usize, Timestamp)>,
+    /// Behind a NAT (or forcing encapsulation): when to send the next
+    /// NAT-keepalive (RFC 3948 §2.3) to hold the mapping open.
+    pub(crate) keepalive_at: Option<Timestamp>,
     /// Both sides created a CHILD SA at once: the one the peer's exchange
     /// made (our inbound SPI) and the lower nonce of that exchange.
     pub(crate) new_child_collision: Option<(ChildSpi, Vec<u8>)>,
@@ -298,6 +305,9 @@ impl EstablishedSa {
             recreate: false,
             new_child_at: None,
             child_retry: Vec::new(),
+            keepalive_at: nat
+                .local_behind_nat
+                .then(|| ctx.now.saturating_add(KEEPALIVE_INTERVAL)),
             new_child_collision: None,
             created: ctx.now,
         };
@@ -431,6 +441,9 @@ impl EstablishedSa {
                 if let Some(t) = self.ike_rekey_at {
                     at(t);
                 }
+                if let Some(t) = self.keepalive_at {
+                    at(t);
+                }
                 if let Some(t) = self.new_child_at {
                     at(t);
                 }
@@ -476,6 +489,14 @@ impl EstablishedSa {
             }
         }
         self.child_timers(ctx);
+        if self.fate == Fate::Live && self.keepalive_at.is_some_and(|t| t <= now) {
+            // One byte 0xFF to the peer's port 4500, without the non-ESP
+            // marker: NAT devices drop idle UDP mappings after tens of seconds.
+            if self.path.local.port() == super::initiator::NAT_T_PORT {
+                ctx.send(self.path, vec![0xff]);
+            }
+            self.keepalive_at = Some(now.saturating_add(KEEPALIVE_INTERVAL));
+        }
         if self.fate == Fate::Live {
             if self.ike_rekey_at.is_some_and(|t| t <= now) {
                 self.ike_rekey_at = None;

@@ -33,7 +33,7 @@ pub(crate) const MAX_RETRIES: u32 = 4;
 
 /// IKE port and the NAT-T port (RFC 7296 §2.23).
 const IKE_PORT: u16 = 500;
-const NAT_T_PORT: u16 = 4500;
+pub(crate) const NAT_T_PORT: u16 = 4500;
 
 /// IKE_SA_INIT request sent.
 pub(crate) struct InitSent {
@@ -329,7 +329,13 @@ impl InitSent {
             Ok(k) => k,
             Err(e) => return fail(ctx, peer_value(e)),
         };
-        let nat = natd::detect(&c.notifies, ike_id.initiator, spi_r, path);
+        let nat = natd::detect(
+            &c.notifies,
+            ike_id.initiator,
+            spi_r,
+            path,
+            ctx.config.force_udp_encapsulation,
+        );
         let peer_hashes = authn::peer_hashes(c.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS));
         let auth_path = if nat.any()
             && sent_path.local.port() == IKE_PORT
@@ -387,7 +393,7 @@ fn build_request(
         data: ke.public_value().to_vec(),
     }));
     payloads.push(PayloadRepr::Nonce(NonceRepr { data: ni.to_vec() }));
-    for n in natd::notifies(spi_i, IkeSpi(0), path) {
+    for n in natd::notifies(spi_i, IkeSpi(0), path, ctx.config.force_udp_encapsulation) {
         payloads.push(PayloadRepr::Notify(n));
     }
     payloads.push(PayloadRepr::Notify(authn::signature_hash_notify()));

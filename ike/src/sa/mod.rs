@@ -73,9 +73,10 @@
 //!
 //! # Not yet
 //!
-//! IKE fragmentation (RFC 7383; SKF is dropped), NAT keepalives (the data
-//! plane's job, on the ESP socket), certificates, EAP and multiple key
-//! exchanges (RFC 9370). (The configuration comes from the policy blob in
+//! IKE fragmentation (RFC 7383; SKF is dropped), certificates, EAP and
+//! multiple key exchanges (RFC 9370). (NAT-keepalives are sent as a one-byte
+//! [`Action::Send`] of 0xFF on port 4500, which the caller writes without the
+//! non-ESP marker.) (The configuration comes from the policy blob in
 //! `viaduct-ike`.)
 //!
 //! **INITIAL_CONTACT** (RFC 7296 §2.4): an initiator with no established IKE

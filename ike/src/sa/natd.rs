@@ -29,11 +29,24 @@ pub(crate) fn hash(spi_i: IkeSpi, spi_r: IkeSpi, addr: SocketAddr) -> Vec<u8> {
 }
 
 /// Our two NAT detection notifies for a message on `path` with these SPIs.
-pub(crate) fn notifies(spi_i: IkeSpi, spi_r: IkeSpi, path: Path) -> [NotifyRepr; 2] {
+/// With `force` (UDP encapsulation forced, RFC 7296 §2.23: "an
+/// implementation MAY … pretend to be behind a NAT") the source hash is that
+/// of the unspecified address and port 0, which matches no real endpoint:
+/// the peer finds us behind a NAT and both sides float to port 4500.
+pub(crate) fn notifies(spi_i: IkeSpi, spi_r: IkeSpi, path: Path, force: bool) -> [NotifyRepr; 2] {
+    let source = if force {
+        let unspecified: IpAddr = match path.local.ip() {
+            IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        SocketAddr::new(unspecified, 0)
+    } else {
+        path.local
+    };
     [
         NotifyRepr::new(
             NotifyType::NAT_DETECTION_SOURCE_IP,
-            hash(spi_i, spi_r, path.local),
+            hash(spi_i, spi_r, source),
         ),
         NotifyRepr::new(
             NotifyType::NAT_DETECTION_DESTINATION_IP,
@@ -43,12 +56,15 @@ pub(crate) fn notifies(spi_i: IkeSpi, spi_r: IkeSpi, path: Path) -> [NotifyRepr;
 }
 
 /// What the peer's NAT detection notifies, received on `path` in a message
-/// with these SPIs, say. A peer that sent none gets no NAT assumed.
+/// with these SPIs, say. A peer that sent none gets no NAT assumed. With
+/// `force`, we count ourselves behind a NAT whatever the hashes say (and
+/// so float to 4500, encapsulate ESP and send keepalives).
 pub(crate) fn detect(
     notifies: &[NotifyPayload<'_>],
     spi_i: IkeSpi,
     spi_r: IkeSpi,
     path: Path,
+    force: bool,
 ) -> NatStatus {
     let of = |ty: NotifyType| notifies.iter().filter(move |n| n.notify_type() == ty);
     let mut sources = of(NotifyType::NAT_DETECTION_SOURCE_IP).peekable();
@@ -58,7 +74,8 @@ pub(crate) fn detect(
     NatStatus {
         // The peer may send several source hashes (one per address it has).
         remote_behind_nat: sources.peek().is_some() && !sources.any(|n| n.data() == remote),
-        local_behind_nat: destinations.peek().is_some() && !destinations.any(|n| n.data() == local),
+        local_behind_nat: force
+            || (destinations.peek().is_some() && !destinations.any(|n| n.data() == local)),
     }
 }
 

@@ -200,7 +200,8 @@ pub(crate) fn answer_init(
         Ok(k) => k,
         Err(e) => return error_reply(ctx, m, path, peer_value(e)),
     };
-    let nat = natd::detect(&c.notifies, spi_i, IkeSpi(0), path);
+    let force = ctx.config.force_udp_encapsulation;
+    let nat = natd::detect(&c.notifies, spi_i, IkeSpi(0), path, force);
     let signature_hashes = c.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS);
     let peer_hashes = authn::peer_hashes(signature_hashes);
     let mut payloads = vec![
@@ -212,7 +213,7 @@ pub(crate) fn answer_init(
         PayloadRepr::Nonce(NonceRepr { data: nr.clone() }),
     ];
     if c.notify(NotifyType::NAT_DETECTION_SOURCE_IP).is_some() {
-        for n in natd::notifies(spi_i, spi_r, path) {
+        for n in natd::notifies(spi_i, spi_r, path, force) {
             payloads.push(PayloadRepr::Notify(n));
         }
     }

@@ -149,7 +149,7 @@ fn nat_detection_hashes_agree_with_strongswan() {
         remote: a(),
     };
     assert_eq!(
-        natd::detect(&notifies(&req), SPI_I, IkeSpi(0), at_b),
+        natd::detect(&notifies(&req), SPI_I, IkeSpi(0), at_b, false),
         NatStatus {
             local_behind_nat: false,
             remote_behind_nat: true
@@ -161,19 +161,19 @@ fn nat_detection_hashes_agree_with_strongswan() {
         remote: b(),
     };
     assert_eq!(
-        natd::detect(&notifies(&resp), SPI_I, SPI_R, at_a),
+        natd::detect(&notifies(&resp), SPI_I, SPI_R, at_a, false),
         NatStatus {
             local_behind_nat: false,
             remote_behind_nat: true
         }
     );
     // With the SPIs swapped or the port changed, nothing matches.
-    assert!(natd::detect(&notifies(&req), SPI_I, SPI_R, at_b).local_behind_nat);
+    assert!(natd::detect(&notifies(&req), SPI_I, SPI_R, at_b, false).local_behind_nat);
     let moved = Path {
         local: "192.0.2.2:4500".parse().unwrap(),
         remote: a(),
     };
-    assert!(natd::detect(&notifies(&req), SPI_I, IkeSpi(0), moved).local_behind_nat);
+    assert!(natd::detect(&notifies(&req), SPI_I, IkeSpi(0), moved, false).local_behind_nat);
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn our_responder_answers_strongswans_ike_sa_init() {
         remote: b(),
     };
     assert_eq!(
-        natd::detect(&notifies(&m), SPI_I, h.spi_r(), at_a),
+        natd::detect(&notifies(&m), SPI_I, h.spi_r(), at_a, false),
         NatStatus::default()
     );
     // strongSwan retransmits the identical request: the same answer.

@@ -259,7 +259,9 @@ pub struct RawPeer {
     pub esp_proposals: Option<Sp<Vec<Sp<String>>>>,
     /// How ESP travels to this peer: `esp` (IP protocol 50, default) or
     /// `udp` (inside UDP, port 4500, RFC 3948: crosses NATs and lets the
-    /// Viaduct hand the kernel batches of datagrams).
+    /// Viaduct hand the kernel batches of datagrams). With IKE, `esp` still
+    /// floats to UDP when NAT detection finds a NAT; `udp` forces it (IKE on
+    /// 4500, NAT-keepalives every 20 s) for paths that drop IP protocol 50.
     pub encapsulation: Option<Sp<String>>,
     /// DSCP (0-63) of the outer IP header of every ESP packet to this peer;
     /// default 0 (best effort). Nothing of an inner packet's DSCP or ECN

@@ -242,6 +242,8 @@ pub fn connection(
         expire_after: Duration::from_secs(hard),
     };
     c.ike_rekey_after = Some(Duration::from_secs(p.ike_rekey_seconds));
+    // `encapsulation = "udp"` (set per peer): ESP in UDP even without a NAT.
+    c.force_udp_encapsulation = tunnels.iter().any(|t| t.udp_encap);
     c.dpd_delay =
         (p.dpd.delay_seconds > 0).then(|| Duration::from_secs(u64::from(p.dpd.delay_seconds)));
     c.validate().map_err(|e| PeerError::Engine(e.to_string()))?;

@@ -410,3 +410,33 @@ fn two_tunnels_to_one_peer_are_keyed_in_one_ike_sa() {
         assert_eq!(x.key_out, y.key_in);
     }
 }
+
+/// `encapsulation = "udp"` (the tunnel's `udp_encap`): IKE floats to 4500 and
+/// the CHILD SAs are installed in UDP although no NAT is between the two.
+#[test]
+fn udp_encapsulation_in_the_policy_is_forced() {
+    let psk = || {
+        IkeAuth::Psk(Credential::Lab(KeyMaterial::new(
+            b"a lab pre-shared key of 32 bytes".to_vec(),
+        )))
+    };
+    let forced = |me: u8| {
+        let mut p = policy(me, psk(), None);
+        for t in &mut p.tunnels {
+            t.udp_encap = true;
+        }
+        p.validate().unwrap();
+        p
+    };
+    let (a, b) = (forced(1), forced(2));
+    let none = Credentials::default();
+    let r = run(&a, &b, &none, &none);
+    assert_mirrored(&r);
+    for (installs, log) in &r {
+        assert_eq!(installs[0].udp_remote_port, Some(4500), "{log:?}");
+    }
+    // Without it, ESP travels as IP protocol 50.
+    let (a, b) = (policy(1, psk(), None), policy(2, psk(), None));
+    let r = run(&a, &b, &none, &none);
+    assert!(r.iter().all(|(i, _)| i[0].udp_remote_port.is_none()));
+}

@@ -265,6 +265,39 @@ fn ike_messages_go_to_the_ike_process_never_to_red() {
     );
 }
 
+/// A NAT-keepalive from the IKE process (one byte 0xFF on port 4500) leaves
+/// without the non-ESP marker, and the peer's data plane drops it as a
+/// keepalive (counted), never handing it to IKE or red.
+#[test]
+fn nat_keepalives_leave_without_the_marker_and_are_dropped_on_arrival() {
+    let (p1, p2) = (policy(1), policy(2));
+    let (mut g1, mut g2) = (engine(&p1), engine(&p2));
+    let mut out = vec![0u8; 2048];
+    let n = g1
+        .control
+        .ike_datagram(0, 4500, 61000, &[0xff], &mut out)
+        .unwrap();
+    // IPv4 header (20) + UDP header (8) + the one byte.
+    assert_eq!(n, 29);
+    assert_eq!(out[28], 0xff);
+    let n = g1
+        .control
+        .ike_datagram(0, 4500, 4500, &[0xff], &mut out)
+        .unwrap();
+    let mut wire = out[..n].to_vec();
+    assert_eq!(
+        g2.inbound(&mut wire, T0),
+        Verdict::Drop(DropReason::Keepalive)
+    );
+    assert_eq!(g2.inbound.ike_received(), 0);
+    // On port 500, or any other payload: IKE, behind the marker on 4500.
+    let n = g1
+        .control
+        .ike_datagram(0, 4500, 4500, &[0xff, 0xff], &mut out)
+        .unwrap();
+    assert_eq!(n, 20 + 8 + 4 + 2);
+}
+
 #[test]
 fn esp_in_udp_goes_to_the_port_ike_learned() {
     let (p1, p2) = (policy(1), policy(2));
