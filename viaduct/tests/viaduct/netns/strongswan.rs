@@ -32,6 +32,77 @@ const CHARON_PLUGINS: &str = "random nonce openssl gcm chapoly curve25519 sha2 h
                               pkcs1 pkcs8 x509 pubkey socket-default kernel-libipsec \
                               kernel-netlink vici";
 
+/// Ed25519 seeds of the signature cases (lab keys): strongSwan's and ours.
+const SW_SEED: [u8; 32] = [0x33; 32];
+const OUR_SEED: [u8; 32] = [0x44; 32];
+
+fn ed25519_public(seed: &[u8; 32]) -> Vec<u8> {
+    ike::crypto::SigningKey::ed25519_from_seed(seed)
+        .and_then(|k| k.public_key())
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+/// PEM of `der` under `label`, as `pki` writes it.
+fn pem(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, x| (n << 8) | u32::from(*x)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            b.push(if i <= chunk.len() {
+                B64[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// strongSwan's Ed25519 key (PKCS#8) and both public keys (SPKI), RFC 8410.
+fn strongswan_keys(etc: &Path) {
+    let mut pkcs8 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    pkcs8.extend_from_slice(&SW_SEED);
+    let spki = |seed: &[u8; 32]| {
+        let mut v = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        v.extend_from_slice(&ed25519_public(seed));
+        v
+    };
+    for d in ["private", "pubkey"] {
+        std::fs::create_dir_all(etc.join("swanctl").join(d)).unwrap();
+    }
+    std::fs::write(
+        etc.join("swanctl/private/sw.pem"),
+        pem("PRIVATE KEY", &pkcs8),
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("swanctl/pubkey/sw.pub.pem"),
+        pem("PUBLIC KEY", &spki(&SW_SEED)),
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("swanctl/pubkey/gw.pub.pem"),
+        pem("PUBLIC KEY", &spki(&OUR_SEED)),
+    )
+    .unwrap();
+}
+
 /// The PSK `spawn_ike` hands our IKE process as `lab-psk`.
 const PSK: &str = "a lab pre-shared key, 32+ bytes!";
 
@@ -51,10 +122,15 @@ fn strongswan_missing() -> Option<String> {
 /// keyed by IKE (PSK `lab-psk`), ESP AES-256-GCM without ESN (kernel-libipsec has
 /// none), PFS x25519; with `two`, a second tunnel 10.1.0.0/24 ↔ 10.2.0.2/32 to
 /// the same peer (a second CHILD SA in the same IKE SA).
-fn policy(our_outer: &str, dpd: Dpd, two: bool) -> Policy {
+fn policy(our_outer: &str, dpd: Dpd, two: bool, ed25519_chacha: bool) -> Policy {
     let me = v4(our_outer);
     let sw = v4("198.51.100.1");
-    let t = Tunnel::new(1, "sw", me, sw, Aead::Aes256Gcm16)
+    let aead = if ed25519_chacha {
+        Aead::ChaCha20Poly1305
+    } else {
+        Aead::Aes256Gcm16
+    };
+    let t = Tunnel::new(1, "sw", me, sw, aead)
         .with_local_ts(TrafficSelector::prefix(Prefix::new(v4("10.1.0.0"), 24)))
         .with_remote_ts(TrafficSelector::prefix(Prefix::new(v4("10.2.0.1"), 32)));
     let mut p = Policy::new("gw", "1")
@@ -71,7 +147,7 @@ fn policy(our_outer: &str, dpd: Dpd, two: bool) -> Policy {
         .with_spd("rest", Selector::any_v4(), SpdAction::Discard);
     let mut tunnels = vec![TunnelId(1)];
     if two {
-        let t2 = Tunnel::new(2, "sw2", me, sw, Aead::Aes256Gcm16)
+        let t2 = Tunnel::new(2, "sw2", me, sw, aead)
             .with_local_ts(TrafficSelector::prefix(Prefix::new(v4("10.1.0.0"), 24)))
             .with_remote_ts(TrafficSelector::prefix(Prefix::new(v4("10.2.0.2"), 32)));
         p = p.with_tunnel(t2);
@@ -89,24 +165,31 @@ fn policy(our_outer: &str, dpd: Dpd, two: bool) -> Policy {
         );
         tunnels.push(TunnelId(2));
     }
+    let (private_key, auth) = if ed25519_chacha {
+        (
+            Some(Credential::Lab(KeyMaterial::new(OUR_SEED.to_vec()))),
+            IkeAuth::Ed25519 {
+                peer_public_key: ed25519_public(&SW_SEED).try_into().unwrap(),
+            },
+        )
+    } else {
+        (None, IkeAuth::Psk(Credential::Device("lab-psk".into())))
+    };
     p.ike = Some(IkeConfig {
         local_id: IkeIdentity::Fqdn("gw.lab".into()),
-        private_key: None,
+        private_key,
         peers: vec![IkePeer {
             name: "sw".into(),
             local: me,
             remote: sw,
             remote_id: IkeIdentity::Fqdn("sw.lab".into()),
-            auth: IkeAuth::Psk(Credential::Device("lab-psk".into())),
+            auth,
             ike_proposals: vec![IkeProposal {
-                aead: Aead::Aes256Gcm16,
+                aead,
                 prf: IkePrf::Sha256,
                 group: KeGroup::X25519,
             }],
-            esp_proposals: vec![EspProposal {
-                aead: Aead::Aes256Gcm16,
-                esn: false,
-            }],
+            esp_proposals: vec![EspProposal { aead, esn: false }],
             pfs: Some(KeGroup::X25519),
             ike_rekey_seconds: 3600,
             dpd,
@@ -128,12 +211,29 @@ fn configure_strongswan(
     child_rekey: &str,
     ike_rekey: &str,
     two: bool,
+    ed25519_chacha: bool,
 ) {
     let start = if initiates { "start" } else { "none" };
+    let (ike_prop, esp_prop, local_auth, remote_auth) = if ed25519_chacha {
+        strongswan_keys(&Path::new("/etc/netns").join(sw));
+        (
+            "chacha20poly1305-prfsha256-x25519",
+            "chacha20poly1305-x25519",
+            "auth = pubkey\n      pubkeys = sw.pub.pem",
+            "auth = pubkey\n      pubkeys = gw.pub.pem",
+        )
+    } else {
+        (
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16-x25519",
+            "auth = psk",
+            "auth = psk",
+        )
+    };
     let net2 = if two {
         format!(
             "      net2 {{\n        local_ts = 10.2.0.2/32\n        remote_ts = 10.1.0.0/24\n        \
-             esp_proposals = aes256gcm16-x25519\n        rekey_time = {child_rekey}\n        start_action = {start}\n      }}\n"
+             esp_proposals = {esp_prop}\n        rekey_time = {child_rekey}\n        start_action = {start}\n      }}\n"
         )
     } else {
         String::new()
@@ -159,10 +259,10 @@ fn configure_strongswan(
         etc.join("swanctl/swanctl.conf"),
         format!(
             "connections {{\n  gw {{\n    version = 2\n    local_addrs = 198.51.100.1\n    remote_addrs = {remote_addrs}\n    \
-             encap = yes\n    mobike = no\n    proposals = aes256gcm16-prfsha256-x25519\n    rekey_time = {ike_rekey}\n    \
-             dpd_delay = 10s\n    local {{\n      auth = psk\n      id = sw.lab\n    }}\n    remote {{\n      auth = psk\n      id = gw.lab\n    }}\n    \
+             encap = yes\n    mobike = no\n    proposals = {ike_prop}\n    rekey_time = {ike_rekey}\n    \
+             dpd_delay = 10s\n    local {{\n      {local_auth}\n      id = sw.lab\n    }}\n    remote {{\n      {remote_auth}\n      id = gw.lab\n    }}\n    \
              children {{\n      net {{\n        local_ts = 10.2.0.1/32\n        remote_ts = 10.1.0.0/24\n        \
-             esp_proposals = aes256gcm16-x25519\n        rekey_time = {child_rekey}\n        start_action = {start}\n      }}\n{net2}    }}\n  }}\n}}\n\
+             esp_proposals = {esp_prop}\n        rekey_time = {child_rekey}\n        start_action = {start}\n      }}\n{net2}    }}\n  }}\n}}\n\
              secrets {{\n  ike-gw {{\n    id-1 = sw.lab\n    id-2 = gw.lab\n    secret = \"{PSK}\"\n  }}\n}}\n",
         ),
     )
@@ -241,6 +341,9 @@ struct Case {
     /// Two tunnels to strongSwan (10.2.0.1 and 10.2.0.2), two CHILD SAs in one
     /// IKE SA; both carry a ping and TCP each way.
     two: bool,
+    /// Ed25519 signatures with pinned keys, and ChaCha20-Poly1305 for IKE and
+    /// ESP, instead of the PSK and AES-GCM.
+    ed25519_chacha: bool,
 }
 
 fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
@@ -251,6 +354,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         flood,
         dpd_kill,
         two,
+        ed25519_chacha,
     } = case;
     let tag = format!(
         "{}{}",
@@ -284,7 +388,16 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     ip_ns(&sw, &format!("route add {our_outer}/32 via 198.51.100.254"));
     // CHILD SAs rekeyed by strongSwan every 15 s, its IKE SA every 40 s.
     let remote_addrs = if nat { "%any" } else { our_outer };
-    configure_strongswan(&sw, &dir, remote_addrs, sw_initiates, "20s", "60s", two);
+    configure_strongswan(
+        &sw,
+        &dir,
+        remote_addrs,
+        sw_initiates,
+        "20s",
+        "60s",
+        two,
+        ed25519_chacha,
+    );
     if nat {
         // Our outer address leaves blk as 198.51.100.254, from ports 30000-40000.
         let rules = format!(
@@ -302,7 +415,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     } else {
         Dpd::default()
     };
-    let pol = write_policy(&dir, "gw.pol", &policy(our_outer, dpd, two));
+    let pol = write_policy(&dir, "gw.pol", &policy(our_outer, dpd, two, ed25519_chacha));
     let (log, ike_log) = (dir.join("viaduct.log"), dir.join("ike.log"));
     let (dp, ike_end) = channel_pair();
     let chan = {
@@ -836,5 +949,62 @@ fn two_tunnels_to_strongswan_it_initiates() {
         ours.matches("established with fqdn:sw.lab").count(),
         1,
         "{ours}"
+    );
+}
+
+/// Ed25519 signatures (pinned keys on both sides) and ChaCha20-Poly1305 for IKE
+/// and ESP through the whole data path: ping and TCP both ways, we initiate;
+/// strongSwan shows the transforms.
+#[test]
+fn ed25519_and_chacha20_with_strongswan_we_initiate() {
+    if skip() {
+        return;
+    }
+    let (ours, charon) = gateway_against_strongswan(
+        "192.0.2.2",
+        Case {
+            ed25519_chacha: true,
+            paced: 2,
+            ..Case::default()
+        },
+    );
+    assert!(
+        ours.contains("authenticated by Ed25519 signatures"),
+        "{ours}"
+    );
+    assert!(ours.contains("ChaCha20Poly1305"), "{ours}");
+    assert!(
+        charon.contains("authentication of 'gw.lab' with ED25519 successful"),
+        "{charon}"
+    );
+}
+
+/// The same with strongSwan initiating: its CHILD rekeys (every 20 s) under a
+/// paced ping lose nothing.
+#[test]
+fn ed25519_and_chacha20_with_strongswan_it_initiates() {
+    if skip() {
+        return;
+    }
+    let (ours, charon) = gateway_against_strongswan(
+        "203.0.113.2",
+        Case {
+            sw_initiates: true,
+            ed25519_chacha: true,
+            paced: 25,
+            ..Case::default()
+        },
+    );
+    assert!(
+        ours.contains("authenticated by Ed25519 signatures"),
+        "{ours}"
+    );
+    assert!(
+        charon.contains("authentication of 'gw.lab' with ED25519 successful"),
+        "{charon}"
+    );
+    assert!(
+        ours.matches("replaced by").count() >= 1,
+        "no rekey:\n{ours}"
     );
 }
