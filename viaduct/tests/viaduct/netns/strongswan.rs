@@ -208,8 +208,7 @@ fn configure_strongswan(
     dir: &Path,
     remote_addrs: &str,
     initiates: bool,
-    child_rekey: &str,
-    ike_rekey: &str,
+    (child_rekey, ike_rekey): (&str, &str),
     two: bool,
     ed25519_chacha: bool,
 ) {
@@ -393,8 +392,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         &dir,
         remote_addrs,
         sw_initiates,
-        "20s",
-        "60s",
+        ("20s", "60s"),
         two,
         ed25519_chacha,
     );
