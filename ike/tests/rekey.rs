@@ -552,15 +552,6 @@ fn delete_ike_takes_the_children_on_both_sides() {
 // ------------------------------------------------------------- property
 
 /// Out of 16: mostly delivered, some dropped, duplicated or delayed.
-fn fate_of(code: u8) -> Fate {
-    match code {
-        0..=9 => Fate::Deliver,
-        10 | 11 => Fate::Drop,
-        12 => Fate::Duplicate,
-        13 | 14 => Fate::Delay(Duration::from_millis(400)),
-        _ => Fate::Delay(Duration::from_millis(1500)),
-    }
-}
 
 /// The property test's run: the pair established, rekeys kicked at the
 /// given moments over a network following `fates`, then a clean network.

@@ -9,6 +9,7 @@ mod net;
 use std::time::Duration;
 
 use ike::sa::{Config, Datagram, Event, Selectors};
+use ike::wire::TrafficSelector;
 use net::*;
 use proptest::prelude::*;
 
@@ -18,18 +19,13 @@ fn deliver(_: usize, _: &Datagram) -> Fate {
     Fate::Deliver
 }
 
-/// Tunnels 10.1.k.0/24 <-> 10.2.k.0/24 for k in `order`, the first one
-/// the configuration's `local_ts`/`remote_ts`.
-fn with_tunnels(c: &mut Config, initiator_side: bool, order: &[u8]) {
-    let sel = |k: u8| {
-        let a = range(&format!("10.1.{k}.0"), &format!("10.1.{k}.255"));
-        let b = range(&format!("10.2.{k}.0"), &format!("10.2.{k}.255"));
-        if initiator_side {
-            (vec![a], vec![b])
-        } else {
-            (vec![b], vec![a])
-        }
-    };
+/// The tunnels `sel(k)` for k in `order` (our side's selectors, the peer's),
+/// the first one the configuration's `local_ts`/`remote_ts`.
+fn tunnels_of(
+    c: &mut Config,
+    order: &[u8],
+    sel: impl Fn(u8) -> (Vec<TrafficSelector>, Vec<TrafficSelector>),
+) {
     let (l, r) = sel(order[0]);
     c.local_ts = l;
     c.remote_ts = r;
@@ -43,6 +39,19 @@ fn with_tunnels(c: &mut Config, initiator_side: bool, order: &[u8]) {
             }
         })
         .collect();
+}
+
+/// Tunnels 10.1.k.0/24 <-> 10.2.k.0/24 for k in `order`.
+fn with_tunnels(c: &mut Config, initiator_side: bool, order: &[u8]) {
+    tunnels_of(c, order, |k| {
+        let a = range(&format!("10.1.{k}.0"), &format!("10.1.{k}.255"));
+        let b = range(&format!("10.2.{k}.0"), &format!("10.2.{k}.255"));
+        if initiator_side {
+            (vec![a], vec![b])
+        } else {
+            (vec![b], vec![a])
+        }
+    });
 }
 
 fn pair(i_order: &[u8], r_order: &[u8], seed: u64) -> Net {
@@ -191,16 +200,6 @@ fn a_child_sa_the_peer_deletes_is_made_again_in_its_tunnel() {
     assert_eq!(made_again, vec![0, 1, 1]);
 }
 
-fn fate_of(code: u8) -> Fate {
-    match code {
-        0..=9 => Fate::Deliver,
-        10 | 11 => Fate::Drop,
-        12 => Fate::Duplicate,
-        13 | 14 => Fate::Delay(Duration::from_millis(400)),
-        _ => Fate::Delay(Duration::from_millis(1500)),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -265,7 +264,7 @@ proptest! {
 /// Tunnel "all" 10.1.0.0/24 <-> 10.2.0.0/24 and the nested tunnel "tcp" (the
 /// same addresses, TCP only), in `order` (0: all, 1: tcp).
 fn nested(c: &mut Config, initiator_side: bool, order: &[u8]) {
-    let sel = |k: u8| {
+    tunnels_of(c, order, |k| {
         let mut a = range("10.1.0.0", "10.1.0.255");
         let mut b = range("10.2.0.0", "10.2.0.255");
         if k == 1 {
@@ -277,20 +276,7 @@ fn nested(c: &mut Config, initiator_side: bool, order: &[u8]) {
         } else {
             (vec![b], vec![a])
         }
-    };
-    let (l, r) = sel(order[0]);
-    c.local_ts = l;
-    c.remote_ts = r;
-    c.more_tunnels = order[1..]
-        .iter()
-        .map(|k| {
-            let (local_ts, remote_ts) = sel(*k);
-            Selectors {
-                local_ts,
-                remote_ts,
-            }
-        })
-        .collect();
+    });
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Two engines (initiator a.test, responder b.test; PSK, x25519, AES-GCM-256, fixed
-//! entropy) exchanging over a network the fuzzer controls. Both rekey (CHILD SAs with
-//! PFS every 5 s, hard lifetime 8 s; the IKE SA every 12 s; DPD after 3 s). The input
+//! entropy) exchanging over a network the fuzzer controls, with two tunnels (all
+//! traffic between the LANs, and TCP nested in it: two CHILD SAs in one IKE SA) and
+//! UDP encapsulation forced by the initiator (IKE floats to 4500, keepalives). Both
+//! rekey (CHILD SAs with PFS every 5 s, hard lifetime 8 s; the IKE SA every 12 s; DPD
+//! after 3 s). A datagram is delivered on the path it was sent on. The input
 //! is a script of operations, one byte each plus arguments:
 //! `op % 12`: 0 deliver the oldest queued datagram; 1 drop it; 2 duplicate it;
 //! 3 deliver it with byte `a` XORed with `b` (two argument bytes); 4 deliver it
@@ -17,7 +20,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use ike::crypto::{Aead, Group, PreSharedKey, Prf};
-use ike::sa::{Action, Auth, Config, Datagram, Entropy, Identity, Ike, IkeProposal, Path, Timestamp};
+use ike::sa::{
+    Action, Auth, Config, Datagram, Entropy, Identity, Ike, IkeProposal, Path, Selectors, Timestamp,
+};
 use ike::wire::TrafficSelector;
 use libfuzzer_sys::fuzz_target;
 
@@ -65,6 +70,8 @@ fn config(local: &str, remote: &str, me: &str, peer: &str, mine: TrafficSelector
     c.ike_proposals = vec![IkeProposal { aead: Aead::AesGcm16_256, prf: Prf::HmacSha2_256, group: Group::Curve25519 }];
     c.local_ts = vec![mine];
     c.remote_ts = vec![theirs];
+    let tcp = |t: TrafficSelector| TrafficSelector { ip_protocol: 6, ..t };
+    c.more_tunnels = vec![Selectors { local_ts: vec![tcp(mine)], remote_ts: vec![tcp(theirs)] }];
     c.pfs = Some(Group::Curve25519);
     c.child_lifetimes.rekey_after = std::time::Duration::from_secs(5);
     c.child_lifetimes.expire_after = std::time::Duration::from_secs(8);
@@ -100,7 +107,8 @@ fn run(side: &mut Side, actions: Vec<Action>, net: &mut VecDeque<(bool, Datagram
 }
 
 fuzz_target!(|data: &[u8]| {
-    let i_cfg = config(I, R, "a.test", "b.test", ts("10.1.0.0", "10.1.0.255"), ts("10.2.0.0", "10.2.0.255"));
+    let mut i_cfg = config(I, R, "a.test", "b.test", ts("10.1.0.0", "10.1.0.255"), ts("10.2.0.0", "10.2.0.255"));
+    i_cfg.force_udp_encapsulation = true;
     let r_cfg = config(R, I, "b.test", "a.test", ts("10.2.0.0", "10.2.0.255"), ts("10.1.0.0", "10.1.0.255"));
     let mut now = Timestamp::from_millis(0);
     let Ok(i) = Ike::new(i_cfg, Fixed(1, 0), now) else { return };
@@ -126,12 +134,15 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let mut arg = || d.next().unwrap_or(0);
-        let deliver = |bytes: Vec<u8>, to_r: bool, a: &mut Side, b: &mut Side, net: &mut VecDeque<(bool, Datagram)>, now| {
+        // On the path it was sent on (seen from the receiver), or for an
+        // injected datagram the ports 500.
+        let deliver = |bytes: Vec<u8>, sent: Option<Path>, to_r: bool, a: &mut Side, b: &mut Side, net: &mut VecDeque<(bool, Datagram)>, now| {
+            let path = sent.map_or(path_to(to_r), |p| Path { local: p.remote, remote: p.local });
             if to_r {
-                let acts = b.ike.handle(&bytes, path_to(true), now);
+                let acts = b.ike.handle(&bytes, path, now);
                 run(b, acts, net, false);
             } else {
-                let acts = a.ike.handle(&bytes, path_to(false), now);
+                let acts = a.ike.handle(&bytes, path, now);
                 run(a, acts, net, true);
             }
         };
@@ -139,7 +150,7 @@ fuzz_target!(|data: &[u8]| {
         match op % 12 {
             0 => {
                 if let Some((to_r, dg)) = net.pop_front() {
-                    deliver(dg.bytes, to_r, &mut a, &mut b, &mut net, now);
+                    deliver(dg.bytes, Some(dg.path), to_r, &mut a, &mut b, &mut net, now);
                 }
             }
             1 => {
@@ -159,20 +170,20 @@ fuzz_target!(|data: &[u8]| {
                         let n = dg.bytes.len();
                         dg.bytes[usize::from(at) % n] ^= x;
                     }
-                    deliver(dg.bytes, to_r, &mut a, &mut b, &mut net, now);
+                    deliver(dg.bytes, Some(dg.path), to_r, &mut a, &mut b, &mut net, now);
                 }
             }
             4 => {
                 let n = arg();
                 if let Some((to_r, mut dg)) = net.pop_front() {
                     dg.bytes.truncate(usize::from(n));
-                    deliver(dg.bytes, to_r, &mut a, &mut b, &mut net, now);
+                    deliver(dg.bytes, Some(dg.path), to_r, &mut a, &mut b, &mut net, now);
                 }
             }
             5 => {
                 let n = usize::from(arg());
                 let bytes: Vec<u8> = (0..n).map(|_| arg()).collect();
-                deliver(bytes, !side_b, &mut a, &mut b, &mut net, now);
+                deliver(bytes, None, !side_b, &mut a, &mut b, &mut net, now);
             }
             8..=11 => {
                 let (s, to_r) = if side_b { (&mut b, false) } else { (&mut a, true) };

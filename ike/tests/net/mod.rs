@@ -831,3 +831,15 @@ impl Net {
         self.nodes[who].events.iter().filter_map(f).collect()
     }
 }
+
+/// A network fate from one byte of a property test's input: mostly delivered,
+/// sometimes dropped, duplicated or delayed.
+pub fn fate_of(code: u8) -> Fate {
+    match code {
+        0..=9 => Fate::Deliver,
+        10 | 11 => Fate::Drop,
+        12 => Fate::Duplicate,
+        13 | 14 => Fate::Delay(Duration::from_millis(400)),
+        _ => Fate::Delay(Duration::from_millis(1500)),
+    }
+}
