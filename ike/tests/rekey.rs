@@ -551,8 +551,6 @@ fn delete_ike_takes_the_children_on_both_sides() {
 
 // ------------------------------------------------------------- property
 
-/// Out of 16: mostly delivered, some dropped, duplicated or delayed.
-
 /// The property test's run: the pair established, rekeys kicked at the
 /// given moments over a network following `fates`, then a clean network.
 fn bad_network(
