@@ -47,7 +47,17 @@ fn lab_pair_is_keyed_by_ike_with_mirrored_peers() {
         &pa.auth,
         blob::IkeAuth::Psk(blob::Credential::Lab(_))
     ));
-    assert_eq!(pa.tunnels, vec![a.tunnels[0].id]);
+    // Two tunnels keyed in one IKE SA: all traffic, and TCP nested in it
+    // (its SPD entry first: more specific).
+    let ids: Vec<blob::TunnelId> = a.tunnels.iter().map(|t| t.id).collect();
+    assert_eq!(pa.tunnels, ids);
+    assert_eq!(pa.tunnels.len(), 2);
+    assert_eq!(pb.tunnels.len(), 2);
+    assert!(matches!(
+        a.spd[0].action,
+        blob::SpdAction::Protect(id) if id == a.tunnels[1].id
+    ));
+    assert_eq!(a.spd[0].selector.protocol, blob::Protocol::TCP);
     // Lab lifetimes: rekeyed by bytes (90 % of 4 MiB).
     let l = a.tunnels[0].lifetimes;
     assert_eq!(l.hard.bytes, Some(4 << 20));
