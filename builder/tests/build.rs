@@ -254,7 +254,7 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
         "appliance: red: up",
         "appliance: black: setup done",
         "appliance: black: up",
-        "loaded, 1 tunnel(s); pumping",
+        "loaded, 2 tunnel(s); pumping",
         "cgroup /sys/fs/cgroup/appliance-red memory.max 268435456 pids.max 256",
         "cgroup /sys/fs/cgroup/appliance-black memory.max 134217728 pids.max 128",
     ] {
