@@ -608,24 +608,7 @@ fn bad_network(
     net.run_for(S(120), &mut deliver);
     // Rekeys go on every few seconds: wait (at most a minute) for a
     // moment between two of them.
-    for _ in 0..60 {
-        // Between two rekeys: one CHILD SA pair and one IKE SA (an IKE
-        // rekey leaves the old IKE SA until its Delete is answered).
-        let quiet = (0..2).all(|k| {
-            let n = &net.nodes[k];
-            let established = n
-                .ike
-                .sas()
-                .iter()
-                .filter(|(_, _, p)| matches!(p, ike::sa::Phase::Established { .. }))
-                .count();
-            n.dp.sas.len() == 1 && n.ike.child_sas().len() == 1 && established == 1
-        });
-        if quiet {
-            break;
-        }
-        net.run_for(S(1), &mut deliver);
-    }
+    net.run_until_quiet(1, 60);
     if verbose {
         for k in 0..2 {
             eprintln!("node {k}:");

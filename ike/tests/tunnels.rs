@@ -149,23 +149,7 @@ fn rekeys_keep_each_child_sa_in_its_tunnel() {
     net.initiate(&mut deliver);
     net.run_until(S(200), &mut deliver);
     // Many rekeys of both kinds later: still one pair per tunnel.
-    for _ in 0..60 {
-        let quiet = (0..2).all(|k| {
-            let n = &net.nodes[k];
-            n.dp.sas.len() == 2
-                && n.ike.child_sas().len() == 2
-                && n.ike
-                    .sas()
-                    .iter()
-                    .filter(|(_, _, p)| matches!(p, ike::sa::Phase::Established { .. }))
-                    .count()
-                    == 1
-        });
-        if quiet {
-            break;
-        }
-        net.run_for(S(1), &mut deliver);
-    }
+    net.run_until_quiet(2, 60);
     net.assert_settled_tunnels(2);
     let rekeys = net.events_of(0, |e| match e {
         Event::ChildSaRekeyed { .. } => Some(()),
@@ -239,23 +223,7 @@ proptest! {
                 prop_assert!(net.nodes[k].dp.sas.is_empty(), "node {} kept {:?}", k, net.nodes[k].dp.sas.keys());
             }
         } else {
-            for _ in 0..90 {
-                let quiet = (0..2).all(|k| {
-                    let n = &net.nodes[k];
-                    n.dp.sas.len() == 3
-                        && n.ike.child_sas().len() == 3
-                        && n.ike
-                            .sas()
-                            .iter()
-                            .filter(|(_, _, p)| matches!(p, ike::sa::Phase::Established { .. }))
-                            .count()
-                            == 1
-                });
-                if quiet {
-                    break;
-                }
-                net.run_for(S(1), &mut deliver);
-            }
+            net.run_until_quiet(3, 90);
             net.assert_settled_tunnels(3);
         }
     }

@@ -742,6 +742,30 @@ impl Net {
         assert_eq!(ike_a, ike_b);
     }
 
+    /// Runs a clean network second by second (at most `secs`) until a moment
+    /// between two rekeys: on both sides one established IKE SA and, per
+    /// tunnel, one CHILD SA in IKE and one in the data plane (an IKE rekey
+    /// leaves the old IKE SA until its Delete is answered; a CHILD rekey the
+    /// old inbound half for a while).
+    pub fn run_until_quiet(&mut self, tunnels: usize, secs: u32) {
+        for _ in 0..secs {
+            let quiet = (0..2).all(|k| {
+                let n = &self.nodes[k];
+                let established = n
+                    .ike
+                    .sas()
+                    .iter()
+                    .filter(|(_, _, p)| matches!(p, ike::sa::Phase::Established { .. }))
+                    .count();
+                n.dp.sas.len() == tunnels && n.ike.child_sas().len() == tunnels && established == 1
+            });
+            if quiet {
+                return;
+            }
+            self.run_for(Duration::from_secs(1), &mut |_, _| Fate::Deliver);
+        }
+    }
+
     /// Both sides hold exactly one established IKE SA and, for each of
     /// `tunnels` tunnels, one CHILD SA whose halves match the peer's in the
     /// same tunnel and are sent with; nothing failed.
