@@ -4,16 +4,24 @@
 //! to it over one `SOCK_SEQPACKET` socket, one record per message
 //! ([`viaduct_channel`]). Here:
 //!
-//! - the **control thread** ([`serve`]) reads its records: an IKE message
-//!   to send is written to black at once ([`ControlPath::ike_datagram`]: our
-//!   address, the peer's, ports 500/4500 only); an install is checked and
-//!   its two SAs built ([`ControlPath::prepare`]), then handed to the inbound
-//!   pump thread, which inserts the inbound SA and passes the outbound SA on
-//!   to the outbound thread — inbound first, so that the peer's first packet
-//!   under the new SA is never dropped; a switch or a removal is carried out
-//!   only for a CHILD SA IKE installed itself ([`ControlPath::owns`]), and
-//!   travels the same way (through the inbound thread), so it never
-//!   overtakes the install it names.
+//! - the **control thread** ([`serve`]) reads its records: an install is
+//!   checked and its two SAs built ([`ControlPath::prepare`]), then handed to
+//!   the inbound pump thread, which inserts the inbound SA and passes the
+//!   outbound SA on to the outbound thread — inbound first, so that the
+//!   peer's first packet under the new SA is never dropped; a switch or a
+//!   removal is carried out only for a CHILD SA IKE installed itself
+//!   ([`ControlPath::owns`]), and travels the same way (through the inbound
+//!   thread), so it never overtakes the install it names.
+//!   An IKE message to send is built here ([`ControlPath::ike_datagram`]:
+//!   our address, the peer's, ports 500/4500 only) and travels the same way
+//!   too, through the inbound thread to the outbound one, which writes it to
+//!   black: it leaves only once every command IKE sent before it is applied
+//!   in both threads. IKE sends the install of a CHILD SA before the message
+//!   that completes it (the CREATE_CHILD_SA response, the IKE_AUTH
+//!   response), so the peer — which starts sending under the new SA as soon
+//!   as it reads that message — never meets a data plane that has not
+//!   inserted it yet; and a DELETE of a rekeyed SA leaves only after our
+//!   outbound thread has switched away from it.
 //!   A refused install is answered with [`ToIke::Refused`].
 //! - the pump threads take their commands from a [`Mailbox`] (a queue and an
 //!   eventfd their `poll` watches), between batches: no lock on the packet
@@ -43,7 +51,6 @@ use viaduct_channel::{IkeDatagram, ToDataPlane, ToIke, MAX_RECORD};
 
 use crate::engine::{ControlPath, Prepared, PreparedOut};
 use crate::pump::Control;
-use crate::tun::Port;
 
 /// A command for the inbound pump thread.
 #[derive(Debug)]
@@ -52,6 +59,9 @@ pub enum InCmd {
     Install(Box<Prepared>),
     /// Remove the inbound SA with this SPI.
     Remove(u32),
+    /// Pass this IKE datagram (a complete IP packet) on to the outbound
+    /// thread, which writes it to black after the commands before it.
+    SendIke(Vec<u8>),
     /// Pass this on to the outbound thread (after what came before it: a
     /// switch never overtakes the install it names).
     Outbound(OutCmd),
@@ -66,6 +76,8 @@ pub enum OutCmd {
     Use(TunnelId, u32),
     /// Remove the SA paired with this inbound SPI.
     Remove(TunnelId, u32),
+    /// Write this IKE datagram (a complete IP packet) to black.
+    SendIke(Vec<u8>),
 }
 
 /// The sending end of a pump thread's mailbox.
@@ -206,9 +218,10 @@ pub struct ControlCounters {
     pub records: u64,
     /// Records that did not decode (dropped).
     pub malformed: u64,
-    /// IKE messages written to black.
+    /// IKE messages built and passed on (the outbound thread writes them to
+    /// black and counts what black refuses).
     pub ike_sent: u64,
-    /// IKE messages that could not be (bad peer or port, black refused).
+    /// IKE messages that could not be built (bad peer or port).
     pub ike_send_failed: u64,
     /// Installs passed to the pump.
     pub installs: u64,
@@ -228,10 +241,8 @@ pub struct ControlCounters {
 pub struct Links {
     /// The channel (read here; the taps write on clones).
     pub channel: Arc<OwnedFd>,
-    /// Black, for IKE messages.
-    pub black: Port,
     /// The inbound thread's mailbox (which passes the outbound thread's
-    /// commands on, in order).
+    /// commands and the IKE messages to send on, in order).
     pub inbound: Post<InCmd>,
 }
 
@@ -343,10 +354,8 @@ fn handle(
                 c.ike_send_failed += 1;
                 return;
             };
-            let mut io = crate::pump::IoCounters::default();
-            crate::pump::write_packet(&links.black, &out[..len], &mut io);
-            if io.write_errors > 0 {
-                c.ike_send_failed += 1;
+            if let Some(pkt) = out.get(..len) {
+                links.inbound.send(InCmd::SendIke(pkt.to_vec()));
             }
         }
         ToDataPlane::InstallSa(i) => match cp.prepare(&i, now) {

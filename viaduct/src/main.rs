@@ -227,16 +227,14 @@ fn run() -> Result<(), EngineError> {
         port: "black",
         source: e,
     })?;
-    // The IKE link: mailboxes (eventfds) and a third descriptor on black,
-    // made before confinement.
+    // The IKE link: mailboxes (eventfds), made before confinement.
     let link = match channel {
         Some(ch) => {
             let io =
                 |port: &'static str| move |e: std::io::Error| EngineError::Io { port, source: e };
-            let black3 = black.try_clone().map_err(io("black"))?;
             let (to_in, in_mail) = ikelink::mailbox().map_err(io("ike-channel"))?;
             let (to_out, out_mail) = ikelink::mailbox().map_err(io("ike-channel"))?;
-            Some((Arc::new(ch), black3, to_in, in_mail, to_out, out_mail))
+            Some((Arc::new(ch), to_in, in_mail, to_out, out_mail))
         }
         None => None,
     };
@@ -271,13 +269,12 @@ fn run() -> Result<(), EngineError> {
     let mut outbound = Outbound::new(out_half, red, black);
     let mut inbound = Inbound::new(in_half, black2, red2, cfg);
     let mut control_thread = None;
-    if let Some((ch, black3, to_in, in_mail, to_out, out_mail)) = link {
+    if let Some((ch, to_in, in_mail, to_out, out_mail)) = link {
         outbound = outbound.with_ike(out_mail, ikelink::Tap::new(ch.clone()));
         inbound = inbound.with_ike(in_mail, to_out, ikelink::Tap::new(ch.clone()));
         let c = ctl.clone();
         let links = ikelink::Links {
             channel: ch,
-            black: black3,
             inbound: to_in,
         };
         control_thread = Some(std::thread::spawn(move || {

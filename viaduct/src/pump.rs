@@ -301,7 +301,15 @@ pub struct Outbound {
     scratch: Vec<u8>,
     out: Vec<u8>,
     batch: Option<UdpBatch>,
-    ike: Option<(Mailbox<OutCmd>, Tap)>,
+    ike: Option<OutboundIke>,
+}
+
+/// The outbound thread's IKE link: its mailbox, its write end of the
+/// channel, and the IKE messages it wrote to black.
+struct OutboundIke {
+    mail: Mailbox<OutCmd>,
+    tap: Tap,
+    sent: IoCounters,
 }
 
 impl Outbound {
@@ -321,10 +329,15 @@ impl Outbound {
         }
     }
 
-    /// Takes commands from the IKE link's `mail` and reports the lifetimes
-    /// of IKE's SAs on `tap`.
+    /// Takes commands from the IKE link's `mail` (writing IKE messages to
+    /// black after the commands before them) and reports the lifetimes of
+    /// IKE's SAs on `tap`.
     pub fn with_ike(mut self, mail: Mailbox<OutCmd>, tap: Tap) -> Outbound {
-        self.ike = Some((mail, tap));
+        self.ike = Some(OutboundIke {
+            mail,
+            tap,
+            sent: IoCounters::default(),
+        });
         self
     }
 }
@@ -379,26 +392,29 @@ impl Direction for Outbound {
         o.poll_events(now, |ev| events.push(ev));
         for ev in events {
             match (o.active_pair(ev.sa.tunnel), ike.as_mut()) {
-                (Some(inbound_spi), Some((_, tap))) => tap.send(&ToIke::SaLifetime {
-                    tunnel: ev.sa.tunnel,
-                    inbound_spi,
-                    hard: ev.hard,
-                }),
+                (Some(inbound_spi), Some(OutboundIke { tap, .. })) => {
+                    tap.send(&ToIke::SaLifetime {
+                        tunnel: ev.sa.tunnel,
+                        inbound_spi,
+                        hard: ev.hard,
+                    })
+                }
                 _ => eprintln!("viaduct: SA lifetime event {ev:?}"),
             }
         }
     }
 
     fn wake(&self) -> Option<&OwnedFd> {
-        self.ike.as_ref().map(|(m, _)| m.wake_fd())
+        self.ike.as_ref().map(|k| k.mail.wake_fd())
     }
 
     fn commands(&mut self, _now: Timestamp, woken: bool) {
-        let (o, ike) = (&mut self.o, &mut self.ike);
-        let Some((mail, _)) = ike.as_ref() else {
+        let (o, black, ike) = (&mut self.o, &self.black, &mut self.ike);
+        let Some(OutboundIke { mail, sent, .. }) = ike.as_mut() else {
             return;
         };
         mail.drain(woken, |cmd| match cmd {
+            OutCmd::SendIke(pkt) => write_packet(black, &pkt, sent),
             OutCmd::Install(p) => o.insert(*p),
             OutCmd::Use(t, spi) => {
                 if !o.use_outbound(t, spi) {
@@ -429,7 +445,14 @@ impl Direction for Outbound {
             self.o.report(),
             self.ike
                 .as_ref()
-                .map(|(_, t)| t.report("red->black"))
+                .map(|k| {
+                    format!(
+                        "viaduct black ike-out: written={} write_errors={}\n{}",
+                        k.sent.written,
+                        k.sent.write_errors,
+                        k.tap.report("red->black")
+                    )
+                })
                 .unwrap_or_default()
         )
     }
@@ -525,8 +548,9 @@ impl Inbound {
     }
 
     /// Takes commands from the IKE link's `mail` (passing the outbound
-    /// thread's on to `to_out`, in order), and passes IKE messages and the
-    /// lifetimes of IKE's SAs to the IKE process on `tap`.
+    /// thread's commands and the IKE messages to send on to `to_out`, in
+    /// order), and passes IKE messages and the lifetimes of IKE's SAs to the
+    /// IKE process on `tap`.
     pub fn with_ike(mut self, mail: Mailbox<InCmd>, to_out: Post<OutCmd>, tap: Tap) -> Inbound {
         self.ike = Some(InboundIke { mail, to_out, tap });
         self
@@ -605,22 +629,25 @@ impl Direction for Inbound {
     }
 
     fn commands(&mut self, _now: Timestamp, woken: bool) {
-        let (i, ike) = (&mut self.i, &mut self.ike);
-        let Some(ike) = ike.as_ref() else {
+        let (i, ike) = (&mut self.i, &self.ike);
+        let Some(InboundIke { mail, to_out, .. }) = ike.as_ref() else {
             return;
         };
-        ike.mail.drain(woken, |cmd| match cmd {
+        mail.drain(woken, |cmd| match cmd {
             InCmd::Install(p) => {
                 let p = *p;
                 if i.insert(p.inbound) {
-                    ike.to_out.send(OutCmd::Install(Box::new(p.outbound)));
+                    to_out.send(OutCmd::Install(Box::new(p.outbound)));
                 }
             }
             InCmd::Remove(spi) => {
                 i.remove(spi);
             }
+            InCmd::SendIke(pkt) => {
+                to_out.send(OutCmd::SendIke(pkt));
+            }
             InCmd::Outbound(c) => {
-                ike.to_out.send(c);
+                to_out.send(c);
             }
         });
     }

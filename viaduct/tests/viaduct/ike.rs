@@ -419,3 +419,155 @@ fn an_sa_ike_forgets_goes_after_its_hard_lifetime() {
     g.install(&install(0x1001, 0x2001, 1, true, false), Timestamp(end))
         .unwrap();
 }
+
+/// The race a rekey used to lose a packet to: IKE sends the install of a new
+/// CHILD SA and then the message that completes it (the CREATE_CHILD_SA
+/// response); the peer starts sending under the new SA as soon as it reads
+/// that message. The install is applied by the pump threads between their
+/// batches, so the message must not leave before both have caught up. Here
+/// the pump threads are held back (their mailboxes not drained) while the
+/// control thread handles both records: nothing reaches black; the inbound
+/// thread drains: the inbound SA is in, still nothing leaves; the outbound
+/// thread drains: its SA is in, and only then the message leaves. The
+/// peer's first packet under the new SA is delivered, and ours go out
+/// under it.
+#[test]
+fn an_ike_message_never_overtakes_the_install_before_it() {
+    use rustix::net::{socketpair, AddressFamily, RecvFlags, SocketFlags, SocketType};
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use viaduct::ikelink::{mailbox, serve, Links, Tap};
+    use viaduct::pump::{Control, Direction, Inbound, Outbound, PumpConfig};
+    use viaduct::tun::Port;
+    use viaduct_channel::{IkeDatagram, ToDataPlane};
+
+    let (p1, p2) = (policy(1), policy(2));
+    let (g1, mut g2) = (engine(&p1), engine(&p2));
+    let pair = |t: SocketType| -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::UNIX,
+            t,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    };
+    let port = |fd: OwnedFd| Port {
+        fd,
+        vnet: false,
+        offloads: 0,
+    };
+    let (black, black_wire) = pair(SocketType::DGRAM);
+    let (red, red_wire) = pair(SocketType::DGRAM);
+    let (red_in, _lan) = pair(SocketType::DGRAM);
+    let (channel, ike) = pair(SocketType::SEQPACKET);
+    let channel = Arc::new(channel);
+    let (to_in, in_mail) = mailbox().unwrap();
+    let (to_out, out_mail) = mailbox().unwrap();
+    let (out_half, in_half, control) = g1.split();
+    let black2 = black.try_clone().unwrap();
+    let mut inbound = Inbound::new(in_half, port(black), port(red), PumpConfig { gro: false })
+        .with_ike(in_mail, to_out, Tap::new(channel.clone()));
+    let mut outbound = Outbound::new(out_half, port(red_in), port(black2))
+        .with_ike(out_mail, Tap::new(channel.clone()));
+    let ctl = Arc::new(Control::default());
+    let links = Links {
+        channel: channel.clone(),
+        inbound: to_in,
+    };
+    let c = ctl.clone();
+    let control_thread = std::thread::spawn(move || serve(control, links, &c));
+
+    // The peer (gateway 2, the rekey initiator) already has the new SA; its
+    // first packet under it is ready.
+    g2.install(&install(0x1001, 0x2001, 1, true, true), T0)
+        .unwrap();
+    let mut esp = vec![0u8; 2048];
+    let Verdict::Send(n) = g2.outbound(&lan_packet(2, b"first under the new SA"), &mut esp, T0)
+    else {
+        panic!("gateway 2 does not send")
+    };
+    esp.truncate(n);
+    assert_eq!(esp[20..24], 0x1001u32.to_be_bytes());
+
+    // IKE: the install, then the response that completes it.
+    let response = vec![0x2au8; 80];
+    let install_rec =
+        ToDataPlane::InstallSa(Box::new(install(0x1001, 0x2001, 1, true, false))).encode();
+    let send_rec = ToDataPlane::SendIke(IkeDatagram {
+        peer: 0,
+        local_port: 500,
+        remote_port: 500,
+        bytes: response.clone(),
+    })
+    .encode();
+    rustix::io::write(&ike, &install_rec).unwrap();
+    rustix::io::write(&ike, &send_rec).unwrap();
+
+    // The control thread has handled both once the inbound thread's wake-up
+    // is readable and a little time has passed: still nothing on black.
+    let wake = inbound.wake().expect("an IKE link");
+    let mut fds = [rustix::event::PollFd::new(
+        wake,
+        rustix::event::PollFlags::IN,
+    )];
+    let five = rustix::event::Timespec {
+        tv_sec: 5,
+        tv_nsec: 0,
+    };
+    assert_eq!(rustix::event::poll(&mut fds, Some(&five)).unwrap(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(
+        rustix::net::recv(&black_wire, &mut buf[..], RecvFlags::DONTWAIT).map(|r| r.0),
+        Err(rustix::io::Errno::AGAIN),
+        "the IKE response left before the inbound thread inserted the SA"
+    );
+    // Had the response left, the peer's packet would have been lost.
+    let mut early = esp.clone();
+    let before = esp.clone();
+    inbound.handle(&mut early, T0);
+    assert_eq!(early, before, "decrypted without an SA?");
+    assert!(
+        rustix::net::recv(&red_wire, &mut buf[..], RecvFlags::DONTWAIT).is_err(),
+        "delivered without an SA?"
+    );
+
+    // The inbound thread catches up: its SA is in; the response waits for
+    // the outbound thread.
+    inbound.commands(T0, true);
+    assert_eq!(
+        rustix::net::recv(&black_wire, &mut buf[..], RecvFlags::DONTWAIT).map(|r| r.0),
+        Err(rustix::io::Errno::AGAIN),
+        "the IKE response left before the outbound thread inserted its SA"
+    );
+    // The outbound thread catches up: its SA, then the response.
+    outbound.commands(T0, true);
+    let (got, _) = rustix::net::recv(&black_wire, &mut buf[..], RecvFlags::DONTWAIT).unwrap();
+    assert_eq!(got, 20 + 8 + response.len(), "IPv4 + UDP + the message");
+    assert_eq!(buf[9], 17, "UDP");
+    assert_eq!(buf[22..24], 500u16.to_be_bytes());
+    assert_eq!(&buf[28..got], &response[..]);
+    // The peer answers at once under the new SA: delivered.
+    let mut pkt = esp.clone();
+    inbound.handle(&mut pkt, T0);
+    let (got, _) = rustix::net::recv(&red_wire, &mut buf[..], RecvFlags::DONTWAIT)
+        .expect("the peer's first packet under the new SA reaches red");
+    assert_eq!(&buf[..got], &lan_packet(2, b"first under the new SA")[..]);
+    // And ours leave under it.
+    let mut reply = lan_packet(1, b"reply");
+    outbound.handle(&mut reply, T0);
+    let (got, _) = rustix::net::recv(&black_wire, &mut buf[..], RecvFlags::DONTWAIT)
+        .expect("our reply leaves under the new SA");
+    assert_eq!(buf[20..24], 0x2001u32.to_be_bytes());
+    let mut wire = buf[..got].to_vec();
+    assert!(matches!(g2.inbound(&mut wire, T0), Verdict::Send(_)));
+    assert!(outbound
+        .report()
+        .contains("viaduct black ike-out: written=1 write_errors=0"));
+
+    ctl.stop.store(true, Ordering::Relaxed);
+    drop(ike);
+    control_thread.join().unwrap().unwrap();
+}
