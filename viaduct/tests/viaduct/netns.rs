@@ -1112,6 +1112,63 @@ fn ping_counts(ns: &str, args: &str) -> (u32, u32) {
     (nums[0], nums[1])
 }
 
+/// A namespace's UDP datagrams dropped for a full receive buffer
+/// (`RcvbufErrors` in `/proc/net/snmp`).
+fn udp_rcvbuf_errors(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Like [`ping_counts`], with the sequence numbers that got no reply (busybox
+/// prints `seq=N` per reply) and the wall-clock time (UTC, `HH:MM:SS`) the
+/// ping started, to place a loss among the peers' logged events.
+fn ping_missing(ns: &str, args: &str, count: u32) -> (u32, u32, Vec<u32>, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let started = format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    );
+    let mut v = vec!["netns", "exec", ns, "busybox", "ping"];
+    v.extend(args.split_whitespace());
+    let out = Command::new("ip").args(&v).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let replied: std::collections::BTreeSet<u32> = text
+        .lines()
+        .filter_map(|l| l.split("seq=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    let missing = (0..count).filter(|n| !replied.contains(n)).collect();
+    let (tx, rx) = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .map(|line| {
+            let n: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            (n[0], n[1])
+        })
+        .unwrap_or_else(|| panic!("no summary in ping output:\n{text}"));
+    (tx, rx, missing, started)
+}
+
 /// Two Viaducts whose tunnel is keyed by their IKE processes over the
 /// internet link: the tunnel comes up from the policies alone, carries a
 /// ping and a TCP transfer, rekeys its CHILD SA (with PFS) and its IKE SA
