@@ -324,7 +324,7 @@ pub fn build(
     }
     base.add_char_device("dev/console", 0o600, 5, 1)?;
     base.add_char_device("dev/null", 0o666, 1, 3)?;
-    base.add_file(gateway::plan::PLAN_PATH, 0o444, plan_bytes.clone())?;
+    base.add_file(gateway_plan::PLAN_PATH, 0o444, plan_bytes.clone())?;
     base.add_file("etc/appliance/policy.bin", 0o400, policy_bytes.clone())?;
     base.add_file("etc/os-release", 0o444, osrel.clone().into_bytes())?;
     base.add_file(
@@ -718,20 +718,20 @@ fn personality(profile: &Profile, side: Side) -> &Personality {
 
 /// A gateway validator's complaint about the profile value at `field`
 /// (a profile path such as `personalities.red.services[0].capabilities[1]`).
-fn at(field: impl Into<String>) -> impl FnOnce(gateway::Error) -> BuildError {
+fn at(field: impl Into<String>) -> impl FnOnce(gateway_plan::Error) -> BuildError {
     let field = field.into();
     move |e| BuildError::Plan(format!("{field}: {e}"))
 }
 
 /// The key-use records of the policy's manual keys, for the plan's `manual-key`
 /// lines: the init records them in the TPM before the Viaduct installs the keys, and
-/// never lets them be installed twice (`gateway::keyledger`).
-fn manual_key_uses(policy: &policy_blob::Policy) -> Vec<gateway::keyledger::KeyUse> {
+/// never lets them be installed twice (the init's `keyledger`).
+fn manual_key_uses(policy: &policy_blob::Policy) -> Vec<gateway_plan::keyuse::KeyUse> {
     policy
         .manual_key_uses()
         .as_slice()
         .iter()
-        .map(|u| gateway::keyledger::KeyUse(u.0))
+        .map(|u| gateway_plan::keyuse::KeyUse(u.0))
         .collect()
 }
 
@@ -758,16 +758,16 @@ fn ike_credentials(policy: &policy_blob::Policy) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// The runtime plan (see `gateway::plan`) for the profile.
+/// The runtime plan (see `gateway_plan`) for the profile.
 fn make_plan(
     profile: &Profile,
     policy_digest: &[u8; 32],
-    manual_keys: &[gateway::keyledger::KeyUse],
+    manual_keys: &[gateway_plan::keyuse::KeyUse],
     ike_credentials: Option<&[String]>,
     modules: &[String],
-) -> Result<gateway::plan::Plan, BuildError> {
-    use gateway::plan::*;
-    let e = |e: gateway::Error| BuildError::Plan(e.to_string());
+) -> Result<gateway_plan::Plan, BuildError> {
+    use gateway_plan::*;
+    let e = |e: gateway_plan::Error| BuildError::Plan(e.to_string());
     let plan = Plan {
         profile_name: ProfileName::new(&profile.appliance.name).map_err(at("appliance.name"))?,
         profile_version: ProfileVersion::new(&profile.appliance.version)
@@ -781,7 +781,7 @@ fn make_plan(
             })?,
         ),
         policy_path: InitramfsPath::new("/etc/appliance/policy.bin").map_err(e)?,
-        policy_sha256: gateway::digest::Sha256Digest(*policy_digest),
+        policy_sha256: gateway_plan::digest::Sha256Digest(*policy_digest),
         manual_keys: manual_keys.to_vec(),
         modules: modules
             .iter()
@@ -821,8 +821,8 @@ fn make_plan(
 fn compartment_plan(
     profile: &Profile,
     side: Side,
-) -> Result<gateway::plan::CompartmentPlan, BuildError> {
-    use gateway::plan::*;
+) -> Result<gateway_plan::CompartmentPlan, BuildError> {
+    use gateway_plan::*;
     let p = personality(profile, side);
     let t = format!("personalities.{}", side.name());
     let hw = profile
@@ -845,7 +845,7 @@ fn compartment_plan(
     if let Some(mac) = &mac {
         check_mac(mac).map_err(at(format!("{h}.mac")))?;
     }
-    gateway::plan::check_ifname("match-driver", &hw.driver).map_err(at(format!("{h}.driver")))?;
+    gateway_plan::check_ifname("match-driver", &hw.driver).map_err(at(format!("{h}.driver")))?;
     let mut services = Vec::new();
     for (i, s) in p.services.iter().enumerate() {
         let st = format!("{t}.services[{i}]");
@@ -886,8 +886,8 @@ fn compartment_plan(
     }
     Ok(CompartmentPlan {
         side: match side {
-            profiles::Side::Red => gateway::plan::Side::Red,
-            profiles::Side::Black => gateway::plan::Side::Black,
+            profiles::Side::Red => gateway_plan::Side::Red,
+            profiles::Side::Black => gateway_plan::Side::Black,
         },
         root: InitramfsPath::new(&format!("/personalities/{}", side.name()))
             .map_err(at(t.clone()))?,
@@ -924,8 +924,8 @@ fn compartment_plan(
 }
 
 /// One service of a personality; `st` is its profile path (`personalities.red.services[0]`).
-fn service_plan(st: &str, s: &profiles::Service) -> Result<gateway::plan::ServicePlan, BuildError> {
-    use gateway::plan::*;
+fn service_plan(st: &str, s: &profiles::Service) -> Result<gateway_plan::ServicePlan, BuildError> {
+    use gateway_plan::*;
     let mut caps = Vec::new();
     for (j, c) in s.capabilities.iter().enumerate() {
         caps.push(Capability::from_name(c).map_err(at(format!("{st}.capabilities[{j}]")))?);
@@ -939,7 +939,7 @@ fn service_plan(st: &str, s: &profiles::Service) -> Result<gateway::plan::Servic
         )));
     }
     for (k, w) in s.command.iter().enumerate() {
-        gateway::plan::check_arg(w).map_err(at(format!("{st}.command[{k}]")))?;
+        gateway_plan::check_arg(w).map_err(at(format!("{st}.command[{k}]")))?;
     }
     match s.command.first() {
         Some(prog) if prog.starts_with('/') => {}
@@ -1067,8 +1067,8 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
     let t = format!("personalities.{}", side.name());
     // Interpolated into a shell script: only validated names.
     let name =
-        gateway::plan::ProfileName::new(&profile.appliance.name).map_err(at("appliance.name"))?;
-    let nic = gateway::plan::ShortName::new("nic", &p.nic).map_err(at(format!("{t}.nic")))?;
+        gateway_plan::ProfileName::new(&profile.appliance.name).map_err(at("appliance.name"))?;
+    let nic = gateway_plan::ShortName::new("nic", &p.nic).map_err(at(format!("{t}.nic")))?;
     let addresses: Vec<String> = if p.dhcp {
         Vec::new()
     } else {
@@ -1137,7 +1137,7 @@ fn dnsmasq_conf(p: &Profile) -> Result<String, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway::plan::{Capability, Plan, Restart, SocketFamily};
+    use gateway_plan::{Capability, Plan, Restart, SocketFamily};
 
     fn gw_a() -> Profile {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/gw-a.toml");
@@ -1174,7 +1174,7 @@ mod tests {
         assert_eq!(p.manual_keys, keys);
         let decoded = Plan::decode(&p.encode()).unwrap();
         assert_eq!(
-            gateway::keyledger::set_digest(&decoded.manual_keys).0,
+            gateway_plan::keyuse::set_digest(&decoded.manual_keys).0,
             uses.digest()
         );
         // No record reveals its key: none equals a prefix of any key in the blob.
@@ -1237,7 +1237,7 @@ mod tests {
         assert_eq!(p.compartments.len(), 2);
         let (red, black) = (&p.compartments[0], &p.compartments[1]);
 
-        assert_eq!(red.side, gateway::plan::Side::Red);
+        assert_eq!(red.side, gateway_plan::Side::Red);
         assert_eq!(red.root.as_str(), "/personalities/red");
         assert_eq!(red.uid_base, 100_000);
         assert_eq!(red.memory_max, 256 << 20);
@@ -1282,7 +1282,7 @@ mod tests {
             ]
         );
 
-        assert_eq!(black.side, gateway::plan::Side::Black);
+        assert_eq!(black.side, gateway_plan::Side::Black);
         assert_eq!(black.root.as_str(), "/personalities/black");
         assert_eq!(black.uid_base, 200_000);
         assert_eq!(black.memory_max, 128 << 20);

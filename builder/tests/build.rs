@@ -720,7 +720,7 @@ fn initramfs_holds_the_viaduct_the_plan_and_each_personalitys_setup() {
         (*mode, String::from_utf8_lossy(data).into_owned())
     };
     assert_eq!(file("usr/sbin/viaduct").0, 0o100755);
-    let plan = gateway::plan::Plan::decode(e["etc/appliance/plan"].1.as_slice()).unwrap();
+    let plan = gateway_plan::Plan::decode(e["etc/appliance/plan"].1.as_slice()).unwrap();
     assert_eq!(plan.digest().to_hex(), a.manifest.plan.sha256);
     assert_eq!(plan.viaduct.as_str(), "/usr/sbin/viaduct");
     assert_eq!(plan.compartments.len(), 2);

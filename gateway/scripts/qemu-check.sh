@@ -25,7 +25,7 @@ for tool in qemu-system-x86_64 swtpm cpio dpkg-deb; do
 done
 
 # 1. Static init (and the host-side event log helper, built before the timed part).
-(cd "$repo" && cargo build -q -p gateway --example reassemble_eventlog)
+(cd "$repo" && cargo build -q -p signing --example reassemble_eventlog)
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -p gateway --release --target x86_64-unknown-linux-gnu)
 init="$repo/target/x86_64-unknown-linux-gnu/release/gateway-init"
@@ -129,7 +129,7 @@ else
     [ -n "$ready_at" ] || { echo "FAIL: never reached ready"; exit 1; }
     grep -ac 'appliance: pcr ' "$log" | grep -qx 3 || { echo "FAIL: expected 3 pcr lines"; exit 1; }
     grep -aq "appliance: ${ACTION:-poweroff}" "$log" || { echo "FAIL: no ${ACTION:-poweroff} line"; exit 1; }
-    (cd "$repo" && cargo run -q -p gateway --example reassemble_eventlog) < "$log" > "$work/eventlog.bin" \
+    (cd "$repo" && cargo run -q -p signing --example reassemble_eventlog) < "$log" > "$work/eventlog.bin" \
         && echo "event log reassembled from the console: $work/eventlog.bin ($(stat -c %s "$work/eventlog.bin") bytes)"
     if command -v tpm2_eventlog >/dev/null && [ -s "$work/eventlog.bin" ]; then
         # Cross-check: replaying the event log must give the PCR values the init read.

@@ -208,7 +208,7 @@ pub fn check_plan(cmdline: &[u8], bytes: &[u8], path: &Path) -> Result<Plan> {
             actual: actual.to_hex(),
         });
     }
-    Plan::decode(bytes)
+    Ok(Plan::decode(bytes)?)
 }
 
 /// Verifies the policy blob named by the plan (its bytes are wiped afterwards).

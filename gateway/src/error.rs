@@ -8,30 +8,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the gateway init.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The runtime plan is malformed.
-    #[error("plan line {line}: {reason}; rebuild the image with a matching `appliance` version")]
-    PlanSyntax {
-        /// 1-based line number in the plan.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The runtime plan has a format version this init does not know.
-    #[error("plan format version {found} is not supported (this init reads version {supported}); rebuild the image with a matching `appliance` version")]
-    PlanVersion {
-        /// Version found in the plan.
-        found: String,
-        /// Version this init supports.
-        supported: u32,
-    },
-    /// A value cannot be put into a plan (encoder side).
-    #[error("invalid plan value for {field}: {reason}")]
-    PlanValue {
-        /// Field name.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
+    /// The runtime plan is malformed, has an unknown format version, or a
+    /// value cannot be put into one.
+    #[error(transparent)]
+    Plan(#[from] gateway_plan::Error),
     /// The kernel command line does not pin the plan.
     #[error(
         "kernel command line: {0}; the UKI cmdline must carry `appliance.plan=<64 hex digits>`"
@@ -103,9 +83,6 @@ pub enum Error {
         /// TPM_RC value.
         rc: u32,
     },
-    /// A console transcript does not hold a complete, intact event log.
-    #[error("event log transcript: {0}; capture the whole serial console output again")]
-    EventLog(String),
     /// A NIC the profile names is not present (or more than one card matches).
     #[error("{side} NIC `{role}` ({want}): {problem}; present: {present}. Check the profile's [hardware.nics] against the machine — staying closed")]
     Nic {

@@ -34,16 +34,12 @@
 //!
 //! Nothing in this module panics on any TPM response.
 
-use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::tpm::{self, NvPublic, Transport, NV_CHUNK, TPM_ALG_SHA256};
+pub use gateway_plan::keyuse::{set_digest, KeyUse, ENTRY_LEN, LEDGER_ENTRIES};
 
 /// The NV index handle of the ledger (owner range 0x01800000–0x01BFFFFF).
 pub const LEDGER_INDEX: u32 = 0x0180_0A11;
-/// Bytes per record.
-pub const ENTRY_LEN: usize = 16;
-/// Records the ledger holds.
-pub const LEDGER_ENTRIES: usize = 64;
 /// Size of the NV index in bytes.
 pub const LEDGER_SIZE: u16 = (ENTRY_LEN * LEDGER_ENTRIES) as u16;
 /// The index's attributes (ordinary index).
@@ -58,35 +54,6 @@ pub const LEDGER_PUBLIC: NvPublic = NvPublic {
     auth_policy_len: 0,
     data_size: LEDGER_SIZE,
 };
-
-/// A one-way record of one manual cipher key (see `policy_blob::KeyUse`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct KeyUse(pub [u8; ENTRY_LEN]);
-
-impl KeyUse {
-    /// Parses 32 lowercase hex digits.
-    pub fn from_hex(s: &str) -> Option<KeyUse> {
-        crate::digest::from_hex(s).map(KeyUse)
-    }
-
-    /// Lowercase hex.
-    pub fn to_hex(&self) -> String {
-        crate::digest::to_hex(&self.0)
-    }
-}
-
-/// SHA-256 over `"appliance key-use set v1\0"` and the records in ascending order:
-/// what the Viaduct's `--key-claim` names (`policy_blob::KeyUses::digest`).
-pub fn set_digest(keys: &[KeyUse]) -> Sha256Digest {
-    let mut sorted = keys.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    let mut b = b"appliance key-use set v1\0".to_vec();
-    for k in &sorted {
-        b.extend_from_slice(&k.0);
-    }
-    Sha256Digest::of(&b)
-}
 
 /// What [`claim`] found.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -446,7 +413,7 @@ pub(crate) mod tests {
         let mut b = b"appliance key-use set v1\0".to_vec();
         b.extend_from_slice(&[1u8; 16]);
         b.extend_from_slice(&[2u8; 16]);
-        assert_eq!(d, Sha256Digest::of(&b));
+        assert_eq!(d, crate::digest::Sha256Digest::of(&b));
         assert_eq!(KeyUse::from_hex(&k(0xab).to_hex()), Some(k(0xab)));
         assert_eq!(KeyUse::from_hex("AB"), None);
     }

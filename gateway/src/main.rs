@@ -137,7 +137,7 @@ fn serve(root: &str) {
     let root = PathBuf::from(root);
     let plan_path = root.join(&gateway::plan::PLAN_PATH[1..]);
     let plan = boot::read_limited(&plan_path, gateway::plan::MAX_PLAN_LEN, "reading plan")
-        .and_then(|b| gateway::plan::Plan::decode(&b));
+        .and_then(|b| Ok(gateway::plan::Plan::decode(&b)?));
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {

@@ -274,7 +274,7 @@ fn event_log_is_framed_on_the_console_and_reassembles() {
     assert!(text
         .lines()
         .all(|l| l.len() <= "appliance: eventlog ".len() + 128));
-    assert_eq!(gateway::eventlog::reassemble(&text).unwrap(), log);
+    assert_eq!(signing::eventlog::from_console(&text).unwrap(), log);
 }
 
 #[test]

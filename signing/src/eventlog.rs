@@ -103,6 +103,9 @@ pub enum EventLogError {
         /// What is wrong.
         what: String,
     },
+    /// A console transcript does not hold a complete, intact event log.
+    #[error("event log transcript: {0}; capture the whole serial console output again")]
+    Transcript(String),
 }
 
 /// One event.
@@ -347,6 +350,131 @@ pub fn extend(pcr: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
     h.update(pcr);
     h.update(digest);
     h.finalize().into()
+}
+
+/// Console framing of the event log: the gateway init cannot hand the host a
+/// file, so it prints the firmware's log on the serial console (its
+/// `eventlog` module writes it), each line prefixed `appliance: ` by its
+/// logger:
+/// ```text
+/// eventlog begin <length in bytes> <sha256 of the log>
+/// eventlog <hex of at most 64 bytes>
+/// ...
+/// eventlog end
+/// ```
+/// Chunks are at most this many bytes (128 hex digits).
+pub const CONSOLE_CHUNK: usize = 64;
+
+fn bad(reason: impl Into<String>) -> EventLogError {
+    EventLogError::Transcript(reason.into())
+}
+
+/// Reassembles the event log from a console transcript in the framing of
+/// [`CONSOLE_CHUNK`] (other lines are ignored; a `\r` at line end, as serial
+/// consoles add, is tolerated). Only a transcript whose chunks add up to the
+/// announced length and digest is accepted, so interleaved or lost console
+/// output is detected, never silently accepted. Nothing here panics.
+pub fn from_console(transcript: &str) -> Result<Vec<u8>, EventLogError> {
+    let mut lines = transcript
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.strip_prefix("appliance: eventlog "));
+    let begin = lines
+        .next()
+        .ok_or_else(|| bad("no `eventlog begin` line"))?;
+    let mut words = begin.split(' ');
+    let (Some("begin"), Some(len), Some(digest), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err(bad(format!("malformed begin line {begin:?}")));
+    };
+    let len: usize = len
+        .parse()
+        .map_err(|_| bad(format!("bad length {len:?}")))?;
+    let digest: [u8; 32] = match hex::decode(digest).ok().map(<[u8; 32]>::try_from) {
+        Some(Ok(d)) if digest.len() == 64 && digest.bytes().all(|c| !c.is_ascii_uppercase()) => d,
+        _ => return Err(bad("bad digest in begin line")),
+    };
+    let mut out = Vec::new();
+    for line in lines {
+        if line == "end" {
+            if out.len() != len {
+                return Err(bad(format!(
+                    "got {} bytes, begin announced {len}",
+                    out.len()
+                )));
+            }
+            let actual: [u8; 32] = Sha256::digest(&out).into();
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&actual[..], &digest[..])) {
+                return Err(bad("digest mismatch: console output was corrupted"));
+            }
+            return Ok(out);
+        }
+        if line.is_empty() || line.len() > 2 * CONSOLE_CHUNK || line.len() % 2 != 0 {
+            return Err(bad(format!(
+                "malformed chunk line of {} characters",
+                line.len()
+            )));
+        }
+        for pair in line.as_bytes().chunks_exact(2) {
+            let s = std::str::from_utf8(pair).map_err(|_| bad("non-ASCII in chunk"))?;
+            let b = u8::from_str_radix(s, 16).map_err(|_| bad(format!("bad hex {s:?}")))?;
+            out.push(b);
+        }
+        if out.len() > len {
+            return Err(bad("more bytes than announced"));
+        }
+    }
+    Err(bad("no `eventlog end` line"))
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reassembles_a_framed_log_and_refuses_a_broken_one() {
+        let log: Vec<u8> = (0..=200u8).collect();
+        let hexd = |b: &[u8]| hex::encode(b);
+        let mut t = format!(
+            "noise\nappliance: eventlog begin 201 {}\r\n",
+            hexd(&Sha256::digest(&log))
+        );
+        for c in log.chunks(CONSOLE_CHUNK) {
+            t.push_str(&format!("appliance: eventlog {}\r\n", hexd(c)));
+        }
+        assert_eq!(
+            from_console(&format!("{t}appliance: eventlog end\n")).unwrap(),
+            log
+        );
+        for (broken, why) in [
+            (t.clone(), "no `eventlog end` line"),
+            (
+                t.replacen("begin 201", "begin 202", 1) + "appliance: eventlog end\n",
+                "got 201 bytes, begin announced 202",
+            ),
+            (
+                t.replacen("eventlog 00", "eventlog 01", 1) + "appliance: eventlog end\n",
+                "digest mismatch",
+            ),
+            (
+                String::from("appliance: eventlog end\n"),
+                "malformed begin line",
+            ),
+        ] {
+            let e = from_console(&broken).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn from_console_never_panics(s in "\\PC{0,300}") {
+            let _ = from_console(&s);
+            let _ = from_console(&format!("appliance: eventlog begin 3 {}\nappliance: eventlog {s}\nappliance: eventlog end\n", "0".repeat(64)));
+        }
+    }
 }
 
 #[cfg(test)]

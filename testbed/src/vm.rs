@@ -304,7 +304,7 @@ impl Vm {
     }
 
     /// The TCG event log the init exported (length and digest checked by
-    /// [`gateway::eventlog::reassemble`]).
+    /// [`signing::eventlog::from_console`]).
     pub fn eventlog(&self) -> Result<Vec<u8>, String> {
         eventlog_from_console(&self.lines)
     }
@@ -535,9 +535,9 @@ pub fn pcrs_from_console(lines: &[String]) -> BTreeMap<u32, String> {
 }
 
 /// The event log the init framed on the console, reassembled by
-/// [`gateway::eventlog::reassemble`] (length and digest checked).
+/// [`signing::eventlog::from_console`] (length and digest checked).
 pub fn eventlog_from_console(lines: &[String]) -> Result<Vec<u8>, String> {
-    gateway::eventlog::reassemble(&lines.join("\n")).map_err(|e| e.to_string())
+    signing::eventlog::from_console(&lines.join("\n")).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! log framed in it (`appliance: eventlog …` lines) to stdout, after checking its length
 //! and SHA-256. Exit status 1 when the transcript holds no intact log.
 //!
-//! `cargo run -q -p gateway --example reassemble_eventlog < console.log > eventlog.bin`
+//! `cargo run -q -p signing --example reassemble_eventlog < console.log > eventlog.bin`
 
 use std::io::{Read, Write};
 
@@ -12,7 +12,7 @@ fn main() {
         eprintln!("reading stdin: {e}");
         std::process::exit(1);
     }
-    match gateway::eventlog::reassemble(&String::from_utf8_lossy(&raw)) {
+    match signing::eventlog::from_console(&String::from_utf8_lossy(&raw)) {
         Ok(log) => {
             if let Err(e) = std::io::stdout().write_all(&log) {
                 eprintln!("writing stdout: {e}");

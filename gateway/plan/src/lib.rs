@@ -15,7 +15,7 @@
 //! policy-sha256 <64 lowercase hex digits>
 //! manual-key <32 lowercase hex digits>   (0..MAX_MANUAL_KEYS, ascending, no duplicates:
 //!                                     the key-use records of the policy's manual keys,
-//!                                     see crate::keyledger)
+//!                                     see [`keyuse`] and the init's key ledger)
 //! module /lib/modules/6.1.0-56-amd64/kernel/drivers/net/virtio_net.ko
 //! compartment red
 //! root /personalities/red
@@ -31,7 +31,7 @@
 //! socket-family unix              (0..5 lines, sorted by number, no duplicates:
 //! socket-family inet               unix, inet, inet6, netlink, packet; the only
 //! socket-family inet6              families its processes may open, see
-//! socket-family netlink            crate::confine)
+//! socket-family netlink            the init's confinement)
 //! service dnsmasq                 (0..MAX_SERVICES blocks)
 //! restart always                  (always | on-failure | never)
 //! cap CAP_NET_ADMIN               (0..n, sorted by number, no duplicates)
@@ -76,16 +76,32 @@
 //!   blocks. An init never skips unknown fields: it rejects a version it does not
 //!   know and stays closed.
 //!
-//! Nothing in this module panics, whatever the input.
+//! Nothing in this crate panics, whatever the input.
+//!
+//! # Where it sits
+//! This crate is shared by the host-side image builder (which encodes and
+//! validates a plan) and the gateway init (which decodes it): the builder
+//! depends on it alone, never on the init, as the policy compiler depends on
+//! `policy-blob` alone. Trusted: it depends only on `libc` (socket family
+//! numbers), `sha2`, `thiserror` and
+//! `zeroize`, never on a host-side crate. Besides the format it holds what the
+//! format is made of: [`digest`] (SHA-256 digests, hex) and [`keyuse`] (the
+//! key-use records of manual keys, which the init's TPM ledger stores).
+
+pub mod digest;
+pub mod error;
+pub mod keyuse;
+
+pub use error::Error;
+use error::Result;
 
 use crate::digest::Sha256Digest;
-use crate::error::{Error, Result};
 use std::fmt;
 
 /// The format version this init reads and writes.
 pub const FORMAT_VERSION: u32 = 5;
 /// Largest number of `manual-key` lines (the key-use ledger's capacity).
-pub const MAX_MANUAL_KEYS: usize = crate::keyledger::LEDGER_ENTRIES;
+pub const MAX_MANUAL_KEYS: usize = crate::keyuse::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
 pub const MAX_PLAN_LEN: usize = 64 * 1024;
 /// Largest number of kernel modules in a plan.
@@ -284,7 +300,7 @@ impl fmt::Display for Side {
 }
 
 /// A socket address family a compartment's processes may open (`socket-family`).
-/// Every other family fails with `EAFNOSUPPORT` ([`crate::confine`]).
+/// Every other family fails with `EAFNOSUPPORT` (the init's confinement).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
 pub enum SocketFamily {
     /// `AF_UNIX`: local sockets (syslog, libc).
@@ -664,7 +680,7 @@ pub struct Plan {
     pub policy_sha256: Sha256Digest,
     /// Key-use records of the policy's manual keys, ascending, no duplicates (empty
     /// when every tunnel is keyed by IKE).
-    pub manual_keys: Vec<crate::keyledger::KeyUse>,
+    pub manual_keys: Vec<crate::keyuse::KeyUse>,
     /// Kernel modules to load, in order.
     pub modules: Vec<ModulePath>,
     /// The personalities: red first, then black.
@@ -868,7 +884,7 @@ impl Plan {
                 reason: "must be 64 lowercase hex digits".into(),
             })
         })?;
-        let mut manual_keys: Vec<crate::keyledger::KeyUse> = Vec::new();
+        let mut manual_keys: Vec<crate::keyuse::KeyUse> = Vec::new();
         let (mut n, mut line) = lines.next_line()?;
         while let Some(v) = line.strip_prefix("manual-key ") {
             if manual_keys.len() == MAX_MANUAL_KEYS {
@@ -877,7 +893,7 @@ impl Plan {
                     format!("more than {MAX_MANUAL_KEYS} manual keys"),
                 ));
             }
-            let k = crate::keyledger::KeyUse::from_hex(v)
+            let k = crate::keyuse::KeyUse::from_hex(v)
                 .ok_or_else(|| syntax(n, "manual-key must be 32 lowercase hex digits".into()))?;
             if manual_keys.last().is_some_and(|last| *last >= k) {
                 return Err(syntax(
@@ -1305,7 +1321,7 @@ mod tests {
             security_version: SecurityVersion(3),
             policy_path: InitramfsPath::new("/etc/appliance/policy.bin").unwrap(),
             policy_sha256: Sha256Digest::of(b"policy"),
-            manual_keys: vec![crate::keyledger::KeyUse([0x11; 16])],
+            manual_keys: vec![crate::keyuse::KeyUse([0x11; 16])],
             modules: vec![
                 ModulePath::new("/lib/modules/failover.ko").unwrap(),
                 ModulePath::new("/lib/modules/virtio_net.ko").unwrap(),
@@ -1432,10 +1448,12 @@ mod tests {
     }
 
     /// The fuzz seeds of the current format decode (a format change that
-    /// forgets them leaves the fuzzers stopping at the first line).
+    /// forgets them leaves the fuzzers stopping at the first line). The plan's
+    /// fuzz targets live with the init's, in `gateway/fuzz`.
     #[test]
     fn current_format_fuzz_seeds_decode() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/plan_decode");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/plan_decode");
         let suffix = format!("-format-{FORMAT_VERSION}");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
@@ -1796,7 +1814,7 @@ mod proptests {
                 security_version: SecurityVersion(secver),
                 policy_path: InitramfsPath::new(&policy).unwrap(),
                 policy_sha256: Sha256Digest(sha),
-                manual_keys: keys.into_iter().map(crate::keyledger::KeyUse).collect(),
+                manual_keys: keys.into_iter().map(crate::keyuse::KeyUse).collect(),
                 modules: modules.iter().map(|m| ModulePath::new(&format!("{m}.ko")).unwrap()).collect(),
                 compartments: tests::sample().compartments,
                 viaduct: InitramfsPath::new(&policy).unwrap(),
