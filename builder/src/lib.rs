@@ -10,6 +10,13 @@
 //!                                                          └─► ESP (FAT32, A/B) ─► GPT disk
 //! ```
 //!
+//! [`build`] (in `pipeline.rs`) reads as the list of stages; each stage is a
+//! module of `stages/`, named for its step, with a typed input and output:
+//! `profile` → `fetch` (lock and fetch) → `parts` (kernel modules,
+//! personality roots, binaries) → `render` (plan, network scripts, service
+//! configuration) → `initramfs` → `uki` → `disk` (ESP and GPT) → `manifest`
+//! (PCR prediction, manifest, signature) → `commit`.
+//!
 //! Invariants:
 //! - **Reproducible.** Timestamps come from the lock's `source_date_epoch`,
 //!   GUIDs and volume IDs from digests of the inputs, archives are sorted;
@@ -25,18 +32,17 @@
 
 #![forbid(unsafe_code)]
 
-mod disk;
 mod elf;
 pub use signing::manifest;
 pub mod locking;
-mod parts;
 mod pipeline;
-mod render;
 pub mod secure_boot;
+mod stages;
 
 pub use locking::{lock_path_for, lock_profile, LockPolicy};
-pub use parts::COMPRESSION;
-pub use pipeline::{build, network_script, BuildOptions, BuildOutput, Progress, SecureBootSigner};
+pub use pipeline::{build, BuildOptions, BuildOutput, Progress, SecureBootSigner};
+pub use stages::parts::COMPRESSION;
+pub use stages::render::network_script;
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Cached, compressed initramfs parts.
+//! Stage 3, the parts: cached, compressed initramfs segments.
 //!
 //! The initramfs is a concatenation of separately compressed newc segments,
 //! unpacked by the kernel in this order:
@@ -10,8 +10,8 @@
 //!    busybox, iproute2 …); with the copies adjacent, zstd stores each second
 //!    copy as a reference to the first, within an 8 MiB window;
 //! 3. the gateway binaries ([`binaries_part`]);
-//! 4. the per-build configuration (plan, policy, network scripts), built by
-//!    the pipeline.
+//! 4. the per-build configuration (plan, policy, network scripts), rendered
+//!    by [`super::render`] and archived by [`super::initramfs`].
 //!
 //! Parts 1–3 are slow to make and depend only on packages and binaries, so
 //! each is stored under `<cache>/parts/` by the digest of everything it is
@@ -27,15 +27,127 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use components::{Deb, EntryKind, KernelTree};
+use components::{Deb, EntryKind, KernelTree, LockedPackage};
 use images::cpio::CpioBuilder;
 use images::initramfs::{compress, Compression, MAX_ZSTD_WINDOW_LOG};
 use images::Epoch;
 use profiles::{Profile, Side};
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::{write_atomic, Progress, Stages};
-use crate::BuildError;
+use super::commit::write_atomic;
+use super::fetch::Fetched;
+use super::profile::Resolved;
+use crate::pipeline::{Progress, Stages};
+use crate::{BuildError, BuildOptions};
+
+/// Where the Viaduct binary lives in the initramfs.
+pub(crate) const VIADUCT_PATH: &str = "/usr/sbin/viaduct";
+/// Where the IKE process's binary lives in the initramfs.
+pub(crate) const IKE_PATH: &str = "/usr/sbin/viaduct-ike";
+
+/// The kernel part and the locked package it came from.
+pub(crate) struct Kernel {
+    /// The kernel image and its modules.
+    pub part: KernelPart,
+    /// The `linux-image-<version>` package.
+    pub package: LockedPackage,
+}
+
+/// The personalities' root filesystems and the gateway binaries.
+pub(crate) struct Roots {
+    /// Both root filesystems, one segment.
+    pub personalities: PersonalitiesPart,
+    /// The binaries' segment.
+    pub binaries: PathBuf,
+}
+
+/// How this build compresses segments.
+pub(crate) fn compression(opts: &BuildOptions) -> Compression {
+    opts.compression.unwrap_or(COMPRESSION)
+}
+
+/// The part cache, created if need be.
+fn cache_dir(opts: &BuildOptions) -> Result<PathBuf, BuildError> {
+    let parts = opts.cache_dir.join("parts");
+    std::fs::create_dir_all(&parts).map_err(BuildError::io("creating", &parts))?;
+    Ok(parts)
+}
+
+/// The kernel image package of the lock's kernel group and its part.
+pub(crate) fn kernel(
+    opts: &BuildOptions,
+    input: &Resolved,
+    fetched: &Fetched,
+    st: &mut Stages<'_>,
+) -> Result<Kernel, BuildError> {
+    let parts = cache_dir(opts)?;
+    let package = fetched
+        .lock()
+        .group_packages("kernel")
+        .into_iter()
+        .find(|p| {
+            p.name
+                .as_str()
+                .strip_prefix("linux-image-")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .ok_or_else(|| {
+            fetched.mismatch(format!(
+                "the kernel group has no linux-image-<version> package (from {})",
+                input.profile.kernel.package
+            ))
+        })?
+        .clone();
+    let part = kernel_part(
+        &parts,
+        &fetched.deb_path(package.name.as_str())?,
+        &package.sha256.to_hex(),
+        &input.profile,
+        compression(opts),
+        st,
+    )?;
+    Ok(Kernel { part, package })
+}
+
+/// Both personalities' root filesystems from their locked packages, and the
+/// gateway binaries.
+pub(crate) fn roots(
+    opts: &BuildOptions,
+    input: &Resolved,
+    fetched: &Fetched,
+    st: &mut Stages<'_>,
+) -> Result<Roots, BuildError> {
+    let parts = cache_dir(opts)?;
+    let epoch = Epoch(fetched.lock().source_date_epoch.0);
+    let how = compression(opts);
+    let sides = [Side::Red, Side::Black]
+        .into_iter()
+        .map(|side| {
+            let pkgs = fetched
+                .group(side.name())?
+                .into_iter()
+                .map(|(p, path)| (p.name.as_str().to_string(), path, p.sha256.to_hex()))
+                .collect::<Packages>();
+            Ok((side, pkgs))
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let personalities = personalities_part(&parts, &sides, epoch, how, st)?;
+    let b = &input.binaries;
+    let binaries = binaries_part(
+        &parts,
+        &b.init,
+        &b.viaduct,
+        VIADUCT_PATH,
+        b.ike.as_deref().map(|bin| (bin, IKE_PATH)),
+        epoch,
+        how,
+        st,
+    )?;
+    Ok(Roots {
+        personalities,
+        binaries,
+    })
+}
 
 /// How every initramfs segment is compressed: zstd at level 12 with an
 /// 8 MiB window. Measured under emulation (docs/design/image-size.md), it

@@ -1,5 +1,6 @@
-//! The disk stage: the ESP (FAT32, A/B UKIs) and the GPT disk around it,
-//! written once, and the digests the manifest records.
+//! Stage 7, the disk: the ESP (FAT32, A/B UKIs) and the GPT disk around it,
+//! written once, and the digests the manifest records; then the qcow2 copy
+//! where the profile (or the command line) asks for one.
 //!
 //! The ESP is assembled in memory and written straight into the disk image
 //! at its partition (only clusters holding data are written: the image is
@@ -11,12 +12,108 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use images::ab::{ApplianceLayout, Slot, DEFAULT_BOOT_PATH};
-use images::{ByteLen, Content};
+use images::ab::{ApplianceLayout, DiskIds, Slot, DEFAULT_BOOT_PATH};
+use images::{ByteLen, Content, Epoch};
+use profiles::{Profile, Slots};
 use sha2::{Digest, Sha256};
 
+use super::commit::Staging;
+use super::hexd;
+use super::uki::Uki;
 use crate::manifest;
-use crate::BuildError;
+use crate::{BuildError, BuildOptions};
+
+/// The disk image in the staging directory, and the digests of what the
+/// output directory holds so far.
+pub(crate) struct Written {
+    /// What the disk stage wrote and measured.
+    pub disk: Disk,
+    /// The layout it wrote.
+    pub layout: ApplianceLayout,
+    /// Output file name → SHA-256 (hex).
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Writes `disk.img` (the UKI in slot A, and in slot B for an A/B profile)
+/// and `uki.efi` into `staging`.
+pub(crate) fn write(
+    profile: &Profile,
+    epoch: Epoch,
+    uki: &Uki,
+    staging: &Staging,
+) -> Result<Written, BuildError> {
+    let uki_content = Content::from(uki.bytes.clone());
+    let layout = ApplianceLayout {
+        ids: DiskIds::derive(&uki.sha256),
+        esp_size: ByteLen(profile.image.esp_size.0),
+        state_size: None,
+        timestamp: epoch,
+        active: Slot::A,
+        uki_a: Some(uki_content.clone()),
+        uki_b: (profile.image.slots == Slots::Ab).then(|| uki_content.clone()),
+    };
+    let disk_path = staging.join("disk.img");
+    let disk = write_disk(&layout, ByteLen(profile.image.size.0), &disk_path)
+        .map_err(|e| esp_too_small(e, profile, uki.bytes.len() as u64, &layout))?;
+    staging.write("uki.efi", &uki.bytes)?;
+    let mut outputs = BTreeMap::new();
+    outputs.insert("disk.img".to_string(), hexd(&disk.sha256));
+    outputs.insert("uki.efi".to_string(), hexd(&uki.sha256));
+    Ok(Written {
+        disk,
+        layout,
+        outputs,
+    })
+}
+
+/// Whether the build writes `disk.qcow2` too.
+pub(crate) fn wants_qcow2(opts: &BuildOptions, profile: &Profile) -> bool {
+    opts.qcow2.unwrap_or(profile.image.qcow2)
+}
+
+/// Converts `disk.img` into `disk.qcow2` beside it.
+pub(crate) fn qcow2(staging: &Staging, written: &mut Written) -> Result<(), BuildError> {
+    let q = staging.join("disk.qcow2");
+    images::qcow2::convert_raw_to_qcow2(&staging.join("disk.img"), &q)?;
+    written.outputs.insert(
+        "disk.qcow2".to_string(),
+        hexd(&components::cache::hash_file(&q)?.0),
+    );
+    Ok(())
+}
+
+/// The disk's GUID, as the manifest spells it.
+pub(crate) fn disk_guid(l: &ApplianceLayout) -> String {
+    l.ids.disk.to_string()
+}
+
+/// An ESP that cannot hold the UKIs of this build, as a located profile error.
+fn esp_too_small(
+    e: BuildError,
+    profile: &Profile,
+    uki_len: u64,
+    layout: &ApplianceLayout,
+) -> BuildError {
+    let BuildError::Image(images::Error::FatDoesNotFit { suggested_size, .. }) = e else {
+        return e;
+    };
+    let copies = 1 + usize::from(layout.uki_a.is_some()) + usize::from(layout.uki_b.is_some());
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let location = profiles::find_in_sources(profile, "esp_size")
+        .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
+        .unwrap_or_default();
+    BuildError::EspTooSmall {
+        location,
+        message: format!(
+            "{} MiB cannot hold this image's boot files: the UKI ({:.1} MiB) is stored {} (the firmware's default boot path{}); give at least esp_size = \"{}MiB\"",
+            mib(profile.image.esp_size.0),
+            uki_len as f64 / f64::from(1u32 << 20),
+            if copies == 3 { "three times" } else { "twice" },
+            if copies == 3 { " and slots A and B" } else { " and slot A" },
+            mib(suggested_size),
+        ),
+    }
+}
 
 /// What the disk stage wrote and measured.
 pub(crate) struct Disk {

@@ -9,20 +9,29 @@ use serde::Serialize;
 use crate::BuildError;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("os-release", include_str!("../templates/os-release.j2")),
-    ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf.j2")),
-    ("network-red", include_str!("../templates/network-red.j2")),
+    (
+        "os-release",
+        include_str!("../../../templates/os-release.j2"),
+    ),
+    (
+        "dnsmasq.conf",
+        include_str!("../../../templates/dnsmasq.conf.j2"),
+    ),
+    (
+        "network-red",
+        include_str!("../../../templates/network-red.j2"),
+    ),
     (
         "network-black",
-        include_str!("../templates/network-black.j2"),
+        include_str!("../../../templates/network-black.j2"),
     ),
     (
         "udhcpc.script",
-        include_str!("../templates/udhcpc.script.j2"),
+        include_str!("../../../templates/udhcpc.script.j2"),
     ),
-    ("passwd", include_str!("../templates/passwd.j2")),
-    ("group", include_str!("../templates/group.j2")),
-    ("hostname", include_str!("../templates/hostname.j2")),
+    ("passwd", include_str!("../../../templates/passwd.j2")),
+    ("group", include_str!("../../../templates/group.j2")),
+    ("hostname", include_str!("../../../templates/hostname.j2")),
 ];
 
 /// Renders template `name` with `ctx`.

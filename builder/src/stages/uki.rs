@@ -1,0 +1,106 @@
+//! Stage 6, the UKI: systemd-stub (from the lock) with `.osrel`, `.cmdline`
+//! (which pins the runtime plan's digest), `.uname`, `.linux` and `.initrd`;
+//! signed for UEFI Secure Boot when the build is asked to. Its digests
+//! (file and Authenticode) and sections' digests go into the manifest.
+
+use components::{Deb, EntryKind};
+
+use super::fetch::Fetched;
+use super::initramfs::Initramfs;
+use super::parts::Kernel;
+use super::profile::Resolved;
+use super::render::Rendered;
+use super::{hexd, sha256};
+use crate::locking::STUB_PACKAGE;
+use crate::manifest;
+use crate::{BuildError, BuildOptions};
+
+/// Where systemd-boot-efi puts the stub.
+const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// The unified kernel image and what the manifest says of it.
+pub(crate) struct Uki {
+    /// The image (signed when Secure Boot signing was asked for).
+    pub bytes: Vec<u8>,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// Its Authenticode SHA-256 (what the firmware measures).
+    pub authenticode: [u8; 32],
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Each section's size and digest.
+    pub sections: Vec<manifest::Section>,
+    /// SHA-256 of the kernel image inside.
+    pub kernel_sha256: [u8; 32],
+}
+
+/// Builds the UKI from the stub package, the kernel and the initramfs.
+pub(crate) fn build(
+    opts: &BuildOptions,
+    input: &Resolved,
+    fetched: &Fetched,
+    kernel: &Kernel,
+    rendered: &Rendered,
+    initramfs: Initramfs,
+) -> Result<Uki, BuildError> {
+    let stub = {
+        let bytes = std::fs::read(fetched.deb_path(STUB_PACKAGE)?)
+            .map_err(BuildError::io("reading", STUB_PACKAGE))?;
+        let deb = Deb::parse(&bytes)?;
+        let entries = deb.data_entries_where(|p| p == STUB_PATH)?;
+        match entries.into_iter().next().map(|e| e.kind) {
+            Some(EntryKind::File { data, .. }) => data,
+            _ => {
+                return Err(BuildError::Binary(format!(
+                    "{STUB_PACKAGE} has no {STUB_PATH}"
+                )))
+            }
+        }
+    };
+    let mut cmdline = format!(
+        "console=ttyS0 panic=-1 appliance.plan={}",
+        rendered.plan_digest.to_hex()
+    );
+    for w in &input.profile.kernel.cmdline {
+        cmdline.push(' ');
+        cmdline.push_str(w);
+    }
+    let k = &kernel.part;
+    let kernel_image = std::fs::read(&k.vmlinuz).map_err(BuildError::io("reading", &k.vmlinuz))?;
+    let kernel_sha256 = sha256(&kernel_image);
+    let mut uki_b = images::pe::UkiBuilder::new(stub);
+    uki_b
+        .osrel(rendered.os_release.clone().into_bytes())?
+        .cmdline(cmdline.clone().into_bytes())?
+        .uname(k.version.clone().into_bytes())?
+        .linux(kernel_image)?
+        .initrd(initramfs.bytes)?;
+    let mut uki = uki_b.build()?;
+    if let Some(sb) = &opts.secure_boot {
+        uki = sb
+            .sign(&uki)
+            .map_err(|e| BuildError::SecureBoot(format!("Secure Boot signing: {e}")))?;
+    }
+    let uki_sha256 = sha256(&uki);
+    let authenticode = images::pe::authenticode_sha256(&uki)?;
+    let pe = images::pe::PeFile::parse(&uki)?;
+    let sections: Vec<manifest::Section> = [".osrel", ".cmdline", ".uname", ".linux", ".initrd"]
+        .iter()
+        .filter_map(|n| {
+            let s = pe.section(n)?;
+            Some(manifest::Section {
+                name: n.to_string(),
+                size: u64::from(s.virtual_size),
+                sha256: hexd(&sha256(&pe.memory_data(s))),
+            })
+        })
+        .collect();
+    Ok(Uki {
+        bytes: uki,
+        sha256: uki_sha256,
+        authenticode,
+        cmdline,
+        sections,
+        kernel_sha256,
+    })
+}
