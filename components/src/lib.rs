@@ -20,6 +20,31 @@
 //!
 //! Nothing in this crate reads the clock: results depend only on the lock,
 //! the archive's indices and the package contents.
+//!
+//! # Layering
+//!
+//! Modules, lowest first; each imports only the modules listed before it,
+//! plus what the crate root holds for all of them ([`Error`], [`Result`],
+//! [`user_cache_dir`] and the private helpers `io_err` and `close_names`):
+//!
+//! - [`version`]: package names and dpkg version ordering; no module.
+//! - [`digest`]: [`Sha256Digest`], the name of every `.deb`, lock and set of
+//!   indices; no module.
+//! - [`deb822`]: deb822 paragraphs; no module.
+//! - [`deb`]: `.deb` reading; deb822.
+//! - [`index`]: Packages indices and dependency resolution; version, digest,
+//!   deb822.
+//! - [`apt`]: the private apt, which keeps the parsed index; digest, index.
+//! - [`lock`](mod@lock): the lock file, resolved with a private apt's
+//!   index; version, digest, index, apt.
+//! - [`cache`]: the content-addressed cache and [`fetch`], which checks the
+//!   lock against the index and downloads with the private apt; digest,
+//!   index, apt, lock.
+//! - [`kernel`]: the kernel image and driver modules of a kernel package; deb.
+//!
+//! The root names one module item: [`Error::VersionsGone`] carries the
+//! [`cache::GonePackage`]s that [`fetch`] reports. A unit test checks the
+//! code against this list.
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +52,7 @@ pub mod apt;
 pub mod cache;
 pub mod deb;
 pub mod deb822;
+pub mod digest;
 pub mod index;
 pub mod kernel;
 pub mod lock;
@@ -35,9 +61,10 @@ pub mod version;
 pub use apt::{AptContext, Refresh, MAX_INDEX_AGE};
 pub use cache::{fetch, fetch_from, Cache, Event, GonePackage};
 pub use deb::{Deb, Entry, EntryKind};
+pub use digest::Sha256Digest;
 pub use index::{Index, Package};
 pub use kernel::KernelTree;
-pub use lock::{lock, Lock, LockChange, LockRequest, LockedPackage, Sha256Digest, SourceDateEpoch};
+pub use lock::{lock, Lock, LockChange, LockRequest, LockedPackage, SourceDateEpoch};
 pub use version::{PackageName, Version};
 
 use std::path::PathBuf;
@@ -260,6 +287,17 @@ pub(crate) fn io_err(
     }
 }
 
+/// The user's cache for this project: `$XDG_CACHE_HOME/appliance` or
+/// `~/.cache/appliance` (`None` when neither variable is set). The private apt
+/// and the `.deb` cache live below it.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
+    };
+    Some(base.join("appliance"))
+}
+
 /// Names among `candidates` close to `name` (edit distance ≤ 2, or sharing a
 /// prefix/substring), best first, at most five.
 pub(crate) fn close_names<'a>(
@@ -316,5 +354,60 @@ mod tests {
             vec!["e1000", "e1000e"]
         );
         assert!(super::close_names("zzzzzz", names.iter().copied()).is_empty());
+    }
+
+    /// The first name of every `crate::…` path in `code` (`crate::x::…`,
+    /// `crate::{x, y::…}`), line comments dropped.
+    fn crate_paths(code: &str) -> Vec<String> {
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let code: Vec<&str> = code
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        let code = code.join("\n");
+        let mut out = Vec::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            match rest.strip_prefix('{') {
+                Some(group) => {
+                    let group = group.split('}').next().unwrap_or("");
+                    out.extend(group.split(',').map(ident));
+                }
+                None => out.push(ident(rest)),
+            }
+        }
+        out
+    }
+
+    /// The layering the crate docs state holds in the code: outside its
+    /// tests, each module names only modules listed before it.
+    #[test]
+    fn modules_import_only_lower_modules() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        let order: Vec<&str> = lib
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! - [`"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let declared = lib.lines().filter(|l| l.starts_with("pub mod ")).count();
+        assert_eq!(order.len(), declared, "every module in the layering list");
+        for (rank, module) in order.iter().enumerate() {
+            let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+            for used in crate_paths(code) {
+                if let Some(used_rank) = order.iter().position(|m| *m == used) {
+                    assert!(
+                        used_rank < rank,
+                        "{module} imports {used}, which is not below it"
+                    );
+                }
+            }
+        }
     }
 }
