@@ -27,10 +27,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use components::{Deb, EntryKind, KernelTree};
+use components::{Deb, EntryKind};
 use images::cpio::CpioBuilder;
 use images::initramfs::{compress, Compression, MAX_ZSTD_WINDOW_LOG};
 use images::Epoch;
+use kernel::KernelTree;
 use profiles::{Profile, Side};
 use sha2::{Digest, Sha256};
 
@@ -118,7 +119,7 @@ pub(crate) fn kernel_part(
     let drivers: Vec<&str> = profile.kernel.drivers.iter().map(String::as_str).collect();
     let res = match tree.resolve(&drivers) {
         Ok(r) => r,
-        Err(components::Error::UnknownDriver {
+        Err(kernel::Error::UnknownDriver {
             name,
             kver,
             suggestions,

@@ -1,5 +1,5 @@
 //! Debian components: lock file, private apt download, content-addressed
-//! cache, `.deb` extraction, kernel module resolution.
+//! cache, `.deb` extraction.
 //!
 //! The pipeline, host side:
 //!
@@ -15,8 +15,10 @@
 //! 4. [`cache::fetch`] makes every locked `.deb` present in the
 //!    content-addressed cache (`<sha256>.deb`), verified against the lock.
 //! 5. [`deb::Deb`] reads a `.deb` in Rust (ar + xz/zstd/gzip + tar) into an
-//!    in-memory tree; [`kernel::KernelTree`] finds the kernel image and
-//!    resolves driver modules to a load order.
+//!    in-memory tree.
+//!
+//! What a kernel package holds (the image, driver modules and their
+//! dependencies) is the `kernel` crate's business, on top of this one.
 //!
 //! Nothing in this crate reads the clock: results depend only on the lock,
 //! the archive's indices and the package contents.
@@ -25,7 +27,7 @@
 //!
 //! Modules, lowest first; each imports only the modules listed before it,
 //! plus what the crate root holds for all of them ([`Error`], [`Result`],
-//! [`user_cache_dir`] and the private helpers `io_err` and `close_names`):
+//! [`user_cache_dir`], [`close_names`] and the private helper `io_err`):
 //!
 //! - [`version`]: package names and dpkg version ordering; no module.
 //! - [`digest`]: [`Sha256Digest`], the name of every `.deb`, lock and set of
@@ -40,7 +42,6 @@
 //! - [`cache`]: the content-addressed cache and [`fetch`], which checks the
 //!   lock against the index and downloads with the private apt; digest,
 //!   index, apt, lock.
-//! - [`kernel`]: the kernel image and driver modules of a kernel package; deb.
 //!
 //! The root names one module item: [`Error::VersionsGone`] carries the
 //! [`cache::GonePackage`]s that [`fetch`] reports. A unit test checks the
@@ -54,7 +55,6 @@ pub mod deb;
 pub mod deb822;
 pub mod digest;
 pub mod index;
-pub mod kernel;
 pub mod lock;
 pub mod version;
 
@@ -63,7 +63,6 @@ pub use cache::{fetch, fetch_from, Cache, Event, GonePackage};
 pub use deb::{Deb, Entry, EntryKind};
 pub use digest::Sha256Digest;
 pub use index::{Index, Package};
-pub use kernel::KernelTree;
 pub use lock::{lock, Lock, LockChange, LockRequest, LockedPackage, SourceDateEpoch};
 pub use version::{PackageName, Version};
 
@@ -233,27 +232,6 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// The kernel package lacks something we need.
-    #[error("kernel package: {0}")]
-    Kernel(String),
-    /// A driver name matches no module and no built-in.
-    #[error("unknown driver `{name}` for kernel {kver}: no module or built-in of that name{}", suggest(.suggestions))]
-    UnknownDriver {
-        /// The requested name.
-        name: String,
-        /// The kernel version.
-        kver: String,
-        /// Close names.
-        suggestions: Vec<String>,
-    },
-    /// A module's `.modinfo` cannot be read.
-    #[error("module {module}: {message}")]
-    ModInfo {
-        /// The module file.
-        module: String,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 fn gone_list(gone: &[cache::GonePackage]) -> String {
@@ -299,11 +277,10 @@ pub fn user_cache_dir() -> Option<PathBuf> {
 }
 
 /// Names among `candidates` close to `name` (edit distance ≤ 2, or sharing a
-/// prefix/substring), best first, at most five.
-pub(crate) fn close_names<'a>(
-    name: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Vec<String> {
+/// prefix/substring), best first, at most five: the "did you mean" of an
+/// error about an unknown name (a package here, a driver in the `kernel`
+/// crate).
+pub fn close_names<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut scored: Vec<(usize, &str)> = candidates
         .filter_map(|c| {
             let d = levenshtein(name, c);
