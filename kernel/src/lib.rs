@@ -3,7 +3,10 @@
 //!
 //! What it answers now, for the one kernel of the `compartment` runtime:
 //!
-//! - [`tree`]: what a kernel package holds ([`KernelTree`]): the kernel version
+//! - [`package`]: which package of a lock's kernel group holds the kernel
+//!   ([`image_package`]: `linux-image-<version>…`, not the
+//!   `linux-image-amd64` meta-package that depends on it);
+//! - [`tree`]: what that package holds ([`KernelTree`]): the kernel version
 //!   and image, the loadable modules with their dependencies, read from each
 //!   module's `.modinfo` because Debian ships no `modules.dep`, and the
 //!   built-ins. [`KernelTree::resolve`] turns the profile's driver names
@@ -22,8 +25,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod package;
 pub mod tree;
 
+pub use package::{image_package, is_image_package};
 pub use tree::{
     elf_section, modinfo_fields, KernelTree, ModuleFile, ModuleInfo, ModuleName, Resolution,
 };
