@@ -121,6 +121,10 @@ pub enum BuildError {
     /// Package handling failed (fetch, verify, extract).
     #[error("{0}")]
     Components(#[from] components::Error),
+    /// The kernel package cannot be used (its image, modules or their
+    /// dependencies).
+    #[error("{0}")]
+    Kernel(#[from] kernel::Error),
     /// A driver named in the profile is not in the kernel package.
     #[error("{location}kernel.drivers: {message}")]
     Driver {

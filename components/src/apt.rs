@@ -32,9 +32,9 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::digest::Sha256Digest;
 use crate::index::{Index, ARCH};
-use crate::lock::Sha256Digest;
-use crate::{io_err, Error};
+use crate::{io_err, user_cache_dir, Error};
 
 /// When the private package indices are refreshed (`apt-get update`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl AptContext {
     /// The default root: `$XDG_CACHE_HOME/appliance/apt` or
     /// `~/.cache/appliance/apt`.
     pub fn default_root() -> Option<PathBuf> {
-        crate::cache::user_cache_dir().map(|d| d.join("apt"))
+        user_cache_dir().map(|d| d.join("apt"))
     }
 
     /// Like [`AptContext::new`] with another host configuration directory.

@@ -13,18 +13,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::apt::AptContext;
+use crate::digest::Sha256Digest;
 use crate::index::Index;
-use crate::lock::{Lock, LockedPackage, Sha256Digest};
+use crate::lock::{Lock, LockedPackage};
 use crate::{io_err, Error};
 
-/// `$XDG_CACHE_HOME/appliance` or `~/.cache/appliance`.
-pub fn user_cache_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
-    };
-    Some(base.join("appliance"))
-}
+// Defined at the crate root because the private apt, below this module,
+// needs it too; the `.deb` cache's callers find it here.
+pub use crate::user_cache_dir;
 
 /// A content-addressed store of `.deb` files.
 #[derive(Debug, Clone, PartialEq, Eq)]

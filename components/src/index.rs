@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use crate::lock::Sha256Digest;
+use crate::digest::Sha256Digest;
 use crate::version::{PackageName, Relation, Version};
 use crate::{deb822, io_err, Error};
 

@@ -1,5 +1,5 @@
 //! Debian components: lock file, private apt download, content-addressed
-//! cache, `.deb` extraction, kernel module resolution.
+//! cache, `.deb` extraction.
 //!
 //! The pipeline, host side:
 //!
@@ -15,11 +15,37 @@
 //! 4. [`cache::fetch`] makes every locked `.deb` present in the
 //!    content-addressed cache (`<sha256>.deb`), verified against the lock.
 //! 5. [`deb::Deb`] reads a `.deb` in Rust (ar + xz/zstd/gzip + tar) into an
-//!    in-memory tree; [`kernel::KernelTree`] finds the kernel image and
-//!    resolves driver modules to a load order.
+//!    in-memory tree.
+//!
+//! What a kernel package holds (the image, driver modules and their
+//! dependencies) is the `kernel` crate's business, on top of this one.
 //!
 //! Nothing in this crate reads the clock: results depend only on the lock,
 //! the archive's indices and the package contents.
+//!
+//! # Layering
+//!
+//! Modules, lowest first; each imports only the modules listed before it,
+//! plus what the crate root holds for all of them ([`Error`], [`Result`],
+//! [`user_cache_dir`], [`close_names`] and the private helper `io_err`):
+//!
+//! - [`version`]: package names and dpkg version ordering; no module.
+//! - [`digest`]: [`Sha256Digest`], the name of every `.deb`, lock and set of
+//!   indices; no module.
+//! - [`deb822`]: deb822 paragraphs; no module.
+//! - [`deb`]: `.deb` reading; deb822.
+//! - [`index`]: Packages indices and dependency resolution; version, digest,
+//!   deb822.
+//! - [`apt`]: the private apt, which keeps the parsed index; digest, index.
+//! - [`lock`](mod@lock): the lock file, resolved with a private apt's
+//!   index; version, digest, index, apt.
+//! - [`cache`]: the content-addressed cache and [`fetch`], which checks the
+//!   lock against the index and downloads with the private apt; digest,
+//!   index, apt, lock.
+//!
+//! The root names one module item: [`Error::VersionsGone`] carries the
+//! [`cache::GonePackage`]s that [`fetch`] reports. A unit test checks the
+//! code against this list.
 
 #![forbid(unsafe_code)]
 
@@ -27,17 +53,17 @@ pub mod apt;
 pub mod cache;
 pub mod deb;
 pub mod deb822;
+pub mod digest;
 pub mod index;
-pub mod kernel;
 pub mod lock;
 pub mod version;
 
 pub use apt::{AptContext, Refresh, MAX_INDEX_AGE};
 pub use cache::{fetch, fetch_from, Cache, Event, GonePackage};
 pub use deb::{Deb, Entry, EntryKind};
+pub use digest::Sha256Digest;
 pub use index::{Index, Package};
-pub use kernel::KernelTree;
-pub use lock::{lock, Lock, LockChange, LockRequest, LockedPackage, Sha256Digest, SourceDateEpoch};
+pub use lock::{lock, Lock, LockChange, LockRequest, LockedPackage, SourceDateEpoch};
 pub use version::{PackageName, Version};
 
 use std::path::PathBuf;
@@ -206,27 +232,6 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// The kernel package lacks something we need.
-    #[error("kernel package: {0}")]
-    Kernel(String),
-    /// A driver name matches no module and no built-in.
-    #[error("unknown driver `{name}` for kernel {kver}: no module or built-in of that name{}", suggest(.suggestions))]
-    UnknownDriver {
-        /// The requested name.
-        name: String,
-        /// The kernel version.
-        kver: String,
-        /// Close names.
-        suggestions: Vec<String>,
-    },
-    /// A module's `.modinfo` cannot be read.
-    #[error("module {module}: {message}")]
-    ModInfo {
-        /// The module file.
-        module: String,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 fn gone_list(gone: &[cache::GonePackage]) -> String {
@@ -260,12 +265,22 @@ pub(crate) fn io_err(
     }
 }
 
+/// The user's cache for this project: `$XDG_CACHE_HOME/appliance` or
+/// `~/.cache/appliance` (`None` when neither variable is set). The private apt
+/// and the `.deb` cache live below it.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
+    };
+    Some(base.join("appliance"))
+}
+
 /// Names among `candidates` close to `name` (edit distance ≤ 2, or sharing a
-/// prefix/substring), best first, at most five.
-pub(crate) fn close_names<'a>(
-    name: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Vec<String> {
+/// prefix/substring), best first, at most five: the "did you mean" of an
+/// error about an unknown name (a package here, a driver in the `kernel`
+/// crate).
+pub fn close_names<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut scored: Vec<(usize, &str)> = candidates
         .filter_map(|c| {
             let d = levenshtein(name, c);
@@ -316,5 +331,60 @@ mod tests {
             vec!["e1000", "e1000e"]
         );
         assert!(super::close_names("zzzzzz", names.iter().copied()).is_empty());
+    }
+
+    /// The first name of every `crate::…` path in `code` (`crate::x::…`,
+    /// `crate::{x, y::…}`), line comments dropped.
+    fn crate_paths(code: &str) -> Vec<String> {
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let code: Vec<&str> = code
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        let code = code.join("\n");
+        let mut out = Vec::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            match rest.strip_prefix('{') {
+                Some(group) => {
+                    let group = group.split('}').next().unwrap_or("");
+                    out.extend(group.split(',').map(ident));
+                }
+                None => out.push(ident(rest)),
+            }
+        }
+        out
+    }
+
+    /// The layering the crate docs state holds in the code: outside its
+    /// tests, each module names only modules listed before it.
+    #[test]
+    fn modules_import_only_lower_modules() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        let order: Vec<&str> = lib
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! - [`"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let declared = lib.lines().filter(|l| l.starts_with("pub mod ")).count();
+        assert_eq!(order.len(), declared, "every module in the layering list");
+        for (rank, module) in order.iter().enumerate() {
+            let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+            for used in crate_paths(code) {
+                if let Some(used_rank) = order.iter().position(|m| *m == used) {
+                    assert!(
+                        used_rank < rank,
+                        "{module} imports {used}, which is not below it"
+                    );
+                }
+            }
+        }
     }
 }

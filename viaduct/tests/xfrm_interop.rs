@@ -61,9 +61,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use components::{Deb, EntryKind, KernelTree, Lock};
+use components::{Deb, EntryKind, Lock};
 use images::cpio::CpioBuilder;
 use images::Epoch;
+use kernel::KernelTree;
 use policy_blob::*;
 use rustix::process::{kill_process, Pid, Signal};
 
@@ -389,10 +390,7 @@ fn build_guest(dir: &Path) -> GuestImage {
                 .iter()
                 .copied()
                 .filter(|m| {
-                    tree.is_builtin(m)
-                        || tree
-                            .modules()
-                            .contains_key(&components::kernel::ModuleName::new(m))
+                    tree.is_builtin(m) || tree.modules().contains_key(&kernel::ModuleName::new(m))
                 })
                 .collect();
             for must in ["esp4", "xfrm_user", "gcm", "chacha20poly1305", "virtio_net"] {

@@ -27,10 +27,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use components::{Deb, EntryKind, KernelTree, LockedPackage};
+use components::{Deb, EntryKind, LockedPackage};
 use images::cpio::CpioBuilder;
 use images::initramfs::{compress, Compression, MAX_ZSTD_WINDOW_LOG};
 use images::Epoch;
+use kernel::KernelTree;
 use profiles::{Profile, Side};
 use sha2::{Digest, Sha256};
 
@@ -81,16 +82,7 @@ pub(crate) fn kernel(
     st: &mut Stages<'_>,
 ) -> Result<Kernel, BuildError> {
     let parts = cache_dir(opts)?;
-    let package = fetched
-        .lock()
-        .group_packages("kernel")
-        .into_iter()
-        .find(|p| {
-            p.name
-                .as_str()
-                .strip_prefix("linux-image-")
-                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        })
+    let package = kernel::image_package(fetched.lock().group_packages("kernel"))
         .ok_or_else(|| {
             fetched.mismatch(format!(
                 "the kernel group has no linux-image-<version> package (from {})",
@@ -230,7 +222,7 @@ pub(crate) fn kernel_part(
     let drivers: Vec<&str> = profile.kernel.drivers.iter().map(String::as_str).collect();
     let res = match tree.resolve(&drivers) {
         Ok(r) => r,
-        Err(components::Error::UnknownDriver {
+        Err(kernel::Error::UnknownDriver {
             name,
             kver,
             suggestions,

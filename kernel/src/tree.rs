@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
 
-use crate::deb::{Deb, Entry, EntryKind};
+use components::deb::{Deb, Entry, EntryKind};
+
 use crate::Error;
 
 /// Upper bound on a decompressed module.
@@ -317,10 +318,10 @@ impl Builder {
         } else if let Some((_, rest)) = split_modules_path(&e.path) {
             if rest == "modules.builtin" {
                 let text = std::str::from_utf8(data)
-                    .map_err(|_| Error::Kernel("modules.builtin is not UTF-8".into()))?;
+                    .map_err(|_| Error::Package("modules.builtin is not UTF-8".into()))?;
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     let (stem, _) = module_stem(line.trim()).ok_or_else(|| {
-                        Error::Kernel(format!("modules.builtin: unexpected line {line:?}"))
+                        Error::Package(format!("modules.builtin: unexpected line {line:?}"))
                     })?;
                     self.builtin.insert(ModuleName::new(stem));
                 }
@@ -341,25 +342,25 @@ impl Builder {
         let kver = match self.kvers.len() {
             1 => self.kvers.pop_first().unwrap_or_default(),
             0 => {
-                return Err(Error::Kernel(
+                return Err(Error::Package(
                     "no lib/modules/<version>/ directory: is this a linux-image package?".into(),
                 ))
             }
             _ => {
-                return Err(Error::Kernel(format!(
+                return Err(Error::Package(format!(
                     "several kernel versions in one package: {:?}",
                     self.kvers
                 )))
             }
         };
         let image = self.images.remove(&kver).ok_or_else(|| {
-            Error::Kernel(format!(
+            Error::Package(format!(
                 "no boot/vmlinuz-{kver} (images found: {:?})",
                 self.images.keys().collect::<Vec<_>>()
             ))
         })?;
         if self.builtin.is_empty() && self.modules.is_empty() {
-            return Err(Error::Kernel(format!(
+            return Err(Error::Package(format!(
                 "kernel {kver} has neither modules nor modules.builtin"
             )));
         }
@@ -389,7 +390,8 @@ impl KernelTree {
     /// contents are read for `.modinfo` and dropped).
     pub fn from_deb(deb: &Deb<'_>) -> Result<Self, Error> {
         let mut b = Builder::default();
-        deb.walk_data(
+        walk_data(
+            deb,
             |p| Builder::wants(p) || split_modules_path(p).is_some(),
             |e| b.add(&e),
         )?;
@@ -436,7 +438,7 @@ impl KernelTree {
                 return Err(Error::UnknownDriver {
                     name: (*d).to_owned(),
                     kver: self.kver.clone(),
-                    suggestions: crate::close_names(m.as_str(), names),
+                    suggestions: components::close_names(m.as_str(), names),
                 });
             }
             st.visit(&m, None)?;
@@ -464,12 +466,11 @@ impl KernelTree {
         res.load_order
             .iter()
             .map(|name| {
-                let info = self
-                    .modules
-                    .get(name)
-                    .ok_or_else(|| Error::Kernel(format!("module {name} is not in this kernel")))?;
+                let info = self.modules.get(name).ok_or_else(|| {
+                    Error::Package(format!("module {name} is not in this kernel"))
+                })?;
                 let data = files.get(&info.path).ok_or_else(|| {
-                    Error::Kernel(format!("{} missing from the package", info.path))
+                    Error::Package(format!("{} missing from the package", info.path))
                 })?;
                 Ok(ModuleFile {
                     name: name.clone(),
@@ -526,6 +527,28 @@ impl KernelTree {
     }
 }
 
+/// [`Deb::walk_data`] with a sink that fails with this crate's [`Error`]:
+/// the sink's first error stops the walk and is returned as it is. (The walk
+/// is stopped by a placeholder [`components::Error`] that never leaves this
+/// function.)
+fn walk_data(
+    deb: &Deb<'_>,
+    select: impl FnMut(&str) -> bool,
+    mut sink: impl FnMut(Entry) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut failed = None;
+    let walked = deb.walk_data(select, |e| {
+        sink(e).map_err(|e| {
+            failed = Some(e);
+            components::Error::BadRequest("stopped by the kernel package's reader".into())
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => walked.map_err(Error::from),
+    }
+}
+
 struct Walk<'t> {
     tree: &'t KernelTree,
     done: BTreeSet<ModuleName>,
@@ -555,7 +578,7 @@ impl Walk<'_> {
                 return Ok(());
             }
             let parent = required_by.map_or_else(String::new, |(p, _)| p.to_string());
-            return Err(Error::Kernel(format!(
+            return Err(Error::Package(format!(
                 "module {parent} depends on {m}, which is neither a module nor built in"
             )));
         };
@@ -563,7 +586,7 @@ impl Walk<'_> {
             if soft {
                 return Ok(());
             }
-            return Err(Error::Kernel(format!(
+            return Err(Error::Package(format!(
                 "dependency cycle: {} -> {m}",
                 self.stack
                     .iter()
@@ -731,6 +754,91 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("vmlinuz"));
+    }
+
+    /// A `.deb` (plain tar members) whose data member holds `entries`' files
+    /// and, first, `extra` as raw `(path, contents)`.
+    fn deb_of(entries: &[Entry], extra: &[(&str, &[u8])]) -> Vec<u8> {
+        fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (path, data) in files {
+                let mut h = tar::Header::new_ustar();
+                let name = &mut h.as_old_mut().name;
+                name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_cksum();
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(data);
+                out.resize(out.len().div_ceil(512) * 512, 0);
+            }
+            out.resize(out.len() + 1024, 0);
+            out
+        }
+        let mut files: Vec<(&str, &[u8])> = extra.to_vec();
+        for e in entries {
+            if let EntryKind::File { data, .. } = &e.kind {
+                files.push((&e.path, data));
+            }
+        }
+        let control: &[(&str, &[u8])] = &[("./control", b"Package: linux-image-test\n")];
+        let mut deb = b"!<arch>\n".to_vec();
+        for (name, data) in [
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar", tar(control)),
+            ("data.tar", tar(&files)),
+        ] {
+            let h = format!(
+                "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                0,
+                0,
+                0,
+                100644,
+                data.len()
+            );
+            deb.extend_from_slice(h.as_bytes());
+            deb.extend_from_slice(&data);
+            if data.len() % 2 == 1 {
+                deb.push(b'\n');
+            }
+        }
+        deb
+    }
+
+    #[test]
+    fn a_deb_reads_like_its_entries() {
+        let (entries, t) = tree();
+        let bytes = deb_of(&entries, &[]);
+        let deb = Deb::parse(&bytes).unwrap();
+        assert_eq!(KernelTree::from_deb(&deb).unwrap(), t);
+        let r = t.resolve(&["virtio_net", "ext4"]).unwrap();
+        assert_eq!(
+            t.module_files_from_deb(&deb, &r).unwrap(),
+            t.module_files_from_entries(&entries, &r).unwrap()
+        );
+    }
+
+    /// A failure while streaming the package is reported as it is: the
+    /// kernel's own error, or the `.deb` reader's.
+    #[test]
+    fn deb_errors_come_through_unchanged() {
+        let (entries, _) = tree();
+        let builtin = "lib/modules/6.1.0-9-amd64/modules.builtin";
+        let bytes = deb_of(&entries, &[(builtin, b"kernel/not-a-module\n")]);
+        let e = KernelTree::from_deb(&Deb::parse(&bytes).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::Package(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "kernel package: modules.builtin: unexpected line \"kernel/not-a-module\""
+        );
+        let bytes = deb_of(&entries, &[("../escape", b"")]);
+        let e = KernelTree::from_deb(&Deb::parse(&bytes).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::Components(_)), "{e:?}");
+        assert!(e.to_string().starts_with("unsafe path"), "{e}");
     }
 
     #[test]
