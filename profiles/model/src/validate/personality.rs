@@ -1,0 +1,358 @@
+//! `[personalities.red]` and `[personalities.black]`: each one's NIC,
+//! packages, addresses and gateway, services and limits; and that red's and
+//! black's subnets are disjoint.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use crate::model::*;
+use crate::net::{parse_ip, IfAddr};
+use crate::raw::*;
+use crate::units::ByteSize;
+
+use super::checker::{debian_package, list, V};
+use super::hardware::Nics;
+
+type PersonalityOut = Option<(Range<usize>, Personality)>;
+
+pub(super) fn personalities_of(
+    v: &mut V<'_>,
+    p: &Sp<BTreeMap<String, Sp<RawPersonality>>>,
+    nics: Option<&Nics>,
+) -> (PersonalityOut, PersonalityOut) {
+    let mut unknown = false;
+    for (name, raw) in &p.value {
+        if name != "red" && name != "black" {
+            unknown = true;
+            v.err(
+                &raw.span,
+                format!("personalities.{name}"),
+                format!("unknown personality `{name}`; a gateway has exactly `red` and `black`"),
+            );
+        }
+    }
+    let mut get = |side: Side| -> PersonalityOut {
+        let n = side.name();
+        match p.value.get(n) {
+            // A misspelt personality is reported above; that it is then
+            // missing under its right name is the same mistake.
+            None if unknown => None,
+            None => {
+                v.err(
+                    &p.span,
+                    format!("personalities.{n}"),
+                    format!("missing [personalities.{n}]"),
+                );
+                None
+            }
+            Some(raw) => personality(v, side, raw, nics).map(|pp| (raw.span.clone(), pp)),
+        }
+    };
+    let red = get(Side::Red);
+    let black = get(Side::Black);
+    (red, black)
+}
+
+const ALLOWED_CAPS: &[&str] = &[
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_KILL",
+];
+
+pub(super) fn personality(
+    v: &mut V<'_>,
+    side: Side,
+    p: &Sp<RawPersonality>,
+    nics: Option<&Nics>,
+) -> Option<Personality> {
+    let t = format!("personalities.{}", side.name());
+    let mut ok = true;
+    let nic = v.req(&p.nic, &p.span, &t, "nic").and_then(|n| match nics {
+        Some(nics) if !nics.contains_key(&n.value) => {
+            let known: Vec<&str> = nics.keys().map(String::as_str).collect();
+            v.err(
+                &n.span,
+                format!("{t}.nic"),
+                format!(
+                    "no NIC with role `{}` in [hardware.nics]; known: {}",
+                    n.value,
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+        _ => Some(n.value.clone()),
+    });
+    let mut packages = Vec::new();
+    for (i, pk) in list(&p.packages).iter().enumerate() {
+        match debian_package(v, pk, &format!("{t}.packages[{i}]")) {
+            Some(name) if packages.contains(&name) => {
+                v.err(
+                    &pk.span,
+                    format!("{t}.packages[{i}]"),
+                    format!("package `{name}` is listed twice"),
+                );
+                ok = false;
+            }
+            Some(name) => packages.push(name),
+            None => ok = false,
+        }
+    }
+    let dhcp = p.dhcp.as_ref().is_some_and(|d| d.value);
+    if dhcp && side == Side::Red {
+        let span = &p
+            .dhcp
+            .as_ref()
+            .map(|d| d.span.clone())
+            .unwrap_or(p.span.clone());
+        v.err(
+            span,
+            format!("{t}.dhcp"),
+            "red serves its LAN and needs static addresses; DHCP client mode is for black only",
+        );
+        ok = false;
+    }
+    let mut addresses = Vec::new();
+    let mut addresses_ok = true;
+    for (i, a) in list(&p.addresses).iter().enumerate() {
+        match v.parse(a, &format!("{t}.addresses[{i}]"), |s| s.parse::<IfAddr>()) {
+            Some(addr) if addresses.contains(&addr) => {
+                v.err(
+                    &a.span,
+                    format!("{t}.addresses[{i}]"),
+                    format!("address {addr} is listed twice"),
+                );
+                addresses_ok = false;
+            }
+            Some(addr) => addresses.push(addr),
+            None => addresses_ok = false,
+        }
+    }
+    ok &= addresses_ok;
+    if addresses.is_empty() && !dhcp && ok {
+        let span = p
+            .addresses
+            .as_ref()
+            .map(|a| a.span.clone())
+            .unwrap_or(p.span.clone());
+        v.err(
+            &span,
+            format!("{t}.addresses"),
+            "no address: give at least one `addresses` entry (or `dhcp = true` on black)",
+        );
+        ok = false;
+    }
+    // With an address already reported, the gateway may be on the network
+    // that address was meant to give: not checked then.
+    let gateway = p.gateway.as_ref().and_then(|g| {
+        let ip = v.parse(g, &format!("{t}.gateway"), parse_ip)?;
+        if !dhcp
+            && addresses_ok
+            && !addresses.is_empty()
+            && !addresses.iter().any(|a| a.network().contains(&ip))
+        {
+            let nets: Vec<String> = addresses.iter().map(|a| a.network().to_string()).collect();
+            match &p.addresses {
+                Some(list) => v.err_note(
+                    &g.span,
+                    format!("{t}.gateway"),
+                    format!(
+                        "gateway {ip} is not on any of this personality's networks ({})",
+                        nets.join(", ")
+                    ),
+                    &list.span,
+                    "the addresses are set here",
+                ),
+                None => v.err(
+                    &g.span,
+                    format!("{t}.gateway"),
+                    format!("gateway {ip} is not on any of this personality's networks"),
+                ),
+            }
+            return None;
+        }
+        Some(ip)
+    });
+    if p.gateway.is_some() && gateway.is_none() {
+        ok = false;
+    }
+    let mut services = Vec::new();
+    let mut names = Vec::new();
+    for (i, s) in list(&p.services).iter().enumerate() {
+        let st = format!("{t}.services[{i}]");
+        let name = v
+            .req(&s.name, &s.span, &st, "name")
+            .and_then(|n| v.name(n, &format!("{st}.name")));
+        if let Some(n) = &s.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{st}.name")));
+        }
+        let command = v.req(&s.command, &s.span, &st, "command").and_then(|c| {
+            let words: Vec<String> = c.value.iter().map(|w| w.value.clone()).collect();
+            match words.first() {
+                None => {
+                    v.err(
+                        &c.span,
+                        format!("{st}.command"),
+                        "the command is empty; give the program's absolute path and its arguments",
+                    );
+                    None
+                }
+                Some(prog) if !prog.starts_with('/') => {
+                    v.err(
+                        &c.value[0].span,
+                        format!("{st}.command[0]"),
+                        format!("`{prog}` must be an absolute path (e.g. /usr/sbin/{prog})"),
+                    );
+                    None
+                }
+                Some(_) => Some(words),
+            }
+        });
+        let restart = match &s.restart {
+            None => Some(Restart::Always),
+            Some(r) => v.one_of(
+                r,
+                &format!("{st}.restart"),
+                &[
+                    ("always", Restart::Always),
+                    ("on-failure", Restart::OnFailure),
+                    ("never", Restart::Never),
+                ],
+            ),
+        };
+        let mut caps = Vec::new();
+        for (j, c) in list(&s.capabilities).iter().enumerate() {
+            if ALLOWED_CAPS.contains(&c.value.as_str()) {
+                caps.push(c.value.clone());
+            } else {
+                v.err(
+                    &c.span,
+                    format!("{st}.capabilities[{j}]"),
+                    format!(
+                        "capability `{}` is not allowed in a personality; allowed: {}",
+                        c.value,
+                        ALLOWED_CAPS.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+        }
+        match (name, command, restart) {
+            (Some(name), Some(command), Some(restart)) => services.push(Service {
+                name,
+                command,
+                restart,
+                capabilities: caps,
+            }),
+            _ => ok = false,
+        }
+    }
+    v.unique("service", &names);
+    let memory_limit = match &p.memory_limit {
+        None => Some(ByteSize(256 << 20)),
+        Some(m) => v.parse(m, &format!("{t}.memory_limit"), |s| {
+            let b = ByteSize::parse(s)?;
+            if b.0 < (16 << 20) {
+                return Err(format!(
+                    "`{s}` is too small; a personality needs at least 16MiB"
+                ));
+            }
+            Ok(b)
+        }),
+    };
+    let pids_limit = match &p.pids_limit {
+        None => Some(256),
+        Some(n) if n.value < 8 || n.value > 65536 => {
+            v.err(
+                &n.span,
+                format!("{t}.pids_limit"),
+                "pids_limit must be between 8 and 65536",
+            );
+            None
+        }
+        Some(n) => Some(n.value),
+    };
+    ok.then_some(())?;
+    Some(Personality {
+        side,
+        nic: nic?,
+        packages,
+        addresses,
+        gateway,
+        dhcp,
+        services,
+        memory_limit: memory_limit?,
+        pids_limit: pids_limit?,
+    })
+}
+
+pub(super) fn disjoint_subnets(
+    v: &mut V<'_>,
+    red: &(Range<usize>, Personality),
+    black: &(Range<usize>, Personality),
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+) {
+    let spans = |side: &str, whole: &Range<usize>, n: usize| -> Vec<Range<usize>> {
+        let raw: Vec<Range<usize>> = personalities
+            .and_then(|p| p.value.get(side))
+            .map(|b| list(&b.addresses).iter().map(|a| a.span.clone()).collect())
+            .unwrap_or_default();
+        (0..n)
+            .map(|i| raw.get(i).cloned().unwrap_or(whole.clone()))
+            .collect()
+    };
+    let black_spans = spans("black", &black.0, black.1.addresses.len());
+    let red_spans = spans("red", &red.0, red.1.addresses.len());
+    for (i, b) in black.1.addresses.iter().enumerate() {
+        for (j, r) in red.1.addresses.iter().enumerate() {
+            if b.network().overlaps(&r.network()) {
+                let (bs, rs) = (&black_spans[i], &red_spans[j]);
+                let (span, field, other, note) = if v.later(rs, bs) {
+                    (
+                        rs,
+                        format!("personalities.red.addresses[{j}]"),
+                        bs,
+                        format!("black's network {} is set here", b.network()),
+                    )
+                } else {
+                    (
+                        bs,
+                        format!("personalities.black.addresses[{i}]"),
+                        rs,
+                        format!("red's network {} is set here", r.network()),
+                    )
+                };
+                v.err_note(span, field, format!("black network {} overlaps red network {}; red and black subnets must be disjoint", b.network(), r.network()), other, note);
+                break;
+            }
+        }
+    }
+}
+
+pub(super) type Side2<'a> = Option<&'a (Range<usize>, Personality)>;
+
+/// Spans of a personality's addresses as written (for a valid personality,
+/// in the order of [`Personality::addresses`]), and of the whole list.
+pub(super) fn address_spans(
+    personalities: Option<&Sp<BTreeMap<String, Sp<RawPersonality>>>>,
+    side: &str,
+) -> (Vec<Range<usize>>, Option<Range<usize>>) {
+    let raw = personalities.and_then(|p| p.value.get(side));
+    let each = raw
+        .map(|r| list(&r.addresses).iter().map(|a| a.span.clone()).collect())
+        .unwrap_or_default();
+    let whole = raw.and_then(|r| r.addresses.as_ref().map(|a| a.span.clone()));
+    (each, whole)
+}
+
+/// Addresses of a personality as `IpAddr`s (for the compiler).
+pub fn addresses(p: &Personality) -> Vec<IpAddr> {
+    p.addresses.iter().map(|a| a.addr).collect()
+}
