@@ -67,7 +67,7 @@ pub(super) fn shared_keys(v: &mut V<'_>, peers: &Sp<Vec<Sp<RawPeer>>>) {
 }
 
 /// Why two tunnels' selector pairs overlap with no most-specific winner.
-pub(super) fn ambiguous(a: &Tunnel, b: &Tunnel) -> Option<String> {
+fn ambiguous(a: &Tunnel, b: &Tunnel) -> Option<String> {
     for la in &a.local_ts {
         for ra in &a.remote_ts {
             for lb in &b.local_ts {
@@ -253,4 +253,41 @@ fn manual(
         key_out: key_out?,
         key_in: key_in?,
     })
+}
+
+/// No SPI is used twice in one direction (`spis_out` and `spis_in` hold
+/// (SPI, span, field) of each manually keyed SA).
+pub(super) fn spis_unique(
+    v: &mut V<'_>,
+    spis_out: &[(u32, Range<usize>, String)],
+    spis_in: &[(u32, Range<usize>, String)],
+) {
+    for dup in [spis_out, spis_in] {
+        let names: Vec<(String, Range<usize>, String)> = dup
+            .iter()
+            .map(|(s, sp, f)| (format!("{s:#x}"), sp.clone(), f.clone()))
+            .collect();
+        v.unique("SPI", &names);
+    }
+}
+
+/// Ambiguous overlap between tunnels: two tunnels whose selectors overlap
+/// where neither is strictly more specific than the other. `tunnels` holds
+/// (tunnel name span, field, tunnel) of every valid tunnel of every peer.
+/// (Two tunnels of one name are reported as such: a copied tunnel is one
+/// mistake.)
+pub(super) fn ambiguous_overlaps(v: &mut V<'_>, tunnels: &[(Range<usize>, String, Tunnel)]) {
+    for a in 0..tunnels.len() {
+        for b in a + 1..tunnels.len() {
+            let (a_span, _, ta) = &tunnels[a];
+            let (span, field, tb) = &tunnels[b];
+            if ta.name == tb.name {
+                continue;
+            }
+            if let Some(why) = ambiguous(ta, tb) {
+                let (a_span, span, field) = (a_span.clone(), span.clone(), field.clone());
+                v.err_note(&span, format!("{field}.name"), format!("tunnel `{}` overlaps tunnel `{}` ambiguously ({why}); make one strictly more specific or make them disjoint", tb.name, ta.name), &a_span, format!("tunnel `{}` is declared here", ta.name));
+            }
+        }
+    }
 }
