@@ -1,13 +1,14 @@
-//! The Viaduct's packet rules: traffic selectors (addresses, protocol,
-//! ports) and the TCP flags of filter rules.
+//! The Viaduct's packet rules: `[[viaduct.spd]]`, `[[viaduct.filter]]`
+//! with `filter_default`, and `[[viaduct.ids]]`; their traffic selectors
+//! (addresses, protocol, ports) and the TCP flags of filter rules.
 
 use crate::model::*;
 use crate::net::{parse_protocol, PortRange, Prefix};
 use crate::raw::*;
 
-use super::checker::V;
+use super::checker::{list, V};
 
-pub(super) fn selector(
+fn selector(
     v: &mut V<'_>,
     field: &str,
     src: &Option<Sp<String>>,
@@ -91,7 +92,7 @@ pub(super) fn selector(
 
 /// `tcp_flags` of a filter rule: `flag` (set) or `!flag` (clear), each
 /// named once, only on TCP rules.
-pub(super) fn tcp_flags(
+fn tcp_flags(
     v: &mut V<'_>,
     l: &Sp<Vec<Sp<String>>>,
     protocol: Option<u8>,
@@ -143,4 +144,169 @@ pub(super) fn tcp_flags(
         }
     }
     Some(flags)
+}
+
+/// `[[viaduct.spd]]`: `None` when a rule has an error (reported).
+pub(super) fn spd_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<SpdRule>> {
+    let mut ok = true;
+    let mut names = Vec::new();
+    let mut spd = Vec::new();
+    for (i, r) in list(&vr.spd).iter().enumerate() {
+        let f = format!("viaduct.spd[{i}]");
+        let name = v
+            .req(&r.name, &r.span, &f, "name")
+            .and_then(|n| v.name(n, &format!("{f}.name")));
+        if let Some(n) = &r.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
+        }
+        let sel = selector(v, &f, &r.src, &r.dst, &r.protocol, &None, &r.dst_ports);
+        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
+            v.one_of(
+                a,
+                &format!("{f}.action"),
+                &[
+                    ("bypass", SpdAction::Bypass),
+                    ("discard", SpdAction::Discard),
+                ],
+            )
+        });
+        match (name, sel, action) {
+            (Some(name), Some(selector), Some(action)) => spd.push(SpdRule {
+                name,
+                selector,
+                action,
+            }),
+            _ => ok = false,
+        }
+    }
+    v.unique("SPD rule", &names);
+    ok.then_some(spd)
+}
+
+/// `[[viaduct.filter]]`: `None` when a rule has an error (reported).
+pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<FilterRule>> {
+    let mut ok = true;
+    let mut names = Vec::new();
+    let mut filter = Vec::new();
+    for (i, r) in list(&vr.filter).iter().enumerate() {
+        let f = format!("viaduct.filter[{i}]");
+        let name = v
+            .req(&r.name, &r.span, &f, "name")
+            .and_then(|n| v.name(n, &format!("{f}.name")));
+        if let Some(n) = &r.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
+        }
+        let direction = v.req(&r.direction, &r.span, &f, "direction").and_then(|d| {
+            v.one_of(
+                d,
+                &format!("{f}.direction"),
+                &[
+                    ("outbound", Direction::Outbound),
+                    ("inbound", Direction::Inbound),
+                ],
+            )
+        });
+        let sel = selector(
+            v,
+            &f,
+            &r.src,
+            &r.dst,
+            &r.protocol,
+            &r.src_ports,
+            &r.dst_ports,
+        );
+        // After a protocol that did not parse, flags are not checked
+        // against it (one mistake, one error).
+        let flags = match (&r.tcp_flags, &sel) {
+            (None, _) => Some(TcpFlags::default()),
+            (Some(l), Some(s)) => tcp_flags(v, l, s.protocol, &f),
+            (Some(_), None) => None,
+        };
+        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
+            v.one_of(
+                a,
+                &format!("{f}.action"),
+                &[
+                    ("accept", FilterAction::Accept),
+                    ("drop", FilterAction::Drop),
+                ],
+            )
+        });
+        match (name, direction, sel, flags, action) {
+            (Some(name), Some(direction), Some(selector), Some(tcp_flags), Some(action)) => filter
+                .push(FilterRule {
+                    name,
+                    direction,
+                    selector,
+                    tcp_flags,
+                    action,
+                }),
+            _ => ok = false,
+        }
+    }
+    v.unique("filter rule", &names);
+    ok.then_some(filter)
+}
+
+/// `viaduct.filter_default`: accept (when not given) or drop.
+pub(super) fn filter_default(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<FilterAction> {
+    match &vr.filter_default {
+        None => Some(FilterAction::Accept),
+        Some(d) => v.one_of(
+            d,
+            "viaduct.filter_default",
+            &[
+                ("accept", FilterAction::Accept),
+                ("drop", FilterAction::Drop),
+            ],
+        ),
+    }
+}
+
+/// `[[viaduct.ids]]`: `None` when a rule has an error (reported).
+pub(super) fn ids_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<IdsRule>> {
+    let mut ok = true;
+    let mut names = Vec::new();
+    let mut ids = Vec::new();
+    for (i, r) in list(&vr.ids).iter().enumerate() {
+        let f = format!("viaduct.ids[{i}]");
+        let name = v
+            .req(&r.name, &r.span, &f, "name")
+            .and_then(|n| v.name(n, &format!("{f}.name")));
+        if let Some(n) = &r.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
+        }
+        let content = v.req(&r.content, &r.span, &f, "content").and_then(|c| {
+            if c.value.is_empty() || c.value.len() > 256 {
+                v.err(
+                    &c.span,
+                    format!("{f}.content"),
+                    "content must be 1 to 256 bytes",
+                );
+                None
+            } else {
+                Some(c.value.clone())
+            }
+        });
+        let sel = selector(v, &f, &None, &None, &r.protocol, &None, &r.dst_ports);
+        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
+            v.one_of(
+                a,
+                &format!("{f}.action"),
+                &[("alert", IdsAction::Alert), ("drop", IdsAction::Drop)],
+            )
+        });
+        match (name, content, sel, action) {
+            (Some(name), Some(content), Some(sel), Some(action)) => ids.push(IdsRule {
+                name,
+                content,
+                protocol: sel.protocol,
+                dst_ports: sel.dst_ports,
+                action,
+            }),
+            _ => ok = false,
+        }
+    }
+    v.unique("IDS rule", &names);
+    ok.then_some(ids)
 }

@@ -11,8 +11,10 @@ use super::checker::{list, V};
 use super::ipsec::ipsec;
 use super::personality::Side2;
 use super::routes::routes;
-use super::rules::{selector, tcp_flags};
+use super::rules::{filter_default, filter_rules, ids_rules, spd_rules};
 
+/// `[viaduct]`: no NIC of its own, its roles and the sections they need,
+/// then IPsec, the SPD, the filter, IDS rules and routes, in that order.
 pub(super) fn viaduct(
     v: &mut V<'_>,
     vr: &Sp<RawViaduct>,
@@ -25,9 +27,67 @@ pub(super) fn viaduct(
         v.err(&n.span, "viaduct.nic", "the Viaduct owns no NIC: give every NIC to red or black and link the Viaduct to both with [[links]]");
         ok = false;
     }
+    let roles = roles(v, vr);
+    ok &= roles.ok;
+    if roles.given {
+        ok &= sections(v, vr, &roles);
+    }
+
+    let ipsec = match &vr.ipsec {
+        Some(ip) if roles.set.contains(&Role::Vpn) => {
+            let r = ipsec(v, ip, red, black, personalities);
+            if r.is_none() {
+                ok = false;
+            }
+            r
+        }
+        _ => None,
+    };
+    let spd = spd_rules(v, vr);
+    let filter = filter_rules(v, vr);
+    let filter_default = filter_default(v, vr);
+    let ids = ids_rules(v, vr);
+    let routes = match routes(v, vr, ipsec.as_ref(), red, personalities) {
+        Some(r) => r,
+        None => {
+            ok = false;
+            Vec::new()
+        }
+    };
+
+    ok.then_some(())?;
+    Some(Viaduct {
+        roles: roles.set,
+        ipsec,
+        spd: spd?,
+        filter: filter?,
+        filter_default: filter_default?,
+        ids: ids?,
+        routes,
+    })
+}
+
+/// `viaduct.roles` as far as it is valid.
+struct Roles {
+    /// The roles that are valid.
+    set: BTreeSet<Role>,
+    /// A role is misspelt: the section of the role meant is then not also
+    /// reported as given without its role.
+    misspelt: bool,
+    /// The list is given (when it is not, that is reported, and no section
+    /// is checked against it).
+    given: bool,
+    /// Where a section that a role needs is reported missing: the list, or
+    /// `[viaduct]` without one.
+    span: Range<usize>,
+    /// `false` when the list is missing or empty, or a role is misspelt.
+    ok: bool,
+}
+
+/// `viaduct.roles`: one or more of vpn, firewall, ids and router, each once.
+fn roles(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Roles {
+    let mut ok = true;
     let mut roles = BTreeSet::new();
-    // A misspelt role is reported once: the section of the role meant is
-    // then not also reported as given without its role.
     let mut misspelt_role = false;
     let role_list = v.req(&vr.roles, &vr.span, "viaduct", "roles");
     if let Some(rl) = role_list {
@@ -68,9 +128,19 @@ pub(super) fn viaduct(
     } else {
         ok = false;
     }
-    let role_span = role_list.map(|r| r.span.clone()).unwrap_or(vr.span.clone());
+    Roles {
+        set: roles,
+        misspelt: misspelt_role,
+        given: role_list.is_some(),
+        span: role_list.map(|r| r.span.clone()).unwrap_or(vr.span.clone()),
+        ok,
+    }
+}
 
-    // Sections must match roles.
+/// Sections must match roles: each role's section is given, and no section
+/// is given without its role. `false` when one does not.
+fn sections(v: &mut V<'_>, vr: &Sp<RawViaduct>, roles: &Roles) -> bool {
+    let mut ok = true;
     let need = |v: &mut V<'_>,
                 role: Role,
                 present: bool,
@@ -78,17 +148,17 @@ pub(super) fn viaduct(
                 key: &str,
                 what: &str|
      -> bool {
-        let has_role = roles.contains(&role);
+        let has_role = roles.set.contains(&role);
         match (has_role, present, span) {
             (true, false, _) => {
                 v.err(
-                    &role_span,
+                    &roles.span,
                     format!("viaduct.{key}"),
                     format!("role `{}` needs {what}", role_name(role)),
                 );
                 false
             }
-            (false, true, Some(_)) if misspelt_role => false,
+            (false, true, Some(_)) if roles.misspelt => false,
             (false, true, Some(span)) => {
                 v.err(span, format!("viaduct.{key}"), format!("{what} given but role `{}` is not in viaduct.roles; add it or remove the section", role_name(role)));
                 false
@@ -96,216 +166,39 @@ pub(super) fn viaduct(
             _ => true,
         }
     };
-    if role_list.is_some() {
-        ok &= need(
-            v,
-            Role::Vpn,
-            vr.ipsec.is_some(),
-            vr.ipsec.as_ref().map(|s| &s.span),
-            "ipsec",
-            "an [viaduct.ipsec] section",
-        );
-        ok &= need(
-            v,
-            Role::Firewall,
-            !list(&vr.filter).is_empty(),
-            vr.filter.as_ref().map(|s| &s.span),
-            "filter",
-            "[[viaduct.filter]] rules",
-        );
-        ok &= need(
-            v,
-            Role::Ids,
-            !list(&vr.ids).is_empty(),
-            vr.ids.as_ref().map(|s| &s.span),
-            "ids",
-            "[[viaduct.ids]] rules",
-        );
-        ok &= need(
-            v,
-            Role::Router,
-            !list(&vr.routes).is_empty(),
-            vr.routes.as_ref().map(|s| &s.span),
-            "routes",
-            "[[viaduct.routes]]",
-        );
-    }
-
-    let ipsec = match &vr.ipsec {
-        Some(ip) if roles.contains(&Role::Vpn) => {
-            let r = ipsec(v, ip, red, black, personalities);
-            if r.is_none() {
-                ok = false;
-            }
-            r
-        }
-        _ => None,
-    };
-
-    let mut names = Vec::new();
-    let mut spd = Vec::new();
-    for (i, r) in list(&vr.spd).iter().enumerate() {
-        let f = format!("viaduct.spd[{i}]");
-        let name = v
-            .req(&r.name, &r.span, &f, "name")
-            .and_then(|n| v.name(n, &format!("{f}.name")));
-        if let Some(n) = &r.name {
-            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
-        }
-        let sel = selector(v, &f, &r.src, &r.dst, &r.protocol, &None, &r.dst_ports);
-        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
-            v.one_of(
-                a,
-                &format!("{f}.action"),
-                &[
-                    ("bypass", SpdAction::Bypass),
-                    ("discard", SpdAction::Discard),
-                ],
-            )
-        });
-        match (name, sel, action) {
-            (Some(name), Some(selector), Some(action)) => spd.push(SpdRule {
-                name,
-                selector,
-                action,
-            }),
-            _ => ok = false,
-        }
-    }
-    v.unique("SPD rule", &names);
-
-    let mut names = Vec::new();
-    let mut filter = Vec::new();
-    for (i, r) in list(&vr.filter).iter().enumerate() {
-        let f = format!("viaduct.filter[{i}]");
-        let name = v
-            .req(&r.name, &r.span, &f, "name")
-            .and_then(|n| v.name(n, &format!("{f}.name")));
-        if let Some(n) = &r.name {
-            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
-        }
-        let direction = v.req(&r.direction, &r.span, &f, "direction").and_then(|d| {
-            v.one_of(
-                d,
-                &format!("{f}.direction"),
-                &[
-                    ("outbound", Direction::Outbound),
-                    ("inbound", Direction::Inbound),
-                ],
-            )
-        });
-        let sel = selector(
-            v,
-            &f,
-            &r.src,
-            &r.dst,
-            &r.protocol,
-            &r.src_ports,
-            &r.dst_ports,
-        );
-        // After a protocol that did not parse, flags are not checked
-        // against it (one mistake, one error).
-        let flags = match (&r.tcp_flags, &sel) {
-            (None, _) => Some(TcpFlags::default()),
-            (Some(l), Some(s)) => tcp_flags(v, l, s.protocol, &f),
-            (Some(_), None) => None,
-        };
-        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
-            v.one_of(
-                a,
-                &format!("{f}.action"),
-                &[
-                    ("accept", FilterAction::Accept),
-                    ("drop", FilterAction::Drop),
-                ],
-            )
-        });
-        match (name, direction, sel, flags, action) {
-            (Some(name), Some(direction), Some(selector), Some(tcp_flags), Some(action)) => filter
-                .push(FilterRule {
-                    name,
-                    direction,
-                    selector,
-                    tcp_flags,
-                    action,
-                }),
-            _ => ok = false,
-        }
-    }
-    v.unique("filter rule", &names);
-    let filter_default = match &vr.filter_default {
-        None => Some(FilterAction::Accept),
-        Some(d) => v.one_of(
-            d,
-            "viaduct.filter_default",
-            &[
-                ("accept", FilterAction::Accept),
-                ("drop", FilterAction::Drop),
-            ],
-        ),
-    };
-
-    let mut names = Vec::new();
-    let mut ids = Vec::new();
-    for (i, r) in list(&vr.ids).iter().enumerate() {
-        let f = format!("viaduct.ids[{i}]");
-        let name = v
-            .req(&r.name, &r.span, &f, "name")
-            .and_then(|n| v.name(n, &format!("{f}.name")));
-        if let Some(n) = &r.name {
-            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
-        }
-        let content = v.req(&r.content, &r.span, &f, "content").and_then(|c| {
-            if c.value.is_empty() || c.value.len() > 256 {
-                v.err(
-                    &c.span,
-                    format!("{f}.content"),
-                    "content must be 1 to 256 bytes",
-                );
-                None
-            } else {
-                Some(c.value.clone())
-            }
-        });
-        let sel = selector(v, &f, &None, &None, &r.protocol, &None, &r.dst_ports);
-        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
-            v.one_of(
-                a,
-                &format!("{f}.action"),
-                &[("alert", IdsAction::Alert), ("drop", IdsAction::Drop)],
-            )
-        });
-        match (name, content, sel, action) {
-            (Some(name), Some(content), Some(sel), Some(action)) => ids.push(IdsRule {
-                name,
-                content,
-                protocol: sel.protocol,
-                dst_ports: sel.dst_ports,
-                action,
-            }),
-            _ => ok = false,
-        }
-    }
-    v.unique("IDS rule", &names);
-
-    let routes = match routes(v, vr, ipsec.as_ref(), red, personalities) {
-        Some(r) => r,
-        None => {
-            ok = false;
-            Vec::new()
-        }
-    };
-
-    ok.then_some(())?;
-    Some(Viaduct {
-        roles,
-        ipsec,
-        spd,
-        filter,
-        filter_default: filter_default?,
-        ids,
-        routes,
-    })
+    ok &= need(
+        v,
+        Role::Vpn,
+        vr.ipsec.is_some(),
+        vr.ipsec.as_ref().map(|s| &s.span),
+        "ipsec",
+        "an [viaduct.ipsec] section",
+    );
+    ok &= need(
+        v,
+        Role::Firewall,
+        !list(&vr.filter).is_empty(),
+        vr.filter.as_ref().map(|s| &s.span),
+        "filter",
+        "[[viaduct.filter]] rules",
+    );
+    ok &= need(
+        v,
+        Role::Ids,
+        !list(&vr.ids).is_empty(),
+        vr.ids.as_ref().map(|s| &s.span),
+        "ids",
+        "[[viaduct.ids]] rules",
+    );
+    ok &= need(
+        v,
+        Role::Router,
+        !list(&vr.routes).is_empty(),
+        vr.routes.as_ref().map(|s| &s.span),
+        "routes",
+        "[[viaduct.routes]]",
+    );
+    ok
 }
 
 fn role_name(r: Role) -> &'static str {
