@@ -38,6 +38,7 @@ mod peer;
 mod personality;
 mod routes;
 mod rules;
+mod services;
 mod tunnel;
 mod viaduct;
 

@@ -13,6 +13,7 @@ use crate::units::ByteSize;
 
 use super::checker::{debian_package, list, V};
 use super::hardware::Nics;
+use super::services::services;
 
 type PersonalityOut = Option<(Range<usize>, Personality)>;
 
@@ -54,18 +55,8 @@ pub(super) fn personalities_of(
     (red, black)
 }
 
-const ALLOWED_CAPS: &[&str] = &[
-    "CAP_NET_ADMIN",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
-    "CAP_SETUID",
-    "CAP_SETGID",
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_KILL",
-];
-
+/// One personality; `side` says which. `None` when it has an error
+/// (reported).
 pub(super) fn personality(
     v: &mut V<'_>,
     side: Side,
@@ -74,7 +65,63 @@ pub(super) fn personality(
 ) -> Option<Personality> {
     let t = format!("personalities.{}", side.name());
     let mut ok = true;
-    let nic = v.req(&p.nic, &p.span, &t, "nic").and_then(|n| match nics {
+    let nic = nic(v, p, &t, nics);
+    let packages = packages(v, p, &t);
+    ok &= packages.is_some();
+    let dhcp = p.dhcp.as_ref().is_some_and(|d| d.value);
+    if dhcp && side == Side::Red {
+        let span = &p
+            .dhcp
+            .as_ref()
+            .map(|d| d.span.clone())
+            .unwrap_or(p.span.clone());
+        v.err(
+            span,
+            format!("{t}.dhcp"),
+            "red serves its LAN and needs static addresses; DHCP client mode is for black only",
+        );
+        ok = false;
+    }
+    let (addresses, addresses_ok) = if_addresses(v, p, &t);
+    ok &= addresses_ok;
+    if addresses.is_empty() && !dhcp && ok {
+        let span = p
+            .addresses
+            .as_ref()
+            .map(|a| a.span.clone())
+            .unwrap_or(p.span.clone());
+        v.err(
+            &span,
+            format!("{t}.addresses"),
+            "no address: give at least one `addresses` entry (or `dhcp = true` on black)",
+        );
+        ok = false;
+    }
+    let gateway = gateway(v, p, &t, dhcp, &addresses, addresses_ok);
+    if p.gateway.is_some() && gateway.is_none() {
+        ok = false;
+    }
+    let services = services(v, p, &t);
+    let memory_limit = memory_limit(v, p, &t);
+    let pids_limit = pids_limit(v, p, &t);
+    ok.then_some(())?;
+    Some(Personality {
+        side,
+        nic: nic?,
+        packages: packages?,
+        addresses,
+        gateway,
+        dhcp,
+        services: services?,
+        memory_limit: memory_limit?,
+        pids_limit: pids_limit?,
+    })
+}
+
+/// `nic`: a role declared in `[hardware.nics]` (not checked when
+/// `[hardware]` is missing).
+fn nic(v: &mut V<'_>, p: &Sp<RawPersonality>, t: &str, nics: Option<&Nics>) -> Option<String> {
+    v.req(&p.nic, &p.span, t, "nic").and_then(|n| match nics {
         Some(nics) if !nics.contains_key(&n.value) => {
             let known: Vec<&str> = nics.keys().map(String::as_str).collect();
             v.err(
@@ -89,7 +136,12 @@ pub(super) fn personality(
             None
         }
         _ => Some(n.value.clone()),
-    });
+    })
+}
+
+/// `packages`: Debian package names, each once. `None` when one is not.
+fn packages(v: &mut V<'_>, p: &Sp<RawPersonality>, t: &str) -> Option<Vec<String>> {
+    let mut ok = true;
     let mut packages = Vec::new();
     for (i, pk) in list(&p.packages).iter().enumerate() {
         match debian_package(v, pk, &format!("{t}.packages[{i}]")) {
@@ -105,20 +157,12 @@ pub(super) fn personality(
             None => ok = false,
         }
     }
-    let dhcp = p.dhcp.as_ref().is_some_and(|d| d.value);
-    if dhcp && side == Side::Red {
-        let span = &p
-            .dhcp
-            .as_ref()
-            .map(|d| d.span.clone())
-            .unwrap_or(p.span.clone());
-        v.err(
-            span,
-            format!("{t}.dhcp"),
-            "red serves its LAN and needs static addresses; DHCP client mode is for black only",
-        );
-        ok = false;
-    }
+    ok.then_some(packages)
+}
+
+/// `addresses`, each once, and whether all of them are valid (the valid
+/// ones are kept in order).
+fn if_addresses(v: &mut V<'_>, p: &Sp<RawPersonality>, t: &str) -> (Vec<IfAddr>, bool) {
     let mut addresses = Vec::new();
     let mut addresses_ok = true;
     for (i, a) in list(&p.addresses).iter().enumerate() {
@@ -135,23 +179,21 @@ pub(super) fn personality(
             None => addresses_ok = false,
         }
     }
-    ok &= addresses_ok;
-    if addresses.is_empty() && !dhcp && ok {
-        let span = p
-            .addresses
-            .as_ref()
-            .map(|a| a.span.clone())
-            .unwrap_or(p.span.clone());
-        v.err(
-            &span,
-            format!("{t}.addresses"),
-            "no address: give at least one `addresses` entry (or `dhcp = true` on black)",
-        );
-        ok = false;
-    }
+    (addresses, addresses_ok)
+}
+
+/// `gateway`: an address on one of the personality's networks.
+fn gateway(
+    v: &mut V<'_>,
+    p: &Sp<RawPersonality>,
+    t: &str,
+    dhcp: bool,
+    addresses: &[IfAddr],
+    addresses_ok: bool,
+) -> Option<IpAddr> {
     // With an address already reported, the gateway may be on the network
     // that address was meant to give: not checked then.
-    let gateway = p.gateway.as_ref().and_then(|g| {
+    p.gateway.as_ref().and_then(|g| {
         let ip = v.parse(g, &format!("{t}.gateway"), parse_ip)?;
         if !dhcp
             && addresses_ok
@@ -179,83 +221,12 @@ pub(super) fn personality(
             return None;
         }
         Some(ip)
-    });
-    if p.gateway.is_some() && gateway.is_none() {
-        ok = false;
-    }
-    let mut services = Vec::new();
-    let mut names = Vec::new();
-    for (i, s) in list(&p.services).iter().enumerate() {
-        let st = format!("{t}.services[{i}]");
-        let name = v
-            .req(&s.name, &s.span, &st, "name")
-            .and_then(|n| v.name(n, &format!("{st}.name")));
-        if let Some(n) = &s.name {
-            names.push((n.value.clone(), n.span.clone(), format!("{st}.name")));
-        }
-        let command = v.req(&s.command, &s.span, &st, "command").and_then(|c| {
-            let words: Vec<String> = c.value.iter().map(|w| w.value.clone()).collect();
-            match words.first() {
-                None => {
-                    v.err(
-                        &c.span,
-                        format!("{st}.command"),
-                        "the command is empty; give the program's absolute path and its arguments",
-                    );
-                    None
-                }
-                Some(prog) if !prog.starts_with('/') => {
-                    v.err(
-                        &c.value[0].span,
-                        format!("{st}.command[0]"),
-                        format!("`{prog}` must be an absolute path (e.g. /usr/sbin/{prog})"),
-                    );
-                    None
-                }
-                Some(_) => Some(words),
-            }
-        });
-        let restart = match &s.restart {
-            None => Some(Restart::Always),
-            Some(r) => v.one_of(
-                r,
-                &format!("{st}.restart"),
-                &[
-                    ("always", Restart::Always),
-                    ("on-failure", Restart::OnFailure),
-                    ("never", Restart::Never),
-                ],
-            ),
-        };
-        let mut caps = Vec::new();
-        for (j, c) in list(&s.capabilities).iter().enumerate() {
-            if ALLOWED_CAPS.contains(&c.value.as_str()) {
-                caps.push(c.value.clone());
-            } else {
-                v.err(
-                    &c.span,
-                    format!("{st}.capabilities[{j}]"),
-                    format!(
-                        "capability `{}` is not allowed in a personality; allowed: {}",
-                        c.value,
-                        ALLOWED_CAPS.join(", ")
-                    ),
-                );
-                ok = false;
-            }
-        }
-        match (name, command, restart) {
-            (Some(name), Some(command), Some(restart)) => services.push(Service {
-                name,
-                command,
-                restart,
-                capabilities: caps,
-            }),
-            _ => ok = false,
-        }
-    }
-    v.unique("service", &names);
-    let memory_limit = match &p.memory_limit {
+    })
+}
+
+/// `memory_limit`: at least 16 MiB, 256 MiB when not given.
+fn memory_limit(v: &mut V<'_>, p: &Sp<RawPersonality>, t: &str) -> Option<ByteSize> {
+    match &p.memory_limit {
         None => Some(ByteSize(256 << 20)),
         Some(m) => v.parse(m, &format!("{t}.memory_limit"), |s| {
             let b = ByteSize::parse(s)?;
@@ -266,8 +237,12 @@ pub(super) fn personality(
             }
             Ok(b)
         }),
-    };
-    let pids_limit = match &p.pids_limit {
+    }
+}
+
+/// `pids_limit`: 8 to 65536, 256 when not given.
+fn pids_limit(v: &mut V<'_>, p: &Sp<RawPersonality>, t: &str) -> Option<u64> {
+    match &p.pids_limit {
         None => Some(256),
         Some(n) if n.value < 8 || n.value > 65536 => {
             v.err(
@@ -278,19 +253,7 @@ pub(super) fn personality(
             None
         }
         Some(n) => Some(n.value),
-    };
-    ok.then_some(())?;
-    Some(Personality {
-        side,
-        nic: nic?,
-        packages,
-        addresses,
-        gateway,
-        dhcp,
-        services,
-        memory_limit: memory_limit?,
-        pids_limit: pids_limit?,
-    })
+    }
 }
 
 pub(super) fn disjoint_subnets(
