@@ -1,6 +1,6 @@
-//! `[hardware.nics]`: each NIC (role name, driver, PCI and MAC address, one
-//! card per role), which personality owns it, and that its driver is among
-//! the kernel's.
+//! `[hardware]`: each NIC (role name, driver, PCI and MAC address, one card
+//! per role), which personality owns it, that its driver is among the
+//! kernel's, and the target.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -19,6 +19,8 @@ pub(super) struct NicInfo {
 
 pub(super) type Nics = BTreeMap<String, NicInfo>;
 
+/// `[hardware.nics]`: each NIC on its own, then no two roles for one card.
+/// Every NIC declared is in the result, valid or not (see [`NicInfo`]).
 pub(super) fn nics(v: &mut V<'_>, h: &Sp<RawHardware>) -> Nics {
     let mut out = BTreeMap::new();
     let Some(nics) = v.req(&h.nics, &h.span, "hardware", "nics") else {
@@ -32,102 +34,119 @@ pub(super) fn nics(v: &mut V<'_>, h: &Sp<RawHardware>) -> Nics {
         );
     }
     for (role, n) in &nics.value {
-        let t = format!("hardware.nics.{role}");
-        let role_ok = v
-            .name(
-                &Sp {
-                    span: n.span.clone(),
-                    value: role.clone(),
-                },
-                &t,
-            )
-            .is_some();
-        let driver = v.req(&n.driver, &n.span, &t, "driver").and_then(|d| {
-            let norm = d.value.replace('-', "_");
-            if norm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !norm.is_empty() {
-                Some(norm)
-            } else {
-                v.err(
-                    &d.span,
-                    format!("{t}.driver"),
-                    format!("`{}` is not a kernel module name", d.value),
-                );
-                None
-            }
-        });
-        let pci = n.pci.as_ref().and_then(|p| {
-            if is_pci(&p.value) {
-                Some(p.value.to_ascii_lowercase())
-            } else {
-                let with_domain = format!("0000:{}", p.value);
-                let msg = if is_pci(&with_domain) {
-                    format!(
-                        "`{}` lacks the PCI domain; write `{}`",
-                        p.value,
-                        with_domain.to_ascii_lowercase()
-                    )
-                } else {
-                    format!(
-                        "`{}` is not a PCI address; write domain:bus:device.function in hex, e.g. `0000:00:02.0`",
-                        p.value
-                    )
-                };
-                v.err(&p.span, format!("{t}.pci"), msg);
-                None
-            }
-        });
-        let mac = n.mac.as_ref().and_then(|m| {
-            if is_mac(&m.value) {
-                Some(m.value.to_ascii_lowercase())
-            } else {
-                let msg = match mac_with_colons(&m.value) {
-                    Some(fixed) => {
-                        format!("`{}`: write a MAC address with colons, `{fixed}`", m.value)
-                    }
-                    None => format!(
-                        "`{}` is not a MAC address; write six hex pairs, e.g. `52:54:00:12:34:56`",
-                        m.value
-                    ),
-                };
-                v.err(&m.span, format!("{t}.mac"), msg);
-                None
-            }
-        });
-        let network = n
-            .network
-            .as_ref()
-            .and_then(|net| v.name(net, &format!("{t}.network")));
-        let nic = match (role_ok, driver) {
-            (true, Some(driver))
-                if n.pci.is_some() == pci.is_some()
-                    && n.mac.is_some() == mac.is_some()
-                    && n.network.is_some() == network.is_some() =>
-            {
-                Some(Nic {
-                    role: role.clone(),
-                    driver,
-                    pci,
-                    mac,
-                    network,
-                    owner: Side::Red,
-                })
-            }
-            _ => None,
-        };
-        out.insert(
-            role.clone(),
-            NicInfo {
-                span: n.span.clone(),
-                nic,
-                network_span: n.network.as_ref().map(|x| x.span.clone()),
-            },
-        );
+        out.insert(role.clone(), nic(v, role, n));
     }
-    // Two roles for one card: the same PCI address or the same MAC address
-    // (compared normalised: lower case).
+    one_card_per_role(v, &out, nics);
+    out
+}
+
+/// One NIC, under its role name.
+fn nic(v: &mut V<'_>, role: &String, n: &Sp<RawNic>) -> NicInfo {
+    let t = format!("hardware.nics.{role}");
+    let role_ok = v
+        .name(
+            &Sp {
+                span: n.span.clone(),
+                value: role.clone(),
+            },
+            &t,
+        )
+        .is_some();
+    let driver = v.req(&n.driver, &n.span, &t, "driver").and_then(|d| {
+        let norm = d.value.replace('-', "_");
+        if norm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !norm.is_empty() {
+            Some(norm)
+        } else {
+            v.err(
+                &d.span,
+                format!("{t}.driver"),
+                format!("`{}` is not a kernel module name", d.value),
+            );
+            None
+        }
+    });
+    let pci = pci(v, n, &t);
+    let mac = mac(v, n, &t);
+    let network = n
+        .network
+        .as_ref()
+        .and_then(|net| v.name(net, &format!("{t}.network")));
+    let nic = match (role_ok, driver) {
+        (true, Some(driver))
+            if n.pci.is_some() == pci.is_some()
+                && n.mac.is_some() == mac.is_some()
+                && n.network.is_some() == network.is_some() =>
+        {
+            Some(Nic {
+                role: role.clone(),
+                driver,
+                pci,
+                mac,
+                network,
+                owner: Side::Red,
+            })
+        }
+        _ => None,
+    };
+    NicInfo {
+        span: n.span.clone(),
+        nic,
+        network_span: n.network.as_ref().map(|x| x.span.clone()),
+    }
+}
+
+/// `pci`: domain:bus:device.function, kept in lower case.
+fn pci(v: &mut V<'_>, n: &Sp<RawNic>, t: &str) -> Option<String> {
+    n.pci.as_ref().and_then(|p| {
+        if is_pci(&p.value) {
+            Some(p.value.to_ascii_lowercase())
+        } else {
+            let with_domain = format!("0000:{}", p.value);
+            let msg = if is_pci(&with_domain) {
+                format!(
+                    "`{}` lacks the PCI domain; write `{}`",
+                    p.value,
+                    with_domain.to_ascii_lowercase()
+                )
+            } else {
+                format!(
+                    "`{}` is not a PCI address; write domain:bus:device.function in hex, e.g. `0000:00:02.0`",
+                    p.value
+                )
+            };
+            v.err(&p.span, format!("{t}.pci"), msg);
+            None
+        }
+    })
+}
+
+/// `mac`: six hex pairs with colons, kept in lower case.
+fn mac(v: &mut V<'_>, n: &Sp<RawNic>, t: &str) -> Option<String> {
+    n.mac.as_ref().and_then(|m| {
+        if is_mac(&m.value) {
+            Some(m.value.to_ascii_lowercase())
+        } else {
+            let msg = match mac_with_colons(&m.value) {
+                Some(fixed) => {
+                    format!("`{}`: write a MAC address with colons, `{fixed}`", m.value)
+                }
+                None => format!(
+                    "`{}` is not a MAC address; write six hex pairs, e.g. `52:54:00:12:34:56`",
+                    m.value
+                ),
+            };
+            v.err(&m.span, format!("{t}.mac"), msg);
+            None
+        }
+    })
+}
+
+/// Two roles for one card: the same PCI address or the same MAC address
+/// (compared normalised: lower case). The later one is reported.
+fn one_card_per_role(v: &mut V<'_>, declared: &Nics, nics: &Sp<BTreeMap<String, Sp<RawNic>>>) {
     for (key, what) in [("pci", "PCI address"), ("mac", "MAC address")] {
         let mut seen: Vec<(String, &str, Range<usize>)> = Vec::new();
-        for (role, info) in &out {
+        for (role, info) in declared {
             let (Some(nic), Some(raw)) = (&info.nic, nics.value.get(role)) else {
                 continue;
             };
@@ -158,7 +177,23 @@ pub(super) fn nics(v: &mut V<'_>, h: &Sp<RawHardware>) -> Nics {
             seen.push((value, role.as_str(), span));
         }
     }
-    out
+}
+
+/// `target`: only `x86_64-uefi`, which is also the default.
+pub(super) fn target(v: &mut V<'_>, hardware: Option<&Sp<RawHardware>>) -> String {
+    hardware
+        .and_then(|h| h.target.as_ref())
+        .map(|t| {
+            if t.value != "x86_64-uefi" {
+                v.err(
+                    &t.span,
+                    "hardware.target",
+                    format!("unsupported target `{}`; supported: x86_64-uefi", t.value),
+                );
+            }
+            t.value.clone()
+        })
+        .unwrap_or_else(|| "x86_64-uefi".into())
 }
 
 /// `52-54-00-12-34-56`, `525400123456` or `5254.0012.3456` written the way

@@ -49,7 +49,7 @@ pub use personality::addresses;
 
 use appliance::appliance;
 use checker::V;
-use hardware::{nic_drivers, nic_ownership, nics};
+use hardware::{nic_drivers, nic_ownership, nics, target};
 use image::{image, signing};
 use kernel::kernel;
 use links::links;
@@ -131,19 +131,7 @@ fn build(v: &mut V<'_>, path: &Path, raw: &RawProfile, whole: &Range<usize>) -> 
         viaduct_raw.and_then(|vr| viaduct(v, vr, red.as_ref(), black.as_ref(), personalities));
     let links = links(v, raw, nics.as_ref(), red.as_ref(), black.as_ref());
 
-    let target = hardware
-        .and_then(|h| h.target.as_ref())
-        .map(|t| {
-            if t.value != "x86_64-uefi" {
-                v.err(
-                    &t.span,
-                    "hardware.target",
-                    format!("unsupported target `{}`; supported: x86_64-uefi", t.value),
-                );
-            }
-            t.value.clone()
-        })
-        .unwrap_or_else(|| "x86_64-uefi".into());
+    let target = target(v, hardware);
 
     let mut files: Vec<_> = sources_paths(v.sources);
     files.dedup();
