@@ -6,6 +6,7 @@ use crate::raw::*;
 
 use super::checker::V;
 
+/// `[appliance]`. Sets `V::lab` for the checks that follow.
 pub(super) fn appliance(v: &mut V<'_>, a: &Sp<RawAppliance>) -> Option<Appliance> {
     let t = "appliance";
     let name = v

@@ -168,10 +168,13 @@ impl V<'_> {
     }
 }
 
+/// The items of an optional list (none when it is not given).
 pub(super) fn list<T>(v: &Option<Sp<Vec<Sp<T>>>>) -> &[Sp<T>] {
     v.as_ref().map(|l| l.value.as_slice()).unwrap_or(&[])
 }
 
+/// A Debian package name (lower case, digits and `+-.`, at least two
+/// characters, starting with a letter or digit).
 pub(super) fn debian_package(v: &mut V<'_>, p: &Sp<String>, field: &str) -> Option<String> {
     let s = &p.value;
     let ok = s.len() >= 2
@@ -190,6 +193,7 @@ pub(super) fn debian_package(v: &mut V<'_>, p: &Sp<String>, field: &str) -> Opti
     }
 }
 
+/// Bytes written as hex digits, with or without `0x`.
 pub(super) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
     if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -42,6 +42,7 @@ pub(super) fn same_identity(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// An IKE identity: an FQDN, an e-mail style ID or an address.
 pub(super) fn identity(v: &mut V<'_>, id: &Sp<String>, field: &str) -> Option<String> {
     let s = &id.value;
     let ok = !s.is_empty()
@@ -88,6 +89,8 @@ pub(super) fn private_key(v: &mut V<'_>, k: &Sp<String>, f: &str) -> Option<Priv
     None
 }
 
+/// A peer's `auth`: method `psk` with `psk` (`tpm:<name>`, or `lab:<hex>`
+/// in lab profiles), or method `pubkey` with an Ed25519 `public_key`.
 pub(super) fn auth(v: &mut V<'_>, a: &Sp<RawAuth>, f: &str) -> Option<Auth> {
     let method = v.req(&a.method, &a.span, f, "method")?;
     match method.value.as_str() {

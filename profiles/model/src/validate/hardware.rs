@@ -17,6 +17,7 @@ pub(super) struct NicInfo {
     pub(super) network_span: Option<Range<usize>>,
 }
 
+/// The declared NICs by role.
 pub(super) type Nics = BTreeMap<String, NicInfo>;
 
 /// `[hardware.nics]`: each NIC on its own, then no two roles for one card.
@@ -212,6 +213,8 @@ fn mac_with_colons(s: &str) -> Option<String> {
     Some(pairs.join(":"))
 }
 
+/// `dddd:bb:dd.f` in hex, with a device number up to 1f and a function up
+/// to 7.
 fn is_pci(s: &str) -> bool {
     let b = s.as_bytes();
     s.len() == 12
@@ -228,6 +231,7 @@ fn is_pci(s: &str) -> bool {
         && u8::from_str_radix(&s[8..10], 16).is_ok_and(|d| d <= 0x1f)
 }
 
+/// Six hex pairs separated by colons.
 fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
     parts.len() == 6
@@ -316,6 +320,8 @@ pub(super) fn nic_drivers(
     }
 }
 
+/// Each NIC belongs to exactly one personality: not to both, and not to
+/// none. Returns the NICs that have an owner, with it.
 pub(super) fn nic_ownership(
     v: &mut V<'_>,
     hw: &Sp<RawHardware>,

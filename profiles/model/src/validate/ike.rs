@@ -7,6 +7,8 @@ use crate::units::{ByteSize, Seconds};
 
 use super::checker::V;
 
+/// `ike_proposals` or `esp_proposals` as given: at least one, each parsed by
+/// `parse`.
 pub(super) fn proposals<T>(
     v: &mut V<'_>,
     l: &Sp<Vec<Sp<String>>>,
@@ -74,6 +76,8 @@ pub(super) fn dpd(v: &mut V<'_>, d: Option<&Sp<RawDpd>>, f: &str) -> Option<Dpd>
     })
 }
 
+/// `lifetimes`: IKE and child SA lifetimes of at least 60 s, a rekey time
+/// shorter than the child lifetime, and no zero byte or packet limit.
 pub(super) fn lifetimes(v: &mut V<'_>, l: Option<&Sp<RawLifetimes>>, f: &str) -> Option<Lifetimes> {
     let dur = |v: &mut V<'_>, x: &Option<Sp<String>>, key: &str, default: u64| -> Option<Seconds> {
         match x {

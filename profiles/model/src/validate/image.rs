@@ -31,6 +31,9 @@ const fn min_esp_bytes() -> u64 {
     volume.div_ceil(MIB) * MIB
 }
 
+/// `[image]`: a disk size in whole MiB that holds the ESP and the partition
+/// tables, an ESP of at least [`MIN_ESP`] in whole MiB, the slots and the
+/// output formats.
 pub(super) fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
     let t = "image";
     let size = v
@@ -106,6 +109,7 @@ pub(super) fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
     })
 }
 
+/// `[signing]`: key paths relative to the profile's directory.
 pub(super) fn signing(path: &Path, s: &Sp<RawSigning>) -> Signing {
     let dir = path.parent().unwrap_or(Path::new("."));
     Signing {

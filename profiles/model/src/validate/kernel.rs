@@ -6,6 +6,8 @@ use crate::raw::*;
 
 use super::checker::{debian_package, list, V};
 
+/// `[kernel]`: the package, drivers (module names, each once, `-` and `_`
+/// alike) and the command line.
 pub(super) fn kernel(v: &mut V<'_>, k: &Sp<RawKernel>) -> Option<Kernel> {
     let package = v
         .req(&k.package, &k.span, "kernel", "package")

@@ -234,6 +234,7 @@ fn through_viaduct(v: &mut V<'_>, raw: &RawProfile, edges: &[Edge], broken_link:
     ok
 }
 
+/// How a node is named in a bypass path.
 fn node_name(n: &Node) -> String {
     match n {
         Node::Red => "red".into(),

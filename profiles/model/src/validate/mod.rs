@@ -3,19 +3,23 @@
 //! problems are collected (not just the first); a rule that depends on a
 //! broken value is skipped so that one mistake gives one error.
 //!
-//! [`validate`] checks the parts of a profile in a fixed order (`build`), one
-//! module per part:
+//! [`validate`] runs the checks in a fixed order (`build`); the order is the
+//! order of errors at one place. One module per part of a profile:
 //! - `appliance`, `kernel`, `image` (with `[signing]`): the tables of the
 //!   same names;
-//! - `hardware`: the NICs, which personality owns each, their drivers;
-//! - `personality`: red and black, and that their subnets are disjoint;
-//! - `viaduct`: roles and sections; its packet rules in `rules`, its routes
-//!   in `routes`, and `[viaduct.ipsec]` in `ipsec`, with `peer`,
-//!   `credentials`, `ike` and `tunnel`;
+//! - `hardware`: the NICs, which personality owns each, their drivers, the
+//!   target;
+//! - `personality`: red and black (their services in `services`), and that
+//!   their subnets are disjoint;
+//! - `viaduct`: roles and the sections they need; its packet rules in
+//!   `rules`, `[viaduct.ipsec]` in `ipsec` (each peer in `peer`, identities
+//!   and keys in `credentials`, proposals, DPD and lifetimes in `ike`,
+//!   tunnels and manual SAs in `tunnel`), its routes in `routes`;
 //! - `links`: the graph between red, black and the Viaduct.
 //!
-//! `checker` holds what they all use (located errors, required values,
-//! names); it imports none of them, and no part imports this module.
+//! `checker` holds what they all use (the run's state with its located
+//! errors, required values, names, uniqueness); it imports none of them,
+//! and no part imports this module.
 
 use std::ops::Range;
 use std::path::Path;
@@ -99,6 +103,10 @@ pub fn validate(
     }
 }
 
+/// The checks in their order: the tables a profile needs, each table on
+/// its own, then the NICs, the personalities and what is between them, the
+/// Viaduct, the links and the target. A check that needs a part with an
+/// error is skipped.
 fn build(v: &mut V<'_>, path: &Path, raw: &RawProfile, whole: &Range<usize>) -> Option<Profile> {
     let appliance = v
         .req(&raw.appliance, whole, "", "appliance")

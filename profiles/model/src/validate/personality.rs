@@ -15,8 +15,10 @@ use super::checker::{debian_package, list, V};
 use super::hardware::Nics;
 use super::services::services;
 
+/// A personality if valid, with the span of its table.
 type PersonalityOut = Option<(Range<usize>, Personality)>;
 
+/// `[personalities]`: exactly `red` and `black`, each checked on its own.
 pub(super) fn personalities_of(
     v: &mut V<'_>,
     p: &Sp<BTreeMap<String, Sp<RawPersonality>>>,
@@ -256,6 +258,8 @@ fn pids_limit(v: &mut V<'_>, p: &Sp<RawPersonality>, t: &str) -> Option<u64> {
     }
 }
 
+/// Red's and black's subnets do not overlap; an overlap is reported at the
+/// address written later, with a note at the other.
 pub(super) fn disjoint_subnets(
     v: &mut V<'_>,
     red: &(Range<usize>, Personality),
@@ -299,6 +303,7 @@ pub(super) fn disjoint_subnets(
     }
 }
 
+/// A valid personality with the span of its table, if there is one.
 pub(super) type Side2<'a> = Option<&'a (Range<usize>, Personality)>;
 
 /// Spans of a personality's addresses as written (for a valid personality,

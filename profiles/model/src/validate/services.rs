@@ -7,6 +7,7 @@ use crate::raw::*;
 
 use super::checker::{list, V};
 
+/// Capabilities a service may keep.
 const ALLOWED_CAPS: &[&str] = &[
     "CAP_NET_ADMIN",
     "CAP_NET_BIND_SERVICE",

@@ -11,85 +11,9 @@ use crate::raw::*;
 
 use super::checker::{hex_bytes, list, V};
 
-/// Every manually keyed SA has its own cipher key: no key (salt aside) is
-/// used by two tunnels (within one tunnel, `manual` reports key_in equal to
-/// key_out). The later use is reported with a note at the first. Keys are
-/// compared in constant time and in place. Called only once every peer and
-/// tunnel validated, so the keys parse.
-pub(super) fn shared_keys(v: &mut V<'_>, peers: &Sp<Vec<Sp<RawPeer>>>) {
-    struct Seen<'a> {
-        key: LabKey,
-        key_len: usize,
-        span: &'a Range<usize>,
-        field: String,
-        tunnel: usize,
-    }
-    let mut seen: Vec<Seen<'_>> = Vec::new();
-    let mut tunnel = 0;
-    for (i, p) in peers.value.iter().enumerate() {
-        for (j, t) in list(&p.tunnels).iter().enumerate() {
-            tunnel += 1;
-            let Some(m) = &t.manual else { continue };
-            let Some(key_len) = m
-                .aead
-                .as_ref()
-                .and_then(|a| algo::parse_aead(&a.value).ok())
-                .map(|a| a.key_len())
-            else {
-                continue;
-            };
-            for (name, k) in [("key_out", &m.key_out), ("key_in", &m.key_in)] {
-                let Some(k) = k else { continue };
-                let Some(key) = hex_bytes(&k.value).map(LabKey::new) else {
-                    continue;
-                };
-                let field = format!("viaduct.ipsec.peers[{i}].tunnels[{j}].manual.{name}");
-                let first = seen.iter().find(|s| {
-                    s.tunnel != tunnel
-                        && s.key_len == key_len
-                        && s.key.same_cipher_key(&key, key_len)
-                });
-                if let Some(first) = first {
-                    let msg = format!("the same key as {} (the salt aside); every manually keyed SA needs its own key", first.field);
-                    let (span, note) = (first.span.clone(), format!("{} is set here", first.field));
-                    v.err_note(&k.span, field.clone(), msg, &span, note);
-                }
-                seen.push(Seen {
-                    key,
-                    key_len,
-                    span: &k.span,
-                    field,
-                    tunnel,
-                });
-            }
-        }
-    }
-}
-
-/// Why two tunnels' selector pairs overlap with no most-specific winner.
-fn ambiguous(a: &Tunnel, b: &Tunnel) -> Option<String> {
-    for la in &a.local_ts {
-        for ra in &a.remote_ts {
-            for lb in &b.local_ts {
-                for rb in &b.remote_ts {
-                    if !(la.overlaps(lb) && ra.overlaps(rb)) {
-                        continue;
-                    }
-                    let a_in_b = lb.covers(la) && rb.covers(ra);
-                    let b_in_a = la.covers(lb) && ra.covers(rb);
-                    if a_in_b && b_in_a {
-                        return Some(format!("both select {la} ↔ {ra}"));
-                    }
-                    if !a_in_b && !b_in_a {
-                        return Some(format!("{la} ↔ {ra} partly overlaps {lb} ↔ {rb}"));
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
+/// One tunnel, `tf` its field: a name, local and remote traffic selectors
+/// that share an address family (remote ones outside red's networks), and a
+/// manually keyed SA if any. Its SPIs are added to `spis_out`/`spis_in`.
 pub(super) fn tunnel(
     v: &mut V<'_>,
     tr: &Sp<RawTunnel>,
@@ -174,6 +98,8 @@ pub(super) fn tunnel(
     })
 }
 
+/// A manually keyed SA (lab profiles only): an AEAD, SPIs from 256, keys of
+/// the AEAD's length plus salt, a different key for each direction.
 fn manual(
     v: &mut V<'_>,
     m: &Sp<RawManualSa>,
@@ -271,6 +197,61 @@ pub(super) fn spis_unique(
     }
 }
 
+/// Every manually keyed SA has its own cipher key: no key (salt aside) is
+/// used by two tunnels (within one tunnel, `manual` reports key_in equal to
+/// key_out). The later use is reported with a note at the first. Keys are
+/// compared in constant time and in place. Called only once every peer and
+/// tunnel validated, so the keys parse.
+pub(super) fn shared_keys(v: &mut V<'_>, peers: &Sp<Vec<Sp<RawPeer>>>) {
+    struct Seen<'a> {
+        key: LabKey,
+        key_len: usize,
+        span: &'a Range<usize>,
+        field: String,
+        tunnel: usize,
+    }
+    let mut seen: Vec<Seen<'_>> = Vec::new();
+    let mut tunnel = 0;
+    for (i, p) in peers.value.iter().enumerate() {
+        for (j, t) in list(&p.tunnels).iter().enumerate() {
+            tunnel += 1;
+            let Some(m) = &t.manual else { continue };
+            let Some(key_len) = m
+                .aead
+                .as_ref()
+                .and_then(|a| algo::parse_aead(&a.value).ok())
+                .map(|a| a.key_len())
+            else {
+                continue;
+            };
+            for (name, k) in [("key_out", &m.key_out), ("key_in", &m.key_in)] {
+                let Some(k) = k else { continue };
+                let Some(key) = hex_bytes(&k.value).map(LabKey::new) else {
+                    continue;
+                };
+                let field = format!("viaduct.ipsec.peers[{i}].tunnels[{j}].manual.{name}");
+                let first = seen.iter().find(|s| {
+                    s.tunnel != tunnel
+                        && s.key_len == key_len
+                        && s.key.same_cipher_key(&key, key_len)
+                });
+                if let Some(first) = first {
+                    let msg = format!("the same key as {} (the salt aside); every manually keyed SA needs its own key", first.field);
+                    let (span, note) = (first.span.clone(), format!("{} is set here", first.field));
+                    v.err_note(&k.span, field.clone(), msg, &span, note);
+                }
+                seen.push(Seen {
+                    key,
+                    key_len,
+                    span: &k.span,
+                    field,
+                    tunnel,
+                });
+            }
+        }
+    }
+}
+
 /// Ambiguous overlap between tunnels: two tunnels whose selectors overlap
 /// where neither is strictly more specific than the other. `tunnels` holds
 /// (tunnel name span, field, tunnel) of every valid tunnel of every peer.
@@ -290,4 +271,28 @@ pub(super) fn ambiguous_overlaps(v: &mut V<'_>, tunnels: &[(Range<usize>, String
             }
         }
     }
+}
+
+/// Why two tunnels' selector pairs overlap with no most-specific winner.
+fn ambiguous(a: &Tunnel, b: &Tunnel) -> Option<String> {
+    for la in &a.local_ts {
+        for ra in &a.remote_ts {
+            for lb in &b.local_ts {
+                for rb in &b.remote_ts {
+                    if !(la.overlaps(lb) && ra.overlaps(rb)) {
+                        continue;
+                    }
+                    let a_in_b = lb.covers(la) && rb.covers(ra);
+                    let b_in_a = la.covers(lb) && ra.covers(rb);
+                    if a_in_b && b_in_a {
+                        return Some(format!("both select {la} ↔ {ra}"));
+                    }
+                    if !a_in_b && !b_in_a {
+                        return Some(format!("{la} ↔ {ra} partly overlaps {lb} ↔ {rb}"));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
