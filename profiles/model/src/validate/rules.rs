@@ -1,0 +1,314 @@
+//! The Viaduct's packet rules: `[[viaduct.spd]]`, `[[viaduct.filter]]`
+//! with `filter_default`, and `[[viaduct.ids]]`; their traffic selectors
+//! (addresses, protocol, ports) and the TCP flags of filter rules.
+
+use crate::model::*;
+use crate::net::{parse_protocol, PortRange, Prefix};
+use crate::raw::*;
+
+use super::checker::{list, V};
+
+/// `[[viaduct.spd]]`: `None` when a rule has an error (reported).
+pub(super) fn spd_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<SpdRule>> {
+    let mut ok = true;
+    let mut names = Vec::new();
+    let mut spd = Vec::new();
+    for (i, r) in list(&vr.spd).iter().enumerate() {
+        let f = format!("viaduct.spd[{i}]");
+        let name = v
+            .req(&r.name, &r.span, &f, "name")
+            .and_then(|n| v.name(n, &format!("{f}.name")));
+        if let Some(n) = &r.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
+        }
+        let sel = selector(v, &f, &r.src, &r.dst, &r.protocol, &None, &r.dst_ports);
+        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
+            v.one_of(
+                a,
+                &format!("{f}.action"),
+                &[
+                    ("bypass", SpdAction::Bypass),
+                    ("discard", SpdAction::Discard),
+                ],
+            )
+        });
+        match (name, sel, action) {
+            (Some(name), Some(selector), Some(action)) => spd.push(SpdRule {
+                name,
+                selector,
+                action,
+            }),
+            _ => ok = false,
+        }
+    }
+    v.unique("SPD rule", &names);
+    ok.then_some(spd)
+}
+
+/// `[[viaduct.filter]]`: `None` when a rule has an error (reported).
+pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<FilterRule>> {
+    let mut ok = true;
+    let mut names = Vec::new();
+    let mut filter = Vec::new();
+    for (i, r) in list(&vr.filter).iter().enumerate() {
+        let f = format!("viaduct.filter[{i}]");
+        let name = v
+            .req(&r.name, &r.span, &f, "name")
+            .and_then(|n| v.name(n, &format!("{f}.name")));
+        if let Some(n) = &r.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
+        }
+        let direction = v.req(&r.direction, &r.span, &f, "direction").and_then(|d| {
+            v.one_of(
+                d,
+                &format!("{f}.direction"),
+                &[
+                    ("outbound", Direction::Outbound),
+                    ("inbound", Direction::Inbound),
+                ],
+            )
+        });
+        let sel = selector(
+            v,
+            &f,
+            &r.src,
+            &r.dst,
+            &r.protocol,
+            &r.src_ports,
+            &r.dst_ports,
+        );
+        // After a protocol that did not parse, flags are not checked
+        // against it (one mistake, one error).
+        let flags = match (&r.tcp_flags, &sel) {
+            (None, _) => Some(TcpFlags::default()),
+            (Some(l), Some(s)) => tcp_flags(v, l, s.protocol, &f),
+            (Some(_), None) => None,
+        };
+        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
+            v.one_of(
+                a,
+                &format!("{f}.action"),
+                &[
+                    ("accept", FilterAction::Accept),
+                    ("drop", FilterAction::Drop),
+                ],
+            )
+        });
+        match (name, direction, sel, flags, action) {
+            (Some(name), Some(direction), Some(selector), Some(tcp_flags), Some(action)) => filter
+                .push(FilterRule {
+                    name,
+                    direction,
+                    selector,
+                    tcp_flags,
+                    action,
+                }),
+            _ => ok = false,
+        }
+    }
+    v.unique("filter rule", &names);
+    ok.then_some(filter)
+}
+
+/// `viaduct.filter_default`: accept (when not given) or drop.
+pub(super) fn filter_default(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<FilterAction> {
+    match &vr.filter_default {
+        None => Some(FilterAction::Accept),
+        Some(d) => v.one_of(
+            d,
+            "viaduct.filter_default",
+            &[
+                ("accept", FilterAction::Accept),
+                ("drop", FilterAction::Drop),
+            ],
+        ),
+    }
+}
+
+/// `[[viaduct.ids]]`: `None` when a rule has an error (reported).
+pub(super) fn ids_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<IdsRule>> {
+    let mut ok = true;
+    let mut names = Vec::new();
+    let mut ids = Vec::new();
+    for (i, r) in list(&vr.ids).iter().enumerate() {
+        let f = format!("viaduct.ids[{i}]");
+        let name = v
+            .req(&r.name, &r.span, &f, "name")
+            .and_then(|n| v.name(n, &format!("{f}.name")));
+        if let Some(n) = &r.name {
+            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
+        }
+        let content = v.req(&r.content, &r.span, &f, "content").and_then(|c| {
+            if c.value.is_empty() || c.value.len() > 256 {
+                v.err(
+                    &c.span,
+                    format!("{f}.content"),
+                    "content must be 1 to 256 bytes",
+                );
+                None
+            } else {
+                Some(c.value.clone())
+            }
+        });
+        let sel = selector(v, &f, &None, &None, &r.protocol, &None, &r.dst_ports);
+        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
+            v.one_of(
+                a,
+                &format!("{f}.action"),
+                &[("alert", IdsAction::Alert), ("drop", IdsAction::Drop)],
+            )
+        });
+        match (name, content, sel, action) {
+            (Some(name), Some(content), Some(sel), Some(action)) => ids.push(IdsRule {
+                name,
+                content,
+                protocol: sel.protocol,
+                dst_ports: sel.dst_ports,
+                action,
+            }),
+            _ => ok = false,
+        }
+    }
+    v.unique("IDS rule", &names);
+    ok.then_some(ids)
+}
+
+/// A rule's traffic selector, `field` being the rule's: prefixes of one
+/// address family, a protocol, and ports only for TCP and UDP.
+fn selector(
+    v: &mut V<'_>,
+    field: &str,
+    src: &Option<Sp<String>>,
+    dst: &Option<Sp<String>>,
+    protocol: &Option<Sp<String>>,
+    src_ports: &Option<Sp<String>>,
+    dst_ports: &Option<Sp<String>>,
+) -> Option<Selector> {
+    let mut ok = true;
+    let mut prefix = |v: &mut V<'_>, p: &Option<Sp<String>>, key: &str| -> Option<Prefix> {
+        let p = p.as_ref()?;
+        let r = v.parse(p, &format!("{field}.{key}"), |s| s.parse::<Prefix>());
+        if r.is_none() {
+            ok = false;
+        }
+        r
+    };
+    let src_p = prefix(v, src, "src");
+    let dst_p = prefix(v, dst, "dst");
+    let mut proto_ok = true;
+    let proto = match protocol {
+        None => None,
+        Some(p) => match v.parse(p, &format!("{field}.protocol"), parse_protocol) {
+            Some(x) => x,
+            None => {
+                proto_ok = false;
+                None
+            }
+        },
+    };
+    ok &= proto_ok;
+    let mut ports = |v: &mut V<'_>, p: &Option<Sp<String>>, key: &str| -> PortRange {
+        let Some(p) = p else { return PortRange::ANY };
+        // After an unknown protocol (reported above) only the ports' own
+        // syntax is checked: whether they fit the protocol meant is unknown.
+        if !proto_ok {
+            if v.parse(p, &format!("{field}.{key}"), |s| s.parse::<PortRange>())
+                .is_none()
+            {
+                ok = false;
+            }
+            return PortRange::ANY;
+        }
+        if !matches!(proto, Some(6) | Some(17)) {
+            v.err(
+                &p.span,
+                format!("{field}.{key}"),
+                "ports need `protocol = \"tcp\"` or `\"udp\"`",
+            );
+            ok = false;
+            return PortRange::ANY;
+        }
+        v.parse(p, &format!("{field}.{key}"), |s| s.parse::<PortRange>())
+            .unwrap_or_else(|| {
+                ok = false;
+                PortRange::ANY
+            })
+    };
+    let src_ports = ports(v, src_ports, "src_ports");
+    let dst_ports = ports(v, dst_ports, "dst_ports");
+    if let (Some(s), Some(d)) = (src_p, dst_p) {
+        if s.is_ipv4() != d.is_ipv4() {
+            if let Some(d) = dst {
+                v.err(
+                    &d.span,
+                    format!("{field}.dst"),
+                    "source and destination must be the same address family",
+                );
+            }
+            ok = false;
+        }
+    }
+    ok.then_some(Selector {
+        src: src_p,
+        dst: dst_p,
+        protocol: proto,
+        src_ports,
+        dst_ports,
+    })
+}
+
+/// `tcp_flags` of a filter rule: `flag` (set) or `!flag` (clear), each
+/// named once, only on TCP rules.
+fn tcp_flags(
+    v: &mut V<'_>,
+    l: &Sp<Vec<Sp<String>>>,
+    protocol: Option<u8>,
+    f: &str,
+) -> Option<TcpFlags> {
+    let field = format!("{f}.tcp_flags");
+    if protocol != Some(6) {
+        v.err(
+            &l.span,
+            field,
+            "TCP flags need `protocol = \"tcp\"`; other packets have none",
+        );
+        return None;
+    }
+    if l.value.is_empty() {
+        v.err(
+            &l.span,
+            field,
+            "no flags: name at least one (e.g. [\"ack\"]) or leave tcp_flags out",
+        );
+        return None;
+    }
+    let mut flags = TcpFlags::default();
+    for (i, x) in l.value.iter().enumerate() {
+        let (clear, name) = match x.value.strip_prefix('!') {
+            Some(n) => (true, n),
+            None => (false, x.value.as_str()),
+        };
+        let name = name.to_ascii_lowercase();
+        let Some(&(canon, bit)) = TcpFlags::NAMES.iter().find(|(n, _)| *n == name) else {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!("unknown TCP flag `{}`: use fin, syn, rst, psh, ack, urg, ece or cwr, written `!syn` for a flag that must be clear", x.value),
+            );
+            return None;
+        };
+        if flags.mask & bit != 0 {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!("`{canon}` is named twice; name each flag once, set (`{canon}`) or clear (`!{canon}`)"),
+            );
+            return None;
+        }
+        flags.mask |= bit;
+        if !clear {
+            flags.value |= bit;
+        }
+    }
+    Some(flags)
+}
