@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod confine;
+mod control;
 pub mod crypto;
 mod drop;
 pub mod engine;
