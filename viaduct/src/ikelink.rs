@@ -49,8 +49,8 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use viaduct_channel::{IkeDatagram, ToDataPlane, ToIke, MAX_RECORD};
 
+use crate::control::Control;
 use crate::engine::{ControlPath, Prepared, PreparedOut};
-use crate::pump::Control;
 
 /// A command for the inbound pump thread.
 #[derive(Debug)]

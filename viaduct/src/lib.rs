@@ -13,7 +13,9 @@
 
 pub mod batch;
 pub mod confine;
+mod control;
 pub mod crypto;
+mod drop;
 pub mod engine;
 pub mod error;
 pub mod ikelink;
@@ -26,9 +28,8 @@ mod sys;
 pub mod tun;
 pub mod wire;
 
-pub use engine::{
-    ControlPath, DropCounters, DropReason, Engine, InboundPath, OutboundPath, SaEvent, Verdict,
-};
+pub use drop::{DropCounters, DropReason};
+pub use engine::{ControlPath, Engine, InboundPath, OutboundPath, SaEvent, Verdict};
 pub use error::EngineError;
 pub use ledger::{ClaimToken, KeyLedger, MemoryLedger};
 pub use replay::{ReplayWindow, SeqNo};

@@ -23,13 +23,13 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 
 use crate::batch::UdpBatch;
+pub use crate::control::Control;
 use crate::engine::{InboundPath, OutboundPath, Verdict};
 use crate::error::EngineError;
 use crate::ikelink::{InCmd, Mailbox, OutCmd, Post, Tap};
@@ -52,33 +52,6 @@ pub const MAX_PACKET: usize = 65_535;
 pub const OVERHEAD: usize = 40 + 8 + 8 + 3 + 2 + 16;
 /// Coalesced writes the kernel may refuse before coalescing is turned off.
 pub const GRO_EINVAL_LIMIT: u64 = 16;
-
-/// Shared control flags set by the main thread on signals.
-#[derive(Debug)]
-pub struct Control {
-    /// Stop the pump.
-    pub stop: AtomicBool,
-    /// Incremented to request a counter dump.
-    pub dump: AtomicU64,
-    start: Instant,
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        Control {
-            stop: AtomicBool::new(false),
-            dump: AtomicU64::new(0),
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Control {
-    /// Seconds since the pump started (the engine's clock).
-    pub fn now(&self) -> Timestamp {
-        Timestamp(self.start.elapsed().as_secs())
-    }
-}
 
 /// Port I/O counters of one direction.
 #[derive(Debug, Default, Clone, Copy)]

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use policy_blob::{Aead, LifetimeLimits, Lifetimes, Spi, TunnelId};
 
 use crate::crypto::SaKey;
-use crate::engine::DropReason;
+use crate::drop::DropReason;
 use crate::replay::{ReplayError, ReplayWindow, SeqNo};
 use crate::wire::esp::{self, EspPacket, HEADER_LEN, ICV_LEN, IV_LEN};
 use crate::wire::ip::OuterRepr;

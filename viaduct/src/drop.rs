@@ -1,0 +1,167 @@
+//! Why a packet was dropped ([`DropReason`]) and the per-reason counters
+//! ([`DropCounters`]).
+//!
+//! A layer below both the engine and the SAs: `sa` reports its drops in
+//! these terms and the engine counts them, so `sa` does not depend on the
+//! engine that drives it. The public paths are the re-exports
+//! `viaduct::DropReason` and `viaduct::engine::DropReason` (likewise
+//! `DropCounters`).
+
+use std::fmt;
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// No inbound SA has the packet's SPI.
+    UnknownSpi,
+    /// Sequence number already received.
+    Replay,
+    /// Sequence number older than the replay window.
+    OutsideWindow,
+    /// Packet shorter than its headers.
+    Truncated,
+    /// ESP padding bytes or length invalid.
+    BadPadding,
+    /// ICV did not verify.
+    AuthFailed,
+    /// ESP next header neither IPv4 nor IPv6 (or not matching the inner packet).
+    BadNextHeader,
+    /// Dummy packet (next header 59), dropped silently.
+    Dummy,
+    /// Inner packet outside the tunnel's traffic selectors.
+    SelectorMismatch,
+    /// Decrypted packet that the SPD would not send through the tunnel it
+    /// came from (another tunnel's, or a BYPASS or DISCARD carve-out:
+    /// RFC 4301 §5.2).
+    SpdMismatch,
+    /// SPD said DISCARD.
+    Discard,
+    /// No SPD entry matched.
+    NoPolicy,
+    /// SPD protects with a tunnel that has no SA.
+    NoSa,
+    /// A filter rule (or the default) dropped it.
+    Filter,
+    /// The SA reached a hard lifetime.
+    Expired,
+    /// Sequence number space exhausted.
+    SeqOverflow,
+    /// Not a well-formed IP datagram.
+    Malformed,
+    /// Outer fragments are not reassembled.
+    Fragment,
+    /// An inner fragment that hides or could rewrite its transport header
+    /// (tiny first fragment, later fragment overlapping the header, IPv6
+    /// later fragment of unknown protocol).
+    BadFragment,
+    /// A later fragment (no ports, no TCP flags) that reached a filter rule
+    /// or SPD entry about ports or flags matching its addresses and
+    /// protocol: its verdict depends on what only the first fragment shows.
+    UnclassifiedFragment,
+    /// Inbound cleartext not allowed by a BYPASS entry.
+    Unprotected,
+    /// The caller's output buffer is too small.
+    BufferTooSmall,
+    /// UDP to port 4500 with the non-ESP marker (IKE; not for the data plane).
+    NonEsp,
+    /// NAT-keepalive (RFC 3948 §2.3), dropped silently.
+    Keepalive,
+    /// ESP for an SA in the other encapsulation (plain vs. in UDP).
+    EncapMismatch,
+    /// The outer header says congestion (ECN CE) but the inner packet's
+    /// sender does not understand ECN (Not-ECT): dropped, the only signal
+    /// it understands (RFC 6040 §4.2).
+    CeOnNotEct,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 26] = [
+        DropReason::UnknownSpi,
+        DropReason::Replay,
+        DropReason::OutsideWindow,
+        DropReason::Truncated,
+        DropReason::BadPadding,
+        DropReason::AuthFailed,
+        DropReason::BadNextHeader,
+        DropReason::Dummy,
+        DropReason::SelectorMismatch,
+        DropReason::SpdMismatch,
+        DropReason::Discard,
+        DropReason::NoPolicy,
+        DropReason::NoSa,
+        DropReason::Filter,
+        DropReason::Expired,
+        DropReason::SeqOverflow,
+        DropReason::Malformed,
+        DropReason::Fragment,
+        DropReason::BadFragment,
+        DropReason::UnclassifiedFragment,
+        DropReason::Unprotected,
+        DropReason::BufferTooSmall,
+        DropReason::NonEsp,
+        DropReason::Keepalive,
+        DropReason::EncapMismatch,
+        DropReason::CeOnNotEct,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Stable snake-case name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::Replay => "replay",
+            DropReason::OutsideWindow => "outside_window",
+            DropReason::Truncated => "truncated",
+            DropReason::BadPadding => "bad_padding",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::BadNextHeader => "bad_next_header",
+            DropReason::Dummy => "dummy",
+            DropReason::SelectorMismatch => "selector_mismatch",
+            DropReason::SpdMismatch => "spd_mismatch",
+            DropReason::Discard => "discard",
+            DropReason::NoPolicy => "no_policy",
+            DropReason::NoSa => "no_sa",
+            DropReason::Filter => "filter",
+            DropReason::Expired => "expired",
+            DropReason::SeqOverflow => "seq_overflow",
+            DropReason::Malformed => "malformed",
+            DropReason::Fragment => "fragment",
+            DropReason::BadFragment => "bad_fragment",
+            DropReason::UnclassifiedFragment => "unclassified_fragment",
+            DropReason::Unprotected => "unprotected",
+            DropReason::BufferTooSmall => "buffer_too_small",
+            DropReason::NonEsp => "non_esp",
+            DropReason::Keepalive => "keepalive",
+            DropReason::EncapMismatch => "encap_mismatch",
+            DropReason::CeOnNotEct => "ce_on_not_ect",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-reason drop counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Count of one reason.
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0[r.index()]
+    }
+    pub(crate) fn inc(&mut self, r: DropReason) {
+        self.0[r.index()] += 1;
+    }
+    /// Sum of all drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
