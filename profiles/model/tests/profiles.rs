@@ -1016,7 +1016,7 @@ fn routes_are_checked_as_a_table() {
 }
 
 #[test]
-fn zero_lifetimes_are_refused() {
+fn zero_and_endless_lifetimes_are_refused() {
     let peer = |lifetimes: &str| {
         format!("[[viaduct.ipsec.peers]]\nname = \"b\"\naddress = \"198.51.100.2\"\nremote_id = \"b.lab\"\nauth = {{ method = \"psk\", psk = \"tpm:b\" }}\nlifetimes = {{ {lifetimes} }}\n[[viaduct.ipsec.peers.tunnels]]\nname = \"t1\"\nlocal_ts = [\"10.1.0.0/24\"]\nremote_ts = [\"10.2.0.0/24\"]\n")
     };
@@ -1032,6 +1032,13 @@ fn zero_lifetimes_are_refused() {
         ("ike = \"0h\"", "ike", "too short"),
         ("child_rekey = \"0m\"", "child_rekey", "too short"),
         ("child_rekey = \"2h\"", "child_rekey", "shorter than child"),
+        // Far too long (it once overflowed the default rekey time).
+        (
+            "child = \"3000000000000000000s\"",
+            "child",
+            "too long; at most 365d",
+        ),
+        ("ike = \"366d\"", "ike", "too long"),
         (
             "child = \"1h\", child_rekey = \"1h\"",
             "child_rekey",
@@ -1052,6 +1059,22 @@ fn zero_lifetimes_are_refused() {
     accepted(&peer(
         "child = \"1h\", child_rekey = \"50m\", child_bytes = \"1GiB\", child_packets = 1000000",
     ));
+}
+
+/// A disk or ESP size near the top of the range is refused with a located
+/// error (the check of the disk against the ESP once overflowed).
+#[test]
+fn huge_image_sizes_are_refused_not_overflowed() {
+    let e = errors_in_good(
+        "[image]\nsize = \"512MiB\"",
+        "[image]\nsize = \"512MiB\"\nesp_size = \"17592186044415MiB\"",
+    );
+    assert!(!e.is_empty(), "accepted an ESP of 16 EiB");
+    assert!(
+        e.iter().all(|d| d.field.starts_with("image.")),
+        "{}",
+        rendered(&e)
+    );
 }
 
 #[test]

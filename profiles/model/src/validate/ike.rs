@@ -76,8 +76,14 @@ pub(super) fn dpd(v: &mut V<'_>, d: Option<&Sp<RawDpd>>, f: &str) -> Option<Dpd>
     })
 }
 
-/// `lifetimes`: IKE and child SA lifetimes of at least 60 s, a rekey time
-/// shorter than the child lifetime, and no zero byte or packet limit.
+/// The longest IKE or child SA lifetime (and rekey time) a profile may give:
+/// a year, far beyond any sensible setting, and far from where the engines'
+/// time arithmetic could overflow.
+const MAX_LIFETIME: u64 = 365 * 86400;
+
+/// `lifetimes`: IKE and child SA lifetimes of at least 60 s and at most a
+/// year, a rekey time shorter than the child lifetime, and no zero byte or
+/// packet limit.
 pub(super) fn lifetimes(v: &mut V<'_>, l: Option<&Sp<RawLifetimes>>, f: &str) -> Option<Lifetimes> {
     let dur = |v: &mut V<'_>, x: &Option<Sp<String>>, key: &str, default: u64| -> Option<Seconds> {
         match x {
@@ -86,6 +92,9 @@ pub(super) fn lifetimes(v: &mut V<'_>, l: Option<&Sp<RawLifetimes>>, f: &str) ->
                 let d = Seconds::parse(t)?;
                 if d.0 < 60 {
                     return Err(format!("`{t}` is too short; at least 60s"));
+                }
+                if d.0 > MAX_LIFETIME {
+                    return Err(format!("`{t}` is too long; at most 365d"));
                 }
                 Ok(d)
             }),
@@ -108,7 +117,7 @@ pub(super) fn lifetimes(v: &mut V<'_>, l: Option<&Sp<RawLifetimes>>, f: &str) ->
         .as_ref()
         .map(|r| (r, dur(v, &Some(r.clone()), "child_rekey", 0)));
     let rekey = match (rekey, child) {
-        (None, Some(c)) => Some(Seconds(c.0 * 9 / 10)),
+        (None, Some(c)) => Some(Seconds(c.0 / 10 * 9 + c.0 % 10 * 9 / 10)),
         (Some((r, Some(d))), Some(c)) => {
             if d >= c {
                 let msg = "child_rekey must be shorter than child (it is the soft lifetime)";

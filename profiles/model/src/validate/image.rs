@@ -86,7 +86,7 @@ pub(super) fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
     }
     if let (Some(size), Some(esp), Some(s)) = (size, esp_size, &i.size) {
         // GPT needs 1 MiB at the start and 1 MiB (rounded) at the end.
-        let need = esp.0 + (2 << 20);
+        let need = esp.0.saturating_add(2 << 20);
         if size.0 < need {
             v.err(&s.span, "image.size", format!("disk size {size} cannot hold the {esp} ESP plus the partition tables; use at least `{}`", ByteSize(need)));
             ok = false;
