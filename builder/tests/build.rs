@@ -168,6 +168,139 @@ fn sgdisk_and_fsck_fat_accept_the_image() {
     }
 }
 
+/// A loop device over a file, detached when dropped.
+struct Loop {
+    dev: String,
+}
+
+impl Loop {
+    fn over(file: &Path) -> Loop {
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup (util-linux) runs");
+        assert!(
+            o.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Loop {
+            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// The block map beside the image lets Debian's bmaptool flash it onto a
+/// used device — one full of old bytes, and larger than the image — and what
+/// lands there is a disk whose GPT, ESP and files all check, although
+/// bmaptool wrote only the mapped blocks. The bmap's digest is in the
+/// manifest, and no detached signature sits beside it (bmaptool 3.6 would
+/// find one and abort).
+#[test]
+fn bmaptool_copy_onto_a_used_device_gives_a_disk_that_checks() {
+    use sha2::Digest as _;
+    let (_, a, _) = built();
+    if !tool("bmaptool") || !tool("losetup") || !tool("fsck.fat") {
+        panic!("bmaptool, losetup and fsck.fat are needed: apt-get install bmap-tools util-linux dosfstools (scripts/test installs them)");
+    }
+    let disk = a.out.join("disk.img");
+    let bmap = a.out.join("disk.img.bmap");
+    let text = std::fs::read(&bmap).expect("disk.img.bmap beside disk.img");
+    assert_eq!(
+        a.manifest.outputs["disk.img.bmap"],
+        hex::encode(sha2::Sha256::digest(&text))
+    );
+    for sig in ["disk.img.bmap.sig", "disk.img.bmap.asc", "disk.img.sig"] {
+        assert!(!a.out.join(sig).exists(), "{sig}");
+    }
+    let text = String::from_utf8(text).unwrap();
+    let size = a.manifest.disk.size;
+    assert!(text.contains(&format!("<ImageSize> {size} </ImageSize>")));
+    // A used device, 8 MiB larger than the image, full of old bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("device.img");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&backing).unwrap();
+        let junk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 131 + 7) as u8).collect();
+        for _ in 0..(size >> 20) + 8 {
+            f.write_all(&junk).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let dev = Loop::over(&backing);
+    let o = Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(&bmap)
+        .arg(&disk)
+        .arg(&dev.dev)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "bmaptool copy: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mapped: u64 = text
+        .split("<MappedBlocksCount> ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        mapped * 4096 < size / 2,
+        "{mapped} blocks mapped: the map should leave the free space out"
+    );
+    // What the device holds now: the GPT the manifest names, an ESP that
+    // fsck.fat accepts, the UKIs intact.
+    let bytes = std::fs::read(&dev.dev).unwrap();
+    let image = &bytes[..size as usize];
+    let gpt = images::gpt::read_gpt(&mut std::io::Cursor::new(image)).expect("a GPT on the device");
+    assert_eq!(gpt.disk_guid.to_string(), a.manifest.disk.guid);
+    let esp = &a.manifest.disk.partitions[0];
+    let part = &image[(esp.first_lba * 512) as usize..((esp.last_lba + 1) * 512) as usize];
+    let esp_img = dir.path().join("esp.img");
+    std::fs::write(&esp_img, part).unwrap();
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&esp_img)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.fat -n on the flashed ESP: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let vol = images::fat::FatVolume::parse(part).unwrap();
+    let uki = std::fs::read(a.out.join("uki.efi")).unwrap();
+    for p in [
+        "EFI/BOOT/BOOTX64.EFI",
+        "EFI/Linux/appliance-a.efi",
+        "EFI/Linux/appliance-b.efi",
+    ] {
+        assert!(vol.read_file(p).unwrap() == uki, "{p}");
+    }
+    // Nothing but what the builder put there: the old bytes in the unmapped
+    // (free) clusters are unreachable.
+    let files: Vec<String> = vol
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(files.len(), a.manifest.esp.files.len(), "{files:?}");
+}
+
 #[test]
 fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_prediction() {
     use testbed::vm::{Vm, VmConfig};

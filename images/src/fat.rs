@@ -415,6 +415,11 @@ pub struct FatLayout {
     pub clusters: u64,
     /// Clusters in use (directories and files).
     pub used_clusters: u64,
+    /// Bytes from the volume's start to the end of its last used cluster:
+    /// the reserved sectors, both FATs in full, every directory and file. All
+    /// of it must be on a device (zeros included); the free clusters after it
+    /// need not be.
+    pub written_len: ByteLen,
 }
 
 struct Alloc {
@@ -623,6 +628,7 @@ impl FatBuilder {
             cluster_size: ByteLen(cb),
             clusters: g.clusters,
             used_clusters: used,
+            written_len: ByteLen(g.cluster_offset(alloc.next)),
         })
     }
 
@@ -781,17 +787,22 @@ impl FatBuilder {
 
     /// The image in memory (size = [`FatParams::size`]).
     pub fn to_vec(&self) -> Result<Vec<u8>> {
+        self.to_vec_with_layout().map(|(v, _)| v)
+    }
+
+    /// The image in memory and where its parts ended up.
+    pub fn to_vec_with_layout(&self) -> Result<(Vec<u8>, FatLayout)> {
         let size = usize::try_from(self.params.size.0).map_err(|_| Error::FatTooLarge {
             size: self.params.size.0,
             maximum: usize::MAX as u64,
         })?;
         let mut v = vec![0u8; size];
-        self.emit(&mut |off, data| {
+        let layout = self.emit(&mut |off, data| {
             let s = off as usize;
             v[s..s + data.len()].copy_from_slice(data);
             Ok(())
         })?;
-        Ok(v)
+        Ok((v, layout))
     }
 }
 

@@ -126,6 +126,21 @@ impl GptDisk {
     pub fn last_lba(&self) -> Lba {
         Lba(self.size.0 / SECTOR_SIZE - 1)
     }
+
+    /// The byte ranges `(offset, length)` the writer puts the GPT in: the
+    /// protective MBR, primary header and entry array at the start, the
+    /// backup entry array and header at the end. Zeros included: on a device
+    /// all of it must be written.
+    pub fn metadata_ranges(&self) -> [(u64, u64); 2] {
+        let last = self.last_lba().0;
+        [
+            (0, (2 + ENTRY_ARRAY_SECTORS) * SECTOR_SIZE),
+            (
+                (last - ENTRY_ARRAY_SECTORS) * SECTOR_SIZE,
+                (ENTRY_ARRAY_SECTORS + 1) * SECTOR_SIZE,
+            ),
+        ]
+    }
 }
 
 /// Builds a GPT disk image.

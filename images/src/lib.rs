@@ -10,6 +10,7 @@
 //!   image hash and the PCR 11 section measurements of systemd-stub.
 //! * [`qcow2`]: raw → qcow2 conversion through `qemu-img`.
 //! * [`ab`]: the appliance's A/B layout (one ESP holding both slots' UKIs).
+//! * [`bmap`]: bmap 2.0 block maps of what a writer put on a disk, for flashing.
 //!
 //! # Invariants
 //! Nothing in this crate reads the clock or a random source. Every GUID, timestamp,
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ab;
+pub mod bmap;
 pub mod cpio;
 mod error;
 pub mod fat;

@@ -1,6 +1,9 @@
 //! Stage 7, the disk: the ESP (FAT32, A/B UKIs) and the GPT disk around it,
-//! written once, and the digests the manifest records; then the qcow2 copy
-//! where the profile (or the command line) asks for one.
+//! written once, its block map for flashing (`disk.img.bmap`: every byte
+//! meant to be on the device — both GPT copies, the ESP's reserved sectors,
+//! both FATs, directories and files — see [`images::bmap`]), and the digests
+//! the manifest records; then the qcow2 copy where the profile (or the
+//! command line) asks for one.
 //!
 //! The ESP is assembled in memory and written straight into the disk image
 //! at its partition (only clusters holding data are written: the image is
@@ -13,6 +16,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use images::ab::{ApplianceLayout, DiskIds, Slot, DEFAULT_BOOT_PATH};
+use images::bmap::BlockMap;
 use images::{ByteLen, Content, Epoch};
 use profiles::{Profile, Slots};
 use sha2::{Digest, Sha256};
@@ -56,8 +60,20 @@ pub(crate) fn write(
     let disk = write_disk(&layout, ByteLen(profile.image.size.0), &disk_path)
         .map_err(|e| esp_too_small(e, profile, uki.bytes.len() as u64, &layout))?;
     staging.write("uki.efi", &uki.bytes)?;
+    // The block map for flashing (`bmaptool copy` reads it too). Never a
+    // detached signature beside it: its digest is in the signed manifest.
+    let bmap = {
+        let mut f =
+            std::fs::File::open(&disk_path).map_err(BuildError::io("reading", &disk_path))?;
+        disk.map.to_xml(&mut f)?
+    };
+    staging.write("disk.img.bmap", bmap.as_bytes())?;
     let mut outputs = BTreeMap::new();
     outputs.insert("disk.img".to_string(), hexd(&disk.sha256));
+    outputs.insert(
+        "disk.img.bmap".to_string(),
+        hexd(&Sha256::digest(bmap.as_bytes()).into()),
+    );
     outputs.insert("uki.efi".to_string(), hexd(&uki.sha256));
     Ok(Written {
         disk,
@@ -123,6 +139,8 @@ pub(crate) struct Disk {
     pub partitions: Vec<manifest::Partition>,
     /// The ESP: digest, size and each file's digest.
     pub esp: manifest::EspInfo,
+    /// The blocks a flasher must write.
+    pub map: BlockMap,
 }
 
 /// Writes `layout` as a GPT disk of `size` bytes to `path`.
@@ -132,11 +150,21 @@ pub(crate) fn write_disk(
     path: &Path,
 ) -> Result<Disk, BuildError> {
     let fat = layout.esp()?;
-    let esp: std::sync::Arc<[u8]> = fat.to_vec()?.into();
+    let (esp, fat_layout) = fat.to_vec_with_layout()?;
+    let esp: std::sync::Arc<[u8]> = esp.into();
     let mut gpt = layout.gpt(Content::Bytes(esp.clone()))?;
     gpt.disk_size(size);
     let disk = gpt.write_file(path)?;
     drop(gpt);
+    // What must be on a device: both GPT copies, and the ESP up to its last
+    // used cluster (reserved sectors, both FATs, directories, files).
+    let mut map = BlockMap::new(disk.size);
+    for (offset, len) in disk.metadata_ranges() {
+        map.map(offset, len);
+    }
+    if let Some(p) = disk.partitions.first() {
+        map.map(p.offset().0, fat_layout.written_len.0);
+    }
 
     let (whole, parts) = std::thread::scope(|s| {
         let whole = s.spawn(|| hash_range(path, 0, disk.size.0));
@@ -188,6 +216,7 @@ pub(crate) fn write_disk(
             size: esp.len() as u64,
             files,
         },
+        map,
     })
 }
 
