@@ -900,6 +900,7 @@ fn verify_accepts_the_signed_build() {
         "uki secure boot signature",
         "predicted pcr 7 (secure boot on)",
         "uki.efi",
+        "disk.img.bmap",
         "reference-values.json",
     ] {
         assert!(
