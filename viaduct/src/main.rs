@@ -284,8 +284,10 @@ fn run() -> Result<(), EngineError> {
     let mut threads = Vec::new();
     if args.threads == 1 {
         let c = ctl.clone();
+        // Inbound first: its commands (installs, IKE messages to send) pass
+        // the outbound direction's on, which are then taken in the same turn.
         threads.push(std::thread::spawn(move || {
-            pump::run(&mut [&mut outbound, &mut inbound], &c)
+            pump::run(&mut [&mut inbound, &mut outbound], &c)
         }));
     } else {
         let c = ctl.clone();
