@@ -320,11 +320,13 @@ pub struct RawLifetimes {
     #[schemars(extend("format" = "duration"), example = "50m")]
     pub child_rekey: Option<Sp<String>>,
     /// Child SA byte limit (hard), e.g. `64GiB`; more than zero (leave it
-    /// out for no byte limit).
+    /// out for no byte limit). Rekeyed 10 % before it, and at least 1 MiB
+    /// before it while that leaves half.
     #[schemars(extend("format" = "size"), example = "64GiB")]
     pub child_bytes: Option<Sp<String>>,
     /// Child SA packet limit (hard); more than zero (leave it out for no
-    /// packet limit).
+    /// packet limit). Rekeyed 10 % before it, and at least 1024 packets
+    /// before it while that leaves half.
     pub child_packets: Option<Sp<u64>>,
 }
 
