@@ -117,6 +117,14 @@ pub enum Error {
     /// A path was not found in a FAT volume.
     #[error("{0:?} not found in the FAT volume")]
     NotFound(String),
+    /// A bmap file is malformed or inconsistent.
+    #[error("bmap line {line}: {reason}")]
+    BmapMalformed {
+        /// 1-based line of the offending element (0: the file as a whole).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A GPT disk is malformed.
     #[error("malformed GPT disk: {0}")]
     GptMalformed(String),

@@ -624,6 +624,75 @@ pub fn read_gpt<R: Read + Seek>(r: &mut R) -> Result<GptDisk> {
     })
 }
 
+/// A GPT header that checks (signature, revision, CRC) wherever it was found,
+/// with the partitions of its entry array when that checks too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundHeader {
+    /// Where it was found (1: primary; the disk's last LBA: backup).
+    pub lba: u64,
+    /// Where it says its alternate is.
+    pub alternate: u64,
+    /// Disk GUID.
+    pub disk_guid: Guid,
+    /// Its partitions (empty when the entry array is corrupt).
+    pub partitions: Vec<GptPartition>,
+}
+
+/// Every valid GPT header at the places firmware and operating systems look
+/// for one — LBA 1, and the disk's last LBA — and, when the primary one checks,
+/// also the LBA it names as its alternate. Unlike [`read_gpt`] this accepts
+/// a disk whose backup is not at its end (an image flashed onto a larger
+/// disk) or is missing: it answers "could anything take this disk for a
+/// GPT disk, and which partitions would it see". Never fails: a read error
+/// counts as no header there.
+pub fn valid_headers<R: Read + Seek>(r: &mut R) -> Vec<FoundHeader> {
+    let Ok(len) = r.seek(SeekFrom::End(0)) else {
+        return Vec::new();
+    };
+    let sectors = len / SECTOR_SIZE;
+    if sectors < 2 {
+        return Vec::new();
+    }
+    let mut out: Vec<FoundHeader> = Vec::new();
+    let mut look = |r: &mut R, lba: u64, out: &mut Vec<FoundHeader>| {
+        if lba == 0 || lba >= sectors || out.iter().any(|h| h.lba == lba) {
+            return;
+        }
+        let Ok(h) = read_at(r, lba * SECTOR_SIZE, SECTOR_SIZE as usize) else {
+            return;
+        };
+        let Ok(hd) = parse_header("GPT", &h) else {
+            return;
+        };
+        if hd.my != lba {
+            return;
+        }
+        let bytes = hd.count as u64 * hd.entry_size as u64;
+        let partitions = if hd.entries_lba >= 2
+            && hd.entries_lba.saturating_add(bytes.div_ceil(SECTOR_SIZE)) <= sectors
+        {
+            read_at(r, hd.entries_lba * SECTOR_SIZE, bytes as usize)
+                .ok()
+                .and_then(|a| parse_entries("GPT", &hd, &a).ok())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        out.push(FoundHeader {
+            lba,
+            alternate: hd.alternate,
+            disk_guid: hd.disk_guid,
+            partitions,
+        });
+    };
+    look(r, 1, &mut out);
+    look(r, sectors - 1, &mut out);
+    if let Some(alt) = out.first().filter(|h| h.lba == 1).map(|h| h.alternate) {
+        look(r, alt, &mut out);
+    }
+    out
+}
+
 /// Opens `path` and reads its GPT.
 pub fn read_gpt_file(path: &Path) -> Result<GptDisk> {
     let mut f = File::open(path).map_err(Error::io("opening", path))?;
@@ -672,6 +741,43 @@ mod tests {
             (d, std::fs::read(&p).unwrap())
         })
         .clone()
+    }
+
+    #[test]
+    fn valid_headers_finds_each_copy_where_firmware_looks() {
+        let (d, img) = image();
+        let lba = |v: &[FoundHeader]| v.iter().map(|h| h.lba).collect::<Vec<_>>();
+        let last = img.len() as u64 / 512 - 1;
+        let found = valid_headers(&mut Cursor::new(&img));
+        assert_eq!(lba(&found), [1, last]);
+        assert!(found
+            .iter()
+            .all(|h| h.disk_guid == d.disk_guid && h.partitions == d.partitions));
+        // On a larger disk: the primary, and the backup where it names it
+        // (not at the disk's end).
+        let mut big = img.clone();
+        big.resize(img.len() + (1 << 20), 0);
+        assert_eq!(lba(&valid_headers(&mut Cursor::new(&big))), [1, last]);
+        // No primary header: the backup at the end is still found...
+        let mut no_primary = img.clone();
+        no_primary[512..1024].fill(0);
+        assert_eq!(lba(&valid_headers(&mut Cursor::new(&no_primary))), [last]);
+        // ...but not in the middle of a larger disk, where nothing looks.
+        no_primary.resize(img.len() + (1 << 20), 0);
+        assert!(valid_headers(&mut Cursor::new(&no_primary)).is_empty());
+        // A header with a bad CRC does not count; a corrupt entry array
+        // leaves the header with no partitions.
+        let mut bad = img.clone();
+        bad[512 + 60] ^= 1;
+        let end = bad.len();
+        bad[end - 512 + 60] ^= 1;
+        assert!(valid_headers(&mut Cursor::new(&bad)).is_empty());
+        let mut entries = img.clone();
+        entries[1024 + 40] ^= 1;
+        let f = valid_headers(&mut Cursor::new(&entries));
+        assert_eq!(lba(&f), [1, last]);
+        assert!(f[0].partitions.is_empty());
+        assert_eq!(f[1].partitions, d.partitions);
     }
 
     #[test]
