@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod build_cmd;
+mod flash_cmd;
 mod fsutil;
 mod policy_cmd;
 mod profile_cmd;
@@ -44,6 +45,8 @@ enum Command {
     Sign(sign_cmd::SignArgs),
     /// Check an image against its signed manifest: signature, then every digest.
     Verify(sign_cmd::VerifyArgs),
+    /// Write a signed image onto a disk: checks first, mapped blocks only, the GPT last, then a read-back.
+    Flash(flash_cmd::FlashArgs),
     /// Print the PCR values a measured boot of an image produces.
     Measure(sign_cmd::MeasureArgs),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign_cmd::sign(args, cli.json),
         Command::Verify(args) => sign_cmd::verify(args, cli.json),
         Command::Measure(args) => sign_cmd::measure(args, cli.json),
+        Command::Flash(args) => flash_cmd::flash(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {

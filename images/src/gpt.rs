@@ -654,7 +654,7 @@ pub fn valid_headers<R: Read + Seek>(r: &mut R) -> Vec<FoundHeader> {
         return Vec::new();
     }
     let mut out: Vec<FoundHeader> = Vec::new();
-    let mut look = |r: &mut R, lba: u64, out: &mut Vec<FoundHeader>| {
+    let look = |r: &mut R, lba: u64, out: &mut Vec<FoundHeader>| {
         if lba == 0 || lba >= sectors || out.iter().any(|h| h.lba == lba) {
             return;
         }
