@@ -1449,3 +1449,196 @@ fn secure_boot_enroll_writes_an_ovmf_variable_store() {
     assert!(r.stderr.contains("sb.key"), "{r}");
     assert!(!out2.exists());
 }
+
+// ---------------------------------------------------------------- flash
+
+/// A loop device over a file, detached when dropped.
+struct LoopDev {
+    dev: PathBuf,
+}
+
+impl LoopDev {
+    fn over(file: &Path) -> LoopDev {
+        let r = tool_ok("losetup", &[&"-f", &"--show", &file]);
+        LoopDev {
+            dev: PathBuf::from(r.stdout.trim()),
+        }
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// A used disk of `size` bytes: sparse, with old bytes in its first and last
+/// 2 MiB and in the middle (where an old GPT and file system would be).
+fn used_disk(path: &Path, size: u64) {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let junk: Vec<u8> = (0..2u32 << 20).map(|i| (i * 131 + 7) as u8).collect();
+    use std::os::unix::fs::FileExt;
+    for at in [0, size / 2, size - junk.len() as u64] {
+        f.write_all_at(&junk, at).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+fn file_digest(path: &Path) -> String {
+    let mut h = Sha256::new();
+    std::io::copy(&mut File::open(path).unwrap(), &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// `appliance flash` onto a used loop device 8 MiB larger than the image:
+/// refused without `--yes` (a loop device is not removable) with nothing
+/// written; with it, the device holds a disk whose GPT sgdisk accepts, whose
+/// ESP fsck.fat accepts, and whose UKI mtools reads back equal to the
+/// build's — tools we did not write — and the device's stale end is cleared.
+#[test]
+fn flash_puts_the_signed_image_on_a_used_disk_that_sgdisk_and_fsck_fat_accept() {
+    let f = fixture();
+    let size = f.manifest["disk"]["size"].as_u64().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("flash-case.")
+        .tempdir_in(tmp_root())
+        .unwrap();
+    let backing = dir.path().join("device.img");
+    used_disk(&backing, size + (8 << 20));
+    let before = file_digest(&backing);
+    let dev = LoopDev::over(&backing);
+    let r = run(appliance()
+        .arg("flash")
+        .arg(&f.out)
+        .arg(&dev.dev)
+        .arg("--pubkey")
+        .arg(&f.public));
+    assert_eq!(r.code, Some(1), "{r}");
+    for want in [
+        "is not a removable disk",
+        "add --yes",
+        "nothing was written",
+    ] {
+        assert!(r.stderr.contains(want), "no {want:?}:\n{r}");
+    }
+    assert_eq!(file_digest(&backing), before, "a refused flash wrote");
+    let r = run(appliance()
+        .args(["--json", "flash"])
+        .arg(&f.out)
+        .arg(&dev.dev)
+        .arg("--pubkey")
+        .arg(&f.public)
+        .arg("--yes"));
+    assert!(r.ok(), "{r}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let fl = &v["flash"];
+    assert!(
+        fl["release"].as_str().unwrap().starts_with("gw-a 0.1.0"),
+        "{fl}"
+    );
+    assert_eq!(fl["signer"], f.fingerprint.as_str());
+    assert_eq!(fl["cleared_device_end"], true);
+    assert_eq!(fl["direct_io"], true);
+    let written = fl["written_bytes"].as_u64().unwrap();
+    assert!(written > 0 && written < size / 4, "{written} of {size}");
+    // Flashing again, in text, says what it did.
+    let r = run(appliance()
+        .arg("flash")
+        .arg(&f.out)
+        .arg(&dev.dev)
+        .arg("--pubkey")
+        .arg(&f.public)
+        .arg("--yes"));
+    assert!(r.ok(), "{r}");
+    assert!(r.stdout.contains("flashed gw-a 0.1.0"), "{r}");
+    assert!(
+        r.stdout
+            .contains("read back, all matching the signed block map"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("were cleared"), "{r}");
+    // What is on the device, checked by tools we did not write.
+    let dev_bytes = std::fs::read(&dev.dev).unwrap();
+    assert!(
+        dev_bytes[dev_bytes.len() - 33 * 512..]
+            .iter()
+            .all(|b| *b == 0),
+        "the stale backup GPT at the device's end is still there"
+    );
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, &dev_bytes[..size as usize]).unwrap();
+    let sg = tool("sgdisk", &[&"-v", &disk]);
+    assert!(sg.stdout.contains("No problems found"), "sgdisk -v:\n{sg}");
+    let (s, e) = esp_range(&f.manifest);
+    let esp = dir.path().join("esp.img");
+    std::fs::write(&esp, &dev_bytes[s as usize..e as usize]).unwrap();
+    tool_ok("fsck.fat", &[&"-n", &esp]);
+    let uki = dir.path().join("uki.efi");
+    tool_ok(
+        "mcopy",
+        &[&"-n", &"-i", &esp, &"::EFI/Linux/appliance-a.efi", &uki],
+    );
+    assert_eq!(file_digest(&uki), file_digest(&f.out.join("uki.efi")));
+}
+
+/// Before a byte is written: a manifest signed by another key, an image
+/// changed after signing (one bit of the UKI on the ESP) and a block map
+/// changed after signing are each refused, naming the file.
+#[test]
+fn flash_refuses_another_key_a_tampered_image_and_a_tampered_block_map() {
+    let f = fixture();
+    let dir = tempfile::Builder::new()
+        .prefix("flash-case.")
+        .tempdir_in(tmp_root())
+        .unwrap();
+    let backing = dir.path().join("device.img");
+    used_disk(&backing, 64 << 20);
+    let before = file_digest(&backing);
+    let dev = LoopDev::over(&backing);
+    let flash = |out: &Path, key: &Path| {
+        run(appliance()
+            .arg("flash")
+            .arg(out)
+            .arg(&dev.dev)
+            .arg("--pubkey")
+            .arg(key)
+            .arg("--yes"))
+    };
+    let pass = pass_file(dir.path(), "pass", PASSPHRASE);
+    let (_, other) = generate_key(dir.path(), "other", &pass);
+    let r = flash(&f.out, &other);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr
+            .contains("manifest.sig: the signature does not verify with key sha256:"),
+        "{r}"
+    );
+    // One bit in the UKI on the ESP.
+    let t = copy_output(Disk::Copy);
+    let (s, e) = esp_range(&f.manifest);
+    let at = find_in_file(&t.path().join("disk.img"), s, e, b"MZ").expect("a PE file on the ESP");
+    flip(&t.path().join("disk.img"), at + 4096, 0x01);
+    let r = flash(t.path(), &f.public);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("disk.img: bytes "), "{r}");
+    assert!(
+        r.stderr
+            .contains("the image was changed after it was signed; nothing was written"),
+        "{r}"
+    );
+    // The block map: one digit of a range's checksum.
+    let t = copy_output(Disk::Link);
+    let bmap = t.path().join("disk.img.bmap");
+    let text = std::fs::read_to_string(&bmap).unwrap();
+    let i = text.find("chksum=\"").unwrap() + 8;
+    let mut b = text.into_bytes();
+    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&bmap, b).unwrap();
+    let r = flash(t.path(), &f.public);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("disk.img.bmap: SHA-256 "), "{r}");
+    assert!(r.stderr.contains("differs from the signed manifest"), "{r}");
+    assert_eq!(file_digest(&backing), before, "a refused flash wrote");
+}

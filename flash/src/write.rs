@@ -79,8 +79,9 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// Flashes `release` onto `device`: checks the device ([`Target::check`]),
-/// the image ([`Release::check_image`]), then writes and verifies. `cancel`
+/// Flashes `release` onto `device`: checks the image
+/// ([`Release::check_image`]), the device ([`Target::check`]), then writes
+/// and verifies. `cancel`
 /// stops the flash between chunks (a signal handler sets it).
 ///
 /// # Errors
@@ -94,9 +95,7 @@ pub fn flash(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Report, Error> {
-    let target = Target::inspect(device, host)?;
     let size = release.bmap.image_size;
-    target.check(host, size, opts.yes)?;
     let total = release.bmap.mapped_bytes();
     release.check_image(&mut |done| {
         progress(Progress {
@@ -105,6 +104,8 @@ pub fn flash(
             total,
         })
     })?;
+    let target = Target::inspect(device, host)?;
+    target.check(host, size, opts.yes)?;
     if cancel.load(Ordering::SeqCst) {
         return Err(Error::Failed {
             device: device.to_path_buf(),

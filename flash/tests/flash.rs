@@ -360,7 +360,10 @@ fn each_unsafe_target_is_refused_before_anything_is_written() {
     let fat = f.dir.path().join("ext4.img");
     std::fs::write(&fat, vec![0u8; 16 * MIB as usize]).unwrap();
     let fdev = Loop::over(&fat, &[]);
-    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&fdev.dev).output();
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&fdev.dev)
+        .output();
     let mnt = tempfile::tempdir().unwrap();
     if mkfs.map(|o| o.status.success()).unwrap_or(false) {
         let ok = Command::new("mount")
