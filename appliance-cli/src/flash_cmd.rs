@@ -84,7 +84,10 @@ pub fn flash(args: FlashArgs, json: bool) -> anyhow::Result<Outcome> {
         &release,
         &args.device,
         &host,
-        &Options { yes: args.yes },
+        &Options {
+            yes: args.yes,
+            max_held_bytes: None,
+        },
         &mut on_progress,
         &cancel,
     );

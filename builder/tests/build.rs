@@ -309,7 +309,10 @@ fn flashed_onto_a_used_disk(a: &builder::BuildOutput, dir: &Path) -> PathBuf {
         &release,
         Path::new(&dev.dev),
         &flash::Host::system(),
-        &flash::Options { yes: true },
+        &flash::Options {
+            yes: true,
+            max_held_bytes: None,
+        },
         &mut |_| {},
         &std::sync::atomic::AtomicBool::new(false),
     )

@@ -2,8 +2,6 @@
 //! digest in the signed manifest, the image's size, and then every mapped
 //! range of the image against the bmap's digests.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use images::bmap::ParsedBmap;
@@ -50,8 +48,8 @@ impl Release {
     /// verify over `manifest.json` with `key`; the manifest must name
     /// `disk.img.bmap` with the digest the file has, and the image's size;
     /// the bmap must parse and describe an image of that size, and
-    /// `disk.img` must have it. The image's contents are checked by
-    /// [`Release::check_image`].
+    /// `disk.img` must have it. The image's contents are checked against the
+    /// map by [`crate::flash`] before anything is written.
     ///
     /// # Errors
     /// The first of these that fails, naming the file.
@@ -144,40 +142,6 @@ impl Release {
             label,
             signer: None,
         })
-    }
-
-    /// Reads every mapped range of the image and checks it against the
-    /// block map; `progress` gets the bytes checked so far.
-    ///
-    /// # Errors
-    /// [`Error::Tampered`] for the first range that differs.
-    pub fn check_image(&self, progress: &mut dyn FnMut(u64)) -> Result<(), Error> {
-        let mut f = File::open(&self.image).map_err(io(&self.image))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut done = 0u64;
-        for r in &self.bmap.ranges {
-            let (start, len) = self.bmap.byte_span(r);
-            f.seek(SeekFrom::Start(start)).map_err(io(&self.image))?;
-            let mut h = Sha256::new();
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
-                let chunk = buf.get_mut(..n).unwrap_or_default();
-                f.read_exact(chunk).map_err(io(&self.image))?;
-                h.update(&*chunk);
-                left -= n as u64;
-                done += n as u64;
-                progress(done);
-            }
-            if h.finalize().as_slice() != r.sha256 {
-                return Err(Error::Tampered {
-                    path: self.image.clone(),
-                    start,
-                    end: start + len,
-                });
-            }
-        }
-        Ok(())
     }
 }
 

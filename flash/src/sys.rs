@@ -55,6 +55,11 @@ impl AlignedBuf {
         AlignedBuf { raw, off, len }
     }
 
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// The first `n` bytes (at most the buffer's length).
     pub fn get_mut(&mut self, n: usize) -> &mut [u8] {
         let n = n.min(self.len);

@@ -26,6 +26,10 @@ const BACKUP_GPT_BYTES: u64 = 33 * 512;
 pub struct Options {
     /// Accept a non-removable disk.
     pub yes: bool,
+    /// Keep the checked image in memory up to this many mapped bytes (and
+    /// compare the read-back with it); above, read the image again while
+    /// writing and hash the read-back. `None`: 1 GiB.
+    pub max_held_bytes: Option<u64>,
 }
 
 /// The phase a [`Progress`] report belongs to.
@@ -79,9 +83,9 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// Flashes `release` onto `device`: checks the image
-/// ([`Release::check_image`]), the device ([`Target::check`]), then writes
-/// and verifies. `cancel`
+/// Flashes `release` onto `device`: checks every mapped range of the image
+/// against the block map, the device ([`Target::check`]), then writes and
+/// verifies. `cancel`
 /// stops the flash between chunks (a signal handler sets it).
 ///
 /// # Errors
@@ -97,13 +101,7 @@ pub fn flash(
 ) -> Result<Report, Error> {
     let size = release.bmap.image_size;
     let total = release.bmap.mapped_bytes();
-    release.check_image(&mut |done| {
-        progress(Progress {
-            phase: Phase::CheckingImage,
-            done,
-            total,
-        })
-    })?;
+    let held = check_image(release, opts.max_held_bytes.unwrap_or(HOLD_LIMIT), progress)?;
     let target = Target::inspect(device, host)?;
     target.check(host, size, opts.yes)?;
     if cancel.load(Ordering::SeqCst) {
@@ -122,6 +120,7 @@ pub fn flash(
         direct_io,
         buf: AlignedBuf::new(CHUNK as usize),
         late: Vec::new(),
+        held,
     };
     let result = w.run(progress, cancel);
     match result {
@@ -226,6 +225,79 @@ struct Writer<'a> {
     /// The blocks written last (offset, bytes): the image's last block, then
     /// block 0.
     late: Vec<(u64, Vec<u8>)>,
+    /// The image's mapped bytes as checked, chunk by chunk, when they fit in
+    /// memory ([`HOLD_LIMIT`]); otherwise they are read again (and hashed
+    /// again) while written.
+    held: Option<Vec<(u64, AlignedBuf)>>,
+}
+
+/// Mapped bytes kept in memory between the check and the write (above it,
+/// the image is read twice).
+const HOLD_LIMIT: u64 = 1 << 30;
+
+/// Pass 1: every mapped range of the image hashed against the block map,
+/// before the device is looked at. Returns the chunks when they fit in
+/// memory.
+fn check_image(
+    release: &Release,
+    hold_limit: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Option<Vec<(u64, AlignedBuf)>>, Error> {
+    let bmap = &release.bmap;
+    let total = bmap.mapped_bytes();
+    let io = |source| Error::Io {
+        path: release.image.clone(),
+        source,
+    };
+    let mut img = File::open(&release.image).map_err(io)?;
+    let late = late_blocks(bmap.image_size);
+    let mut held = (total <= hold_limit).then(Vec::new);
+    let mut scratch = AlignedBuf::new(CHUNK as usize);
+    let mut done = 0;
+    for r in &bmap.ranges {
+        let (start, len) = bmap.byte_span(r);
+        let mut h = Sha256::new();
+        for (off, n) in chunks(start, len, &late) {
+            let mut own;
+            let b = match held {
+                Some(_) => {
+                    own = AlignedBuf::new(n as usize);
+                    own.get_mut(n as usize)
+                }
+                None => {
+                    own = AlignedBuf::new(0);
+                    scratch.get_mut(n as usize)
+                }
+            };
+            img.seek(SeekFrom::Start(off))
+                .and_then(|_| img.read_exact(b))
+                .map_err(io)?;
+            h.update(&*b);
+            if let Some(v) = held.as_mut() {
+                v.push((off, own));
+            }
+            done += n;
+            progress(Progress {
+                phase: Phase::CheckingImage,
+                done,
+                total,
+            });
+        }
+        if h.finalize().as_slice() != r.sha256 {
+            return Err(Error::Tampered {
+                path: release.image.clone(),
+                start,
+                end: start + len,
+            });
+        }
+    }
+    Ok(held)
+}
+
+/// The blocks written last: the image's last block (its backup GPT header),
+/// then block 0 (protective MBR, primary header).
+fn late_blocks(size: u64) -> [u64; 2] {
+    [(size - 1) / BLOCK_SIZE, 0]
 }
 
 impl Writer<'_> {
@@ -260,8 +332,8 @@ impl Writer<'_> {
     ) -> Result<bool, String> {
         let bmap = &self.release.bmap;
         let size = bmap.image_size;
-        let last_block = (size - 1) / BLOCK_SIZE;
-        let late_blocks = [last_block, 0];
+        let late_blocks = late_blocks(size);
+        let last_block = late_blocks[0];
         let total = bmap.mapped_bytes();
         let stop = |what: &str| -> Result<(), String> {
             if cancel.load(Ordering::SeqCst) {
@@ -284,39 +356,60 @@ impl Writer<'_> {
         }
         self.sync()?;
         // 2. The mapped ranges, without the late blocks (kept in memory).
-        let mut img = File::open(&self.release.image)
-            .map_err(|e| format!("opening {}: {e}", self.release.image.display()))?;
         let mut done = 0u64;
-        for r in &bmap.ranges {
-            let (start, len) = bmap.byte_span(r);
-            let mut h = Sha256::new();
-            for (off, n) in chunks(start, len, &late_blocks) {
+        if let Some(held) = self.held.as_mut() {
+            for (off, chunk) in held.iter_mut() {
                 stop("writing")?;
-                let b = self.buf.get_mut(n as usize);
-                img.seek(SeekFrom::Start(off))
-                    .and_then(|_| img.read_exact(b))
-                    .map_err(|e| format!("reading {}: {e}", self.release.image.display()))?;
-                h.update(&*b);
-                if late_blocks.contains(&(off / BLOCK_SIZE)) {
-                    self.late.push((off, b.to_vec()));
+                let n = chunk.len();
+                let b = chunk.get_mut(n);
+                if late_blocks.contains(&(*off / BLOCK_SIZE)) {
+                    self.late.push((*off, b.to_vec()));
                 } else {
                     self.file
-                        .write_all_at(b, off)
-                        .map_err(|e| Self::err("writing", off, off + n, e))?;
+                        .write_all_at(b, *off)
+                        .map_err(|e| Self::err("writing", *off, *off + n as u64, e))?;
                 }
-                done += n;
+                done += n as u64;
                 progress(Progress {
                     phase: Phase::Writing,
                     done,
                     total,
                 });
             }
-            if h.finalize().as_slice() != r.sha256 {
-                return Err(format!(
-                    "{}: bytes {start}..{} changed while being written",
-                    self.release.image.display(),
-                    start + len
-                ));
+        } else {
+            let mut img = File::open(&self.release.image)
+                .map_err(|e| format!("opening {}: {e}", self.release.image.display()))?;
+            for r in &bmap.ranges {
+                let (start, len) = bmap.byte_span(r);
+                let mut h = Sha256::new();
+                for (off, n) in chunks(start, len, &late_blocks) {
+                    stop("writing")?;
+                    let b = self.buf.get_mut(n as usize);
+                    img.seek(SeekFrom::Start(off))
+                        .and_then(|_| img.read_exact(b))
+                        .map_err(|e| format!("reading {}: {e}", self.release.image.display()))?;
+                    h.update(&*b);
+                    if late_blocks.contains(&(off / BLOCK_SIZE)) {
+                        self.late.push((off, b.to_vec()));
+                    } else {
+                        self.file
+                            .write_all_at(b, off)
+                            .map_err(|e| Self::err("writing", off, off + n, e))?;
+                    }
+                    done += n;
+                    progress(Progress {
+                        phase: Phase::Writing,
+                        done,
+                        total,
+                    });
+                }
+                if h.finalize().as_slice() != r.sha256 {
+                    return Err(format!(
+                        "{}: bytes {start}..{} changed while being written",
+                        self.release.image.display(),
+                        start + len
+                    ));
+                }
             }
         }
         self.sync()?;
@@ -329,10 +422,25 @@ impl Writer<'_> {
         for r in &bmap.ranges {
             let (start, len) = bmap.byte_span(r);
             let mut h = Sha256::new();
+            let mut matched_in_memory = false;
             for (off, n) in chunks(start, len, &late_blocks) {
                 stop("verifying")?;
                 if let Some((_, bytes)) = self.late.iter().find(|(o, _)| *o == off) {
                     h.update(bytes);
+                } else if let Some(want) = held_chunk(&mut self.held, off, n) {
+                    // The checked bytes are in memory: compare, no hash needed
+                    // (they hash to the signed digest, so equal bytes do).
+                    let b = self.buf.get_mut(n as usize);
+                    self.file
+                        .read_exact_at(b, off)
+                        .map_err(|e| Self::err("reading back", off, off + n, e))?;
+                    if b != want {
+                        return Err(format!(
+                            "read-back of bytes {off}..{} differs from the signed image (the device does not keep what is written to it)",
+                            off + n
+                        ));
+                    }
+                    matched_in_memory = true;
                 } else {
                     let b = self.buf.get_mut(n as usize);
                     self.file
@@ -347,7 +455,7 @@ impl Writer<'_> {
                     total,
                 });
             }
-            if h.finalize().as_slice() != r.sha256 {
+            if !matched_in_memory && h.finalize().as_slice() != r.sha256 {
                 return Err(format!(
                     "read-back of bytes {start}..{} differs from the signed block map (the device does not keep what is written to it)",
                     start + len
@@ -393,6 +501,14 @@ impl Writer<'_> {
         }
         Ok(cleared)
     }
+}
+
+/// The held chunk at `off` of `n` bytes, if the image is held in memory.
+fn held_chunk(held: &mut Option<Vec<(u64, AlignedBuf)>>, off: u64, n: u64) -> Option<&[u8]> {
+    let v = held.as_mut()?;
+    let i = v.binary_search_by_key(&off, |(o, _)| *o).ok()?;
+    let (_, b) = v.get_mut(i)?;
+    (b.len() as u64 == n).then(|| &*b.get_mut(n as usize))
 }
 
 /// Byte span of block `b` of an image of `size` bytes.

@@ -146,7 +146,10 @@ fn run(f: &Fixture, dev: &Path, h: &Host, yes: bool) -> Result<flash::Report, Er
         &f.release(),
         dev,
         h,
-        &Options { yes },
+        &Options {
+            yes,
+            max_held_bytes: None,
+        },
         &mut |_| {},
         &AtomicBool::new(false),
     )
@@ -171,6 +174,13 @@ fn sha(b: &[u8]) -> Vec<u8> {
 /// the device at any moment a progress report is made.
 #[test]
 fn a_flash_writes_the_mapped_ranges_and_the_gpt_last() {
+    // The image held in memory between check and write, and read twice.
+    for held in [None, Some(0)] {
+        flash_writes_the_mapped_ranges_and_the_gpt_last(held);
+    }
+}
+
+fn flash_writes_the_mapped_ranges_and_the_gpt_last(held: Option<u64>) {
     need_root_and_losetup();
     let f = fixture();
     let size = 24 * MIB;
@@ -182,7 +192,10 @@ fn a_flash_writes_the_mapped_ranges_and_the_gpt_last() {
         &f.release(),
         &dev.dev,
         &no_efivars(),
-        &Options { yes: true },
+        &Options {
+            yes: true,
+            max_held_bytes: held,
+        },
         &mut |p| {
             if matches!(p.phase, Phase::Writing | Phase::Verifying) {
                 let mut b = std::fs::File::open(&backing).unwrap();
@@ -437,6 +450,12 @@ fn a_tampered_image_is_refused_before_the_device_is_touched() {
 /// second flash then succeeds.
 #[test]
 fn an_interrupted_flash_leaves_no_valid_gpt_and_says_so() {
+    for held in [None, Some(0)] {
+        interrupted_flash_leaves_no_valid_gpt_and_says_so(held);
+    }
+}
+
+fn interrupted_flash_leaves_no_valid_gpt_and_says_so(held: Option<u64>) {
     need_root_and_losetup();
     let f = fixture();
     let backing = f.used_device("dev.img", 20 * MIB);
@@ -453,7 +472,10 @@ fn an_interrupted_flash_leaves_no_valid_gpt_and_says_so() {
             &f.release(),
             &dev.dev,
             &no_efivars(),
-            &Options { yes: true },
+            &Options {
+                yes: true,
+                max_held_bytes: held,
+            },
             &mut |p| {
                 if p.phase == phase && p.done > at {
                     cancel.store(true, Ordering::SeqCst);
