@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod build_cmd;
+mod diff_cmd;
 mod fsutil;
 mod policy_cmd;
 mod profile_cmd;
@@ -46,6 +47,8 @@ enum Command {
     Verify(sign_cmd::VerifyArgs),
     /// Print the PCR values a measured boot of an image produces.
     Measure(sign_cmd::MeasureArgs),
+    /// What an update from one build to another changes (read before rolling it out).
+    Diff(diff_cmd::DiffArgs),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
     #[command(subcommand, name = "secure-boot")]
     SecureBoot(secure_boot::SecureBootCmd),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => sign_cmd::sign(args, cli.json),
         Command::Verify(args) => sign_cmd::verify(args, cli.json),
         Command::Measure(args) => sign_cmd::measure(args, cli.json),
+        Command::Diff(args) => diff_cmd::diff(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {
