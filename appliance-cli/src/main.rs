@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod build_cmd;
+mod diff_cmd;
 mod flash_cmd;
 mod fsutil;
 mod policy_cmd;
@@ -49,6 +50,8 @@ enum Command {
     Flash(flash_cmd::FlashArgs),
     /// Print the PCR values a measured boot of an image produces.
     Measure(sign_cmd::MeasureArgs),
+    /// What an update from one build to another changes (read before rolling it out).
+    Diff(diff_cmd::DiffArgs),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
     #[command(subcommand, name = "secure-boot")]
     SecureBoot(secure_boot::SecureBootCmd),
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => sign_cmd::verify(args, cli.json),
         Command::Measure(args) => sign_cmd::measure(args, cli.json),
         Command::Flash(args) => flash_cmd::flash(args, cli.json),
+        Command::Diff(args) => diff_cmd::diff(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {

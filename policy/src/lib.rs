@@ -510,7 +510,8 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
     })
 }
 
-fn dpd_action_text(a: blob::DpdAction) -> &'static str {
+/// A dead-peer-detection action as the profile writes it.
+pub fn dpd_action_text(a: blob::DpdAction) -> &'static str {
     match a {
         blob::DpdAction::Restart => "restart",
         blob::DpdAction::Clear => "clear",
@@ -519,14 +520,15 @@ fn dpd_action_text(a: blob::DpdAction) -> &'static str {
 
 /// A credential as `policy show` prints it: a device reference by name, a
 /// lab key by length only.
-fn credential_text(c: &blob::Credential) -> String {
+pub fn credential_text(c: &blob::Credential) -> String {
     match c {
         blob::Credential::Device(name) => format!("tpm:{name}"),
         blob::Credential::Lab(k) => format!("lab key ({} bytes, in the image)", k.expose().len()),
     }
 }
 
-fn auth_text(a: &blob::IkeAuth) -> String {
+/// A peer's authentication as `policy show` prints it (a lab key by length only).
+pub fn auth_text(a: &blob::IkeAuth) -> String {
     match a {
         blob::IkeAuth::Psk(c) => format!("psk {}", credential_text(c)),
         blob::IkeAuth::Ed25519 { peer_public_key } => format!(
@@ -546,7 +548,8 @@ fn group_text(g: blob::KeGroup) -> &'static str {
     }
 }
 
-fn ike_proposal_text(x: &blob::IkeProposal) -> String {
+/// An IKE proposal as the profile writes it: `aes256gcm16-prfsha256-x25519`.
+pub fn ike_proposal_text(x: &blob::IkeProposal) -> String {
     let prf = match x.prf {
         blob::IkePrf::Sha256 => "prfsha256",
         blob::IkePrf::Sha384 => "prfsha384",
@@ -555,7 +558,8 @@ fn ike_proposal_text(x: &blob::IkeProposal) -> String {
     format!("{}-{prf}-{}", x.aead, group_text(x.group))
 }
 
-fn esp_proposal_text(e: &blob::EspProposal, pfs: Option<blob::KeGroup>) -> String {
+/// An ESP proposal as the profile writes it, with the PFS group: `aes256gcm16-x25519-esn`.
+pub fn esp_proposal_text(e: &blob::EspProposal, pfs: Option<blob::KeGroup>) -> String {
     let mut s = e.aead.to_string();
     if let Some(g) = pfs {
         s.push('-');
@@ -566,7 +570,7 @@ fn esp_proposal_text(e: &blob::EspProposal, pfs: Option<blob::KeGroup>) -> Strin
 }
 
 /// A TCP flags match as the profile writes it: `ack,!syn` (empty: any).
-fn tcp_flags_text(f: blob::TcpFlags) -> String {
+pub fn tcp_flags_text(f: blob::TcpFlags) -> String {
     m::TcpFlags::NAMES
         .iter()
         .filter(|(_, bit)| f.mask & bit != 0)
