@@ -10,6 +10,9 @@ use signing::verify::{MANIFEST, SIGNATURE};
 use zeroize::Zeroizing;
 
 use crate::fsutil::{write_atomic, write_atomic_mode};
+
+/// The boot loader's copy in an output directory.
+const BOOT_LOADER_OUTPUT: &str = "bootx64.efi";
 use crate::Outcome;
 
 /// The environment variable read for the passphrase when no other source is given.
@@ -266,6 +269,10 @@ pub struct MeasureArgs {
     /// Also replay this TCG event log (binary_bios_measurements) and compare.
     #[arg(long, value_name = "FILE")]
     eventlog: Option<PathBuf>,
+    /// The boot loader that starts the UKI (default: `bootx64.efi` of the
+    /// output directory; none for a UKI file the firmware starts directly).
+    #[arg(long, value_name = "FILE")]
+    boot_loader: Option<PathBuf>,
 }
 
 pub fn measure(args: MeasureArgs, json: bool) -> anyhow::Result<Outcome> {
@@ -276,8 +283,16 @@ pub fn measure(args: MeasureArgs, json: bool) -> anyhow::Result<Outcome> {
     };
     let uki =
         std::fs::read(&uki_path).with_context(|| format!("reading {}", uki_path.display()))?;
+    let loader_path = args.boot_loader.clone().or_else(|| {
+        let p = args.target.join(BOOT_LOADER_OUTPUT);
+        (args.target.is_dir() && p.exists()).then_some(p)
+    });
+    let loader = match &loader_path {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
     let vars = signing::secure_boot::inspect(&uki).ok().map(|(_, v)| v);
-    let p = signing::measure::predict(&uki, vars.as_ref())
+    let p = signing::measure::predict(&uki, loader.as_deref(), vars.as_ref())
         .with_context(|| uki_path.display().to_string())?;
     let mut outcome = Outcome::Ok;
     let mut replay = None;
@@ -297,7 +312,12 @@ pub fn measure(args: MeasureArgs, json: bool) -> anyhow::Result<Outcome> {
             && p.pcr7_secure_boot_on
                 .as_ref()
                 .is_some_and(|x| x.sha256 == get(7));
-        let ok = (off || on) && get(11) == p.pcr11.sha256;
+        let off12 = get(12) == p.pcr12.sha256;
+        let on12 = p
+            .pcr12_secure_boot_on
+            .as_ref()
+            .is_some_and(|x| x.sha256 == get(12));
+        let ok = ((off && off12) || (on && on12)) && get(11) == p.pcr11.sha256;
         if !ok {
             outcome = Outcome::Failed;
         }
@@ -329,6 +349,10 @@ pub fn measure(args: MeasureArgs, json: bool) -> anyhow::Result<Outcome> {
             show(on);
         }
         show(&p.pcr11);
+        show(&p.pcr12);
+        if let Some(on) = &p.pcr12_secure_boot_on {
+            show(on);
+        }
         if let Some((a, b, c, ok)) = replay {
             println!(
                 "event log replay: pcr 4 {a}, pcr 7 {b}, pcr 11 {c}: {}",

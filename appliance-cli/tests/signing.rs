@@ -1578,7 +1578,7 @@ fn flash_puts_the_signed_image_on_a_used_disk_that_sgdisk_and_fsck_fat_accept() 
     let uki = dir.path().join("uki.efi");
     tool_ok(
         "mcopy",
-        &[&"-n", &"-i", &esp, &"::EFI/Linux/appliance-a.efi", &uki],
+        &[&"-n", &"-i", &esp, &"::EFI/Linux/gw-a_0.1.0.efi", &uki],
     );
     assert_eq!(file_digest(&uki), file_digest(&f.out.join("uki.efi")));
 }

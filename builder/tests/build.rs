@@ -144,8 +144,9 @@ fn sgdisk_and_fsck_fat_accept_the_image() {
 }
 
 /// The ESP of `image` (a disk holding `a`'s build): `fsck.fat -n` accepts
-/// it, and it holds the active UKI and both slots, all identical to
-/// uki.efi. Returns its files' paths.
+/// it, and it holds systemd-boot as the firmware's default boot path, its
+/// locked-down loader.conf, and the UKI under its versioned name, identical
+/// to bootx64.efi and uki.efi. Returns its files' paths.
 fn check_esp(a: &builder::BuildOutput, image: &[u8]) -> Vec<String> {
     let esp = &a.manifest.disk.partitions[0];
     let part = &image[(esp.first_lba * 512) as usize..((esp.last_lba + 1) * 512) as usize];
@@ -165,12 +166,37 @@ fn check_esp(a: &builder::BuildOutput, image: &[u8]) -> Vec<String> {
     );
     let vol = images::fat::FatVolume::parse(part).unwrap();
     let uki = std::fs::read(a.out.join("uki.efi")).unwrap();
-    for p in [
-        "EFI/BOOT/BOOTX64.EFI",
-        "EFI/Linux/appliance-a.efi",
-        "EFI/Linux/appliance-b.efi",
+    let loader = std::fs::read(a.out.join("bootx64.efi")).unwrap();
+    let m = &a.manifest;
+    let bl = m
+        .boot_loader
+        .as_ref()
+        .expect("a boot loader in the manifest");
+    assert_eq!(bl.path, "EFI/BOOT/BOOTX64.EFI");
+    assert_eq!(
+        bl.uki_path,
+        format!("EFI/Linux/{}_{}.efi", m.profile.name, m.profile.version)
+    );
+    assert!(
+        bl.package.starts_with("systemd-boot-efi "),
+        "{}",
+        bl.package
+    );
+    assert!(vol.read_file(&bl.uki_path).unwrap() == uki, "the UKI");
+    assert!(vol.read_file(&bl.path).unwrap() == loader, "systemd-boot");
+    // systemd-boot itself, from the lock: its PE names it.
+    assert!(loader.windows(11).any(|w| w == b"systemd-boo"));
+    let conf = String::from_utf8(vol.read_file("loader/loader.conf").unwrap()).unwrap();
+    for line in [
+        "timeout 0",
+        "editor no",
+        "auto-entries no",
+        "auto-firmware no",
     ] {
-        assert!(vol.read_file(p).unwrap() == uki, "{p}");
+        assert!(
+            conf.lines().any(|l| l == line),
+            "loader.conf: no {line:?}:\n{conf}"
+        );
     }
     vol.list()
         .unwrap()
@@ -374,7 +400,12 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
     let pcrs = vm.pcrs();
     let p = &a.manifest.pcrs;
     eprintln!("pcr  predicted (manifest)                                            booted (TPM)");
-    for (n, want) in [(4, &p.pcr4), (7, &p.pcr7_secure_boot_off), (11, &p.pcr11)] {
+    for (n, want) in [
+        (4, &p.pcr4),
+        (7, &p.pcr7_secure_boot_off),
+        (11, &p.pcr11),
+        (12, &p.pcr12),
+    ] {
         eprintln!(
             "{n:<4} {want} {}",
             pcrs.get(&n).map(String::as_str).unwrap_or("-")
@@ -393,7 +424,7 @@ fn image_boots_to_ready_in_qemu_with_ovmf_and_swtpm_and_pcrs_equal_the_predictio
         .unwrap()
         .replay_sha256()
         .unwrap();
-    for n in [4, 7, 11] {
+    for n in [4, 7, 11, 12] {
         assert_eq!(
             Some(&hex::encode(replay[&n])),
             pcrs.get(&n),
@@ -1076,8 +1107,40 @@ fn secure_boot_signed_uki_passes_sbverify_and_predicts_both_states() {
         m.uki.authenticode_sha256,
         unsigned.manifest.uki.authenticode_sha256
     );
-    assert_eq!(m.pcrs.pcr4, unsigned.manifest.pcrs.pcr4);
     assert_eq!(m.pcrs.pcr11, unsigned.manifest.pcrs.pcr11);
+    assert_eq!(m.pcrs.pcr12, unsigned.manifest.pcrs.pcr12);
+    // PCR 4 also holds systemd-boot's digest, and signing pads it to the
+    // 8-byte boundary the certificate table needs: that digest changes,
+    // the UKI's does not.
+    let events = |m: &builder::manifest::Manifest| {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(if std::ptr::eq(m, &unsigned.manifest) {
+                unsigned.out.join("reference-values.json")
+            } else {
+                f.out.out.join("reference-values.json")
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        v["prediction"]["pcr4"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["sha256"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (signed4, unsigned4) = (events(m), events(&unsigned.manifest));
+    assert_eq!(
+        signed4.len(),
+        5,
+        "action, separator, systemd-boot, UKI, kernel"
+    );
+    assert_eq!(signed4[3], m.uki.authenticode_sha256);
+    assert_eq!(signed4[3], unsigned4[3]);
+    assert_eq!(
+        signed4[2],
+        m.boot_loader.as_ref().unwrap().authenticode_sha256
+    );
 }
 
 #[test]
@@ -1106,6 +1169,7 @@ fn signed_image_boots_with_secure_boot_enforced_and_pcrs_equal_the_prediction() 
         (4, p.pcr4_secure_boot_on.as_ref().unwrap()),
         (7, p.pcr7_secure_boot_on.as_ref().unwrap()),
         (11, &p.pcr11),
+        (12, p.pcr12_secure_boot_on.as_ref().unwrap()),
     ] {
         eprintln!(
             "pcr {n:<2} predicted {want} booted {}",
@@ -1172,8 +1236,12 @@ fn tampered_copy(disk: &Path, m: &builder::manifest::Manifest, dir: &Path) -> Pa
     }
     assert_eq!(
         n,
-        m.esp.files.len(),
-        "one command line per UKI copy on the ESP"
+        m.esp
+            .files
+            .keys()
+            .filter(|p| p.starts_with("EFI/Linux/"))
+            .count(),
+        "one command line per UKI on the ESP"
     );
     f.seek(SeekFrom::Start(start)).unwrap();
     f.write_all(&bytes).unwrap();

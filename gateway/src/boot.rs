@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// The PCRs printed at boot: UKI (4), Secure Boot state (7), UKI sections incl. cmdline (11).
-pub const BOOT_PCRS: [u8; 3] = [4, 7, 11];
+pub const BOOT_PCRS: [u8; 4] = [4, 7, 11, 12];
 
 /// Where things are. [`Env::device`] gives the real paths.
 #[derive(Clone, Debug)]

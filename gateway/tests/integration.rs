@@ -93,6 +93,7 @@ impl Tree {
                 .collect(),
             viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
             ike: None,
+            boot_assessment: None,
         };
         std::fs::create_dir_all(dir.path().join("etc/appliance")).unwrap();
         std::fs::create_dir_all(dir.path().join("lib/modules")).unwrap();

@@ -567,6 +567,7 @@ fn make_root_with(
         compartments,
         viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
         ike: None,
+        boot_assessment: None,
     };
     tweak(&mut plan);
     for c in &plan.compartments {

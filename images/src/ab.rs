@@ -1,14 +1,23 @@
-//! The appliance's A/B disk layout (see `images/README.md` for the rationale).
+//! The appliance's disk layout (see `images/README.md` for the rationale).
 //!
 //! ```text
 //! GPT disk
 //! ├── 1: "ESP" (EFI System Partition, FAT32)
-//! │   ├── EFI/BOOT/BOOTX64.EFI          copy of the active slot's UKI (firmware default path)
-//! │   ├── EFI/Linux/appliance-a.efi     slot A UKI
-//! │   └── EFI/Linux/appliance-b.efi     slot B UKI (absent until the first update)
+//! │   ├── EFI/BOOT/BOOTX64.EFI          systemd-boot (the firmware's default path)
+//! │   ├── loader/loader.conf            locked down: no menu wait, no editor, no other entries
+//! │   └── EFI/Linux/NAME_VERSION.efi    the UKI; an update adds NAME_VERSION+TRIES.efi
 //! └── 2: "appliance-state" (optional; Linux /var type, left zero: the gateway
 //!        formats it on first boot and keeps its TPM-sealed identity there)
 //! ```
+//!
+//! systemd-boot boots the newest UKI with tries left: its entries sort by
+//! `IMAGE_ID`, then `IMAGE_VERSION` (newest first), and an entry whose
+//! boot-counter suffix says no tries are left (`+0-N`) sorts last. A freshly
+//! written image's UKI carries no counter (it is the only one: known good);
+//! an update writes the next version as `NAME_VERSION+TRIES.efi`, which
+//! systemd-boot renames on every attempt (`+2-1`, `+1-2`, …) and the gateway
+//! renames to `NAME_VERSION.efi` once the boot is good (the two update slots
+//! are the two UKIs an ESP keeps).
 //!
 //! All identifiers derive from one digest (e.g. of the manifest inputs) through
 //! [`DiskIds::derive`]. Nothing here panics.
@@ -21,31 +30,32 @@ use crate::{guid_from_digest, ByteLen, Content, Epoch, Guid, Result};
 
 /// Path the firmware boots without any boot entry (removable-media path, x86-64).
 pub const DEFAULT_BOOT_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// systemd-boot's configuration.
+pub const LOADER_CONF_PATH: &str = "loader/loader.conf";
+/// Where systemd-boot finds UKIs (type #2 entries).
+pub const LINUX_DIR: &str = "EFI/Linux";
 
-/// An update slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Slot {
-    /// Slot A.
-    A,
-    /// Slot B.
-    B,
-}
+/// systemd-boot's configuration for an appliance: boot the default entry at
+/// once (a key pressed within 100 ms still opens the menu: the console is an
+/// adversary, see the threat model), never edit a command line, offer no
+/// firmware, shell or foreign entries, never enroll Secure Boot keys, never
+/// write a random seed to the ESP.
+pub const LOADER_CONF: &str = "\
+timeout 0
+editor no
+auto-entries no
+auto-firmware no
+secure-boot-enroll off
+random-seed-mode off
+console-mode keep
+";
 
-impl Slot {
-    /// Where this slot's UKI lives on the ESP.
-    pub fn uki_path(self) -> &'static str {
-        match self {
-            Slot::A => "EFI/Linux/appliance-a.efi",
-            Slot::B => "EFI/Linux/appliance-b.efi",
-        }
-    }
-
-    /// The other slot.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
+/// The ESP file name of an appliance's UKI: `NAME_VERSION.efi`, or with a
+/// boot counter `NAME_VERSION+TRIES.efi` (an update on trial).
+pub fn uki_file_name(name: &str, version: &str, tries: Option<u32>) -> String {
+    match tries {
+        Some(t) => format!("{name}_{version}+{t}.efi"),
+        None => format!("{name}_{version}.efi"),
     }
 }
 
@@ -87,23 +97,17 @@ pub struct ApplianceLayout {
     pub state_size: Option<ByteLen>,
     /// Timestamp of the ESP's files (SOURCE_DATE_EPOCH).
     pub timestamp: Epoch,
-    /// Slot booted by default (copied to [`DEFAULT_BOOT_PATH`]).
-    pub active: Slot,
-    /// UKI of slot A.
-    pub uki_a: Option<Content>,
-    /// UKI of slot B.
-    pub uki_b: Option<Content>,
+    /// The boot loader (systemd-boot), at [`DEFAULT_BOOT_PATH`].
+    pub boot_loader: Content,
+    /// The UKIs: file name in [`LINUX_DIR`] and contents.
+    pub ukis: Vec<(String, Content)>,
+    /// Free space the ESP must keep for an update's UKI.
+    pub reserve: ByteLen,
 }
 
 impl ApplianceLayout {
-    fn uki(&self, s: Slot) -> Option<&Content> {
-        match s {
-            Slot::A => self.uki_a.as_ref(),
-            Slot::B => self.uki_b.as_ref(),
-        }
-    }
-
-    /// The ESP file system. Fails if the active slot has no UKI.
+    /// The ESP file system. Fails if there is no UKI, or the files and the
+    /// reserve do not fit.
     pub fn esp(&self) -> Result<FatBuilder> {
         let mut fat = FatBuilder::new(FatParams {
             size: self.esp_size,
@@ -112,18 +116,17 @@ impl ApplianceLayout {
             timestamp: self.timestamp,
             hidden_sectors: (crate::gpt::ALIGNMENT.0 / crate::SECTOR_SIZE) as u32,
         })?;
-        let active = self.uki(self.active).ok_or_else(|| {
-            crate::Error::GptLayout(format!(
-                "the active slot {:?} has no UKI; give one or make the other slot active",
-                self.active
-            ))
-        })?;
-        fat.add_file(DEFAULT_BOOT_PATH, active.clone())?;
-        for s in [Slot::A, Slot::B] {
-            if let Some(u) = self.uki(s) {
-                fat.add_file(s.uki_path(), u.clone())?;
-            }
+        if self.ukis.is_empty() {
+            return Err(crate::Error::GptLayout(
+                "an appliance ESP needs at least one UKI".into(),
+            ));
         }
+        fat.add_file(DEFAULT_BOOT_PATH, self.boot_loader.clone())?;
+        fat.add_file(LOADER_CONF_PATH, LOADER_CONF.as_bytes().to_vec())?;
+        for (name, uki) in &self.ukis {
+            fat.add_file(&format!("{LINUX_DIR}/{name}"), uki.clone())?;
+        }
+        fat.check_room(self.reserve)?;
         Ok(fat)
     }
 
@@ -166,21 +169,25 @@ mod tests {
     use crate::fat::FatVolume;
     use crate::gpt::read_gpt_file;
 
-    #[test]
-    fn appliance_disk_roundtrip() {
-        let dir = tempfile::tempdir().unwrap();
-        let ids = DiskIds::derive(&[3u8; 32]);
-        assert_eq!(ids, DiskIds::derive(&[3u8; 32]));
-        assert_ne!(ids.disk, ids.esp);
-        let layout = ApplianceLayout {
-            ids,
+    fn layout() -> ApplianceLayout {
+        ApplianceLayout {
+            ids: DiskIds::derive(&[3u8; 32]),
             esp_size: ByteLen::mib(40),
             state_size: Some(ByteLen::mib(4)),
             timestamp: Epoch(1_700_000_000),
-            active: Slot::B,
-            uki_a: Some(vec![0xA; 1000].into()),
-            uki_b: Some(vec![0xB; 2000].into()),
-        };
+            boot_loader: vec![0xB; 2000].into(),
+            ukis: vec![(uki_file_name("gw", "1.0", None), vec![0xA; 1000].into())],
+            reserve: ByteLen(1000),
+        }
+    }
+
+    #[test]
+    fn appliance_disk_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = layout();
+        let ids = layout.ids;
+        assert_eq!(ids, DiskIds::derive(&[3u8; 32]));
+        assert_ne!(ids.disk, ids.esp);
         let gpt = layout.disk(&dir.path().join("esp.img")).unwrap();
         let img = dir.path().join("disk.img");
         gpt.write_file(&img).unwrap();
@@ -194,11 +201,35 @@ mod tests {
                 .unwrap();
         assert_eq!(esp.volume_id(), ids.esp_volume_id);
         assert_eq!(esp.read_file(DEFAULT_BOOT_PATH).unwrap(), vec![0xB; 2000]);
-        assert_eq!(esp.read_file(Slot::A.uki_path()).unwrap(), vec![0xA; 1000]);
-        assert_eq!(Slot::A.other(), Slot::B);
+        assert_eq!(
+            esp.read_file(LOADER_CONF_PATH).unwrap(),
+            LOADER_CONF.as_bytes()
+        );
+        assert_eq!(
+            esp.read_file("EFI/Linux/gw_1.0.efi").unwrap(),
+            vec![0xA; 1000]
+        );
+        let mut none = layout.clone();
+        none.ukis.clear();
+        assert!(none.esp().is_err());
+    }
 
-        let mut missing = layout.clone();
-        missing.uki_b = None;
-        assert!(missing.esp().is_err());
+    #[test]
+    fn the_reserve_for_an_update_must_fit() {
+        let mut l = layout();
+        l.reserve = ByteLen::mib(40);
+        match l.esp() {
+            Err(crate::Error::FatDoesNotFit { suggested_size, .. }) => {
+                assert!(suggested_size > ByteLen::mib(40).0, "{suggested_size}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("40 MiB of reserve fit a 40 MiB ESP"),
+        }
+    }
+
+    #[test]
+    fn boot_counted_names() {
+        assert_eq!(uki_file_name("gw-a", "0.2.0", Some(3)), "gw-a_0.2.0+3.efi");
+        assert_eq!(uki_file_name("gw-a", "0.2.0", None), "gw-a_0.2.0.efi");
     }
 }

@@ -532,10 +532,24 @@ impl FatBuilder {
         Ok(total)
     }
 
+    /// Checks that the tree fits with `extra` bytes of further files (one
+    /// file of that size) left free: room for a later update.
+    ///
+    /// # Errors
+    /// [`Error::FatDoesNotFit`] with the size that would fit.
+    pub fn check_room(&self, extra: ByteLen) -> Result<()> {
+        self.check_fits_with(extra.0).map(|_| ())
+    }
+
     fn check_fits(&self) -> Result<Geometry> {
+        self.check_fits_with(0)
+    }
+
+    fn check_fits_with(&self, extra: u64) -> Result<Geometry> {
         let g = geometry(self.params.size)?;
         let has_label = self.params.label.is_some();
-        let needed = Self::clusters_needed(&self.root, true, &g, has_label)?;
+        let extra_clusters = |g: &Geometry| extra.div_ceil(g.cluster_bytes());
+        let needed = Self::clusters_needed(&self.root, true, &g, has_label)? + extra_clusters(&g);
         if needed <= g.clusters {
             return Ok(g);
         }
@@ -545,7 +559,9 @@ impl FatBuilder {
             << 20;
         loop {
             if let Ok(g2) = geometry(ByteLen(size)) {
-                if Self::clusters_needed(&self.root, true, &g2, has_label)? <= g2.clusters {
+                if Self::clusters_needed(&self.root, true, &g2, has_label)? + extra_clusters(&g2)
+                    <= g2.clusters
+                {
                     break;
                 }
             }

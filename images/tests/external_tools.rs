@@ -616,9 +616,14 @@ fn disk_boots_in_qemu_with_ovmf() {
         esp_size: ByteLen::mib(64),
         state_size: Some(ByteLen::mib(1)),
         timestamp: Epoch(1_700_000_000),
-        active: images::ab::Slot::A,
-        uki_a: Some(uki.into()),
-        uki_b: None,
+        boot_loader: std::fs::read("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+            .expect("systemd-boot-efi (scripts/test installs it)")
+            .into(),
+        ukis: vec![(
+            images::ab::uki_file_name("appliance", "1", None),
+            uki.into(),
+        )],
+        reserve: ByteLen(0),
     };
     let disk = dir.path().join("disk.img");
     layout

@@ -989,6 +989,14 @@ pub fn compare_pcrs(old: &PcrSummary, new: &PcrSummary) -> Vec<PcrChange> {
             new.pcr7_secure_boot_on.as_ref(),
         ),
         (11, "either", "pcr11", Some(&old.pcr11), Some(&new.pcr11)),
+        (12, "off", "pcr12", Some(&old.pcr12), Some(&new.pcr12)),
+        (
+            12,
+            "on",
+            "pcr12_secure_boot_on",
+            old.pcr12_secure_boot_on.as_ref(),
+            new.pcr12_secure_boot_on.as_ref(),
+        ),
     ];
     rows.into_iter()
         .filter(|r| r.3.is_some() || r.4.is_some())
@@ -1236,6 +1244,8 @@ mod tests {
             pcr7_secure_boot_off: "7off".into(),
             pcr7_secure_boot_on: secure_boot.then(|| "7on".to_string()),
             pcr11: v("11"),
+            pcr12: "12off".into(),
+            pcr12_secure_boot_on: secure_boot.then(|| "12on".to_string()),
         }
     }
 
@@ -1275,6 +1285,7 @@ mod tests {
                 cmdline: format!("console=ttyS0 appliance.plan=plan-{version}"),
                 sections: Vec::new(),
             },
+            boot_loader: None,
             esp: m::EspInfo {
                 sha256: "e".into(),
                 size: 1,
@@ -1325,6 +1336,7 @@ mod tests {
             }],
             viaduct: path("/usr/sbin/viaduct"),
             ike: None,
+            boot_assessment: None,
         }
     }
 

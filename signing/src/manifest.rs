@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Manifest format version. 2 added the build epoch, the ESP's files, the
-/// predicted PCRs and the Secure Boot signer.
-pub const FORMAT: u32 = 2;
+/// predicted PCRs and the Secure Boot signer; 3 the boot loader
+/// (systemd-boot) and PCR 12.
+pub const FORMAT: u32 = 3;
 
 /// The manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct Manifest {
     pub initramfs: Digested,
     /// The UKI.
     pub uki: UkiInfo,
+    /// The boot loader the firmware starts (systemd-boot), when the image
+    /// has one; it starts the UKI.
+    pub boot_loader: Option<BootLoaderInfo>,
     /// The ESP file system.
     pub esp: EspInfo,
     /// The disk.
@@ -101,6 +105,11 @@ pub struct PcrSummary {
     pub pcr7_secure_boot_on: Option<String>,
     /// PCR 11: systemd-stub's measurement of the UKI sections.
     pub pcr11: String,
+    /// PCR 12 with Secure Boot off: the command line systemd-boot passes,
+    /// measured by it and by systemd-stub.
+    pub pcr12: String,
+    /// PCR 12 with Secure Boot on (signed UKIs): systemd-boot's measurement only.
+    pub pcr12_secure_boot_on: Option<String>,
 }
 
 /// Who signed the UKI for Secure Boot.
@@ -193,6 +202,22 @@ pub struct UkiInfo {
     pub cmdline: String,
     /// Sections added to the stub.
     pub sections: Vec<Section>,
+}
+
+/// The boot loader on the ESP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootLoaderInfo {
+    /// The package it comes from, and its version.
+    pub package: String,
+    /// Where it is on the ESP.
+    pub path: String,
+    /// SHA-256 of the file (signed for Secure Boot when the UKI is).
+    pub sha256: String,
+    /// Authenticode digest (what firmware measures into PCR 4).
+    pub authenticode_sha256: String,
+    /// The UKI's file name on the ESP (`EFI/Linux/…`).
+    pub uki_path: String,
 }
 
 /// A UKI section.

@@ -16,6 +16,17 @@
 //!   `EV_EFI_VARIABLE_AUTHORITY` naming the `db` entry that verified the UKI.
 //! * **PCR 11** (UKI contents): systemd-stub's `EV_IPL` pairs (section name,
 //!   section contents) for the measured sections in its order.
+//! * **PCR 12** (kernel command line), when systemd-boot starts the UKI:
+//!   systemd-boot 252 passes the UKI's own `.cmdline` as load options and
+//!   measures them (`EV_IPL`, the UTF-16 string with its terminating NUL);
+//!   with Secure Boot off systemd-stub takes those load options as the
+//!   command line and measures them again, with Secure Boot on it ignores
+//!   them (the signed `.cmdline` is used) and measures nothing here.
+//!
+//! With systemd-boot as the firmware's boot application, PCR 4 holds its
+//! Authenticode digest before the UKI's: systemd-boot starts the UKI with
+//! `LoadImage` (no shim, so no security override), and the firmware
+//! measures it like any image.
 //!
 //! The prediction assumes the appliance's boot entry is the first one the
 //! firmware starts (the disk is the first boot device). A boot entry that
@@ -101,10 +112,14 @@ pub struct Prediction {
     pub pcr7_secure_boot_on: Option<PredictedPcr>,
     /// PCR 11.
     pub pcr11: PredictedPcr,
+    /// PCR 12, Secure Boot off.
+    pub pcr12: PredictedPcr,
+    /// PCR 12, Secure Boot on (signed UKIs).
+    pub pcr12_secure_boot_on: Option<PredictedPcr>,
 }
 
 /// What the platform is assumed to be.
-pub const PLATFORM: &str = "UEFI firmware (edk2/OVMF) with TPM 2.0, SHA-256 bank; the appliance disk is the first boot entry; systemd-stub 252 (Debian 12)";
+pub const PLATFORM: &str = "UEFI firmware (edk2/OVMF) with TPM 2.0, SHA-256 bank; the appliance disk is the first boot entry; systemd-boot and systemd-stub 252 (Debian 12)";
 
 fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
@@ -121,10 +136,28 @@ pub enum MeasureError {
     NoLinux,
 }
 
-/// Predict PCRs 4, 7 and 11 for booting `uki`. `secure_boot` gives the
-/// enrolled variables for the Secure Boot-on prediction (signed UKIs).
+/// The command line systemd-boot 252 passes for a UKI: its `.cmdline`
+/// with control characters turned into spaces and trailing spaces removed
+/// (`mangle_stub_cmdline`), as the UTF-16 string it measures, NUL included.
+pub fn boot_loader_options(cmdline: &[u8]) -> Vec<u8> {
+    let text: String = String::from_utf8_lossy(cmdline)
+        .trim_end_matches('\0')
+        .chars()
+        .map(|c| if (c as u32) < 0x20 { ' ' } else { c })
+        .collect();
+    let text = text.trim_end_matches(' ');
+    let mut out: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// Predict PCRs 4, 7, 11 and 12 for booting `uki`, started by `boot_loader`
+/// (systemd-boot) when given, else by the firmware directly. `secure_boot`
+/// gives the enrolled variables for the Secure Boot-on prediction (signed
+/// UKIs).
 pub fn predict(
     uki: &[u8],
+    boot_loader: Option<&[u8]>,
     secure_boot: Option<&EnrolledVariables>,
 ) -> Result<Prediction, MeasureError> {
     let pe = images::pe::PeFile::parse(uki)?;
@@ -141,12 +174,19 @@ pub fn predict(
             sha256(CALLING_BOOT_OPTION.as_bytes()),
         ),
         (EV_SEPARATOR, "separator".into(), separator),
-        (
-            EV_EFI_BOOT_SERVICES_APPLICATION,
-            "UKI (Authenticode digest)".into(),
-            uki_auth,
-        ),
     ];
+    if let Some(loader) = boot_loader {
+        boot_path.push((
+            EV_EFI_BOOT_SERVICES_APPLICATION,
+            "systemd-boot (Authenticode digest)".into(),
+            images::pe::authenticode_sha256(loader)?,
+        ));
+    }
+    boot_path.push((
+        EV_EFI_BOOT_SERVICES_APPLICATION,
+        "UKI (Authenticode digest)".into(),
+        uki_auth,
+    ));
     let pcr4_secure_boot_on =
         secure_boot.map(|_| PredictedPcr::new(4, "secure boot on", boot_path.clone()));
     boot_path.push((
@@ -213,6 +253,29 @@ pub fn predict(
             })
             .collect(),
     );
+    let mut cmdline_events = Vec::new();
+    if boot_loader.is_some() {
+        let cmdline = pe
+            .section(".cmdline")
+            .map(|s| pe.memory_data(s))
+            .unwrap_or_default();
+        let options = boot_loader_options(&cmdline);
+        cmdline_events.push((
+            EV_IPL,
+            "command line passed by systemd-boot (the UKI's .cmdline, UTF-16)".into(),
+            sha256(&options),
+        ));
+    }
+    let pcr12_secure_boot_on =
+        secure_boot.map(|_| PredictedPcr::new(12, "secure boot on", cmdline_events.clone()));
+    if let Some(first) = cmdline_events.first().cloned() {
+        cmdline_events.push((
+            EV_IPL,
+            "the same command line, taken and measured by systemd-stub (Secure Boot off)".into(),
+            first.2,
+        ));
+    }
+    let pcr12 = PredictedPcr::new(12, "secure boot off", cmdline_events);
     Ok(Prediction {
         platform: PLATFORM.to_string(),
         pcr4,
@@ -220,6 +283,8 @@ pub fn predict(
         pcr7_secure_boot_off: pcr7(None),
         pcr7_secure_boot_on: secure_boot.map(|v| pcr7(Some(v))),
         pcr11,
+        pcr12,
+        pcr12_secure_boot_on,
     })
 }
 
@@ -232,6 +297,8 @@ impl Prediction {
             pcr7_secure_boot_off: self.pcr7_secure_boot_off.sha256.clone(),
             pcr7_secure_boot_on: self.pcr7_secure_boot_on.as_ref().map(|p| p.sha256.clone()),
             pcr11: self.pcr11.sha256.clone(),
+            pcr12: self.pcr12.sha256.clone(),
+            pcr12_secure_boot_on: self.pcr12_secure_boot_on.as_ref().map(|p| p.sha256.clone()),
         }
     }
 }
@@ -279,19 +346,30 @@ impl ReferenceValues {
         uki_authenticode: &str,
         p: &Prediction,
     ) -> Self {
-        let set = |cond: &str, p4: &PredictedPcr, p7: &PredictedPcr| AcceptedPcrs {
-            condition: cond.into(),
-            pcrs: [
-                (4, p4.sha256.clone()),
-                (7, p7.sha256.clone()),
-                (11, p.pcr11.sha256.clone()),
-            ]
-            .into_iter()
-            .collect(),
-        };
-        let mut accepted = vec![set("secure boot off", &p.pcr4, &p.pcr7_secure_boot_off)];
-        if let (Some(p4), Some(p7)) = (&p.pcr4_secure_boot_on, &p.pcr7_secure_boot_on) {
-            accepted.push(set("secure boot on", p4, p7));
+        let set =
+            |cond: &str, p4: &PredictedPcr, p7: &PredictedPcr, p12: &PredictedPcr| AcceptedPcrs {
+                condition: cond.into(),
+                pcrs: [
+                    (4, p4.sha256.clone()),
+                    (7, p7.sha256.clone()),
+                    (11, p.pcr11.sha256.clone()),
+                    (12, p12.sha256.clone()),
+                ]
+                .into_iter()
+                .collect(),
+            };
+        let mut accepted = vec![set(
+            "secure boot off",
+            &p.pcr4,
+            &p.pcr7_secure_boot_off,
+            &p.pcr12,
+        )];
+        if let (Some(p4), Some(p7), Some(p12)) = (
+            &p.pcr4_secure_boot_on,
+            &p.pcr7_secure_boot_on,
+            &p.pcr12_secure_boot_on,
+        ) {
+            accepted.push(set("secure boot on", p4, p7, p12));
         }
         ReferenceValues {
             format: 1,

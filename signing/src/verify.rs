@@ -315,7 +315,20 @@ fn check_disk(r: &mut Report, m: &Manifest, disk: &Path) -> Result<(), VerifyErr
             return Ok(());
         }
     };
+    let uki_path = m
+        .boot_loader
+        .as_ref()
+        .map(|b| b.uki_path.clone())
+        .or_else(|| {
+            m.esp
+                .files
+                .iter()
+                .find(|(p, d)| p.starts_with(images::ab::LINUX_DIR) && **d == m.uki.sha256)
+                .map(|(p, _)| p.clone())
+        })
+        .unwrap_or_else(|| format!("{}/*.efi", images::ab::LINUX_DIR));
     let mut uki: Option<Vec<u8>> = None;
+    let mut loader: Option<Vec<u8>> = None;
     for (path, want) in &m.esp.files {
         match vol.read_file(path) {
             Ok(data) => {
@@ -324,28 +337,41 @@ fn check_disk(r: &mut Report, m: &Manifest, disk: &Path) -> Result<(), VerifyErr
                     want,
                     &hex::encode(Sha256::digest(&data)),
                 );
-                if path == images::ab::Slot::A.uki_path() {
+                if *path == uki_path {
                     uki = Some(data);
+                } else if m.boot_loader.as_ref().is_some_and(|b| b.path == *path) {
+                    loader = Some(data);
                 }
             }
             Err(e) => r.push(format!("esp:/{path}"), false, format!("{e}")),
         }
     }
+    if let Some(b) = &m.boot_loader {
+        let Some(l) = &loader else {
+            r.push("boot loader", false, format!("no {} on the ESP", b.path));
+            return Ok(());
+        };
+        r.cmp("boot loader", &b.sha256, &hex::encode(Sha256::digest(l)));
+        match images::pe::authenticode_sha256(l) {
+            Ok(a) => r.cmp(
+                "boot loader authenticode",
+                &b.authenticode_sha256,
+                &hex::encode(a),
+            ),
+            Err(e) => r.push("boot loader authenticode", false, format!("{e}")),
+        }
+    }
     let Some(uki) = uki else {
-        r.push(
-            "uki",
-            false,
-            format!("no {} on the ESP", images::ab::Slot::A.uki_path()),
-        );
+        r.push("uki", false, format!("no {uki_path} on the ESP"));
         return Ok(());
     };
-    check_uki(r, m, &uki);
+    check_uki(r, m, &uki, loader.as_deref());
     Ok(())
 }
 
 /// The UKI read from the ESP: file digest, Authenticode digest, sections,
 /// command line, predicted PCRs.
-fn check_uki(r: &mut Report, m: &Manifest, uki: &[u8]) {
+fn check_uki(r: &mut Report, m: &Manifest, uki: &[u8], loader: Option<&[u8]>) {
     r.cmp("uki", &m.uki.sha256, &hex::encode(Sha256::digest(uki)));
     let pe = match images::pe::PeFile::parse(uki) {
         Ok(p) => p,
@@ -388,7 +414,7 @@ fn check_uki(r: &mut Report, m: &Manifest, uki: &[u8]) {
         Some(Ok((_, v))) => Some(v),
         _ => None,
     };
-    let p = match crate::measure::predict(uki, vars) {
+    let p = match crate::measure::predict(uki, loader, vars) {
         Ok(p) => p,
         Err(e) => {
             r.push("predicted pcrs", false, format!("{e}"));
@@ -402,6 +428,7 @@ fn check_uki(r: &mut Report, m: &Manifest, uki: &[u8]) {
         &p.pcr7_secure_boot_off.sha256,
     );
     r.cmp("predicted pcr 11", &m.pcrs.pcr11, &p.pcr11.sha256);
+    r.cmp("predicted pcr 12", &m.pcrs.pcr12, &p.pcr12.sha256);
     let (Some(sb), Some(signed)) = (&m.secure_boot, signed) else {
         return;
     };
@@ -426,6 +453,12 @@ fn check_uki(r: &mut Report, m: &Manifest, uki: &[u8]) {
                         "predicted pcr 4 (secure boot on)",
                         m.pcrs.pcr4_secure_boot_on.as_deref().unwrap_or_default(),
                         &got4,
+                    );
+                    let got12 = p.pcr12_secure_boot_on.map(|p| p.sha256).unwrap_or_default();
+                    r.cmp(
+                        "predicted pcr 12 (secure boot on)",
+                        m.pcrs.pcr12_secure_boot_on.as_deref().unwrap_or_default(),
+                        &got12,
                     );
                 }
                 None => r.push(

@@ -49,7 +49,7 @@ fn secure_boot_off_pcr7_prediction_equals_the_log() {
         .unwrap();
     b.cmdline(b"x".to_vec()).unwrap();
     let uki = b.build().unwrap();
-    let p = measure::predict(&uki, None).unwrap();
+    let p = measure::predict(&uki, None, None).unwrap();
     assert_eq!(p.pcr7_secure_boot_off.sha256, PCR7);
     let log = EventLog::parse(LOG).unwrap();
     let logged: Vec<String> = log

@@ -469,19 +469,21 @@ fn checks(
 }
 
 fn pcrs_match(lab: &Lab, g: &Gateway) -> Result<(bool, String), Error> {
-    let uki_path = lab.image_dir(g).join("uki.efi");
-    let uki = std::fs::read(&uki_path).map_err(io(format!("reading {}", uki_path.display())))?;
-    let p = signing::measure::predict(&uki, None)
-        .map_err(|e| Error::State(format!("{}: {e}", uki_path.display())))?;
+    let m_path = lab.image_dir(g).join("manifest.json");
+    let bytes = std::fs::read(&m_path).map_err(io(format!("reading {}", m_path.display())))?;
+    let m = signing::Manifest::from_json(&bytes)
+        .map_err(|e| Error::State(format!("{}: {e}", m_path.display())))?;
+    let p = &m.pcrs;
     let mut c = lab.console(g);
     c.poll();
     let booted = crate::vm::pcrs_from_console(&c.lines());
     let mut ok = true;
     let mut detail = Vec::new();
     for (n, want) in [
-        (4, &p.pcr4.sha256),
-        (7, &p.pcr7_secure_boot_off.sha256),
-        (11, &p.pcr11.sha256),
+        (4, &p.pcr4),
+        (7, &p.pcr7_secure_boot_off),
+        (11, &p.pcr11),
+        (12, &p.pcr12),
     ] {
         let got = booted.get(&n);
         let same = got == Some(want);

@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use images::ab::{ApplianceLayout, DiskIds, Slot, DEFAULT_BOOT_PATH};
+use images::ab::{
+    uki_file_name, ApplianceLayout, DiskIds, DEFAULT_BOOT_PATH, LINUX_DIR, LOADER_CONF,
+    LOADER_CONF_PATH,
+};
 use images::bmap::BlockMap;
 use images::{ByteLen, Content, Epoch};
 use profiles::{Profile, Slots};
@@ -47,19 +50,27 @@ pub(crate) fn write(
     staging: &Staging,
 ) -> Result<Written, BuildError> {
     let uki_content = Content::from(uki.bytes.clone());
+    let a = &profile.appliance;
     let layout = ApplianceLayout {
         ids: DiskIds::derive(&uki.sha256),
         esp_size: ByteLen(profile.image.esp_size.0),
         state_size: None,
         timestamp: epoch,
-        active: Slot::A,
-        uki_a: Some(uki_content.clone()),
-        uki_b: (profile.image.slots == Slots::Ab).then(|| uki_content.clone()),
+        boot_loader: Content::from(uki.boot_loader.bytes.clone()),
+        ukis: vec![(uki_file_name(&a.name, &a.version, None), uki_content)],
+        // An A/B image keeps room for the next version's UKI, a quarter
+        // larger than this one.
+        reserve: ByteLen(match profile.image.slots {
+            Slots::Ab => uki.bytes.len() as u64 + uki.bytes.len() as u64 / 4,
+            Slots::Single => 0,
+        }),
     };
     let disk_path = staging.join("disk.img");
     let disk = write_disk(&layout, ByteLen(profile.image.size.0), &disk_path)
         .map_err(|e| esp_too_small(e, profile, uki.bytes.len() as u64, &layout))?;
     staging.write("uki.efi", &uki.bytes)?;
+    // The boot loader as on the ESP, for `appliance measure` and auditors.
+    staging.write("bootx64.efi", &uki.boot_loader.bytes)?;
     // The block map for flashing (`bmaptool copy` reads it too). Never a
     // detached signature beside it: its digest is in the signed manifest.
     let bmap = {
@@ -75,6 +86,7 @@ pub(crate) fn write(
         hexd(&Sha256::digest(bmap.as_bytes()).into()),
     );
     outputs.insert("uki.efi".to_string(), hexd(&uki.sha256));
+    outputs.insert("bootx64.efi".to_string(), hexd(&uki.boot_loader.sha256));
     Ok(Written {
         disk,
         layout,
@@ -113,7 +125,6 @@ fn esp_too_small(
     let BuildError::Image(images::Error::FatDoesNotFit { suggested_size, .. }) = e else {
         return e;
     };
-    let copies = 1 + usize::from(layout.uki_a.is_some()) + usize::from(layout.uki_b.is_some());
     let mib = |b: u64| b.div_ceil(1 << 20);
     let location = profiles::find_in_sources(profile, "esp_size")
         .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
@@ -121,11 +132,14 @@ fn esp_too_small(
     BuildError::EspTooSmall {
         location,
         message: format!(
-            "{} MiB cannot hold this image's boot files: the UKI ({:.1} MiB) is stored {} (the firmware's default boot path{}); give at least esp_size = \"{}MiB\"",
+            "{} MiB cannot hold this image's boot files: systemd-boot and the UKI ({:.1} MiB){}; give at least esp_size = \"{}MiB\"",
             mib(profile.image.esp_size.0),
             uki_len as f64 / f64::from(1u32 << 20),
-            if copies == 3 { "three times" } else { "twice" },
-            if copies == 3 { " and slots A and B" } else { " and slot A" },
+            if layout.reserve.0 > 0 {
+                ", with room for an update's UKI (slots = \"ab\")"
+            } else {
+                ""
+            },
             mib(suggested_size),
         ),
     }
@@ -195,19 +209,18 @@ pub(crate) fn write_disk(
         _ => hex::encode(Sha256::digest(&esp[..])),
     };
     let mut files = BTreeMap::new();
-    let uki = |s: Slot| match s {
-        Slot::A => layout.uki_a.as_ref(),
-        Slot::B => layout.uki_b.as_ref(),
-    };
-    let mut put = |path: &str, c: Option<&Content>| -> Result<(), BuildError> {
-        if let Some(c) = c {
-            files.insert(path.to_string(), hex::encode(Sha256::digest(c.read_all()?)));
-        }
+    let mut put = |path: &str, c: &Content| -> Result<(), BuildError> {
+        files.insert(path.to_string(), hex::encode(Sha256::digest(c.read_all()?)));
         Ok(())
     };
-    put(DEFAULT_BOOT_PATH, uki(layout.active))?;
-    put(Slot::A.uki_path(), uki(Slot::A))?;
-    put(Slot::B.uki_path(), uki(Slot::B))?;
+    put(DEFAULT_BOOT_PATH, &layout.boot_loader)?;
+    put(
+        LOADER_CONF_PATH,
+        &Content::from(LOADER_CONF.as_bytes().to_vec()),
+    )?;
+    for (name, c) in &layout.ukis {
+        put(&format!("{LINUX_DIR}/{name}"), c)?;
+    }
     Ok(Disk {
         sha256,
         partitions,

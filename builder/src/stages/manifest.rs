@@ -52,6 +52,7 @@ pub(crate) fn write(
     let lock = fetched.lock();
     let prediction = signing::measure::predict(
         &uki.bytes,
+        Some(&uki.boot_loader.bytes),
         opts.secure_boot.as_ref().map(|s| s.variables()).as_ref(),
     )
     .map_err(|e| BuildError::Binary(format!("PCR prediction: {e}")))?;
@@ -129,6 +130,21 @@ pub(crate) fn write(
             cmdline: uki.cmdline.clone(),
             sections: uki.sections.clone(),
         },
+        boot_loader: Some(manifest::BootLoaderInfo {
+            package: uki.boot_loader.package.clone(),
+            path: images::ab::DEFAULT_BOOT_PATH.to_string(),
+            sha256: hexd(&uki.boot_loader.sha256),
+            authenticode_sha256: hexd(&uki.boot_loader.authenticode),
+            uki_path: format!(
+                "{}/{}",
+                images::ab::LINUX_DIR,
+                images::ab::uki_file_name(
+                    &profile.appliance.name,
+                    &profile.appliance.version,
+                    None
+                )
+            ),
+        }),
         esp: written.disk.esp,
         disk: manifest::DiskInfo {
             sha256: hexd(&written.disk.sha256),

@@ -1,7 +1,9 @@
 //! Stage 6, the UKI: systemd-stub (from the lock) with `.osrel`, `.cmdline`
 //! (which pins the runtime plan's digest), `.uname`, `.linux` and `.initrd`;
-//! signed for UEFI Secure Boot when the build is asked to. Its digests
-//! (file and Authenticode) and sections' digests go into the manifest.
+//! and the boot loader that starts it, systemd-boot from the same package;
+//! both signed for UEFI Secure Boot when the build is asked to. Their
+//! digests (file and Authenticode) and the sections' digests go into the
+//! manifest.
 
 use components::{Deb, EntryKind};
 
@@ -17,6 +19,20 @@ use crate::{BuildError, BuildOptions};
 
 /// Where systemd-boot-efi puts the stub.
 const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// Where systemd-boot-efi puts systemd-boot.
+pub(crate) const BOOT_LOADER_PATH: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// The boot loader (systemd-boot), as it goes on the ESP.
+pub(crate) struct BootLoader {
+    /// The image (signed when Secure Boot signing was asked for).
+    pub bytes: Vec<u8>,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// Its Authenticode SHA-256 (what the firmware measures).
+    pub authenticode: [u8; 32],
+    /// `package version`.
+    pub package: String,
+}
 
 /// The unified kernel image and what the manifest says of it.
 pub(crate) struct Uki {
@@ -32,6 +48,8 @@ pub(crate) struct Uki {
     pub sections: Vec<manifest::Section>,
     /// SHA-256 of the kernel image inside.
     pub kernel_sha256: [u8; 32],
+    /// The boot loader that starts it.
+    pub boot_loader: BootLoader,
 }
 
 /// Builds the UKI from the stub package, the kernel and the initramfs.
@@ -43,20 +61,30 @@ pub(crate) fn build(
     rendered: &Rendered,
     initramfs: Initramfs,
 ) -> Result<Uki, BuildError> {
-    let stub = {
+    let (stub, loader) = {
         let bytes = std::fs::read(fetched.deb_path(STUB_PACKAGE)?)
             .map_err(BuildError::io("reading", STUB_PACKAGE))?;
         let deb = Deb::parse(&bytes)?;
-        let entries = deb.data_entries_where(|p| p == STUB_PATH)?;
-        match entries.into_iter().next().map(|e| e.kind) {
-            Some(EntryKind::File { data, .. }) => data,
-            _ => {
-                return Err(BuildError::Binary(format!(
-                    "{STUB_PACKAGE} has no {STUB_PATH}"
-                )))
-            }
-        }
+        let entries = deb.data_entries_where(|p| p == STUB_PATH || p == BOOT_LOADER_PATH)?;
+        let take = |path: &str| {
+            entries
+                .iter()
+                .find(|e| e.path == path)
+                .and_then(|e| match &e.kind {
+                    EntryKind::File { data, .. } => Some(data.clone()),
+                    _ => None,
+                })
+                .ok_or_else(|| BuildError::Binary(format!("{STUB_PACKAGE} has no {path}")))
+        };
+        (take(STUB_PATH)?, take(BOOT_LOADER_PATH)?)
     };
+    let package = fetched
+        .lock()
+        .packages
+        .iter()
+        .find(|p| p.name.to_string() == STUB_PACKAGE)
+        .map(|p| format!("{} {}", p.name, p.version))
+        .unwrap_or_else(|| STUB_PACKAGE.to_string());
     let mut cmdline = format!(
         "console=ttyS0 panic=-1 appliance.plan={}",
         rendered.plan_digest.to_hex()
@@ -76,11 +104,21 @@ pub(crate) fn build(
         .linux(kernel_image)?
         .initrd(initramfs.bytes)?;
     let mut uki = uki_b.build()?;
+    let mut loader = loader;
     if let Some(sb) = &opts.secure_boot {
         uki = sb
             .sign(&uki)
             .map_err(|e| BuildError::SecureBoot(format!("Secure Boot signing: {e}")))?;
+        loader = sb.sign(&loader).map_err(|e| {
+            BuildError::SecureBoot(format!("Secure Boot signing of systemd-boot: {e}"))
+        })?;
     }
+    let boot_loader = BootLoader {
+        sha256: sha256(&loader),
+        authenticode: images::pe::authenticode_sha256(&loader)?,
+        bytes: loader,
+        package,
+    };
     let uki_sha256 = sha256(&uki);
     let authenticode = images::pe::authenticode_sha256(&uki)?;
     let pe = images::pe::PeFile::parse(&uki)?;
@@ -102,5 +140,6 @@ pub(crate) fn build(
         cmdline,
         sections,
         kernel_sha256,
+        boot_loader,
     })
 }

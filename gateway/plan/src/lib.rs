@@ -47,6 +47,9 @@
 //! ike-credential site-psk         (0..MAX_IKE_CREDENTIALS, ascending, no
 //! ike-credential gw-identity       duplicates; only after `ike`: the device
 //!                                  credentials its policy names, `tpm:<name>`)
+//! boot-assessment 300 2          (optional: this boot is judged; seconds to
+//!                                  become good, IKE-or-manually keyed tunnels
+//!                                  that must carry SAs for it)
 //! end
 //! ```
 //!
@@ -65,6 +68,10 @@
 //!   lies inside the other, none holds the policy blob, the plan or the Viaduct
 //!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
 //!   `/run`).
+//! - Version 6 added the `boot-assessment` line: an A/B image's boot is good
+//!   (the init renames the boot loader's boot-counted entry) only once it is
+//!   ready and the named number of tunnels carry SAs, within the time given;
+//!   otherwise the init reboots and the boot loader counts the try.
 //! - Version 5 added the `ike` and `ike-credential` lines: the IKE process's binary
 //!   and the names of the device credentials the init hands it.
 //! - Version 4 added the `manual-key` lines: a plan whose policy has manual keys
@@ -99,7 +106,7 @@ use crate::digest::Sha256Digest;
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Largest number of `manual-key` lines (the key-use ledger's capacity).
 pub const MAX_MANUAL_KEYS: usize = crate::keyuse::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
@@ -689,7 +696,29 @@ pub struct Plan {
     pub viaduct: InitramfsPath,
     /// The IKE process, when the policy keys tunnels by IKE.
     pub ike: Option<IkePlan>,
+    /// How a boot of this image is judged good (A/B images).
+    pub boot_assessment: Option<BootAssessment>,
 }
+
+/// When a boot counts as good: within `timeout_s` seconds of the init's start
+/// the gateway is ready and `tunnels` tunnels carry SAs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BootAssessment {
+    /// Seconds, [`BootAssessment::MIN_TIMEOUT`]..=[`BootAssessment::MAX_TIMEOUT`].
+    pub timeout_s: u32,
+    /// Tunnels that must be keyed (0: ready is enough), at most [`MAX_TUNNELS`].
+    pub tunnels: u32,
+}
+
+impl BootAssessment {
+    /// Shortest time a boot gets.
+    pub const MIN_TIMEOUT: u32 = 30;
+    /// Longest.
+    pub const MAX_TIMEOUT: u32 = 3600;
+}
+
+/// Most tunnels a boot assessment can wait for.
+pub const MAX_TUNNELS: u32 = 4096;
 
 /// The Viaduct's IKE process.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -762,6 +791,7 @@ const K_END_COMPARTMENT: &str = "end-compartment";
 const K_VIADUCT: &str = "viaduct";
 const K_IKE: &str = "ike";
 const K_IKE_CREDENTIAL: &str = "ike-credential";
+const K_BOOT_ASSESSMENT: &str = "boot-assessment";
 
 impl Plan {
     /// The canonical encoding.
@@ -828,6 +858,9 @@ impl Plan {
             for c in &ike.credentials {
                 line(K_IKE_CREDENTIAL, c.as_str());
             }
+        }
+        if let Some(b) = &self.boot_assessment {
+            line(K_BOOT_ASSESSMENT, &format!("{} {}", b.timeout_s, b.tunnels));
         }
         line(K_END, "");
         s.into_bytes()
@@ -966,6 +999,29 @@ impl Plan {
                 credentials,
             });
         }
+        let mut boot_assessment = None;
+        if let Some(v) = line.strip_prefix("boot-assessment ") {
+            let bad = || {
+                syntax(
+                    n,
+                    format!(
+                        "expected `{K_BOOT_ASSESSMENT} <seconds {}..={}> <tunnels 0..={MAX_TUNNELS}>`, found {line:?}",
+                        BootAssessment::MIN_TIMEOUT,
+                        BootAssessment::MAX_TIMEOUT
+                    ),
+                )
+            };
+            let (t, k) = v.split_once(' ').ok_or_else(bad)?;
+            let timeout_s = parse_u32(K_BOOT_ASSESSMENT, t).map_err(|_| bad())?;
+            let tunnels = parse_u32(K_BOOT_ASSESSMENT, k).map_err(|_| bad())?;
+            if !(BootAssessment::MIN_TIMEOUT..=BootAssessment::MAX_TIMEOUT).contains(&timeout_s)
+                || tunnels > MAX_TUNNELS
+            {
+                return Err(bad());
+            }
+            boot_assessment = Some(BootAssessment { timeout_s, tunnels });
+            (n, line) = lines.next_line()?;
+        }
         if line != K_END {
             return Err(syntax(n, format!("expected `{K_END}`, found {line:?}")));
         }
@@ -984,6 +1040,7 @@ impl Plan {
             compartments,
             viaduct,
             ike,
+            boot_assessment,
         })
     }
 }
@@ -1380,6 +1437,10 @@ mod tests {
                     CredentialName::new("site-psk").unwrap(),
                 ],
             }),
+            boot_assessment: Some(BootAssessment {
+                timeout_s: 300,
+                tunnels: 2,
+            }),
         }
     }
 
@@ -1475,7 +1536,7 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 5\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 6\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
              manual-key 11111111111111111111111111111111\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
@@ -1490,7 +1551,8 @@ mod tests {
              socket-family unix\nsocket-family inet\nsocket-family inet6\n\
              socket-family netlink\nsocket-family packet\n\
              end-compartment\nviaduct /usr/sbin/viaduct\nike /usr/sbin/viaduct-ike\n\
-             ike-credential gw-identity\nike-credential site-psk\nend\n",
+             ike-credential gw-identity\nike-credential site-psk\n\
+             boot-assessment 300 2\nend\n",
             Sha256Digest::of(b"policy")
         );
         assert_eq!(text, expected);
@@ -1501,9 +1563,28 @@ mod tests {
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 5 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 6 } if found == "1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn boot_assessment_is_optional_and_bounded() {
+        let mut p = sample();
+        p.boot_assessment = None;
+        assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
+        for bad in [
+            "boot-assessment 29 2",
+            "boot-assessment 3601 2",
+            "boot-assessment 300 4097",
+            "boot-assessment 300",
+            "boot-assessment 300 2 1",
+            "boot-assessment 0300 2",
+            "boot-assessment -1 2",
+        ] {
+            let e = mutate(|t| t.replace("boot-assessment 300 2", bad)).unwrap_err();
+            assert!(e.to_string().contains("boot-assessment"), "{bad}: {e}");
+        }
     }
 
     fn mutate(f: impl FnOnce(String) -> String) -> Result<Plan> {
@@ -1807,6 +1888,7 @@ mod proptests {
             modules in prop::collection::vec(arb_path(), 0..8),
             keys in prop::collection::btree_set(any::<[u8; 16]>(), 0..5),
             ike in prop::option::of(prop::collection::btree_set("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", 0..5)),
+            assess in prop::option::of((30u32..=3600, 0u32..=4096)),
         ) -> Plan {
             Plan {
                 profile_name: ProfileName::new(&name).unwrap(),
@@ -1822,6 +1904,7 @@ mod proptests {
                     binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),
                     credentials: names.iter().map(|n| CredentialName::new(n).unwrap()).collect(),
                 }),
+                boot_assessment: assess.map(|(timeout_s, tunnels)| BootAssessment { timeout_s, tunnels }),
             }
         }
     }

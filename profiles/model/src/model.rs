@@ -600,8 +600,24 @@ pub struct Image {
     pub esp_size: ByteSize,
     /// Slot layout.
     pub slots: Slots,
+    /// A/B: tries systemd-boot gives an update.
+    pub boot_tries: u32,
+    /// A/B: seconds a boot has to become good.
+    pub boot_timeout_s: u32,
+    /// A/B: when a boot is good.
+    pub good_when: GoodWhen,
     /// Extra output formats (raw is always written).
     pub qcow2: bool,
+}
+
+/// When a boot of an A/B image counts as good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GoodWhen {
+    /// Every compartment is up.
+    Ready,
+    /// Ready, and every tunnel carries SAs.
+    TunnelsUp,
 }
 
 /// Boot slot layout.

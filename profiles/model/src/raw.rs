@@ -490,6 +490,15 @@ pub struct RawImage {
     pub esp_size: Option<Sp<String>>,
     /// Slots: `ab` (two boot slots for updates) or `single`.
     pub slots: Option<Sp<String>>,
+    /// A/B: how many times systemd-boot tries an update before it goes back
+    /// to the other slot (1-10, default 3).
+    pub boot_tries: Option<Sp<i64>>,
+    /// A/B: how long a boot has to become good (e.g. `5m`; 30 s to 1 h,
+    /// default 5 minutes); past it the gateway reboots and the try counts.
+    pub boot_timeout: Option<Sp<String>>,
+    /// A/B: when a boot is good: `ready` (every compartment up, default) or
+    /// `tunnels-up` (and every tunnel carries SAs).
+    pub good_when: Option<Sp<String>>,
     /// Output formats: `raw` (always written) and optionally `qcow2`.
     pub formats: Option<Sp<Vec<Sp<String>>>>,
 }
@@ -498,7 +507,7 @@ pub struct RawImage {
 /// validation enforces.
 fn esp_size_description() -> String {
     format!(
-        "EFI system partition size (e.g. `128MiB`), a whole number of MiB and at least {} (FAT32 needs 65525 clusters). It holds the UKI three times with `slots = \"ab\"` (the firmware's default boot path, slots A and B), twice with `single`: about 64MiB for the shipped profiles; a build whose UKIs do not fit names the size it needs.",
+        "EFI system partition size (e.g. `128MiB`), a whole number of MiB and at least {} (FAT32 needs 65525 clusters). It holds systemd-boot and the UKI, and with `slots = \"ab\"` room for an update's UKI (a quarter larger than this one): about 64MiB for the shipped profiles; a build whose files do not fit names the size it needs.",
         crate::validate::MIN_ESP
     )
 }

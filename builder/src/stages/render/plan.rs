@@ -92,6 +92,7 @@ pub(crate) fn make_plan(
                     .map_err(e)?,
             }),
         },
+        boot_assessment: boot_assessment(profile),
     };
     // The init refuses a plan it cannot decode and stays closed: find out here.
     match Plan::decode(&plan.encode()) {
@@ -249,5 +250,23 @@ pub(crate) fn service_plan(
         },
         caps,
         argv: s.command.clone(),
+    })
+}
+
+/// An A/B image's boot is judged: good within the profile's time once ready
+/// and, with `good_when = "tunnels-up"`, once every tunnel of the policy
+/// carries SAs. A single-slot image has nothing to fall back to: not judged.
+fn boot_assessment(profile: &Profile) -> Option<gateway_plan::BootAssessment> {
+    let i = &profile.image;
+    (i.slots == profiles::Slots::Ab).then(|| gateway_plan::BootAssessment {
+        timeout_s: i.boot_timeout_s,
+        tunnels: match i.good_when {
+            profiles::model::GoodWhen::Ready => 0,
+            profiles::model::GoodWhen::TunnelsUp => profile
+                .viaduct
+                .ipsec
+                .as_ref()
+                .map_or(0, |x| x.peers.iter().map(|p| p.tunnels.len() as u32).sum()),
+        },
     })
 }

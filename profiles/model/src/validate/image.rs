@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::model::*;
 use crate::raw::*;
-use crate::units::ByteSize;
+use crate::units::{ByteSize, Seconds};
 
 use super::checker::{list, V};
 
@@ -68,6 +68,41 @@ pub(super) fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
             &[("ab", Slots::Ab), ("single", Slots::Single)],
         ),
     };
+    let boot_tries = match &i.boot_tries {
+        None => Some(3),
+        Some(t) if (1..=10).contains(&t.value) => Some(t.value as u32),
+        Some(t) => {
+            v.err(
+                &t.span,
+                "image.boot_tries",
+                format!("{} tries: give 1 to 10", t.value),
+            );
+            None
+        }
+    };
+    let boot_timeout_s = match &i.boot_timeout {
+        None => Some(300),
+        Some(t) => v.parse(t, "image.boot_timeout", |x| {
+            let d = Seconds::parse(x)?;
+            if !(30..=3600).contains(&d.0) {
+                return Err(format!(
+                    "`{x}` is outside 30s..1h (a boot needs time to come up; an hour is the most a trial boot may take)"
+                ));
+            }
+            Ok(d.0 as u32)
+        }),
+    };
+    let good_when = match &i.good_when {
+        None => Some(GoodWhen::Ready),
+        Some(g) => v.one_of(
+            g,
+            "image.good_when",
+            &[
+                ("ready", GoodWhen::Ready),
+                ("tunnels-up", GoodWhen::TunnelsUp),
+            ],
+        ),
+    };
     let mut qcow2 = false;
     let mut ok = true;
     for (j, f) in list(&i.formats).iter().enumerate() {
@@ -105,6 +140,9 @@ pub(super) fn image(v: &mut V<'_>, i: &Sp<RawImage>) -> Option<Image> {
         size: size?,
         esp_size: esp_size?,
         slots: slots?,
+        boot_tries: boot_tries?,
+        boot_timeout_s: boot_timeout_s?,
+        good_when: good_when?,
         qcow2,
     })
 }
