@@ -1287,3 +1287,202 @@ fn secure_boot_refuses_unsigned_and_tampered_ukis() {
         );
     }
 }
+
+/// A build of the lab profile with `extra` added to gw-a's `[appliance]`
+/// table and `tail` appended to the profile (tables of the base it
+/// overrides), sharing the fixture's lock.
+fn variant(dir: &Path, appliance: &str, tail: &str) -> builder::BuildOutput {
+    let (keep, profile) = edited_copy(
+        |l| l,
+        |p| {
+            format!(
+                "{}\n{tail}\n",
+                p.replacen(
+                    "name = \"gw-a\"",
+                    &format!("name = \"gw-a\"\n{appliance}"),
+                    1
+                )
+            )
+        },
+    );
+    let out = dir.join(appliance.replace(['"', ' ', '=', '\n'], "_"));
+    let r = build(&opts(&profile, &out), &mut |_| {})
+        .unwrap_or_else(|e| panic!("build {appliance}: {e}"));
+    drop(keep);
+    r
+}
+
+/// Copies `src` onto the ESP of `disk` as `EFI/Linux/<name>` with mtools
+/// (what an update does, by a tool we did not write).
+fn put_on_esp(a: &builder::BuildOutput, disk: &Path, src: &Path, name: &str) {
+    let esp = &a.manifest.disk.partitions[0];
+    let img = format!("{}@@{}", disk.display(), esp.first_lba * 512);
+    let o = Command::new("mcopy")
+        .args(["-n", "-i", &img])
+        .arg(src)
+        .arg(format!("::EFI/Linux/{name}"))
+        .output()
+        .expect("mtools (scripts/test installs it)");
+    assert!(
+        o.status.success(),
+        "mcopy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The names under EFI/Linux on the ESP of `disk`.
+fn esp_entries(a: &builder::BuildOutput, disk: &Path) -> Vec<String> {
+    let esp = &a.manifest.disk.partitions[0];
+    let img = format!("{}@@{}", disk.display(), esp.first_lba * 512);
+    let o = Command::new("mdir")
+        .args(["-b", "-i", &img, "::EFI/Linux"])
+        .output()
+        .expect("mtools");
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit('/').next().map(str::to_string))
+        .filter(|l| l.ends_with(".efi") || l.ends_with(".EFI"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A/B with boot counting, in QEMU (OVMF, swtpm, systemd-boot from the
+/// lock), on one writable disk: version 0.2.0 put beside 0.1.0 as
+/// `+3` boots first, becomes ready, is marked good (renamed without its
+/// counter) and measures exactly its own prediction; then 0.3.0, whose LAN
+/// card is absent (never ready), put as `+2`: it is tried twice, each time
+/// rebooted when its 30 s run out, and then 0.2.0 boots again, ready, and
+/// the init reports the failed entry.
+#[test]
+fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
+    use testbed::vm::{pcrs_from_console, Vm, VmConfig};
+    let (_, a, _) = built();
+    for t in ["mcopy", "mdir"] {
+        assert!(
+            tool(t),
+            "{t} is needed: apt-get install mtools (scripts/test installs it)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = variant(dir.path(), "version = \"0.2.0\"", "");
+    let c = variant(
+        dir.path(),
+        "version = \"0.3.0\"",
+        "[image]\nboot_timeout = \"30s\"\n\n[hardware.nics.lan]\npci = \"0000:00:09.0\"",
+    );
+    assert!(
+        c.manifest.uki.cmdline.contains("appliance.plan="),
+        "the broken variant built"
+    );
+    let disk = dir.path().join("disk.img");
+    let o = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(a.out.join("disk.img"))
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    put_on_esp(a, &disk, &b.out.join("uki.efi"), "gw-a_0.2.0+3.efi");
+    assert_eq!(
+        esp_entries(a, &disk),
+        ["gw-a_0.1.0.efi", "gw-a_0.2.0+3.efi"]
+    );
+
+    // 1. The update boots, is good, and measures its own prediction.
+    let _q = qemu_lock();
+    let mut cfg = VmConfig::new("gw-a-ab", dir.path(), &disk);
+    cfg.writable = true;
+    let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("the update on trial", Duration::from_secs(180), |l| {
+        l.contains("appliance: boot entry EFI/Linux/gw-a_0.2.0+2-1.efi on trial")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("marked good", Duration::from_secs(180), |l| {
+        l.contains(
+            "appliance: boot good: EFI/Linux/gw-a_0.2.0+2-1.efi is now EFI/Linux/gw-a_0.2.0.efi",
+        )
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    assert!(vm
+        .lines()
+        .iter()
+        .any(|l| l.contains("appliance: ready gw-a 0.2.0")));
+    let pcrs = vm.pcrs();
+    let p = &b.manifest.pcrs;
+    for (n, want) in [
+        (4, &p.pcr4),
+        (7, &p.pcr7_secure_boot_off),
+        (11, &p.pcr11),
+        (12, &p.pcr12),
+    ] {
+        assert_eq!(
+            pcrs.get(&n),
+            Some(want),
+            "slot 0.2.0: PCR {n} differs from its prediction"
+        );
+    }
+    vm.send_line("poweroff").unwrap();
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "no power-off"
+    );
+    drop(vm);
+    assert_eq!(esp_entries(a, &disk), ["gw-a_0.1.0.efi", "gw-a_0.2.0.efi"]);
+
+    // 2. A broken update: tried twice, then back on 0.2.0.
+    put_on_esp(a, &disk, &c.out.join("uki.efi"), "gw-a_0.3.0+2.efi");
+    let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    for (left, done) in [(1, 1), (0, 2)] {
+        let entry = format!("EFI/Linux/gw-a_0.3.0+{left}-{done}.efi");
+        vm.wait_for(
+            "the broken update on trial",
+            Duration::from_secs(240),
+            |l| l.contains(&format!("appliance: boot entry {entry} on trial")),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+        vm.wait_for("its reboot", Duration::from_secs(240), |l| {
+            l.contains(&format!(
+                "appliance: boot entry {entry} not good within 30 s (ready: no"
+            ))
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    }
+    let mark = vm.lines().len();
+    vm.wait_for("0.2.0 ready again", Duration::from_secs(240), |l| {
+        l.contains("appliance: ready gw-a 0.2.0")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    let after = &vm.lines()[mark..];
+    assert!(
+        after.iter().any(|l| l.contains(
+            "appliance: boot entry EFI/Linux/gw-a_0.3.0+0-2.efi failed its tries; it is not booted again"
+        )),
+        "the failed entry is not reported:\n{}",
+        after.join("\n")
+    );
+    assert!(after
+        .iter()
+        .any(|l| l.contains("appliance: boot entry not on trial")));
+    let pcrs = pcrs_from_console(after);
+    assert_eq!(
+        pcrs.get(&4),
+        Some(&b.manifest.pcrs.pcr4),
+        "back on 0.2.0: PCR 4"
+    );
+    assert_eq!(
+        pcrs.get(&11),
+        Some(&b.manifest.pcrs.pcr11),
+        "back on 0.2.0: PCR 11"
+    );
+    vm.send_line("poweroff").unwrap();
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "no power-off"
+    );
+    drop(vm);
+    assert_eq!(
+        esp_entries(a, &disk),
+        ["gw-a_0.1.0.efi", "gw-a_0.2.0.efi", "gw-a_0.3.0+0-2.efi"]
+    );
+}

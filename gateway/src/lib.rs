@@ -22,6 +22,7 @@ pub mod cmdline;
 pub mod confine;
 pub mod console;
 pub mod error;
+pub mod esp;
 pub mod eventlog;
 pub mod keyledger;
 pub mod nic;

@@ -19,6 +19,7 @@
 
 use gateway::boot::{self, Env, KernelModules, ModuleLoader, ModuleOutcome};
 use gateway::console::Logger;
+use gateway::esp::{Assessment, EspEnv};
 use gateway::pid1::{self, Mode, State};
 use gateway::runtime::{Runtime, RuntimeEnv, CINIT_ARGV0};
 use std::path::{Path, PathBuf};
@@ -86,19 +87,38 @@ fn main() {
             log.log(&format!("warning: {f}"));
         }
         harden_kernel(&mut log);
-        let (state, rt) = match boot::run(&Env::device(), &mut KernelModules, &mut log) {
+        let (state, rt, assessment) = match boot::run(&Env::device(), &mut KernelModules, &mut log)
+        {
             Ok(plan) => {
                 // The plan's drivers are in: nothing loads a module from here on.
                 pid1::disable_module_loading(Path::new(pid1::MODULES_DISABLED), &mut log);
-                start_runtime(RuntimeEnv::device(), plan, &mut log)
+                let assessment = plan
+                    .boot_assessment
+                    .map(|b| Assessment::start(EspEnv::device(), b, &mut log));
+                let (state, rt) = start_runtime(RuntimeEnv::device(), plan, &mut log);
+                (state, rt, assessment)
             }
             Err(e) => {
                 log.log(&format!("error: {e}"));
                 log.log("closed: not starting anything; type `poweroff` or `reboot`");
-                (State::Closed(e.to_string()), None)
+                // A closed update on trial must still end in a reboot, so
+                // that the boot loader counts the try.
+                let env = EspEnv::device();
+                gateway::esp::mount_efivarfs(&env, &mut log);
+                let assessment = env.boot_count_path().map(|_| {
+                    Assessment::start(
+                        env,
+                        gateway::plan::BootAssessment {
+                            timeout_s: gateway::esp::CLOSED_TIMEOUT_S,
+                            tunnels: 0,
+                        },
+                        &mut log,
+                    )
+                });
+                (State::Closed(e.to_string()), None, assessment)
             }
         };
-        pid1::supervise(state, rt, &mut log, Mode::Pid1);
+        pid1::supervise(state, rt, assessment, &mut log, Mode::Pid1);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
@@ -184,5 +204,5 @@ fn serve(root: &str) {
             (State::Closed(e.to_string()), None)
         }
     };
-    pid1::supervise(state, rt, &mut log, Mode::Test);
+    pid1::supervise(state, rt, None, &mut log, Mode::Test);
 }

@@ -274,7 +274,13 @@ fn shutdown(how: Shutdown, log: &mut Logger) -> ! {
 }
 
 /// The PID 1 main loop. Never returns.
-pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, mode: Mode) -> ! {
+pub fn supervise(
+    state: State,
+    mut runtime: Option<Runtime>,
+    mut assessment: Option<crate::esp::Assessment>,
+    log: &mut Logger,
+    mode: Mode,
+) -> ! {
     let started = Instant::now();
     if mode == Mode::Pid1 {
         if let Err(e) = sys::reboot(libc::RB_DISABLE_CAD) {
@@ -353,6 +359,14 @@ pub fn supervise(state: State, mut runtime: Option<Runtime>, log: &mut Logger, m
         if let Some(rt) = runtime.as_mut() {
             rt.relay(ready.get(fixed..).unwrap_or(&[]), log);
             rt.check_ready(log);
+        }
+        if let Some(a) = assessment.as_mut() {
+            let (up, keyed) = runtime
+                .as_ref()
+                .map_or((false, 0), |rt| (rt.is_ready(), rt.keyed_tunnels()));
+            if a.tick(up, keyed, log) {
+                shutdown(Shutdown::Reboot, log);
+            }
         }
         while let Ok(Some((pid, status))) = sys::reap_one() {
             reaped += 1;

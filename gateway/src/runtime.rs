@@ -122,6 +122,13 @@ pub fn describe_status(status: libc::c_int) -> String {
     }
 }
 
+/// The tunnel id of a Viaduct line `viaduct: tunnel N keyed (…)`.
+pub fn keyed_tunnel(text: &str) -> Option<u32> {
+    let rest = text.strip_prefix("viaduct: tunnel ")?;
+    let (n, rest) = rest.split_once(' ')?;
+    rest.starts_with("keyed").then(|| n.parse().ok()).flatten()
+}
+
 /// Turns untrusted output into one safe log line: printable ASCII only, ≤ 200 chars.
 pub fn sanitize(line: &[u8]) -> String {
     line.iter()
@@ -299,6 +306,8 @@ pub struct Runtime {
     pending_ready: Option<(String, Instant, bool)>,
     /// Whether `ready` was printed.
     announced: bool,
+    /// Tunnels the Viaduct reported keyed (`viaduct: tunnel N keyed`), by id.
+    keyed: std::collections::BTreeSet<u32>,
     /// The IKE process, when the policy keys tunnels by IKE.
     ike: Option<IkeRuntime>,
 }
@@ -830,6 +839,7 @@ impl Runtime {
             units,
             pending_ready: None,
             announced: false,
+            keyed: std::collections::BTreeSet::new(),
             ike,
         };
         for i in 0..rt.units.len() {
@@ -1255,6 +1265,7 @@ impl Runtime {
                 }
                 let mut up = false;
                 let limit = &mut r.limit;
+                let keyed = &mut self.keyed;
                 let closed = read_lines(&mut r.file, &mut r.lines, |line| {
                     let text = sanitize(line);
                     if which == 1 {
@@ -1265,6 +1276,11 @@ impl Runtime {
                     } else {
                         up |= is_viaduct && text.contains("pumping");
                         up |= is_ike && text.contains("peer(s)");
+                        if is_viaduct {
+                            if let Some(id) = keyed_tunnel(&text) {
+                                keyed.insert(id);
+                            }
+                        }
                         if limit.admit(now) {
                             log.relay(&format!("{name}| {text}"));
                         }
@@ -1374,6 +1390,16 @@ impl Runtime {
             return;
         }
         self.pending_ready = Some((line, Instant::now() + limit, false));
+    }
+
+    /// Whether `ready` was printed.
+    pub fn is_ready(&self) -> bool {
+        self.announced
+    }
+
+    /// How many tunnels the Viaduct reported keyed since the init started.
+    pub fn keyed_tunnels(&self) -> usize {
+        self.keyed.len()
     }
 
     /// See [`Runtime::announce_when_up`].

@@ -70,8 +70,13 @@ pub struct VmConfig {
     pub name: String,
     /// Working directory (vars copy, swtpm state and socket).
     pub workdir: PathBuf,
-    /// The disk image (opened with `snapshot=on`: never modified).
+    /// The disk image (opened with `snapshot=on`: never modified, unless
+    /// [`VmConfig::writable`]).
     pub disk: PathBuf,
+    /// Write to the disk, and let the guest reboot (firmware, boot loader and
+    /// all) within the same QEMU process instead of ending it: what a boot
+    /// counter and a fallback need.
+    pub writable: bool,
     /// Variable store to start from (copied); default: the empty OVMF store.
     pub vars: Option<PathBuf>,
     /// Use the Secure Boot firmware (SMM, secure flash).
@@ -145,6 +150,7 @@ impl VmConfig {
             name: name.into(),
             workdir: workdir.into(),
             disk: disk.into(),
+            writable: false,
             vars: None,
             secure_boot: false,
             tpm: true,
@@ -422,7 +428,10 @@ pub fn qemu_command(cfg: &VmConfig, files: &VmFiles) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-nodefaults", "-machine", machine, "-accel", "tcg", "-m"])
         .arg(cfg.memory_mib.to_string())
-        .args(["-display", "none", "-no-reboot", "-monitor", "none"]);
+        .args(["-display", "none", "-monitor", "none"]);
+    if !cfg.writable {
+        cmd.arg("-no-reboot");
+    }
     if let Console::Socket { socket, log } = &cfg.console {
         cmd.arg("-chardev")
             .arg(format!(
@@ -447,8 +456,9 @@ pub fn qemu_command(cfg: &VmConfig, files: &VmFiles) -> Command {
         ))
         .arg("-drive")
         .arg(format!(
-            "file={},format=raw,if=none,id=disk0,snapshot=on",
-            cfg.disk.display()
+            "file={},format=raw,if=none,id=disk0{}",
+            cfg.disk.display(),
+            if cfg.writable { "" } else { ",snapshot=on" }
         ))
         .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]);
     if cfg.tpm {

@@ -262,6 +262,11 @@ fn run() -> Result<(), EngineError> {
         policy.tunnels.len(),
         args.threads
     );
+    // The init counts these lines (from this process's own pipe, which no
+    // personality writes) to judge a trial boot good ("tunnels-up").
+    for t in policy.tunnels.iter().filter(|t| t.manual.is_some()) {
+        eprintln!("viaduct: tunnel {} keyed ({}, manual keys)", t.id.0, t.name);
+    }
     drop(policy);
     let (out_half, in_half, control) = engine.split();
     let ctl = Arc::new(Control::default());

@@ -183,6 +183,26 @@ pub(crate) struct KernelPart {
     pub modules: Vec<String>,
 }
 
+/// The modules an A/B image needs besides the profile's drivers: the
+/// init reads the boot loader's variables (efivarfs) and renames the trial
+/// entry on the ESP (vfat, with code page 437 and ASCII names). The disk's
+/// own driver (virtio_blk, ahci and sd_mod, nvme, …) is the profile's to name.
+pub(crate) const BOOT_ASSESSMENT_MODULES: [&str; 4] =
+    ["efivarfs", "vfat", "nls_cp437", "nls_ascii"];
+
+/// The profile's drivers, and what its boot chain needs.
+fn drivers(profile: &Profile) -> Vec<&str> {
+    let mut v: Vec<&str> = profile.kernel.drivers.iter().map(String::as_str).collect();
+    if profile.image.slots == profiles::Slots::Ab {
+        for m in BOOT_ASSESSMENT_MODULES {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
+    }
+    v
+}
+
 /// Kernel image and the profile's modules (with dependencies), keyed by the
 /// kernel package digest and the driver list.
 pub(crate) fn kernel_part(
@@ -193,9 +213,10 @@ pub(crate) fn kernel_part(
     how: Compression,
     st: &mut Stages<'_>,
 ) -> Result<KernelPart, BuildError> {
+    let all = drivers(profile);
     let key = part_key("kernel", how, |h| {
         h.update(deb_sha);
-        for d in &profile.kernel.drivers {
+        for d in &all {
             h.update([0]);
             h.update(d);
         }
@@ -219,8 +240,7 @@ pub(crate) fn kernel_part(
     let bytes = std::fs::read(deb).map_err(BuildError::io("reading", deb))?;
     let deb = Deb::parse(&bytes)?;
     let tree = KernelTree::from_deb(&deb)?;
-    let drivers: Vec<&str> = profile.kernel.drivers.iter().map(String::as_str).collect();
-    let res = match tree.resolve(&drivers) {
+    let res = match tree.resolve(&all) {
         Ok(r) => r,
         Err(kernel::Error::UnknownDriver {
             name,
