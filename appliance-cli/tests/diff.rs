@@ -338,7 +338,15 @@ fn diff_between_two_versions_reports_each_pcr_as_each_build_predicts_it() {
         .collect();
     assert_eq!(
         rows,
-        [(4, "off"), (4, "on"), (7, "off"), (7, "on"), (11, "either")]
+        [
+            (4, "off"),
+            (4, "on"),
+            (7, "off"),
+            (7, "on"),
+            (11, "either"),
+            (12, "off"),
+            (12, "on")
+        ]
     );
     for p in pcrs {
         let field = p["manifest_field"].as_str().unwrap();

@@ -1214,22 +1214,23 @@ fn measure_matches_the_manifest_and_reference_values() {
     );
     let acc = rv["accepted"].as_array().unwrap();
     assert_eq!(acc.len(), 2, "{rv:#}");
-    let want = |cond: &str, p4: &str, p7: &str| {
+    let want = |cond: &str, p4: &str, p7: &str, p12: &str| {
         serde_json::json!({
             "condition": cond,
-            "pcrs": {"4": pcrs[p4], "7": pcrs[p7], "11": pcrs["pcr11"]},
+            "pcrs": {"4": pcrs[p4], "7": pcrs[p7], "11": pcrs["pcr11"], "12": pcrs[p12]},
         })
     };
     assert_eq!(
         acc[0],
-        want("secure boot off", "pcr4", "pcr7_secure_boot_off")
+        want("secure boot off", "pcr4", "pcr7_secure_boot_off", "pcr12")
     );
     assert_eq!(
         acc[1],
         want(
             "secure boot on",
             "pcr4_secure_boot_on",
-            "pcr7_secure_boot_on"
+            "pcr7_secure_boot_on",
+            "pcr12_secure_boot_on"
         )
     );
 
@@ -1300,17 +1301,45 @@ fn measure_replays_event_logs_of_either_secure_boot_state() {
     let (_, p) = measure_json(&f.out, None);
     let dir = tempfile::tempdir().unwrap();
     let pcrs = &f.manifest["pcrs"];
-    let cases: [(&str, &[&str], bool); 4] = [
-        ("off", &["pcr4", "pcr7_secure_boot_off", "pcr11"], true),
+    let cases: [(&str, &[&str], bool); 5] = [
+        (
+            "off",
+            &["pcr4", "pcr7_secure_boot_off", "pcr11", "pcr12"],
+            true,
+        ),
         (
             "on",
-            &["pcr4_secure_boot_on", "pcr7_secure_boot_on", "pcr11"],
+            &[
+                "pcr4_secure_boot_on",
+                "pcr7_secure_boot_on",
+                "pcr11",
+                "pcr12_secure_boot_on",
+            ],
             true,
         ),
         // PCR 4 of one state with PCR 7 of the other matches neither.
-        ("mixed", &["pcr4", "pcr7_secure_boot_on", "pcr11"], false),
+        (
+            "mixed",
+            &["pcr4", "pcr7_secure_boot_on", "pcr11", "pcr12"],
+            false,
+        ),
         // No PCR 11 events.
-        ("no-pcr11", &["pcr4", "pcr7_secure_boot_off"], false),
+        (
+            "no-pcr11",
+            &["pcr4", "pcr7_secure_boot_off", "pcr12"],
+            false,
+        ),
+        // PCR 12 of the other state: the command line measured once too often.
+        (
+            "pcr12-of-the-other-state",
+            &[
+                "pcr4",
+                "pcr7_secure_boot_off",
+                "pcr11",
+                "pcr12_secure_boot_on",
+            ],
+            false,
+        ),
     ];
     for (name, keys, ok) in cases {
         let preds: Vec<&Value> = keys.iter().map(|k| &p[*k]).collect();
@@ -1334,7 +1363,7 @@ fn measure_replays_event_logs_of_either_secure_boot_state() {
     let path = dir.path().join("tampered.bin");
     std::fs::write(
         &path,
-        event_log(&[&p["pcr4"], &p["pcr7_secure_boot_off"], &pcr11]),
+        event_log(&[&p["pcr4"], &p["pcr7_secure_boot_off"], &pcr11, &p["pcr12"]]),
     )
     .unwrap();
     let r = run(appliance()

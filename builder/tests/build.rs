@@ -735,7 +735,8 @@ fn unknown_driver_names_file_and_line() {
 fn failed_build_leaves_previous_output_intact() {
     let (_, a, _) = built();
     let before = std::fs::read(a.out.join("manifest.json")).unwrap();
-    // ESP too small for three UKIs: the build fails late, in the disk stage.
+    // ESP too small for the UKI and the room an update needs: the build
+    // fails late, in the disk stage.
     let (dir, profile) = edited_copy(|l| l, |p| format!("{p}\n[image]\nesp_size = \"34MiB\"\n"));
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
@@ -752,7 +753,7 @@ fn failed_build_leaves_previous_output_intact() {
         + 1;
     assert!(msg.contains(&format!("gw-a.toml:{line}:")), "{msg}");
     assert!(
-        msg.contains("image.esp_size: 34 MiB") && msg.contains("three times"),
+        msg.contains("image.esp_size: 34 MiB") && msg.contains("room for an update's UKI"),
         "{msg}"
     );
     let needed: u64 = msg
@@ -761,7 +762,7 @@ fn failed_build_leaves_previous_output_intact() {
         .and_then(|r| r.split("MiB").next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no size in {msg}"));
-    assert!(needed * (1 << 20) >= 3 * a.manifest.uki.size, "{msg}");
+    assert!(needed * (1 << 20) >= 2 * a.manifest.uki.size, "{msg}");
     // The size it names is enough.
     let text = std::fs::read_to_string(&profile).unwrap();
     std::fs::write(
@@ -1353,7 +1354,9 @@ fn esp_entries(a: &builder::BuildOutput, disk: &Path) -> Vec<String> {
 /// counter) and measures exactly its own prediction; then 0.3.0, whose LAN
 /// card is absent (never ready), put as `+2`: it is tried twice, each time
 /// rebooted when its 30 s run out, and then 0.2.0 boots again, ready, and
-/// the init reports the failed entry.
+/// the init reports the failed entry. The anti-rollback floor in the TPM
+/// follows: 1 while 0.1.0 (security version 1) stays bootable, 2 once it is
+/// gone; 0.1.0 put back then stays closed.
 #[test]
 fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
     use testbed::vm::{pcrs_from_console, Vm, VmConfig};
@@ -1365,10 +1368,10 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = variant(dir.path(), "version = \"0.2.0\"", "");
+    let b = variant(dir.path(), "version = \"0.2.0\"\nsecurity_version = 2", "");
     let c = variant(
         dir.path(),
-        "version = \"0.3.0\"",
+        "version = \"0.3.0\"\nsecurity_version = 3",
         "[image]\nboot_timeout = \"30s\"\n\n[hardware.nics.lan]\npci = \"0000:00:09.0\"",
     );
     assert!(
@@ -1408,6 +1411,11 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
         .lines()
         .iter()
         .any(|l| l.contains("appliance: ready gw-a 0.2.0")));
+    // The floor: the lowest security version among bootable entries (0.1.0's 1).
+    vm.wait_for("the floor", Duration::from_secs(30), |l| {
+        l.contains("appliance: anti-rollback floor raised from 0 to 1")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
     let pcrs = vm.pcrs();
     let p = &b.manifest.pcrs;
     for (n, want) in [
@@ -1484,5 +1492,55 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
     assert_eq!(
         esp_entries(a, &disk),
         ["gw-a_0.1.0.efi", "gw-a_0.2.0.efi", "gw-a_0.3.0+0-2.efi"]
+    );
+
+    // 3. 0.1.0 retired: the floor rises to 0.2.0's 2 after its next good boot.
+    del_on_esp(a, &disk, "gw-a_0.1.0.efi");
+    let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("the floor raised", Duration::from_secs(240), |l| {
+        l.contains("appliance: anti-rollback floor raised from 1 to 2")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    vm.send_line("poweroff").unwrap();
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "no power-off"
+    );
+    drop(vm);
+
+    // 4. A rollback: 0.1.0 put back, 0.2.0 gone. It boots, finds its
+    // security version below the floor and stays closed.
+    del_on_esp(a, &disk, "gw-a_0.2.0.efi");
+    put_on_esp(a, &disk, &a.out.join("uki.efi"), "gw-a_0.1.0.efi");
+    let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("the rollback refused", Duration::from_secs(240), |l| {
+        l.contains("error: this image's security version 1 is below the device's anti-rollback floor 2 (a rollback); not starting")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    let _ = vm.wait_for("nothing", Duration::from_secs(3), |_| false);
+    assert!(!vm
+        .lines()
+        .iter()
+        .any(|l| l.contains("appliance: ready gw-a 0.1.0")));
+    vm.send_line("poweroff").unwrap();
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "no power-off"
+    );
+}
+
+/// Deletes `EFI/Linux/<name>` from the ESP of `disk` with mtools.
+fn del_on_esp(a: &builder::BuildOutput, disk: &Path, name: &str) {
+    let esp = &a.manifest.disk.partitions[0];
+    let img = format!("{}@@{}", disk.display(), esp.first_lba * 512);
+    let o = Command::new("mdel")
+        .args(["-i", &img])
+        .arg(format!("::EFI/Linux/{name}"))
+        .output()
+        .expect("mtools");
+    assert!(
+        o.status.success(),
+        "mdel: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

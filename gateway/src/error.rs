@@ -119,6 +119,16 @@ pub enum Error {
         /// What is wrong and what to do.
         problem: String,
     },
+    /// The anti-rollback floor cannot be used (see `crate::floor`).
+    #[error("anti-rollback floor (TPM NV {counter:#010x}, {base:#010x}): {problem}")]
+    Floor {
+        /// The counter index.
+        counter: u32,
+        /// The base index.
+        base: u32,
+        /// What is wrong.
+        problem: String,
+    },
     /// Talking to the TPM failed.
     #[error("TPM transport ({what}): {source}")]
     TpmIo {

@@ -37,6 +37,8 @@ pub struct EspEnv {
     pub dev: PathBuf,
     /// Where to mount the ESP.
     pub mount_at: PathBuf,
+    /// The TPM devices to try, in order.
+    pub tpm: Vec<PathBuf>,
 }
 
 impl EspEnv {
@@ -47,6 +49,7 @@ impl EspEnv {
             sys_block: "/sys/class/block".into(),
             dev: "/dev".into(),
             mount_at: "/run/esp".into(),
+            tpm: vec!["/dev/tpmrm0".into(), "/dev/tpm0".into()],
         }
     }
 
@@ -219,6 +222,142 @@ pub fn find_partition(env: &EspEnv, uuid: &str) -> Option<PathBuf> {
     None
 }
 
+/// The `APPLIANCE_SECURITY_VERSION` in the `.osrel` section of the UKI
+/// `r` (a PE file): read with bounded seeks, never more than 64 KiB of the
+/// section; `None` when the file is not such a UKI.
+pub fn uki_security_version<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<u64> {
+    use std::io::SeekFrom;
+    let mut at = |off: u64, len: usize| -> Option<Vec<u8>> {
+        r.seek(SeekFrom::Start(off)).ok()?;
+        let mut b = vec![0u8; len];
+        r.read_exact(&mut b).ok()?;
+        Some(b)
+    };
+    let dos = at(0, 64)?;
+    if dos.get(..2)? != b"MZ" {
+        return None;
+    }
+    let pe = u64::from(u32::from_le_bytes(dos.get(0x3c..0x40)?.try_into().ok()?));
+    let coff = at(pe, 24)?;
+    if coff.get(..4)? != b"PE\0\0" {
+        return None;
+    }
+    let sections = u16::from_le_bytes(coff.get(6..8)?.try_into().ok()?);
+    let opt = u16::from_le_bytes(coff.get(20..22)?.try_into().ok()?);
+    if sections > 96 {
+        return None;
+    }
+    let table = at(pe + 24 + u64::from(opt), usize::from(sections) * 40)?;
+    for s in table.chunks_exact(40) {
+        if s.get(..8)? != b".osrel\0\0" {
+            continue;
+        }
+        let le = |o: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(s.get(o..o + 4)?.try_into().ok()?))
+        };
+        let (vsize, raw_size, raw_at) = (le(8)?, le(16)?, le(20)?);
+        let len = vsize.min(raw_size).min(64 * 1024) as usize;
+        let text = at(u64::from(raw_at), len)?;
+        let text = String::from_utf8_lossy(&text);
+        return text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("APPLIANCE_SECURITY_VERSION=")?;
+            let v = v.trim_matches('"');
+            (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse().ok())
+                .flatten()
+        });
+    }
+    None
+}
+
+/// The security versions of the entries systemd-boot may still boot (no
+/// counter, or tries left), by path; `None` for an entry whose version
+/// cannot be read.
+fn bootable_versions(esp_root: &Path) -> Vec<(String, Option<u64>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(esp_root.join(LINUX_DIR)) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.to_ascii_lowercase().ends_with(".efi") || name.starts_with('.') {
+            continue;
+        }
+        if counter(&name).is_some_and(|(_, left, _)| left == 0) {
+            continue;
+        }
+        let v = std::fs::File::open(e.path())
+            .ok()
+            .and_then(|mut f| uki_security_version(&mut f));
+        out.push((format!("{LINUX_DIR}/{name}"), v));
+    }
+    out.sort();
+    out
+}
+
+/// After a good boot: raises the TPM's anti-rollback floor to the lowest
+/// security version among the bootable entries (so the fallback keeps
+/// booting), never above `own` (this image's). Logs what it did.
+fn raise_floor(env: &EspEnv, esp: Option<&Path>, own: u64, log: &mut crate::console::Logger) {
+    let mut lowest = own;
+    if let Some(esp) = esp {
+        let m = match Mounted::new(env, esp, false) {
+            Ok(m) => m,
+            Err(e) => {
+                log.log(&format!(
+                    "warning: anti-rollback floor not raised: mounting {}: {e}",
+                    esp.display()
+                ));
+                return;
+            }
+        };
+        for (path, v) in bootable_versions(&m.0.mount_at) {
+            match v {
+                Some(v) => lowest = lowest.min(v),
+                None => {
+                    log.log(&format!(
+                        "warning: anti-rollback floor not raised: the security version of {path} cannot be read"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+    let Some(dev) = env.tpm.iter().find(|p| p.exists()) else {
+        log.log("warning: anti-rollback floor not raised: no TPM");
+        return;
+    };
+    match crate::runtime::open_tpm(dev).and_then(|mut t| crate::floor::raise(&mut *t, lowest)) {
+        Ok((before, after)) if after > before => log.log(&format!(
+            "appliance: anti-rollback floor raised from {before} to {after} (the lowest security version among bootable entries)"
+        )),
+        Ok((_, after)) => log.log(&format!(
+            "appliance: anti-rollback floor stays {after} (the lowest security version among bootable entries is {lowest})"
+        )),
+        Err(e) => log.log(&format!("error: {e}")),
+    }
+}
+
+/// Checks this image's security version against the TPM's floor before
+/// anything starts.
+///
+/// # Errors
+/// The version is below the floor (a rollback), or the floor cannot be read.
+pub fn check_floor(env: &EspEnv, own: u64) -> Result<Option<u64>, String> {
+    let Some(dev) = env.tpm.iter().find(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let floor = crate::runtime::open_tpm(dev)
+        .and_then(|mut t| crate::floor::read(&mut *t))
+        .map_err(|e| e.to_string())?;
+    match floor {
+        Some(f) if own < f => Err(format!(
+            "this image's security version {own} is below the device's anti-rollback floor {f} (a rollback); not starting"
+        )),
+        f => Ok(f),
+    }
+}
+
 /// What this boot is, as the boot loader and the ESP say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BootEntries {
@@ -323,6 +462,7 @@ pub fn mark_good(env: &EspEnv, esp: &Path, counted: &str) -> Result<String, Stri
 pub struct Assessment {
     env: EspEnv,
     want: gateway_plan::BootAssessment,
+    own_version: u64,
     entries: BootEntries,
     deadline: std::time::Instant,
     done: bool,
@@ -338,6 +478,7 @@ impl Assessment {
     pub fn start(
         env: EspEnv,
         want: gateway_plan::BootAssessment,
+        own_version: u64,
         log: &mut crate::console::Logger,
     ) -> Assessment {
         mount_efivarfs(&env, log);
@@ -371,6 +512,7 @@ impl Assessment {
         Assessment {
             env,
             want,
+            own_version,
             entries,
             deadline: std::time::Instant::now()
                 + std::time::Duration::from_secs(u64::from(want.timeout_s)),
@@ -402,6 +544,12 @@ impl Assessment {
                 )),
                 (None, _) => log.log("appliance: boot good (not on trial)"),
             }
+            raise_floor(
+                &self.env,
+                self.entries.esp.as_deref(),
+                self.own_version,
+                log,
+            );
             return false;
         }
         if std::time::Instant::now() < self.deadline {
@@ -570,6 +718,7 @@ mod tests {
             sys_block: class,
             dev: dev.clone(),
             mount_at: root.join("esp"),
+            tpm: Vec::new(),
         };
         assert_eq!(
             find_partition(&env, &guid.to_string().to_lowercase()),
@@ -585,7 +734,53 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_ukis_security_version_is_read_from_its_osrel() {
+        let stub = std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+            .expect("systemd-boot-efi (scripts/test installs it)");
+        let mut b = images::pe::UkiBuilder::new(stub);
+        b.osrel(b"ID=appliance\nIMAGE_VERSION=\"0.2.0\"\nAPPLIANCE_SECURITY_VERSION=7\n".to_vec())
+            .unwrap()
+            .cmdline(b"console=ttyS0".to_vec())
+            .unwrap()
+            .linux(vec![0x4d; 4096])
+            .unwrap();
+        let uki = b.build().unwrap();
+        assert_eq!(
+            uki_security_version(&mut std::io::Cursor::new(&uki)),
+            Some(7)
+        );
+        let mut other = images::pe::UkiBuilder::new(
+            std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub").unwrap(),
+        );
+        other
+            .osrel(b"ID=appliance\n".to_vec())
+            .unwrap()
+            .linux(vec![0x4d; 4096])
+            .unwrap();
+        let other = other.build().unwrap();
+        assert_eq!(
+            uki_security_version(&mut std::io::Cursor::new(&other)),
+            None
+        );
+        assert_eq!(uki_security_version(&mut std::io::Cursor::new(b"MZ")), None);
+    }
+
     proptest::proptest! {
+        #[test]
+        fn uki_reading_never_panics(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), pe in 64u32..1024) {
+            if bytes.len() > 0x40 {
+                bytes[0] = b'M';
+                bytes[1] = b'Z';
+                bytes[0x3c..0x40].copy_from_slice(&pe.to_le_bytes());
+                let p = pe as usize;
+                if bytes.len() > p + 4 {
+                    bytes[p..p + 4].copy_from_slice(b"PE\0\0");
+                }
+            }
+            let _ = uki_security_version(&mut std::io::Cursor::new(&bytes));
+        }
+
         #[test]
         fn name_parsing_never_panics(s in "\\PC{0,80}") {
             let _ = entry_path(&s);

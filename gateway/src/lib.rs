@@ -24,6 +24,7 @@ pub mod console;
 pub mod error;
 pub mod esp;
 pub mod eventlog;
+pub mod floor;
 pub mod keyledger;
 pub mod nic;
 pub mod pid1;

@@ -92,11 +92,29 @@ fn main() {
             Ok(plan) => {
                 // The plan's drivers are in: nothing loads a module from here on.
                 pid1::disable_module_loading(Path::new(pid1::MODULES_DISABLED), &mut log);
+                let own = u64::from(plan.security_version.0);
                 let assessment = plan
                     .boot_assessment
-                    .map(|b| Assessment::start(EspEnv::device(), b, &mut log));
-                let (state, rt) = start_runtime(RuntimeEnv::device(), plan, &mut log);
-                (state, rt, assessment)
+                    .map(|b| Assessment::start(EspEnv::device(), b, own, &mut log));
+                match gateway::esp::check_floor(&EspEnv::device(), own) {
+                    Ok(floor) => {
+                        log.log(&match floor {
+                            Some(f) => {
+                                format!("appliance: security version {own}, anti-rollback floor {f}")
+                            }
+                            None => format!(
+                                "appliance: security version {own}, no anti-rollback floor on this device yet"
+                            ),
+                        });
+                        let (state, rt) = start_runtime(RuntimeEnv::device(), plan, &mut log);
+                        (state, rt, assessment)
+                    }
+                    Err(e) => {
+                        log.log(&format!("error: {e}"));
+                        log.log("closed: not starting anything; type `poweroff` or `reboot`");
+                        (State::Closed(e), None, assessment)
+                    }
+                }
             }
             Err(e) => {
                 log.log(&format!("error: {e}"));
@@ -112,6 +130,7 @@ fn main() {
                             timeout_s: gateway::esp::CLOSED_TIMEOUT_S,
                             tunnels: 0,
                         },
+                        0,
                         &mut log,
                     )
                 });

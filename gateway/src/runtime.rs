@@ -1537,7 +1537,7 @@ fn installed_once(n: usize) -> String {
 }
 
 /// Opens the TPM at `path`: a character device, or a Unix socket (swtpm in host tests).
-fn open_tpm(path: &Path) -> Result<Box<dyn crate::tpm::Transport>> {
+pub(crate) fn open_tpm(path: &Path) -> Result<Box<dyn crate::tpm::Transport>> {
     use std::os::unix::fs::FileTypeExt;
     let io = |source| Error::io("opening the TPM", path, source);
     let meta = std::fs::metadata(path).map_err(io)?;
@@ -1654,6 +1654,27 @@ mod tests {
         }
         assert_eq!(seen, [1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(next_backoff(d, BACKOFF_RESET), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn keyed_tunnel_lines_are_the_viaducts_own_format_only() {
+        assert_eq!(
+            keyed_tunnel("viaduct: tunnel 3 keyed (SA 0badcafe, IKE)"),
+            Some(3)
+        );
+        assert_eq!(
+            keyed_tunnel("viaduct: tunnel 0 keyed (lan, manual keys)"),
+            Some(0)
+        );
+        for no in [
+            "red| viaduct: tunnel 3 keyed",
+            "viaduct: tunnel x keyed",
+            "viaduct: tunnel 3 rekeyed",
+            "viaduct: tunnel 3",
+            "viaduct: tunnel -1 keyed",
+        ] {
+            assert_eq!(keyed_tunnel(no), None, "{no}");
+        }
     }
 
     #[test]

@@ -36,6 +36,16 @@ pub const TPM_CC_NV_DEFINE_SPACE: u32 = 0x0000_012A;
 pub const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
 /// `TPM_CC_NV_Read`.
 pub const TPM_CC_NV_READ: u32 = 0x0000_014E;
+/// `TPM_CC_NV_Increment`.
+pub const TPM_CC_NV_INCREMENT: u32 = 0x0000_0134;
+/// `TPM_CC_NV_WriteLock`.
+pub const TPM_CC_NV_WRITE_LOCK: u32 = 0x0000_0138;
+/// `TPMA_NV` type field `TPM_NT_COUNTER` (bits 7:4 = 1): a monotonic counter.
+pub const TPMA_NV_COUNTER: u32 = 1 << 4;
+/// `TPMA_NV_WRITEDEFINE`: `NV_WriteLock` locks writes until the index is undefined.
+pub const TPMA_NV_WRITEDEFINE: u32 = 1 << 13;
+/// `TPMA_NV_WRITELOCKED` (set by the TPM).
+pub const TPMA_NV_WRITELOCKED: u32 = 1 << 11;
 /// `TPM_CC_NV_ReadPublic`.
 pub const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
 /// `TPM_RH_OWNER`: the owner hierarchy (authorises `NV_DefineSpace`).
@@ -308,6 +318,32 @@ pub fn rc_is_no_handle(rc: u32) -> bool {
     rc & 0x80 != 0 && rc & 0x3F == 0x0B
 }
 
+/// Whether `rc` asks the caller to send the command again: `TPM_RC_RETRY`,
+/// `TPM_RC_YIELDED`, `TPM_RC_TESTING` or `TPM_RC_NV_RATE` (a TPM pacing NV
+/// writes, as counters without `orderly` do on every increment).
+pub fn rc_is_retry(rc: u32) -> bool {
+    matches!(rc, 0x0922 | 0x0908 | 0x090A | 0x0920)
+}
+
+/// Sends `command` until the TPM stops answering "retry" (at most 100 times,
+/// 20 ms apart); returns the last response.
+pub fn transact_retrying(t: &mut dyn Transport, command: &[u8]) -> Result<Vec<u8>> {
+    let mut resp = t.transact(command)?;
+    for _ in 0..100 {
+        let rc = resp
+            .get(6..10)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
+        if !rc_is_retry(rc) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        resp = t.transact(command)?;
+    }
+    Ok(resp)
+}
+
 /// Appends `authorizationSize` and one `TPMS_AUTH_COMMAND` for `TPM_RS_PW` with an
 /// empty password.
 fn password_session(c: &mut Vec<u8>) {
@@ -398,6 +434,17 @@ pub fn nv_write_command(index: u32, offset: u16, data: &[u8]) -> Vec<u8> {
     c.extend_from_slice(&len.to_be_bytes());
     c.extend_from_slice(data);
     c.extend_from_slice(&offset.to_be_bytes());
+    finish(c)
+}
+
+/// Marshals a command on one NV index authorised by the index itself
+/// (empty password) with no parameters: `NV_Increment`, `NV_WriteLock`.
+pub fn nv_self_auth_command(cc: u32, index: u32) -> Vec<u8> {
+    let mut c = Vec::with_capacity(32);
+    header(&mut c, TPM_ST_SESSIONS, cc);
+    c.extend_from_slice(&index.to_be_bytes()); // authHandle
+    c.extend_from_slice(&index.to_be_bytes()); // nvIndex
+    password_session(&mut c);
     finish(c)
 }
 

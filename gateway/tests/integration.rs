@@ -642,3 +642,59 @@ fn key_ledger_takes_an_index_defined_by_tpm2_nvdefine_and_refuses_a_foreign_one(
         .to_string();
     assert!(e.contains("not ours"), "{e}");
 }
+
+/// The anti-rollback floor on swtpm: none at first; raised, it reads back,
+/// survives a restart of the TPM, never goes down, refuses a huge jump; and
+/// it starts at 0 although a TPM counter starts at the highest value any
+/// counter of the TPM had (another counter raised first).
+#[test]
+fn anti_rollback_floor_on_swtpm_only_goes_up_and_survives_a_restart() {
+    use gateway::floor;
+    use gateway::tpm::{self, NvPublic};
+    let Some(s) = start_swtpm() else { return };
+    {
+        let mut t = connect(&s);
+        // Another counter of this TPM, counted to 5 first.
+        let other = NvPublic {
+            index: 0x0180_0B00,
+            name_alg: tpm::TPM_ALG_SHA256,
+            attributes: tpm::TPMA_NV_COUNTER | tpm::TPMA_NV_AUTHWRITE | tpm::TPMA_NV_AUTHREAD,
+            auth_policy_len: 0,
+            data_size: 8,
+        };
+        let r = t.transact(&tpm::nv_define_space_command(&other)).unwrap();
+        tpm::parse_empty_session_response(&r, "NV_DefineSpace").unwrap();
+        for _ in 0..5 {
+            let r = tpm::transact_retrying(
+                &mut t,
+                &tpm::nv_self_auth_command(tpm::TPM_CC_NV_INCREMENT, other.index),
+            )
+            .unwrap();
+            tpm::parse_empty_session_response(&r, "NV_Increment").unwrap();
+        }
+        assert_eq!(floor::read(&mut t).unwrap(), None, "no floor yet");
+        assert_eq!(floor::raise(&mut t, 3).unwrap(), (0, 3));
+        assert_eq!(floor::read(&mut t).unwrap(), Some(3));
+        assert_eq!(floor::raise(&mut t, 2).unwrap(), (3, 3), "never lowered");
+        let e = floor::raise(&mut t, 3 + floor::MAX_STEP + 1).unwrap_err();
+        assert!(e.to_string().contains("more than"), "{e}");
+        // The base is write-locked: rewriting it (to move the floor) fails.
+        let r = t
+            .transact(&tpm::nv_write_command(floor::FLOOR_BASE, 0, &[0u8; 8]))
+            .unwrap();
+        assert!(tpm::parse_empty_session_response(&r, "NV_Write").is_err());
+        assert_eq!(floor::read(&mut t).unwrap(), Some(3));
+    }
+    let s = start_swtpm_with(s.into_state()).unwrap();
+    let mut t = connect(&s);
+    assert_eq!(floor::read(&mut t).unwrap(), Some(3), "after a restart");
+    assert_eq!(floor::raise(&mut t, 4).unwrap(), (3, 4));
+    drop(t); // swtpm serves one connection at a time
+    let index = format!("{:#x}", floor::FLOOR_COUNTER);
+    if let Some(public) = tpm2_tool(&s, &["tpm2_nvreadpublic", &index]) {
+        assert!(
+            public.contains("nt=0x1") || public.contains("counter"),
+            "{public}"
+        );
+    }
+}

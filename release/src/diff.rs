@@ -1453,6 +1453,8 @@ mod tests {
                 (7, "off", PcrStatus::Unchanged),
                 (7, "on", PcrStatus::Unchanged),
                 (11, "either", PcrStatus::Changes),
+                (12, "off", PcrStatus::Unchanged),
+                (12, "on", PcrStatus::Unchanged),
             ]
         );
         assert_eq!(rows[0].old.as_deref(), Some("4a"));
@@ -1464,7 +1466,7 @@ mod tests {
         assert_eq!(rows[1].new, None);
         assert_eq!(rows[0].status, PcrStatus::Unchanged);
         // Neither: no Secure Boot rows at all.
-        assert_eq!(compare_pcrs(&pcrs("a", false), &pcrs("b", false)).len(), 3);
+        assert_eq!(compare_pcrs(&pcrs("a", false), &pcrs("b", false)).len(), 4);
     }
 
     #[test]
@@ -1669,15 +1671,15 @@ mod tests {
         assert!(d.authenticated);
         let s = &d.sealed;
         assert_eq!(s.same_release_key, Some(true));
-        assert_eq!(s.pcrs_kept_secure_boot_off, vec![7]);
-        assert_eq!(s.pcrs_kept_secure_boot_on, vec![7]);
+        assert_eq!(s.pcrs_kept_secure_boot_off, vec![7, 12]);
+        assert_eq!(s.pcrs_kept_secure_boot_on, vec![7, 12]);
         assert_eq!(s.manual_keys.reused, 1);
         assert_eq!(s.manual_keys.new, 2);
         let text = d.to_text();
         for want in [
             "signatures: both manifests verified, release key sha256:k\n",
             "these images seal nothing to the TPM",
-            "Secure Boot off: PCR 7 kept, PCR 4, 11 change; Secure Boot on: PCR 7 kept, PCR 4, 11 change",
+            "Secure Boot off: PCR 7, 12 kept, PCR 4, 11 change; Secure Boot on: PCR 7, 12 kept, PCR 4, 11 change",
             "release key unchanged: both manifests, with their predicted PCRs, are signed by sha256:k",
             "Secure Boot signer changes (CN=one → CN=two)",
             "1 of the new image's 2 manual keys is already recorded",

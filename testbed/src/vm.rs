@@ -75,7 +75,9 @@ pub struct VmConfig {
     pub disk: PathBuf,
     /// Write to the disk, and let the guest reboot (firmware, boot loader and
     /// all) within the same QEMU process instead of ending it: what a boot
-    /// counter and a fallback need.
+    /// counter and a fallback need. Started again with the same working
+    /// directory and name, it is the same machine: its UEFI variables and
+    /// its TPM state are kept.
     pub writable: bool,
     /// Variable store to start from (copied); default: the empty OVMF store.
     pub vars: Option<PathBuf>,
@@ -377,10 +379,17 @@ pub fn prepare(cfg: &VmConfig) -> Result<VmFiles, VmError> {
     std::fs::create_dir_all(&cfg.workdir)
         .map_err(io(format!("creating {}", cfg.workdir.display())))?;
     let vars = cfg.workdir.join(format!("{}-vars.fd", cfg.name));
-    std::fs::copy(&vars_src, &vars).map_err(io(format!("copying {}", vars_src.display())))?;
     let tpm_state = cfg.workdir.join(format!("{}-tpm", cfg.name));
     let tpm_socket = cfg.workdir.join(format!("{}-swtpm.sock", cfg.name));
-    if cfg.tpm {
+    // A writable machine started again is the same machine: its variables
+    // and its TPM (the anti-rollback floor, the key-use ledger) persist.
+    let again = cfg.writable && vars.exists();
+    if !again {
+        std::fs::copy(&vars_src, &vars).map_err(io(format!("copying {}", vars_src.display())))?;
+    }
+    if again && cfg.tpm {
+        let _ = std::fs::remove_file(&tpm_socket);
+    } else if cfg.tpm {
         // Each start is a new machine, as its UEFI variables are (copied afresh
         // above): an empty TPM. (A gateway's TPM holds the key-use ledger of its
         // manual keys, which would otherwise keep a lab image closed on its second
