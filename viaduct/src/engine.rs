@@ -365,6 +365,7 @@ impl Engine {
                 manual_spis,
                 ike_sas: std::collections::BTreeMap::new(),
                 ike_sent: 0,
+                keyed: std::collections::BTreeSet::new(),
             },
             outbound: OutboundPath {
                 rules: rules.clone(),
@@ -799,6 +800,8 @@ pub struct ControlPath {
     /// (tunnel, when the data plane removes it by itself).
     ike_sas: std::collections::BTreeMap<u32, (TunnelId, Timestamp)>,
     ike_sent: u64,
+    /// Tunnels IKE has installed an SA for at least once.
+    keyed: std::collections::BTreeSet<u32>,
 }
 
 /// A checked install, its two SAs built (keys expanded), for the halves.
@@ -828,6 +831,11 @@ pub struct PreparedOut {
 }
 
 impl ControlPath {
+    /// Records that `tunnel` got an SA; true the first time.
+    pub fn first_keyed(&mut self, tunnel: TunnelId) -> bool {
+        self.keyed.insert(tunnel.0)
+    }
+
     /// Checks an install the IKE process asks for ([`InstallRules::check`])
     /// and builds both of its SAs, to be inserted inbound first.
     ///

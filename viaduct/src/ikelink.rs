@@ -255,7 +255,6 @@ pub fn serve(mut cp: ControlPath, links: Links, ctl: &Control) -> std::io::Resul
     let mut rec = vec![0u8; MAX_RECORD + 1];
     let mut out = vec![0u8; MAX_RECORD + 128];
     let mut c = ControlCounters::default();
-    let mut keyed = std::collections::BTreeSet::new();
     let mut refusals = Tap::new(links.channel.clone());
     let mut seen_dump = ctl.dump.load(Ordering::Relaxed);
     let timeout = rustix::event::Timespec {
@@ -318,16 +317,7 @@ pub fn serve(mut cp: ControlPath, links: Links, ctl: &Control) -> std::io::Resul
             let Some(r) = rec.get(..n) else { break };
             match ToDataPlane::decode(r) {
                 Err(_) => c.malformed += 1,
-                Ok(m) => handle(
-                    m,
-                    &mut cp,
-                    &links,
-                    &mut out,
-                    &mut refusals,
-                    &mut c,
-                    &mut keyed,
-                    now,
-                ),
+                Ok(m) => handle(m, &mut cp, &links, &mut out, &mut refusals, &mut c, now),
             }
         }
         // Wipe whatever key bytes the last install left in the buffer.
@@ -351,7 +341,6 @@ fn handle(
     out: &mut [u8],
     refusals: &mut Tap,
     c: &mut ControlCounters,
-    keyed: &mut std::collections::BTreeSet<u32>,
     now: crate::sa::Timestamp,
 ) {
     match m {
@@ -375,7 +364,7 @@ fn handle(
                 links.inbound.send(InCmd::Install(Box::new(p)));
                 // Once per tunnel: the init counts these lines to judge a
                 // trial boot good ("tunnels-up").
-                if keyed.insert(i.tunnel.0) {
+                if cp.first_keyed(i.tunnel) {
                     eprintln!(
                         "viaduct: tunnel {} keyed (SA {:08x}, IKE)",
                         i.tunnel.0, i.inbound_spi
