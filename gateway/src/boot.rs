@@ -21,7 +21,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-/// The PCRs printed at boot: UKI (4), Secure Boot state (7), UKI sections incl. cmdline (11).
+/// The PCRs printed at boot: boot loader and UKI (4), Secure Boot state (7), UKI
+/// sections incl. cmdline (11), the command line the boot loader passed (12).
 pub const BOOT_PCRS: [u8; 4] = [4, 7, 11, 12];
 
 /// Where things are. [`Env::device`] gives the real paths.
