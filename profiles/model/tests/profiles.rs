@@ -350,6 +350,27 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "use at least",
     ),
     (
+        "boot-tries.toml",
+        "boot-tries.toml",
+        "boot_tries",
+        "image.boot_tries",
+        "give 1 to 10",
+    ),
+    (
+        "boot-timeout.toml",
+        "boot-timeout.toml",
+        "10s",
+        "image.boot_timeout",
+        "outside 30s..1h",
+    ),
+    (
+        "good-when.toml",
+        "good-when.toml",
+        "pinged",
+        "image.good_when",
+        "ready",
+    ),
+    (
         "empty.toml",
         "empty.toml",
         "",
