@@ -409,8 +409,19 @@ pub fn inspect(env: &EspEnv) -> Result<BootEntries, String> {
             ..Default::default()
         });
     };
-    let esp = find_partition(env, &uuid)
-        .ok_or_else(|| format!("no partition with the boot loader's ESP GUID {uuid}"))?;
+    // The disk's driver was loaded a moment ago: its partitions may take a
+    // while to appear (a SATA link, a USB bus). Wait up to 10 s.
+    let mut esp = find_partition(env, &uuid);
+    for _ in 0..100 {
+        if esp.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        esp = find_partition(env, &uuid);
+    }
+    let esp = esp.ok_or_else(|| {
+        format!("no partition with the boot loader's ESP GUID {uuid} (is the disk's driver in [kernel] drivers?)")
+    })?;
     let m =
         Mounted::new(env, &esp, false).map_err(|e| format!("mounting {}: {e}", esp.display()))?;
     let mut failed: Vec<String> = std::fs::read_dir(m.0.mount_at.join(LINUX_DIR))
