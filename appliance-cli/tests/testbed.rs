@@ -223,6 +223,36 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
                 && l.contains("authenticated by pre-shared key")),
         "gw-a: no IKE SA authenticated by the pre-shared key"
     );
+    // The lab profiles judge a boot good once the peer's tunnels carry SAs
+    // (`good_when = "tunnels-up"`): both tunnels keyed by IKE, reported by
+    // the Viaduct, and then the boot is good and the TPM's anti-rollback
+    // floor set (not on trial: the lab image is the only entry).
+    for gw in ["gw-a", "gw-b"] {
+        let console = std::fs::read_to_string(f.lab.join(format!("{gw}.console.log"))).unwrap();
+        let keyed: std::collections::BTreeSet<&str> = console
+            .lines()
+            .filter_map(|l| l.split("viaduct| viaduct: tunnel ").nth(1))
+            .filter(|r| r.contains(" keyed (") && r.contains("IKE)"))
+            .filter_map(|r| r.split(' ').next())
+            .collect();
+        assert_eq!(keyed.len(), 2, "{gw}: tunnels keyed {keyed:?}");
+        let good = console
+            .lines()
+            .position(|l| l.contains("appliance: boot good (not on trial)"))
+            .unwrap_or_else(|| panic!("{gw}: the boot was never judged good"));
+        let last_keyed = console
+            .lines()
+            .rposition(|l| l.contains("viaduct| viaduct: tunnel ") && l.contains(" keyed ("))
+            .unwrap();
+        assert!(
+            last_keyed < good,
+            "{gw}: judged good before both tunnels were keyed"
+        );
+        assert!(
+            console.contains("appliance: anti-rollback floor raised from 0 to 1"),
+            "{gw}: the floor was not set"
+        );
+    }
     assert_nothing_left(&f.lab);
     let s = testbed("status", f, &[]);
     assert!(text(&s.stdout).contains(": down"), "{}", text(&s.stdout));

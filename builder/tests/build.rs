@@ -737,7 +737,18 @@ fn failed_build_leaves_previous_output_intact() {
     let before = std::fs::read(a.out.join("manifest.json")).unwrap();
     // ESP too small for the UKI and the room an update needs: the build
     // fails late, in the disk stage.
-    let (dir, profile) = edited_copy(|l| l, |p| format!("{p}\n[image]\nesp_size = \"34MiB\"\n"));
+    let (dir, profile) = edited_copy(
+        |l| l,
+        |p| {
+            let e = p.replacen(
+                "good_when = \"tunnels-up\"",
+                "good_when = \"tunnels-up\"\nesp_size = \"34MiB\"",
+                1,
+            );
+            assert_ne!(e, p, "the lab profile has an [image] table");
+            e
+        },
+    );
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("marker"), b"previous output").unwrap();
@@ -1289,21 +1300,32 @@ fn secure_boot_refuses_unsigned_and_tampered_ukis() {
     }
 }
 
-/// A build of the lab profile with `extra` added to gw-a's `[appliance]`
-/// table and `tail` appended to the profile (tables of the base it
-/// overrides), sharing the fixture's lock.
-fn variant(dir: &Path, appliance: &str, tail: &str) -> builder::BuildOutput {
+/// A build of the lab profile with `appliance` added to gw-a's
+/// `[appliance]` table, `image` to its `[image]` table (whose `good_when`
+/// becomes `ready`), and `tail` appended (tables of the base it overrides),
+/// sharing the fixture's lock.
+fn variant(dir: &Path, appliance: &str, image: &str, tail: &str) -> builder::BuildOutput {
     let (keep, profile) = edited_copy(
         |l| l,
         |p| {
-            format!(
-                "{}\n{tail}\n",
-                p.replacen(
+            // Alone in QEMU (no peer), a boot is good once ready; `image`
+            // holds more `[image]` keys.
+            let p = p
+                .replacen(
                     "name = \"gw-a\"",
                     &format!("name = \"gw-a\"\n{appliance}"),
-                    1
+                    1,
                 )
-            )
+                .replacen(
+                    "good_when = \"tunnels-up\"",
+                    &format!("good_when = \"ready\"\n{image}"),
+                    1,
+                );
+            assert!(
+                p.contains("good_when = \"ready\""),
+                "the lab profile names good_when"
+            );
+            format!("{p}\n{tail}\n")
         },
     );
     let out = dir.join(appliance.replace(['"', ' ', '=', '\n'], "_"));
@@ -1368,11 +1390,17 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = variant(dir.path(), "version = \"0.2.0\"\nsecurity_version = 2", "");
+    let b = variant(
+        dir.path(),
+        "version = \"0.2.0\"\nsecurity_version = 2",
+        "",
+        "",
+    );
     let c = variant(
         dir.path(),
         "version = \"0.3.0\"\nsecurity_version = 3",
-        "[image]\nboot_timeout = \"30s\"\n\n[hardware.nics.lan]\npci = \"0000:00:09.0\"",
+        "boot_timeout = \"30s\"",
+        "[hardware.nics.lan]\npci = \"0000:00:09.0\"",
     );
     assert!(
         c.manifest.uki.cmdline.contains("appliance.plan="),

@@ -153,6 +153,10 @@ impl Lab {
     }
     fn ns(&mut self, short: &str) -> String {
         let n = format!("{short}-{}", self.tag);
+        // A namespace of this name left by a killed run whose pid was ours.
+        let _ = run(&format!(
+            "ip netns pids {n} 2>/dev/null | xargs -r kill -9; ip netns del {n} 2>/dev/null"
+        ));
         must(&format!("ip netns add {n}"));
         must(&format!("ip -n {n} link set lo up"));
         self.namespaces.push(n.clone());
@@ -163,9 +167,11 @@ impl Lab {
         // Unique among the tests of this process, which run in parallel.
         static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pair = format!("{}x{n}", std::process::id() % 100_000);
+        // A pair of this name left by a killed run whose pid was ours.
+        let _ = run(&format!("ip link del vt{pair} 2>/dev/null"));
         must(&format!(
-            "ip link add vt{0} type veth peer name vu{0} && ip link set vt{0} netns {na} name {a} && ip link set vu{0} netns {nb} name {b}",
-            format_args!("{}x{n}", std::process::id() % 100_000)
+            "ip link add vt{pair} type veth peer name vu{pair} && ip link set vt{pair} netns {na} name {a} && ip link set vu{pair} netns {nb} name {b}"
         ));
     }
 }
