@@ -169,7 +169,9 @@ impl Lab {
         let n = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pair = format!("{}x{n}", std::process::id() % 100_000);
         // A pair of this name left by a killed run whose pid was ours.
-        let _ = run(&format!("ip link del vt{pair} 2>/dev/null"));
+        let _ = run(&format!(
+            "ip link del vt{pair} 2>/dev/null; ip link del vu{pair} 2>/dev/null"
+        ));
         must(&format!(
             "ip link add vt{pair} type veth peer name vu{pair} && ip link set vt{pair} netns {na} name {a} && ip link set vu{pair} netns {nb} name {b}"
         ));
