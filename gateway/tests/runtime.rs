@@ -167,6 +167,19 @@ impl Lab {
         // Unique among the tests of this process, which run in parallel.
         static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The same names from an earlier boot go away with that boot's
+        // compartment namespaces, which the kernel destroys asynchronously.
+        for (ns, name) in [(na, a), (nb, b)] {
+            for _ in 0..100 {
+                if !run(&format!("ip -n {ns} link show {name}"))
+                    .status
+                    .success()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let pair = format!("{}x{n}", std::process::id() % 100_000);
         // A pair of this name left by a killed run whose pid was ours.
         let _ = run(&format!(
@@ -597,10 +610,16 @@ fn make_root_with(
 /// start of this gateway is stopped first (the state persists: a reboot).
 fn start_tpm(lab: &mut Lab, gw: &Gw) -> PathBuf {
     let sock = gw.tpm_dir.join("tpm.sock");
-    let _ = run(&format!(
-        "pkill -f 'swtpm socket.*dir={}' ; sleep 0.2",
-        gw.tpm_dir.display()
-    ));
+    // ... and gone (it holds a lock on the state) before the next starts.
+    // (`[s]wtpm`: the pattern must not match the shell that runs pgrep.)
+    let pattern = format!("[s]wtpm socket.*dir={}", gw.tpm_dir.display());
+    let _ = run(&format!("pkill -f '{pattern}'"));
+    for _ in 0..100 {
+        if !run(&format!("pgrep -f '{pattern}'")).status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = std::fs::remove_file(&sock);
     let child = Command::new("swtpm")
         .args(["socket", "--tpm2", "--server"])
