@@ -305,11 +305,15 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
             m.uki.size, m.uki.authenticode_sha256
         );
         println!(
-            "  pcrs         4 {}  7 {} (secure boot off)  11 {}",
-            m.pcrs.pcr4, m.pcrs.pcr7_secure_boot_off, m.pcrs.pcr11
+            "  pcrs         4 {}  7 {}  12 {} (secure boot off)  11 {}",
+            m.pcrs.pcr4, m.pcrs.pcr7_secure_boot_off, m.pcrs.pcr12, m.pcrs.pcr11
         );
-        if let (Some(p4), Some(p7)) = (&m.pcrs.pcr4_secure_boot_on, &m.pcrs.pcr7_secure_boot_on) {
-            println!("               4 {p4}  7 {p7} (secure boot on)");
+        if let (Some(p4), Some(p7), Some(p12)) = (
+            &m.pcrs.pcr4_secure_boot_on,
+            &m.pcrs.pcr7_secure_boot_on,
+            &m.pcrs.pcr12_secure_boot_on,
+        ) {
+            println!("               4 {p4}  7 {p7}  12 {p12} (secure boot on)");
         }
         if opts.signing_key.is_some() {
             println!(
