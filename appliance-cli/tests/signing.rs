@@ -1520,6 +1520,19 @@ fn file_digest(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+/// `appliance [--json] flash OUT DEVICE --pubkey KEY [--yes]`.
+fn flash_run(out: &Path, dev: &Path, key: &Path, json: bool, yes: bool) -> Run {
+    let mut c = appliance();
+    if json {
+        c.arg("--json");
+    }
+    c.arg("flash").arg(out).arg(dev).arg("--pubkey").arg(key);
+    if yes {
+        c.arg("--yes");
+    }
+    run(&mut c)
+}
+
 /// `appliance flash` onto a used loop device 8 MiB larger than the image:
 /// refused without `--yes` (a loop device is not removable) with nothing
 /// written; with it, the device holds a disk whose GPT sgdisk accepts, whose
@@ -1537,12 +1550,7 @@ fn flash_puts_the_signed_image_on_a_used_disk_that_sgdisk_and_fsck_fat_accept() 
     used_disk(&backing, size + (8 << 20));
     let before = file_digest(&backing);
     let dev = LoopDev::over(&backing);
-    let r = run(appliance()
-        .arg("flash")
-        .arg(&f.out)
-        .arg(&dev.dev)
-        .arg("--pubkey")
-        .arg(&f.public));
+    let r = flash_run(&f.out, &dev.dev, &f.public, false, false);
     assert_eq!(r.code, Some(1), "{r}");
     for want in [
         "is not a removable disk",
@@ -1552,13 +1560,7 @@ fn flash_puts_the_signed_image_on_a_used_disk_that_sgdisk_and_fsck_fat_accept() 
         assert!(r.stderr.contains(want), "no {want:?}:\n{r}");
     }
     assert_eq!(file_digest(&backing), before, "a refused flash wrote");
-    let r = run(appliance()
-        .args(["--json", "flash"])
-        .arg(&f.out)
-        .arg(&dev.dev)
-        .arg("--pubkey")
-        .arg(&f.public)
-        .arg("--yes"));
+    let r = flash_run(&f.out, &dev.dev, &f.public, true, true);
     assert!(r.ok(), "{r}");
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v}");
@@ -1573,13 +1575,7 @@ fn flash_puts_the_signed_image_on_a_used_disk_that_sgdisk_and_fsck_fat_accept() 
     let written = fl["written_bytes"].as_u64().unwrap();
     assert!(written > 0 && written < size / 4, "{written} of {size}");
     // Flashing again, in text, says what it did.
-    let r = run(appliance()
-        .arg("flash")
-        .arg(&f.out)
-        .arg(&dev.dev)
-        .arg("--pubkey")
-        .arg(&f.public)
-        .arg("--yes"));
+    let r = flash_run(&f.out, &dev.dev, &f.public, false, true);
     assert!(r.ok(), "{r}");
     assert!(r.stdout.contains("flashed gw-a 0.1.0"), "{r}");
     assert!(
@@ -1626,15 +1622,7 @@ fn flash_refuses_another_key_a_tampered_image_and_a_tampered_block_map() {
     used_disk(&backing, 64 << 20);
     let before = file_digest(&backing);
     let dev = LoopDev::over(&backing);
-    let flash = |out: &Path, key: &Path| {
-        run(appliance()
-            .arg("flash")
-            .arg(out)
-            .arg(&dev.dev)
-            .arg("--pubkey")
-            .arg(key)
-            .arg("--yes"))
-    };
+    let flash = |out: &Path, key: &Path| flash_run(out, &dev.dev, key, false, true);
     let pass = pass_file(dir.path(), "pass", PASSPHRASE);
     let (_, other) = generate_key(dir.path(), "other", &pass);
     let r = flash(&f.out, &other);
