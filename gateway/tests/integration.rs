@@ -94,6 +94,7 @@ impl Tree {
             viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
             ike: None,
             boot_assessment: None,
+            update: None,
         };
         std::fs::create_dir_all(dir.path().join("etc/appliance")).unwrap();
         std::fs::create_dir_all(dir.path().join("lib/modules")).unwrap();

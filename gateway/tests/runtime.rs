@@ -589,6 +589,7 @@ fn make_root_with(
         viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
         ike: None,
         boot_assessment: None,
+        update: None,
     };
     tweak(&mut plan);
     for c in &plan.compartments {

@@ -1337,6 +1337,7 @@ mod tests {
             viaduct: path("/usr/sbin/viaduct"),
             ike: None,
             boot_assessment: None,
+            update: None,
         }
     }
 

@@ -31,12 +31,17 @@ pub(crate) struct Resolved {
     pub policy_digest: [u8; 32],
     /// The gateway binaries.
     pub binaries: Binaries,
+    /// The release key built into the image (its plan's `update` line): the
+    /// public half of the build's signing key, or the profile's
+    /// `[signing] public_key`. `None`: the image accepts no updates.
+    pub release_key: Option<[u8; 32]>,
 }
 
 /// Loads `opts.profile`, compiles the policy and reads the binaries from
 /// `opts.bin_dir`.
 pub(crate) fn resolve(opts: &BuildOptions) -> Result<Resolved, BuildError> {
     let profile = profiles::load_profile(&opts.profile)?;
+    let release_key = release_key(opts, &profile)?;
     let policy = policy::compile(&profile)?;
     let policy_bytes = policy.encode();
     let policy_digest = sha256(&policy_bytes);
@@ -54,7 +59,34 @@ pub(crate) fn resolve(opts: &BuildOptions) -> Result<Resolved, BuildError> {
         policy_bytes,
         policy_digest,
         binaries: Binaries { init, viaduct, ike },
+        release_key,
     })
+}
+
+/// The release key: `--key`'s public half, or `[signing] public_key`; when
+/// both are given they must be the same key.
+fn release_key(opts: &BuildOptions, profile: &Profile) -> Result<Option<[u8; 32]>, BuildError> {
+    let from_key = opts.signing_key.as_ref().map(|k| k.public_key());
+    let from_profile = match profile.signing.as_ref().and_then(|s| s.public_key.as_ref()) {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(BuildError::io("reading", path))?;
+            let what = format!("signing.public_key ({})", path.display());
+            Some(
+                signing::PublicKey::from_pem(&pem, &what)
+                    .map_err(|e| BuildError::Plan(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    match (from_key, from_profile) {
+        (Some(k), Some(p)) if k != p => Err(BuildError::Plan(format!(
+            "signing.public_key is {} but the build is signed with {}: the image would accept updates from another key than its own release's",
+            p.fingerprint(),
+            k.fingerprint()
+        ))),
+        (Some(k), _) | (None, Some(k)) => Ok(Some(*k.raw())),
+        (None, None) => Ok(None),
+    }
 }
 
 /// SHA-256 over the SHA-256 of each source file of the profile, in order

@@ -50,6 +50,10 @@
 //! boot-assessment 300 2          (optional: this boot is judged; seconds to
 //!                                  become good, IKE-or-manually keyed tunnels
 //!                                  that must carry SAs for it)
+//! update 7443 3 <64 hex digits>   (optional: the management port on black's
+//!                                  address, the boot tries an installed update
+//!                                  gets, and the release key, Ed25519, that
+//!                                  signs the updates this image accepts)
 //! end
 //! ```
 //!
@@ -68,6 +72,9 @@
 //!   lies inside the other, none holds the policy blob, the plan or the Viaduct
 //!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
 //!   `/run`).
+//! - Version 7 added the `update` line: the TCP port black relays to the init's
+//!   update receiver, and the release public key an update bundle's signature
+//!   must verify with. An image without it accepts no updates.
 //! - Version 6 added the `boot-assessment` line: an A/B image's boot is good
 //!   (the init renames the boot loader's boot-counted entry) only once it is
 //!   ready and the named number of tunnels carry SAs, within the time given;
@@ -106,7 +113,7 @@ use crate::digest::Sha256Digest;
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Largest number of `manual-key` lines (the key-use ledger's capacity).
 pub const MAX_MANUAL_KEYS: usize = crate::keyuse::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
@@ -698,6 +705,29 @@ pub struct Plan {
     pub ike: Option<IkePlan>,
     /// How a boot of this image is judged good (A/B images).
     pub boot_assessment: Option<BootAssessment>,
+    /// Where updates come in and who signs them (none: no updates).
+    pub update: Option<UpdatePlan>,
+}
+
+/// The update receiver: black relays TCP `port` on its address to the init,
+/// which installs bundles signed by `release_key`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct UpdatePlan {
+    /// TCP port, [`UpdatePlan::MIN_PORT`]..=65535 (black's relay needs no
+    /// privilege to bind it).
+    pub port: u16,
+    /// Boot tries an installed update gets (`NAME_VERSION+TRIES.efi`),
+    /// 1..=[`UpdatePlan::MAX_TRIES`].
+    pub tries: u32,
+    /// The release key (Ed25519 public key, 32 bytes).
+    pub release_key: [u8; 32],
+}
+
+impl UpdatePlan {
+    /// Lowest port (unprivileged).
+    pub const MIN_PORT: u16 = 1024;
+    /// Most boot tries.
+    pub const MAX_TRIES: u32 = 10;
 }
 
 /// When a boot counts as good: within `timeout_s` seconds of the init's start
@@ -792,6 +822,7 @@ const K_VIADUCT: &str = "viaduct";
 const K_IKE: &str = "ike";
 const K_IKE_CREDENTIAL: &str = "ike-credential";
 const K_BOOT_ASSESSMENT: &str = "boot-assessment";
+const K_UPDATE: &str = "update";
 
 impl Plan {
     /// The canonical encoding.
@@ -861,6 +892,10 @@ impl Plan {
         }
         if let Some(b) = &self.boot_assessment {
             line(K_BOOT_ASSESSMENT, &format!("{} {}", b.timeout_s, b.tunnels));
+        }
+        if let Some(u) = &self.update {
+            let key: String = u.release_key.iter().map(|b| format!("{b:02x}")).collect();
+            line(K_UPDATE, &format!("{} {} {key}", u.port, u.tries));
         }
         line(K_END, "");
         s.into_bytes()
@@ -1022,6 +1057,46 @@ impl Plan {
             boot_assessment = Some(BootAssessment { timeout_s, tunnels });
             (n, line) = lines.next_line()?;
         }
+        let mut update = None;
+        if let Some(v) = line.strip_prefix("update ") {
+            let bad = || {
+                syntax(
+                    n,
+                    format!(
+                        "expected `{K_UPDATE} <port {}..=65535> <tries 1..={}> <release key: 64 lowercase hex digits>`, found {line:?}",
+                        UpdatePlan::MIN_PORT,
+                        UpdatePlan::MAX_TRIES
+                    ),
+                )
+            };
+            let (p, rest) = v.split_once(' ').ok_or_else(bad)?;
+            let (t, k) = rest.split_once(' ').ok_or_else(bad)?;
+            let tries = parse_u32(K_UPDATE, t).map_err(|_| bad())?;
+            if !(1..=UpdatePlan::MAX_TRIES).contains(&tries) {
+                return Err(bad());
+            }
+            let port = parse_u32(K_UPDATE, p).map_err(|_| bad())?;
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| *p >= UpdatePlan::MIN_PORT)
+                .ok_or_else(bad)?;
+            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(bad());
+            }
+            let mut release_key = [0u8; 32];
+            for (i, o) in release_key.iter_mut().enumerate() {
+                *o = k
+                    .get(2 * i..2 * i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(bad)?;
+            }
+            update = Some(UpdatePlan {
+                port,
+                tries,
+                release_key,
+            });
+            (n, line) = lines.next_line()?;
+        }
         if line != K_END {
             return Err(syntax(n, format!("expected `{K_END}`, found {line:?}")));
         }
@@ -1041,6 +1116,7 @@ impl Plan {
             viaduct,
             ike,
             boot_assessment,
+            update,
         })
     }
 }
@@ -1441,6 +1517,11 @@ mod tests {
                 timeout_s: 300,
                 tunnels: 2,
             }),
+            update: Some(UpdatePlan {
+                port: 7443,
+                tries: 3,
+                release_key: [0xab; 32],
+            }),
         }
     }
 
@@ -1536,7 +1617,7 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 6\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 7\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
              manual-key 11111111111111111111111111111111\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
@@ -1552,8 +1633,9 @@ mod tests {
              socket-family netlink\nsocket-family packet\n\
              end-compartment\nviaduct /usr/sbin/viaduct\nike /usr/sbin/viaduct-ike\n\
              ike-credential gw-identity\nike-credential site-psk\n\
-             boot-assessment 300 2\nend\n",
-            Sha256Digest::of(b"policy")
+             boot-assessment 300 2\nupdate 7443 3 {}\nend\n",
+            Sha256Digest::of(b"policy"),
+            "ab".repeat(32)
         );
         assert_eq!(text, expected);
         assert_eq!(Plan::decode(text.as_bytes()).unwrap(), sample());
@@ -1563,7 +1645,7 @@ mod tests {
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 6 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 7 } if found == "1"),
             "{err}"
         );
     }
@@ -1585,6 +1667,37 @@ mod tests {
             let e = mutate(|t| t.replace("boot-assessment 300 2", bad)).unwrap_err();
             assert!(e.to_string().contains("boot-assessment"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn update_is_optional_and_checked() {
+        let mut p = sample();
+        p.update = None;
+        assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
+        let key = "ab".repeat(32);
+        let line = format!("update 7443 3 {key}");
+        for bad in [
+            format!("update 1023 3 {key}"),
+            format!("update 65536 3 {key}"),
+            format!("update 07443 3 {key}"),
+            format!("update 7443 0 {key}"),
+            format!("update 7443 11 {key}"),
+            format!("update 7443 {key}"),
+            format!("update 7443 3 {}", "AB".repeat(32)),
+            format!("update 7443 3 {}", "ab".repeat(31)),
+            format!("update 7443 3 {key}0"),
+            format!("update 7443 3 {key} x"),
+            "update 7443 3".to_owned(),
+            format!("update  7443 3 {key}"),
+        ] {
+            let e = mutate(|t| t.replace(&line, &bad)).unwrap_err();
+            assert!(e.to_string().contains("update"), "{bad}: {e}");
+        }
+        // Fixed position: after boot-assessment, before end.
+        assert!(mutate(|t| t
+            .replace(&format!("{line}\n"), "")
+            .replace("boot-assessment", &format!("{line}\nboot-assessment")))
+        .is_err());
     }
 
     fn mutate(f: impl FnOnce(String) -> String) -> Result<Plan> {
@@ -1889,6 +2002,7 @@ mod proptests {
             keys in prop::collection::btree_set(any::<[u8; 16]>(), 0..5),
             ike in prop::option::of(prop::collection::btree_set("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", 0..5)),
             assess in prop::option::of((30u32..=3600, 0u32..=4096)),
+            update in prop::option::of((1024u16..=65535, 1u32..=10, any::<[u8; 32]>())),
         ) -> Plan {
             Plan {
                 profile_name: ProfileName::new(&name).unwrap(),
@@ -1905,6 +2019,7 @@ mod proptests {
                     credentials: names.iter().map(|n| CredentialName::new(n).unwrap()).collect(),
                 }),
                 boot_assessment: assess.map(|(timeout_s, tunnels)| BootAssessment { timeout_s, tunnels }),
+                update: update.map(|(port, tries, release_key)| UpdatePlan { port, tries, release_key }),
             }
         }
     }

@@ -59,6 +59,7 @@ pub(crate) fn render(
         &plan::manual_key_uses(&input.policy),
         plan::ike_credentials(&input.policy).as_deref(),
         &kernel.part.modules,
+        input.release_key,
     )?;
     let plan_bytes = plan.encode();
     let plan_digest = plan.digest();

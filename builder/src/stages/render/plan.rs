@@ -53,6 +53,7 @@ pub(crate) fn make_plan(
     manual_keys: &[gateway_plan::keyuse::KeyUse],
     ike_credentials: Option<&[String]>,
     modules: &[String],
+    release_key: Option<[u8; 32]>,
 ) -> Result<gateway_plan::Plan, BuildError> {
     use gateway_plan::*;
     let e = |e: gateway_plan::Error| BuildError::Plan(e.to_string());
@@ -93,6 +94,16 @@ pub(crate) fn make_plan(
             }),
         },
         boot_assessment: boot_assessment(profile),
+        // Updates go to the inactive slot of an A/B image, signed by the
+        // release key.
+        update: match (boot_assessment(profile), release_key) {
+            (Some(_), Some(release_key)) => Some(UpdatePlan {
+                port: update_bundle::wire::DEFAULT_PORT,
+                tries: profile.image.boot_tries,
+                release_key,
+            }),
+            _ => None,
+        },
     };
     // The init refuses a plan it cannot decode and stays closed: find out here.
     match Plan::decode(&plan.encode()) {

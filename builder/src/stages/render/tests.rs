@@ -29,6 +29,7 @@ fn plan(p: &Profile) -> Result<Plan, BuildError> {
         &[],
         ike_credentials(&policy::compile(p).unwrap()).as_deref(),
         &["/lib/modules/6.1.0-1-amd64/kernel/drivers/net/virtio_net.ko".into()],
+        None,
     )
 }
 
@@ -42,7 +43,7 @@ fn manual_keys_reach_the_plan_and_the_claim_digests_agree() {
     let uses = policy.manual_key_uses();
     assert_eq!(uses.as_slice().len(), 2, "gw-a has one manual tunnel");
     let keys = manual_key_uses(&policy);
-    let p = make_plan(&profile, &[7; 32], &keys, None, &[]).unwrap();
+    let p = make_plan(&profile, &[7; 32], &keys, None, &[], None).unwrap();
     assert_eq!(p.manual_keys, keys);
     let decoded = Plan::decode(&p.encode()).unwrap();
     assert_eq!(
@@ -520,4 +521,26 @@ fn dnsmasq_keeps_its_state_on_run_and_drops_to_nobody() {
     ] {
         assert!(c.lines().any(|l| l == line), "missing {line:?} in\n{c}");
     }
+}
+
+/// An A/B image built with a release key carries the `update` line (the
+/// management port and the key); without a key, or with one slot, none.
+#[test]
+fn the_release_key_reaches_an_ab_plan_only() {
+    let profile = gw_a_manual();
+    assert_eq!(profile.image.slots, profiles::Slots::Ab);
+    let p = make_plan(&profile, &[7; 32], &[], None, &[], Some([9; 32])).unwrap();
+    let u = p.update.expect("an A/B image with a release key accepts updates");
+    assert_eq!(u.release_key, [9; 32]);
+    assert_eq!(u.port, update_bundle::wire::DEFAULT_PORT);
+    assert!(make_plan(&profile, &[7; 32], &[], None, &[], None)
+        .unwrap()
+        .update
+        .is_none());
+    let mut one = profile.clone();
+    one.image.slots = profiles::Slots::Single;
+    assert!(make_plan(&one, &[7; 32], &[], None, &[], Some([9; 32]))
+        .unwrap()
+        .update
+        .is_none());
 }
