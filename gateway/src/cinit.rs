@@ -15,6 +15,10 @@
 //! compartment, restarts services by their restart policy with back-off, and on
 //! SIGTERM stops the services (SIGTERM, 2 s, SIGKILL) and exits.
 //!
+//! In black, when the plan takes updates, it also runs the management relay
+//! ([`crate::relay`]) as a service of its own: no capabilities, restarted
+//! with back-off.
+//!
 //! Events it writes (one per line, relayed by the init as `appliance: <side>: …`):
 //! `landlock …`, `setup done`, `service <name> started (pid N)`,
 //! `service <name> exited (…); restarting in Ns`, `up`, `error: …`.
@@ -47,6 +51,26 @@ impl Events {
     fn say(&mut self, line: &str) {
         let _ = self.0.write_all(format!("{line}\n").as_bytes());
     }
+}
+
+/// The management relay, forked from this process (no exec), with an empty
+/// bounding set.
+fn spawn_relay(port: u16) -> std::io::Result<libc::pid_t> {
+    let pid = sys::clone_fork(0)?;
+    if pid == 0 {
+        if sys::close_from(3).is_err() {
+            sys::exit_now(126);
+        }
+        let _ = sys::unblock_all_signals();
+        if confine::limit_bounding_set(&[]).is_err() {
+            sys::exit_now(126);
+        }
+        let socket = std::path::Path::new(crate::update::BLACK_DIR).join(crate::update::SOCKET);
+        let err = crate::relay::run(port, &socket);
+        let _ = writeln!(std::io::stderr(), "relay: port {port}: {err}");
+        sys::exit_now(1);
+    }
+    Ok(pid)
 }
 
 fn spawn(argv: &[String], caps: &[u8]) -> std::io::Result<libc::pid_t> {
@@ -114,6 +138,10 @@ fn run(side: &str) -> i32 {
             ev.say(&format!("error: unknown side {other:?}"));
             return 111;
         }
+    };
+    let relay_port = match (want, plan.update) {
+        (Side::Black, Some(u)) => Some(u.port),
+        _ => None,
     };
     let Some(c) = plan.compartments.into_iter().find(|c| c.side == want) else {
         ev.say(&format!("error: the plan has no {side} compartment"));
@@ -187,8 +215,30 @@ fn run(side: &str) -> i32 {
         })
         .collect();
     let mut announced = false;
+    // The relay: (pid, started, delay, next start).
+    let mut relay: Option<(Option<libc::pid_t>, Instant, Duration, Option<Instant>)> =
+        relay_port.map(|_| (None, Instant::now(), Duration::ZERO, Some(Instant::now())));
     loop {
         let now = Instant::now();
+        if let (Some(port), Some(r)) = (relay_port, relay.as_mut()) {
+            if r.3.is_some_and(|t| t <= now) {
+                r.3 = None;
+                match spawn_relay(port) {
+                    Ok(pid) => {
+                        *r = (Some(pid), Instant::now(), r.2, None);
+                        ev.say(&format!("service relay started (pid {pid}, port {port})"));
+                    }
+                    Err(e) => {
+                        r.2 = next_backoff(r.2, Duration::ZERO);
+                        r.3 = Some(Instant::now() + r.2);
+                        ev.say(&format!(
+                            "service relay cannot start: {e}; retrying in {}s",
+                            r.2.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
         for s in &mut svcs {
             if s.next_start.is_some_and(|t| t <= now) {
                 s.next_start = None;
@@ -218,6 +268,7 @@ fn run(side: &str) -> i32 {
         let timeout = svcs
             .iter()
             .filter_map(|s| s.next_start)
+            .chain(relay.as_ref().and_then(|r| r.3))
             .min()
             .map(|t| t.saturating_duration_since(Instant::now()).as_millis())
             .unwrap_or(1000)
@@ -233,6 +284,19 @@ fn run(side: &str) -> i32 {
             }
         }
         while let Ok(Some((pid, status))) = sys::reap_one() {
+            if let Some(r) = relay.as_mut().filter(|r| r.0 == Some(pid)) {
+                r.0 = None;
+                if !term {
+                    r.2 = next_backoff(r.2, r.1.elapsed());
+                    r.3 = Some(Instant::now() + r.2);
+                    ev.say(&format!(
+                        "service relay exited ({}); restarting in {}s",
+                        describe_status(status),
+                        r.2.as_secs()
+                    ));
+                }
+                continue;
+            }
             let Some(s) = svcs.iter_mut().find(|s| s.pid == Some(pid)) else {
                 continue; // an orphan of the compartment, now reaped
             };
@@ -267,6 +331,9 @@ fn run(side: &str) -> i32 {
                 if let Some(pid) = s.pid {
                     let _ = sys::kill(pid, libc::SIGTERM);
                 }
+            }
+            if let Some(pid) = relay.as_ref().and_then(|r| r.0) {
+                let _ = sys::kill(pid, libc::SIGKILL);
             }
             let deadline = Instant::now() + Duration::from_secs(2);
             while svcs.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {

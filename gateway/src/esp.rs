@@ -397,6 +397,24 @@ impl Drop for Mounted<'_> {
     }
 }
 
+/// Runs `f` on the ESP `dev` mounted at `env.mount_at` (read-write when
+/// `writable`), then syncs and unmounts it.
+///
+/// # Errors
+/// Mounting failed.
+pub fn with_mounted<T>(
+    env: &EspEnv,
+    dev: &Path,
+    writable: bool,
+    f: impl FnOnce(&Path) -> T,
+) -> Result<T, String> {
+    let m =
+        Mounted::new(env, dev, writable).map_err(|e| format!("mounting {}: {e}", dev.display()))?;
+    let out = f(&m.0.mount_at);
+    drop(m);
+    Ok(out)
+}
+
 /// Reads what this boot is: the ESP, the trial entry, the failed entries.
 ///
 /// # Errors
@@ -534,6 +552,15 @@ impl Assessment {
     /// The entries found at start.
     pub fn entries(&self) -> &BootEntries {
         &self.entries
+    }
+
+    /// The boot-counted entry while this boot is on trial and not yet judged.
+    pub fn trial_pending(&self) -> Option<String> {
+        if self.done {
+            None
+        } else {
+            self.entries.trial.clone()
+        }
     }
 
     /// Called by the supervision loop: `ready` and `keyed` as the runtime

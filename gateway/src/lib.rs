@@ -28,9 +28,11 @@ pub mod floor;
 pub mod keyledger;
 pub mod nic;
 pub mod pid1;
+pub mod relay;
 pub mod runtime;
 pub mod sys;
 pub mod tpm;
+pub mod update;
 
 pub use error::{Error, Result};
 /// The runtime plan's format (its own crate, shared with the builder).

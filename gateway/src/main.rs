@@ -192,7 +192,7 @@ fn serve(root: &str) {
     // Orphans of the compartments' holder processes come back to us, not to PID 1.
     let _ = gateway::sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     let env = RuntimeEnv {
-        root,
+        root: root.clone(),
         class_net: PathBuf::from("/sys/class/net"),
         cgroup_root: std::env::var_os("APPLIANCE_CGROUP_ROOT").map(PathBuf::from),
         self_exe: PathBuf::from("/proc/self/exe"),
@@ -202,6 +202,18 @@ fn serve(root: &str) {
             .map(PathBuf::from)
             .into_iter()
             .collect(),
+        // Host test mode: the management socket's directory and a directory
+        // standing for the ESP, both given by the harness.
+        mgmt_dir: std::env::var_os("APPLIANCE_MGMT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("appliance-mgmt-{}", std::process::id()))
+            }),
+        esp: gateway::update::EspAccess::Dir(
+            std::env::var_os("APPLIANCE_ESP_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("run/no-esp")),
+        ),
     };
     let (state, rt) = match boot::verify_policy(
         &Env {

@@ -344,6 +344,10 @@ pub fn supervise(
         if let Some(rt) = &runtime {
             fds.extend(rt.fds());
         }
+        let mgmt_at = fds.len();
+        if let Some(m) = runtime.as_ref().and_then(|rt| rt.mgmt.as_ref()) {
+            fds.extend(m.fds());
+        }
         // Wake up at least once a second to reap children even if SIGCHLD was missed,
         // sooner when a compartment restart is due.
         let ready = match sys::poll_readable(&fds, due) {
@@ -357,8 +361,15 @@ pub fn supervise(
         };
         drop(fds);
         if let Some(rt) = runtime.as_mut() {
-            rt.relay(ready.get(fixed..).unwrap_or(&[]), log);
+            rt.relay(ready.get(fixed..mgmt_at).unwrap_or(&[]), log);
             rt.check_ready(log);
+            if let Some(m) = rt.mgmt.as_mut() {
+                let trial = assessment
+                    .as_ref()
+                    .and_then(crate::esp::Assessment::trial_pending);
+                m.on_ready(ready.get(mgmt_at..).unwrap_or(&[]), trial, log);
+                m.tick(log);
+            }
         }
         if let Some(a) = assessment.as_mut() {
             let (up, keyed) = runtime
@@ -371,7 +382,26 @@ pub fn supervise(
         while let Ok(Some((pid, status))) = sys::reap_one() {
             reaped += 1;
             if let Some(rt) = runtime.as_mut() {
-                rt.on_exit(pid, status, log);
+                if !rt.on_exit(pid, status, log) {
+                    if let Some(m) = rt.mgmt.as_mut() {
+                        m.on_exit(pid, status, log);
+                    }
+                }
+            }
+        }
+        let mut update_reboot = None;
+        if let Some(why) = runtime
+            .as_mut()
+            .and_then(|rt| rt.mgmt.as_mut())
+            .and_then(crate::update::Management::take_reboot)
+        {
+            if mode == Mode::Pid1 {
+                log.log(&format!("appliance: rebooting: {why}"));
+                update_reboot = Some(Shutdown::Reboot);
+            } else {
+                log.log(&format!(
+                    "appliance: reboot asked for ({why}); test mode: staying up"
+                ));
             }
         }
 
@@ -459,6 +489,7 @@ pub fn supervise(
                 }
             }
         }
+        let action = action.or(update_reboot);
         if let Some(how) = action {
             if let Some(rt) = runtime.as_mut() {
                 rt.stop(Duration::from_millis(GRACE_MS), log);

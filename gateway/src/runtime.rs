@@ -85,6 +85,11 @@ pub struct RuntimeEnv {
     /// Where the TPM may be, in order (`/dev/tpmrm0`, `/dev/tpm0`; in host tests a Unix
     /// socket served by swtpm): the key-use ledger of manual keys lives there.
     pub tpm: Vec<PathBuf>,
+    /// The management directory: the init's update socket, bind-mounted into
+    /// black at [`crate::update::BLACK_DIR`].
+    pub mgmt_dir: PathBuf,
+    /// Where updates are written.
+    pub esp: crate::update::EspAccess,
 }
 
 impl RuntimeEnv {
@@ -97,6 +102,8 @@ impl RuntimeEnv {
             self_exe: PathBuf::from("/proc/self/exe"),
             nic_wait: Duration::from_secs(10),
             tpm: vec![PathBuf::from("/dev/tpmrm0"), PathBuf::from("/dev/tpm0")],
+            mgmt_dir: PathBuf::from("/run/appliance/mgmt"),
+            esp: crate::update::EspAccess::Device(crate::esp::EspEnv::device()),
         }
     }
 }
@@ -310,6 +317,9 @@ pub struct Runtime {
     keyed: std::collections::BTreeSet<u32>,
     /// The IKE process, when the policy keys tunnels by IKE.
     ike: Option<IkeRuntime>,
+    /// The management channel's init side (the update receiver), when the
+    /// plan takes updates.
+    pub mgmt: Option<crate::update::Management>,
 }
 
 /// What the init keeps for the IKE process (see [`Runtime::spawn_ike`]).
@@ -505,6 +515,9 @@ struct PersonalityChild<'a> {
     ev_w: OwnedFd,
     plan_r: OwnedFd,
     side: Side,
+    /// The management directory, bind-mounted at `/run/mgmt` (black, when the
+    /// plan takes updates).
+    mgmt_dir: Option<String>,
 }
 
 /// Runs in the cloned child (PID 1 of the new PID namespace, real root, new mount
@@ -599,6 +612,32 @@ fn personality_child(c: PersonalityChild<'_>) -> ! {
             &format!("mode=0755,size=16m,{owner}"),
         ),
     );
+    if let Some(dir) = &c.mgmt_dir {
+        let at_mgmt = at(&crate::update::BLACK_DIR[1..]);
+        step(
+            "creating the management mount point",
+            std::fs::create_dir(&at_mgmt),
+        );
+        step(
+            "bind-mounting the management directory",
+            sys::mount(dir, &at_mgmt, "", libc::MS_BIND, ""),
+        );
+        step(
+            "remounting the management directory read-only",
+            sys::mount(
+                "none",
+                &at_mgmt,
+                "",
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                "",
+            ),
+        );
+    }
     step(
         "mounting /tmp",
         sys::mount(
@@ -762,6 +801,16 @@ impl Runtime {
                 }
             }
         }
+        let mgmt =
+            crate::update::Management::open(&env.mgmt_dir, plan, env.esp.clone(), env.tpm.clone())
+                .map_err(|e| Error::io("opening the management socket", &env.mgmt_dir, e))?;
+        if let Some(u) = &plan.update {
+            log.log(&format!(
+                "updates: black relays TCP port {} to the init; bundles must be signed by the release key {}",
+                u.port,
+                update_bundle::fingerprint(&u.release_key)
+            ));
+        }
         let mut personalities = Vec::new();
         for (c, info) in plan.compartments.iter().zip(found) {
             let name = c.side.as_str();
@@ -841,6 +890,7 @@ impl Runtime {
             announced: false,
             keyed: std::collections::BTreeSet::new(),
             ike,
+            mgmt,
         };
         for i in 0..rt.units.len() {
             rt.spawn(i, log);
@@ -1050,6 +1100,11 @@ impl Runtime {
                 ev_w,
                 plan_r,
                 side: p.plan.side,
+                mgmt_dir: self
+                    .mgmt
+                    .as_ref()
+                    .filter(|_| p.plan.side == Side::Black)
+                    .map(|_| self.env.mgmt_dir.to_string_lossy().into_owned()),
             });
         }
         drop((out_w, ev_w, plan_r, exe, devnull));

@@ -45,6 +45,17 @@ pub fn umount(target: &str, flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::umount2(t.as_ptr(), flags) }).map(drop)
 }
 
+/// Bytes free for unprivileged writers on the file system holding `fd`
+/// (`fstatvfs(3)`: `f_bavail * f_frsize`).
+pub fn free_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a live descriptor for the call; `st` is a valid, writable
+    // statvfs owned by this frame.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
 /// `finit_module(2)` with empty parameters.
 pub fn finit_module(module: BorrowedFd<'_>) -> io::Result<()> {
     let params = c"";

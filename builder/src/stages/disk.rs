@@ -58,10 +58,11 @@ pub(crate) fn write(
         timestamp: epoch,
         boot_loader: Content::from(uki.boot_loader.bytes.clone()),
         ukis: vec![(uki_file_name(&a.name, &a.version, None), uki_content)],
-        // An A/B image keeps room for the next version's UKI, a quarter
-        // larger than this one.
+        // An A/B image keeps room for two more UKIs, each a quarter larger
+        // than this one: while an update is written the ESP holds the
+        // running UKI, the other slot's and the new one.
         reserve: ByteLen(match profile.image.slots {
-            Slots::Ab => uki.bytes.len() as u64 + uki.bytes.len() as u64 / 4,
+            Slots::Ab => 2 * (uki.bytes.len() as u64 + uki.bytes.len() as u64 / 4),
             Slots::Single => 0,
         }),
     };

@@ -1080,7 +1080,11 @@ impl Plan {
                 .ok()
                 .filter(|p| *p >= UpdatePlan::MIN_PORT)
                 .ok_or_else(bad)?;
-            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if k.len() != 64
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return Err(bad());
             }
             let mut release_key = [0u8; 32];

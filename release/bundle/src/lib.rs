@@ -605,12 +605,39 @@ mod tests {
             floor: Some(1),
         };
         assert_eq!(admit(&r, &run), Ok(()));
-        let e = admit(&r, &Running { name: "gw-b", ..run.clone() }).unwrap_err();
-        assert!(e.contains("appliance \"gw-a\"") && e.contains("\"gw-b\""), "{e}");
-        let e = admit(&r, &Running { version: "0.2.0", ..run.clone() }).unwrap_err();
+        let e = admit(
+            &r,
+            &Running {
+                name: "gw-b",
+                ..run.clone()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("appliance \"gw-a\"") && e.contains("\"gw-b\""),
+            "{e}"
+        );
+        let e = admit(
+            &r,
+            &Running {
+                version: "0.2.0",
+                ..run.clone()
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("not newer than the running 0.2.0"), "{e}");
-        let e = admit(&r, &Running { floor: Some(3), ..run.clone() }).unwrap_err();
-        assert!(e.contains("below this device's anti-rollback floor 3"), "{e}");
+        let e = admit(
+            &r,
+            &Running {
+                floor: Some(3),
+                ..run.clone()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("below this device's anti-rollback floor 3"),
+            "{e}"
+        );
         assert_eq!(admit(&r, &Running { floor: None, ..run }), Ok(()));
     }
 
@@ -625,12 +652,18 @@ mod tests {
         assert_eq!(r, b"uki");
         let mut bad = b.clone();
         bad[0] = b'X';
-        assert!(matches!(Header::read(&mut &bad[..]), Err(BundleError::Magic { .. })));
+        assert!(matches!(
+            Header::read(&mut &bad[..]),
+            Err(BundleError::Magic { .. })
+        ));
         let mut big = b.clone();
         big[8..12].copy_from_slice(&(MAX_MANIFEST as u32 + 1).to_le_bytes());
         assert!(matches!(
             Header::read(&mut &big[..]),
-            Err(BundleError::Length { what: "manifest", .. })
+            Err(BundleError::Length {
+                what: "manifest",
+                ..
+            })
         ));
         for cut in 0..b.len() - 3 {
             assert!(Header::read(&mut &b[..cut]).is_err(), "cut at {cut}");
@@ -641,7 +674,15 @@ mod tests {
     fn file_name_parts_exclude_the_counter_and_paths() {
         assert!(file_name_part_ok("0.2.0"));
         assert!(file_name_part_ok("gw-a"));
-        for bad in ["", "0.2+1", "../x", "a/b", ".hidden", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "0.2+1",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(!file_name_part_ok(bad), "{bad:?}");
         }
     }

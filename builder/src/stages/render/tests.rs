@@ -530,7 +530,9 @@ fn the_release_key_reaches_an_ab_plan_only() {
     let profile = gw_a_manual();
     assert_eq!(profile.image.slots, profiles::Slots::Ab);
     let p = make_plan(&profile, &[7; 32], &[], None, &[], Some([9; 32])).unwrap();
-    let u = p.update.expect("an A/B image with a release key accepts updates");
+    let u = p
+        .update
+        .expect("an A/B image with a release key accepts updates");
     assert_eq!(u.release_key, [9; 32]);
     assert_eq!(u.port, update_bundle::wire::DEFAULT_PORT);
     assert!(make_plan(&profile, &[7; 32], &[], None, &[], None)
