@@ -1304,7 +1304,16 @@ fn secure_boot_refuses_unsigned_and_tampered_ukis() {
 /// `[appliance]` table, `image` to its `[image]` table (whose `good_when`
 /// becomes `ready`), and `tail` appended (tables of the base it overrides),
 /// sharing the fixture's lock.
-fn variant(dir: &Path, appliance: &str, image: &str, tail: &str) -> builder::BuildOutput {
+/// The lab profile with `appliance` and `image` keys added and `tail`
+/// appended, built and signed with `key` (its public half becomes the
+/// image's release key).
+fn variant_signed(
+    dir: &Path,
+    appliance: &str,
+    image: &str,
+    tail: &str,
+    key: Option<&std::sync::Arc<signing::SigningKey>>,
+) -> builder::BuildOutput {
     let (keep, profile) = edited_copy(
         |l| l,
         |p| {
@@ -1329,7 +1338,9 @@ fn variant(dir: &Path, appliance: &str, image: &str, tail: &str) -> builder::Bui
         },
     );
     let out = dir.join(appliance.replace(['"', ' ', '=', '\n'], "_"));
-    let r = build(&opts(&profile, &out), &mut |_| {})
+    let mut o = opts(&profile, &out);
+    o.signing_key = key.cloned();
+    let r = build(&o, &mut |_| {})
         .unwrap_or_else(|e| panic!("build {appliance}: {e}"));
     drop(keep);
     r
@@ -1370,38 +1381,91 @@ fn esp_entries(a: &builder::BuildOutput, disk: &Path) -> Vec<String> {
     v
 }
 
-/// A/B with boot counting, in QEMU (OVMF, swtpm, systemd-boot from the
-/// lock), on one writable disk: version 0.2.0 put beside 0.1.0 as
-/// `+3` boots first, becomes ready, is marked good (renamed without its
-/// counter) and measures exactly its own prediction; then 0.3.0, whose LAN
-/// card is absent (never ready), put as `+2`: it is tried twice, each time
-/// rebooted when its 30 s run out, and then 0.2.0 boots again, ready, and
-/// the init reports the failed entry. The anti-rollback floor in the TPM
-/// follows: 1 while 0.1.0 (security version 1) stays bootable, 2 once it is
-/// gone; 0.1.0 put back then stays closed.
+/// An update bundle of `out` (what `appliance bundle` writes).
+fn bundle_of(out: &builder::BuildOutput) -> Vec<u8> {
+    let read = |f: &str| std::fs::read(out.out.join(f)).unwrap();
+    let sig: [u8; 64] = read("manifest.sig").try_into().unwrap();
+    update_bundle::encode(&read("manifest.json"), &sig, &read("uki.efi")).unwrap()
+}
+
+/// Sends an update request with `body` to the gateway's management port
+/// (QEMU forwards 127.0.0.1:`port` to black's), retrying while black's relay
+/// is not up yet; returns the gateway's answer.
+fn update_request(port: u16, flags: u8, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    use update_bundle::wire;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("QEMU's forward");
+        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+        let mut req = wire::request(wire::ENDPOINT_UPDATE, flags).to_vec();
+        req.extend_from_slice(body);
+        let _ = s.write_all(&req);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if wire::outcome(&answer).is_some() {
+            return answer;
+        }
+        // QEMU accepted, but nothing listens in black yet.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer from the management port: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// A/B updates with boot counting, in QEMU (OVMF, swtpm, systemd-boot from
+/// the lock), on one writable disk, delivered as signed bundles through the
+/// black personality (QEMU forwards a host port to black's management port):
+///
+/// 1. 0.1.0 runs; the bundle of 0.2.0 is installed as `+3` (0.1.0's
+///    `boot_tries`) and the gateway
+///    reboots into it: it becomes ready, is marked good (renamed without its
+///    counter) and measures exactly its own prediction; the floor becomes 1
+///    (0.1.0 stays bootable).
+/// 2. On 0.2.0: a tampered bundle and one below the floor are refused; then
+///    QEMU is killed while 0.3.0's UKI is being written, and 0.2.0 still
+///    boots (the half-written file is never an entry).
+/// 3. 0.3.0, whose LAN card is absent (never ready), is installed as `+2`
+///    (0.2.0's `boot_tries`; the update removes the half-written file and
+///    retires 0.1.0): it is tried twice, each time rebooted when its 30 s run out, then 0.2.0 boots
+///    again, ready, reports the failed entry and raises the floor to 2.
+/// 4. 0.1.0 put back (mtools) stays closed: a rollback below the floor.
 #[test]
 fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
     use testbed::vm::{pcrs_from_console, Vm, VmConfig};
-    let (_, a, _) = built();
-    for t in ["mcopy", "mdir"] {
+    for t in ["mcopy", "mdir", "mdel"] {
         assert!(
             tool(t),
             "{t} is needed: apt-get install mtools (scripts/test installs it)"
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = variant(
+    let key = std::sync::Arc::new(signing::SigningKey::generate().unwrap());
+    let a = variant_signed(
+        dir.path(),
+        "version = \"0.1.0\"\nsecurity_version = 1",
+        "",
+        "",
+        Some(&key),
+    );
+    let b = variant_signed(
         dir.path(),
         "version = \"0.2.0\"\nsecurity_version = 2",
+        "boot_tries = 2",
         "",
-        "",
+        Some(&key),
     );
-    let c = variant(
+    let c = variant_signed(
         dir.path(),
         "version = \"0.3.0\"\nsecurity_version = 3",
         "boot_timeout = \"30s\"",
         "[hardware.nics.lan]\npci = \"0000:00:09.0\"",
+        Some(&key),
     );
+    let a = &a;
     assert!(
         c.manifest.uki.cmdline.contains("appliance.plan="),
         "the broken variant built"
@@ -1414,21 +1478,34 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
         .status()
         .unwrap();
     assert!(o.success());
-    put_on_esp(a, &disk, &b.out.join("uki.efi"), "gw-a_0.2.0+3.efi");
-    assert_eq!(
-        esp_entries(a, &disk),
-        ["gw-a_0.1.0.efi", "gw-a_0.2.0+3.efi"]
-    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
 
-    // 1. The update boots, is good, and measures its own prediction.
+    // 1. 0.2.0 arrives through black, boots, is good, measures its prediction.
     let _q = qemu_lock();
     let mut cfg = VmConfig::new("gw-a-ab", dir.path(), &disk);
     cfg.writable = true;
+    cfg.nics[1].netdev = format!(
+        "user,net=198.51.100.0/24,host=198.51.100.254,restrict=on,hostfwd=tcp:127.0.0.1:{port}-198.51.100.1:{}",
+        update_bundle::wire::DEFAULT_PORT
+    );
     let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    vm.wait_for("the update on trial", Duration::from_secs(180), |l| {
+    vm.wait_for("0.1.0 ready", Duration::from_secs(240), |l| {
+        l.contains("appliance: ready gw-a 0.1.0")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    let answer = update_request(port, update_bundle::wire::FLAG_REBOOT, &bundle_of(&b));
+    assert_eq!(
+        answer,
+        "ok: installed gw-a 0.2.0 (security version 2) as EFI/Linux/gw-a_0.2.0+3.efi; rebooting into it now\n"
+    );
+    vm.wait_for("the update on trial", Duration::from_secs(240), |l| {
         l.contains("appliance: boot entry EFI/Linux/gw-a_0.2.0+2-1.efi on trial")
     })
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
     vm.wait_for("marked good", Duration::from_secs(180), |l| {
         l.contains(
             "appliance: boot good: EFI/Linux/gw-a_0.2.0+2-1.efi is now EFI/Linux/gw-a_0.2.0.efi",
@@ -1458,17 +1535,68 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
             "slot 0.2.0: PCR {n} differs from its prediction"
         );
     }
-    vm.send_line("poweroff").unwrap();
+
+    // 2. Refusals on 0.2.0, then a write cut short by a power loss.
+    let mut tampered = bundle_of(&c);
+    let n = tampered.len();
+    tampered[n - 300_000] ^= 0x01;
+    let answer = update_request(port, 0, &tampered);
     assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "no power-off"
+        answer.starts_with("refused: bundle: uki.efi sha256"),
+        "{answer}"
     );
-    drop(vm);
+    // A signed 0.9.0 below the floor (the release key signs what it is given).
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.out.join("manifest.json")).unwrap()).unwrap();
+    m["profile"]["version"] = "0.9.0".into();
+    m["profile"]["security_version"] = 0.into();
+    let m = serde_json::to_vec_pretty(&m).unwrap();
+    let low = update_bundle::encode(
+        &m,
+        &key.sign(&m),
+        &std::fs::read(c.out.join("uki.efi")).unwrap(),
+    )
+    .unwrap();
+    let answer = update_request(port, 0, &low);
+    assert_eq!(
+        answer,
+        "refused: security version 0 is below this device's anti-rollback floor 1\n"
+    );
+    // Half of 0.3.0's bundle, the connection held open: the UKI is being
+    // written when QEMU is killed.
+    let whole = bundle_of(&c);
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req =
+        update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, 0).to_vec();
+    req.extend_from_slice(&whole[..whole.len() / 2]);
+    std::io::Write::write_all(&mut half, &req).unwrap();
+    vm.wait_for("the write under way", Duration::from_secs(120), |l| {
+        l.contains("appliance: update: writing EFI/Linux/.update.tmp")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    std::thread::sleep(Duration::from_secs(2));
+    drop(vm); // QEMU killed mid-write
+    drop(half);
     assert_eq!(esp_entries(a, &disk), ["gw-a_0.1.0.efi", "gw-a_0.2.0.efi"]);
 
-    // 2. A broken update: tried twice, then back on 0.2.0.
-    put_on_esp(a, &disk, &c.out.join("uki.efi"), "gw-a_0.3.0+2.efi");
+    // 3. 0.2.0 boots; the broken 0.3.0 is installed, tried twice, and 0.2.0 is back.
     let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("0.2.0 after the power loss", Duration::from_secs(240), |l| {
+        l.contains("appliance: ready gw-a 0.2.0")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    let answer = update_request(port, update_bundle::wire::FLAG_REBOOT, &whole);
+    assert_eq!(
+        answer,
+        "ok: installed gw-a 0.3.0 (security version 3) as EFI/Linux/gw-a_0.3.0+2.efi; rebooting into it now\n"
+    );
+    for want in [
+        "appliance: update: removed EFI/Linux/.update.tmp left by an interrupted update",
+        "appliance: update: removed EFI/Linux/gw-a_0.1.0.efi (the other slot)",
+    ] {
+        vm.wait_for(want, Duration::from_secs(60), |l| l.contains(want))
+            .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    }
     for (left, done) in [(1, 1), (0, 2)] {
         let entry = format!("EFI/Linux/gw-a_0.3.0+{left}-{done}.efi");
         vm.wait_for(
@@ -1487,6 +1615,11 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
     let mark = vm.lines().len();
     vm.wait_for("0.2.0 ready again", Duration::from_secs(240), |l| {
         l.contains("appliance: ready gw-a 0.2.0")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    // 0.1.0 is gone: the floor rises to 0.2.0's 2 (the failed 0.3.0 has no tries).
+    vm.wait_for("the floor raised", Duration::from_secs(240), |l| {
+        l.contains("appliance: anti-rollback floor raised from 1 to 2")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
     let after = &vm.lines()[mark..];
@@ -1519,22 +1652,8 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
     drop(vm);
     assert_eq!(
         esp_entries(a, &disk),
-        ["gw-a_0.1.0.efi", "gw-a_0.2.0.efi", "gw-a_0.3.0+0-2.efi"]
+        ["gw-a_0.2.0.efi", "gw-a_0.3.0+0-2.efi"]
     );
-
-    // 3. 0.1.0 retired: the floor rises to 0.2.0's 2 after its next good boot.
-    del_on_esp(a, &disk, "gw-a_0.1.0.efi");
-    let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    vm.wait_for("the floor raised", Duration::from_secs(240), |l| {
-        l.contains("appliance: anti-rollback floor raised from 1 to 2")
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
-    vm.send_line("poweroff").unwrap();
-    assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "no power-off"
-    );
-    drop(vm);
 
     // 4. A rollback: 0.1.0 put back, 0.2.0 gone. It boots, finds its
     // security version below the floor and stays closed.

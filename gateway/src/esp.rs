@@ -329,10 +329,10 @@ fn raise_floor(env: &EspEnv, esp: Option<&Path>, own: u64, log: &mut crate::cons
     };
     match crate::runtime::open_tpm(dev).and_then(|mut t| crate::floor::raise(&mut *t, lowest)) {
         Ok((before, after)) if after > before => log.log(&format!(
-            "appliance: anti-rollback floor raised from {before} to {after} (the lowest security version among bootable entries)"
+            "anti-rollback floor raised from {before} to {after} (the lowest security version among bootable entries)"
         )),
         Ok((_, after)) => log.log(&format!(
-            "appliance: anti-rollback floor stays {after} (the lowest security version among bootable entries is {lowest})"
+            "anti-rollback floor stays {after} (the lowest security version among bootable entries is {lowest})"
         )),
         Err(e) => log.log(&format!("error: {e}")),
     }
@@ -523,12 +523,12 @@ impl Assessment {
         };
         for f in &entries.failed {
             log.log(&format!(
-                "appliance: boot entry {f} failed its tries; it is not booted again"
+                "boot entry {f} failed its tries; it is not booted again"
             ));
         }
         match &entries.trial {
             Some(t) => log.log(&format!(
-                "appliance: boot entry {t} on trial: good once ready{}, within {} s",
+                "boot entry {t} on trial: good once ready{}, within {} s",
                 if want.tunnels > 0 {
                     format!(" with {} tunnel(s) keyed", want.tunnels)
                 } else {
@@ -536,7 +536,7 @@ impl Assessment {
                 },
                 want.timeout_s
             )),
-            None => log.log("appliance: boot entry not on trial (no boot counter)"),
+            None => log.log("boot entry not on trial (no boot counter)"),
         }
         Assessment {
             env,
@@ -574,13 +574,13 @@ impl Assessment {
             self.done = true;
             match (&self.entries.trial, &self.entries.esp) {
                 (Some(t), Some(esp)) => match mark_good(&self.env, esp, t) {
-                    Ok(good) => log.log(&format!("appliance: boot good: {t} is now {good}")),
+                    Ok(good) => log.log(&format!("boot good: {t} is now {good}")),
                     Err(e) => log.log(&format!("error: marking the boot good: {e}")),
                 },
                 (Some(t), None) => log.log(&format!(
                     "error: marking the boot good: {t} is on trial but its ESP was not found"
                 )),
-                (None, _) => log.log("appliance: boot good (not on trial)"),
+                (None, _) => log.log("boot good (not on trial)"),
             }
             raise_floor(
                 &self.env,
@@ -601,7 +601,7 @@ impl Assessment {
         match &self.entries.trial {
             Some(t) => {
                 log.log(&format!(
-                    "appliance: boot entry {t} not good within {} s ({state}); rebooting, and systemd-boot counts the try",
+                    "boot entry {t} not good within {} s ({state}); rebooting, and systemd-boot counts the try",
                     self.want.timeout_s
                 ));
                 true

@@ -100,10 +100,10 @@ fn main() {
                     Ok(floor) => {
                         log.log(&match floor {
                             Some(f) => {
-                                format!("appliance: security version {own}, anti-rollback floor {f}")
+                                format!("security version {own}, anti-rollback floor {f}")
                             }
                             None => format!(
-                                "appliance: security version {own}, no anti-rollback floor on this device yet"
+                                "security version {own}, no anti-rollback floor on this device yet"
                             ),
                         });
                         let (state, rt) = start_runtime(RuntimeEnv::device(), plan, &mut log);

@@ -396,11 +396,11 @@ pub fn supervise(
             .and_then(crate::update::Management::take_reboot)
         {
             if mode == Mode::Pid1 {
-                log.log(&format!("appliance: rebooting: {why}"));
+                log.log(&format!("rebooting: {why}"));
                 update_reboot = Some(Shutdown::Reboot);
             } else {
                 log.log(&format!(
-                    "appliance: reboot asked for ({why}); test mode: staying up"
+                    "reboot asked for ({why}); test mode: staying up"
                 ));
             }
         }

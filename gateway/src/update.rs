@@ -55,6 +55,8 @@ pub const TMP_NAME: &str = ".update.tmp";
 pub const CHILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// Longest wait for the next bytes of a stream.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes written between two syncs of the temporary file.
+const SYNC_EVERY: usize = 4 << 20;
 /// Room kept free on the ESP besides the new UKI.
 const ESP_MARGIN: u64 = 1 << 20;
 /// Exit status of a receiver that installed an update and was asked to reboot.
@@ -177,14 +179,15 @@ fn receive<S: Read + Write>(
     if flags & !wire::FLAG_REBOOT != 0 {
         return Err(format!("unknown request flags {flags:#04x}"));
     }
+    let header = Header::read(s).map_err(|e| e.to_string())?;
+    let release =
+        update_bundle::verify(&header, &ctx.update.release_key).map_err(|e| e.to_string())?;
+    // Nothing about this gateway is said to a stream that is not signed.
     if let Some(t) = &ctx.on_trial {
         return Err(format!(
             "this boot ({t}) is on trial: its fallback is the other slot; install updates once it is marked good"
         ));
     }
-    let header = Header::read(s).map_err(|e| e.to_string())?;
-    let release =
-        update_bundle::verify(&header, &ctx.update.release_key).map_err(|e| e.to_string())?;
     note(&format!(
         "bundle {} {} (security version {}, UKI {} bytes) signed by the release key {}",
         release.name,
@@ -279,7 +282,15 @@ fn install<R: Read>(
         .create_new(true)
         .open(&tmp)
         .map_err(|e| format!("creating {LINUX_DIR}/{TMP_NAME}: {e}"))?;
+    // The name is on the disk before the data: a power loss leaves a file
+    // the next update removes, never a lost cluster chain.
+    let _ = d.sync_all();
+    note(&format!(
+        "writing {LINUX_DIR}/{TMP_NAME} ({} bytes)",
+        release.uki_size
+    ));
     let mut check = UkiCheck::new();
+    let mut unsynced = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     let mut left = release.uki_size;
     while left > 0 {
@@ -307,6 +318,13 @@ fn install<R: Read>(
         f.write_all(chunk)
             .map_err(|e| format!("writing {LINUX_DIR}/{TMP_NAME}: {e}"))?;
         left -= n as u64;
+        // Written out as it arrives (a slow link leaves nothing for long in
+        // memory only).
+        unsynced += n;
+        if unsynced >= SYNC_EVERY {
+            let _ = f.sync_data();
+            unsynced = 0;
+        }
     }
     check.finish(release).map_err(|e| e.to_string())?;
     f.sync_all()
@@ -419,7 +437,9 @@ impl Management {
             return;
         }
         self.ctx.on_trial = on_trial;
-        loop {
+        // A bounded number per turn of the loop: a flood of connections
+        // (from black) costs PID 1 no more than this.
+        for _ in 0..16 {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -481,7 +501,7 @@ impl Management {
         while let Some(i) = c.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = c.pending.drain(..=i).collect();
             log.log(&format!(
-                "appliance: update: {}",
+                "update: {}",
                 crate::runtime::sanitize(&line[..line.len() - 1])
             ));
         }

@@ -66,6 +66,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+mod bundles;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -675,6 +677,10 @@ impl Init {
         let tpm = start_tpm(lab, gw);
         let mut child = Command::new("ip")
             .env("APPLIANCE_TPM", &tpm)
+            // The update receiver's socket directory and the directory that
+            // stands for the ESP (used when the plan takes updates).
+            .env("APPLIANCE_MGMT_DIR", gw.root.join("mgmt"))
+            .env("APPLIANCE_ESP_DIR", gw.root.join("esp"))
             .args([
                 "netns",
                 "exec",
@@ -2142,4 +2148,166 @@ fn two_gateways_keyed_by_ike_with_ed25519_in_compartments() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends `body` after an update request to `addr` from inside network
+/// namespace `ns` (a thread of this test joins it); returns the answer.
+fn update_from(ns: &str, addr: &str, flags: u8, body: Vec<u8>) -> String {
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    std::thread::spawn(move || {
+        gateway::sys::setns(ns.as_fd(), libc::CLONE_NEWNET).expect("setns");
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut req = update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, flags).to_vec();
+        req.extend_from_slice(&body);
+        // The receiver may answer (refuse) before it has read everything.
+        let _ = s.write_all(&req);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+        out
+    })
+    .join()
+    .unwrap()
+}
+
+/// Updates come in only through black: its relay carries TCP on the plan's
+/// port to the init's socket (which black sees read-only, red not at all),
+/// and the init installs only a bundle signed by the plan's release key, for
+/// this appliance, newer, at or above the TPM's floor, with its UKI intact;
+/// each refusal says why and leaves the ESP as it was.
+#[test]
+fn updates_arrive_through_black_and_only_signed_ones_install() {
+    use bundles::{bundle, sha, uki};
+    require_host();
+    let mut lab = Lab::new("up");
+    let gw = lab.ns("gw");
+    let lan = lab.ns("lan");
+    let inet = lab.ns("inet");
+    lab.veth(&gw, "lan0", &lan, "eth0");
+    lab.veth(&gw, "wan0", &inet, "eth0");
+    must(&format!(
+        "ip -n {inet} addr add 198.51.100.2/24 dev eth0 && ip -n {inet} link set eth0 up"
+    ));
+    let key = signing::SigningKey::generate().unwrap();
+    let other = signing::SigningKey::generate().unwrap();
+    let release_key = *key.public_key().raw();
+    let g = make_root_with(&lab, "u", "profiles/lab/manual/gw-a.toml", Vec::new(), |p| {
+        p.update = Some(gateway::plan::UpdatePlan {
+            port: 7443,
+            tries: 3,
+            release_key,
+        });
+    });
+    let (name, version) = (
+        g.plan.profile_name.as_str().to_owned(),
+        g.plan.profile_version.as_str().to_owned(),
+    );
+    let linux = g.root.join("esp/EFI/Linux");
+    std::fs::create_dir_all(&linux).unwrap();
+    std::fs::write(linux.join(format!("{name}_{version}.efi")), uki(&version, 1)).unwrap();
+    std::fs::write(linux.join(format!("{name}_0.0.1.efi")), uki("0.0.1", 1)).unwrap();
+    let listing = || -> Vec<(String, String)> {
+        let mut v: Vec<_> = std::fs::read_dir(&linux)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    sha(&std::fs::read(e.path()).unwrap()),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut i = Init::start(&mut lab, &gw, &g);
+    i.wait_for("appliance: ready", Duration::from_secs(60));
+    i.wait_for_any("relay: management port 7443 open", Duration::from_secs(30));
+    assert!(i
+        .seen
+        .iter()
+        .any(|l| l.contains("updates: black relays TCP port 7443 to the init")
+            && l.contains(&key.public_key().fingerprint())));
+
+    // Black sees the socket, read-only; red does not see it at all.
+    let black = i.pid_of("black");
+    let ls = must(&format!("nsenter -t {black} -m -r /bin/busybox ls -l /run/mgmt"));
+    assert!(ls.contains("mgmt.sock"), "{ls}");
+    let touch = run(&format!("nsenter -t {black} -m -r /bin/busybox touch /run/mgmt/x"));
+    assert!(
+        !touch.status.success() && String::from_utf8_lossy(&touch.stderr).contains("Read-only"),
+        "black wrote into the management directory: {touch:?}"
+    );
+    let red = i.pid_of("red");
+    let red_ls = run(&format!("nsenter -t {red} -m -r /bin/busybox ls /run/mgmt"));
+    assert!(!red_ls.status.success(), "red sees the management directory");
+
+    // The floor: 2 (as if an earlier release had raised it).
+    {
+        let s = std::os::unix::net::UnixStream::connect(g.tpm_dir.join("tpm.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut t = gateway::tpm::StreamTransport(s);
+        gateway::floor::raise(&mut t, 2).unwrap();
+    }
+    let before = listing();
+    let new = uki("0.2.0", 2);
+    let mut tampered = bundle(&key, &name, "0.2.0", 2, &new);
+    let n = tampered.len();
+    tampered[n - 4096] ^= 0x20;
+    let addr = "198.51.100.1:7443";
+    for (body, reason) in [
+        (tampered, "uki.efi sha256"),
+        (
+            bundle(&other, &name, "0.2.0", 2, &new),
+            "manifest.sig does not verify with the release key",
+        ),
+        (
+            bundle(&key, "gw-b", "0.2.0", 2, &new),
+            "the bundle is for appliance \"gw-b\"",
+        ),
+        (
+            bundle(&key, &name, "0.2.0", 1, &uki("0.2.0", 1)),
+            "security version 1 is below this device's anti-rollback floor 2",
+        ),
+    ] {
+        let answer = update_from(&inet, addr, 0, body);
+        assert!(
+            answer.starts_with("refused: ") && answer.contains(reason),
+            "want {reason:?}, got {answer:?}"
+        );
+        i.wait_for("appliance: update: refused: ", Duration::from_secs(10));
+        assert_eq!(listing(), before, "a refused update changed the ESP");
+    }
+    let answer = update_from(&inet, addr, update_bundle::wire::FLAG_REBOOT, bundle(&key, &name, "0.2.0", 2, &new));
+    assert_eq!(
+        answer,
+        format!("ok: installed {name} 0.2.0 (security version 2) as EFI/Linux/{name}_0.2.0+3.efi; rebooting into it now\n")
+    );
+    i.wait_for("appliance: update: ok: installed", Duration::from_secs(10));
+    i.wait_for("reboot asked for", Duration::from_secs(10));
+    let after = listing();
+    assert_eq!(
+        after,
+        vec![
+            (format!("{name}_0.2.0+3.efi"), sha(&new)),
+            before
+                .iter()
+                .find(|(n, _)| *n == format!("{name}_{version}.efi"))
+                .unwrap()
+                .clone(),
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    // The tunnel and the gateway are still up: updating costs nothing until the reboot.
+    i.send("status");
+    i.wait_for("status ready", Duration::from_secs(10));
+    i.send("poweroff");
+    i.wait_for("appliance: stopped", Duration::from_secs(15));
 }
