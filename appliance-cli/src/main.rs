@@ -13,6 +13,7 @@ mod profile_cmd;
 mod secure_boot;
 mod sign_cmd;
 mod testbed_cmd;
+mod update_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Pack a verified, signed build into one update bundle (manifest, signature, UKI).
     Bundle(bundle_cmd::BundleArgs),
+    /// Send an update bundle to a gateway's management port and report its answer.
+    Update(update_cmd::UpdateArgs),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
     #[command(subcommand, name = "secure-boot")]
     SecureBoot(secure_boot::SecureBootCmd),
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Flash(args) => flash_cmd::flash(args, cli.json),
         Command::Diff(args) => diff_cmd::diff(args, cli.json),
         Command::Bundle(args) => bundle_cmd::bundle(args, cli.json),
+        Command::Update(args) => update_cmd::update(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {
