@@ -16,8 +16,10 @@
 //! * `update` against a fake gateway in a thread (a `TcpListener` on
 //!   loopback that reads the request with `wire::read_request`, the header
 //!   with `Header::read`, then the UKI, checks them with the release key and
-//!   `update_bundle::admit`, and answers as the init does): an installed
-//!   update (with `--reboot` in the flags, and without), a refusal, an
+//!   `update_bundle::admit`, and answers as the gateway's update receiver
+//!   does): an installed update (with `--reboot` in the flags, and
+//!   without), a refusal right after the header while the UKI is still
+//!   being sent, a busy gateway refusing before it reads anything, an
 //!   answer cut off before its outcome, no answer within `--timeout`, the
 //!   `[IPv6]:PORT` and name forms; and a changed bundle, another key or a
 //!   cut bundle refused before any connection (the listener sees none).
@@ -461,15 +463,20 @@ fn another_release_key_is_refused() {
     assert!(names_in(o.path()).is_empty(), "{:?}", names_in(o.path()));
 }
 
-/// What the fake gateway does after reading the whole bundle.
+/// How the fake gateway behaves. It answers as the gateway's update
+/// receiver does (`gateway/src/update.rs`): one line, a refusal as soon as
+/// the signed header decides it (the UKI left unread, the connection
+/// closed), `ok: installed …` once the UKI checks out.
 #[derive(Clone, Copy)]
 enum Gateway {
-    /// Checks the bundle and admits it against a running version, as the
-    /// init does; answers `ok: installed …` or `refused: …`.
+    /// Runs this version of gw-a (security version 1, floor 1): admits
+    /// the bundle with `update_bundle::admit`, or refuses.
     Running(&'static str),
-    /// Sends a line of progress, then closes: no outcome.
+    /// Busy with another update: refuses at once, reading nothing.
+    Busy,
+    /// Reads the bundle, sends a line of progress, then closes: no outcome.
     CutsOff,
-    /// Says nothing for this long, then closes.
+    /// Reads the bundle, then says nothing for this long and closes.
     Silent(Duration),
 }
 
@@ -478,48 +485,14 @@ enum Gateway {
 struct Seen {
     endpoint: u8,
     flags: u8,
-    release: Release,
-    uki_ok: bool,
+    release: Option<Release>,
+    /// Whether the UKI was read, and matched the signed manifest.
+    uki_ok: Option<bool>,
     answer: String,
 }
 
-/// The answer of a gateway running `version` of gw-a.
-fn answer_for(release: &Release, uki_ok: bool, version: &str, flags: u8) -> String {
-    let mut a = format!(
-        "received {} {} (security version {}), {} bytes of UKI\n",
-        release.name, release.version, release.security_version, release.uki_size
-    );
-    let running = Running {
-        name: "gw-a",
-        version,
-        security_version: 1,
-        floor: Some(1),
-    };
-    let verdict = if uki_ok {
-        update_bundle::admit(release, &running)
-    } else {
-        Err("uki.efi differs from the signed manifest".into())
-    };
-    match verdict {
-        Ok(()) => a.push_str(&format!(
-            "ok: installed EFI/Linux/{}{}\n",
-            release.file_name(3),
-            if flags & wire::FLAG_REBOOT != 0 {
-                "; rebooting"
-            } else {
-                "; it boots at the next restart"
-            }
-        )),
-        Err(reason) => a.push_str(&format!("refused: {reason}\n")),
-    }
-    a
-}
-
-fn session(s: &mut TcpStream, key: &[u8; 32], how: Gateway) -> Seen {
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
-    let (endpoint, flags) = wire::read_request(s).unwrap();
-    let h = Header::read(s).unwrap();
-    let release = update_bundle::verify(&h, key).unwrap();
+/// Reads the UKI that follows the header; whether it is the signed one.
+fn read_uki(s: &mut TcpStream, h: &Header, release: &Release) -> bool {
     let mut check = UkiCheck::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut left = h.uki_len;
@@ -530,33 +503,80 @@ fn session(s: &mut TcpStream, key: &[u8; 32], how: Gateway) -> Seen {
         check.update(&buf[..n]);
         left -= n as u64;
     }
-    let uki_ok = check.finish(&release).is_ok();
     // The client shut down its side: nothing after the bundle.
     assert_eq!(s.read(&mut buf).unwrap(), 0, "bytes after the bundle");
-    let answer = match how {
-        Gateway::Running(version) => answer_for(&release, uki_ok, version, flags),
-        Gateway::CutsOff => format!(
-            "received {} {}, writing EFI/Linux/{}\n",
-            release.name,
-            release.version,
-            release.file_name(3)
-        ),
+    check.finish(release).is_ok()
+}
+
+fn session(s: &mut TcpStream, key: &[u8; 32], how: Gateway) -> Seen {
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    let mut seen = Seen {
+        endpoint: 0,
+        flags: 0,
+        release: None,
+        uki_ok: None,
+        answer: String::new(),
+    };
+    if let Gateway::Busy = how {
+        seen.answer = "refused: another update is being received; try again later\n".into();
+        s.write_all(seen.answer.as_bytes()).unwrap();
+        return seen;
+    }
+    (seen.endpoint, seen.flags) = wire::read_request(s).unwrap();
+    let h = Header::read(s).unwrap();
+    let release = update_bundle::verify(&h, key).unwrap();
+    seen.answer = match how {
+        Gateway::Running(version) => {
+            let running = Running {
+                name: "gw-a",
+                version,
+                security_version: 1,
+                floor: Some(1),
+            };
+            match update_bundle::admit(&release, &running) {
+                Err(reason) => format!("refused: {reason}\n"),
+                Ok(()) => {
+                    let ok = read_uki(s, &h, &release);
+                    seen.uki_ok = Some(ok);
+                    if ok {
+                        format!(
+                            "ok: installed {} {} (security version {}) as EFI/Linux/{}; {}\n",
+                            release.name,
+                            release.version,
+                            release.security_version,
+                            release.file_name(3),
+                            if seen.flags & wire::FLAG_REBOOT != 0 {
+                                "rebooting into it now"
+                            } else {
+                                "it boots at the next restart"
+                            }
+                        )
+                    } else {
+                        "refused: uki.efi differs from the signed manifest\n".into()
+                    }
+                }
+            }
+        }
+        Gateway::CutsOff => {
+            seen.uki_ok = Some(read_uki(s, &h, &release));
+            format!(
+                "writing EFI/Linux/.update.tmp for {} {}\n",
+                release.name, release.version
+            )
+        }
         Gateway::Silent(d) => {
-            // The client has given up by now: nothing to answer.
+            seen.uki_ok = Some(read_uki(s, &h, &release));
+            // The client gives up meanwhile: nothing to answer.
             std::thread::sleep(d);
             String::new()
         }
+        Gateway::Busy => unreachable!("answered above"),
     };
-    if !answer.is_empty() {
-        s.write_all(answer.as_bytes()).unwrap();
+    seen.release = Some(release);
+    if !seen.answer.is_empty() {
+        s.write_all(seen.answer.as_bytes()).unwrap();
     }
-    Seen {
-        endpoint,
-        flags,
-        release,
-        uki_ok,
-        answer,
-    }
+    seen
 }
 
 /// A fake gateway on `listener`, serving one connection.
@@ -605,13 +625,11 @@ fn update_sends_the_bundle_and_the_reboot_flag_and_exits_0_on_ok() {
     let seen = gw.join().unwrap();
     assert_eq!(seen.endpoint, wire::ENDPOINT_UPDATE);
     assert_eq!(seen.flags, wire::FLAG_REBOOT);
-    assert!(seen.uki_ok);
-    assert_eq!(seen.release.version, "0.1.0");
+    assert_eq!(seen.uki_ok, Some(true));
+    assert_eq!(seen.release.unwrap().version, "0.1.0");
     assert_eq!(
         seen.answer,
-        "received gw-a 0.1.0 (security version 1), ".to_string()
-            + &format!("{} bytes of UKI\n", seen.release.uki_size)
-            + "ok: installed EFI/Linux/gw-a_0.1.0+3.efi; rebooting\n"
+        "ok: installed gw-a 0.1.0 (security version 1) as EFI/Linux/gw-a_0.1.0+3.efi; rebooting into it now\n"
     );
     // The answer, as it came.
     assert_eq!(r.stdout, seen.answer, "{r}");
@@ -636,6 +654,7 @@ fn update_json_reports_the_outcome_and_the_answer_without_reboot() {
     );
     let seen = gw.join().unwrap();
     assert_eq!(seen.flags, 0);
+    assert_eq!(seen.uki_ok, Some(true));
     let j = json(&r);
     assert_eq!(j["host"], target);
     assert_eq!(j["address"], addr.to_string());
@@ -648,10 +667,12 @@ fn update_json_reports_the_outcome_and_the_answer_without_reboot() {
     assert_eq!(j["outcome"], "ok");
     assert_eq!(
         j["message"],
-        "installed EFI/Linux/gw-a_0.1.0+3.efi; it boots at the next restart"
+        "installed gw-a 0.1.0 (security version 1) as EFI/Linux/gw-a_0.1.0+3.efi; it boots at the next restart"
     );
-    let lines: Vec<&str> = seen.answer.lines().collect();
-    assert_eq!(j["answer_lines"], serde_json::json!(lines));
+    assert_eq!(
+        j["answer_lines"],
+        serde_json::json!([seen.answer.trim_end()])
+    );
 }
 
 #[test]
@@ -671,6 +692,9 @@ fn update_reaches_an_ipv6_address_in_brackets() {
     assert_eq!(j["outcome"], "ok");
 }
 
+/// The gateway refuses once it has read the signed header, and closes the
+/// connection while the UKI is still being sent: its answer is read all
+/// the same.
 #[test]
 fn a_refusal_exits_1_with_the_gateways_reason() {
     let f = fixture();
@@ -681,7 +705,8 @@ fn a_refusal_exits_1_with_the_gateways_reason() {
     let r = appliance(&[&"update", &target, &bundle, &"--pubkey", &f.public]);
     let seen = gw.join().unwrap();
     let reason = "version 0.1.0 is not newer than the running 0.1.0 (systemd-boot boots the newest; an older one would only replace the fallback)";
-    assert!(seen.answer.ends_with(&format!("refused: {reason}\n")));
+    assert_eq!(seen.answer, format!("refused: {reason}\n"));
+    assert_eq!(seen.uki_ok, None, "the UKI was read");
     assert_eq!(
         one_error(&r),
         format!("error: {target} refused the update: {reason}")
@@ -699,7 +724,27 @@ fn a_refusal_exits_1_with_the_gateways_reason() {
         j["message"],
         "version 0.1.0 is not newer than the running 0.2.0 (systemd-boot boots the newest; an older one would only replace the fallback)"
     );
-    assert_eq!(j["answer_lines"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        j["answer_lines"],
+        serde_json::json!([format!("refused: {}", j["message"].as_str().unwrap())])
+    );
+
+    // Busy: refused before the gateway reads anything.
+    let (l, addr) = loopback();
+    let gw = serve(l, Gateway::Busy);
+    let target = addr.to_string();
+    let r = appliance(&[&"update", &target, &bundle]);
+    gw.join().unwrap();
+    assert_eq!(
+        one_error(&r),
+        format!(
+            "error: {target} refused the update: another update is being received; try again later"
+        )
+    );
+    assert_eq!(
+        r.stdout,
+        "refused: another update is being received; try again later\n"
+    );
 }
 
 #[test]
@@ -790,6 +835,7 @@ fn an_answer_without_an_outcome_fails_and_says_the_outcome_is_unknown() {
     let target = addr.to_string();
     let r = appliance(&[&"update", &target, &bundle]);
     let seen = gw.join().unwrap();
+    assert_eq!(seen.uki_ok, Some(true), "the whole bundle arrived");
     assert_eq!(
         one_error(&r),
         format!(
