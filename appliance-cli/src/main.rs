@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod build_cmd;
+mod bundle_cmd;
 mod diff_cmd;
 mod flash_cmd;
 mod fsutil;
@@ -12,6 +13,7 @@ mod profile_cmd;
 mod secure_boot;
 mod sign_cmd;
 mod testbed_cmd;
+mod update_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -52,6 +54,10 @@ enum Command {
     Measure(sign_cmd::MeasureArgs),
     /// What an update from one build to another changes (read before rolling it out).
     Diff(diff_cmd::DiffArgs),
+    /// Pack a verified, signed build into one update bundle (manifest, signature, UKI).
+    Bundle(bundle_cmd::BundleArgs),
+    /// Send an update bundle to a gateway's management port and report its answer.
+    Update(update_cmd::UpdateArgs),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
     #[command(subcommand, name = "secure-boot")]
     SecureBoot(secure_boot::SecureBootCmd),
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
         Command::Measure(args) => sign_cmd::measure(args, cli.json),
         Command::Flash(args) => flash_cmd::flash(args, cli.json),
         Command::Diff(args) => diff_cmd::diff(args, cli.json),
+        Command::Bundle(args) => bundle_cmd::bundle(args, cli.json),
+        Command::Update(args) => update_cmd::update(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {
