@@ -940,3 +940,82 @@ fn a_port_nobody_listens_on_fails_saying_nothing_was_sent() {
     );
     assert!(r.stdout.is_empty(), "{r}");
 }
+
+/// The gateway's own receiver (`gateway::update::serve`, on a directory
+/// standing for the ESP) behind a loopback port: the command and the real
+/// receiver agree on the stream, the answer and the exit status.
+fn real_gateway(running: &'static str) -> (SocketAddr, tempfile::TempDir, JoinHandle<()>) {
+    let f = fixture();
+    let esp = tempfile::tempdir().unwrap();
+    let linux = esp.path().join("EFI/Linux");
+    std::fs::create_dir_all(&linux).unwrap();
+    std::fs::write(
+        linux.join(format!("gw-a_{running}.efi")),
+        b"the running UKI",
+    )
+    .unwrap();
+    let (l, addr) = loopback();
+    l.set_nonblocking(false).unwrap();
+    let ctx = gateway::update::Context {
+        name: "gw-a".into(),
+        version: running.into(),
+        security_version: 1,
+        update: gateway::plan::UpdatePlan {
+            port: wire::DEFAULT_PORT,
+            tries: 3,
+            release_key: f.release_key(),
+        },
+        on_trial: None,
+    };
+    let dir = esp.path().to_owned();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        gateway::update::serve(
+            &mut s,
+            &ctx,
+            &gateway::update::EspAccess::Dir(dir),
+            &[],
+            &mut |_| {},
+        );
+    });
+    (addr, esp, h)
+}
+
+#[test]
+fn update_installs_through_the_gateways_own_receiver() {
+    let f = fixture();
+    let (addr, esp, h) = real_gateway("0.0.9");
+    let r = ok(
+        appliance(&[
+            &"update",
+            &addr.to_string(),
+            the_bundle(),
+            &"--pubkey",
+            &f.public,
+            &"--reboot",
+        ]),
+        "update",
+    );
+    h.join().unwrap();
+    assert_eq!(
+        r.stdout,
+        "ok: installed gw-a 0.1.0 (security version 1) as EFI/Linux/gw-a_0.1.0+3.efi; rebooting into it now\n"
+    );
+    let linux = esp.path().join("EFI/Linux");
+    assert_eq!(names_in(&linux), ["gw-a_0.0.9.efi", "gw-a_0.1.0+3.efi"]);
+    assert_eq!(
+        std::fs::read(linux.join("gw-a_0.1.0+3.efi")).unwrap(),
+        std::fs::read(f.out.join("uki.efi")).unwrap()
+    );
+    // The same bundle on a gateway that runs it already: refused, exit 1.
+    let (addr, esp, h) = real_gateway("0.1.0");
+    let r = appliance(&[&"update", &addr.to_string(), the_bundle()]);
+    h.join().unwrap();
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr
+            .contains("refused the update: version 0.1.0 is not newer than the running 0.1.0"),
+        "{r}"
+    );
+    assert_eq!(names_in(&esp.path().join("EFI/Linux")), ["gw-a_0.1.0.efi"]);
+}

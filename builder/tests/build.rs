@@ -1340,8 +1340,7 @@ fn variant_signed(
     let out = dir.join(appliance.replace(['"', ' ', '=', '\n'], "_"));
     let mut o = opts(&profile, &out);
     o.signing_key = key.cloned();
-    let r = build(&o, &mut |_| {})
-        .unwrap_or_else(|e| panic!("build {appliance}: {e}"));
+    let r = build(&o, &mut |_| {}).unwrap_or_else(|e| panic!("build {appliance}: {e}"));
     drop(keep);
     r
 }
@@ -1566,8 +1565,7 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
     // written when QEMU is killed.
     let whole = bundle_of(&c);
     let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut req =
-        update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, 0).to_vec();
+    let mut req = update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, 0).to_vec();
     req.extend_from_slice(&whole[..whole.len() / 2]);
     std::io::Write::write_all(&mut half, &req).unwrap();
     vm.wait_for("the write under way", Duration::from_secs(120), |l| {
@@ -1581,9 +1579,11 @@ fn ab_update_is_marked_good_and_a_broken_one_falls_back_after_its_tries() {
 
     // 3. 0.2.0 boots; the broken 0.3.0 is installed, tried twice, and 0.2.0 is back.
     let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    vm.wait_for("0.2.0 after the power loss", Duration::from_secs(240), |l| {
-        l.contains("appliance: ready gw-a 0.2.0")
-    })
+    vm.wait_for(
+        "0.2.0 after the power loss",
+        Duration::from_secs(240),
+        |l| l.contains("appliance: ready gw-a 0.2.0"),
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
     let answer = update_request(port, update_bundle::wire::FLAG_REBOOT, &whole);
     assert_eq!(

@@ -399,9 +399,7 @@ pub fn supervise(
                 log.log(&format!("rebooting: {why}"));
                 update_reboot = Some(Shutdown::Reboot);
             } else {
-                log.log(&format!(
-                    "reboot asked for ({why}); test mode: staying up"
-                ));
+                log.log(&format!("reboot asked for ({why}); test mode: staying up"));
             }
         }
 

@@ -53,7 +53,7 @@ pub fn free_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: `fd` is a live descriptor for the call; `st` is a valid, writable
     // statvfs owned by this frame.
     check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
-    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// `finit_module(2)` with empty parameters.

@@ -2161,7 +2161,8 @@ fn update_from(ns: &str, addr: &str, flags: u8, body: Vec<u8>) -> String {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut req = update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, flags).to_vec();
+        let mut req =
+            update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, flags).to_vec();
         req.extend_from_slice(&body);
         // The receiver may answer (refuse) before it has read everything.
         let _ = s.write_all(&req);
@@ -2195,20 +2196,30 @@ fn updates_arrive_through_black_and_only_signed_ones_install() {
     let key = signing::SigningKey::generate().unwrap();
     let other = signing::SigningKey::generate().unwrap();
     let release_key = *key.public_key().raw();
-    let g = make_root_with(&lab, "u", "profiles/lab/manual/gw-a.toml", Vec::new(), |p| {
-        p.update = Some(gateway::plan::UpdatePlan {
-            port: 7443,
-            tries: 3,
-            release_key,
-        });
-    });
+    let g = make_root_with(
+        &lab,
+        "u",
+        "profiles/lab/manual/gw-a.toml",
+        Vec::new(),
+        |p| {
+            p.update = Some(gateway::plan::UpdatePlan {
+                port: 7443,
+                tries: 3,
+                release_key,
+            });
+        },
+    );
     let (name, version) = (
         g.plan.profile_name.as_str().to_owned(),
         g.plan.profile_version.as_str().to_owned(),
     );
     let linux = g.root.join("esp/EFI/Linux");
     std::fs::create_dir_all(&linux).unwrap();
-    std::fs::write(linux.join(format!("{name}_{version}.efi")), uki(&version, 1)).unwrap();
+    std::fs::write(
+        linux.join(format!("{name}_{version}.efi")),
+        uki(&version, 1),
+    )
+    .unwrap();
     std::fs::write(linux.join(format!("{name}_0.0.1.efi")), uki("0.0.1", 1)).unwrap();
     let listing = || -> Vec<(String, String)> {
         let mut v: Vec<_> = std::fs::read_dir(&linux)
@@ -2227,24 +2238,30 @@ fn updates_arrive_through_black_and_only_signed_ones_install() {
     let mut i = Init::start(&mut lab, &gw, &g);
     i.wait_for("appliance: ready", Duration::from_secs(60));
     i.wait_for_any("relay: management port 7443 open", Duration::from_secs(30));
-    assert!(i
-        .seen
-        .iter()
-        .any(|l| l.contains("updates: black relays TCP port 7443 to the init")
-            && l.contains(&key.public_key().fingerprint())));
+    assert!(i.seen.iter().any(
+        |l| l.contains("updates: black relays TCP port 7443 to the init")
+            && l.contains(&key.public_key().fingerprint())
+    ));
 
     // Black sees the socket, read-only; red does not see it at all.
     let black = i.pid_of("black");
-    let ls = must(&format!("nsenter -t {black} -m -r /bin/busybox ls -l /run/mgmt"));
+    let ls = must(&format!(
+        "nsenter -t {black} -m -r /bin/busybox ls -l /run/mgmt"
+    ));
     assert!(ls.contains("mgmt.sock"), "{ls}");
-    let touch = run(&format!("nsenter -t {black} -m -r /bin/busybox touch /run/mgmt/x"));
+    let touch = run(&format!(
+        "nsenter -t {black} -m -r /bin/busybox touch /run/mgmt/x"
+    ));
     assert!(
         !touch.status.success() && String::from_utf8_lossy(&touch.stderr).contains("Read-only"),
         "black wrote into the management directory: {touch:?}"
     );
     let red = i.pid_of("red");
     let red_ls = run(&format!("nsenter -t {red} -m -r /bin/busybox ls /run/mgmt"));
-    assert!(!red_ls.status.success(), "red sees the management directory");
+    assert!(
+        !red_ls.status.success(),
+        "red sees the management directory"
+    );
 
     // The floor: 2 (as if an earlier release had raised it).
     {
@@ -2282,7 +2299,12 @@ fn updates_arrive_through_black_and_only_signed_ones_install() {
         i.wait_for("appliance: update: refused: ", Duration::from_secs(10));
         assert_eq!(listing(), before, "a refused update changed the ESP");
     }
-    let answer = update_from(&inet, addr, update_bundle::wire::FLAG_REBOOT, bundle(&key, &name, "0.2.0", 2, &new));
+    let answer = update_from(
+        &inet,
+        addr,
+        update_bundle::wire::FLAG_REBOOT,
+        bundle(&key, &name, "0.2.0", 2, &new),
+    );
     assert_eq!(
         answer,
         format!("ok: installed {name} 0.2.0 (security version 2) as EFI/Linux/{name}_0.2.0+3.efi; rebooting into it now\n")

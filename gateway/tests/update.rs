@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
-use gateway::plan::UpdatePlan;
 use bundles::{bundle, sha, uki};
+use gateway::plan::UpdatePlan;
 use gateway::update::{serve, Answer, Context, EspAccess, TMP_NAME};
 use update_bundle::wire;
 

@@ -41,4 +41,3 @@ pub fn bundle(
     .unwrap();
     update_bundle::encode(&manifest, &key.sign(&manifest), uki).unwrap()
 }
-
