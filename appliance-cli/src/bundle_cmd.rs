@@ -26,9 +26,11 @@ pub struct BundleArgs {
     /// Output directory of `appliance build`, signed (manifest.sig).
     outdir: PathBuf,
     /// Public key (NAME.pub) the manifest must be signed with: the release
-    /// key built into the gateways' running image.
+    /// key built into the gateways' running image. Without it the signature
+    /// is left to the gateways (the UKI is still checked against the
+    /// manifest).
     #[arg(long)]
-    pubkey: PathBuf,
+    pubkey: Option<PathBuf>,
     /// The bundle to write (replaced atomically).
     #[arg(short, long, value_name = "NAME.bundle")]
     output: PathBuf,
@@ -69,6 +71,25 @@ pub(crate) fn split_bundle(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
     Ok((h, rest))
 }
 
+/// Without a key: the UKI against the (unverified) manifest.
+fn unchecked_release(m: &signing::Manifest, uki: &[u8]) -> anyhow::Result<update_bundle::Release> {
+    let sha = hex::encode(Sha256::digest(uki));
+    if sha != m.uki.sha256 || uki.len() as u64 != m.uki.size {
+        bail!(
+            "uki.efi sha256 {sha} differs from the manifest's {}",
+            m.uki.sha256
+        );
+    }
+    Ok(update_bundle::Release {
+        name: m.profile.name.clone(),
+        version: m.profile.version.clone(),
+        security_version: m.profile.security_version,
+        lab: m.profile.lab,
+        uki_sha256: Sha256::digest(uki).into(),
+        uki_size: uki.len() as u64,
+    })
+}
+
 /// What a gateway with `key` checks: the signature, the manifest, the UKI.
 pub(crate) fn check_bundle(
     h: &Header,
@@ -82,8 +103,26 @@ pub(crate) fn check_bundle(
     Ok(release)
 }
 
+/// `appliance verify`'s checks with `key`; every failure listed.
+fn verified(dir: &Path, key: &PublicKey, pubkey: &Path) -> anyhow::Result<()> {
+    let report = signing::verify::verify(dir, key)?;
+    if !report.ok() {
+        let failed: Vec<String> = report.failures().map(describe).collect();
+        bail!(
+            "{}: not bundled: {} of {} checks against the signed manifest failed: {}; `appliance verify {} --pubkey {}` shows every check",
+            dir.display(),
+            failed.len(),
+            report.checks.len(),
+            failed.join("; "),
+            dir.display(),
+            pubkey.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn bundle(args: BundleArgs, json: bool) -> anyhow::Result<Outcome> {
-    let key = read_public_key(&args.pubkey)?;
+    let key = args.pubkey.as_deref().map(read_public_key).transpose()?;
     let dir = &args.outdir;
     if !dir.is_dir() {
         bail!(
@@ -99,18 +138,8 @@ pub fn bundle(args: BundleArgs, json: bool) -> anyhow::Result<Outcome> {
             dir.display()
         );
     }
-    let report = signing::verify::verify(dir, &key)?;
-    if !report.ok() {
-        let failed: Vec<String> = report.failures().map(describe).collect();
-        bail!(
-            "{}: not bundled: {} of {} checks against the signed manifest failed: {}; `appliance verify {} --pubkey {}` shows every check",
-            dir.display(),
-            failed.len(),
-            report.checks.len(),
-            failed.join("; "),
-            dir.display(),
-            args.pubkey.display()
-        );
+    if let Some((key, path)) = key.as_ref().zip(args.pubkey.as_ref()) {
+        verified(dir, key, path)?;
     }
     let manifest_path = dir.join(MANIFEST);
     let manifest = read(&manifest_path)?;
@@ -140,7 +169,10 @@ pub fn bundle(args: BundleArgs, json: bool) -> anyhow::Result<Outcome> {
     // changed since `verify` read them).
     let release = split_bundle(&bytes)
         .map_err(|e| anyhow!(e))
-        .and_then(|(h, rest)| check_bundle(&h, rest, &key).map_err(anyhow::Error::from))
+        .and_then(|(h, rest)| match &key {
+            Some(key) => check_bundle(&h, rest, key).map_err(anyhow::Error::from),
+            None => unchecked_release(&parsed, rest),
+        })
         .map_err(|e| {
             anyhow!(
                 "{}: not bundled: the bundle made from it fails a gateway's checks: {e} (did the directory change while it was read?)",
@@ -149,7 +181,7 @@ pub fn bundle(args: BundleArgs, json: bool) -> anyhow::Result<Outcome> {
         })?;
     write_atomic(&args.output, &bytes)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    let fingerprint = key.fingerprint();
+    let fingerprint = key.as_ref().map(PublicKey::fingerprint);
     if json {
         println!(
             "{}",
@@ -179,7 +211,12 @@ pub fn bundle(args: BundleArgs, json: bool) -> anyhow::Result<Outcome> {
             bytes.len(),
             bytes.len() as f64 / f64::from(1u32 << 20)
         );
-        println!("signed by release key {fingerprint}");
+        match &fingerprint {
+            Some(f) => println!("signed by release key {f}"),
+            None => println!(
+                "signature not checked here (no --pubkey): each gateway checks it against its release key"
+            ),
+        }
     }
     Ok(Outcome::Ok)
 }

@@ -1019,3 +1019,33 @@ fn update_installs_through_the_gateways_own_receiver() {
     );
     assert_eq!(names_in(&esp.path().join("EFI/Linux")), ["gw-a_0.1.0.efi"]);
 }
+
+/// `appliance bundle OUTDIR -o NAME.bundle` without `--pubkey`: the same
+/// bytes, the signature left to the gateways (said so), a changed UKI still
+/// refused against the manifest.
+#[test]
+fn without_a_public_key_the_same_bundle_is_written_and_the_uki_still_checked() {
+    let f = fixture();
+    let out = out_dir();
+    let b = out.path().join("nokey.bundle");
+    let r = ok(appliance(&[&"bundle", &f.out, &"-o", &b]), "bundle");
+    assert!(
+        r.stdout
+            .contains("signature not checked here (no --pubkey)"),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read(&b).unwrap(),
+        std::fs::read(the_bundle()).unwrap()
+    );
+    let changed = copy_build(&[]);
+    let uki = changed.path().join("uki.efi");
+    let mut bytes = std::fs::read(&uki).unwrap();
+    bytes[4096] ^= 1;
+    std::fs::write(&uki, &bytes).unwrap();
+    let b2 = out.path().join("changed.bundle");
+    let r = appliance(&[&"bundle", &changed.path(), &"-o", &b2]);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("uki.efi sha256"), "{r}");
+    assert!(!b2.exists());
+}
