@@ -282,6 +282,7 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
                 "policy_sha256": m.policy.sha256,
                 "pcrs": m.pcrs,
                 "signed": opts.signing_key.is_some(),
+                "updates": built.updates.as_ref().map(|u| serde_json::json!({"port": u.port, "tries": u.tries, "release_key": update_bundle::fingerprint(&u.release_key)})),
                 "durations": built.durations.iter().map(|(k, v)| (k.clone(), serde_json::json!((v * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
             })
         );
@@ -328,6 +329,17 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
                 "  manifest is unsigned: sign it with `appliance sign {} --key NAME.key`",
                 built.out.display()
             );
+        }
+        match &built.updates {
+            Some(u) => println!(
+                "  updates      port {} on black, bundles signed by {} (boot tries {})",
+                u.port,
+                update_bundle::fingerprint(&u.release_key),
+                u.tries
+            ),
+            None => println!(
+                "  updates      none: an A/B image takes updates when built with --key or [signing] public_key"
+            ),
         }
     }
     Ok(Outcome::Ok)

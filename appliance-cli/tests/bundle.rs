@@ -187,7 +187,7 @@ fn fixture() -> &'static Fixture {
         let profile = testbed::lab::copy_lab_profile(&root(), &dir.join("prof")).unwrap();
         ok(appliance(&[&"lock", &profile]), "lock");
         let out = dir.join("out");
-        ok(
+        let built = ok(
             appliance(&[
                 &"build",
                 &profile,
@@ -207,6 +207,13 @@ fn fixture() -> &'static Fixture {
         for f in ["disk.img", "uki.efi", "manifest.json", "manifest.sig"] {
             assert!(out.join(f).is_file(), "the build wrote no {f}");
         }
+        // The key's public half is the image's release key.
+        assert!(
+            built.stdout.contains(&format!(
+                "updates      port 7443 on black, bundles signed by {fingerprint} (boot tries 3)"
+            )),
+            "{built}"
+        );
         Fixture {
             other_public: dir.join("other.pub"),
             dir,

@@ -88,6 +88,9 @@ pub struct BuildOutput {
     pub lock_written: Option<Vec<LockChange>>,
     /// Wall-clock seconds per stage (not part of any output file).
     pub durations: Vec<(String, f64)>,
+    /// Where the image takes updates and who signs them (its plan's
+    /// `update` line); `None`: it takes none.
+    pub updates: Option<gateway_plan::UpdatePlan>,
 }
 
 pub(crate) struct Stages<'a> {
@@ -167,5 +170,8 @@ pub fn build(
         lock: fetched.resolved.path.clone(),
         lock_written: fetched.resolved.update.clone(),
         durations: st.durations,
+        updates: gateway_plan::Plan::decode(&rendered.plan_bytes)
+            .ok()
+            .and_then(|p| p.update),
     })
 }
