@@ -331,12 +331,20 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
             );
         }
         match &built.updates {
-            Some(u) => println!(
-                "  updates      port {} on black, bundles signed by {} (boot tries {})",
-                u.port,
-                update_bundle::fingerprint(&u.release_key),
-                u.tries
-            ),
+            Some(u) => {
+                let fp = update_bundle::fingerprint(&u.release_key);
+                println!(
+                    "  updates      port {} on black, bundles signed by {fp} (boot tries {})",
+                    u.port, u.tries
+                );
+                if let Some(k) = &opts.signing_key {
+                    if k.public_key().fingerprint() != fp {
+                        println!(
+                            "  note         the release key ([signing] public_key) is not the key that signed this build: a key rotation; sign its successors with the new key"
+                        );
+                    }
+                }
+            }
             None => println!(
                 "  updates      none: an A/B image takes updates when built with --key or [signing] public_key"
             ),

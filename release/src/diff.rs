@@ -106,6 +106,47 @@ impl Identity {
     }
 }
 
+/// What a gateway running `old` does with a bundle of `new`: the release
+/// key in old's plan must have signed new's manifest, and new must take
+/// updates itself.
+fn update_warnings(old: &Build, new: &Build) -> Vec<String> {
+    let mut w = Vec::new();
+    match (&old.plan.update, &new.signer) {
+        // An A/B image built without a release key.
+        (None, _) if old.plan.boot_assessment.is_some() => w.push(
+            "the old image takes no updates (no release key in its plan): gateways running \
+             it can only be flashed"
+                .to_string(),
+        ),
+        (Some(u), Some(signer)) if update_bundle::fingerprint(&u.release_key) != *signer => {
+            w.push(format!(
+                "gateways running the old image accept bundles signed by {}; the new \
+                 manifest is signed by {signer}: they refuse its bundle",
+                update_bundle::fingerprint(&u.release_key)
+            ))
+        }
+        _ => {}
+    }
+    if new.plan.update.is_none() && old.plan.update.is_some() {
+        w.push(
+            "the new image takes no updates (no release key in its plan): after it, gateways \
+             can only be flashed"
+                .to_string(),
+        );
+    }
+    if let (Some(o), Some(n)) = (&old.plan.update, &new.plan.update) {
+        if o.release_key != n.release_key {
+            w.push(format!(
+                "the new image takes updates signed by {} (the old one: {}): a key rotation; \
+                 the update after this one must be signed by the new key",
+                update_bundle::fingerprint(&n.release_key),
+                update_bundle::fingerprint(&o.release_key)
+            ));
+        }
+    }
+    w
+}
+
 /// Which way the security version moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -413,6 +454,7 @@ impl Diff {
             sealed,
         };
         diff.warnings = diff.warnings(om, nm);
+        diff.warnings.extend(update_warnings(old, new));
         diff
     }
 
@@ -454,10 +496,10 @@ impl Diff {
         let sv = &self.security_version;
         match sv.direction {
             Direction::Down => w.push(format!(
-                "security version goes DOWN ({} → {}): a rollback; the gateway does not \
-                 enforce security versions yet (docs/threat-model.md, Rollback), so nothing \
-                 on the device refuses it: roll it out only on purpose",
-                sv.old, sv.new
+                "security version goes DOWN ({} → {}): a rollback; a gateway whose \
+                 anti-rollback floor is above {} refuses the bundle and never boots the \
+                 image: roll it out only on purpose",
+                sv.old, sv.new, sv.new
             )),
             Direction::Same if om.uki.sha256 != nm.uki.sha256 => {
                 let parts = self.changed_parts();
@@ -1594,6 +1636,125 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// Another release key (or none) is a change an administrator must see:
+    /// the next update has to be signed by the new key.
+    #[test]
+    fn a_changed_release_key_and_boot_judgement_are_reported() {
+        let mut old = plan();
+        old.update = Some(gp::UpdatePlan {
+            port: 7443,
+            tries: 3,
+            release_key: [1; 32],
+        });
+        let mut new = old.clone();
+        new.update = Some(gp::UpdatePlan {
+            port: 7443,
+            tries: 3,
+            release_key: [2; 32],
+        });
+        new.boot_assessment = Some(gp::BootAssessment {
+            timeout_s: 300,
+            tunnels: 2,
+        });
+        let changes = compare_items(&words::plan_items(&old), &words::plan_items(&new));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let c = &changes[0];
+        assert_eq!(
+            format!("{} {}", c.kind.words(), c.key),
+            "boot boot and updates"
+        );
+        let fields: Vec<&str> = c.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["judged", "updates"]);
+        let updates = &c.fields[1];
+        assert!(updates
+            .old
+            .as_deref()
+            .is_some_and(|o| o.contains(&update_bundle::fingerprint(&[1; 32]))));
+        assert!(updates
+            .new
+            .as_deref()
+            .is_some_and(|n| n.contains(&update_bundle::fingerprint(&[2; 32]))));
+        assert_eq!(
+            c.fields[0].new.as_deref(),
+            Some("good once ready with 2 tunnel(s) keyed, within 5m")
+        );
+        new.update = None;
+        let changes = compare_items(&words::plan_items(&old), &words::plan_items(&new));
+        assert!(changes[0]
+            .fields
+            .iter()
+            .any(|f| f.new.as_deref() == Some("none (no release key)")));
+    }
+
+    /// Whether gateways running the old image will take the new one: its
+    /// manifest must be signed by the old plan's release key.
+    #[test]
+    fn the_old_images_release_key_decides_whether_the_update_is_taken() {
+        let with_key = |k: u8| {
+            let mut p = plan();
+            p.update = Some(gp::UpdatePlan {
+                port: 7443,
+                tries: 3,
+                release_key: [k; 32],
+            });
+            p
+        };
+        let pol = || policy(blob::Aead::Aes256Gcm16, 7);
+        let (k1, k2) = (
+            update_bundle::fingerprint(&[1; 32]),
+            update_bundle::fingerprint(&[2; 32]),
+        );
+        // Same key throughout: nothing to say.
+        let old = build(manifest("1", 1), pol(), with_key(1), Some(&k1));
+        let new = build(manifest("2", 2), pol(), with_key(1), Some(&k1));
+        let d = Diff::between(&old, &new);
+        assert!(
+            !d.warnings
+                .iter()
+                .any(|w| w.contains("bundle") || w.contains("updates")),
+            "{:?}",
+            d.warnings
+        );
+        // Signed by another key than the old image accepts: refused.
+        let new = build(manifest("2", 2), pol(), with_key(2), Some(&k2));
+        let d = Diff::between(&old, &new);
+        assert!(
+            d.warnings.iter().any(|w| w.contains(&format!(
+                "gateways running the old image accept bundles signed by {k1}; the new manifest is signed by {k2}: they refuse its bundle"
+            ))),
+            "{:?}",
+            d.warnings
+        );
+        // A rotation: signed by the old key, carrying the new one.
+        let new = build(manifest("2", 2), pol(), with_key(2), Some(&k1));
+        let d = Diff::between(&old, &new);
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.contains("a key rotation") && !w.contains("refuse")),
+            "{:?}",
+            d.warnings
+        );
+        assert!(!d.warnings.iter().any(|w| w.contains("they refuse")));
+        // No release key on either side.
+        let new = build(manifest("2", 2), pol(), plan(), Some(&k1));
+        let d = Diff::between(&old, &new);
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.contains("the new image takes no updates")));
+        let mut ab = plan();
+        ab.boot_assessment = Some(gp::BootAssessment {
+            timeout_s: 300,
+            tunnels: 0,
+        });
+        let d = Diff::between(&build(manifest("1", 1), pol(), ab, Some(&k1)), &new);
+        assert!(d
+            .warnings
+            .iter()
+            .any(|w| w.contains("the old image takes no updates")));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Kind {
     Compartment,
     /// A service in a compartment.
     Service,
+    /// How a boot is judged, and who may update the image.
+    Boot,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Viaduct => "viaduct",
             Kind::Compartment => "compartment",
             Kind::Service => "service",
+            Kind::Boot => "boot",
         }
     }
 }
@@ -457,7 +460,35 @@ pub fn plan_items(p: &Plan) -> Vec<Item> {
         }
         None => viaduct = viaduct.field("ike binary", "none"),
     }
-    let mut items = vec![viaduct];
+    let boot = Item::new(Kind::Boot, "boot and updates")
+        .field(
+            "judged",
+            match &p.boot_assessment {
+                Some(b) if b.tunnels > 0 => format!(
+                    "good once ready with {} tunnel(s) keyed, within {}",
+                    b.tunnels,
+                    duration(u64::from(b.timeout_s))
+                ),
+                Some(b) => format!(
+                    "good once ready, within {}",
+                    duration(u64::from(b.timeout_s))
+                ),
+                None => "not judged (one slot)".to_string(),
+            },
+        )
+        .field(
+            "updates",
+            match &p.update {
+                Some(u) => format!(
+                    "bundles signed by {} on port {}, {} boot tries",
+                    update_bundle::fingerprint(&u.release_key),
+                    u.port,
+                    u.tries
+                ),
+                None => "none (no release key)".to_string(),
+            },
+        );
+    let mut items = vec![viaduct, boot];
     for c in &p.compartments {
         items.push(compartment(c));
         for s in &c.services {

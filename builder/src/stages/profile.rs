@@ -63,8 +63,7 @@ pub(crate) fn resolve(opts: &BuildOptions) -> Result<Resolved, BuildError> {
     })
 }
 
-/// The release key: `--key`'s public half, or `[signing] public_key`; when
-/// both are given they must be the same key.
+/// The release key: `[signing] public_key`, else `--key`'s public half.
 fn release_key(opts: &BuildOptions, profile: &Profile) -> Result<Option<[u8; 32]>, BuildError> {
     let from_key = opts.signing_key.as_ref().map(|k| k.public_key());
     let from_profile = match profile.signing.as_ref().and_then(|s| s.public_key.as_ref()) {
@@ -78,15 +77,10 @@ fn release_key(opts: &BuildOptions, profile: &Profile) -> Result<Option<[u8; 32]
         }
         None => None,
     };
-    match (from_key, from_profile) {
-        (Some(k), Some(p)) if k != p => Err(BuildError::Plan(format!(
-            "signing.public_key is {} but the build is signed with {}: the image would accept updates from another key than its own release's",
-            p.fingerprint(),
-            k.fingerprint()
-        ))),
-        (Some(k), _) | (None, Some(k)) => Ok(Some(*k.raw())),
-        (None, None) => Ok(None),
-    }
+    // `[signing] public_key` names the key the image accepts updates from;
+    // it may differ from the key signing this build (a key rotation: the
+    // build summary says so).
+    Ok(from_profile.or(from_key).map(|k| *k.raw()))
 }
 
 /// SHA-256 over the SHA-256 of each source file of the profile, in order
