@@ -19,7 +19,7 @@
 //!   `update_bundle::admit`, and answers as the gateway's update receiver
 //!   does): an installed update (with `--reboot` in the flags, and
 //!   without), a refusal right after the header while the UKI is still
-//!   being sent, a busy gateway refusing before it reads anything, an
+//!   being sent, a gateway refusing before it reads anything (a fake that answers at once), an
 //!   answer cut off before its outcome, no answer within `--timeout`, the
 //!   `[IPv6]:PORT` and name forms; and a changed bundle, another key or a
 //!   cut bundle refused before any connection (the listener sees none).
@@ -525,7 +525,7 @@ fn session(s: &mut TcpStream, key: &[u8; 32], how: Gateway) -> Seen {
         answer: String::new(),
     };
     if let Gateway::Busy = how {
-        seen.answer = "refused: another update is being received; try again later\n".into();
+        seen.answer = "refused: this boot (EFI/Linux/gw-a_0.0.9+2-1.efi) is on trial: its fallback is the other slot; install updates once it is marked good\n".into();
         s.write_all(seen.answer.as_bytes()).unwrap();
         return seen;
     }
@@ -736,7 +736,7 @@ fn a_refusal_exits_1_with_the_gateways_reason() {
         serde_json::json!([format!("refused: {}", j["message"].as_str().unwrap())])
     );
 
-    // Busy: refused before the gateway reads anything.
+    // Refused before the gateway reads anything (a fake that answers at once).
     let (l, addr) = loopback();
     let gw = serve(l, Gateway::Busy);
     let target = addr.to_string();
@@ -745,12 +745,12 @@ fn a_refusal_exits_1_with_the_gateways_reason() {
     assert_eq!(
         one_error(&r),
         format!(
-            "error: {target} refused the update: another update is being received; try again later"
+            "error: {target} refused the update: this boot (EFI/Linux/gw-a_0.0.9+2-1.efi) is on trial: its fallback is the other slot; install updates once it is marked good"
         )
     );
     assert_eq!(
         r.stdout,
-        "refused: another update is being received; try again later\n"
+        "refused: this boot (EFI/Linux/gw-a_0.0.9+2-1.efi) is on trial: its fallback is the other slot; install updates once it is marked good\n"
     );
 }
 

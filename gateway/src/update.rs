@@ -418,47 +418,43 @@ impl Management {
         }))
     }
 
-    /// Descriptors to poll: the socket, then the receiver's output.
+    /// Descriptors to poll: the socket while no receiver runs (streams
+    /// that come meanwhile wait in its backlog), else the receiver's output.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut v = vec![self.listener.as_fd()];
-        if let Some(f) = self.child.as_ref().and_then(|c| c.out.as_ref()) {
-            v.push(f.as_fd());
+        match &self.child {
+            None => vec![self.listener.as_fd()],
+            Some(c) => c.out.iter().map(AsFd::as_fd).collect(),
         }
-        v
     }
 
-    /// Handles what [`Management::fds`] polled readable. `on_trial`: the
-    /// boot-counted entry while this boot is not yet good.
+    /// Handles what [`Management::fds`] polled readable: a stream is served
+    /// by a new receiver child, one at a time. `on_trial`: the boot-counted
+    /// entry while this boot is not yet good.
     pub fn on_ready(&mut self, ready: &[bool], on_trial: Option<String>, log: &mut Logger) {
-        if ready.get(1).copied().unwrap_or(false) {
-            self.read_child(log);
+        let readable = ready.first().copied().unwrap_or(false);
+        if self.child.is_some() {
+            if readable {
+                self.read_child(log);
+            }
+            return;
         }
-        if !ready.first().copied().unwrap_or(false) {
+        if !readable {
             return;
         }
         self.ctx.on_trial = on_trial;
-        // A bounded number per turn of the loop: a flood of connections
-        // (from black) costs PID 1 no more than this.
-        for _ in 0..16 {
-            let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     log.log(&format!("warning: update: accept: {e}"));
                     return;
                 }
-            };
-            if self.child.is_some() {
-                let mut s = stream;
-                let _ = s.set_nonblocking(true);
-                let _ =
-                    s.write_all(b"refused: another update is being received; try again later\n");
-                continue;
             }
-            if let Err(e) = self.start_child(stream) {
-                log.log(&format!("error: update: starting the receiver: {e}"));
-            }
+        };
+        if let Err(e) = self.start_child(stream) {
+            log.log(&format!("error: update: starting the receiver: {e}"));
         }
     }
 
