@@ -34,72 +34,16 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use update_bundle::{wire, Header, Release, Running, UkiCheck};
 
-const PASS_ENV: &str = "APPLIANCE_KEY_PASSPHRASE";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
-
-fn bin_dir() -> PathBuf {
-    let d = root().join("target/x86_64-unknown-linux-gnu/release");
-    assert!(
-        d.join("gateway-init").exists(),
-        "no static gateway-init in {}: run scripts/build-gateway-bins first (scripts/test does)",
-        d.display()
-    );
-    d
-}
-
-/// A finished command.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    seconds: f64,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?} after {:.1} s\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.seconds, self.stdout, self.stderr
-        )
-    }
-}
-
-/// `appliance ARGS` with no stdin (never a terminal) and no passphrase
-/// variable from the caller's environment.
-fn appliance(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
-    c.env_remove(PASS_ENV).stdin(Stdio::null());
-    for a in args {
-        c.arg(a);
-    }
-    let t = Instant::now();
-    let o = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    Run {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        seconds: t.elapsed().as_secs_f64(),
-    }
-}
+mod common;
+use common::{appliance, bin_dir, root, tmp_root, Run};
 
 fn ok(r: Run, what: &str) -> Run {
     assert_eq!(r.code, Some(0), "{what} failed:\n{r}");

@@ -23,67 +23,13 @@
 //! removes the fixtures of earlier runs whose process is gone.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-const PASS_ENV: &str = "APPLIANCE_KEY_PASSPHRASE";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tmp_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-}
-
-fn bin_dir() -> PathBuf {
-    let d = root().join("target/x86_64-unknown-linux-gnu/release");
-    assert!(
-        d.join("gateway-init").exists(),
-        "no static gateway-init in {}: run scripts/build-gateway-bins first (scripts/test does)",
-        d.display()
-    );
-    d
-}
-
-/// A finished command.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn run(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
-    let mut c = Command::new(program);
-    c.env_remove(PASS_ENV).stdin(Stdio::null());
-    for a in args {
-        c.arg(a);
-    }
-    let o = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
-    Run {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn appliance(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
-    run(env!("CARGO_BIN_EXE_appliance"), args)
-}
+mod common;
+use common::{appliance, bin_dir, root, run, tmp_root, Run};
 
 fn ok(r: Run, what: &str) -> Run {
     assert_eq!(r.code, Some(0), "{what} failed:\n{r}");

@@ -83,9 +83,8 @@ fn ctx(key: &signing::SigningKey) -> Context {
     }
 }
 
-fn send(esp: &Path, ctx: &Context, flags: u8, body: &[u8]) -> (Answer, String, Vec<String>) {
-    let mut input = wire::request(wire::ENDPOINT_UPDATE, flags).to_vec();
-    input.extend_from_slice(body);
+/// Serves `input` (as a client sent it) with the receiver; the answer.
+fn serve_raw(esp: &Path, ctx: &Context, input: Vec<u8>) -> (Answer, String, Vec<String>) {
     let mut s = Duplex {
         input: Cursor::new(input),
         output: Vec::new(),
@@ -99,6 +98,13 @@ fn send(esp: &Path, ctx: &Context, flags: u8, body: &[u8]) -> (Answer, String, V
         &mut |l| notes.push(l.to_owned()),
     );
     (a, String::from_utf8(s.output).unwrap(), notes)
+}
+
+/// An update request with `flags` and `body`.
+fn send(esp: &Path, ctx: &Context, flags: u8, body: &[u8]) -> (Answer, String, Vec<String>) {
+    let mut input = wire::request(wire::ENDPOINT_UPDATE, flags).to_vec();
+    input.extend_from_slice(body);
+    serve_raw(esp, ctx, input)
 }
 
 fn refused(esp: &Esp, ctx: &Context, body: &[u8], reason: &str) {
@@ -265,19 +271,8 @@ fn every_bad_bundle_is_refused_with_its_reason_and_the_esp_unchanged() {
 fn other_requests_are_refused() {
     let key = signing::SigningKey::generate().unwrap();
     let esp = Esp::new();
-    let mut s = Duplex {
-        input: Cursor::new(wire::request(9, 0).to_vec()),
-        output: Vec::new(),
-    };
-    let a = serve(
-        &mut s,
-        &ctx(&key),
-        &EspAccess::Dir(esp.dir.path().to_owned()),
-        &[],
-        &mut |_| {},
-    );
-    assert!(matches!(a, Answer::Refused(r) if r.contains("unknown endpoint 9")));
     for (input, want) in [
+        (wire::request(9, 0).to_vec(), "unknown endpoint 9"),
         (
             b"GET / HTTP/1.1\r\n\r\n".to_vec(),
             "not a management request",
@@ -287,20 +282,11 @@ fn other_requests_are_refused() {
             "unknown request flags 0x80",
         ),
     ] {
-        let mut s = Duplex {
-            input: Cursor::new(input),
-            output: Vec::new(),
-        };
-        let a = serve(
-            &mut s,
-            &ctx(&key),
-            &EspAccess::Dir(esp.dir.path().to_owned()),
-            &[],
-            &mut |_| {},
-        );
+        let (a, answer, _) = serve_raw(esp.dir.path(), &ctx(&key), input);
         assert!(
             matches!(&a, Answer::Refused(r) if r.contains(want)),
             "{a:?}"
         );
+        assert!(answer.starts_with("refused: "), "{answer}");
     }
 }
