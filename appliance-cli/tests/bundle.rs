@@ -85,29 +85,11 @@ impl Fixture {
     }
 }
 
-fn remove_stale_fixtures() {
-    let Ok(entries) = std::fs::read_dir(tmp_root()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("bundle-fixture.") else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let bins = bin_dir();
-        remove_stale_fixtures();
-        let dir = tmp_root().join(format!("bundle-fixture.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::fresh_fixture_dir("bundle-fixture");
         let pass = dir.join("pass");
         std::fs::write(&pass, "bundle test passphrase\n").unwrap();
         for name in ["release", "other"] {

@@ -56,29 +56,11 @@ struct Fixture {
     public: PathBuf,
 }
 
-fn remove_stale_fixtures() {
-    let Ok(entries) = std::fs::read_dir(tmp_root()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("diff-fixture.") else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let bins = bin_dir();
-        remove_stale_fixtures();
-        let dir = tmp_root().join(format!("diff-fixture.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::fresh_fixture_dir("diff-fixture");
 
         let pass = dir.join("pass");
         std::fs::write(&pass, "diff test passphrase\n").unwrap();

@@ -72,3 +72,23 @@ pub fn run(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
 pub fn appliance(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Run {
     run(env!("CARGO_BIN_EXE_appliance"), args)
 }
+
+/// A fresh fixture directory `CARGO_TARGET_TMPDIR/<prefix>.<pid>`, after
+/// removing those of earlier runs whose process is gone.
+pub fn fresh_fixture_dir(prefix: &str) -> PathBuf {
+    if let Ok(entries) = std::fs::read_dir(tmp_root()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tmp_root().join(format!("{prefix}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
