@@ -520,6 +520,23 @@ struct PersonalityChild<'a> {
     mgmt_dir: Option<String>,
 }
 
+/// Remounts the mount at `path` read-only, without set-uid, devices or
+/// execution.
+fn remount_sealed(path: &str) -> std::io::Result<()> {
+    sys::mount(
+        "none",
+        path,
+        "",
+        libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
+        "",
+    )
+}
+
 /// Runs in the cloned child (PID 1 of the new PID namespace, real root, new mount
 /// namespace). Never returns: it executes the compartment init or exits 111.
 fn personality_child(c: PersonalityChild<'_>) -> ! {
@@ -624,18 +641,7 @@ fn personality_child(c: PersonalityChild<'_>) -> ! {
         );
         step(
             "remounting the management directory read-only",
-            sys::mount(
-                "none",
-                &at_mgmt,
-                "",
-                libc::MS_REMOUNT
-                    | libc::MS_BIND
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV
-                    | libc::MS_NOEXEC,
-                "",
-            ),
+            remount_sealed(&at_mgmt),
         );
     }
     step(
@@ -1659,21 +1665,7 @@ fn sealed_child(
         "writing the policy",
         std::fs::write("/tmp/policy.bin", policy),
     );
-    step(
-        "remounting its root read-only",
-        sys::mount(
-            "none",
-            "/tmp",
-            "",
-            libc::MS_REMOUNT
-                | libc::MS_BIND
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC,
-            "",
-        ),
-    );
+    step("remounting its root read-only", remount_sealed("/tmp"));
     step("chdir", std::env::set_current_dir("/tmp"));
     step(
         "moving its root over /",
