@@ -617,9 +617,55 @@ impl Assessment {
     }
 }
 
+/// The efivarfs module of the running kernel in the initramfs at `root`
+/// (`/lib/modules/<release>/kernel/fs/efivarfs/efivarfs.ko`), for a boot
+/// that failed before its plan loaded it; `None` when the kernel release
+/// cannot be read or has a character a path must not hold.
+pub fn efivarfs_module(root: &Path, osrelease: &str) -> Option<PathBuf> {
+    let rel = osrelease.trim();
+    let ok = !rel.is_empty()
+        && rel.len() <= 64
+        && !rel.starts_with('.')
+        && rel
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    ok.then(|| {
+        root.join("lib/modules")
+            .join(rel)
+            .join("kernel/fs/efivarfs/efivarfs.ko")
+    })
+}
+
+/// For a boot that stays closed before its plan's modules are in: loads
+/// the running kernel's efivarfs module from the initramfs (if it is there
+/// and not loaded), so that a trial can still be seen and rebooted.
+pub fn load_efivarfs_module(
+    root: &Path,
+    loader: &mut dyn crate::boot::ModuleLoader,
+    log: &mut crate::console::Logger,
+) {
+    let Some(path) = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| efivarfs_module(root, &r))
+    else {
+        return;
+    };
+    if !path.exists() {
+        return;
+    }
+    match loader.load(&path) {
+        Ok(crate::boot::ModuleOutcome::Loaded) => log.log(&format!(
+            "module {} loaded (to read the boot loader's variables)",
+            path.display()
+        )),
+        Ok(crate::boot::ModuleOutcome::AlreadyLoaded) => {}
+        Err(e) => log.log(&format!("warning: {e}")),
+    }
+}
+
 /// Mounts efivarfs where the boot loader's variables are read, if the
 /// system booted by EFI and it is not there yet (the module must be loaded:
-/// a plan that fails before its modules are in leaves a trial undetected).
+/// by the plan, or by [`load_efivarfs_module`] when the boot failed first).
 pub fn mount_efivarfs(env: &EspEnv, log: &mut crate::console::Logger) {
     if !Path::new("/sys/firmware/efi").exists()
         || env
@@ -646,6 +692,19 @@ pub fn mount_efivarfs(env: &EspEnv, log: &mut crate::console::Logger) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_efivarfs_module_is_found_by_the_kernel_release() {
+        assert_eq!(
+            efivarfs_module(Path::new("/"), "6.1.0-57-amd64\n"),
+            Some(PathBuf::from(
+                "/lib/modules/6.1.0-57-amd64/kernel/fs/efivarfs/efivarfs.ko"
+            ))
+        );
+        for bad in ["", "..", "../../etc", "6.1/x", "a b", &"9".repeat(65)] {
+            assert_eq!(efivarfs_module(Path::new("/"), bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn entry_paths_are_checked() {

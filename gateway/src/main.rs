@@ -122,6 +122,8 @@ fn main() {
                 // A closed update on trial must still end in a reboot, so
                 // that the boot loader counts the try.
                 let env = EspEnv::device();
+                // The plan may have failed before it loaded efivarfs.
+                gateway::esp::load_efivarfs_module(Path::new("/"), &mut KernelModules, &mut log);
                 gateway::esp::mount_efivarfs(&env, &mut log);
                 let assessment = env.boot_count_path().map(|_| {
                     Assessment::start(

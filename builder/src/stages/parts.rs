@@ -190,14 +190,17 @@ pub(crate) struct KernelPart {
 pub(crate) const BOOT_ASSESSMENT_MODULES: [&str; 4] =
     ["efivarfs", "vfat", "nls_cp437", "nls_ascii"];
 
-/// The profile's drivers, and what its boot chain needs.
+/// What an A/B image's boot chain needs, then the profile's drivers: the
+/// boot-assessment modules come first, so that a driver that fails to load
+/// (a broken update) still leaves the init able to see its trial and reboot.
 fn drivers(profile: &Profile) -> Vec<&str> {
-    let mut v: Vec<&str> = profile.kernel.drivers.iter().map(String::as_str).collect();
+    let mut v: Vec<&str> = Vec::new();
     if profile.image.slots == profiles::Slots::Ab {
-        for m in BOOT_ASSESSMENT_MODULES {
-            if !v.contains(&m) {
-                v.push(m);
-            }
+        v.extend(BOOT_ASSESSMENT_MODULES);
+    }
+    for d in &profile.kernel.drivers {
+        if !v.contains(&d.as_str()) {
+            v.push(d);
         }
     }
     v
@@ -526,6 +529,23 @@ mod tests {
         let back = parse_listing(&render_listing(&m)).unwrap();
         assert_eq!(back.get(&Side::Red), m.get(&Side::Red));
         assert!(parse_listing("green d x\n").is_none());
+    }
+
+    /// An A/B image loads what its boot assessment needs before any driver:
+    /// a driver that fails to load still leaves the trial visible.
+    #[test]
+    fn boot_assessment_modules_come_first() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/gw-a.toml");
+        let mut p = profiles::load_profile(&path).unwrap();
+        assert_eq!(p.image.slots, profiles::Slots::Ab);
+        p.kernel.drivers.push("vfat".into());
+        let d = drivers(&p);
+        assert_eq!(&d[..4], BOOT_ASSESSMENT_MODULES);
+        assert_eq!(d.iter().filter(|m| **m == "vfat").count(), 1);
+        assert_eq!(d[4], p.kernel.drivers[0]);
+        p.image.slots = profiles::Slots::Single;
+        assert!(!drivers(&p).contains(&"efivarfs"));
     }
 
     #[test]
