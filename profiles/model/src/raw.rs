@@ -518,7 +518,7 @@ fn esp_size_description() -> String {
 pub struct RawSigning {
     /// Private signing key file (relative to the profile); the key is never put in the image.
     pub key: Option<Sp<String>>,
-    /// Public key file the gateway and verifiers trust.
+    /// Public key file (PEM, Ed25519, as `appliance key generate` writes it): the release key an A/B image accepts update bundles from (built into its plan). Without it, the public half of `appliance build --key`.
     pub public_key: Option<Sp<String>>,
     /// Sign the UKI for UEFI Secure Boot.
     pub secure_boot: Option<Sp<bool>>,
