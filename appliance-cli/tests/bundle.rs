@@ -899,6 +899,7 @@ fn real_gateway(running: &'static str) -> (SocketAddr, tempfile::TempDir, JoinHa
             release_key: f.release_key(),
         },
         on_trial: None,
+        not_judged: false,
     };
     let dir = esp.path().to_owned();
     let h = std::thread::spawn(move || {

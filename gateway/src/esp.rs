@@ -554,13 +554,10 @@ impl Assessment {
         &self.entries
     }
 
-    /// The boot-counted entry while this boot is on trial and not yet judged.
-    pub fn trial_pending(&self) -> Option<String> {
-        if self.done {
-            None
-        } else {
-            self.entries.trial.clone()
-        }
+    /// While this boot is not judged yet: `Some` of its boot-counted entry
+    /// (`None` inside when it is not on trial).
+    pub fn pending(&self) -> Option<Option<String>> {
+        (!self.done).then(|| self.entries.trial.clone())
     }
 
     /// Called by the supervision loop: `ready` and `keyed` as the runtime

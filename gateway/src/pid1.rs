@@ -364,10 +364,10 @@ pub fn supervise(
             rt.relay(ready.get(fixed..mgmt_at).unwrap_or(&[]), log);
             rt.check_ready(log);
             if let Some(m) = rt.mgmt.as_mut() {
-                let trial = assessment
+                let pending = assessment
                     .as_ref()
-                    .and_then(crate::esp::Assessment::trial_pending);
-                m.on_ready(ready.get(mgmt_at..).unwrap_or(&[]), trial, log);
+                    .and_then(crate::esp::Assessment::pending);
+                m.on_ready(ready.get(mgmt_at..).unwrap_or(&[]), pending, log);
                 m.tick(log);
             }
         }

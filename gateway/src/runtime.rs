@@ -807,10 +807,21 @@ impl Runtime {
                 }
             }
         }
-        let mgmt =
-            crate::update::Management::open(&env.mgmt_dir, plan, env.esp.clone(), env.tpm.clone())
-                .map_err(|e| Error::io("opening the management socket", &env.mgmt_dir, e))?;
-        if let Some(u) = &plan.update {
+        // Without its socket the gateway runs on, taking no updates.
+        let mgmt = crate::update::Management::open(
+            &env.mgmt_dir,
+            plan,
+            env.esp.clone(),
+            env.tpm.clone(),
+        )
+        .unwrap_or_else(|e| {
+            log.log(&format!(
+                "error: updates: the management socket in {}: {e}; this boot takes no updates",
+                env.mgmt_dir.display()
+            ));
+            None
+        });
+        if let Some(u) = plan.update.as_ref().filter(|_| mgmt.is_some()) {
             log.log(&format!(
                 "updates: black relays TCP port {} to the init; bundles must be signed by the release key {}",
                 u.port,

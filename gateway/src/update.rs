@@ -15,7 +15,8 @@
 //! only once its signature verifies; the UKI is trusted only once its SHA-256
 //! equals the signed manifest's. Then, in this order:
 //!
-//! 1. a boot on trial installs nothing (its fallback is the other slot);
+//! 1. a boot not judged yet installs nothing: on trial, its fallback is the
+//!    other slot; not ready, the init may still mount the ESP itself;
 //! 2. the bundle is for this appliance, its version newer than the running
 //!    one, its security version not below the TPM's anti-rollback floor;
 //! 3. the ESP has room; the UKI streams into `EFI/Linux/.update.tmp` (a name
@@ -101,6 +102,9 @@ pub struct Context {
     pub update: UpdatePlan,
     /// The boot-counted entry, while this boot is on trial.
     pub on_trial: Option<String>,
+    /// This boot is not judged yet (not on trial, not yet ready): the init
+    /// may still mount the ESP to raise the floor.
+    pub not_judged: bool,
 }
 
 /// How a stream ended.
@@ -187,6 +191,12 @@ fn receive<S: Read + Write>(
         return Err(format!(
             "this boot ({t}) is on trial: its fallback is the other slot; install updates once it is marked good"
         ));
+    }
+    if ctx.not_judged {
+        return Err(
+            "this boot is not judged yet (the gateway is not ready); install updates once it is"
+                .into(),
+        );
     }
     note(&format!(
         "bundle {} {} (security version {}, UKI {} bytes) signed by the release key {}",
@@ -410,6 +420,7 @@ impl Management {
                 security_version: u64::from(plan.security_version.0),
                 update,
                 on_trial: None,
+                not_judged: false,
             },
             esp,
             tpm,
@@ -428,9 +439,10 @@ impl Management {
     }
 
     /// Handles what [`Management::fds`] polled readable: a stream is served
-    /// by a new receiver child, one at a time. `on_trial`: the boot-counted
-    /// entry while this boot is not yet good.
-    pub fn on_ready(&mut self, ready: &[bool], on_trial: Option<String>, log: &mut Logger) {
+    /// by a new receiver child, one at a time. `pending`: while this boot is
+    /// not judged yet, `Some` of its boot-counted entry (`None` inside when
+    /// it is not on trial).
+    pub fn on_ready(&mut self, ready: &[bool], pending: Option<Option<String>>, log: &mut Logger) {
         let readable = ready.first().copied().unwrap_or(false);
         if self.child.is_some() {
             if readable {
@@ -441,7 +453,8 @@ impl Management {
         if !readable {
             return;
         }
-        self.ctx.on_trial = on_trial;
+        self.ctx.not_judged = matches!(pending, Some(None));
+        self.ctx.on_trial = pending.flatten();
         let stream = loop {
             match self.listener.accept() {
                 Ok((s, _)) => break s,

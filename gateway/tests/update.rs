@@ -80,6 +80,7 @@ fn ctx(key: &signing::SigningKey) -> Context {
             release_key: *key.public_key().raw(),
         },
         on_trial: None,
+        not_judged: false,
     }
 }
 
@@ -256,6 +257,9 @@ fn every_bad_bundle_is_refused_with_its_reason_and_the_esp_unchanged() {
     let mut trial = c.clone();
     trial.on_trial = Some("EFI/Linux/gw-a_0.1.0+2-1.efi".into());
     refused(&esp, &trial, &good, "is on trial");
+    let mut unjudged = c.clone();
+    unjudged.not_judged = true;
+    refused(&esp, &unjudged, &good, "this boot is not judged yet");
     // The running image's entry must be there: nothing else is removed blindly.
     let mut elsewhere = c.clone();
     elsewhere.version = "0.1.5".into();

@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             release_key: [0x42; 32],
         },
         on_trial: None,
+        not_judged: false,
     };
     let mut s = Stream {
         input: data,
