@@ -45,6 +45,15 @@ struct Svc {
     next_start: Option<Instant>,
 }
 
+/// Black's management relay, supervised like a service.
+struct Relay {
+    port: u16,
+    pid: Option<libc::pid_t>,
+    started: Instant,
+    delay: Duration,
+    next_start: Option<Instant>,
+}
+
 struct Events(File);
 
 impl Events {
@@ -139,8 +148,14 @@ fn run(side: &str) -> i32 {
             return 111;
         }
     };
-    let relay_port = match (want, plan.update) {
-        (Side::Black, Some(u)) => Some(u.port),
+    let mut relay = match (want, plan.update) {
+        (Side::Black, Some(u)) => Some(Relay {
+            port: u.port,
+            pid: None,
+            started: Instant::now(),
+            delay: Duration::ZERO,
+            next_start: Some(Instant::now()),
+        }),
         _ => None,
     };
     let Some(c) = plan.compartments.into_iter().find(|c| c.side == want) else {
@@ -215,25 +230,26 @@ fn run(side: &str) -> i32 {
         })
         .collect();
     let mut announced = false;
-    // The relay: (pid, started, delay, next start).
-    let mut relay: Option<(Option<libc::pid_t>, Instant, Duration, Option<Instant>)> =
-        relay_port.map(|_| (None, Instant::now(), Duration::ZERO, Some(Instant::now())));
     loop {
         let now = Instant::now();
-        if let (Some(port), Some(r)) = (relay_port, relay.as_mut()) {
-            if r.3.is_some_and(|t| t <= now) {
-                r.3 = None;
-                match spawn_relay(port) {
+        if let Some(r) = relay.as_mut() {
+            if r.next_start.is_some_and(|t| t <= now) {
+                r.next_start = None;
+                match spawn_relay(r.port) {
                     Ok(pid) => {
-                        *r = (Some(pid), Instant::now(), r.2, None);
-                        ev.say(&format!("service relay started (pid {pid}, port {port})"));
+                        r.pid = Some(pid);
+                        r.started = Instant::now();
+                        ev.say(&format!(
+                            "service relay started (pid {pid}, port {})",
+                            r.port
+                        ));
                     }
                     Err(e) => {
-                        r.2 = next_backoff(r.2, Duration::ZERO);
-                        r.3 = Some(Instant::now() + r.2);
+                        r.delay = next_backoff(r.delay, Duration::ZERO);
+                        r.next_start = Some(Instant::now() + r.delay);
                         ev.say(&format!(
                             "service relay cannot start: {e}; retrying in {}s",
-                            r.2.as_secs()
+                            r.delay.as_secs()
                         ));
                     }
                 }
@@ -268,7 +284,7 @@ fn run(side: &str) -> i32 {
         let timeout = svcs
             .iter()
             .filter_map(|s| s.next_start)
-            .chain(relay.as_ref().and_then(|r| r.3))
+            .chain(relay.as_ref().and_then(|r| r.next_start))
             .min()
             .map(|t| t.saturating_duration_since(Instant::now()).as_millis())
             .unwrap_or(1000)
@@ -284,15 +300,15 @@ fn run(side: &str) -> i32 {
             }
         }
         while let Ok(Some((pid, status))) = sys::reap_one() {
-            if let Some(r) = relay.as_mut().filter(|r| r.0 == Some(pid)) {
-                r.0 = None;
+            if let Some(r) = relay.as_mut().filter(|r| r.pid == Some(pid)) {
+                r.pid = None;
                 if !term {
-                    r.2 = next_backoff(r.2, r.1.elapsed());
-                    r.3 = Some(Instant::now() + r.2);
+                    r.delay = next_backoff(r.delay, r.started.elapsed());
+                    r.next_start = Some(Instant::now() + r.delay);
                     ev.say(&format!(
                         "service relay exited ({}); restarting in {}s",
                         describe_status(status),
-                        r.2.as_secs()
+                        r.delay.as_secs()
                     ));
                 }
                 continue;
@@ -332,7 +348,7 @@ fn run(side: &str) -> i32 {
                     let _ = sys::kill(pid, libc::SIGTERM);
                 }
             }
-            if let Some(pid) = relay.as_ref().and_then(|r| r.0) {
+            if let Some(pid) = relay.as_ref().and_then(|r| r.pid) {
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
             let deadline = Instant::now() + Duration::from_secs(2);

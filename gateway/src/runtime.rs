@@ -808,19 +808,18 @@ impl Runtime {
             }
         }
         // Without its socket the gateway runs on, taking no updates.
-        let mgmt = crate::update::Management::open(
-            &env.mgmt_dir,
-            plan,
-            env.esp.clone(),
-            env.tpm.clone(),
-        )
-        .unwrap_or_else(|e| {
-            log.log(&format!(
-                "error: updates: the management socket in {}: {e}; this boot takes no updates",
-                env.mgmt_dir.display()
-            ));
-            None
-        });
+        let opened =
+            crate::update::Management::open(&env.mgmt_dir, plan, env.esp.clone(), env.tpm.clone());
+        let mgmt = match opened {
+            Ok(m) => m,
+            Err(e) => {
+                let dir = env.mgmt_dir.display();
+                log.log(&format!(
+                    "error: updates: the management socket in {dir}: {e}; no updates this boot"
+                ));
+                None
+            }
+        };
         if let Some(u) = plan.update.as_ref().filter(|_| mgmt.is_some()) {
             log.log(&format!(
                 "updates: black relays TCP port {} to the init; bundles must be signed by the release key {}",
