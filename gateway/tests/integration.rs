@@ -357,6 +357,11 @@ fn start_swtpm_with(state: tempfile::TempDir) -> Option<Swtpm> {
         eprintln!("SKIP: swtpm not found (install package swtpm)");
         return None;
     }
+    // One start at a time in this process: a port pair is chosen and bound by
+    // swtpm before the next test chooses (two tests choosing at once could
+    // pick overlapping pairs, and one probe then reach the other's swtpm).
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     for _attempt in 0..5 {
         let st = state.take().unwrap();
         let port = free_port_pair();
@@ -384,7 +389,12 @@ fn start_swtpm_with(state: tempfile::TempDir) -> Option<Swtpm> {
                 break; // port taken or similar: retry with another
             }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(s);
+                // Ours, not a listener of another program: it is still running.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if let Ok(None) = s.child.try_wait() {
+                    return Some(s);
+                }
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
