@@ -73,7 +73,8 @@ pub(crate) fn split_bundle(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
 
 /// Without a key: the UKI against the (unverified) manifest.
 fn unchecked_release(m: &signing::Manifest, uki: &[u8]) -> anyhow::Result<update_bundle::Release> {
-    let sha = hex::encode(Sha256::digest(uki));
+    let digest: [u8; 32] = Sha256::digest(uki).into();
+    let sha = hex::encode(digest);
     if sha != m.uki.sha256 || uki.len() as u64 != m.uki.size {
         bail!(
             "uki.efi sha256 {sha} differs from the manifest's {}",
@@ -85,7 +86,7 @@ fn unchecked_release(m: &signing::Manifest, uki: &[u8]) -> anyhow::Result<update
         version: m.profile.version.clone(),
         security_version: m.profile.security_version,
         lab: m.profile.lab,
-        uki_sha256: Sha256::digest(uki).into(),
+        uki_sha256: digest,
         uki_size: uki.len() as u64,
     })
 }

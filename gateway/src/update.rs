@@ -352,9 +352,9 @@ fn install<R: Read>(
     }
     // The other slot and failed updates go; the running entry stays the fallback.
     for n in &names {
-        if n.starts_with('.') || entry_stem(n).is_none() || entry_stem(n) == Some(running.as_str())
-        {
-            continue;
+        match entry_stem(n) {
+            Some(stem) if !n.starts_with('.') && stem != running => {}
+            _ => continue,
         }
         std::fs::remove_file(dir.join(n))
             .map_err(|e| format!("removing {LINUX_DIR}/{n} (the other slot): {e}"))?;
