@@ -32,6 +32,7 @@ pub mod relay;
 pub mod runtime;
 pub mod sys;
 pub mod tpm;
+pub mod tpmkey;
 pub mod update;
 
 pub use error::{Error, Result};

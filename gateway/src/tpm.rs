@@ -135,13 +135,13 @@ impl PcrSet {
     }
 }
 
-fn header(out: &mut Vec<u8>, tag: u16, cc: u32) {
+pub(crate) fn header(out: &mut Vec<u8>, tag: u16, cc: u32) {
     out.extend_from_slice(&tag.to_be_bytes());
     out.extend_from_slice(&[0; 4]); // size, patched by finish()
     out.extend_from_slice(&cc.to_be_bytes());
 }
 
-fn finish(mut out: Vec<u8>) -> Vec<u8> {
+pub(crate) fn finish(mut out: Vec<u8>) -> Vec<u8> {
     // Commands we build are a few dozen bytes: the length always fits in u32.
     let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
     out[2..6].copy_from_slice(&len.to_be_bytes());

@@ -733,3 +733,78 @@ fn anti_rollback_floor_takes_indices_defined_by_tpm2_nvdefine() {
     assert_eq!(floor::raise(&mut t, 2).unwrap(), (0, 2));
     assert_eq!(floor::read(&mut t).unwrap(), Some(2));
 }
+
+// ------------------------------------------------------- attestation keys
+
+#[test]
+fn swtpm_ak_is_created_once_under_the_ek_and_quotes_check_with_tpm2_checkquote() {
+    use attest_wire::tpms;
+    let Some(s) = start_swtpm() else { return };
+    let mut t = connect(&s);
+    let ak = gateway::tpmkey::ensure_ak(&mut t).expect("AK created");
+    assert!(ak.ak_violations().is_empty(), "{:?}", ak.ak_violations());
+    let again = gateway::tpmkey::ensure_ak(&mut t).expect("AK read back");
+    assert_eq!(ak, again, "the persistent AK is the same key");
+    let ek = gateway::tpmkey::ek_public(&mut t).unwrap();
+    assert!(tpms::matches_template(&ek, &tpms::ek_rsa_template()));
+    assert_eq!(
+        ek,
+        gateway::tpmkey::ek_public(&mut t).unwrap(),
+        "the EK is deterministic"
+    );
+
+    tpm::extend_pcr(&mut t, pcr(12), &Sha256Digest::of(b"policy")).unwrap();
+    let qualifying = [0x5a; 32];
+    let mask = 0xff | 1 << 11 | 1 << 12 | 1 << 15;
+    let q = gateway::tpmkey::quote(&mut t, &qualifying, mask).unwrap();
+    assert_eq!(q.values.len(), 11);
+    let a = tpms::Attest::parse(&q.attest).unwrap();
+    assert_eq!(a.extra_data, qualifying);
+    match &a.attested {
+        tpms::Attested::Quote { selection, digest } => {
+            assert_eq!(selection, &tpms::PcrSelection::sha256(mask));
+            assert_eq!(digest[..], tpms::pcr_digest(&q.values)[..]);
+        }
+        other => panic!("{other:?}"),
+    }
+    if std::process::Command::new("tpm2_checkquote")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: tpm2_checkquote not found (install package tpm2-tools)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ak.pub"), ak.to_tpm2b()).unwrap();
+    std::fs::write(dir.path().join("quote.msg"), &q.attest).unwrap();
+    std::fs::write(dir.path().join("quote.sig"), &q.signature).unwrap();
+    let run = |nonce: &str| {
+        std::process::Command::new("tpm2_checkquote")
+            .current_dir(dir.path())
+            .args([
+                "-u",
+                "ak.pub",
+                "-m",
+                "quote.msg",
+                "-s",
+                "quote.sig",
+                "-g",
+                "sha256",
+                "-q",
+                nonce,
+            ])
+            .output()
+            .unwrap()
+    };
+    let good = run(&"5a".repeat(32));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(
+        !run(&"5b".repeat(32)).status.success(),
+        "another nonce must fail"
+    );
+}

@@ -1,1 +1,15 @@
-//! TPM 2.0 structures, the attestation agent's protocol and the runtime measurement log.
+//! What the gateway and the host share for attestation:
+//!
+//! - [`tpms`]: the TPM 2.0 structures (public areas and names, the EK and AK templates,
+//!   `TPMS_ATTEST`, `TPMT_SIGNATURE`, PCR selections);
+//! - [`proto`]: the attestation agent's protocol on the management channel and the
+//!   nonce binding;
+//! - [`runtime`]: the init's runtime measurement log (PCR 12 and 15 events).
+//!
+//! No parser here panics on any input.
+
+#![forbid(unsafe_code)]
+
+pub mod proto;
+pub mod runtime;
+pub mod tpms;
