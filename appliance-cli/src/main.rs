@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attest_cmd;
 mod build_cmd;
 mod bundle_cmd;
 mod diff_cmd;
@@ -58,6 +59,10 @@ enum Command {
     Bundle(bundle_cmd::BundleArgs),
     /// Send an update bundle to a gateway's management port and report its answer.
     Update(update_cmd::UpdateArgs),
+    /// Enrol a gateway's TPM: EK certificate chain, AK attributes, credential activation.
+    Enroll(attest_cmd::EnrollArgs),
+    /// Ask a gateway for a TPM quote and check it, every check by name.
+    Attest(attest_cmd::AttestArgs),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
     #[command(subcommand, name = "secure-boot")]
     SecureBoot(secure_boot::SecureBootCmd),
@@ -99,6 +104,8 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff_cmd::diff(args, cli.json),
         Command::Bundle(args) => bundle_cmd::bundle(args, cli.json),
         Command::Update(args) => update_cmd::update(args, cli.json),
+        Command::Enroll(args) => attest_cmd::enroll(args, cli.json),
+        Command::Attest(args) => attest_cmd::attest(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {

@@ -50,7 +50,7 @@ pub struct UpdateArgs {
 /// `HOST[:PORT]` as (host, port): a name or IPv4 address with an optional
 /// `:PORT`, a bare IPv6 address (optionally with a `%zone`), or
 /// `[IPv6]:PORT`.
-fn parse_target(s: &str) -> anyhow::Result<(String, u16)> {
+pub(crate) fn parse_target(s: &str) -> anyhow::Result<(String, u16)> {
     let bad = |why: String| {
         anyhow!(
             "{s:?}: {why} (give HOST[:PORT], e.g. 192.0.2.1, gw-a.example:7443, 2001:db8::1 or [2001:db8::1]:7443)"
@@ -186,7 +186,7 @@ fn timed_out(e: std::io::Error, timeout: u64) -> std::io::Error {
     }
 }
 
-fn connect(
+pub(crate) fn connect(
     target: &str,
     host: &str,
     port: u16,

@@ -3,6 +3,16 @@
 //! - [`credential`]: TPM2_MakeCredential in software (the host's half of credential
 //!   activation, which proves the attestation key lives in the TPM that holds the EK).
 //! - [`ekcert`]: the EK certificate and its chain to a CA the administrator names.
+//! - [`fleet`]: the record of an enrolled device.
+//! - [`reference`]: reference values trusted through the build's signed manifest.
+//! - [`quote`]: every check of a quote, by name.
+//! - [`client`]: the verifier's side of the management channel.
 
+#![forbid(unsafe_code)]
+
+pub mod client;
 pub mod credential;
 pub mod ekcert;
+pub mod fleet;
+pub mod quote;
+pub mod reference;

@@ -298,7 +298,45 @@ pub fn run(env: &Env, modules: &mut dyn ModuleLoader, log: &mut Logger) -> Resul
     let policy = verify_policy(env, &plan)?;
     log.log(&format!("policy {} sha256 {policy}", plan.policy_path));
     report_measurements(env, log);
+    measure_runtime(&env.tpm_devices, &plan, log)?;
     Ok(plan)
+}
+
+/// The events the init extends for `plan` before it starts anything (PCR 12: the
+/// plan's digest, then the compiled policy's; see `attest_wire::runtime`).
+pub fn runtime_events(plan: &Plan) -> Vec<attest_wire::runtime::Event> {
+    attest_wire::runtime::boot_events(&plan.digest().to_hex(), &plan.policy_sha256.to_hex())
+}
+
+/// Extends [`runtime_events`] into their PCRs, logging each as `measured pcr <n> <event>`.
+/// Without a TPM nothing is measured (said on the console); a TPM that fails keeps
+/// the gateway closed: a verifier would see PCR 12 unexplained, and nothing may start
+/// unmeasured.
+///
+/// # Errors
+/// The TPM cannot be opened or refuses an extend.
+pub fn measure_runtime(tpm_devices: &[PathBuf], plan: &Plan, log: &mut Logger) -> Result<()> {
+    let Some(dev) = tpm_devices.iter().find(|p| p.exists()) else {
+        log.log("tpm absent: the plan and policy are not measured into PCR 12");
+        return Ok(());
+    };
+    let mut t = crate::runtime::open_tpm(dev)?;
+    measure_with(&mut *t, plan, log)
+}
+
+/// [`measure_runtime`] on an open TPM.
+///
+/// # Errors
+/// The TPM refuses an extend.
+pub fn measure_with(t: &mut dyn tpm::Transport, plan: &Plan, log: &mut Logger) -> Result<()> {
+    for e in runtime_events(plan) {
+        let pcr = PcrIndex::new(e.pcr).ok_or_else(|| {
+            crate::error::Error::TpmMalformed(format!("runtime event for PCR {}", e.pcr))
+        })?;
+        tpm::extend_pcr(t, pcr, &Sha256Digest(e.digest()))?;
+        log.log(&format!("measured pcr {} {}", e.pcr, e.text));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

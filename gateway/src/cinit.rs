@@ -15,9 +15,9 @@
 //! compartment, restarts services by their restart policy with back-off, and on
 //! SIGTERM stops the services (SIGTERM, 2 s, SIGKILL) and exits.
 //!
-//! In black, when the plan takes updates, it also runs the management relay
-//! ([`crate::relay`]) as a service of its own: no capabilities, restarted
-//! with back-off.
+//! In black it also runs the management relay ([`crate::relay`], the
+//! attestation agent's and the update receiver's way in) as a service of its
+//! own: no capabilities, restarted with back-off.
 //!
 //! Events it writes (one per line, relayed by the init as `appliance: <side>: …`):
 //! `landlock …`, `setup done`, `service <name> started (pid N)`,
@@ -148,9 +148,9 @@ fn run(side: &str) -> i32 {
             return 111;
         }
     };
-    let mut relay = match (want, plan.update) {
-        (Side::Black, Some(u)) => Some(Relay {
-            port: u.port,
+    let mut relay = match want {
+        Side::Black => Some(Relay {
+            port: plan.management_port(),
             pid: None,
             started: Instant::now(),
             delay: Duration::ZERO,

@@ -16,6 +16,7 @@
 //! crates the Viaduct also uses (`seccompiler`, `landlock`, `caps`), never parses TOML
 //! and never depends on a host-side crate. No public function panics on any input.
 
+pub mod agent;
 pub mod boot;
 pub mod cinit;
 pub mod cmdline;

@@ -216,6 +216,9 @@ fn serve(root: &str) {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("run/no-esp")),
         ),
+        event_log: std::env::var_os("APPLIANCE_EVENT_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_default(),
     };
     let (state, rt) = match boot::verify_policy(
         &Env {

@@ -90,6 +90,8 @@ pub struct RuntimeEnv {
     pub mgmt_dir: PathBuf,
     /// Where updates are written.
     pub esp: crate::update::EspAccess,
+    /// The firmware's TCG event log the attestation agent sends (may be absent).
+    pub event_log: PathBuf,
 }
 
 impl RuntimeEnv {
@@ -104,6 +106,7 @@ impl RuntimeEnv {
             tpm: vec![PathBuf::from("/dev/tpmrm0"), PathBuf::from("/dev/tpm0")],
             mgmt_dir: PathBuf::from("/run/appliance/mgmt"),
             esp: crate::update::EspAccess::Device(crate::esp::EspEnv::device()),
+            event_log: PathBuf::from(crate::eventlog::BIOS_MEASUREMENTS),
         }
     }
 }
@@ -807,24 +810,41 @@ impl Runtime {
                 }
             }
         }
-        // Without its socket the gateway runs on, taking no updates.
-        let opened =
-            crate::update::Management::open(&env.mgmt_dir, plan, env.esp.clone(), env.tpm.clone());
+        // Without its socket the gateway runs on, taking no updates and
+        // answering no verifier.
+        let agent = crate::agent::AgentContext {
+            tpm: env.tpm.clone(),
+            event_log: env.event_log.clone(),
+            runtime_log: attest_wire::runtime::to_bytes(&crate::boot::runtime_events(plan)),
+        };
+        let opened = crate::update::Management::open(
+            &env.mgmt_dir,
+            plan,
+            env.esp.clone(),
+            env.tpm.clone(),
+            agent,
+        );
         let mgmt = match opened {
-            Ok(m) => m,
+            Ok(m) => Some(m),
             Err(e) => {
                 let dir = env.mgmt_dir.display();
                 log.log(&format!(
-                    "error: updates: the management socket in {dir}: {e}; no updates this boot"
+                    "error: management: the socket in {dir}: {e}; no updates and no attestation this boot"
                 ));
                 None
             }
         };
-        if let Some(u) = plan.update.as_ref().filter(|_| mgmt.is_some()) {
+        if mgmt.is_some() {
             log.log(&format!(
-                "updates: black relays TCP port {} to the init; bundles must be signed by the release key {}",
-                u.port,
-                update_bundle::fingerprint(&u.release_key)
+                "management: black relays TCP port {} to the init: attestation{}",
+                plan.management_port(),
+                match &plan.update {
+                    Some(u) => format!(
+                        ", updates signed by the release key {}",
+                        update_bundle::fingerprint(&u.release_key)
+                    ),
+                    None => String::new(),
+                }
             ));
         }
         let mut personalities = Vec::new();

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use update_bundle::{wire, Header, Release, Running, UkiCheck};
 
+use crate::agent::{self, AgentContext};
 use crate::console::Logger;
 use crate::esp::{self, EspEnv, LINUX_DIR};
 use crate::plan::{Plan, UpdatePlan};
@@ -132,7 +133,22 @@ pub fn serve<S: Read + Write>(
     tpm: &[PathBuf],
     note: &mut dyn FnMut(&str),
 ) -> Answer {
-    let answer = receive(s, ctx, esp, tpm, note).unwrap_or_else(Answer::Refused);
+    let request = wire::read_request(s);
+    serve_request(s, request, ctx, esp, tpm, note)
+}
+
+/// [`serve`] once the request's first bytes are read (`request`: endpoint and flags).
+pub fn serve_request<S: Read + Write>(
+    s: &mut S,
+    request: Result<(u8, u8), String>,
+    ctx: &Context,
+    esp: &EspAccess,
+    tpm: &[PathBuf],
+    note: &mut dyn FnMut(&str),
+) -> Answer {
+    let answer = request
+        .and_then(|(endpoint, flags)| receive(s, endpoint, flags, ctx, esp, tpm, note))
+        .unwrap_or_else(Answer::Refused);
     let line = match &answer {
         Answer::Installed {
             path,
@@ -168,16 +184,19 @@ fn read_floor(tpm: &[PathBuf]) -> Result<Option<u64>, String> {
 
 fn receive<S: Read + Write>(
     s: &mut S,
+    endpoint: u8,
+    flags: u8,
     ctx: &Context,
     esp: &EspAccess,
     tpm: &[PathBuf],
     note: &mut dyn FnMut(&str),
 ) -> Result<Answer, String> {
-    let (endpoint, flags) = wire::read_request(s)?;
     if endpoint != wire::ENDPOINT_UPDATE {
         return Err(format!(
-            "unknown endpoint {endpoint} (this gateway serves {} = update)",
-            wire::ENDPOINT_UPDATE
+            "unknown endpoint {endpoint} (this gateway serves {} = update, {} = attest, {} = enrol)",
+            wire::ENDPOINT_UPDATE,
+            attest_wire::proto::ENDPOINT_ATTEST,
+            attest_wire::proto::ENDPOINT_ENROLL
         ));
     }
     if flags & !wire::FLAG_REBOOT != 0 {
@@ -372,7 +391,9 @@ fn install<R: Read>(
 /// receiver child while one runs.
 pub struct Management {
     listener: UnixListener,
-    ctx: Context,
+    /// The update receiver's context; `None` when the image takes no updates.
+    ctx: Option<Context>,
+    agent: AgentContext,
     esp: EspAccess,
     tpm: Vec<PathBuf>,
     child: Option<Child>,
@@ -388,7 +409,8 @@ struct Child {
 
 impl Management {
     /// Opens the socket in `dir` (created; mode 0755, the socket 0666: black's
-    /// ids reach it only through the bind mount) when the plan takes updates.
+    /// ids reach it only through the bind mount). The attestation agent is
+    /// always served; updates when the plan takes them.
     ///
     /// # Errors
     /// The directory or socket cannot be made.
@@ -397,10 +419,8 @@ impl Management {
         plan: &Plan,
         esp: EspAccess,
         tpm: Vec<PathBuf>,
-    ) -> std::io::Result<Option<Management>> {
-        let Some(update) = plan.update else {
-            return Ok(None);
-        };
+        agent: AgentContext,
+    ) -> std::io::Result<Management> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
         let path = dir.join(SOCKET);
@@ -412,21 +432,22 @@ impl Management {
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
         listener.set_nonblocking(true)?;
-        Ok(Some(Management {
+        Ok(Management {
             listener,
-            ctx: Context {
+            ctx: plan.update.map(|update| Context {
                 name: plan.profile_name.as_str().to_owned(),
                 version: plan.profile_version.as_str().to_owned(),
                 security_version: u64::from(plan.security_version.0),
                 update,
                 on_trial: None,
                 not_judged: false,
-            },
+            }),
+            agent,
             esp,
             tpm,
             child: None,
             reboot: None,
-        }))
+        })
     }
 
     /// Descriptors to poll: the socket while no receiver runs (streams
@@ -453,8 +474,10 @@ impl Management {
         if !readable {
             return;
         }
-        self.ctx.not_judged = matches!(pending, Some(None));
-        self.ctx.on_trial = pending.flatten();
+        if let Some(ctx) = self.ctx.as_mut() {
+            ctx.not_judged = matches!(pending, Some(None));
+            ctx.on_trial = pending.flatten();
+        }
         let stream = loop {
             match self.listener.accept() {
                 Ok((s, _)) => break s,
@@ -476,7 +499,14 @@ impl Management {
         let pid = sys::clone_fork(0)?;
         if pid == 0 {
             drop(r);
-            child_main(stream, w, &self.ctx, &self.esp, &self.tpm);
+            child_main(
+                stream,
+                w,
+                self.ctx.as_ref(),
+                &self.esp,
+                &self.tpm,
+                &self.agent,
+            );
         }
         drop(w);
         sys::set_nonblocking(r.as_fd(), true)?;
@@ -509,10 +539,8 @@ impl Management {
         }
         while let Some(i) = c.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = c.pending.drain(..=i).collect();
-            log.log(&format!(
-                "update: {}",
-                crate::runtime::sanitize(&line[..line.len() - 1])
-            ));
+            // The child names its endpoint (`update: …`, `attest: …`).
+            log.log(&crate::runtime::sanitize(&line[..line.len() - 1]));
         }
     }
 
@@ -559,25 +587,63 @@ impl Management {
 fn child_main(
     stream: UnixStream,
     out: OwnedFd,
-    ctx: &Context,
+    ctx: Option<&Context>,
     esp: &EspAccess,
     tpm: &[PathBuf],
+    agent: &AgentContext,
 ) -> ! {
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     let _ = sys::unblock_all_signals();
     let _ = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1);
-    let mut out = File::from(out);
+    let out = File::from(out);
     let mut stream = stream;
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut note = |l: &str| {
-        let _ = out.write_all(format!("{l}\n").as_bytes());
+    let mut out = out;
+    let mut say = |prefix: &str, l: &str| {
+        let _ = out.write_all(format!("{prefix}: {l}\n").as_bytes());
     };
-    let code = match serve(&mut stream, ctx, esp, tpm, &mut note) {
-        Answer::Installed { reboot: true, .. } => EXIT_REBOOT,
-        Answer::Installed { .. } => 0,
-        Answer::Refused(_) => EXIT_REFUSED,
+    let request = wire::read_request(&mut stream);
+    let refuse = |stream: &mut UnixStream, why: &str| {
+        let _ = stream.write_all(format!("refused: {why}\n").as_bytes());
+    };
+    let code = match (request, ctx) {
+        (Ok((attest_wire::proto::ENDPOINT_ATTEST, 0)), _) => {
+            agent::serve_quote(&mut stream, agent, &mut |l: &str| say("attest", l));
+            0
+        }
+        (Ok((attest_wire::proto::ENDPOINT_ENROLL, 0)), _) => {
+            agent::serve_enroll(&mut stream, agent, &mut |l: &str| say("attest", l));
+            0
+        }
+        (Ok((wire::ENDPOINT_UPDATE, _)), None) => {
+            let why = "this image takes no updates (its plan names no release key: build it with `[image] slots = \"ab\"` and a release key)";
+            say("update", &format!("refused: {why}"));
+            refuse(&mut stream, why);
+            EXIT_REFUSED
+        }
+        (request, Some(ctx)) => {
+            let mut note = |l: &str| say("update", l);
+            match serve_request(&mut stream, request, ctx, esp, tpm, &mut note) {
+                Answer::Installed { reboot: true, .. } => EXIT_REBOOT,
+                Answer::Installed { .. } => 0,
+                Answer::Refused(_) => EXIT_REFUSED,
+            }
+        }
+        (request, None) => {
+            let why = match request {
+                Ok((e, f)) => format!(
+                    "unknown endpoint {e} or flags {f:#04x} (this gateway serves {} = attest and {} = enrol)",
+                    attest_wire::proto::ENDPOINT_ATTEST,
+                    attest_wire::proto::ENDPOINT_ENROLL
+                ),
+                Err(e) => e,
+            };
+            say("mgmt", &format!("refused: {why}"));
+            refuse(&mut stream, &why);
+            EXIT_REFUSED
+        }
     };
     let _ = stream.shutdown(std::net::Shutdown::Both);
     sys::exit_now(code)

@@ -176,8 +176,12 @@ fn boot_reaches_ready_with_matching_plan_and_policy() {
     );
     assert_eq!(lines[5], "appliance: tpm absent: no PCRs to report");
     assert_eq!(lines[6], "appliance: eventlog absent");
+    assert_eq!(
+        lines[7],
+        "appliance: tpm absent: the plan and policy are not measured into PCR 12"
+    );
     // `ready` comes from the caller once the compartments are up.
-    assert_eq!(lines.len(), 7);
+    assert_eq!(lines.len(), 8);
     assert_eq!(boot::ready_line(&plan), "ready lab-a 0.3.1");
 }
 
@@ -807,4 +811,33 @@ fn swtpm_ak_is_created_once_under_the_ek_and_quotes_check_with_tpm2_checkquote()
         !run(&"5b".repeat(32)).status.success(),
         "another nonce must fail"
     );
+}
+
+#[test]
+fn swtpm_runtime_measurement_extends_pcr_12_with_the_plan_then_the_policy() {
+    let t = Tree::new();
+    let Some(s) = start_swtpm() else { return };
+    let mut tpm = connect(&s);
+    let cap = Capture::default();
+    boot::measure_with(&mut tpm, &t.plan, &mut cap.logger()).unwrap();
+    let plan_text = format!("appliance-init plan sha256:{}", t.plan.digest());
+    let policy_text = format!("appliance-init policy sha256:{}", Sha256Digest::of(POLICY));
+    assert_eq!(
+        cap.text(),
+        format!(
+            "appliance: measured pcr 12 {plan_text}\nappliance: measured pcr 12 {policy_text}\n"
+        )
+    );
+    let zero = Sha256Digest([0; 32]);
+    let want = tpm::extended_value(
+        &tpm::extended_value(&zero, &Sha256Digest::of(plan_text.as_bytes())),
+        &Sha256Digest::of(policy_text.as_bytes()),
+    );
+    let got = tpm::read_pcrs(&mut tpm, &[pcr(12)]).unwrap();
+    assert_eq!(got, vec![(pcr(12), want)]);
+    // The log the agent sends replays to the same value.
+    let log = attest_wire::runtime::to_bytes(&boot::runtime_events(&t.plan));
+    let events = attest_wire::runtime::parse(&log).unwrap();
+    let replayed = attest_wire::runtime::replay(&Default::default(), &events);
+    assert_eq!(replayed[&12], want.0);
 }

@@ -2239,7 +2239,7 @@ fn updates_arrive_through_black_and_only_signed_ones_install() {
     i.wait_for("appliance: ready", Duration::from_secs(60));
     i.wait_for_any("relay: management port 7443 open", Duration::from_secs(30));
     assert!(i.seen.iter().any(
-        |l| l.contains("updates: black relays TCP port 7443 to the init")
+        |l| l.contains("management: black relays TCP port 7443 to the init: attestation, updates signed by the release key")
             && l.contains(&key.public_key().fingerprint())
     ));
 

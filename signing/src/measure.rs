@@ -321,11 +321,41 @@ pub struct ReferenceValues {
     pub uki_authenticode_sha256: String,
     /// Hash bank of the values.
     pub bank: String,
-    /// The accepted PCR sets: one per Secure Boot state.
+    /// The accepted PCR sets: one per Secure Boot state. PCR 12 is its value once
+    /// the init has measured [`ReferenceValues::runtime`] on top of the firmware's events.
     pub accepted: Vec<AcceptedPcrs>,
-    /// The full prediction with events.
+    /// The full prediction of the firmware's and boot loader's events.
     pub prediction: Prediction,
+    /// The events the gateway init extends before it starts anything (PCR 12: the
+    /// plan's digest, then the compiled policy's), in order.
+    pub runtime: Vec<RuntimeEvent>,
 }
+
+/// One event the init extends (its digest is SHA-256 of `text`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEvent {
+    /// The PCR.
+    pub pcr: u32,
+    /// The event text.
+    pub text: String,
+    /// SHA-256 of the text (the digest extended).
+    pub sha256: String,
+}
+
+impl RuntimeEvent {
+    /// An event for `text` in `pcr`.
+    pub fn new(pcr: u32, text: &str) -> Self {
+        RuntimeEvent {
+            pcr,
+            text: text.into(),
+            sha256: hex::encode(sha256(text.as_bytes())),
+        }
+    }
+}
+
+/// The reference-values format this build writes.
+pub const REFERENCE_FORMAT: u32 = 2;
 
 /// One acceptable set of PCR values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,7 +375,18 @@ impl ReferenceValues {
         security_version: u64,
         uki_authenticode: &str,
         p: &Prediction,
+        runtime: Vec<RuntimeEvent>,
     ) -> Self {
+        let after_runtime = |p12: &PredictedPcr| {
+            let mut v = [0u8; 32];
+            if hex::decode_to_slice(&p12.sha256, &mut v).is_err() {
+                v = [0; 32];
+            }
+            for e in runtime.iter().filter(|e| e.pcr == 12) {
+                v = extend(&v, &sha256(e.text.as_bytes()));
+            }
+            hex::encode(v)
+        };
         let set =
             |cond: &str, p4: &PredictedPcr, p7: &PredictedPcr, p12: &PredictedPcr| AcceptedPcrs {
                 condition: cond.into(),
@@ -353,7 +394,7 @@ impl ReferenceValues {
                     (4, p4.sha256.clone()),
                     (7, p7.sha256.clone()),
                     (11, p.pcr11.sha256.clone()),
-                    (12, p12.sha256.clone()),
+                    (12, after_runtime(p12)),
                 ]
                 .into_iter()
                 .collect(),
@@ -372,7 +413,7 @@ impl ReferenceValues {
             accepted.push(set("secure boot on", p4, p7, p12));
         }
         ReferenceValues {
-            format: 1,
+            format: REFERENCE_FORMAT,
             name: name.into(),
             version: version.into(),
             security_version,
@@ -380,6 +421,7 @@ impl ReferenceValues {
             bank: "sha256".into(),
             accepted,
             prediction: p.clone(),
+            runtime,
         }
     }
 

@@ -790,7 +790,7 @@ mod tests {
 
     #[test]
     fn selection_bitmaps_are_lsb_first() {
-        let s = PcrSelection::sha256((1 << 12) - 1 - (0xF << 8) | (1 << 11));
+        let s = PcrSelection::sha256(0xff | (1 << 11));
         assert_eq!(s.to_bytes(), [0, 0, 0, 1, 0, 0x0B, 3, 0xff, 0x08, 0x00]);
         let s16 = PcrSelection::sha256(1 << 16);
         assert_eq!(s16.banks[0].1, [0, 0, 1]);

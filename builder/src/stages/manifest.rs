@@ -62,6 +62,13 @@ pub(crate) fn write(
         profile.appliance.security_version,
         &hexd(&uki.authenticode),
         &prediction,
+        attest_wire::runtime::boot_events(
+            &rendered.plan_digest.to_hex(),
+            &hexd(&input.policy_digest),
+        )
+        .iter()
+        .map(|e| signing::measure::RuntimeEvent::new(u32::from(e.pcr), &e.text))
+        .collect(),
     )
     .to_json();
     staging.write(signing::verify::REFERENCE_VALUES, &reference)?;

@@ -709,6 +709,9 @@ pub struct Plan {
     pub update: Option<UpdatePlan>,
 }
 
+/// The management port when the plan names none (the same as `update_bundle::wire::DEFAULT_PORT`).
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 7443;
+
 /// The update receiver: black relays TCP `port` on its address to the init,
 /// which installs bundles signed by `release_key`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -899,6 +902,12 @@ impl Plan {
         }
         line(K_END, "");
         s.into_bytes()
+    }
+
+    /// The management channel's TCP port on black's address: the update line's, else
+    /// [`DEFAULT_MANAGEMENT_PORT`] (the attestation agent is always served).
+    pub fn management_port(&self) -> u16 {
+        self.update.map_or(DEFAULT_MANAGEMENT_PORT, |u| u.port)
     }
 
     /// SHA-256 of the canonical encoding (what `appliance.plan=` pins).

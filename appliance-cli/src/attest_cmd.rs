@@ -1,0 +1,212 @@
+//! `appliance enroll` and `appliance attest`: a verifier talking to a gateway's
+//! attestation agent through its management port (black relays the bytes).
+//!
+//! Enrolment checks the EK certificate chain, the AK's attributes and proves by
+//! credential activation that the AK lives in that TPM, then records the device
+//! (`fleet/NAME/device.json`, `ak.pub`, `ek-cert.der`). Attestation asks for a quote
+//! over a fresh nonce and reports every check by name (`attest::quote`); it exits 0
+//! only when all hold, and then records the TPM's clock for the next time.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use attest_wire::proto::QuoteRequest;
+
+use crate::sign_cmd::read_public_key;
+use crate::update_cmd::{connect, parse_target};
+use crate::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// The gateway's management address on its black side: HOST[:PORT]
+    /// (default port 7443).
+    #[arg(value_name = "HOST[:PORT]")]
+    target: String,
+    /// The CA certificates (PEM) the EK certificate must chain to: the TPM
+    /// vendors' roots and intermediates (in the lab, swtpm's local CA). Every
+    /// certificate in the file is a trust anchor.
+    #[arg(long, value_name = "CA.pem")]
+    ek_ca: PathBuf,
+    /// The device's record directory (fleet/NAME); its last component is the
+    /// device's name.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Seconds the exchange may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttestArgs {
+    /// The gateway's management address on its black side: HOST[:PORT].
+    #[arg(value_name = "HOST[:PORT]")]
+    target: String,
+    /// The device's record (from `appliance enroll`).
+    #[arg(long, value_name = "DIR")]
+    device: PathBuf,
+    /// The image's reference values (OUTDIR/reference-values.json); the signed
+    /// manifest beside it must name them.
+    #[arg(long, value_name = "FILE")]
+    reference: PathBuf,
+    /// The release key that signed the image (NAME.pub).
+    #[arg(long, value_name = "NAME.pub")]
+    pubkey: PathBuf,
+    /// Seconds the exchange may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+}
+
+fn open(target: &str, timeout: u64) -> anyhow::Result<(std::net::TcpStream, String)> {
+    let (host, port) = parse_target(target)?;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let (stream, _) = connect(target, &host, port, deadline, timeout)?;
+    stream.set_read_timeout(Some(Duration::from_secs(timeout)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(timeout)))?;
+    let dialled = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((stream, dialled))
+}
+
+pub fn enroll(args: EnrollArgs, json: bool) -> anyhow::Result<Outcome> {
+    let pem = std::fs::read(&args.ek_ca)
+        .with_context(|| format!("reading the EK CA file {}", args.ek_ca.display()))?;
+    let cas = attest::ekcert::parse_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.ek_ca.display()))?;
+    if cas.is_empty() {
+        bail!("{}: no certificate in the file", args.ek_ca.display());
+    }
+    let name = args
+        .out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--out {}: name the device's directory (e.g. fleet/gw-a)",
+                args.out.display()
+            )
+        })?
+        .to_owned();
+    let (stream, dialled) = open(&args.target, args.timeout)?;
+    let mut e = run_enroll(stream, &name, &dialled, &cas)?;
+    if let Ok(old) = attest::fleet::Device::load(&args.out) {
+        // Enrolling the same TPM again is fine; another TPM under the same name is not.
+        if e.device.ek_public != old.ek_public {
+            bail!(
+                "{}: already enrolled with another TPM (its EK differs); remove the directory to enrol this device under that name",
+                args.out.display()
+            );
+        }
+        if e.device.ak_public == old.ak_public {
+            e.device.last_clock = old.last_clock;
+        }
+    }
+    finish(args, e, json)
+}
+
+fn run_enroll(
+    mut stream: std::net::TcpStream,
+    name: &str,
+    dialled: &str,
+    cas: &[Vec<u8>],
+) -> anyhow::Result<attest::client::Enrolled> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    attest::client::enroll(&mut stream, name, dialled, cas, now)
+        .map_err(|e| anyhow::anyhow!("{dialled}: enrolment refused: {e}"))
+}
+
+fn finish(args: EnrollArgs, e: attest::client::Enrolled, json: bool) -> anyhow::Result<Outcome> {
+    e.device
+        .save(&args.out)
+        .map_err(|m| anyhow::anyhow!("{m}"))?;
+    attest::fleet::write_atomic(&args.out.join("ek-cert.der"), &e.ek_cert)
+        .map_err(|m| anyhow::anyhow!("{m}"))?;
+    if json {
+        let v = serde_json::json!({
+            "device": e.device,
+            "record": args.out,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "enrolled {} ({})", e.device.name, e.device.enrolled_at)?;
+        writeln!(o, "  TPM          {}", e.device.tpm)?;
+        writeln!(o, "  EK chain     {}", e.device.ek_chain.join(" <- "))?;
+        writeln!(
+            o,
+            "  AK           {} (restricted signing key, activated by credential)",
+            e.device.ak_name
+        )?;
+        writeln!(
+            o,
+            "  record       {}",
+            args.out.join(attest::fleet::DEVICE).display()
+        )?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn attest(args: AttestArgs, json: bool) -> anyhow::Result<Outcome> {
+    let key = read_public_key(&args.pubkey)?;
+    let mut device =
+        attest::fleet::Device::load(&args.device).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reference = attest::reference::load(&args.reference, &key);
+    let (mut stream, dialled) = open(&args.target, args.timeout)?;
+    let request = QuoteRequest {
+        nonce: attest::client::nonce().map_err(|e| anyhow::anyhow!("{e}"))?,
+        pcrs: attest::quote::DEFAULT_PCRS,
+        target: dialled.clone(),
+    };
+    let evidence = attest::client::request_quote(&mut stream, &request)
+        .map_err(|e| anyhow::anyhow!("{dialled}: {e}"))?;
+    let report = attest::quote::check(&evidence, &request, &device, &reference);
+    if report.ok() {
+        device.last_clock = report.clock;
+        device
+            .save(&args.device)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if json {
+        let v = serde_json::json!({
+            "device": device.name,
+            "target": dialled,
+            "ok": report.ok(),
+            "checks": report.checks,
+            "pcrs": report.pcrs,
+            "matched": report.matched,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "attesting {} at {dialled}", device.name)?;
+        for c in &report.checks {
+            writeln!(
+                o,
+                "  {} {:<20} {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            )?;
+        }
+        let failed = report.checks.iter().filter(|c| !c.ok).count();
+        if failed == 0 {
+            writeln!(o, "attested: every check holds")?;
+        } else {
+            writeln!(o, "not attested: {failed} check(s) failed")?;
+        }
+    }
+    Ok(if report.ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}

@@ -1,0 +1,760 @@
+//! `appliance enroll` and `appliance attest` against the gateway's own attestation
+//! agent (`gateway::agent`) on a TPM we did not write: swtpm, manufactured by
+//! `swtpm_setup --create-ek-cert` with a private local CA, as a TPM vendor would.
+//!
+//! The TPM's PCRs are brought into the state a boot of the build leaves: the
+//! build's predicted firmware events (Secure Boot off) are extended and written as a
+//! TCG event log (what the firmware would have logged), then the init's runtime
+//! events (PCR 12). Then: enrolment, a good attestation (every check), and each
+//! negative refused by name — a wrong nonce, a quote over PCR 16 relabelled as PCR 4,
+//! an AK without `restricted` (at enrolment and in a record), the reference values of
+//! another image, a tampered event log, a reference signed by another key. Tools we
+//! did not write agree on the good quote: `tpm2_checkquote` and `tpm2_eventlog`.
+//!
+//! Skips loudly only when swtpm, swtpm_setup or tpm2-tools are missing.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use attest_wire::proto::{self, QuoteRequest};
+use attest_wire::runtime;
+use common::{appliance, bin_dir, root, Run};
+use gateway::tpm::{PcrIndex, StreamTransport};
+
+fn ok(r: Run, what: &str) -> Run {
+    assert!(r.code == Some(0), "{what} failed:\n{r}");
+    r
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn tools() -> bool {
+    for (t, p) in [
+        ("swtpm", "swtpm"),
+        ("swtpm_setup", "swtpm-tools"),
+        ("tpm2_checkquote", "tpm2-tools"),
+        ("tpm2_eventlog", "tpm2-tools"),
+    ] {
+        if !have(t) {
+            eprintln!("SKIP: {t} not found (apt-get install -y {p}); attestation not tested");
+            return false;
+        }
+    }
+    true
+}
+
+/// A signed lab build, its release key and another key.
+struct Build {
+    dir: PathBuf,
+    out: PathBuf,
+    public: PathBuf,
+    other_public: PathBuf,
+    pass: PathBuf,
+}
+
+fn build() -> &'static Build {
+    static B: OnceLock<Build> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = common::fresh_fixture_dir("attest-fixture");
+        let pass = dir.join("pass");
+        std::fs::write(&pass, "attest test passphrase\n").unwrap();
+        for name in ["release", "other"] {
+            ok(
+                appliance(&[
+                    &"key",
+                    &"generate",
+                    &"--out",
+                    &dir.join(name),
+                    &"--passphrase-file",
+                    &pass,
+                ]),
+                "key generate",
+            );
+        }
+        let profile = testbed::lab::copy_lab_profile(&root(), &dir.join("prof")).unwrap();
+        ok(appliance(&[&"lock", &profile]), "lock");
+        let out = dir.join("out");
+        ok(
+            appliance(&[
+                &"build",
+                &profile,
+                &"--out",
+                &out,
+                &"--format",
+                &"raw",
+                &"--bin-dir",
+                &bin_dir(),
+                &"--key",
+                &dir.join("release.key"),
+                &"--passphrase-file",
+                &pass,
+            ]),
+            "build",
+        );
+        Build {
+            public: dir.join("release.pub"),
+            other_public: dir.join("other.pub"),
+            pass,
+            out,
+            dir,
+        }
+    })
+}
+
+/// A manufactured swtpm (EK certificate from a local CA) on a Unix socket.
+struct Tpm {
+    child: std::process::Child,
+    socket: PathBuf,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Tpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Tpm {
+    fn new() -> Tpm {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path();
+        std::fs::create_dir_all(w.join("state")).unwrap();
+        std::fs::create_dir_all(w.join("ca")).unwrap();
+        std::fs::write(
+            w.join("localca.conf"),
+            format!(
+                "statedir = {d}/ca\nsigningkey = {d}/ca/signkey.pem\nissuercert = {d}/ca/issuercert.pem\ncertserial = {d}/ca/certserial\n",
+                d = w.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            w.join("localca.options"),
+            "--platform-manufacturer Lab\n--platform-version 2.1\n--platform-model QEMU\n",
+        )
+        .unwrap();
+        let localca = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v swtpm_localca"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        std::fs::write(
+            w.join("setup.conf"),
+            format!(
+                "create_certs_tool= {}\ncreate_certs_tool_config = {d}/localca.conf\ncreate_certs_tool_options = {d}/localca.options\nactive_pcr_banks = sha256\n",
+                localca.trim(),
+                d = w.display()
+            ),
+        )
+        .unwrap();
+        let st = Command::new("swtpm_setup")
+            .args([
+                "--tpm2",
+                "--create-ek-cert",
+                "--create-platform-cert",
+                "--lock-nvram",
+                "--overwrite",
+            ])
+            .arg("--tpm-state")
+            .arg(w.join("state"))
+            .arg("--config")
+            .arg(w.join("setup.conf"))
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "swtpm_setup: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let mut ca = std::fs::read(w.join("ca/swtpm-localca-rootca-cert.pem")).unwrap();
+        ca.extend(std::fs::read(w.join("ca/issuercert.pem")).unwrap());
+        std::fs::write(w.join("ca.pem"), ca).unwrap();
+        let socket = w.join("tpm.sock");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}.ctrl", socket.display()))
+            .arg("--tpmstate")
+            .arg(format!("dir={}", w.join("state").display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Tpm {
+            child,
+            ca: w.join("ca.pem"),
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn transport(&self) -> StreamTransport<std::os::unix::net::UnixStream> {
+        StreamTransport(std::os::unix::net::UnixStream::connect(&self.socket).unwrap())
+    }
+}
+
+const EV_NO_ACTION: u32 = 3;
+
+fn event_type(name: &str) -> u32 {
+    (0u32..=0x12)
+        .chain(0x8000_0001..=0x8000_0010)
+        .chain(0x8000_00e0..=0x8000_00e2)
+        .find(|t| signing::eventlog::event_type_name(*t) == name)
+        .unwrap_or_else(|| panic!("event type {name}"))
+}
+
+/// Event data of the right structure for `ty` (what `tpm2_eventlog` parses; the
+/// digests are the prediction's, not hashes of this data).
+fn event_data(ty: u32, description: &str) -> Vec<u8> {
+    match signing::eventlog::event_type_name(ty).as_str() {
+        "EV_SEPARATOR" => vec![0; 4],
+        // UEFI_IMAGE_LOAD_EVENT: location, length, link-time address, device path length.
+        "EV_EFI_BOOT_SERVICES_APPLICATION" => vec![0; 32],
+        // UEFI_VARIABLE_DATA: GUID, name length (chars), data length, name (UTF-16).
+        "EV_EFI_VARIABLE_DRIVER_CONFIG" | "EV_EFI_VARIABLE_AUTHORITY" => {
+            let mut v = vec![0u8; 16];
+            v.extend_from_slice(&1u64.to_le_bytes());
+            v.extend_from_slice(&0u64.to_le_bytes());
+            v.extend_from_slice(&[b'X', 0]);
+            v
+        }
+        _ => description.as_bytes().to_vec(),
+    }
+}
+
+/// A TCG2 (crypto-agile, SHA-256 only) event log of `events` (pcr, type, digest, data).
+fn tcg_log(events: &[(u32, u32, [u8; 32], Vec<u8>)]) -> Vec<u8> {
+    let mut spec = b"Spec ID Event03\0".to_vec();
+    spec.extend_from_slice(&0u32.to_le_bytes()); // platformClass
+    spec.extend_from_slice(&[0, 2, 0, 2]); // minor, major, errata, uintnSize
+    spec.extend_from_slice(&1u32.to_le_bytes());
+    spec.extend_from_slice(&0x000Bu16.to_le_bytes());
+    spec.extend_from_slice(&32u16.to_le_bytes());
+    spec.push(0); // vendorInfoSize
+    let mut log = Vec::new();
+    log.extend_from_slice(&0u32.to_le_bytes());
+    log.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
+    log.extend_from_slice(&[0u8; 20]);
+    log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+    log.extend_from_slice(&spec);
+    for (pcr, ty, d, data) in events {
+        log.extend_from_slice(&pcr.to_le_bytes());
+        log.extend_from_slice(&ty.to_le_bytes());
+        log.extend_from_slice(&1u32.to_le_bytes());
+        log.extend_from_slice(&0x000Bu16.to_le_bytes());
+        log.extend_from_slice(d);
+        log.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        log.extend_from_slice(data);
+    }
+    log
+}
+
+/// A gateway's attestation side: swtpm in the state a boot of `out` leaves, and
+/// the agent behind a TCP port (as black's relay and the init would serve it).
+struct Gateway {
+    tpm: Tpm,
+    port: u16,
+    ctx: gateway::agent::AgentContext,
+    reference: signing::measure::ReferenceValues,
+}
+
+fn boot(out: &Path) -> Gateway {
+    let tpm = Tpm::new();
+    let reference: signing::measure::ReferenceValues =
+        serde_json::from_slice(&std::fs::read(out.join("reference-values.json")).unwrap()).unwrap();
+    let p = &reference.prediction;
+    let mut events = Vec::new();
+    for pred in [&p.pcr4, &p.pcr7_secure_boot_off, &p.pcr11, &p.pcr12] {
+        for e in &pred.events {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(&e.sha256, &mut d).unwrap();
+            let ty = event_type(&e.event_type);
+            events.push((pred.pcr, ty, d, event_data(ty, &e.description)));
+        }
+    }
+    // The firmware extends in boot order; within one PCR the order is the prediction's.
+    let mut t = tpm.transport();
+    for (pcr, _, d, _) in &events {
+        gateway::tpm::extend_pcr(
+            &mut t,
+            PcrIndex::new(*pcr as u8).unwrap(),
+            &gateway::digest::Sha256Digest(*d),
+        )
+        .unwrap();
+    }
+    let runtime_events: Vec<runtime::Event> = reference
+        .runtime
+        .iter()
+        .map(|e| runtime::Event {
+            pcr: e.pcr as u8,
+            text: e.text.clone(),
+        })
+        .collect();
+    for e in &runtime_events {
+        gateway::tpm::extend_pcr(
+            &mut t,
+            PcrIndex::new(e.pcr).unwrap(),
+            &gateway::digest::Sha256Digest(e.digest()),
+        )
+        .unwrap();
+    }
+    drop(t);
+    let log_path = tpm._dir.path().join("binary_bios_measurements");
+    std::fs::write(&log_path, tcg_log(&events)).unwrap();
+    let ctx = gateway::agent::AgentContext {
+        tpm: vec![tpm.socket.clone()],
+        event_log: log_path,
+        runtime_log: runtime::to_bytes(&runtime_events),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = ctx.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let ctx = served.clone();
+            // One stream at a time, as the init serves them.
+            let mut note = |_: &str| {};
+            match update_bundle::wire::read_request(&mut s) {
+                Ok((proto::ENDPOINT_ATTEST, 0)) => {
+                    gateway::agent::serve_quote(&mut s, &ctx, &mut note)
+                }
+                Ok((proto::ENDPOINT_ENROLL, 0)) => {
+                    gateway::agent::serve_enroll(&mut s, &ctx, &mut note)
+                }
+                _ => {
+                    let _ = s.write_all(b"refused: unknown endpoint\n");
+                }
+            }
+        }
+    });
+    Gateway {
+        tpm,
+        port,
+        ctx,
+        reference,
+    }
+}
+
+fn target(g: &Gateway) -> String {
+    format!("127.0.0.1:{}", g.port)
+}
+
+fn enroll(g: &Gateway, fleet: &Path) -> Run {
+    appliance(&[
+        &"enroll",
+        &target(g),
+        &"--ek-ca",
+        &g.tpm.ca,
+        &"--out",
+        &fleet,
+    ])
+}
+
+fn attest_cli(g: &Gateway, fleet: &Path, reference: &Path, key: &Path) -> Run {
+    appliance(&[
+        &"attest",
+        &target(g),
+        &"--device",
+        &fleet,
+        &"--reference",
+        &reference,
+        &"--pubkey",
+        &key,
+        &"--json",
+    ])
+}
+
+fn failed_checks(r: &Run) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r}"));
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Asks the agent directly (library) for evidence.
+fn evidence(g: &Gateway, req: &QuoteRequest) -> proto::Evidence {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    attest::client::request_quote(&mut s, req).unwrap()
+}
+
+#[test]
+fn enrol_then_attest_with_every_check_and_each_negative_refused_by_name() {
+    if !tools() {
+        return;
+    }
+    let b = build();
+    let g = boot(&b.out);
+    let fleet = b.dir.join("fleet").join("gw-a");
+    let _ = std::fs::remove_dir_all(&fleet);
+
+    // Enrolment: the EK chain, the AK's attributes, credential activation.
+    let e = ok(enroll(&g, &fleet), "enroll");
+    assert!(e.stdout.contains("enrolled gw-a (127.0.0.1:"), "{e}");
+    assert!(e.stdout.contains("swtpm-localca"), "{e}");
+    for f in ["device.json", "ak.pub", "ek-cert.der"] {
+        assert!(fleet.join(f).is_file(), "no {f}");
+    }
+    // Enrolling with another CA is refused, naming the chain.
+    let other_ca = b.dir.join("other-ca.pem");
+    let other = Tpm::new();
+    std::fs::copy(&other.ca, &other_ca).unwrap();
+    let r = appliance(&[
+        &"enroll",
+        &target(&g),
+        &"--ek-ca",
+        &other_ca,
+        &"--out",
+        &b.dir.join("fleet/x"),
+    ]);
+    assert!(
+        r.code != Some(0) && r.stderr.contains("ek-certificate"),
+        "{r}"
+    );
+
+    // A good attestation: every check holds, exit 0; a second one too (the clock moves on).
+    let reference = b.out.join("reference-values.json");
+    for _ in 0..2 {
+        let r = attest_cli(&g, &fleet, &reference, &b.public);
+        assert!((r.code == Some(0)), "{r}");
+        assert!(failed_checks(&r).is_empty(), "{r}");
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let names: Vec<&str> = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "reference-signature",
+                "ak-enrolled",
+                "ak-attributes",
+                "quote-signature",
+                "pcr-selection",
+                "nonce",
+                "pcr-digest",
+                "event-log",
+                "reference",
+                "clock"
+            ]
+        );
+        assert_eq!(v["matched"], "secure boot off");
+    }
+    let text = ok(
+        appliance(&[
+            &"attest",
+            &target(&g),
+            &"--device",
+            &fleet,
+            &"--reference",
+            &reference,
+            &"--pubkey",
+            &b.public,
+        ]),
+        "attest (text)",
+    );
+    assert!(
+        text.stdout.contains("attested: every check holds"),
+        "{text}"
+    );
+
+    // A reference signed by another key.
+    let r = attest_cli(&g, &fleet, &reference, &b.other_public);
+    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(
+        failed_checks(&r),
+        ["reference-signature", "reference"],
+        "{r}"
+    );
+
+    // The reference values of another image: same key, other PCR 11 and plan.
+    let other_out = b.dir.join("other-image");
+    let _ = std::fs::remove_dir_all(&other_out);
+    std::fs::create_dir_all(&other_out).unwrap();
+    let mut rv = g.reference.clone();
+    for set in &mut rv.accepted {
+        set.pcrs.insert(11, "11".repeat(32));
+    }
+    rv.runtime[0] = signing::measure::RuntimeEvent::new(
+        12,
+        &format!("appliance-init plan sha256:{}", "ab".repeat(32)),
+    );
+    let rv_bytes = rv.to_json();
+    std::fs::write(other_out.join("reference-values.json"), &rv_bytes).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.out.join("manifest.json")).unwrap()).unwrap();
+    m["outputs"]["reference-values.json"] = serde_json::Value::String(hex::encode(
+        <sha2::Sha256 as sha2::Digest>::digest(&rv_bytes),
+    ));
+    std::fs::write(
+        other_out.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    ok(
+        appliance(&[
+            &"sign",
+            &other_out,
+            &"--key",
+            &b.dir.join("release.key"),
+            &"--passphrase-file",
+            &b.pass,
+        ]),
+        "sign the other reference",
+    );
+    let r = attest_cli(
+        &g,
+        &fleet,
+        &other_out.join("reference-values.json"),
+        &b.public,
+    );
+    assert_eq!(r.code, Some(1), "{r}");
+    assert_eq!(failed_checks(&r), ["reference"], "{r}");
+
+    // Library level: the same device record and reference, evidence altered.
+    let device = attest::fleet::Device::load(&fleet).unwrap();
+    let signer =
+        signing::PublicKey::from_pem(&std::fs::read(&b.public).unwrap(), "release.pub").unwrap();
+    let rf = attest::reference::load(&reference, &signer);
+    let req = QuoteRequest {
+        nonce: [7; 32],
+        pcrs: attest::quote::DEFAULT_PCRS,
+        target: target(&g),
+    };
+    let good = evidence(&g, &req);
+    let failed = |ev: &proto::Evidence,
+                  req: &QuoteRequest,
+                  dev: &attest::fleet::Device|
+     -> Vec<&'static str> {
+        attest::quote::check(ev, req, dev, &rf)
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
+    };
+    let mut fresh = device.clone();
+    fresh.last_clock = None;
+    assert!(
+        failed(&good, &req, &fresh).is_empty(),
+        "{:?}",
+        attest::quote::check(&good, &req, &fresh, &rf)
+    );
+
+    // A wrong nonce: evidence for one request presented for another.
+    let other_req = QuoteRequest {
+        nonce: [8; 32],
+        ..req.clone()
+    };
+    assert_eq!(failed(&good, &other_req, &fresh), ["nonce"]);
+    // Another address dialled (a relay forwarding elsewhere).
+    let moved = QuoteRequest {
+        target: "198.51.100.9:7443".into(),
+        ..req.clone()
+    };
+    assert_eq!(failed(&good, &moved, &fresh), ["nonce"]);
+
+    // A quote over PCR 16 (extended with PCR 4's golden events) relabelled as PCR 4.
+    {
+        let mut t = g.tpm.transport();
+        for e in &g.reference.prediction.pcr4.events {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(&e.sha256, &mut d).unwrap();
+            gateway::tpm::extend_pcr(
+                &mut t,
+                PcrIndex::new(16).unwrap(),
+                &gateway::digest::Sha256Digest(d),
+            )
+            .unwrap();
+        }
+    }
+    let relabel_req = QuoteRequest {
+        pcrs: (attest::quote::DEFAULT_PCRS & !(1 << 4)) | 1 << 16,
+        ..req.clone()
+    };
+    let mut relabelled = evidence(&g, &relabel_req);
+    // The unsigned values, reordered as if PCR 16's value were PCR 4's.
+    let idx16 = attest_wire::tpms::pcrs_of(relabel_req.pcrs)
+        .iter()
+        .position(|p| *p == 16)
+        .unwrap();
+    let v16 = relabelled.pcr_values.remove(idx16);
+    relabelled.pcr_values.insert(4, v16);
+    let f = failed(&relabelled, &req, &fresh);
+    assert!(f.contains(&"pcr-selection"), "{f:?}");
+
+    // A tampered event log: one digest byte of the last event.
+    let mut tampered = good.clone();
+    let last = &g.reference.prediction.pcr11.events.last().unwrap().sha256;
+    let last = hex::decode(last).unwrap();
+    let at = tampered
+        .event_log
+        .windows(32)
+        .rposition(|w| w == &last[..])
+        .unwrap();
+    tampered.event_log[at + 31] ^= 1;
+    assert_eq!(failed(&tampered, &req, &fresh), ["event-log"]);
+    // A tampered runtime log (another policy) — the digest no longer replays.
+    let mut rt = good.clone();
+    rt.runtime_log = runtime::to_bytes(&[
+        runtime::Event::plan(&"00".repeat(32)),
+        runtime::Event::policy(&"00".repeat(32)),
+    ]);
+    assert_eq!(failed(&rt, &req, &fresh), ["event-log", "reference"]);
+
+    // An AK without `restricted` in the record: refused by name.
+    let mut weak = fresh.clone();
+    let mut ak = attest_wire::tpms::Public::parse_tpm2b(&weak.ak_public_bytes()).unwrap();
+    ak.attributes &= !attest_wire::tpms::attr::RESTRICTED;
+    weak.ak_public = hex::encode(ak.to_tpm2b());
+    weak.ak_name = hex::encode(ak.name().unwrap());
+    let f = failed(&good, &req, &weak);
+    assert!(f.contains(&"ak-attributes"), "{f:?}");
+
+    // Tools we did not write agree on the good quote.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("ak.pub"), device.ak_public_bytes()).unwrap();
+    std::fs::write(d.path().join("quote.msg"), &good.quote).unwrap();
+    std::fs::write(d.path().join("quote.sig"), &good.signature).unwrap();
+    let binding = proto::binding(
+        &req.nonce,
+        &hex::decode(&device.ak_name).unwrap(),
+        &req.target,
+    );
+    let cq = Command::new("tpm2_checkquote")
+        .current_dir(d.path())
+        .args([
+            "-u",
+            "ak.pub",
+            "-m",
+            "quote.msg",
+            "-s",
+            "quote.sig",
+            "-g",
+            "sha256",
+            "-q",
+            &hex::encode(binding),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cq.status.success(),
+        "tpm2_checkquote: {}",
+        String::from_utf8_lossy(&cq.stderr)
+    );
+    std::fs::write(d.path().join("eventlog.bin"), &good.event_log).unwrap();
+    let el = Command::new("tpm2_eventlog")
+        .arg("--eventlog-version=2")
+        .arg(d.path().join("eventlog.bin"))
+        .output()
+        .unwrap();
+    assert!(
+        el.status.success(),
+        "tpm2_eventlog: {}",
+        String::from_utf8_lossy(&el.stderr)
+    );
+    let yaml = String::from_utf8_lossy(&el.stdout);
+    let quoted: std::collections::BTreeMap<u8, [u8; 32]> = attest_wire::tpms::pcrs_of(req.pcrs)
+        .into_iter()
+        .zip(good.pcr_values.iter().copied())
+        .collect();
+    // tpm2_eventlog's replay ("pcrs: sha256: N : 0x…"), then the init's events on top.
+    let theirs: std::collections::BTreeMap<u8, [u8; 32]> = yaml
+        .split("pcrs:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no replay in:\n{yaml}"))
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.trim().split_once(':')?;
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(v.trim().strip_prefix("0x")?, &mut d).ok()?;
+            Some((n.trim().parse().ok()?, d))
+        })
+        .collect();
+    let runtime_events = runtime::parse(&good.runtime_log).unwrap();
+    let after = runtime::replay(&theirs, &runtime_events);
+    for pcr in [4u8, 7, 11, 12] {
+        let want = after.get(&pcr).or(theirs.get(&pcr)).copied();
+        assert_eq!(
+            want,
+            Some(quoted[&pcr]),
+            "PCR {pcr}: tpm2_eventlog's replay differs:\n{yaml}"
+        );
+    }
+    let _ = &g.ctx;
+}
+
+#[test]
+fn enrolment_refuses_an_ak_without_restricted_before_sending_a_credential() {
+    if !tools() {
+        return;
+    }
+    let tpm = Tpm::new();
+    // A gateway that presents the TPM's real EK and certificate, but a weak AK.
+    let mut t = tpm.transport();
+    let ek = gateway::tpmkey::ek_public(&mut t).unwrap();
+    let cert = gateway::tpmkey::ek_certificate(&mut t).unwrap().unwrap();
+    let mut ak = gateway::tpmkey::ensure_ak(&mut t).unwrap();
+    drop(t);
+    ak.attributes &= !attest_wire::tpms::attr::RESTRICTED;
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || {
+        let _ = update_bundle::wire::read_request(&mut b).unwrap();
+        let _ = proto::Frame::read(&mut b).unwrap();
+        proto::Identity {
+            ek_public: ek.to_tpm2b(),
+            ek_cert: cert,
+            ak_public: ak.to_tpm2b(),
+        }
+        .to_frame()
+        .write(&mut b)
+        .unwrap();
+        // Nothing more may arrive: the verifier stops before MakeCredential.
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut b, &mut rest);
+        rest
+    });
+    let pem = std::fs::read(&tpm.ca).unwrap();
+    let cas = attest::ekcert::parse_pem_bundle(&pem).unwrap();
+    let err = attest::client::enroll(&mut a, "weak", "test", &cas, 1_800_000_000).unwrap_err();
+    drop(a);
+    assert!(
+        err.starts_with("ak-attributes: ") && err.contains("restricted"),
+        "{err}"
+    );
+    assert!(
+        server.join().unwrap().is_empty(),
+        "a credential was sent for a weak AK"
+    );
+}
