@@ -2032,7 +2032,7 @@ zLQUgl8ToYkfYemT9NPjqr/lYJKuKZM7
             ca_edits in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 0..4),
             ek_cut in 0usize..8,
             ca_cut in 0usize..8,
-            now in 1_500_000_000i64..1_900_000_000,
+            now in 1_577_836_800i64..4_000_000_000,
         ) {
             let (ek, roots) = fixture();
             let ek_m = mutate(&ek, &ek_edits, ek_cut);
