@@ -210,3 +210,62 @@ pub fn attest(args: AttestArgs, json: bool) -> anyhow::Result<Outcome> {
         Outcome::Failed
     })
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReferenceCmd {
+    /// Write the reference values of one or more builds in another verifier's
+    /// format (several builds during a rollout: the fleet accepts old and new).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Keylime's `tpm_policy` JSON (PCR → accepted values, and the mask).
+    Keylime,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The format.
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// The release key that signed the builds (NAME.pub): each build's reference
+    /// values are taken only through its signed manifest.
+    #[arg(long, value_name = "NAME.pub")]
+    pubkey: PathBuf,
+    /// Where to write (default: standard output); written atomically.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Build output directories (each with reference-values.json, manifest.json
+    /// and manifest.sig).
+    #[arg(value_name = "OUTDIR", required = true)]
+    outdirs: Vec<PathBuf>,
+}
+
+pub fn reference(cmd: ReferenceCmd) -> anyhow::Result<Outcome> {
+    let ReferenceCmd::Export(args) = cmd;
+    let key = read_public_key(&args.pubkey)?;
+    let mut refs = Vec::new();
+    for d in &args.outdirs {
+        let r = attest::reference::load(&d.join("reference-values.json"), &key)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        refs.push(r.values);
+    }
+    let v = match args.format {
+        ExportFormat::Keylime => attest::export::keylime_tpm_policy(&refs),
+    };
+    let mut text = serde_json::to_string_pretty(&v)?;
+    text.push('\n');
+    match &args.output {
+        None => std::io::stdout().write_all(text.as_bytes())?,
+        Some(p) => {
+            attest::fleet::write_atomic(p, text.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "wrote {} (Keylime tpm_policy for {} build(s))",
+                p.display(),
+                refs.len()
+            );
+        }
+    }
+    Ok(Outcome::Ok)
+}

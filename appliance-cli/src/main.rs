@@ -63,6 +63,9 @@ enum Command {
     Enroll(attest_cmd::EnrollArgs),
     /// Ask a gateway for a TPM quote and check it, every check by name.
     Attest(attest_cmd::AttestArgs),
+    /// Reference values for other verifiers (Keylime).
+    #[command(subcommand)]
+    Reference(attest_cmd::ReferenceCmd),
     /// UEFI Secure Boot helpers (enroll our certificate in a firmware variable store).
     #[command(subcommand, name = "secure-boot")]
     SecureBoot(secure_boot::SecureBootCmd),
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Update(args) => update_cmd::update(args, cli.json),
         Command::Enroll(args) => attest_cmd::enroll(args, cli.json),
         Command::Attest(args) => attest_cmd::attest(args, cli.json),
+        Command::Reference(cmd) => attest_cmd::reference(cmd),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {

@@ -758,3 +758,158 @@ fn enrolment_refuses_an_ak_without_restricted_before_sending_a_credential() {
         "a credential was sent for a weak AK"
     );
 }
+
+/// The Python with Keylime installed: `KEYLIME_PYTHON`, else the virtual
+/// environment `scripts/test` makes (`target/keylime-venv`).
+fn keylime_python() -> Option<PathBuf> {
+    let p = std::env::var_os("KEYLIME_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/keylime-venv/bin/python"));
+    let ok = Command::new(&p)
+        .args(["-c", "import keylime"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIP: no Python with keylime at {} (scripts/test makes it: python3 -m venv target/keylime-venv; pip install keylime==7.14.3 and its dependencies)",
+            p.display()
+        );
+    }
+    ok.then_some(p)
+}
+
+#[test]
+fn keylime_accepts_our_quote_with_the_exported_policy_and_refuses_tampered_ones() {
+    if !tools() {
+        return;
+    }
+    let Some(python) = keylime_python() else {
+        return;
+    };
+    let b = build();
+    let g = boot(&b.out);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("tpm_policy.json");
+    ok(
+        appliance(&[
+            &"reference",
+            &"export",
+            &"--format",
+            &"keylime",
+            &"--pubkey",
+            &b.public,
+            &b.out,
+            &"-o",
+            &policy,
+        ]),
+        "reference export",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    assert_eq!(v["mask"], "0x1890", "{v}");
+    assert_eq!(v["11"].as_array().unwrap().len(), 1, "{v}");
+    // Another key's signature is refused.
+    let r = appliance(&[
+        &"reference",
+        &"export",
+        &"--format",
+        &"keylime",
+        &"--pubkey",
+        &b.other_public,
+        &b.out,
+    ]);
+    assert!(
+        r.code == Some(1) && r.stderr.contains("does not verify"),
+        "{r}"
+    );
+
+    let req = QuoteRequest {
+        nonce: [3; 32],
+        pcrs: attest::quote::DEFAULT_PCRS,
+        target: target(&g),
+    };
+    let ev = evidence(&g, &req);
+    let ak = attest_wire::tpms::Public::parse_tpm2b(&ev.ak_public).unwrap();
+    let binding = proto::binding(&req.nonce, &ak.name().unwrap(), &req.target);
+    let q = dir.path().join("quote");
+    std::fs::create_dir_all(&q).unwrap();
+    let write = |values: &[[u8; 32]]| {
+        std::fs::write(q.join("ak.pub"), &ev.ak_public).unwrap();
+        std::fs::write(q.join("quote.msg"), &ev.quote).unwrap();
+        std::fs::write(q.join("quote.sig"), &ev.signature).unwrap();
+        std::fs::write(
+            q.join("quote.pcrs"),
+            attest::export::tpm2_tools_pcrs(req.pcrs, values),
+        )
+        .unwrap();
+    };
+    let keylime = |policy: &Path| {
+        let out = Command::new(&python)
+            .arg(root().join("scripts/keylime-check-quote.py"))
+            .arg(&q)
+            .arg(hex::encode(binding))
+            .arg(policy)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    write(&ev.pcr_values);
+    let (code, out) = keylime(&policy);
+    assert_eq!(
+        code,
+        Some(0),
+        "Keylime refused our quote with our policy:\n{out}"
+    );
+    assert!(out.contains("PASS"), "{out}");
+    // `tpm2_checkquote` reads the same PCR file.
+    let cq = Command::new("tpm2_checkquote")
+        .current_dir(&q)
+        .args([
+            "-u",
+            "ak.pub",
+            "-m",
+            "quote.msg",
+            "-s",
+            "quote.sig",
+            "-f",
+            "quote.pcrs",
+            "-g",
+            "sha256",
+            "-q",
+            &hex::encode(binding),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cq.status.success(),
+        "tpm2_checkquote -f: {}",
+        String::from_utf8_lossy(&cq.stderr)
+    );
+
+    // A policy for another image (PCR 11 differs): refused.
+    let mut other = v.clone();
+    other["11"] = serde_json::json!(["11".repeat(32)]);
+    let other_policy = dir.path().join("other.json");
+    std::fs::write(&other_policy, serde_json::to_vec(&other).unwrap()).unwrap();
+    let (code, out) = keylime(&other_policy);
+    assert_eq!(
+        code,
+        Some(1),
+        "Keylime accepted another image's policy:\n{out}"
+    );
+    // A tampered PCR value next to the quote: refused.
+    let mut values = ev.pcr_values.clone();
+    values[9][0] ^= 1;
+    write(&values);
+    let (code, out) = keylime(&policy);
+    assert_eq!(
+        code,
+        Some(1),
+        "Keylime accepted a tampered PCR value:\n{out}"
+    );
+}

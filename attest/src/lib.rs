@@ -7,12 +7,14 @@
 //! - [`reference`]: reference values trusted through the build's signed manifest.
 //! - [`quote`]: every check of a quote, by name.
 //! - [`client`]: the verifier's side of the management channel.
+//! - [`export`]: reference values and evidence in Keylime's and tpm2-tools' formats.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod credential;
 pub mod ekcert;
+pub mod export;
 pub mod fleet;
 pub mod quote;
 pub mod reference;

@@ -211,6 +211,7 @@ fn checks(
         gateway_macs: lab.gateways.iter().map(|g| g.wan_mac).collect(),
         lans: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
         marker: marker.as_bytes().to_vec(),
+        management: lab.gateways[0].wan_gateway.map(|v| (v, gateway_port())),
     };
 
     // 1. Ready and measured.
@@ -239,6 +240,58 @@ fn checks(
             pcrs_match(lab, g)
         })?;
     }
+
+    // 1b. Enrolled and attested, through black's management port.
+    for g in &lab.gateways {
+        let fleet = run.join("fleet").join(&g.name);
+        report.check(
+            log,
+            &format!(
+                "{} enrolled (EK certificate chain, AK, credential activation)",
+                g.name
+            ),
+            || enroll(lab, g, &fleet),
+        )?;
+        let reference = lab.image_dir(g).join("reference-values.json");
+        report.check(
+            log,
+            &format!("{} attested (every check of a fresh quote)", g.name),
+            || {
+                let (code, v) = attest(lab, g, &fleet, &reference)?;
+                let failed = failed_checks(&v);
+                let names = v["checks"].as_array().map_or(0, Vec::len);
+                Ok((
+                    code == Some(0) && failed.is_empty() && names == 10,
+                    if failed.is_empty() {
+                        format!(
+                            "{names} checks hold ({})",
+                            v["matched"].as_str().unwrap_or("no accepted set")
+                        )
+                    } else {
+                        format!("failed: {}", failed.join(", "))
+                    },
+                ))
+            },
+        )?;
+    }
+    report.check(
+        log,
+        &format!("{} against {}'s reference values refused", a.name, b.name),
+        || {
+            let fleet = run.join("fleet").join(&a.name);
+            let (code, v) = attest(
+                lab,
+                a,
+                &fleet,
+                &lab.image_dir(b).join("reference-values.json"),
+            )?;
+            let failed = failed_checks(&v);
+            Ok((
+                code == Some(1) && failed == ["reference"],
+                format!("exit {code:?}, failed: {}", failed.join(", ")),
+            ))
+        },
+    )?;
 
     // 2. First packet, then ping both ways.
     for (from, to) in [(a, b), (b, a)] {
@@ -447,13 +500,14 @@ fn checks(
             Ok((
                 r.clean() && r.esp > 1000,
                 format!(
-                    "{} frames: {} ESP under {} SPIs, {} IKE, {} ARP, {} lab router; {} violations{}; marker absent: {}",
+                    "{} frames: {} ESP under {} SPIs, {} IKE, {} ARP, {} lab router, {} management (attestation); {} violations{}; marker absent: {}",
                     r.frames,
                     r.esp,
                     r.spis,
                     r.ike,
                     r.arp,
                     r.lab,
+                    r.management,
                     r.violations,
                     if r.examples.is_empty() {
                         String::new()
@@ -498,6 +552,110 @@ fn pcrs_match(lab: &Lab, g: &Gateway) -> Result<(bool, String), Error> {
         });
     }
     Ok((ok, detail.join("; ")))
+}
+
+/// This program (`appliance`), run in the internet's namespace: the verifier
+/// stands where any host on the internet stands, in front of black.
+fn verifier(lab: &Lab, args: &[&std::ffi::OsStr]) -> Result<(Option<i32>, String, String), Error> {
+    let exe = std::env::current_exe().map_err(io("finding this program"))?;
+    let out = host::in_netns(&lab.inet_ns(), &exe.to_string_lossy())
+        .args(args)
+        .output()
+        .map_err(io(format!("running {}", exe.display())))?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn management(g: &Gateway) -> String {
+    format!("{}:{}", g.wan, gateway_port())
+}
+
+fn gateway_port() -> u16 {
+    7443
+}
+
+/// `appliance enroll` against `g`, retried for up to 60 s while black's relay
+/// comes up.
+fn enroll(lab: &Lab, g: &Gateway, fleet: &Path) -> Result<(bool, String), Error> {
+    let t = Instant::now();
+    loop {
+        let target = management(g);
+        let ca = lab.tpm_ca();
+        let (code, out, err) = verifier(
+            lab,
+            &[
+                "--json".as_ref(),
+                "enroll".as_ref(),
+                target.as_ref(),
+                "--ek-ca".as_ref(),
+                ca.as_os_str(),
+                "--out".as_ref(),
+                fleet.as_os_str(),
+            ],
+        )?;
+        if code == Some(0) {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            return Ok((
+                true,
+                format!(
+                    "AK {}…, TPM {}",
+                    v["device"]["ak_name"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .get(..16)
+                        .unwrap_or("?"),
+                    v["device"]["tpm"].as_str().unwrap_or("?")
+                ),
+            ));
+        }
+        if !err.contains("cannot connect") || t.elapsed() > Duration::from_secs(60) {
+            return Ok((false, err.trim().to_owned()));
+        }
+        host::sleep(Duration::from_secs(2))?;
+    }
+}
+
+/// `appliance attest --json` against `g`: (exit code, the JSON report).
+fn attest(
+    lab: &Lab,
+    g: &Gateway,
+    fleet: &Path,
+    reference: &Path,
+) -> Result<(Option<i32>, serde_json::Value), Error> {
+    let target = management(g);
+    let key = lab.release_pub();
+    let (code, out, err) = verifier(
+        lab,
+        &[
+            "--json".as_ref(),
+            "attest".as_ref(),
+            target.as_ref(),
+            "--device".as_ref(),
+            fleet.as_os_str(),
+            "--reference".as_ref(),
+            reference.as_os_str(),
+            "--pubkey".as_ref(),
+            key.as_os_str(),
+        ],
+    )?;
+    let v = serde_json::from_str(&out)
+        .map_err(|_| Error::State(format!("attest (exit {code:?}): {}", err.trim())))?;
+    Ok((code, v))
+}
+
+fn failed_checks(v: &serde_json::Value) -> Vec<String> {
+    v["checks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["ok"] == false)
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `busybox ping -c count -W wait` from `from`'s LAN host: (all answered, output).

@@ -68,6 +68,7 @@ pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub const TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("swtpm", "swtpm"),
+    ("swtpm_setup", "swtpm-tools"),
     ("ip", "iproute2"),
     ("tcpdump", "tcpdump"),
     ("busybox", "busybox-static"),

@@ -59,6 +59,9 @@ pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
     Ok(dest.join("lab"))
 }
 
+/// The passphrase of the lab's release key (a lab key: it signs lab images only).
+pub const LAB_KEY_PASSPHRASE: &str = "appliance testbed lab key";
+
 /// The two gateways of the lab, by profile name.
 pub const GATEWAYS: [&str; 2] = ["gw-a", "gw-b"];
 
@@ -257,6 +260,58 @@ impl Lab {
         format!("{}-{}-{role}", self.tag, g.letter)
     }
 
+    /// `LAB/keys`: the lab's release key (`release.key`, encrypted with
+    /// [`LAB_KEY_PASSPHRASE`], and `release.pub`), made on first use. A lab key:
+    /// it signs the lab's images only.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.opts.dir.join("keys")
+    }
+
+    /// The lab's release public key file (`LAB/keys/release.pub`).
+    pub fn release_pub(&self) -> PathBuf {
+        self.keys_dir().join("release.pub")
+    }
+
+    /// The CA file the lab's TPMs' EK certificates chain to (`LAB/run/tpm-ca.pem`,
+    /// made by `up` with each lab's TPMs).
+    pub fn tpm_ca(&self) -> PathBuf {
+        self.run_dir().join("tpm-ca.pem")
+    }
+
+    /// The lab's release key, made (and written to [`Lab::keys_dir`]) on first use.
+    ///
+    /// # Errors
+    /// The key cannot be read, made or written.
+    pub fn release_key(&self) -> Result<std::sync::Arc<signing::SigningKey>, Error> {
+        let dir = self.keys_dir();
+        let key_path = dir.join("release.key");
+        if let Ok(pem) = std::fs::read(&key_path) {
+            let k = signing::SigningKey::from_encrypted_pem(
+                &pem,
+                LAB_KEY_PASSPHRASE.as_bytes(),
+                &key_path.display().to_string(),
+            )
+            .map_err(|e| Error::State(format!("{}: {e}", key_path.display())))?;
+            return Ok(std::sync::Arc::new(k));
+        }
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let k = signing::SigningKey::generate()
+            .map_err(|e| Error::State(format!("making the lab's release key: {e}")))?;
+        let pem = k
+            .to_encrypted_pem(LAB_KEY_PASSPHRASE.as_bytes())
+            .map_err(|e| Error::State(format!("encrypting the lab's release key: {e}")))?;
+        for (path, bytes) in [
+            (self.release_pub(), k.public_key().to_pem().into_bytes()),
+            (key_path, pem.as_bytes().to_vec()),
+        ] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(io(format!("writing {}", path.display())))?;
+        }
+        Ok(std::sync::Arc::new(k))
+    }
+
     /// The image output directory of a gateway.
     pub fn image_dir(&self, g: &Gateway) -> PathBuf {
         self.opts.dir.join("images").join(&g.name)
@@ -400,7 +455,7 @@ impl Lab {
                 bin_dir: self.opts.bin_dir.clone(),
                 compression: None,
                 lock: builder::LockPolicy::default(),
-                signing_key: None,
+                signing_key: Some(self.release_key()?),
                 secure_boot: None,
             };
             builder::build(&opts, &mut |_| {}).map_err(|e| Error::Build {
@@ -429,6 +484,9 @@ impl Lab {
         files.push(builder::lock_path_for(&g.profile));
         files.push(self.opts.bin_dir.join("gateway-init"));
         files.push(self.opts.bin_dir.join("viaduct"));
+        // The release key signs the image and is in its plan.
+        self.release_key()?;
+        files.push(self.release_pub());
         if let Ok(exe) = std::env::current_exe() {
             files.push(exe);
         }
@@ -633,6 +691,8 @@ impl Lab {
             log: self.console_log(g),
         };
         let files = vm::prepare(&cfg)?;
+        // A TPM as a vendor ships it: an EK certificate from the lab's CA.
+        vm::manufacture_tpm(&files.tpm_state, &run.join("tpm-ca"), &self.tpm_ca())?;
         let mut swtpm = vm::swtpm_command(&files);
         swtpm
             .arg("--daemon")

@@ -417,6 +417,86 @@ pub fn swtpm_command(files: &VmFiles) -> Command {
     c
 }
 
+/// Manufactures a TPM in `state` as a vendor would: `swtpm_setup --create-ek-cert`
+/// with a local CA in `ca_dir` (`swtpm_localca`; made on first use, shared by every
+/// TPM manufactured with it), the SHA-256 bank only, NV locked. Writes the CA's root
+/// and intermediate certificates to `ca_pem` (what `appliance enroll --ek-ca` takes).
+///
+/// # Errors
+/// A missing tool (named with its package) or a failing `swtpm_setup`.
+pub fn manufacture_tpm(state: &Path, ca_dir: &Path, ca_pem: &Path) -> Result<(), VmError> {
+    for (tool, package) in [
+        ("swtpm_setup", "swtpm-tools"),
+        ("swtpm_localca", "swtpm-tools"),
+    ] {
+        if !have_tool(tool) {
+            return Err(VmError::Missing {
+                what: tool.into(),
+                package,
+            });
+        }
+    }
+    let io = |what: String| move |source| VmError::Io { what, source };
+    std::fs::create_dir_all(ca_dir).map_err(io(format!("creating {}", ca_dir.display())))?;
+    std::fs::create_dir_all(state).map_err(io(format!("creating {}", state.display())))?;
+    let d = ca_dir.display();
+    let localca = Command::new("sh")
+        .args(["-c", "command -v swtpm_localca"])
+        .output()
+        .map_err(io("finding swtpm_localca".into()))?;
+    let localca = String::from_utf8_lossy(&localca.stdout).trim().to_owned();
+    for (name, text) in [
+        (
+            "localca.conf",
+            format!("statedir = {d}\nsigningkey = {d}/signkey.pem\nissuercert = {d}/issuercert.pem\ncertserial = {d}/certserial\n"),
+        ),
+        (
+            "localca.options",
+            "--platform-manufacturer appliance-testbed\n--platform-version 1\n--platform-model QEMU\n".to_string(),
+        ),
+        (
+            "setup.conf",
+            format!("create_certs_tool= {localca}\ncreate_certs_tool_config = {d}/localca.conf\ncreate_certs_tool_options = {d}/localca.options\nactive_pcr_banks = sha256\n"),
+        ),
+    ] {
+        let p = ca_dir.join(name);
+        std::fs::write(&p, text).map_err(io(format!("writing {}", p.display())))?;
+    }
+    let out = Command::new("swtpm_setup")
+        .args([
+            "--tpm2",
+            "--create-ek-cert",
+            "--create-platform-cert",
+            "--lock-nvram",
+            "--overwrite",
+        ])
+        .arg("--tpm-state")
+        .arg(state)
+        .arg("--config")
+        .arg(ca_dir.join("setup.conf"))
+        .output()
+        .map_err(io("running swtpm_setup".into()))?;
+    if !out.status.success() {
+        return Err(VmError::Io {
+            what: format!(
+                "swtpm_setup in {}: {}",
+                state.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            source: std::io::Error::other("swtpm_setup failed"),
+        });
+    }
+    let mut pem = Vec::new();
+    for f in ["swtpm-localca-rootca-cert.pem", "issuercert.pem"] {
+        let p = ca_dir.join(f);
+        pem.extend(std::fs::read(&p).map_err(io(format!("reading {}", p.display())))?);
+    }
+    let tmp = ca_pem.with_extension("tmp");
+    std::fs::write(&tmp, &pem)
+        .and_then(|_| std::fs::rename(&tmp, ca_pem))
+        .map_err(io(format!("writing {}", ca_pem.display())))
+}
+
 /// Waits (up to `limit`) for a Unix socket to appear.
 pub fn wait_for_socket(path: &Path, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

@@ -20,6 +20,9 @@ pub struct WireRules {
     pub lans: Vec<(Ipv4Addr, u8)>,
     /// Bytes that must never appear on the wire.
     pub marker: Vec<u8>,
+    /// The verifier's address and the gateways' management port: TCP between them
+    /// (enrolment, attestation) is allowed, counted apart.
+    pub management: Option<(Ipv4Addr, u16)>,
 }
 
 /// What a capture held.
@@ -39,6 +42,8 @@ pub struct WireReport {
     pub arp: usize,
     /// Frames neither from nor to a gateway (the lab's own router).
     pub lab: usize,
+    /// TCP between the verifier and a gateway's management port.
+    pub management: usize,
     /// Frames that break a rule (count).
     pub violations: usize,
     /// The first few violations, described.
@@ -150,6 +155,20 @@ pub fn inspect(cap: &Capture<'_>, rules: &WireRules, window: Option<(f64, f64)>)
                             format!("ESP (SPI, sequence) {:02x?} seen twice", esp),
                         );
                     }
+                } else if proto == 6
+                    && rules.management.is_some_and(|(v, port)| {
+                        let l4 = &ip[usize::from(ip[0] & 15) * 4..];
+                        let (sp, dp) = match l4.get(..4) {
+                            Some(p) => (
+                                u16::from_be_bytes([p[0], p[1]]),
+                                u16::from_be_bytes([p[2], p[3]]),
+                            ),
+                            None => return false,
+                        };
+                        (src == v && gw(dst) && dp == port) || (dst == v && gw(src) && sp == port)
+                    })
+                {
+                    r.management += 1;
                 } else if gw(src) || gw(dst) || from_gateway {
                     bad(
                         &mut r,
@@ -203,6 +222,7 @@ mod tests {
             gateway_macs: vec![ga],
             lans: vec![(Ipv4Addr::new(10, 0, 0, 0), 8)],
             marker: b"MARKER-1234".to_vec(),
+            management: Some((Ipv4Addr::new(198, 51, 100, 254), 7443)),
         };
         let a = [198, 51, 100, 1];
         let b = [198, 51, 100, 2];
@@ -264,7 +284,47 @@ mod tests {
             eth(ga, 0x0800, &ipv4(a, [203, 0, 113, 9], 50, b"")),
             eth(ga, 0x0800, &ipv4(a, b, 17, &udp(53, 53, b"dns"))),
             eth(ga, 0x0800, &ipv4(a, b, 17, &udp(500, 4500, b"mixed"))),
+            // TCP to the management port from anyone but the verifier, or to
+            // another port from the verifier, or between the gateways.
+            eth(
+                ga,
+                0x0800,
+                &ipv4([198, 51, 100, 9], a, 6, &udp(40000, 7443, b"")),
+            ),
+            eth(
+                ga,
+                0x0800,
+                &ipv4([198, 51, 100, 254], a, 6, &udp(40000, 22, b"")),
+            ),
+            eth(ga, 0x0800, &ipv4(b, a, 6, &udp(40000, 7443, b""))),
+            // The marker inside a management stream is still found.
+            eth(
+                ga,
+                0x0800,
+                &ipv4([198, 51, 100, 254], a, 6, &udp(40000, 7443, b"MARKER-1234")),
+            ),
         ];
+        // The verifier's TCP with a gateway's management port, both ways: allowed.
+        for f in [
+            eth(
+                ga,
+                0x0800,
+                &ipv4([198, 51, 100, 254], a, 6, &udp(40000, 7443, b"")),
+            ),
+            eth(
+                ga,
+                0x0800,
+                &ipv4(a, [198, 51, 100, 254], 6, &udp(7443, 40000, b"")),
+            ),
+        ] {
+            let cap = Capture {
+                link_type: 1,
+                frames: vec![f.as_slice()],
+                times: vec![5.0],
+            };
+            let r = inspect(&cap, &rules, None);
+            assert!(r.clean() && r.management == 1, "{r:?}");
+        }
         for f in &bad_frames {
             let cap = Capture {
                 link_type: 1,
