@@ -58,6 +58,11 @@ pub struct AttestArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+    /// Also write the evidence into DIR, in the formats tpm2-tools and Keylime
+    /// read (ak.pub, quote.msg, quote.sig, quote.pcrs, eventlog.bin, runtime.log,
+    /// request.json, qualifying.hex).
+    #[arg(long, value_name = "DIR")]
+    evidence: Option<PathBuf>,
 }
 
 fn open(target: &str, timeout: u64) -> anyhow::Result<(std::net::TcpStream, String)> {
@@ -168,6 +173,10 @@ pub fn attest(args: AttestArgs, json: bool) -> anyhow::Result<Outcome> {
     };
     let evidence = attest::client::request_quote(&mut stream, &request)
         .map_err(|e| anyhow::anyhow!("{dialled}: {e}"))?;
+    if let Some(dir) = &args.evidence {
+        attest::export::save_evidence(dir, &request, &evidence)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let report = attest::quote::check(&evidence, &request, &device, &reference);
     if report.ok() {
         device.last_clock = report.clock;

@@ -369,7 +369,136 @@ fn a_missing_tool_names_its_package() {
         err.contains("swtpm is missing: apt-get install swtpm"),
         "{err}"
     );
+    attestation_of_a_real_boot_holds_and_each_forgery_is_refused_by_name(&f.lab);
     assert_nothing_left(&f.lab);
+}
+
+/// On the evidence `appliance attest --evidence` saved from gw-a's real boot (OVMF's
+/// event log, the init's runtime log, a quote of swtpm through black's relay):
+/// every check holds; each forgery is refused by name; tools we did not write
+/// (`tpm2_checkquote`, `tpm2_eventlog`) agree on the good quote.
+fn attestation_of_a_real_boot_holds_and_each_forgery_is_refused_by_name(lab: &Path) {
+    let dir = lab.join("evidence/gw-a");
+    let (req, ev) = attest::export::load_evidence(&dir).unwrap();
+    let mut device = attest::fleet::Device::load(&lab.join("fleet/gw-a")).unwrap();
+    device.last_clock = None;
+    let key_pem = std::fs::read(lab.join("keys/release.pub")).unwrap();
+    let key = signing::PublicKey::from_pem(&key_pem, "release.pub").unwrap();
+    let reference = lab.join("images/gw-a/reference-values.json");
+    let rf = attest::reference::load(&reference, &key);
+    let failed = |ev: &attest_wire::proto::Evidence,
+                  req: &attest_wire::proto::QuoteRequest,
+                  dev: &attest::fleet::Device,
+                  rf: &Result<attest::reference::Reference, String>|
+     -> Vec<&'static str> {
+        attest::quote::check(ev, req, dev, rf)
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
+    };
+    assert!(
+        failed(&ev, &req, &device, &rf).is_empty(),
+        "{:?}",
+        attest::quote::check(&ev, &req, &device, &rf)
+    );
+    // A wrong nonce.
+    let other = attest_wire::proto::QuoteRequest {
+        nonce: [0xee; 32],
+        ..req.clone()
+    };
+    assert_eq!(failed(&ev, &other, &device, &rf), ["nonce"]);
+    // A quote presented for another PCR selection (PCR 16 asked as if it were 4).
+    let relabel = attest_wire::proto::QuoteRequest {
+        pcrs: (req.pcrs & !(1 << 4)) | 1 << 16,
+        ..req.clone()
+    };
+    assert!(failed(&ev, &relabel, &device, &rf).contains(&"pcr-selection"));
+    // An AK without `restricted`.
+    let mut weak = device.clone();
+    let mut ak = attest_wire::tpms::Public::parse_tpm2b(&weak.ak_public_bytes()).unwrap();
+    ak.attributes &= !attest_wire::tpms::attr::RESTRICTED;
+    weak.ak_public = hex::encode(ak.to_tpm2b());
+    weak.ak_name = hex::encode(ak.name().unwrap());
+    assert!(failed(&ev, &req, &weak, &rf).contains(&"ak-attributes"));
+    // The reference values of another image (gw-b's).
+    let rf_b = attest::reference::load(&lab.join("images/gw-b/reference-values.json"), &key);
+    assert_eq!(failed(&ev, &req, &device, &rf_b), ["reference"]);
+    // A tampered event log: one digest byte of OVMF's first PCR 4 event.
+    let log = signing::eventlog::EventLog::parse(&ev.event_log).unwrap();
+    let d = log.events_of(4).next().unwrap().sha256().unwrap();
+    let at = ev.event_log.windows(32).position(|w| w == d).unwrap();
+    let mut tampered = ev.clone();
+    tampered.event_log[at] ^= 0x80;
+    assert_eq!(failed(&tampered, &req, &device, &rf), ["event-log"]);
+    // A reference signed by another key.
+    let other_key = signing::SigningKey::generate().unwrap().public_key();
+    let rf_other = attest::reference::load(&reference, &other_key);
+    assert_eq!(
+        failed(&ev, &req, &device, &rf_other),
+        ["reference-signature", "reference"]
+    );
+
+    // tpm2_checkquote: signature, nonce and the PCR file.
+    let q = std::fs::read_to_string(dir.join("qualifying.hex")).unwrap();
+    let out = Command::new("tpm2_checkquote")
+        .current_dir(&dir)
+        .args([
+            "-u",
+            "ak.pub",
+            "-m",
+            "quote.msg",
+            "-s",
+            "quote.sig",
+            "-f",
+            "quote.pcrs",
+            "-g",
+            "sha256",
+            "-q",
+            q.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tpm2_checkquote: {}",
+        text(&out.stderr)
+    );
+    // tpm2_eventlog's replay of OVMF's log, then the init's events, equals the quote.
+    let out = Command::new("tpm2_eventlog")
+        .arg("--eventlog-version=2")
+        .arg(dir.join("eventlog.bin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tpm2_eventlog: {}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    let theirs: std::collections::BTreeMap<u8, [u8; 32]> = yaml
+        .split("pcrs:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no replay in:\n{yaml}"))
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.trim().split_once(':')?;
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(v.trim().strip_prefix("0x")?, &mut d).ok()?;
+            Some((n.trim().parse().ok()?, d))
+        })
+        .collect();
+    let events = attest_wire::runtime::parse(&ev.runtime_log).unwrap();
+    let after = attest_wire::runtime::replay(&theirs, &events);
+    let quoted: std::collections::BTreeMap<u8, [u8; 32]> = attest_wire::tpms::pcrs_of(req.pcrs)
+        .into_iter()
+        .zip(ev.pcr_values.iter().copied())
+        .collect();
+    for pcr in [0u8, 1, 2, 3, 4, 5, 6, 7, 11, 12] {
+        let want = after.get(&pcr).or(theirs.get(&pcr)).copied();
+        assert_eq!(
+            want,
+            Some(quoted[&pcr]),
+            "PCR {pcr}: tpm2_eventlog's replay differs"
+        );
+    }
 }
 
 #[test]

@@ -243,7 +243,10 @@ fn checks(
 
     // 1b. Enrolled and attested, through black's management port.
     for g in &lab.gateways {
-        let fleet = run.join("fleet").join(&g.name);
+        // The lab's TPMs are new machines at every `up`: enrol them afresh. The
+        // records and gw-a's evidence stay in LAB/ for a look afterwards.
+        let fleet = lab.opts.dir.join("fleet").join(&g.name);
+        let _ = std::fs::remove_dir_all(&fleet);
         report.check(
             log,
             &format!(
@@ -257,7 +260,8 @@ fn checks(
             log,
             &format!("{} attested (every check of a fresh quote)", g.name),
             || {
-                let (code, v) = attest(lab, g, &fleet, &reference)?;
+                let evidence = lab.opts.dir.join("evidence").join(&g.name);
+                let (code, v) = attest(lab, g, &fleet, &reference, Some(&evidence))?;
                 let failed = failed_checks(&v);
                 let names = v["checks"].as_array().map_or(0, Vec::len);
                 Ok((
@@ -278,12 +282,13 @@ fn checks(
         log,
         &format!("{} against {}'s reference values refused", a.name, b.name),
         || {
-            let fleet = run.join("fleet").join(&a.name);
+            let fleet = lab.opts.dir.join("fleet").join(&a.name);
             let (code, v) = attest(
                 lab,
                 a,
                 &fleet,
                 &lab.image_dir(b).join("reference-values.json"),
+                None,
             )?;
             let failed = failed_checks(&v);
             Ok((
@@ -624,23 +629,25 @@ fn attest(
     g: &Gateway,
     fleet: &Path,
     reference: &Path,
+    evidence: Option<&Path>,
 ) -> Result<(Option<i32>, serde_json::Value), Error> {
     let target = management(g);
     let key = lab.release_pub();
-    let (code, out, err) = verifier(
-        lab,
-        &[
-            "--json".as_ref(),
-            "attest".as_ref(),
-            target.as_ref(),
-            "--device".as_ref(),
-            fleet.as_os_str(),
-            "--reference".as_ref(),
-            reference.as_os_str(),
-            "--pubkey".as_ref(),
-            key.as_os_str(),
-        ],
-    )?;
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--json".as_ref(),
+        "attest".as_ref(),
+        target.as_ref(),
+        "--device".as_ref(),
+        fleet.as_os_str(),
+        "--reference".as_ref(),
+        reference.as_os_str(),
+        "--pubkey".as_ref(),
+        key.as_os_str(),
+    ];
+    if let Some(e) = evidence {
+        args.extend::<[&std::ffi::OsStr; 2]>(["--evidence".as_ref(), e.as_os_str()]);
+    }
+    let (code, out, err) = verifier(lab, &args)?;
     let v = serde_json::from_str(&out)
         .map_err(|_| Error::State(format!("attest (exit {code:?}): {}", err.trim())))?;
     Ok((code, v))
