@@ -841,3 +841,65 @@ fn swtpm_runtime_measurement_extends_pcr_12_with_the_plan_then_the_policy() {
     let replayed = attest_wire::runtime::replay(&Default::default(), &events);
     assert_eq!(replayed[&12], want.0);
 }
+
+#[test]
+fn swtpm_ak_survives_a_reboot_of_the_tpm() {
+    let Some(s) = start_swtpm() else { return };
+    let ak = {
+        let mut t = connect(&s);
+        gateway::tpmkey::ensure_ak(&mut t).unwrap()
+    };
+    // Power cycle: the same state, a TPM reset (startup-clear).
+    let state = s.into_state();
+    let s = start_swtpm_with(state).unwrap();
+    let mut t = connect(&s);
+    assert_eq!(
+        gateway::tpmkey::read_public(&mut t, gateway::tpmkey::AK_HANDLE).unwrap(),
+        Some(ak.clone())
+    );
+    assert_eq!(gateway::tpmkey::ensure_ak(&mut t).unwrap(), ak);
+}
+
+#[test]
+fn swtpm_an_object_at_the_ak_handle_that_is_not_our_ak_is_refused_not_replaced() {
+    let Some(s) = start_swtpm() else { return };
+    if std::process::Command::new("tpm2_evictcontrol")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: tpm2_evictcontrol not found (install package tpm2-tools)");
+        return;
+    }
+    // An unrestricted signing key persisted at our handle by someone else.
+    let dir = tempfile::tempdir().unwrap();
+    let tcti = format!("swtpm:host=127.0.0.1,port={}", s.port);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(dir.path())
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::process::Command::new("tpm2_flushcontext")
+            .arg("-t")
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .output();
+    };
+    run(&["tpm2_createprimary", "-C", "o", "-G", "ecc", "-c", "k.ctx"]);
+    run(&["tpm2_evictcontrol", "-C", "o", "-c", "k.ctx", "0x81000a12"]);
+    let mut t = connect(&s);
+    let e = gateway::tpmkey::ensure_ak(&mut t).unwrap_err().to_string();
+    assert!(e.contains("is not this appliance's attestation key"), "{e}");
+    // Still there: never replaced.
+    assert!(
+        gateway::tpmkey::read_public(&mut t, gateway::tpmkey::AK_HANDLE)
+            .unwrap()
+            .is_some()
+    );
+}
