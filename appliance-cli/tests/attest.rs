@@ -306,7 +306,7 @@ fn boot(out: &Path) -> Gateway {
         )
         .unwrap();
     }
-    let runtime_events: Vec<runtime::Event> = reference
+    let mut runtime_events: Vec<runtime::Event> = reference
         .runtime
         .iter()
         .map(|e| runtime::Event {
@@ -322,6 +322,18 @@ fn boot(out: &Path) -> Gateway {
         )
         .unwrap();
     }
+    // The device identity, as the init makes it at boot: the build's UKI on the ESP
+    // carries the PCR policy its release key signed for this PCR 11.
+    let esp = tpm._dir.path().join("esp");
+    std::fs::create_dir_all(esp.join("EFI/Linux")).unwrap();
+    std::fs::copy(out.join("uki.efi"), esp.join("EFI/Linux/gw-a_0.1.0.efi")).unwrap();
+    let mut log = gateway::console::Logger::new(Vec::new());
+    let outcome = gateway::identity::at_boot(&mut t, Some(&esp), &mut log);
+    let gateway::identity::Outcome::Ready(id) = &outcome else {
+        panic!("no identity from the build's signed PCR policy: {outcome:?}")
+    };
+    let identity = Some(id.public.clone());
+    runtime_events.push(outcome.event());
     drop(t);
     let log_path = tpm._dir.path().join("binary_bios_measurements");
     std::fs::write(&log_path, tcg_log(&events)).unwrap();
@@ -329,6 +341,7 @@ fn boot(out: &Path) -> Gateway {
         tpm: vec![tpm.socket.clone()],
         event_log: log_path,
         runtime_log: runtime::to_bytes(&runtime_events),
+        identity,
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -466,6 +479,7 @@ fn enrol_then_attest_with_every_check_and_each_negative_refused_by_name() {
                 "pcr-digest",
                 "event-log",
                 "reference",
+                "identity",
                 "clock"
             ]
         );
@@ -577,13 +591,13 @@ fn enrol_then_attest_with_every_check_and_each_negative_refused_by_name() {
         nonce: [8; 32],
         ..req.clone()
     };
-    assert_eq!(failed(&good, &other_req, &fresh), ["nonce"]);
+    assert_eq!(failed(&good, &other_req, &fresh), ["nonce", "identity"]);
     // Another address dialled (a relay forwarding elsewhere).
     let moved = QuoteRequest {
         target: "198.51.100.9:7443".into(),
         ..req.clone()
     };
-    assert_eq!(failed(&good, &moved, &fresh), ["nonce"]);
+    assert_eq!(failed(&good, &moved, &fresh), ["nonce", "identity"]);
 
     // A quote over PCR 16 (extended with PCR 4's golden events) relabelled as PCR 4.
     {
@@ -631,7 +645,10 @@ fn enrol_then_attest_with_every_check_and_each_negative_refused_by_name() {
         runtime::Event::plan(&"00".repeat(32)),
         runtime::Event::policy(&"00".repeat(32)),
     ]);
-    assert_eq!(failed(&rt, &req, &fresh), ["event-log", "reference"]);
+    assert_eq!(
+        failed(&rt, &req, &fresh),
+        ["event-log", "reference", "identity"]
+    );
 
     // An AK without `restricted` in the record: refused by name.
     let mut weak = fresh.clone();
@@ -736,6 +753,7 @@ fn enrolment_refuses_an_ak_without_restricted_before_sending_a_credential() {
             ek_public: ek.to_tpm2b(),
             ek_cert: cert,
             ak_public: ak.to_tpm2b(),
+            identity: None,
         }
         .to_frame()
         .write(&mut b)

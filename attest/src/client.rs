@@ -113,6 +113,15 @@ pub fn enroll<S: Read + Write>(
                 .into(),
         );
     }
+    // The identity key, if the gateway has one: certified by the AK just proven.
+    let identity = match &id.identity {
+        None => None,
+        Some(ci) => {
+            let p = crate::identity::check_certified(ci, &ak, &proto::enrol_binding(&ak_name))
+                .map_err(|e| format!("identity: {e}"))?;
+            Some(crate::identity::point_hex(&p).ok_or("identity: not a P-256 point")?)
+        }
+    };
     let tpm = [
         cert.manufacturer.as_deref(),
         cert.model.as_deref(),
@@ -133,6 +142,7 @@ pub fn enroll<S: Read + Write>(
             ak_public: hex::encode(&id.ak_public),
             ak_name: hex::encode(&ak_name),
             last_clock: None,
+            identity,
         },
         ek_cert: id.ek_cert,
         certificate: cert,

@@ -82,8 +82,9 @@ pub fn tpm2_tools_pcrs(mask: u32, values: &[[u8; 32]]) -> Vec<u8> {
 /// read: `ak.pub` (`TPM2B_PUBLIC`), `quote.msg` (`TPMS_ATTEST`), `quote.sig`
 /// (`TPMT_SIGNATURE`), `quote.pcrs` ([`tpm2_tools_pcrs`]), `eventlog.bin` (the
 /// firmware's TCG log), `runtime.log` (the init's events), `request.json` (nonce,
-/// PCR mask, address) and `qualifying.hex` (what `tpm2_checkquote -q` takes). Each
-/// file is written atomically.
+/// PCR mask, address) and `qualifying.hex` (what `tpm2_checkquote -q` takes); with a
+/// device identity, `identity.pub`, `identity.certify` and `identity.sig` (the AK's
+/// `TPM2_Certify` of it). Each file is written atomically.
 ///
 /// # Errors
 /// A file cannot be written.
@@ -119,6 +120,15 @@ pub fn save_evidence(
         ("request.json", format!("{req:#}\n").into_bytes()),
     ] {
         crate::fleet::write_atomic(&dir.join(f), &bytes)?;
+    }
+    if let Some(i) = &evidence.identity {
+        for (f, bytes) in [
+            ("identity.pub", &i.public),
+            ("identity.certify", &i.certify),
+            ("identity.sig", &i.signature),
+        ] {
+            crate::fleet::write_atomic(&dir.join(f), bytes)?;
+        }
     }
     Ok(())
 }
@@ -189,6 +199,15 @@ pub fn load_evidence(
             pcr_values: values,
             event_log: read("eventlog.bin")?,
             runtime_log: read("runtime.log")?,
+            identity: if dir.join("identity.pub").exists() {
+                Some(attest_wire::proto::CertifiedIdentity {
+                    public: read("identity.pub")?,
+                    certify: read("identity.certify")?,
+                    signature: read("identity.sig")?,
+                })
+            } else {
+                None
+            },
         },
     ))
 }
@@ -220,6 +239,11 @@ mod tests {
             pcr_values: (0..12u8).map(|i| [i; 32]).collect(),
             event_log: vec![5; 10],
             runtime_log: b"12 x\n".to_vec(),
+            identity: Some(attest_wire::proto::CertifiedIdentity {
+                public: vec![1],
+                certify: vec![2],
+                signature: vec![3],
+            }),
         };
         save_evidence(dir.path(), &req, &ev).unwrap();
         assert_eq!(load_evidence(dir.path()).unwrap(), (req, ev));

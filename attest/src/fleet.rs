@@ -1,7 +1,9 @@
 //! The fleet record of an enrolled device: `fleet/NAME/device.json` (what enrolment
-//! proved: the EK, its certificate chain, the AK credential activation bound to it)
-//! beside `ak.pub` (the AK's `TPM2B_PUBLIC`, as `tpm2_checkquote -u` reads it) and
-//! `ek-cert.der`. Written atomically (temporary file, then rename).
+//! proved: the EK, its certificate chain, the AK credential activation bound to it,
+//! the identity key the AK certified) beside `ak.pub` (the AK's `TPM2B_PUBLIC`, as
+//! `tpm2_checkquote -u` reads it), `ek-cert.der` and `identity.pem` (the identity key
+//! as a PEM public key: what an IKE peer pins). Written atomically (temporary file,
+//! then rename).
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,10 @@ pub struct Device {
     pub ak_name: String,
     /// The last good quote's clock.
     pub last_clock: Option<ClockRecord>,
+    /// The device identity key's public point (uncompressed, hex), certified by the
+    /// AK at enrolment; absent when the gateway had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl Device {
@@ -112,7 +118,20 @@ impl Device {
         let mut json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         json.push(b'\n');
         write_atomic(&dir.join(DEVICE), &json)?;
-        write_atomic(&dir.join("ak.pub"), &self.ak_public_bytes())
+        write_atomic(&dir.join("ak.pub"), &self.ak_public_bytes())?;
+        if let Some(point) = self.identity_point() {
+            write_atomic(
+                &dir.join("identity.pem"),
+                crate::identity::spki_pem(&point).as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The enrolled identity point.
+    pub fn identity_point(&self) -> Option<[u8; 65]> {
+        let b = hex::decode(self.identity.as_deref()?).ok()?;
+        b.try_into().ok()
     }
 }
 

@@ -4,6 +4,7 @@
 //!   activation, which proves the attestation key lives in the TPM that holds the EK).
 //! - [`ekcert`]: the EK certificate and its chain to a CA the administrator names.
 //! - [`fleet`]: the record of an enrolled device.
+//! - [`identity`]: the device identity key, certified by the AK.
 //! - [`reference`]: reference values trusted through the build's signed manifest.
 //! - [`quote`]: every check of a quote, by name.
 //! - [`client`]: the verifier's side of the management channel.
@@ -16,5 +17,6 @@ pub mod credential;
 pub mod ekcert;
 pub mod export;
 pub mod fleet;
+pub mod identity;
 pub mod quote;
 pub mod reference;

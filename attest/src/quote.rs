@@ -14,6 +14,7 @@
 //! | `pcr-digest` | the signed PCR digest is the hash of the PCR values sent |
 //! | `event-log` | the firmware's event log, then the init's runtime log, replay to the quoted value of every quoted PCR |
 //! | `reference` | the quoted PCRs 4, 7, 11 and 12 are one of the reference's accepted sets, and the runtime log is exactly the reference's events (this plan, this policy) |
+//! | `identity` | with an identity key enrolled: the gateway presents it, certified by the AK for this request, and PCR 15's event names it |
 //! | `clock` | the TPM's reset and restart counters and its clock did not go back since this device's last good quote |
 //!
 //! A TPM's `TPMS_ATTEST` and its signature are verified before any field of it is
@@ -332,6 +333,10 @@ pub fn check(
     };
     r.matched = matched.as_ref().ok().map(|(c, _)| c.clone());
     r.push("reference", matched.map(|(_, d)| d));
+    r.push(
+        "identity",
+        check_identity(evidence, request, device, &enrolled, &runtime_events),
+    );
     let clock = match &attest {
         Ok(a) => {
             r.clock = Some(ClockRecord::from(&a.clock));
@@ -341,6 +346,53 @@ pub fn check(
     };
     r.push("clock", clock);
     r
+}
+
+/// The identity key: the one enrolled, certified by the AK for this request, and
+/// named by the init's PCR 15 event.
+fn check_identity(
+    evidence: &Evidence,
+    request: &QuoteRequest,
+    device: &Device,
+    enrolled: &Result<Public, String>,
+    runtime_events: &Result<Vec<runtime::Event>, attest_wire::tpms::Error>,
+) -> Result<String, String> {
+    let pcr15: Vec<&str> = match runtime_events {
+        Ok(ev) => ev
+            .iter()
+            .filter(|e| e.pcr == runtime::PCR_IDENTITY)
+            .map(|e| e.text.as_str())
+            .collect(),
+        Err(e) => return Err(format!("the runtime log: {e}")),
+    };
+    let Some(point) = device.identity_point() else {
+        return Ok(match pcr15.as_slice() {
+            [] => "no identity key enrolled, none reported".into(),
+            [e] => format!("no identity key enrolled; the gateway reports {e:?}"),
+            _ => "no identity key enrolled".into(),
+        });
+    };
+    let ak = enrolled.as_ref().map_err(|e| e.clone())?;
+    let ci = evidence.identity.as_ref().ok_or(
+        "the enrolled identity key was not presented (this boot has none: an unsigned image, or one signed by another release key)",
+    )?;
+    let name = ak.name().map_err(|e| e.to_string())?;
+    let qualifying = proto::binding(&request.nonce, &name, &request.target);
+    let public = crate::identity::check_certified(ci, ak, &qualifying)?;
+    if attest_wire::policy::identity_point(&public) != Some(point) {
+        return Err("the gateway presents another identity key than the one enrolled".into());
+    }
+    let fp = attest_wire::policy::identity_fingerprint(&public).unwrap_or_default();
+    let want = format!("appliance-identity key sha256:{}", hex::encode(fp));
+    if pcr15 != [want.as_str()] {
+        return Err(format!(
+            "PCR 15 says {pcr15:?}, not the enrolled key's event {want:?}"
+        ));
+    }
+    Ok(format!(
+        "the enrolled ECDSA P-256 key sha256:{}…, certified by the AK, in PCR 15",
+        &hex::encode(fp)[..16]
+    ))
 }
 
 fn describe_selection(s: &PcrSelection) -> String {
@@ -373,8 +425,11 @@ fn match_reference(
         .iter()
         .map(|e| (e.pcr, e.text.as_str()))
         .collect();
+    // The reference names the init's PCR 12 events; PCR 15 (identity) is device-specific
+    // and checked by `identity`.
     let got: Vec<(u32, &str)> = ev
         .iter()
+        .filter(|e| e.pcr == runtime::PCR_RUNTIME)
         .map(|e| (u32::from(e.pcr), e.text.as_str()))
         .collect();
     if want != got {

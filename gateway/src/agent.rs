@@ -22,7 +22,9 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use attest_wire::proto::{self, Challenge, Evidence, Frame, Identity, Proof, QuoteRequest};
+use attest_wire::proto::{
+    self, CertifiedIdentity, Challenge, Evidence, Frame, Identity, Proof, QuoteRequest,
+};
 
 use crate::tpm::Transport;
 use crate::tpmkey;
@@ -37,8 +39,10 @@ pub struct AgentContext {
     pub tpm: Vec<PathBuf>,
     /// The firmware's event log (securityfs), absent in host tests.
     pub event_log: PathBuf,
-    /// The init's runtime log (what it extended into PCR 12).
+    /// The init's runtime log (what it extended into PCRs 12 and 15).
     pub runtime_log: Vec<u8>,
+    /// This boot's device identity key (usable), certified by the AK in every answer.
+    pub identity: Option<attest_wire::tpms::Public>,
 }
 
 fn open(ctx: &AgentContext) -> Result<Box<dyn Transport>, String> {
@@ -58,6 +62,24 @@ fn event_log(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The identity key certified by the AK with `qualifying`, when this boot has one.
+fn certified_identity(
+    t: &mut dyn Transport,
+    ctx: &AgentContext,
+    qualifying: &[u8; 32],
+) -> Result<Option<CertifiedIdentity>, String> {
+    let Some(public) = &ctx.identity else {
+        return Ok(None);
+    };
+    let (certify, signature) = tpmkey::certify(t, attest_wire::policy::IDENTITY_HANDLE, qualifying)
+        .map_err(|e| format!("certifying the identity key: {e}"))?;
+    Ok(Some(CertifiedIdentity {
+        public: public.to_tpm2b(),
+        certify,
+        signature,
+    }))
+}
+
 fn quote<S: Read + Write>(s: &mut S, ctx: &AgentContext) -> Result<Evidence, String> {
     let f = Frame::read(s).map_err(|e| e.to_string())?;
     let req = QuoteRequest::from_frame(&f).map_err(|e| e.to_string())?;
@@ -66,6 +88,7 @@ fn quote<S: Read + Write>(s: &mut S, ctx: &AgentContext) -> Result<Evidence, Str
     let name = ak.name().map_err(|e| e.to_string())?;
     let qualifying = proto::binding(&req.nonce, &name, &req.target);
     let q = tpmkey::quote(&mut *t, &qualifying, req.pcrs).map_err(|e| format!("quote: {e}"))?;
+    let identity = certified_identity(&mut *t, ctx, &qualifying)?;
     Ok(Evidence {
         ak_public: ak.to_tpm2b(),
         quote: q.attest,
@@ -73,6 +96,7 @@ fn quote<S: Read + Write>(s: &mut S, ctx: &AgentContext) -> Result<Evidence, Str
         pcr_values: q.values,
         event_log: event_log(&ctx.event_log)?,
         runtime_log: ctx.runtime_log.clone(),
+        identity,
     })
 }
 
@@ -109,10 +133,13 @@ fn enroll<S: Read + Write>(
     let cert = tpmkey::ek_certificate(&mut *t)
         .map_err(|e| format!("reading the EK certificate: {e}"))?
         .unwrap_or_default();
+    let ak_name = ak.name().map_err(|e| e.to_string())?;
+    let identity = certified_identity(&mut *t, ctx, &proto::enrol_binding(&ak_name))?;
     Identity {
         ek_public: ek.to_tpm2b(),
         ek_cert: cert,
         ak_public: ak.to_tpm2b(),
+        identity,
     }
     .to_frame()
     .write(s)

@@ -92,6 +92,13 @@ fn main() {
             Ok(plan) => {
                 // The plan's drivers are in: nothing loads a module from here on.
                 pid1::disable_module_loading(Path::new(pid1::MODULES_DISABLED), &mut log);
+                // The device identity key, before anything starts (PCR 15).
+                gateway::identity::at_boot_device(
+                    &EspEnv::device(),
+                    &Env::device().tpm_devices,
+                    &plan,
+                    &mut log,
+                );
                 let own = u64::from(plan.security_version.0);
                 let assessment = plan
                     .boot_assessment

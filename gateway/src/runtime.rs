@@ -815,7 +815,16 @@ impl Runtime {
         let agent = crate::agent::AgentContext {
             tpm: env.tpm.clone(),
             event_log: env.event_log.clone(),
-            runtime_log: attest_wire::runtime::to_bytes(&crate::boot::runtime_events(plan)),
+            runtime_log: attest_wire::runtime::to_bytes(
+                &crate::boot::runtime_events(plan)
+                    .into_iter()
+                    .chain(crate::identity::events())
+                    .collect::<Vec<_>>(),
+            ),
+            identity: match crate::identity::booted() {
+                Some(crate::identity::Outcome::Ready(id)) => Some(id.public.clone()),
+                _ => None,
+            },
         };
         let opened = crate::update::Management::open(
             &env.mgmt_dir,

@@ -444,6 +444,232 @@ pub fn ek_certificate(t: &mut dyn Transport) -> Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
+const CC_CERTIFY: u32 = 0x0000_0148;
+const CC_SIGN: u32 = 0x0000_015D;
+const CC_LOAD_EXTERNAL: u32 = 0x0000_0167;
+const CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
+const CC_VERIFY_SIGNATURE: u32 = 0x0000_0177;
+const CC_GET_RANDOM: u32 = 0x0000_017B;
+const CC_POLICY_PCR: u32 = 0x0000_017F;
+/// `TPM_ST_HASHCHECK`.
+const ST_HASHCHECK: u16 = 0x8024;
+
+/// An unbound, unsalted policy session.
+pub fn start_policy_session(t: &mut dyn Transport) -> Result<u32> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_NO_SESSIONS, CC_START_AUTH_SESSION);
+    c.extend_from_slice(&TPM_RH_NULL.to_be_bytes());
+    c.extend_from_slice(&TPM_RH_NULL.to_be_bytes());
+    tpms::put_tpm2b(&mut c, &nonce16());
+    c.extend_from_slice(&0u16.to_be_bytes());
+    c.push(TPM_SE_POLICY);
+    c.extend_from_slice(&tpms::ALG_NULL.to_be_bytes());
+    c.extend_from_slice(&tpms::ALG_SHA256.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    Ok(response(&resp, "StartAuthSession", false, true)?
+        .handle
+        .unwrap_or(0))
+}
+
+/// Flushes a transient object or a session.
+///
+/// # Errors
+/// The TPM refuses.
+pub fn flush_handle(t: &mut dyn Transport, handle: u32) -> Result<()> {
+    flush(t, handle)
+}
+
+/// `TPM2_GetRandom` of `n` bytes (at most 32 per command; several commands if needed).
+pub fn get_random(t: &mut dyn Transport, n: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let want = (n - out.len()).min(32) as u16;
+        let mut c = Vec::new();
+        header(&mut c, TPM_ST_NO_SESSIONS, CC_GET_RANDOM);
+        c.extend_from_slice(&want.to_be_bytes());
+        let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+        let mut r = response(&resp, "GetRandom", false, false)?;
+        let b = r
+            .params
+            .tpm2b("randomBytes")
+            .map_err(|e| malformed("GetRandom", e))?;
+        if b.is_empty() {
+            return Err(Error::TpmMalformed("GetRandom returned nothing".into()));
+        }
+        out.extend_from_slice(&b[..b.len().min(usize::from(want))]);
+    }
+    Ok(out)
+}
+
+/// `TPM2_LoadExternal` of a public key in the owner hierarchy (so that a verification
+/// ticket made with it is good for PolicyAuthorize); returns its transient handle.
+pub fn load_external(t: &mut dyn Transport, public: &Public) -> Result<u32> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_NO_SESSIONS, CC_LOAD_EXTERNAL);
+    c.extend_from_slice(&0u16.to_be_bytes()); // inPrivate: none
+    c.extend_from_slice(&public.to_tpm2b());
+    c.extend_from_slice(&TPM_RH_OWNER.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "LoadExternal", false, true)?;
+    let name = r
+        .params
+        .tpm2b("name")
+        .map_err(|e| malformed("LoadExternal", e))?
+        .to_vec();
+    let handle = r.handle.unwrap_or(0);
+    if public.name().ok().as_deref() != Some(&name[..]) {
+        let _ = flush(t, handle);
+        return Err(Error::TpmMalformed(
+            "LoadExternal: the TPM names the key otherwise than we do".into(),
+        ));
+    }
+    Ok(handle)
+}
+
+/// `TPM2_VerifySignature`: the `TPMT_TK_VERIFIED` ticket (marshalled) for `digest`
+/// signed (`TPMT_SIGNATURE`, marshalled) by the loaded key `key`.
+pub fn verify_signature(
+    t: &mut dyn Transport,
+    key: u32,
+    digest: &[u8; 32],
+    signature: &[u8],
+) -> Result<Vec<u8>> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_NO_SESSIONS, CC_VERIFY_SIGNATURE);
+    c.extend_from_slice(&key.to_be_bytes());
+    tpms::put_tpm2b(&mut c, digest);
+    c.extend_from_slice(signature);
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "VerifySignature", false, false)?;
+    let ticket = r.params.rest().to_vec();
+    let mut tr = Reader::new(&ticket, "TPMT_TK_VERIFIED");
+    let m = |e| malformed("VerifySignature", e);
+    tr.u16("tag").map_err(m)?;
+    tr.u32("hierarchy").map_err(m)?;
+    tr.tpm2b("digest").map_err(m)?;
+    tr.end().map_err(m)?;
+    Ok(ticket)
+}
+
+fn policy_command(
+    t: &mut dyn Transport,
+    cc: u32,
+    session: u32,
+    params: &[u8],
+    what: &'static str,
+) -> Result<()> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_NO_SESSIONS, cc);
+    c.extend_from_slice(&session.to_be_bytes());
+    c.extend_from_slice(params);
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    response(&resp, what, false, false)?;
+    Ok(())
+}
+
+/// `TPM2_PolicyPCR` over the current values of the SHA-256 PCRs in `mask`.
+pub fn policy_pcr(t: &mut dyn Transport, session: u32, mask: u32) -> Result<()> {
+    let mut p = 0u16.to_be_bytes().to_vec(); // pcrDigest: empty, the TPM's current values
+    p.extend_from_slice(&PcrSelection::sha256(mask).to_bytes());
+    policy_command(t, CC_POLICY_PCR, session, &p, "PolicyPCR")
+}
+
+/// `TPM2_PolicyAuthorize`: the session's digest must be `approved`, which `key_name`
+/// signed (`ticket` from [`verify_signature`]); empty policyRef.
+pub fn policy_authorize(
+    t: &mut dyn Transport,
+    session: u32,
+    approved: &[u8; 32],
+    key_name: &[u8],
+    ticket: &[u8],
+) -> Result<()> {
+    let mut p = Vec::new();
+    tpms::put_tpm2b(&mut p, approved);
+    p.extend_from_slice(&0u16.to_be_bytes()); // policyRef
+    tpms::put_tpm2b(&mut p, key_name);
+    p.extend_from_slice(ticket);
+    policy_command(t, CC_POLICY_AUTHORIZE, session, &p, "PolicyAuthorize")
+}
+
+/// `TPM2_CreatePrimary` in the owner hierarchy from `template`; returns the transient
+/// handle and the public area.
+pub fn create_primary_owner(t: &mut dyn Transport, template: &Public) -> Result<(u32, Public)> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_CREATE_PRIMARY);
+    c.extend_from_slice(&TPM_RH_OWNER.to_be_bytes());
+    auth_area(&mut c, &[Auth::Password]);
+    c.extend_from_slice(&[0, 4, 0, 0, 0, 0]);
+    c.extend_from_slice(&template.to_tpm2b());
+    c.extend_from_slice(&0u16.to_be_bytes());
+    c.extend_from_slice(&0u32.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "CreatePrimary", true, true)?;
+    let m = |e| malformed("CreatePrimary", e);
+    let public = Public::parse(r.params.tpm2b("outPublic").map_err(m)?).map_err(m)?;
+    Ok((r.handle.unwrap_or(0), public))
+}
+
+/// `TPM2_EvictControl` (owner): makes the transient `object` persistent at `persistent`.
+pub fn persist(t: &mut dyn Transport, object: u32, persistent: u32) -> Result<()> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_EVICT_CONTROL);
+    c.extend_from_slice(&TPM_RH_OWNER.to_be_bytes());
+    c.extend_from_slice(&object.to_be_bytes());
+    auth_area(&mut c, &[Auth::Password]);
+    c.extend_from_slice(&persistent.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    response(&resp, "EvictControl", true, false)?;
+    Ok(())
+}
+
+/// `TPM2_Sign` of `digest` with the ECDSA key `key`, authorised by the satisfied policy
+/// `session` (ended by the command); returns the marshalled `TPMT_SIGNATURE`.
+pub fn sign_with_policy(
+    t: &mut dyn Transport,
+    key: u32,
+    session: u32,
+    digest: &[u8; 32],
+) -> Result<Vec<u8>> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_SIGN);
+    c.extend_from_slice(&key.to_be_bytes());
+    auth_area(&mut c, &[Auth::Policy(session)]);
+    tpms::put_tpm2b(&mut c, digest);
+    c.extend_from_slice(&tpms::ALG_ECDSA.to_be_bytes());
+    c.extend_from_slice(&tpms::ALG_SHA256.to_be_bytes());
+    c.extend_from_slice(&ST_HASHCHECK.to_be_bytes());
+    c.extend_from_slice(&TPM_RH_NULL.to_be_bytes());
+    c.extend_from_slice(&0u16.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "Sign", true, false)?;
+    let sig = r.params.rest().to_vec();
+    tpms::Signature::parse(&sig).map_err(|e| malformed("Sign", e))?;
+    Ok(sig)
+}
+
+/// `TPM2_Certify` of `object` (ADMIN role, empty authValue) by the AK with
+/// `qualifying`: the `TPMS_ATTEST` and its `TPMT_SIGNATURE`.
+pub fn certify(
+    t: &mut dyn Transport,
+    object: u32,
+    qualifying: &[u8; 32],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_CERTIFY);
+    c.extend_from_slice(&object.to_be_bytes());
+    c.extend_from_slice(&AK_HANDLE.to_be_bytes());
+    auth_area(&mut c, &[Auth::Password, Auth::Password]);
+    tpms::put_tpm2b(&mut c, qualifying);
+    c.extend_from_slice(&tpms::ALG_NULL.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "Certify", true, false)?;
+    let m = |e| malformed("Certify", e);
+    let attest = r.params.tpm2b("certifyInfo").map_err(m)?.to_vec();
+    let sig = r.params.rest().to_vec();
+    tpms::Signature::parse(&sig).map_err(m)?;
+    Ok((attest, sig))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -903,3 +903,148 @@ fn swtpm_an_object_at_the_ak_handle_that_is_not_our_ak_is_refused_not_replaced()
             .is_some()
     );
 }
+
+// ------------------------------------------------------- device identity
+
+/// A UKI-shaped PE file on a directory standing for the ESP, with `.pcrsig`.
+fn esp_with_signed_policy(
+    dir: &std::path::Path,
+    name: &str,
+    policy: &attest_wire::policy::SignedPolicy,
+) {
+    let stub = std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+        .expect("systemd-boot-efi (scripts/test installs it)");
+    let mut b = images::pe::UkiBuilder::new(stub);
+    b.osrel(b"ID=appliance\n".to_vec()).unwrap();
+    b.linux(vec![0x4d; 4096]).unwrap();
+    b.section(attest_wire::policy::SECTION, policy.to_text().into_bytes())
+        .unwrap();
+    std::fs::create_dir_all(dir.join("EFI/Linux")).unwrap();
+    std::fs::write(dir.join("EFI/Linux").join(name), b.build().unwrap()).unwrap();
+}
+
+fn verify_identity_signature(
+    public: &attest_wire::tpms::Public,
+    digest: &[u8; 32],
+    r: &[u8],
+    s: &[u8],
+) -> bool {
+    let point = attest_wire::policy::identity_point(public).unwrap();
+    let mut rs = vec![0u8; 32 - r.len()];
+    rs.extend_from_slice(r);
+    rs.extend(std::iter::repeat_n(0, 32 - s.len()));
+    rs.extend_from_slice(s);
+    // The TPM signed the digest itself: verify over the digest with a prehashed check.
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        &point[..],
+    )
+    .verify_digest(
+        &aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256).unwrap(),
+        &rs,
+    )
+    .is_ok()
+}
+
+#[test]
+fn swtpm_identity_key_signs_only_under_a_policy_signed_by_the_release_key() {
+    use attest_wire::policy;
+    use gateway::identity;
+    let Some(s) = start_swtpm() else { return };
+    let release = signing::SigningKey::generate().unwrap();
+    let other = signing::SigningKey::generate().unwrap();
+    let boot = |t: &mut dyn Transport, uki: &[u8]| {
+        // What systemd-stub does for PCR 11: here one event per "UKI".
+        tpm::extend_pcr(t, pcr(11), &Sha256Digest::of(uki)).unwrap();
+        tpm::read_pcrs(t, &[pcr(11)]).unwrap()[0].1 .0
+    };
+    let mut t = connect(&s);
+    let pcr11 = boot(&mut t, b"uki 0.1.0");
+    let p1 = signing::pcr_policy::sign(&release, &pcr11).unwrap();
+
+    // The ESP: the booted UKI's .pcrsig is found by its PCR 11.
+    let esp = tempfile::tempdir().unwrap();
+    esp_with_signed_policy(
+        esp.path(),
+        "gw_0.0.9.efi",
+        &signing::pcr_policy::sign(&release, &[1; 32]).unwrap(),
+    );
+    esp_with_signed_policy(esp.path(), "gw_0.1.0.efi", &p1);
+    assert_eq!(
+        identity::signed_policy_on_esp(esp.path(), &pcr11),
+        Some(p1.clone())
+    );
+    assert_eq!(identity::signed_policy_on_esp(esp.path(), &[2; 32]), None);
+
+    // First boot: the key is made, persisted, and signs.
+    let cap = Capture::default();
+    let out = identity::at_boot(&mut t, Some(esp.path()), &mut cap.logger());
+    let identity::Outcome::Ready(id) = out.clone() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(id.public.attributes, policy::IDENTITY_ATTRIBUTES);
+    assert!(
+        cap.text()
+            .contains("measured pcr 15 appliance-identity key sha256:"),
+        "{}",
+        cap.text()
+    );
+    let d = [0x42; 32];
+    let (r, sg) = identity::sign(&mut t, &id, &d).unwrap();
+    assert!(verify_identity_signature(&id.public, &d, &r, &sg));
+    // PCR 15 holds the event the log names.
+    let want15 = tpm::extended_value(&Sha256Digest([0; 32]), &Sha256Digest(out.event().digest()));
+    assert_eq!(tpm::read_pcrs(&mut t, &[pcr(15)]).unwrap()[0].1, want15);
+
+    // A signed policy for another PCR 11 (an older image's) does not unlock it.
+    let old = signing::pcr_policy::sign(&release, &[1; 32]).unwrap();
+    assert_eq!(identity::setup(&mut t, &old).unwrap_err().0, "policy");
+    drop(t);
+
+    // A reboot (power cycle, same TPM): the same key, still usable.
+    let state = s.into_state();
+    let s = start_swtpm_with(state).unwrap();
+    let mut t = connect(&s);
+    let again = boot(&mut t, b"uki 0.1.0");
+    assert_eq!(again, pcr11);
+    let id2 = identity::setup(&mut t, &p1).unwrap();
+    assert_eq!(id2.public, id.public, "the identity survives a reboot");
+
+    // A new image signed by the same key (another PCR 11): the same key signs.
+    let state = s.into_state();
+    let s = start_swtpm_with(state).unwrap();
+    let mut t = connect(&s);
+    let pcr11_new = boot(&mut t, b"uki 0.2.0");
+    let p2 = signing::pcr_policy::sign(&release, &pcr11_new).unwrap();
+    let id3 = identity::setup(&mut t, &p2).unwrap();
+    assert_eq!(
+        id3.public, id.public,
+        "the identity survives a signed update"
+    );
+    let (r, sg) = identity::sign(&mut t, &id3, &d).unwrap();
+    assert!(verify_identity_signature(&id.public, &d, &r, &sg));
+
+    // An image signed by another key: its policy verifies, the key stays unusable and is
+    // not replaced.
+    let state = s.into_state();
+    let s = start_swtpm_with(state).unwrap();
+    let mut t = connect(&s);
+    let pcr11_evil = boot(&mut t, b"uki of another signer");
+    let pe = signing::pcr_policy::sign(&other, &pcr11_evil).unwrap();
+    let (why, story) = identity::setup(&mut t, &pe).unwrap_err();
+    assert_eq!(why, "other-release-key", "{story}");
+    assert_eq!(
+        gateway::tpmkey::read_public(&mut t, policy::IDENTITY_HANDLE).unwrap(),
+        Some(id.public.clone())
+    );
+    // Nor can it sign with the real key's ticket under its own PCR 11.
+    assert!(identity::sign(&mut t, &id3, &d).is_err());
+    // No signed policy on the ESP (an unsigned image): unusable, said in PCR 15.
+    let empty = tempfile::tempdir().unwrap();
+    let cap = Capture::default();
+    let out = identity::at_boot(&mut t, Some(empty.path()), &mut cap.logger());
+    assert_eq!(
+        out.event().text,
+        "appliance-identity unusable no-signed-policy"
+    );
+}

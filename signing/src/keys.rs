@@ -218,6 +218,41 @@ impl SigningKey {
         out
     }
 
+    /// An ECDSA P-256 key derived from this key's seed for `purpose` (HMAC-SHA-256 of
+    /// the seed as a PRF, a counter until the scalar is in range): the same release key
+    /// always gives the same derived key, and nothing about the seed is learnt from it.
+    /// The PCR-policy key (`crate::pcr_policy`) is one: the TPM checks ECDSA, not
+    /// Ed25519. It signs deterministically (RFC 6979), so builds stay reproducible.
+    ///
+    /// # Errors
+    /// The seed cannot be read (not expected).
+    pub fn derive_p256(&self, purpose: &str) -> Result<p256::ecdsa::SigningKey, KeyError> {
+        use aws_lc_rs::encoding::AsBigEndian;
+        use aws_lc_rs::hmac;
+        let seed = self
+            .pair
+            .seed()
+            .map_err(|_| KeyError::Generate("no seed".into()))?;
+        let seed = seed
+            .as_be_bytes()
+            .map_err(|_| KeyError::Generate("no seed".into()))?;
+        let prf = hmac::Key::new(hmac::HMAC_SHA256, seed.as_ref());
+        for counter in 0u32..64 {
+            let mut msg = Zeroizing::new(Vec::new());
+            msg.extend_from_slice(b"appliance derived P-256 key v1\0");
+            msg.extend_from_slice(purpose.as_bytes());
+            msg.extend_from_slice(&counter.to_be_bytes());
+            let tag = hmac::sign(&prf, &msg);
+            // Zero or not below the group order: the next counter.
+            if let Ok(k) = p256::ecdsa::SigningKey::from_slice(tag.as_ref()) {
+                return Ok(k);
+            }
+        }
+        Err(KeyError::Generate(
+            "no derived P-256 scalar in range".into(),
+        ))
+    }
+
     /// The key as encrypted PKCS#8 PEM (`ENCRYPTED PRIVATE KEY`).
     pub fn to_encrypted_pem(&self, passphrase: &[u8]) -> Result<Zeroizing<String>, KeyError> {
         if passphrase.is_empty() {

@@ -13,6 +13,7 @@ pub mod eventlog;
 pub mod keys;
 pub mod manifest;
 pub mod measure;
+pub mod pcr_policy;
 pub mod secure_boot;
 pub mod verify;
 

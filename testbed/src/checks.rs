@@ -265,7 +265,7 @@ fn checks(
                 let failed = failed_checks(&v);
                 let names = v["checks"].as_array().map_or(0, Vec::len);
                 Ok((
-                    code == Some(0) && failed.is_empty() && names == 10,
+                    code == Some(0) && failed.is_empty() && names == 11,
                     if failed.is_empty() {
                         format!(
                             "{names} checks hold ({})",

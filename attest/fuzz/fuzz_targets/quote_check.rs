@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         ak_public: "0118000100".into(),
         ak_name: String::new(),
         last_clock: None,
+        identity: None,
     };
     let req = QuoteRequest {
         nonce: [1; 32],

@@ -5,11 +5,13 @@
 //! - [`proto`]: the attestation agent's protocol on the management channel and the
 //!   nonce binding;
 //! - [`runtime`]: the init's runtime measurement log (PCR 12 and 15 events).
+//! - [`policy`]: the identity key's signed PCR policy (PolicyAuthorize, PolicyPCR).
 //!
 //! No parser here panics on any input.
 
 #![forbid(unsafe_code)]
 
+pub mod policy;
 pub mod proto;
 pub mod runtime;
 pub mod tpms;

@@ -60,6 +60,12 @@ pub mod tag {
     pub const EVENT_LOG: u8 = 14;
     /// The init's runtime measurement log.
     pub const RUNTIME_LOG: u8 = 15;
+    /// The device identity key's `TPM2B_PUBLIC`.
+    pub const IDENTITY_PUBLIC: u8 = 16;
+    /// `TPM2_Certify` of the identity key by the AK: `TPMS_ATTEST`.
+    pub const IDENTITY_CERTIFY: u8 = 17;
+    /// That certification's `TPMT_SIGNATURE`.
+    pub const IDENTITY_SIGNATURE: u8 = 18;
     /// The EK's `TPM2B_PUBLIC`.
     pub const EK_PUBLIC: u8 = 20;
     /// The EK certificate (DER).
@@ -132,7 +138,7 @@ impl Frame {
         let mut fields: Vec<(u8, Vec<u8>)> = Vec::new();
         while r.position() < body.len() {
             let t = r.u8("tag")?;
-            let known = matches!(t, 1..=3 | 10..=15 | 20..=24 | 99);
+            let known = matches!(t, 1..=3 | 10..=18 | 20..=24 | 99);
             if !known {
                 return Err(Error(format!("frame: unknown field {t}")));
             }
@@ -218,6 +224,51 @@ impl QuoteRequest {
     }
 }
 
+/// The device identity key, certified by the AK (`TPM2_Certify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifiedIdentity {
+    /// The identity key's `TPM2B_PUBLIC`.
+    pub public: Vec<u8>,
+    /// `TPMS_ATTEST` of the certification.
+    pub certify: Vec<u8>,
+    /// Its `TPMT_SIGNATURE` by the AK.
+    pub signature: Vec<u8>,
+}
+
+impl CertifiedIdentity {
+    fn add(&self, f: Frame) -> Frame {
+        f.with(tag::IDENTITY_PUBLIC, self.public.clone())
+            .with(tag::IDENTITY_CERTIFY, self.certify.clone())
+            .with(tag::IDENTITY_SIGNATURE, self.signature.clone())
+    }
+    fn from_frame(f: &Frame) -> Result<Option<Self>> {
+        match (
+            f.get(tag::IDENTITY_PUBLIC),
+            f.get(tag::IDENTITY_CERTIFY),
+            f.get(tag::IDENTITY_SIGNATURE),
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(p), Some(c), Some(s)) => Ok(Some(CertifiedIdentity {
+                public: p.to_vec(),
+                certify: c.to_vec(),
+                signature: s.to_vec(),
+            })),
+            _ => Err(Error(
+                "the identity key's fields come together or not at all".into(),
+            )),
+        }
+    }
+}
+
+/// The qualifying data of the identity key's certification at enrolment (a quote's
+/// certification uses the quote's [`binding`]).
+pub fn enrol_binding(ak_name: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"appliance enroll identity v1\0");
+    h.update(ak_name);
+    h.finalize().into()
+}
+
 /// What the agent answers a quote request with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
@@ -234,18 +285,25 @@ pub struct Evidence {
     pub event_log: Vec<u8>,
     /// The init's runtime log ([`crate::runtime`]).
     pub runtime_log: Vec<u8>,
+    /// The device identity key certified by the AK for this request, if the gateway
+    /// has one this boot.
+    pub identity: Option<CertifiedIdentity>,
 }
 
 impl Evidence {
     /// As a frame.
     pub fn to_frame(&self) -> Frame {
-        Frame::new()
+        let f = Frame::new()
             .with(tag::AK_PUBLIC, self.ak_public.clone())
             .with(tag::QUOTE, self.quote.clone())
             .with(tag::SIGNATURE, self.signature.clone())
             .with(tag::PCR_VALUES, self.pcr_values.concat())
             .with(tag::EVENT_LOG, self.event_log.clone())
-            .with(tag::RUNTIME_LOG, self.runtime_log.clone())
+            .with(tag::RUNTIME_LOG, self.runtime_log.clone());
+        match &self.identity {
+            Some(i) => i.add(f),
+            None => f,
+        }
     }
     /// From a frame (an error frame gives its text as the error).
     pub fn from_frame(f: &Frame) -> Result<Self> {
@@ -270,6 +328,7 @@ impl Evidence {
                 .collect(),
             event_log: f.need(tag::EVENT_LOG, "event log")?.to_vec(),
             runtime_log: f.need(tag::RUNTIME_LOG, "runtime log")?.to_vec(),
+            identity: CertifiedIdentity::from_frame(f)?,
         })
     }
 }
@@ -283,15 +342,21 @@ pub struct Identity {
     pub ek_cert: Vec<u8>,
     /// The AK's `TPM2B_PUBLIC`.
     pub ak_public: Vec<u8>,
+    /// The device identity key certified by the AK ([`enrol_binding`]), if any.
+    pub identity: Option<CertifiedIdentity>,
 }
 
 impl Identity {
     /// As a frame.
     pub fn to_frame(&self) -> Frame {
-        Frame::new()
+        let f = Frame::new()
             .with(tag::EK_PUBLIC, self.ek_public.clone())
             .with(tag::EK_CERT, self.ek_cert.clone())
-            .with(tag::AK_PUBLIC, self.ak_public.clone())
+            .with(tag::AK_PUBLIC, self.ak_public.clone());
+        match &self.identity {
+            Some(i) => i.add(f),
+            None => f,
+        }
     }
     /// From a frame.
     pub fn from_frame(f: &Frame) -> Result<Self> {
@@ -302,6 +367,7 @@ impl Identity {
             ek_public: f.need(tag::EK_PUBLIC, "EK public area")?.to_vec(),
             ek_cert: f.need(tag::EK_CERT, "EK certificate")?.to_vec(),
             ak_public: f.need(tag::AK_PUBLIC, "AK public area")?.to_vec(),
+            identity: CertifiedIdentity::from_frame(f)?,
         })
     }
 }

@@ -104,6 +104,20 @@ pub(crate) fn build(
         .linux(kernel_image)?
         .initrd(initramfs.bytes)?;
     let mut uki = uki_b.build()?;
+    // With a release key: the PCR policy under which the device identity key signs
+    // (PCR 11 as this UKI leaves it), in `.pcrsig`, which systemd-stub does not
+    // measure: adding it changes PCR 4 (the file), never PCR 11.
+    if let Some(key) = &opts.signing_key {
+        let p = signing::measure::predict(&uki, None, None)
+            .map_err(|e| BuildError::Binary(format!("PCR prediction: {e}")))?;
+        let mut pcr11 = [0u8; 32];
+        hex::decode_to_slice(&p.pcr11.sha256, &mut pcr11)
+            .map_err(|e| BuildError::Binary(format!("PCR 11 prediction: {e}")))?;
+        let signed = signing::pcr_policy::sign(key, &pcr11)
+            .map_err(|e| BuildError::Binary(format!("signing the PCR policy: {e}")))?;
+        uki_b.section(attest_wire::policy::SECTION, signed.to_text().into_bytes())?;
+        uki = uki_b.build()?;
+    }
     let mut loader = loader;
     if let Some(sb) = &opts.secure_boot {
         uki = sb

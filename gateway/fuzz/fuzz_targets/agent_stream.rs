@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         tpm: Vec::new(),
         event_log: std::path::PathBuf::new(),
         runtime_log: Vec::new(),
+        identity: None,
     };
     let mut s = Stream {
         input: rest,

@@ -1,6 +1,6 @@
 //! Every parser of `attest-wire` on arbitrary bytes: TPM public areas (bare and
 //! `TPM2B`), `TPMS_ATTEST`, `TPMT_SIGNATURE`, agent frames and the typed messages
-//! read from them, and the runtime log. Whatever parses is re-marshalled and parsed
+//! read from them, the runtime log and the signed PCR policy. Whatever parses is re-marshalled and parsed
 //! again to the same value.
 #![no_main]
 
@@ -27,6 +27,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Frame::parse_body(&again[4..]).as_ref(), Ok(&f));
     }
     let _ = Frame::read(&mut &data[..]);
+    if let Ok(p) = attest_wire::policy::SignedPolicy::parse(data) {
+        assert_eq!(
+            attest_wire::policy::SignedPolicy::parse(p.to_text().as_bytes()),
+            Ok(p)
+        );
+    }
     if let Ok(ev) = attest_wire::runtime::parse(data) {
         assert_eq!(
             attest_wire::runtime::parse(&attest_wire::runtime::to_bytes(&ev)),
