@@ -278,3 +278,72 @@ pub fn reference(cmd: ReferenceCmd) -> anyhow::Result<Outcome> {
     }
     Ok(Outcome::Ok)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ProvisionArgs {
+    /// The gateway's management address on its black side: HOST[:PORT].
+    #[arg(value_name = "HOST[:PORT]")]
+    target: String,
+    /// The device's record (from `appliance enroll`): the secrets are encrypted to
+    /// its TPM.
+    #[arg(long, value_name = "DIR")]
+    device: PathBuf,
+    /// A secret: `NAME=@FILE` (the file's bytes, as they are) or `NAME=hex:HEX`;
+    /// NAME as in the profile's `tpm:<NAME>`. May be given several times.
+    #[arg(long = "secret", value_name = "NAME=@FILE", required = true)]
+    secrets: Vec<String>,
+    /// The release key (NAME.key) the image trusts: it signs what is provisioned.
+    #[arg(long, value_name = "NAME.key")]
+    key: PathBuf,
+    #[command(flatten)]
+    pass: crate::sign_cmd::PassphraseArgs,
+    /// Seconds the exchange may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+}
+
+fn read_secret(spec: &str) -> anyhow::Result<(String, zeroize::Zeroizing<Vec<u8>>)> {
+    let (name, value) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--secret {spec:?}: give NAME=@FILE or NAME=hex:HEX"))?;
+    let bytes = if let Some(path) = value.strip_prefix('@') {
+        zeroize::Zeroizing::new(
+            std::fs::read(path).with_context(|| format!("--secret {name}: reading {path}"))?,
+        )
+    } else if let Some(h) = value.strip_prefix("hex:") {
+        zeroize::Zeroizing::new(
+            hex::decode(h).map_err(|e| anyhow::anyhow!("--secret {name}: hex: {e}"))?,
+        )
+    } else {
+        bail!("--secret {name}: the value must be @FILE or hex:HEX (never the secret itself on the command line)");
+    };
+    Ok((name.to_owned(), bytes))
+}
+
+pub fn provision(args: ProvisionArgs, json: bool) -> anyhow::Result<Outcome> {
+    let device = attest::fleet::Device::load(&args.device).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| read_secret(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let key = crate::sign_cmd::read_signing_key(&args.key, &args.pass)?;
+    let (mut stream, dialled) = open(&args.target, args.timeout)?;
+    let sign = |d: &[u8; 32]| key.sign(d);
+    let result = attest::client::provision(&mut stream, &device, &secrets, &sign)
+        .map_err(|e| anyhow::anyhow!("{dialled}: {e}"))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "device": device.name,
+                "target": dialled,
+                "result": result,
+            }))?
+        );
+    } else {
+        println!("{}: {result}", device.name);
+    }
+    Ok(Outcome::Ok)
+}

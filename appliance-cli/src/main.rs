@@ -63,6 +63,8 @@ enum Command {
     Enroll(attest_cmd::EnrollArgs),
     /// Ask a gateway for a TPM quote and check it, every check by name.
     Attest(attest_cmd::AttestArgs),
+    /// Provision secrets (PSKs) to an enrolled gateway: encrypted to its TPM, sealed there.
+    Provision(attest_cmd::ProvisionArgs),
     /// Reference values for other verifiers (Keylime).
     #[command(subcommand)]
     Reference(attest_cmd::ReferenceCmd),
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Enroll(args) => attest_cmd::enroll(args, cli.json),
         Command::Attest(args) => attest_cmd::attest(args, cli.json),
         Command::Reference(cmd) => attest_cmd::reference(cmd),
+        Command::Provision(args) => attest_cmd::provision(args, cli.json),
         Command::SecureBoot(cmd) => secure_boot::run(cmd, cli.json),
         Command::Testbed(cmd) => testbed_cmd::run(cmd, cli.json),
         Command::Completions { shell } => {

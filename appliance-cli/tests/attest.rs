@@ -280,6 +280,17 @@ struct Gateway {
     port: u16,
     ctx: gateway::agent::AgentContext,
     reference: signing::measure::ReferenceValues,
+    /// The directory standing for the gateway's ESP.
+    esp: PathBuf,
+}
+
+/// The release key a build was signed with (its manifest's signer is the fixture's
+/// `release.pub`).
+fn release_key(_out: &Path) -> [u8; 32] {
+    let pem = std::fs::read(&build().public).unwrap();
+    *signing::PublicKey::from_pem(&pem, "release.pub")
+        .unwrap()
+        .raw()
 }
 
 fn boot(out: &Path) -> Gateway {
@@ -332,7 +343,7 @@ fn boot(out: &Path) -> Gateway {
     let gateway::identity::Outcome::Ready(id) = &outcome else {
         panic!("no identity from the build's signed PCR policy: {outcome:?}")
     };
-    let identity = Some(id.public.clone());
+    let identity = Some(id.clone());
     runtime_events.push(outcome.event());
     drop(t);
     let log_path = tpm._dir.path().join("binary_bios_measurements");
@@ -342,7 +353,9 @@ fn boot(out: &Path) -> Gateway {
         event_log: log_path,
         runtime_log: runtime::to_bytes(&runtime_events),
         identity,
+        release_key: Some(release_key(out)),
     };
+    let esp_access = gateway::update::EspAccess::Dir(esp.clone());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let served = ctx.clone();
@@ -359,6 +372,9 @@ fn boot(out: &Path) -> Gateway {
                 Ok((proto::ENDPOINT_ENROLL, 0)) => {
                     gateway::agent::serve_enroll(&mut s, &ctx, &mut note)
                 }
+                Ok((proto::ENDPOINT_PROVISION, 0)) => {
+                    gateway::agent::serve_provision(&mut s, &ctx, &esp_access, &mut note)
+                }
                 _ => {
                     let _ = s.write_all(b"refused: unknown endpoint\n");
                 }
@@ -370,6 +386,7 @@ fn boot(out: &Path) -> Gateway {
         port,
         ctx,
         reference,
+        esp,
     }
 }
 
@@ -930,4 +947,140 @@ fn keylime_accepts_our_quote_with_the_exported_policy_and_refuses_tampered_ones(
         Some(1),
         "Keylime accepted a tampered PCR value:\n{out}"
     );
+}
+
+/// Records what a client writes (to look for the secret on the wire, and to replay
+/// it).
+struct Tee<'a> {
+    inner: &'a mut std::net::TcpStream,
+    written: Vec<u8>,
+}
+
+impl std::io::Read for Tee<'_> {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(self.inner, b)
+    }
+}
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.written.extend_from_slice(b);
+        self.inner.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_provisioned_psk_is_sealed_to_this_tpm_and_never_crosses_in_clear() {
+    if !tools() {
+        return;
+    }
+    let b = build();
+    let g = boot(&b.out);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet/gw-a");
+    ok(enroll(&g, &fleet), "enroll");
+    let device = attest::fleet::Device::load(&fleet).unwrap();
+    assert!(
+        device.identity.is_some(),
+        "enrolment recorded no identity key"
+    );
+    assert!(fleet.join("identity.pem").is_file());
+
+    // A 48-byte PSK: two credentials.
+    let psk = b"provisioned-psk-0123456789abcdef-not-in-any-img".to_vec();
+    let psk_file = dir.path().join("psk");
+    std::fs::write(&psk_file, &psk).unwrap();
+    let r = ok(
+        appliance(&[
+            &"provision",
+            &target(&g),
+            &"--device",
+            &fleet,
+            &"--secret",
+            &format!("gw-psk=@{}", psk_file.display()),
+            &"--key",
+            &b.dir.join("release.key"),
+            &"--passphrase-file",
+            &b.pass,
+        ]),
+        "provision",
+    );
+    assert!(r.stdout.contains("sealed gw-psk (47 bytes)"), "{r}");
+    let sealed_path = g.esp.join("appliance/secrets/gw-psk.sealed");
+    let sealed = std::fs::read(&sealed_path).unwrap();
+    assert!(
+        !sealed.windows(psk.len()).any(|w| w == &psk[..]),
+        "the PSK is in clear on the ESP"
+    );
+    // The gateway unseals it under this boot's policy.
+    let id = g.ctx.identity.as_ref().unwrap();
+    {
+        let mut t = g.tpm.transport();
+        let got = gateway::secrets::unseal(&mut t, id, &sealed).unwrap();
+        assert_eq!(&got[..], &psk[..]);
+    }
+
+    // On the wire: never in clear; a replay of the whole session is refused (new nonce).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    let mut tee = Tee {
+        inner: &mut s,
+        written: Vec::new(),
+    };
+    let key = signing::SigningKey::from_encrypted_pem(
+        &std::fs::read(b.dir.join("release.key")).unwrap(),
+        b"attest test passphrase",
+        "release.key",
+    )
+    .unwrap();
+    let secrets = vec![("gw-psk".to_string(), zeroize::Zeroizing::new(psk.clone()))];
+    attest::client::provision(&mut tee, &device, &secrets, &|d| key.sign(d)).unwrap();
+    let written = tee.written;
+    assert!(
+        !written.windows(psk.len()).any(|w| w == &psk[..]),
+        "the PSK crossed in clear"
+    );
+    let before = std::fs::read(&sealed_path).unwrap();
+    let mut replay = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    replay.write_all(&written).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut replay, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("not signed by this image's release key"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&sealed_path).unwrap(),
+        before,
+        "a replay changed the sealed secret"
+    );
+
+    // Signed by another key: refused, nothing stored.
+    let other = signing::SigningKey::generate().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+    let e = attest::client::provision(
+        &mut s,
+        &device,
+        &[(
+            "other-psk".to_string(),
+            zeroize::Zeroizing::new(vec![7; 32]),
+        )],
+        &|d| other.sign(d),
+    )
+    .unwrap_err();
+    assert!(e.contains("not signed by this image's release key"), "{e}");
+    assert!(!g.esp.join("appliance/secrets/other-psk.sealed").exists());
+
+    // Another image (PCR 11 moves): the sealed PSK no longer unseals.
+    let mut t = g.tpm.transport();
+    gateway::tpm::extend_pcr(
+        &mut t,
+        PcrIndex::new(11).unwrap(),
+        &gateway::digest::Sha256Digest([9; 32]),
+    )
+    .unwrap();
+    assert!(gateway::secrets::unseal(&mut t, id, &sealed).is_err());
 }

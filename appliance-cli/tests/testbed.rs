@@ -382,6 +382,10 @@ fn attestation_of_a_real_boot_holds_and_each_forgery_is_refused_by_name(lab: &Pa
     let (req, ev) = attest::export::load_evidence(&dir).unwrap();
     let mut device = attest::fleet::Device::load(&lab.join("fleet/gw-a")).unwrap();
     device.last_clock = None;
+    // The lab image is signed: the gateway made its identity key at boot (under the
+    // PCR policy the build signed into .pcrsig), and enrolment recorded it.
+    assert!(device.identity.is_some(), "gw-a has no device identity");
+    assert!(lab.join("fleet/gw-a/identity.pem").is_file());
     let key_pem = std::fs::read(lab.join("keys/release.pub")).unwrap();
     let key = signing::PublicKey::from_pem(&key_pem, "release.pub").unwrap();
     let reference = lab.join("images/gw-a/reference-values.json");
@@ -408,7 +412,7 @@ fn attestation_of_a_real_boot_holds_and_each_forgery_is_refused_by_name(lab: &Pa
         nonce: [0xee; 32],
         ..req.clone()
     };
-    assert_eq!(failed(&ev, &other, &device, &rf), ["nonce"]);
+    assert_eq!(failed(&ev, &other, &device, &rf), ["nonce", "identity"]);
     // A quote presented for another PCR selection (PCR 16 asked as if it were 4).
     let relabel = attest_wire::proto::QuoteRequest {
         pcrs: (req.pcrs & !(1 << 4)) | 1 << 16,

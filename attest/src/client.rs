@@ -148,3 +148,80 @@ pub fn enroll<S: Read + Write>(
         certificate: cert,
     })
 }
+
+/// Provisions `secrets` (name, bytes) to the enrolled `device` at the other end of
+/// `s`: each secret in parts of at most 32 bytes, each part a credential for the
+/// device's EK bound to its AK's name, signed with `sign` (the release key) over the
+/// device's fresh nonce. Returns the gateway's words.
+///
+/// # Errors
+/// A malformed secret or record, the stream failing, or the gateway's refusal.
+pub fn provision<S: Read + Write>(
+    s: &mut S,
+    device: &Device,
+    secrets: &[(String, zeroize::Zeroizing<Vec<u8>>)],
+    sign: &dyn Fn(&[u8; 32]) -> [u8; 64],
+) -> Result<String, String> {
+    let ek = Public::parse_tpm2b(&hex::decode(&device.ek_public).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("the enrolled EK: {e}"))?;
+    let (modulus, exponent) = ek.rsa().ok_or("the enrolled EK is not RSA")?;
+    let ak = device.ak()?;
+    let ak_name = ak.name().map_err(|e| e.to_string())?;
+    for (name, secret) in secrets {
+        if !proto::secret_name_ok(name) {
+            return Err(format!(
+                "secret name {name:?}: 1-63 of a-z 0-9 - (not starting or ending with -), as in `tpm:<name>`"
+            ));
+        }
+        if secret.is_empty() || secret.len() > proto::MAX_SECRET {
+            return Err(format!(
+                "secret {name}: {} bytes (1 to {})",
+                secret.len(),
+                proto::MAX_SECRET
+            ));
+        }
+    }
+    hello(s, proto::ENDPOINT_PROVISION)?;
+    Frame::new()
+        .write(s)
+        .map_err(|e| format!("sending the provisioning request: {e}"))?;
+    let f = Frame::read(s).map_err(|e| format!("the gateway's answer: {e}"))?;
+    if let Some(e) = f.error_text() {
+        return Err(format!("the gateway answered: {e}"));
+    }
+    let nonce: [u8; 32] = f
+        .need(proto::tag::NONCE, "nonce")
+        .map_err(|e| e.to_string())?
+        .try_into()
+        .map_err(|_| "the gateway's nonce is not 32 bytes".to_string())?;
+    for (name, secret) in secrets {
+        let chunks: Vec<&[u8]> = secret.chunks(proto::SECRET_PART).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let c = crate::credential::make_credential(modulus, exponent, &ak_name, chunk)
+                .map_err(|e| format!("secret {name}: {e}"))?;
+            let mut part = proto::SecretPart {
+                name: name.clone(),
+                index: i as u8,
+                count: chunks.len() as u8,
+                id_object: c.id_object,
+                encrypted_secret: c.encrypted_secret,
+                signature: [0; 64],
+            };
+            part.signature = sign(&proto::provision_digest(&nonce, &ak_name, &part));
+            part.to_frame()
+                .write(s)
+                .map_err(|e| format!("sending secret {name}: {e}"))?;
+        }
+    }
+    Frame::new()
+        .write(s)
+        .map_err(|e| format!("ending the provisioning: {e}"))?;
+    let f = Frame::read(s).map_err(|e| format!("the gateway's answer: {e}"))?;
+    if let Some(e) = f.error_text() {
+        return Err(format!("the gateway refused: {e}"));
+    }
+    let r = f
+        .need(proto::tag::RESULT, "result")
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(r).into_owned())
+}

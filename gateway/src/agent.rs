@@ -41,8 +41,11 @@ pub struct AgentContext {
     pub event_log: PathBuf,
     /// The init's runtime log (what it extended into PCRs 12 and 15).
     pub runtime_log: Vec<u8>,
-    /// This boot's device identity key (usable), certified by the AK in every answer.
-    pub identity: Option<attest_wire::tpms::Public>,
+    /// This boot's device identity key (usable), certified by the AK in every answer;
+    /// provisioned secrets are sealed under its policy.
+    pub identity: Option<Box<crate::identity::Identity>>,
+    /// The release key that signs provisioned secrets (the plan's).
+    pub release_key: Option<[u8; 32]>,
 }
 
 fn open(ctx: &AgentContext) -> Result<Box<dyn Transport>, String> {
@@ -68,13 +71,13 @@ fn certified_identity(
     ctx: &AgentContext,
     qualifying: &[u8; 32],
 ) -> Result<Option<CertifiedIdentity>, String> {
-    let Some(public) = &ctx.identity else {
+    let Some(id) = &ctx.identity else {
         return Ok(None);
     };
     let (certify, signature) = tpmkey::certify(t, attest_wire::policy::IDENTITY_HANDLE, qualifying)
         .map_err(|e| format!("certifying the identity key: {e}"))?;
     Ok(Some(CertifiedIdentity {
-        public: public.to_tpm2b(),
+        public: id.public.to_tpm2b(),
         certify,
         signature,
     }))
@@ -159,6 +162,64 @@ pub fn serve_enroll<S: Read + Write>(s: &mut S, ctx: &AgentContext, note: &mut d
         Ok(p) => p.to_frame(),
         Err(e) => {
             note(&format!("enrolment refused: {e}"));
+            Frame::error(&e)
+        }
+    };
+    let _ = frame.write(s);
+}
+
+fn provision<S: Read + Write>(
+    s: &mut S,
+    ctx: &AgentContext,
+    esp: &crate::update::EspAccess,
+) -> Result<Vec<String>, String> {
+    let hello = Frame::read(s).map_err(|e| e.to_string())?;
+    if hello != Frame::new() {
+        return Err("provisioning starts with an empty frame".into());
+    }
+    let key = ctx
+        .release_key
+        .as_ref()
+        .ok_or("this image names no release key: it takes no provisioned secrets")?;
+    let id = ctx
+        .identity
+        .as_ref()
+        .ok_or("this boot has no device identity (its PCR policy): secrets cannot be sealed")?;
+    let mut t = open(ctx)?;
+    crate::secrets::receive(
+        s,
+        crate::secrets::ProvisionContext {
+            tpm: &mut *t,
+            identity: id,
+            release_key: key,
+        },
+        &mut |name, file| esp.run(|root| crate::secrets::store(root, name, file)),
+    )
+}
+
+/// Serves one provisioning stream: secrets sealed and stored on the ESP, used from
+/// the next boot.
+pub fn serve_provision<S: Read + Write>(
+    s: &mut S,
+    ctx: &AgentContext,
+    esp: &crate::update::EspAccess,
+    note: &mut dyn FnMut(&str),
+) {
+    let frame = match provision(s, ctx, esp) {
+        Ok(names) => {
+            let text = format!(
+                "sealed {}; the IKE process gets them from the next boot",
+                if names.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            note(&text);
+            Frame::new().with(proto::tag::RESULT, text.as_bytes())
+        }
+        Err(e) => {
+            note(&format!("provisioning refused: {e}"));
             Frame::error(&e)
         }
     };

@@ -345,7 +345,31 @@ pub fn at_boot_device(
         at_boot(&mut *t, None, log);
         return;
     };
-    let done = crate::esp::with_mounted(esp, &dev, false, |root| at_boot(&mut *t, Some(root), log));
+    let names: Vec<String> = plan
+        .ike
+        .as_ref()
+        .map(|i| {
+            i.credentials
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let done = crate::esp::with_mounted(esp, &dev, false, |root| {
+        let outcome = at_boot(&mut *t, Some(root), log);
+        // The provisioned secrets the plan names, unsealed under this boot's policy.
+        match &outcome {
+            Outcome::Ready(id) if !names.is_empty() => {
+                crate::secrets::unseal_all(&mut *t, id, root, &names, log);
+            }
+            _ if !names.is_empty() => log.log(&format!(
+                "secrets: {} cannot be unsealed without a device identity this boot",
+                names.join(", ")
+            )),
+            _ => {}
+        }
+        outcome
+    });
     if let Err(e) = done {
         log.log(&format!("warning: identity: {e}"));
         at_boot(&mut *t, None, log);

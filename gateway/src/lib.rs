@@ -32,6 +32,7 @@ pub mod nic;
 pub mod pid1;
 pub mod relay;
 pub mod runtime;
+pub mod secrets;
 pub mod sys;
 pub mod tpm;
 pub mod tpmkey;

@@ -822,9 +822,10 @@ impl Runtime {
                     .collect::<Vec<_>>(),
             ),
             identity: match crate::identity::booted() {
-                Some(crate::identity::Outcome::Ready(id)) => Some(id.public.clone()),
+                Some(crate::identity::Outcome::Ready(id)) => Some(id.clone()),
                 _ => None,
             },
+            release_key: plan.update.map(|u| u.release_key),
         };
         let opened = crate::update::Management::open(
             &env.mgmt_dir,
@@ -1229,13 +1230,21 @@ impl Runtime {
         log: &mut Logger,
     ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
         let name = "ike";
-        if let Some(ike) = self
-            .ike
-            .as_mut()
-            .filter(|i| i.channel.is_some() && !i.reported && !i.credentials.is_empty())
-        {
+        let unsealed = crate::secrets::unsealed_names();
+        if let Some(ike) = self.ike.as_mut().filter(|i| {
+            i.channel.is_some()
+                && !i.reported
+                && i.credentials
+                    .iter()
+                    .any(|c| !unsealed.iter().any(|u| u == c.as_str()))
+        }) {
             ike.reported = true;
-            let names: Vec<&str> = ike.credentials.iter().map(|c| c.as_str()).collect();
+            let names: Vec<&str> = ike
+                .credentials
+                .iter()
+                .map(|c| c.as_str())
+                .filter(|c| !unsealed.iter().any(|u| u == c))
+                .collect();
             log.log(&format!(
                 "ike: device credential(s) {} not provisioned on this device (tpm:<name> \
                  references); the tunnels that need them stay closed",
@@ -1252,9 +1261,16 @@ impl Runtime {
                 std::io::Error::from(std::io::ErrorKind::NotConnected),
             ));
         };
-        // No credential is provisioned yet: the stream is empty (end-of-file at once).
+        // The secrets unsealed at boot (none: end-of-file at once). A pipe holds
+        // 64 KiB: more than the plan's credentials can take.
         let (creds_r, creds_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
-        drop(creds_w);
+        {
+            use std::io::Write;
+            let stream = crate::secrets::credential_stream();
+            let mut w = File::from(creds_w);
+            w.write_all(&stream)
+                .map_err(cerr(name, "writing the credentials"))?;
+        }
         let argv: Vec<String> = [
             "viaduct-ike",
             "--policy",

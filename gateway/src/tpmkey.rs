@@ -670,6 +670,110 @@ pub fn certify(
     Ok((attest, sig))
 }
 
+const CC_UNSEAL: u32 = 0x0000_015E;
+
+/// The storage root key's template (TCG "SRK" template, ECC NIST P-256): a restricted
+/// decryption key that `TPM2_CreatePrimary` derives from the owner seed, the same key
+/// at every boot.
+pub fn srk_template() -> Public {
+    Public {
+        name_alg: tpms::ALG_SHA256,
+        attributes: tpms::attr::FIXED_TPM
+            | tpms::attr::FIXED_PARENT
+            | tpms::attr::SENSITIVE_DATA_ORIGIN
+            | tpms::attr::USER_WITH_AUTH
+            | tpms::attr::NO_DA
+            | tpms::attr::RESTRICTED
+            | tpms::attr::DECRYPT,
+        auth_policy: Vec::new(),
+        params: tpms::KeyParams::Ecc {
+            symmetric: (tpms::ALG_AES, 128, tpms::ALG_CFB),
+            scheme: (tpms::ALG_NULL, 0),
+            curve: tpms::ECC_NIST_P256,
+            kdf: (tpms::ALG_NULL, 0),
+            x: Vec::new(),
+            y: Vec::new(),
+        },
+    }
+}
+
+/// `TPM2_Create` of a sealed data object holding `data` under the loaded `parent`
+/// (the SRK, empty authValue) with `auth_policy` and no userWithAuth: only a policy
+/// session satisfying that policy unseals it. Returns (TPM2B_PRIVATE, TPM2B_PUBLIC),
+/// marshalled with their sizes.
+pub fn create_sealed(
+    t: &mut dyn Transport,
+    parent: u32,
+    auth_policy: &[u8; 32],
+    data: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut sensitive = Vec::new();
+    sensitive.extend_from_slice(&0u16.to_be_bytes()); // userAuth: empty
+    tpms::put_tpm2b(&mut sensitive, data);
+    // TPMT_PUBLIC of a KEYEDHASH object with scheme NULL (sealed data).
+    let mut public = Vec::new();
+    public.extend_from_slice(&0x0008u16.to_be_bytes()); // TPM_ALG_KEYEDHASH
+    public.extend_from_slice(&tpms::ALG_SHA256.to_be_bytes());
+    public.extend_from_slice(
+        &(tpms::attr::FIXED_TPM | tpms::attr::FIXED_PARENT | tpms::attr::NO_DA).to_be_bytes(),
+    );
+    tpms::put_tpm2b(&mut public, auth_policy);
+    public.extend_from_slice(&tpms::ALG_NULL.to_be_bytes()); // scheme
+    public.extend_from_slice(&0u16.to_be_bytes()); // unique: empty
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_CREATE);
+    c.extend_from_slice(&parent.to_be_bytes());
+    auth_area(&mut c, &[Auth::Password]);
+    tpms::put_tpm2b(&mut c, &sensitive);
+    tpms::put_tpm2b(&mut c, &public);
+    c.extend_from_slice(&0u16.to_be_bytes());
+    c.extend_from_slice(&0u32.to_be_bytes());
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "Create", true, false)?;
+    let m = |e| malformed("Create", e);
+    let mut private = Vec::new();
+    tpms::put_tpm2b(&mut private, r.params.tpm2b("outPrivate").map_err(m)?);
+    let mut public = Vec::new();
+    tpms::put_tpm2b(&mut public, r.params.tpm2b("outPublic").map_err(m)?);
+    Ok((private, public))
+}
+
+/// `TPM2_Load` of an object made by [`create_sealed`] under `parent` (empty authValue);
+/// `private` and `public` marshalled with their sizes. Returns the transient handle.
+pub fn load_under(
+    t: &mut dyn Transport,
+    parent: u32,
+    private: &[u8],
+    public: &[u8],
+) -> Result<u32> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_LOAD);
+    c.extend_from_slice(&parent.to_be_bytes());
+    auth_area(&mut c, &[Auth::Password]);
+    c.extend_from_slice(private);
+    c.extend_from_slice(public);
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    Ok(response(&resp, "Load", true, true)?.handle.unwrap_or(0))
+}
+
+/// `TPM2_Unseal` of the loaded `object`, authorised by the satisfied policy `session`.
+pub fn unseal(
+    t: &mut dyn Transport,
+    object: u32,
+    session: u32,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut c = Vec::new();
+    header(&mut c, TPM_ST_SESSIONS, CC_UNSEAL);
+    c.extend_from_slice(&object.to_be_bytes());
+    auth_area(&mut c, &[Auth::Policy(session)]);
+    let resp = crate::tpm::transact_retrying(t, &finish(c))?;
+    let mut r = response(&resp, "Unseal", true, false)?;
+    let m = |e| malformed("Unseal", e);
+    let data = zeroize::Zeroizing::new(r.params.tpm2b("outData").map_err(m)?.to_vec());
+    r.params.end().map_err(m)?;
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

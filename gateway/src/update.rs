@@ -76,7 +76,7 @@ pub enum EspAccess {
 }
 
 impl EspAccess {
-    fn run<T>(&self, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+    pub(crate) fn run<T>(&self, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
         match self {
             EspAccess::Dir(d) => f(d),
             EspAccess::Device(env) => {
@@ -615,6 +615,10 @@ fn child_main(
         }
         (Ok((attest_wire::proto::ENDPOINT_ENROLL, 0)), _) => {
             agent::serve_enroll(&mut stream, agent, &mut |l: &str| say("attest", l));
+            0
+        }
+        (Ok((attest_wire::proto::ENDPOINT_PROVISION, 0)), _) => {
+            agent::serve_provision(&mut stream, agent, esp, &mut |l: &str| say("provision", l));
             0
         }
         (Ok((wire::ENDPOINT_UPDATE, _)), None) => {

@@ -35,6 +35,13 @@ use std::io::{Read, Write};
 pub const ENDPOINT_ATTEST: u8 = 2;
 /// Endpoint byte of enrolment (EK, AK, credential activation).
 pub const ENDPOINT_ENROLL: u8 = 3;
+/// Endpoint byte of secret provisioning.
+pub const ENDPOINT_PROVISION: u8 = 4;
+/// Largest provisioned secret.
+pub const MAX_SECRET: usize = 1024;
+/// Largest part of a secret carried by one credential (the EK's name algorithm's
+/// digest size).
+pub const SECRET_PART: usize = 32;
 /// Largest frame.
 pub const MAX_FRAME: usize = 4 << 20;
 /// Longest dialled address.
@@ -76,6 +83,14 @@ pub mod tag {
     pub const ENCRYPTED_SECRET: u8 = 23;
     /// The activation proof.
     pub const PROOF: u8 = 24;
+    /// A provisioned secret's name.
+    pub const NAME: u8 = 25;
+    /// Part index and count (two bytes).
+    pub const PART: u8 = 26;
+    /// The release key's Ed25519 signature over [`super::provision_digest`].
+    pub const RELEASE_SIGNATURE: u8 = 27;
+    /// What the gateway did, in words.
+    pub const RESULT: u8 = 28;
     /// An error, in words.
     pub const ERROR: u8 = 99;
 }
@@ -138,7 +153,7 @@ impl Frame {
         let mut fields: Vec<(u8, Vec<u8>)> = Vec::new();
         while r.position() < body.len() {
             let t = r.u8("tag")?;
-            let known = matches!(t, 1..=3 | 10..=18 | 20..=24 | 99);
+            let known = matches!(t, 1..=3 | 10..=18 | 20..=28 | 99);
             if !known {
                 return Err(Error(format!("frame: unknown field {t}")));
             }
@@ -422,6 +437,103 @@ impl Proof {
             .map_err(|_| Error("the proof is not 32 bytes".into()))?;
         Ok(Proof(p))
     }
+}
+
+/// One part of a provisioned secret: a credential (MakeCredential to the device's EK,
+/// bound to its AK's name) carrying at most [`SECRET_PART`] bytes, signed by the
+/// release key over [`provision_digest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPart {
+    /// The secret's name (`tpm:<name>` in profiles).
+    pub name: String,
+    /// This part's index.
+    pub index: u8,
+    /// How many parts the secret has.
+    pub count: u8,
+    /// `TPM2B_ID_OBJECT`.
+    pub id_object: Vec<u8>,
+    /// `TPM2B_ENCRYPTED_SECRET`.
+    pub encrypted_secret: Vec<u8>,
+    /// Ed25519 signature by the release key.
+    pub signature: [u8; 64],
+}
+
+/// Whether `name` may name a provisioned secret (the profile's rule for
+/// `tpm:<name>`): 1 to 63 of `a-z 0-9 -`, not starting or ending with `-`.
+pub fn secret_name_ok(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+impl SecretPart {
+    /// As a frame.
+    pub fn to_frame(&self) -> Frame {
+        Frame::new()
+            .with(tag::NAME, self.name.as_bytes())
+            .with(tag::PART, vec![self.index, self.count])
+            .with(tag::ID_OBJECT, self.id_object.clone())
+            .with(tag::ENCRYPTED_SECRET, self.encrypted_secret.clone())
+            .with(tag::RELEASE_SIGNATURE, self.signature.to_vec())
+    }
+    /// From a frame.
+    pub fn from_frame(f: &Frame) -> Result<Self> {
+        let name = std::str::from_utf8(f.need(tag::NAME, "secret name")?)
+            .ok()
+            .filter(|n| secret_name_ok(n))
+            .ok_or_else(|| {
+                Error(
+                    "the secret's name is not 1-63 of a-z 0-9 - (not starting or ending with -)"
+                        .into(),
+                )
+            })?
+            .to_owned();
+        let part = f.need(tag::PART, "part")?;
+        let [index, count] = part else {
+            return Err(Error("the part field is not two bytes".into()));
+        };
+        let max = (MAX_SECRET / SECRET_PART) as u8;
+        if *count == 0 || *count > max || index >= count {
+            return Err(Error(format!(
+                "part {index} of {count} (at most {max} parts)"
+            )));
+        }
+        let c = Challenge::from_frame(f)?;
+        let signature: [u8; 64] = f
+            .need(tag::RELEASE_SIGNATURE, "release signature")?
+            .try_into()
+            .map_err(|_| Error("the release signature is not 64 bytes".into()))?;
+        Ok(SecretPart {
+            name,
+            index: *index,
+            count: *count,
+            id_object: c.id_object,
+            encrypted_secret: c.encrypted_secret,
+            signature,
+        })
+    }
+}
+
+/// What the release key signs for one secret part: SHA-256 of a domain label, the
+/// device's fresh nonce, its AK's name, the secret's name, the part, and the
+/// credential. A part cannot be replayed to another session, device or name.
+pub fn provision_digest(nonce: &[u8; 32], ak_name: &[u8], part: &SecretPart) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"appliance provision v1\0");
+    h.update(nonce);
+    h.update((ak_name.len() as u16).to_be_bytes());
+    h.update(ak_name);
+    h.update([part.name.len() as u8]);
+    h.update(part.name.as_bytes());
+    h.update([part.index, part.count]);
+    h.update((part.id_object.len() as u16).to_be_bytes());
+    h.update(&part.id_object);
+    h.update((part.encrypted_secret.len() as u16).to_be_bytes());
+    h.update(&part.encrypted_secret);
+    h.finalize().into()
 }
 
 /// `qualifyingData` of a quote: SHA-256 of a domain label, the verifier's nonce,

@@ -288,6 +288,15 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Whether `sig` is the release key's Ed25519 signature over `msg` (provisioned
+/// secrets are signed so).
+pub fn release_signed(release_key: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
+    use aws_lc_rs::signature::{UnparsedPublicKey, ED25519};
+    UnparsedPublicKey::new(&ED25519, release_key)
+        .verify(msg, sig)
+        .is_ok()
+}
+
 /// Checks the header's signature with the release key, then reads what the
 /// signed manifest says.
 ///
