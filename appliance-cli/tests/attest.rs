@@ -132,60 +132,9 @@ impl Tpm {
     fn new() -> Tpm {
         let dir = tempfile::tempdir().unwrap();
         let w = dir.path();
-        std::fs::create_dir_all(w.join("state")).unwrap();
-        std::fs::create_dir_all(w.join("ca")).unwrap();
-        std::fs::write(
-            w.join("localca.conf"),
-            format!(
-                "statedir = {d}/ca\nsigningkey = {d}/ca/signkey.pem\nissuercert = {d}/ca/issuercert.pem\ncertserial = {d}/ca/certserial\n",
-                d = w.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            w.join("localca.options"),
-            "--platform-manufacturer Lab\n--platform-version 2.1\n--platform-model QEMU\n",
-        )
-        .unwrap();
-        let localca = String::from_utf8(
-            Command::new("sh")
-                .args(["-c", "command -v swtpm_localca"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        std::fs::write(
-            w.join("setup.conf"),
-            format!(
-                "create_certs_tool= {}\ncreate_certs_tool_config = {d}/localca.conf\ncreate_certs_tool_options = {d}/localca.options\nactive_pcr_banks = sha256\n",
-                localca.trim(),
-                d = w.display()
-            ),
-        )
-        .unwrap();
-        let st = Command::new("swtpm_setup")
-            .args([
-                "--tpm2",
-                "--create-ek-cert",
-                "--create-platform-cert",
-                "--lock-nvram",
-                "--overwrite",
-            ])
-            .arg("--tpm-state")
-            .arg(w.join("state"))
-            .arg("--config")
-            .arg(w.join("setup.conf"))
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "swtpm_setup: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        let mut ca = std::fs::read(w.join("ca/swtpm-localca-rootca-cert.pem")).unwrap();
-        ca.extend(std::fs::read(w.join("ca/issuercert.pem")).unwrap());
-        std::fs::write(w.join("ca.pem"), ca).unwrap();
+        // As the testbed manufactures its TPMs: swtpm_setup with a local CA.
+        testbed::vm::manufacture_tpm(&w.join("state"), &w.join("ca"), &w.join("ca.pem"))
+            .expect("swtpm_setup");
         let socket = w.join("tpm.sock");
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
@@ -724,18 +673,12 @@ fn enrol_then_attest_with_every_check_and_each_negative_refused_by_name() {
         .zip(good.pcr_values.iter().copied())
         .collect();
     // tpm2_eventlog's replay ("pcrs: sha256: N : 0x…"), then the init's events on top.
-    let theirs: std::collections::BTreeMap<u8, [u8; 32]> = yaml
-        .split("pcrs:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no replay in:\n{yaml}"))
-        .lines()
-        .filter_map(|l| {
-            let (n, v) = l.trim().split_once(':')?;
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(v.trim().strip_prefix("0x")?, &mut d).ok()?;
-            Some((n.trim().parse().ok()?, d))
-        })
-        .collect();
+    let theirs = attest::export::tpm2_eventlog_pcrs(&yaml);
+    assert!(
+        !theirs.is_empty(),
+        "no replay in:
+{yaml}"
+    );
     let runtime_events = runtime::parse(&good.runtime_log).unwrap();
     let after = runtime::replay(&theirs, &runtime_events);
     for pcr in [4u8, 7, 11, 12] {

@@ -477,18 +477,12 @@ fn attestation_of_a_real_boot_holds_and_each_forgery_is_refused_by_name(lab: &Pa
         .unwrap();
     assert!(out.status.success(), "tpm2_eventlog: {}", text(&out.stderr));
     let yaml = text(&out.stdout);
-    let theirs: std::collections::BTreeMap<u8, [u8; 32]> = yaml
-        .split("pcrs:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no replay in:\n{yaml}"))
-        .lines()
-        .filter_map(|l| {
-            let (n, v) = l.trim().split_once(':')?;
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(v.trim().strip_prefix("0x")?, &mut d).ok()?;
-            Some((n.trim().parse().ok()?, d))
-        })
-        .collect();
+    let theirs = attest::export::tpm2_eventlog_pcrs(&yaml);
+    assert!(
+        !theirs.is_empty(),
+        "no replay in:
+{yaml}"
+    );
     let events = attest_wire::runtime::parse(&ev.runtime_log).unwrap();
     let after = attest_wire::runtime::replay(&theirs, &events);
     let quoted: std::collections::BTreeMap<u8, [u8; 32]> = attest_wire::tpms::pcrs_of(req.pcrs)

@@ -212,6 +212,22 @@ pub fn load_evidence(
     ))
 }
 
+/// The SHA-256 PCR values at the end of `tpm2_eventlog`'s YAML (its replay of a
+/// firmware log: `pcrs: sha256: N : 0x…`), to compare with a quote.
+pub fn tpm2_eventlog_pcrs(yaml: &str) -> BTreeMap<u8, [u8; 32]> {
+    yaml.split("pcrs:")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.trim().split_once(':')?;
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(v.trim().strip_prefix("0x")?, &mut d).ok()?;
+            Some((n.trim().parse().ok()?, d))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,10 +222,9 @@ pub fn find_partition(env: &EspEnv, uuid: &str) -> Option<PathBuf> {
     None
 }
 
-/// The `APPLIANCE_SECURITY_VERSION` in the `.osrel` section of the UKI
-/// `r` (a PE file): read with bounded seeks, never more than 64 KiB of the
-/// section; `None` when the file is not such a UKI.
-pub fn uki_security_version<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<u64> {
+/// At most 64 KiB of the section `name` of the PE file `r` (a UKI), read with
+/// bounded seeks; `None` when the file is no PE file or has no such section.
+pub fn uki_section<R: std::io::Read + std::io::Seek>(r: &mut R, name: &str) -> Option<Vec<u8>> {
     use std::io::SeekFrom;
     let mut at = |off: u64, len: usize| -> Option<Vec<u8>> {
         r.seek(SeekFrom::Start(off)).ok()?;
@@ -247,9 +246,12 @@ pub fn uki_security_version<R: std::io::Read + std::io::Seek>(r: &mut R) -> Opti
     if sections > 96 {
         return None;
     }
+    let mut want = [0u8; 8];
+    let n = name.len().min(8);
+    want[..n].copy_from_slice(&name.as_bytes()[..n]);
     let table = at(pe + 24 + u64::from(opt), usize::from(sections) * 40)?;
     for s in table.chunks_exact(40) {
-        if s.get(..8)? != b".osrel\0\0" {
+        if s.get(..8)? != want {
             continue;
         }
         let le = |o: usize| -> Option<u32> {
@@ -257,17 +259,24 @@ pub fn uki_security_version<R: std::io::Read + std::io::Seek>(r: &mut R) -> Opti
         };
         let (vsize, raw_size, raw_at) = (le(8)?, le(16)?, le(20)?);
         let len = vsize.min(raw_size).min(64 * 1024) as usize;
-        let text = at(u64::from(raw_at), len)?;
-        let text = String::from_utf8_lossy(&text);
-        return text.lines().find_map(|l| {
-            let v = l.trim().strip_prefix("APPLIANCE_SECURITY_VERSION=")?;
-            let v = v.trim_matches('"');
-            (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| v.parse().ok())
-                .flatten()
-        });
+        return at(u64::from(raw_at), len);
     }
     None
+}
+
+/// The `APPLIANCE_SECURITY_VERSION` in the `.osrel` section of the UKI
+/// `r` (a PE file): read with bounded seeks, never more than 64 KiB of the
+/// section; `None` when the file is not such a UKI.
+pub fn uki_security_version<R: std::io::Read + std::io::Seek>(r: &mut R) -> Option<u64> {
+    let text = uki_section(r, ".osrel")?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix("APPLIANCE_SECURITY_VERSION=")?;
+        let v = v.trim_matches('"');
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.parse().ok())
+            .flatten()
+    })
 }
 
 /// The security versions of the entries systemd-boot may still boot (no

@@ -90,47 +90,6 @@ pub fn events() -> Vec<Event> {
     booted().map(|o| vec![o.event()]).unwrap_or_default()
 }
 
-/// Reads at most 64 KiB of the section `name` of the PE file `r`.
-pub fn pe_section<R: std::io::Read + std::io::Seek>(r: &mut R, name: &str) -> Option<Vec<u8>> {
-    use std::io::SeekFrom;
-    let mut at = |off: u64, len: usize| -> Option<Vec<u8>> {
-        r.seek(SeekFrom::Start(off)).ok()?;
-        let mut b = vec![0u8; len];
-        r.read_exact(&mut b).ok()?;
-        Some(b)
-    };
-    let dos = at(0, 64)?;
-    if dos.get(..2)? != b"MZ" {
-        return None;
-    }
-    let pe = u64::from(u32::from_le_bytes(dos.get(0x3c..0x40)?.try_into().ok()?));
-    let coff = at(pe, 24)?;
-    if coff.get(..4)? != b"PE\0\0" {
-        return None;
-    }
-    let sections = u16::from_le_bytes(coff.get(6..8)?.try_into().ok()?);
-    let opt = u16::from_le_bytes(coff.get(20..22)?.try_into().ok()?);
-    if sections > 96 {
-        return None;
-    }
-    let mut want = [0u8; 8];
-    let n = name.len().min(8);
-    want[..n].copy_from_slice(&name.as_bytes()[..n]);
-    let table = at(pe + 24 + u64::from(opt), usize::from(sections) * 40)?;
-    for s in table.chunks_exact(40) {
-        if s.get(..8)? != want {
-            continue;
-        }
-        let le = |o: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(s.get(o..o + 4)?.try_into().ok()?))
-        };
-        let (vsize, raw_size, raw_at) = (le(8)?, le(16)?, le(20)?);
-        let len = vsize.min(raw_size).min(64 * 1024) as usize;
-        return at(u64::from(raw_at), len);
-    }
-    None
-}
-
 /// The signed policy approving PCR 11 = `pcr11`, from the UKIs on the ESP mounted at
 /// `root` (`EFI/Linux/*.efi`, `EFI/BOOT/BOOTX64.EFI`).
 pub fn signed_policy_on_esp(root: &Path, pcr11: &[u8; 32]) -> Option<SignedPolicy> {
@@ -147,7 +106,7 @@ pub fn signed_policy_on_esp(root: &Path, pcr11: &[u8; 32]) -> Option<SignedPolic
     files.push(root.join("EFI/BOOT/BOOTX64.EFI"));
     files.into_iter().find_map(|f| {
         let mut file = std::fs::File::open(&f).ok()?;
-        let text = pe_section(&mut file, policy::SECTION)?;
+        let text = crate::esp::uki_section(&mut file, policy::SECTION)?;
         SignedPolicy::parse(&text)
             .ok()
             .filter(|p| p.pcrs == POLICY_PCRS && p.pol == want)
