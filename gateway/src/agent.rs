@@ -11,6 +11,13 @@
 //!   activates the verifier's credential (`TPM2_ActivateCredential`) and answers with
 //!   [`attest_wire::proto::proof`] of the secret, never the secret.
 //!
+//! - **Provision** ([`attest_wire::proto::ENDPOINT_PROVISION`]): secrets encrypted to
+//!   this TPM and signed by the release key, sealed under the identity's policy
+//!   ([`crate::secrets`]).
+//!
+//! With a device identity this boot ([`crate::identity`]), every quote and enrolment
+//! answer carries the identity key certified by the AK (`TPM2_Certify`).
+//!
 //! Black can delay, cut or replay a stream; it cannot forge an answer (the quote is
 //! signed by a key that never leaves the TPM and names the verifier's nonce) and a
 //! quote made for one request or one device does not verify for another.

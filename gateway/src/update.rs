@@ -1,4 +1,6 @@
-//! The update receiver: installs a signed bundle into the inactive A/B slot.
+//! The update receiver: installs a signed bundle into the inactive A/B slot; and the
+//! management channel it shares with the attestation agent ([`crate::agent`]): each
+//! stream's first bytes name its endpoint (1 update, 2 attest, 3 enrol, 4 provision).
 //!
 //! The management channel: the init listens on a Unix socket in a directory
 //! that only the black personality sees (bind-mounted at `/run/mgmt` in its
@@ -193,10 +195,11 @@ fn receive<S: Read + Write>(
 ) -> Result<Answer, String> {
     if endpoint != wire::ENDPOINT_UPDATE {
         return Err(format!(
-            "unknown endpoint {endpoint} (this gateway serves {} = update, {} = attest, {} = enrol)",
+            "unknown endpoint {endpoint} (this gateway serves {} = update, {} = attest, {} = enrol, {} = provision)",
             wire::ENDPOINT_UPDATE,
             attest_wire::proto::ENDPOINT_ATTEST,
-            attest_wire::proto::ENDPOINT_ENROLL
+            attest_wire::proto::ENDPOINT_ENROLL,
+            attest_wire::proto::ENDPOINT_PROVISION
         ));
     }
     if flags & !wire::FLAG_REBOOT != 0 {
@@ -595,12 +598,11 @@ fn child_main(
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     let _ = sys::unblock_all_signals();
     let _ = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1);
-    let out = File::from(out);
+    let mut out = File::from(out);
     let mut stream = stream;
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut out = out;
     let mut say = |prefix: &str, l: &str| {
         let _ = out.write_all(format!("{prefix}: {l}\n").as_bytes());
     };
@@ -638,9 +640,10 @@ fn child_main(
         (request, None) => {
             let why = match request {
                 Ok((e, f)) => format!(
-                    "unknown endpoint {e} or flags {f:#04x} (this gateway serves {} = attest and {} = enrol)",
+                    "unknown endpoint {e} or flags {f:#04x} (this gateway serves {} = attest, {} = enrol, {} = provision)",
                     attest_wire::proto::ENDPOINT_ATTEST,
-                    attest_wire::proto::ENDPOINT_ENROLL
+                    attest_wire::proto::ENDPOINT_ENROLL,
+                    attest_wire::proto::ENDPOINT_PROVISION
                 ),
                 Err(e) => e,
             };
