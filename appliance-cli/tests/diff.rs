@@ -330,7 +330,7 @@ fn diff_text_is_short_and_names_what_changes() {
         "plan: same (only its version fields and the policy digest differ)\n",
         "  PCR 7   secure boot off  unchanged  ",
         "  PCR 11                   changes    ",
-        "these images seal nothing to the TPM",
+        "signed PCR policy: the old UKI has one, the new UKI has one; the device identity key and the provisioned secrets survive the update: both are signed by the same PCR-policy key",
         "Secure Boot signer unchanged (CN=diff-sb)",
     ] {
         assert!(t.contains(want), "no {want:?} in:\n{r}");

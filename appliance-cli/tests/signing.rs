@@ -1214,10 +1214,35 @@ fn measure_matches_the_manifest_and_reference_values() {
     );
     let acc = rv["accepted"].as_array().unwrap();
     assert_eq!(acc.len(), 2, "{rv:#}");
+    // PCR 12 as the init leaves it: the firmware's value, then its runtime events
+    // (each digest the SHA-256 of its text).
+    let runtime = rv["runtime"].as_array().unwrap();
+    assert_eq!(runtime.len(), 2, "{rv:#}");
+    let after = |p12: &str| {
+        let mut v = hex::decode(pcrs[p12].as_str().unwrap()).unwrap();
+        for e in runtime {
+            assert_eq!(e["pcr"], 12);
+            let text = e["text"].as_str().unwrap();
+            let d = sha2::Sha256::digest(text.as_bytes());
+            assert_eq!(e["sha256"], hex::encode(d));
+            let mut h = sha2::Sha256::new();
+            h.update(&v);
+            h.update(d);
+            v = h.finalize().to_vec();
+        }
+        hex::encode(v)
+    };
+    assert_eq!(
+        runtime[1]["text"],
+        format!(
+            "appliance-init policy sha256:{}",
+            f.manifest["policy"]["sha256"].as_str().unwrap()
+        )
+    );
     let want = |cond: &str, p4: &str, p7: &str, p12: &str| {
         serde_json::json!({
             "condition": cond,
-            "pcrs": {"4": pcrs[p4], "7": pcrs[p7], "11": pcrs["pcr11"], "12": pcrs[p12]},
+            "pcrs": {"4": pcrs[p4], "7": pcrs[p7], "11": pcrs["pcr11"], "12": after(p12)},
         })
     };
     assert_eq!(

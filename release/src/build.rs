@@ -43,10 +43,12 @@ pub struct Build {
     pub plan: gateway_plan::Plan,
     /// The policy blob in the UKI.
     pub policy: policy_blob::Policy,
-    /// A signed PCR policy in the UKI: SHA-256 of its `.pcrpkey` section
-    /// (the public key a PCR policy signature is checked with), if any.
+    /// The UKI's signed PCR policy (`.pcrsig`): the fingerprint (SHA-256 of the
+    /// uncompressed point) of the PCR-policy key that signed it, if any. The device
+    /// identity key and the secrets sealed under it answer to that key.
     pub pcr_public_key: Option<String>,
-    /// Whether the UKI has a `.pcrsig` section (signed PCR policies).
+    /// Whether the UKI's `.pcrsig` parses and approves this UKI's own predicted
+    /// PCR 11.
     pub pcr_signature: bool,
 }
 
@@ -98,10 +100,21 @@ impl Build {
             path: uki_name.clone(),
             message: format!("not a UKI: {e}"),
         })?;
-        let pcr_public_key = pe
-            .section(".pcrpkey")
-            .map(|s| sha256_hex(&pe.memory_data(s)));
-        let pcr_signature = pe.section(".pcrsig").is_some();
+        let signed = pe
+            .section(attest_wire::policy::SECTION)
+            .and_then(|s| attest_wire::policy::SignedPolicy::parse(&pe.memory_data(s)).ok());
+        let pcr_public_key = signed.as_ref().map(|p| {
+            let mut point = vec![4u8];
+            point.extend_from_slice(&p.key_x);
+            point.extend_from_slice(&p.key_y);
+            sha256_hex(&point)
+        });
+        let pcr11 = hex::decode(&manifest.pcrs.pcr11).unwrap_or_default();
+        let pcr_signature = signed.is_some_and(|p| {
+            <[u8; 32]>::try_from(pcr11.as_slice()).is_ok_and(|v| {
+                p.pol == attest_wire::policy::policy_pcr(attest_wire::policy::POLICY_PCRS, &[v])
+            })
+        });
         let initrd = pe
             .section(".initrd")
             .map(|s| Zeroizing::new(pe.memory_data(s)))

@@ -10,13 +10,14 @@
 //! ([`crate::ReleaseError`], from [`Build::open`]).
 //!
 //! The statements about sealed secrets are facts of these two builds and of
-//! what the gateway does today, nothing more: the init seals no secret
-//! (it reads PCRs and keeps the key-use ledger, an NV index without a PCR
-//! policy), and the builder puts no signed PCR policy (`.pcrsig`,
-//! `.pcrpkey`) into the UKI; the release key signs `manifest.json` only.
-//! What would survive is computed from the builds: which predicted PCRs keep
-//! their value, whether the same release key and Secure Boot signer sign
-//! both, and which manual keys the key-use ledger has already seen.
+//! what the gateway does: a build signed with a release key carries a signed
+//! PCR policy (`.pcrsig`: PCR 11 of that UKI, signed by the release key's
+//! PCR-policy key), under which the device identity key signs and provisioned
+//! secrets unseal; an unsigned build carries none. What survives is computed
+//! from the builds: whether both policies are signed by the same PCR-policy
+//! key and each approves its own UKI, which predicted PCRs keep their value,
+//! whether the same release key and Secure Boot signer sign both, and which
+//! manual keys the key-use ledger has already seen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -334,9 +335,9 @@ pub struct ManualKeys {
 /// What survives of secrets on the device (see the module docs).
 #[derive(Debug, Clone, Serialize)]
 pub struct Sealed {
-    /// Whether each UKI has a signed PCR policy (`.pcrsig`).
+    /// Whether each UKI has a signed PCR policy (`.pcrsig`) approving its own PCR 11.
     pub signed_pcr_policy: Pair<bool>,
-    /// SHA-256 of each UKI's `.pcrpkey`, if any.
+    /// Each UKI's PCR-policy key (SHA-256 of its point), if it has a `.pcrsig`.
     pub pcr_public_key: Pair<Option<String>>,
     /// Fingerprints of the keys the manifests' signatures were verified with.
     pub release_key: Pair<Option<String>>,
@@ -1107,20 +1108,28 @@ fn sealed(old: &Build, new: &Build, pcrs: &[PcrChange]) -> Sealed {
         && pcr_public_key.new.is_none()
     {
         st.push(
-            "these images seal nothing to the TPM: the init seals no secret, neither UKI \
-             carries a signed PCR policy (.pcrsig, .pcrpkey), and the release key signs \
-             manifest.json only"
+            "these images seal nothing to the TPM: neither UKI carries a signed PCR policy \
+             (.pcrsig; unsigned builds): no device identity key, no sealed secret"
                 .to_string(),
         );
     } else {
         let has = |b: bool| if b { "has one" } else { "has none" };
         let same = pcr_public_key.old.is_some() && !pcr_public_key.changes();
+        let kept = same && signed_pcr_policy.old && signed_pcr_policy.new;
         st.push(format!(
-            "signed PCR policy: the old UKI {}, the new UKI {}; secrets sealed under it \
-             survive only with the same .pcrpkey, and it is {}the same",
+            "signed PCR policy: the old UKI {}, the new UKI {}; the device identity key and \
+             the provisioned secrets {} (they answer to the PCR-policy key {})",
             has(signed_pcr_policy.old),
             has(signed_pcr_policy.new),
-            if same { "" } else { "not " }
+            if kept {
+                "survive the update: both are signed by the same PCR-policy key"
+            } else {
+                "do not survive: the new image's policy is missing or signed by another key"
+            },
+            pcr_public_key.old.as_deref().map_or_else(
+                || "none".to_owned(),
+                |k| format!("sha256:{}…", &k[..16.min(k.len())])
+            )
         ));
     }
 
