@@ -248,6 +248,16 @@ pub fn at_boot(t: &mut dyn Transport, esp_root: Option<&Path>, log: &mut Logger)
             }
         },
     };
+    record(t, outcome, log)
+}
+
+/// Records an outcome decided without the TPM's identity steps (no ESP).
+fn unusable_at_boot(t: &mut dyn Transport, outcome: Outcome, log: &mut Logger) -> Outcome {
+    record(t, outcome, log)
+}
+
+/// Extends PCR 15 with `outcome`'s event, logs it, keeps it for the agent.
+fn record(t: &mut dyn Transport, outcome: Outcome, log: &mut Logger) -> Outcome {
     let e = outcome.event();
     match PcrIndex::new(e.pcr) {
         Some(pcr) => match tpm::extend_pcr(t, pcr, &Sha256Digest(e.digest())) {
@@ -293,6 +303,8 @@ pub fn at_boot_device(
         at_boot(&mut *t, None, log);
         return;
     }
+    // The boot loader names the ESP in an EFI variable.
+    crate::esp::mount_efivarfs(esp, log);
     let dev = match crate::esp::inspect(esp) {
         Ok(b) => b.esp,
         Err(e) => {
@@ -301,7 +313,14 @@ pub fn at_boot_device(
         }
     };
     let Some(dev) = dev else {
-        at_boot(&mut *t, None, log);
+        unusable_at_boot(
+            &mut *t,
+            Outcome::Unusable(
+                "no-esp",
+                "the boot loader named no ESP (LoaderDevicePartUUID): the signed PCR policy cannot be read".into(),
+            ),
+            log,
+        );
         return;
     };
     let names: Vec<String> = plan
@@ -330,7 +349,10 @@ pub fn at_boot_device(
         outcome
     });
     if let Err(e) = done {
-        log.log(&format!("warning: identity: {e}"));
-        at_boot(&mut *t, None, log);
+        unusable_at_boot(
+            &mut *t,
+            Outcome::Unusable("no-esp", format!("the ESP: {e}")),
+            log,
+        );
     }
 }

@@ -264,12 +264,27 @@ fn checks(
                 let (code, v) = attest(lab, g, &fleet, &reference, Some(&evidence))?;
                 let failed = failed_checks(&v);
                 let names = v["checks"].as_array().map_or(0, Vec::len);
+                // The lab images are signed: the gateway has its identity key, and
+                // the quote's certification of it was checked.
+                let identity = v["checks"].as_array().is_some_and(|a| {
+                    a.iter().any(|c| {
+                        c["name"] == "identity"
+                            && c["detail"]
+                                .as_str()
+                                .is_some_and(|d| d.contains("certified by the AK"))
+                    })
+                });
                 Ok((
-                    code == Some(0) && failed.is_empty() && names == 11,
+                    code == Some(0) && failed.is_empty() && names == 11 && identity,
                     if failed.is_empty() {
                         format!(
-                            "{names} checks hold ({})",
-                            v["matched"].as_str().unwrap_or("no accepted set")
+                            "{names} checks hold ({}){}",
+                            v["matched"].as_str().unwrap_or("no accepted set"),
+                            if identity {
+                                ", identity key certified"
+                            } else {
+                                ", NO identity key"
+                            }
                         )
                     } else {
                         format!("failed: {}", failed.join(", "))
