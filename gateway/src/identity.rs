@@ -251,11 +251,6 @@ pub fn at_boot(t: &mut dyn Transport, esp_root: Option<&Path>, log: &mut Logger)
     record(t, outcome, log)
 }
 
-/// Records an outcome decided without the TPM's identity steps (no ESP).
-fn unusable_at_boot(t: &mut dyn Transport, outcome: Outcome, log: &mut Logger) -> Outcome {
-    record(t, outcome, log)
-}
-
 /// Extends PCR 15 with `outcome`'s event, logs it, keeps it for the agent.
 fn record(t: &mut dyn Transport, outcome: Outcome, log: &mut Logger) -> Outcome {
     let e = outcome.event();
@@ -313,7 +308,7 @@ pub fn at_boot_device(
         }
     };
     let Some(dev) = dev else {
-        unusable_at_boot(
+        record(
             &mut *t,
             Outcome::Unusable(
                 "no-esp",
@@ -349,7 +344,7 @@ pub fn at_boot_device(
         outcome
     });
     if let Err(e) = done {
-        unusable_at_boot(
+        record(
             &mut *t,
             Outcome::Unusable("no-esp", format!("the ESP: {e}")),
             log,
