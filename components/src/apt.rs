@@ -21,7 +21,8 @@
 //! package state (`/var/lib/apt`, `/var/cache/apt`, `/var/lib/dpkg`) is never
 //! changed — the integration tests check this.
 //!
-//! Concurrency: one [`AptContext`] serialises its own apt-get runs; two
+//! Concurrency: one [`AptContext`] serialises its own apt-get runs; contexts
+//! made in one process refresh their configuration one at a time; two
 //! processes must not use the same root at the same time (apt's own lock is
 //! disabled); distinct roots are independent.
 
@@ -106,6 +107,11 @@ impl AptContext {
                 .map_err(io_err("resolving current directory for", root))?
                 .join(root)
         };
+        // Two contexts on one root in this process (parallel tests, builds) must
+        // not refresh its configuration at the same time: one lists the sources
+        // while the other removes them.
+        static SETUP: Mutex<()> = Mutex::new(());
+        let _setup = SETUP.lock().unwrap_or_else(|e| e.into_inner());
         for d in [
             "etc/apt.conf.d",
             "etc/preferences.d",
@@ -121,7 +127,12 @@ impl AptContext {
         let ours = root.join("etc/sources.list.d");
         for e in std::fs::read_dir(&ours).map_err(io_err("listing", &ours))? {
             let p = e.map_err(io_err("listing", &ours))?.path();
-            std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("removing", &p)(e));
+                }
+                _ => {}
+            }
         }
         let mut copied = 0;
         let main_list = host.etc.join("sources.list");
