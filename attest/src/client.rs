@@ -168,6 +168,11 @@ pub fn provision<S: Read + Write>(
     let ak = device.ak()?;
     let ak_name = ak.name().map_err(|e| e.to_string())?;
     for (name, secret) in secrets {
+        if name == proto::DEVICE_IDENTITY {
+            return Err(format!(
+                "secret name {name:?}: `tpm:{name}` is the device identity key, generated in the TPM at the first boot and never provisioned"
+            ));
+        }
         if !proto::secret_name_ok(name) {
             return Err(format!(
                 "secret name {name:?}: 1-63 of a-z 0-9 - (not starting or ending with -), as in `tpm:<name>`"

@@ -73,6 +73,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The TPM answered something that is not a well-formed response.
+    /// The device identity key (see `crate::identity`).
+    #[error("device identity: {0}")]
+    Identity(String),
     #[error("malformed TPM response: {0}")]
     TpmMalformed(String),
     /// The TPM returned an error code.

@@ -274,6 +274,37 @@ fn record(t: &mut dyn Transport, outcome: Outcome, log: &mut Logger) -> Outcome 
     outcome
 }
 
+/// [`at_boot`] in host test mode (`gateway-init --serve`): the TPM at `tpm` (swtpm's
+/// socket), a directory standing for the ESP; then the plan's provisioned secrets
+/// unsealed from it, as on the device.
+pub fn at_boot_serve(tpm: &Path, esp_dir: &Path, plan: &crate::plan::Plan, log: &mut Logger) {
+    let mut t = match crate::runtime::open_tpm(tpm) {
+        Ok(t) => t,
+        Err(e) => {
+            log.log(&format!("error: identity: opening {}: {e}", tpm.display()));
+            return;
+        }
+    };
+    let root = plan.update.is_some().then_some(esp_dir);
+    let outcome = at_boot(&mut *t, root, log);
+    let names: Vec<String> = plan
+        .ike
+        .as_ref()
+        .map(|i| {
+            i.credentials
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .filter(|c| c != crate::plan::DEVICE_IDENTITY)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let (Outcome::Ready(id), Some(root)) = (&outcome, root) {
+        if !names.is_empty() {
+            crate::secrets::unseal_all(&mut *t, id, root, &names, log);
+        }
+    }
+}
+
 /// [`at_boot`] on the device: the TPM among `tpm_devices`; the ESP the boot loader
 /// names, mounted read-only while the signed policy is looked up, when the plan takes
 /// updates (a release key); else no identity. Without a TPM nothing is extended.
@@ -325,6 +356,7 @@ pub fn at_boot_device(
             i.credentials
                 .iter()
                 .map(|c| c.as_str().to_owned())
+                .filter(|c| c != crate::plan::DEVICE_IDENTITY)
                 .collect()
         })
         .unwrap_or_default();

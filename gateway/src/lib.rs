@@ -33,6 +33,7 @@ pub mod pid1;
 pub mod relay;
 pub mod runtime;
 pub mod secrets;
+pub mod signer;
 pub mod sys;
 pub mod tpm;
 pub mod tpmkey;

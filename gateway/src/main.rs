@@ -239,6 +239,14 @@ fn serve(root: &str) {
     ) {
         Ok(d) => {
             log.log(&format!("policy {} sha256 {d}", plan.policy_path));
+            // The device identity, when the harness gives a TPM and an ESP
+            // directory (its UKIs' signed PCR policies).
+            if let (Some(tpm), Some(esp)) = (
+                env.tpm.first(),
+                std::env::var_os("APPLIANCE_ESP_DIR").map(PathBuf::from),
+            ) {
+                gateway::identity::at_boot_serve(tpm, &esp, &plan, &mut log);
+            }
             start_runtime(env, plan, &mut log)
         }
         Err(e) => {

@@ -336,6 +336,9 @@ struct IkeRuntime {
     channel: Option<OwnedFd>,
     /// Whether the missing credentials were reported (once per boot).
     reported: bool,
+    /// The identity signer forked next to the running IKE process (see
+    /// [`crate::signer`]), when the policy signs with the device identity key.
+    signer: Option<libc::pid_t>,
 }
 
 fn cerr(name: &'static str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -918,6 +921,7 @@ impl Runtime {
                     credentials: i.credentials.clone(),
                     channel: None,
                     reported: false,
+                    signer: None,
                 })
             }
         };
@@ -1230,7 +1234,14 @@ impl Runtime {
         log: &mut Logger,
     ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
         let name = "ike";
-        let unsealed = crate::secrets::unsealed_names();
+        let identity = match crate::identity::booted() {
+            Some(crate::identity::Outcome::Ready(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let mut unsealed = crate::secrets::unsealed_names();
+        if identity.is_some() {
+            unsealed.push(crate::plan::DEVICE_IDENTITY.to_owned());
+        }
         if let Some(ike) = self.ike.as_mut().filter(|i| {
             i.channel.is_some()
                 && !i.reported
@@ -1271,7 +1282,7 @@ impl Runtime {
             w.write_all(&stream)
                 .map_err(cerr(name, "writing the credentials"))?;
         }
-        let argv: Vec<String> = [
+        let mut argv: Vec<String> = [
             "viaduct-ike",
             "--policy",
             "/policy.bin",
@@ -1282,13 +1293,102 @@ impl Runtime {
         ]
         .map(str::to_owned)
         .to_vec();
-        self.spawn_sealed(
-            name,
-            &ike.bin,
-            crate::plan::IKE_UID,
-            &[channel.as_fd(), creds_r.as_fd()],
-            &argv,
-        )
+        // The device identity key signs through a signer child, when the policy
+        // names it and this boot has one.
+        let identity = identity.filter(|_| {
+            ike.credentials
+                .iter()
+                .any(|c| c.as_str() == crate::plan::DEVICE_IDENTITY)
+        });
+        let pair = match &identity {
+            Some(id) => {
+                let point = attest_wire::policy::identity_point(&id.public)
+                    .ok_or_else(|| Error::Identity("the key has no P-256 public point".into()))?;
+                argv.extend([
+                    "--signer".to_owned(),
+                    "5".to_owned(),
+                    "--identity-public".to_owned(),
+                    point.iter().map(|b| format!("{b:02x}")).collect(),
+                ]);
+                Some(sys::seqpacket_pair().map_err(cerr(name, "socketpair"))?)
+            }
+            None => None,
+        };
+        let mut fds = vec![channel.as_fd(), creds_r.as_fd()];
+        if let Some((_, theirs)) = &pair {
+            fds.push(theirs.as_fd());
+        }
+        let (pid, out, out_w) =
+            self.spawn_sealed_keep(name, &ike.bin, crate::plan::IKE_UID, &fds, &argv)?;
+        drop(fds);
+        if let (Some((ours, theirs)), Some(id)) = (pair, identity) {
+            match self.spawn_signer(ours, theirs, &out_w, &id) {
+                Ok(spid) => {
+                    if let Some(ike) = self.ike.as_mut() {
+                        ike.signer = Some(spid);
+                    }
+                }
+                Err(e) => {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                    return Err(cerr(name, "forking the identity signer")(e));
+                }
+            }
+        }
+        Ok((pid, out, None))
+    }
+
+    /// Forks the identity signer ([`crate::signer`]) on `ours`, its lines going to
+    /// the IKE process's output pipe `out_w`. The child drops `theirs` (the IKE
+    /// process's end), its capabilities and the right to gain any.
+    fn spawn_signer(
+        &self,
+        ours: OwnedFd,
+        theirs: OwnedFd,
+        out_w: &OwnedFd,
+        id: &crate::identity::Identity,
+    ) -> std::io::Result<libc::pid_t> {
+        let out = out_w.try_clone()?;
+        let tpm = self.env.tpm.clone();
+        let pid = sys::clone_fork(0)?;
+        if pid != 0 {
+            return Ok(pid);
+        }
+        drop(theirs);
+        let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        let _ = sys::unblock_all_signals();
+        let mut out = File::from(out);
+        let mut say = |l: &str| {
+            let _ = out.write_all(format!("{l}\n").as_bytes());
+        };
+        let dropped = crate::confine::limit_bounding_set(&[])
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|()| {
+                caps::clear(None, caps::CapSet::Inheritable)
+                    .and_then(|()| caps::clear(None, caps::CapSet::Permitted))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = dropped {
+            say(&format!(
+                "signer: dropping its privileges: {e}; not signing"
+            ));
+            sys::exit_now(1);
+        }
+        let sock = std::os::unix::net::UnixDatagram::from(ours);
+        let mut open = || match tpm.iter().find(|p| p.exists()) {
+            Some(p) => open_tpm(p),
+            None => Err(Error::Identity("no TPM".into())),
+        };
+        say("signer: ready (the device identity key, in the TPM)");
+        let n = crate::signer::serve(&sock, &mut open, id, &mut say);
+        say(&format!(
+            "signer: the IKE process is gone; {n} signature(s) made"
+        ));
+        sys::exit_now(0)
     }
 
     /// Starts `bin` as `name` in a sealed compartment ([`sealed_child`]): its own
@@ -1304,6 +1404,20 @@ impl Runtime {
         fds: &[BorrowedFd<'_>],
         argv: &[String],
     ) -> Result<(libc::pid_t, LineReader, Option<LineReader>)> {
+        let (pid, out, _) = self.spawn_sealed_keep(name, bin, uid, fds, argv)?;
+        Ok((pid, out, None))
+    }
+
+    /// [`Runtime::spawn_sealed`], also returning the write end of the child's output
+    /// pipe (for a companion whose lines go with the child's).
+    fn spawn_sealed_keep(
+        &self,
+        name: &'static str,
+        bin: &Path,
+        uid: u32,
+        fds: &[BorrowedFd<'_>],
+        argv: &[String],
+    ) -> Result<(libc::pid_t, LineReader, OwnedFd)> {
         let policy = crate::boot::read_verified_policy(&self.policy_path, &self.policy_sha256)?;
         let (out_r, out_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
         let (sync_r, sync_w) = sys::pipe().map_err(cerr(name, "pipe"))?;
@@ -1326,7 +1440,7 @@ impl Runtime {
             let _ = File::from(sync_r).read(&mut b);
             sealed_child(name, &policy, exe, devnull, out_w, fds, argv);
         }
-        drop((out_w, sync_r, exe, devnull));
+        drop((sync_r, exe, devnull));
         let map = format!("0 {uid} 1\n");
         let maps = write_file(Path::new(&format!("/proc/{pid}/uid_map")), &map)
             .and_then(|()| write_file(Path::new(&format!("/proc/{pid}/gid_map")), &map));
@@ -1335,7 +1449,7 @@ impl Runtime {
             let _ = sys::kill(pid, libc::SIGKILL);
             return Err(cerr(name, "writing its uid/gid maps")(e));
         }
-        Ok((pid, LineReader::new(out_r)?, None))
+        Ok((pid, LineReader::new(out_r)?, out_w))
     }
 
     /// Descriptors to poll for output (pipes over their rate are left out for a while).
@@ -1416,6 +1530,26 @@ impl Runtime {
 
     /// Handles the exit of a child; `false` if `pid` is not one of ours.
     pub fn on_exit(&mut self, pid: libc::pid_t, status: libc::c_int, log: &mut Logger) -> bool {
+        if let Some(ike) = self.ike.as_mut().filter(|i| i.signer == Some(pid)) {
+            ike.signer = None;
+            // It ends by itself (0) when its IKE process does; failing, it takes
+            // the IKE process with it, and both start again.
+            let normal = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            if let Some(ipid) = self
+                .units
+                .iter()
+                .find(|u| u.kind == UnitKind::Ike)
+                .and_then(|u| u.pid)
+                .filter(|_| !normal)
+            {
+                log.log(&format!(
+                    "ike: the identity signer exited ({}); restarting the IKE process with a new one",
+                    describe_status(status)
+                ));
+                let _ = sys::kill(ipid, libc::SIGKILL);
+            }
+            return true;
+        }
         let Some(u) = self.units.iter_mut().find(|u| u.pid == Some(pid)) else {
             return false;
         };

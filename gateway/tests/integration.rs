@@ -1048,3 +1048,74 @@ fn swtpm_identity_key_signs_only_under_a_policy_signed_by_the_release_key() {
         "appliance-identity unusable no-signed-policy"
     );
 }
+
+/// The identity signer (what the IKE process reaches the identity key through) on
+/// swtpm: the IKE side's own client and AUTH code get signatures that the pinned
+/// public point verifies; a burst beyond the rate is refused by name; the signer
+/// ends when the IKE side's end closes.
+#[test]
+fn the_identity_signer_signs_ike_auth_through_the_tpm_within_its_rate() {
+    use gateway::identity;
+    use ike::crypto::{PinnedPublicKey, SigningKey};
+    let Some(s) = start_swtpm() else { return };
+    let release = signing::SigningKey::generate().unwrap();
+    let mut t = connect(&s);
+    tpm::extend_pcr(&mut t, pcr(11), &Sha256Digest::of(b"uki 1.0")).unwrap();
+    let pcr11 = tpm::read_pcrs(&mut t, &[pcr(11)]).unwrap()[0].1 .0;
+    let p = signing::pcr_policy::sign(&release, &pcr11).unwrap();
+    let id = identity::setup(&mut t, &p).unwrap();
+    drop(t);
+    let point: [u8; 65] = attest_wire::policy::identity_point(&id.public).unwrap();
+
+    let (ike_end, signer_end) = gateway::sys::seqpacket_pair().unwrap();
+    let (ike_end, signer_end) = (
+        std::os::unix::net::UnixDatagram::from(ike_end),
+        std::os::unix::net::UnixDatagram::from(signer_end),
+    );
+    let port = s.port;
+    let id2 = id.clone();
+    let server = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut open = || -> gateway::Result<Box<dyn Transport>> {
+            let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            Ok(Box::new(StreamTransport(c)))
+        };
+        let n = gateway::signer::serve(&signer_end, &mut open, &id2, &mut |l: &str| {
+            lines.push(l.to_owned())
+        });
+        (n, lines)
+    });
+    // The IKE process's side: its client, its AUTH payload, a pinned key's check.
+    let signer = std::sync::Arc::new(viaduct_ike::signer::TpmSigner::new(
+        std::os::fd::OwnedFd::from(ike_end.try_clone().unwrap()),
+    ));
+    let key = SigningKey::external_p256(&point, signer.clone()).unwrap();
+    let pinned = PinnedPublicKey::ecdsa_p256(&point).unwrap();
+    for i in 0..4u8 {
+        let octets = vec![i; 500];
+        let auth = key.sign_auth(&octets).unwrap();
+        pinned.verify_auth(&auth, &octets).unwrap();
+    }
+    // The burst (32) is spent after 28 more; then refusals, by name.
+    use ike::crypto::ExternalSigner;
+    let results: Vec<_> = (0..30).map(|i| signer.sign_p256_sha256(&[i; 32])).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 28);
+    assert_eq!(
+        results.last().unwrap(),
+        &Err(ike::crypto::Error::ExternalSigner(
+            "the identity signer refused"
+        ))
+    );
+    drop((key, signer, ike_end));
+    let (n, lines) = server.join().unwrap();
+    assert_eq!(n, 32);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("signer: refused a signature: rate limit")),
+        "{lines:?}"
+    );
+    assert_eq!(lines.len(), 2);
+}

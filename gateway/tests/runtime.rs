@@ -1768,6 +1768,18 @@ fn ike_bin() -> PathBuf {
 /// policy without its manual keys (its peer authenticates with the profile's lab
 /// PSK), the static IKE process at /usr/sbin/viaduct-ike and the plan's `ike` line.
 fn make_root_ike(lab: &Lab, dir: &str, profile_path: &str) -> Gw {
+    make_root_ike_with(lab, dir, profile_path, |_| {}, |_| {})
+}
+
+/// [`make_root_ike`] with the profile edited (before its policy is compiled) and
+/// the plan tweaked.
+fn make_root_ike_with(
+    lab: &Lab,
+    dir: &str,
+    profile_path: &str,
+    edit: impl FnOnce(&mut profiles::Profile),
+    tweak: impl FnOnce(&mut Plan),
+) -> Gw {
     assert!(
         ike_bin().exists(),
         "no static viaduct-ike at {}: run scripts/build-gateway-bins first (scripts/test does)",
@@ -1778,8 +1790,10 @@ fn make_root_ike(lab: &Lab, dir: &str, profile_path: &str) -> Gw {
             binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),
             credentials: Vec::new(),
         });
+        tweak(plan);
     });
     let mut profile = profiles::load_profile(&repo().join(profile_path)).unwrap();
+    edit(&mut profile);
     for peer in &mut profile.viaduct.ipsec.as_mut().unwrap().peers {
         for t in &mut peer.tunnels {
             t.manual = None;
@@ -2148,6 +2162,172 @@ fn two_gateways_keyed_by_ike_with_ed25519_in_compartments() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Makes the device identity key in gateway `dir`'s TPM (its state directory, as
+/// the init's swtpm will use it) under a policy `release` signed for PCR 11 as
+/// swtpm starts (zero), and puts a UKI carrying that signed policy on the
+/// directory standing for its ESP; returns the key's public point.
+fn identity_in(lab: &Lab, dir: &str, release: &signing::SigningKey) -> [u8; 65] {
+    let tpm_dir = lab.dir.join(format!("{dir}-tpm"));
+    std::fs::create_dir_all(&tpm_dir).unwrap();
+    let sock = tpm_dir.join("setup.sock");
+    let mut swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--server"])
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", tpm_dir.display()))
+        .args(["--flags", "not-need-init,startup-clear"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn swtpm");
+    let t = Instant::now();
+    while !sock.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "swtpm did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let policy = signing::pcr_policy::sign(release, &[0; 32]).unwrap();
+    let mut t =
+        gateway::tpm::StreamTransport(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    let id = gateway::identity::setup(&mut t, &policy).expect("identity in swtpm");
+    drop(t);
+    let _ = swtpm.kill();
+    let _ = swtpm.wait();
+    let _ = std::fs::remove_file(&sock);
+    // The ESP: a UKI-shaped file whose `.pcrsig` approves that PCR 11.
+    let stub = std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+        .expect("systemd-boot-efi (scripts/test installs it)");
+    let mut b = images::pe::UkiBuilder::new(stub);
+    b.osrel(b"ID=appliance\n".to_vec()).unwrap();
+    b.linux(vec![0x4d; 4096]).unwrap();
+    b.section(attest_wire::policy::SECTION, policy.to_text().into_bytes())
+        .unwrap();
+    let linux = lab.dir.join(dir).join("esp/EFI/Linux");
+    std::fs::create_dir_all(&linux).unwrap();
+    std::fs::write(linux.join("gw_1.0.efi"), b.build().unwrap()).unwrap();
+    attest_wire::policy::identity_point(&id.public).unwrap()
+}
+
+/// The pair keyed by IKE with each gateway's device identity key: ECDSA P-256 in its
+/// TPM (swtpm), made under the release key's signed PCR policy, each pinning the
+/// other's public point (`private_key = "tpm:identity"`, `public_key =
+/// "ecdsa-p256:…"`). The IKE process signs through the init's signer child (no
+/// capabilities, no_new_privs); `kill ike` brings a new IKE process and a new
+/// signer, and the tunnel back.
+#[test]
+fn two_gateways_keyed_by_ike_with_their_tpm_identity_keys() {
+    require_host();
+    let mut lab = Lab::new("iy");
+    let (gwa_ns, gwb_ns, _inet, lana, _lanb) = lab_pair_net(&mut lab);
+    let release = signing::SigningKey::generate().unwrap();
+    let release_key = *release.public_key().raw();
+    let (pa, pb) = (
+        identity_in(&lab, "a", &release),
+        identity_in(&lab, "b", &release),
+    );
+    let make = |dir: &str, path: &str, peer_point: [u8; 65]| {
+        make_root_ike_with(
+            &lab,
+            dir,
+            path,
+            |p| {
+                let ip = p.viaduct.ipsec.as_mut().unwrap();
+                ip.private_key = Some(profiles::model::PrivateKey::Tpm {
+                    name: "identity".into(),
+                });
+                for peer in &mut ip.peers {
+                    peer.auth = profiles::model::Auth::PublicKeyEcdsaP256 {
+                        ecdsa_p256: peer_point,
+                    };
+                }
+            },
+            |plan| {
+                plan.update = Some(gateway::plan::UpdatePlan {
+                    port: 7443,
+                    tries: 3,
+                    release_key,
+                });
+                plan.ike.as_mut().unwrap().credentials =
+                    vec![gateway::plan::CredentialName::new("identity").unwrap()];
+            },
+        )
+    };
+    let a = make("a", "profiles/lab/gw-a.toml", pb);
+    let b = make("b", "profiles/lab/gw-b.toml", pa);
+    let mut ia = Init::start(&mut lab, &gwa_ns, &a);
+    let mut ib = Init::start(&mut lab, &gwb_ns, &b);
+    ia.wait_for("appliance: ready gw-a", Duration::from_secs(60));
+    ib.wait_for("appliance: ready gw-b", Duration::from_secs(60));
+    let hex = |p: &[u8; 65]| p.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    ia.wait_for_any(
+        &format!(
+            "identity: ECDSA P-256 key in the TPM (0x81000a13), public point {}",
+            hex(&pa)
+        ),
+        Duration::from_secs(5),
+    );
+    ia.wait_for_any(
+        "signer: ready (the device identity key, in the TPM)",
+        Duration::from_secs(10),
+    );
+    ping_until(&lana, Duration::from_secs(30)).expect("the identity-keyed tunnel did not come up");
+    for (init, peer) in [(&mut ia, "gw-b"), (&mut ib, "gw-a")] {
+        let est = init.wait_for_any(
+            &format!("established with fqdn:{peer}.lab"),
+            Duration::from_secs(10),
+        );
+        assert!(
+            est.contains("authenticated by signatures: ours ECDSA P-256 by the TPM identity key, the peer's ECDSA P-256 (pinned)"),
+            "{est}"
+        );
+    }
+    // The signer: a child of the init without capabilities or the means to gain any.
+    let children: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| status_field(*p, "PPid") == ia.pid.to_string())
+        .collect();
+    let ike_pid = ia.pid_of("ike");
+    let signer = children
+        .iter()
+        .copied()
+        .find(|p| {
+            *p != ike_pid
+                && status_field(*p, "NoNewPrivs") == "1"
+                && status_field(*p, "CapBnd") == "0000000000000000"
+                && status_field(*p, "Name").starts_with("gateway-init")
+        })
+        .unwrap_or_else(|| panic!("no confined signer among the init's children {children:?}"));
+    for k in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(status_field(signer, k), "0000000000000000", "signer {k}");
+    }
+    // A new IKE process, a new signer, the tunnel back.
+    ia.send("kill ike");
+    ia.wait_for_any("ike exited", Duration::from_secs(10));
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{signer}")).exists()
+        && status_field(signer, "State").starts_with(|c| c != 'Z')
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the old signer outlived its IKE process"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mark = ia.seen.len();
+    ia.wait_for_since(mark, "signer: ready", Duration::from_secs(40));
+    ia.wait_for_since(
+        mark,
+        "established with fqdn:gw-b.lab",
+        Duration::from_secs(60),
+    );
+    must(&format!(
+        "ip netns exec {lana} busybox ping -c 2 -W 2 10.2.0.2"
+    ));
+    ia.send("poweroff");
+    ia.wait_for("appliance: stopped", Duration::from_secs(15));
+    ib.send("poweroff");
+    ib.wait_for("appliance: stopped", Duration::from_secs(15));
 }
 
 /// Sends `body` after an update request to `addr` from inside network

@@ -329,6 +329,9 @@ fn ike_peer(
         m::Auth::PublicKey { ed25519 } => blob::IkeAuth::Ed25519 {
             peer_public_key: *ed25519,
         },
+        m::Auth::PublicKeyEcdsaP256 { ecdsa_p256 } => blob::IkeAuth::EcdsaP256 {
+            peer_public_key: *ecdsa_p256,
+        },
     };
     let group = |g: profiles::algo::DhGroup| match g {
         profiles::algo::DhGroup::X25519 => blob::KeGroup::X25519,
@@ -522,6 +525,9 @@ pub fn dpd_action_text(a: blob::DpdAction) -> &'static str {
 /// lab key by length only.
 pub fn credential_text(c: &blob::Credential) -> String {
     match c {
+        blob::Credential::Device(name) if name == blob::DEVICE_IDENTITY => {
+            format!("tpm:{name} (the device identity key, ECDSA P-256 in the TPM)")
+        }
         blob::Credential::Device(name) => format!("tpm:{name}"),
         blob::Credential::Lab(k) => format!("lab key ({} bytes, in the image)", k.expose().len()),
     }
@@ -533,6 +539,13 @@ pub fn auth_text(a: &blob::IkeAuth) -> String {
         blob::IkeAuth::Psk(c) => format!("psk {}", credential_text(c)),
         blob::IkeAuth::Ed25519 { peer_public_key } => format!(
             "ed25519 peer key {}",
+            peer_public_key
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        blob::IkeAuth::EcdsaP256 { peer_public_key } => format!(
+            "ecdsa-p256 peer key {}",
             peer_public_key
                 .iter()
                 .map(|b| format!("{b:02x}"))

@@ -328,7 +328,7 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
         for x in &ike.peers {
             let auth_secret = match &x.auth {
                 blob::IkeAuth::Psk(c) => credential_secret(c),
-                blob::IkeAuth::Ed25519 { .. } => None,
+                blob::IkeAuth::Ed25519 { .. } | blob::IkeAuth::EcdsaP256 { .. } => None,
             };
             items.push(
                 Item::new(Kind::IkePeer, x.name.clone())

@@ -6,6 +6,7 @@
 //!   nonce binding;
 //! - [`runtime`]: the init's runtime measurement log (PCR 12 and 15 events).
 //! - [`policy`]: the identity key's signed PCR policy (PolicyAuthorize, PolicyPCR).
+//! - [`signer`]: the identity signer's protocol between the IKE process and the init.
 //!
 //! No parser here panics on any input.
 
@@ -14,4 +15,5 @@
 pub mod policy;
 pub mod proto;
 pub mod runtime;
+pub mod signer;
 pub mod tpms;

@@ -458,10 +458,16 @@ pub struct SecretPart {
     pub signature: [u8; 64],
 }
 
+/// The name that is not a provisioned secret but the device identity key
+/// (`tpm:identity`): generated in the TPM, never provisioned.
+pub const DEVICE_IDENTITY: &str = "identity";
+
 /// Whether `name` may name a provisioned secret (the profile's rule for
-/// `tpm:<name>`): 1 to 63 of `a-z 0-9 -`, not starting or ending with `-`.
+/// `tpm:<name>`): 1 to 63 of `a-z 0-9 -`, not starting or ending with `-`,
+/// and not [`DEVICE_IDENTITY`].
 pub fn secret_name_ok(name: &str) -> bool {
-    (1..=63).contains(&name.len())
+    name != DEVICE_IDENTITY
+        && (1..=63).contains(&name.len())
         && !name.starts_with('-')
         && !name.ends_with('-')
         && name

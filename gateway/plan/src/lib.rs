@@ -139,6 +139,10 @@ pub const VIADUCT_UID: u32 = 300_000;
 /// Host uid/gid that is root inside the IKE process's user namespace (its only id);
 /// no personality's range may hold it either.
 pub const IKE_UID: u32 = 300_001;
+/// The device credential name that is the device identity key (ECDSA P-256 in the
+/// TPM, `private_key = "tpm:identity"`): the init hands the IKE process a signer for
+/// it, and never unseals or provisions anything by that name.
+pub const DEVICE_IDENTITY: &str = "identity";
 /// Most device credentials an IKE plan may name.
 pub const MAX_IKE_CREDENTIALS: usize = 64;
 /// The init's own mounts: no personality root may lie inside them.

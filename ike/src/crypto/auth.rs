@@ -276,13 +276,53 @@ impl std::fmt::Debug for PinnedPublicKey {
     }
 }
 
-/// Our private key for Digital Signature AUTH. The key lives in aws-lc, which cleanses it
-/// when freed.
+/// A private key held elsewhere — the device identity key in the TPM — that signs
+/// SHA-256 digests with ECDSA P-256. The engine calls it synchronously when it builds
+/// an AUTH payload (once per IKE SA and side), so an implementation answers within a
+/// bounded time or fails.
+pub trait ExternalSigner: Send + Sync {
+    /// The ECDSA signature `(r, s)`, each 32 bytes big-endian, over `digest` (the
+    /// SHA-256 of the octets to sign).
+    ///
+    /// # Errors
+    /// [`Error::ExternalSigner`] when no signature can be had.
+    fn sign_p256_sha256(&self, digest: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), Error>;
+}
+
+/// Our private key for Digital Signature AUTH. A software key lives in aws-lc, which
+/// cleanses it when freed; an external one never enters this process.
 pub struct SigningKey(SigningKeyInner);
 
 enum SigningKeyInner {
     Ed25519(Ed25519KeyPair),
     EcdsaP256(EcdsaKeyPair),
+    External {
+        public: PinnedPublicKey,
+        signer: std::sync::Arc<dyn ExternalSigner>,
+    },
+}
+
+/// The DER `Ecdsa-Sig-Value` (`SEQUENCE { r INTEGER, s INTEGER }`) of a signature given
+/// as two 32-byte big-endian integers.
+pub fn ecdsa_der(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
+    fn integer(out: &mut Vec<u8>, v: &[u8; 32]) {
+        let start = v.iter().position(|b| *b != 0).unwrap_or(31);
+        let v = &v[start..];
+        let pad = v[0] & 0x80 != 0;
+        out.push(0x02);
+        out.push((v.len() + usize::from(pad)) as u8);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+    }
+    let mut body = Vec::with_capacity(70);
+    integer(&mut body, r);
+    integer(&mut body, s);
+    // At most 2 × 35 bytes: a one-byte length.
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend_from_slice(&body);
+    out
 }
 
 impl SigningKey {
@@ -325,6 +365,22 @@ impl SigningKey {
         .map_err(|_| Error::PrivateKeyRejected)
     }
 
+    /// An ECDSA P-256 key held by `signer`, whose public key is the uncompressed point
+    /// `public`. Every signature it returns is checked against `public` before it is
+    /// sent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPublicKey`] for a malformed point.
+    pub fn external_p256(
+        public: &[u8],
+        signer: std::sync::Arc<dyn ExternalSigner>,
+    ) -> Result<Self, Error> {
+        Ok(Self(SigningKeyInner::External {
+            public: PinnedPublicKey::ecdsa_p256(public)?,
+            signer,
+        }))
+    }
+
     /// An ECDSA P-256 key from PKCS#8 or RFC 5915 DER.
     ///
     /// # Errors
@@ -341,8 +397,15 @@ impl SigningKey {
     pub fn scheme(&self) -> SignatureScheme {
         match self.0 {
             SigningKeyInner::Ed25519(_) => SignatureScheme::Ed25519,
-            SigningKeyInner::EcdsaP256(_) => SignatureScheme::EcdsaP256Sha256,
+            SigningKeyInner::EcdsaP256(_) | SigningKeyInner::External { .. } => {
+                SignatureScheme::EcdsaP256Sha256
+            }
         }
+    }
+
+    /// Whether the key is held by an [`ExternalSigner`] (the TPM).
+    pub fn is_external(&self) -> bool {
+        matches!(self.0, SigningKeyInner::External { .. })
     }
 
     /// Our public key, in the form a peer pins it.
@@ -353,6 +416,7 @@ impl SigningKey {
         match &self.0 {
             SigningKeyInner::Ed25519(k) => PinnedPublicKey::ed25519(k.public_key().as_ref()),
             SigningKeyInner::EcdsaP256(k) => PinnedPublicKey::ecdsa_p256(k.public_key().as_ref()),
+            SigningKeyInner::External { public, .. } => Ok(public.clone()),
         }
         .map_err(|_| Error::Library)
     }
@@ -384,6 +448,18 @@ impl SigningKey {
                 .sign(&SystemRandom::new(), message)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| Error::Library),
+            SigningKeyInner::External { public, signer } => {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+                let digest: [u8; 32] = digest.as_ref().try_into().map_err(|_| Error::Library)?;
+                let (r, s) = signer.sign_p256_sha256(&digest)?;
+                let der = ecdsa_der(&r, &s);
+                // A signer that answers with anything but a valid signature by the
+                // pinned key is caught here, not by the peer.
+                public.verify(message, &der).map_err(|_| {
+                    Error::ExternalSigner("its signature does not verify under its public key")
+                })?;
+                Ok(der)
+            }
         }
     }
 }
@@ -555,5 +631,95 @@ mod tests {
         assert!(format!("{ec:?}").starts_with("PinnedPublicKey(EcdsaP256Sha256, 04"));
         let sk = SigningKey::ed25519_from_seed(&[1; 32]).unwrap();
         assert_eq!(format!("{sk:?}"), "SigningKey(Ed25519, [redacted])");
+    }
+
+    /// A software stand-in for the TPM: signs prehashed digests with `p256`.
+    struct SoftSigner(p256::ecdsa::SigningKey, std::sync::atomic::AtomicU32, bool);
+
+    impl ExternalSigner for SoftSigner {
+        fn sign_p256_sha256(&self, digest: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), Error> {
+            use p256::ecdsa::signature::hazmat::PrehashSigner;
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let sig: p256::ecdsa::Signature = self
+                .0
+                .sign_prehash(digest)
+                .map_err(|_| Error::ExternalSigner("p256"))?;
+            let b = sig.to_bytes();
+            let (mut r, mut s) = ([0u8; 32], [0u8; 32]);
+            r.copy_from_slice(&b[..32]);
+            s.copy_from_slice(&b[32..]);
+            if self.2 {
+                // A broken signer: a valid-looking but wrong signature.
+                s[31] ^= 1;
+            }
+            Ok((r, s))
+        }
+    }
+
+    fn soft(seed: u8, broken: bool) -> (std::sync::Arc<SoftSigner>, Vec<u8>) {
+        let k = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+        let public = k
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        (
+            std::sync::Arc::new(SoftSigner(k, Default::default(), broken)),
+            public,
+        )
+    }
+
+    #[test]
+    fn an_external_signer_signs_auth_that_a_pinned_key_verifies() {
+        let (signer, public) = soft(7, false);
+        let key = SigningKey::external_p256(&public, signer.clone()).unwrap();
+        assert_eq!(key.scheme(), SignatureScheme::EcdsaP256Sha256);
+        assert_eq!(key.public_key().unwrap().as_bytes(), &public[..]);
+        let pinned = PinnedPublicKey::ecdsa_p256(&public).unwrap();
+        for n in 0..20u8 {
+            let octets = vec![n; 100 + usize::from(n)];
+            let auth = key.sign_auth(&octets).unwrap();
+            assert_eq!(&auth[1..13], &ECDSA_SHA256_ALGORITHM_IDENTIFIER);
+            pinned.verify_auth(&auth, &octets).unwrap();
+            assert_eq!(
+                pinned.verify_auth(&auth, &[n; 3]),
+                Err(Error::AuthenticationFailed)
+            );
+        }
+        assert_eq!(signer.1.load(std::sync::atomic::Ordering::Relaxed), 20);
+        // Another key's signer is caught before anything is sent.
+        let (other, _) = soft(8, false);
+        let wrong = SigningKey::external_p256(&public, other).unwrap();
+        assert!(matches!(
+            wrong.sign_auth(b"octets"),
+            Err(Error::ExternalSigner(_))
+        ));
+        let (broken, public) = soft(9, true);
+        let broken = SigningKey::external_p256(&public, broken).unwrap();
+        assert!(matches!(
+            broken.sign_auth(b"octets"),
+            Err(Error::ExternalSigner(_))
+        ));
+        assert_eq!(
+            SigningKey::external_p256(&public[..64], soft(1, false).0).unwrap_err(),
+            Error::InvalidPublicKey
+        );
+    }
+
+    #[test]
+    fn ecdsa_der_is_the_minimal_encoding() {
+        // Against p256's own DER, over values with leading zero bytes and high bits.
+        let mut cases: Vec<([u8; 32], [u8; 32])> = vec![([1; 32], [0x80; 32])];
+        let mut r = [0u8; 32];
+        r[31] = 5;
+        cases.push((r, [0x7f; 32]));
+        let mut s = [0xff; 32];
+        s[0] = 0;
+        s[1] = 0;
+        cases.push(([0x40; 32], s));
+        for (r, s) in cases {
+            let sig = p256::ecdsa::Signature::from_scalars(r, s).unwrap();
+            assert_eq!(ecdsa_der(&r, &s), sig.to_der().as_bytes(), "{r:?} {s:?}");
+        }
     }
 }

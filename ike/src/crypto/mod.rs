@@ -51,8 +51,8 @@ mod sk;
 mod tests;
 
 pub use auth::{
-    signed_octets, HashAlgorithm, PinnedPublicKey, PreSharedKey, SignatureScheme, SigningKey,
-    AUTH_METHOD_DIGITAL_SIGNATURE, AUTH_METHOD_SHARED_KEY,
+    ecdsa_der, signed_octets, ExternalSigner, HashAlgorithm, PinnedPublicKey, PreSharedKey,
+    SignatureScheme, SigningKey, AUTH_METHOD_DIGITAL_SIGNATURE, AUTH_METHOD_SHARED_KEY,
 };
 pub use ke::{Ecp256Exchange, Group, KeyExchange, SharedSecret, X25519Exchange};
 pub use keys::{
@@ -154,4 +154,8 @@ pub enum Error {
     /// aws-lc reported a failure that no input explains.
     #[error("the cryptographic library failed")]
     Library,
+    /// An external signer (the TPM holding the device identity key) gave no
+    /// signature, or one that does not verify under its public key.
+    #[error("the external signer failed: {0}")]
+    ExternalSigner(&'static str),
 }

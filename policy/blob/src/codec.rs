@@ -203,6 +203,10 @@ impl Writer {
                     self.u8(2);
                     self.put(peer_public_key);
                 }
+                IkeAuth::EcdsaP256 { peer_public_key } => {
+                    self.u8(3);
+                    self.put(peer_public_key);
+                }
             }
             self.count(p.ike_proposals.len());
             for x in &p.ike_proposals {
@@ -535,6 +539,9 @@ impl<'a> Reader<'a> {
             let auth = match self.u8("IKE authentication")? {
                 1 => IkeAuth::Psk(self.credential("IKE PSK")?),
                 2 => IkeAuth::Ed25519 {
+                    peer_public_key: self.array("IKE peer public key")?,
+                },
+                3 => IkeAuth::EcdsaP256 {
                     peer_public_key: self.array("IKE peer public key")?,
                 },
                 v => {

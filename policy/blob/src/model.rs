@@ -750,13 +750,35 @@ pub enum Credential {
 pub enum IkeAuth {
     /// A pre-shared key.
     Psk(Credential),
-    /// Ed25519 signatures (RFC 7427): our key is [`IkeConfig::private_key`],
-    /// the peer's public key is pinned here.
+    /// The peer signs with Ed25519 (RFC 8420); we sign with
+    /// [`IkeConfig::private_key`]. The peer's public key is pinned here.
     Ed25519 {
         /// The peer's public key.
         peer_public_key: [u8; 32],
     },
+    /// The peer signs with ECDSA P-256 and SHA-256 (RFC 7427) — another
+    /// gateway's device identity key, or strongSwan's ECDSA key; we sign with
+    /// [`IkeConfig::private_key`]. The peer's key is pinned here as its
+    /// uncompressed point `04 || x || y`.
+    EcdsaP256 {
+        /// The peer's public key.
+        peer_public_key: [u8; 65],
+    },
 }
+
+impl IkeAuth {
+    /// Whether the peer authenticates by signature (and we by
+    /// [`IkeConfig::private_key`]).
+    pub fn is_signature(&self) -> bool {
+        !matches!(self, IkeAuth::Psk(_))
+    }
+}
+
+/// The name of [`Credential::Device`] that is not a provisioned secret but the
+/// device identity key: an ECDSA P-256 key generated in the TPM at the first
+/// boot, which never leaves it (`private_key = "tpm:identity"`). The init hands
+/// the IKE process a signer for it, never the key; it is never a PSK.
+pub const DEVICE_IDENTITY: &str = "identity";
 
 /// PRF of an IKE proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -283,11 +283,26 @@ impl Policy {
                 IkeAuth::Psk(Credential::Lab(k)) if !(16..=1024).contains(&k.expose().len()) => {
                     return bad(name, "a lab PSK is 16 to 1024 bytes".into())
                 }
+                IkeAuth::Psk(Credential::Device(n)) if n == DEVICE_IDENTITY => {
+                    return bad(
+                        name,
+                        format!("tpm:{DEVICE_IDENTITY} is the device identity key, not a PSK"),
+                    )
+                }
                 IkeAuth::Psk(Credential::Device(n)) => {
                     check_credential_name(n).or_else(|e| bad(name, e))?
                 }
-                IkeAuth::Ed25519 { .. } if ike.private_key.is_none() => {
-                    return bad(name, "Ed25519 authentication needs our private key".into())
+                a if a.is_signature() && ike.private_key.is_none() => {
+                    return bad(
+                        name,
+                        "signature authentication needs our private key".into(),
+                    )
+                }
+                IkeAuth::EcdsaP256 { peer_public_key } if peer_public_key[0] != 4 => {
+                    return bad(
+                        name,
+                        "an ECDSA P-256 peer key is an uncompressed point (04 || x || y)".into(),
+                    )
                 }
                 _ => {}
             }

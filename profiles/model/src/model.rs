@@ -207,7 +207,9 @@ pub struct Viaduct {
 pub struct Ipsec {
     /// Local IKE identity.
     pub local_id: String,
-    /// Our Ed25519 signing key (for peers authenticated by signature).
+    /// Our signing key (for peers authenticated by signature): a provisioned
+    /// Ed25519 seed (`tpm:<name>`), the device identity key (`tpm:identity`,
+    /// ECDSA P-256 in the TPM) or a lab seed.
     pub private_key: Option<PrivateKey>,
     /// Local outer address.
     pub local_address: IpAddr,
@@ -320,9 +322,16 @@ pub enum Auth {
         #[serde(serialize_with = "ser_hex")]
         ed25519: [u8; 32],
     },
+    /// ECDSA P-256 public key of the peer (another gateway's device identity
+    /// key, as `appliance enroll` prints it, or any ECDSA P-256 key).
+    PublicKeyEcdsaP256 {
+        /// The uncompressed point `04 || x || y`, hex.
+        #[serde(serialize_with = "ser_hex")]
+        ecdsa_p256: [u8; 65],
+    },
 }
 
-fn ser_hex<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+fn ser_hex<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     s.serialize_str(&hex)
 }

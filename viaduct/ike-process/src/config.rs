@@ -17,6 +17,13 @@ pub enum PeerError {
     /// A `tpm:` credential the init did not hand over.
     #[error("credential tpm:{0} is not provisioned on this device; the tunnel stays closed")]
     Unprovisioned(String),
+    /// `private_key = "tpm:identity"`, and the init handed over no signer: this
+    /// boot has no usable device identity key.
+    #[error(
+        "the device identity key is unusable this boot (the init's `identity:` line and PCR 15 \
+         say why); the tunnel stays closed"
+    )]
+    NoIdentity,
     /// A credential of the wrong shape.
     #[error("credential {what}: {problem}")]
     BadCredential {
@@ -122,6 +129,36 @@ fn credential(
     }
 }
 
+/// Our signing key: the device identity key through the init's signer
+/// (`tpm:identity`), a provisioned Ed25519 seed (`tpm:<name>`) or a lab seed.
+fn own_key(ike: &blob::IkeConfig, creds: &Credentials) -> Result<SigningKey, PeerError> {
+    let own = ike
+        .private_key
+        .as_ref()
+        .ok_or_else(|| PeerError::BadCredential {
+            what: "private key".into(),
+            problem: "none configured".into(),
+        })?;
+    if matches!(own, blob::Credential::Device(n) if n == blob::DEVICE_IDENTITY) {
+        let id = creds.identity().ok_or(PeerError::NoIdentity)?;
+        return SigningKey::external_p256(&id.public, id.signer.clone()).map_err(|e| {
+            PeerError::BadCredential {
+                what: "the device identity key".into(),
+                problem: e.to_string(),
+            }
+        });
+    }
+    let seed = credential(own, creds)?;
+    let seed: [u8; 32] = seed[..].try_into().map_err(|_| PeerError::BadCredential {
+        what: "private key".into(),
+        problem: "an Ed25519 seed is 32 bytes".into(),
+    })?;
+    SigningKey::ed25519_from_seed(&seed).map_err(|e| PeerError::BadCredential {
+        what: "private key".into(),
+        problem: e.to_string(),
+    })
+}
+
 /// The connection of peer `index` of `ike`, in `policy`.
 ///
 /// # Errors
@@ -165,32 +202,24 @@ pub fn connection(
                 })?,
             )
         }
-        blob::IkeAuth::Ed25519 { peer_public_key } => {
-            let own = ike
-                .private_key
-                .as_ref()
-                .ok_or_else(|| PeerError::BadCredential {
-                    what: "private key".into(),
-                    problem: "none configured".into(),
-                })?;
-            let seed = credential(own, creds)?;
-            let seed: [u8; 32] = seed[..].try_into().map_err(|_| PeerError::BadCredential {
-                what: "private key".into(),
-                problem: "an Ed25519 seed is 32 bytes".into(),
-            })?;
-            let key =
-                SigningKey::ed25519_from_seed(&seed).map_err(|e| PeerError::BadCredential {
-                    what: "private key".into(),
-                    problem: e.to_string(),
-                })?;
-            let peer = PinnedPublicKey::ed25519(peer_public_key).map_err(|e| {
+        blob::IkeAuth::Ed25519 { peer_public_key } => Auth::Signature {
+            key: own_key(ike, creds)?,
+            peer: PinnedPublicKey::ed25519(peer_public_key).map_err(|e| {
                 PeerError::BadCredential {
                     what: format!("public key of peer {}", p.name),
                     problem: e.to_string(),
                 }
-            })?;
-            Auth::Signature { key, peer }
-        }
+            })?,
+        },
+        blob::IkeAuth::EcdsaP256 { peer_public_key } => Auth::Signature {
+            key: own_key(ike, creds)?,
+            peer: PinnedPublicKey::ecdsa_p256(peer_public_key).map_err(|e| {
+                PeerError::BadCredential {
+                    what: format!("public key of peer {}", p.name),
+                    problem: e.to_string(),
+                }
+            })?,
+        },
     };
     let mut c = Config::new(
         SocketAddr::new(p.local, viaduct_channel::IKE_PORT),

@@ -11,13 +11,26 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
-/// The secrets by name.
+/// The secrets by name, and the device identity key's signer when the init
+/// handed one over.
 #[derive(Default)]
-pub struct Credentials(BTreeMap<String, Zeroizing<Vec<u8>>>);
+pub struct Credentials(BTreeMap<String, Zeroizing<Vec<u8>>>, Option<IdentitySigner>);
+
+/// The device identity key: its public point and the signer that holds it.
+#[derive(Clone)]
+pub struct IdentitySigner {
+    /// The uncompressed point `04 || x || y`.
+    pub public: [u8; 65],
+    /// Signs with it.
+    pub signer: std::sync::Arc<dyn ike::crypto::ExternalSigner>,
+}
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
+        f.debug_list()
+            .entries(self.0.keys())
+            .entries(self.1.as_ref().map(|_| "identity (signer)"))
+            .finish()
     }
 }
 
@@ -69,7 +82,18 @@ impl Credentials {
             }
             b = rest;
         }
-        Ok(Credentials(out))
+        Ok(Credentials(out, None))
+    }
+
+    /// With the device identity key's signer.
+    pub fn with_identity(mut self, identity: IdentitySigner) -> Self {
+        self.1 = Some(identity);
+        self
+    }
+
+    /// The device identity key's signer, if the init handed one over.
+    pub fn identity(&self) -> Option<&IdentitySigner> {
+        self.1.as_ref()
     }
 
     /// One record of the stream (for the init and tests).

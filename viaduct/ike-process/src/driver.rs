@@ -387,11 +387,14 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
                     Event::Dropped { .. } | Event::Retransmitted { .. } => {}
                     _ => {}
                 }
-                if let Event::IkeSaEstablished(_) = &e {
+                if let Event::IkeSaEstablished(x) = &e {
+                    // Who and how first: the relay cuts long lines.
                     out.log.push(format!(
-                        "ike: peer {name}: {}, authenticated by {}",
-                        describe(&e),
-                        auth_name(&p.ike.config().auth)
+                        "ike: peer {name}: IKE SA established with {}, authenticated by {}; {} ({})",
+                        x.remote_id,
+                        auth_name(&p.ike.config().auth),
+                        x.ike_sa,
+                        x.proposal
                     ));
                 } else if !matches!(e, Event::Dropped { .. }) {
                     out.log.push(format!("ike: peer {name}: {}", describe(&e)));
@@ -401,14 +404,30 @@ fn absorb<E: Entropy>(p: &mut Peer<E>, actions: Vec<Action>, now: Timestamp, out
     }
 }
 
-/// How a peer authenticates, for the log (both ways alike).
-fn auth_name(a: &ike::sa::Auth) -> &'static str {
+/// How both sides authenticate, for the log.
+fn auth_name(a: &ike::sa::Auth) -> String {
+    use ike::crypto::SignatureScheme as S;
+    let scheme = |s: S| match s {
+        S::Ed25519 => "Ed25519",
+        S::EcdsaP256Sha256 => "ECDSA P-256",
+    };
     match a {
-        ike::sa::Auth::Psk(_) => "pre-shared key",
-        ike::sa::Auth::Signature { key, .. } => match key.scheme() {
-            ike::crypto::SignatureScheme::Ed25519 => "Ed25519 signatures (pinned keys)",
-            ike::crypto::SignatureScheme::EcdsaP256Sha256 => "ECDSA P-256 signatures (pinned keys)",
-        },
+        ike::sa::Auth::Psk(_) => "pre-shared key".into(),
+        ike::sa::Auth::Signature { key, peer } => {
+            let ours = if key.is_external() {
+                format!("{} by the TPM identity key", scheme(key.scheme()))
+            } else {
+                scheme(key.scheme()).to_owned()
+            };
+            if !key.is_external() && key.scheme() == peer.scheme() {
+                format!("{ours} signatures (pinned keys)")
+            } else {
+                format!(
+                    "signatures: ours {ours}, the peer's {} (pinned)",
+                    scheme(peer.scheme())
+                )
+            }
+        }
     }
 }
 

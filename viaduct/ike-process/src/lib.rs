@@ -8,6 +8,7 @@
 //!   peer, credentials resolved (lab ones from the policy, device ones from
 //!   the descriptor the init hands over, [`credentials`]).
 //! - [`driver`]: the engines between channel messages and time.
+//! - [`signer`]: the device identity key, signing through the init's signer.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,3 +16,4 @@ pub mod config;
 pub mod confine;
 pub mod credentials;
 pub mod driver;
+pub mod signer;

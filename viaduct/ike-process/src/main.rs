@@ -1,6 +1,9 @@
-//! `viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--no-confine]`: the
-//! Viaduct's IKE process. It reads the compiled policy, takes the device
-//! credentials from `--credentials` (read to the end, then closed), and
+//! `viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--signer FD
+//! --identity-public HEX] [--no-confine]`: the Viaduct's IKE process. It reads
+//! the compiled policy, takes the device credentials from `--credentials`
+//! (read to the end, then closed) and, when the init hands one over, the
+//! device identity key's signer (`--signer`, a `SOCK_SEQPACKET` socket; the
+//! key's public point in hex as `--identity-public`), and
 //! speaks to the data plane over the channel descriptor (default 3, a
 //! `SOCK_SEQPACKET` or `SOCK_DGRAM` socket of a socketpair: one message per
 //! record). It exits when the data plane closes the channel. Log lines go to
@@ -48,6 +51,8 @@ struct Args {
     policy: String,
     channel: i32,
     credentials: Option<i32>,
+    signer: Option<i32>,
+    identity_public: Option<[u8; 65]>,
     no_confine: bool,
 }
 
@@ -56,6 +61,8 @@ fn args() -> Args {
         policy: String::new(),
         channel: 3,
         credentials: None,
+        signer: None,
+        identity_public: None,
         no_confine: false,
     };
     let mut it = std::env::args().skip(1);
@@ -77,13 +84,30 @@ fn args() -> Args {
             "--policy" => a.policy = value,
             "--channel" => a.channel = fd(&value),
             "--credentials" => a.credentials = Some(fd(&value)),
+            "--signer" => a.signer = Some(fd(&value)),
+            "--identity-public" => {
+                let point = (value.len() == 130)
+                    .then(|| {
+                        (0..65)
+                            .map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok())
+                            .collect::<Option<Vec<u8>>>()
+                    })
+                    .flatten()
+                    .and_then(|v| <[u8; 65]>::try_from(v).ok());
+                a.identity_public = Some(point.unwrap_or_else(|| {
+                    fail("--identity-public: the key's uncompressed point, 130 hex digits")
+                }));
+            }
             _ => fail(format!(
-                "unknown flag {flag}; usage: viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--no-confine]"
+                "unknown flag {flag}; usage: viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--signer FD --identity-public HEX] [--no-confine]"
             )),
         }
     }
     if a.policy.is_empty() {
         fail("--policy FILE is required");
+    }
+    if a.signer.is_some() != a.identity_public.is_some() {
+        fail("--signer and --identity-public go together");
     }
     a
 }
@@ -97,6 +121,9 @@ fn main() {
         sys::inherited(fd)
             .unwrap_or_else(|| fail(format!("credential descriptor {fd} is not open")))
     });
+    let signer_fd = a.signer.map(|fd| {
+        sys::inherited(fd).unwrap_or_else(|| fail(format!("signer descriptor {fd} is not open")))
+    });
     let blob = std::fs::read(&a.policy).unwrap_or_else(|e| fail(format!("{}: {e}", a.policy)));
     let policy =
         policy_blob::Policy::decode(&blob).unwrap_or_else(|e| fail(format!("{}: {e}", a.policy)));
@@ -109,6 +136,16 @@ fn main() {
                 .unwrap_or_else(|e| fail(format!("reading the credentials: {e}")));
             Credentials::parse(&bytes).unwrap_or_else(|e| fail(e))
         }
+    };
+    let creds = match (signer_fd, a.identity_public) {
+        (Some(fd), Some(public)) => {
+            eprintln!("viaduct-ike: the device identity key signs through the init's signer");
+            creds.with_identity(viaduct_ike::credentials::IdentitySigner {
+                public,
+                signer: std::sync::Arc::new(viaduct_ike::signer::TpmSigner::new(fd)),
+            })
+        }
+        _ => creds,
     };
     drop(blob);
     let status_fd =

@@ -183,7 +183,7 @@ fn ed25519_pair_with_device_keys_establishes() {
         let raw = k.public_key().unwrap().raw().to_vec();
         <[u8; 32]>::try_from(raw).unwrap()
     };
-    let dev = || Some(Credential::Device("identity".into()));
+    let dev = || Some(Credential::Device("ike-key".into()));
     let a = policy(
         1,
         IkeAuth::Ed25519 {
@@ -198,10 +198,132 @@ fn ed25519_pair_with_device_keys_establishes() {
         },
         dev(),
     );
-    let ca = Credentials::parse(&Credentials::record("identity", &seed(1))).unwrap();
-    let cb = Credentials::parse(&Credentials::record("identity", &seed(2))).unwrap();
+    let ca = Credentials::parse(&Credentials::record("ike-key", &seed(1))).unwrap();
+    let cb = Credentials::parse(&Credentials::record("ike-key", &seed(2))).unwrap();
     let r = run(&a, &b, &ca, &cb);
     assert_mirrored(&r);
+}
+
+/// A software stand-in for the TPM's identity key (the real one is exercised
+/// against swtpm by the gateway's tests).
+struct SoftTpm(p256::ecdsa::SigningKey);
+
+impl ike::crypto::ExternalSigner for SoftTpm {
+    fn sign_p256_sha256(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<([u8; 32], [u8; 32]), ike::crypto::Error> {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let sig: p256::ecdsa::Signature = self.0.sign_prehash(digest).unwrap();
+        let b = sig.to_bytes();
+        Ok((b[..32].try_into().unwrap(), b[32..].try_into().unwrap()))
+    }
+}
+
+fn identity(n: u8) -> viaduct_ike::credentials::IdentitySigner {
+    let k = p256::ecdsa::SigningKey::from_slice(&[n; 32]).unwrap();
+    let public = k
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .try_into()
+        .unwrap();
+    viaduct_ike::credentials::IdentitySigner {
+        public,
+        signer: std::sync::Arc::new(SoftTpm(k)),
+    }
+}
+
+#[test]
+fn device_identity_pair_establishes_and_a_missing_signer_keeps_it_closed() {
+    let dev = || Some(Credential::Device("identity".into()));
+    let a = policy(
+        1,
+        IkeAuth::EcdsaP256 {
+            peer_public_key: identity(2).public,
+        },
+        dev(),
+    );
+    let b = policy(
+        2,
+        IkeAuth::EcdsaP256 {
+            peer_public_key: identity(1).public,
+        },
+        dev(),
+    );
+    let ca = Credentials::default().with_identity(identity(1));
+    let cb = Credentials::default().with_identity(identity(2));
+    let r = run(&a, &b, &ca, &cb);
+    assert_mirrored(&r);
+    assert!(
+        r[0].1.iter().any(|l| l.contains(
+            "signatures: ours ECDSA P-256 by the TPM identity key, the peer's ECDSA P-256 (pinned)"
+        )),
+        "{:?}",
+        r[0].1
+    );
+    // Pinning another key: the initiator refuses the responder's AUTH and
+    // installs nothing; the responder (whose CHILD SA IKE_AUTH set up) hears
+    // AUTHENTICATION_FAILED and deletes it.
+    let wrong = policy(
+        1,
+        IkeAuth::EcdsaP256 {
+            peer_public_key: identity(3).public,
+        },
+        dev(),
+    );
+    let r = run(&wrong, &b, &ca, &cb);
+    assert!(r[0].0.is_empty(), "{r:?}");
+    assert!(r[0].1.iter().any(
+        |l| l.contains("authentication of the peer fqdn:gw-2.test (digital signature) failed")
+    ));
+    assert!(r[1]
+        .1
+        .iter()
+        .any(|l| l.contains("could not verify our authentication")));
+    // No identity this boot: the tunnel stays closed and says why.
+    let none = Credentials::default();
+    let r = run(&a, &b, &none, &cb);
+    assert!(r[0].0.is_empty() && r[1].0.is_empty());
+    assert!(
+        r[0].1
+            .iter()
+            .any(|l| l.contains("the device identity key is unusable this boot")),
+        "{:?}",
+        r[0].1
+    );
+}
+
+#[test]
+fn a_device_identity_and_an_ed25519_peer_sign_each_with_their_own_key() {
+    use ike::crypto::SigningKey;
+    let ed = SigningKey::ed25519_from_seed(&[5; 32]).unwrap();
+    let ed_public = <[u8; 32]>::try_from(ed.public_key().unwrap().raw()).unwrap();
+    let a = policy(
+        1,
+        IkeAuth::Ed25519 {
+            peer_public_key: ed_public,
+        },
+        Some(Credential::Device("identity".into())),
+    );
+    let b = policy(
+        2,
+        IkeAuth::EcdsaP256 {
+            peer_public_key: identity(1).public,
+        },
+        Some(Credential::Device("ike-key".into())),
+    );
+    let ca = Credentials::default().with_identity(identity(1));
+    let cb = Credentials::parse(&Credentials::record("ike-key", &[5; 32])).unwrap();
+    let r = run(&a, &b, &ca, &cb);
+    assert_mirrored(&r);
+    assert!(
+        r[1].1
+            .iter()
+            .any(|l| l.contains("signatures: ours Ed25519, the peer's ECDSA P-256")),
+        "{:?}",
+        r[1].1
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub(crate) fn ike_credentials(policy: &policy_blob::Policy) -> Option<Vec<String
         .iter()
         .chain(ike.peers.iter().filter_map(|p| match &p.auth {
             IkeAuth::Psk(c) => Some(c),
-            IkeAuth::Ed25519 { .. } => None,
+            IkeAuth::Ed25519 { .. } | IkeAuth::EcdsaP256 { .. } => None,
         }))
         .filter_map(|c| match c {
             Credential::Device(name) => Some(name.clone()),

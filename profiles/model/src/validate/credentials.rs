@@ -57,7 +57,8 @@ pub(super) fn identity(v: &mut V<'_>, id: &Sp<String>, field: &str) -> Option<St
     }
 }
 
-/// `private_key`: `tpm:<name>`, or `lab:<64 hex>` in lab profiles.
+/// `private_key`: `tpm:identity` (the device identity key), `tpm:<name>` (a
+/// provisioned Ed25519 seed), or `lab:<64 hex>` in lab profiles.
 pub(super) fn private_key(v: &mut V<'_>, k: &Sp<String>, f: &str) -> Option<PrivateKey> {
     if let Some(name) = k.value.strip_prefix("tpm:") {
         let n = Sp {
@@ -89,8 +90,13 @@ pub(super) fn private_key(v: &mut V<'_>, k: &Sp<String>, f: &str) -> Option<Priv
     None
 }
 
+/// The private key name that means the device identity key (ECDSA P-256,
+/// generated in the TPM at the first boot, never leaving it).
+pub const DEVICE_IDENTITY: &str = "identity";
+
 /// A peer's `auth`: method `psk` with `psk` (`tpm:<name>`, or `lab:<hex>`
-/// in lab profiles), or method `pubkey` with an Ed25519 `public_key`.
+/// in lab profiles), or method `pubkey` with an Ed25519 or ECDSA P-256
+/// `public_key`.
 pub(super) fn auth(v: &mut V<'_>, a: &Sp<RawAuth>, f: &str) -> Option<Auth> {
     let method = v.req(&a.method, &a.span, f, "method")?;
     match method.value.as_str() {
@@ -115,6 +121,10 @@ pub(super) fn auth(v: &mut V<'_>, a: &Sp<RawAuth>, f: &str) -> Option<Auth> {
                 }
             };
             if let Some(name) = psk.value.strip_prefix("tpm:") {
+                if name == DEVICE_IDENTITY {
+                    v.err(&psk.span, format!("{f}.psk"), "`tpm:identity` is the device identity key (it signs, it is never a PSK): name the PSK provisioned with `appliance provision`, e.g. `tpm:gw-psk`");
+                    return None;
+                }
                 let n = Sp {
                     span: psk.span.clone(),
                     value: name.to_string(),
@@ -150,10 +160,28 @@ pub(super) fn auth(v: &mut V<'_>, a: &Sp<RawAuth>, f: &str) -> Option<Auth> {
                 v.err(
                     &a.span,
                     format!("{f}.public_key"),
-                    "method `pubkey` needs `public_key = \"ed25519:<64 hex digits>\"`",
+                    "method `pubkey` needs `public_key = \"ed25519:<64 hex digits>\"` or `\"ecdsa-p256:04<128 hex digits>\"`",
                 );
                 return None;
             };
+            if let Some(hex) = pk.value.strip_prefix("ecdsa-p256:") {
+                let point = hex_bytes(hex)
+                    .filter(|b| b.len() == 65 && b[0] == 4)
+                    .and_then(|b| <[u8; 65]>::try_from(b).ok());
+                return match point {
+                    Some(k) if p256::PublicKey::from_sec1_bytes(&k).is_ok() => {
+                        Some(Auth::PublicKeyEcdsaP256 { ecdsa_p256: k })
+                    }
+                    Some(_) => {
+                        v.err(&pk.span, format!("{f}.public_key"), "this ECDSA P-256 key is not a point on the curve: copy it again from `appliance enroll` (or the peer's identity.pem)");
+                        None
+                    }
+                    None => {
+                        v.err(&pk.span, format!("{f}.public_key"), "an ECDSA P-256 key is `ecdsa-p256:04` followed by 128 hex digits (the uncompressed point, 65 bytes), as `appliance enroll` prints a device identity key");
+                        None
+                    }
+                };
+            }
             match pk.value.strip_prefix("ed25519:").and_then(hex_bytes) {
                 Some(b) if b.len() == 32 => {
                     let mut k = [0u8; 32];
@@ -161,7 +189,7 @@ pub(super) fn auth(v: &mut V<'_>, a: &Sp<RawAuth>, f: &str) -> Option<Auth> {
                     Some(Auth::PublicKey { ed25519: k })
                 }
                 _ => {
-                    v.err(&pk.span, format!("{f}.public_key"), "a public key is `ed25519:` followed by 64 hex digits (32 bytes); other key types are not supported");
+                    v.err(&pk.span, format!("{f}.public_key"), "a public key is `ed25519:` followed by 64 hex digits (32 bytes) or `ecdsa-p256:04` followed by 128 hex digits (65 bytes); other key types are not supported");
                     None
                 }
             }

@@ -126,8 +126,10 @@ pub(super) fn peer(
         }
         Some(a) => auth(v, a, &format!("{f}.auth")),
     };
-    if let (Some(Auth::PublicKey { .. }), None, Some(a)) = (&auth, &side.raw.private_key, &p.auth) {
-        v.err(&a.span, format!("{f}.auth"), "method `pubkey` needs this gateway's own key: set `viaduct.ipsec.private_key = \"tpm:<name>\"` (or `\"lab:<64 hex digits>\"` in a lab profile)");
+    if let (Some(Auth::PublicKey { .. } | Auth::PublicKeyEcdsaP256 { .. }), None, Some(a)) =
+        (&auth, &side.raw.private_key, &p.auth)
+    {
+        v.err(&a.span, format!("{f}.auth"), "method `pubkey` needs this gateway's own key: set `viaduct.ipsec.private_key = \"tpm:identity\"` (the device identity key in the TPM), `\"tpm:<name>\"` (a provisioned Ed25519 seed) or `\"lab:<64 hex digits>\"` in a lab profile");
         ok = false;
     }
     let ike_proposals = match &p.ike_proposals {
