@@ -1019,6 +1019,18 @@ fn inherit<T>(fd: &std::os::fd::OwnedFd, spawn: impl FnOnce() -> T) -> T {
 
 /// Starts `viaduct-ike` on `channel` with the PSK on a credentials file.
 fn spawn_ike(policy: &Path, channel: &std::os::fd::OwnedFd, dir: &Path, log: &Path) -> Child {
+    spawn_ike_with(policy, channel, dir, log, None)
+}
+
+/// [`spawn_ike`], with the identity signer's socket and the key's public point
+/// (`--signer`, `--identity-public`) when `signer` is given.
+fn spawn_ike_with(
+    policy: &Path,
+    channel: &std::os::fd::OwnedFd,
+    dir: &Path,
+    log: &Path,
+    signer: Option<(&std::os::fd::OwnedFd, [u8; 65])>,
+) -> Child {
     use std::os::fd::AsRawFd;
     let mut rec = vec![7u8];
     rec.extend_from_slice(b"lab-psk");
@@ -1030,17 +1042,33 @@ fn spawn_ike(policy: &Path, channel: &std::os::fd::OwnedFd, dir: &Path, log: &Pa
     let creds = File::open(&creds_path).unwrap();
     std::fs::remove_file(&creds_path).unwrap();
     let creds = std::os::fd::OwnedFd::from(creds);
+    let spawn = || {
+        let mut c = Command::new(sibling_binary("viaduct-ike"));
+        c.args(["--policy", policy.to_str().unwrap()])
+            .args(["--channel", &channel.as_raw_fd().to_string()])
+            .args(["--credentials", &creds.as_raw_fd().to_string()]);
+        if let Some((fd, point)) = signer {
+            c.args(["--signer", &fd.as_raw_fd().to_string()]).args([
+                "--identity-public",
+                &point.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            ]);
+        }
+        c
+    };
+    let with_signer = |f: &dyn Fn() -> Child| match signer {
+        Some((fd, _)) => inherit(fd, f),
+        None => f(),
+    };
     inherit(channel, || {
         inherit(&creds, || {
-            Command::new(sibling_binary("viaduct-ike"))
-                .args(["--policy", policy.to_str().unwrap()])
-                .args(["--channel", &channel.as_raw_fd().to_string()])
-                .args(["--credentials", &creds.as_raw_fd().to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(log).unwrap())
-                .spawn()
-                .expect("spawn viaduct-ike")
+            with_signer(&|| {
+                spawn()
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(File::create(log).unwrap())
+                    .spawn()
+                    .expect("spawn viaduct-ike")
+            })
         })
     })
 }

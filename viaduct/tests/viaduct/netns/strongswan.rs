@@ -103,6 +103,65 @@ fn strongswan_keys(etc: &Path) {
     .unwrap();
 }
 
+/// The key standing in for our TPM's identity key in these tests.
+fn identity_key() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[0x55; 32]).unwrap()
+}
+
+fn identity_point() -> [u8; 65] {
+    identity_key()
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .try_into()
+        .unwrap()
+}
+
+/// SubjectPublicKeyInfo of a P-256 point (id-ecPublicKey, prime256v1).
+fn p256_spki(point: &[u8; 65]) -> Vec<u8> {
+    let mut v = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    v.extend_from_slice(point);
+    v
+}
+
+/// The init's identity signer as the IKE process sees it (the messages of
+/// `attest_wire::signer` on a `SOCK_SEQPACKET` socket), signing with
+/// [`identity_key`]; ends when the IKE process's end closes. Returns the IKE
+/// process's end.
+fn soft_signer() -> std::os::fd::OwnedFd {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let (ours, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = rustix::net::recv(&ours, &mut buf[..], rustix::net::RecvFlags::empty()) {
+            let n = n.1;
+            let Some(req) = attest_wire::signer::Request::decode(&buf[..n]) else {
+                return;
+            };
+            let sig: p256::ecdsa::Signature = identity_key().sign_prehash(&req.digest).unwrap();
+            let b = sig.to_bytes();
+            let answer = attest_wire::signer::Answer {
+                id: req.id,
+                result: Ok((b[..32].try_into().unwrap(), b[32..].try_into().unwrap())),
+            };
+            if rustix::net::send(&ours, &answer.encode(), rustix::net::SendFlags::empty()).is_err()
+            {
+                return;
+            }
+        }
+    });
+    theirs
+}
+
 /// The PSK `spawn_ike` hands our IKE process as `lab-psk`.
 const PSK: &str = "a lab pre-shared key, 32+ bytes!";
 
@@ -122,7 +181,7 @@ fn strongswan_missing() -> Option<String> {
 /// keyed by IKE (PSK `lab-psk`), ESP AES-256-GCM without ESN (kernel-libipsec has
 /// none), PFS x25519; with `two`, a second tunnel 10.1.0.0/24 ↔ 10.2.0.2/32 to
 /// the same peer (a second CHILD SA in the same IKE SA).
-fn policy(our_outer: &str, dpd: Dpd, two: bool, ed25519_chacha: bool) -> Policy {
+fn policy(our_outer: &str, dpd: Dpd, two: bool, ed25519_chacha: bool, identity: bool) -> Policy {
     let me = v4(our_outer);
     let sw = v4("198.51.100.1");
     let aead = if ed25519_chacha {
@@ -165,7 +224,14 @@ fn policy(our_outer: &str, dpd: Dpd, two: bool, ed25519_chacha: bool) -> Policy 
         );
         tunnels.push(TunnelId(2));
     }
-    let (private_key, auth) = if ed25519_chacha {
+    let (private_key, auth) = if identity {
+        (
+            Some(Credential::Device("identity".into())),
+            IkeAuth::Ed25519 {
+                peer_public_key: ed25519_public(&SW_SEED).try_into().unwrap(),
+            },
+        )
+    } else if ed25519_chacha {
         (
             Some(Credential::Lab(KeyMaterial::new(OUR_SEED.to_vec()))),
             IkeAuth::Ed25519 {
@@ -221,6 +287,7 @@ fn configure_strongswan(
     (child_rekey, ike_rekey): (&str, &str),
     two: bool,
     ed25519_chacha: bool,
+    identity: bool,
 ) {
     let start = if initiates { "start" } else { "none" };
     let child_life = format!(
@@ -231,7 +298,23 @@ fn configure_strongswan(
             .expect("a rekey time in seconds")
             + 30
     );
-    let (ike_prop, esp_prop, local_auth, remote_auth) = if ed25519_chacha {
+    let (ike_prop, esp_prop, local_auth, remote_auth) = if identity {
+        strongswan_keys(&Path::new("/etc/netns").join(sw));
+        // Our identity key as `appliance enroll` writes identity.pem.
+        std::fs::write(
+            Path::new("/etc/netns")
+                .join(sw)
+                .join("swanctl/pubkey/identity.pem"),
+            pem("PUBLIC KEY", &p256_spki(&identity_point())),
+        )
+        .unwrap();
+        (
+            "aes256gcm16-prfsha256-x25519",
+            "aes256gcm16-x25519",
+            "auth = pubkey\n      pubkeys = sw.pub.pem",
+            "auth = pubkey\n      pubkeys = identity.pem",
+        )
+    } else if ed25519_chacha {
         strongswan_keys(&Path::new("/etc/netns").join(sw));
         (
             "chacha20poly1305-prfsha256-x25519",
@@ -364,6 +447,11 @@ struct Case {
     /// Ed25519 signatures with pinned keys, and ChaCha20-Poly1305 for IKE and
     /// ESP, instead of the PSK and AES-GCM.
     ed25519_chacha: bool,
+    /// We sign with the device identity key through the signer socket
+    /// (ECDSA P-256; a software key stands in for the TPM here), strongSwan
+    /// pins our key from a PEM file as `appliance enroll` writes identity.pem;
+    /// strongSwan signs with Ed25519.
+    identity: bool,
 }
 
 fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
@@ -375,6 +463,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         dpd_kill,
         two,
         ed25519_chacha,
+        identity,
     } = case;
     let tag = format!(
         "{}{}",
@@ -416,6 +505,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         ("20s", "60s"),
         two,
         ed25519_chacha,
+        identity,
     );
     if nat {
         // Our outer address leaves blk as 198.51.100.254, from ports 30000-40000.
@@ -434,7 +524,11 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     } else {
         Dpd::default()
     };
-    let pol = write_policy(&dir, "gw.pol", &policy(our_outer, dpd, two, ed25519_chacha));
+    let pol = write_policy(
+        &dir,
+        "gw.pol",
+        &policy(our_outer, dpd, two, ed25519_chacha, identity),
+    );
     let (log, ike_log) = (dir.join("viaduct.log"), dir.join("ike.log"));
     let (dp, ike_end) = channel_pair();
     let chan = {
@@ -452,7 +546,15 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
     ip_ns(&lan, "route add 10.2.0.0/24 dev vred");
     ip_ns(&blk, "link set vblk up");
     ip_ns(&blk, &format!("route add {our_outer}/32 dev vblk"));
-    g.children.push(spawn_ike(&pol, &ike_end, &dir, &ike_log));
+    let signer = identity.then(soft_signer);
+    g.children.push(spawn_ike_with(
+        &pol,
+        &ike_end,
+        &dir,
+        &ike_log,
+        signer.as_ref().map(|fd| (fd, identity_point())),
+    ));
+    drop(signer);
     drop(ike_end);
     let logs = || {
         format!(
@@ -1024,4 +1126,50 @@ fn ed25519_and_chacha20_with_strongswan_we_initiate() {
 #[test]
 fn ed25519_and_chacha20_with_strongswan_it_initiates() {
     ed25519_and_chacha20(true, 25);
+}
+
+/// We sign with the device identity key's signer (the init's protocol; a software
+/// key behind it here, swtpm's in the gateway's tests); strongSwan pins it from
+/// identity.pem as `appliance enroll` writes it, and signs with Ed25519.
+fn identity_with_strongswan(sw_initiates: bool) {
+    if skip() {
+        return;
+    }
+    let our_outer = if sw_initiates {
+        "203.0.113.2"
+    } else {
+        "192.0.2.2"
+    };
+    let (ours, charon) = gateway_against_strongswan(
+        our_outer,
+        Case {
+            sw_initiates,
+            identity: true,
+            ..Case::default()
+        },
+    );
+    assert!(
+        ours.contains("the device identity key signs through the init's signer"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains(
+            "authenticated by signatures: ours ECDSA P-256 by the TPM identity key, the peer's Ed25519 (pinned)"
+        ),
+        "{ours}"
+    );
+    assert!(
+        charon.contains("authentication of 'gw.lab' with ECDSA") && charon.contains("successful"),
+        "{charon}"
+    );
+}
+
+#[test]
+fn identity_key_with_strongswan_we_initiate() {
+    identity_with_strongswan(false);
+}
+
+#[test]
+fn identity_key_with_strongswan_it_initiates() {
+    identity_with_strongswan(true);
 }
