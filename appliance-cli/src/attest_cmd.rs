@@ -151,6 +151,28 @@ fn finish(args: EnrollArgs, e: attest::client::Enrolled, json: bool) -> anyhow::
             "  AK           {} (restricted signing key, activated by credential)",
             e.device.ak_name
         )?;
+        match e.device.identity_point() {
+            Some(point) => {
+                let hex: String = point.iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(
+                    o,
+                    "  identity     ECDSA P-256 in the TPM, certified by the AK ({})",
+                    args.out.join("identity.pem").display()
+                )?;
+                writeln!(
+                    o,
+                    "  pin it       in a peer's profile: public_key = \"ecdsa-p256:{hex}\""
+                )?;
+                writeln!(
+                    o,
+                    "               (strongSwan: pubkeys = identity.pem); this gateway signs with private_key = \"tpm:identity\""
+                )?;
+            }
+            None => writeln!(
+                o,
+                "  identity     none this boot (it needs an A/B image signed by a release key)"
+            )?,
+        }
         writeln!(
             o,
             "  record       {}",

@@ -924,13 +924,40 @@ fn a_provisioned_psk_is_sealed_to_this_tpm_and_never_crosses_in_clear() {
     let g = boot(&b.out);
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet/gw-a");
-    ok(enroll(&g, &fleet), "enroll");
+    let e = ok(enroll(&g, &fleet), "enroll");
     let device = attest::fleet::Device::load(&fleet).unwrap();
     assert!(
         device.identity.is_some(),
         "enrolment recorded no identity key"
     );
     assert!(fleet.join("identity.pem").is_file());
+    // What a peer pins, as a profile line that profile validation accepts.
+    let point: String = device
+        .identity_point()
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        e.stdout
+            .contains(&format!("public_key = \"ecdsa-p256:{point}\"")),
+        "{e}"
+    );
+    // `tpm:identity` is the key itself: never provisioned.
+    let r = appliance(&[
+        &"provision",
+        &target(&g),
+        &"--device",
+        &fleet,
+        &"--secret",
+        &"identity=hex:00112233445566778899aabbccddeeff",
+        &"--key",
+        &b.dir.join("release.key"),
+        &"--passphrase-file",
+        &b.pass,
+    ]);
+    assert_ne!(r.code, Some(0), "{r}");
+    assert!(r.stderr.contains("is the device identity key"), "{r}");
 
     // A 48-byte PSK: two credentials.
     let psk = b"provisioned-psk-0123456789abcdef-not-in-any-img".to_vec();

@@ -329,6 +329,43 @@ fn ike_lab_credentials_and_signatures_reach_the_blob() {
 }
 
 #[test]
+fn the_device_identity_key_and_an_ecdsa_pin_reach_the_blob_and_the_text() {
+    let mut p = profile("profiles/lab/gw-a.toml");
+    let ipsec = p.viaduct.ipsec.as_mut().unwrap();
+    ipsec.private_key = Some(profiles::model::PrivateKey::Tpm {
+        name: "identity".into(),
+    });
+    let mut point = [0x11; 65];
+    point[0] = 4;
+    let peer = &mut ipsec.peers[0];
+    peer.tunnels[0].manual = None;
+    peer.auth = profiles::model::Auth::PublicKeyEcdsaP256 { ecdsa_p256: point };
+    let c = compile(&p).unwrap();
+    let ike = c.ike.as_ref().unwrap();
+    assert_eq!(
+        ike.private_key,
+        Some(blob::Credential::Device(blob::DEVICE_IDENTITY.into()))
+    );
+    assert_eq!(
+        ike.peers[0].auth,
+        blob::IkeAuth::EcdsaP256 {
+            peer_public_key: point
+        }
+    );
+    let text = policy::describe_text(&c);
+    assert!(
+        text.contains("private_key tpm:identity (the device identity key, ECDSA P-256 in the TPM)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ecdsa-p256 peer key 04{}", "11".repeat(64))),
+        "{text}"
+    );
+    let bytes = compile_blob(&p).unwrap();
+    assert_eq!(blob::Policy::decode(&bytes).unwrap(), c);
+}
+
+#[test]
 fn ike_limits_of_the_engine_are_named() {
     let mut p = profile("profiles/vpn-gateway.toml");
     p.viaduct.ipsec.as_mut().unwrap().peers[0].remote_id = "ops@branch.example.net".into();

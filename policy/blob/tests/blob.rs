@@ -673,6 +673,16 @@ fn ike_section_round_trips_with_each_credential() {
             },
             Some(Credential::Device("identity".into())),
         ),
+        with_ike(
+            IkeAuth::EcdsaP256 {
+                peer_public_key: {
+                    let mut k = [7; 65];
+                    k[0] = 4;
+                    k
+                },
+            },
+            Some(Credential::Device(policy_blob::DEVICE_IDENTITY.into())),
+        ),
     ];
     for p in cases {
         p.validate().unwrap();
@@ -749,6 +759,21 @@ fn ike_section_is_checked() {
         peer_public_key: [1; 32]
     })
     .contains("needs our private key"));
+    assert!(change(&|c| c.peers[0].auth = IkeAuth::EcdsaP256 {
+        peer_public_key: [4; 65]
+    })
+    .contains("needs our private key"));
+    assert!(change(&|c| {
+        c.private_key = Some(Credential::Device("identity".into()));
+        c.peers[0].auth = IkeAuth::EcdsaP256 {
+            peer_public_key: [2; 65],
+        }
+    })
+    .contains("uncompressed point"));
+    assert!(
+        change(&|c| c.peers[0].auth = IkeAuth::Psk(Credential::Device("identity".into())))
+            .contains("is the device identity key, not a PSK")
+    );
     assert!(
         change(&|c| c.private_key = Some(Credential::Lab(KeyMaterial::new(vec![1; 31]))))
             .contains("32-byte seed")

@@ -228,9 +228,11 @@ pub struct RawViaduct {
 pub struct RawIpsec {
     /// This gateway's IKE identity (FQDN, e.g. `gw-a.example.net`).
     pub local_id: Option<Sp<String>>,
-    /// This gateway's Ed25519 signing key, for peers with `method =
-    /// "pubkey"`: `tpm:<name>` (provisioned on the device) or, in lab
-    /// profiles only, `lab:<64 hex digits>` (the 32-byte seed).
+    /// This gateway's signing key, for peers with `method = "pubkey"`:
+    /// `tpm:identity` (the device identity key: ECDSA P-256 generated in the
+    /// TPM at the first boot of a signed A/B image, never leaving it),
+    /// `tpm:<name>` (an Ed25519 seed provisioned on the device) or, in lab
+    /// profiles only, `lab:<64 hex digits>` (an Ed25519 seed).
     pub private_key: Option<Sp<String>>,
     /// This gateway's public (outer) address: one of black's addresses.
     pub local_address: Option<Sp<String>>,
@@ -298,11 +300,13 @@ pub struct RawPeer {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// `psk` or `pubkey` (EdDSA, RFC 8420).
+    /// `psk` or `pubkey` (signatures, RFC 7427: Ed25519 or ECDSA P-256).
     pub method: Option<Sp<String>>,
     /// PSK reference: `tpm:<name>` (sealed on the device) or, in lab profiles only, `lab:<hex>`.
     pub psk: Option<Sp<String>>,
-    /// Peer's Ed25519 public key: `ed25519:<64 hex digits>`.
+    /// Peer's public key: `ed25519:<64 hex digits>`, or `ecdsa-p256:04<128
+    /// hex digits>` (the uncompressed point; `appliance enroll` prints a
+    /// gateway's device identity key this way).
     pub public_key: Option<Sp<String>>,
 }
 

@@ -1496,3 +1496,81 @@ fn a_peer_keys_at_most_sixteen_tunnels() {
         d.render()
     );
 }
+
+/// The device identity key and pinned ECDSA P-256 keys: `private_key =
+/// "tpm:identity"` with `public_key = "ecdsa-p256:04…"` (a point on the curve);
+/// `tpm:identity` is never a PSK; malformed and off-curve points are named.
+#[test]
+fn identity_keys_and_ecdsa_pins() {
+    // The P-256 generator: a point on the curve.
+    let g = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+    let pin = |k: &str| {
+        errors_in_good(
+            "auth = { method = \"psk\", psk = \"tpm:b\" }",
+            &format!("auth = {{ method = \"pubkey\", public_key = \"{k}\" }}"),
+        )
+    };
+    // Without our own key a pinned peer is refused, and the message names tpm:identity.
+    let e = pin(&format!("ecdsa-p256:{g}"));
+    assert_eq!(e.len(), 1, "{}", rendered(&e));
+    assert!(rendered(&e).contains("tpm:identity"), "{}", rendered(&e));
+    // With both: accepted, and the model holds the point.
+    let good = std::fs::read_to_string(fixture("good.toml")).unwrap();
+    let both = good
+        .replacen(
+            "local_address = \"198.51.100.1\"\n",
+            "local_address = \"198.51.100.1\"\nprivate_key = \"tpm:identity\"\n",
+            1,
+        )
+        .replacen(
+            "auth = { method = \"psk\", psk = \"tpm:b\" }",
+            &format!("auth = {{ method = \"pubkey\", public_key = \"ecdsa-p256:{g}\" }}"),
+            1,
+        );
+    let t = temp_profile(&both);
+    let p = load_profile(&t.path).unwrap();
+    let ip = p.viaduct.ipsec.as_ref().unwrap();
+    assert!(
+        matches!(&ip.private_key, Some(profiles::model::PrivateKey::Tpm { name }) if name == "identity")
+    );
+    match &ip.peers[0].auth {
+        profiles::model::Auth::PublicKeyEcdsaP256 { ecdsa_p256 } => {
+            assert_eq!(ecdsa_p256[..4], [0x04, 0x6b, 0x17, 0xd1])
+        }
+        other => panic!("{other:?}"),
+    }
+    for (bad, why) in [
+        (
+            format!("ecdsa-p256:{}", &g[..128]),
+            "the uncompressed point, 65 bytes",
+        ),
+        (
+            format!("ecdsa-p256:02{}", &g[2..]),
+            "the uncompressed point, 65 bytes",
+        ),
+        (
+            format!("ecdsa-p256:{}00", &g[..128]),
+            "not a point on the curve",
+        ),
+        ("rsa:00".to_string(), "or `ecdsa-p256:04`"),
+    ] {
+        let t = temp_profile(&both.replacen(&format!("ecdsa-p256:{g}"), &bad, 1));
+        let e = check(&t.path).unwrap_err().0;
+        assert_eq!(e.len(), 1, "{bad}: {}", rendered(&e));
+        assert_eq!(
+            e[0].field, "viaduct.ipsec.peers[0].auth.public_key",
+            "{bad}"
+        );
+        assert!(e[0].message.contains(why), "{bad}: {}", e[0].message);
+        assert_eq!(e[0].line, line_of(&t.path, "public_key ="), "{bad}");
+    }
+    // tpm:identity as a PSK: one error, on its line, saying what it is.
+    let e = errors_in_good("psk = \"tpm:b\"", "psk = \"tpm:identity\"");
+    assert_eq!(e.len(), 1, "{}", rendered(&e));
+    assert_eq!(e[0].field, "viaduct.ipsec.peers[0].auth.psk");
+    assert!(
+        e[0].message.contains("device identity key"),
+        "{}",
+        e[0].message
+    );
+}

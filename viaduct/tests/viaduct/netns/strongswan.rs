@@ -286,8 +286,7 @@ fn configure_strongswan(
     initiates: bool,
     (child_rekey, ike_rekey): (&str, &str),
     two: bool,
-    ed25519_chacha: bool,
-    identity: bool,
+    (ed25519_chacha, identity): (bool, bool),
 ) {
     let start = if initiates { "start" } else { "none" };
     let child_life = format!(
@@ -504,8 +503,7 @@ fn gateway_against_strongswan(our_outer: &str, case: Case) -> (String, String) {
         sw_initiates,
         ("20s", "60s"),
         two,
-        ed25519_chacha,
-        identity,
+        (ed25519_chacha, identity),
     );
     if nat {
         // Our outer address leaves blk as 198.51.100.254, from ports 30000-40000.
