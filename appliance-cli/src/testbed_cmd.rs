@@ -43,6 +43,13 @@ pub enum TestbedCmd {
         /// Leave the lab running afterwards.
         #[arg(long)]
         keep: bool,
+        /// After enrolment, provision this secret to both gateways
+        /// (`appliance provision`, with the lab's release key), reboot them and
+        /// check the tunnel comes up with it; NAME as in the profiles'
+        /// `tpm:NAME`. Repeatable. The gateways then run on writable copies of
+        /// their disks.
+        #[arg(long, value_name = "NAME=@FILE")]
+        provision: Vec<String>,
     },
     /// Stop everything the lab started and remove its namespaces, taps and run state.
     Down(LabArgs),
@@ -68,7 +75,12 @@ pub enum TestbedCmd {
 }
 
 fn open(args: LabArgs) -> anyhow::Result<Lab> {
+    open_with(args, Vec::new())
+}
+
+fn open_with(args: LabArgs, provision: Vec<(String, PathBuf)>) -> anyhow::Result<Lab> {
     let opts = LabOptions {
+        provision,
         dir: args.lab,
         profiles: args.profiles,
         cache_dir: crate::build_cmd::cache_dir(args.cache)?,
@@ -105,8 +117,26 @@ pub fn run(cmd: TestbedCmd, json: bool) -> anyhow::Result<Outcome> {
             print_status(&lab, json);
             Ok(Outcome::Ok)
         }
-        TestbedCmd::Test { lab, keep } => {
-            let lab = open(lab)?;
+        TestbedCmd::Test {
+            lab,
+            keep,
+            provision,
+        } => {
+            let provision = provision
+                .iter()
+                .map(|s| {
+                    s.split_once("=@")
+                        .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+                        .map(|(n, f)| (n.to_owned(), PathBuf::from(f)))
+                        .ok_or_else(|| anyhow::anyhow!("--provision {s}: write NAME=@FILE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for (n, f) in &provision {
+                if !f.is_file() {
+                    anyhow::bail!("--provision {n}=@{}: no such file", f.display());
+                }
+            }
+            let lab = open_with(lab, provision)?;
             testbed::host::catch_interrupts()?;
             let report =
                 testbed::checks::run(&lab, keep, &mut progress(json)).map_err(interrupted)?;

@@ -334,6 +334,119 @@ fn testbed_test_runs_the_ed25519_pair() {
     assert_nothing_left(&lab);
 }
 
+/// A production-style pair (`profiles/lab/provisioned`: `lab = false`, the PSK a
+/// device credential `tpm:gw-psk`): the images hold no secret, the gateways come up
+/// with the tunnel closed; `testbed test --provision` enrols them, provisions the
+/// PSK through black's management port, reboots them (writable disks) and runs every
+/// check with the tunnel keyed by the provisioned PSK; the PSK is in no capture,
+/// image or console log.
+#[test]
+fn testbed_test_provisions_the_psk_of_a_non_lab_pair() {
+    let _s = serial();
+    let dir = tempfile::Builder::new()
+        .prefix("testbed-provisioned-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let lab_dir = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
+        .expect("copy the lab profiles");
+    let variant = lab_dir.join("provisioned");
+    std::fs::create_dir_all(&variant).unwrap();
+    for gw in testbed::lab::GATEWAYS {
+        std::fs::copy(
+            root().join(format!("profiles/lab/provisioned/{gw}.toml")),
+            variant.join(format!("{gw}.toml")),
+        )
+        .unwrap();
+        std::fs::copy(
+            root().join(format!("profiles/lab/{gw}.lock")),
+            variant.join(format!("{gw}.lock")),
+        )
+        .unwrap();
+    }
+    // A PSK of this run: 40 random bytes.
+    let mut psk = vec![0u8; 40];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut psk))
+        .unwrap();
+    let psk_file = dir.path().join("gw-psk.bin");
+    std::fs::write(&psk_file, &psk).unwrap();
+    let lab = dir.path().join("lab");
+    let args = [
+        "testbed".to_string(),
+        "test".into(),
+        "--lab".into(),
+        lab.display().to_string(),
+        "--profiles".into(),
+        variant.display().to_string(),
+        "--provision".into(),
+        format!("gw-psk=@{}", psk_file.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    let out = appliance(&args);
+    let stdout = text(&out.stdout);
+    eprintln!("{}\n{stdout}", text(&out.stderr));
+    eprintln!(
+        "appliance testbed test (provisioned): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "testbed test (provisioned) failed");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    for row in [
+        "gw-a enrolled",
+        "gw-b enrolled",
+        "gw-a provisioned gw-psk (sealed in its TPM)",
+        "gw-b provisioned gw-psk (sealed in its TPM)",
+        "gw-a rebooted: gw-psk unsealed for IKE, ready again",
+        "gw-b rebooted: gw-psk unsealed for IKE, ready again",
+        "ping LAN A → LAN B through the tunnel",
+        "TCP 10 MiB LAN B → LAN A, SHA-256 equal",
+        "provisioned secrets in no capture, image or console log",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?}"));
+        assert!(line.contains(" pass "), "{line}");
+    }
+    for (gw, peer) in [("gw-a", "gw-b"), ("gw-b", "gw-a")] {
+        let console = std::fs::read_to_string(lab.join(format!("{gw}.console.log")))
+            .unwrap_or_else(|e| panic!("{gw}.console.log: {e}"));
+        // Before the provisioning: the tunnel closed, and said why.
+        let closed = console
+            .find("device credential(s) gw-psk not provisioned on this device")
+            .unwrap_or_else(|| panic!("{gw}: the missing PSK was not reported"));
+        let unsealed = console
+            .find("secrets: gw-psk unsealed (40 bytes) for the IKE process")
+            .unwrap_or_else(|| panic!("{gw}: the PSK was not unsealed"));
+        assert!(closed < unsealed, "{gw}");
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains(&format!("established with fqdn:{peer}.lab"))
+                    && l.contains("authenticated by pre-shared key")),
+            "{gw}: no IKE SA authenticated by the provisioned PSK"
+        );
+        // The images say `lab: false` in their signed manifests.
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(lab.join("images").join(gw).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["profile"]["lab"], false, "{gw}");
+    }
+    // What the test itself can check again: the PSK nowhere in the capture or logs.
+    let hex: String = psk.iter().map(|b| format!("{b:02x}")).collect();
+    for f in ["internet.pcap", "gw-a.console.log", "gw-b.console.log"] {
+        let b = std::fs::read(lab.join(f)).unwrap();
+        assert!(!b.windows(psk.len()).any(|w| w == psk), "the PSK in {f}");
+        assert!(
+            !b.windows(hex.len()).any(|w| w == hex.as_bytes()),
+            "the PSK's hex in {f}"
+        );
+    }
+    assert_nothing_left(&lab);
+}
+
 #[test]
 fn a_missing_tool_names_its_package() {
     let f = fixture();

@@ -3,6 +3,9 @@
 //!
 //! 1. both gateways `ready`; their TPM PCRs 4, 7, 11 equal the prediction for their
 //!    images (`appliance measure`);
+//! 1c. with `--provision NAME=@FILE`: each gateway provisioned through black's
+//!    management port (`appliance provision`, the lab's release key), rebooted, and
+//!    back with the secrets unsealed for IKE;
 //! 2. first packet through the tunnel (the lab pair keys it with IKEv2; the report
 //!    gives the time from `ready` to the first ESP packet on the wire); ping LAN host
 //!    A → B and B → A;
@@ -19,7 +22,9 @@
 //!    the tunnel comes back through a new IKE SA with new keys (SPIs never seen before);
 //! 7. the whole capture of the internet: only ESP and IKE between the gateways (and
 //!    ARP), no LAN address in clear, never the marker, no ESP (SPI, sequence) twice;
-//! 8. tear-down leaves no process, namespace, tap or run-time file.
+//! 8. with `--provision`: the secrets' bytes and hex in no capture, image, disk or
+//!    console log;
+//! 9. tear-down leaves no process, namespace, tap or run-time file.
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -313,6 +318,17 @@ fn checks(
         },
     )?;
 
+    // 1c. Provisioned secrets (`testbed test --provision`): sealed in each TPM
+    // through black's management port, then a reboot unseals them for IKE.
+    if !lab.opts.provision.is_empty() {
+        if !fresh {
+            return Err(Error::State(
+                "--provision needs a lab this test brings up (its gateways on writable disks): `appliance testbed down` first".into(),
+            ));
+        }
+        provision_and_reboot(lab, report, log)?;
+    }
+
     // 2. First packet, then ping both ways.
     for (from, to) in [(a, b), (b, a)] {
         let started = st.started_ms.get(&from.name).copied().unwrap_or(0);
@@ -539,6 +555,14 @@ fn checks(
             ))
         },
     )?;
+    // 7. The provisioned secrets were never in clear anywhere the lab can see.
+    if !lab.opts.provision.is_empty() {
+        report.check(
+            log,
+            "provisioned secrets in no capture, image or console log",
+            || secrets_nowhere(lab),
+        )?;
+    }
     Ok(())
 }
 
@@ -576,6 +600,164 @@ fn pcrs_match(lab: &Lab, g: &Gateway) -> Result<(bool, String), Error> {
 
 /// This program (`appliance`), run in the internet's namespace: the verifier
 /// stands where any host on the internet stands, in front of black.
+/// `appliance provision` of every `--provision` secret to both gateways (the lab's
+/// release key signs), then both rebooted: each must come back with the secrets
+/// unsealed for IKE, ready again.
+fn provision_and_reboot(
+    lab: &Lab,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let names: Vec<&str> = lab.opts.provision.iter().map(|(n, _)| n.as_str()).collect();
+    let pass = lab.run_dir().join("release.pass");
+    std::fs::write(&pass, crate::lab::LAB_KEY_PASSPHRASE)
+        .map_err(io(format!("writing {}", pass.display())))?;
+    let key = lab.keys_dir().join("release.key");
+    for g in &lab.gateways {
+        let fleet = lab.opts.dir.join("fleet").join(&g.name);
+        let target = management(g);
+        let secrets: Vec<String> = lab
+            .opts
+            .provision
+            .iter()
+            .map(|(n, f)| format!("{n}=@{}", f.display()))
+            .collect();
+        report.check(
+            log,
+            &format!(
+                "{} provisioned {} (sealed in its TPM)",
+                g.name,
+                names.join(", ")
+            ),
+            || {
+                let mut args: Vec<&std::ffi::OsStr> = vec![
+                    "provision".as_ref(),
+                    target.as_ref(),
+                    "--device".as_ref(),
+                    fleet.as_os_str(),
+                    "--key".as_ref(),
+                    key.as_os_str(),
+                    "--passphrase-file".as_ref(),
+                    pass.as_os_str(),
+                ];
+                for s in &secrets {
+                    args.push("--secret".as_ref());
+                    args.push(s.as_ref());
+                }
+                let (code, out, err) = verifier(lab, &args)?;
+                Ok((
+                    code == Some(0),
+                    if code == Some(0) {
+                        out.lines().last().unwrap_or("").trim().to_owned()
+                    } else {
+                        err.trim().to_owned()
+                    },
+                ))
+            },
+        )?;
+    }
+    let _ = std::fs::remove_file(&pass);
+    let mut consoles = Vec::new();
+    for g in &lab.gateways {
+        let mut c = lab.console(g);
+        c.poll();
+        let from = c.len();
+        c.send("reboot")?;
+        consoles.push((g, c, from));
+    }
+    for (g, mut c, from) in consoles {
+        report.check(
+            log,
+            &format!(
+                "{} rebooted: {} unsealed for IKE, ready again",
+                g.name,
+                names.join(", ")
+            ),
+            || {
+                let t = Instant::now();
+                let mut at = from;
+                for n in &names {
+                    let want = format!("secrets: {n} unsealed");
+                    let (i, _, _) = c.wait_for(
+                        &format!("`{want}`"),
+                        from,
+                        lab.opts.ready_timeout,
+                        |l| l.contains(&want),
+                        |l| l.contains("does not unseal") || l.contains("appliance: closed"),
+                    )?;
+                    at = at.max(i);
+                }
+                c.wait_for(
+                    "`appliance: ready`",
+                    at,
+                    lab.opts.ready_timeout,
+                    |l| l.contains("appliance: ready"),
+                    |l| l.contains("appliance: closed"),
+                )?;
+                Ok((
+                    true,
+                    format!("{:.1} s from `reboot`", t.elapsed().as_secs_f64()),
+                ))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The provisioned secrets' bytes (and their hex) in no capture, image or console
+/// log of the lab.
+fn secrets_nowhere(lab: &Lab) -> Result<(bool, String), Error> {
+    let mut places: Vec<(String, Vec<u8>)> = vec![("the capture".into(), capture_now(lab)?)];
+    for g in &lab.gateways {
+        for (what, path) in [
+            ("console log", lab.console_log(g)),
+            ("image", lab.image_dir(g).join("disk.img")),
+            (
+                "disk as it ran",
+                lab.run_dir().join(format!("{}.disk.img", g.name)),
+            ),
+        ] {
+            let b = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            places.push((format!("{}'s {what}", g.name), b));
+        }
+    }
+    let mut found = Vec::new();
+    let mut checked = 0usize;
+    for (name, file) in &lab.opts.provision {
+        let secret = std::fs::read(file).map_err(io(format!("reading {}", file.display())))?;
+        let hex_lower = hex::encode(&secret);
+        let hex_upper = hex_lower.to_uppercase();
+        for (place, bytes) in &places {
+            checked += bytes.len();
+            for (form, needle) in [
+                ("bytes", secret.as_slice()),
+                ("hex", hex_lower.as_bytes()),
+                ("HEX", hex_upper.as_bytes()),
+            ] {
+                if !needle.is_empty() && memchr::memmem::find(bytes, needle).is_some() {
+                    found.push(format!("{name} ({form}) in {place}"));
+                }
+            }
+        }
+    }
+    Ok((
+        found.is_empty(),
+        if found.is_empty() {
+            format!(
+                "{} MiB searched: {}",
+                checked / (1 << 20),
+                places
+                    .iter()
+                    .map(|(p, _)| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!("found: {}", found.join("; "))
+        },
+    ))
+}
+
 fn verifier(lab: &Lab, args: &[&std::ffi::OsStr]) -> Result<(Option<i32>, String, String), Error> {
     let exe = std::env::current_exe().map_err(io("finding this program"))?;
     let out = host::in_netns(&lab.inet_ns(), &exe.to_string_lossy())

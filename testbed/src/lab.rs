@@ -80,6 +80,11 @@ pub struct LabOptions {
     pub memory_mib: u32,
     /// How long a gateway may take from QEMU start to `appliance: ready`.
     pub ready_timeout: Duration,
+    /// Secrets `testbed test` provisions to both gateways after enrolment
+    /// (name, file), before it reboots them. Non-empty: the gateways run on
+    /// writable copies of their disks (in `LAB/run/`, gone at tear-down), so that
+    /// what they seal survives their reboot.
+    pub provision: Vec<(String, PathBuf)>,
 }
 
 /// One gateway of the lab and its LAN host, from its profile.
@@ -670,7 +675,23 @@ impl Lab {
 
     fn start_gateway(&self, g: &Gateway, st: &mut State) -> Result<(), Error> {
         let run = self.run_dir();
-        let mut cfg = VmConfig::new(&g.name, &run, &self.image_dir(g).join("disk.img"));
+        let image = self.image_dir(g).join("disk.img");
+        let mut cfg = if self.opts.provision.is_empty() {
+            VmConfig::new(&g.name, &run, &image)
+        } else {
+            // A machine whose disk keeps what it writes (sealed secrets, boot
+            // counters) across its reboots: a copy, never the built image.
+            let copy = run.join(format!("{}.disk.img", g.name));
+            host::run(
+                Command::new("cp")
+                    .arg("--sparse=always")
+                    .arg(&image)
+                    .arg(&copy),
+            )?;
+            let mut c = VmConfig::new(&g.name, &run, &copy);
+            c.writable = true;
+            c
+        };
         cfg.memory_mib = self.opts.memory_mib;
         cfg.nics = vec![
             NicConfig {
@@ -892,6 +913,7 @@ mod tests {
             bin_dir: dir.join("bin"),
             memory_mib: 1024,
             ready_timeout: Duration::from_secs(1),
+            provision: Vec::new(),
         }
     }
 
