@@ -50,6 +50,12 @@ pub enum TestbedCmd {
         /// their disks.
         #[arg(long, value_name = "NAME=@FILE")]
         provision: Vec<String>,
+        /// After enrolment, update both gateways (signed A/B updates through
+        /// black) to their profiles with `private_key = "tpm:identity"` and the
+        /// peer's enrolled identity key pinned, and run the checks on the tunnel
+        /// those TPM-resident keys authenticate.
+        #[arg(long)]
+        identity: bool,
     },
     /// Stop everything the lab started and remove its namespaces, taps and run state.
     Down(LabArgs),
@@ -75,12 +81,17 @@ pub enum TestbedCmd {
 }
 
 fn open(args: LabArgs) -> anyhow::Result<Lab> {
-    open_with(args, Vec::new())
+    open_with(args, Vec::new(), false)
 }
 
-fn open_with(args: LabArgs, provision: Vec<(String, PathBuf)>) -> anyhow::Result<Lab> {
+fn open_with(
+    args: LabArgs,
+    provision: Vec<(String, PathBuf)>,
+    identity: bool,
+) -> anyhow::Result<Lab> {
     let opts = LabOptions {
         provision,
+        identity,
         dir: args.lab,
         profiles: args.profiles,
         cache_dir: crate::build_cmd::cache_dir(args.cache)?,
@@ -121,6 +132,7 @@ pub fn run(cmd: TestbedCmd, json: bool) -> anyhow::Result<Outcome> {
             lab,
             keep,
             provision,
+            identity,
         } => {
             let provision = provision
                 .iter()
@@ -136,7 +148,7 @@ pub fn run(cmd: TestbedCmd, json: bool) -> anyhow::Result<Outcome> {
                     anyhow::bail!("--provision {n}=@{}: no such file", f.display());
                 }
             }
-            let lab = open_with(lab, provision)?;
+            let lab = open_with(lab, provision, identity)?;
             testbed::host::catch_interrupts()?;
             let report =
                 testbed::checks::run(&lab, keep, &mut progress(json)).map_err(interrupted)?;

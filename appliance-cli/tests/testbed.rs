@@ -380,6 +380,7 @@ fn testbed_test_provisions_the_psk_of_a_non_lab_pair() {
         variant.display().to_string(),
         "--provision".into(),
         format!("gw-psk=@{}", psk_file.display()),
+        "--identity".into(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t = Instant::now();
@@ -399,6 +400,11 @@ fn testbed_test_provisions_the_psk_of_a_non_lab_pair() {
         "gw-b provisioned gw-psk (sealed in its TPM)",
         "gw-a rebooted: gw-psk unsealed for IKE, ready again",
         "gw-b rebooted: gw-psk unsealed for IKE, ready again",
+        "IKE SA gw-a ↔ gw-b authenticated by the provisioned PSK",
+        "gw-a updated to its profile pinning the peer's identity key",
+        "gw-b updated to its profile pinning the peer's identity key",
+        "gw-a rebooted into the update: the same identity key signs its IKE SAs",
+        "gw-b rebooted into the update: the same identity key signs its IKE SAs",
         "ping LAN A → LAN B through the tunnel",
         "TCP 10 MiB LAN B → LAN A, SHA-256 equal",
         "provisioned secrets in no capture, image or console log",
@@ -426,6 +432,28 @@ fn testbed_test_provisions_the_psk_of_a_non_lab_pair() {
                 .any(|l| l.contains(&format!("established with fqdn:{peer}.lab"))
                     && l.contains("authenticated by pre-shared key")),
             "{gw}: no IKE SA authenticated by the provisioned PSK"
+        );
+        // Then, on the update, by the identity keys: the key enrolled at the first
+        // boot, the same at all three boots.
+        let device: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(lab.join("fleet").join(gw).join("device.json")).unwrap(),
+        )
+        .unwrap();
+        let point = device["identity"].as_str().unwrap();
+        assert_eq!(
+            console.matches(&format!("public point {point}")).count(),
+            3,
+            "{gw}: the identity key differs across its three boots"
+        );
+        let updated = console
+            .find(&format!("appliance: ready {gw} 0.1.1"))
+            .unwrap_or_else(|| panic!("{gw}: never ready on 0.1.1"));
+        assert!(
+            console[updated..]
+                .lines()
+                .any(|l| l.contains(&format!("established with fqdn:{peer}.lab"))
+                    && l.contains("ours ECDSA P-256 by the TPM identity key")),
+            "{gw}: no IKE SA authenticated by the identity keys after the update"
         );
         // The images say `lab: false` in their signed manifests.
         let manifest: serde_json::Value = serde_json::from_slice(

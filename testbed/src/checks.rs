@@ -328,6 +328,16 @@ fn checks(
         }
         provision_and_reboot(lab, report, log)?;
     }
+    // 1d. The device identity keys (`testbed test --identity`): each gateway
+    // updated to its profile pinning the other's enrolled key.
+    if lab.opts.identity {
+        if !fresh {
+            return Err(Error::State(
+                "--identity needs a lab this test brings up (its gateways on writable disks): `appliance testbed down` first".into(),
+            ));
+        }
+        identity_update(lab, report, log)?;
+    }
 
     // 2. First packet, then ping both ways.
     for (from, to) in [(a, b), (b, a)] {
@@ -665,6 +675,7 @@ fn provision_and_reboot(
         c.send("reboot")?;
         consoles.push((g, c, from));
     }
+    let mut marks = Vec::new();
     for (g, mut c, from) in consoles {
         report.check(
             log,
@@ -697,6 +708,258 @@ fn provision_and_reboot(
                 Ok((
                     true,
                     format!("{:.1} s from `reboot`", t.elapsed().as_secs_f64()),
+                ))
+            },
+        )?;
+        marks.push((g, c, from));
+    }
+    // The IKE SA between them, keyed by what was provisioned.
+    if let Some((g, mut c, from)) = marks.into_iter().next() {
+        let peer = &lab.gateways[1].name;
+        report.check(
+            log,
+            &format!(
+                "IKE SA {} ↔ {peer} authenticated by the provisioned PSK",
+                g.name
+            ),
+            || {
+                let want =
+                    format!("established with fqdn:{peer}.lab, authenticated by pre-shared key");
+                let (_, l, _) = c.wait_for(
+                    "an IKE SA on the provisioned PSK",
+                    from,
+                    Duration::from_secs(120),
+                    |l| l.contains(&want),
+                    |_| false,
+                )?;
+                Ok((
+                    true,
+                    l.split("viaduct-ike: ").last().unwrap_or(&l).to_owned(),
+                ))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The profile `g` would have to sign its IKE SAs with its device identity key and
+/// pin `peer_point` (the peer's enrolled identity), one version later: written to
+/// `dir/NAME.toml` (with the lock beside it) from `g`'s own profile file, whose
+/// peer's `auth` line is replaced. Returns (the profile, the new version).
+fn identity_profile(
+    g: &Gateway,
+    peer_point: &str,
+    dir: &Path,
+) -> Result<(std::path::PathBuf, String), Error> {
+    let text = std::fs::read_to_string(&g.profile)
+        .map_err(io(format!("reading {}", g.profile.display())))?;
+    let p = profiles::load_profile(&g.profile).map_err(|d| Error::State(d.to_string()))?;
+    let version = {
+        let mut parts: Vec<u64> = p
+            .appliance
+            .version
+            .split('.')
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        if let Some(last) = parts.last_mut() {
+            *last += 1;
+        }
+        parts
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let base = g.profile.parent().unwrap_or(Path::new("."));
+    let mut out = String::new();
+    let mut auths = 0;
+    let mut ipsec_table = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("extends = \"") {
+            let rel = rest.trim_end().trim_end_matches('"');
+            out.push_str(&format!(
+                "extends = {:?}\n",
+                base.join(rel).display().to_string()
+            ));
+            continue;
+        }
+        if t.starts_with("auth = ") {
+            auths += 1;
+            out.push_str(&format!(
+                "auth = {{ method = \"pubkey\", public_key = \"ecdsa-p256:{peer_point}\" }}\n"
+            ));
+            continue;
+        }
+        if t.starts_with("version = ") {
+            continue;
+        }
+        if t == "[[viaduct.ipsec.peers]]" && !ipsec_table {
+            out.push_str("[viaduct.ipsec]\nprivate_key = \"tpm:identity\"\n\n");
+            ipsec_table = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if t == "[appliance]" {
+            out.push_str(&format!("version = \"{version}\"\n"));
+        }
+        if t == "[viaduct.ipsec]" {
+            out.push_str("private_key = \"tpm:identity\"\n");
+            ipsec_table = true;
+        }
+    }
+    if auths != 1 || !out.contains(&format!("version = \"{version}\"")) {
+        return Err(Error::State(format!(
+            "{}: --identity rewrites the one peer's `auth` line and the version under [appliance] of the profile file itself; found {auths} auth lines",
+            g.profile.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let path = dir.join(format!("{}.toml", g.name));
+    std::fs::write(&path, out).map_err(io(format!("writing {}", path.display())))?;
+    let lock = builder::lock_path_for(&g.profile);
+    std::fs::copy(&lock, builder::lock_path_for(&path))
+        .map_err(io(format!("copying {}", lock.display())))?;
+    profiles::load_profile(&path).map_err(|d| Error::State(d.to_string()))?;
+    Ok((path, version))
+}
+
+/// `--identity`: each gateway's profile rewritten to sign with its device identity
+/// key and pin the peer's (as enrolled), built and signed with the lab's release
+/// key, sent as an A/B update through black with a reboot; each must come back on
+/// the new version with the same identity key, and the tunnel must be keyed by
+/// identity signatures both ways.
+fn identity_update(lab: &Lab, report: &mut Report, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
+    let fleet = lab.opts.dir.join("fleet");
+    let point = |g: &Gateway| -> Result<String, Error> {
+        let p = fleet.join(&g.name).join("device.json");
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&p).map_err(io(format!("reading {}", p.display())))?,
+        )
+        .map_err(|e| Error::State(format!("{}: {e}", p.display())))?;
+        v["identity"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::State(format!("{}: enrolled without an identity key", g.name)))
+    };
+    let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
+    let points = [point(a)?, point(b)?];
+    let dir = lab.opts.dir.join("identity");
+    let mut pending = Vec::new();
+    for (i, g) in lab.gateways.iter().enumerate() {
+        let peer_point = &points[1 - i];
+        let out = lab
+            .opts
+            .dir
+            .join("images")
+            .join(format!("{}-identity", g.name));
+        let bundle = lab.run_dir().join(format!("{}-identity.bundle", g.name));
+        let mut c = lab.console(g);
+        c.poll();
+        let from = c.len();
+        let mut version = String::new();
+        report.check(
+            log,
+            &format!(
+                "{} updated to its profile pinning the peer's identity key",
+                g.name
+            ),
+            || {
+                let (profile, v) = identity_profile(g, peer_point, &dir)?;
+                version = v.clone();
+                let opts = builder::BuildOptions {
+                    profile: profile.clone(),
+                    out: out.clone(),
+                    qcow2: Some(false),
+                    cache_dir: lab.opts.cache_dir.clone(),
+                    bin_dir: lab.opts.bin_dir.clone(),
+                    compression: None,
+                    lock: builder::LockPolicy::default(),
+                    signing_key: Some(lab.release_key()?),
+                    secure_boot: None,
+                };
+                builder::build(&opts, &mut |_| {}).map_err(|e| Error::Build {
+                    gateway: g.name.clone(),
+                    profile: profile.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let pubkey = lab.release_pub();
+                let (code, _, err) = verifier(
+                    lab,
+                    &[
+                        "bundle".as_ref(),
+                        out.as_os_str(),
+                        "--pubkey".as_ref(),
+                        pubkey.as_os_str(),
+                        "-o".as_ref(),
+                        bundle.as_os_str(),
+                    ],
+                )?;
+                if code != Some(0) {
+                    return Ok((false, format!("appliance bundle: {}", err.trim())));
+                }
+                let target = management(g);
+                let (code, out, err) = verifier(
+                    lab,
+                    &[
+                        "update".as_ref(),
+                        target.as_ref(),
+                        bundle.as_os_str(),
+                        "--reboot".as_ref(),
+                    ],
+                )?;
+                Ok((
+                    code == Some(0),
+                    if code == Some(0) {
+                        format!("{v}: {}", out.lines().last().unwrap_or("").trim())
+                    } else {
+                        format!("appliance update: {}", err.trim())
+                    },
+                ))
+            },
+        )?;
+        let peer = &lab.gateways[1 - i].name;
+        pending.push((g, c, from, version, points[i].clone(), peer.clone()));
+    }
+    for (g, mut c, from, version, own, peer) in pending {
+        report.check(
+            log,
+            &format!(
+                "{} rebooted into the update: the same identity key signs its IKE SAs",
+                g.name
+            ),
+            || {
+                let t = Instant::now();
+                let closed = |l: &str| {
+                    l.contains("appliance: closed") || l.contains("identity: none this boot")
+                };
+                let ready = format!("appliance: ready {} {version}", g.name);
+                let (at, _, _) = c.wait_for(
+                    &format!("`{ready}`"),
+                    from,
+                    lab.opts.ready_timeout,
+                    |l| l.contains(&ready),
+                    closed,
+                )?;
+                let same = format!("identity: ECDSA P-256 key in the TPM (0x81000a13), public point {own}");
+                c.wait_for("the enrolled identity key", from, Duration::ZERO, |l| l.contains(&same), closed)?;
+                let signed = format!(
+                    "established with fqdn:{peer}.lab, authenticated by signatures: ours ECDSA P-256 by the TPM identity key, the peer's ECDSA P-256 (pinned)"
+                );
+                c.wait_for(
+                    "an IKE SA authenticated by the identity keys",
+                    at.saturating_sub(50).max(from),
+                    Duration::from_secs(120),
+                    |l| l.contains(&signed),
+                    |_| false,
+                )?;
+                Ok((
+                    true,
+                    format!(
+                        "{version} ready {:.1} s after the update; identity {}…; IKE SA with {peer} authenticated by both identity keys",
+                        t.elapsed().as_secs_f64(),
+                        own.get(..18).unwrap_or(&own)
+                    ),
                 ))
             },
         )?;

@@ -85,6 +85,19 @@ pub struct LabOptions {
     /// writable copies of their disks (in `LAB/run/`, gone at tear-down), so that
     /// what they seal survives their reboot.
     pub provision: Vec<(String, PathBuf)>,
+    /// `testbed test --identity`: after enrolment, each gateway is updated (a
+    /// signed A/B update through black) to its profile with `private_key =
+    /// "tpm:identity"` and the peer's enrolled identity key pinned; the rest of
+    /// the checks run on the tunnel those keys authenticate. Also makes the disks
+    /// writable.
+    pub identity: bool,
+}
+
+impl LabOptions {
+    /// Whether the gateways run on writable copies of their disks.
+    pub fn writable(&self) -> bool {
+        self.identity || !self.provision.is_empty()
+    }
 }
 
 /// One gateway of the lab and its LAN host, from its profile.
@@ -676,7 +689,7 @@ impl Lab {
     fn start_gateway(&self, g: &Gateway, st: &mut State) -> Result<(), Error> {
         let run = self.run_dir();
         let image = self.image_dir(g).join("disk.img");
-        let mut cfg = if self.opts.provision.is_empty() {
+        let mut cfg = if !self.opts.writable() {
             VmConfig::new(&g.name, &run, &image)
         } else {
             // A machine whose disk keeps what it writes (sealed secrets, boot
@@ -914,6 +927,7 @@ mod tests {
             memory_mib: 1024,
             ready_timeout: Duration::from_secs(1),
             provision: Vec::new(),
+            identity: false,
         }
     }
 
