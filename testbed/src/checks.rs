@@ -2,10 +2,13 @@
 //! the report with pass/fail, its time and what was seen.
 //!
 //! 1. both gateways `ready`; their TPM PCRs 4, 7, 11 equal the prediction for their
-//!    images (`appliance measure`);
-//! 1c. with `--provision NAME=@FILE`: each gateway provisioned through black's
-//!    management port (`appliance provision`, the lab's release key), rebooted, and
-//!    back with the secrets unsealed for IKE;
+//!    images (`appliance measure`); enrolled and attested; with `--provision
+//!    NAME=@FILE`, each provisioned through black's management port (`appliance
+//!    provision`, the lab's release key), rebooted, and back with the secrets
+//!    unsealed for IKE; with `--identity`, each updated (signed A/B bundle through
+//!    black) to its profile signing with its TPM identity key and pinning the
+//!    peer's, back on the new version with the same key, its IKE SA authenticated
+//!    by both keys;
 //! 2. first packet through the tunnel (the lab pair keys it with IKEv2; the report
 //!    gives the time from `ready` to the first ESP packet on the wire); ping LAN host
 //!    A → B and B → A;
