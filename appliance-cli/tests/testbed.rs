@@ -270,23 +270,21 @@ fn testbed_test_runs_end_to_end_and_leaves_nothing() {
     assert!(text(&s.stdout).contains(": down"), "{}", text(&s.stdout));
 }
 
-/// The lab pair authenticating with Ed25519 signatures (`profiles/lab/ed25519`,
-/// pinned public keys) through the same checks: the testbed runs both of the
-/// lab's authentication methods, pre-shared keys above and signatures here.
-#[test]
-fn testbed_test_runs_the_ed25519_pair() {
-    let _s = serial();
+/// A copy of the lab profiles with the variant `profiles/lab/NAME` (gw-a, gw-b)
+/// beside them, locked like the pair it extends: (the temporary directory, the
+/// variant's directory).
+fn lab_variant(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
-        .prefix("testbed-ed25519-")
+        .prefix(&format!("testbed-{name}-"))
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let lab_dir = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
         .expect("copy the lab profiles");
-    let variant = lab_dir.join("ed25519");
+    let variant = lab_dir.join(name);
     std::fs::create_dir_all(&variant).unwrap();
     for gw in testbed::lab::GATEWAYS {
         std::fs::copy(
-            root().join(format!("profiles/lab/ed25519/{gw}.toml")),
+            root().join(format!("profiles/lab/{name}/{gw}.toml")),
             variant.join(format!("{gw}.toml")),
         )
         .unwrap();
@@ -297,6 +295,16 @@ fn testbed_test_runs_the_ed25519_pair() {
         )
         .unwrap();
     }
+    (dir, variant)
+}
+
+/// The lab pair authenticating with Ed25519 signatures (`profiles/lab/ed25519`,
+/// pinned public keys) through the same checks: the testbed runs both of the
+/// lab's authentication methods, pre-shared keys above and signatures here.
+#[test]
+fn testbed_test_runs_the_ed25519_pair() {
+    let _s = serial();
+    let (dir, variant) = lab_variant("ed25519");
     let lab = dir.path().join("lab");
     let args = [
         "testbed".to_string(),
@@ -343,26 +351,7 @@ fn testbed_test_runs_the_ed25519_pair() {
 #[test]
 fn testbed_test_provisions_the_psk_of_a_non_lab_pair() {
     let _s = serial();
-    let dir = tempfile::Builder::new()
-        .prefix("testbed-provisioned-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    let lab_dir = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
-        .expect("copy the lab profiles");
-    let variant = lab_dir.join("provisioned");
-    std::fs::create_dir_all(&variant).unwrap();
-    for gw in testbed::lab::GATEWAYS {
-        std::fs::copy(
-            root().join(format!("profiles/lab/provisioned/{gw}.toml")),
-            variant.join(format!("{gw}.toml")),
-        )
-        .unwrap();
-        std::fs::copy(
-            root().join(format!("profiles/lab/{gw}.lock")),
-            variant.join(format!("{gw}.lock")),
-        )
-        .unwrap();
-    }
+    let (dir, variant) = lab_variant("provisioned");
     // A PSK of this run: 40 random bytes.
     let mut psk = vec![0u8; 40];
     std::fs::File::open("/dev/urandom")

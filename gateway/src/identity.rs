@@ -274,6 +274,21 @@ fn record(t: &mut dyn Transport, outcome: Outcome, log: &mut Logger) -> Outcome 
     outcome
 }
 
+/// The provisioned secrets the plan's IKE process needs: its device credentials
+/// but the identity key (which is no sealed secret).
+fn sealed_names(plan: &crate::plan::Plan) -> Vec<String> {
+    plan.ike
+        .as_ref()
+        .map(|i| {
+            i.credentials
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .filter(|c| c != crate::plan::DEVICE_IDENTITY)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// [`at_boot`] in host test mode (`gateway-init --serve`): the TPM at `tpm` (swtpm's
 /// socket), a directory standing for the ESP; then the plan's provisioned secrets
 /// unsealed from it, as on the device.
@@ -287,17 +302,7 @@ pub fn at_boot_serve(tpm: &Path, esp_dir: &Path, plan: &crate::plan::Plan, log: 
     };
     let root = plan.update.is_some().then_some(esp_dir);
     let outcome = at_boot(&mut *t, root, log);
-    let names: Vec<String> = plan
-        .ike
-        .as_ref()
-        .map(|i| {
-            i.credentials
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .filter(|c| c != crate::plan::DEVICE_IDENTITY)
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = sealed_names(plan);
     if let (Outcome::Ready(id), Some(root)) = (&outcome, root) {
         if !names.is_empty() {
             crate::secrets::unseal_all(&mut *t, id, root, &names, log);
@@ -349,17 +354,7 @@ pub fn at_boot_device(
         );
         return;
     };
-    let names: Vec<String> = plan
-        .ike
-        .as_ref()
-        .map(|i| {
-            i.credentials
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .filter(|c| c != crate::plan::DEVICE_IDENTITY)
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = sealed_names(plan);
     let done = crate::esp::with_mounted(esp, &dev, false, |root| {
         let outcome = at_boot(&mut *t, Some(root), log);
         // The provisioned secrets the plan names, unsealed under this boot's policy.

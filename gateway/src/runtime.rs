@@ -1356,6 +1356,21 @@ impl Runtime {
         drop(theirs);
         let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
         let _ = sys::unblock_all_signals();
+        // Nothing of the init's but its socket and its output: /dev/null, the output
+        // twice, the socket as 0-3; every other descriptor (ports, channels, the
+        // management listener) closed.
+        let arranged = File::open("/dev/null").and_then(|null| {
+            let r = arrange_fds(&[null.as_fd(), out.as_fd(), out.as_fd(), ours.as_fd()]);
+            // arrange_fds closed (or replaced) the originals.
+            std::mem::forget((null, ours, out));
+            r
+        });
+        if arranged.is_err() {
+            sys::exit_now(1);
+        }
+        let (Ok(out), Ok(ours)) = (sys::adopt_fd(1), sys::adopt_fd(3)) else {
+            sys::exit_now(1)
+        };
         let mut out = File::from(out);
         let mut say = |l: &str| {
             let _ = out.write_all(format!("{l}\n").as_bytes());

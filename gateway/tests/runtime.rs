@@ -2301,6 +2301,12 @@ fn two_gateways_keyed_by_ike_with_their_tpm_identity_keys() {
     for k in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
         assert_eq!(status_field(signer, k), "0000000000000000", "signer {k}");
     }
+    // Nothing of the init's descriptors but its socket and its output (0-3).
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{signer}/fd"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(fds.len(), 4, "the signer holds {fds:?}");
     // A new IKE process, a new signer, the tunnel back.
     ia.send("kill ike");
     ia.wait_for_any("ike exited", Duration::from_secs(10));

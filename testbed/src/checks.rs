@@ -870,22 +870,7 @@ fn identity_update(lab: &Lab, report: &mut Report, log: &mut dyn FnMut(&str)) ->
             || {
                 let (profile, v) = identity_profile(g, peer_point, &dir)?;
                 version = v.clone();
-                let opts = builder::BuildOptions {
-                    profile: profile.clone(),
-                    out: out.clone(),
-                    qcow2: Some(false),
-                    cache_dir: lab.opts.cache_dir.clone(),
-                    bin_dir: lab.opts.bin_dir.clone(),
-                    compression: None,
-                    lock: builder::LockPolicy::default(),
-                    signing_key: Some(lab.release_key()?),
-                    secure_boot: None,
-                };
-                builder::build(&opts, &mut |_| {}).map_err(|e| Error::Build {
-                    gateway: g.name.clone(),
-                    profile: profile.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                lab.build_image(g, &profile, &out)?;
                 let pubkey = lab.release_pub();
                 let (code, _, err) = verifier(
                     lab,

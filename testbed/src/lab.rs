@@ -465,22 +465,7 @@ impl Lab {
             ));
             let t = std::time::Instant::now();
             let _ = std::fs::remove_file(&stamp);
-            let opts = builder::BuildOptions {
-                profile: g.profile.clone(),
-                out: out.clone(),
-                qcow2: Some(false),
-                cache_dir: self.opts.cache_dir.clone(),
-                bin_dir: self.opts.bin_dir.clone(),
-                compression: None,
-                lock: builder::LockPolicy::default(),
-                signing_key: Some(self.release_key()?),
-                secure_boot: None,
-            };
-            builder::build(&opts, &mut |_| {}).map_err(|e| Error::Build {
-                gateway: g.name.clone(),
-                profile: g.profile.display().to_string(),
-                message: e.to_string(),
-            })?;
+            self.build_image(g, &g.profile, &out)?;
             // The build may have moved the lock forward: fingerprint what was built.
             let fp = self.inputs_fingerprint(g)?;
             let tmp = stamp.with_extension("inputs.tmp");
@@ -495,6 +480,28 @@ impl Lab {
             built.push(true);
         }
         Ok(built)
+    }
+
+    /// Builds gateway `g`'s image from `profile` into `out`, signed with the lab's
+    /// release key.
+    pub fn build_image(&self, g: &Gateway, profile: &Path, out: &Path) -> Result<(), Error> {
+        let opts = builder::BuildOptions {
+            profile: profile.to_path_buf(),
+            out: out.to_path_buf(),
+            qcow2: Some(false),
+            cache_dir: self.opts.cache_dir.clone(),
+            bin_dir: self.opts.bin_dir.clone(),
+            compression: None,
+            lock: builder::LockPolicy::default(),
+            signing_key: Some(self.release_key()?),
+            secure_boot: None,
+        };
+        builder::build(&opts, &mut |_| {}).map_err(|e| Error::Build {
+            gateway: g.name.clone(),
+            profile: profile.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(())
     }
 
     fn inputs_fingerprint(&self, g: &Gateway) -> Result<String, Error> {
