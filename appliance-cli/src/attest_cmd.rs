@@ -153,7 +153,7 @@ fn finish(args: EnrollArgs, e: attest::client::Enrolled, json: bool) -> anyhow::
         )?;
         match e.device.identity_point() {
             Some(point) => {
-                let hex: String = point.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = hex::encode(point);
                 writeln!(
                     o,
                     "  identity     ECDSA P-256 in the TPM, certified by the AK ({})",

@@ -1308,7 +1308,7 @@ impl Runtime {
                     "--signer".to_owned(),
                     "5".to_owned(),
                     "--identity-public".to_owned(),
-                    point.iter().map(|b| format!("{b:02x}")).collect(),
+                    crate::digest::to_hex(&point),
                 ]);
                 Some(sys::seqpacket_pair().map_err(cerr(name, "socketpair"))?)
             }

@@ -537,20 +537,12 @@ pub fn credential_text(c: &blob::Credential) -> String {
 pub fn auth_text(a: &blob::IkeAuth) -> String {
     match a {
         blob::IkeAuth::Psk(c) => format!("psk {}", credential_text(c)),
-        blob::IkeAuth::Ed25519 { peer_public_key } => format!(
-            "ed25519 peer key {}",
-            peer_public_key
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ),
-        blob::IkeAuth::EcdsaP256 { peer_public_key } => format!(
-            "ecdsa-p256 peer key {}",
-            peer_public_key
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ),
+        blob::IkeAuth::Ed25519 { peer_public_key } => {
+            format!("ed25519 peer key {}", blob::hex(peer_public_key))
+        }
+        blob::IkeAuth::EcdsaP256 { peer_public_key } => {
+            format!("ecdsa-p256 peer key {}", blob::hex(peer_public_key))
+        }
     }
 }
 

@@ -86,17 +86,11 @@ fn args() -> Args {
             "--credentials" => a.credentials = Some(fd(&value)),
             "--signer" => a.signer = Some(fd(&value)),
             "--identity-public" => {
-                let point = (value.len() == 130)
-                    .then(|| {
-                        (0..65)
-                            .map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok())
-                            .collect::<Option<Vec<u8>>>()
-                    })
-                    .flatten()
-                    .and_then(|v| <[u8; 65]>::try_from(v).ok());
-                a.identity_public = Some(point.unwrap_or_else(|| {
-                    fail("--identity-public: the key's uncompressed point, 130 hex digits")
-                }));
+                let mut point = [0u8; 65];
+                if policy_blob::unhex(&value, &mut point).is_none() {
+                    fail("--identity-public: the key's uncompressed point, 130 hex digits");
+                }
+                a.identity_public = Some(point);
             }
             _ => fail(format!(
                 "unknown flag {flag}; usage: viaduct-ike --policy FILE [--channel FD] [--credentials FD] [--signer FD --identity-public HEX] [--no-confine]"
