@@ -13,8 +13,8 @@
 
 use std::process::ExitCode;
 
-use viaduct::pump::{self, Control, Direction};
-use viaduct::tun::{self, OffloadRequest, Port};
+use viaduct::pump::{self, Control, Direction, Port};
+use viaduct::tun::{self, OffloadRequest};
 use viaduct::Timestamp;
 
 /// One direction: every read goes to the other port as it came, through the
@@ -30,13 +30,17 @@ impl Direction for Relay {
         &self.from
     }
 
+    fn input_mut(&mut self) -> &mut Port {
+        &mut self.from
+    }
+
     fn input_name(&self) -> &'static str {
         self.name
     }
 
     fn handle(&mut self, read: &mut [u8], _now: Timestamp) {
         // A full queue on the other side drops the frame, as a link would.
-        let _ = rustix::io::write(&self.to.fd, read);
+        let _ = self.to.write_frame(read);
     }
 
     fn end_batch(&mut self, _now: Timestamp) {}
@@ -46,7 +50,7 @@ impl Direction for Relay {
     }
 }
 
-fn open(name: &str, netns: &str) -> Result<Port, String> {
+fn open(name: &str, netns: &str) -> Result<tun::Port, String> {
     let fd = tun::open_in_netns(name, netns, true).map_err(|e| e.to_string())?;
     tun::negotiate(fd, true, OffloadRequest::RED, name).map_err(|e| e.to_string())
 }
@@ -81,16 +85,16 @@ fn main() -> ExitCode {
     let c = ctl.clone();
     let out = std::thread::spawn(move || {
         let mut d = Relay {
-            from: red,
-            to: black,
+            from: red.into(),
+            to: black.into(),
             name: "red",
         };
         pump::run(&mut [&mut d], &c)
     });
     let inb = std::thread::spawn(move || {
         let mut d = Relay {
-            from: black2,
-            to: red2,
+            from: black2.into(),
+            to: red2.into(),
             name: "black",
         };
         pump::run(&mut [&mut d], &ctl)

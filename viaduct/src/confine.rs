@@ -55,8 +55,14 @@ pub const SYSCALL_ALLOWLIST: &[(i64, &str)] = &[
     ),
     (libc::SYS_clone3, "start the two pump threads"),
     (libc::SYS_clone, "start the pump threads (older glibc path)"),
-    (libc::SYS_mmap, "allocate thread stacks and heap"),
-    (libc::SYS_munmap, "free thread stacks and heap"),
+    (
+        libc::SYS_mmap,
+        "allocate thread stacks and heap; map a VM's sealed memory for its vhost-user port",
+    ),
+    (
+        libc::SYS_munmap,
+        "free thread stacks and heap; unmap a VM's memory when its VMM disconnects",
+    ),
     (libc::SYS_mprotect, "thread stack guard pages"),
     (libc::SYS_madvise, "glibc releases freed thread stacks"),
     (libc::SYS_brk, "heap growth"),
@@ -87,6 +93,18 @@ pub const SYSCALL_ALLOWLIST: &[(i64, &str)] = &[
     (
         libc::SYS_tgkill,
         "abort() on panic raises SIGABRT on ourselves",
+    ),
+    (
+        libc::SYS_accept4,
+        "accept the personality VMM's vhost-user connection on the port's listening socket (microvm runtime)",
+    ),
+    (
+        libc::SYS_recvmsg,
+        "read vhost-user messages with the descriptors they carry (guest memory, kick and call eventfds)",
+    ),
+    (
+        libc::SYS_fstat,
+        "check a vhost-user memory file is as large as the regions mapped from it",
     ),
     (libc::SYS_exit, "pump thread exit"),
     (libc::SYS_exit_group, "process exit"),

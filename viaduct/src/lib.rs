@@ -21,6 +21,7 @@ pub mod error;
 pub mod ikelink;
 pub mod ledger;
 pub mod offload;
+pub mod port;
 pub mod pump;
 pub mod replay;
 pub mod sa;

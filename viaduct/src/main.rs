@@ -3,11 +3,21 @@
 //! the counters to stderr (they are also printed at exit).
 //!
 //! ```text
-//! viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N)
-//!                       (--black NAME [--black-netns PATH] | --black-fd N)
-//!                       [--key-claim SHA256] [--ike-channel FD] [--threads 1|2]
-//!                       [--no-offload] [--no-confine]
+//! viaduct --policy FILE
+//!         (--red NAME [--red-netns PATH] | --red-fd N | --red-vhost PATH | --red-vhost-fd N)
+//!         (--black NAME [--black-netns PATH] | --black-fd N | --black-vhost PATH | --black-vhost-fd N)
+//!         [--key-claim SHA256] [--ike-channel FD] [--threads 1|2]
+//!         [--no-offload] [--no-confine]
 //! ```
+//!
+//! `--red-vhost PATH` (or an inherited listening socket, `--red-vhost-fd`)
+//! makes the port a vhost-user-net back end for the personality's VM (the
+//! `microvm` runtime): its VMM connects there and the Viaduct moves packets
+//! through the guest's virtqueues (see `viaduct_vhost`). The guest's MAC is
+//! `02:76:64:00:00:01` on red and `…:02` on black, the Viaduct's
+//! `02:76:64:00:00:fe`; the guest runs its interface without ARP. A VM that
+//! goes away stops its port's queues; the next one to connect is served
+//! (the SAs stay).
 //!
 //! `--ike-channel` is the data plane's end of the socketpair the init shares
 //! with the IKE process (`viaduct-ike --channel`): a `SOCK_SEQPACKET`
@@ -42,10 +52,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use policy_blob::Policy;
+use std::os::fd::OwnedFd;
 use viaduct::ikelink;
 use viaduct::pump::{self, Control, Inbound, Outbound, PumpConfig};
+
+use viaduct::port::Port as PumpPort;
 use viaduct::tun::{self, Port};
 use viaduct::{ClaimToken, Engine, EngineError, Timestamp};
+use viaduct_vhost::PortShared;
 
 #[derive(Default)]
 struct Args {
@@ -56,6 +70,10 @@ struct Args {
     black_netns: Option<String>,
     red_fd: Option<i32>,
     black_fd: Option<i32>,
+    red_vhost: Option<String>,
+    black_vhost: Option<String>,
+    red_vhost_fd: Option<i32>,
+    black_vhost_fd: Option<i32>,
     no_confine: bool,
     no_offload: bool,
     threads: usize,
@@ -63,9 +81,10 @@ struct Args {
     ike_channel: Option<i32>,
 }
 
-const USAGE: &str = "usage: viaduct --policy FILE (--red NAME [--red-netns PATH] | --red-fd N) \
-(--black NAME [--black-netns PATH] | --black-fd N) [--key-claim SHA256] [--ike-channel FD] \
-[--threads 1|2] [--no-offload] [--no-confine]";
+const USAGE: &str = "usage: viaduct --policy FILE \
+(--red NAME [--red-netns PATH] | --red-fd N | --red-vhost PATH | --red-vhost-fd N) \
+(--black NAME [--black-netns PATH] | --black-fd N | --black-vhost PATH | --black-vhost-fd N) \
+[--key-claim SHA256] [--ike-channel FD] [--threads 1|2] [--no-offload] [--no-confine]";
 
 fn parse_args() -> Result<Args, EngineError> {
     let mut a = Args {
@@ -101,6 +120,10 @@ fn parse_args() -> Result<Args, EngineError> {
             "--black-netns" => a.black_netns = Some(v),
             "--red-fd" => a.red_fd = Some(fd(&v)?),
             "--black-fd" => a.black_fd = Some(fd(&v)?),
+            "--red-vhost" => a.red_vhost = Some(v),
+            "--black-vhost" => a.black_vhost = Some(v),
+            "--red-vhost-fd" => a.red_vhost_fd = Some(fd(&v)?),
+            "--black-vhost-fd" => a.black_vhost_fd = Some(fd(&v)?),
             "--ike-channel" => a.ike_channel = Some(fd(&v)?),
             "--key-claim" => {
                 let mut d = [0u8; 32];
@@ -124,11 +147,46 @@ fn parse_args() -> Result<Args, EngineError> {
     if a.policy.is_none() {
         return Err(usage("--policy is required".into()));
     }
-    if a.red_fd.is_some() && a.red_fd == a.black_fd {
-        return Err(usage("--red-fd and --black-fd must differ".into()));
+    let fds: Vec<i32> = [
+        a.red_fd,
+        a.black_fd,
+        a.red_vhost_fd,
+        a.black_vhost_fd,
+        a.ike_channel,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if (1..fds.len()).any(|i| fds[..i].contains(&fds[i])) {
+        return Err(usage(
+            "the ports and the IKE channel need different descriptors".into(),
+        ));
     }
-    if a.ike_channel.is_some() && (a.ike_channel == a.red_fd || a.ike_channel == a.black_fd) {
-        return Err(usage("--ike-channel must differ from the ports".into()));
+    for (side, n) in [
+        (
+            "red",
+            [
+                a.red.is_some(),
+                a.red_fd.is_some(),
+                a.red_vhost.is_some(),
+                a.red_vhost_fd.is_some(),
+            ],
+        ),
+        (
+            "black",
+            [
+                a.black.is_some(),
+                a.black_fd.is_some(),
+                a.black_vhost.is_some(),
+                a.black_vhost_fd.is_some(),
+            ],
+        ),
+    ] {
+        if n.iter().filter(|x| **x).count() > 1 {
+            return Err(usage(format!(
+                "give one of --{side}, --{side}-fd, --{side}-vhost and --{side}-vhost-fd"
+            )));
+        }
     }
     Ok(a)
 }
@@ -170,6 +228,75 @@ fn port(
     tun::negotiate(fd, vnet, req, &label)
 }
 
+/// One side before the pump starts: a TUN device, or a vhost-user port
+/// with its listening socket.
+enum Side {
+    Tun(Port),
+    Vhost(Arc<PortShared>, OwnedFd),
+}
+
+impl Side {
+    fn describe(&self) -> String {
+        match self {
+            Side::Tun(p) => format!("TUN, offloads {}", p.describe_offloads()),
+            Side::Vhost(..) => "vhost-user-net (no offloads)".to_owned(),
+        }
+    }
+
+    /// The input port, the output port, and the control plane to serve.
+    #[allow(clippy::type_complexity)]
+    fn split(
+        self,
+    ) -> Result<(PumpPort, PumpPort, Option<(OwnedFd, Arc<PortShared>)>), EngineError> {
+        match self {
+            Side::Tun(p) => {
+                let q = p.try_clone().map_err(|e| EngineError::Io {
+                    port: "tun",
+                    source: e,
+                })?;
+                Ok((p.into(), q.into(), None))
+            }
+            Side::Vhost(shared, listener) => {
+                let (tx, rx) = shared.halves();
+                Ok((
+                    PumpPort::VhostIn(tx),
+                    PumpPort::VhostOut(rx),
+                    Some((listener, shared)),
+                ))
+            }
+        }
+    }
+}
+
+/// Opens one side: a vhost-user port when `vhost` or `vhost_fd` is given,
+/// else what `tun` opens.
+fn side(
+    name: &'static str,
+    vhost: &Option<String>,
+    vhost_fd: Option<i32>,
+    guest_mac: [u8; 6],
+    tun: impl FnOnce() -> Result<Port, EngineError>,
+) -> Result<Side, EngineError> {
+    let io = |e: std::io::Error| EngineError::Io {
+        port: name,
+        source: e,
+    };
+    let listener = match (vhost, vhost_fd) {
+        (Some(path), None) => viaduct_vhost::listen(std::path::Path::new(path)).map_err(io)?,
+        (None, Some(n)) => {
+            viaduct_vhost::backend::adopt_listener(take_fd(n).map_err(io)?).map_err(io)?
+        }
+        _ => return Ok(Side::Tun(tun()?)),
+    };
+    let shared = PortShared::new(name, guest_mac, viaduct_vhost::net::VIADUCT_MAC).map_err(io)?;
+    Ok(Side::Vhost(shared, listener))
+}
+
+/// Takes ownership of inherited descriptor `n` (checked open).
+fn take_fd(n: i32) -> std::io::Result<OwnedFd> {
+    viaduct::tun::adopt_raw(n)
+}
+
 fn run() -> Result<(), EngineError> {
     let args = parse_args()?;
     let path = args.policy.clone().unwrap_or_default();
@@ -206,27 +333,36 @@ fn run() -> Result<(), EngineError> {
         (true, false) => (tun::OffloadRequest::RED, tun::OffloadRequest::NONE),
         (true, true) => (tun::OffloadRequest::RED, tun::OffloadRequest::BLACK_UDP),
     };
-    let red = port("red", &args.red, &args.red_netns, args.red_fd, red_req)?;
-    let black = port(
+    let red = side(
+        "red",
+        &args.red_vhost,
+        args.red_vhost_fd,
+        viaduct_vhost::net::GUEST_MAC_RED,
+        || port("red", &args.red, &args.red_netns, args.red_fd, red_req),
+    )?;
+    let black = side(
         "black",
-        &args.black,
-        &args.black_netns,
-        args.black_fd,
-        black_req,
+        &args.black_vhost,
+        args.black_vhost_fd,
+        viaduct_vhost::net::GUEST_MAC_BLACK,
+        || {
+            port(
+                "black",
+                &args.black,
+                &args.black_netns,
+                args.black_fd,
+                black_req,
+            )
+        },
     )?;
     eprintln!(
-        "viaduct: red offloads {}; black offloads {}",
-        red.describe_offloads(),
-        black.describe_offloads()
+        "viaduct: red {}; black {}",
+        red.describe(),
+        black.describe()
     );
-    let red2 = red.try_clone().map_err(|e| EngineError::Io {
-        port: "red",
-        source: e,
-    })?;
-    let black2 = black.try_clone().map_err(|e| EngineError::Io {
-        port: "black",
-        source: e,
-    })?;
+    // Each side as an input (what its personality sends) and an output.
+    let (red_in, red_out, red_listener) = red.split()?;
+    let (black_in, black_out, black_listener) = black.split()?;
     // The IKE link: mailboxes (eventfds), made before confinement.
     let link = match channel {
         Some(ch) => {
@@ -271,8 +407,8 @@ fn run() -> Result<(), EngineError> {
     let (out_half, in_half, control) = engine.split();
     let ctl = Arc::new(Control::default());
     let cfg = PumpConfig { gro: offload };
-    let mut outbound = Outbound::new(out_half, red, black);
-    let mut inbound = Inbound::new(in_half, black2, red2, cfg);
+    let mut outbound = Outbound::new(out_half, red_in, black_out);
+    let mut inbound = Inbound::new(in_half, black_in, red_out, cfg);
     let mut control_thread = None;
     if let Some((ch, to_in, in_mail, to_out, out_mail)) = link {
         outbound = outbound.with_ike(out_mail, ikelink::Tap::new(ch.clone()));
@@ -287,6 +423,15 @@ fn run() -> Result<(), EngineError> {
         }));
     }
     let mut threads = Vec::new();
+    // The vhost-user control planes: one thread per port, serving one VMM
+    // at a time (confined like the pump: started after confinement).
+    let mut vhost_threads = Vec::new();
+    for (listener, shared) in [red_listener, black_listener].into_iter().flatten() {
+        let c = ctl.clone();
+        vhost_threads.push(std::thread::spawn(move || {
+            viaduct_vhost::serve(listener, shared, &c.stop)
+        }));
+    }
     if args.threads == 1 {
         let c = ctl.clone();
         // Inbound first: its commands (installs, IKE messages to send) pass
@@ -321,6 +466,11 @@ fn run() -> Result<(), EngineError> {
     // Join every thread (each prints its counters on the way out), then
     // report the first failure.
     let mut first = Ok(());
+    for t in vhost_threads {
+        if t.join().is_err() {
+            eprintln!("viaduct: a vhost-user control thread panicked");
+        }
+    }
     if let Some(t) = control_thread {
         match t.join() {
             Ok(Ok(())) => {}

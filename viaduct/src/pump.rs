@@ -21,8 +21,7 @@
 //!   coalesced write (EINVAL) gets the segments one by one; after
 //!   [`GRO_EINVAL_LIMIT`] refusals coalescing is switched off.
 
-use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 
 use rustix::event::{poll, PollFd, PollFlags};
@@ -37,8 +36,8 @@ use crate::offload::{
     complete_csum, gso_split, split_udp_in_place, Coalescer, VnetHdr, GSO_NONE, GSO_UDP_L4,
     VNET_HDR_LEN,
 };
+pub use crate::port::Port;
 use crate::sa::Timestamp;
-use crate::tun::Port;
 use viaduct_channel::{IkeDatagram, ToIke};
 
 /// Reads per direction and turn, at most.
@@ -84,14 +83,8 @@ pub struct PumpConfig {
 
 /// Writes a plain IP packet to a port, prefixing an all-zero vnet header
 /// ("complete packet, checksums done") when the port carries headers.
-pub fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
-    const ZERO: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
-    let done = if port.vnet {
-        rustix::io::writev(&port.fd, &[IoSlice::new(&ZERO), IoSlice::new(pkt)])
-    } else {
-        rustix::io::write(&port.fd, pkt)
-    };
-    match done {
+pub fn write_packet(port: &mut Port, pkt: &[u8], io: &mut IoCounters) {
+    match port.write_packet(pkt) {
         Ok(_) => io.written += 1,
         Err(_) => io.write_errors += 1,
     }
@@ -101,6 +94,8 @@ pub fn write_packet(port: &Port, pkt: &[u8], io: &mut IoCounters) {
 pub trait Direction {
     /// The port this direction reads from.
     fn input(&self) -> &Port;
+    /// The same, to read from.
+    fn input_mut(&mut self) -> &mut Port;
     /// That port's name in errors: `red` or `black`.
     fn input_name(&self) -> &'static str;
     /// Handles one read, as the port delivered it.
@@ -187,7 +182,7 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
             let (mut reads, mut bytes) = (0, 0);
             let mut failed = None;
             while reads < BATCH && bytes < TURN_BYTES {
-                let read = match rustix::io::read(dir.input().fd.as_fd(), &mut buf) {
+                let read = match dir.input_mut().read(&mut buf) {
                     Ok(n) => &mut buf[..n],
                     Err(Errno::AGAIN) => break,
                     Err(Errno::INTR) => continue,
@@ -200,6 +195,7 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
                 dir.handle(read, now);
                 reads += 1;
             }
+            dir.input_mut().end_reads();
             if reads > 0 {
                 dir.end_batch(now);
             }
@@ -222,19 +218,19 @@ fn wait(
     let Some(first) = dirs.first() else {
         return Ok(None);
     };
-    // At most four descriptors: a fixed array, nothing allocated.
-    let mut fds = [
-        PollFd::new(&first.input().fd, PollFlags::IN),
-        PollFd::new(&first.input().fd, PollFlags::IN),
-        PollFd::new(&first.input().fd, PollFlags::IN),
-        PollFd::new(&first.input().fd, PollFlags::IN),
-    ];
+    // At most six descriptors: a fixed array, nothing allocated.
+    let Some(any) = first.input().poll_fds()[0] else {
+        return Ok(None);
+    };
+    let mut fds = [(); 6].map(|_| PollFd::from_borrowed_fd(any, PollFlags::IN));
     let mut n = 0;
     // Where each direction's wake-up descriptor sits in `fds`.
     let mut wake_at = [None, None];
     for (i, d) in dirs.iter().take(2).enumerate() {
-        fds[n] = PollFd::new(&d.input().fd, PollFlags::IN);
-        n += 1;
+        for fd in d.input().poll_fds().into_iter().flatten() {
+            fds[n] = PollFd::from_borrowed_fd(fd, PollFlags::IN);
+            n += 1;
+        }
         if let Some(w) = d.wake() {
             fds[n] = PollFd::new(w, PollFlags::IN);
             wake_at[i] = Some(n);
@@ -287,9 +283,10 @@ struct OutboundIke {
 
 impl Outbound {
     /// The outbound direction between `red` (input) and `black` (output).
-    pub fn new(o: OutboundPath, red: Port, black: Port) -> Outbound {
+    pub fn new(o: OutboundPath, red: impl Into<Port>, black: impl Into<Port>) -> Outbound {
+        let (red, black) = (red.into(), black.into());
         // ESP in UDP to a black port with UDP segmentation: batch datagrams.
-        let uso = black.vnet && black.offloads & crate::tun::OFFLOAD_USO != 0;
+        let uso = black.vnet() && black.offloads() & crate::tun::OFFLOAD_USO != 0;
         Outbound {
             o,
             red,
@@ -320,6 +317,10 @@ impl Direction for Outbound {
         &self.red
     }
 
+    fn input_mut(&mut self) -> &mut Port {
+        &mut self.red
+    }
+
     fn input_name(&self) -> &'static str {
         "red"
     }
@@ -344,7 +345,7 @@ impl Direction for Outbound {
                 }
             }
         };
-        if !red.vnet {
+        if !red.vnet() {
             send(read, io);
         } else if split_read(read, scratch, UdpSplit::Checksummed, io, &mut |seg, c| {
             send(seg, c)
@@ -357,9 +358,10 @@ impl Direction for Outbound {
 
     fn end_batch(&mut self, now: Timestamp) {
         if let Some(b) = self.batch.as_mut() {
-            let (black, c) = (&self.black, &mut self.io);
+            let (black, c) = (&mut self.black, &mut self.io);
             b.flush(&mut |f: &[u8]| write_frame(black, f, c));
         }
+        self.black.flush();
         let (o, ike) = (&mut self.o, &mut self.ike);
         let mut events = Vec::new();
         o.poll_events(now, |ev| events.push(ev));
@@ -382,7 +384,7 @@ impl Direction for Outbound {
     }
 
     fn commands(&mut self, _now: Timestamp, woken: bool) {
-        let (o, black, ike) = (&mut self.o, &self.black, &mut self.ike);
+        let (o, black, ike) = (&mut self.o, &mut self.black, &mut self.ike);
         let Some(OutboundIke { mail, sent, .. }) = ike.as_mut() else {
             return;
         };
@@ -398,6 +400,7 @@ impl Direction for Outbound {
                 o.remove(t, spi);
             }
         });
+        black.flush();
     }
 
     fn report(&self) -> String {
@@ -412,8 +415,10 @@ impl Direction for Outbound {
             None => String::new(),
         };
         format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}{}",
             io_line("red->black", &self.io),
+            self.red.report("red port in"),
+            self.black.report("black port out"),
             udp,
             self.o.report(),
             self.ike
@@ -432,8 +437,8 @@ impl Direction for Outbound {
 }
 
 /// Writes a whole frame (vnet header included) to a port.
-fn write_frame(port: &Port, frame: &[u8], io: &mut IoCounters) {
-    match rustix::io::write(&port.fd, frame) {
+fn write_frame(port: &mut Port, frame: &[u8], io: &mut IoCounters) {
+    match port.write_frame(frame) {
         Ok(_) => io.written += 1,
         Err(_) => io.write_errors += 1,
     }
@@ -503,8 +508,14 @@ struct InboundIke {
 
 impl Inbound {
     /// The inbound direction between `black` (input) and `red` (output).
-    pub fn new(i: InboundPath, black: Port, red: Port, cfg: PumpConfig) -> Inbound {
-        let gro = cfg.gro && red.vnet && red.offloads & crate::tun::OFFLOAD_TCP != 0;
+    pub fn new(
+        i: InboundPath,
+        black: impl Into<Port>,
+        red: impl Into<Port>,
+        cfg: PumpConfig,
+    ) -> Inbound {
+        let (black, red) = (black.into(), red.into());
+        let gro = cfg.gro && red.vnet() && red.offloads() & crate::tun::OFFLOAD_TCP != 0;
         Inbound {
             i,
             black,
@@ -535,6 +546,10 @@ impl Direction for Inbound {
         &self.black
     }
 
+    fn input_mut(&mut self) -> &mut Port {
+        &mut self.black
+    }
+
     fn input_name(&self) -> &'static str {
         "black"
     }
@@ -556,7 +571,7 @@ impl Direction for Inbound {
                 if w.gro {
                     co.push(inner, &mut |f: &[u8]| w.emit(f, c));
                 } else {
-                    write_packet(&w.red, inner, c);
+                    write_packet(&mut w.red, inner, c);
                 }
             }
             Verdict::Ike(m) => {
@@ -573,7 +588,7 @@ impl Direction for Inbound {
             }
             Verdict::Drop(_) => {}
         };
-        if black.vnet {
+        if black.vnet() {
             // ESP-in-UDP super-packets (USO) are cut into datagrams in place.
             if split_read(read, scratch, UdpSplit::InPlaceEsp, io, &mut decap).is_err() {
                 io.offload_malformed += 1;
@@ -586,6 +601,7 @@ impl Direction for Inbound {
     fn end_batch(&mut self, now: Timestamp) {
         let (w, c) = (&mut self.w, &mut self.io);
         self.co.flush(&mut |f: &[u8]| w.emit(f, c));
+        w.red.flush();
         let ike = &mut self.ike;
         self.i.poll_events(now, |ev| match ike.as_mut() {
             Some(ike) if ev.ike => ike.tap.send(&ToIke::SaLifetime {
@@ -628,8 +644,10 @@ impl Direction for Inbound {
     fn report(&self) -> String {
         let s = self.co.stats();
         format!(
-            "{}viaduct black->red: gro={} gro_frames={} gro_merged={} gro_passthrough={}\n{}",
+            "{}{}{}viaduct black->red: gro={} gro_frames={} gro_merged={} gro_passthrough={}\n{}",
             io_line("black->red", &self.io),
+            self.black.report("black port in"),
+            self.w.red.report("red port out"),
             if self.w.gro { "on" } else { "off" },
             s.frames,
             s.merged,
@@ -653,7 +671,7 @@ struct RedWriter {
 
 impl RedWriter {
     fn emit(&mut self, frame: &[u8], c: &mut IoCounters) {
-        let hdr = match rustix::io::write(&self.red.fd, frame) {
+        let hdr = match self.red.write_frame(frame) {
             Ok(_) => {
                 c.written += 1;
                 return;
@@ -676,7 +694,7 @@ impl RedWriter {
             self.gro = false;
             eprintln!("viaduct: red refuses coalesced writes; coalescing turned off");
         }
-        let red = &self.red;
+        let red = &mut self.red;
         let _ = gso_split(&frame[VNET_HDR_LEN..], &hdr, &mut self.fallback, |seg| {
             write_packet(red, seg, c)
         });

@@ -142,6 +142,18 @@ pub fn adopt(fd: i32) -> Result<(OwnedFd, bool), EngineError> {
     Ok((owned, tflags & sys::IFF_VNET_HDR != 0))
 }
 
+/// Takes ownership of inherited descriptor `fd` (≥ 3, checked open), for
+/// ports that are not TUN devices (a vhost-user listening socket).
+pub fn adopt_raw(fd: i32) -> std::io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "descriptors 0-2 are stdio",
+        ));
+    }
+    sys::adopt_fd(fd)
+}
+
 /// Accepts exactly IFF_TUN | IFF_NO_PI plus harmless flags (see
 /// [`KNOWN_FLAGS`]); says why otherwise.
 fn check_flags(tflags: libc::c_short) -> Result<(), String> {

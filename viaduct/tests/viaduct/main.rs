@@ -8,3 +8,4 @@ mod netns;
 #[path = "../support/mod.rs"]
 mod support;
 mod vectors;
+mod vhost;

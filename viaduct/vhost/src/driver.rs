@@ -26,10 +26,7 @@ pub const BUF: u32 = 2048;
 pub const UVA_BASE: u64 = 0x7f00_0000_0000;
 /// RAM size.
 pub const RAM: u64 = 4 << 20;
-/// The Viaduct's MAC the tests use.
-pub const VIADUCT_MAC: [u8; 6] = [0x02, 0x76, 0x64, 0, 0, 0xfe];
-/// The guest MAC the tests use.
-pub const GUEST_MAC: [u8; 6] = [0x02, 0x76, 0x64, 0, 0, 0x01];
+pub use crate::net::{GUEST_MAC_RED as GUEST_MAC, VIADUCT_MAC};
 
 /// Guest-physical layout of queue `q`: rings, then buffers.
 pub fn desc_gpa(q: usize) -> u64 {
@@ -70,6 +67,8 @@ pub struct Guest {
     last_used: [u16; 2],
     /// Features negotiated.
     pub features: u64,
+    /// This guest's MAC (red's by default).
+    pub mac: [u8; 6],
 }
 
 fn ev() -> std::io::Result<OwnedFd> {
@@ -91,6 +90,7 @@ impl Guest {
             next_avail: [0; 2],
             last_used: [0; 2],
             features,
+            mac: GUEST_MAC,
         };
         g.setup(features).map_err(std::io::Error::other)?;
         Ok(g)
@@ -295,7 +295,7 @@ impl Guest {
         };
         let mut f = vec![0u8; self.hdr_len()];
         f.extend_from_slice(&VIADUCT_MAC);
-        f.extend_from_slice(&GUEST_MAC);
+        f.extend_from_slice(&self.mac);
         f.extend_from_slice(&et);
         f.extend_from_slice(pkt);
         self.transmit_frame(&f)
@@ -358,7 +358,7 @@ impl Guest {
         let f = self.receive()?;
         let hl = self.hdr_len();
         assert!(f.len() >= hl + ETH_LEN, "short frame");
-        assert_eq!(&f[hl..hl + 6], &GUEST_MAC, "destination MAC");
+        assert_eq!(&f[hl..hl + 6], &self.mac, "destination MAC");
         assert_eq!(&f[hl + 6..hl + 12], &VIADUCT_MAC, "source MAC");
         Some(f[hl + ETH_LEN..].to_vec())
     }

@@ -36,6 +36,12 @@ pub const TX: usize = 1;
 pub const ETH_LEN: usize = 14;
 /// The virtio-net header with `VERSION_1` or `MRG_RXBUF`.
 pub const HDR_LEN: usize = 12;
+/// The red guest's MAC (the init gives it to the VMM).
+pub const GUEST_MAC_RED: [u8; 6] = [0x02, 0x76, 0x64, 0, 0, 0x01];
+/// The black guest's MAC.
+pub const GUEST_MAC_BLACK: [u8; 6] = [0x02, 0x76, 0x64, 0, 0, 0x02];
+/// The Viaduct's MAC on both ports.
+pub const VIADUCT_MAC: [u8; 6] = [0x02, 0x76, 0x64, 0, 0, 0xfe];
 /// Chains one received packet may span with merged buffers.
 pub const MAX_MERGE: usize = 64;
 
