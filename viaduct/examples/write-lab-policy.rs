@@ -1,7 +1,8 @@
 //! Writes the lab policy blob of gateway A or B (manual keys, LAB ONLY) as
 //! used by `bench/netns-throughput.sh`:
 //! `write-lab-policy <aes128gcm16|aes256gcm16|chacha20poly1305> <a|b> <out-file> [udp]`
-//! (`udp`: ESP in UDP, port 4500, RFC 3948)
+//! (`udp`: ESP in UDP, port 4500, RFC 3948). Prints the policy's
+//! `--key-claim` digest.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -78,5 +79,8 @@ fn main() -> ExitCode {
         eprintln!("cannot write {out}: {e}");
         return ExitCode::from(1);
     }
+    // What `viaduct --key-claim` takes for it (on a lab host, where no TPM
+    // ledger records the keys).
+    println!("{}", policy_blob::hex(&policy.manual_key_uses().digest()));
     ExitCode::SUCCESS
 }

@@ -52,24 +52,21 @@
 //! package to install. Namespaces, the TAP and every process are removed by
 //! guards, also when an assertion fails.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use components::{Deb, EntryKind, Lock};
-use images::cpio::CpioBuilder;
-use images::Epoch;
-use kernel::KernelTree;
 use policy_blob::*;
 use rustix::process::{kill_process, Pid, Signal};
 
 mod support;
 use support::{kernel_has_tun_uso, wait_link};
+#[path = "support/guest.rs"]
+mod guest;
+use guest::{build_guest, workspace, Console, GuestImage};
 
 /// Viaduct's outer address (routed into its black TUN).
 const VIADUCT_OUTER: &str = "203.0.113.1";
@@ -231,17 +228,6 @@ fn require_host() {
 
 // ---------------------------------------------------------------- the guest
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cache_root() -> PathBuf {
-    std::env::var_os("APPLIANCE_CACHE")
-        .map(PathBuf::from)
-        .or_else(components::cache::user_cache_dir)
-        .expect("neither APPLIANCE_CACHE nor HOME is set: cannot find the package cache")
-}
-
 /// Modules the guest needs (those built in are skipped by the resolver).
 const GUEST_MODULES: &[&str] = &[
     "virtio_pci",
@@ -266,253 +252,6 @@ const GUEST_MODULES: &[&str] = &[
     "jitterentropy_rng",
     "drbg",
 ];
-
-struct GuestImage {
-    kernel: PathBuf,
-    initrd: PathBuf,
-}
-
-fn fetch_packages(wanted: &[&str]) -> Vec<(String, Vec<u8>)> {
-    // The lab lock says which packages (roots and excludes); the versions are
-    // Debian's current ones, as a plain build of the lab profile takes them
-    // (the committed lock falls behind the archive's security updates).
-    let lock_path = workspace().join("profiles/lab/gw-a.lock");
-    let committed = Lock::load(&lock_path)
-        .unwrap_or_else(|e| panic!("cannot load {}: {e}", lock_path.display()));
-    let request = components::LockRequest {
-        groups: committed
-            .groups
-            .iter()
-            .map(|g| (g.name.clone(), g.roots.clone()))
-            .collect(),
-        excludes: committed.excludes.clone(),
-    };
-    let root = cache_root();
-    let apt = components::AptContext::new(&root.join("apt")).unwrap_or_else(|e| {
-        panic!(
-            "private apt in {}: {e} (install the Debian package apt)",
-            root.display()
-        )
-    });
-    let lock = apt
-        .refresh(components::Refresh::default())
-        .and_then(|_| components::lock(&request, &apt))
-        .unwrap_or_else(|e| panic!("resolving the lab packages against Debian's archive: {e}"));
-    let mut pkgs = Vec::new();
-    for group in ["kernel", "black"] {
-        for p in lock.group_packages(group) {
-            let n = p.name.as_str();
-            let keep = if group == "kernel" {
-                n.starts_with("linux-image-") && n != "linux-image-amd64"
-            } else {
-                wanted.contains(&n)
-            };
-            if keep
-                && !pkgs
-                    .iter()
-                    .any(|q: &components::LockedPackage| q.name == p.name)
-            {
-                pkgs.push(p.clone());
-            }
-        }
-    }
-    let cache = components::Cache::new(&root.join("debs")).expect("package cache directory");
-    let fetched = components::cache::fetch_packages(&pkgs, &cache, &apt, &mut |_| {})
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot fetch the guest's pinned packages into {}: {e}\n\
-                 (needs apt and network access to the Debian archive once)",
-                cache.dir().display()
-            )
-        });
-    fetched
-        .files
-        .iter()
-        .map(|(p, path)| {
-            let bytes =
-                std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-            (p.name.as_str().to_owned(), bytes)
-        })
-        .collect()
-}
-
-/// Library directories of the guest's dynamic loader.
-fn is_lib_path(p: &str) -> bool {
-    let libdir = p.starts_with("lib/x86_64-linux-gnu/")
-        || p.starts_with("usr/lib/x86_64-linux-gnu/")
-        || p.starts_with("lib64/");
-    let name = p.rsplit('/').next().unwrap_or("");
-    libdir && !p.contains("/gconv/") && name.contains(".so")
-}
-
-fn build_guest(dir: &Path) -> GuestImage {
-    // Libraries of `ip` (iproute2), as pinned in the lab lock's black group.
-    let black = [
-        "busybox-static",
-        "iproute2",
-        "libc6",
-        "libbpf1",
-        "libelf1",
-        "libmnl0",
-        "libcap2",
-        "zlib1g",
-        "libselinux1",
-        "libpcre2-8-0",
-        "libdb5.3",
-        "libxtables12",
-        "libgcc-s1",
-        "libbsd0",
-        "libmd0",
-        "libtirpc3",
-    ];
-    let debs = fetch_packages(&black);
-    let mut cpio = CpioBuilder::new(Epoch(0)).unwrap();
-    let mut have = BTreeSet::new();
-    fn add_to(
-        have: &mut BTreeSet<String>,
-        cpio: &mut CpioBuilder,
-        path: &str,
-        kind: images::cpio::EntryKind,
-        perm: u32,
-    ) {
-        if have.insert(path.to_owned()) {
-            cpio.add(path, perm, kind)
-                .unwrap_or_else(|e| panic!("initramfs entry {path}: {e}"));
-        }
-    }
-    let mut kernel = None;
-    let mut modules = Vec::new();
-    for (name, bytes) in &debs {
-        let deb = Deb::parse(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        if name.starts_with("linux-image-") {
-            let tree = KernelTree::from_deb(&deb).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let present: Vec<&str> = GUEST_MODULES
-                .iter()
-                .copied()
-                .filter(|m| {
-                    tree.is_builtin(m) || tree.modules().contains_key(&kernel::ModuleName::new(m))
-                })
-                .collect();
-            for must in ["esp4", "xfrm_user", "gcm", "chacha20poly1305", "virtio_net"] {
-                assert!(
-                    present.contains(&must),
-                    "kernel {} has no {must} (module or built-in)",
-                    tree.version()
-                );
-            }
-            let res = tree.resolve(&present).expect("module resolution");
-            modules = tree
-                .module_files_from_deb(&deb, &res)
-                .expect("module files");
-            kernel = Some(tree.image().to_vec());
-            continue;
-        }
-        let entries = deb
-            .data_entries_where(|p| {
-                (name == "busybox-static" && p == "bin/busybox")
-                    || (name == "iproute2" && (p == "bin/ip" || p == "sbin/ip"))
-                    || is_lib_path(p)
-            })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-        for e in entries {
-            match e.kind {
-                EntryKind::File { mode, data } => {
-                    let path = match e.path.as_str() {
-                        "bin/ip" | "sbin/ip" => "opt/iproute2/ip".to_owned(),
-                        p => p.to_owned(),
-                    };
-                    files.push((e.path.clone(), data.clone()));
-                    add_to(
-                        &mut have,
-                        &mut cpio,
-                        &path,
-                        images::cpio::EntryKind::File(data.into()),
-                        mode & 0o7777,
-                    );
-                }
-                EntryKind::Symlink { target } => {
-                    add_to(
-                        &mut have,
-                        &mut cpio,
-                        &e.path,
-                        images::cpio::EntryKind::Symlink(target),
-                        0o777,
-                    );
-                }
-                EntryKind::Hardlink { target } => {
-                    if let Some((_, data)) = files.iter().find(|(p, _)| *p == target) {
-                        add_to(
-                            &mut have,
-                            &mut cpio,
-                            &e.path,
-                            images::cpio::EntryKind::File(data.clone().into()),
-                            0o755,
-                        );
-                    }
-                }
-                EntryKind::Dir { .. } => {}
-            }
-        }
-    }
-    assert!(
-        have.contains("bin/busybox"),
-        "busybox-static has no bin/busybox"
-    );
-    assert!(
-        have.contains("opt/iproute2/ip"),
-        "iproute2 has no bin/ip or sbin/ip"
-    );
-    let kernel = kernel.expect("no linux-image package in the kernel group of gw-a.lock");
-    let mut order = String::new();
-    for m in &modules {
-        order.push_str(&m.path);
-        order.push('\n');
-        add_to(
-            &mut have,
-            &mut cpio,
-            &m.path,
-            images::cpio::EntryKind::File(m.data.clone().into()),
-            0o644,
-        );
-    }
-    add_to(
-        &mut have,
-        &mut cpio,
-        "modules.order",
-        images::cpio::EntryKind::File(order.into_bytes().into()),
-        0o644,
-    );
-    add_to(
-        &mut have,
-        &mut cpio,
-        "bin/udp-encap",
-        images::cpio::EntryKind::File(udp_encap_helper(dir).into()),
-        0o755,
-    );
-    add_to(
-        &mut have,
-        &mut cpio,
-        "init",
-        images::cpio::EntryKind::File(init_script().into_bytes().into()),
-        0o755,
-    );
-    cpio.add_char_device("dev/console", 0o600, 5, 1).unwrap();
-    cpio.add_char_device("dev/null", 0o666, 1, 3).unwrap();
-    for d in ["proc", "sys", "tmp", "sbin", "usr/bin", "usr/sbin"] {
-        if !have.contains(d) {
-            cpio.add_dir(d, 0o755).unwrap();
-        }
-    }
-    let img = GuestImage {
-        kernel: dir.join("vmlinuz"),
-        initrd: dir.join("initrd.cpio"),
-    };
-    std::fs::write(&img.kernel, kernel).unwrap();
-    cpio.write_to(File::create(&img.initrd).unwrap())
-        .expect("writing initramfs");
-    img
-}
 
 /// The guest's UDP-encapsulation socket holder, compiled from
 /// tests/xfrm/udp-encap.c as a static binary (the guest has no libc of its
@@ -742,61 +481,6 @@ fn viaduct_policy() -> Policy {
 }
 
 /// The QEMU console, line by line.
-struct Console {
-    rx: Receiver<String>,
-    lines: Vec<String>,
-}
-
-impl Console {
-    fn tail(&self) -> String {
-        let n = self.lines.len().saturating_sub(60);
-        self.lines[n..].join("\n")
-    }
-
-    /// Waits for a line containing `what`; fails on XFRM-FATAL.
-    fn wait_for(&mut self, what: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(what);
-                    let fatal = l.contains("XFRM-FATAL") || l.contains("Kernel panic");
-                    self.lines.push(l);
-                    assert!(!fatal, "guest failed:\n{}", self.tail());
-                    if hit {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no guest console line {what:?} within {} s; console:\n{}",
-                    timeout.as_secs(),
-                    self.tail()
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("QEMU exited before {what:?}; console:\n{}", self.tail())
-                }
-            }
-        }
-    }
-
-    fn between(&self, begin: &str, end: &str) -> Vec<&str> {
-        let b = self
-            .lines
-            .iter()
-            .position(|l| l.trim() == begin)
-            .unwrap_or_else(|| panic!("{begin} missing"));
-        let e = self.lines[b..]
-            .iter()
-            .position(|l| l.trim() == end)
-            .unwrap_or_else(|| panic!("{end} missing"));
-        self.lines[b + 1..b + e]
-            .iter()
-            .map(|s| s.as_str())
-            .collect()
-    }
-}
-
 fn spawn_qemu(ns: &str, img: &GuestImage, log: &Path) -> (Child, ChildStdin, Console) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "qemu-system-x86_64"])
@@ -846,6 +530,7 @@ fn spawn_qemu(ns: &str, img: &GuestImage, log: &Path) -> (Child, ChildStdin, Con
         Console {
             rx,
             lines: Vec::new(),
+            fatal: "XFRM-FATAL",
         },
     )
 }
@@ -978,7 +663,13 @@ fn linux_xfrm_interop_all_aeads() {
     std::fs::create_dir_all(&dir).unwrap();
     g.dir = Some(dir.clone());
 
-    let img = build_guest(&dir);
+    let img = build_guest(
+        &dir,
+        GUEST_MODULES,
+        &["esp4", "xfrm_user", "gcm", "chacha20poly1305", "virtio_net"],
+        vec![("bin/udp-encap".to_owned(), udp_encap_helper(&dir), 0o755)],
+        &init_script(),
+    );
     eprintln!("guest image ready after {:?}", started.elapsed());
 
     let lan = g.netns(format!("xi{tag}l"));

@@ -92,9 +92,82 @@ fn tso_v6(payload_len: usize, mss: u16) -> Vec<u8> {
     [&h.to_bytes()[..], &pkt].concat()
 }
 
+/// The vhost target's seed: a front end's whole set-up of both queues
+/// (as QEMU sends it), a transmit chain with a frame and receive buffers
+/// written into guest memory, then reads and a receive.
+fn vhost_seed() -> Vec<u8> {
+    const UVA: u64 = 0x1000_0000;
+    let mut s = Vec::new();
+    let mut msg = |s: &mut Vec<u8>, req: u8, payload: &[u8]| {
+        s.extend_from_slice(&[0, req, payload.len() as u8]);
+        s.extend_from_slice(payload);
+    };
+    let mem = |s: &mut Vec<u8>, off: u16, bytes: &[u8]| {
+        for (i, chunk) in bytes.chunks(255).enumerate() {
+            s.push(1);
+            s.extend_from_slice(&(off + 255 * i as u16).to_le_bytes());
+            s.push(chunk.len() as u8);
+            s.extend_from_slice(chunk);
+        }
+    };
+    let features: u64 = (1 << 3) | (1 << 5) | (1 << 15) | (1 << 30) | (1 << 32);
+    msg(&mut s, 2, &features.to_le_bytes());
+    msg(&mut s, 16, &0u64.to_le_bytes());
+    let mut t = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    for v in [0u64, 65536, UVA, 0] {
+        t.extend_from_slice(&v.to_le_bytes());
+    }
+    msg(&mut s, 5, &t);
+    for q in [1u32, 0] {
+        let base = if q == 1 { 0u64 } else { 0x1000 };
+        let pair = |a: u32, b: u32| [a.to_le_bytes(), b.to_le_bytes()].concat();
+        msg(&mut s, 8, &pair(q, 16));
+        msg(&mut s, 10, &pair(q, 0));
+        let mut a = pair(q, 0);
+        for v in [UVA + base, UVA + base + 0x800, UVA + base + 0x400] {
+            a.extend_from_slice(&v.to_le_bytes());
+        }
+        msg(&mut s, 9, &a);
+        msg(&mut s, 13, &(q as u64).to_le_bytes());
+        msg(&mut s, 12, &(q as u64).to_le_bytes());
+        msg(&mut s, 18, &pair(q, 1));
+    }
+    // Transmit: descriptor 0 -> a frame at 0x4000, made available.
+    let mut frame = vec![0u8; 12];
+    frame.extend_from_slice(&[2, 0x76, 0x64, 0, 0, 0xfe, 2, 0x76, 0x64, 0, 0, 1, 8, 0]);
+    let mut ip = vec![0u8; 40];
+    ip[0] = 0x45;
+    ip[3] = 40;
+    frame.extend_from_slice(&ip);
+    mem(&mut s, 0x4000, &frame);
+    let desc = |addr: u64, len: u32, flags: u16| {
+        [
+            &addr.to_le_bytes()[..],
+            &len.to_le_bytes(),
+            &flags.to_le_bytes(),
+            &0u16.to_le_bytes(),
+        ]
+        .concat()
+    };
+    mem(&mut s, 0, &desc(0x4000, frame.len() as u32, 0));
+    mem(&mut s, 0x400, &[0, 0, 1, 0, 0, 0]);
+    // Receive: four 2 KiB buffers at 0x8000.
+    let mut d = Vec::new();
+    for i in 0..4u64 {
+        d.extend_from_slice(&desc(0x8000 + 2048 * i, 2048, 2));
+    }
+    mem(&mut s, 0x1000, &d);
+    mem(&mut s, 0x1400, &[0, 0, 4, 0, 0, 0, 1, 0, 2, 0, 3, 0]);
+    s.extend_from_slice(&[2, 4]);
+    s.extend_from_slice(&[3, 100, 0]);
+    s.extend_from_slice(&[3, 0x40, 0x1f]);
+    s
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let seeds = root.join("seeds");
+    write(&seeds.join("vhost"), "setup-tx-rx.bin", &vhost_seed());
     let samples = samples();
     let protected = ["v4-tcp-ack-ect0", "v6-udp"];
 

@@ -95,6 +95,10 @@ pub struct Session {
     shared: Arc<PortShared>,
     features: u64,
     protocol: u64,
+    /// SET_PROTOCOL_FEATURES came: rings start disabled. (QEMU 7.2 leaves
+    /// bit 30 out of SET_FEATURES after negotiating protocol features, so
+    /// this, not the bit, tells.)
+    protocol_negotiated: bool,
     mem: Option<Arc<GuestMemory>>,
     rings: [RingCfg; 2],
 }
@@ -113,6 +117,7 @@ impl Session {
             shared,
             features: 0,
             protocol: 0,
+            protocol_negotiated: false,
             mem: None,
             rings: Default::default(),
         }
@@ -199,6 +204,7 @@ impl Session {
         self.mem = None;
         self.features = 0;
         self.protocol = 0;
+        self.protocol_negotiated = false;
     }
 
     /// Handles one request with its descriptors; returns the reply to send,
@@ -244,6 +250,7 @@ impl Session {
                     return Err(refused(code, format!("protocol features {f:#x}")));
                 }
                 self.protocol = f;
+                self.protocol_negotiated = true;
                 None
             }
             Request::SetMemTable(table) => {
@@ -298,7 +305,7 @@ impl Session {
                 self.rings[i].kick = Some(Arc::new(fd));
                 // Without protocol features a queue runs once kicked; with
                 // them, once SET_VRING_ENABLE says so.
-                if self.features & F_PROTOCOL_FEATURES == 0 {
+                if !self.protocol_negotiated && self.features & F_PROTOCOL_FEATURES == 0 {
                     self.rings[i].enabled = true;
                 }
                 self.try_start(i)?;
@@ -323,9 +330,6 @@ impl Session {
             }
             Request::SetVringEnable(i, on) => {
                 let i = self.index(code, i)?;
-                if self.features & F_PROTOCOL_FEATURES == 0 {
-                    return Err(refused(code, "without protocol features"));
-                }
                 self.rings[i].enabled = on;
                 if on {
                     self.try_start(i)?;
