@@ -57,15 +57,16 @@ ip -n "${P}blkA" route add 203.0.113.2/32 via 198.51.100.2
 ip -n "${P}blkB" route add 203.0.113.1/32 via 198.51.100.1
 ENCAP=${BENCH_ENCAP:-esp}
 case $ENCAP in esp) EARG="" ;; udp) EARG=udp ;; *) echo "BENCH_ENCAP: esp or udp"; exit 1 ;; esac
+# The writer prints each policy's key-use claim (no TPM ledger on a bench host).
 # shellcheck disable=SC2086
-"$WRITER" "$AEAD" a "$TMP/a.pol" $EARG
+KA=$("$WRITER" "$AEAD" a "$TMP/a.pol" $EARG)
 # shellcheck disable=SC2086
-"$WRITER" "$AEAD" b "$TMP/b.pol" $EARG
+KB=$("$WRITER" "$AEAD" b "$TMP/b.pol" $EARG)
 # shellcheck disable=SC2086
-"$BIN" --policy "$TMP/a.pol" --red vred --red-netns "/run/netns/${P}lanA" --black vblk --black-netns "/run/netns/${P}blkA" $VARGS 2>"$TMP/a.log" &
+"$BIN" --policy "$TMP/a.pol" --key-claim "$KA" --red vred --red-netns "/run/netns/${P}lanA" --black vblk --black-netns "/run/netns/${P}blkA" $VARGS 2>"$TMP/a.log" &
 VA=$!
 # shellcheck disable=SC2086
-"$BIN" --policy "$TMP/b.pol" --red vred --red-netns "/run/netns/${P}lanB" --black vblk --black-netns "/run/netns/${P}blkB" $VARGS 2>"$TMP/b.log" &
+"$BIN" --policy "$TMP/b.pol" --key-claim "$KB" --red vred --red-netns "/run/netns/${P}lanB" --black vblk --black-netns "/run/netns/${P}blkB" $VARGS 2>"$TMP/b.log" &
 VB=$!
 PIDS="$PIDS $VA $VB"
 sleep 1

@@ -98,7 +98,7 @@ fn tso_v6(payload_len: usize, mss: u16) -> Vec<u8> {
 fn vhost_seed() -> Vec<u8> {
     const UVA: u64 = 0x1000_0000;
     let mut s = Vec::new();
-    let mut msg = |s: &mut Vec<u8>, req: u8, payload: &[u8]| {
+    let msg = |s: &mut Vec<u8>, req: u8, payload: &[u8]| {
         s.extend_from_slice(&[0, req, payload.len() as u8]);
         s.extend_from_slice(payload);
     };

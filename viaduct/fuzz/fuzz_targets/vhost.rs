@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let mut session = Session::new(shared.clone());
     let mut buf = vec![0u8; 2048];
     let mut d = data;
-    let mut take = |n: usize, d: &mut &[u8]| -> Option<Vec<u8>> {
+    let take = |n: usize, d: &mut &[u8]| -> Option<Vec<u8>> {
         if d.len() < n {
             return None;
         }
@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let Some(l) = take(2, &mut d) else { break };
-                let len = (u16::from_le_bytes([l[0], l[1]]) as usize % 9000).max(1);
+                let len = (u16::from_le_bytes([l[0], l[1]]) as usize % 9000).max(20);
                 let mut p = vec![0x45u8; len];
                 p[1] = 0;
                 let _ = rx.send(&p);

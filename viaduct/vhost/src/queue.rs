@@ -101,15 +101,12 @@ pub enum Broken {
 }
 
 /// What [`Queue::pop`] found.
-#[derive(Debug)]
-// A chain is a few hundred bytes, moved not allocated: nothing on the data
-// path allocates.
-#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pop {
     /// Nothing available.
     Empty,
-    /// A chain to use.
-    Chain(Chain),
+    /// A chain to use, now in the caller's [`Chain`].
+    Chain,
     /// A bad chain, already returned to the guest (used, length 0).
     Bad(BadChain),
 }
@@ -124,12 +121,25 @@ struct Seg {
 
 /// A descriptor chain taken from the available ring. Its buffers were
 /// checked when it was taken; their contents were not (see [`Queue::read`]).
+/// Callers keep one (or a few) and let [`Queue::pop`] fill it: nothing on
+/// the data path allocates or moves chains around.
 #[derive(Debug, Clone)]
 pub struct Chain {
     head: u16,
     segs: [Seg; MAX_CHAIN],
     n: usize,
     total: u32,
+}
+
+impl Default for Chain {
+    fn default() -> Chain {
+        Chain {
+            head: 0,
+            segs: [Seg::default(); MAX_CHAIN],
+            n: 0,
+            total: 0,
+        }
+    }
 }
 
 impl Chain {
@@ -162,6 +172,9 @@ pub struct Queue {
     size: u16,
     rings: Rings,
     last_avail: u16,
+    /// The guest's available index as last read (reread only when the
+    /// chains it announced are all taken).
+    avail_seen: u16,
     used_idx: u16,
     broken: Option<Broken>,
 }
@@ -206,6 +219,7 @@ impl Queue {
             size: size as u16,
             rings,
             last_avail: base,
+            avail_seen: base,
             used_idx,
             broken: None,
         })
@@ -235,22 +249,25 @@ impl Queue {
         self.map(a)?.load_u16_acquire(a.off + 2)
     }
 
-    /// Takes the next available chain. `Empty` when there is none or the
-    /// queue is broken.
-    pub fn pop(&mut self) -> Pop {
+    /// Takes the next available chain into `c`. `Empty` when there is
+    /// none or the queue is broken.
+    pub fn pop(&mut self, c: &mut Chain) -> Pop {
         if self.broken.is_some() {
             return Pop::Empty;
         }
-        let Some(avail) = self.avail_idx() else {
-            self.broken = Some(Broken::Ring);
-            return Pop::Empty;
-        };
-        if avail == self.last_avail {
-            return Pop::Empty;
-        }
-        if avail.wrapping_sub(self.last_avail) > self.size {
-            self.broken = Some(Broken::AvailIndex);
-            return Pop::Empty;
+        if self.avail_seen == self.last_avail {
+            let Some(avail) = self.avail_idx() else {
+                self.broken = Some(Broken::Ring);
+                return Pop::Empty;
+            };
+            if avail == self.last_avail {
+                return Pop::Empty;
+            }
+            if avail.wrapping_sub(self.last_avail) > self.size {
+                self.broken = Some(Broken::AvailIndex);
+                return Pop::Empty;
+            }
+            self.avail_seen = avail;
         }
         let a = self.rings.avail;
         let slot = a.off + 4 + 2 * (self.last_avail % self.size) as usize;
@@ -263,8 +280,8 @@ impl Queue {
             return Pop::Empty;
         }
         self.last_avail = self.last_avail.wrapping_add(1);
-        match self.walk(head) {
-            Ok(c) => Pop::Chain(c),
+        match self.walk(head, c) {
+            Ok(()) => Pop::Chain,
             Err(b) => {
                 self.add_used(head, 0);
                 Pop::Bad(b)
@@ -278,13 +295,10 @@ impl Queue {
         self.last_avail = self.last_avail.wrapping_sub(n);
     }
 
-    fn walk(&self, head: u16) -> Result<Chain, BadChain> {
-        let mut c = Chain {
-            head,
-            segs: [Seg::default(); MAX_CHAIN],
-            n: 0,
-            total: 0,
-        };
+    fn walk(&self, head: u16, c: &mut Chain) -> Result<(), BadChain> {
+        c.head = head;
+        c.n = 0;
+        c.total = 0;
         let d = self.rings.desc;
         let m = self.map(d).ok_or(BadChain::Address)?;
         let mut idx = head;
@@ -321,7 +335,7 @@ impl Queue {
             };
             c.n += 1;
             if flags & F_NEXT == 0 {
-                return Ok(c);
+                return Ok(());
             }
             idx = next;
         }
