@@ -162,9 +162,9 @@ pub fn build_guest(
                     tree.is_builtin(m) || tree.modules().contains_key(&kernel::ModuleName::new(m))
                 })
                 .collect();
-            for must in required.iter().copied() {
+            for must in required {
                 assert!(
-                    present.contains(&must),
+                    present.contains(must),
                     "kernel {} has no {must} (module or built-in)",
                     tree.version()
                 );

@@ -120,7 +120,7 @@ impl PortShared {
         (
             TxHalf {
                 shared: self.clone(),
-                chain: Chain::default(),
+                chain: Box::default(),
                 gen: u64::MAX,
                 kick: None,
                 pending: false,
@@ -195,7 +195,7 @@ fn ethertype(pkt: &[u8]) -> Option<[u8; 2]> {
 #[derive(Debug)]
 pub struct TxHalf {
     shared: Arc<PortShared>,
-    chain: Chain,
+    chain: Box<Chain>,
     gen: u64,
     kick: Option<Arc<OwnedFd>>,
     pending: bool,
