@@ -238,7 +238,7 @@ enum Side {
 impl Side {
     fn describe(&self) -> String {
         match self {
-            Side::Tun(p) => format!("TUN, offloads {}", p.describe_offloads()),
+            Side::Tun(p) => format!("offloads {}", p.describe_offloads()),
             Side::Vhost(..) => "vhost-user-net (no offloads)".to_owned(),
         }
     }
