@@ -38,6 +38,7 @@ pub mod sys;
 pub mod tpm;
 pub mod tpmkey;
 pub mod update;
+pub mod vfio;
 
 pub use error::{Error, Result};
 /// The runtime plan's format (its own crate, shared with the builder).
