@@ -158,10 +158,7 @@ pub fn check_passthrough(sys: &Path, bdf: &str) -> Result<VfioGroup, VfioError> 
     if !interrupt_remapping(sys) {
         return Err(VfioError::NoInterruptRemapping { bdf: b() });
     }
-    Ok(VfioGroup {
-        bdf: b(),
-        group,
-    })
+    Ok(VfioGroup { bdf: b(), group })
 }
 
 /// The driver `bdf` is bound to, if any.
@@ -228,7 +225,11 @@ mod tests {
         for (irq, name) in [(1, "IR-IO-APIC"), (24, "PCI-MSI-0000:00:02.0")] {
             let d = s.join(format!("kernel/irq/{irq}"));
             std::fs::create_dir_all(&d).unwrap();
-            let name = if ir { name.to_owned() } else { name.trim_start_matches("IR-").to_owned() };
+            let name = if ir {
+                name.to_owned()
+            } else {
+                name.trim_start_matches("IR-").to_owned()
+            };
             std::fs::write(d.join("chip_name"), name + "\n").unwrap();
         }
         if let Some(drv) = driver {
@@ -262,14 +263,22 @@ mod tests {
                 others: "0000:00:1c.0, 0000:03:00.1".into()
             }
         );
-        assert!(e.to_string().contains("also holds 0000:00:1c.0, 0000:03:00.1"));
+        assert!(e
+            .to_string()
+            .contains("also holds 0000:00:1c.0, 0000:03:00.1"));
 
         let t = tree(&[], false, None);
         let e = check_passthrough(t.path(), NIC).unwrap_err();
         assert_eq!(e, VfioError::NoInterruptRemapping { bdf: NIC.into() });
 
         let t = tree(&[], true, None);
-        std::fs::remove_file(t.path().join("bus/pci/devices").join(NIC).join("iommu_group")).unwrap();
+        std::fs::remove_file(
+            t.path()
+                .join("bus/pci/devices")
+                .join(NIC)
+                .join("iommu_group"),
+        )
+        .unwrap();
         assert_eq!(
             check_passthrough(t.path(), NIC).unwrap_err(),
             VfioError::NoIommu { bdf: NIC.into() }
@@ -279,14 +288,44 @@ mod tests {
         let p = t.path().join("module/vfio_iommu_type1/parameters");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("allow_unsafe_interrupts"), "Y\n").unwrap();
-        assert_eq!(check_passthrough(t.path(), NIC).unwrap_err(), VfioError::UnsafeInterrupts);
+        assert_eq!(
+            check_passthrough(t.path(), NIC).unwrap_err(),
+            VfioError::UnsafeInterrupts
+        );
         std::fs::write(p.join("allow_unsafe_interrupts"), "N\n").unwrap();
         assert!(check_passthrough(t.path(), NIC).is_ok());
 
         assert_eq!(
             check_passthrough(t.path(), "0000:09:00.0").unwrap_err(),
-            VfioError::NotFound { bdf: "0000:09:00.0".into() }
+            VfioError::NotFound {
+                bdf: "0000:09:00.0".into()
+            }
         );
+    }
+
+    /// The machine's own sysfs: every PCI function gets a named answer; on
+    /// a machine without an IOMMU (this development host and CI), each is
+    /// refused as having no IOMMU group.
+    #[test]
+    fn the_real_sysfs_gives_each_device_a_named_answer() {
+        let sys = Path::new("/sys");
+        let Ok(devs) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
+            eprintln!("no /sys/bus/pci: nothing to check");
+            return;
+        };
+        let iommu = std::fs::read_dir(sys.join("kernel/iommu_groups"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        for d in devs.flatten() {
+            let bdf = d.file_name().to_string_lossy().into_owned();
+            let r = check_passthrough(sys, &bdf);
+            if !iommu {
+                assert_eq!(r, Err(VfioError::NoIommu { bdf: bdf.clone() }), "{bdf}");
+            }
+            if let Err(e) = r {
+                assert!(e.to_string().contains(&bdf) || e == VfioError::UnsafeInterrupts);
+            }
+        }
     }
 
     #[test]
@@ -296,8 +335,14 @@ mod tests {
         let s = t.path();
         assert!(bind(s, NIC, Duration::ZERO).is_err());
         let dev = s.join("bus/pci/devices").join(NIC);
-        assert_eq!(std::fs::read_to_string(dev.join("driver_override")).unwrap(), "(null)\n");
-        assert_eq!(std::fs::read_to_string(s.join("bus/pci/drivers/e1000e/unbind")).unwrap(), "");
+        assert_eq!(
+            std::fs::read_to_string(dev.join("driver_override")).unwrap(),
+            "(null)\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(s.join("bus/pci/drivers/e1000e/unbind")).unwrap(),
+            ""
+        );
 
         // Accepted: unbind, override, probe; a kernel that does not bind it
         // (no vfio-pci module) is reported with the driver it kept.
@@ -312,9 +357,18 @@ mod tests {
             }
         );
         let dev = s.join("bus/pci/devices").join(NIC);
-        assert_eq!(std::fs::read_to_string(s.join("bus/pci/drivers/e1000e/unbind")).unwrap(), NIC);
-        assert_eq!(std::fs::read_to_string(dev.join("driver_override")).unwrap(), "vfio-pci");
-        assert_eq!(std::fs::read_to_string(s.join("bus/pci/drivers_probe")).unwrap(), NIC);
+        assert_eq!(
+            std::fs::read_to_string(s.join("bus/pci/drivers/e1000e/unbind")).unwrap(),
+            NIC
+        );
+        assert_eq!(
+            std::fs::read_to_string(dev.join("driver_override")).unwrap(),
+            "vfio-pci"
+        );
+        assert_eq!(
+            std::fs::read_to_string(s.join("bus/pci/drivers_probe")).unwrap(),
+            NIC
+        );
 
         // Already bound to vfio-pci: nothing to do.
         let t = tree(&[], true, Some("vfio-pci"));
