@@ -244,15 +244,7 @@ fn sh(cmd: &str) {
 }
 
 fn count(report: &str, line: &str, key: &str) -> u64 {
-    report
-        .lines()
-        .filter(|l| l.starts_with(line))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .sum()
+    pump::counter_values(report, line, key).sum()
 }
 
 fn tun_run(len: usize, encap: bool) -> Option<Row> {

@@ -244,6 +244,23 @@ fn wait(
     Ok(Some([woken(0), woken(1)]))
 }
 
+/// The values of `key=` in the lines of a counters dump (`report`, as the
+/// Viaduct prints it) that start with `line`, in order: for tests, benches
+/// and tools reading a Viaduct's log.
+pub fn counter_values<'a>(
+    report: &'a str,
+    line: &'a str,
+    key: &'a str,
+) -> impl Iterator<Item = u64> + 'a {
+    report
+        .lines()
+        .filter(move |l| l.starts_with(line))
+        .filter_map(move |l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        })
+}
+
 fn io_line(name: &str, io: &IoCounters) -> String {
     format!(
         "viaduct {name}: read={} written={} write_errors={} gso_reads={} segments={} \

@@ -35,47 +35,16 @@ use policy_blob::{Aead, Policy};
 mod common;
 #[path = "support/guest.rs"]
 mod guest;
-use common::{lab_policy, Side};
+use common::gateway_policy;
 use guest::{build_guest, Console, GuestImage};
 
 const MARKER: &str = "VIADUCT-PLAINTEXT-MARKER";
 
-fn gateway_policy(a_side: bool) -> Policy {
-    const GA: Side = Side {
-        outer: "203.0.113.1",
-        lan: "10.1.0.0",
-        lan_len: 24,
-    };
-    const GB: Side = Side {
-        outer: "203.0.113.2",
-        lan: "10.2.0.0",
-        lan_len: 24,
-    };
-    if a_side {
-        lab_policy(Aead::Aes256Gcm16, GA, GB, GA, GB, true)
-    } else {
-        lab_policy(Aead::Aes256Gcm16, GB, GA, GB, GA, false)
-    }
-}
-
 /// One init for every role (`role=` on the kernel command line).
 fn init_script() -> String {
-    format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-IP=/opt/iproute2/ip
-fatal() {{ dmesg | tail -n 30; echo "VU-FATAL: $*"; poweroff -f; sleep 60; }}
-for m in $(cat /modules.order); do insmod "/$m" || fatal "insmod $m"; done
-role=$(sed -n 's/.*role=\([a-z-]*\).*/\1/p' /proc/cmdline)
-i=0
-while ! $IP link show eth0 >/dev/null 2>&1; do
-  i=$((i+1)); [ $i -gt 100 ] && fatal "no eth0"; sleep 0.1
-done
+    guest::init_preamble("VU-FATAL")
+        + &format!(
+            r#"role=$(sed -n 's/.*role=\([a-z-]*\).*/\1/p' /proc/cmdline)
 $IP link set lo up
 # The Viaduct's port: no ARP (frames go to our own MAC; the Viaduct takes
 # IP only). Red's MTU leaves room for ESP within black's 1500.
@@ -113,7 +82,7 @@ if [ "$role" = red-a ]; then
 fi
 while true; do sleep 3600; done
 "#
-    )
+        )
 }
 
 struct Procs(Vec<Child>);
@@ -279,12 +248,16 @@ fn four_guests_on_vhost_user_ports_carry_ping_and_tcp_through_esp_only() {
         &init_script(),
     );
     let mut procs = Procs(Vec::new());
-    procs
-        .0
-        .push(spawn_viaduct(&dir, "a", &gateway_policy(true)));
-    procs
-        .0
-        .push(spawn_viaduct(&dir, "b", &gateway_policy(false)));
+    procs.0.push(spawn_viaduct(
+        &dir,
+        "a",
+        &gateway_policy(Aead::Aes256Gcm16, true),
+    ));
+    procs.0.push(spawn_viaduct(
+        &dir,
+        "b",
+        &gateway_policy(Aead::Aes256Gcm16, false),
+    ));
     let mut black_a = spawn_vm(&img, &dir, "black-a", &dir.join("a/black.sock"), Some("1"));
     let t0 = Instant::now();
     while !dir.join("wire.sock").exists() {

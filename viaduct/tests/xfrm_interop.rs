@@ -275,23 +275,9 @@ fn udp_encap_helper(dir: &Path) -> Vec<u8> {
 
 /// The guest's /init (busybox sh).
 fn init_script() -> String {
-    let mut s = String::from(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-IP=/opt/iproute2/ip
-fatal() { dmesg | tail -n 30; echo "XFRM-FATAL: $*"; poweroff -f; sleep 60; }
-for m in $(cat /modules.order); do
-  insmod "/$m" || fatal "insmod $m"
-done
-$IP -V || fatal "iproute2 ip does not run"
-i=0
-while ! $IP link show eth0 >/dev/null 2>&1; do
-  i=$((i+1)); [ $i -gt 100 ] && fatal "no eth0"; sleep 0.1
-done
+    let mut s = guest::init_preamble("XFRM-FATAL");
+    s.push_str(
+        r#"$IP -V || fatal "iproute2 ip does not run"
 $IP link set lo up
 $IP addr add __GUEST__/24 dev eth0 || fatal "addr"
 $IP link set eth0 up

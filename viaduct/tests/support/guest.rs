@@ -25,6 +25,31 @@ pub fn cache_root() -> PathBuf {
         .expect("neither APPLIANCE_CACHE nor HOME is set: cannot find the package cache")
 }
 
+/// The start of a guest's `/init` (busybox sh): busybox's applets, `/proc`,
+/// `/sys`, `/dev`, `IP` for iproute2, `fatal` (prints `marker` and powers
+/// off), the modules of `/modules.order` loaded, and `eth0` waited for.
+pub fn init_preamble(marker: &str) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+IP=/opt/iproute2/ip
+fatal() {{ dmesg | tail -n 30; echo "{marker}: $*"; poweroff -f; sleep 60; }}
+for m in $(cat /modules.order); do
+  insmod "/$m" || fatal "insmod $m"
+done
+i=0
+while ! $IP link show eth0 >/dev/null 2>&1; do
+  i=$((i+1)); [ $i -gt 100 ] && fatal "no eth0"; sleep 0.1
+done
+"#
+    )
+}
+
 /// A guest's kernel and initramfs.
 pub struct GuestImage {
     pub kernel: PathBuf,

@@ -264,4 +264,24 @@ pub fn lab_policy(
         .with_spd("rest", any, SpdAction::Discard)
 }
 
+/// The policy of lab gateway A (`a_side`) or B: outer 203.0.113.1/.2, LANs
+/// 10.1.0.0/24 and 10.2.0.0/24, mirrored manual SAs.
+pub fn gateway_policy(aead: Aead, a_side: bool) -> Policy {
+    const GA: Side = Side {
+        outer: "203.0.113.1",
+        lan: "10.1.0.0",
+        lan_len: 24,
+    };
+    const GB: Side = Side {
+        outer: "203.0.113.2",
+        lan: "10.2.0.0",
+        lan_len: 24,
+    };
+    if a_side {
+        lab_policy(aead, GA, GB, GA, GB, true)
+    } else {
+        lab_policy(aead, GB, GA, GB, GA, false)
+    }
+}
+
 pub const ALL_AEADS: [Aead; 3] = [Aead::Aes128Gcm16, Aead::Aes256Gcm16, Aead::ChaCha20Poly1305];

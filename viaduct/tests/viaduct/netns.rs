@@ -180,24 +180,6 @@ fn spawn_viaduct(policy: &Path, red_ns: &str, black_ns: &str, log: &Path, extra:
         .expect("spawn viaduct")
 }
 
-fn gateway_policy(aead: Aead, a_side: bool) -> Policy {
-    const GA: Side = Side {
-        outer: "203.0.113.1",
-        lan: "10.1.0.0",
-        lan_len: 24,
-    };
-    const GB: Side = Side {
-        outer: "203.0.113.2",
-        lan: "10.2.0.0",
-        lan_len: 24,
-    };
-    if a_side {
-        lab_policy(aead, GA, GB, GA, GB, true)
-    } else {
-        lab_policy(aead, GB, GA, GB, GA, false)
-    }
-}
-
 /// Runs `f` in a thread that entered netns `ns` (setns is per thread).
 fn in_netns<T: Send + 'static>(
     ns: &str,
@@ -360,13 +342,9 @@ fn check_pcap(path: &Path, udp: bool) -> usize {
 
 /// The value of `key=` in the last line of `log` that starts with `prefix`.
 fn counter(log: &str, prefix: &str, key: &str) -> u64 {
-    let line = log
-        .lines()
-        .rfind(|l| l.starts_with(prefix) && l.contains(&format!(" {key}=")))
-        .unwrap_or_else(|| panic!("no `{prefix}` line with {key}= in:\n{log}"));
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(&format!("{key}="))?.parse().ok())
-        .unwrap_or_else(|| panic!("bad {key}= in {line}"))
+    viaduct::pump::counter_values(log, prefix, key)
+        .last()
+        .unwrap_or_else(|| panic!("no `{prefix}` line with {key}= in:\n{log}"))
 }
 
 /// Two sites' namespaces (a directory for the case's files, the guard that

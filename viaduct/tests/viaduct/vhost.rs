@@ -126,31 +126,12 @@ fn is_esp_between(p: &[u8], src: &str, dst: &str) -> bool {
         && p[16..20] == dst.parse::<std::net::Ipv4Addr>().unwrap().octets()
 }
 
-fn gateway_policy(a_side: bool) -> Policy {
-    const GA: Side = Side {
-        outer: "203.0.113.1",
-        lan: "10.1.0.0",
-        lan_len: 24,
-    };
-    const GB: Side = Side {
-        outer: "203.0.113.2",
-        lan: "10.2.0.0",
-        lan_len: 24,
-    };
-    let aead = Aead::Aes128Gcm16;
-    if a_side {
-        lab_policy(aead, GA, GB, GA, GB, true)
-    } else {
-        lab_policy(aead, GB, GA, GB, GA, false)
-    }
-}
-
 #[test]
 fn two_viaducts_with_vhost_user_ports_carry_a_tunnel_and_survive_a_guest_restart() {
     let dir = std::env::temp_dir().join(format!("viaduct-vhost-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut a = Gateway::start(&dir, "a", &gateway_policy(true));
-    let mut b = Gateway::start(&dir, "b", &gateway_policy(false));
+    let mut a = Gateway::start(&dir, "a", &gateway_policy(Aead::Aes128Gcm16, true));
+    let mut b = Gateway::start(&dir, "b", &gateway_policy(Aead::Aes128Gcm16, false));
     let mut red_a = a.guest("red");
     let mut black_a = a.guest("black");
     let mut red_b = b.guest("red");
@@ -232,14 +213,7 @@ fn two_viaducts_with_vhost_user_ports_carry_a_tunnel_and_survive_a_guest_restart
     let (la, lb) = (a.log(), b.log());
     assert!(la.contains("red vhost-user-net (no offloads)"), "{la}");
     let count = |log: &str, line: &str, key: &str| -> u64 {
-        log.lines()
-            .filter(|l| l.starts_with(line))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .sum()
+        viaduct::pump::counter_values(log, line, key).sum()
     };
     assert_eq!(count(&lb, "viaduct red port out", "not_ready"), 1, "{lb}");
     assert_eq!(count(&lb, "viaduct red port out", "packets"), 1002, "{lb}");

@@ -341,58 +341,56 @@ impl Queue {
         }
     }
 
-    /// Copies the chain's bytes from offset `skip` into `dst`; returns how
-    /// many were copied (less than `dst.len()` when the chain is shorter).
-    pub fn read(&self, c: &Chain, mut skip: usize, dst: &mut [u8]) -> usize {
+    /// Walks `len` bytes of the chain's buffers from offset `skip`, calling
+    /// `f(mapping, offset in it, offset in the caller's bytes, length)` per
+    /// piece; stops at the chain's end or when `f` fails. Returns the bytes
+    /// walked.
+    fn span(
+        &self,
+        c: &Chain,
+        mut skip: usize,
+        len: usize,
+        mut f: impl FnMut(&crate::sys::Mapping, usize, usize, usize) -> bool,
+    ) -> usize {
         let mut done = 0;
         for s in &c.segs[..c.n] {
-            let len = s.len as usize;
-            if skip >= len {
-                skip -= len;
+            if done == len {
+                break;
+            }
+            let seg = s.len as usize;
+            if skip >= seg {
+                skip -= seg;
                 continue;
             }
-            let n = (len - skip).min(dst.len() - done);
+            let n = (seg - skip).min(len - done);
             let ok = self
                 .mem
                 .map(s.region as usize)
-                .is_some_and(|m| m.copy_out(s.off + skip, &mut dst[done..done + n]));
+                .is_some_and(|m| f(m, s.off + skip, done, n));
             if !ok {
                 break;
             }
             done += n;
             skip = 0;
-            if done == dst.len() {
-                break;
-            }
         }
         done
     }
 
+    /// Copies the chain's bytes from offset `skip` into `dst`; returns how
+    /// many were copied (less than `dst.len()` when the chain is shorter).
+    pub fn read(&self, c: &Chain, skip: usize, dst: &mut [u8]) -> usize {
+        let len = dst.len();
+        self.span(c, skip, len, |m, off, at, n| {
+            m.copy_out(off, &mut dst[at..at + n])
+        })
+    }
+
     /// Copies `src` into the chain's buffers from offset `skip`; returns how
     /// many bytes fitted.
-    pub fn write(&self, c: &Chain, mut skip: usize, src: &[u8]) -> usize {
-        let mut done = 0;
-        for s in &c.segs[..c.n] {
-            let len = s.len as usize;
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let n = (len - skip).min(src.len() - done);
-            let ok = self
-                .mem
-                .map(s.region as usize)
-                .is_some_and(|m| m.copy_in(s.off + skip, &src[done..done + n]));
-            if !ok {
-                break;
-            }
-            done += n;
-            skip = 0;
-            if done == src.len() {
-                break;
-            }
-        }
-        done
+    pub fn write(&self, c: &Chain, skip: usize, src: &[u8]) -> usize {
+        self.span(c, skip, src.len(), |m, off, at, n| {
+            m.copy_in(off, &src[at..at + n])
+        })
     }
 
     /// Returns a chain to the guest with `len` bytes written.
