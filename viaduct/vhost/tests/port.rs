@@ -405,3 +405,32 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A kick descriptor that is not an eventfd: an empty blocking pipe (a
+/// read would block the pump forever unless the port made it non-blocking)
+/// and a regular file (always readable). Packets still pass and reads end
+/// with AGAIN.
+#[test]
+fn a_kick_that_is_not_an_eventfd_neither_blocks_nor_breaks_the_port() {
+    let (sh, mut tx, _rx) = port();
+    let mut g = direct(&sh, ALL);
+    let file = tempdir().join("kick-file");
+    std::fs::write(&file, [7u8; 64]).unwrap();
+    let (pipe_r, _pipe_w) = rustix::pipe::pipe().unwrap();
+    let file_fd: OwnedFd = std::fs::File::open(&file).unwrap().into();
+    for kick in [pipe_r, file_fd] {
+        let mut st = [0u8; 8];
+        st[0] = 1;
+        g.request(code::GET_VRING_BASE, &st, vec![]).unwrap();
+        assert!(sh.slot(TX).queue.is_none());
+        g.request(code::SET_VRING_KICK, &1u64.to_le_bytes(), vec![kick])
+            .unwrap();
+        assert!(sh.slot(TX).queue.is_some());
+        let p = ip(300, 5);
+        assert!(g.transmit(&p));
+        let mut buf = vec![0u8; 2000];
+        let n = tx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &p[..]);
+        assert_eq!(tx.recv(&mut buf), Err(rustix::io::Errno::AGAIN));
+    }
+}
