@@ -11,7 +11,7 @@
 //!   one group are not isolated from each other);
 //! - interrupt remapping is off: the card could forge interrupts into the
 //!   host (KVM refuses device assignment without it unless forced);
-//! - VFIO was told to allow unsafe interrupts
+//! - VFIO was told to allow interrupts without remapping
 //!   (`vfio_iommu_type1.allow_unsafe_interrupts=1`): the init never forces
 //!   it, and refuses a kernel where someone did.
 //!
@@ -57,7 +57,7 @@ pub enum VfioError {
         /// The PCI address.
         bdf: String,
     },
-    /// VFIO allows unsafe interrupts.
+    /// VFIO allows interrupts without remapping.
     #[error("vfio_iommu_type1.allow_unsafe_interrupts is on: VFIO would assign devices without interrupt remapping; refusing every passthrough")]
     UnsafeInterrupts,
     /// Binding to `vfio-pci` did not take.
@@ -120,7 +120,7 @@ pub fn interrupt_remapping(sys: &Path) -> bool {
 }
 
 /// Checks that `bdf` (`0000:03:00.0`) can be passed through: present, alone
-/// in its IOMMU group, interrupt remapping on, unsafe interrupts off.
+/// in its IOMMU group, interrupt remapping on, interrupts without remapping refused by VFIO.
 pub fn check_passthrough(sys: &Path, bdf: &str) -> Result<VfioGroup, VfioError> {
     let b = || bdf.to_owned();
     let dev = device_dir(sys, bdf);
