@@ -17,7 +17,7 @@
 //! The session ([`Session`]) is sans-IO: it takes decoded requests and
 //! descriptors and returns the reply bytes; [`serve`] does the socket work.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -554,6 +554,5 @@ pub fn adopt_listener(fd: OwnedFd) -> std::io::Result<OwnedFd> {
         ));
     }
     nonblocking(&fd);
-    let _ = fd.as_fd();
     Ok(fd)
 }
