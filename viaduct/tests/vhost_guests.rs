@@ -155,18 +155,9 @@ fn spawn_vm(img: &GuestImage, dir: &Path, role: &str, port: &Path, wire: Option<
         "02:76:64:00:00:02"
     };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-nodefaults", "-machine", "q35,memory-backend=mem"])
-        .args(["-accel", "tcg", "-m", "256", "-smp", "1"])
+    cmd.args(guest::qemu_guest_args(img, &format!("role={role}")))
+        .args(["-machine", "q35,memory-backend=mem", "-m", "256"])
         .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
-        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&img.kernel)
-        .arg("-initrd")
-        .arg(&img.initrd)
-        .args([
-            "-append",
-            &format!("console=ttyS0 ipv6.disable=1 panic=-1 quiet loglevel=4 role={role}"),
-        ])
         .args([
             "-chardev",
             &format!("socket,id=vu,path={}", port.display()),

@@ -470,32 +470,8 @@ fn viaduct_policy() -> Policy {
 fn spawn_qemu(ns: &str, img: &GuestImage, log: &Path) -> (Child, ChildStdin, Console) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "qemu-system-x86_64"])
-        .args([
-            "-nodefaults",
-            "-machine",
-            "q35",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-        ])
-        .args([
-            "-smp",
-            "1",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&img.kernel)
-        .arg("-initrd")
-        .arg(&img.initrd)
-        .args([
-            "-append",
-            "console=ttyS0 ipv6.disable=1 panic=-1 quiet loglevel=4",
-        ])
+        .args(guest::qemu_guest_args(img, ""))
+        .args(["-machine", "q35", "-m", "512"])
         .args([
             "-netdev",
             &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),

@@ -50,6 +50,38 @@ done
     )
 }
 
+/// The QEMU arguments every test guest shares: TCG, one vCPU, the serial
+/// console on stdio, no reboot, `img`'s kernel and initramfs with
+/// `cmdline_extra` after the common kernel command line.
+pub fn qemu_guest_args(img: &GuestImage, cmdline_extra: &str) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = [
+        "-nodefaults",
+        "-accel",
+        "tcg",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    v.push(img.kernel.clone().into());
+    v.push("-initrd".into());
+    v.push(img.initrd.clone().into());
+    v.push("-append".into());
+    v.push(
+        format!("console=ttyS0 ipv6.disable=1 panic=-1 quiet loglevel=4 {cmdline_extra}")
+            .trim_end()
+            .into(),
+    );
+    v
+}
+
 /// A guest's kernel and initramfs.
 pub struct GuestImage {
     pub kernel: PathBuf,
