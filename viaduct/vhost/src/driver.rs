@@ -181,6 +181,10 @@ impl Guest {
         for i in 0..QSIZE {
             self.offer(0, i, BUF, true);
         }
+        // A request with a reply as a barrier: the back end handles messages
+        // in order, so once it answers, both queues run (without this a
+        // packet for this guest could come before its receive queue started).
+        self.request(code::GET_FEATURES, &[], vec![])?;
         Ok(())
     }
 
