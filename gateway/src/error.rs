@@ -112,6 +112,14 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Confinement could not be prepared.
+    /// A personality's VM cannot be started as planned.
+    #[error("{side} VM: {problem} — the personality stays down")]
+    Vm {
+        /// red or black.
+        side: &'static str,
+        /// What is wrong, naming the file or device.
+        problem: String,
+    },
     #[error(transparent)]
     Confine(#[from] crate::confine::ConfineError),
     /// The TPM's key-use ledger cannot be used (see `crate::keyledger`).

@@ -39,6 +39,7 @@ pub mod tpm;
 pub mod tpmkey;
 pub mod update;
 pub mod vfio;
+pub mod vmm;
 
 pub use error::{Error, Result};
 /// The runtime plan's format (its own crate, shared with the builder).

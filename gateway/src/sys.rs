@@ -222,8 +222,19 @@ pub fn mknod_char(path: &str, mode: libc::mode_t, major: u32, minor: u32) -> io:
 /// `setresuid(u, u, u)` and `setresgid(g, g, g)`, then an empty supplementary group
 /// list (groups first: afterwards we may lack the right to change them).
 pub fn become_ids(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    clear_groups()?;
+    set_ids(uid, gid)
+}
+
+/// An empty supplementary group list.
+pub fn clear_groups() -> io::Result<()> {
     // SAFETY: setgroups with size 0 reads no memory.
-    check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    check(unsafe { libc::setgroups(0, std::ptr::null()) }).map(drop)
+}
+
+/// `setresgid(g, g, g)` then `setresuid(u, u, u)`, groups untouched (in a
+/// user namespace whose `setgroups` is denied).
+pub fn set_ids(uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
     // SAFETY: integers only.
     check(unsafe { libc::setresgid(gid, gid, gid) })?;
     // SAFETY: integers only.
@@ -274,6 +285,23 @@ pub fn clear_inheritable_caps() -> io::Result<()> {
     d[1].inheritable = 0;
     // SAFETY: as above; the kernel only reads them.
     check(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) as libc::c_int }).map(drop)
+}
+
+/// `setrlimit(resource, {value, value})`: soft and hard limit alike.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `lim` is a live local the kernel only reads.
+    check(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
+/// `chown(path, uid, gid)`.
+pub fn chown(path: &str, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: `p` is a NUL-terminated string that lives across the call.
+    check(unsafe { libc::chown(p.as_ptr(), uid, gid) }).map(drop)
 }
 
 /// `close_range(first, u32::MAX, 0)`: closes every descriptor from `first` up.
