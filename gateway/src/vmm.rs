@@ -444,6 +444,24 @@ pub fn check_root(spec: &VmSpec) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Lets the VMM's uid open the devices it is shown: `/dev/kvm` for
+/// everyone (as Debian's udev rules have it: KVM is made for unprivileged
+/// use; what a VMM can do with it is confined to its own VM), the NIC's VFIO
+/// group for this VMM's uid alone.
+fn grant_devices(spec: &VmSpec) -> std::result::Result<(), String> {
+    if spec.accel == Accel::Kvm {
+        std::fs::set_permissions("/dev/kvm", std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("/dev/kvm: {e} (is the kvm module loaded?)"))?;
+    }
+    if let Some(nic) = &spec.nic {
+        let group = format!("/dev/vfio/{}", nic.group);
+        sys::chown(&group, spec.uid, spec.uid)
+            .and_then(|()| std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| format!("{group} (NIC {}): {e}", nic.pci))?;
+    }
+    Ok(())
+}
+
 fn p_exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
@@ -467,6 +485,7 @@ pub fn spawn(spec: &VmSpec, filters: &[BpfProgram]) -> Result<VmChild> {
             ))
         })?
         .to_owned();
+    grant_devices(spec).map_err(vm_err)?;
     let ns = holder_namespaces(name, spec.uid)?;
     let devnull = File::open("/dev/null")
         .map(OwnedFd::from)
