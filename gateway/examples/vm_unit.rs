@@ -7,6 +7,7 @@
 //! vm_unit --side black --root DIR --qemu PATH --kernel PATH --initrd PATH
 //!   --append TEXT --memory MIB --port SOCKET --uid UID
 //!   [--accel kvm|tcg] [--nic BDF] [--echo-port on] [--without-syscall NR]
+//!   [--measure on]
 //! ```
 //! - `--nic BDF`: the NIC is checked and bound to `vfio-pci`
 //!   ([`gateway::vfio::bind`]) and passed through; a refusal is printed
@@ -180,7 +181,14 @@ fn main() {
         let nr: i64 = nr.parse().expect("--without-syscall");
         allow.retain(|(n, _)| *n != nr);
     }
-    let filters = vmm_filters_from(&allow).expect("filters");
+    // `--measure on`: calls outside the list are logged by the kernel, not
+    // killed (how the allowlist is measured).
+    let filters = if a.get("measure").map(String::as_str) == Some("on") {
+        gateway::vmm::vmm_filters_with(&allow, seccompiler::SeccompAction::Log)
+    } else {
+        vmm_filters_from(&allow)
+    }
+    .expect("filters");
     let mut unit = VmUnit::new(spec, filters);
     let stdin = std::io::stdin();
     sys::set_nonblocking(stdin.as_fd(), true).expect("stdin non-blocking");

@@ -306,7 +306,7 @@ fn check_jail(pid: i32, uid: u32) {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     assert_eq!(
         entries(&root),
-        ["dev", "lib", "lib64", "proc", "run", "tmp", "usr", "vm"],
+        ["dev", "lib", "lib64", "proc", "run", "sys", "tmp", "usr", "vm"],
         "the VMM's root"
     );
     assert_eq!(
@@ -316,6 +316,8 @@ fn check_jail(pid: i32, uid: u32) {
     );
     assert_eq!(entries(&root.join("run")), ["viaduct.sock"]);
     assert!(entries(&root.join("tmp")).is_empty());
+    // No NIC passed through: nothing of sysfs at all.
+    assert!(entries(&root.join("sys")).is_empty());
     // Read-only: even the host's root cannot write through the VMM's root
     // mount (a read-only bind).
     assert!(std::fs::write(root.join("vm/x"), b"x").is_err());

@@ -1,0 +1,527 @@
+//! The `microvm` runtime's VMM with KVM and a NIC passed through by VFIO,
+//! in a nested lab: this host's QEMU (TCG, `-cpu EPYC`, an emulated Intel
+//! IOMMU with interrupt remapping) boots a small Linux (L1, the lab lock's
+//! kernel) standing in for the gateway's host; L1 runs
+//! [`gateway::vmm::VmUnit`] (through `examples/vm_unit.rs`), which checks
+//! and binds the NIC ([`gateway::vfio`]) and starts the personality's VM
+//! (L2) under KVM (nested SVM), jailed.
+//!
+//! L0's machine: an e1000e alone behind a PCIe root port (its own IOMMU
+//! group) on a QEMU user network with `restrict=on` (no way out; QEMU's
+//! built-in 10.0.2.2 answers), and an e1000 behind a PCIe-to-PCI bridge
+//! (which shares its group with the bridge).
+//!
+//! - `nested_kvm_vm_owns_its_nic_by_vfio_and_reaches_its_port`:
+//!   - L1's interrupts go through remapping chips (`IR-…`); no NIC driver is
+//!     loaded in L1;
+//!   - the e1000 (shared group) is refused by name and left untouched;
+//!   - the e1000e is bound to `vfio-pci` and given to L2, which drives it
+//!     with its own kernel (another boot id) and reaches 10.0.2.2 through
+//!     it, and reaches the Viaduct's port (the Viaduct's port code answers
+//!     its pings) — the VMM running under KVM as the planned uid, no
+//!     capabilities, seccomp, and seeing only `/dev/kvm` and its VFIO group
+//!     besides the harmless nodes;
+//!   - L2's PCI devices: the NIC and the PCIe host bridge only;
+//!   - killed, the VMM is logged and restarted and the new L2 reaches both
+//!     again.
+//! - `without_an_iommu_the_nic_is_refused`: the same L1 on a machine
+//!   without an IOMMU: the NIC is refused (no IOMMU group) and no VM starts.
+//!
+//! Needs `qemu-system-x86_64` with its firmware (qemu-system-x86) and the
+//! lab lock's kernel through the package cache.
+
+#[path = "../../viaduct/tests/support/guest.rs"]
+mod guest;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// L0 boots one lab at a time (TCG is heavy on two cores).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn require_host() {
+    assert!(
+        Path::new(QEMU).exists() && Path::new("/usr/share/qemu/qboot.rom").exists(),
+        "{QEMU} or its firmware is missing: apt-get install qemu-system-x86"
+    );
+}
+
+fn vm_unit_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/vm_unit");
+    assert!(
+        bin.exists(),
+        "{} missing (cargo test builds the examples)",
+        bin.display()
+    );
+    bin
+}
+
+/// Files `ldd` says `bin` loads.
+fn libraries(bin: &str) -> Vec<String> {
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .expect("ldd (libc-bin)");
+    assert!(out.status.success(), "ldd {bin} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, r)) => r.trim().split(' ').next()?,
+                None => l.split(' ').next()?,
+            };
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect()
+}
+
+fn file(path: &str, src: &Path, mode: u32) -> (String, Vec<u8>, u32) {
+    let bytes = std::fs::read(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
+    (path.to_owned(), bytes, mode)
+}
+
+/// L2: the personality. Its card toward the Viaduct is the one with the
+/// port's fixed MAC; the other is the NIC passed through.
+fn l2_init() -> String {
+    let mut s = guest::init_preamble("VM-FATAL");
+    s.push_str(
+        r#"i=0
+while [ $(ls /sys/class/net | grep -c '^eth') -lt 2 ]; do
+  i=$((i+1)); [ $i -gt 100 ] && fatal "no second card"; sleep 0.1
+done
+for c in /sys/class/net/eth*; do
+  if [ "$(cat $c/address)" = 02:76:64:00:00:02 ]; then PORT=${c##*/}; else NIC=${c##*/}; fi
+done
+$IP link set lo up
+$IP link set $PORT arp off up || fatal "port"
+$IP addr add 10.9.0.2/24 dev $PORT
+$IP link set $NIC up || fatal "nic"
+$IP addr add 10.0.2.15/24 dev $NIC
+echo "VM-BOOT-ID $(cat /proc/sys/kernel/random/boot_id)"
+echo "VM-PCI $(for d in /sys/bus/pci/devices/*; do echo -n "$(cat $d/vendor):$(cat $d/device):$(cat $d/class) "; done)"
+echo "VM-NIC-DRIVER $(basename $(readlink /sys/class/net/$NIC/device/driver))"
+port=0; nic=0
+while true; do
+  if [ $port = 0 ] && ping -c 1 -W 2 10.9.0.1 >/dev/null 2>&1; then echo VM-PING-OK; port=1; fi
+  if [ $nic = 0 ] && ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1; then echo VM-NIC-OK; nic=1; fi
+  sleep 1
+done
+"#,
+    );
+    s
+}
+
+/// L1: the gateway's host stand-in. `scenario` is `iommu` or `no-iommu`.
+fn l1_init() -> String {
+    r#"#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+fatal() { dmesg | tail -n 40; echo "L1-FATAL: $*"; poweroff -f; sleep 60; }
+for m in $(cat /modules.order); do
+  insmod "/$m" || fatal "insmod $m"
+done
+scenario=$(sed -n 's/.*scenario=\([a-z-]*\).*/\1/p' /proc/cmdline)
+mkdir -p /vmm/dev /vmm/proc /vmm/run /vmm/sys /vmm/tmp /run/viaduct
+echo "L1-IRQ-CHIPS $(cat /sys/kernel/irq/*/chip_name 2>/dev/null | sort -u | tr '\n' ',')"
+NIC= SHARED=
+for d in /sys/bus/pci/devices/*; do
+  id="$(cat $d/vendor):$(cat $d/device)"
+  drv=none; [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
+  echo "L1-PCI ${d##*/} $id driver=$drv"
+  [ "$id" = 0x8086:0x10d3 ] && NIC=${d##*/}
+  [ "$id" = 0x8086:0x100e ] && SHARED=${d##*/}
+done
+[ -n "$NIC" ] || fatal "no e1000e"
+run() {
+  /bin/vm_unit --side black --root /vmm --qemu /usr/bin/qemu-system-x86_64 \
+    --kernel /vm/vmlinuz --initrd /vm/initrd \
+    --append "console=ttyS0 ipv6.disable=1 panic=-1 quiet loglevel=4" \
+    --memory 256 --port /run/viaduct/black.sock --uid 400000 --accel kvm "$@"
+}
+if [ "$scenario" = no-iommu ]; then
+  run --nic $NIC < /dev/null
+  echo "L1-EXIT $?"
+  echo "L1-NIC-DRIVER $( [ -e /sys/bus/pci/devices/$NIC/driver ] && basename $(readlink /sys/bus/pci/devices/$NIC/driver) || echo none)"
+  echo L1-DONE; poweroff -f; sleep 60
+fi
+[ -n "$SHARED" ] || fatal "no e1000 behind the bridge"
+run --nic $SHARED < /dev/null
+echo "L1-SHARED-EXIT $?"
+echo "L1-SHARED-DRIVER $( [ -e /sys/bus/pci/devices/$SHARED/driver ] && basename $(readlink /sys/bus/pci/devices/$SHARED/driver) || echo none)"
+mkfifo /tmp/hold
+sleep 100000 > /tmp/hold &
+holder=$!
+measure=$(sed -n 's/.*measure=\([a-z]*\).*/\1/p' /proc/cmdline)
+run --nic $NIC --echo-port on ${measure:+--measure $measure} < /tmp/hold > /tmp/vm.log 2>&1 &
+tail -f /tmp/vm.log &
+wait_log() { # pattern, count, seconds
+  i=0
+  while [ $(grep -c "$1" /tmp/vm.log) -lt $2 ]; do
+    if grep -q "killed by SIGSYS" /tmp/vm.log; then
+      dmesg | grep "type=1326" | tail -n 5; echo "L1-TIMEOUT seccomp"; poweroff -f
+    fi
+    i=$((i+1)); [ $i -gt $(($3*10)) ] && { dmesg | grep -i "vfio\|kvm" | tail -n 20; echo "L1-TIMEOUT $1"; poweroff -f; }
+    sleep 0.1
+  done
+}
+wait_log VM-PING-OK 1 240
+wait_log VM-NIC-OK 1 120
+q=$(pidof qemu-system-x86_64)
+echo "L1-JAIL $(grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/$q/status | tr -s '\t ' ' ' | tr '\n' ';')"
+echo "L1-JAIL-DEV $(ls /proc/$q/root/dev /proc/$q/root/dev/vfio | tr '\n' ' ')"
+echo "L1-NIC-DRIVER $(basename $(readlink /sys/bus/pci/devices/$NIC/driver))"
+kill -9 $q
+wait_log "VM restart in 1 s" 1 30
+wait_log VM-PING-OK 2 240
+wait_log VM-NIC-OK 2 120
+sleep 2 # let tail relay the last console lines
+echo "L1-SECCOMP-OUTSIDE $(dmesg | grep type=1326 | sed 's/.*syscall=\([0-9]*\).*/\1/' | sort -un | tr '\n' ' ')"
+echo "L1-SECCOMP-KILLS $(dmesg | grep -c type=1326)"
+echo L1-DONE
+poweroff -f
+sleep 60
+"#
+    .to_owned()
+}
+
+struct Lab {
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+/// L2's image, then L1's (everything L1 runs: busybox, the kernel modules,
+/// `vm_unit`, the VMM's root at `/vmm` with QEMU, its libraries and
+/// firmware and L2's kernel and initramfs).
+fn lab() -> &'static Lab {
+    static L: OnceLock<Lab> = OnceLock::new();
+    L.get_or_init(|| {
+        require_host();
+        let dir = std::env::temp_dir().join(format!("gateway-vmm-nested-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let l2dir = dir.join("l2");
+        std::fs::create_dir_all(&l2dir).unwrap();
+        let l2 = guest::build_guest(
+            &l2dir,
+            &[
+                "virtio_mmio",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "e1000e",
+            ],
+            &["virtio_mmio", "virtio_net", "e1000e"],
+            Vec::new(),
+            &l2_init(),
+        );
+        let mut extra = vec![
+            file("vmm/vm/vmlinuz", &l2.kernel, 0o644),
+            file("vmm/vm/initrd", &l2.initrd, 0o644),
+        ];
+        let vm_unit = vm_unit_bin();
+        extra.push(file("bin/vm_unit", &vm_unit, 0o755));
+        for lib in libraries(vm_unit.to_str().unwrap()) {
+            extra.push(file(&lib[1..], Path::new(&lib), 0o755));
+        }
+        extra.push(file(
+            "vmm/usr/bin/qemu-system-x86_64",
+            Path::new(QEMU),
+            0o755,
+        ));
+        for lib in libraries(QEMU) {
+            extra.push(file(&format!("vmm{lib}"), Path::new(&lib), 0o755));
+        }
+        for e in std::fs::read_dir("/usr/share/qemu").unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                let name = p.to_str().unwrap();
+                extra.push(file(&format!("vmm{name}"), &p, 0o644));
+            }
+        }
+        let l1dir = dir.join("l1");
+        std::fs::create_dir_all(&l1dir).unwrap();
+        let l1 = guest::build_guest(
+            &l1dir,
+            &["kvm_amd", "vfio_pci", "vfio_iommu_type1"],
+            &["kvm_amd", "vfio_pci", "vfio_iommu_type1"],
+            extra,
+            &l1_init(),
+        );
+        Lab {
+            kernel: l1.kernel,
+            initrd: l1.initrd,
+        }
+    })
+}
+
+struct L0 {
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Drop for L0 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl L0 {
+    fn boot(lab: &Lab, iommu: bool) -> L0 {
+        let mut cmd = Command::new(QEMU);
+        cmd.args(["-accel", "tcg,thread=multi", "-M", "q35", "-cpu", "EPYC"])
+            .args(["-smp", "2", "-m", "2048", "-nodefaults", "-display", "none"])
+            .args(["-serial", "stdio", "-no-reboot"]);
+        if iommu {
+            cmd.args(["-device", "intel-iommu,intremap=on,eim=off"]);
+        }
+        cmd.args(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1"])
+            .args(["-netdev", "user,id=n0,restrict=on"])
+            .args(["-device", "e1000e,bus=rp1,netdev=n0,romfile="])
+            .args(["-device", "pcie-root-port,id=rp2,chassis=2,slot=2"])
+            .args(["-device", "pcie-pci-bridge,id=br,bus=rp2"])
+            .args(["-netdev", "user,id=n1,restrict=on"])
+            .args(["-device", "e1000,bus=br,addr=1,netdev=n1,romfile="])
+            .arg("-kernel")
+            .arg(&lab.kernel)
+            .arg("-initrd")
+            .arg(&lab.initrd)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 panic=-1 loglevel=4 {}scenario={}{}",
+                if iommu { "intel_iommu=on " } else { "" },
+                if iommu { "iommu" } else { "no-iommu" },
+                // Measures the VMM's allowlist (docs/design/microvm.md).
+                match std::env::var("VMM_MEASURE").as_deref() {
+                    Ok("on") => " measure=on",
+                    _ => "",
+                }
+            ));
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("qemu-system-x86_64");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l.trim_end_matches('\r').to_owned()).is_err() {
+                    break;
+                }
+            }
+        });
+        L0 {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    fn tail(&self) -> String {
+        let n = self.log.len().saturating_sub(80);
+        self.log[n..].join("\n")
+    }
+
+    fn wait_for(&mut self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    assert!(
+                        !l.contains("FATAL")
+                            && !l.contains("Kernel panic")
+                            && !l.contains("L1-TIMEOUT"),
+                        "the lab failed:\n{}",
+                        self.tail()
+                    );
+                    if l.contains(what) {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no line {what:?} within {} s; console:\n{}",
+                    timeout.as_secs(),
+                    self.tail()
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("L0 exited before {what:?}; console:\n{}", self.tail())
+                }
+            }
+        }
+    }
+}
+
+fn after<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(key)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .trim()
+}
+
+/// The one line in `lines` holding `key` (L1's and L2's lines arrive
+/// interleaved, so the checks look at the whole console once L1 is done).
+fn one<'a>(lines: &[&'a str], key: &str) -> &'a str {
+    let found: Vec<&str> = lines.iter().copied().filter(|l| l.contains(key)).collect();
+    assert_eq!(found.len(), 1, "{key}: {found:?}");
+    after(found[0], key)
+}
+
+#[test]
+fn nested_kvm_vm_owns_its_nic_by_vfio_and_reaches_its_port() {
+    let lab = lab();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let mut l0 = L0::boot(lab, true);
+    l0.wait_for("VM-NIC-OK", Duration::from_secs(600));
+    eprintln!(
+        "L0 start to L2 on its NIC and its port: {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    l0.wait_for("L1-DONE", Duration::from_secs(600));
+    eprintln!("whole nested run: {:.0} s", t0.elapsed().as_secs_f64());
+    let saved = std::env::temp_dir().join(format!("vmm-nested-{}.console", std::process::id()));
+    std::fs::write(&saved, l0.log.join("\n")).unwrap();
+    eprintln!("the whole console: {}", saved.display());
+    let log: Vec<&str> = l0.log.iter().map(String::as_str).collect();
+    let kill = log
+        .iter()
+        .position(|l| l.contains("black: VM stopped: killed by signal 9"))
+        .unwrap_or_else(|| panic!("the VMM was not killed:\n{}", l0.tail()));
+    let (first, second) = log.split_at(kill);
+
+    // L1: interrupt remapping on; no NIC driver bound before the runtime acts.
+    let chips = one(first, "L1-IRQ-CHIPS");
+    assert!(
+        chips.contains("IR-PCI-MSI") || chips.contains("IR-IO-APIC"),
+        "L1 has no interrupt remapping: {chips}"
+    );
+    let pci: Vec<&&str> = first.iter().filter(|l| l.contains("L1-PCI ")).collect();
+    assert!(pci.len() >= 3, "{pci:?}");
+    for l in &pci {
+        assert!(
+            !l.contains("driver=e1000"),
+            "a NIC driver is bound in L1: {l}"
+        );
+    }
+    // The card sharing its group: refused by name, untouched.
+    assert_eq!(
+        one(first, "L1-SHARED-EXIT"),
+        "2",
+        "the shared-group NIC was not refused"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("vm_unit: refused: NIC") && l.contains("also holds")),
+        "the refusal does not name the IOMMU group:\n{}",
+        l0.tail()
+    );
+    assert_eq!(
+        one(first, "L1-SHARED-DRIVER"),
+        "none",
+        "a refused NIC was touched"
+    );
+
+    // The card alone in its group: bound to vfio-pci, given to L2.
+    assert!(first.iter().any(|l| l.contains("bound to vfio-pci")));
+    assert_eq!(one(first, "L1-NIC-DRIVER"), "vfio-pci");
+    let boot1 = one(first, "VM-BOOT-ID");
+    let devices: Vec<&str> = one(first, "VM-PCI").split_whitespace().collect();
+    assert_eq!(devices.len(), 2, "L2's PCI devices: {devices:?}");
+    assert!(
+        devices.iter().any(|d| d.starts_with("0x8086:0x10d3:")),
+        "{devices:?}"
+    );
+    assert!(
+        devices.iter().any(|d| d.ends_with(":0x060000")),
+        "the host bridge: {devices:?}"
+    );
+    assert_eq!(one(first, "VM-NIC-DRIVER"), "e1000e");
+    one(first, "VM-PING-OK");
+    one(first, "VM-NIC-OK");
+
+    // The VMM under KVM: the planned uid, no capability, seccomp; its /dev.
+    let jail = one(first, "L1-JAIL ");
+    for want in [
+        "Uid: 400000 400000 400000 400000",
+        "CapEff: 0000000000000000",
+        "CapBnd: 0000000000000000",
+        "NoNewPrivs: 1",
+        "Seccomp: 2",
+    ] {
+        assert!(jail.contains(want), "{want} missing: {jail}");
+    }
+    let mut nodes: Vec<&str> = one(first, "L1-JAIL-DEV")
+        .split_whitespace()
+        .filter(|n| !n.ends_with(':'))
+        .collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        ["4", "full", "kvm", "null", "random", "urandom", "vfio", "vfio", "zero"],
+        "the VMM's /dev and /dev/vfio"
+    );
+
+    // Killed: restarted after the back-off; the new L2 is another boot and
+    // reaches both again; no call outside the allowlist in the whole run.
+    one(second, "black: VM restart in 1 s");
+    let boot2 = one(second, "VM-BOOT-ID");
+    assert_ne!(boot1, boot2);
+    one(second, "VM-PING-OK");
+    one(second, "VM-NIC-OK");
+    assert_eq!(
+        one(second, "L1-SECCOMP-KILLS"),
+        "0",
+        "calls outside the VMM's allowlist ({}):\n{}",
+        one(second, "L1-SECCOMP-OUTSIDE"),
+        l0.tail()
+    );
+}
+
+#[test]
+fn without_an_iommu_the_nic_is_refused() {
+    let lab = lab();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut l0 = L0::boot(lab, false);
+    let exit = l0.wait_for("L1-EXIT", Duration::from_secs(300));
+    assert_eq!(
+        after(&exit, "L1-EXIT"),
+        "2",
+        "the NIC was not refused:\n{}",
+        l0.tail()
+    );
+    assert!(
+        l0.log
+            .iter()
+            .any(|l| l.contains("vm_unit: refused: NIC") && l.contains("not in an IOMMU group")),
+        "the refusal does not say why:\n{}",
+        l0.tail()
+    );
+    assert!(!l0.log.iter().any(|l| l.contains("VM started")));
+    let drv = l0.wait_for("L1-NIC-DRIVER", Duration::from_secs(10));
+    assert_eq!(
+        after(&drv, "L1-NIC-DRIVER"),
+        "none",
+        "a refused NIC was touched"
+    );
+    l0.wait_for("L1-DONE", Duration::from_secs(10));
+}
