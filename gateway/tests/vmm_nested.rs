@@ -19,8 +19,9 @@
 //!     with its own kernel (another boot id) and reaches 10.0.2.2 through
 //!     it, and reaches the Viaduct's port (the Viaduct's port code answers
 //!     its pings) — the VMM running under KVM as the planned uid, no
-//!     capabilities, seccomp, and seeing only `/dev/kvm` and its VFIO group
-//!     besides the harmless nodes;
+//!     capabilities, seccomp, in its cgroup (with a cgroup namespace of its
+//!     own; its guest's memory is charged there), and seeing only `/dev/kvm`
+//!     and its VFIO group besides the harmless nodes;
 //!   - L2's PCI devices: the NIC and the PCIe host bridge only;
 //!   - killed, the VMM is logged and restarted and the new L2 reaches both
 //!     again.
@@ -166,7 +167,13 @@ mkfifo /tmp/hold
 sleep 100000 > /tmp/hold &
 holder=$!
 measure=$(sed -n 's/.*measure=\([a-z]*\).*/\1/p' /proc/cmdline)
-run --nic $NIC --echo-port on ${measure:+--measure $measure} < /tmp/hold > /tmp/vm.log 2>&1 &
+# The VM's cgroup, as the init makes it: memory and pids limited.
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup || fatal "cgroup2"
+echo "+memory +pids" > /sys/fs/cgroup/cgroup.subtree_control || fatal "controllers"
+mkdir /sys/fs/cgroup/appliance-black
+echo 512M > /sys/fs/cgroup/appliance-black/memory.max
+echo 64 > /sys/fs/cgroup/appliance-black/pids.max
+run --nic $NIC --echo-port on --cgroup /sys/fs/cgroup/appliance-black ${measure:+--measure $measure} < /tmp/hold > /tmp/vm.log 2>&1 &
 tail -f /tmp/vm.log &
 wait_log() { # pattern, count, seconds
   i=0
@@ -182,6 +189,7 @@ wait_log VM-PING-OK 1 240
 wait_log VM-NIC-OK 1 120
 q=$(pidof qemu-system-x86_64)
 echo "L1-JAIL $(grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/$q/status | tr -s '\t ' ' ' | tr '\n' ';')"
+echo "L1-CGROUP path=$(cat /proc/$q/cgroup) ns=$([ "$(readlink /proc/$q/ns/cgroup)" != "$(readlink /proc/self/ns/cgroup)" ] && echo own || echo shared) procs=$(grep -c "^$q\$" /sys/fs/cgroup/appliance-black/cgroup.procs) memory=$(cat /sys/fs/cgroup/appliance-black/memory.current)"
 echo "L1-JAIL-DEV $(ls /proc/$q/root/dev /proc/$q/root/dev/vfio | tr '\n' ' ')"
 echo "L1-NIC-DRIVER $(basename $(readlink /sys/bus/pci/devices/$NIC/driver))"
 kill -9 $q
@@ -470,6 +478,18 @@ fn nested_kvm_vm_owns_its_nic_by_vfio_and_reaches_its_port() {
     ] {
         assert!(jail.contains(want), "{want} missing: {jail}");
     }
+    // In its cgroup, with a cgroup namespace of its own (so it sees that
+    // cgroup as its root), its guest's memory charged there.
+    let cg = one(first, "L1-CGROUP");
+    assert!(
+        cg.starts_with("path=0::/appliance-black ns=own procs=1 memory="),
+        "{cg}"
+    );
+    let used: u64 = cg.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(
+        used > 32 << 20,
+        "the VM's memory is not charged to its cgroup: {cg}"
+    );
     let mut nodes: Vec<&str> = one(first, "L1-JAIL-DEV")
         .split_whitespace()
         .filter(|n| !n.ends_with(':'))
