@@ -22,7 +22,8 @@
 //!     capabilities, seccomp, in its cgroup (with a cgroup namespace of its
 //!     own; its guest's memory is charged there), and seeing only `/dev/kvm`
 //!     and its VFIO group besides the harmless nodes;
-//!   - L2's PCI devices: the NIC and the PCIe host bridge only;
+//!   - L2's devices: the NIC and the PCIe host bridge on PCI, the port as
+//!     its one virtio device, the serial console;
 //!   - killed, the VMM is logged and restarted and the new L2 reaches both
 //!     again.
 //! - `without_an_iommu_the_nic_is_refused`: the same L1 on a machine
@@ -112,6 +113,8 @@ $IP addr add 10.0.2.15/24 dev $NIC
 echo "VM-BOOT-ID $(cat /proc/sys/kernel/random/boot_id)"
 echo "VM-PCI $(for d in /sys/bus/pci/devices/*; do echo -n "$(cat $d/vendor):$(cat $d/device):$(cat $d/class) "; done)"
 echo "VM-NIC-DRIVER $(basename $(readlink /sys/class/net/$NIC/device/driver))"
+echo "VM-VIRTIO $(for d in /sys/bus/virtio/devices/*; do echo -n "$(cat $d/device) "; done)"
+echo "VM-LINKS $(ls /sys/class/net | tr '\n' ' ')"
 port=0; nic=0
 while true; do
   if [ $port = 0 ] && ping -c 1 -W 2 10.9.0.1 >/dev/null 2>&1; then echo VM-PING-OK; port=1; fi
@@ -464,6 +467,10 @@ fn nested_kvm_vm_owns_its_nic_by_vfio_and_reaches_its_port() {
         "the host bridge: {devices:?}"
     );
     assert_eq!(one(first, "VM-NIC-DRIVER"), "e1000e");
+    // One virtio device: the port (virtio-net is device id 1); the console
+    // is the serial line. Interfaces: the NIC, the port, loopback.
+    assert_eq!(one(first, "VM-VIRTIO"), "0x0001", "L2's virtio devices");
+    assert_eq!(one(first, "VM-LINKS"), "eth0 eth1 lo", "L2's interfaces");
     one(first, "VM-PING-OK");
     one(first, "VM-NIC-OK");
 
