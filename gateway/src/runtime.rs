@@ -543,6 +543,40 @@ fn remount_sealed(path: &str) -> std::io::Result<()> {
     )
 }
 
+/// Mounts a fresh `/proc` and a tmpfs `/dev` holding only `null`, `zero`,
+/// `full`, `random` and `urandom` (mode 0666) under `root` (a compartment's
+/// or a VMM's; `/dev` stays writable for the caller to add to, then seal).
+/// On failure returns the step that failed.
+pub(crate) fn mount_proc_and_dev(
+    root: &str,
+) -> std::result::Result<(), (&'static str, std::io::Error)> {
+    let at = |p: &str| format!("{root}/{p}");
+    let safe = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys::mount("proc", &at("proc"), "proc", safe, "").map_err(|e| ("mounting /proc", e))?;
+    sys::mount(
+        "tmpfs",
+        &at("dev"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0755,size=64k",
+    )
+    .map_err(|e| ("mounting /dev", e))?;
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        let node = at(&format!("dev/{name}"));
+        sys::mknod_char(&node, 0o666, 1, minor).map_err(|e| ("creating device nodes", e))?;
+        // mknod applies the umask; these nodes are for everyone.
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| ("device node permissions", e))?;
+    }
+    Ok(())
+}
+
 /// Runs in the cloned child (PID 1 of the new PID namespace, real root, new mount
 /// namespace). Never returns: it executes the compartment init or exits 111.
 fn personality_child(c: PersonalityChild<'_>) -> ! {
@@ -570,38 +604,8 @@ fn personality_child(c: PersonalityChild<'_>) -> ! {
         "bind-mounting the root filesystem",
         sys::mount(root, root, "", libc::MS_BIND | libc::MS_REC, ""),
     );
-    let safe = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    step(
-        "mounting /proc",
-        sys::mount("proc", &at("proc"), "proc", safe, ""),
-    );
-    step(
-        "mounting /dev",
-        sys::mount(
-            "tmpfs",
-            &at("dev"),
-            "tmpfs",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            "mode=0755,size=64k",
-        ),
-    );
-    for (name, minor) in [
-        ("null", 3),
-        ("zero", 5),
-        ("full", 7),
-        ("random", 8),
-        ("urandom", 9),
-    ] {
-        let node = at(&format!("dev/{name}"));
-        step(
-            "creating device nodes",
-            sys::mknod_char(&node, 0o666, 1, minor),
-        );
-        // mknod applies the umask; these nodes are for everyone.
-        step(
-            "device node permissions",
-            std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)),
-        );
+    if let Err((what, e)) = mount_proc_and_dev(root) {
+        report_and_exit(ev, what, e);
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),

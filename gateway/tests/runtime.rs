@@ -11,7 +11,7 @@
 //!  lanb (10.2.0.2) ─veth─ [gwb: red │ Viaduct │ black] ─veth─┘
 //! ```
 //! and checks: both reach `ready`; ping and an HTTP transfer (checksum, with a marker
-//! string) from LAN A to LAN B through the tunnel; the capture on br0 holds only ARP
+//! string) from LAN A to LAN B through the tunnel; the capture on br0 holds only ARP, link-local IPv6 control
 //! and ESP and never the marker; traffic to an address outside the policy never
 //! reaches br0 and is counted by the Viaduct; a probe service inside red (as confined
 //! as any service) finds itself under seccomp, without capabilities, TPM, module
@@ -1263,6 +1263,21 @@ fn two_gateways_tunnel_isolation_and_restart() {
                     );
                 }
                 // Anything else is the lab's own bridge (e.g. its IGMP reports).
+            }
+            0x86dd => {
+                // IPv6 neighbour and multicast-listener chatter of the
+                // segment's own interfaces as they come up (router
+                // solicitations, DAD, MLD reports: link-local or
+                // unspecified source, ICMPv6 or hop-by-hop first) is the
+                // link's, not the tunnel's; any other IPv6 is a failure.
+                let ip = &f[14..];
+                let link_local =
+                    (ip[8] == 0xfe && ip[9] & 0xc0 == 0x80) || ip[8..24].iter().all(|&b| b == 0);
+                assert!(
+                    link_local && (ip[6] == 58 || ip[6] == 0),
+                    "IPv6 other than link-local control on the internet segment: {:02x?}",
+                    &ip[..40.min(ip.len())]
+                );
             }
             other => panic!("ethertype {other:#06x} on the internet segment"),
         }

@@ -34,6 +34,9 @@
 
 #[path = "../../viaduct/tests/support/guest.rs"]
 mod guest;
+mod vmm_support;
+
+use vmm_support::{libraries, sweep, vm_unit_bin, Done, QEMU};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,7 +45,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// L0 boots one lab at a time (TCG is heavy on two cores).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -51,41 +53,6 @@ fn require_host() {
         Path::new(QEMU).exists() && Path::new("/usr/share/qemu/qboot.rom").exists(),
         "{QEMU} or its firmware is missing: apt-get install qemu-system-x86"
     );
-}
-
-fn vm_unit_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples/vm_unit");
-    assert!(
-        bin.exists(),
-        "{} missing (cargo test builds the examples)",
-        bin.display()
-    );
-    bin
-}
-
-/// Files `ldd` says `bin` loads.
-fn libraries(bin: &str) -> Vec<String> {
-    let out = Command::new("ldd")
-        .arg(bin)
-        .output()
-        .expect("ldd (libc-bin)");
-    assert!(out.status.success(), "ldd {bin} failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, r)) => r.trim().split(' ').next()?,
-                None => l.split(' ').next()?,
-            };
-            path.starts_with('/').then(|| path.to_owned())
-        })
-        .collect()
 }
 
 fn file(path: &str, src: &Path, mode: u32) -> (String, Vec<u8>, u32) {
@@ -215,39 +182,6 @@ struct Lab {
     dir: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
-}
-
-/// Tests in this file; the last to finish removes the shared directory.
-static LEFT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
-
-/// Held by each test: its drop (pass or fail) counts the test out.
-struct Done(PathBuf);
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        if LEFT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// Removes the directories `<prefix><pid>` that earlier runs left (a run
-/// of one test alone, a killed run): their process is gone.
-fn sweep(prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
 }
 
 /// L2's image, then L1's (everything L1 runs: busybox, the kernel modules,
