@@ -543,6 +543,26 @@ fn remount_sealed(path: &str) -> std::io::Result<()> {
     )
 }
 
+/// Remounts `root` (a bind mount of itself) read-only without set-uid or
+/// devices, moves it over `/` and enters it (chroot, chdir). On failure
+/// returns the step that failed.
+pub(crate) fn seal_and_enter_root(
+    root: &str,
+) -> std::result::Result<(), (&'static str, std::io::Error)> {
+    sys::mount(
+        "none",
+        root,
+        "",
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        "",
+    )
+    .map_err(|e| ("remounting the root read-only", e))?;
+    std::env::set_current_dir(root).map_err(|e| ("chdir to the root", e))?;
+    sys::mount(root, "/", "", libc::MS_MOVE, "").map_err(|e| ("moving the root over /", e))?;
+    sys::chroot(".").map_err(|e| ("chroot", e))?;
+    std::env::set_current_dir("/").map_err(|e| ("chdir /", e))
+}
+
 /// Mounts a fresh `/proc` and a tmpfs `/dev` holding only `null`, `zero`,
 /// `full`, `random` and `urandom` (mode 0666) under `root` (a compartment's
 /// or a VMM's; `/dev` stays writable for the caller to add to, then seal).
@@ -664,23 +684,9 @@ fn personality_child(c: PersonalityChild<'_>) -> ! {
             &format!("mode=1777,size=16m,{owner}"),
         ),
     );
-    step(
-        "remounting the root filesystem read-only",
-        sys::mount(
-            "none",
-            root,
-            "",
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-            "",
-        ),
-    );
-    step("chdir to the root", std::env::set_current_dir(root));
-    step(
-        "moving the root over /",
-        sys::mount(root, "/", "", libc::MS_MOVE, ""),
-    );
-    step("chroot", sys::chroot("."));
-    step("chdir /", std::env::set_current_dir("/"));
+    if let Err((what, e)) = seal_and_enter_root(root) {
+        report_and_exit(ev, what, e);
+    }
     step(
         "joining the network namespace",
         sys::setns(c.ns.net.as_fd(), libc::CLONE_NEWNET),

@@ -730,23 +730,9 @@ fn vmm_child(c: Child<'_>) -> ! {
             &format!("mode=0700,size=1m,{owner}"),
         ),
     );
-    step(
-        "remounting the VMM's root read-only",
-        sys::mount(
-            "none",
-            root,
-            "",
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-            "",
-        ),
-    );
-    step("chdir to the root", std::env::set_current_dir(root));
-    step(
-        "moving the root over /",
-        sys::mount(root, "/", "", libc::MS_MOVE, ""),
-    );
-    step("chroot", sys::chroot("."));
-    step("chdir /", std::env::set_current_dir("/"));
+    if let Err((what, e)) = crate::runtime::seal_and_enter_root(root) {
+        report_and_exit(out, what, e);
+    }
     if c.spec.nic.is_some() {
         // VFIO pins all guest memory: the VMM (no CAP_IPC_LOCK) needs the
         // limit raised while it is still real root.
