@@ -172,7 +172,8 @@ fn main() {
         } else {
             GUEST_MAC_BLACK
         },
-        nic,
+        nic: nic.map(gateway::vmm::GuestNic::Vfio),
+        events: false,
         uid,
         cgroup: a.get("cgroup").map(PathBuf::from),
     };

@@ -106,11 +106,15 @@ fn spawn(argv: &[String], caps: &[u8]) -> std::io::Result<libc::pid_t> {
 
 /// Entry point (never returns). `side` is `argv[1]`.
 pub fn main(side: &str) -> ! {
-    let code = run(side);
+    let code = run_in(side, true);
     sys::exit_now(code)
 }
 
-fn run(side: &str) -> i32 {
+/// The compartment init's work on the descriptors above; `relay`: black runs
+/// the management relay (a compartment's; a VM's black has no channel to the
+/// init's management socket yet, see docs/design/microvm.md). Returns the
+/// exit code.
+pub fn run_in(side: &str, relay: bool) -> i32 {
     let Ok(ev) = sys::adopt_fd(3) else {
         return 111;
     };
@@ -149,7 +153,7 @@ fn run(side: &str) -> i32 {
         }
     };
     let mut relay = match want {
-        Side::Black => Some(Relay {
+        Side::Black if relay => Some(Relay {
             port: plan.management_port(),
             pid: None,
             started: Instant::now(),

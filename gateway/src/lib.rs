@@ -26,6 +26,7 @@ pub mod error;
 pub mod esp;
 pub mod eventlog;
 pub mod floor;
+pub mod guest;
 pub mod identity;
 pub mod keyledger;
 pub mod nic;

@@ -6,6 +6,8 @@
 //! Other modes of the same binary:
 //! - `appliance-compartment <side>` (argv[0], set by the init): the compartment init
 //!   inside a personality ([`gateway::cinit`]).
+//! - `appliance-guest <side>` (the file name the guest kernel starts it by): PID 1
+//!   of a personality's virtual machine ([`gateway::guest`]).
 //! - `gateway-init --check <root> <cmdline-file>` runs the verification part of the
 //!   boot against an unpacked initramfs (modules are only opened, not loaded; no TPM)
 //!   and exits 0 when it would reach `ready`, 1 otherwise.
@@ -14,7 +16,9 @@
 //!   this process's network namespace, `APPLIANCE_CGROUP_ROOT` (optional) names a
 //!   cgroup2 directory to create the compartments' cgroups in, `APPLIANCE_TPM`
 //!   (optional) a Unix socket served by swtpm that holds the key-use ledger of manual
-//!   keys (without it, a plan with manual keys keeps the Viaduct down). SIGTERM or `poweroff`
+//!   keys (without it, a plan with manual keys keeps the Viaduct down),
+//!   `APPLIANCE_VM_DIR` (optional) where VM personalities' port sockets and
+//!   macvtap nodes go. SIGTERM or `poweroff`
 //!   on stdin stops everything and exits 0.
 
 use gateway::boot::{self, Env, KernelModules, ModuleLoader, ModuleOutcome};
@@ -79,6 +83,10 @@ fn main() {
     if Path::new(&argv0).file_name().and_then(|f| f.to_str()) == Some(CINIT_ARGV0) {
         let side = std::env::args().nth(1).unwrap_or_default();
         gateway::cinit::main(&side);
+    }
+    if Path::new(&argv0).file_name() == Path::new(gateway::vmm::GUEST_INIT).file_name() {
+        let side = std::env::args().nth(1).unwrap_or_default();
+        gateway::guest::main(&side);
     }
     if std::process::id() == 1 {
         let failures = pid1::mount_early();
@@ -226,6 +234,11 @@ fn serve(root: &str) {
         event_log: std::env::var_os("APPLIANCE_EVENT_LOG")
             .map(PathBuf::from)
             .unwrap_or_default(),
+        sysfs: PathBuf::from("/sys"),
+        // VM personalities' port sockets and macvtap nodes.
+        vm_dir: std::env::var_os("APPLIANCE_VM_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("run/vm")),
     };
     let (state, rt) = match boot::verify_policy(
         &Env {

@@ -229,6 +229,87 @@ pub fn parse_ack(reply: &[u8], seq: u32) -> Result<(), std::io::Error> {
     Err(bad("no netlink acknowledgement"))
 }
 
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_MACVLAN_MODE: u16 = 1;
+/// `MACVLAN_MODE_PASSTHRU`: one macvtap owns the NIC (its MAC, all its traffic).
+const MACVLAN_MODE_PASSTHRU: u32 = 8;
+
+fn finish(mut b: Vec<u8>, kind: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let len = b.len() as u32;
+    b[0..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..6].copy_from_slice(&kind.to_ne_bytes());
+    b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+    b
+}
+
+fn ifinfo(ifindex: i32, flags: u32, change: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 16];
+    b.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    b.extend_from_slice(&ifindex.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&change.to_ne_bytes());
+    b
+}
+
+/// The rtnetlink request that creates the macvtap `name` in passthru mode on
+/// interface `lower` (it takes the NIC's MAC and all its traffic), up.
+pub fn macvtap_request(seq: u32, name: &str, lower: i32) -> Vec<u8> {
+    let up = libc::IFF_UP as u32;
+    let mut b = ifinfo(0, up, up);
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    push_attr(&mut b, IFLA_IFNAME, &n);
+    push_attr(&mut b, IFLA_LINK, &(lower as u32).to_ne_bytes());
+    let mut data = Vec::new();
+    push_attr(
+        &mut data,
+        IFLA_MACVLAN_MODE,
+        &MACVLAN_MODE_PASSTHRU.to_ne_bytes(),
+    );
+    let mut info = Vec::new();
+    push_attr(&mut info, IFLA_INFO_KIND, b"macvtap\0");
+    push_attr(&mut info, IFLA_INFO_DATA, &data);
+    push_attr(&mut b, IFLA_LINKINFO, &info);
+    finish(b, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq)
+}
+
+/// The rtnetlink request that sets interface `ifindex`'s `flags` among
+/// `change` (`IFF_UP`, `IFF_NOARP`) and, when given, renames it.
+pub fn set_link_request(
+    seq: u32,
+    ifindex: i32,
+    flags: u32,
+    change: u32,
+    rename: Option<&str>,
+) -> Vec<u8> {
+    let mut b = ifinfo(ifindex, flags, change);
+    if let Some(name) = rename {
+        let mut n = name.as_bytes().to_vec();
+        n.push(0);
+        push_attr(&mut b, IFLA_IFNAME, &n);
+    }
+    finish(b, RTM_NEWLINK, 0, seq)
+}
+
+/// Sends one rtnetlink request (in the caller's network namespace) and reads its ACK.
+pub fn request(req: &[u8]) -> std::io::Result<()> {
+    let sock = crate::sys::netlink_route_socket()?;
+    let mut f = std::fs::File::from(sock);
+    f.write_all(req)?;
+    let mut buf = vec![0u8; 8192];
+    let n = f.read(&mut buf)?;
+    let seq = req
+        .get(8..12)
+        .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]));
+    parse_ack(&buf[..n], seq)
+}
+
 /// Moves `nic` into the network namespace `netns` under the name `new_name`.
 pub fn move_to_netns(nic: &NicInfo, netns: BorrowedFd<'_>, new_name: &str) -> std::io::Result<()> {
     let sock = crate::sys::netlink_route_socket()?;
@@ -281,6 +362,35 @@ mod tests {
         assert_eq!(&r[32..36], &[8, 0, 28, 0]);
         assert_eq!(u32::from_ne_bytes(r[36..40].try_into().unwrap()), 9);
         assert_eq!(&r[44..48], b"lan\0");
+    }
+
+    #[test]
+    fn macvtap_and_set_link_request_layout() {
+        let r = macvtap_request(7, "vmt-red", 3);
+        assert_eq!(
+            u32::from_ne_bytes(r[0..4].try_into().unwrap()) as usize,
+            r.len()
+        );
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), RTM_NEWLINK);
+        let flags = u16::from_ne_bytes([r[6], r[7]]);
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
+        // ifinfomsg: up among up.
+        assert_eq!(u32::from_ne_bytes(r[24..28].try_into().unwrap()), 1);
+        assert_eq!(u32::from_ne_bytes(r[28..32].try_into().unwrap()), 1);
+        let text = String::from_utf8_lossy(&r);
+        assert!(text.contains("vmt-red\0") && text.contains("macvtap\0"));
+        // The lower link's index, then the mode (passthru) nested in the link info.
+        let link = [8u8, 0, 5, 0, 3, 0, 0, 0];
+        assert!(r.windows(8).any(|w| w == link));
+        let mode = [8u8, 0, 1, 0, 8, 0, 0, 0];
+        assert!(r.windows(8).any(|w| w == mode));
+        let noarp = libc::IFF_NOARP as u32;
+        let r = set_link_request(9, 4, noarp, noarp | 1, Some("viaduct"));
+        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), 4);
+        assert_eq!(u32::from_ne_bytes(r[24..28].try_into().unwrap()), noarp);
+        assert_eq!(u32::from_ne_bytes(r[28..32].try_into().unwrap()), noarp | 1);
+        assert!(String::from_utf8_lossy(&r).contains("viaduct\0"));
+        assert_eq!(u16::from_ne_bytes([r[6], r[7]]), NLM_F_REQUEST | NLM_F_ACK);
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub struct RuntimeEnv {
     pub esp: crate::update::EspAccess,
     /// The firmware's TCG event log the attestation agent sends (may be absent).
     pub event_log: PathBuf,
+    /// sysfs (`/sys`): a VM personality's NIC is bound to VFIO there.
+    pub sysfs: PathBuf,
+    /// Where the init puts what a VM personality's VMM is shown: its Viaduct
+    /// port's listening socket and its macvtap queue's node.
+    pub vm_dir: PathBuf,
 }
 
 impl RuntimeEnv {
@@ -107,6 +112,8 @@ impl RuntimeEnv {
             mgmt_dir: PathBuf::from("/run/appliance/mgmt"),
             esp: crate::update::EspAccess::Device(crate::esp::EspEnv::device()),
             event_log: PathBuf::from(crate::eventlog::BIOS_MEASUREMENTS),
+            sysfs: PathBuf::from("/sys"),
+            vm_dir: PathBuf::from("/run/appliance/vm"),
         }
     }
 }
@@ -294,6 +301,136 @@ struct Personality {
     filters: Vec<BpfProgram>,
 }
 
+/// A personality run as a virtual machine (the plan's `vm` block).
+struct VmPersonality {
+    plan: CompartmentPlan,
+    unit: crate::vmm::VmUnit,
+    /// The Viaduct's port: the listening socket the VMM connects to, handed
+    /// to each Viaduct (`--<side>-vhost-fd`).
+    listener: OwnedFd,
+}
+
+/// How long a VFIO NIC may take to come back bound to `vfio-pci`.
+const VFIO_BIND_WAIT: Duration = Duration::from_secs(10);
+
+/// Prepares personality `c`'s VM (see [`crate::vmm`]): its port's listening
+/// socket (the VMM's uid alone may connect), its NIC (bound to VFIO, or a
+/// macvtap queue on `found`), its cgroup.
+fn prepare_vm(
+    env: &RuntimeEnv,
+    c: &CompartmentPlan,
+    vm: &crate::plan::VmPlan,
+    found: Option<nic::NicInfo>,
+    log: &mut Logger,
+) -> Result<VmPersonality> {
+    use crate::vmm::{self, GuestNic};
+    let side = c.side.as_str();
+    let problem = |problem: String| Error::Vm { side, problem };
+    let uid = c.uid_base;
+    std::fs::create_dir_all(&env.vm_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(&env.vm_dir, std::fs::Permissions::from_mode(0o700))
+        })
+        .map_err(|e| problem(format!("{}: {e}", env.vm_dir.display())))?;
+    let own = |path: &Path| -> Result<()> {
+        let text = path
+            .to_str()
+            .ok_or_else(|| problem(format!("{} is not UTF-8", path.display())))?;
+        sys::chown(text, uid, uid)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(|e| problem(format!("{}: {e}", path.display())))
+    };
+    let sock = env.vm_dir.join(format!("{side}.sock"));
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .map_err(|e| problem(format!("the port's socket {}: {e}", sock.display())))?;
+    own(&sock)?;
+    let nic = match vm.nic {
+        crate::plan::VmNic::Vfio => {
+            let pci = c.nic_match.pci.as_deref().unwrap_or_default();
+            let g = crate::vfio::bind(&env.sysfs, pci, VFIO_BIND_WAIT)
+                .map_err(|e| problem(e.to_string()))?;
+            log.log(&format!(
+                "{side}: nic {pci} bound to vfio-pci (IOMMU group {} holds nothing else)",
+                g.group
+            ));
+            GuestNic::Vfio(vmm::Passthrough {
+                pci: g.bdf,
+                group: g.group,
+            })
+        }
+        crate::plan::VmNic::Macvtap => {
+            let info = found.ok_or_else(|| problem("no NIC found for the macvtap".into()))?;
+            let name = format!("vmt-{side}");
+            let _ = nic::delete_link(&name);
+            let up = libc::IFF_UP as u32;
+            nic::request(&nic::set_link_request(1, info.ifindex, up, up, None))
+                .and_then(|()| nic::request(&nic::macvtap_request(2, &name, info.ifindex)))
+                .map_err(|e| problem(format!("creating macvtap {name} on {}: {e}", info.name)))?;
+            let dir = env.class_net.join(&name);
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|e| problem(format!("{}: {e}", dir.join(f).display())))
+            };
+            let mac = parse_mac(&read("address")?)
+                .ok_or_else(|| problem(format!("{name}: unreadable MAC")))?;
+            let ifindex = read("ifindex")?;
+            let dev = read(&format!("macvtap/tap{ifindex}/dev"))?;
+            let (major, minor) = dev
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                .ok_or_else(|| problem(format!("{name}: device number {dev:?}")))?;
+            let node = env.vm_dir.join(format!("{side}.tap"));
+            let _ = std::fs::remove_file(&node);
+            let text = node.to_string_lossy().into_owned();
+            sys::mknod_char(&text, 0o600, major, minor)
+                .map_err(|e| problem(format!("{}: {e}", node.display())))?;
+            own(&node)?;
+            log.log(&format!(
+                "{side}: nic {} reaches the VM by macvtap {name} (passthru; the NIC's driver stays in the host kernel)",
+                info.describe()
+            ));
+            GuestNic::Macvtap(vmm::Macvtap { node, mac })
+        }
+    };
+    let cgroup = prepare_cgroup(env, c, log);
+    let spec = vmm::VmSpec {
+        side: c.side,
+        root: c.root.under(&env.root),
+        qemu: vm.qemu.as_str().to_owned(),
+        kernel: vm.kernel.as_str().to_owned(),
+        initrd: vm.initrd.as_str().to_owned(),
+        append: vmm::guest_append(c.side),
+        memory_mib: vm.memory_mib,
+        accel: match vm.accel {
+            crate::plan::VmAccel::Kvm => vmm::Accel::Kvm,
+            crate::plan::VmAccel::Tcg => vmm::Accel::Tcg,
+        },
+        port: sock,
+        port_mac: vmm::port_guest_mac(c.side),
+        nic: Some(nic),
+        events: true,
+        uid,
+        cgroup,
+    };
+    vmm::check_root(&spec).map_err(problem)?;
+    Ok(VmPersonality {
+        plan: c.clone(),
+        unit: vmm::VmUnit::new(spec, vmm::vmm_filters()?),
+        listener: OwnedFd::from(listener),
+    })
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
 /// The running compartments.
 pub struct Runtime {
     env: RuntimeEnv,
@@ -310,6 +447,8 @@ pub struct Runtime {
     keys_installed: bool,
     hostname: String,
     personalities: Vec<Personality>,
+    /// The personalities run as virtual machines.
+    vms: Vec<VmPersonality>,
     units: Vec<Unit>,
     /// The `ready` line, printed once every compartment is up, and the deadline after
     /// which a missing `up` is reported.
@@ -787,11 +926,20 @@ impl Runtime {
         let deadline = Instant::now() + env.nic_wait;
         let mut found = Vec::new();
         for c in &plan.compartments {
+            // A NIC passed through by VFIO has no host driver: it is found by
+            // its PCI address in sysfs when it is bound.
+            if c.vm
+                .as_ref()
+                .is_some_and(|v| v.nic == crate::plan::VmNic::Vfio)
+            {
+                found.push(None);
+                continue;
+            }
             loop {
                 let hits = nic::find(&env.class_net, &c.nic_match);
                 match hits.len() {
                     1 => {
-                        found.push(hits[0].clone());
+                        found.push(Some(hits[0].clone()));
                         break;
                     }
                     0 if Instant::now() < deadline => {
@@ -870,8 +1018,25 @@ impl Runtime {
                 }
             ));
         }
+        if mgmt.is_some()
+            && plan
+                .compartments
+                .iter()
+                .any(|c| c.side == Side::Black && c.vm.is_some())
+        {
+            log.log(
+                "warning: management: black runs as a VM, which has no channel to the init's \
+                 management socket yet: no updates and no attestation through it this boot",
+            );
+        }
         let mut personalities = Vec::new();
+        let mut vms = Vec::new();
         for (c, info) in plan.compartments.iter().zip(found) {
+            if let Some(vm) = &c.vm {
+                vms.push(prepare_vm(&env, c, vm, info, log)?);
+                continue;
+            }
+            let Some(info) = info else { continue };
             let name = c.side.as_str();
             let ns = create_namespaces(name, c.uid_base, crate::plan::COMPARTMENT_IDS)?;
             nic::move_to_netns(&info, ns.net.as_fd(), c.nic.as_str()).map_err(cerr(
@@ -895,9 +1060,35 @@ impl Runtime {
                 filters: confine::personality_filters(&c.socket_families)?,
             });
         }
-        let left: Vec<String> = nic::list(&env.class_net)
+        // A VM's NIC by macvtap stays here, with its macvtap: the VM's.
+        let vm_links: Vec<String> = vms
             .iter()
-            .filter(|n| n.name != "lo")
+            .filter_map(|v: &VmPersonality| match &v.unit.spec.nic {
+                Some(crate::vmm::GuestNic::Macvtap(_)) => Some(v.plan.side.as_str()),
+                _ => None,
+            })
+            .map(|side| format!("vmt-{side}"))
+            .collect();
+        let all = nic::list(&env.class_net);
+        let lowers: Vec<String> = all
+            .iter()
+            .filter(|n| vm_links.contains(&n.name))
+            // sysfs links an upper device to its lower one as `lower_<name>`.
+            .filter_map(|n| {
+                std::fs::read_dir(env.class_net.join(&n.name))
+                    .ok()?
+                    .flatten()
+                    .find_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix("lower_")
+                            .map(str::to_owned)
+                    })
+            })
+            .collect();
+        let left: Vec<String> = all
+            .iter()
+            .filter(|n| n.name != "lo" && !vm_links.contains(&n.name) && !lowers.contains(&n.name))
             .map(|n| n.describe())
             .collect();
         if left.is_empty() {
@@ -908,10 +1099,12 @@ impl Runtime {
                 left.join("; ")
             ));
         }
-        let mut units: Vec<Unit> = plan
-            .compartments
+        // One unit per namespace compartment, in the order of `personalities`
+        // (unit i is personality i); VM personalities are supervised by their
+        // own `VmUnit`.
+        let mut units: Vec<Unit> = personalities
             .iter()
-            .map(|c| Unit::new(UnitKind::Personality(c.side)))
+            .map(|p| Unit::new(UnitKind::Personality(p.plan.side)))
             .collect();
         units.push(Unit::new(UnitKind::Viaduct));
         let ike = match &plan.ike {
@@ -945,6 +1138,7 @@ impl Runtime {
             manual_keys: plan.manual_keys.clone(),
             keys_installed: false,
             personalities,
+            vms,
             units,
             pending_ready: None,
             announced: false,
@@ -1207,21 +1401,27 @@ impl Runtime {
                 Some(ours)
             }
         };
-        let mut argv: Vec<String> = [
-            "viaduct",
-            "--policy",
-            "/policy.bin",
-            "--red-fd",
-            "3",
-            "--black-fd",
-            "4",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let mut fds = vec![
-            self.personalities[0].tun.as_fd(),
-            self.personalities[1].tun.as_fd(),
-        ];
+        let mut argv: Vec<String> = ["viaduct", "--policy", "/policy.bin"]
+            .map(str::to_owned)
+            .to_vec();
+        // Each side's port: the TUN device of a compartment, or the listening
+        // socket a VM's VMM connects to (vhost-user).
+        let mut fds = Vec::new();
+        for (side, fd) in [(Side::Red, 3), (Side::Black, 4)] {
+            let (flag, port) =
+                if let Some(p) = self.personalities.iter().find(|p| p.plan.side == side) {
+                    ("fd", p.tun.as_fd())
+                } else if let Some(v) = self.vms.iter().find(|v| v.plan.side == side) {
+                    ("vhost-fd", v.listener.as_fd())
+                } else {
+                    return Err(Error::Vm {
+                        side: side.as_str(),
+                        problem: "the plan has no such personality".into(),
+                    });
+                };
+            argv.extend([format!("--{side}-{flag}"), fd.to_string()]);
+            fds.push(port);
+        }
         if let Some(c) = &channel {
             fds.push(c.as_fd());
             argv.extend(["--ike-channel".to_owned(), "5".to_owned()]);
@@ -1487,6 +1687,10 @@ impl Runtime {
                 }
             }
         }
+        for vm in &self.vms {
+            v.extend(vm.unit.console_fd());
+            v.extend(vm.unit.events_fd());
+        }
         v
     }
 
@@ -1551,6 +1755,23 @@ impl Runtime {
                 }
             }
         }
+        // The VMs' consoles and event lines (their own rate limits).
+        for vm in &mut self.vms {
+            let console = vm.unit.console_fd().is_some();
+            let events = vm.unit.events_fd().is_some();
+            if console {
+                if ready.get(idx).copied().unwrap_or(false) {
+                    vm.unit.relay_console(now, log);
+                }
+                idx += 1;
+            }
+            if events {
+                if ready.get(idx).copied().unwrap_or(false) {
+                    vm.unit.relay_events(now, log);
+                }
+                idx += 1;
+            }
+        }
     }
 
     /// Handles the exit of a child; `false` if `pid` is not one of ours.
@@ -1573,6 +1794,9 @@ impl Runtime {
                 ));
                 let _ = sys::kill(ipid, libc::SIGKILL);
             }
+            return true;
+        }
+        if self.vms.iter_mut().any(|v| v.unit.exited(pid, status, log)) {
             return true;
         }
         let Some(u) = self.units.iter_mut().find(|u| u.pid == Some(pid)) else {
@@ -1618,6 +1842,12 @@ impl Runtime {
             }
         }
         let mut next: Option<Instant> = None;
+        for vm in &mut self.vms {
+            vm.unit.tick(now, log);
+            if let Some(t) = vm.unit.next_start() {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        }
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for u in &mut self.units {
             if let Some(t) = u.next_start {
@@ -1653,7 +1883,7 @@ impl Runtime {
 
     /// Whether every compartment reported it is up.
     pub fn all_up(&self) -> bool {
-        self.units.iter().all(|u| u.up)
+        self.units.iter().all(|u| u.up) && self.vms.iter().all(|v| v.unit.up)
     }
 
     /// Arranges for `line` to be logged the first time every compartment is up;
@@ -1706,6 +1936,18 @@ impl Runtime {
     /// Sends `signo` to a compartment's first process (console `kill`, `counters`);
     /// false if there is no compartment of that name.
     pub fn signal(&mut self, name: &str, signo: i32, what: &str, log: &mut Logger) -> bool {
+        if let Some(vm) = self.vms.iter().find(|v| v.plan.side.as_str() == name) {
+            match vm.unit.pid {
+                Some(pid) => {
+                    log.log(&format!(
+                        "{name}: {what} the VMM, pid {pid} (console request)"
+                    ));
+                    let _ = sys::kill(pid, signo);
+                }
+                None => log.log(&format!("{name}: VM not running")),
+            }
+            return true;
+        }
         let Some(u) = self.units.iter().find(|u| u.kind.name() == name) else {
             return false;
         };
@@ -1721,6 +1963,33 @@ impl Runtime {
 
     /// One status line per compartment.
     pub fn status_lines(&self) -> Vec<String> {
+        let vms = self.vms.iter().map(|v| {
+            let u = &v.unit;
+            let state = match (u.pid, u.up) {
+                (Some(pid), true) => format!("up vmm pid {pid}"),
+                (Some(pid), false) => format!("starting vmm pid {pid}"),
+                (None, _) => format!(
+                    "down, restart in {}s",
+                    u.next_start()
+                        .map(|t| t.saturating_duration_since(Instant::now()).as_secs())
+                        .unwrap_or(0)
+                ),
+            };
+            format!(
+                "status {} {state} restarts {} nic {} services {} vm {} MiB",
+                v.plan.side,
+                u.restarts,
+                v.plan.nic,
+                v.plan.services.len(),
+                u.spec.memory_mib
+            )
+        });
+        let mut lines: Vec<String> = vms.collect();
+        lines.extend(self.status_units());
+        lines
+    }
+
+    fn status_units(&self) -> Vec<String> {
         self.units
             .iter()
             .map(|u| {
@@ -1762,6 +2031,14 @@ impl Runtime {
 
     /// Terminates every compartment: SIGTERM, up to `grace`, then SIGKILL; reaps them.
     pub fn stop(&mut self, grace: Duration, log: &mut Logger) {
+        for vm in &mut self.vms {
+            if let Some(pid) = vm.unit.pid {
+                vm.unit.stop();
+                let _ = sys::wait_for(pid);
+                vm.unit.pid = None;
+                log.log(&format!("{}: VM stopped", vm.plan.side));
+            }
+        }
         for u in &self.units {
             if let Some(pid) = u.pid {
                 let _ = sys::kill(pid, libc::SIGTERM);

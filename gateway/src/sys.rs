@@ -304,6 +304,12 @@ pub fn chown(path: &str, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
     check(unsafe { libc::chown(p.as_ptr(), uid, gid) }).map(drop)
 }
 
+/// `fchown(fd, uid, gid)`.
+pub fn fchown(fd: BorrowedFd<'_>, uid: libc::uid_t, gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: integers only; `fd` is a live descriptor borrowed for the call.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
 /// `close_range(first, u32::MAX, 0)`: closes every descriptor from `first` up.
 pub fn close_from(first: u32) -> io::Result<()> {
     // SAFETY: integers only; closing descriptors this child inherited and does not use.

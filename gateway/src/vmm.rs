@@ -49,6 +49,34 @@ use std::time::{Duration, Instant};
 /// Where the Viaduct's vhost-user socket appears inside the VMM's root.
 pub const PORT_IN_JAIL: &str = "/run/viaduct.sock";
 
+/// The guest's MAC on its Viaduct port (the port's fixed guest MAC,
+/// `viaduct_vhost::net::GUEST_MAC_RED` / `GUEST_MAC_BLACK`): how the guest
+/// init tells the port from the NIC.
+pub fn port_guest_mac(side: Side) -> [u8; 6] {
+    [
+        0x02,
+        0x76,
+        0x64,
+        0,
+        0,
+        if side == Side::Red { 1 } else { 2 },
+    ]
+}
+
+/// Where the guest init is in a personality's guest initramfs (the init's
+/// own binary; its file name selects the mode).
+pub const GUEST_INIT: &str = "/usr/lib/appliance/appliance-guest";
+
+/// The guest kernel's command line: the serial console, a kernel panic
+/// ends the VM at once (the VMM exits, `-no-reboot`, and the init restarts
+/// it), the guest init with its side.
+pub fn guest_append(side: Side) -> String {
+    format!(
+        "console=ttyS0 quiet panic=-1 rdinit={GUEST_INIT} -- {}",
+        side.as_str()
+    )
+}
+
 /// Mount points the VMM's root must hold (created by the image builder).
 pub const ROOT_MOUNT_POINTS: [&str; 5] = ["dev", "proc", "run", "sys", "tmp"];
 
@@ -83,6 +111,35 @@ pub struct Passthrough {
     pub group: u32,
 }
 
+/// A macvtap queue on the NIC: the NIC's driver stays in the host kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Macvtap {
+    /// The queue's character device (`/dev/tapN`), a node the init made
+    /// for this VMM's uid alone (mode 0600); shown in the jail as
+    /// [`TAP_IN_JAIL`] and opened there before QEMU starts.
+    pub node: PathBuf,
+    /// The macvtap's MAC (passthru mode: the NIC's own), which the guest's
+    /// card must carry.
+    pub mac: [u8; 6],
+}
+
+/// How the NIC reaches the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestNic {
+    /// Passed through with VFIO.
+    Vfio(Passthrough),
+    /// A macvtap queue.
+    Macvtap(Macvtap),
+}
+
+/// Where a macvtap queue's node appears in the VMM's root.
+pub const TAP_IN_JAIL: &str = "/dev/tap";
+/// QEMU's descriptor for the guest's event line (the guest init's
+/// virtio console, `hvc0`): a pipe to the init.
+pub const EVENTS_FD: i32 = 3;
+/// QEMU's descriptor for the macvtap queue.
+pub const TAP_FD: i32 = 4;
+
 /// One personality's virtual machine.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
@@ -109,8 +166,11 @@ pub struct VmSpec {
     pub port: PathBuf,
     /// The guest's MAC on the Viaduct's port (the port's fixed guest MAC).
     pub port_mac: [u8; 6],
-    /// The NIC passed through, if any.
-    pub nic: Option<Passthrough>,
+    /// The NIC, if any.
+    pub nic: Option<GuestNic>,
+    /// Whether the guest gets an event line (a virtio console whose output
+    /// the init reads: the guest init's `up`, `setup done`, `error: …`).
+    pub events: bool,
     /// The host uid and gid the VMM runs as (its user namespace maps its
     /// root to this id alone).
     pub uid: u32,
@@ -145,7 +205,7 @@ fn mac_text(m: &[u8; 6]) -> String {
 pub fn qemu_argv(spec: &VmSpec) -> Vec<String> {
     let tcg = spec.accel == Accel::Tcg;
     let mut machine = if tcg { "q35" } else { "microvm" }.to_owned() + ",memory-backend=mem";
-    if spec.nic.is_some() && !tcg {
+    if matches!(spec.nic, Some(GuestNic::Vfio(_))) && !tcg {
         machine.push_str(",pcie=on,acpi=on");
     }
     let mut v: Vec<String> = vec![
@@ -204,9 +264,42 @@ pub fn qemu_argv(spec: &VmSpec) -> Vec<String> {
         v.push("-cpu".into());
         v.push("host".into());
     }
-    if let Some(nic) = &spec.nic {
+    match &spec.nic {
+        Some(GuestNic::Vfio(nic)) => {
+            v.push("-device".into());
+            v.push(format!("vfio-pci,host={}", nic.pci));
+        }
+        Some(GuestNic::Macvtap(m)) => {
+            v.push("-netdev".into());
+            v.push(format!("tap,id=nic,fd={TAP_FD},vhost=off"));
+            v.push("-device".into());
+            v.push(if tcg {
+                format!(
+                    "virtio-net-pci,netdev=nic,mac={},romfile=",
+                    mac_text(&m.mac)
+                )
+            } else {
+                format!("virtio-net-device,netdev=nic,mac={}", mac_text(&m.mac))
+            });
+        }
+        None => {}
+    }
+    if spec.events {
+        // The pipe is reopened through /proc (QEMU's `file` back end opens a
+        // path); output only: nothing the init sends reaches the guest.
+        v.push("-chardev".into());
+        v.push(format!("file,id=events,path=/proc/self/fd/{EVENTS_FD}"));
         v.push("-device".into());
-        v.push(format!("vfio-pci,host={}", nic.pci));
+        v.push(
+            if tcg {
+                "virtio-serial-pci"
+            } else {
+                "virtio-serial-device"
+            }
+            .into(),
+        );
+        v.push("-device".into());
+        v.push("virtconsole,chardev=events".into());
     }
     v.push("-sandbox".into());
     v.push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into());
@@ -338,6 +431,18 @@ pub const VMM_IOCTLS: &[(u32, &str)] = &[
     (0x5421, "FIONBIO: non-blocking descriptors"),
     (0x5451, "FIOCLEX: close-on-exec"),
     (0x5413, "TIOCGWINSZ: the console's size"),
+    // The macvtap queue (`-netdev tap,fd=4`): what QEMU 7.2 was measured to
+    // use on it (`strace -f` of the init, a guest booting and carrying
+    // traffic, docs/design/microvm.md). None of them creates or moves an
+    // interface (TUNSETIFF is not here, and no VMM is shown /dev/net/tun).
+    (
+        0x800454d2,
+        "TUNGETIFF: the queue's flags (vnet header, multiqueue)",
+    ),
+    (0x400454d0, "TUNSETOFFLOAD: offloads of the macvtap queue"),
+    (0x800454d7, "TUNGETVNETHDRSZ: the vnet header's size"),
+    (0x400454d8, "TUNSETVNETHDRSZ: the vnet header's size"),
+    (0x400454d4, "TUNSETSNDBUF: the queue's send buffer"),
 ];
 
 fn err(detail: impl ToString) -> ConfineError {
@@ -425,6 +530,8 @@ pub struct VmChild {
     /// The read end of its console (QEMU's stdout and stderr: the guest's
     /// serial console and QEMU's own messages).
     pub console: OwnedFd,
+    /// The read end of the guest's event line (with [`VmSpec::events`]).
+    pub events: Option<OwnedFd>,
 }
 
 fn cerr(name: &'static str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -445,6 +552,8 @@ struct Child<'a> {
     ipc: OwnedFd,
     devnull: OwnedFd,
     console_w: OwnedFd,
+    /// The event line's write end (with [`VmSpec::events`]).
+    events_w: Option<OwnedFd>,
 }
 
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
@@ -476,7 +585,7 @@ pub fn check_root(spec: &VmSpec) -> std::result::Result<(), String> {
             ));
         }
     }
-    if let Some(nic) = &spec.nic {
+    if let Some(GuestNic::Vfio(nic)) = &spec.nic {
         if !is_pci_address(&nic.pci) {
             return Err(format!(
                 "the NIC's PCI address {:?} is not of the form 0000:01:00.0",
@@ -502,7 +611,7 @@ fn grant_devices(spec: &VmSpec) -> std::result::Result<(), String> {
         std::fs::set_permissions("/dev/kvm", std::fs::Permissions::from_mode(0o666))
             .map_err(|e| format!("/dev/kvm: {e} (is the kvm module loaded?)"))?;
     }
-    if let Some(nic) = &spec.nic {
+    if let Some(GuestNic::Vfio(nic)) = &spec.nic {
         let group = format!("/dev/vfio/{}", nic.group);
         sys::chown(&group, spec.uid, spec.uid)
             .and_then(|()| std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o600)))
@@ -540,6 +649,15 @@ pub fn spawn(spec: &VmSpec, filters: &[BpfProgram]) -> Result<VmChild> {
         .map(OwnedFd::from)
         .map_err(cerr(name, "opening /dev/null"))?;
     let (console_r, console_w) = sys::pipe().map_err(cerr(name, "console pipe"))?;
+    let (events_r, events_w) = if spec.events {
+        let (r, w) = sys::pipe().map_err(cerr(name, "event pipe"))?;
+        // QEMU reopens the write end through /proc (its `file` back end opens
+        // a path): the pipe is made the VMM's.
+        sys::fchown(w.as_fd(), spec.uid, spec.uid).map_err(cerr(name, "event pipe owner"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     let child = Child {
         spec,
         root,
@@ -551,16 +669,19 @@ pub fn spawn(spec: &VmSpec, filters: &[BpfProgram]) -> Result<VmChild> {
         ipc: ns.3,
         devnull,
         console_w,
+        events_w,
     };
     let pid = sys::clone_fork(libc::CLONE_NEWNS | libc::CLONE_NEWPID)
         .map_err(cerr(name, "clone (VMM)"))?;
     if pid == 0 {
-        drop(console_r);
+        drop((console_r, events_r));
         vmm_child(child);
     }
+    drop(child);
     Ok(VmChild {
         pid,
         console: console_r,
+        events: events_r,
     })
 }
 
@@ -650,7 +771,16 @@ fn vmm_child(c: Child<'_>) -> ! {
     if c.spec.accel == Accel::Kvm {
         step("showing /dev/kvm", bind_node("/dev/kvm", &at("dev/kvm")));
     }
-    if let Some(nic) = &c.spec.nic {
+    if let Some(GuestNic::Macvtap(m)) = &c.spec.nic {
+        let Some(node) = m.node.to_str() else {
+            report_and_exit(out, "the macvtap node's path", "not UTF-8")
+        };
+        step(
+            "showing the macvtap queue",
+            bind_node(node, &at(&TAP_IN_JAIL[1..])),
+        );
+    }
+    if let Some(GuestNic::Vfio(nic)) = &c.spec.nic {
         step("creating /dev/vfio", std::fs::create_dir(at("dev/vfio")));
         step(
             "showing /dev/vfio/vfio",
@@ -672,7 +802,7 @@ fn vmm_child(c: Child<'_>) -> ! {
             "",
         ),
     );
-    if let Some(nic) = &c.spec.nic {
+    if let Some(GuestNic::Vfio(nic)) = &c.spec.nic {
         // QEMU 7.2 finds a VFIO device's group through sysfs: it reads the
         // link `/sys/bus/pci/devices/<BDF>/iommu_group`. The VMM gets that
         // one link, on a tmpfs of its own, and nothing else of sysfs.
@@ -733,7 +863,7 @@ fn vmm_child(c: Child<'_>) -> ! {
     if let Err((what, e)) = crate::runtime::seal_and_enter_root(root) {
         report_and_exit(out, what, e);
     }
-    if c.spec.nic.is_some() {
+    if matches!(c.spec.nic, Some(GuestNic::Vfio(_))) {
         // VFIO pins all guest memory: the VMM (no CAP_IPC_LOCK) needs the
         // limit raised while it is still real root.
         let bytes = (u64::from(c.spec.memory_mib) + 64) << 20;
@@ -787,20 +917,50 @@ fn vmm_child(c: Child<'_>) -> ! {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop),
     );
     step("signal mask", sys::unblock_all_signals());
-    // Descriptors last: from here on the console is 1 and 2.
-    let console = match sys::dup_above(out, 100) {
-        Ok(fd) => fd,
-        Err(e) => report_and_exit(out, "console descriptor", e),
+    // The macvtap queue, opened as the VMM's own uid (the node is its alone).
+    let tap = match &c.spec.nic {
+        Some(GuestNic::Macvtap(_)) => match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(TAP_IN_JAIL)
+        {
+            Ok(f) => Some(OwnedFd::from(f)),
+            Err(e) => report_and_exit(out, "opening the macvtap queue", e),
+        },
+        _ => None,
     };
+    // Descriptors last: from here on the console is 1 and 2, the event
+    // line 3, the macvtap queue 4.
+    let high = |fd: BorrowedFd<'_>, what: &str| match sys::dup_above(fd, 100) {
+        Ok(fd) => fd,
+        Err(e) => report_and_exit(out, what, e),
+    };
+    let console = high(out, "console descriptor");
+    let events = c
+        .events_w
+        .as_ref()
+        .map(|e| high(e.as_fd(), "event descriptor"));
+    let tap = tap.as_ref().map(|t| high(t.as_fd(), "macvtap descriptor"));
     step(
         "arranging descriptors",
         sys::dup2(c.devnull.as_fd(), 0)
             .and_then(|()| sys::dup2(console.as_fd(), 1))
             .and_then(|()| sys::dup2(console.as_fd(), 2))
-            .and_then(|()| sys::close_from(3)),
+            .and_then(|()| match &events {
+                Some(e) => sys::dup2(e.as_fd(), EVENTS_FD),
+                None => Ok(()),
+            })
+            .and_then(|()| match &tap {
+                Some(t) => sys::dup2(t.as_fd(), TAP_FD),
+                None => Ok(()),
+            })
+            .and_then(|()| sys::close_from(5)),
     );
     std::mem::forget(console);
+    std::mem::forget(events);
+    std::mem::forget(tap);
     std::mem::forget(c.console_w);
+    std::mem::forget(c.events_w);
     std::mem::forget(c.devnull);
     // Descriptor 2 is the console now.
     let stderr = std::io::stderr();
@@ -834,6 +994,10 @@ pub struct VmUnit {
     /// The running VMM's pid.
     pub pid: Option<libc::pid_t>,
     console: Option<(File, LineSplitter, RateLimit)>,
+    /// The running guest's event line.
+    events: Option<(File, LineSplitter, RateLimit)>,
+    /// Whether the running guest said `up` on its event line.
+    pub up: bool,
     /// Whether the running VM's console said anything yet.
     heard: bool,
     started: Instant,
@@ -852,6 +1016,8 @@ impl VmUnit {
             filters,
             pid: None,
             console: None,
+            events: None,
+            up: false,
             heard: false,
             started: Instant::now(),
             delay: Duration::ZERO,
@@ -892,11 +1058,25 @@ impl VmUnit {
                     self.spec.uid,
                     self.spec.memory_mib,
                     match &self.spec.nic {
-                        Some(n) => format!("NIC {} by VFIO group {}", n.pci, n.group),
+                        Some(GuestNic::Vfio(n)) =>
+                            format!("NIC {} by VFIO group {}", n.pci, n.group),
+                        Some(GuestNic::Macvtap(m)) => format!(
+                            "NIC by macvtap {} (its driver in the host kernel)",
+                            mac_text(&m.mac)
+                        ),
                         None => "no NIC".to_owned(),
                     }
                 ));
                 let _ = sys::set_nonblocking(child.console.as_fd(), true);
+                self.events = child.events.map(|e| {
+                    let _ = sys::set_nonblocking(e.as_fd(), true);
+                    (
+                        File::from(e),
+                        LineSplitter::default(),
+                        RateLimit::new(CONSOLE_BURST, CONSOLE_PER_SEC, now),
+                    )
+                });
+                self.up = false;
                 self.pid = Some(child.pid);
                 self.started = now;
                 self.heard = false;
@@ -931,8 +1111,11 @@ impl VmUnit {
             return false;
         }
         self.relay_console(Instant::now(), log);
+        self.relay_events(Instant::now(), log);
         self.pid = None;
         self.console = None;
+        self.events = None;
+        self.up = false;
         let now = Instant::now();
         log.log(&format!(
             "{}: VM stopped: {}",
@@ -947,6 +1130,44 @@ impl VmUnit {
     /// The console's descriptor, to poll.
     pub fn console_fd(&self) -> Option<BorrowedFd<'_>> {
         self.console.as_ref().map(|(f, _, _)| f.as_fd())
+    }
+
+    /// The event line's descriptor, to poll.
+    pub fn events_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.events.as_ref().map(|(f, _, _)| f.as_fd())
+    }
+
+    /// Logs the guest's complete event lines (`<side>: …`, sanitised,
+    /// rate-limited) and notes `up`. What the guest says here is a claim of
+    /// the personality (its kernel is its own): it decides only what the
+    /// init reports, never what crosses the Viaduct.
+    pub fn relay_events(&mut self, now: Instant, log: &mut Logger) {
+        let name = self.name();
+        let Some((file, lines, limit)) = self.events.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let mut up = false;
+        for _ in 0..16 {
+            let n = match std::io::Read::read(file, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            lines.feed(&buf[..n], |l| {
+                let l = l.strip_suffix(b"\r").unwrap_or(l);
+                let text = crate::runtime::sanitize(l);
+                up |= text == "up";
+                if limit.admit(now) {
+                    log.log(&format!("{name}: {text}"));
+                }
+            });
+        }
+        self.up |= up;
+        self.heard |= up;
+        let dropped = limit.take_dropped();
+        if dropped > 0 {
+            log.log(&format!("{name}: {dropped} VM event lines dropped (rate)"));
+        }
     }
 
     /// When the unit next needs [`VmUnit::tick`].
@@ -1010,6 +1231,7 @@ mod tests {
             port: PathBuf::from("/run/viaduct/black.sock"),
             port_mac: [2, 0x76, 0x64, 0, 0, 2],
             nic: None,
+            events: false,
             uid: 400_000,
             cgroup: None,
         }
@@ -1037,13 +1259,32 @@ mod tests {
         );
         assert!(!text.contains("-cpu"));
         let mut s = spec();
-        s.nic = Some(Passthrough {
+        assert!(!text.contains("virtconsole") && !text.contains("tap"));
+        s.nic = Some(GuestNic::Vfio(Passthrough {
             pci: "0000:01:00.0".into(),
             group: 7,
-        });
+        }));
         let text = qemu_argv(&s).join(" ");
         assert!(text.contains("microvm,memory-backend=mem,pcie=on,acpi=on"));
         assert!(text.contains("-device vfio-pci,host=0000:01:00.0"));
+        // A macvtap queue on descriptor 4 with the NIC's MAC, no PCIe needed;
+        // the event line on descriptor 3 as a virtio console.
+        let mut m = spec();
+        m.nic = Some(GuestNic::Macvtap(Macvtap {
+            node: PathBuf::from("/run/appliance/vm/black.tap"),
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+        }));
+        m.events = true;
+        let text = qemu_argv(&m).join(" ");
+        assert!(text.contains("-machine microvm,memory-backend=mem -accel"));
+        assert!(text.contains("-netdev tap,id=nic,fd=4,vhost=off"));
+        assert!(text.contains("virtio-net-device,netdev=nic,mac=52:54:00:12:34:56"));
+        assert!(text.contains("-chardev file,id=events,path=/proc/self/fd/3"));
+        assert!(text.contains("-device virtio-serial-device -device virtconsole,chardev=events"));
+        m.accel = Accel::Tcg;
+        let text = qemu_argv(&m).join(" ");
+        assert!(text.contains("virtio-net-pci,netdev=nic,mac=52:54:00:12:34:56,romfile="));
+        assert!(text.contains("-device virtio-serial-pci -device virtconsole"));
     }
 
     #[test]

@@ -89,6 +89,7 @@ impl Tree {
                     setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
                     socket_families: SocketFamily::ALL.to_vec(),
                     services: vec![],
+                    vm: None,
                 })
                 .collect(),
             viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),

@@ -570,6 +570,7 @@ fn make_root_with(
                 SocketFamily::Netlink,
             ],
             services: services.next().unwrap(),
+            vm: None,
         })
         .collect();
     let manual_keys = policy::compile(&profile)

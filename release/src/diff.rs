@@ -1384,6 +1384,7 @@ mod tests {
                     caps: vec![gp::Capability::from_name("CAP_NET_ADMIN").unwrap()],
                     argv: vec!["/usr/sbin/dnsmasq".into(), "-k".into()],
                 }],
+                vm: None,
             }],
             viaduct: path("/usr/sbin/viaduct"),
             ike: None,

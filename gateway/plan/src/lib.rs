@@ -1,13 +1,13 @@
 //! The runtime plan: what the host-side image builder tells the init to do.
 //!
-//! # Format (version 4)
+//! # Format (version 8)
 //! Canonical, line-oriented ASCII text. Every line is `key SP value LF` (the last one is
 //! the bare `end LF`); keys come in this fixed order, `module` repeats 0 to
 //! [`MAX_MODULES`] times, then one `compartment` block per personality (red, then
 //! black), then the Viaduct:
 //!
 //! ```text
-//! appliance-plan 5
+//! appliance-plan 8
 //! profile-name vpn-gateway
 //! profile-version 1.4.0
 //! security-version 3
@@ -38,6 +38,12 @@
 //! arg /usr/sbin/dnsmasq           (1..MAX_ARGS; the value is the rest of the line)
 //! arg --keep-in-foreground
 //! end-service
+//! vm kvm                          (optional, after the services: this personality
+//! vm-qemu /usr/bin/qemu-system-x86_64  runs as a virtual machine: kvm | tcg (tcg:
+//! vm-kernel /guest/vmlinuz         hosts without KVM, the tests); QEMU, the guest's
+//! vm-initrd /guest/initrd          kernel and initramfs inside `root`, which is
+//! vm-memory 256                    then the VMM's root; guest memory in MiB;
+//! vm-nic vfio                      vfio | macvtap, see [`VmPlan`])
 //! end-compartment
 //! compartment black
 //! …
@@ -72,6 +78,14 @@
 //!   lies inside the other, none holds the policy blob, the plan or the Viaduct
 //!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
 //!   `/run`).
+//! - Version 8 added the `vm` block: a personality run as a virtual machine
+//!   by a jailed VMM (the `microvm` runtime). Its `root` is then the VMM's
+//!   root; its `setup`, `socket-family` and services are what the guest's own
+//!   init runs; `uid-base` is the VMM's one host uid; `memory-max` bounds the
+//!   VMM's cgroup and must leave [`VM_OVERHEAD_MIB`] above the guest's memory.
+//!   With `vm-nic vfio` the NIC is passed through by its `match-pci` address
+//!   (required) and only under KVM; with `macvtap` the NIC's driver stays in
+//!   the host kernel and the guest gets a macvtap queue on it.
 //! - Version 7 added the `update` line: the TCP port black relays to the init's
 //!   update receiver, and the release public key an update bundle's signature
 //!   must verify with. An image without it accepts no updates.
@@ -113,7 +127,7 @@ use crate::digest::Sha256Digest;
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// Largest number of `manual-key` lines (the key-use ledger's capacity).
 pub const MAX_MANUAL_KEYS: usize = crate::keyuse::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
@@ -665,7 +679,101 @@ pub struct CompartmentPlan {
     pub socket_families: Vec<SocketFamily>,
     /// Services, started in order after the setup.
     pub services: Vec<ServicePlan>,
+    /// Run as a virtual machine (the `microvm` runtime); `None`: a namespace
+    /// compartment on the gateway's kernel.
+    pub vm: Option<VmPlan>,
 }
+
+/// How a VM personality's CPU runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VmAccel {
+    /// KVM (the gateway).
+    Kvm,
+    /// QEMU's emulator (hosts without KVM: the tests).
+    Tcg,
+}
+
+impl VmAccel {
+    fn as_str(self) -> &'static str {
+        match self {
+            VmAccel::Kvm => "kvm",
+            VmAccel::Tcg => "tcg",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "kvm" => Ok(VmAccel::Kvm),
+            "tcg" => Ok(VmAccel::Tcg),
+            _ => Err(Error::PlanValue {
+                field: "vm",
+                reason: format!("{s:?} must be kvm or tcg"),
+            }),
+        }
+    }
+}
+
+/// How a VM personality's NIC reaches its guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VmNic {
+    /// Passed through with VFIO: no host driver touches it (the IOMMU keeps
+    /// the device's DMA in the guest's memory).
+    Vfio,
+    /// A macvtap queue on the NIC: its driver stays in the host kernel, hence
+    /// in the trusted base (the TCB report says so).
+    Macvtap,
+}
+
+impl VmNic {
+    fn as_str(self) -> &'static str {
+        match self {
+            VmNic::Vfio => "vfio",
+            VmNic::Macvtap => "macvtap",
+        }
+    }
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "vfio" => Ok(VmNic::Vfio),
+            "macvtap" => Ok(VmNic::Macvtap),
+            _ => Err(Error::PlanValue {
+                field: "vm-nic",
+                reason: format!("{s:?} must be vfio or macvtap"),
+            }),
+        }
+    }
+}
+
+/// A personality's virtual machine. Paths lie inside the compartment's
+/// `root` (the VMM's root), outside its mount points [`VMM_MOUNT_POINTS`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VmPlan {
+    /// KVM or TCG.
+    pub accel: VmAccel,
+    /// QEMU's binary.
+    pub qemu: InitramfsPath,
+    /// The guest's kernel.
+    pub kernel: InitramfsPath,
+    /// The guest's initramfs (its root, its init, its copy of this plan).
+    pub initrd: InitramfsPath,
+    /// Guest memory, MiB, [`VmPlan::MIN_MEMORY_MIB`]..=[`VmPlan::MAX_MEMORY_MIB`].
+    pub memory_mib: u32,
+    /// How the NIC reaches the guest.
+    pub nic: VmNic,
+}
+
+impl VmPlan {
+    /// Least guest memory.
+    pub const MIN_MEMORY_MIB: u32 = 64;
+    /// Most guest memory.
+    pub const MAX_MEMORY_MIB: u32 = 65536;
+}
+
+/// What a VMM needs beside its guest's memory, MiB: a VM compartment's
+/// `memory-max` must be at least the guest's memory plus this.
+pub const VM_OVERHEAD_MIB: u64 = 64;
+
+/// Mount points inside a VMM's root (its `/dev`, `/proc`, `/run`, `/sys`,
+/// `/tmp`): no `vm-*` path may lie inside them.
+pub const VMM_MOUNT_POINTS: [&str; 5] = ["/dev", "/proc", "/run", "/sys", "/tmp"];
 
 impl CompartmentPlan {
     /// The union of every service's capabilities plus what the setup needs
@@ -826,6 +934,12 @@ const K_ARG: &str = "arg";
 const K_END_SERVICE: &str = "end-service";
 const K_END_COMPARTMENT: &str = "end-compartment";
 const K_VIADUCT: &str = "viaduct";
+const K_VM: &str = "vm";
+const K_VM_QEMU: &str = "vm-qemu";
+const K_VM_KERNEL: &str = "vm-kernel";
+const K_VM_INITRD: &str = "vm-initrd";
+const K_VM_MEMORY: &str = "vm-memory";
+const K_VM_NIC: &str = "vm-nic";
 const K_IKE: &str = "ike";
 const K_IKE_CREDENTIAL: &str = "ike-credential";
 const K_BOOT_ASSESSMENT: &str = "boot-assessment";
@@ -887,6 +1001,14 @@ impl Plan {
                     line(K_ARG, a);
                 }
                 line(K_END_SERVICE, "");
+            }
+            if let Some(vm) = &c.vm {
+                line(K_VM, vm.accel.as_str());
+                line(K_VM_QEMU, vm.qemu.as_str());
+                line(K_VM_KERNEL, vm.kernel.as_str());
+                line(K_VM_INITRD, vm.initrd.as_str());
+                line(K_VM_MEMORY, &vm.memory_mib.to_string());
+                line(K_VM_NIC, vm.nic.as_str());
             }
             line(K_END_COMPARTMENT, "");
         }
@@ -1201,6 +1323,7 @@ fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPl
         (n, line) = lines.next_line()?;
     }
     let mut services: Vec<ServicePlan> = Vec::new();
+    let mut vm = None;
     let mut first = Some((n, line));
     loop {
         let (n, line) = match first.take() {
@@ -1211,10 +1334,23 @@ fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPl
             break;
         }
         let (k, v) = split_kv(n, line)?;
+        if k == K_VM {
+            vm = Some(decode_vm(n, v, memory_max, &nic_match, lines)?);
+            let (n, line) = lines.next_line()?;
+            if line != K_END_COMPARTMENT {
+                return Err(syntax(
+                    n,
+                    format!("expected `{K_END_COMPARTMENT}` after the vm block, found {line:?}"),
+                ));
+            }
+            break;
+        }
         if k != K_SERVICE {
             return Err(syntax(
                 n,
-                format!("expected `{K_SERVICE}` or `{K_END_COMPARTMENT}`, found key `{k}`"),
+                format!(
+                    "expected `{K_SERVICE}`, `{K_VM}` or `{K_END_COMPARTMENT}`, found key `{k}`"
+                ),
             ));
         }
         if services.len() == MAX_SERVICES {
@@ -1298,6 +1434,71 @@ fn decode_compartment(side: Side, lines: &mut Lines<'_>) -> Result<CompartmentPl
         setup,
         socket_families,
         services,
+        vm,
+    })
+}
+
+/// The `vm` block (its first line, `vm <accel>`, is line `n`).
+fn decode_vm(
+    n: usize,
+    accel: &str,
+    memory_max: u64,
+    nic_match: &NicMatch,
+    lines: &mut Lines<'_>,
+) -> Result<VmPlan> {
+    let accel = VmAccel::parse(accel).map_err(|e| syntax(n, e.to_string()))?;
+    let mut path = |key: &str| -> Result<InitramfsPath> {
+        let p = lines.parse(key, InitramfsPath::new)?;
+        if let Some(m) = VMM_MOUNT_POINTS.iter().find(|m| path_within(p.as_str(), m)) {
+            return Err(syntax(
+                lines.last,
+                format!("{key} {p} lies inside the VMM's mount point {m}"),
+            ));
+        }
+        Ok(p)
+    };
+    let qemu = path(K_VM_QEMU)?;
+    let kernel = path(K_VM_KERNEL)?;
+    let initrd = path(K_VM_INITRD)?;
+    let memory_mib = lines.parse(K_VM_MEMORY, |s| parse_u32(K_VM_MEMORY, s))?;
+    if !(VmPlan::MIN_MEMORY_MIB..=VmPlan::MAX_MEMORY_MIB).contains(&memory_mib) {
+        return Err(syntax(
+            lines.last,
+            format!(
+                "vm-memory {memory_mib} MiB must be {}..={} MiB",
+                VmPlan::MIN_MEMORY_MIB,
+                VmPlan::MAX_MEMORY_MIB
+            ),
+        ));
+    }
+    let need = (u64::from(memory_mib) + VM_OVERHEAD_MIB) << 20;
+    if memory_max < need {
+        return Err(syntax(
+            lines.last,
+            format!(
+                "vm-memory {memory_mib} MiB does not fit memory-max {memory_max}: the VMM's cgroup needs at least {need} bytes (the guest's memory and {VM_OVERHEAD_MIB} MiB for QEMU)"
+            ),
+        ));
+    }
+    let nic = lines.parse(K_VM_NIC, VmNic::parse)?;
+    if nic == VmNic::Vfio {
+        if nic_match.pci.is_none() {
+            return Err(syntax(
+                lines.last,
+                "vm-nic vfio passes the NIC through by its PCI address: the nic needs a match-pci line".into(),
+            ));
+        }
+        if accel != VmAccel::Kvm {
+            return Err(syntax(lines.last, "vm-nic vfio needs `vm kvm`".into()));
+        }
+    }
+    Ok(VmPlan {
+        accel,
+        qemu,
+        kernel,
+        initrd,
+        memory_mib,
+        nic,
     })
 }
 
@@ -1505,6 +1706,7 @@ mod tests {
                         ],
                         argv: vec!["/usr/sbin/dnsmasq".into(), "--conf-file=/etc/a b".into()],
                     }],
+                    vm: None,
                 },
                 CompartmentPlan {
                     side: Side::Black,
@@ -1520,6 +1722,14 @@ mod tests {
                     setup: InitramfsPath::new("/etc/appliance/network").unwrap(),
                     socket_families: SocketFamily::ALL.to_vec(),
                     services: vec![],
+                    vm: Some(VmPlan {
+                        accel: VmAccel::Kvm,
+                        qemu: InitramfsPath::new("/usr/bin/qemu-system-x86_64").unwrap(),
+                        kernel: InitramfsPath::new("/guest/vmlinuz").unwrap(),
+                        initrd: InitramfsPath::new("/guest/initrd").unwrap(),
+                        memory_mib: 64,
+                        nic: VmNic::Macvtap,
+                    }),
                 },
             ],
             viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
@@ -1634,7 +1844,7 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 7\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 8\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
              manual-key 11111111111111111111111111111111\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
@@ -1648,6 +1858,8 @@ mod tests {
              pids-max 128\nnic wan\nmatch-name veth-wan\nsetup /etc/appliance/network\n\
              socket-family unix\nsocket-family inet\nsocket-family inet6\n\
              socket-family netlink\nsocket-family packet\n\
+             vm kvm\nvm-qemu /usr/bin/qemu-system-x86_64\nvm-kernel /guest/vmlinuz\n\
+             vm-initrd /guest/initrd\nvm-memory 64\nvm-nic macvtap\n\
              end-compartment\nviaduct /usr/sbin/viaduct\nike /usr/sbin/viaduct-ike\n\
              ike-credential gw-identity\nike-credential site-psk\n\
              boot-assessment 300 2\nupdate 7443 3 {}\nend\n",
@@ -1659,10 +1871,86 @@ mod tests {
     }
 
     #[test]
+    fn vm_block_is_optional_ordered_and_checked() {
+        let mut p = sample();
+        p.compartments[1].vm = None;
+        assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
+        // Both personalities as VMs, red's NIC by VFIO (it has match-pci).
+        let mut p = sample();
+        let mut vm = p.compartments[1].vm.clone().unwrap();
+        vm.nic = VmNic::Vfio;
+        vm.memory_mib = 192;
+        p.compartments[0].vm = Some(vm);
+        assert_eq!(Plan::decode(&p.encode()).unwrap(), p);
+        let err = |f: &dyn Fn(String) -> String| mutate(f).unwrap_err().to_string();
+        // VFIO needs the PCI address, and KVM.
+        let e = err(&|s| s.replace("vm-nic macvtap", "vm-nic vfio"));
+        assert!(e.contains("match-pci"), "{e}");
+        let e = {
+            let mut p = sample();
+            let mut vm = p.compartments[1].vm.clone().unwrap();
+            vm.nic = VmNic::Vfio;
+            vm.accel = VmAccel::Tcg;
+            p.compartments[0].vm = Some(vm);
+            Plan::decode(&p.encode()).unwrap_err().to_string()
+        };
+        assert!(e.contains("needs `vm kvm`"), "{e}");
+        // The guest's memory must fit the VMM's cgroup with room for QEMU.
+        let e = err(&|s| s.replace("vm-memory 64", "vm-memory 65"));
+        assert!(
+            e.contains("memory-max 134217728") && e.contains("line "),
+            "{e}"
+        );
+        for (from, to, says) in [
+            ("vm-memory 64", "vm-memory 63", "64..=65536"),
+            ("vm-memory 64", "vm-memory 064", "leading zeros"),
+            ("vm kvm", "vm xen", "kvm or tcg"),
+            ("vm-nic macvtap", "vm-nic tap", "vfio or macvtap"),
+            (
+                "vm-kernel /guest/vmlinuz",
+                "vm-kernel /proc/vmlinuz",
+                "mount point /proc",
+            ),
+            (
+                "vm-initrd /guest/initrd",
+                "vm-initrd /run/x/initrd",
+                "mount point /run",
+            ),
+            (
+                "vm-qemu /usr/bin/qemu-system-x86_64",
+                "vm-qemu usr/bin/qemu",
+                "absolute",
+            ),
+            ("vm-kernel /guest/vmlinuz\n", "", "expected key `vm-kernel`"),
+            (
+                "vm-nic macvtap\n",
+                "vm-nic macvtap\nvm-nic macvtap\n",
+                "after the vm block",
+            ),
+            (
+                "socket-family packet\nvm kvm",
+                "socket-family packet\nvm kvm\nservice x",
+                "expected key `vm-qemu`",
+            ),
+        ] {
+            let e = err(&|s| s.replace(from, to));
+            assert!(e.contains(says), "{from} -> {to}: {e}");
+        }
+        // A service after the vm block is refused (the block comes last).
+        let e = err(&|s| {
+            s.replace(
+                "vm-nic macvtap\n",
+                "vm-nic macvtap\nservice x\nrestart never\narg /x\nend-service\n",
+            )
+        });
+        assert!(e.contains("after the vm block"), "{e}");
+    }
+
+    #[test]
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 7 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 8 } if found == "1"),
             "{err}"
         );
     }
@@ -2020,7 +2308,18 @@ mod proptests {
             ike in prop::option::of(prop::collection::btree_set("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", 0..5)),
             assess in prop::option::of((30u32..=3600, 0u32..=4096)),
             update in prop::option::of((1024u16..=65535, 1u32..=10, any::<[u8; 32]>())),
+            red_vm in prop::option::of((64u32..=192, any::<bool>(), any::<bool>(), arb_path())),
         ) -> Plan {
+            let mut compartments = tests::sample().compartments;
+            compartments[0].vm = red_vm.map(|(memory_mib, kvm, vfio, kernel)| VmPlan {
+                // VFIO only under KVM.
+                accel: if kvm || vfio { VmAccel::Kvm } else { VmAccel::Tcg },
+                qemu: InitramfsPath::new("/usr/bin/qemu-system-x86_64").unwrap(),
+                kernel: InitramfsPath::new(&format!("/guest{kernel}")).unwrap(),
+                initrd: InitramfsPath::new("/guest/initrd").unwrap(),
+                memory_mib,
+                nic: if vfio { VmNic::Vfio } else { VmNic::Macvtap },
+            });
             Plan {
                 profile_name: ProfileName::new(&name).unwrap(),
                 profile_version: ProfileVersion::new(&version).unwrap(),
@@ -2029,7 +2328,7 @@ mod proptests {
                 policy_sha256: Sha256Digest(sha),
                 manual_keys: keys.into_iter().map(crate::keyuse::KeyUse).collect(),
                 modules: modules.iter().map(|m| ModulePath::new(&format!("{m}.ko")).unwrap()).collect(),
-                compartments: tests::sample().compartments,
+                compartments,
                 viaduct: InitramfsPath::new(&policy).unwrap(),
                 ike: ike.map(|names| IkePlan {
                     binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),

@@ -302,6 +302,16 @@ pub fn build_guest(
             0o644,
         );
     }
+    // The same list with absolute paths, where the gateway's guest init
+    // (`gateway::guest::GUEST_MODULES`) reads it.
+    let absolute: String = order.lines().map(|l| format!("/{l}\n")).collect();
+    add_to(
+        &mut have,
+        &mut cpio,
+        "etc/appliance/guest-modules",
+        images::cpio::EntryKind::File(absolute.into_bytes().into()),
+        0o644,
+    );
     add_to(
         &mut have,
         &mut cpio,

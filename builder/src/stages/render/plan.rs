@@ -220,6 +220,9 @@ pub(crate) fn compartment_plan(
         .chain(p.dhcp.then_some(SocketFamily::Packet))
         .collect(),
         services,
+        // Namespace compartments: validation refuses `runtime = "microvm"`
+        // until the image carries the VMM and the guest.
+        vm: None,
     })
 }
 
