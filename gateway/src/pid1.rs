@@ -307,7 +307,9 @@ pub fn supervise(
     let console_path = if mode == Mode::Pid1 {
         "/dev/console"
     } else {
-        "/dev/stdin"
+        // Standard input, reopened (non-blocking, its own file description);
+        // not /dev/stdin, which a minimal /dev lacks.
+        "/proc/self/fd/0"
     };
     let mut console = std::fs::OpenOptions::new()
         .read(true)

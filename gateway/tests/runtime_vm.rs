@@ -39,6 +39,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use vmm_support::{libraries, QEMU};
 
+/// For `vmm_support::Done` (not used here: this test cleans its own lab).
+const LAB_TESTS: usize = 1;
+
 const TCG_MODULE: &str = "/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so";
 const IP_IN_GUEST: &str = "/opt/iproute2/ip";
 
@@ -159,45 +162,7 @@ fn guest_image(dir: &Path, plan: &[u8], script: &str) -> guest::GuestImage {
         // Not run: the kernel starts the guest init (`rdinit=`).
         "#!/bin/sh\n",
     );
-    // busybox as /bin/sh for the network setup: appended as a second
-    // archive (the kernel unpacks concatenated cpio archives in order).
-    let mut cpio = images::cpio::CpioBuilder::new(images::Epoch(0)).unwrap();
-    let busybox = guest_file(&img.initrd, "bin/busybox");
-    cpio.add(
-        "bin/sh",
-        0o755,
-        images::cpio::EntryKind::File(busybox.into()),
-    )
-    .unwrap();
-    let mut tail = Vec::new();
-    cpio.write_to(&mut tail).unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&img.initrd)
-        .unwrap()
-        .write_all(&tail)
-        .unwrap();
     img
-}
-
-/// A file's bytes from a newc archive (uncompressed, as `build_guest` writes it).
-fn guest_file(archive: &Path, want: &str) -> Vec<u8> {
-    let data = std::fs::read(archive).unwrap();
-    let mut at = 0;
-    let hex = |b: &[u8]| usize::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
-    while at + 110 <= data.len() {
-        let h = &data[at..at + 110];
-        assert_eq!(&h[..6], b"070701", "newc header");
-        let size = hex(&h[54..62]);
-        let namesize = hex(&h[94..102]);
-        let name = &data[at + 110..at + 110 + namesize - 1];
-        let body = (at + 110 + namesize).div_ceil(4) * 4;
-        if name == want.as_bytes() {
-            return data[body..body + size].to_vec();
-        }
-        at = (body + size).div_ceil(4) * 4;
-    }
-    panic!("{want} not in {}", archive.display())
 }
 
 /// The VMM's root for one personality: QEMU, its TCG module, their

@@ -38,6 +38,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Tests sharing the guest's directory (see `vmm_support::Done`).
+const LAB_TESTS: usize = 2;
+
 const TCG_MODULE: &str = "/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so";
 
 fn require_host() {

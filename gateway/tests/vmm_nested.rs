@@ -45,6 +45,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Tests sharing the lab's directory (see `vmm_support::Done`).
+const LAB_TESTS: usize = 3;
+
 /// L0 boots one lab at a time (TCG is heavy on two cores).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -108,15 +111,55 @@ done
 scenario=$(sed -n 's/.*scenario=\([a-z-]*\).*/\1/p' /proc/cmdline)
 mkdir -p /vmm/dev /vmm/proc /vmm/run /vmm/sys /vmm/tmp /run/viaduct
 echo "L1-IRQ-CHIPS $(cat /sys/kernel/irq/*/chip_name 2>/dev/null | sort -u | tr '\n' ',')"
-NIC= SHARED=
+NIC= SHARED= NICS=
 for d in /sys/bus/pci/devices/*; do
   id="$(cat $d/vendor):$(cat $d/device)"
   drv=none; [ -e $d/driver ] && drv=$(basename $(readlink $d/driver))
   echo "L1-PCI ${d##*/} $id driver=$drv"
-  [ "$id" = 0x8086:0x10d3 ] && NIC=${d##*/}
+  [ "$id" = 0x8086:0x10d3 ] && NIC=${d##*/} && NICS="$NICS ${d##*/}"
   [ "$id" = 0x8086:0x100e ] && SHARED=${d##*/}
 done
 [ -n "$NIC" ] || fatal "no e1000e"
+if [ "$scenario" = gateway ]; then
+  # The gateway's init from a plan: red and black as KVM guests, each owning
+  # one e1000e by VFIO. The plan's placeholder addresses become the cards'.
+  set -- $NICS
+  [ $# = 2 ] || fatal "want two e1000e, have: $NICS"
+  sed "s/0000:ff:00.0/$1/; s/0000:fe:00.0/$2/" /gw/etc/appliance/plan.in > /gw/etc/appliance/plan
+  echo "L1-BOOT-ID $(cat /proc/sys/kernel/random/boot_id)"
+  mkdir -p /gw/vmm/red /gw/vmm/black /run/vm /run/mgmt
+  mount --bind /vmm /gw/vmm/red && mount --bind /vmm /gw/vmm/black || fatal "bind"
+  mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup || fatal "cgroup2"
+  mkfifo /tmp/console
+  sleep 100000 > /tmp/console &
+  : > /tmp/gw.log
+  APPLIANCE_VM_DIR=/run/vm APPLIANCE_MGMT_DIR=/run/mgmt APPLIANCE_CGROUP_ROOT=/sys/fs/cgroup \
+    /bin/gateway-init --serve /gw < /tmp/console >> /tmp/gw.log 2>&1 &
+  tail -f /tmp/gw.log &
+  wait_gw() { # pattern, count, seconds
+    i=0
+    while [ $(grep -c "$1" /tmp/gw.log) -lt $2 ]; do
+      i=$((i+1)); [ $i -gt $(($3*10)) ] && { echo "L1-TIMEOUT $1"; poweroff -f; }
+      sleep 0.1
+    done
+  }
+  wait_gw "appliance: ready" 1 400
+  wait_gw "PROBE-NIC-OK red" 1 120
+  wait_gw "PROBE-NIC-OK black" 1 120
+  for uid in 100000 200000; do
+    for p in $(pidof qemu-system-x86_64); do
+      grep -q "^Uid:.$uid" /proc/$p/status && echo "L1-JAIL-$uid $(grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/$p/status | tr -s '\t ' ' ' | tr '\n' ';') cgroup=$(cat /proc/$p/cgroup)"
+    done
+  done
+  for n in $NICS; do echo "L1-GW-NIC-DRIVER $n $(basename $(readlink /sys/bus/pci/devices/$n/driver))"; done
+  echo "kill red" > /tmp/console
+  wait_gw "red: VM stopped" 1 30
+  wait_gw "red: up" 2 400
+  wait_gw "PROBE-NIC-OK red" 2 120
+  sleep 2 # let tail relay the last lines
+  echo "L1-SECCOMP-KILLS $(dmesg | grep -c type=1326)"
+  echo L1-DONE; poweroff -f; sleep 60
+fi
 run() {
   /bin/vm_unit --side black --root /vmm --qemu /usr/bin/qemu-system-x86_64 \
     --kernel /vm/vmlinuz --initrd /vm/initrd \
@@ -178,6 +221,149 @@ sleep 60
     .to_owned()
 }
 
+/// The gateway scenario's static binaries (`scripts/build-gateway-bins`).
+fn release_bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-gnu/release")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/build-gateway-bins",
+        p.display()
+    );
+    p
+}
+
+/// The gateway scenario's plan (red's and black's NICs by placeholder PCI
+/// addresses, which L1 replaces by its two e1000e's) and policy: the lab
+/// pair's gw-a, keyed by IKE (no manual keys: no TPM needed in L1).
+fn gateway_plan() -> (Vec<u8>, Vec<u8>) {
+    use gateway::plan::*;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let profile = profiles::load_profile(&repo.join("profiles/lab/gw-a.toml")).unwrap();
+    let policy = policy::compile(&profile).unwrap();
+    assert!(policy.tunnels.iter().all(|t| t.manual.is_none()));
+    let blob = policy.encode();
+    let compartments = [
+        (Side::Red, "lan", "0000:ff:00.0"),
+        (Side::Black, "wan", "0000:fe:00.0"),
+    ]
+    .into_iter()
+    .map(|(side, nic, pci)| CompartmentPlan {
+        side,
+        root: InitramfsPath::new(&format!("/vmm/{side}")).unwrap(),
+        uid_base: if side == Side::Red { 100000 } else { 200000 },
+        memory_max: 512 << 20,
+        pids_max: 128,
+        nic: ShortName::new("nic", nic).unwrap(),
+        nic_match: NicMatch {
+            pci: Some(pci.into()),
+            ..NicMatch::default()
+        },
+        setup: InitramfsPath::new(&format!("/etc/appliance/network-{side}")).unwrap(),
+        socket_families: vec![
+            SocketFamily::Unix,
+            SocketFamily::Inet,
+            SocketFamily::Netlink,
+        ],
+        services: vec![ServicePlan {
+            name: ShortName::new("service", "probe").unwrap(),
+            restart: Restart::Always,
+            caps: vec![Capability::from_name("CAP_NET_RAW").unwrap()],
+            argv: vec![
+                "/bin/sh".into(),
+                "/etc/appliance/probe".into(),
+                side.to_string(),
+            ],
+        }],
+        vm: Some(VmPlan {
+            accel: VmAccel::Kvm,
+            qemu: InitramfsPath::new("/usr/bin/qemu-system-x86_64").unwrap(),
+            kernel: InitramfsPath::new("/vm/vmlinuz").unwrap(),
+            initrd: InitramfsPath::new("/vm/initrd").unwrap(),
+            memory_mib: 192,
+            nic: VmNic::Vfio,
+        }),
+    })
+    .collect();
+    let plan = Plan {
+        profile_name: ProfileName::new("gw-a").unwrap(),
+        profile_version: ProfileVersion::new(&profile.appliance.version).unwrap(),
+        security_version: SecurityVersion(1),
+        policy_path: InitramfsPath::new("/etc/appliance/policy.bin").unwrap(),
+        policy_sha256: gateway::digest::Sha256Digest::of(&blob),
+        manual_keys: Vec::new(),
+        modules: Vec::new(),
+        compartments,
+        viaduct: InitramfsPath::new("/usr/sbin/viaduct").unwrap(),
+        ike: Some(IkePlan {
+            binary: InitramfsPath::new("/usr/sbin/viaduct-ike").unwrap(),
+            credentials: Vec::new(),
+        }),
+        boot_assessment: None,
+        update: None,
+    };
+    (plan.encode(), blob)
+}
+
+/// What L2 needs to be a personality's guest: the guest init, the plan, each
+/// side's network setup (its NIC on QEMU's user network, the port up) and a
+/// probe service that says once its NIC reaches QEMU's 10.0.2.2.
+fn gateway_guest_files() -> Vec<(String, Vec<u8>, u32)> {
+    let (plan, _) = gateway_plan();
+    let mut v = vec![
+        file(
+            &gateway::vmm::GUEST_INIT[1..],
+            &release_bin("gateway-init"),
+            0o755,
+        ),
+        ("etc/appliance/plan".to_owned(), plan, 0o644),
+        (
+            "etc/appliance/probe".to_owned(),
+            b"B=/bin/busybox\n\
+              while ! $B ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1; do $B sleep 1; done\n\
+              echo \"PROBE-NIC-OK $1\"\nexec $B sleep 1000000\n"
+                .to_vec(),
+            0o755,
+        ),
+        (
+            "etc/passwd".to_owned(),
+            b"root:x:0:0:root:/:/bin/sh\n".to_vec(),
+            0o644,
+        ),
+    ];
+    for (side, nic) in [("red", "lan"), ("black", "wan")] {
+        v.push((
+            format!("etc/appliance/network-{side}"),
+            format!(
+                "#!/bin/sh\nset -e\nIP=/opt/iproute2/ip\n$IP link set lo up\n\
+                 $IP link set {nic} up\n$IP addr add 10.0.2.15/24 dev {nic}\n\
+                 $IP link set viaduct mtu 1400 up\n"
+            )
+            .into_bytes(),
+            0o755,
+        ));
+    }
+    v
+}
+
+/// What L1 needs to run the gateway's init from the plan (`/gw`), beside the
+/// VMM's root it already has at `/vmm`.
+fn gateway_files() -> Vec<(String, Vec<u8>, u32)> {
+    let (plan, policy) = gateway_plan();
+    vec![
+        file("bin/gateway-init", &release_bin("gateway-init"), 0o755),
+        file("gw/usr/sbin/viaduct", &release_bin("viaduct"), 0o755),
+        file(
+            "gw/usr/sbin/viaduct-ike",
+            &release_bin("viaduct-ike"),
+            0o755,
+        ),
+        ("gw/etc/appliance/plan.in".to_owned(), plan, 0o644),
+        ("gw/etc/appliance/policy.bin".to_owned(), policy, 0o644),
+    ]
+}
+
 struct Lab {
     dir: PathBuf,
     kernel: PathBuf,
@@ -203,10 +389,11 @@ fn lab() -> &'static Lab {
                 "failover",
                 "net_failover",
                 "virtio_net",
+                "virtio_console",
                 "e1000e",
             ],
-            &["virtio_mmio", "virtio_net", "e1000e"],
-            Vec::new(),
+            &["virtio_mmio", "virtio_net", "virtio_console", "e1000e"],
+            gateway_guest_files(),
             &l2_init(),
         );
         let mut extra = vec![
@@ -233,6 +420,7 @@ fn lab() -> &'static Lab {
                 extra.push(file(&format!("vmm{name}"), &p, 0o644));
             }
         }
+        extra.extend(gateway_files());
         let l1dir = dir.join("l1");
         std::fs::create_dir_all(&l1dir).unwrap();
         let l1 = guest::build_guest(
@@ -265,6 +453,13 @@ impl Drop for L0 {
 
 impl L0 {
     fn boot(lab: &Lab, iommu: bool) -> L0 {
+        L0::boot_scenario(lab, if iommu { "iommu" } else { "no-iommu" })
+    }
+
+    /// `scenario`: `iommu`, `no-iommu` or `gateway` (the init from a plan;
+    /// a second e1000e alone behind a root port of its own).
+    fn boot_scenario(lab: &Lab, scenario: &str) -> L0 {
+        let iommu = scenario != "no-iommu";
         let mut cmd = Command::new(QEMU);
         cmd.args(["-accel", "tcg,thread=multi", "-M", "q35", "-cpu", "EPYC"])
             .args(["-smp", "2", "-m", "2048", "-nodefaults", "-display", "none"])
@@ -278,16 +473,20 @@ impl L0 {
             .args(["-device", "pcie-root-port,id=rp2,chassis=2,slot=2"])
             .args(["-device", "pcie-pci-bridge,id=br,bus=rp2"])
             .args(["-netdev", "user,id=n1,restrict=on"])
-            .args(["-device", "e1000,bus=br,addr=1,netdev=n1,romfile="])
-            .arg("-kernel")
+            .args(["-device", "e1000,bus=br,addr=1,netdev=n1,romfile="]);
+        if scenario == "gateway" {
+            cmd.args(["-device", "pcie-root-port,id=rp3,chassis=3,slot=3"])
+                .args(["-netdev", "user,id=n2,restrict=on"])
+                .args(["-device", "e1000e,bus=rp3,netdev=n2,romfile="]);
+        }
+        cmd.arg("-kernel")
             .arg(&lab.kernel)
             .arg("-initrd")
             .arg(&lab.initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 panic=-1 loglevel=4 {}scenario={}{}",
+                "console=ttyS0 panic=-1 loglevel=4 {}scenario={scenario}{}",
                 if iommu { "intel_iommu=on " } else { "" },
-                if iommu { "iommu" } else { "no-iommu" },
                 // Measures the VMM's allowlist (docs/design/microvm.md).
                 match std::env::var("VMM_MEASURE").as_deref() {
                     Ok("on") => " measure=on",
@@ -531,4 +730,107 @@ fn without_an_iommu_the_nic_is_refused() {
         "a refused NIC was touched"
     );
     l0.wait_for("L1-DONE", Duration::from_secs(10));
+}
+
+/// The gateway's init from a plan in L1 (`gateway-init --serve`): both
+/// personalities as KVM guests (L2) on `-machine microvm`, each owning an
+/// e1000e by VFIO, their ports vhost-user sockets the init made and handed
+/// to the Viaduct, their event lines virtio consoles.
+#[test]
+fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics() {
+    let lab = lab();
+    let _done = Done(lab.dir.clone());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let mut l0 = L0::boot_scenario(lab, "gateway");
+    l0.wait_for("appliance: ready gw-a", Duration::from_secs(900));
+    eprintln!(
+        "L0 start to the gateway ready with two KVM guests: {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    l0.wait_for("L1-DONE", Duration::from_secs(900));
+    eprintln!("whole nested run: {:.0} s", t0.elapsed().as_secs_f64());
+    let saved = std::env::temp_dir().join("gateway-vmm-nested-gateway.console");
+    std::fs::write(&saved, l0.log.join("\n")).unwrap();
+    eprintln!("the whole console: {}", saved.display());
+    let log: Vec<&str> = l0.log.iter().map(String::as_str).collect();
+    let kill = log
+        .iter()
+        .position(|l| l.contains("red: VM stopped"))
+        .unwrap_or_else(|| panic!("red's VMM was not killed:\n{}", l0.tail()));
+    let (first, second) = log.split_at(kill);
+    // Both NICs bound to vfio-pci by the init, each alone in its group.
+    let bound: Vec<&&str> = first
+        .iter()
+        .filter(|l| l.contains("bound to vfio-pci (IOMMU group"))
+        .collect();
+    assert_eq!(bound.len(), 2, "{bound:#?}");
+    assert_eq!(
+        first
+            .iter()
+            .filter(|l| l.contains("L1-GW-NIC-DRIVER") && l.ends_with(" vfio-pci"))
+            .count(),
+        2
+    );
+    // Each guest says `up` on its event line before the gateway is ready;
+    // each runs its own kernel; each drives its NIC.
+    let ready = first
+        .iter()
+        .position(|l| l.contains("appliance: ready gw-a"))
+        .unwrap();
+    for side in ["red", "black"] {
+        assert!(
+            first[..ready]
+                .iter()
+                .any(|l| l.ends_with(&format!("appliance: {side}: up"))),
+            "no `{side}: up` before ready"
+        );
+        one(first, &format!("PROBE-NIC-OK {side}"));
+        assert!(
+            first
+                .iter()
+                .any(|l| l.contains(&format!("{side}: VM started")) && l.contains("by VFIO group")),
+            "{side}: no VM started with its NIC by VFIO"
+        );
+    }
+    let l1_boot = one(first, "L1-BOOT-ID");
+    let guests: Vec<&&str> = first
+        .iter()
+        .filter(|l| l.contains("appliance-guest: ") && l.contains(", boot "))
+        .collect();
+    assert!(guests.len() >= 2, "{guests:#?}");
+    assert!(guests.iter().all(|l| !l.contains(l1_boot)), "{guests:#?}");
+    // The VMMs under KVM: their planned uids, no capability, seccomp, each in
+    // its personality's cgroup.
+    for (uid, side) in [(100000, "red"), (200000, "black")] {
+        let jail = one(first, &format!("L1-JAIL-{uid}"));
+        for want in [
+            format!("Uid: {uid} {uid} {uid} {uid}"),
+            "CapEff: 0000000000000000".to_owned(),
+            "NoNewPrivs: 1".to_owned(),
+            "Seccomp: 2".to_owned(),
+            "cgroup=0::/".to_owned(),
+        ] {
+            assert!(jail.contains(&want), "{want} missing: {jail}");
+        }
+        assert!(
+            first
+                .iter()
+                .any(|l| l.contains(&format!("{side}: cgroup /sys/fs/cgroup/appliance-{side}"))),
+            "{side}: no cgroup"
+        );
+    }
+    // `kill red`: red's VM restarted, up again, its NIC driven again; black
+    // and the Viaduct untouched.
+    one(second, "red: VM restart in ");
+    assert!(second.iter().any(|l| l.ends_with("appliance: red: up")));
+    one(second, "PROBE-NIC-OK red");
+    assert!(!second.iter().any(|l| l.contains("black: VM stopped")));
+    assert!(!second.iter().any(|l| l.contains("viaduct: started")));
+    assert_eq!(
+        one(second, "L1-SECCOMP-KILLS"),
+        "0",
+        "calls outside the VMM's allowlist:\n{}",
+        l0.tail()
+    );
 }

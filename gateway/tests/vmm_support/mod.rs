@@ -7,9 +7,9 @@ use std::process::Command;
 
 pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
-/// Tests in each file using this; the last to finish removes the shared
-/// directory.
-static LEFT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
+/// Tests in each file using this (its `LAB_TESTS`); the last to finish
+/// removes the shared directory.
+static LEFT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(crate::LAB_TESTS);
 
 /// Held by each test: its drop (pass or fail) counts the test out.
 pub struct Done(pub PathBuf);

@@ -162,7 +162,9 @@ fn is_lib_path(p: &str) -> bool {
 }
 
 /// Builds a guest: the lab lock's kernel with `modules` (those built in are
-/// skipped; each of `required` must exist), busybox, iproute2 (as
+/// skipped; each of `required` must exist; listed in `/modules.order` and,
+/// with absolute paths, in `/etc/appliance/guest-modules`), busybox (also as
+/// `/bin/sh`), iproute2 (as
 /// `/opt/iproute2/ip`) with its libraries, `extra` files `(path, bytes,
 /// mode)` and `init` as `/init`.
 pub fn build_guest(
@@ -249,6 +251,17 @@ pub fn build_guest(
                         p => p.to_owned(),
                     };
                     files.push((e.path.clone(), data.clone()));
+                    if path == "bin/busybox" {
+                        // Also as /bin/sh, for scripts started before (or
+                        // without) `busybox --install`.
+                        add_to(
+                            &mut have,
+                            &mut cpio,
+                            "bin/sh",
+                            images::cpio::EntryKind::File(data.clone().into()),
+                            0o755,
+                        );
+                    }
                     add_to(
                         &mut have,
                         &mut cpio,
