@@ -148,7 +148,7 @@ fn guest_image(dir: &Path, plan: &[u8], script: &str) -> guest::GuestImage {
         ),
         ("etc/group".to_owned(), b"root:x:0:\n".to_vec(), 0o644),
     ];
-    let img = guest::build_guest(
+    guest::build_guest(
         dir,
         &[
             "virtio_pci",
@@ -161,8 +161,7 @@ fn guest_image(dir: &Path, plan: &[u8], script: &str) -> guest::GuestImage {
         extra,
         // Not run: the kernel starts the guest init (`rdinit=`).
         "#!/bin/sh\n",
-    );
-    img
+    )
 }
 
 /// The VMM's root for one personality: QEMU, its TCG module, their
