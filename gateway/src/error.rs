@@ -113,7 +113,7 @@ pub enum Error {
     },
     /// Confinement could not be prepared.
     /// A personality's VM cannot be started as planned.
-    #[error("{side} VM: {problem} — the personality stays down")]
+    #[error("{side} VM: {problem}")]
     Vm {
         /// red or black.
         side: &'static str,

@@ -125,11 +125,18 @@ if [ "$scenario" = gateway ]; then
   # one e1000e by VFIO. The plan's placeholder addresses become the cards'.
   set -- $NICS
   [ $# = 2 ] || fatal "want two e1000e, have: $NICS"
-  sed "s/0000:ff:00.0/$1/; s/0000:fe:00.0/$2/" /gw/etc/appliance/plan.in > /gw/etc/appliance/plan
   echo "L1-BOOT-ID $(cat /proc/sys/kernel/random/boot_id)"
   mkdir -p /gw/vmm/red /gw/vmm/black /run/vm /run/mgmt
   mount --bind /vmm /gw/vmm/red && mount --bind /vmm /gw/vmm/black || fatal "bind"
   mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup || fatal "cgroup2"
+  # First a plan whose red NIC shares its IOMMU group: the init stays closed,
+  # naming it, and leaves the card alone.
+  sed "s/0000:ff:00.0/$SHARED/; s/0000:fe:00.0/$2/" /gw/etc/appliance/plan.in > /gw/etc/appliance/plan
+  APPLIANCE_VM_DIR=/run/vm APPLIANCE_MGMT_DIR=/run/mgmt \
+    timeout 10 /bin/gateway-init --serve /gw < /dev/null > /tmp/shared.log 2>&1
+  sed 's/^/L1-SHARED-GW /' /tmp/shared.log | grep -E "error|closed|started"
+  echo "L1-SHARED-GW-DRIVER $( [ -e /sys/bus/pci/devices/$SHARED/driver ] && basename $(readlink /sys/bus/pci/devices/$SHARED/driver) || echo none)"
+  sed "s/0000:ff:00.0/$1/; s/0000:fe:00.0/$2/" /gw/etc/appliance/plan.in > /gw/etc/appliance/plan
   mkfifo /tmp/console
   sleep 100000 > /tmp/console &
   : > /tmp/gw.log
@@ -735,7 +742,9 @@ fn without_an_iommu_the_nic_is_refused() {
 /// The gateway's init from a plan in L1 (`gateway-init --serve`): both
 /// personalities as KVM guests (L2) on `-machine microvm`, each owning an
 /// e1000e by VFIO, their ports vhost-user sockets the init made and handed
-/// to the Viaduct, their event lines virtio consoles.
+/// to the Viaduct, their event lines virtio consoles. First, a plan whose
+/// red NIC shares its IOMMU group (the e1000 behind the bridge): refused by
+/// name, the gateway closed.
 #[test]
 fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics() {
     let lab = lab();
@@ -759,6 +768,30 @@ fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics()
         .position(|l| l.contains("red: VM stopped"))
         .unwrap_or_else(|| panic!("red's VMM was not killed:\n{}", l0.tail()));
     let (first, second) = log.split_at(kill);
+    // A plan whose NIC shares its IOMMU group: the init says which and stays
+    // closed; no VM starts; the card keeps no driver.
+    let shared: Vec<&&str> = first
+        .iter()
+        .filter(|l| l.starts_with("L1-SHARED-GW "))
+        .collect();
+    assert!(
+        shared
+            .iter()
+            .any(|l| l.contains("red VM: NIC 0000:03:01.0: its IOMMU group")
+                && l.contains("also holds")),
+        "{shared:#?}"
+    );
+    assert!(
+        shared
+            .iter()
+            .any(|l| l.contains("closed: no compartment started")),
+        "{shared:#?}"
+    );
+    assert!(
+        !shared.iter().any(|l| l.contains("VM started")),
+        "{shared:#?}"
+    );
+    assert_eq!(one(first, "L1-SHARED-GW-DRIVER"), "none");
     // Both NICs bound to vfio-pci by the init, each alone in its group.
     let bound: Vec<&&str> = first
         .iter()
