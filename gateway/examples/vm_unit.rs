@@ -174,6 +174,7 @@ fn main() {
         },
         nic: nic.map(gateway::vmm::GuestNic::Vfio),
         events: false,
+        mgmt: None,
         uid,
         cgroup: a.get("cgroup").map(PathBuf::from),
     };

@@ -45,9 +45,21 @@ struct Svc {
     next_start: Option<Instant>,
 }
 
+/// How black's management relay reaches the init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MgmtRelay {
+    /// The init's socket bind-mounted at [`crate::update::BLACK_DIR`] (a compartment).
+    Socket,
+    /// A virtio serial port carrying [`crate::mgmtlink`] frames (a VM).
+    Serial(std::path::PathBuf),
+    /// No relay.
+    Off,
+}
+
 /// Black's management relay, supervised like a service.
 struct Relay {
     port: u16,
+    via: MgmtRelay,
     pid: Option<libc::pid_t>,
     started: Instant,
     delay: Duration,
@@ -64,7 +76,7 @@ impl Events {
 
 /// The management relay, forked from this process (no exec), with an empty
 /// bounding set.
-fn spawn_relay(port: u16) -> std::io::Result<libc::pid_t> {
+fn spawn_relay(port: u16, via: &MgmtRelay) -> std::io::Result<libc::pid_t> {
     let pid = sys::clone_fork(0)?;
     if pid == 0 {
         if sys::close_from(3).is_err() {
@@ -74,8 +86,14 @@ fn spawn_relay(port: u16) -> std::io::Result<libc::pid_t> {
         if confine::limit_bounding_set(&[]).is_err() {
             sys::exit_now(126);
         }
-        let socket = std::path::Path::new(crate::update::BLACK_DIR).join(crate::update::SOCKET);
-        let err = crate::relay::run(port, &socket);
+        let err = match via {
+            MgmtRelay::Serial(device) => crate::mgmtlink::relay_serial(port, device),
+            _ => {
+                let socket =
+                    std::path::Path::new(crate::update::BLACK_DIR).join(crate::update::SOCKET);
+                crate::relay::run(port, &socket)
+            }
+        };
         let _ = writeln!(std::io::stderr(), "relay: port {port}: {err}");
         sys::exit_now(1);
     }
@@ -106,15 +124,13 @@ fn spawn(argv: &[String], caps: &[u8]) -> std::io::Result<libc::pid_t> {
 
 /// Entry point (never returns). `side` is `argv[1]`.
 pub fn main(side: &str) -> ! {
-    let code = run_in(side, true);
+    let code = run_in(side, MgmtRelay::Socket);
     sys::exit_now(code)
 }
 
-/// The compartment init's work on the descriptors above; `relay`: black runs
-/// the management relay (a compartment's; a VM's black has no channel to the
-/// init's management socket yet, see docs/design/microvm.md). Returns the
-/// exit code.
-pub fn run_in(side: &str, relay: bool) -> i32 {
+/// The compartment init's work on the descriptors above; `relay`: how black's
+/// management relay reaches the init. Returns the exit code.
+pub fn run_in(side: &str, relay: MgmtRelay) -> i32 {
     let Ok(ev) = sys::adopt_fd(3) else {
         return 111;
     };
@@ -153,8 +169,9 @@ pub fn run_in(side: &str, relay: bool) -> i32 {
         }
     };
     let mut relay = match want {
-        Side::Black if relay => Some(Relay {
+        Side::Black if relay != MgmtRelay::Off => Some(Relay {
             port: plan.management_port(),
+            via: relay,
             pid: None,
             started: Instant::now(),
             delay: Duration::ZERO,
@@ -239,7 +256,7 @@ pub fn run_in(side: &str, relay: bool) -> i32 {
         if let Some(r) = relay.as_mut() {
             if r.next_start.is_some_and(|t| t <= now) {
                 r.next_start = None;
-                match spawn_relay(r.port) {
+                match spawn_relay(r.port, &r.via) {
                     Ok(pid) => {
                         r.pid = Some(pid);
                         r.started = Instant::now();

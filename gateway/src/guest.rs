@@ -35,6 +35,7 @@ use crate::sys;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The guest's kernel modules, one absolute path per line, in load order.
@@ -280,5 +281,20 @@ fn run(side: &str) -> i32 {
             return 111;
         }
     }
-    crate::cinit::run_in(side.as_str(), false)
+    // Black's management relay goes over the VM's serial port, when the VMM
+    // was given one.
+    let relay = match side {
+        Side::Black => match crate::mgmtlink::find_port(Path::new("/sys")) {
+            Some(dev) => {
+                say(&format!("management link on {}", dev.display()));
+                crate::cinit::MgmtRelay::Serial(dev)
+            }
+            None => {
+                say("no management link: no updates or attestation through black");
+                crate::cinit::MgmtRelay::Off
+            }
+        },
+        Side::Red => crate::cinit::MgmtRelay::Off,
+    };
+    crate::cinit::run_in(side.as_str(), relay)
 }

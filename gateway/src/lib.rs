@@ -29,6 +29,7 @@ pub mod floor;
 pub mod guest;
 pub mod identity;
 pub mod keyledger;
+pub mod mgmtlink;
 pub mod nic;
 pub mod pid1;
 pub mod relay;

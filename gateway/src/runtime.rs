@@ -308,6 +308,83 @@ struct VmPersonality {
     /// The Viaduct's port: the listening socket the VMM connects to, handed
     /// to each Viaduct (`--<side>-vhost-fd`).
     listener: OwnedFd,
+    /// Black's management link (see [`crate::mgmtlink`]).
+    link: Option<MgmtLink>,
+}
+
+/// Black's management link: the socket its VMM connects its serial port to,
+/// and the bridge process behind it (restarted with back-off).
+struct MgmtLink {
+    listener: OwnedFd,
+    /// The init's management socket the bridge connects each session to.
+    socket: PathBuf,
+    /// The bridge's uid: one above the VMM's, in black's reserved range.
+    uid: u32,
+    pid: Option<libc::pid_t>,
+    started: Instant,
+    delay: Duration,
+    next_start: Option<Instant>,
+}
+
+impl MgmtLink {
+    fn spawn(&mut self, now: Instant, log: &mut Logger) {
+        self.next_start = None;
+        match spawn_bridge(self.listener.as_fd(), &self.socket, self.uid) {
+            Ok(pid) => {
+                self.pid = Some(pid);
+                self.started = now;
+                log.log(&format!(
+                    "black: management link bridge started (pid {pid}, uid {})",
+                    self.uid
+                ));
+            }
+            Err(e) => {
+                self.delay = next_backoff(self.delay, Duration::ZERO);
+                self.next_start = Some(now + self.delay);
+                log.log(&format!("black: management link bridge: {e}"));
+            }
+        }
+    }
+}
+
+/// The bridge (see [`crate::mgmtlink::bridge`]) in a child of its own, as
+/// `uid` with no capability, no supplementary group and `no_new_privs`:
+/// it parses what black's guest sends and may only reach the init's
+/// management socket.
+fn spawn_bridge(listener: BorrowedFd<'_>, socket: &Path, uid: u32) -> std::io::Result<libc::pid_t> {
+    let pid = sys::clone_fork(0)?;
+    if pid == 0 {
+        let fail = |what: &str, e: std::io::Error| -> ! {
+            let _ = writeln!(std::io::stderr(), "mgmt-link: {what}: {e}");
+            sys::exit_now(111)
+        };
+        if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) {
+            fail("parent-death signal", e);
+        }
+        let l = match sys::dup_above(listener, 100) {
+            Ok(l) => l,
+            Err(e) => fail("descriptor", e),
+        };
+        if let Err(e) = sys::dup2(l.as_fd(), 3).and_then(|()| sys::close_from(4)) {
+            fail("descriptors", e);
+        }
+        std::mem::forget(l);
+        let steps = sys::clear_groups()
+            .and_then(|()| sys::set_ids(uid, uid))
+            .and_then(|()| sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop))
+            .and_then(|()| sys::prctl(libc::PR_SET_DUMPABLE, 0).map(drop))
+            .and_then(|()| sys::unblock_all_signals());
+        if let Err(e) = steps {
+            fail("dropping privileges", e);
+        }
+        let fd = match sys::adopt_fd(3) {
+            Ok(fd) => fd,
+            Err(e) => fail("listener", e),
+        };
+        let e = crate::mgmtlink::bridge(std::os::unix::net::UnixListener::from(fd), socket);
+        fail("listener", e);
+    }
+    Ok(pid)
 }
 
 /// How long a VFIO NIC may take to come back bound to `vfio-pci`.
@@ -321,6 +398,7 @@ fn prepare_vm(
     c: &CompartmentPlan,
     vm: &crate::plan::VmPlan,
     found: Option<nic::NicInfo>,
+    mgmt_socket: Option<PathBuf>,
     log: &mut Logger,
 ) -> Result<VmPersonality> {
     use crate::vmm::{self, GuestNic};
@@ -394,6 +472,30 @@ fn prepare_vm(
             GuestNic::Macvtap(vmm::Macvtap { node, mac })
         }
     };
+    // Black's management link: a socket for the VMM's serial port, the
+    // bridge behind it (started with the runtime).
+    let link = match mgmt_socket {
+        Some(socket) => {
+            let path = env.vm_dir.join(format!("{side}.mgmt"));
+            let _ = std::fs::remove_file(&path);
+            let l = std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e| problem(format!("the management link {}: {e}", path.display())))?;
+            own(&path)?;
+            Some((
+                path,
+                MgmtLink {
+                    listener: OwnedFd::from(l),
+                    socket,
+                    uid: uid + 1,
+                    pid: None,
+                    started: Instant::now(),
+                    delay: Duration::ZERO,
+                    next_start: Some(Instant::now()),
+                },
+            ))
+        }
+        None => None,
+    };
     let cgroup = prepare_cgroup(env, c, log);
     let spec = vmm::VmSpec {
         side: c.side,
@@ -411,6 +513,7 @@ fn prepare_vm(
         port_mac: vmm::port_guest_mac(c.side),
         nic: Some(nic),
         events: true,
+        mgmt: link.as_ref().map(|(p, _)| p.clone()),
         uid,
         cgroup,
     };
@@ -419,6 +522,7 @@ fn prepare_vm(
         plan: c.clone(),
         unit: vmm::VmUnit::new(spec, vmm::vmm_filters()?),
         listener: OwnedFd::from(listener),
+        link: link.map(|(_, l)| l),
     })
 }
 
@@ -1018,22 +1122,15 @@ impl Runtime {
                 }
             ));
         }
-        if mgmt.is_some()
-            && plan
-                .compartments
-                .iter()
-                .any(|c| c.side == Side::Black && c.vm.is_some())
-        {
-            log.log(
-                "warning: management: black runs as a VM, which has no channel to the init's \
-                 management socket yet: no updates and no attestation through it this boot",
-            );
-        }
         let mut personalities = Vec::new();
         let mut vms = Vec::new();
         for (c, info) in plan.compartments.iter().zip(found) {
             if let Some(vm) = &c.vm {
-                vms.push(prepare_vm(&env, c, vm, info, log)?);
+                // Black's relay reaches the init's management socket over a
+                // serial port of its VM (see `mgmtlink`).
+                let socket = (c.side == Side::Black && mgmt.is_some())
+                    .then(|| env.mgmt_dir.join(crate::update::SOCKET));
+                vms.push(prepare_vm(&env, c, vm, info, socket, log)?);
                 continue;
             }
             let Some(info) = info else { continue };
@@ -1799,6 +1896,22 @@ impl Runtime {
         if self.vms.iter_mut().any(|v| v.unit.exited(pid, status, log)) {
             return true;
         }
+        if let Some(l) = self
+            .vms
+            .iter_mut()
+            .filter_map(|v| v.link.as_mut())
+            .find(|l| l.pid == Some(pid))
+        {
+            l.pid = None;
+            l.delay = next_backoff(l.delay, l.started.elapsed());
+            l.next_start = Some(Instant::now() + l.delay);
+            log.log(&format!(
+                "black: management link bridge exited ({}); restarting in {}s",
+                describe_status(status),
+                l.delay.as_secs()
+            ));
+            return true;
+        }
         let Some(u) = self.units.iter_mut().find(|u| u.pid == Some(pid)) else {
             return false;
         };
@@ -1846,6 +1959,14 @@ impl Runtime {
             vm.unit.tick(now, log);
             if let Some(t) = vm.unit.next_start() {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+            if let Some(l) = vm.link.as_mut() {
+                if l.next_start.is_some_and(|t| t <= now) {
+                    l.spawn(now, log);
+                }
+                if let Some(t) = l.next_start {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
             }
         }
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
@@ -2032,6 +2153,13 @@ impl Runtime {
     /// Terminates every compartment: SIGTERM, up to `grace`, then SIGKILL; reaps them.
     pub fn stop(&mut self, grace: Duration, log: &mut Logger) {
         for vm in &mut self.vms {
+            if let Some(pid) = vm.link.as_mut().and_then(|l| l.pid.take()) {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait_for(pid);
+            }
+            if let Some(l) = vm.link.as_mut() {
+                l.next_start = None;
+            }
             if let Some(pid) = vm.unit.pid {
                 vm.unit.stop();
                 let _ = sys::wait_for(pid);

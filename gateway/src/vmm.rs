@@ -132,6 +132,8 @@ pub enum GuestNic {
     Macvtap(Macvtap),
 }
 
+/// Where black's management link socket appears in the VMM's root.
+pub const MGMT_IN_JAIL: &str = "/run/mgmt.sock";
 /// Where a macvtap queue's node appears in the VMM's root.
 pub const TAP_IN_JAIL: &str = "/dev/tap";
 /// QEMU's descriptor for the guest's event line (the guest init's
@@ -171,6 +173,11 @@ pub struct VmSpec {
     /// Whether the guest gets an event line (a virtio console whose output
     /// the init reads: the guest init's `up`, `setup done`, `error: …`).
     pub events: bool,
+    /// Black's management link: the host socket (listening, the init's
+    /// bridge behind it) QEMU connects a virtio serial port named
+    /// [`crate::mgmtlink::PORT_NAME`] to; shown in the jail as
+    /// [`MGMT_IN_JAIL`].
+    pub mgmt: Option<PathBuf>,
     /// The host uid and gid the VMM runs as (its user namespace maps its
     /// root to this id alone).
     pub uid: u32,
@@ -284,11 +291,7 @@ pub fn qemu_argv(spec: &VmSpec) -> Vec<String> {
         }
         None => {}
     }
-    if spec.events {
-        // The pipe is reopened through /proc (QEMU's `file` back end opens a
-        // path); output only: nothing the init sends reaches the guest.
-        v.push("-chardev".into());
-        v.push(format!("file,id=events,path=/proc/self/fd/{EVENTS_FD}"));
+    if spec.events || spec.mgmt.is_some() {
         v.push("-device".into());
         v.push(
             if tcg {
@@ -298,8 +301,24 @@ pub fn qemu_argv(spec: &VmSpec) -> Vec<String> {
             }
             .into(),
         );
+    }
+    if spec.events {
+        // The pipe is reopened through /proc (QEMU's `file` back end opens a
+        // path); output only: nothing the init sends reaches the guest.
+        v.push("-chardev".into());
+        v.push(format!("file,id=events,path=/proc/self/fd/{EVENTS_FD}"));
         v.push("-device".into());
         v.push("virtconsole,chardev=events".into());
+    }
+    if spec.mgmt.is_some() {
+        // Reconnects a second after the init's bridge drops the link.
+        v.push("-chardev".into());
+        v.push(format!("socket,id=mgmt,path={MGMT_IN_JAIL},reconnect=1"));
+        v.push("-device".into());
+        v.push(format!(
+            "virtserialport,chardev=mgmt,name={}",
+            crate::mgmtlink::PORT_NAME
+        ));
     }
     v.push("-sandbox".into());
     v.push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into());
@@ -839,6 +858,15 @@ fn vmm_child(c: Child<'_>) -> ! {
         report_and_exit(out, "the port's path", "not UTF-8")
     };
     step("showing the Viaduct's port", bind_node(port_src, &port));
+    if let Some(m) = &c.spec.mgmt {
+        let Some(src) = m.to_str() else {
+            report_and_exit(out, "the management link's path", "not UTF-8")
+        };
+        step(
+            "showing the management link",
+            bind_node(src, &at(&MGMT_IN_JAIL[1..])),
+        );
+    }
     step(
         "remounting /run read-only",
         sys::mount(
@@ -1232,6 +1260,7 @@ mod tests {
             port_mac: [2, 0x76, 0x64, 0, 0, 2],
             nic: None,
             events: false,
+            mgmt: None,
             uid: 400_000,
             cgroup: None,
         }

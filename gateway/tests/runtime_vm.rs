@@ -14,8 +14,12 @@
 //!   event line;
 //! - each guest runs its own kernel (another boot id than the host's);
 //! - LAN A pings LAN B through the tunnel; on the internet segment every
-//!   IPv4 packet from or to a gateway is ESP and no LAN address appears;
+//!   IPv4 packet from or to a gateway is ESP (but for the management
+//!   sessions to black's port 7443) and no LAN address appears;
 //! - each VMM runs as its personality's planned uid;
+//! - black's management link: TCP to black's address reaches the init's
+//!   management socket (relay in black's guest, its VM's serial port, the
+//!   init's bridge), two sessions in a row, each answered;
 //! - `kill black` on gw-a's console: the VM stops, is restarted after the
 //!   back-off, says `up` again, and the tunnel carries pings again while
 //!   the Viaduct kept running (same pid).
@@ -391,6 +395,38 @@ impl Init {
     }
 }
 
+/// An update request (`body` after the header) to `addr` from the network
+/// namespace `ns`, half-closed like the CLI's; the answer (retried while the
+/// relay is not listening yet).
+fn management_request(ns: &str, addr: &str, body: &[u8]) -> String {
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let body = body.to_vec();
+    std::thread::spawn(move || {
+        gateway::sys::setns(ns.as_fd(), libc::CLONE_NEWNET).expect("setns");
+        let t = Instant::now();
+        let mut s = loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => break s,
+                Err(e) if t.elapsed() > Duration::from_secs(60) => panic!("{addr}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut req =
+            update_bundle::wire::request(update_bundle::wire::ENDPOINT_UPDATE, 0).to_vec();
+        req.extend_from_slice(&body);
+        let _ = s.write_all(&req);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+        out
+    })
+    .join()
+    .unwrap()
+}
+
 fn ping(ns: &str, addr: &str, limit: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -585,6 +621,23 @@ fn two_gateways_with_vm_personalities_carry_the_tunnel() {
         panic!("LAN A cannot reach LAN B through the VMs and the tunnel:\n{report}");
     }
 
+    // Black's management link: TCP to black's address reaches the init's
+    // management socket through black's relay, its VM's serial port and the
+    // init's bridge; each session gets its answer (here: this image takes no
+    // updates), one after another.
+    ia.wait_since(
+        0,
+        "black: management link bridge started",
+        Duration::from_secs(10),
+    );
+    for i in 0..2 {
+        let answer = management_request(&inet, "198.51.100.1:7443", &[0x42; 3000]);
+        assert!(
+            answer.contains("takes no updates"),
+            "session {i} through black's VM: {answer:?}"
+        );
+    }
+
     // Black's VM killed from the console: stopped, restarted, up again; the
     // Viaduct (and its SAs) never noticed.
     let viaduct_before = ia
@@ -632,6 +685,18 @@ fn two_gateways_with_vm_personalities_carry_the_tunnel() {
         // What the gateways send and receive there is ESP (the internet
         // host's own IGMP and the like are its business).
         let gateway = |a: &[u8]| a[..3] == [198, 51, 100] && (a[3] == 1 || a[3] == 2);
+        // The management sessions of this test: TCP to black's port 7443
+        // (what they carry is authenticated end to end, not LAN traffic).
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let ports = f.get(14 + ihl..14 + ihl + 4).map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            )
+        });
+        if f[23] == 6 && ports.is_some_and(|(a, b)| a == 7443 || b == 7443) {
+            continue;
+        }
         if gateway(src) || gateway(dst) {
             assert_eq!(
                 f[23],
