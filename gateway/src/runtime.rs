@@ -1480,6 +1480,19 @@ impl Runtime {
                 self.restart_for_port(UnitKind::Personality(side), side, log);
             }
         }
+        // A VM whose VMM was connected to the previous Viaduct lost its port
+        // with it (QEMU does not reconnect a vhost-user back end): it is
+        // restarted, and its new VMM connects to the new Viaduct on the same
+        // socket.
+        for vm in &self.vms {
+            if let Some(pid) = vm.unit.pid {
+                log.log(&format!(
+                    "{}: restarting its VM (VMM pid {pid}) on the new Viaduct's port",
+                    vm.plan.side
+                ));
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+        }
         // A new Viaduct, a new IKE channel; an IKE process on the old one (whose
         // Viaduct is gone) is replaced.
         let channel = match self.ike.as_mut() {

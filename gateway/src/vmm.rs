@@ -1308,12 +1308,25 @@ mod tests {
         assert!(text.contains("-machine microvm,memory-backend=mem -accel"));
         assert!(text.contains("-netdev tap,id=nic,fd=4,vhost=off"));
         assert!(text.contains("virtio-net-device,netdev=nic,mac=52:54:00:12:34:56"));
-        assert!(text.contains("-chardev file,id=events,path=/proc/self/fd/3"));
-        assert!(text.contains("-device virtio-serial-device -device virtconsole,chardev=events"));
+        assert!(text.contains(
+            "-device virtio-serial-device -chardev file,id=events,path=/proc/self/fd/3 \
+             -device virtconsole,chardev=events"
+        ));
+        assert!(!text.contains("mgmt"));
         m.accel = Accel::Tcg;
         let text = qemu_argv(&m).join(" ");
         assert!(text.contains("virtio-net-pci,netdev=nic,mac=52:54:00:12:34:56,romfile="));
-        assert!(text.contains("-device virtio-serial-pci -device virtconsole"));
+        assert!(text.contains("-device virtio-serial-pci -chardev file,id=events"));
+        // Black's management link: a serial port on the same bus, its socket
+        // reconnected by QEMU; without the event line the bus is still there.
+        m.events = false;
+        m.mgmt = Some(PathBuf::from("/run/appliance/vm/black.mgmt"));
+        let text = qemu_argv(&m).join(" ");
+        assert!(text.contains(
+            "-device virtio-serial-pci -chardev socket,id=mgmt,path=/run/mgmt.sock,reconnect=1 \
+             -device virtserialport,chardev=mgmt,name=appliance.mgmt"
+        ));
+        assert!(!text.contains("virtconsole"));
     }
 
     #[test]

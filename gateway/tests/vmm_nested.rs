@@ -163,6 +163,11 @@ if [ "$scenario" = gateway ]; then
   wait_gw "red: VM stopped" 1 30
   wait_gw "red: up" 2 400
   wait_gw "PROBE-NIC-OK red" 2 120
+  # A new Viaduct: both VMs restarted onto its ports.
+  echo "kill viaduct" > /tmp/console
+  wait_gw "restarting its VM" 2 60
+  wait_gw "black: up" 2 400
+  wait_gw "red: up" 3 400
   sleep 2 # let tail relay the last lines
   echo "L1-SECCOMP-KILLS $(dmesg | grep -c type=1326)"
   echo L1-DONE; poweroff -f; sleep 60
@@ -744,7 +749,8 @@ fn without_an_iommu_the_nic_is_refused() {
 /// e1000e by VFIO, their ports vhost-user sockets the init made and handed
 /// to the Viaduct, their event lines virtio consoles. First, a plan whose
 /// red NIC shares its IOMMU group (the e1000 behind the bridge): refused by
-/// name, the gateway closed.
+/// name, the gateway closed. Then `kill red` (red's VM alone restarted) and
+/// `kill viaduct` (a new Viaduct, both VMs restarted onto its ports).
 #[test]
 fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics() {
     let lab = lab();
@@ -853,6 +859,11 @@ fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics()
             "{side}: no cgroup"
         );
     }
+    let vkill = second
+        .iter()
+        .position(|l| l.contains("viaduct: killing pid"))
+        .unwrap_or_else(|| panic!("the Viaduct was not killed:\n{}", l0.tail()));
+    let (second, third) = second.split_at(vkill);
     // `kill red`: red's VM restarted, up again, its NIC driven again; black
     // and the Viaduct untouched.
     one(second, "red: VM restart in ");
@@ -860,8 +871,18 @@ fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics()
     one(second, "PROBE-NIC-OK red");
     assert!(!second.iter().any(|l| l.contains("black: VM stopped")));
     assert!(!second.iter().any(|l| l.contains("viaduct: started")));
+    // `kill viaduct`: a new Viaduct, both VMs restarted onto its ports, both
+    // up again and connected to it.
+    one(third, "viaduct: started (pid");
+    for side in ["red", "black"] {
+        one(third, &format!("{side}: restarting its VM"));
+        assert!(third
+            .iter()
+            .any(|l| l.ends_with(&format!("appliance: {side}: up"))));
+        one(third, &format!("viaduct: {side} port: front end connected"));
+    }
     assert_eq!(
-        one(second, "L1-SECCOMP-KILLS"),
+        one(third, "L1-SECCOMP-KILLS"),
         "0",
         "calls outside the VMM's allowlist:\n{}",
         l0.tail()
