@@ -369,8 +369,13 @@ fn spawn_bridge(listener: BorrowedFd<'_>, socket: &Path, uid: u32) -> std::io::R
             fail("descriptors", e);
         }
         std::mem::forget(l);
+        // A change of ids clears the parent-death signal: set again after it,
+        // so that the bridge never outlives the init.
         let steps = sys::clear_groups()
             .and_then(|()| sys::set_ids(uid, uid))
+            .and_then(|()| {
+                sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map(drop)
+            })
             .and_then(|()| sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map(drop))
             .and_then(|()| sys::prctl(libc::PR_SET_DUMPABLE, 0).map(drop))
             .and_then(|()| sys::unblock_all_signals());

@@ -663,6 +663,42 @@ fn two_gateways_with_vm_personalities_carry_the_tunnel() {
         "the Viaduct was restarted ({viaduct_before} before)"
     );
 
+    // Nothing of the gateways outlives its init: the VMMs and black's
+    // management link bridge die with it.
+    let uids = |u: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&u.to_string())
+                    })
+                    && !std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .unwrap_or_default()
+                        .contains(") Z ")
+            })
+            .collect()
+    };
+    let (pa, pb) = (ia.pid, ib.pid);
+    let _ = sh(&format!("kill -9 {pa} {pb}"));
+    let t = Instant::now();
+    let mut left = Vec::new();
+    while t.elapsed() < Duration::from_secs(10) {
+        left = [100000, 200000, 200001]
+            .into_iter()
+            .flat_map(uids)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(left.is_empty(), "processes outlived their init: {left:?}");
+
     // On the internet segment every IPv4 packet is ESP.
     drop(ia);
     drop(ib);
