@@ -100,16 +100,9 @@ fn interfaces() -> Vec<(String, i32, String)> {
     v
 }
 
-fn mac_text(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Finds the port and the NIC and renames them (see the module docs).
 fn name_interfaces(side: Side, nic: &str) -> Result<(), String> {
-    let port_mac = mac_text(&crate::vmm::port_guest_mac(side));
+    let port_mac = crate::vmm::mac_text(&crate::vmm::port_guest_mac(side));
     let deadline = Instant::now() + DEVICE_WAIT;
     let (port, card) = loop {
         let all = interfaces();

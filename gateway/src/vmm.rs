@@ -185,7 +185,8 @@ pub struct VmSpec {
     pub cgroup: Option<PathBuf>,
 }
 
-fn mac_text(m: &[u8; 6]) -> String {
+/// `xx:xx:xx:xx:xx:xx`, lower-case.
+pub(crate) fn mac_text(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-use vmm_support::{libraries, QEMU};
+use vmm_support::{libraries, release_bin, QEMU};
 
 /// For `vmm_support::Done` (not used here: this test cleans its own lab).
 const LAB_TESTS: usize = 1;
@@ -66,19 +66,6 @@ fn must(cmd: &str) -> String {
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The gateway's static binaries (`scripts/build-gateway-bins`).
-fn release_bin(name: &str) -> PathBuf {
-    let p = repo()
-        .join("target/x86_64-unknown-linux-gnu/release")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/build-gateway-bins",
-        p.display()
-    );
-    p
 }
 
 /// Namespaces, processes and the directory, removed however the test ends.

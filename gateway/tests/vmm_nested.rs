@@ -36,7 +36,7 @@
 mod guest;
 mod vmm_support;
 
-use vmm_support::{libraries, sweep, vm_unit_bin, Done, QEMU};
+use vmm_support::{libraries, release_bin, sweep, vm_unit_bin, Done, QEMU};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -231,19 +231,6 @@ poweroff -f
 sleep 60
 "#
     .to_owned()
-}
-
-/// The gateway scenario's static binaries (`scripts/build-gateway-bins`).
-fn release_bin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/x86_64-unknown-linux-gnu/release")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/build-gateway-bins",
-        p.display()
-    );
-    p
 }
 
 /// The gateway scenario's plan (red's and black's NICs by placeholder PCI

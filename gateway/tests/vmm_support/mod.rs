@@ -75,3 +75,17 @@ pub fn vm_unit_bin() -> PathBuf {
     );
     bin
 }
+
+/// The gateway's static binaries, as the image carries them
+/// (`scripts/build-gateway-bins`).
+pub fn release_bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-gnu/release")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/build-gateway-bins",
+        p.display()
+    );
+    p
+}
