@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use builder::{build, BuildOptions, LockPolicy};
-use images::initramfs::{Compression, MAX_ZSTD_WINDOW_LOG};
+use images::initramfs::Compression;
 use testbed::vm::{Vm, VmConfig};
 
 fn main() {
@@ -39,14 +39,14 @@ fn main() {
             "zstd-19",
             Compression::Zstd {
                 level: 19,
-                window_log: MAX_ZSTD_WINDOW_LOG,
+                window_log: 23,
             },
         ),
         (
             "zstd-12",
             Compression::Zstd {
                 level: 12,
-                window_log: MAX_ZSTD_WINDOW_LOG,
+                window_log: 23,
             },
         ),
         ("xz-9", Compression::Xz { preset: 9 }),

@@ -48,17 +48,33 @@ pub fn lock_path_for(profile: &Path) -> PathBuf {
     profile.with_extension("lock")
 }
 
-/// The groups of root packages a profile needs.
+/// The package of the `microvm` runtime's VMM (the `vmm` group).
+pub(crate) const VMM_PACKAGE: &str = "qemu-system-x86";
+
+/// What the VMM's package depends on that a `microvm` image never runs:
+/// QEMU's loadable modules and helpers (`qemu-system-common`: TCG, displays,
+/// audio, USB, spice, and the libraries they pull in) and the firmware of
+/// PC machines (SeaBIOS, iPXE). A VM boots `-machine microvm` under KVM with
+/// the firmware of `qemu-system-data`.
+pub(crate) const VMM_EXCLUDES: [&str; 3] = ["ipxe-qemu", "qemu-system-common", "seabios"];
+
+/// The groups of root packages a profile needs: a `microvm` profile's also
+/// holds the VMM (`vmm`).
 pub(crate) fn lock_request(p: &profiles::Profile) -> LockRequest {
-    LockRequest {
-        groups: vec![
-            ("black".into(), p.black.packages.clone()),
-            ("boot".into(), vec![STUB_PACKAGE.into()]),
-            ("kernel".into(), vec![p.kernel.package.clone()]),
-            ("red".into(), p.red.packages.clone()),
-        ],
-        excludes: EXCLUDES.iter().map(|s| s.to_string()).collect(),
+    let microvm = p.appliance.runtime == profiles::Runtime::Microvm;
+    let mut groups = vec![
+        ("black".into(), p.black.packages.clone()),
+        ("boot".into(), vec![STUB_PACKAGE.into()]),
+        ("kernel".into(), vec![p.kernel.package.clone()]),
+        ("red".into(), p.red.packages.clone()),
+    ];
+    let mut excludes: Vec<String> = EXCLUDES.iter().map(|s| s.to_string()).collect();
+    if microvm {
+        groups.push(("vmm".into(), vec![VMM_PACKAGE.into()]));
+        excludes.extend(VMM_EXCLUDES.iter().map(|s| s.to_string()));
+        excludes.sort();
     }
+    LockRequest { groups, excludes }
 }
 
 /// What the lock stage decided.

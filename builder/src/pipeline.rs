@@ -134,7 +134,7 @@ pub fn build(
     st.start("kernel");
     let kernel = parts::kernel(opts, &input, &fetched, &mut st)?;
     st.start("rootfs");
-    let roots = parts::roots(opts, &input, &fetched, &mut st)?;
+    let roots = parts::roots(opts, &input, &fetched, &kernel, &mut st)?;
     st.start("initramfs");
     let rendered = render::render(&input, &kernel, &roots)?;
     let initramfs = initramfs::assemble(opts, epoch, &input, &kernel, &roots, &rendered)?;

@@ -270,6 +270,27 @@ pub fn report_measurements(env: &Env, log: &mut Logger) {
     }
 }
 
+/// A `microvm` image carries KVM for both processor vendors (`kvm_amd`,
+/// `kvm_intel`): the other vendor's refuses to load. `Some(vendor)` when
+/// the module at `path` is KVM for a vendor that `cpuinfo`'s
+/// (`/proc/cpuinfo`) processor is not; `None` for any other module, and
+/// when the vendor cannot be told (then loading decides).
+pub fn kvm_for_another_cpu(path: &str, cpuinfo: &str) -> Option<&'static str> {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split('.').next().unwrap_or(file);
+    let (module_vendor, ids): (&'static str, &[&str]) = match stem {
+        "kvm-amd" | "kvm_amd" => ("AMD", &["AuthenticAMD", "HygonGenuine"]),
+        "kvm-intel" | "kvm_intel" => ("Intel", &["GenuineIntel"]),
+        _ => return None,
+    };
+    let vendor = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("vendor_id"))
+        .and_then(|rest| rest.split(':').nth(1))
+        .map(str::trim)?;
+    (!ids.contains(&vendor)).then_some(module_vendor)
+}
+
 /// The line that tells the operator (and the tests) the gateway is up.
 pub fn ready_line(plan: &Plan) -> String {
     format!("ready {} {}", plan.profile_name, plan.profile_version)
@@ -287,7 +308,15 @@ pub fn run(env: &Env, modules: &mut dyn ModuleLoader, log: &mut Logger) -> Resul
         plan.profile_version,
         plan.security_version.0
     ));
+    let cpuinfo = std::fs::read_to_string(env.root.join("proc/cpuinfo")).unwrap_or_default();
     for m in &plan.modules {
+        if let Some(vendor) = kvm_for_another_cpu(m.path().as_str(), &cpuinfo) {
+            log.log(&format!(
+                "module {} skipped: KVM for {vendor} processors, and this one is not",
+                m.path()
+            ));
+            continue;
+        }
         let outcome = modules.load(&m.path().under(&env.root))?;
         let what = match outcome {
             ModuleOutcome::Loaded => "loaded",
@@ -342,6 +371,26 @@ pub fn measure_with(t: &mut dyn tpm::Transport, plan: &Plan, log: &mut Logger) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvm_of_the_other_vendor_is_skipped() {
+        let amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\n";
+        let intel = "processor\t: 0\nvendor_id\t: GenuineIntel\n";
+        let dir = "/lib/modules/6.1.0-57-amd64/kernel/arch/x86/kvm";
+        let kvm_amd = format!("{dir}/kvm-amd.ko");
+        let kvm_intel = format!("{dir}/kvm-intel.ko");
+        assert_eq!(kvm_for_another_cpu(&kvm_intel, amd), Some("Intel"));
+        assert_eq!(kvm_for_another_cpu(&kvm_amd, amd), None);
+        assert_eq!(kvm_for_another_cpu(&kvm_amd, intel), Some("AMD"));
+        assert_eq!(kvm_for_another_cpu(&kvm_intel, intel), None);
+        assert_eq!(
+            kvm_for_another_cpu("/x/kvm_amd.ko.xz", "vendor_id : HygonGenuine"),
+            None
+        );
+        // Not KVM, or no vendor to tell: load it.
+        assert_eq!(kvm_for_another_cpu(&format!("{dir}/kvm.ko"), amd), None);
+        assert_eq!(kvm_for_another_cpu(&kvm_intel, ""), None);
+    }
 
     #[test]
     fn secrets_are_read_whole_and_limited() {

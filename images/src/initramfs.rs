@@ -18,10 +18,13 @@
 
 use crate::{Error, Result};
 
-/// The largest zstd window (log2 bytes) written: 8 MiB, enough to refer back
-/// across the largest file of a personality's root, small enough for a
-/// gateway with little memory to unpack.
-pub const MAX_ZSTD_WINDOW_LOG: u32 = 23;
+/// The largest zstd window (log2 bytes) written: 32 MiB. The image builder
+/// uses 8 MiB (enough to refer back across the largest file of a
+/// personality's root, small enough for a gateway with little memory to
+/// unpack) but for the `microvm` runtime's VMM roots, whose second copy
+/// refers back across QEMU (18 MB) and the guest kernel. Linux unpacks
+/// windows up to 128 MiB.
+pub const MAX_ZSTD_WINDOW_LOG: u32 = 25;
 
 /// How a segment is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +84,14 @@ pub fn compress(data: &[u8], how: Compression) -> Result<Vec<u8>> {
             }
             let mut enc = zstd::bulk::Compressor::new(level).map_err(codec("compressing"))?;
             enc_param(&mut enc, zstd::zstd_safe::CParameter::WindowLog(window_log))?;
+            // Beyond 8 MiB, matches that far back are found by long-distance
+            // matching only (the decoder needs nothing but the window).
+            if window_log > 23 {
+                enc_param(
+                    &mut enc,
+                    zstd::zstd_safe::CParameter::EnableLongDistanceMatching(true),
+                )?;
+            }
             enc_param(&mut enc, zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
             enc_param(&mut enc, zstd::zstd_safe::CParameter::ContentSizeFlag(true))?;
             enc.compress(data).map_err(codec("compressing"))

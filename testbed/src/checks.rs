@@ -1452,11 +1452,15 @@ fn fault(
         log,
         "fault: black killed on gw-a, restarted by the init",
         || {
+            // A compartment exits; a personality's VM (runtime `microvm`) stops.
             let (i, _, _) = console.wait_for(
-                "`appliance: black exited`",
+                "`appliance: black exited` or `appliance: black: VM stopped`",
                 from,
                 Duration::from_secs(30),
-                |l| l.starts_with("appliance: black exited"),
+                |l| {
+                    l.starts_with("appliance: black exited")
+                        || l.starts_with("appliance: black: VM stopped")
+                },
                 |_| false,
             )?;
             let (_, _, up) = console.wait_for(

@@ -127,7 +127,18 @@ pub struct Gateway {
     pub wan_mac: [u8; 6],
     /// Names of its tunnels, every peer's, in profile order.
     pub tunnels: Vec<String>,
+    /// Runtime `microvm`: booted on a machine that passes its cards through
+    /// (see [`VmConfig::passthrough`]).
+    pub passthrough: bool,
 }
+
+/// Where a `microvm` lab gateway's cards are: each behind a root port of its
+/// own, `lan` on bus 1 and `wan` on bus 2.
+pub const PASSTHROUGH_PCI: [(&str, &str); 2] = [("lan", "0000:01:00.0"), ("wan", "0000:02:00.0")];
+
+/// The least memory of a `microvm` lab gateway, MiB: its two VMs, their
+/// VMMs' roots and the guests' initramfs images beside its own.
+pub const PASSTHROUGH_MEMORY_MIB: u32 = 2048;
 
 impl Gateway {
     fn load(profiles: &Path, name: &str, index: u8) -> Result<Gateway, Error> {
@@ -154,7 +165,22 @@ impl Gateway {
             Some(std::net::IpAddr::V4(g)) => Some(g),
             _ => None,
         };
+        let passthrough = p.appliance.runtime == profiles::Runtime::Microvm;
+        if passthrough {
+            for (role, pci) in PASSTHROUGH_PCI {
+                let at = p.hardware.nics.iter().find(|n| n.role == role);
+                if at.and_then(|n| n.pci.as_deref()) != Some(pci) {
+                    return Err(Error::State(format!(
+                        "{}: hardware.nics.{role}.pci: the lab's microvm machine has card `{role}` at {pci}; the profile says {}",
+                        path.display(),
+                        at.and_then(|n| n.pci.clone())
+                            .unwrap_or_else(|| "nothing".into())
+                    )));
+                }
+            }
+        }
         Ok(Gateway {
+            passthrough,
             name: name.into(),
             letter: (b'a' + index) as char,
             profile: path,
@@ -713,6 +739,10 @@ impl Lab {
             c
         };
         cfg.memory_mib = self.opts.memory_mib;
+        if g.passthrough {
+            cfg.passthrough = true;
+            cfg.memory_mib = cfg.memory_mib.max(PASSTHROUGH_MEMORY_MIB);
+        }
         cfg.nics = vec![
             NicConfig {
                 id: "lan".into(),

@@ -93,6 +93,13 @@ pub struct VmConfig {
     pub extra_args: Vec<String>,
     /// Where the serial console goes.
     pub console: Console,
+    /// A machine for the `microvm` runtime, which gives each personality's
+    /// VM its card by VFIO: nested virtualisation (`-cpu EPYC`: the emulated
+    /// SVM runs the gateway's KVM guests), an emulated Intel IOMMU with
+    /// interrupt remapping, and each card an e1000e alone behind a PCIe root
+    /// port at its slot (so in an IOMMU group of its own, on bus 1 for the
+    /// first card, 2 for the second …).
+    pub passthrough: bool,
 }
 
 /// The serial console of a VM.
@@ -160,6 +167,7 @@ impl VmConfig {
             nics: NicConfig::lab_defaults(),
             extra_args: Vec::new(),
             console: Console::Stdio,
+            passthrough: false,
         }
     }
 }
@@ -515,7 +523,15 @@ pub fn wait_for_socket(path: &Path, limit: Duration) -> bool {
 pub fn qemu_command(cfg: &VmConfig, files: &VmFiles) -> Command {
     let machine = if cfg.secure_boot { "q35,smm=on" } else { "q35" };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-nodefaults", "-machine", machine, "-accel", "tcg", "-m"])
+    cmd.args(["-nodefaults", "-machine", machine]);
+    if cfg.passthrough {
+        // The IOMMU before any PCI device.
+        cmd.args(["-accel", "tcg,thread=multi", "-cpu", "EPYC", "-smp", "2"])
+            .args(["-device", "intel-iommu,intremap=on,eim=off"]);
+    } else {
+        cmd.args(["-accel", "tcg"]);
+    }
+    cmd.arg("-m")
         .arg(cfg.memory_mib.to_string())
         .args(["-display", "none", "-monitor", "none"]);
     if !cfg.writable {
@@ -564,18 +580,34 @@ pub fn qemu_command(cfg: &VmConfig, files: &VmFiles) -> Command {
             ]);
     }
     for n in &cfg.nics {
-        cmd.arg("-netdev")
-            .arg(format!("{},id={}", n.netdev, n.id))
-            .arg("-device")
-            .arg(format!(
-                "virtio-net-pci,netdev={},addr={:#04x}{}",
-                n.id,
-                n.slot,
-                n.mac
-                    .as_ref()
-                    .map(|m| format!(",mac={m}"))
-                    .unwrap_or_default()
-            ));
+        cmd.arg("-netdev").arg(format!("{},id={}", n.netdev, n.id));
+        if cfg.passthrough {
+            cmd.arg("-device")
+                .arg(format!(
+                    "pcie-root-port,id=rp{0},chassis={0},addr={0:#04x}",
+                    n.slot
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "e1000e,bus=rp{},netdev={},romfile={}",
+                    n.slot,
+                    n.id,
+                    n.mac
+                        .as_ref()
+                        .map(|m| format!(",mac={m}"))
+                        .unwrap_or_default()
+                ));
+            continue;
+        }
+        cmd.arg("-device").arg(format!(
+            "virtio-net-pci,netdev={},addr={:#04x}{}",
+            n.id,
+            n.slot,
+            n.mac
+                .as_ref()
+                .map(|m| format!(",mac={m}"))
+                .unwrap_or_default()
+        ));
     }
     cmd.args(&cfg.extra_args);
     cmd

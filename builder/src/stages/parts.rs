@@ -56,10 +56,13 @@ pub(crate) struct Kernel {
 
 /// The personalities' root filesystems and the gateway binaries.
 pub(crate) struct Roots {
-    /// Both root filesystems, one segment.
+    /// Both root filesystems: one host segment (compartments) or one guest
+    /// segment each (VMs).
     pub personalities: PersonalitiesPart,
     /// The binaries' segment.
     pub binaries: PathBuf,
+    /// Runtime `microvm`: both VMMs' roots, one host segment ([`vmm_part`]).
+    pub vmm: Option<PathBuf>,
 }
 
 /// How this build compresses segments.
@@ -107,6 +110,7 @@ pub(crate) fn roots(
     opts: &BuildOptions,
     input: &Resolved,
     fetched: &Fetched,
+    kernel: &Kernel,
     st: &mut Stages<'_>,
 ) -> Result<Roots, BuildError> {
     let parts = cache_dir(opts)?;
@@ -123,7 +127,29 @@ pub(crate) fn roots(
             Ok((side, pkgs))
         })
         .collect::<Result<Vec<_>, BuildError>>()?;
-    let personalities = personalities_part(&parts, &sides, epoch, how, st)?;
+    let vm = microvm(&input.profile);
+    let personalities = if vm {
+        guest_roots_part(&parts, &sides, epoch, how, st)?
+    } else {
+        personalities_part(&parts, &sides, epoch, how, st)?
+    };
+    let vmm = if vm {
+        let pkgs = fetched
+            .group("vmm")?
+            .into_iter()
+            .map(|(p, path)| (p.name.as_str().to_string(), path, p.sha256.to_hex()))
+            .collect::<Packages>();
+        Some(vmm_part(
+            &parts,
+            &pkgs,
+            &kernel.part.vmlinuz,
+            epoch,
+            how,
+            st,
+        )?)
+    } else {
+        None
+    };
     let b = &input.binaries;
     let binaries = binaries_part(
         &parts,
@@ -138,6 +164,7 @@ pub(crate) fn roots(
     Ok(Roots {
         personalities,
         binaries,
+        vmm,
     })
 }
 
@@ -147,11 +174,16 @@ pub(crate) fn roots(
 /// level 19's, and makes the parts three times faster.
 pub const COMPRESSION: Compression = Compression::Zstd {
     level: 12,
-    window_log: MAX_ZSTD_WINDOW_LOG,
+    window_log: 23,
 };
 
+/// The window of the VMM roots' segment ([`vmm_part`]), log2 bytes: 32 MiB,
+/// so that black's copy of QEMU (18 MB) and of the guest kernel (8 MB)
+/// refer back to red's. Unpacking it takes a 32 MiB buffer, once, at boot.
+pub const VMM_WINDOW_LOG: u32 = MAX_ZSTD_WINDOW_LOG;
+
 /// Version of the part-cache key derivation; bump to invalidate old parts.
-const PARTS_VERSION: &str = "parts-v3";
+const PARTS_VERSION: &str = "parts-v4";
 
 /// Where a part's files live and under which key.
 fn part_key(kind: &str, how: Compression, feed: impl FnOnce(&mut Sha256)) -> String {
@@ -181,6 +213,8 @@ pub(crate) struct KernelPart {
     pub version: String,
     /// Module paths inside the initramfs, load order.
     pub modules: Vec<String>,
+    /// Runtime `microvm`: each guest kernel's modules.
+    pub guests: BTreeMap<Side, GuestModules>,
 }
 
 /// The modules an A/B image needs besides the profile's drivers: the
@@ -190,24 +224,97 @@ pub(crate) struct KernelPart {
 pub(crate) const BOOT_ASSESSMENT_MODULES: [&str; 4] =
     ["efivarfs", "vfat", "nls_cp437", "nls_ascii"];
 
+/// What the host kernel of a `microvm` image loads beside the profile's
+/// drivers: KVM for either vendor (the init loads the one for its CPU) and
+/// VFIO with its IOMMU backend. The IOMMU drivers are built in.
+pub(crate) const MICROVM_HOST_MODULES: [&str; 4] =
+    ["kvm_amd", "kvm_intel", "vfio_pci", "vfio_iommu_type1"];
+
+/// What every personality's guest kernel loads before its NIC's driver:
+/// virtio over MMIO, the Viaduct's port (`virtio_net`) and the event line
+/// (`virtio_console`).
+pub(crate) const GUEST_BASE_MODULES: [&str; 3] = ["virtio_mmio", "virtio_net", "virtio_console"];
+
+/// Whether the profile's personalities run as VMs.
+pub(crate) fn microvm(profile: &Profile) -> bool {
+    profile.appliance.runtime == profiles::Runtime::Microvm
+}
+
 /// What an A/B image's boot chain needs, then the profile's drivers: the
 /// boot-assessment modules come first, so that a driver that fails to load
 /// (a broken update) still leaves the init able to see its trial and reboot.
+///
+/// Under `microvm` the host kernel drives no card the guests own: the
+/// drivers of the cards passed through by VFIO (they load in the guests'
+/// kernels, [`guest_drivers`]) and `tun` (the Viaduct's ports are
+/// vhost-user) are left out, and [`MICROVM_HOST_MODULES`] plus, for a card
+/// attached by macvtap, `macvtap` come in.
 fn drivers(profile: &Profile) -> Vec<&str> {
     let mut v: Vec<&str> = Vec::new();
     if profile.image.slots == profiles::Slots::Ab {
         v.extend(BOOT_ASSESSMENT_MODULES);
     }
+    let vm = microvm(profile);
+    let guest_owned = |d: &str| {
+        vm && (d == "tun"
+            || profile
+                .hardware
+                .nics
+                .iter()
+                .any(|n| n.attach == profiles::NicAttach::Vfio && n.driver == d))
+    };
     for d in &profile.kernel.drivers {
-        if !v.contains(&d.as_str()) {
+        if !v.contains(&d.as_str()) && !guest_owned(d) {
             v.push(d);
+        }
+    }
+    if vm {
+        let macvtap = profile
+            .hardware
+            .nics
+            .iter()
+            .any(|n| n.attach == profiles::NicAttach::Macvtap);
+        for m in MICROVM_HOST_MODULES
+            .into_iter()
+            .chain(macvtap.then_some("macvtap"))
+        {
+            if !v.contains(&m) {
+                v.push(m);
+            }
         }
     }
     v
 }
 
+/// The modules of `side`'s guest kernel (runtime `microvm`):
+/// [`GUEST_BASE_MODULES`], then its card's driver when the card is passed
+/// through.
+pub(crate) fn guest_drivers(profile: &Profile, side: Side) -> Vec<String> {
+    let mut v: Vec<String> = GUEST_BASE_MODULES.iter().map(|s| s.to_string()).collect();
+    let nic = match side {
+        Side::Red => &profile.red.nic,
+        Side::Black => &profile.black.nic,
+    };
+    if let Some(n) = profile.hardware.nics.iter().find(|n| &n.role == nic) {
+        if n.attach == profiles::NicAttach::Vfio && !v.contains(&n.driver) {
+            v.push(n.driver.clone());
+        }
+    }
+    v
+}
+
+/// A guest kernel's modules (runtime `microvm`).
+#[derive(Debug, Clone)]
+pub(crate) struct GuestModules {
+    /// The compressed segment of the module files (paths as in the guest).
+    pub segment: PathBuf,
+    /// Module paths, load order (the guest's `guest-modules` list).
+    pub modules: Vec<String>,
+}
+
 /// Kernel image and the profile's modules (with dependencies), keyed by the
-/// kernel package digest and the driver list.
+/// kernel package digest and the driver lists; under `microvm` also each
+/// guest kernel's modules (the guests run the same kernel).
 pub(crate) fn kernel_part(
     parts: &Path,
     deb: &Path,
@@ -217,67 +324,125 @@ pub(crate) fn kernel_part(
     st: &mut Stages<'_>,
 ) -> Result<KernelPart, BuildError> {
     let all = drivers(profile);
+    let guests: Vec<(Side, Vec<String>)> = if microvm(profile) {
+        [Side::Red, Side::Black]
+            .into_iter()
+            .map(|s| (s, guest_drivers(profile, s)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let key = part_key("kernel", how, |h| {
         h.update(deb_sha);
         for d in &all {
             h.update([0]);
             h.update(d);
         }
+        for (side, ds) in &guests {
+            h.update([1]);
+            h.update(side.name());
+            for d in ds {
+                h.update([0]);
+                h.update(d);
+            }
+        }
     });
     let segment = parts.join(format!("kernel-{key}.cpio.zst"));
     let vmlinuz = parts.join(format!("kernel-{key}.vmlinuz"));
     let meta = parts.join(format!("kernel-{key}.meta"));
+    let guest_segment = |side: Side| parts.join(format!("kernel-{key}.{}.cpio.zst", side.name()));
     if segment.exists() && vmlinuz.exists() && meta.exists() {
         let text = std::fs::read_to_string(&meta).map_err(BuildError::io("reading", &meta))?;
-        let mut lines = text.lines();
-        if let Some(version) = lines.next() {
-            (st.progress)(Progress::Reused(format!("kernel {version}")));
-            return Ok(KernelPart {
-                segment,
-                vmlinuz,
-                version: version.to_string(),
-                modules: lines.map(str::to_string).collect(),
-            });
+        if let Some((version, modules, mut guest_modules)) = parse_kernel_meta(&text) {
+            let complete = guests
+                .iter()
+                .all(|(side, _)| guest_modules.contains_key(side) && guest_segment(*side).exists());
+            if complete {
+                (st.progress)(Progress::Reused(format!("kernel {version}")));
+                return Ok(KernelPart {
+                    segment,
+                    vmlinuz,
+                    version,
+                    modules,
+                    guests: guests
+                        .iter()
+                        .map(|(side, _)| {
+                            let modules = guest_modules.remove(side).unwrap_or_default();
+                            (
+                                *side,
+                                GuestModules {
+                                    segment: guest_segment(*side),
+                                    modules,
+                                },
+                            )
+                        })
+                        .collect(),
+                });
+            }
         }
     }
     let bytes = std::fs::read(deb).map_err(BuildError::io("reading", deb))?;
     let deb = Deb::parse(&bytes)?;
     let tree = KernelTree::from_deb(&deb)?;
-    let res = match tree.resolve(&all) {
-        Ok(r) => r,
-        Err(kernel::Error::UnknownDriver {
-            name,
-            kver,
-            suggestions,
-        }) => {
-            let location = profiles::find_in_sources(profile, &format!("\"{name}\""))
-                .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
-                .unwrap_or_default();
-            let hint = if suggestions.is_empty() {
-                String::new()
-            } else {
-                format!(" (did you mean {}?)", suggestions.join(", "))
-            };
-            return Err(BuildError::Driver {
-                location,
-                message: format!("driver `{name}` is not in kernel {kver}: no module or built-in of that name{hint}"),
-            });
+    let modules_segment = |names: &[&str],
+                           field: &str|
+     -> Result<(Vec<u8>, Vec<String>), BuildError> {
+        let res = match tree.resolve(names) {
+            Ok(r) => r,
+            Err(kernel::Error::UnknownDriver {
+                name,
+                kver,
+                suggestions,
+            }) => {
+                let location = profiles::find_in_sources(profile, &format!("\"{name}\""))
+                    .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
+                    .unwrap_or_default();
+                let hint = if suggestions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (did you mean {}?)", suggestions.join(", "))
+                };
+                return Err(BuildError::Driver {
+                    location,
+                    message: format!("{field}driver `{name}` is not in kernel {kver}: no module or built-in of that name{hint}"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let files = tree.module_files_from_deb(&deb, &res)?;
+        let mut c = CpioBuilder::new(Epoch(0))?;
+        let mut modules = Vec::new();
+        for f in &files {
+            c.add_file(&f.path, 0o644, f.data.clone())?;
+            modules.push(format!("/{}", f.path.trim_start_matches('/')));
         }
-        Err(e) => return Err(e.into()),
+        Ok((compress_segment(&c.to_vec()?, how)?, modules))
     };
-    let files = tree.module_files_from_deb(&deb, &res)?;
-    let mut c = CpioBuilder::new(Epoch(0))?;
-    let mut modules = Vec::new();
-    for f in &files {
-        c.add_file(&f.path, 0o644, f.data.clone())?;
-        modules.push(format!("/{}", f.path.trim_start_matches('/')));
+    let (host_bytes, modules) = modules_segment(&all, "")?;
+    let mut guest_parts = BTreeMap::new();
+    for (side, ds) in &guests {
+        let names: Vec<&str> = ds.iter().map(String::as_str).collect();
+        let (bytes, modules) =
+            modules_segment(&names, &format!("the {} guest kernel: ", side.name()))?;
+        write_atomic(&guest_segment(*side), &bytes)?;
+        guest_parts.insert(
+            *side,
+            GuestModules {
+                segment: guest_segment(*side),
+                modules,
+            },
+        );
     }
-    write_atomic(&segment, &compress_segment(&c.to_vec()?, how)?)?;
+    write_atomic(&segment, &host_bytes)?;
     write_atomic(&vmlinuz, tree.image())?;
     let mut m = format!("{}\n", tree.version());
     for p in &modules {
-        m.push_str(p);
-        m.push('\n');
+        m.push_str(&format!("host {p}\n"));
+    }
+    for (side, g) in &guest_parts {
+        for p in &g.modules {
+            m.push_str(&format!("{} {p}\n", side.name()));
+        }
     }
     write_atomic(&meta, m.as_bytes())?;
     Ok(KernelPart {
@@ -285,7 +450,32 @@ pub(crate) fn kernel_part(
         vmlinuz,
         version: tree.version().to_string(),
         modules,
+        guests: guest_parts,
     })
+}
+
+/// The kernel part's `.meta`: the release, then `host|red|black <path>`
+/// per module, in load order.
+type KernelMeta = (String, Vec<String>, BTreeMap<Side, Vec<String>>);
+
+fn parse_kernel_meta(text: &str) -> Option<KernelMeta> {
+    let mut lines = text.lines();
+    let version = lines.next()?.to_string();
+    let mut host = Vec::new();
+    let mut guests: BTreeMap<Side, Vec<String>> = BTreeMap::new();
+    for l in lines {
+        let (who, path) = l.split_once(' ')?;
+        match who {
+            "host" => host.push(path.to_string()),
+            "red" => guests.entry(Side::Red).or_default().push(path.to_string()),
+            "black" => guests
+                .entry(Side::Black)
+                .or_default()
+                .push(path.to_string()),
+            _ => return None,
+        }
+    }
+    Some((version, host, guests))
 }
 
 /// Paths of a package that a gateway never uses: documentation, manual
@@ -323,10 +513,14 @@ impl Shipped {
 /// A personality's packages: `(name, .deb path, SHA-256 hex)` in lock order.
 pub(crate) type Packages = Vec<(String, PathBuf, String)>;
 
-/// Both personalities' root filesystems as one compressed segment.
+/// Both personalities' root filesystems.
 pub(crate) struct PersonalitiesPart {
-    /// The compressed segment.
-    pub segment: PathBuf,
+    /// Compartments: both roots, one compressed host segment
+    /// ([`personalities_part`]). VMs: `None`.
+    pub segment: Option<PathBuf>,
+    /// VMs: each side's root at `/`, one compressed segment of its guest
+    /// initramfs each ([`guest_roots_part`]).
+    pub guests: BTreeMap<Side, PathBuf>,
     /// What each side's packages ship.
     pub shipped: BTreeMap<Side, Shipped>,
 }
@@ -361,41 +555,19 @@ pub(crate) fn personalities_part(
             .and_then(|t| parse_listing(&t))
         {
             (st.progress)(Progress::Reused("personality root filesystems".into()));
-            return Ok(PersonalitiesPart { segment, shipped });
+            return Ok(PersonalitiesPart {
+                segment: Some(segment),
+                guests: BTreeMap::new(),
+                shipped,
+            });
         }
     }
     let mut c = CpioBuilder::new(epoch)?;
     let mut shipped = BTreeMap::new();
     for (side, pkgs) in sides {
         let tree = root_tree(side.name(), pkgs)?;
-        let prefix = format!("personalities/{}", side.name());
-        let mut paths = BTreeMap::new();
-        for (p, (mode, kind)) in &tree {
-            if p.is_empty() || p == "." {
-                continue;
-            }
-            let full = format!("{prefix}/{p}");
-            let perm = mode & 0o7777;
-            match kind {
-                EntryKind::Dir { .. } => c.add_dir(&full, perm)?,
-                EntryKind::File { data, .. } => c.add_file(&full, perm, data.clone())?,
-                EntryKind::Symlink { target } => c.add_symlink(&full, target)?,
-                EntryKind::Hardlink { target } => match tree.get(target.trim_end_matches('/')) {
-                    // A package's own hard link becomes a second, separate file.
-                    Some((m, EntryKind::File { data, .. })) => {
-                        c.add_file(&full, m & 0o7777, data.clone())?
-                    }
-                    _ => {
-                        return Err(BuildError::Binary(format!(
-                            "{} root filesystem: hard link {p} -> {target} has no regular target",
-                            side.name()
-                        )))
-                    }
-                },
-            }
-            paths.insert(p.clone(), matches!(kind, EntryKind::Dir { .. }));
-        }
-        shipped.insert(*side, Shipped(paths));
+        let prefix = format!("personalities/{}/", side.name());
+        shipped.insert(*side, add_root(&mut c, side.name(), &tree, &prefix)?);
     }
     let mut archive = Vec::new();
     c.write_grouped_to(&mut archive, |path| {
@@ -409,7 +581,355 @@ pub(crate) fn personalities_part(
     })?;
     write_atomic(&segment, &compress_segment(&archive, how)?)?;
     write_atomic(&listing, render_listing(&shipped).as_bytes())?;
-    Ok(PersonalitiesPart { segment, shipped })
+    Ok(PersonalitiesPart {
+        segment: Some(segment),
+        guests: BTreeMap::new(),
+        shipped,
+    })
+}
+
+/// A root's entries under `prefix` (empty, or ending in `/`); what it ships.
+fn add_root(
+    c: &mut CpioBuilder,
+    side: &str,
+    tree: &BTreeMap<String, (u32, EntryKind)>,
+    prefix: &str,
+) -> Result<Shipped, BuildError> {
+    let mut paths = BTreeMap::new();
+    for (p, (mode, kind)) in tree {
+        if p.is_empty() || p == "." {
+            continue;
+        }
+        let full = format!("{prefix}{p}");
+        let perm = mode & 0o7777;
+        match kind {
+            EntryKind::Dir { .. } => c.add_dir(&full, perm)?,
+            EntryKind::File { data, .. } => c.add_file(&full, perm, data.clone())?,
+            EntryKind::Symlink { target } => c.add_symlink(&full, target)?,
+            EntryKind::Hardlink { target } => match tree.get(target.trim_end_matches('/')) {
+                // A package's own hard link becomes a second, separate file.
+                Some((m, EntryKind::File { data, .. })) => {
+                    c.add_file(&full, m & 0o7777, data.clone())?
+                }
+                _ => {
+                    return Err(BuildError::Binary(format!(
+                        "{side} root filesystem: hard link {p} -> {target} has no regular target"
+                    )))
+                }
+            },
+        }
+        paths.insert(p.clone(), matches!(kind, EntryKind::Dir { .. }));
+    }
+    Ok(Shipped(paths))
+}
+
+/// Runtime `microvm`: each side's packages as the root (`/`) of its guest
+/// initramfs, one compressed segment per side, cached like
+/// [`personalities_part`]. The guests share nothing: each has its own copy.
+pub(crate) fn guest_roots_part(
+    parts: &Path,
+    sides: &[(Side, Packages)],
+    epoch: Epoch,
+    how: Compression,
+    st: &mut Stages<'_>,
+) -> Result<PersonalitiesPart, BuildError> {
+    let key = part_key("guest-roots", how, |h| {
+        h.update(epoch.0.to_le_bytes());
+        for (side, pkgs) in sides {
+            h.update([1]);
+            h.update(side.name());
+            for (name, _, sha) in pkgs {
+                h.update([0]);
+                h.update(name);
+                h.update(sha);
+            }
+        }
+    });
+    let segment = |side: Side| parts.join(format!("guest-root-{key}.{}.cpio.zst", side.name()));
+    let listing = parts.join(format!("guest-root-{key}.paths"));
+    let guests: BTreeMap<Side, PathBuf> = sides.iter().map(|(s, _)| (*s, segment(*s))).collect();
+    if guests.values().all(|p| p.exists()) {
+        if let Some(shipped) = std::fs::read_to_string(&listing)
+            .ok()
+            .and_then(|t| parse_listing(&t))
+        {
+            (st.progress)(Progress::Reused("personality root filesystems".into()));
+            return Ok(PersonalitiesPart {
+                segment: None,
+                guests,
+                shipped,
+            });
+        }
+    }
+    let mut shipped = BTreeMap::new();
+    for (side, pkgs) in sides {
+        let tree = root_tree(side.name(), pkgs)?;
+        let mut c = CpioBuilder::new(epoch)?;
+        shipped.insert(*side, add_root(&mut c, side.name(), &tree, "")?);
+        write_atomic(&segment(*side), &compress_segment(&c.to_vec()?, how)?)?;
+    }
+    write_atomic(&listing, render_listing(&shipped).as_bytes())?;
+    Ok(PersonalitiesPart {
+        segment: None,
+        guests,
+        shipped,
+    })
+}
+
+/// QEMU's binary inside a VMM's root.
+pub(crate) const QEMU_PATH: &str = "/usr/bin/qemu-system-x86_64";
+/// The guest kernel inside a VMM's root.
+pub(crate) const GUEST_KERNEL_PATH: &str = "/vm/vmlinuz";
+/// The guest initramfs inside a VMM's root.
+pub(crate) const GUEST_INITRD_PATH: &str = "/vm/initrd";
+/// The firmware QEMU reads for `-machine microvm` and a `-kernel` boot
+/// (`qemu-system-data`), inside a VMM's root.
+const VMM_FIRMWARE: [&str; 5] = [
+    "usr/share/qemu/bios-microvm.bin",
+    "usr/share/qemu/qboot.rom",
+    "usr/share/qemu/linuxboot_dma.bin",
+    "usr/share/qemu/kvmvapic.bin",
+    "usr/share/qemu/pvh.bin",
+];
+/// Where the dynamic loader looks for libraries (Debian amd64).
+const LIBRARY_DIRS: [&str; 4] = [
+    "lib/x86_64-linux-gnu",
+    "usr/lib/x86_64-linux-gnu",
+    "lib64",
+    "usr/lib",
+];
+
+/// Runtime `microvm`: each VMM's root under `personalities/<side>/`, one
+/// cached segment: QEMU, exactly the libraries it loads (its `DT_NEEDED`
+/// closure and the dynamic loader, found in the `vmm` group's packages),
+/// the firmware [`VMM_FIRMWARE`], the guest kernel at
+/// [`GUEST_KERNEL_PATH`], and empty mount points for the jail. Each VMM
+/// gets its own copy (no inode shared between red's and black's VMMs),
+/// the copies adjacent so that the compressed segment stores most bytes
+/// once.
+pub(crate) fn vmm_part(
+    parts: &Path,
+    pkgs: &Packages,
+    vmlinuz: &Path,
+    epoch: Epoch,
+    how: Compression,
+    st: &mut Stages<'_>,
+) -> Result<PathBuf, BuildError> {
+    let kernel = std::fs::read(vmlinuz).map_err(BuildError::io("reading", vmlinuz))?;
+    let key = part_key("vmm", how, |h| {
+        h.update(epoch.0.to_le_bytes());
+        h.update(VMM_WINDOW_LOG.to_le_bytes());
+        h.update(Sha256::digest(&kernel));
+        for (name, _, sha) in pkgs {
+            h.update([0]);
+            h.update(name);
+            h.update(sha);
+        }
+    });
+    let segment = parts.join(format!("vmm-{key}.cpio.zst"));
+    if segment.exists() {
+        (st.progress)(Progress::Reused("the VMM's root".into()));
+        return Ok(segment);
+    }
+    let tree = root_tree("the VMM's", pkgs)?;
+    let files = vmm_files(&tree)?;
+    let mut c = CpioBuilder::new(epoch)?;
+    for side in [Side::Red, Side::Black] {
+        let prefix = format!("personalities/{}/", side.name());
+        let mut dirs = std::collections::BTreeSet::new();
+        for d in ROOT_DIRS {
+            dirs.insert(d.to_string());
+        }
+        for p in files.keys() {
+            let mut acc = String::new();
+            for part in p
+                .split('/')
+                .collect::<Vec<_>>()
+                .split_last()
+                .map(|x| x.1)
+                .unwrap_or(&[])
+            {
+                if !acc.is_empty() {
+                    acc.push('/');
+                }
+                acc.push_str(part);
+                dirs.insert(acc.clone());
+            }
+        }
+        for d in &dirs {
+            c.add_dir(&format!("{prefix}{d}"), 0o755)?;
+        }
+        for (p, entry) in &files {
+            let full = format!("{prefix}{p}");
+            match entry {
+                VmmFile::File(mode, data) => c.add_file(&full, *mode, data.clone())?,
+                VmmFile::Symlink(target) => c.add_symlink(&full, target)?,
+            }
+        }
+        c.add_file(
+            &format!("{prefix}{}", &GUEST_KERNEL_PATH[1..]),
+            0o644,
+            kernel.clone(),
+        )?;
+    }
+    let mut archive = Vec::new();
+    c.write_grouped_to(&mut archive, |path| {
+        let mut it = path.splitn(3, '/');
+        let (_, side, rest) = (it.next(), it.next(), it.next());
+        (
+            rest.unwrap_or(path).to_owned(),
+            side.unwrap_or("").to_owned(),
+        )
+    })?;
+    let how = match how {
+        Compression::Zstd { level, .. } => Compression::Zstd {
+            level,
+            window_log: VMM_WINDOW_LOG,
+        },
+        other => other,
+    };
+    write_atomic(&segment, &compress_segment(&archive, how)?)?;
+    Ok(segment)
+}
+
+/// The directories of every VMM's root: the jail's mount points and `vm/`.
+const ROOT_DIRS: [&str; 6] = ["dev", "proc", "run", "sys", "tmp", "vm"];
+
+/// A file of a VMM's root.
+enum VmmFile {
+    File(u32, Vec<u8>),
+    Symlink(String),
+}
+
+/// `path` inside the tree, following symbolic links (at most 16).
+fn follow(tree: &BTreeMap<String, (u32, EntryKind)>, path: &str) -> Option<String> {
+    let mut p = path.to_string();
+    for _ in 0..16 {
+        match tree.get(&p) {
+            Some((_, EntryKind::Symlink { target })) => {
+                p = if let Some(abs) = target.strip_prefix('/') {
+                    abs.to_string()
+                } else {
+                    let dir = p.rsplit_once('/').map(|x| x.0).unwrap_or("");
+                    normalize(&format!("{dir}/{target}"))?
+                };
+            }
+            Some(_) => return Some(p),
+            None => return None,
+        }
+    }
+    None
+}
+
+/// `a/./b/../c` → `a/c`; `None` when it climbs above the root.
+fn normalize(path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            p => out.push(p),
+        }
+    }
+    Some(out.join("/"))
+}
+
+/// Adds `path` (and, if it is a link, the chain to its target) to `out`;
+/// returns the resolved file's path.
+fn take(
+    tree: &BTreeMap<String, (u32, EntryKind)>,
+    path: &str,
+    out: &mut BTreeMap<String, VmmFile>,
+) -> Option<String> {
+    let mut p = path.to_string();
+    for _ in 0..16 {
+        match tree.get(&p)? {
+            (_, EntryKind::Symlink { target }) => {
+                out.insert(p.clone(), VmmFile::Symlink(target.clone()));
+                p = if let Some(abs) = target.strip_prefix('/') {
+                    abs.to_string()
+                } else {
+                    let dir = p.rsplit_once('/').map(|x| x.0).unwrap_or("");
+                    normalize(&format!("{dir}/{target}"))?
+                };
+            }
+            (mode, EntryKind::File { data, .. }) => {
+                out.insert(p.clone(), VmmFile::File(mode & 0o7777, data.clone()));
+                return Some(p);
+            }
+            (_, EntryKind::Hardlink { target }) => {
+                let t = target
+                    .trim_start_matches("./")
+                    .trim_end_matches('/')
+                    .to_string();
+                let real = follow(tree, &t)?;
+                if let Some((mode, EntryKind::File { data, .. })) = tree.get(&real) {
+                    out.insert(p.clone(), VmmFile::File(mode & 0o7777, data.clone()));
+                    return Some(p);
+                }
+                return None;
+            }
+            (_, EntryKind::Dir { .. }) => return None,
+        }
+    }
+    None
+}
+
+/// QEMU, its loader and library closure, and the firmware, from the `vmm`
+/// group's files: what a VMM's root holds besides the guest.
+fn vmm_files(
+    tree: &BTreeMap<String, (u32, EntryKind)>,
+) -> Result<BTreeMap<String, VmmFile>, BuildError> {
+    let fail = |m: String| BuildError::Binary(format!("the VMM's root: {m}"));
+    let mut out = BTreeMap::new();
+    let qemu = &QEMU_PATH[1..];
+    take(tree, qemu, &mut out).ok_or_else(|| {
+        fail(format!(
+            "{QEMU_PATH} is not in the packages of the lock's `vmm` group"
+        ))
+    })?;
+    for f in VMM_FIRMWARE {
+        take(tree, f, &mut out).ok_or_else(|| {
+            fail(format!(
+                "/{f} is not in the packages of the lock's `vmm` group"
+            ))
+        })?;
+    }
+    let mut queue = vec![qemu.to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let Some(VmmFile::File(_, data)) = out.get(&path) else {
+            continue;
+        };
+        let d = crate::elf::dynamic(data).map_err(|e| fail(format!("/{path}: {e}")))?;
+        if let Some(interp) = d.interpreter {
+            let real = take(tree, interp.trim_start_matches('/'), &mut out).ok_or_else(|| {
+                fail(format!(
+                    "/{path} needs the loader {interp}, which no package of the `vmm` group ships"
+                ))
+            })?;
+            queue.push(real);
+        }
+        for lib in d.needed {
+            let found = LIBRARY_DIRS
+                .iter()
+                .find_map(|dir| take(tree, &format!("{dir}/{lib}"), &mut out));
+            match found {
+                Some(real) => queue.push(real),
+                None => {
+                    return Err(fail(format!(
+                        "/{path} needs {lib}, which no package of the `vmm` group ships"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One side's root: every package's entries, later packages winning on a

@@ -89,6 +89,11 @@ pub(crate) fn build(
         "console=ttyS0 panic=-1 appliance.plan={}",
         rendered.plan_digest.to_hex()
     );
+    // The microvm runtime passes cards through by VFIO: the IOMMU must be on
+    // (AMD's is by default, Intel's is not in Debian's kernel).
+    if input.profile.appliance.runtime == profiles::Runtime::Microvm {
+        cmdline.push_str(" intel_iommu=on");
+    }
     for w in &input.profile.kernel.cmdline {
         cmdline.push(' ');
         cmdline.push_str(w);

@@ -62,6 +62,18 @@ pub struct Appliance {
 pub enum Runtime {
     /// Namespace compartments on one kernel.
     Compartment,
+    /// Each personality a KVM guest with its own kernel, owning its NIC.
+    Microvm,
+}
+
+/// How a NIC reaches its personality's virtual machine (runtime `microvm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NicAttach {
+    /// Passed through with VFIO: the driver runs in the guest's kernel.
+    Vfio,
+    /// A macvtap on the host: the NIC's driver stays in the host kernel.
+    Macvtap,
 }
 
 /// Hardware target and NICs.
@@ -88,6 +100,9 @@ pub struct Nic {
     pub network: Option<String>,
     /// Which personality owns it.
     pub owner: Side,
+    /// How it reaches its personality's VM (runtime `microvm`; `vfio`
+    /// unless the profile asks for `macvtap`).
+    pub attach: NicAttach,
 }
 
 /// Red or black.

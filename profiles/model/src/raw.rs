@@ -96,8 +96,9 @@ pub struct RawAppliance {
     pub security_version: Option<Sp<u64>>,
     /// Free text for administrators.
     pub description: Option<Sp<String>>,
-    /// Isolation runtime of the personalities: `compartment` (namespaces on one kernel).
-    /// `microvm` is reserved for a later release.
+    /// Isolation runtime of the personalities: `compartment` (namespaces on
+    /// one kernel, the default) or `microvm` (each personality a KVM guest
+    /// with its own kernel, owning its NIC by VFIO).
     pub runtime: Option<Sp<String>>,
     /// A lab profile: may carry test keys (manual SAs, lab PSKs). Never for production.
     pub lab: Option<Sp<bool>>,
@@ -128,6 +129,12 @@ pub struct RawNic {
     pub mac: Option<Sp<String>>,
     /// Name of the external network segment this card is plugged into (for the path check).
     pub network: Option<Sp<String>>,
+    /// Runtime `microvm` only: how the card reaches its personality's
+    /// virtual machine. `vfio` (the default) passes it through, its driver
+    /// running in the guest's kernel; `macvtap` keeps its driver in the
+    /// gateway's own kernel (in the trusted base) and gives the guest a
+    /// macvtap queue.
+    pub attach: Option<Sp<String>>,
 }
 
 /// `[kernel]`

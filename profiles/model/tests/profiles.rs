@@ -303,9 +303,9 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "microvm.toml",
         "microvm.toml",
-        "microvm",
-        "appliance.runtime",
-        "reserved",
+        "[hardware.nics.wan]",
+        "hardware.nics.wan.pci",
+        "passes card `wan` through to the black personality's VM",
     ),
     (
         "local-address-not-black.toml",
@@ -799,6 +799,31 @@ fn one(extra: &str) -> Diagnostic {
 fn accepted(extra: &str) {
     let e = errors(extra);
     assert!(e.is_empty(), "rejected:\n{extra}\n{}", rendered(&e));
+}
+
+#[test]
+fn microvm_runtime_needs_pci_addresses_and_memory() {
+    let pci = "[hardware.nics.lan]\npci = \"0000:01:00.0\"\n[hardware.nics.wan]\npci = \"0000:02:00.0\"\n";
+    accepted(&format!("[appliance]\nruntime = \"microvm\"\n{pci}"));
+    // macvtap instead of a PCI address.
+    accepted(
+        "[appliance]\nruntime = \"microvm\"\n[hardware.nics.lan]\npci = \"0000:01:00.0\"\n[hardware.nics.wan]\nattach = \"macvtap\"\n",
+    );
+    let d = one(&format!(
+        "[appliance]\nruntime = \"microvm\"\n{pci}[personalities.red]\nmemory_limit = \"100MiB\"\n"
+    ));
+    assert_eq!(d.field, "personalities.red.memory_limit", "{d}");
+    assert!(d.message.contains("at least 128MiB"), "{d}");
+    let d = one(
+        "[appliance]\nruntime = \"microvm\"\n[hardware.nics.lan]\npci = \"0000:01:00.0\"\nattach = \"sriov\"\n[hardware.nics.wan]\npci = \"0000:02:00.0\"\n",
+    );
+    assert_eq!(d.field, "hardware.nics.lan.attach", "{d}");
+    // `attach` means nothing to a compartment.
+    let d = one("[hardware.nics.wan]\nattach = \"vfio\"\n");
+    assert_eq!(d.field, "hardware.nics.wan.attach", "{d}");
+    assert!(d.message.contains("microvm"), "{d}");
+    let d = one("[appliance]\nruntime = \"vm\"\n");
+    assert_eq!(d.field, "appliance.runtime", "{d}");
 }
 
 #[test]

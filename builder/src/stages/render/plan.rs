@@ -8,7 +8,9 @@
 use profiles::{Profile, Side};
 
 use super::{at, personality, uid_base, DHCP_SERVICE, NETWORK_SETUP, UDHCPC_SCRIPT};
-use crate::stages::parts::{IKE_PATH, VIADUCT_PATH};
+use crate::stages::parts::{
+    GUEST_INITRD_PATH, GUEST_KERNEL_PATH, IKE_PATH, QEMU_PATH, VIADUCT_PATH,
+};
 use crate::BuildError;
 
 /// The key-use records of the policy's manual keys, for the plan's `manual-key`
@@ -220,10 +222,47 @@ pub(crate) fn compartment_plan(
         .chain(p.dhcp.then_some(SocketFamily::Packet))
         .collect(),
         services,
-        // Namespace compartments: validation refuses `runtime = "microvm"`
-        // until the image carries the VMM and the guest.
-        vm: None,
+        vm: vm_plan(profile, hw, p, &t)?,
     })
+}
+
+/// Runtime `microvm`: the personality's VM — KVM, QEMU and the guest in the
+/// VMM's root at the compartment's `root` (see the parts stage), the
+/// guest's memory the personality's limit less what the VMM needs, the card
+/// passed through by VFIO unless the profile asks for macvtap.
+fn vm_plan(
+    profile: &Profile,
+    hw: &profiles::Nic,
+    p: &profiles::Personality,
+    t: &str,
+) -> Result<Option<gateway_plan::VmPlan>, BuildError> {
+    use gateway_plan::*;
+    if profile.appliance.runtime != profiles::Runtime::Microvm {
+        return Ok(None);
+    }
+    let e = |e: gateway_plan::Error| BuildError::Plan(e.to_string());
+    let mib = (p.memory_limit.0 >> 20).saturating_sub(VM_OVERHEAD_MIB);
+    let memory_mib = u32::try_from(mib)
+        .ok()
+        .filter(|m| (VmPlan::MIN_MEMORY_MIB..=VmPlan::MAX_MEMORY_MIB).contains(m))
+        .ok_or_else(|| {
+            BuildError::Plan(format!(
+                "{t}.memory_limit: leaves {mib} MiB for the VM's guest after the VMM's {VM_OVERHEAD_MIB} MiB; a guest takes {}..={} MiB",
+                VmPlan::MIN_MEMORY_MIB,
+                VmPlan::MAX_MEMORY_MIB
+            ))
+        })?;
+    Ok(Some(VmPlan {
+        accel: VmAccel::Kvm,
+        qemu: InitramfsPath::new(QEMU_PATH).map_err(e)?,
+        kernel: InitramfsPath::new(GUEST_KERNEL_PATH).map_err(e)?,
+        initrd: InitramfsPath::new(GUEST_INITRD_PATH).map_err(e)?,
+        memory_mib,
+        nic: match hw.attach {
+            profiles::NicAttach::Vfio => VmNic::Vfio,
+            profiles::NicAttach::Macvtap => VmNic::Macvtap,
+        },
+    }))
 }
 
 /// One service of a personality; `st` is its profile path (`personalities.red.services[0]`).

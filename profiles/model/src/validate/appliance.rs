@@ -43,19 +43,12 @@ pub(super) fn appliance(v: &mut V<'_>, a: &Sp<RawAppliance>) -> Option<Appliance
         None => Some(Runtime::Compartment),
         Some(r) => match r.value.as_str() {
             "compartment" => Some(Runtime::Compartment),
-            "microvm" => {
-                v.err(
-                    &r.span,
-                    "appliance.runtime",
-                    "runtime `microvm` is reserved for a later release; use `compartment`",
-                );
-                None
-            }
+            "microvm" => Some(Runtime::Microvm),
             other => {
                 v.err(
                     &r.span,
                     "appliance.runtime",
-                    format!("unknown runtime `{other}`; use `compartment`"),
+                    format!("unknown runtime `{other}`; use `compartment` or `microvm`"),
                 );
                 None
             }

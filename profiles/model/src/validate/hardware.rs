@@ -72,8 +72,23 @@ fn nic(v: &mut V<'_>, role: &String, n: &Sp<RawNic>) -> NicInfo {
         .network
         .as_ref()
         .and_then(|net| v.name(net, &format!("{t}.network")));
-    let nic = match (role_ok, driver) {
-        (true, Some(driver))
+    let attach = match &n.attach {
+        None => Some(NicAttach::Vfio),
+        Some(a) => match a.value.as_str() {
+            "vfio" => Some(NicAttach::Vfio),
+            "macvtap" => Some(NicAttach::Macvtap),
+            other => {
+                v.err(
+                    &a.span,
+                    format!("{t}.attach"),
+                    format!("unknown attachment `{other}`; use `vfio` or `macvtap`"),
+                );
+                None
+            }
+        },
+    };
+    let nic = match (role_ok, driver, attach) {
+        (true, Some(driver), Some(attach))
             if n.pci.is_some() == pci.is_some()
                 && n.mac.is_some() == mac.is_some()
                 && n.network.is_some() == network.is_some() =>
@@ -85,6 +100,7 @@ fn nic(v: &mut V<'_>, role: &String, n: &Sp<RawNic>) -> NicInfo {
                 mac,
                 network,
                 owner: Side::Red,
+                attach,
             })
         }
         _ => None,

@@ -42,6 +42,7 @@ mod peer;
 mod personality;
 mod routes;
 mod rules;
+mod runtime;
 mod services;
 mod tunnel;
 mod viaduct;
@@ -58,6 +59,7 @@ use image::{image, signing};
 use kernel::kernel;
 use links::links;
 use personality::{disjoint_subnets, personalities_of};
+use runtime::runtime;
 use viaduct::viaduct;
 
 /// Outcome of checking one profile file.
@@ -140,6 +142,17 @@ fn build(v: &mut V<'_>, path: &Path, raw: &RawProfile, whole: &Range<usize>) -> 
     let links = links(v, raw, nics.as_ref(), red.as_ref(), black.as_ref());
 
     let target = target(v, hardware);
+    if let Some(Some(a)) = &appliance {
+        let memory = [&red, &black].map(|p| p.as_ref().map(|(_, p)| (p.side, p.memory_limit)));
+        runtime(
+            v,
+            a.runtime,
+            hardware.and_then(|h| h.nics.as_ref()),
+            &nic_list,
+            personalities,
+            memory,
+        );
+    }
 
     let mut files: Vec<_> = sources_paths(v.sources);
     files.dedup();
