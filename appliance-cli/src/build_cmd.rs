@@ -283,6 +283,7 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
                 "pcrs": m.pcrs,
                 "signed": opts.signing_key.is_some(),
                 "updates": built.updates.as_ref().map(|u| serde_json::json!({"port": u.port, "tries": u.tries, "release_key": update_bundle::fingerprint(&u.release_key)})),
+                "cards": built.cards,
                 "durations": built.durations.iter().map(|(k, v)| (k.clone(), serde_json::json!((v * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
             })
         );
@@ -329,6 +330,23 @@ pub fn build(args: BuildArgs, json: bool) -> anyhow::Result<Outcome> {
                 "  manifest is unsigned: sign it with `appliance sign {} --key NAME.key`",
                 built.out.display()
             );
+        }
+        for c in &built.cards {
+            let what = format!(
+                "card {} ({}{})",
+                c.nic,
+                c.driver.as_deref().unwrap_or("any driver"),
+                c.pci
+                    .as_deref()
+                    .map(|p| format!(", {p}"))
+                    .unwrap_or_default()
+            );
+            let where_ = match c.attach {
+                "vfio" => format!("passed through by VFIO: its driver runs in {}'s VM", c.side),
+                "macvtap" => "by macvtap: its driver stays in the gateway's kernel (trusted base)".to_string(),
+                _ => "its driver runs in the gateway's kernel (trusted base), shared by both compartments".to_string(),
+            };
+            println!("  {:<12} {what} {where_}", c.side);
         }
         match &built.updates {
             Some(u) => {

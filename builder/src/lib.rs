@@ -40,7 +40,7 @@ pub mod secure_boot;
 mod stages;
 
 pub use locking::{lock_path_for, lock_profile, LockPolicy};
-pub use pipeline::{build, BuildOptions, BuildOutput, Progress, SecureBootSigner};
+pub use pipeline::{build, BuildOptions, BuildOutput, Card, Progress, SecureBootSigner};
 pub use stages::parts::COMPRESSION;
 pub use stages::render::network_script;
 

@@ -91,6 +91,51 @@ pub struct BuildOutput {
     /// Where the image takes updates and who signs them (its plan's
     /// `update` line); `None`: it takes none.
     pub updates: Option<gateway_plan::UpdatePlan>,
+    /// Where each personality's card is driven: what the trusted base
+    /// holds of the cards' drivers.
+    pub cards: Vec<Card>,
+}
+
+/// One personality's card and whose kernel drives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Card {
+    /// `red` or `black`.
+    pub side: String,
+    /// The card's name in the personality.
+    pub nic: String,
+    /// Its driver.
+    pub driver: Option<String>,
+    /// Its PCI address, if the profile gives one.
+    pub pci: Option<String>,
+    /// `compartment` (the gateway's kernel drives it for a compartment),
+    /// `vfio` (passed through: the personality's VM drives it) or `macvtap`
+    /// (the gateway's kernel drives it, the VM gets a macvtap queue).
+    pub attach: &'static str,
+}
+
+impl Card {
+    /// Whether its driver runs in the gateway's own kernel (the trusted base).
+    pub fn driver_in_gateway_kernel(&self) -> bool {
+        self.attach != "vfio"
+    }
+}
+
+/// The cards of a plan.
+fn cards(plan: &gateway_plan::Plan) -> Vec<Card> {
+    plan.compartments
+        .iter()
+        .map(|c| Card {
+            side: c.side.as_str().to_string(),
+            nic: c.nic.as_str().to_string(),
+            driver: c.nic_match.driver.clone(),
+            pci: c.nic_match.pci.clone(),
+            attach: match c.vm.as_ref().map(|v| v.nic) {
+                None => "compartment",
+                Some(gateway_plan::VmNic::Vfio) => "vfio",
+                Some(gateway_plan::VmNic::Macvtap) => "macvtap",
+            },
+        })
+        .collect()
 }
 
 pub(crate) struct Stages<'a> {
@@ -164,14 +209,14 @@ pub fn build(
     st.start("commit");
     commit::commit(opts, staging, &fetched)?;
     st.finish();
+    let plan = gateway_plan::Plan::decode(&rendered.plan_bytes).ok();
     Ok(BuildOutput {
         out: opts.out.clone(),
         manifest,
         lock: fetched.resolved.path.clone(),
         lock_written: fetched.resolved.update.clone(),
         durations: st.durations,
-        updates: gateway_plan::Plan::decode(&rendered.plan_bytes)
-            .ok()
-            .and_then(|p| p.update),
+        updates: plan.as_ref().and_then(|p| p.update),
+        cards: plan.as_ref().map(cards).unwrap_or_default(),
     })
 }

@@ -1068,6 +1068,176 @@ mod tests {
         assert!(!drivers(&p).contains(&"efivarfs"));
     }
 
+    /// Under `microvm` the host loads KVM and VFIO, not the drivers of the
+    /// cards the guests own nor `tun`; each guest loads virtio and its card's
+    /// driver. A card by macvtap keeps its driver on the host.
+    #[test]
+    fn microvm_moves_the_card_drivers_into_the_guests() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../profiles/lab/microvm/gw-a.toml");
+        let mut p = profiles::load_profile(&path).unwrap();
+        let host = drivers(&p);
+        for m in MICROVM_HOST_MODULES {
+            assert!(host.contains(&m), "{m} missing: {host:?}");
+        }
+        assert!(
+            !host.contains(&"e1000e") && !host.contains(&"tun"),
+            "{host:?}"
+        );
+        assert!(!host.contains(&"macvtap"));
+        assert!(host.contains(&"virtio_blk") && host.contains(&"tpm_crb"));
+        for side in [Side::Red, Side::Black] {
+            assert_eq!(
+                guest_drivers(&p, side),
+                ["virtio_mmio", "virtio_net", "virtio_console", "e1000e"]
+            );
+        }
+        // black's card by macvtap: its driver (shared with red's here) stays
+        // out of the host only while some VFIO card uses it.
+        for n in &mut p.hardware.nics {
+            if n.role == "wan" {
+                n.attach = profiles::NicAttach::Macvtap;
+                n.driver = "igb".into();
+            }
+        }
+        let host = drivers(&p);
+        assert!(
+            host.contains(&"macvtap") && host.contains(&"igb"),
+            "{host:?}"
+        );
+        assert!(!host.contains(&"e1000e"));
+        assert_eq!(guest_drivers(&p, Side::Black), GUEST_BASE_MODULES);
+        // The compartment runtime: the profile's drivers as they are.
+        p.appliance.runtime = profiles::Runtime::Compartment;
+        let host = drivers(&p);
+        assert!(host.contains(&"e1000e") && host.contains(&"tun"));
+        assert!(!host.contains(&"kvm_amd"));
+    }
+
+    fn file(mode: u32, data: &[u8]) -> (u32, EntryKind) {
+        (
+            mode,
+            EntryKind::File {
+                mode,
+                data: data.to_vec(),
+            },
+        )
+    }
+
+    fn link(target: &str) -> (u32, EntryKind) {
+        (
+            0o777,
+            EntryKind::Symlink {
+                target: target.into(),
+            },
+        )
+    }
+
+    /// The VMM's root takes QEMU, the firmware and the chains of links to
+    /// them; a missing piece is named.
+    #[test]
+    fn vmm_files_follow_links_and_name_what_is_missing() {
+        let mut tree: BTreeMap<String, (u32, EntryKind)> = BTreeMap::new();
+        tree.insert("usr/bin/qemu-system-x86_64".into(), file(0o755, b"not elf"));
+        let e = match vmm_files(&tree) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(
+            e.contains("/usr/share/qemu/bios-microvm.bin is not in the packages"),
+            "{e}"
+        );
+        for f in VMM_FIRMWARE {
+            tree.insert(f.into(), file(0o644, b"rom"));
+        }
+        let e = match vmm_files(&tree) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(
+            e.contains("usr/bin/qemu-system-x86_64: not an ELF file"),
+            "{e}"
+        );
+        let ls = std::fs::read("/bin/ls").unwrap();
+        tree.insert("usr/bin/qemu-system-x86_64".into(), file(0o755, &ls));
+        for f in VMM_FIRMWARE {
+            tree.insert(f.into(), file(0o644, b"rom"));
+        }
+        tree.insert("usr/share/qemu/bios-microvm.bin".into(), link("qboot.rom"));
+        let e = match vmm_files(&tree) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(
+            e.contains("needs the loader /lib64/ld-linux-x86-64.so.2"),
+            "{e}"
+        );
+        // The loader by an absolute link, libraries by relative ones.
+        tree.insert(
+            "lib64/ld-linux-x86-64.so.2".into(),
+            link("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+        );
+        tree.insert(
+            "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+            file(
+                0o755,
+                &std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap(),
+            ),
+        );
+        let needed = crate::elf::dynamic(&ls).unwrap().needed;
+        for lib in &needed {
+            let real = std::fs::read(format!("/lib/x86_64-linux-gnu/{lib}")).unwrap();
+            tree.insert(
+                format!("usr/lib/x86_64-linux-gnu/{lib}.1.2"),
+                file(0o644, &real),
+            );
+            tree.insert(
+                format!("usr/lib/x86_64-linux-gnu/{lib}"),
+                link(&format!("./../x86_64-linux-gnu/{lib}.1.2")),
+            );
+        }
+        let mut missing = String::new();
+        let files = loop {
+            match vmm_files(&tree) {
+                Ok(f) => break f,
+                // Libraries the libraries need (libselinux → libpcre2 …).
+                Err(e) => {
+                    let m = e.to_string();
+                    let lib = m
+                        .split(" needs ")
+                        .nth(1)
+                        .and_then(|r| r.split(',').next())
+                        .unwrap_or_else(|| panic!("{m}"))
+                        .to_string();
+                    assert_ne!(lib, missing, "{m}");
+                    let real = std::fs::read(format!("/lib/x86_64-linux-gnu/{lib}")).unwrap();
+                    tree.insert(format!("lib/x86_64-linux-gnu/{lib}"), file(0o644, &real));
+                    missing = lib;
+                }
+            }
+        };
+        assert!(matches!(
+            files.get("usr/share/qemu/bios-microvm.bin"),
+            Some(VmmFile::Symlink(t)) if t == "qboot.rom"
+        ));
+        assert!(matches!(
+            files.get("lib64/ld-linux-x86-64.so.2"),
+            Some(VmmFile::Symlink(_))
+        ));
+        for lib in &needed {
+            assert!(files.contains_key(&format!("usr/lib/x86_64-linux-gnu/{lib}")));
+            assert!(matches!(
+                files.get(&format!("usr/lib/x86_64-linux-gnu/{lib}.1.2")),
+                Some(VmmFile::File(0o644, _))
+            ));
+        }
+        // Nothing it does not need.
+        tree.insert("usr/bin/qemu-img".into(), file(0o755, b"x"));
+        assert!(!vmm_files(&tree).unwrap().contains_key("usr/bin/qemu-img"));
+        assert_eq!(normalize("a/./b/../c"), Some("a/c".into()));
+        assert_eq!(normalize("../x"), None);
+    }
+
     #[test]
     fn pruned_paths() {
         assert!(pruned("usr/share/doc"));

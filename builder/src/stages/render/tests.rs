@@ -546,3 +546,81 @@ fn the_release_key_reaches_an_ab_plan_only() {
         .update
         .is_none());
 }
+
+/// gw-a with its personalities as VMs (`profiles/lab/microvm/gw-a.toml`).
+fn gw_a_microvm() -> Profile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/microvm/gw-a.toml");
+    profiles::load_profile(&path).expect("microvm gw-a is valid")
+}
+
+/// Runtime `microvm`: each compartment carries its VM (KVM, the VMM's root
+/// at the compartment's root, the guest memory the limit less the VMM's,
+/// the card by VFIO, or by macvtap when the profile asks), and the init
+/// would accept the plan (it is decoded again, equal).
+#[test]
+fn a_microvm_plan_gives_each_personality_its_vm() {
+    use gateway_plan::{VmAccel, VmNic, VM_OVERHEAD_MIB};
+    let p = gw_a_microvm();
+    let plan = plan(&p).unwrap();
+    for c in &plan.compartments {
+        let vm = c.vm.as_ref().expect("a VM");
+        assert_eq!(vm.accel, VmAccel::Kvm);
+        assert_eq!(vm.nic, VmNic::Vfio);
+        assert_eq!(vm.qemu.as_str(), "/usr/bin/qemu-system-x86_64");
+        assert_eq!(vm.kernel.as_str(), "/vm/vmlinuz");
+        assert_eq!(vm.initrd.as_str(), "/vm/initrd");
+        assert_eq!(
+            u64::from(vm.memory_mib) + VM_OVERHEAD_MIB,
+            c.memory_max >> 20
+        );
+        assert!(c.nic_match.pci.is_some());
+    }
+    assert_eq!(Plan::decode(&plan.encode()).unwrap(), plan);
+    // The compartment runtime's plan has none.
+    assert!(super::plan::make_plan(
+        &gw_a(),
+        &[7; 32],
+        &[],
+        ike_credentials(&policy::compile(&gw_a()).unwrap()).as_deref(),
+        &[],
+        None
+    )
+    .unwrap()
+    .compartments
+    .iter()
+    .all(|c| c.vm.is_none()));
+    // macvtap when the profile asks for it.
+    let mut m = gw_a_microvm();
+    for n in &mut m.hardware.nics {
+        if n.role == "wan" {
+            n.attach = profiles::NicAttach::Macvtap;
+        }
+    }
+    let plan = super::plan::make_plan(
+        &m,
+        &[7; 32],
+        &[],
+        ike_credentials(&policy::compile(&m).unwrap()).as_deref(),
+        &[],
+        None,
+    )
+    .unwrap();
+    let black = plan
+        .compartments
+        .iter()
+        .find(|c| c.side == gateway_plan::Side::Black)
+        .unwrap();
+    assert_eq!(black.vm.as_ref().unwrap().nic, VmNic::Macvtap);
+    // A limit that leaves the guest too little is refused, naming the field.
+    let mut small = gw_a_microvm();
+    small.black.memory_limit = profiles::units::ByteSize(100 << 20);
+    let e = plan_err(&small);
+    assert!(e.contains("personalities.black.memory_limit"), "{e}");
+}
+
+fn plan_err(p: &Profile) -> String {
+    match plan(p) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.to_string(),
+    }
+}
