@@ -1014,6 +1014,14 @@ pub const CONSOLE_PER_SEC: u32 = 50;
 /// first message).
 pub const BOOT_SILENCE: Duration = Duration::from_secs(45);
 
+/// A VM with an event line whose guest has not said `up` this long after its
+/// start is taken as stuck after its first words (a guest kernel frozen, a
+/// card that never comes up: the guest's own limit on its network setup is
+/// 60 s) and killed, then restarted like any VM that stops. Seen once in the
+/// nested lab under TCG: black's guest silent after its socket-family
+/// filter, its VMM alive, the personality down for good without this.
+pub const UP_LIMIT: Duration = Duration::from_secs(180);
+
 /// One supervised personality VM: started, its console relayed, restarted
 /// with back-off ([`crate::runtime::next_backoff`]) when its VMM exits.
 pub struct VmUnit {
@@ -1029,6 +1037,8 @@ pub struct VmUnit {
     pub up: bool,
     /// Whether the running VM's console said anything yet.
     heard: bool,
+    /// Whether the running VM was killed for not saying `up` in time.
+    overdue: bool,
     started: Instant,
     delay: Duration,
     next_start: Option<Instant>,
@@ -1048,6 +1058,7 @@ impl VmUnit {
             events: None,
             up: false,
             heard: false,
+            overdue: false,
             started: Instant::now(),
             delay: Duration::ZERO,
             next_start: Some(Instant::now()),
@@ -1070,6 +1081,19 @@ impl VmUnit {
                     BOOT_SILENCE.as_secs()
                 ));
                 self.heard = true;
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+            if self.spec.events
+                && !self.up
+                && !self.overdue
+                && now.saturating_duration_since(self.started) >= UP_LIMIT
+            {
+                log.log(&format!(
+                    "{}: VM not up {} s after its start: killed",
+                    self.name(),
+                    UP_LIMIT.as_secs()
+                ));
+                self.overdue = true;
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
             return;
@@ -1109,6 +1133,7 @@ impl VmUnit {
                 self.pid = Some(child.pid);
                 self.started = now;
                 self.heard = false;
+                self.overdue = false;
                 self.console = Some((
                     File::from(child.console),
                     LineSplitter::default(),
@@ -1265,6 +1290,67 @@ mod tests {
             uid: 400_000,
             cgroup: None,
         }
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A guest that spoke but never said `up` is killed once, after
+    /// [`UP_LIMIT`]; one that said `up`, or a VM without an event line, is
+    /// left running.
+    #[test]
+    fn a_vm_not_up_in_time_is_killed_once() {
+        let lines = Lines::default();
+        let mut log = Logger::new(vec![Box::new(lines.clone())]);
+        let run = |events: bool, up: bool, age: Duration, log: &mut Logger| {
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let mut s = spec();
+            s.events = events;
+            let mut u = VmUnit::new(s, Vec::new());
+            u.pid = Some(child.id() as libc::pid_t);
+            u.heard = true;
+            u.up = up;
+            let now = Instant::now();
+            u.started = now.checked_sub(age).unwrap();
+            u.next_start = None;
+            u.tick(now, log);
+            u.tick(now, log);
+            std::thread::sleep(Duration::from_millis(100));
+            let killed = child.try_wait().unwrap().is_some();
+            let _ = child.kill();
+            let _ = child.wait();
+            killed
+        };
+        let late = UP_LIMIT + Duration::from_secs(1);
+        assert!(run(true, false, late, &mut log));
+        assert!(!run(
+            true,
+            false,
+            UP_LIMIT - Duration::from_secs(5),
+            &mut log
+        ));
+        assert!(!run(true, true, late, &mut log));
+        assert!(!run(false, false, late, &mut log));
+        drop(log);
+        let text = String::from_utf8(lines.0.borrow().clone()).unwrap();
+        assert_eq!(
+            text.matches("black: VM not up 180 s after its start: killed")
+                .count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

@@ -183,7 +183,7 @@ pub const COMPRESSION: Compression = Compression::Zstd {
 pub const VMM_WINDOW_LOG: u32 = MAX_ZSTD_WINDOW_LOG;
 
 /// Version of the part-cache key derivation; bump to invalidate old parts.
-const PARTS_VERSION: &str = "parts-v4";
+const PARTS_VERSION: &str = "parts-v5";
 
 /// Where a part's files live and under which key.
 fn part_key(kind: &str, how: Compression, feed: impl FnOnce(&mut Sha256)) -> String {
@@ -418,7 +418,12 @@ pub(crate) fn kernel_part(
         }
         Ok((compress_segment(&c.to_vec()?, how)?, modules))
     };
-    let (host_bytes, modules) = modules_segment(&all, "")?;
+    let host = if microvm(profile) {
+        without_network_drivers(&tree, profile, &all)
+    } else {
+        all.clone()
+    };
+    let (host_bytes, modules) = modules_segment(&host, "")?;
     let mut guest_parts = BTreeMap::new();
     for (side, ds) in &guests {
         let names: Vec<&str> = ds.iter().map(String::as_str).collect();
@@ -452,6 +457,37 @@ pub(crate) fn kernel_part(
         modules,
         guests: guest_parts,
     })
+}
+
+/// Under `microvm` the gateway's kernel drives no network card but those
+/// attached by macvtap: every module of `all` that lives under the kernel's
+/// `drivers/net/` (the cards' drivers a base profile lists for any hardware,
+/// `virtio_net`, `igb` …) is left out, but a macvtap card's driver and
+/// `macvtap` itself. Dependencies are resolved afterwards, so what a kept
+/// module needs still comes in.
+fn without_network_drivers<'a>(
+    tree: &KernelTree,
+    profile: &Profile,
+    all: &[&'a str],
+) -> Vec<&'a str> {
+    let keep: Vec<&str> = profile
+        .hardware
+        .nics
+        .iter()
+        .filter(|n| n.attach == profiles::NicAttach::Macvtap)
+        .map(|n| n.driver.as_str())
+        .chain(["macvtap"])
+        .collect();
+    all.iter()
+        .copied()
+        .filter(|d| {
+            keep.contains(d)
+                || !tree
+                    .modules()
+                    .get(&kernel::ModuleName::new(d))
+                    .is_some_and(|m| m.path.contains("/kernel/drivers/net/"))
+        })
+        .collect()
 }
 
 /// The kernel part's `.meta`: the release, then `host|red|black <path>`
@@ -525,17 +561,9 @@ pub(crate) struct PersonalitiesPart {
     pub shipped: BTreeMap<Side, Shipped>,
 }
 
-/// Every package of each side's closure under `personalities/<side>/`,
-/// without [`pruned`] paths, as one cached segment (see the module docs for
-/// the order of its entries).
-pub(crate) fn personalities_part(
-    parts: &Path,
-    sides: &[(Side, Packages)],
-    epoch: Epoch,
-    how: Compression,
-    st: &mut Stages<'_>,
-) -> Result<PersonalitiesPart, BuildError> {
-    let key = part_key("personalities", how, |h| {
+/// The cache key of a part made of each side's packages.
+fn roots_key(kind: &str, how: Compression, epoch: Epoch, sides: &[(Side, Packages)]) -> String {
+    part_key(kind, how, |h| {
         h.update(epoch.0.to_le_bytes());
         for (side, pkgs) in sides {
             h.update([1]);
@@ -546,7 +574,32 @@ pub(crate) fn personalities_part(
                 h.update(sha);
             }
         }
-    });
+    })
+}
+
+/// The order of a segment holding both sides' copies under
+/// `personalities/<side>/`: by the path inside the root, then the side, so
+/// that the two copies of a file are adjacent.
+fn side_by_side(path: &str) -> (String, String) {
+    let mut it = path.splitn(3, '/');
+    let (_, side, rest) = (it.next(), it.next(), it.next());
+    (
+        rest.unwrap_or(path).to_owned(),
+        side.unwrap_or("").to_owned(),
+    )
+}
+
+/// Every package of each side's closure under `personalities/<side>/`,
+/// without [`pruned`] paths, as one cached segment (see the module docs for
+/// the order of its entries).
+pub(crate) fn personalities_part(
+    parts: &Path,
+    sides: &[(Side, Packages)],
+    epoch: Epoch,
+    how: Compression,
+    st: &mut Stages<'_>,
+) -> Result<PersonalitiesPart, BuildError> {
+    let key = roots_key("personalities", how, epoch, sides);
     let segment = parts.join(format!("personalities-{key}.cpio.zst"));
     let listing = parts.join(format!("personalities-{key}.paths"));
     if segment.exists() {
@@ -570,15 +623,7 @@ pub(crate) fn personalities_part(
         shipped.insert(*side, add_root(&mut c, side.name(), &tree, &prefix)?);
     }
     let mut archive = Vec::new();
-    c.write_grouped_to(&mut archive, |path| {
-        // `personalities/<side>/<rest>` → (`<rest>`, side): copies adjacent.
-        let mut it = path.splitn(3, '/');
-        let (_, side, rest) = (it.next(), it.next(), it.next());
-        (
-            rest.unwrap_or(path).to_owned(),
-            side.unwrap_or("").to_owned(),
-        )
-    })?;
+    c.write_grouped_to(&mut archive, side_by_side)?;
     write_atomic(&segment, &compress_segment(&archive, how)?)?;
     write_atomic(&listing, render_listing(&shipped).as_bytes())?;
     Ok(PersonalitiesPart {
@@ -633,18 +678,7 @@ pub(crate) fn guest_roots_part(
     how: Compression,
     st: &mut Stages<'_>,
 ) -> Result<PersonalitiesPart, BuildError> {
-    let key = part_key("guest-roots", how, |h| {
-        h.update(epoch.0.to_le_bytes());
-        for (side, pkgs) in sides {
-            h.update([1]);
-            h.update(side.name());
-            for (name, _, sha) in pkgs {
-                h.update([0]);
-                h.update(name);
-                h.update(sha);
-            }
-        }
-    });
+    let key = roots_key("guest-roots", how, epoch, sides);
     let segment = |side: Side| parts.join(format!("guest-root-{key}.{}.cpio.zst", side.name()));
     let listing = parts.join(format!("guest-root-{key}.paths"));
     let guests: BTreeMap<Side, PathBuf> = sides.iter().map(|(s, _)| (*s, segment(*s))).collect();
@@ -773,14 +807,7 @@ pub(crate) fn vmm_part(
         )?;
     }
     let mut archive = Vec::new();
-    c.write_grouped_to(&mut archive, |path| {
-        let mut it = path.splitn(3, '/');
-        let (_, side, rest) = (it.next(), it.next(), it.next());
-        (
-            rest.unwrap_or(path).to_owned(),
-            side.unwrap_or("").to_owned(),
-        )
-    })?;
+    c.write_grouped_to(&mut archive, side_by_side)?;
     let how = match how {
         Compression::Zstd { level, .. } => Compression::Zstd {
             level,
