@@ -603,11 +603,7 @@ pub(crate) fn personalities_part(
     let segment = parts.join(format!("personalities-{key}.cpio.zst"));
     let listing = parts.join(format!("personalities-{key}.paths"));
     if segment.exists() {
-        if let Some(shipped) = std::fs::read_to_string(&listing)
-            .ok()
-            .and_then(|t| parse_listing(&t))
-        {
-            (st.progress)(Progress::Reused("personality root filesystems".into()));
+        if let Some(shipped) = reused_listing(&listing, st) {
             return Ok(PersonalitiesPart {
                 segment: Some(segment),
                 guests: BTreeMap::new(),
@@ -683,11 +679,7 @@ pub(crate) fn guest_roots_part(
     let listing = parts.join(format!("guest-root-{key}.paths"));
     let guests: BTreeMap<Side, PathBuf> = sides.iter().map(|(s, _)| (*s, segment(*s))).collect();
     if guests.values().all(|p| p.exists()) {
-        if let Some(shipped) = std::fs::read_to_string(&listing)
-            .ok()
-            .and_then(|t| parse_listing(&t))
-        {
-            (st.progress)(Progress::Reused("personality root filesystems".into()));
+        if let Some(shipped) = reused_listing(&listing, st) {
             return Ok(PersonalitiesPart {
                 segment: None,
                 guests,
@@ -979,6 +971,14 @@ fn root_tree(
         }
     }
     Ok(tree)
+}
+
+/// A cached roots part's listing, when it is readable: the part is reused
+/// (and the front end told so).
+fn reused_listing(listing: &Path, st: &mut Stages<'_>) -> Option<BTreeMap<Side, Shipped>> {
+    let shipped = parse_listing(&std::fs::read_to_string(listing).ok()?)?;
+    (st.progress)(Progress::Reused("personality root filesystems".into()));
+    Some(shipped)
 }
 
 /// `<side> d|f <path>` per line.
