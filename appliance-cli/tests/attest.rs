@@ -10,6 +10,9 @@
 //! an AK without `restricted` (at enrolment and in a record), the reference values of
 //! another image, a tampered event log, a reference signed by another key. Tools we
 //! did not write agree on the good quote: `tpm2_checkquote` and `tpm2_eventlog`.
+//! The device identity key on real boots of one QEMU machine (OVMF, swtpm): made
+//! by the release key's image, unusable under an image signed by another key, the
+//! same again under the release key's image.
 //!
 //! Skips loudly only when swtpm, swtpm_setup or tpm2-tools are missing.
 
@@ -58,6 +61,7 @@ fn tools() -> bool {
 /// A signed lab build, its release key and another key.
 struct Build {
     dir: PathBuf,
+    profile: PathBuf,
     out: PathBuf,
     public: PathBuf,
     other_public: PathBuf,
@@ -104,6 +108,7 @@ fn build() -> &'static Build {
             "build",
         );
         Build {
+            profile,
             public: dir.join("release.pub"),
             other_public: dir.join("other.pub"),
             pass,
@@ -1053,4 +1058,126 @@ fn a_provisioned_psk_is_sealed_to_this_tpm_and_never_crosses_in_clear() {
     )
     .unwrap();
     assert!(gateway::secrets::unseal(&mut t, id, &sealed).is_err());
+}
+
+/// Item 5 on real boots (QEMU, OVMF, swtpm; Secure Boot off, as a machine whose
+/// firmware does not enforce it): one machine, one TPM, three boots. The image
+/// signed by the release key makes the identity key; an image of the same profile
+/// signed by another key boots on the same TPM and finds the key unusable (PCR 15
+/// says so), without replacing it; the release key's image boots again and has the
+/// very same key.
+#[test]
+fn the_identity_key_outlives_a_boot_of_an_image_signed_by_another_key_unusable_there() {
+    use std::time::Duration;
+    use testbed::vm::{Vm, VmConfig};
+    if !tools() {
+        return;
+    }
+    let b = build();
+    // The same profile, built and signed with the other key.
+    let other_out = b.dir.join("out-other");
+    if !other_out.join("disk.img").exists() {
+        ok(
+            appliance(&[
+                &"build",
+                &b.profile,
+                &"--out",
+                &other_out,
+                &"--format",
+                &"raw",
+                &"--bin-dir",
+                &bin_dir(),
+                &"--key",
+                &b.dir.join("other.key"),
+                &"--passphrase-file",
+                &b.pass,
+            ]),
+            "build (other key)",
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let disk = |from: &Path, name: &str| {
+        let d = work.path().join(name);
+        let st = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(from.join("disk.img"))
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        d
+    };
+    let ours = disk(&b.out, "release.img");
+    let theirs = disk(&other_out, "other.img");
+    // One machine: the same name and working directory keep its UEFI variables and
+    // its TPM from one start to the next (`writable`).
+    let boot = |disk: &Path, story: &str| -> Vec<String> {
+        let mut cfg = VmConfig::new("gw-a", &work.path().join("machine"), disk);
+        cfg.writable = true;
+        let mut vm = Vm::start(&cfg).unwrap_or_else(|e| panic!("{e} (scripts/test installs it)"));
+        vm.wait_for("`appliance: ready gw-a`", Duration::from_secs(240), |l| {
+            l.contains("appliance: ready gw-a ")
+        })
+        .unwrap_or_else(|e| panic!("{story}: {e}"));
+        eprintln!(
+            "{story}: ready after {:.1} s (TCG)",
+            vm.elapsed().as_secs_f64()
+        );
+        vm.send_line("poweroff").unwrap();
+        assert!(
+            vm.wait_exit(Duration::from_secs(90)).is_some(),
+            "{story}: no power-off within 90 s:\n{}",
+            vm.tail(40)
+        );
+        vm.lines().to_vec()
+    };
+    let point = |lines: &[String], story: &str| -> String {
+        let found: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| {
+                l.split("identity: ECDSA P-256 key in the TPM (0x81000a13), public point ")
+                    .nth(1)
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{story}: identity lines {found:?}");
+        let p = found[0].trim().to_owned();
+        assert_eq!(p.len(), 130, "{story}: an uncompressed P-256 point: {p}");
+        assert!(p.starts_with("04"), "{story}: {p}");
+        let event = "measured pcr 15 appliance-identity key sha256:";
+        assert!(
+            lines.iter().any(|l| l.contains(event)),
+            "{story}: no PCR 15 event for the key"
+        );
+        p
+    };
+
+    // 1. The release key's image, first boot: the key is made in the TPM.
+    let first = boot(&ours, "first boot (release key)");
+    let made = point(&first, "first boot");
+
+    // 2. The other key's image on the same machine: the key is there, but answers
+    //    to the release key's PCR policies only. Unusable, said in PCR 15, kept.
+    let other = boot(&theirs, "boot of the image signed by another key");
+    assert!(
+        !other.iter().any(|l| l.contains("public point ")),
+        "the identity key was usable under an image signed by another key"
+    );
+    for want in [
+        "measured pcr 15 appliance-identity unusable other-release-key",
+        "identity: none this boot: the identity key in this TPM answers to another release key's PCR policies; it stays unusable (it is never replaced)",
+    ] {
+        assert!(
+            other.iter().any(|l| l.contains(want)),
+            "no console line {want:?}:\n{}",
+            testbed::vm::console_tail(other.iter().map(String::as_str), 60)
+        );
+    }
+
+    // 3. The release key's image again: the very same key, usable.
+    let again = boot(&ours, "boot of the release key's image again");
+    assert_eq!(
+        point(&again, "third boot"),
+        made,
+        "the identity key changed after a boot of another key's image"
+    );
 }
