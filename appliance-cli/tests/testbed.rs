@@ -365,7 +365,7 @@ fn testbed_test_runs_the_ed25519_pair() {
 /// the fault check's minutes; cause not found yet (docs/design/microvm.md,
 /// "Known problem"). Run it with `-- --ignored`.
 #[test]
-#[ignore = "black's VM restart after `kill black` fails intermittently in the nested lab (docs/design/microvm.md, Known problem)"]
+#[ignore = "black's VM restart after `kill black` fails intermittently in the nested lab: the TCG-emulated SVM world switch corrupts state (once the gateway's kernel crashed); docs/design/microvm.md, Known problem"]
 fn testbed_test_runs_the_microvm_pair() {
     let _s = serial();
     let (_dir, lab) = test_variant("microvm", "microvm");
