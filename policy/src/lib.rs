@@ -164,16 +164,20 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
             value: f.tcp_flags.value,
         };
         for selector in selectors(&f.selector) {
-            policy = policy.with_tcp_filter(
-                f.name.clone(),
-                direction,
-                selector,
-                tcp_flags,
-                filter_action(f.action),
-            );
+            policy = policy
+                .with_tcp_filter(
+                    f.name.clone(),
+                    direction,
+                    selector,
+                    tcp_flags,
+                    filter_action(f.action),
+                )
+                .with_states(blob::FilterStates(f.states.0));
         }
     }
-    policy = policy.with_default_filter(filter_action(p.viaduct.filter_default));
+    policy = policy
+        .with_default_filter(filter_action(p.viaduct.filter_default))
+        .with_max_flows(p.viaduct.filter_max_flows);
     policy.validate()?;
     Ok(policy)
 }
@@ -490,9 +494,12 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
         "filter": p.filters.iter().map(|f| json!({
             "name": f.name, "direction": format!("{:?}", f.direction).to_lowercase(), "selector": sel(&f.selector),
             "tcp_flags": tcp_flags_text(f.tcp_flags),
+            "state": f.states.names(),
             "action": format!("{:?}", f.action).to_lowercase(),
         })).collect::<Vec<_>>(),
         "filter_default": format!("{:?}", p.default_filter).to_lowercase(),
+        "filter_stateful": p.stateful(),
+        "filter_max_flows": p.filter_max_flows,
         "ike": p.ike.as_ref().map(|ike| json!({
             "local_id": ike.local_id.to_string(),
             "private_key": ike.private_key.as_ref().map(credential_text),
@@ -703,8 +710,13 @@ pub fn describe_text(p: &blob::Policy) -> String {
         } else {
             format!(" flags {}", tcp_flags_text(f.tcp_flags))
         };
+        let states = if f.states.is_any() {
+            String::new()
+        } else {
+            format!(" state {}", f.states.names().join(","))
+        };
         out.push_str(&format!(
-            "filter {:<20} {:?} {}{} -> {}{} proto {}{flags} -> {:?}\n",
+            "filter {:<20} {:?} {}{} -> {}{} proto {}{flags}{states} -> {:?}\n",
             f.name,
             f.direction,
             s.src,
@@ -716,6 +728,12 @@ pub fn describe_text(p: &blob::Policy) -> String {
         ));
     }
     out.push_str(&format!("filter default {:?}\n", p.default_filter));
+    if p.stateful() {
+        out.push_str(&format!(
+            "filter conntrack max {} flows\n",
+            p.filter_max_flows
+        ));
+    }
     out
 }
 

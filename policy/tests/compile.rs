@@ -121,38 +121,43 @@ fn firewall_forwards_in_clear_through_its_filter() {
     assert!(p.tunnels.is_empty());
     assert!(p.spd.iter().all(|e| e.action == blob::SpdAction::Bypass));
     assert_eq!(p.default_filter, blob::FilterAction::Drop);
-    assert_eq!(p.filters.len(), 6);
-    assert_eq!(p.filters[0].name, "web-out");
-    assert_eq!(p.filters[0].selector.dst_ports, blob::PortRange::single(80));
-    // Replies: to the LAN's client ports only, TCP ones with ACK set.
-    let ephemeral = blob::PortRange {
-        start: 32768,
-        end: 60999,
-    };
-    for f in p
+    // Stateful: tracked connections both ways (one rule per address family
+    // where the profile names no prefix), then what the LAN may open.
+    assert!(p.stateful());
+    assert_eq!(p.filter_max_flows, 100_000);
+    let tracked = blob::FilterStates(blob::FilterStates::ESTABLISHED | blob::FilterStates::RELATED);
+    let names: Vec<(&str, blob::FilterStates)> = p
+        .filters
+        .iter()
+        .map(|f| (f.name.as_str(), f.states))
+        .collect();
+    let new = blob::FilterStates(blob::FilterStates::NEW);
+    assert_eq!(
+        names,
+        [
+            ("tracked-in", tracked),
+            ("tracked-in", tracked),
+            ("tracked-out", tracked),
+            ("tracked-out", tracked),
+            ("web-out", new),
+            ("tls-out", new),
+            ("dns-out", new),
+        ]
+    );
+    // Nothing inbound may open a connection.
+    assert!(p
         .filters
         .iter()
         .filter(|f| f.direction == blob::Direction::Inbound)
-    {
-        assert!(f.name.ends_with("-replies-in"), "{}", f.name);
-        assert_eq!(f.selector.dst_ports, ephemeral, "{}", f.name);
-        if f.selector.protocol == blob::Protocol::TCP {
-            assert_eq!(
-                f.tcp_flags,
-                blob::TcpFlags {
-                    mask: blob::TcpFlags::ACK,
-                    value: blob::TcpFlags::ACK
-                },
-                "{}",
-                f.name
-            );
-        }
-    }
+        .all(|f| f.states == tracked));
     let text = policy::describe_text(&p);
-    assert!(
-        text.contains(":443-443 -> 10.1.0.0/24:32768-60999 proto 6 flags ack -> Accept"),
-        "{text}"
-    );
+    for want in [
+        "proto 6 state new -> Accept",
+        "state established,related -> Accept",
+        "filter conntrack max 100000 flows",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
 }
 
 #[test]

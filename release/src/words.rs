@@ -264,6 +264,12 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
         "filter default",
         format!("{:?}", p.default_filter).to_lowercase(),
     );
+    if p.stateful() {
+        settings = settings.field(
+            "filter connection table",
+            format!("{} flows", p.filter_max_flows),
+        );
+    }
     items.push(settings);
     for e in &p.spd {
         let action = match e.action {
@@ -399,6 +405,9 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
             .field("match", selector(&f.selector));
         if !f.tcp_flags.is_any() {
             it = it.field("tcp flags", policy::tcp_flags_text(f.tcp_flags));
+        }
+        if !f.states.is_any() {
+            it = it.field("state", f.states.names().join(", "));
         }
         items.push(it.field("action", format!("{:?}", f.action).to_lowercase()));
     }

@@ -72,11 +72,14 @@ pub enum DropReason {
     /// sender does not understand ECN (Not-ECT): dropped, the only signal
     /// it understands (RFC 6040 §4.2).
     CeOnNotEct,
+    /// A packet that would open a tracked flow found the connection table
+    /// full (`filter_max_flows`): refused rather than let through untracked.
+    StateTableFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -103,6 +106,7 @@ impl DropReason {
         DropReason::Keepalive,
         DropReason::EncapMismatch,
         DropReason::CeOnNotEct,
+        DropReason::StateTableFull,
     ];
 
     fn index(self) -> usize {
@@ -138,6 +142,7 @@ impl DropReason {
             DropReason::Keepalive => "keepalive",
             DropReason::EncapMismatch => "encap_mismatch",
             DropReason::CeOnNotEct => "ce_on_not_ect",
+            DropReason::StateTableFull => "state_table_full",
         }
     }
 }

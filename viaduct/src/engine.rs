@@ -9,14 +9,16 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use policy_blob::{
-    Direction, FilterAction, Policy, Selector, SpdAction, TcpFlags, TrafficSelector, TunnelId,
+    Direction, FilterAction, FilterStates, Policy, Selector, SpdAction, TcpFlags, TrafficSelector,
+    TunnelId,
 };
 
 use viaduct_channel::{InstallRules, Refusal, SaInstall};
 
+use crate::conntrack::{CtState, Timeouts, Tracker};
 pub use crate::drop::{DropCounters, DropReason};
 use crate::error::EngineError;
 use crate::sa::{InboundSa, OutboundSa, SaId, Timestamp};
@@ -83,9 +85,27 @@ struct TunnelRules {
 /// One filter rule as the engine matches it.
 #[derive(Debug)]
 struct Filter {
+    /// Its place in the policy's filter list.
+    index: u32,
     selector: Selector,
     tcp_flags: TcpFlags,
+    states: FilterStates,
     action: FilterAction,
+}
+
+/// The rule index a flow admitted by the default verdict records.
+const DEFAULT_RULE: u32 = u32::MAX;
+
+/// The connection table both halves share when the policy is stateful.
+type SharedTracker = Option<Arc<Mutex<Tracker>>>;
+
+fn state_bit(s: CtState) -> u8 {
+    match s {
+        CtState::New => FilterStates::NEW,
+        CtState::Established => FilterStates::ESTABLISHED,
+        CtState::Related => FilterStates::RELATED,
+        CtState::Invalid => FilterStates::INVALID,
+    }
 }
 
 /// Immutable compiled rules shared by both halves.
@@ -139,8 +159,8 @@ enum Lookup<T> {
 /// would let the fragment of a port it names pass as if it were any other
 /// port (`drop tcp 23` evaded; a PROTECTed port's fragments sent in clear
 /// by a later BYPASS). A port-less entry decides for it as for any packet.
-fn first_match<'a, E>(
-    list: &'a [E],
+fn first_match<'a, E: 'a>(
+    list: impl IntoIterator<Item = &'a E>,
     t: &FiveTuple,
     selector: impl Fn(&E) -> &Selector,
     flags: impl Fn(&E) -> TcpFlags,
@@ -177,20 +197,56 @@ fn ts_matches(list: &[TrafficSelector], addr: IpAddr, proto: u8, port: Option<u1
 
 impl Rules {
     /// The filter's verdict: the first matching rule's, or the default;
-    /// an unclassifiable fragment is dropped as such.
-    fn filter(&self, dir: Direction, t: &FiveTuple) -> Result<(), DropReason> {
+    /// an unclassifiable fragment is dropped as such. With a connection
+    /// state, rules naming other states are passed over. Returns the
+    /// accepting rule's index ([`DEFAULT_RULE`] for the default).
+    fn filter(
+        &self,
+        dir: Direction,
+        t: &FiveTuple,
+        state: Option<CtState>,
+    ) -> Result<u32, DropReason> {
         let list = match dir {
             Direction::Outbound => &self.filters_out,
             Direction::Inbound => &self.filters_in,
         };
-        let action = match first_match(list, t, |f| &f.selector, |f| f.tcp_flags) {
-            Lookup::Match(f) => f.action,
+        let bit = state.map(state_bit);
+        let applies = list
+            .iter()
+            .filter(|f| bit.is_none_or(|b| f.states.matches(b)));
+        let (action, index) = match first_match(applies, t, |f| &f.selector, |f| f.tcp_flags) {
+            Lookup::Match(f) => (f.action, f.index),
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
-            Lookup::None => self.default_filter,
+            Lookup::None => (self.default_filter, DEFAULT_RULE),
         };
         match action {
-            FilterAction::Accept => Ok(()),
+            FilterAction::Accept => Ok(index),
             FilterAction::Drop => Err(DropReason::Filter),
+        }
+    }
+
+    /// The filter stage: stateless, or, when the policy tracks connections,
+    /// the packet's state from the table, the rules knowing it, and the
+    /// accepted packet recorded (a new flow entered, a tracked one moved
+    /// on). A dropped packet leaves the table as it was.
+    fn filter_packet(
+        &self,
+        tracker: &SharedTracker,
+        dir: Direction,
+        pkt: &[u8],
+        t: &FiveTuple,
+        now: Timestamp,
+    ) -> Result<(), DropReason> {
+        let Some(tracker) = tracker else {
+            return self.filter(dir, t, None).map(|_| ());
+        };
+        let mut table = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = table.classify(dir, pkt, t, now);
+        let rule = self.filter(dir, t, Some(c.state))?;
+        if table.commit(&c, rule, None, now) {
+            Ok(())
+        } else {
+            Err(DropReason::StateTableFull)
         }
     }
 
@@ -232,6 +288,8 @@ pub struct OutboundPath {
     active_spi: Vec<Option<u32>>,
     /// Installed by IKE, not yet sent with: (tunnel index, inbound SPI, SA).
     pending: Vec<(usize, u32, OutboundSa)>,
+    /// The connection table (a stateful policy).
+    tracker: SharedTracker,
     drops: DropCounters,
     bypassed: u64,
 }
@@ -244,6 +302,8 @@ pub struct InboundPath {
     sad: Vec<(u32, usize, InboundSa)>,
     /// Some tunnel receives ESP inside UDP (RFC 3948): UDP/4500 is ESP.
     any_udp: bool,
+    /// The connection table (a stateful policy), shared with the outbound half.
+    tracker: SharedTracker,
     drops: DropCounters,
     bypassed: u64,
     ike_received: u64,
@@ -331,14 +391,23 @@ impl Engine {
             policy
                 .filters
                 .iter()
-                .filter(|f| f.direction == d)
-                .map(|f| Filter {
+                .enumerate()
+                .filter(|(_, f)| f.direction == d)
+                .map(|(i, f)| Filter {
+                    index: i as u32,
                     selector: f.selector.clone(),
                     tcp_flags: f.tcp_flags,
+                    states: f.states,
                     action: f.action,
                 })
                 .collect()
         };
+        let tracker: SharedTracker = policy.stateful().then(|| {
+            Arc::new(Mutex::new(Tracker::new(
+                policy.filter_max_flows as usize,
+                Timeouts::default(),
+            )))
+        });
         let rules = Arc::new(Rules {
             spd: policy
                 .spd
@@ -372,6 +441,7 @@ impl Engine {
                 sas: out_sas,
                 active_spi: vec![None; n_tunnels],
                 pending: Vec::new(),
+                tracker: tracker.clone(),
                 drops: DropCounters::default(),
                 bypassed: 0,
             },
@@ -380,6 +450,7 @@ impl Engine {
                 sad,
                 // IKE may turn UDP encapsulation on for any of its tunnels.
                 any_udp: any_ike || policy.tunnels.iter().any(|t| t.udp_encap),
+                tracker,
                 drops: DropCounters::default(),
                 bypassed: 0,
                 ike_received: 0,
@@ -425,7 +496,8 @@ impl OutboundPath {
         now: Timestamp,
     ) -> Result<usize, DropReason> {
         let t = five_tuple(inner).map_err(wire_drop)?;
-        self.rules.filter(Direction::Outbound, &t)?;
+        self.rules
+            .filter_packet(&self.tracker, Direction::Outbound, inner, &t, now)?;
         let action = match self.rules.spd(&t) {
             Lookup::Match(a) => a,
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
@@ -501,6 +573,22 @@ impl OutboundPath {
         }
         let _ = writeln!(s, "out bypassed={}", self.bypassed);
         write_drops(&mut s, "out", &self.drops);
+        if let Some(tr) = &self.tracker {
+            let table = tr.lock().unwrap_or_else(PoisonError::into_inner);
+            let c = table.counters();
+            let _ = writeln!(
+                s,
+                "conntrack flows={} max={} inserted={} expired={} removed_by_policy={} table_full={} invalid={} related={}",
+                table.len(),
+                table.capacity(),
+                c.inserted,
+                c.expired,
+                c.removed_by_policy,
+                c.table_full,
+                c.invalid,
+                c.related
+            );
+        }
         s
     }
 }
@@ -581,10 +669,10 @@ impl InboundPath {
                     Some(udp::Payload::Esp(off)) => (off, true),
                     Some(udp::Payload::NonEsp) => return Err(DropReason::NonEsp),
                     Some(udp::Payload::Keepalive) => return Err(DropReason::Keepalive),
-                    None => return self.cleartext(pkt).map(Inbound::Red),
+                    None => return self.cleartext(pkt, now).map(Inbound::Red),
                 }
             }
-            _ => return self.cleartext(pkt).map(Inbound::Red),
+            _ => return self.cleartext(pkt, now).map(Inbound::Red),
         };
         let esp = &mut pkt[esp_off..];
         let spi = esp
@@ -618,7 +706,8 @@ impl InboundPath {
             (Lookup::Unclassified, _) => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::SpdMismatch),
         }
-        self.rules.filter(Direction::Inbound, &t)?;
+        self.rules
+            .filter_packet(&self.tracker, Direction::Inbound, &esp[..d.len], &t, now)?;
         ecn_decapsulate(&mut esp[..d.len], outer_ecn)?;
         pkt.copy_within(esp_off..esp_off + d.len, 0);
         Ok(Inbound::Red(d.len))
@@ -626,14 +715,15 @@ impl InboundPath {
 
     /// A datagram that is not ESP: passed to red only if the SPD (seen
     /// from the other side) says BYPASS, then filtered.
-    fn cleartext(&mut self, pkt: &[u8]) -> Result<usize, DropReason> {
+    fn cleartext(&mut self, pkt: &[u8], now: Timestamp) -> Result<usize, DropReason> {
         let t = five_tuple(pkt).map_err(wire_drop)?;
         match self.rules.spd(&t.reversed()) {
             Lookup::Match(SpdAction::Bypass) => {}
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::Unprotected),
         }
-        self.rules.filter(Direction::Inbound, &t)?;
+        self.rules
+            .filter_packet(&self.tracker, Direction::Inbound, pkt, &t, now)?;
         self.bypassed += 1;
         Ok(pkt.len())
     }

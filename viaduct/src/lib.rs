@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod confine;
+pub mod conntrack;
 mod control;
 pub mod crypto;
 mod drop;

@@ -22,7 +22,7 @@ pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// references) follows the default filter action.
 /// 4: each IKE peer carries its dead-peer detection (delay u32 seconds, 0 for
 /// none; action tag 0 restart, 1 clear) after its IKE rekey time.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -287,9 +287,11 @@ fn encode_body(p: &Policy) -> Vec<u8> {
         w.selector(&f.selector);
         w.u8(f.tcp_flags.mask);
         w.u8(f.tcp_flags.value);
+        w.u8(f.states.0);
         w.u8(filter_tag(f.action));
     }
     w.u8(filter_tag(p.default_filter));
+    w.u32(p.filter_max_flows);
     match &p.ike {
         None => w.u8(0),
         Some(ike) => {
@@ -666,7 +668,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             action,
         });
     }
-    let n = r.count("filter rules", 22)?;
+    let n = r.count("filter rules", 23)?;
     let mut filters = Vec::with_capacity(n);
     for _ in 0..n {
         let name = r.str("filter rule name")?;
@@ -685,16 +687,19 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             mask: r.u8("filter TCP flags mask")?,
             value: r.u8("filter TCP flags value")?,
         };
+        let states = FilterStates(r.u8("filter states")?);
         let action = r.filter_action("filter action")?;
         filters.push(FilterRule {
             name,
             direction,
             selector,
             tcp_flags,
+            states,
             action,
         });
     }
     let default_filter = r.filter_action("default filter action")?;
+    let filter_max_flows = r.u32("filter max flows")?;
     let ike = if r.flag("IKE section flag")? {
         Some(r.ike()?)
     } else {
@@ -715,6 +720,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         spd,
         filters,
         default_filter,
+        filter_max_flows,
         ike,
     })
 }

@@ -218,4 +218,12 @@ pub enum BlobError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A filter rule's states or the connection table's size are out of range.
+    #[error("{what}: {why}")]
+    Conntrack {
+        /// Which rule or setting.
+        what: String,
+        /// What is wrong.
+        why: &'static str,
+    },
 }

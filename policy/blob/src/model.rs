@@ -511,7 +511,61 @@ impl TcpFlags {
     }
 }
 
-/// A stateless filter rule (first match in order wins).
+/// The connection-tracking states a filter rule applies to, a bit each
+/// ([`FilterStates::NEW`] …); [`FilterStates::ANY`] (no bit): every packet,
+/// whatever its state. A policy with any rule naming states tracks
+/// connections (the Viaduct's `conntrack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FilterStates(pub u8);
+
+impl FilterStates {
+    /// No condition on the state.
+    pub const ANY: FilterStates = FilterStates(0);
+    /// The packet may open a flow (none tracked for it).
+    pub const NEW: u8 = 0x01;
+    /// It belongs to a tracked flow.
+    pub const ESTABLISHED: u8 = 0x02;
+    /// An ICMP error about a tracked flow.
+    pub const RELATED: u8 = 0x04;
+    /// Neither opens nor belongs to a flow.
+    pub const INVALID: u8 = 0x08;
+    /// Every defined bit.
+    pub const ALL_BITS: u8 = 0x0f;
+    /// The names, in bit order.
+    pub const NAMES: [(&'static str, u8); 4] = [
+        ("new", Self::NEW),
+        ("established", Self::ESTABLISHED),
+        ("related", Self::RELATED),
+        ("invalid", Self::INVALID),
+    ];
+
+    /// Whether there is no condition.
+    pub fn is_any(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether a packet in state `bit` (one of the constants) matches.
+    pub fn matches(self, bit: u8) -> bool {
+        self.0 == 0 || self.0 & bit != 0
+    }
+
+    /// The names of the states it holds, in bit order.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(_, b)| self.0 & b != 0)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+/// Connection-table size when the profile names none: pf's default state
+/// limit.
+pub const DEFAULT_MAX_FLOWS: u32 = 100_000;
+/// The largest connection table a policy may ask for.
+pub const MAX_MAX_FLOWS: u32 = 4_000_000;
+
+/// A filter rule (first match in order wins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterRule {
     /// Name, for logs.
@@ -523,6 +577,9 @@ pub struct FilterRule {
     /// TCP flags the packet must have ([`TcpFlags::ANY`]: no condition);
     /// anything but ANY needs `selector.protocol` TCP.
     pub tcp_flags: TcpFlags,
+    /// Connection-tracking states it applies to ([`FilterStates::ANY`]:
+    /// any).
+    pub states: FilterStates,
     /// Verdict.
     pub action: FilterAction,
 }
@@ -546,6 +603,8 @@ pub struct Policy {
     pub filters: Vec<FilterRule>,
     /// Verdict when no filter rule matches.
     pub default_filter: FilterAction,
+    /// The connection table's size, when a rule names states.
+    pub filter_max_flows: u32,
     /// IKEv2, if any tunnel is keyed by it.
     pub ike: Option<IkeConfig>,
 }
@@ -563,6 +622,7 @@ impl Policy {
             spd: Vec::new(),
             filters: Vec::new(),
             default_filter: FilterAction::Accept,
+            filter_max_flows: DEFAULT_MAX_FLOWS,
             ike: None,
         }
     }
@@ -613,6 +673,7 @@ impl Policy {
             direction,
             selector,
             tcp_flags: TcpFlags::ANY,
+            states: FilterStates::ANY,
             action,
         });
         self
@@ -632,9 +693,30 @@ impl Policy {
             direction,
             selector,
             tcp_flags,
+            states: FilterStates::ANY,
             action,
         });
         self
+    }
+
+    /// Makes the last filter rule apply only to packets in `states`.
+    pub fn with_states(mut self, states: FilterStates) -> Self {
+        if let Some(f) = self.filters.last_mut() {
+            f.states = states;
+        }
+        self
+    }
+
+    /// Sets the connection table's size.
+    pub fn with_max_flows(mut self, n: u32) -> Self {
+        self.filter_max_flows = n;
+        self
+    }
+
+    /// Whether a rule names connection-tracking states (the Viaduct then
+    /// tracks connections).
+    pub fn stateful(&self) -> bool {
+        self.filters.iter().any(|f| !f.states.is_any())
     }
 
     /// Sets the default filter verdict.

@@ -433,10 +433,12 @@ impl Policy {
             }
         }
         check_key_reuse(&self.tunnels)?;
+        // A name may appear once per address family: a profile rule that
+        // names no prefix compiles to one entry for IPv4 and one for IPv6.
         let mut names = HashSet::new();
         for e in &self.spd {
             check_str("SPD entry name", &e.name)?;
-            if !names.insert(e.name.as_str()) {
+            if !names.insert((e.name.as_str(), e.selector.src.addr.is_ipv4())) {
                 return Err(BlobError::DuplicateName {
                     kind: "SPD entry",
                     name: e.name.clone(),
@@ -455,7 +457,7 @@ impl Policy {
         let mut names = HashSet::new();
         for f in &self.filters {
             check_str("filter rule name", &f.name)?;
-            if !names.insert(f.name.as_str()) {
+            if !names.insert((f.name.as_str(), f.selector.src.addr.is_ipv4())) {
                 return Err(BlobError::DuplicateName {
                     kind: "filter rule",
                     name: f.name.clone(),
@@ -475,6 +477,18 @@ impl Policy {
                     why: "matches TCP flags but not protocol TCP (6)",
                 });
             }
+            if f.states.0 & !FilterStates::ALL_BITS != 0 {
+                return Err(BlobError::Conntrack {
+                    what: format!("filter rule {:?}", f.name),
+                    why: "names an unknown connection state",
+                });
+            }
+        }
+        if !(1..=MAX_MAX_FLOWS).contains(&self.filter_max_flows) {
+            return Err(BlobError::Conntrack {
+                what: format!("filter_max_flows {}", self.filter_max_flows),
+                why: "the connection table holds 1 to 4,000,000 flows",
+            });
         }
         if let Some(ike) = &self.ike {
             self.check_ike(ike)?;

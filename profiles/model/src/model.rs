@@ -211,6 +211,8 @@ pub struct Viaduct {
     pub filter: Vec<FilterRule>,
     /// Action when no filter rule matches.
     pub filter_default: FilterAction,
+    /// The connection table's size (used when a rule names states).
+    pub filter_max_flows: u32,
     /// IDS rules.
     pub ids: Vec<IdsRule>,
     /// Routes.
@@ -531,6 +533,28 @@ impl TcpFlags {
     }
 }
 
+/// The connection states a filter rule applies to, a bit each (0: any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ConnStates(pub u8);
+
+impl ConnStates {
+    /// The state names, in bit order (the policy blob's bits).
+    pub const NAMES: [(&'static str, u8); 4] = [
+        ("new", 0x01),
+        ("established", 0x02),
+        ("related", 0x04),
+        ("invalid", 0x08),
+    ];
+
+    /// Whether there is no condition.
+    pub fn is_any(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Connection-table size when the profile names none (pf's state limit).
+pub const DEFAULT_MAX_FLOWS: u32 = 100_000;
+
 /// A filter rule.
 #[derive(Debug, Clone, Serialize)]
 pub struct FilterRule {
@@ -542,6 +566,8 @@ pub struct FilterRule {
     pub selector: Selector,
     /// TCP flags it requires (mask 0: none).
     pub tcp_flags: TcpFlags,
+    /// Connection states it applies to (none: any).
+    pub states: ConnStates,
     /// Action.
     pub action: FilterAction,
 }

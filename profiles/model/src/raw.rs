@@ -223,6 +223,11 @@ pub struct RawViaduct {
     pub filter: Option<Sp<Vec<Sp<RawFilterRule>>>>,
     /// Action for traffic no filter rule matches: `accept` (default) or `drop`.
     pub filter_default: Option<Sp<String>>,
+    /// The most connections the filter tracks at once (1 to 4,000,000;
+    /// default 100,000, pf's state limit). Used when a filter rule names a
+    /// `state`; a connection that would open past it is dropped and
+    /// counted (`state_table_full`), never let through untracked.
+    pub filter_max_flows: Option<Sp<u64>>,
     /// Intrusion-detection rules (role `ids`).
     pub ids: Option<Sp<Vec<Sp<RawIdsRule>>>>,
     /// Routes (role `router`).
@@ -406,9 +411,12 @@ pub struct RawSpdRule {
     pub action: Option<Sp<String>>,
 }
 
-/// `[[viaduct.filter]]`: stateless rules on the packets between red and
-/// black (after decryption inbound, before encryption outbound); the first
-/// rule that matches decides, else `filter_default`. Fragments: a later
+/// `[[viaduct.filter]]`: rules on the packets between red and black
+/// (after decryption inbound, before encryption outbound); the first rule
+/// that matches decides, else `filter_default`. Rules are stateless unless
+/// one names a `state`; then the Viaduct tracks connections and every rule
+/// is checked knowing each packet's state (a rule without `state` applies
+/// in every state). Fragments: a later
 /// fragment carries no ports and no TCP flags, so a rule that names ports
 /// or `tcp_flags` never matches one, and a later fragment that reaches
 /// such a rule whose addresses and protocol fit it is dropped
@@ -442,6 +450,19 @@ pub struct RawFilterRule {
     /// write it on rules that let replies in. Like ports, flags are not
     /// seen in a later fragment (see the fragment rule in `[[viaduct.filter]]`).
     pub tcp_flags: Option<Sp<Vec<Sp<String>>>>,
+    /// Connection states the rule applies to: any of `new` (the packet may
+    /// open a connection: a TCP SYN without ACK, a UDP datagram, an ICMP
+    /// echo request, with none tracked for it), `established` (it belongs
+    /// to a tracked connection, in the direction its side sends),
+    /// `related` (an ICMP error quoting a tracked connection's datagram)
+    /// and `invalid` (none of these: a stray SYN-ACK or reset, an unasked
+    /// echo reply, a later fragment). Without `state` the rule applies
+    /// whatever the state. Any rule with `state` makes the Viaduct track
+    /// connections: every accepted packet that may open one opens one (pf
+    /// timeouts: TCP 120 s until answered, 24 h established, 90 s after a
+    /// reset; UDP 60 s; ICMP echo 20 s), and only a tracked connection's
+    /// replies are `established`.
+    pub state: Option<Sp<Vec<Sp<String>>>>,
     /// `accept` or `drop`.
     pub action: Option<Sp<String>>,
 }

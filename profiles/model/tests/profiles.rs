@@ -238,6 +238,34 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "`ack` is named twice",
     ),
     (
+        "filter-state-unknown.toml",
+        "filter-state-unknown.toml",
+        "\"ESTABLISHED-ONLY\"",
+        "viaduct.filter[0].state[1]",
+        "unknown connection state `ESTABLISHED-ONLY`: use new, established, related or invalid",
+    ),
+    (
+        "filter-state-twice.toml",
+        "filter-state-twice.toml",
+        "\"Related\"",
+        "viaduct.filter[0].state[2]",
+        "`related` is named twice",
+    ),
+    (
+        "filter-state-empty.toml",
+        "filter-state-empty.toml",
+        "state = []",
+        "viaduct.filter[0].state",
+        "no states: name at least one",
+    ),
+    (
+        "filter-max-flows-zero.toml",
+        "filter-max-flows-zero.toml",
+        "filter_max_flows = 0",
+        "viaduct.filter_max_flows",
+        "filter_max_flows must be between 1 and 4000000",
+    ),
+    (
         "cmdline-userland.toml",
         "cmdline-userland.toml",
         "\"--\"",
@@ -601,7 +629,7 @@ fn shipped_profiles_share_the_base() {
     let ids = load_profile(&shipped_dir().join("ids.toml")).unwrap();
     assert_eq!(
         ids.viaduct.filter.len(),
-        6,
+        5,
         "ids extends firewall and keeps its filter"
     );
     assert_eq!(ids.viaduct.ids.len(), 2);

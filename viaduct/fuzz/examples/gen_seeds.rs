@@ -164,10 +164,66 @@ fn vhost_seed() -> Vec<u8> {
     s
 }
 
+/// A LAN host's TCP connection, DNS query and ping through the tracker, an
+/// ICMP error about the connection, and a stray SYN-ACK, as `conntrack`
+/// chunks: `[flags (bit 0 inbound, bit 1 accepted), dt, length (u16 BE),
+/// datagram]`.
+fn conntrack_seed() -> Vec<u8> {
+    fn v4(src: [u8; 4], dst: [u8; 4], protocol: u8, l4: &[u8]) -> Vec<u8> {
+        let total = 20 + l4.len();
+        let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, protocol, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(l4);
+        p
+    }
+    fn tcp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, flags: u8) -> Vec<u8> {
+        let mut h = vec![0u8; 20];
+        h[0..2].copy_from_slice(&sp.to_be_bytes());
+        h[2..4].copy_from_slice(&dp.to_be_bytes());
+        h[12] = 0x50;
+        h[13] = flags;
+        v4(src, dst, 6, &h)
+    }
+    fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 9];
+        h[0..2].copy_from_slice(&sp.to_be_bytes());
+        h[2..4].copy_from_slice(&dp.to_be_bytes());
+        h[4..6].copy_from_slice(&9u16.to_be_bytes());
+        v4(src, dst, 17, &h)
+    }
+    let (lan, net, router) = ([10, 1, 0, 2], [198, 51, 100, 7], [203, 0, 113, 1]);
+    let syn = tcp(lan, 40000, net, 443, 0x02);
+    let mut error = vec![3, 1, 0, 0, 0, 0, 0, 0];
+    error.extend_from_slice(&syn[..28]);
+    let chunks: Vec<(u8, u8, Vec<u8>)> = vec![
+        (2, 0, syn.clone()),
+        (3, 1, tcp(net, 443, lan, 40000, 0x12)),
+        (2, 1, tcp(lan, 40000, net, 443, 0x10)),
+        (3, 0, v4(router, lan, 1, &error)),
+        (3, 1, tcp(net, 443, lan, 40000, 0x11)),
+        (2, 1, tcp(lan, 40000, net, 443, 0x11)),
+        (2, 0, udp(lan, 50000, net, 53)),
+        (3, 1, udp(net, 53, lan, 50000)),
+        (2, 0, v4(lan, net, 1, &[8, 0, 0, 0, 0, 9, 0, 1])),
+        (3, 1, v4(net, lan, 1, &[0, 0, 0, 0, 0, 9, 0, 1])),
+        (1, 2, tcp(net, 443, lan, 40001, 0x12)),
+        (2, 200, tcp(lan, 40000, net, 443, 0x02)),
+    ];
+    let mut s = Vec::new();
+    for (flags, dt, pkt) in chunks {
+        s.extend_from_slice(&[flags, dt]);
+        s.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
+        s.extend_from_slice(&pkt);
+    }
+    s
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let seeds = root.join("seeds");
     write(&seeds.join("vhost"), "setup-tx-rx.bin", &vhost_seed());
+    write(&seeds.join("conntrack"), "tcp-udp-echo-error.bin", &conntrack_seed());
     let samples = samples();
     let protected = ["v4-tcp-ack-ect0", "v6-udp"];
 

@@ -982,48 +982,45 @@ fn fw_in(e: &mut Engine, pkt: &[u8]) -> Verdict {
 const WEB: &str = "203.0.113.80";
 const LAN: &str = "10.1.0.7";
 
+/// Red → black through the firewall: the verdict.
+fn fw_out(e: &mut Engine, pkt: &[u8]) -> Verdict {
+    let mut out = [0u8; 512];
+    e.outbound(pkt, &mut out, T0)
+}
+
+/// An ICMP destination unreachable (port unreachable) from `from` to `to`
+/// quoting the first 28 bytes of `quoted`.
+fn unreachable4(from: &str, to: &str, quoted: &[u8]) -> Vec<u8> {
+    let q = &quoted[..quoted.len().min(28)];
+    let total = 20 + 8 + q.len();
+    let mut p = udp4(from, to, 0, 0, &[]);
+    p.truncate(20);
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[9] = 1;
+    p.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+    p.extend_from_slice(q);
+    p
+}
+
 #[test]
 fn firewall_profile_lets_no_connection_in() {
     let mut fw = shipped("firewall.toml");
     let f = DropReason::Filter;
-    // A SYN from a "reply" port opens nothing, to a service or to an
-    // ephemeral port, whatever else it carries.
-    for sport in [80, 443] {
+    let pass = |v: Verdict, p: &[u8]| v == Verdict::Send(p.len());
+    // Nothing from the internet opens a connection, nor passes as a reply
+    // to one that was never opened, whatever its ports and flags.
+    for sport in [22, 53, 80, 443, 40000] {
         for dport in [22, 80, 445, 3389, 8080, 32768, 40000, 60999, 61000, 65535] {
             for flags in [
                 tcp::SYN,
                 tcp::SYN | tcp::PSH,
-                tcp::SYN | tcp::FIN,
-                tcp::SYN | tcp::RST,
+                tcp::SYN | tcp::ACK,
+                tcp::ACK,
+                tcp::ACK | tcp::PSH,
+                tcp::FIN | tcp::ACK,
+                tcp::RST,
+                tcp::RST | tcp::ACK,
             ] {
-                let p = tcp4(WEB, LAN, sport, dport, flags, b"");
-                assert_eq!(
-                    fw_in(&mut fw, &p),
-                    Verdict::Drop(f),
-                    ":{sport} -> :{dport} flags {flags:#04x}"
-                );
-            }
-        }
-    }
-    // Replies (ACK set) pass only to the ephemeral ports of the LAN's
-    // clients, 32768-60999.
-    for sport in [80, 443] {
-        for flags in [
-            tcp::SYN | tcp::ACK,
-            tcp::ACK,
-            tcp::ACK | tcp::PSH,
-            tcp::FIN | tcp::ACK,
-            tcp::RST | tcp::ACK,
-        ] {
-            for dport in [32768, 40000, 60999] {
-                let p = tcp4(WEB, LAN, sport, dport, flags, b"x");
-                assert_eq!(
-                    fw_in(&mut fw, &p),
-                    Verdict::Send(p.len()),
-                    ":{sport} -> :{dport} flags {flags:#04x}"
-                );
-            }
-            for dport in [22, 80, 443, 3389, 32767, 61000, 65535] {
                 let p = tcp4(WEB, LAN, sport, dport, flags, b"x");
                 assert_eq!(
                     fw_in(&mut fw, &p),
@@ -1031,47 +1028,118 @@ fn firewall_profile_lets_no_connection_in() {
                     ":{sport} -> :{dport} flags {flags:#04x}"
                 );
             }
+            let p = udp4("9.9.9.9", LAN, sport, dport, b"a");
+            assert_eq!(
+                fw_in(&mut fw, &p),
+                Verdict::Drop(f),
+                "udp :{sport} -> :{dport}"
+            );
         }
     }
-    // A bare RST (no ACK) is not a reply the filter can tell from a probe.
-    let p = tcp4(WEB, LAN, 443, 40000, tcp::RST, b"");
-    assert_eq!(fw_in(&mut fw, &p), Verdict::Drop(f));
-    // DNS answers only to ephemeral ports.
-    for (dport, ok) in [
-        (53, false),
-        (67, false),
-        (5353, false),
-        (32767, false),
-        (32768, true),
-        (45000, true),
-        (60999, true),
-        (61000, false),
+    // The LAN opens a TLS connection: its replies pass, both ways.
+    let syn = tcp4(LAN, WEB, 40000, 443, tcp::SYN, b"");
+    assert!(pass(fw_out(&mut fw, &syn), &syn));
+    for (p, inbound) in [
+        (tcp4(WEB, LAN, 443, 40000, tcp::SYN | tcp::ACK, b""), true),
+        (tcp4(LAN, WEB, 40000, 443, tcp::ACK, b""), false),
+        (
+            tcp4(LAN, WEB, 40000, 443, tcp::ACK | tcp::PSH, b"hello"),
+            false,
+        ),
+        (
+            tcp4(WEB, LAN, 443, 40000, tcp::ACK | tcp::PSH, b"answer"),
+            true,
+        ),
     ] {
-        let p = udp4("9.9.9.9", LAN, 53, dport, b"a");
-        let want = if ok {
-            Verdict::Send(p.len())
+        let v = if inbound {
+            fw_in(&mut fw, &p)
         } else {
-            Verdict::Drop(f)
+            fw_out(&mut fw, &p)
         };
-        assert_eq!(fw_in(&mut fw, &p), want, "udp :53 -> :{dport}");
+        assert!(pass(v, &p), "{v:?}");
     }
-    // Other sources and protocols: nothing in.
+    // … but not to another client port, from another server port or
+    // server, and not a new connection from the server back in.
     for p in [
-        tcp4(WEB, LAN, 22, 40000, tcp::ACK, b""),
-        udp4("9.9.9.9", LAN, 123, 40000, b"a"),
-        tcp4(WEB, "10.1.1.7", 443, 40000, tcp::ACK, b""),
+        tcp4(WEB, LAN, 443, 40001, tcp::ACK, b"x"),
+        tcp4(WEB, LAN, 444, 40000, tcp::ACK, b"x"),
+        tcp4("203.0.113.81", LAN, 443, 40000, tcp::ACK, b"x"),
+        tcp4(WEB, LAN, 443, 22, tcp::SYN, b""),
     ] {
         assert_eq!(fw_in(&mut fw, &p), Verdict::Drop(f));
     }
-    // What the LAN opens still goes out.
-    let mut out = [0u8; 256];
+    // An ICMP error about that connection is related; about another, not.
+    let about = unreachable4("198.51.100.1", LAN, &syn);
+    assert!(pass(fw_in(&mut fw, &about), &about));
+    let other = unreachable4(
+        "198.51.100.1",
+        LAN,
+        &tcp4(LAN, WEB, 40002, 443, tcp::SYN, b""),
+    );
+    assert_eq!(fw_in(&mut fw, &other), Verdict::Drop(f));
+    // DNS: the answer to the query passes, from that server only.
+    let q = udp4(LAN, "9.9.9.9", 45000, 53, b"q");
+    assert!(pass(fw_out(&mut fw, &q), &q));
+    let a = udp4("9.9.9.9", LAN, 53, 45000, b"a");
+    assert!(pass(fw_in(&mut fw, &a), &a));
+    let spoofed = udp4("8.8.8.8", LAN, 53, 45000, b"a");
+    assert_eq!(fw_in(&mut fw, &spoofed), Verdict::Drop(f));
+    // What the LAN may not open stays in: ssh, a ping, another subnet.
     for p in [
-        tcp4(LAN, WEB, 40000, 443, tcp::SYN, b""),
-        tcp4(LAN, WEB, 40000, 80, tcp::ACK, b"GET"),
-        udp4(LAN, "9.9.9.9", 40000, 53, b"q"),
+        tcp4(LAN, WEB, 40003, 22, tcp::SYN, b""),
+        tcp4("10.1.1.7", WEB, 40004, 443, tcp::SYN, b""),
+        udp4(LAN, "9.9.9.9", 45001, 123, b"t"),
     ] {
-        assert_eq!(fw.outbound(&p, &mut out, T0), Verdict::Send(p.len()));
+        assert_eq!(fw_out(&mut fw, &p), Verdict::Drop(f));
     }
+    // The counters say it: two connections, the rest counted invalid or new.
+    let report = fw.outbound.report();
+    eprintln!("{report}");
+    assert!(
+        report.contains("conntrack flows=2 max=100000 inserted=2 "),
+        "{report}"
+    );
+    assert!(report.contains(" related=1"), "{report}");
+}
+
+#[test]
+fn a_full_connection_table_drops_new_connections_and_counts_them() {
+    let any = Selector::any_v4();
+    let p = Policy::new("fw", "1")
+        .with_spd("all", any.clone(), SpdAction::Bypass)
+        .with_filter(
+            "tracked",
+            Direction::Inbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(
+            FilterStates::ESTABLISHED | FilterStates::RELATED,
+        ))
+        .with_filter("out", Direction::Outbound, any, FilterAction::Accept)
+        .with_default_filter(FilterAction::Drop)
+        .with_max_flows(2);
+    let mut fw = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
+    let mut out = [0u8; 256];
+    let mut open = |port: u16| {
+        let p = udp4(LAN, "9.9.9.9", port, 53, b"q");
+        fw.outbound.process(&p, &mut out, T0)
+    };
+    assert!(matches!(open(1000), Verdict::Send(_)));
+    assert!(matches!(open(1001), Verdict::Send(_)));
+    assert_eq!(open(1002), Verdict::Drop(DropReason::StateTableFull));
+    // The tracked ones still pass; the refused one has no state.
+    let a = udp4("9.9.9.9", LAN, 53, 1001, b"a");
+    assert_eq!(fw_in(&mut fw, &a), Verdict::Send(a.len()));
+    let a = udp4("9.9.9.9", LAN, 53, 1002, b"a");
+    assert_eq!(fw_in(&mut fw, &a), Verdict::Drop(DropReason::Filter));
+    assert_eq!(fw.outbound.drops().get(DropReason::StateTableFull), 1);
+    // Once the UDP flows time out (60 s), new ones fit again.
+    let p = udp4(LAN, "9.9.9.9", 1002, 53, b"q");
+    assert!(matches!(
+        fw.outbound.process(&p, &mut out, Timestamp(61)),
+        Verdict::Send(_)
+    ));
 }
 
 #[test]

@@ -84,6 +84,10 @@ pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<Fil
             (Some(l), Some(s)) => tcp_flags(v, l, s.protocol, &f),
             (Some(_), None) => None,
         };
+        let states = match &r.state {
+            None => Some(ConnStates::default()),
+            Some(l) => conn_states(v, l, &f),
+        };
         let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
             v.one_of(
                 a,
@@ -94,15 +98,22 @@ pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<Fil
                 ],
             )
         });
-        match (name, direction, sel, flags, action) {
-            (Some(name), Some(direction), Some(selector), Some(tcp_flags), Some(action)) => filter
-                .push(FilterRule {
-                    name,
-                    direction,
-                    selector,
-                    tcp_flags,
-                    action,
-                }),
+        match (name, direction, sel, flags, states, action) {
+            (
+                Some(name),
+                Some(direction),
+                Some(selector),
+                Some(tcp_flags),
+                Some(states),
+                Some(action),
+            ) => filter.push(FilterRule {
+                name,
+                direction,
+                selector,
+                tcp_flags,
+                states,
+                action,
+            }),
             _ => ok = false,
         }
     }
@@ -123,6 +134,60 @@ pub(super) fn filter_default(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Filte
             ],
         ),
     }
+}
+
+/// `viaduct.filter_max_flows`: 1 to 4,000,000, 100,000 when not given.
+pub(super) fn filter_max_flows(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<u32> {
+    match &vr.filter_max_flows {
+        None => Some(DEFAULT_MAX_FLOWS),
+        Some(n) if n.value < 1 || n.value > 4_000_000 => {
+            v.err(
+                &n.span,
+                "viaduct.filter_max_flows",
+                "filter_max_flows must be between 1 and 4000000 (connections tracked at once)",
+            );
+            None
+        }
+        Some(n) => u32::try_from(n.value).ok(),
+    }
+}
+
+/// `state` of a filter rule: state names, each once, at least one.
+fn conn_states(v: &mut V<'_>, l: &Sp<Vec<Sp<String>>>, f: &str) -> Option<ConnStates> {
+    let field = format!("{f}.state");
+    if l.value.is_empty() {
+        v.err(
+            &l.span,
+            field,
+            "no states: name at least one (e.g. [\"established\", \"related\"]) or leave state out",
+        );
+        return None;
+    }
+    let mut states = ConnStates::default();
+    for (i, x) in l.value.iter().enumerate() {
+        let name = x.value.to_ascii_lowercase();
+        let Some(&(canon, bit)) = ConnStates::NAMES.iter().find(|(n, _)| *n == name) else {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!(
+                    "unknown connection state `{}`: use new, established, related or invalid",
+                    x.value
+                ),
+            );
+            return None;
+        };
+        if states.0 & bit != 0 {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!("`{canon}` is named twice; name each state once"),
+            );
+            return None;
+        }
+        states.0 |= bit;
+    }
+    Some(states)
 }
 
 /// `[[viaduct.ids]]`: `None` when a rule has an error (reported).

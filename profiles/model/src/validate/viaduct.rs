@@ -11,7 +11,7 @@ use super::checker::{list, V};
 use super::ipsec::ipsec;
 use super::personality::Side2;
 use super::routes::routes;
-use super::rules::{filter_default, filter_rules, ids_rules, spd_rules};
+use super::rules::{filter_default, filter_max_flows, filter_rules, ids_rules, spd_rules};
 
 /// `[viaduct]`: no NIC of its own, its roles and the sections they need,
 /// then IPsec, the SPD, the filter, IDS rules and routes, in that order.
@@ -46,6 +46,7 @@ pub(super) fn viaduct(
     let spd = spd_rules(v, vr);
     let filter = filter_rules(v, vr);
     let filter_default = filter_default(v, vr);
+    let filter_max_flows = filter_max_flows(v, vr);
     let ids = ids_rules(v, vr);
     let routes = match routes(v, vr, ipsec.as_ref(), red, personalities) {
         Some(r) => r,
@@ -62,6 +63,7 @@ pub(super) fn viaduct(
         spd: spd?,
         filter: filter?,
         filter_default: filter_default?,
+        filter_max_flows: filter_max_flows?,
         ids: ids?,
         routes,
     })
