@@ -22,6 +22,48 @@ pub enum PolicyCmd {
         /// Policy blob file.
         file: PathBuf,
     },
+    /// Write a policy's filter stage for another engine: `nft`, an
+    /// nftables ruleset (`table inet viaduct`, a forward chain between an
+    /// interface standing for red and one standing for black), with the
+    /// rules' order, states and default.
+    Export {
+        /// A policy blob, or a profile (`.toml`, compiled first).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The interface standing for red.
+        #[arg(long, default_value = "red")]
+        red_if: String,
+        /// The interface standing for black.
+        #[arg(long, default_value = "black")]
+        black_if: String,
+        /// Output file (written atomically); standard output when not given.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Formats `policy export` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// An nftables ruleset (`nft -f`).
+    Nft,
+}
+
+/// An interface name as Linux takes it (1 to 15 bytes, no `/`, space or
+/// quote); refused with the option's name otherwise.
+fn interface_name(option: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    anyhow::ensure!(
+        ok,
+        "{option} {name:?}: an interface name is 1 to 15 letters, digits, `_`, `-` or `.`"
+    );
+    Ok(())
 }
 
 pub fn run(cmd: PolicyCmd, json: bool) -> anyhow::Result<Outcome> {
@@ -50,6 +92,48 @@ pub fn run(cmd: PolicyCmd, json: bool) -> anyhow::Result<Outcome> {
                     bytes.len(),
                     compiled.digest().to_hex()
                 );
+            }
+            Ok(Outcome::Ok)
+        }
+        PolicyCmd::Export {
+            file,
+            format: ExportFormat::Nft,
+            red_if,
+            black_if,
+            output,
+        } => {
+            interface_name("--red-if", &red_if)?;
+            interface_name("--black-if", &black_if)?;
+            anyhow::ensure!(
+                red_if != black_if,
+                "--red-if and --black-if name the same interface {red_if:?}"
+            );
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let p = if bytes.starts_with(policy_blob::MAGIC) {
+                policy::load(&file, &bytes)?
+            } else {
+                let prof = match profiles::load_profile(&file) {
+                    Ok(p) => p,
+                    Err(d) => {
+                        profile_cmd::print_diagnostics(&d, json, &file);
+                        return Ok(Outcome::Failed);
+                    }
+                };
+                policy::compile(&prof)
+                    .with_context(|| format!("{}: cannot compile the policy", file.display()))?
+            };
+            let text = policy::nft::export(&p, &red_if, &black_if);
+            match output {
+                Some(out) => {
+                    fsutil::write_atomic(&out, text.as_bytes())?;
+                    eprintln!(
+                        "{}: nftables ruleset, {} rules",
+                        out.display(),
+                        p.filters.len()
+                    );
+                }
+                None => print!("{text}"),
             }
             Ok(Outcome::Ok)
         }

@@ -20,6 +20,8 @@
 
 use std::net::IpAddr;
 
+pub mod nft;
+
 use policy_blob as blob;
 use profiles::model as m;
 use profiles::net::{PortRange, Prefix, TrafficSelector};

@@ -16,7 +16,9 @@
 //!    refused opening leaves state behind.
 //!
 //! What is tracked, after pf (no TCP window tracking yet):
-//! - **TCP**: a flow opens only with a SYN without ACK, RST or FIN; it is
+//! - **TCP**: a segment whose flags TCP never sends (no flag, FIN without
+//!   ACK, SYN with FIN or RST …) is invalid; a flow opens only with a SYN
+//!   without ACK, RST or FIN; it is
 //!   established once the responder's SYN-ACK has been acknowledged by the
 //!   originator; a FIN from either side makes it closing, from both
 //!   fin-wait; a RST closes it. A new SYN on a closed flow opens a new one.
@@ -454,7 +456,33 @@ fn quoted(protocol: u8, l4: &[u8]) -> Option<(u8, IpAddr, IpAddr, u16, u16)> {
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
 const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
+const TCP_ECE: u8 = 0x40;
+const TCP_CWR: u8 = 0x80;
+
+/// Whether a TCP segment's flags are a combination TCP sends (PSH, ECE and
+/// CWR aside): a SYN, a SYN-ACK, a reset, a FIN with ACK, an ACK, each with
+/// or without URG where TCP allows it. Others (no flag at all, FIN without
+/// ACK, SYN with FIN or RST, "Christmas tree" segments) are `invalid`,
+/// whether they would open a flow or belong to one, as Linux conntrack
+/// judges them (`tcp_valid_flags`).
+fn tcp_flags_valid(flags: u8) -> bool {
+    let f = flags & !(TCP_ECE | TCP_CWR | TCP_PSH);
+    [
+        TCP_SYN,
+        TCP_SYN | TCP_URG,
+        TCP_SYN | TCP_ACK,
+        TCP_RST,
+        TCP_RST | TCP_ACK,
+        TCP_FIN | TCP_ACK,
+        TCP_FIN | TCP_ACK | TCP_URG,
+        TCP_ACK,
+        TCP_ACK | TCP_URG,
+    ]
+    .contains(&f)
+}
 
 impl Tracker {
     /// An empty table for at most `capacity` flows, with these default
@@ -556,6 +584,9 @@ impl Tracker {
                 let Some(flags) = t.tcp_flags else {
                     return INVALID;
                 };
+                if !tcp_flags_valid(flags) {
+                    return INVALID;
+                }
                 (
                     sp,
                     dp,

@@ -150,6 +150,35 @@ fn only_a_bare_syn_opens_a_tcp_flow() {
 }
 
 #[test]
+fn flags_tcp_never_sends_are_invalid_even_on_a_tracked_flow() {
+    let mut t = Tracker::new(16, Timeouts::default());
+    pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, SYN), 0, true);
+    pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, SYNACK), 0, true);
+    pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, ACK), 0, true);
+    for flags in [0u8, 0x01, 0x08, 0x20, 0x29, 0x03, 0x06, 0x13, 0xff] {
+        assert_eq!(
+            pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, flags), 1, false),
+            CtState::Invalid,
+            "flags {flags:#04x}"
+        );
+    }
+    for flags in [0x30u8, 0xd0, 0x18, 0x14, 0x11] {
+        assert_eq!(
+            pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, flags), 1, false),
+            CtState::Established,
+            "flags {flags:#04x}"
+        );
+    }
+    // SYN with URG, PSH or the ECN set-up bits still opens.
+    for (port, flags) in [(1u16, 0x22u8), (2, 0x0a), (3, 0xc2)] {
+        assert_eq!(
+            pass(&mut t, Outbound, &tcp(LAN, port, NET, 443, flags), 1, false),
+            CtState::New
+        );
+    }
+}
+
+#[test]
 fn a_dropped_packet_leaves_no_state() {
     let mut t = Tracker::new(16, Timeouts::default());
     // The opening refused by the rules: nothing entered.

@@ -5,6 +5,7 @@ mod common;
 mod engine;
 mod ike;
 mod netns;
+mod nft;
 #[path = "../support/mod.rs"]
 mod support;
 mod vectors;
