@@ -87,6 +87,8 @@ struct TunnelRules {
 struct Filter {
     /// Its place in the policy's filter list.
     index: u32,
+    /// Its name (for counters).
+    name: String,
     selector: Selector,
     tcp_flags: TcpFlags,
     states: FilterStates,
@@ -95,6 +97,51 @@ struct Filter {
 
 /// The rule index a flow admitted by the default verdict records.
 const DEFAULT_RULE: u32 = u32::MAX;
+
+/// Packets each filter rule decided (by its index in the policy's list),
+/// and the default, for one half.
+#[derive(Debug, Default)]
+struct RuleHits {
+    rules: Vec<u64>,
+    default: u64,
+}
+
+impl RuleHits {
+    fn new(n: usize) -> RuleHits {
+        RuleHits {
+            rules: vec![0; n],
+            default: 0,
+        }
+    }
+
+    fn count(&mut self, rule: Option<u32>) {
+        match rule {
+            Some(DEFAULT_RULE) => self.default += 1,
+            Some(i) => {
+                if let Some(n) = self.rules.get_mut(i as usize) {
+                    *n += 1;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// `<prefix> filter rule=<index> name=<name> packets=<n>` for the rules
+    /// of `list`, then the default.
+    fn write(&self, s: &mut String, prefix: &str, list: &[Filter]) {
+        for f in list {
+            let n = self.rules.get(f.index as usize).copied().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "{prefix} filter rule={} name={} packets={n}",
+                f.index, f.name
+            );
+        }
+        if !list.is_empty() {
+            let _ = writeln!(s, "{prefix} filter default packets={}", self.default);
+        }
+    }
+}
 
 /// The connection table both halves share when the policy is stateful.
 type SharedTracker = Option<Arc<Mutex<Tracker>>>;
@@ -205,7 +252,7 @@ impl Rules {
         dir: Direction,
         t: &FiveTuple,
         state: Option<CtState>,
-    ) -> Result<u32, DropReason> {
+    ) -> (Option<u32>, Result<u32, DropReason>) {
         let list = match dir {
             Direction::Outbound => &self.filters_out,
             Direction::Inbound => &self.filters_in,
@@ -216,33 +263,42 @@ impl Rules {
             .filter(|f| bit.is_none_or(|b| f.states.matches(b)));
         let (action, index) = match first_match(applies, t, |f| &f.selector, |f| f.tcp_flags) {
             Lookup::Match(f) => (f.action, f.index),
-            Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
+            Lookup::Unclassified => return (None, Err(DropReason::UnclassifiedFragment)),
             Lookup::None => (self.default_filter, DEFAULT_RULE),
         };
-        match action {
-            FilterAction::Accept => Ok(index),
-            FilterAction::Drop => Err(DropReason::Filter),
-        }
+        (
+            Some(index),
+            match action {
+                FilterAction::Accept => Ok(index),
+                FilterAction::Drop => Err(DropReason::Filter),
+            },
+        )
     }
 
     /// The filter stage: stateless, or, when the policy tracks connections,
     /// the packet's state from the table, the rules knowing it, and the
     /// accepted packet recorded (a new flow entered, a tracked one moved
     /// on). A dropped packet leaves the table as it was.
+    #[allow(clippy::too_many_arguments)]
     fn filter_packet(
         &self,
         tracker: &SharedTracker,
+        hits: &mut RuleHits,
         dir: Direction,
         pkt: &[u8],
         t: &FiveTuple,
         now: Timestamp,
     ) -> Result<(), DropReason> {
         let Some(tracker) = tracker else {
-            return self.filter(dir, t, None).map(|_| ());
+            let (rule, verdict) = self.filter(dir, t, None);
+            hits.count(rule);
+            return verdict.map(|_| ());
         };
         let mut table = tracker.lock().unwrap_or_else(PoisonError::into_inner);
         let c = table.classify(dir, pkt, t, now);
-        let rule = self.filter(dir, t, Some(c.state))?;
+        let (rule, verdict) = self.filter(dir, t, Some(c.state));
+        hits.count(rule);
+        let rule = verdict?;
         if table.commit(&c, rule, None, now) {
             Ok(())
         } else {
@@ -290,6 +346,7 @@ pub struct OutboundPath {
     pending: Vec<(usize, u32, OutboundSa)>,
     /// The connection table (a stateful policy).
     tracker: SharedTracker,
+    hits: RuleHits,
     drops: DropCounters,
     bypassed: u64,
 }
@@ -304,6 +361,7 @@ pub struct InboundPath {
     any_udp: bool,
     /// The connection table (a stateful policy), shared with the outbound half.
     tracker: SharedTracker,
+    hits: RuleHits,
     drops: DropCounters,
     bypassed: u64,
     ike_received: u64,
@@ -395,6 +453,7 @@ impl Engine {
                 .filter(|(_, f)| f.direction == d)
                 .map(|(i, f)| Filter {
                     index: i as u32,
+                    name: f.name.clone(),
                     selector: f.selector.clone(),
                     tcp_flags: f.tcp_flags,
                     states: f.states,
@@ -442,6 +501,7 @@ impl Engine {
                 active_spi: vec![None; n_tunnels],
                 pending: Vec::new(),
                 tracker: tracker.clone(),
+                hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
                 bypassed: 0,
             },
@@ -451,6 +511,7 @@ impl Engine {
                 // IKE may turn UDP encapsulation on for any of its tunnels.
                 any_udp: any_ike || policy.tunnels.iter().any(|t| t.udp_encap),
                 tracker,
+                hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
                 bypassed: 0,
                 ike_received: 0,
@@ -496,8 +557,14 @@ impl OutboundPath {
         now: Timestamp,
     ) -> Result<usize, DropReason> {
         let t = five_tuple(inner).map_err(wire_drop)?;
-        self.rules
-            .filter_packet(&self.tracker, Direction::Outbound, inner, &t, now)?;
+        self.rules.filter_packet(
+            &self.tracker,
+            &mut self.hits,
+            Direction::Outbound,
+            inner,
+            &t,
+            now,
+        )?;
         let action = match self.rules.spd(&t) {
             Lookup::Match(a) => a,
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
@@ -572,6 +639,7 @@ impl OutboundPath {
             }
         }
         let _ = writeln!(s, "out bypassed={}", self.bypassed);
+        self.hits.write(&mut s, "out", &self.rules.filters_out);
         write_drops(&mut s, "out", &self.drops);
         if let Some(tr) = &self.tracker {
             let table = tr.lock().unwrap_or_else(PoisonError::into_inner);
@@ -706,8 +774,14 @@ impl InboundPath {
             (Lookup::Unclassified, _) => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::SpdMismatch),
         }
-        self.rules
-            .filter_packet(&self.tracker, Direction::Inbound, &esp[..d.len], &t, now)?;
+        self.rules.filter_packet(
+            &self.tracker,
+            &mut self.hits,
+            Direction::Inbound,
+            &esp[..d.len],
+            &t,
+            now,
+        )?;
         ecn_decapsulate(&mut esp[..d.len], outer_ecn)?;
         pkt.copy_within(esp_off..esp_off + d.len, 0);
         Ok(Inbound::Red(d.len))
@@ -722,8 +796,14 @@ impl InboundPath {
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::Unprotected),
         }
-        self.rules
-            .filter_packet(&self.tracker, Direction::Inbound, pkt, &t, now)?;
+        self.rules.filter_packet(
+            &self.tracker,
+            &mut self.hits,
+            Direction::Inbound,
+            pkt,
+            &t,
+            now,
+        )?;
         self.bypassed += 1;
         Ok(pkt.len())
     }
@@ -777,6 +857,7 @@ impl InboundPath {
         if !self.rules.ike_peers.is_empty() {
             let _ = writeln!(s, "in ike_received={}", self.ike_received);
         }
+        self.hits.write(&mut s, "in", &self.rules.filters_in);
         write_drops(&mut s, "in", &self.drops);
         s
     }

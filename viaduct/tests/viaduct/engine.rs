@@ -1100,6 +1100,29 @@ fn firewall_profile_lets_no_connection_in() {
         "{report}"
     );
     assert!(report.contains(" related=1"), "{report}");
+    // Per rule: what each decided, each way.
+    for line in [
+        "out filter rule=2 name=tracked-out packets=2",
+        "out filter rule=5 name=tls-out packets=1",
+        "out filter rule=6 name=dns-out packets=1",
+        "out filter default packets=3",
+    ] {
+        assert!(report.contains(line), "{line:?} in\n{report}");
+    }
+    let inbound = fw.inbound.report();
+    eprintln!("{inbound}");
+    assert!(
+        inbound.contains("in filter rule=0 name=tracked-in packets=4\n"),
+        "{inbound}"
+    );
+    let default: u64 = viaduct::pump::counter_values(&inbound, "in filter default", "packets")
+        .next()
+        .unwrap();
+    assert_eq!(
+        default,
+        fw.inbound.drops().get(DropReason::Filter),
+        "every inbound drop was the default's"
+    );
 }
 
 #[test]
