@@ -165,7 +165,7 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
             mask: f.tcp_flags.mask,
             value: f.tcp_flags.value,
         };
-        for selector in selectors(&f.selector) {
+        for selector in f.selectors.iter().flat_map(selectors) {
             policy = policy
                 .with_tcp_filter(
                     f.name.clone(),

@@ -160,6 +160,57 @@ fn firewall_forwards_in_clear_through_its_filter() {
     }
 }
 
+/// Sets, port lists and ICMP types compile to consecutive rules of the
+/// profile rule's name: one per prefix (pairs of one family when both sides
+/// are sets), port range and type; the engine then enforces them.
+#[test]
+fn sets_port_lists_and_icmp_types_expand_in_order() {
+    let p = compile(&profile("policy/tests/fixtures/firewall-sets.toml")).unwrap();
+    let count = |name: &str| p.filters.iter().filter(|f| f.name == name).count();
+    // 3 prefixes × 2 ports; (2 v4 × 1 v4) + (1 v6 × 1 v6); 2 v4 prefixes
+    // (ICMP is IPv4's: the v6 prefix with protocol 1 stays, as written).
+    assert_eq!(count("web-out"), 6);
+    assert_eq!(count("dns-out"), 3);
+    assert_eq!(count("ping-out"), 3);
+    // Consecutive, in profile order.
+    let names: Vec<&str> = p.filters.iter().map(|f| f.name.as_str()).collect();
+    let mut runs = names.clone();
+    runs.dedup();
+    assert_eq!(
+        runs,
+        [
+            "tracked-in",
+            "tracked-out",
+            "web-out",
+            "dns-out",
+            "ping-out"
+        ]
+    );
+    let dns: Vec<String> = p
+        .filters
+        .iter()
+        .filter(|f| f.name == "dns-out")
+        .map(|f| format!("{} -> {}", f.selector.src, f.selector.dst))
+        .collect();
+    assert_eq!(
+        dns,
+        [
+            "10.1.0.0/24 -> 198.51.100.53/32",
+            "10.1.1.0/24 -> 198.51.100.53/32",
+            "2001:db8:1::/48 -> 2001:db8:53::53/128",
+        ]
+    );
+    assert!(p
+        .filters
+        .iter()
+        .filter(|f| f.name == "ping-out")
+        .all(|f| f.selector.src_ports == blob::PortRange::single(8)));
+    let text = policy::describe_text(&p);
+    assert!(text.contains("filter web-out"), "{text}");
+    // The engine's verdicts on them: viaduct/tests/viaduct/engine.rs,
+    // `sets_port_lists_and_icmp_types_are_enforced`.
+}
+
 #[test]
 fn unsupported_roles_are_refused_not_ignored() {
     for (rel, role) in [

@@ -454,10 +454,16 @@ impl Policy {
                 }
             }
         }
+        // One profile rule compiles to consecutive rules of one name (an
+        // address family each, a prefix of a set, a range of a port list):
+        // a name may come back only right after itself.
         let mut names = HashSet::new();
+        let mut previous: Option<&str> = None;
         for f in &self.filters {
             check_str("filter rule name", &f.name)?;
-            if !names.insert((f.name.as_str(), f.selector.src.addr.is_ipv4())) {
+            let again = previous == Some(f.name.as_str());
+            previous = Some(f.name.as_str());
+            if !again && !names.insert(f.name.as_str()) {
                 return Err(BlobError::DuplicateName {
                     kind: "filter rule",
                     name: f.name.clone(),

@@ -1,7 +1,7 @@
 //! The validated profile: what every builder downstream uses. Every value
 //! here has passed validation, so builders do not re-check it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -209,6 +209,8 @@ pub struct Viaduct {
     pub spd: Vec<SpdRule>,
     /// Filter rules, first match wins.
     pub filter: Vec<FilterRule>,
+    /// Named address sets the filter rules use.
+    pub sets: BTreeMap<String, Vec<Prefix>>,
     /// Action when no filter rule matches.
     pub filter_default: FilterAction,
     /// The connection table's size (used when a rule names states).
@@ -562,8 +564,9 @@ pub struct FilterRule {
     pub name: String,
     /// Direction.
     pub direction: Direction,
-    /// What it matches.
-    pub selector: Selector,
+    /// What it matches: the packet matches the rule if it matches one of
+    /// these (one per prefix of a set, port range of a list, ICMP type).
+    pub selectors: Vec<Selector>,
     /// TCP flags it requires (mask 0: none).
     pub tcp_flags: TcpFlags,
     /// Connection states it applies to (none: any).

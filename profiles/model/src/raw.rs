@@ -221,6 +221,12 @@ pub struct RawViaduct {
     pub spd: Option<Sp<Vec<Sp<RawSpdRule>>>>,
     /// Filter rules (role `firewall`, also allowed with `vpn`), first match wins.
     pub filter: Option<Sp<Vec<Sp<RawFilterRule>>>>,
+    /// Named address sets for filter rules: `lan = ["10.1.0.0/24",
+    /// "2001:db8:1::/48"]`, written `src = "@lan"` or `dst = "@lan"` in a
+    /// rule (the rule then holds for each prefix of the set; with sets on
+    /// both sides, for each pair of one address family). Names: lowercase
+    /// letters, digits and `-`.
+    pub sets: Option<Sp<BTreeMap<String, Sp<Vec<Sp<String>>>>>>,
     /// Action for traffic no filter rule matches: `accept` (default) or `drop`.
     pub filter_default: Option<Sp<String>>,
     /// The most connections the filter tracks at once (1 to 4,000,000;
@@ -432,16 +438,21 @@ pub struct RawFilterRule {
     pub name: Option<Sp<String>>,
     /// `outbound` (red → black) or `inbound` (black → red).
     pub direction: Option<Sp<String>>,
-    /// Source prefix (default: any).
+    /// Source prefix, or `@name` of a set in `[viaduct.sets]` (default: any).
     pub src: Option<Sp<String>>,
-    /// Destination prefix (default: any).
+    /// Destination prefix, or `@name` of a set (default: any).
     pub dst: Option<Sp<String>>,
     /// `tcp`, `udp`, `icmp`, `icmpv6`, `any` or a protocol number.
     pub protocol: Option<Sp<String>>,
-    /// Source ports: `443` or `1000-2000`.
+    /// Source ports: `443`, `1000-2000`, or a list `80,443,8000-8080`.
     pub src_ports: Option<Sp<String>>,
-    /// Destination ports: `443` or `1000-2000`.
+    /// Destination ports: `443`, `1000-2000`, or a list `80,443,8000-8080`.
     pub dst_ports: Option<Sp<String>>,
+    /// ICMP message types (needs `protocol = "icmp"` or `"icmpv6"`):
+    /// `echo-request`, `echo-reply`, `destination-unreachable`,
+    /// `time-exceeded`, `parameter-problem`, `packet-too-big` (ICMPv6), or a
+    /// type number.
+    pub icmp_type: Option<Sp<Vec<Sp<String>>>>,
     /// TCP flags the packet must have (needs `protocol = "tcp"`): each of
     /// `fin`, `syn`, `rst`, `psh`, `ack`, `urg`, `ece`, `cwr` must be set,
     /// or clear when written `!syn`; flags not named may be either.

@@ -1125,6 +1125,43 @@ fn firewall_profile_lets_no_connection_in() {
     );
 }
 
+/// `policy/tests/fixtures/firewall-sets.toml`: the firewall written with
+/// named address sets, a port list and an ICMP type.
+#[test]
+fn sets_port_lists_and_icmp_types_are_enforced() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policy/tests/fixtures/firewall-sets.toml");
+    let policy = policy::compile(&profiles::load_profile(&path).unwrap()).unwrap();
+    let mut fw = Engine::new(&policy, T0, &mut MemoryLedger::default()).unwrap();
+    let ok = |v: Verdict, p: &[u8]| v == Verdict::Send(p.len());
+    // Both LANs of the set, both ports of the list; no other port, no
+    // address outside the set.
+    for (src, port, want) in [
+        ("10.1.0.7", 443, true),
+        ("10.1.1.7", 80, true),
+        ("10.1.1.8", 443, true),
+        ("10.1.1.9", 8443, false),
+        ("10.1.2.7", 443, false),
+    ] {
+        let p = tcp4(src, WEB, 40000, port, tcp::SYN, b"");
+        assert_eq!(ok(fw_out(&mut fw, &p), &p), want, "{src} -> :{port}");
+    }
+    // DNS only to the resolvers of the set.
+    let q = udp4("10.1.1.7", "198.51.100.53", 45000, 53, b"q");
+    assert!(ok(fw_out(&mut fw, &q), &q));
+    let q = udp4("10.1.1.7", "9.9.9.9", 45000, 53, b"q");
+    assert_eq!(fw_out(&mut fw, &q), Verdict::Drop(DropReason::Filter));
+    // Echo requests out, not other ICMP types (a timestamp request, 13).
+    let mut ping = udp4("10.1.0.7", WEB, 0, 0, b"");
+    ping.truncate(20);
+    ping[2..4].copy_from_slice(&28u16.to_be_bytes());
+    ping[9] = 1;
+    ping.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+    assert!(ok(fw_out(&mut fw, &ping), &ping));
+    ping[20] = 13;
+    assert_eq!(fw_out(&mut fw, &ping), Verdict::Drop(DropReason::Filter));
+}
+
 #[test]
 fn a_full_connection_table_drops_new_connections_and_counts_them() {
     let any = Selector::any_v4();

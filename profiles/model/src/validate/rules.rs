@@ -2,6 +2,8 @@
 //! with `filter_default`, and `[[viaduct.ids]]`; their traffic selectors
 //! (addresses, protocol, ports) and the TCP flags of filter rules.
 
+use std::collections::BTreeMap;
+
 use crate::model::*;
 use crate::net::{parse_protocol, PortRange, Prefix};
 use crate::raw::*;
@@ -45,8 +47,201 @@ pub(super) fn spd_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<SpdRul
     ok.then_some(spd)
 }
 
+/// The most selectors one filter rule may expand to (sets, port lists and
+/// ICMP types multiplied).
+pub const MAX_RULE_EXPANSION: usize = 1024;
+
+/// `[viaduct.sets]`, and whether every set is valid (errors reported). A
+/// set with an error is in the map with no prefix, so that rules naming it
+/// are not reported again.
+pub(super) fn address_sets(
+    v: &mut V<'_>,
+    vr: &Sp<RawViaduct>,
+) -> (BTreeMap<String, Vec<Prefix>>, bool) {
+    let mut ok = true;
+    let mut sets = BTreeMap::new();
+    let Some(raw) = &vr.sets else {
+        return (sets, true);
+    };
+    for (name, list) in &raw.value {
+        let field = format!("viaduct.sets.{name}");
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            v.err(
+                &list.span,
+                field.clone(),
+                format!("set name `{name}`: use lowercase letters, digits and `-`"),
+            );
+            ok = false;
+            sets.insert(name.clone(), Vec::new());
+            continue;
+        }
+        if list.value.is_empty() {
+            v.err(
+                &list.span,
+                field,
+                "an empty set: list at least one prefix, or remove the set",
+            );
+            ok = false;
+            sets.insert(name.clone(), Vec::new());
+            continue;
+        }
+        let mut prefixes = Vec::new();
+        let mut set_ok = true;
+        for (i, p) in list.value.iter().enumerate() {
+            match v.parse(p, &format!("{field}[{i}]"), |s| s.parse::<Prefix>()) {
+                Some(x) => prefixes.push(x),
+                None => set_ok = false,
+            }
+        }
+        if !set_ok {
+            prefixes.clear();
+            ok = false;
+        }
+        sets.insert(name.clone(), prefixes);
+    }
+    (sets, ok)
+}
+
+/// A filter rule's `src` or `dst`: `@set` (its prefixes) or what the
+/// selector parsed (one prefix, or any).
+fn addresses(
+    v: &mut V<'_>,
+    raw: &Option<Sp<String>>,
+    parsed: Option<Prefix>,
+    field: String,
+    sets: &BTreeMap<String, Vec<Prefix>>,
+) -> Option<Vec<Option<Prefix>>> {
+    let Some(r) = raw.as_ref().filter(|r| r.value.starts_with('@')) else {
+        return Some(vec![parsed]);
+    };
+    let name = &r.value[1..];
+    match sets.get(name) {
+        // A set with an error, reported with it.
+        Some(list) if list.is_empty() => None,
+        Some(list) => Some(list.iter().copied().map(Some).collect()),
+        None => {
+            let known: Vec<&str> = sets.keys().map(String::as_str).collect();
+            v.err(
+                &r.span,
+                field,
+                if known.is_empty() {
+                    format!("no set `{name}`: define it in [viaduct.sets]")
+                } else {
+                    format!(
+                        "no set `{name}` in [viaduct.sets] (there are: {})",
+                        known.join(", ")
+                    )
+                },
+            );
+            None
+        }
+    }
+}
+
+/// A filter rule's port list `80,443,8000-8080` (ports of TCP and UDP only).
+fn port_list(
+    v: &mut V<'_>,
+    p: &Sp<String>,
+    protocol: Option<u8>,
+    field: String,
+) -> Option<Vec<PortRange>> {
+    if !matches!(protocol, Some(6) | Some(17)) {
+        v.err(
+            &p.span,
+            field,
+            "ports need `protocol = \"tcp\"` or `\"udp\"`",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for item in p.value.split(',') {
+        match item.trim().parse::<PortRange>() {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                v.err(&p.span, field, format!("in the list: {e}"));
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// ICMP type names (for `protocol` 1 or 58).
+fn icmp_types(
+    v: &mut V<'_>,
+    l: &Sp<Vec<Sp<String>>>,
+    protocol: Option<u8>,
+    f: &str,
+) -> Option<Vec<PortRange>> {
+    let field = format!("{f}.icmp_type");
+    let v6 = match protocol {
+        Some(1) => false,
+        Some(58) => true,
+        _ => {
+            v.err(
+                &l.span,
+                field,
+                "ICMP types need `protocol = \"icmp\"` or `\"icmpv6\"`",
+            );
+            return None;
+        }
+    };
+    if l.value.is_empty() {
+        v.err(
+            &l.span,
+            field,
+            "no types: name at least one or leave icmp_type out",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, x) in l.value.iter().enumerate() {
+        let ty = match (x.value.as_str(), v6) {
+            ("echo-request", false) => Some(8),
+            ("echo-reply", false) => Some(0),
+            ("destination-unreachable", false) => Some(3),
+            ("time-exceeded", false) => Some(11),
+            ("parameter-problem", false) => Some(12),
+            ("echo-request", true) => Some(128),
+            ("echo-reply", true) => Some(129),
+            ("destination-unreachable", true) => Some(1),
+            ("packet-too-big", true) => Some(2),
+            ("time-exceeded", true) => Some(3),
+            ("parameter-problem", true) => Some(4),
+            (n, _) => n.parse::<u8>().ok(),
+        };
+        let Some(ty) = ty else {
+            v.err(
+                &x.span,
+                format!("{field}[{i}]"),
+                format!(
+                    "unknown ICMP{} type `{}`: use echo-request, echo-reply, destination-unreachable,{} time-exceeded, parameter-problem or a number 0-255",
+                    if v6 { "v6" } else { "" },
+                    x.value,
+                    if v6 { " packet-too-big," } else { "" }
+                ),
+            );
+            return None;
+        };
+        out.push(PortRange {
+            start: u16::from(ty),
+            end: u16::from(ty),
+        });
+    }
+    Some(out)
+}
+
 /// `[[viaduct.filter]]`: `None` when a rule has an error (reported).
-pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<FilterRule>> {
+pub(super) fn filter_rules(
+    v: &mut V<'_>,
+    vr: &Sp<RawViaduct>,
+    sets: &BTreeMap<String, Vec<Prefix>>,
+) -> Option<Vec<FilterRule>> {
     let mut ok = true;
     let mut names = Vec::new();
     let mut filter = Vec::new();
@@ -68,15 +263,28 @@ pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<Fil
                 ],
             )
         });
+        // Sets and lists are expanded below; the selector checks the rest.
+        let set = |p: &Option<Sp<String>>| p.as_ref().is_some_and(|x| x.value.starts_with('@'));
+        let list = |p: &Option<Sp<String>>| p.as_ref().is_some_and(|x| x.value.contains(','));
+        let none = None;
         let sel = selector(
             v,
             &f,
-            &r.src,
-            &r.dst,
+            if set(&r.src) { &none } else { &r.src },
+            if set(&r.dst) { &none } else { &r.dst },
             &r.protocol,
-            &r.src_ports,
-            &r.dst_ports,
+            if list(&r.src_ports) {
+                &none
+            } else {
+                &r.src_ports
+            },
+            if list(&r.dst_ports) {
+                &none
+            } else {
+                &r.dst_ports
+            },
         );
+        let selectors = sel.as_ref().and_then(|s| expand(v, r, s, &f, sets));
         // After a protocol that did not parse, flags are not checked
         // against it (one mistake, one error).
         let flags = match (&r.tcp_flags, &sel) {
@@ -98,18 +306,18 @@ pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<Fil
                 ],
             )
         });
-        match (name, direction, sel, flags, states, action) {
+        match (name, direction, selectors, flags, states, action) {
             (
                 Some(name),
                 Some(direction),
-                Some(selector),
+                Some(selectors),
                 Some(tcp_flags),
                 Some(states),
                 Some(action),
             ) => filter.push(FilterRule {
                 name,
                 direction,
-                selector,
+                selectors,
                 tcp_flags,
                 states,
                 action,
@@ -119,6 +327,75 @@ pub(super) fn filter_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<Fil
     }
     v.unique("filter rule", &names);
     ok.then_some(filter)
+}
+
+/// A filter rule's selectors: one per pair of addresses (sets), port range
+/// (lists) and ICMP type; pairs of two address families are left out, and
+/// a rule left with none, or with more than [`MAX_RULE_EXPANSION`], is an
+/// error.
+fn expand(
+    v: &mut V<'_>,
+    r: &Sp<RawFilterRule>,
+    s: &Selector,
+    f: &str,
+    sets: &BTreeMap<String, Vec<Prefix>>,
+) -> Option<Vec<Selector>> {
+    let srcs = addresses(v, &r.src, s.src, format!("{f}.src"), sets);
+    let dsts = addresses(v, &r.dst, s.dst, format!("{f}.dst"), sets);
+    let ports = |v: &mut V<'_>, p: &Option<Sp<String>>, parsed: PortRange, key: &str| match p {
+        Some(x) if x.value.contains(',') => port_list(v, x, s.protocol, format!("{f}.{key}")),
+        _ => Some(vec![parsed]),
+    };
+    let sports = ports(v, &r.src_ports, s.src_ports, "src_ports");
+    let dports = ports(v, &r.dst_ports, s.dst_ports, "dst_ports");
+    let types = match &r.icmp_type {
+        None => Some(None),
+        Some(l) => icmp_types(v, l, s.protocol, f).map(Some),
+    };
+    let (srcs, dsts, sports, dports, types) = (srcs?, dsts?, sports?, dports?, types?);
+    // ICMP types take the place of source ports (RFC 4301 §4.4.1.1).
+    let sports = types.unwrap_or(sports);
+    let mut out = Vec::new();
+    for src in &srcs {
+        for dst in &dsts {
+            if let (Some(a), Some(b)) = (src, dst) {
+                if a.is_ipv4() != b.is_ipv4() {
+                    continue;
+                }
+            }
+            for sp in &sports {
+                for dp in &dports {
+                    out.push(Selector {
+                        src: *src,
+                        dst: *dst,
+                        protocol: s.protocol,
+                        src_ports: *sp,
+                        dst_ports: *dp,
+                    });
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        v.err(
+            &r.span,
+            f.to_string(),
+            "`src` and `dst` have no address family in common: the rule matches nothing",
+        );
+        return None;
+    }
+    if out.len() > MAX_RULE_EXPANSION {
+        v.err(
+            &r.span,
+            f.to_string(),
+            format!(
+                "the rule's sets, port lists and ICMP types make {} combinations; at most {MAX_RULE_EXPANSION}: split it",
+                out.len()
+            ),
+        );
+        return None;
+    }
+    Some(out)
 }
 
 /// `viaduct.filter_default`: accept (when not given) or drop.

@@ -11,7 +11,9 @@ use super::checker::{list, V};
 use super::ipsec::ipsec;
 use super::personality::Side2;
 use super::routes::routes;
-use super::rules::{filter_default, filter_max_flows, filter_rules, ids_rules, spd_rules};
+use super::rules::{
+    address_sets, filter_default, filter_max_flows, filter_rules, ids_rules, spd_rules,
+};
 
 /// `[viaduct]`: no NIC of its own, its roles and the sections they need,
 /// then IPsec, the SPD, the filter, IDS rules and routes, in that order.
@@ -44,7 +46,9 @@ pub(super) fn viaduct(
         _ => None,
     };
     let spd = spd_rules(v, vr);
-    let filter = filter_rules(v, vr);
+    let (sets, sets_ok) = address_sets(v, vr);
+    let filter = filter_rules(v, vr, &sets);
+    let sets = sets_ok.then_some(sets);
     let filter_default = filter_default(v, vr);
     let filter_max_flows = filter_max_flows(v, vr);
     let ids = ids_rules(v, vr);
@@ -62,6 +66,7 @@ pub(super) fn viaduct(
         ipsec,
         spd: spd?,
         filter: filter?,
+        sets: sets?,
         filter_default: filter_default?,
         filter_max_flows: filter_max_flows?,
         ids: ids?,
