@@ -226,7 +226,7 @@ pub struct RawViaduct {
     /// rule (the rule then holds for each prefix of the set; with sets on
     /// both sides, for each pair of one address family). Names: lowercase
     /// letters, digits and `-`.
-    pub sets: Option<Sp<BTreeMap<String, Sp<Vec<Sp<String>>>>>>,
+    pub sets: Option<Sp<RawSets>>,
     /// Action for traffic no filter rule matches: `accept` (default) or `drop`.
     pub filter_default: Option<Sp<String>>,
     /// The most connections the filter tracks at once (1 to 4,000,000;
@@ -416,6 +416,9 @@ pub struct RawSpdRule {
     /// `bypass` or `discard`.
     pub action: Option<Sp<String>>,
 }
+
+/// `[viaduct.sets]`: set name → its prefixes.
+pub type RawSets = BTreeMap<String, Sp<Vec<Sp<String>>>>;
 
 /// `[[viaduct.filter]]`: rules on the packets between red and black
 /// (after decryption inbound, before encryption outbound); the first rule
