@@ -175,6 +175,16 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
                     filter_action(f.action),
                 )
                 .with_states(blob::FilterStates(f.states.0));
+            if let Some(l) = f.limit {
+                policy = policy.with_limit(blob::RateLimit {
+                    rate: l.rate,
+                    per_seconds: l.per_seconds,
+                    burst: l.burst,
+                });
+            }
+            if let Some(t) = f.timeouts {
+                policy = policy.with_timeouts(t);
+            }
         }
     }
     policy = policy
@@ -195,6 +205,32 @@ pub fn load(path: &std::path::Path, bytes: &[u8]) -> Result<blob::Policy, Policy
         path: path.display().to_string(),
         source,
     })
+}
+
+/// A rate limit as profiles write it: `20/second burst 40`.
+pub fn limit_text(l: &blob::RateLimit) -> String {
+    let unit = match l.per_seconds {
+        1 => "second",
+        60 => "minute",
+        _ => "hour",
+    };
+    format!("{}/{unit} burst {}", l.rate, l.burst)
+}
+
+/// A rule's timeouts where they differ from the defaults:
+/// `tcp_established=3600,udp_first=20`.
+pub fn timeouts_text(t: &[u32; 14]) -> String {
+    let set: Vec<String> = blob::FLOW_TIMEOUT_NAMES
+        .iter()
+        .zip(t.iter().zip(blob::DEFAULT_FLOW_TIMEOUTS))
+        .filter(|(_, (v, d))| **v != *d)
+        .map(|(n, (v, _))| format!("{n}={v}"))
+        .collect();
+    if set.is_empty() {
+        "defaults".into()
+    } else {
+        set.join(",")
+    }
 }
 
 fn filter_action(a: m::FilterAction) -> blob::FilterAction {
@@ -497,6 +533,8 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
             "name": f.name, "direction": format!("{:?}", f.direction).to_lowercase(), "selector": sel(&f.selector),
             "tcp_flags": tcp_flags_text(f.tcp_flags),
             "state": f.states.names(),
+            "limit": f.limit.map(|l| limit_text(&l)),
+            "timeouts": f.timeouts.map(|t| timeouts_text(&t)),
             "action": format!("{:?}", f.action).to_lowercase(),
         })).collect::<Vec<_>>(),
         "filter_default": format!("{:?}", p.default_filter).to_lowercase(),
@@ -712,11 +750,17 @@ pub fn describe_text(p: &blob::Policy) -> String {
         } else {
             format!(" flags {}", tcp_flags_text(f.tcp_flags))
         };
-        let states = if f.states.is_any() {
+        let mut states = if f.states.is_any() {
             String::new()
         } else {
             format!(" state {}", f.states.names().join(","))
         };
+        if let Some(l) = &f.limit {
+            states.push_str(&format!(" limit {}", limit_text(l)));
+        }
+        if let Some(t) = &f.timeouts {
+            states.push_str(&format!(" timeouts {}", timeouts_text(t)));
+        }
         out.push_str(&format!(
             "filter {:<20} {:?} {}{} -> {}{} proto {}{flags}{states} -> {:?}\n",
             f.name,

@@ -117,6 +117,17 @@ pub fn rule(f: &blob::FilterRule, red_if: &str, black_if: &str) -> String {
     if !f.states.is_any() {
         parts.push(format!("ct state {{ {} }}", f.states.names().join(", ")));
     }
+    if let Some(l) = &f.limit {
+        let unit = match l.per_seconds {
+            1 => "second",
+            60 => "minute",
+            _ => "hour",
+        };
+        parts.push(format!(
+            "limit rate {}/{unit} burst {} packets",
+            l.rate, l.burst
+        ));
+    }
     parts.push("counter".into());
     parts.push(
         match f.action {
@@ -156,6 +167,14 @@ pub fn export(p: &blob::Policy, red_if: &str, black_if: &str) -> String {
         o,
         "# nftables reassembles fragments; the Viaduct does not (later fragments are `invalid`)."
     );
+    for f in p.filters.iter().filter(|f| f.timeouts.is_some()) {
+        let _ = writeln!(
+            o,
+            "# Rule {}: its connections' timeouts ({}) are not expressed here (nftables: ct timeout objects).",
+            quoted(&f.name),
+            crate::timeouts_text(&f.timeouts.unwrap_or(blob::DEFAULT_FLOW_TIMEOUTS))
+        );
+    }
     let _ = writeln!(o, "table inet viaduct {{");
     let _ = writeln!(o, "\tchain filter {{");
     let _ = writeln!(

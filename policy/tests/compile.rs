@@ -211,6 +211,73 @@ fn sets_port_lists_and_icmp_types_expand_in_order() {
     // `sets_port_lists_and_icmp_types_are_enforced`.
 }
 
+/// The profile's timeout names and defaults are the policy blob's (and so
+/// the Viaduct's), in the same order.
+#[test]
+fn profile_and_blob_agree_on_timeout_names_and_defaults() {
+    let names: Vec<&str> = profiles::model::FLOW_TIMEOUTS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    let defaults: Vec<u32> = profiles::model::FLOW_TIMEOUTS
+        .iter()
+        .map(|(_, d)| *d)
+        .collect();
+    assert_eq!(names, blob::FLOW_TIMEOUT_NAMES);
+    assert_eq!(defaults, blob::DEFAULT_FLOW_TIMEOUTS);
+}
+
+/// A rule's limit and timeouts reach the blob, `policy show` and the
+/// nftables export.
+#[test]
+fn limits_and_timeouts_compile() {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("p.toml");
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/firewall.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "extends = \"{}\"\n\
+             [[viaduct.filter]]\nname = \"ssh-in\"\ndirection = \"inbound\"\nprotocol = \"tcp\"\n\
+             dst_ports = \"22\"\nstate = [\"new\"]\nlimit = \"10/minute burst 3\"\naction = \"accept\"\n\
+             [viaduct.filter.timeouts]\ntcp_established = 3600\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let p = compile(&load_profile(&f).unwrap()).unwrap();
+    let r = &p.filters[0];
+    assert_eq!(
+        r.limit,
+        Some(blob::RateLimit {
+            rate: 10,
+            per_seconds: 60,
+            burst: 3
+        })
+    );
+    let mut want = blob::DEFAULT_FLOW_TIMEOUTS;
+    want[2] = 3600;
+    assert_eq!(r.timeouts, Some(want));
+    let back = blob::Policy::decode(&p.encode()).unwrap();
+    assert_eq!(back, p);
+    let text = policy::describe_text(&p);
+    assert!(
+        text.contains("state new limit 10/minute burst 3 timeouts tcp_established=3600 -> Accept"),
+        "{text}"
+    );
+    let nft = policy::nft::export(&p, "red", "black");
+    assert!(
+        nft.contains("limit rate 10/minute burst 3 packets"),
+        "{nft}"
+    );
+    assert!(
+        nft.contains("timeouts (tcp_established=3600) are not expressed"),
+        "{nft}"
+    );
+}
+
 #[test]
 fn unsupported_roles_are_refused_not_ignored() {
     for (rel, role) in [

@@ -409,6 +409,12 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
         if !f.states.is_any() {
             it = it.field("state", f.states.names().join(", "));
         }
+        if let Some(l) = &f.limit {
+            it = it.field("limit", policy::limit_text(l));
+        }
+        if let Some(t) = &f.timeouts {
+            it = it.field("timeouts", policy::timeouts_text(t));
+        }
         items.push(it.field("action", format!("{:?}", f.action).to_lowercase()));
     }
     items

@@ -82,21 +82,29 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
+        Timeouts::from_array(policy_blob::DEFAULT_FLOW_TIMEOUTS)
+    }
+}
+
+impl Timeouts {
+    /// From the 14 values in the order of [`policy_blob::FLOW_TIMEOUT_NAMES`]
+    /// (a policy rule's timeouts).
+    pub fn from_array(t: [u32; 14]) -> Timeouts {
         Timeouts {
-            tcp_first: 120,
-            tcp_opening: 30,
-            tcp_established: 86_400,
-            tcp_closing: 900,
-            tcp_finwait: 45,
-            tcp_closed: 90,
-            udp_first: 60,
-            udp_single: 30,
-            udp_multiple: 60,
-            icmp_first: 20,
-            icmp_error: 10,
-            other_first: 60,
-            other_single: 30,
-            other_multiple: 60,
+            tcp_first: t[0],
+            tcp_opening: t[1],
+            tcp_established: t[2],
+            tcp_closing: t[3],
+            tcp_finwait: t[4],
+            tcp_closed: t[5],
+            udp_first: t[6],
+            udp_single: t[7],
+            udp_multiple: t[8],
+            icmp_first: t[9],
+            icmp_error: t[10],
+            other_first: t[11],
+            other_single: t[12],
+            other_multiple: t[13],
         }
     }
 }

@@ -89,6 +89,10 @@ struct Filter {
     index: u32,
     /// Its name (for counters).
     name: String,
+    /// Its rate limit.
+    limit: Option<policy_blob::RateLimit>,
+    /// The timeouts of the flows it admits.
+    timeouts: Option<Timeouts>,
     selector: Selector,
     tcp_flags: TcpFlags,
     states: FilterStates,
@@ -104,6 +108,11 @@ const DEFAULT_RULE: u32 = u32::MAX;
 struct RuleHits {
     rules: Vec<u64>,
     default: u64,
+    /// Per rule with a rate limit: (tokens in thousandths of a packet,
+    /// when last filled), by rule index.
+    buckets: Vec<Option<(u64, Timestamp)>>,
+    /// Packets a rule passed over because its rate was exceeded.
+    limited: Vec<u64>,
 }
 
 impl RuleHits {
@@ -111,6 +120,41 @@ impl RuleHits {
         RuleHits {
             rules: vec![0; n],
             default: 0,
+            buckets: vec![None; n],
+            limited: vec![0; n],
+        }
+    }
+
+    /// Takes a token from rule `f`'s bucket at `now` (filled at `rate` per
+    /// period since last time, up to `burst`); `false` when it is empty,
+    /// counted.
+    fn take(&mut self, f: &Filter, now: Timestamp) -> bool {
+        let Some(l) = f.limit else {
+            return true;
+        };
+        let i = f.index as usize;
+        let Some(slot) = self.buckets.get_mut(i) else {
+            return true;
+        };
+        let full = u64::from(l.burst) * 1000;
+        let (tokens, last) = slot.get_or_insert((full, now));
+        let elapsed = now.0.saturating_sub(last.0);
+        if elapsed > 0 {
+            let add = elapsed
+                .saturating_mul(u64::from(l.rate))
+                .saturating_mul(1000)
+                / u64::from(l.per_seconds.max(1));
+            *tokens = tokens.saturating_add(add).min(full);
+            *last = now;
+        }
+        if *tokens >= 1000 {
+            *tokens -= 1000;
+            true
+        } else {
+            if let Some(n) = self.limited.get_mut(i) {
+                *n += 1;
+            }
+            false
         }
     }
 
@@ -131,9 +175,16 @@ impl RuleHits {
     fn write(&self, s: &mut String, prefix: &str, list: &[Filter]) {
         for f in list {
             let n = self.rules.get(f.index as usize).copied().unwrap_or(0);
+            let limited = match f.limit {
+                Some(_) => format!(
+                    " limited={}",
+                    self.limited.get(f.index as usize).copied().unwrap_or(0)
+                ),
+                None => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "{prefix} filter rule={} name={} packets={n}",
+                "{prefix} filter rule={} name={} packets={n}{limited}",
                 f.index, f.name
             );
         }
@@ -249,27 +300,41 @@ impl Rules {
     /// accepting rule's index ([`DEFAULT_RULE`] for the default).
     fn filter(
         &self,
+        hits: &mut RuleHits,
         dir: Direction,
         t: &FiveTuple,
         state: Option<CtState>,
-    ) -> (Option<u32>, Result<u32, DropReason>) {
+        now: Timestamp,
+    ) -> (Option<u32>, Result<(u32, Option<Timeouts>), DropReason>) {
         let list = match dir {
             Direction::Outbound => &self.filters_out,
             Direction::Inbound => &self.filters_in,
         };
         let bit = state.map(state_bit);
-        let applies = list
-            .iter()
-            .filter(|f| bit.is_none_or(|b| f.states.matches(b)));
-        let (action, index) = match first_match(applies, t, |f| &f.selector, |f| f.tcp_flags) {
-            Lookup::Match(f) => (f.action, f.index),
-            Lookup::Unclassified => return (None, Err(DropReason::UnclassifiedFragment)),
-            Lookup::None => (self.default_filter, DEFAULT_RULE),
+        // A rule over its rate is passed over: the search goes on after it.
+        let mut from = 0;
+        let (action, index, timeouts) = loop {
+            let applies = list[from.min(list.len())..]
+                .iter()
+                .filter(|f| bit.is_none_or(|b| f.states.matches(b)));
+            match first_match(applies, t, |f| &f.selector, |f| f.tcp_flags) {
+                Lookup::Match(f) => {
+                    if hits.take(f, now) {
+                        break (f.action, f.index, f.timeouts);
+                    }
+                    from = list
+                        .iter()
+                        .position(|g| g.index == f.index)
+                        .map_or(list.len(), |p| p + 1);
+                }
+                Lookup::Unclassified => return (None, Err(DropReason::UnclassifiedFragment)),
+                Lookup::None => break (self.default_filter, DEFAULT_RULE, None),
+            }
         };
         (
             Some(index),
             match action {
-                FilterAction::Accept => Ok(index),
+                FilterAction::Accept => Ok((index, timeouts)),
                 FilterAction::Drop => Err(DropReason::Filter),
             },
         )
@@ -290,16 +355,16 @@ impl Rules {
         now: Timestamp,
     ) -> Result<(), DropReason> {
         let Some(tracker) = tracker else {
-            let (rule, verdict) = self.filter(dir, t, None);
+            let (rule, verdict) = self.filter(hits, dir, t, None, now);
             hits.count(rule);
             return verdict.map(|_| ());
         };
         let mut table = tracker.lock().unwrap_or_else(PoisonError::into_inner);
         let c = table.classify(dir, pkt, t, now);
-        let (rule, verdict) = self.filter(dir, t, Some(c.state));
+        let (rule, verdict) = self.filter(hits, dir, t, Some(c.state), now);
         hits.count(rule);
-        let rule = verdict?;
-        if table.commit(&c, rule, None, now) {
+        let (rule, timeouts) = verdict?;
+        if table.commit(&c, rule, timeouts, now) {
             Ok(())
         } else {
             Err(DropReason::StateTableFull)
@@ -454,6 +519,8 @@ impl Engine {
                 .map(|(i, f)| Filter {
                     index: i as u32,
                     name: f.name.clone(),
+                    limit: f.limit,
+                    timeouts: f.timeouts.map(Timeouts::from_array),
                     selector: f.selector.clone(),
                     tcp_flags: f.tcp_flags,
                     states: f.states,

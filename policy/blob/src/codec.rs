@@ -288,6 +288,24 @@ fn encode_body(p: &Policy) -> Vec<u8> {
         w.u8(f.tcp_flags.mask);
         w.u8(f.tcp_flags.value);
         w.u8(f.states.0);
+        match &f.limit {
+            None => w.u8(0),
+            Some(l) => {
+                w.u8(1);
+                w.u32(l.rate);
+                w.u32(l.per_seconds);
+                w.u32(l.burst);
+            }
+        }
+        match &f.timeouts {
+            None => w.u8(0),
+            Some(t) => {
+                w.u8(1);
+                for v in t {
+                    w.u32(*v);
+                }
+            }
+        }
         w.u8(filter_tag(f.action));
     }
     w.u8(filter_tag(p.default_filter));
@@ -668,7 +686,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             action,
         });
     }
-    let n = r.count("filter rules", 23)?;
+    let n = r.count("filter rules", 25)?;
     let mut filters = Vec::with_capacity(n);
     for _ in 0..n {
         let name = r.str("filter rule name")?;
@@ -688,6 +706,24 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             value: r.u8("filter TCP flags value")?,
         };
         let states = FilterStates(r.u8("filter states")?);
+        let limit = if r.flag("filter rate limit flag")? {
+            Some(RateLimit {
+                rate: r.u32("filter rate")?,
+                per_seconds: r.u32("filter rate period")?,
+                burst: r.u32("filter burst")?,
+            })
+        } else {
+            None
+        };
+        let timeouts = if r.flag("filter timeouts flag")? {
+            let mut t = [0u32; 14];
+            for v in &mut t {
+                *v = r.u32("filter timeout")?;
+            }
+            Some(t)
+        } else {
+            None
+        };
         let action = r.filter_action("filter action")?;
         filters.push(FilterRule {
             name,
@@ -695,6 +731,8 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             selector,
             tcp_flags,
             states,
+            limit,
+            timeouts,
             action,
         });
     }

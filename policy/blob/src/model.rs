@@ -559,6 +559,46 @@ impl FilterStates {
     }
 }
 
+/// A rule's rate limit (nftables' `limit rate`): the rule matches at most
+/// `rate` packets per `per_seconds`, in bursts of up to `burst` (a token
+/// bucket); the packets beyond it go on to the next rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Packets per period.
+    pub rate: u32,
+    /// The period: 1, 60 or 3600 seconds.
+    pub per_seconds: u32,
+    /// The bucket's size, in packets.
+    pub burst: u32,
+}
+
+/// The names of the connection timeouts, in the order a rule's timeouts
+/// hold them (pf's, with `_`).
+pub const FLOW_TIMEOUT_NAMES: [&str; 14] = [
+    "tcp_first",
+    "tcp_opening",
+    "tcp_established",
+    "tcp_closing",
+    "tcp_finwait",
+    "tcp_closed",
+    "udp_first",
+    "udp_single",
+    "udp_multiple",
+    "icmp_first",
+    "icmp_error",
+    "other_first",
+    "other_single",
+    "other_multiple",
+];
+
+/// pf's default timeouts (`pfctl -s timeouts`), in seconds, in the order
+/// of [`FLOW_TIMEOUT_NAMES`].
+pub const DEFAULT_FLOW_TIMEOUTS: [u32; 14] =
+    [120, 30, 86_400, 900, 45, 90, 60, 30, 60, 20, 10, 60, 30, 60];
+
+/// The longest timeout a rule may give (one year).
+pub const MAX_FLOW_TIMEOUT: u32 = 31_536_000;
+
 /// Connection-table size when the profile names none: pf's default state
 /// limit.
 pub const DEFAULT_MAX_FLOWS: u32 = 100_000;
@@ -580,6 +620,11 @@ pub struct FilterRule {
     /// Connection-tracking states it applies to ([`FilterStates::ANY`]:
     /// any).
     pub states: FilterStates,
+    /// Its rate limit, if any.
+    pub limit: Option<RateLimit>,
+    /// The timeouts of the flows it admits (all 14, in the order of
+    /// [`FLOW_TIMEOUT_NAMES`]), if not the defaults.
+    pub timeouts: Option<[u32; 14]>,
     /// Verdict.
     pub action: FilterAction,
 }
@@ -674,6 +719,8 @@ impl Policy {
             selector,
             tcp_flags: TcpFlags::ANY,
             states: FilterStates::ANY,
+            limit: None,
+            timeouts: None,
             action,
         });
         self
@@ -694,6 +741,8 @@ impl Policy {
             selector,
             tcp_flags,
             states: FilterStates::ANY,
+            limit: None,
+            timeouts: None,
             action,
         });
         self
@@ -703,6 +752,22 @@ impl Policy {
     pub fn with_states(mut self, states: FilterStates) -> Self {
         if let Some(f) = self.filters.last_mut() {
             f.states = states;
+        }
+        self
+    }
+
+    /// Gives the last filter rule a rate limit.
+    pub fn with_limit(mut self, limit: RateLimit) -> Self {
+        if let Some(f) = self.filters.last_mut() {
+            f.limit = Some(limit);
+        }
+        self
+    }
+
+    /// Gives the last filter rule its own flow timeouts.
+    pub fn with_timeouts(mut self, timeouts: [u32; 14]) -> Self {
+        if let Some(f) = self.filters.last_mut() {
+            f.timeouts = Some(timeouts);
         }
         self
     }

@@ -483,6 +483,28 @@ impl Policy {
                     why: "matches TCP flags but not protocol TCP (6)",
                 });
             }
+            if let Some(l) = &f.limit {
+                if l.rate == 0 || l.burst == 0 || l.burst > 1_000_000 || l.rate > 1_000_000_000 {
+                    return Err(BlobError::Conntrack {
+                        what: format!("filter rule {:?}", f.name),
+                        why: "a rate limit needs a rate of 1 to 1,000,000,000 and a burst of 1 to 1,000,000 packets",
+                    });
+                }
+                if ![1, 60, 3600].contains(&l.per_seconds) {
+                    return Err(BlobError::Conntrack {
+                        what: format!("filter rule {:?}", f.name),
+                        why: "a rate limit is per second, minute or hour",
+                    });
+                }
+            }
+            if let Some(t) = &f.timeouts {
+                if t.iter().any(|v| *v == 0 || *v > MAX_FLOW_TIMEOUT) {
+                    return Err(BlobError::Conntrack {
+                        what: format!("filter rule {:?}", f.name),
+                        why: "a timeout is 1 second to 1 year",
+                    });
+                }
+            }
             if f.states.0 & !FilterStates::ALL_BITS != 0 {
                 return Err(BlobError::Conntrack {
                     what: format!("filter rule {:?}", f.name),

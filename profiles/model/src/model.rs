@@ -554,6 +554,36 @@ impl ConnStates {
     }
 }
 
+/// A filter rule's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RuleLimit {
+    /// Packets per period.
+    pub rate: u32,
+    /// The period: 1, 60 or 3600 seconds.
+    pub per_seconds: u32,
+    /// The bucket's size, in packets.
+    pub burst: u32,
+}
+
+/// Connection timeouts by pf's names (with `_`) and their defaults in
+/// seconds, in the order the policy blob holds them.
+pub const FLOW_TIMEOUTS: [(&str, u32); 14] = [
+    ("tcp_first", 120),
+    ("tcp_opening", 30),
+    ("tcp_established", 86_400),
+    ("tcp_closing", 900),
+    ("tcp_finwait", 45),
+    ("tcp_closed", 90),
+    ("udp_first", 60),
+    ("udp_single", 30),
+    ("udp_multiple", 60),
+    ("icmp_first", 20),
+    ("icmp_error", 10),
+    ("other_first", 60),
+    ("other_single", 30),
+    ("other_multiple", 60),
+];
+
 /// Connection-table size when the profile names none (pf's state limit).
 pub const DEFAULT_MAX_FLOWS: u32 = 100_000;
 
@@ -571,6 +601,11 @@ pub struct FilterRule {
     pub tcp_flags: TcpFlags,
     /// Connection states it applies to (none: any).
     pub states: ConnStates,
+    /// Its rate limit.
+    pub limit: Option<RuleLimit>,
+    /// Timeouts of the connections it admits (all 14, in the order of
+    /// [`FLOW_TIMEOUTS`]), when the rule sets any.
+    pub timeouts: Option<[u32; 14]>,
     /// Action.
     pub action: FilterAction,
 }

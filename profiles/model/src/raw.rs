@@ -456,6 +456,19 @@ pub struct RawFilterRule {
     /// `time-exceeded`, `parameter-problem`, `packet-too-big` (ICMPv6), or a
     /// type number.
     pub icmp_type: Option<Sp<Vec<Sp<String>>>>,
+    /// A rate limit: `"20/s"`, `"100/minute burst 20"` (per `s`/`second`,
+    /// `m`/`minute`, `h`/`hour`; the burst defaults to the rate). The rule
+    /// matches at most that many packets (a token bucket, as nftables'
+    /// `limit rate`); packets beyond it go on to the next rules. With
+    /// `state = ["new"]` it limits how fast connections open.
+    pub limit: Option<Sp<String>>,
+    /// Timeouts in seconds of the connections this rule admits, by pf's
+    /// names: `tcp_first`, `tcp_opening`, `tcp_established`,
+    /// `tcp_closing`, `tcp_finwait`, `tcp_closed`, `udp_first`,
+    /// `udp_single`, `udp_multiple`, `icmp_first`, `icmp_error`,
+    /// `other_first`, `other_single`, `other_multiple` (1 s to 1 year);
+    /// the others keep pf's defaults.
+    pub timeouts: Option<Sp<BTreeMap<String, Sp<u64>>>>,
     /// TCP flags the packet must have (needs `protocol = "tcp"`): each of
     /// `fin`, `syn`, `rst`, `psh`, `ack`, `urg`, `ece`, `cwr` must be set,
     /// or clear when written `!syn`; flags not named may be either.

@@ -294,6 +294,20 @@ const CASES: &[(&str, &str, &str, &str, &str)] = &[
         "`src` and `dst` have no address family in common",
     ),
     (
+        "filter-limit-bad.toml",
+        "filter-limit-bad.toml",
+        "limit = \"20/fortnight\"",
+        "viaduct.filter[0].limit",
+        "`fortnight`: per s, second, m, minute, h or hour",
+    ),
+    (
+        "filter-timeout-unknown.toml",
+        "filter-timeout-unknown.toml",
+        "tcp_establised = 3600",
+        "viaduct.filter[0].timeouts.tcp_establised",
+        "unknown timeout `tcp_establised`: use tcp_first, tcp_opening, tcp_established",
+    ),
+    (
         "filter-max-flows-zero.toml",
         "filter-max-flows-zero.toml",
         "filter_max_flows = 0",

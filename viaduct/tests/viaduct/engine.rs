@@ -1162,6 +1162,114 @@ fn sets_port_lists_and_icmp_types_are_enforced() {
     assert_eq!(fw_out(&mut fw, &ping), Verdict::Drop(DropReason::Filter));
 }
 
+/// A rule with a rate limit matches at most its rate (a token bucket over
+/// the packets it would match); the rest go on to the next rules. Here:
+/// 3 new connections per minute, burst 2, then a drop rule.
+#[test]
+fn a_rate_limited_rule_passes_packets_over_its_rate_to_the_next_rules() {
+    let any = Selector::any_v4();
+    let p = Policy::new("fw", "1")
+        .with_spd("all", any.clone(), SpdAction::Bypass)
+        .with_filter(
+            "tracked",
+            Direction::Inbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::ESTABLISHED))
+        .with_filter(
+            "ssh-in",
+            Direction::Inbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::NEW))
+        .with_limit(RateLimit {
+            rate: 3,
+            per_seconds: 60,
+            burst: 2,
+        })
+        .with_default_filter(FilterAction::Drop);
+    let mut fw = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
+    let syn = |port: u16| tcp4(WEB, LAN, port, 22, tcp::SYN, b"");
+    let mut at = |port: u16, t: u64| {
+        let mut b = syn(port);
+        matches!(fw.inbound(&mut b, Timestamp(t)), Verdict::Send(_))
+    };
+    // The burst: 2 at once, the third over the rate.
+    assert!(at(1000, 0));
+    assert!(at(1001, 0));
+    assert!(!at(1002, 0));
+    // 3 per minute: one more after 20 s, not before.
+    assert!(!at(1003, 19));
+    assert!(at(1004, 20));
+    assert!(!at(1005, 20));
+    // A minute later the bucket is full again (burst 2, not more).
+    assert!(at(1006, 100));
+    assert!(at(1007, 100));
+    assert!(!at(1008, 100));
+    // Packets of admitted connections are not limited (another rule).
+    for _ in 0..10 {
+        let mut b = tcp4(WEB, LAN, 1000, 22, tcp::ACK, b"x");
+        assert!(matches!(
+            fw.inbound(&mut b, Timestamp(100)),
+            Verdict::Send(_)
+        ));
+    }
+    let report = fw.inbound.report();
+    assert!(
+        report.contains("in filter rule=1 name=ssh-in packets=5 limited=4"),
+        "{report}"
+    );
+}
+
+/// A rule's own timeouts hold for the flows it admits, the defaults for
+/// the others.
+#[test]
+fn a_rules_timeouts_hold_for_the_flows_it_admits() {
+    let any = Selector::any_v4();
+    let mut short = DEFAULT_FLOW_TIMEOUTS;
+    short[6] = 5; // udp_first
+    let p = Policy::new("fw", "1")
+        .with_spd("all", any.clone(), SpdAction::Bypass)
+        .with_filter(
+            "tracked",
+            Direction::Inbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::ESTABLISHED))
+        .with_filter(
+            "ntp-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol::UDP,
+                dst_ports: PortRange::single(123),
+                ..any.clone()
+            },
+            FilterAction::Accept,
+        )
+        .with_timeouts(short)
+        .with_filter("out", Direction::Outbound, any, FilterAction::Accept)
+        .with_default_filter(FilterAction::Drop);
+    let mut fw = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
+    let mut out = [0u8; 256];
+    for (port, t) in [(123u16, 0u64), (53, 0)] {
+        let q = udp4(LAN, "9.9.9.9", 45000 + port, port, b"q");
+        assert!(matches!(
+            fw.outbound(&q, &mut out, Timestamp(t)),
+            Verdict::Send(_)
+        ));
+    }
+    let answer = |fw: &mut Engine, port: u16, t: u64| {
+        let mut a = udp4("9.9.9.9", LAN, port, 45000 + port, b"a");
+        matches!(fw.inbound(&mut a, Timestamp(t)), Verdict::Send(_))
+    };
+    // At 6 s the NTP flow (5 s) is gone, the DNS one (60 s) not.
+    assert!(!answer(&mut fw, 123, 6));
+    assert!(answer(&mut fw, 53, 6));
+}
+
 #[test]
 fn a_full_connection_table_drops_new_connections_and_counts_them() {
     let any = Selector::any_v4();

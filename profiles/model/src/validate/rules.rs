@@ -296,6 +296,16 @@ pub(super) fn filter_rules(
             None => Some(ConnStates::default()),
             Some(l) => conn_states(v, l, &f),
         };
+        let limit = match &r.limit {
+            None => Some(None),
+            Some(l) => v
+                .parse(l, &format!("{f}.limit"), |s| parse_limit(s))
+                .map(Some),
+        };
+        let timeouts = match &r.timeouts {
+            None => Some(None),
+            Some(t) => flow_timeouts(v, t, &f).map(Some),
+        };
         let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
             v.one_of(
                 a,
@@ -306,13 +316,17 @@ pub(super) fn filter_rules(
                 ],
             )
         });
-        match (name, direction, selectors, flags, states, action) {
+        match (
+            name, direction, selectors, flags, states, limit, timeouts, action,
+        ) {
             (
                 Some(name),
                 Some(direction),
                 Some(selectors),
                 Some(tcp_flags),
                 Some(states),
+                Some(limit),
+                Some(timeouts),
                 Some(action),
             ) => filter.push(FilterRule {
                 name,
@@ -320,6 +334,8 @@ pub(super) fn filter_rules(
                 selectors,
                 tcp_flags,
                 states,
+                limit,
+                timeouts,
                 action,
             }),
             _ => ok = false,
@@ -411,6 +427,73 @@ pub(super) fn filter_default(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Filte
             ],
         ),
     }
+}
+
+/// A rate limit: `N/unit` with an optional ` burst M` (unit `s`,
+/// `second`, `m`, `minute`, `h`, `hour`).
+fn parse_limit(s: &str) -> Result<RuleLimit, String> {
+    let usage = "write a rate as `20/s`, `100/minute` or `5/hour`, with an optional ` burst 40`";
+    let mut words = s.split_whitespace();
+    let rate = words.next().ok_or_else(|| usage.to_string())?;
+    let (n, unit) = rate
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: {usage}"))?;
+    let count = |w: &str, what: &str| -> Result<u32, String> {
+        match w.parse::<u32>() {
+            Ok(x) if (1..=1_000_000).contains(&x) => Ok(x),
+            _ => Err(format!(
+                "`{w}`: the {what} is a whole number from 1 to 1000000"
+            )),
+        }
+    };
+    let rate = count(n, "rate")?;
+    let per_seconds = match unit {
+        "s" | "second" => 1,
+        "m" | "minute" => 60,
+        "h" | "hour" => 3600,
+        other => return Err(format!("`{other}`: per s, second, m, minute, h or hour")),
+    };
+    let burst = match (words.next(), words.next(), words.next()) {
+        (None, _, _) => rate,
+        (Some("burst"), Some(b), None) => count(b, "burst")?,
+        _ => return Err(format!("`{s}`: {usage}")),
+    };
+    Ok(RuleLimit {
+        rate,
+        per_seconds,
+        burst,
+    })
+}
+
+/// A rule's `timeouts` table: pf's names, 1 s to 1 year each; the rest
+/// keep their defaults.
+fn flow_timeouts(v: &mut V<'_>, t: &Sp<BTreeMap<String, Sp<u64>>>, f: &str) -> Option<[u32; 14]> {
+    let mut out = FLOW_TIMEOUTS.map(|(_, d)| d);
+    let mut ok = true;
+    for (name, value) in &t.value {
+        let field = format!("{f}.timeouts.{name}");
+        let Some(i) = FLOW_TIMEOUTS.iter().position(|(n, _)| n == name) else {
+            let names: Vec<&str> = FLOW_TIMEOUTS.iter().map(|(n, _)| *n).collect();
+            v.err(
+                &value.span,
+                field,
+                format!("unknown timeout `{name}`: use {}", names.join(", ")),
+            );
+            ok = false;
+            continue;
+        };
+        if !(1..=31_536_000).contains(&value.value) {
+            v.err(
+                &value.span,
+                field,
+                "a timeout is 1 to 31536000 seconds (one year)",
+            );
+            ok = false;
+            continue;
+        }
+        out[i] = value.value as u32;
+    }
+    ok.then_some(out)
 }
 
 /// `viaduct.filter_max_flows`: 1 to 4,000,000, 100,000 when not given.
