@@ -99,6 +99,10 @@ struct Filter {
     action: FilterAction,
 }
 
+/// An accepting rule: its index ([`DEFAULT_RULE`] for the default) and the
+/// timeouts of the flows it admits.
+type Admitted = (u32, Option<Timeouts>);
+
 /// The rule index a flow admitted by the default verdict records.
 const DEFAULT_RULE: u32 = u32::MAX;
 
@@ -305,7 +309,7 @@ impl Rules {
         t: &FiveTuple,
         state: Option<CtState>,
         now: Timestamp,
-    ) -> (Option<u32>, Result<(u32, Option<Timeouts>), DropReason>) {
+    ) -> (Option<u32>, Result<Admitted, DropReason>) {
         let list = match dir {
             Direction::Outbound => &self.filters_out,
             Direction::Inbound => &self.filters_in,
