@@ -298,9 +298,7 @@ pub(super) fn filter_rules(
         };
         let limit = match &r.limit {
             None => Some(None),
-            Some(l) => v
-                .parse(l, &format!("{f}.limit"), |s| parse_limit(s))
-                .map(Some),
+            Some(l) => v.parse(l, &format!("{f}.limit"), parse_limit).map(Some),
         };
         let timeouts = match &r.timeouts {
             None => Some(None),
