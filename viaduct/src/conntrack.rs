@@ -15,18 +15,20 @@
 //!    on. A dropped packet changes nothing: neither a stray reply nor a
 //!    refused opening leaves state behind.
 //!
-//! What is tracked, after pf (no TCP window tracking yet):
+//! What is tracked (no TCP window tracking yet; timeouts after pf):
 //! - **TCP**: a segment whose flags TCP never sends (no flag, FIN without
-//!   ACK, SYN with FIN or RST …) is invalid; a flow opens only with a SYN
-//!   without ACK, RST or FIN; it is
-//!   established once the responder's SYN-ACK has been acknowledged by the
-//!   originator; a FIN from either side makes it closing, from both
-//!   fin-wait; a RST closes it. A new SYN on a closed flow opens a new one.
+//!   ACK, SYN with FIN or RST …) is invalid; a flow opens only with a bare
+//!   SYN (no ACK, RST or FIN) and then moves through Linux conntrack's
+//!   states by its transition table ([`TCP_ORIGINAL`], [`TCP_REPLY`]),
+//!   which also says which segments are not part of it; a reset before the
+//!   responder answered anything ends the flow at once; a bare SYN on a flow
+//!   in `TIME_WAIT` or `CLOSE` opens a new one.
 //! - **UDP** and other protocols with or without ports: a pseudo-connection
 //!   by the 5-tuple, `first` after its first packet, `single` while only the
 //!   originator sends, `multiple` once the responder has answered.
 //! - **ICMP echo** (v4 types 8/0, v6 128/129): by the addresses and the echo
-//!   identifier; only a request opens one.
+//!   identifier; only a request opens one, and then requests come from the
+//!   originator, replies from the responder.
 //! - **ICMP errors** (destination unreachable, time exceeded, parameter
 //!   problem, and IPv6's packet too big): related only when the datagram
 //!   they quote belongs to a tracked flow, went the other way, and was sent
@@ -174,16 +176,198 @@ enum Who {
     Responder,
 }
 
-/// TCP progress (pf-like, per side).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Tcp {
-    /// The responder sent its SYN (with or without ACK).
-    responder_syn: bool,
-    /// The originator acknowledged after the responder's SYN.
-    established: bool,
-    originator_fin: bool,
-    responder_fin: bool,
-    reset: bool,
+/// A TCP flow's state, as Linux conntrack names them (its transitions are
+/// [`TCP_ORIGINAL`] and [`TCP_REPLY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tcp {
+    /// The originator's SYN seen.
+    SynSent,
+    /// The responder's SYN-ACK seen.
+    SynRecv,
+    Established,
+    /// One FIN, from the originator …
+    FinWait,
+    /// … or from the responder.
+    CloseWait,
+    /// Both FINs, the last not acknowledged.
+    LastAck,
+    /// Both FINs acknowledged.
+    TimeWait,
+    /// A reset.
+    Close,
+    /// The responder's own SYN (simultaneous open).
+    SynSent2,
+}
+
+/// What a segment does to a TCP flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TcpMove {
+    To(Tcp),
+    /// Accepted as part of the flow, the state unchanged (a retransmitted
+    /// SYN, a SYN-ACK in the wrong place, an ACK before the SYN-ACK …).
+    Ignore,
+    /// Not part of the flow: `invalid`.
+    Invalid,
+}
+
+/// The transitions by segment kind (SYN, SYN-ACK, FIN, ACK, RST, none) and
+/// state (none, then [`Tcp`] in its order), for the originator's segments
+/// and for the responder's: Linux's `tcp_conntracks` (its "none" column is
+/// used only for openings: a bare SYN).
+const TCP_ORIGINAL: [[TcpMove; 10]; 6] = {
+    use Tcp::*;
+    use TcpMove::{Ignore as IG, Invalid as IV, To};
+    [
+        // syn
+        [
+            To(SynSent),
+            To(SynSent),
+            IG,
+            IG,
+            IG,
+            IG,
+            IG,
+            To(SynSent),
+            To(SynSent),
+            To(SynSent2),
+        ],
+        // syn-ack
+        [IV, IV, To(SynRecv), IV, IV, IV, IV, IV, IV, To(SynRecv)],
+        // fin
+        [
+            IV,
+            IV,
+            To(FinWait),
+            To(FinWait),
+            To(LastAck),
+            To(LastAck),
+            To(LastAck),
+            To(TimeWait),
+            To(Close),
+            IV,
+        ],
+        // ack
+        [
+            To(Established),
+            IV,
+            To(Established),
+            To(Established),
+            To(CloseWait),
+            To(CloseWait),
+            To(TimeWait),
+            To(TimeWait),
+            To(Close),
+            IV,
+        ],
+        // rst
+        [
+            IV,
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+        ],
+        // none
+        [IV; 10],
+    ]
+};
+
+/// The responder's column of [`TCP_ORIGINAL`].
+const TCP_REPLY: [[TcpMove; 10]; 6] = {
+    use Tcp::*;
+    use TcpMove::{Ignore as IG, Invalid as IV, To};
+    [
+        // syn
+        [
+            IV,
+            To(SynSent2),
+            IV,
+            IV,
+            IV,
+            IV,
+            IV,
+            To(SynSent),
+            IV,
+            To(SynSent2),
+        ],
+        // syn-ack
+        [IV, To(SynRecv), IG, IG, IG, IG, IG, IG, IG, To(SynRecv)],
+        // fin
+        [
+            IV,
+            IV,
+            To(FinWait),
+            To(FinWait),
+            To(LastAck),
+            To(LastAck),
+            To(LastAck),
+            To(TimeWait),
+            To(Close),
+            IV,
+        ],
+        // ack
+        [
+            IV,
+            IG,
+            To(SynRecv),
+            To(Established),
+            To(CloseWait),
+            To(CloseWait),
+            To(TimeWait),
+            To(TimeWait),
+            To(Close),
+            IG,
+        ],
+        // rst
+        [
+            IV,
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+            To(Close),
+        ],
+        // none
+        [IV; 10],
+    ]
+};
+
+/// The row of a segment in the transition tables.
+fn tcp_kind(flags: u8) -> usize {
+    if flags & TCP_RST != 0 {
+        4
+    } else if flags & TCP_SYN != 0 {
+        if flags & TCP_ACK != 0 {
+            1
+        } else {
+            0
+        }
+    } else if flags & TCP_FIN != 0 {
+        2
+    } else if flags & TCP_ACK != 0 {
+        3
+    } else {
+        5
+    }
+}
+
+/// The move a segment of `who` with `flags` makes on a flow in `state`.
+fn tcp_move(state: Tcp, who: Who, flags: u8) -> TcpMove {
+    let col = state as usize + 1;
+    let table = match who {
+        Who::Originator => &TCP_ORIGINAL,
+        Who::Responder => &TCP_REPLY,
+    };
+    table[tcp_kind(flags)][col]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,21 +402,14 @@ impl Flow {
     fn timeout(&self) -> u32 {
         let t = &self.timeouts;
         match (self.key.protocol, self.progress) {
-            (_, Progress::Tcp(s)) => {
-                if s.reset {
-                    t.tcp_closed
-                } else if s.originator_fin && s.responder_fin {
-                    t.tcp_finwait
-                } else if s.originator_fin || s.responder_fin {
-                    t.tcp_closing
-                } else if s.established {
-                    t.tcp_established
-                } else if s.responder_syn {
-                    t.tcp_opening
-                } else {
-                    t.tcp_first
-                }
-            }
+            (_, Progress::Tcp(s)) => match s {
+                Tcp::SynSent => t.tcp_first,
+                Tcp::SynRecv | Tcp::SynSent2 => t.tcp_opening,
+                Tcp::Established => t.tcp_established,
+                Tcp::FinWait | Tcp::CloseWait => t.tcp_closing,
+                Tcp::LastAck | Tcp::TimeWait => t.tcp_finwait,
+                Tcp::Close => t.tcp_closed,
+            },
             (1 | 58, _) => t.icmp_first,
             (
                 17,
@@ -269,8 +446,7 @@ impl Flow {
 
     /// Whether TCP says the flow is over and a SYN may open it again.
     fn closed(&self) -> bool {
-        matches!(self.progress, Progress::Tcp(s)
-            if s.reset || (s.originator_fin && s.responder_fin))
+        matches!(self.progress, Progress::Tcp(Tcp::TimeWait | Tcp::Close))
     }
 }
 
@@ -292,7 +468,6 @@ enum Pending {
         key: FlowKey,
         originator_is_a: bool,
         direction: Direction,
-        tcp: Option<u8>,
         replaces: Option<u32>,
         len: usize,
     },
@@ -623,8 +798,9 @@ impl Tracker {
             if dir != expected {
                 return INVALID;
             }
-            // A SYN on a TCP flow that is over opens a new one.
-            if f.closed() && who == Who::Originator && opens {
+            // A SYN on a TCP flow that is over opens a new one, from
+            // whichever side sends it.
+            if f.closed() && opens {
                 return Classified {
                     state: CtState::New,
                     rule: None,
@@ -632,11 +808,21 @@ impl Tracker {
                         key,
                         originator_is_a: src_is_a,
                         direction: dir,
-                        tcp,
                         replaces: Some(slot),
                         len,
                     },
                 };
+            }
+            // ICMP echo: requests from the originator, replies from the
+            // responder (`opens` is true for a request).
+            if matches!(protocol, 1 | 58) && opens != (who == Who::Originator) {
+                return INVALID;
+            }
+            // TCP: the segment must be one the flow's state admits.
+            if let (Progress::Tcp(state), Some(flags)) = (f.progress, tcp) {
+                if tcp_move(state, who, flags) == TcpMove::Invalid {
+                    return INVALID;
+                }
             }
             return Classified {
                 state: CtState::Established,
@@ -659,7 +845,6 @@ impl Tracker {
                 key,
                 originator_is_a: src_is_a,
                 direction: dir,
-                tcp,
                 replaces: self.index.get(&key).copied(),
                 len,
             },
@@ -739,18 +924,25 @@ impl Tracker {
                 let Some(Some(f)) = self.slots.get_mut(slot as usize) else {
                     return true;
                 };
+                // A reset before the responder has answered anything ends
+                // the flow at once (Linux: "if only reply is a RST … delete
+                // the conntrack immediately"): a refused connection leaves
+                // nothing for a later forged SYN-ACK to ride on.
+                let unanswered = f.packets[1] == 0;
                 let i = usize::from(who == Who::Responder);
                 f.packets[i] += 1;
                 f.bytes[i] += len as u64;
                 f.progress = advance(f.progress, who, tcp);
                 f.expires = now.0 + u64::from(f.timeout());
+                if unanswered && tcp.is_some_and(|x| x & TCP_RST != 0) {
+                    self.remove(slot);
+                }
                 true
             }
             Pending::Open {
                 key,
                 originator_is_a,
                 direction,
-                tcp,
                 replaces,
                 len,
             } => {
@@ -765,7 +957,7 @@ impl Tracker {
                     return false;
                 }
                 let progress = if key.protocol == 6 {
-                    advance(Progress::Tcp(Tcp::default()), Who::Originator, tcp)
+                    Progress::Tcp(Tcp::SynSent)
                 } else {
                     Progress::Datagrams {
                         originator: 1,
@@ -905,12 +1097,12 @@ fn opposite(d: Direction) -> Direction {
 
 fn state_name(p: Progress) -> &'static str {
     match p {
-        Progress::Tcp(s) if s.reset => "closed",
-        Progress::Tcp(s) if s.originator_fin && s.responder_fin => "fin-wait",
-        Progress::Tcp(s) if s.originator_fin || s.responder_fin => "closing",
-        Progress::Tcp(s) if s.established => "established",
-        Progress::Tcp(s) if s.responder_syn => "opening",
-        Progress::Tcp(_) => "first",
+        Progress::Tcp(Tcp::SynSent) => "first",
+        Progress::Tcp(Tcp::SynRecv | Tcp::SynSent2) => "opening",
+        Progress::Tcp(Tcp::Established) => "established",
+        Progress::Tcp(Tcp::FinWait | Tcp::CloseWait) => "closing",
+        Progress::Tcp(Tcp::LastAck | Tcp::TimeWait) => "fin-wait",
+        Progress::Tcp(Tcp::Close) => "closed",
         Progress::Datagrams { responder: 0, .. } => "single",
         Progress::Datagrams { .. } => "multiple",
     }
@@ -918,31 +1110,10 @@ fn state_name(p: Progress) -> &'static str {
 
 fn advance(p: Progress, who: Who, tcp: Option<u8>) -> Progress {
     match p {
-        Progress::Tcp(mut s) => {
-            let flags = tcp.unwrap_or(0);
-            if flags & TCP_RST != 0 {
-                s.reset = true;
-            }
-            match who {
-                Who::Originator => {
-                    if flags & TCP_FIN != 0 {
-                        s.originator_fin = true;
-                    }
-                    if s.responder_syn && flags & TCP_ACK != 0 && flags & TCP_SYN == 0 {
-                        s.established = true;
-                    }
-                }
-                Who::Responder => {
-                    if flags & TCP_SYN != 0 {
-                        s.responder_syn = true;
-                    }
-                    if flags & TCP_FIN != 0 {
-                        s.responder_fin = true;
-                    }
-                }
-            }
-            Progress::Tcp(s)
-        }
+        Progress::Tcp(state) => match tcp_move(state, who, tcp.unwrap_or(0)) {
+            TcpMove::To(next) => Progress::Tcp(next),
+            TcpMove::Ignore | TcpMove::Invalid => p,
+        },
         Progress::Datagrams {
             originator,
             responder,

@@ -86,7 +86,7 @@ fn state_of(t: &Tracker, now: u64) -> Vec<(&'static str, u64)> {
 }
 
 #[test]
-fn a_tcp_handshake_moves_the_flow_through_its_states_with_pf_timeouts() {
+fn a_tcp_connection_moves_through_linuxs_states_with_pf_timeouts() {
     let mut t = Tracker::new(16, Timeouts::default());
     let d = Timeouts::default();
     assert_eq!(
@@ -119,15 +119,39 @@ fn a_tcp_handshake_moves_the_flow_through_its_states_with_pf_timeouts() {
         true,
     );
     assert_eq!(state_of(&t, 5), [("fin-wait", u64::from(d.tcp_finwait))]);
-    // A new SYN on the finished flow opens a new one (port reuse).
+    // Before the last ACK a SYN is taken as part of the flow (Linux's
+    // LAST_ACK ignores it); once both FINs are acknowledged (TIME_WAIT) a new
+    // SYN opens a new flow (port reuse).
+    assert_eq!(
+        pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, SYN), 5, false),
+        CtState::Established
+    );
+    pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, ACK), 5, true);
+    assert_eq!(state_of(&t, 5), [("fin-wait", u64::from(d.tcp_finwait))]);
     assert_eq!(
         pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, SYN), 6, true),
         CtState::New
     );
     assert_eq!(state_of(&t, 6), [("first", u64::from(d.tcp_first))]);
     assert_eq!(t.len(), 1);
+    // A reset answering that SYN (nothing else answered yet) ends the flow
+    // at once; a reset of an answered connection leaves it closed.
     pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, RST), 7, true);
-    assert_eq!(state_of(&t, 7), [("closed", u64::from(d.tcp_closed))]);
+    assert_eq!(state_of(&t, 7), []);
+    assert_eq!(
+        pass(
+            &mut t,
+            Inbound,
+            &tcp(NET, 443, LAN, 40000, SYNACK),
+            7,
+            false
+        ),
+        CtState::Invalid
+    );
+    pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, SYN), 8, true);
+    pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, SYNACK), 8, true);
+    pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, RST), 9, true);
+    assert_eq!(state_of(&t, 9), [("closed", u64::from(d.tcp_closed))]);
 }
 
 #[test]
@@ -282,6 +306,17 @@ fn echo_replies_need_their_request_and_its_identifier() {
     );
     assert_eq!(
         pass(&mut t, Inbound, &echo(NET, LAN, 0, 10), 1, false),
+        CtState::Invalid
+    );
+    // Replies come from the responder, requests from the originator: the
+    // pinging host's own reply, or a request back from the pinged one, is
+    // not part of the flow.
+    assert_eq!(
+        pass(&mut t, Outbound, &echo(LAN, NET, 0, 9), 1, false),
+        CtState::Invalid
+    );
+    assert_eq!(
+        pass(&mut t, Inbound, &echo(NET, LAN, 8, 9), 1, false),
         CtState::Invalid
     );
     assert_eq!(state_of(&t, 1), [("multiple", 20)]);

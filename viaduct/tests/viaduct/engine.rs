@@ -1208,9 +1208,10 @@ fn a_rate_limited_rule_passes_packets_over_its_rate_to_the_next_rules() {
     assert!(at(1006, 100));
     assert!(at(1007, 100));
     assert!(!at(1008, 100));
-    // Packets of admitted connections are not limited (another rule).
+    // Packets of admitted connections are not limited (another rule):
+    // retransmitted SYNs of one.
     for _ in 0..10 {
-        let mut b = tcp4(WEB, LAN, 1000, 22, tcp::ACK, b"x");
+        let mut b = tcp4(WEB, LAN, 1000, 22, tcp::SYN, b"");
         assert!(matches!(
             fw.inbound(&mut b, Timestamp(100)),
             Verdict::Send(_)
