@@ -19,7 +19,7 @@
 //! - **TCP**: a segment whose flags TCP never sends (no flag, FIN without
 //!   ACK, SYN with FIN or RST …) is invalid; a flow opens only with a bare
 //!   SYN (no ACK, RST or FIN) and then moves through Linux conntrack's
-//!   states by its transition table ([`TCP_ORIGINAL`], [`TCP_REPLY`]),
+//!   states by its transition table (`TCP_ORIGINAL`, `TCP_REPLY`),
 //!   which also says which segments are not part of it; a reset before the
 //!   responder answered anything ends the flow at once; a bare SYN on a flow
 //!   in `TIME_WAIT` or `CLOSE` opens a new one.
