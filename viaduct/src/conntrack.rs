@@ -210,6 +210,31 @@ enum TcpMove {
     Invalid,
 }
 
+/// A FIN, from either side: the same moves (Linux's table).
+const TCP_FIN_ROW: [TcpMove; 10] = {
+    use Tcp::*;
+    use TcpMove::{Invalid as IV, To};
+    [
+        IV,
+        IV,
+        To(FinWait),
+        To(FinWait),
+        To(LastAck),
+        To(LastAck),
+        To(LastAck),
+        To(TimeWait),
+        To(Close),
+        IV,
+    ]
+};
+
+/// A reset, from either side, closes any flow.
+const TCP_RST_ROW: [TcpMove; 10] = {
+    use TcpMove::{Invalid as IV, To};
+    let c = To(Tcp::Close);
+    [IV, c, c, c, c, c, c, c, c, c]
+};
+
 /// The transitions by segment kind (SYN, SYN-ACK, FIN, ACK, RST, none) and
 /// state (none, then [`Tcp`] in its order), for the originator's segments
 /// and for the responder's: Linux's `tcp_conntracks` (its "none" column is
@@ -233,19 +258,7 @@ const TCP_ORIGINAL: [[TcpMove; 10]; 6] = {
         ],
         // syn-ack
         [IV, IV, To(SynRecv), IV, IV, IV, IV, IV, IV, To(SynRecv)],
-        // fin
-        [
-            IV,
-            IV,
-            To(FinWait),
-            To(FinWait),
-            To(LastAck),
-            To(LastAck),
-            To(LastAck),
-            To(TimeWait),
-            To(Close),
-            IV,
-        ],
+        TCP_FIN_ROW,
         // ack
         [
             To(Established),
@@ -259,19 +272,7 @@ const TCP_ORIGINAL: [[TcpMove; 10]; 6] = {
             To(Close),
             IV,
         ],
-        // rst
-        [
-            IV,
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-        ],
+        TCP_RST_ROW,
         // none
         [IV; 10],
     ]
@@ -297,19 +298,7 @@ const TCP_REPLY: [[TcpMove; 10]; 6] = {
         ],
         // syn-ack
         [IV, To(SynRecv), IG, IG, IG, IG, IG, IG, IG, To(SynRecv)],
-        // fin
-        [
-            IV,
-            IV,
-            To(FinWait),
-            To(FinWait),
-            To(LastAck),
-            To(LastAck),
-            To(LastAck),
-            To(TimeWait),
-            To(Close),
-            IV,
-        ],
+        TCP_FIN_ROW,
         // ack
         [
             IV,
@@ -323,19 +312,7 @@ const TCP_REPLY: [[TcpMove; 10]; 6] = {
             To(Close),
             IG,
         ],
-        // rst
-        [
-            IV,
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-            To(Close),
-        ],
+        TCP_RST_ROW,
         // none
         [IV; 10],
     ]

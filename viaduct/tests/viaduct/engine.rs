@@ -1162,21 +1162,30 @@ fn sets_port_lists_and_icmp_types_are_enforced() {
     assert_eq!(fw_out(&mut fw, &ping), Verdict::Drop(DropReason::Filter));
 }
 
+/// A clear-text firewall policy (SPD bypass) whose first rule accepts the
+/// inbound packets of tracked flows (`established` and `related`); the
+/// caller adds its rules and the default.
+fn tracked_policy() -> Policy {
+    Policy::new("fw", "1")
+        .with_spd("all", Selector::any_v4(), SpdAction::Bypass)
+        .with_filter(
+            "tracked",
+            Direction::Inbound,
+            Selector::any_v4(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(
+            FilterStates::ESTABLISHED | FilterStates::RELATED,
+        ))
+}
+
 /// A rule with a rate limit matches at most its rate (a token bucket over
 /// the packets it would match); the rest go on to the next rules. Here:
 /// 3 new connections per minute, burst 2, then a drop rule.
 #[test]
 fn a_rate_limited_rule_passes_packets_over_its_rate_to_the_next_rules() {
     let any = Selector::any_v4();
-    let p = Policy::new("fw", "1")
-        .with_spd("all", any.clone(), SpdAction::Bypass)
-        .with_filter(
-            "tracked",
-            Direction::Inbound,
-            any.clone(),
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(FilterStates::ESTABLISHED))
+    let p = tracked_policy()
         .with_filter(
             "ssh-in",
             Direction::Inbound,
@@ -1231,15 +1240,7 @@ fn a_rules_timeouts_hold_for_the_flows_it_admits() {
     let any = Selector::any_v4();
     let mut short = DEFAULT_FLOW_TIMEOUTS;
     short[6] = 5; // udp_first
-    let p = Policy::new("fw", "1")
-        .with_spd("all", any.clone(), SpdAction::Bypass)
-        .with_filter(
-            "tracked",
-            Direction::Inbound,
-            any.clone(),
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(FilterStates::ESTABLISHED))
+    let p = tracked_policy()
         .with_filter(
             "ntp-out",
             Direction::Outbound,
@@ -1273,19 +1274,13 @@ fn a_rules_timeouts_hold_for_the_flows_it_admits() {
 
 #[test]
 fn a_full_connection_table_drops_new_connections_and_counts_them() {
-    let any = Selector::any_v4();
-    let p = Policy::new("fw", "1")
-        .with_spd("all", any.clone(), SpdAction::Bypass)
+    let p = tracked_policy()
         .with_filter(
-            "tracked",
-            Direction::Inbound,
-            any.clone(),
+            "out",
+            Direction::Outbound,
+            Selector::any_v4(),
             FilterAction::Accept,
         )
-        .with_states(FilterStates(
-            FilterStates::ESTABLISHED | FilterStates::RELATED,
-        ))
-        .with_filter("out", Direction::Outbound, any, FilterAction::Accept)
         .with_default_filter(FilterAction::Drop)
         .with_max_flows(2);
     let mut fw = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
