@@ -389,35 +389,42 @@ impl Flow {
             },
             (1 | 58, _) => t.icmp_first,
             (
-                17,
+                protocol,
                 Progress::Datagrams {
                     originator,
                     responder,
                 },
             ) => {
-                if responder > 0 {
-                    t.udp_multiple
-                } else if originator > 1 {
-                    t.udp_single
+                let (first, single, multiple) = if protocol == 17 {
+                    (t.udp_first, t.udp_single, t.udp_multiple)
                 } else {
-                    t.udp_first
+                    (t.other_first, t.other_single, t.other_multiple)
+                };
+                if responder > 0 {
+                    multiple
+                } else if originator > 1 {
+                    single
+                } else {
+                    first
                 }
             }
-            (
-                _,
-                Progress::Datagrams {
-                    originator,
-                    responder,
-                },
-            ) => {
-                if responder > 0 {
-                    t.other_multiple
-                } else if originator > 1 {
-                    t.other_single
-                } else {
-                    t.other_first
-                }
-            }
+        }
+    }
+
+    /// What a policy re-check and a listing see of it.
+    fn view(&self) -> FlowView {
+        let (src, dst) = if self.originator_is_a {
+            (self.key.a, self.key.b)
+        } else {
+            (self.key.b, self.key.a)
+        };
+        FlowView {
+            direction: self.direction,
+            protocol: self.key.protocol,
+            src: src.0,
+            dst: dst.0,
+            ports: (src.1, dst.1),
+            rule: self.rule,
         }
     }
 
@@ -450,12 +457,14 @@ enum Pending {
     },
     Advance {
         slot: u32,
+        key: FlowKey,
         who: Who,
         tcp: Option<u8>,
         len: usize,
     },
     RelatedTo {
         slot: u32,
+        key: FlowKey,
     },
 }
 
@@ -806,6 +815,7 @@ impl Tracker {
                 rule: Some(f.rule),
                 what: Pending::Advance {
                     slot,
+                    key,
                     who,
                     tcp,
                     len,
@@ -865,14 +875,43 @@ impl Tracker {
         Classified {
             state: CtState::Related,
             rule: Some(f.rule),
-            what: Pending::RelatedTo { slot },
+            what: Pending::RelatedTo { slot, key },
         }
+    }
+
+    /// The key a slot holds, if it holds a flow.
+    fn slot_key(&self, slot: u32) -> Option<FlowKey> {
+        self.slots.get(slot as usize)?.as_ref().map(|f| f.key)
+    }
+
+    /// Whether the flow `c` would open fits (reclaiming expired flows when
+    /// the table is full); `false` is counted as `table_full`, and the
+    /// packet must be dropped. Anything but an opening always fits.
+    pub fn has_room(&mut self, c: &Classified, now: Timestamp) -> bool {
+        let Pending::Open { key, replaces, .. } = c.what else {
+            return true;
+        };
+        if replaces.is_some_and(|old| self.slot_key(old) == Some(key)) {
+            return true;
+        }
+        if self.index.len() >= self.capacity {
+            self.reclaim(now, self.slots.len());
+        }
+        if self.index.len() >= self.capacity {
+            self.counters.table_full += 1;
+            return false;
+        }
+        true
     }
 
     /// Records an accepted packet: enters the new flow it opens (admitted
     /// by `rule`, with `timeouts` or the table's defaults), or moves its
-    /// flow on. Returns `false` when a new flow found the table full (the
-    /// packet must then be dropped; counted as `table_full`).
+    /// flow on. Returns `false` when a new flow found the table full
+    /// (counted as `table_full`). It may be called after the packet has
+    /// gone on ([`Tracker::has_room`] first), with the table changed in
+    /// between by the other direction: a flow that is no longer where
+    /// `c` found it is left alone, and an opening someone else entered
+    /// meanwhile is not entered twice.
     pub fn commit(
         &mut self,
         c: &Classified,
@@ -882,10 +921,10 @@ impl Tracker {
     ) -> bool {
         match c.what {
             Pending::Nothing => true,
-            Pending::RelatedTo { slot } => {
+            Pending::RelatedTo { slot, key } => {
                 self.counters.related += 1;
                 if let Some(Some(f)) = self.slots.get_mut(slot as usize) {
-                    if matches!(f.key.protocol, 1 | 58) {
+                    if f.key == key && matches!(f.key.protocol, 1 | 58) {
                         let e = now.0 + u64::from(f.timeouts.icmp_error);
                         f.expires = f.expires.min(e);
                     }
@@ -894,6 +933,7 @@ impl Tracker {
             }
             Pending::Advance {
                 slot,
+                key,
                 who,
                 tcp,
                 len,
@@ -901,6 +941,9 @@ impl Tracker {
                 let Some(Some(f)) = self.slots.get_mut(slot as usize) else {
                     return true;
                 };
+                if f.key != key {
+                    return true;
+                }
                 // A reset before the responder has answered anything ends
                 // the flow at once (Linux: "if only reply is a RST … delete
                 // the conntrack immediately"): a refused connection leaves
@@ -924,7 +967,12 @@ impl Tracker {
                 len,
             } => {
                 if let Some(old) = replaces {
-                    self.remove(old);
+                    if self.slot_key(old) == Some(key) {
+                        self.remove(old);
+                    }
+                }
+                if self.index.contains_key(&key) {
+                    return true;
                 }
                 if self.index.len() >= self.capacity {
                     self.reclaim(now, self.slots.len());
@@ -1009,20 +1057,7 @@ impl Tracker {
             let Some(f) = self.slots[slot].as_mut() else {
                 continue;
             };
-            let (src, dst) = if f.originator_is_a {
-                (f.key.a, f.key.b)
-            } else {
-                (f.key.b, f.key.a)
-            };
-            let view = FlowView {
-                direction: f.direction,
-                protocol: f.key.protocol,
-                src: src.0,
-                dst: dst.0,
-                ports: (src.1, dst.1),
-                rule: f.rule,
-            };
-            match admits(&view) {
+            match admits(&f.view()) {
                 Some(rule) => f.rule = rule,
                 None => {
                     self.remove(slot as u32);
@@ -1042,20 +1077,8 @@ impl Tracker {
             .flatten()
             .filter(|f| f.expires > now.0)
             .map(|f| {
-                let (src, dst) = if f.originator_is_a {
-                    (f.key.a, f.key.b)
-                } else {
-                    (f.key.b, f.key.a)
-                };
                 (
-                    FlowView {
-                        direction: f.direction,
-                        protocol: f.key.protocol,
-                        src: src.0,
-                        dst: dst.0,
-                        ports: (src.1, dst.1),
-                        rule: f.rule,
-                    },
+                    f.view(),
                     state_name(f.progress),
                     f.expires - now.0,
                     f.packets,

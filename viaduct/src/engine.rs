@@ -201,6 +201,24 @@ impl RuleHits {
 /// The connection table both halves share when the policy is stateful.
 type SharedTracker = Option<Arc<Mutex<Tracker>>>;
 
+/// What the table learns from an accepted packet, recorded only once the
+/// packet has gone on (a packet the SPD or the SA drops after the filter
+/// leaves no state).
+#[derive(Debug)]
+struct Deferred {
+    c: crate::conntrack::Classified,
+    rule: u32,
+    timeouts: Option<Timeouts>,
+}
+
+/// Records `d` (if any) in the table.
+fn commit_deferred(tracker: &SharedTracker, d: Option<Deferred>, now: Timestamp) {
+    if let (Some(tr), Some(d)) = (tracker, d) {
+        let mut table = tr.lock().unwrap_or_else(PoisonError::into_inner);
+        table.commit(&d.c, d.rule, d.timeouts, now);
+    }
+}
+
 fn state_bit(s: CtState) -> u8 {
     match s {
         CtState::New => FilterStates::NEW,
@@ -345,9 +363,10 @@ impl Rules {
     }
 
     /// The filter stage: stateless, or, when the policy tracks connections,
-    /// the packet's state from the table, the rules knowing it, and the
-    /// accepted packet recorded (a new flow entered, a tracked one moved
-    /// on). A dropped packet leaves the table as it was.
+    /// the packet's state from the table and the rules knowing it; an
+    /// accepted packet that would open a flow must find room. What the
+    /// table is to record comes back, for when the packet has gone on: a
+    /// dropped packet leaves the table as it was.
     #[allow(clippy::too_many_arguments)]
     fn filter_packet(
         &self,
@@ -357,22 +376,21 @@ impl Rules {
         pkt: &[u8],
         t: &FiveTuple,
         now: Timestamp,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Option<Deferred>, DropReason> {
         let Some(tracker) = tracker else {
             let (rule, verdict) = self.filter(hits, dir, t, None, now);
             hits.count(rule);
-            return verdict.map(|_| ());
+            return verdict.map(|_| None);
         };
         let mut table = tracker.lock().unwrap_or_else(PoisonError::into_inner);
         let c = table.classify(dir, pkt, t, now);
         let (rule, verdict) = self.filter(hits, dir, t, Some(c.state), now);
         hits.count(rule);
         let (rule, timeouts) = verdict?;
-        if table.commit(&c, rule, timeouts, now) {
-            Ok(())
-        } else {
-            Err(DropReason::StateTableFull)
+        if !table.has_room(&c, now) {
+            return Err(DropReason::StateTableFull);
         }
+        Ok(Some(Deferred { c, rule, timeouts }))
     }
 
     /// The SPD's action for an outbound five-tuple (first match).
@@ -430,6 +448,8 @@ pub struct InboundPath {
     any_udp: bool,
     /// The connection table (a stateful policy), shared with the outbound half.
     tracker: SharedTracker,
+    /// What the packet being processed is to record in it, once sent.
+    deferred: Option<Deferred>,
     hits: RuleHits,
     drops: DropCounters,
     bypassed: u64,
@@ -582,6 +602,7 @@ impl Engine {
                 // IKE may turn UDP encapsulation on for any of its tunnels.
                 any_udp: any_ike || policy.tunnels.iter().any(|t| t.udp_encap),
                 tracker,
+                deferred: None,
                 hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
                 bypassed: 0,
@@ -612,8 +633,12 @@ impl OutboundPath {
     /// `out` (PROTECT) or a copy into `out` (BYPASS). The packet goes to
     /// black as `out[..len]`.
     pub fn process(&mut self, inner: &[u8], out: &mut [u8], now: Timestamp) -> Verdict {
-        match self.process_inner(inner, out, now) {
-            Ok(n) => Verdict::Send(n),
+        let mut deferred = None;
+        match self.process_inner(inner, out, now, &mut deferred) {
+            Ok(n) => {
+                commit_deferred(&self.tracker, deferred, now);
+                Verdict::Send(n)
+            }
             Err(r) => {
                 self.drops.inc(r);
                 Verdict::Drop(r)
@@ -626,9 +651,10 @@ impl OutboundPath {
         inner: &[u8],
         out: &mut [u8],
         now: Timestamp,
+        deferred: &mut Option<Deferred>,
     ) -> Result<usize, DropReason> {
         let t = five_tuple(inner).map_err(wire_drop)?;
-        self.rules.filter_packet(
+        *deferred = self.rules.filter_packet(
             &self.tracker,
             &mut self.hits,
             Direction::Outbound,
@@ -739,8 +765,14 @@ impl InboundPath {
     /// SPD (seen from the other side) says BYPASS, then filtered. On
     /// `Send(len)` the datagram for red is `pkt[..len]`.
     pub fn process(&mut self, pkt: &mut [u8], now: Timestamp) -> Verdict {
-        match self.process_inner(pkt, now) {
-            Ok(Inbound::Red(n)) => Verdict::Send(n),
+        self.deferred = None;
+        let r = self.process_inner(pkt, now);
+        let deferred = self.deferred.take();
+        match r {
+            Ok(Inbound::Red(n)) => {
+                commit_deferred(&self.tracker, deferred, now);
+                Verdict::Send(n)
+            }
             Ok(Inbound::Ike(i)) => {
                 self.ike_received += 1;
                 Verdict::Ike(i)
@@ -845,7 +877,7 @@ impl InboundPath {
             (Lookup::Unclassified, _) => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::SpdMismatch),
         }
-        self.rules.filter_packet(
+        self.deferred = self.rules.filter_packet(
             &self.tracker,
             &mut self.hits,
             Direction::Inbound,
@@ -867,7 +899,7 @@ impl InboundPath {
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::Unprotected),
         }
-        self.rules.filter_packet(
+        self.deferred = self.rules.filter_packet(
             &self.tracker,
             &mut self.hits,
             Direction::Inbound,

@@ -202,6 +202,35 @@ fn flags_tcp_never_sends_are_invalid_even_on_a_tracked_flow() {
     }
 }
 
+/// What `classify` found may be committed after the other direction changed
+/// the table: a flow no longer where it was is left alone, and an opening
+/// someone else entered meanwhile is not entered twice.
+#[test]
+fn a_late_commit_touches_only_the_flow_it_classified() {
+    let mut t = Tracker::new(16, Timeouts::default());
+    let syn = tcp(LAN, 40000, NET, 443, SYN);
+    let ft = five_tuple(&syn).unwrap();
+    // Two openings of the same flow classified before either commits.
+    let a = t.classify(Outbound, &syn, &ft, Timestamp(0));
+    let b = t.classify(Outbound, &syn, &ft, Timestamp(0));
+    assert!(t.commit(&a, 1, None, Timestamp(0)));
+    assert!(t.commit(&b, 1, None, Timestamp(0)));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.counters().inserted, 1);
+    // A SYN-ACK classified, then its flow reset away and the slot reused by
+    // another flow: the late commit does not move the newcomer.
+    let synack = tcp(NET, 443, LAN, 40000, SYNACK);
+    let ft = five_tuple(&synack).unwrap();
+    let late = t.classify(Inbound, &synack, &ft, Timestamp(1));
+    assert_eq!(late.state, CtState::Established);
+    pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, RST), 1, true);
+    assert!(t.is_empty());
+    pass(&mut t, Outbound, &udp(LAN, 5000, NET, 53), 1, true);
+    let before = t.flows(Timestamp(1));
+    assert!(t.commit(&late, 1, None, Timestamp(1)));
+    assert_eq!(t.flows(Timestamp(1)), before);
+}
+
 #[test]
 fn a_dropped_packet_leaves_no_state() {
     let mut t = Tracker::new(16, Timeouts::default());

@@ -1272,6 +1272,45 @@ fn a_rules_timeouts_hold_for_the_flows_it_admits() {
     assert!(answer(&mut fw, 53, 6));
 }
 
+/// An opening the filter accepts but the SPD then discards never went out:
+/// it leaves no flow, so nothing can come back as its reply.
+#[test]
+fn a_packet_dropped_after_the_filter_leaves_no_state() {
+    // The web server's network (WEB is in it).
+    let blocked = Selector {
+        dst: Prefix::new(v4("203.0.113.0"), 24),
+        ..Selector::any_v4()
+    };
+    let p = tracked_policy()
+        .with_filter(
+            "out",
+            Direction::Outbound,
+            Selector::any_v4(),
+            FilterAction::Accept,
+        )
+        .with_default_filter(FilterAction::Drop);
+    let mut p = p;
+    // The discard goes before the bypass (first match).
+    p.spd.insert(
+        0,
+        SpdEntry {
+            name: "blocked".into(),
+            selector: blocked,
+            action: SpdAction::Discard,
+        },
+    );
+    let mut fw = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
+    let syn = tcp4(LAN, "203.0.113.9", 40000, 443, tcp::SYN, b"");
+    assert_eq!(fw_out(&mut fw, &syn), Verdict::Drop(DropReason::Discard));
+    assert!(fw.outbound.report().contains("conntrack flows=0 "));
+    let reply = tcp4("203.0.113.9", LAN, 443, 40000, tcp::SYN | tcp::ACK, b"");
+    assert!(matches!(fw_in(&mut fw, &reply), Verdict::Drop(_)));
+    // The same opening elsewhere goes out and is tracked.
+    let syn = tcp4(LAN, "198.51.100.80", 40000, 443, tcp::SYN, b"");
+    assert_eq!(fw_out(&mut fw, &syn), Verdict::Send(syn.len()));
+    assert!(fw.outbound.report().contains("conntrack flows=1 "));
+}
+
 #[test]
 fn a_full_connection_table_drops_new_connections_and_counts_them() {
     let p = tracked_policy()
