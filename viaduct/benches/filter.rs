@@ -5,9 +5,9 @@
 //!   packet accepted by the last (every rule looked at: the worst case of a
 //!   first-match list);
 //! - `stateful_1000_rules_100k_flows`: the same 1,000 rules after a
-//!   `state = ["established", "related"]` rule, 100,000 tracked flows, each
-//!   packet one of them (spread over the table): the lock, the hash lookup,
-//!   the first rule;
+//!   `state = ["established", "related"]` rule, 100,000 established flows
+//!   (handshakes done), each packet one of them (spread over the table):
+//!   the lock, the hash lookup, the first rule, the record after it;
 //! - `stateful_open_1000_rules`: a new flow per packet, accepted by the last
 //!   rule and entered (a fresh engine, so an empty table, every 100,000
 //!   openings, made outside the clock).
@@ -77,6 +77,15 @@ fn base() -> Policy {
 fn stateful() -> Policy {
     let p = base()
         .with_filter(
+            "tracked-in",
+            Direction::Inbound,
+            Selector::any_v4(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(
+            FilterStates::ESTABLISHED | FilterStates::RELATED,
+        ))
+        .with_filter(
             "tracked-out",
             Direction::Outbound,
             Selector::any_v4(),
@@ -119,11 +128,22 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut e = engine(&stateful());
+    // Each flow's handshake: SYN out, SYN-ACK in, ACK out (established).
     for i in 0..FLOWS {
         let (a, p) = client(i);
         let syn = tcp(a, p, SERVER, 443, 0x02);
         assert!(matches!(
             e.outbound(&syn, &mut out, Timestamp(0)),
+            Verdict::Send(_)
+        ));
+        let mut synack = tcp(SERVER, 443, a, p, 0x12);
+        assert!(matches!(
+            e.inbound(&mut synack, Timestamp(0)),
+            Verdict::Send(_)
+        ));
+        let ack = tcp(a, p, SERVER, 443, 0x10);
+        assert!(matches!(
+            e.outbound(&ack, &mut out, Timestamp(0)),
             Verdict::Send(_)
         ));
     }
