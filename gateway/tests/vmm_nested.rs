@@ -521,6 +521,14 @@ impl L0 {
     }
 
     fn wait_for(&mut self, what: &str, timeout: Duration) -> String {
+        match self.wait_for_or_exit(what, timeout) {
+            Some(l) => l,
+            None => panic!("L0 exited before {what:?}; console:\n{}", self.tail()),
+        }
+    }
+
+    /// As [`L0::wait_for`], but `None` when L0 exits first.
+    fn wait_for_or_exit(&mut self, what: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -538,7 +546,7 @@ impl L0 {
                         self.tail()
                     );
                     if l.contains(what) {
-                        return l;
+                        return Some(l);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
@@ -546,9 +554,7 @@ impl L0 {
                     timeout.as_secs(),
                     self.tail()
                 ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("L0 exited before {what:?}; console:\n{}", self.tail())
-                }
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
@@ -746,14 +752,38 @@ fn nested_gateway_init_runs_both_personalities_as_kvm_guests_owning_their_nics()
     let lab = lab();
     let _done = Done(lab.dir.clone());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let t0 = Instant::now();
-    let mut l0 = L0::boot_scenario(lab, "gateway");
-    l0.wait_for("appliance: ready gw-a", Duration::from_secs(900));
-    eprintln!(
-        "L0 start to the gateway ready with two KVM guests: {:.0} s",
-        t0.elapsed().as_secs_f64()
-    );
-    l0.wait_for("L1-DONE", Duration::from_secs(900));
+    // The lab's L1 runs its KVM guests on SVM emulated by L0's TCG, which
+    // now and then corrupts L1's own state when a guest is started again
+    // after a kill: L1 goes down (docs/design/microvm.md, "Known
+    // problem"). That, and only that (L0 gone after a VM was stopped), is
+    // retried, once, loudly.
+    let mut attempt = 0;
+    let (l0, t0) = loop {
+        attempt += 1;
+        let t0 = Instant::now();
+        let mut l0 = L0::boot_scenario(lab, "gateway");
+        l0.wait_for("appliance: ready gw-a", Duration::from_secs(900));
+        eprintln!(
+            "L0 start to the gateway ready with two KVM guests: {:.0} s",
+            t0.elapsed().as_secs_f64()
+        );
+        if l0
+            .wait_for_or_exit("L1-DONE", Duration::from_secs(900))
+            .is_some()
+        {
+            break (l0, t0);
+        }
+        let restarted = l0.log.iter().any(|l| l.contains("VM stopped"));
+        assert!(
+            restarted && attempt == 1,
+            "L0 exited before \"L1-DONE\"; console:\n{}",
+            l0.tail()
+        );
+        eprintln!(
+            "RETRY: the lab's L1 went down during a VM restart (the emulated SVM; docs/design/microvm.md, Known problem); the scenario runs once more. Its console:\n{}",
+            l0.tail()
+        );
+    };
     eprintln!("whole nested run: {:.0} s", t0.elapsed().as_secs_f64());
     let saved = std::env::temp_dir().join("gateway-vmm-nested-gateway.console");
     std::fs::write(&saved, l0.log.join("\n")).unwrap();
