@@ -894,6 +894,12 @@ impl Tracker {
         if replaces.is_some_and(|old| self.slot_key(old) == Some(key)) {
             return true;
         }
+        self.make_room(now)
+    }
+
+    /// Whether one more flow fits, reclaiming every expired flow when the
+    /// table is full; `false` is counted as `table_full`.
+    fn make_room(&mut self, now: Timestamp) -> bool {
         if self.index.len() >= self.capacity {
             self.reclaim(now, self.slots.len());
         }
@@ -974,11 +980,7 @@ impl Tracker {
                 if self.index.contains_key(&key) {
                     return true;
                 }
-                if self.index.len() >= self.capacity {
-                    self.reclaim(now, self.slots.len());
-                }
-                if self.index.len() >= self.capacity {
-                    self.counters.table_full += 1;
+                if !self.make_room(now) {
                     return false;
                 }
                 let progress = if key.protocol == 6 {
