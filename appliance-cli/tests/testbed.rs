@@ -353,6 +353,58 @@ fn testbed_test_runs_the_ed25519_pair() {
     assert_nothing_left(&lab);
 }
 
+/// The firewall lab (`profiles/lab/firewall`): both gateways the shipped
+/// stateful firewall, forwarding in clear. Each LAN host opens web
+/// connections to the internet host; the internet host, and the other LAN,
+/// open nothing in; refusals are counted; nothing left a LAN on the wire but
+/// what the profile lets out.
+#[test]
+fn testbed_test_runs_the_firewall_lab() {
+    let _s = serial();
+    let (dir, variant) = lab_variant("firewall");
+    // The variant extends the shipped profile, copied beside the lab's.
+    assert!(dir.path().join("profiles/firewall.toml").exists());
+    let lab = dir.path().join("lab");
+    let t = Instant::now();
+    let out = appliance(&[
+        "testbed",
+        "test",
+        "--lab",
+        lab.to_str().unwrap(),
+        "--profiles",
+        variant.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    eprintln!("{}\n{stdout}", text(&out.stderr));
+    eprintln!(
+        "appliance testbed test (firewall): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "testbed test (firewall) failed");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    for row in [
+        "gw-a attested",
+        "LAN A → internet host: web opened out",
+        "LAN B → internet host: web opened out",
+        "LAN A → internet host: ping refused",
+        "internet host → LAN A: web and ping cannot open in, counted",
+        "internet host → LAN B: web and ping cannot open in, counted",
+        "LAN A → LAN B: web let out by gw-a, refused in by gw-b",
+        "internet capture: nothing left a LAN but web and DNS openings",
+        "tear-down leaves nothing behind",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(row) && l.contains(" pass ")),
+            "no passing row {row:?}:\n{stdout}"
+        );
+    }
+    // No tunnel: no ESP check ran.
+    assert!(!stdout.contains("ESP"), "{stdout}");
+    assert_nothing_left(&lab);
+}
+
 /// The lab pair with `runtime = "microvm"` (`profiles/lab/microvm`): each
 /// gateway on a machine with nested virtualisation and an IOMMU, each
 /// personality a KVM guest with its own kernel owning its e1000e by VFIO,

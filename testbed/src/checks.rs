@@ -28,6 +28,9 @@
 //! 8. with `--provision`: the secrets' bytes and hex in no capture, image, disk or
 //!    console log;
 //! 9. tear-down leaves no process, namespace, tap or run-time file.
+//!
+//! A firewall lab (both gateways forwarding in clear, `profiles/lab/firewall`)
+//! runs 1 and 9 and, instead of 2–8, the checks of [`firewall`].
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -41,6 +44,8 @@ use sha2::{Digest, Sha256};
 use crate::host::{self, io, Error};
 use crate::lab::{epoch_ms, Gateway, Lab, State};
 use crate::wire::{self, WireRules};
+
+pub mod firewall;
 
 /// An address inside the lab's LAN space that no tunnel of the lab profiles covers:
 /// LAN A's traffic to it must be discarded by gw-a's Viaduct.
@@ -320,6 +325,16 @@ fn checks(
             ))
         },
     )?;
+
+    // A firewall lab (both gateways forwarding in clear): its own checks.
+    if lab.gateways.iter().all(|g| g.clear) {
+        if !lab.opts.provision.is_empty() || lab.opts.identity {
+            return Err(Error::State(
+                "--provision and --identity key tunnels; a firewall lab has none".into(),
+            ));
+        }
+        return firewall::checks(lab, report, log);
+    }
 
     // 1c. Provisioned secrets (`testbed test --provision`): sealed in each TPM
     // through black's management port, then a reboot unseals them for IKE.

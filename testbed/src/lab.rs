@@ -42,13 +42,19 @@ pub fn copy_lab_profile(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Copies both lab profiles (`gw-a.toml`, `gw-b.toml`) and their base into `dest`
-/// (`dest/lab/`, `dest/base/`); returns the directory holding the lab profiles.
+/// (`dest/lab/`, `dest/base/`), with the shipped profiles a lab variant may
+/// extend (`firewall.toml`: `profiles/lab/firewall`); returns the directory
+/// holding the lab profiles.
 pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dest.join("lab"))?;
     std::fs::create_dir_all(dest.join("base"))?;
     std::fs::copy(
         repo.join("profiles/base/gateway.toml"),
         dest.join("base/gateway.toml"),
+    )?;
+    std::fs::copy(
+        repo.join("profiles/firewall.toml"),
+        dest.join("firewall.toml"),
     )?;
     for gw in GATEWAYS {
         std::fs::copy(
@@ -130,6 +136,19 @@ pub struct Gateway {
     /// Runtime `microvm`: booted on a machine that passes its cards through
     /// (see [`VmConfig::passthrough`]).
     pub passthrough: bool,
+    /// It forwards in clear (role `firewall` or `router`, no tunnel): the lab
+    /// router reaches its LAN through its internet address.
+    pub clear: bool,
+}
+
+impl Gateway {
+    /// Its LAN's network (the red address's prefix).
+    pub fn lan_net(&self) -> (Ipv4Addr, u8) {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.red.1))
+            .unwrap_or(0);
+        (Ipv4Addr::from(u32::from(self.red.0) & mask), self.red.1)
+    }
 }
 
 /// Where a `microvm` lab gateway's cards are: each behind a root port of its
@@ -179,8 +198,16 @@ impl Gateway {
                 }
             }
         }
+        let clear = p.viaduct.ipsec.is_none()
+            && p.viaduct.roles.iter().any(|r| {
+                matches!(
+                    r,
+                    profiles::model::Role::Firewall | profiles::model::Role::Router
+                )
+            });
         Ok(Gateway {
             passthrough,
+            clear,
             name: name.into(),
             letter: (b'a' + index) as char,
             profile: path,
@@ -609,6 +636,29 @@ impl Lab {
             ip(&["-n", &inet, "addr", "add", &a, "dev", "br0"])?;
         }
         ip(&["-n", &inet, "link", "set", "br0", "up"])?;
+        // Gateways forwarding in clear (a firewall lab): the lab router is
+        // the internet host and routes to their LANs, one to another
+        // included, without redirecting (the gateways must see it all).
+        if self.gateways.iter().any(|g| g.clear) {
+            host::run(in_netns(&inet, "sh").args([
+                "-c",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward && \
+                 echo 0 > /proc/sys/net/ipv4/conf/all/send_redirects && \
+                 echo 0 > /proc/sys/net/ipv4/conf/br0/send_redirects",
+            ]))?;
+            for g in self.gateways.iter().filter(|g| g.clear) {
+                let (net, len) = g.lan_net();
+                ip(&[
+                    "-n",
+                    &inet,
+                    "route",
+                    "replace",
+                    &format!("{net}/{len}"),
+                    "via",
+                    &g.wan.to_string(),
+                ])?;
+            }
+        }
 
         // The capture, from before the first packet.
         let pcap = self.pcap();

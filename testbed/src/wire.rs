@@ -338,3 +338,108 @@ mod tests {
         }
     }
 }
+
+/// What left the LANs on a firewall lab's internet segment: every IPv4
+/// packet from a LAN address, by whether the firewall profile lets a LAN open
+/// it (TCP to `tcp_ports`, UDP to `udp_ports`). Nothing else may leave a LAN:
+/// no ping, no other port, and no answer to a connection the internet
+/// opened (none can be opened).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LeftLans {
+    /// Packets from a LAN address.
+    pub packets: usize,
+    /// Those the rules allow.
+    pub allowed: usize,
+    /// The others (count).
+    pub violations: usize,
+    /// The first few violations, described.
+    pub examples: Vec<String>,
+}
+
+/// Inspects every frame of `cap` for [`LeftLans`].
+pub fn left_lans(
+    cap: &Capture<'_>,
+    lans: &[(Ipv4Addr, u8)],
+    tcp_ports: &[u16],
+    udp_ports: &[u16],
+) -> LeftLans {
+    let mut r = LeftLans::default();
+    for f in &cap.frames {
+        // Ethernet II, IPv4 only (the lab has no IPv6).
+        if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &f[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        if !lans.iter().any(|&n| in_net(src, n)) {
+            continue;
+        }
+        r.packets += 1;
+        let proto = ip[9];
+        let first_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+        let dport = (ihl >= 20 && ip.len() >= ihl + 4 && first_fragment)
+            .then(|| u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]));
+        let ok = match (proto, dport) {
+            (6, Some(p)) => tcp_ports.contains(&p),
+            (17, Some(p)) => udp_ports.contains(&p),
+            _ => false,
+        };
+        if ok {
+            r.allowed += 1;
+        } else {
+            r.violations += 1;
+            if r.examples.len() < 5 {
+                r.examples.push(format!(
+                    "{src} → {dst} protocol {proto}{}",
+                    dport.map(|p| format!(" port {p}")).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod left_lans_tests {
+    use super::*;
+
+    fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend([0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto, 0, 0];
+        ip.extend(src);
+        ip.extend(dst);
+        ip.extend(40000u16.to_be_bytes());
+        ip.extend(dport.to_be_bytes());
+        ip.extend([0u8; 16]);
+        f.extend(ip);
+        f
+    }
+
+    #[test]
+    fn only_what_a_lan_may_open_passes() {
+        let frames = [
+            frame([10, 1, 0, 2], [198, 51, 100, 254], 6, 80),
+            frame([10, 1, 0, 2], [198, 51, 100, 254], 17, 53),
+            frame([198, 51, 100, 254], [10, 1, 0, 2], 6, 22),
+            frame([10, 1, 0, 2], [198, 51, 100, 254], 1, 0),
+            frame([10, 2, 0, 2], [198, 51, 100, 254], 6, 22),
+            frame([10, 2, 0, 2], [198, 51, 100, 254], 17, 80),
+        ];
+        let cap = Capture {
+            link_type: 1,
+            frames: frames.iter().map(Vec::as_slice).collect(),
+            times: vec![0.0; frames.len()],
+        };
+        let lans = [
+            (Ipv4Addr::new(10, 1, 0, 0), 24),
+            (Ipv4Addr::new(10, 2, 0, 0), 24),
+        ];
+        let r = left_lans(&cap, &lans, &[80, 443], &[53]);
+        assert_eq!((r.packets, r.allowed, r.violations), (5, 2, 3), "{r:?}");
+        assert!(r.examples[0].contains("protocol 1"), "{r:?}");
+        assert!(r.examples[1].contains("port 22"), "{r:?}");
+    }
+}

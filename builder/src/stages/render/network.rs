@@ -144,6 +144,24 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
             .iter()
             .any(|p| p.tunnels.iter().any(|t| t.manual.is_none()))
     });
+    // A role forwarding in clear (firewall, router): black reaches red's
+    // networks through the Viaduct's port, which decides what crosses.
+    let clear = profile.viaduct.roles.iter().any(|r| {
+        matches!(
+            r,
+            profiles::model::Role::Firewall | profiles::model::Role::Router
+        )
+    });
+    let lan_routes: Vec<String> = if side == Side::Black && clear {
+        profile
+            .red
+            .addresses
+            .iter()
+            .map(|a| a.network().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
     render(
         match side {
             Side::Red => "network-red",
@@ -159,6 +177,7 @@ pub fn network_script(profile: &Profile, side: Side, ip: &str) -> Result<String,
             "gateway": gateway,
             "udp_encap": udp_encap,
             "ike": ike,
+            "lan_routes": lan_routes,
         }),
     )
 }

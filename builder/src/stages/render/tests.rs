@@ -299,6 +299,22 @@ fn black_network_script_steers_ike_when_a_tunnel_is_keyed_by_ike() {
     assert_sh_syntax(&s);
 }
 
+/// A firewall forwards in clear: black reaches red's networks through the
+/// Viaduct's port (and only a forwarding role gets these routes).
+#[test]
+fn black_network_script_routes_reds_networks_to_the_viaduct_for_a_firewall() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/firewall/gw-b.toml");
+    let p = profiles::load_profile(&path).expect("the firewall lab's gw-b is valid");
+    let s = network_script(&p, Side::Black, "/bin/ip").unwrap();
+    let route = "/bin/ip route replace 10.2.0.0/24 dev viaduct";
+    assert!(s.lines().any(|l| l == route), "missing {route:?} in\n{s}");
+    assert_sh_syntax(&s);
+    let red = network_script(&p, Side::Red, "/bin/ip").unwrap();
+    assert!(!red.contains("10.2.0.0/24 dev viaduct"), "{red}");
+    let vpn = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();
+    assert!(!vpn.contains("10.1.0.0/24 dev viaduct"), "{vpn}");
+}
+
 #[test]
 fn black_network_script_for_gw_a() {
     let s = network_script(&gw_a(), Side::Black, "/bin/ip").unwrap();

@@ -1,0 +1,357 @@
+//! The checks of a firewall lab (`profiles/lab/firewall`: both gateways the
+//! shipped stateful firewall, forwarding in clear), after the common ones
+//! (ready, measured, enrolled, attested):
+//!
+//! 1. each LAN host opens a web connection to the internet host (the lab
+//!    router, `busybox httpd` on port 80) and fetches a file, SHA-256 equal;
+//!    the answers came in by the `established` rule;
+//! 2. a ping from each LAN host to the internet host is refused (no rule lets
+//!    ICMP out), counted by the default;
+//! 3. the internet host cannot open a connection in, to either LAN: web and
+//!    ping time out, counted by the Viaduct's default;
+//! 4. LAN A → LAN B: gw-a lets the opening out (web), gw-b refuses it in;
+//! 5. the capture of the internet: nothing left a LAN but what the firewall
+//!    lets a LAN open (TCP 80/443, UDP 53).
+
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{capture_now, file_sha256, parse_capture, Report, Spawned};
+use crate::host::{self, in_netns, io, Error};
+use crate::lab::{Gateway, Lab};
+use crate::wire;
+
+/// What the shipped firewall lets a LAN open.
+const TCP_OUT: [u16; 2] = [80, 443];
+const UDP_OUT: [u16; 1] = [53];
+
+/// Size of the web transfer.
+const FETCH_BYTES: usize = 1024 * 1024;
+
+/// The Viaduct's counter lines after `counters` (text after `viaduct| `).
+pub(super) fn viaduct_counters(lab: &Lab, g: &Gateway) -> Result<Vec<String>, Error> {
+    let mut c = lab.console(g);
+    c.poll();
+    let from = c.len();
+    c.send("counters")?;
+    for dir in ["out", "in"] {
+        let key = format!("viaduct| {dir} drop total=");
+        c.wait_for(
+            &format!("`{key}…` after `counters`"),
+            from,
+            Duration::from_secs(20),
+            |l| l.contains(&key),
+            |_| false,
+        )?;
+    }
+    Ok(c.lines()[from..]
+        .iter()
+        .filter_map(|l| l.split("viaduct| ").nth(1))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `key=N` on the first counter line starting with `prefix`.
+fn counter(lines: &[String], prefix: &str, key: &str) -> Option<u64> {
+    let l = lines.iter().find(|l| l.starts_with(prefix))?;
+    l.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Packets the filter rule `name` matched in `dir` (summed over the blob rules
+/// the profile rule compiled into), or the default's with `name` `None`.
+fn filter_packets(lines: &[String], dir: &str, name: Option<&str>) -> u64 {
+    match name {
+        None => counter(lines, &format!("{dir} filter default "), "packets").unwrap_or(0),
+        Some(n) => lines
+            .iter()
+            .filter(|l| {
+                l.starts_with(&format!("{dir} filter rule="))
+                    && l.split_whitespace().any(|w| w == format!("name={n}"))
+            })
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("packets="))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .sum(),
+    }
+}
+
+/// `busybox wget`, bounded by `timeout` (this busybox's `wget -T` crashes).
+fn wget(cmd: &mut std::process::Command, url: &str, dest: &str, secs: u32) -> Result<bool, Error> {
+    let out = host::output(cmd.args([
+        "timeout",
+        &secs.to_string(),
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        dest,
+        url,
+    ]))?;
+    Ok(out.status.success())
+}
+
+fn ping(cmd: &mut std::process::Command, to: Ipv4Addr, count: u32) -> Result<bool, Error> {
+    let out = host::output(cmd.args([
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.3",
+        "-W",
+        "2",
+        &to.to_string(),
+    ]))?;
+    Ok(out.status.success())
+}
+
+pub(super) fn checks(
+    lab: &Lab,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
+    let inet = lab.inet_ns();
+    let internet = a.wan_gateway.ok_or_else(|| {
+        Error::State(format!(
+            "{}: personalities.black.gateway: a firewall lab needs the lab router as black's gateway (it is the internet host)",
+            a.profile.display()
+        ))
+    })?;
+    let run = lab.run_dir();
+    let www = run.join("www");
+    std::fs::create_dir_all(&www).map_err(io(format!("creating {}", www.display())))?;
+    let data: Vec<u8> = (0..FETCH_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+    let want = hex::encode(Sha256::digest(&data));
+    std::fs::write(www.join("data"), &data).map_err(io("writing the web file"))?;
+    std::fs::write(www.join("ready"), b"ok").map_err(io("writing the web file"))?;
+    // Web servers on port 80: the internet host, and both LAN hosts (which
+    // nothing outside their LAN may reach).
+    let serve = |cmd: &mut std::process::Command, what: &str| {
+        Spawned::new(
+            cmd.args(["httpd", "-f", "-p", "80", "-h"])
+                .arg(&www)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            what,
+        )
+    };
+    let _servers = [
+        serve(
+            &mut in_netns(&inet, "busybox"),
+            "httpd on the internet host",
+        )?,
+        serve(&mut lab.host_command(a, "busybox"), "httpd on LAN host A")?,
+        serve(&mut lab.host_command(b, "busybox"), "httpd on LAN host B")?,
+    ];
+    // Each answers on its own address first.
+    let busybox_at = |g: Option<&Gateway>| match g {
+        None => in_netns(&inet, "busybox"),
+        Some(g) => lab.host_command(g, "busybox"),
+    };
+    for (g, addr) in [(None, internet), (Some(a), a.host), (Some(b), b.host)] {
+        let t = Instant::now();
+        while !wget(
+            &mut busybox_at(g),
+            &format!("http://{addr}/ready"),
+            "/dev/null",
+            2,
+        )? {
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(Error::State(format!(
+                    "busybox httpd on {addr} does not answer"
+                )));
+            }
+            host::sleep(Duration::from_millis(100))?;
+        }
+    }
+
+    // 1. Out: web from each LAN to the internet host.
+    for g in [a, b] {
+        let name = format!(
+            "LAN {} → internet host: web opened out, {} KiB, SHA-256 equal",
+            g.letter.to_ascii_uppercase(),
+            FETCH_BYTES / 1024
+        );
+        report.check(log, &name, || {
+            let before = viaduct_counters(lab, g)?;
+            let dest = run.join(format!("fetch-{}", g.name));
+            let t = Instant::now();
+            let ok = wget(
+                &mut lab.host_command(g, "busybox"),
+                &format!("http://{internet}/data"),
+                &dest.display().to_string(),
+                60,
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            let got = if ok { file_sha256(&dest)? } else { String::new() };
+            let _ = std::fs::remove_file(&dest);
+            let after = viaduct_counters(lab, g)?;
+            let opened = filter_packets(&after, "out", Some("web-out"))
+                .saturating_sub(filter_packets(&before, "out", Some("web-out")));
+            let answers = filter_packets(&after, "in", Some("tracked-in"))
+                .saturating_sub(filter_packets(&before, "in", Some("tracked-in")));
+            let flows = after
+                .iter()
+                .find(|l| l.starts_with("conntrack "))
+                .cloned()
+                .unwrap_or_default();
+            Ok((
+                ok && got == want && opened >= 1 && answers > 0,
+                format!(
+                    "{}, {secs:.1} s; web-out matched {opened}, tracked-in {answers} answers; {flows}",
+                    if ok {
+                        format!("sha256 {}", &got[..16.min(got.len())])
+                    } else {
+                        "wget failed".into()
+                    }
+                ),
+            ))
+        })?;
+    }
+
+    // 2. Out, refused: ping from each LAN.
+    for g in [a, b] {
+        let name = format!(
+            "LAN {} → internet host: ping refused (no rule lets it out), counted",
+            g.letter.to_ascii_uppercase()
+        );
+        report.check(log, &name, || {
+            let before = filter_packets(&viaduct_counters(lab, g)?, "out", None);
+            let answered = ping(&mut lab.host_command(g, "busybox"), internet, 3)?;
+            let after = filter_packets(&viaduct_counters(lab, g)?, "out", None);
+            Ok((
+                !answered && after >= before + 3,
+                format!(
+                    "{}; out default (drop) {before} → {after}",
+                    if answered { "ANSWERED" } else { "no answer" }
+                ),
+            ))
+        })?;
+    }
+
+    // 3. In, refused: the internet host opens nothing into either LAN.
+    for g in [a, b] {
+        let name = format!(
+            "internet host → LAN {}: web and ping cannot open in, counted",
+            g.letter.to_ascii_uppercase()
+        );
+        report.check(log, &name, || {
+            let before = filter_packets(&viaduct_counters(lab, g)?, "in", None);
+            let web = wget(
+                &mut in_netns(&inet, "busybox"),
+                &format!("http://{}/ready", g.host),
+                "/dev/null",
+                4,
+            )?;
+            let answered = ping(&mut in_netns(&inet, "busybox"), g.host, 3)?;
+            let after = filter_packets(&viaduct_counters(lab, g)?, "in", None);
+            // At least the SYN and the three echo requests.
+            Ok((
+                !web && !answered && after >= before + 4,
+                format!(
+                    "web {}, ping {}; in default (drop) {before} → {after}",
+                    if web { "OPENED" } else { "timed out" },
+                    if answered { "ANSWERED" } else { "unanswered" }
+                ),
+            ))
+        })?;
+    }
+
+    // 4. LAN A → LAN B: out of gw-a by its web rule, refused in by gw-b.
+    report.check(
+        log,
+        "LAN A → LAN B: web let out by gw-a, refused in by gw-b",
+        || {
+            let a0 = filter_packets(&viaduct_counters(lab, a)?, "out", Some("web-out"));
+            let b0 = filter_packets(&viaduct_counters(lab, b)?, "in", None);
+            let web = wget(
+                &mut lab.host_command(a, "busybox"),
+                &format!("http://{}/ready", b.host),
+                "/dev/null",
+                4,
+            )?;
+            let a1 = filter_packets(&viaduct_counters(lab, a)?, "out", Some("web-out"));
+            let b1 = filter_packets(&viaduct_counters(lab, b)?, "in", None);
+            Ok((
+                !web && a1 > a0 && b1 > b0,
+                format!(
+                    "web {}; gw-a web-out {a0} → {a1}, gw-b in default (drop) {b0} → {b1}",
+                    if web { "OPENED" } else { "timed out" }
+                ),
+            ))
+        },
+    )?;
+
+    // 5. The wire: nothing left a LAN but what a LAN may open.
+    report.check(
+        log,
+        "internet capture: nothing left a LAN but web and DNS openings",
+        || {
+            host::sleep(Duration::from_millis(500))?;
+            let bytes = capture_now(lab)?;
+            let cap = parse_capture(&bytes)?;
+            let lans: Vec<(Ipv4Addr, u8)> = lab.gateways.iter().map(Gateway::lan_net).collect();
+            let r = wire::left_lans(&cap, &lans, &TCP_OUT, &UDP_OUT);
+            Ok((
+                r.violations == 0 && r.allowed > 0,
+                format!(
+                    "{} frames; {} packets from a LAN, {} allowed, {} not{}",
+                    cap.frames.len(),
+                    r.packets,
+                    r.allowed,
+                    r.violations,
+                    if r.examples.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.examples.join("; "))
+                    }
+                ),
+            ))
+        },
+    )?;
+    for g in [a, b] {
+        if let Some(l) = viaduct_counters(lab, g)?
+            .into_iter()
+            .find(|l| l.starts_with("conntrack "))
+        {
+            report.figure(&format!("{} {}", g.name, "connection table"), l);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_counters_are_read_by_rule_name_and_summed() {
+        let lines: Vec<String> = [
+            "out bypassed=9",
+            "out filter rule=2 name=web-out packets=3",
+            "out filter rule=3 name=web-out packets=4",
+            "out filter rule=4 name=web-out-2 packets=100",
+            "out filter default packets=7",
+            "in filter rule=0 name=tracked-in packets=11",
+            "in filter default packets=5",
+            "conntrack flows=1 max=100000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(filter_packets(&lines, "out", Some("web-out")), 7);
+        assert_eq!(filter_packets(&lines, "out", None), 7);
+        assert_eq!(filter_packets(&lines, "in", None), 5);
+        assert_eq!(filter_packets(&lines, "in", Some("tracked-in")), 11);
+        assert_eq!(filter_packets(&lines, "in", Some("nothing")), 0);
+        assert_eq!(counter(&lines, "conntrack ", "max"), Some(100000));
+    }
+}
