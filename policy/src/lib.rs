@@ -185,11 +185,17 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
             if let Some(t) = f.timeouts {
                 policy = policy.with_timeouts(t);
             }
+            if f.log {
+                policy = policy.with_log();
+            }
         }
     }
     policy = policy
         .with_default_filter(filter_action(p.viaduct.filter_default))
         .with_max_flows(p.viaduct.filter_max_flows);
+    if p.viaduct.filter_default_log {
+        policy = policy.with_default_log();
+    }
     policy.validate()?;
     Ok(policy)
 }
@@ -535,9 +541,11 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
             "state": f.states.names(),
             "limit": f.limit.map(|l| limit_text(&l)),
             "timeouts": f.timeouts.map(|t| timeouts_text(&t)),
+            "log": f.log,
             "action": format!("{:?}", f.action).to_lowercase(),
         })).collect::<Vec<_>>(),
         "filter_default": format!("{:?}", p.default_filter).to_lowercase(),
+        "filter_default_log": p.filter_default_log,
         "filter_stateful": p.stateful(),
         "filter_max_flows": p.filter_max_flows,
         "ike": p.ike.as_ref().map(|ike| json!({
@@ -761,6 +769,9 @@ pub fn describe_text(p: &blob::Policy) -> String {
         if let Some(t) = &f.timeouts {
             states.push_str(&format!(" timeouts {}", timeouts_text(t)));
         }
+        if f.log {
+            states.push_str(" log");
+        }
         out.push_str(&format!(
             "filter {:<20} {:?} {}{} -> {}{} proto {}{flags}{states} -> {:?}\n",
             f.name,
@@ -773,7 +784,11 @@ pub fn describe_text(p: &blob::Policy) -> String {
             f.action
         ));
     }
-    out.push_str(&format!("filter default {:?}\n", p.default_filter));
+    out.push_str(&format!(
+        "filter default {:?}{}\n",
+        p.default_filter,
+        if p.filter_default_log { " log" } else { "" }
+    ));
     if p.stateful() {
         out.push_str(&format!(
             "filter conntrack max {} flows\n",

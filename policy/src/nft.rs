@@ -128,6 +128,13 @@ pub fn rule(f: &blob::FilterRule, red_if: &str, black_if: &str) -> String {
             l.rate, l.burst
         ));
     }
+    if f.log {
+        // The Viaduct rate-limits its log lines; nftables logs each packet.
+        parts.push(format!(
+            "log prefix {}",
+            quoted(&format!("viaduct {}: ", f.name))
+        ));
+    }
     parts.push("counter".into());
     parts.push(
         match f.action {
@@ -187,6 +194,15 @@ pub fn export(p: &blob::Policy, red_if: &str, black_if: &str) -> String {
     );
     for f in &p.filters {
         let _ = writeln!(o, "\t\t{}", rule(f, red_if, black_if));
+    }
+    if p.filter_default_log {
+        for iif in [red_if, black_if] {
+            let _ = writeln!(
+                o,
+                "\t\tiifname {} log prefix \"viaduct default: \"",
+                quoted(iif)
+            );
+        }
     }
     let _ = writeln!(o, "\t}}");
     let _ = writeln!(o, "}}");

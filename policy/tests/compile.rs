@@ -155,9 +155,39 @@ fn firewall_forwards_in_clear_through_its_filter() {
         "proto 6 state new -> Accept",
         "state established,related -> Accept",
         "filter conntrack max 100000 flows",
+        "filter default Drop log",
     ] {
         assert!(text.contains(want), "{want:?} in\n{text}");
     }
+    // It logs what the default drops, and no rule's packets.
+    assert!(p.filter_default_log);
+    assert!(p.filters.iter().all(|f| !f.log));
+}
+
+/// `log = true` on a rule, `filter_default_log`: compiled into the blob,
+/// shown by `policy show`, exported to nftables as `log`.
+#[test]
+fn logged_rules_compile_show_and_export() {
+    let prof = profile("policy/tests/fixtures/firewall-logged.toml");
+    let p = compile(&prof).unwrap();
+    assert!(!p.filter_default_log);
+    let logged: Vec<&str> = p
+        .filters
+        .iter()
+        .filter(|f| f.log)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(logged, ["ssh-in", "ssh-in"], "one per address family");
+    let text = policy::describe_text(&p);
+    assert!(text.contains("proto 6 log -> Drop"), "{text}");
+    assert!(text.contains("filter default Drop\n"), "{text}");
+    let back = blob::Policy::decode(&p.encode()).unwrap();
+    assert_eq!(back, p);
+    let nft = policy::nft::export(&p, "red", "black");
+    assert!(
+        nft.contains("log prefix \"viaduct ssh-in: \" counter drop"),
+        "{nft}"
+    );
 }
 
 /// Sets, port lists and ICMP types compile to consecutive rules of the

@@ -262,7 +262,11 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
     }
     settings = settings.field(
         "filter default",
-        format!("{:?}", p.default_filter).to_lowercase(),
+        format!(
+            "{}{}",
+            format!("{:?}", p.default_filter).to_lowercase(),
+            if p.filter_default_log { ", logged" } else { "" }
+        ),
     );
     if p.stateful() {
         settings = settings.field(
@@ -414,6 +418,9 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
         }
         if let Some(t) = &f.timeouts {
             it = it.field("timeouts", policy::timeouts_text(t));
+        }
+        if f.log {
+            it = it.field("log", "yes");
         }
         items.push(it.field("action", format!("{:?}", f.action).to_lowercase()));
     }

@@ -93,6 +93,8 @@ struct Filter {
     limit: Option<policy_blob::RateLimit>,
     /// The timeouts of the flows it admits.
     timeouts: Option<Timeouts>,
+    /// Whether the packets it decides are logged.
+    log: bool,
     selector: Selector,
     tcp_flags: TcpFlags,
     states: FilterStates,
@@ -117,6 +119,122 @@ struct RuleHits {
     buckets: Vec<Option<(u64, Timestamp)>>,
     /// Packets a rule passed over because its rate was exceeded.
     limited: Vec<u64>,
+    /// Log lines of logged rules, waiting for the pump to write them.
+    log: FilterLog,
+}
+
+/// Log lines at most per second, on average ([`FilterLog`]).
+pub const LOG_LINES_PER_SECOND: u64 = 20;
+/// Log lines at most in a burst.
+pub const LOG_BURST: u64 = 100;
+
+/// The filter's log for one half: lines of the packets logged rules
+/// decide, rate-limited (a token bucket of [`LOG_LINES_PER_SECOND`], bursts
+/// of [`LOG_BURST`]) so that no traffic can make the Viaduct spend its time
+/// writing, or fill the console; the lines left out are counted. A line
+/// holds numbers and addresses the Viaduct formats itself, never a byte of
+/// the packet's payload.
+#[derive(Debug, Default)]
+struct FilterLog {
+    lines: Vec<String>,
+    /// Tokens in thousandths of a line, and when last filled.
+    bucket: Option<(u64, Timestamp)>,
+    written: u64,
+    suppressed: u64,
+}
+
+impl FilterLog {
+    fn admit(&mut self, now: Timestamp) -> bool {
+        let full = LOG_BURST * 1000;
+        let (tokens, last) = self.bucket.get_or_insert((full, now));
+        let elapsed = now.0.saturating_sub(last.0);
+        if elapsed > 0 {
+            *tokens = tokens
+                .saturating_add(elapsed.saturating_mul(LOG_LINES_PER_SECOND * 1000))
+                .min(full);
+            *last = now;
+        }
+        if *tokens >= 1000 && self.lines.len() < LOG_BURST as usize {
+            *tokens -= 1000;
+            self.written += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// One log line: `filter log <dir> rule=<i>|default [name=<n>] <verdict>
+/// [state=<s>] proto=<p> <src>[:<port>] > <dst>[:<port>] [flags=<f>]`.
+fn log_line(
+    dir: Direction,
+    rule: Option<(u32, &str)>,
+    accepted: bool,
+    t: &FiveTuple,
+    state: Option<CtState>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut l = String::with_capacity(128);
+    let _ = write!(
+        l,
+        "filter log {} ",
+        match dir {
+            Direction::Outbound => "out",
+            Direction::Inbound => "in",
+        }
+    );
+    match rule {
+        Some((i, name)) => {
+            let _ = write!(l, "rule={i} name={name}");
+        }
+        None => l.push_str("default"),
+    }
+    l.push_str(if accepted { " accept" } else { " drop" });
+    if let Some(s) = state {
+        let _ = write!(l, " state={}", s.name());
+    }
+    let _ = write!(l, " proto={}", t.protocol);
+    let icmp = matches!(t.protocol, 1 | 58);
+    let at = |a: std::net::IpAddr, p: Option<u16>| match (a, p) {
+        (std::net::IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    };
+    match (t.ports, icmp) {
+        (Some((ty, code)), true) => {
+            let _ = write!(l, " {} > {} type={ty} code={code}", t.src, t.dst);
+        }
+        (ports, _) => {
+            let _ = write!(
+                l,
+                " {} > {}",
+                at(t.src, ports.map(|p| p.0)),
+                at(t.dst, ports.map(|p| p.1))
+            );
+        }
+    }
+    if let Some(f) = t.tcp_flags {
+        l.push_str(" flags=");
+        for (bit, c) in [
+            (0x02, 'S'),
+            (0x10, 'A'),
+            (0x01, 'F'),
+            (0x04, 'R'),
+            (0x08, 'P'),
+            (0x20, 'U'),
+            (0x40, 'E'),
+            (0x80, 'C'),
+        ] {
+            if f & bit != 0 {
+                l.push(c);
+            }
+        }
+    }
+    if t.ports_unknown {
+        l.push_str(" fragment");
+    }
+    l
 }
 
 impl RuleHits {
@@ -126,6 +244,7 @@ impl RuleHits {
             default: 0,
             buckets: vec![None; n],
             limited: vec![0; n],
+            log: FilterLog::default(),
         }
     }
 
@@ -195,6 +314,13 @@ impl RuleHits {
         if !list.is_empty() {
             let _ = writeln!(s, "{prefix} filter default packets={}", self.default);
         }
+        if self.log.written + self.log.suppressed > 0 {
+            let _ = writeln!(
+                s,
+                "{prefix} filter log written={} suppressed={}",
+                self.log.written, self.log.suppressed
+            );
+        }
     }
 }
 
@@ -235,6 +361,8 @@ struct Rules {
     filters_out: Vec<Filter>,
     filters_in: Vec<Filter>,
     default_filter: FilterAction,
+    /// Whether the packets the default decides are logged.
+    default_log: bool,
     tunnels: Vec<TunnelRules>,
     /// The IKE peers, by index: (our address, the peer's).
     ike_peers: Vec<(IpAddr, IpAddr)>,
@@ -342,6 +470,11 @@ impl Rules {
             match first_match(applies, t, |f| &f.selector, |f| f.tcp_flags) {
                 Lookup::Match(f) => {
                     if hits.take(f, now) {
+                        if f.log && hits.log.admit(now) {
+                            let accepted = f.action == FilterAction::Accept;
+                            let line = log_line(dir, Some((f.index, &f.name)), accepted, t, state);
+                            hits.log.lines.push(line);
+                        }
                         break (f.action, f.index, f.timeouts);
                     }
                     from = list
@@ -350,7 +483,14 @@ impl Rules {
                         .map_or(list.len(), |p| p + 1);
                 }
                 Lookup::Unclassified => return (None, Err(DropReason::UnclassifiedFragment)),
-                Lookup::None => break (self.default_filter, DEFAULT_RULE, None),
+                Lookup::None => {
+                    if self.default_log && hits.log.admit(now) {
+                        let accepted = self.default_filter == FilterAction::Accept;
+                        let line = log_line(dir, None, accepted, t, state);
+                        hits.log.lines.push(line);
+                    }
+                    break (self.default_filter, DEFAULT_RULE, None);
+                }
             }
         };
         (
@@ -545,6 +685,7 @@ impl Engine {
                     name: f.name.clone(),
                     limit: f.limit,
                     timeouts: f.timeouts.map(Timeouts::from_array),
+                    log: f.log,
                     selector: f.selector.clone(),
                     tcp_flags: f.tcp_flags,
                     states: f.states,
@@ -567,6 +708,7 @@ impl Engine {
             filters_out: split(Direction::Outbound),
             filters_in: split(Direction::Inbound),
             default_filter: policy.default_filter,
+            default_log: policy.filter_default_log,
             tunnels,
             ike_peers: policy
                 .ike
@@ -716,6 +858,12 @@ impl OutboundPath {
                 });
             }
         }
+    }
+
+    /// The filter's log lines since the last call (logged rules only;
+    /// rate-limited, see [`LOG_LINES_PER_SECOND`]).
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.hits.log.lines)
     }
 
     /// Human-readable counters, one line each.
@@ -934,6 +1082,12 @@ impl InboundPath {
                 });
             }
         }
+    }
+
+    /// The filter's log lines since the last call (logged rules only;
+    /// rate-limited, see [`LOG_LINES_PER_SECOND`]).
+    pub fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.hits.log.lines)
     }
 
     /// Human-readable counters, one line each.

@@ -104,6 +104,10 @@ pub trait Direction {
     fn end_batch(&mut self, now: Timestamp);
     /// The direction's counters, one line per group.
     fn report(&self) -> String;
+    /// Log lines waiting to be written (the filter's logged rules).
+    fn log(&mut self) -> Vec<String> {
+        Vec::new()
+    }
     /// A descriptor that becomes readable when [`Direction::commands`] has
     /// work (the IKE link's mailbox), if any.
     fn wake(&self) -> Option<&OwnedFd> {
@@ -198,6 +202,10 @@ pub fn run(dirs: &mut [&mut dyn Direction], ctl: &Control) -> Result<(), EngineE
             dir.input_mut().end_reads();
             if reads > 0 {
                 dir.end_batch(now);
+                // Rate-limited by the engine: a few lines a second at most.
+                for l in dir.log() {
+                    eprintln!("{l}");
+                }
             }
             if let Some(e) = failed {
                 break 'outer Err(err(dir.input_name(), e));
@@ -418,6 +426,10 @@ impl Direction for Outbound {
             }
         });
         black.flush();
+    }
+
+    fn log(&mut self) -> Vec<String> {
+        self.o.take_log()
     }
 
     fn report(&self) -> String {
@@ -656,6 +668,10 @@ impl Direction for Inbound {
                 to_out.send(c);
             }
         });
+    }
+
+    fn log(&mut self) -> Vec<String> {
+        self.i.take_log()
     }
 
     fn report(&self) -> String {

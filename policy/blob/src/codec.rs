@@ -22,7 +22,12 @@ pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// references) follows the default filter action.
 /// 4: each IKE peer carries its dead-peer detection (delay u32 seconds, 0 for
 /// none; action tag 0 restart, 1 clear) after its IKE rekey time.
-pub const FORMAT_VERSION: u16 = 5;
+/// 5: filter rules carry connection states (u8 bits), an optional rate
+/// limit and optional flow timeouts; the connection table's size follows
+/// the default filter action.
+/// 6: a log flag after each filter rule's timeouts, and after the default
+/// filter action.
+pub const FORMAT_VERSION: u16 = 6;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -306,9 +311,11 @@ fn encode_body(p: &Policy) -> Vec<u8> {
                 }
             }
         }
+        w.u8(u8::from(f.log));
         w.u8(filter_tag(f.action));
     }
     w.u8(filter_tag(p.default_filter));
+    w.u8(u8::from(p.filter_default_log));
     w.u32(p.filter_max_flows);
     match &p.ike {
         None => w.u8(0),
@@ -724,6 +731,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         } else {
             None
         };
+        let log = r.flag("filter log flag")?;
         let action = r.filter_action("filter action")?;
         filters.push(FilterRule {
             name,
@@ -733,10 +741,12 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
             states,
             limit,
             timeouts,
+            log,
             action,
         });
     }
     let default_filter = r.filter_action("default filter action")?;
+    let filter_default_log = r.flag("default filter log flag")?;
     let filter_max_flows = r.u32("filter max flows")?;
     let ike = if r.flag("IKE section flag")? {
         Some(r.ike()?)
@@ -759,6 +769,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         filters,
         default_filter,
         filter_max_flows,
+        filter_default_log,
         ike,
     })
 }

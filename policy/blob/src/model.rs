@@ -625,6 +625,8 @@ pub struct FilterRule {
     /// The timeouts of the flows it admits (all 14, in the order of
     /// [`FLOW_TIMEOUT_NAMES`]), if not the defaults.
     pub timeouts: Option<[u32; 14]>,
+    /// Whether the packets it decides are logged.
+    pub log: bool,
     /// Verdict.
     pub action: FilterAction,
 }
@@ -650,6 +652,8 @@ pub struct Policy {
     pub default_filter: FilterAction,
     /// The connection table's size, when a rule names states.
     pub filter_max_flows: u32,
+    /// Whether the packets the default decides are logged.
+    pub filter_default_log: bool,
     /// IKEv2, if any tunnel is keyed by it.
     pub ike: Option<IkeConfig>,
 }
@@ -668,6 +672,7 @@ impl Policy {
             filters: Vec::new(),
             default_filter: FilterAction::Accept,
             filter_max_flows: DEFAULT_MAX_FLOWS,
+            filter_default_log: false,
             ike: None,
         }
     }
@@ -721,6 +726,7 @@ impl Policy {
             states: FilterStates::ANY,
             limit: None,
             timeouts: None,
+            log: false,
             action,
         });
         self
@@ -743,6 +749,7 @@ impl Policy {
             states: FilterStates::ANY,
             limit: None,
             timeouts: None,
+            log: false,
             action,
         });
         self
@@ -769,6 +776,20 @@ impl Policy {
         if let Some(f) = self.filters.last_mut() {
             f.timeouts = Some(timeouts);
         }
+        self
+    }
+
+    /// Makes the last filter rule log the packets it decides.
+    pub fn with_log(mut self) -> Self {
+        if let Some(f) = self.filters.last_mut() {
+            f.log = true;
+        }
+        self
+    }
+
+    /// Makes the default log the packets it decides.
+    pub fn with_default_log(mut self) -> Self {
+        self.filter_default_log = true;
         self
     }
 

@@ -407,12 +407,14 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 any::<bool>(),
                 any::<u8>(),
                 any::<u8>(),
+                any::<bool>(),
             ),
             0..4,
         ),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, ver, sv, local, spd, filters, def)| {
+        .prop_map(|(name, ver, sv, local, spd, filters, def, def_log)| {
             let mut p = Policy::new(name, ver).with_security_version(sv);
             p.local = local;
             for (i, s) in spd.into_iter().enumerate() {
@@ -423,7 +425,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 };
                 p = p.with_spd(format!("e{i}"), s, action);
             }
-            for (i, (s, inb, drop, mask, value)) in filters.into_iter().enumerate() {
+            for (i, (s, inb, drop, mask, value, log)) in filters.into_iter().enumerate() {
                 // TCP rules get a flags match (value within mask).
                 let tcp_flags = if s.protocol == Protocol::TCP {
                     TcpFlags {
@@ -448,6 +450,12 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                         FilterAction::Accept
                     },
                 );
+                if log {
+                    p = p.with_log();
+                }
+            }
+            if def_log {
+                p = p.with_default_log();
             }
             p.with_default_filter(if def {
                 FilterAction::Drop

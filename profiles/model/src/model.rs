@@ -215,6 +215,8 @@ pub struct Viaduct {
     pub filter_default: FilterAction,
     /// The connection table's size (used when a rule names states).
     pub filter_max_flows: u32,
+    /// Whether the packets the default decides are logged.
+    pub filter_default_log: bool,
     /// IDS rules.
     pub ids: Vec<IdsRule>,
     /// Routes.
@@ -606,6 +608,8 @@ pub struct FilterRule {
     /// Timeouts of the connections it admits (all 14, in the order of
     /// [`FLOW_TIMEOUTS`]), when the rule sets any.
     pub timeouts: Option<[u32; 14]>,
+    /// Whether the packets it decides are logged.
+    pub log: bool,
     /// Action.
     pub action: FilterAction,
 }

@@ -234,6 +234,8 @@ pub struct RawViaduct {
     /// `state`; a connection that would open past it is dropped and
     /// counted (`state_table_full`), never let through untracked.
     pub filter_max_flows: Option<Sp<u64>>,
+    /// Log every packet the default decides (`true`), as a rule's `log`.
+    pub filter_default_log: Option<Sp<bool>>,
     /// Intrusion-detection rules (role `ids`).
     pub ids: Option<Sp<Vec<Sp<RawIdsRule>>>>,
     /// Routes (role `router`).
@@ -469,6 +471,12 @@ pub struct RawFilterRule {
     /// `other_first`, `other_single`, `other_multiple` (1 s to 1 year);
     /// the others keep pf's defaults.
     pub timeouts: Option<Sp<BTreeMap<String, Sp<u64>>>>,
+    /// Log every packet this rule decides (`true`): one line on the
+    /// Viaduct's console (rule, verdict, connection state, protocol,
+    /// addresses, ports or ICMP type and code, TCP flags; never payload).
+    /// Each direction writes at most 20 log lines a second (bursts of 100);
+    /// the lines it leaves out are counted (`filter log suppressed=`).
+    pub log: Option<Sp<bool>>,
     /// TCP flags the packet must have (needs `protocol = "tcp"`): each of
     /// `fin`, `syn`, `rst`, `psh`, `ack`, `urg`, `ece`, `cwr` must be set,
     /// or clear when written `!syn`; flags not named may be either.

@@ -8,7 +8,8 @@
 //! 2. a ping from each LAN host to the internet host is refused (no rule lets
 //!    ICMP out), counted by the default;
 //! 3. the internet host cannot open a connection in, to either LAN: web and
-//!    ping time out, counted by the Viaduct's default;
+//!    ping time out, counted by the Viaduct's default, and the refused SYN
+//!    is on the console (the profile logs what the default drops);
 //! 4. LAN A → LAN B: gw-a lets the opening out (web), gw-b refuses it in;
 //! 5. the capture of the internet: nothing left a LAN but what the firewall
 //!    lets a LAN open (TCP 80/443, UDP 53).
@@ -253,13 +254,23 @@ pub(super) fn checks(
             )?;
             let answered = ping(&mut in_netns(&inet, "busybox"), g.host, 3)?;
             let after = filter_packets(&viaduct_counters(lab, g)?, "in", None);
+            // The profile logs what the default drops: the SYN is on the
+            // console.
+            let syn = format!("> {}:80 flags=S", g.host);
+            let mut console = lab.console(g);
+            console.poll();
+            let logged = console.lines().iter().any(|l| {
+                l.contains("viaduct| filter log in default drop state=new proto=6 ")
+                    && l.contains(&syn)
+            });
             // At least the SYN and the three echo requests.
             Ok((
-                !web && !answered && after >= before + 4,
+                !web && !answered && after >= before + 4 && logged,
                 format!(
-                    "web {}, ping {}; in default (drop) {before} → {after}",
+                    "web {}, ping {}; in default (drop) {before} → {after}; the SYN {}logged",
                     if web { "OPENED" } else { "timed out" },
-                    if answered { "ANSWERED" } else { "unanswered" }
+                    if answered { "ANSWERED" } else { "unanswered" },
+                    if logged { "" } else { "NOT " }
                 ),
             ))
         })?;

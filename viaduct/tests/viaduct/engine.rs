@@ -1233,6 +1233,96 @@ fn a_rate_limited_rule_passes_packets_over_its_rate_to_the_next_rules() {
     );
 }
 
+/// A logged rule writes one line per packet it decides (rule, verdict,
+/// state, addresses, ports, flags; nothing of the payload), a rule without
+/// `log` none; the default logs when the policy says so. The lines are
+/// rate-limited: a burst of 100, then 20 a second, the rest counted.
+#[test]
+fn logged_rules_write_rate_limited_lines_without_payload() {
+    let any = Selector::any_v4();
+    let p = tracked_policy()
+        .with_log()
+        .with_filter(
+            "web-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol::TCP,
+                dst_ports: PortRange::single(80),
+                ..any.clone()
+            },
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::NEW))
+        .with_log()
+        .with_filter(
+            "quiet-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol::TCP,
+                dst_ports: PortRange::single(443),
+                ..any.clone()
+            },
+            FilterAction::Accept,
+        )
+        .with_default_filter(FilterAction::Drop)
+        .with_default_log();
+    let mut fw = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
+    let secret = b"payload-marker-never-logged";
+    let mut out = vec![0u8; 2048];
+    let b = tcp4(LAN, WEB, 40000, 80, tcp::SYN, secret);
+    assert!(matches!(fw.outbound(&b, &mut out, T0), Verdict::Send(_)));
+    let mut b = tcp4(WEB, LAN, 80, 40000, tcp::SYN | tcp::ACK, secret);
+    assert!(matches!(fw.inbound(&mut b, T0), Verdict::Send(_)));
+    let b = tcp4(LAN, WEB, 40001, 443, tcp::SYN, secret);
+    assert!(matches!(fw.outbound(&b, &mut out, T0), Verdict::Send(_)));
+    let mut b = tcp4(WEB, LAN, 5555, 22, tcp::SYN, secret);
+    assert!(!matches!(fw.inbound(&mut b, T0), Verdict::Send(_)));
+    let out = fw.outbound.take_log();
+    let inb = fw.inbound.take_log();
+    assert_eq!(
+        out,
+        [format!(
+            "filter log out rule=1 name=web-out accept state=new proto=6 {LAN}:40000 > {WEB}:80 flags=S"
+        )]
+    );
+    assert_eq!(
+        inb,
+        [
+            format!("filter log in rule=0 name=tracked accept state=established proto=6 {WEB}:80 > {LAN}:40000 flags=SA"),
+            format!("filter log in default drop state=new proto=6 {WEB}:5555 > {LAN}:22 flags=S"),
+        ]
+    );
+    assert!(fw.outbound.take_log().is_empty(), "taken once");
+    // A flood: 1,000 refused SYNs in the same second give what is left of
+    // the burst, the rest is counted; a second later, 20 more lines.
+    for port in 0..1000u16 {
+        let mut b = tcp4(WEB, LAN, 10000 + port, 22, tcp::SYN, b"");
+        assert!(!matches!(fw.inbound(&mut b, T0), Verdict::Send(_)));
+    }
+    let burst = fw.inbound.take_log();
+    assert_eq!(burst.len(), 98, "the burst less the lines already written");
+    for port in 0..1000u16 {
+        let mut b = tcp4(WEB, LAN, 20000 + port, 22, tcp::SYN, b"");
+        assert!(!matches!(
+            fw.inbound(&mut b, Timestamp(T0.0 + 1)),
+            Verdict::Send(_)
+        ));
+    }
+    assert_eq!(fw.inbound.take_log().len(), 20);
+    let report = fw.inbound.report();
+    assert!(
+        report.contains("in filter log written=120 suppressed=1882"),
+        "{report}"
+    );
+    assert!(
+        !out.iter()
+            .chain(&inb)
+            .chain(&burst)
+            .any(|l| l.contains("payload")),
+        "no payload in a log line"
+    );
+}
+
 /// A rule's own timeouts hold for the flows it admits, the defaults for
 /// the others.
 #[test]

@@ -671,6 +671,8 @@ fn nft_verdicts(p: &Policy, steps: &[Step], tag: &str) -> Vec<bool> {
         .map(|l| l == "accept")
         .collect();
     assert_eq!(verdicts.len(), steps.len(), "one verdict per packet");
+    // Kept only when a check above failed, for a look.
+    let _ = std::fs::remove_dir_all(&dir);
     verdicts
 }
 

@@ -334,6 +334,7 @@ pub(super) fn filter_rules(
                 states,
                 limit,
                 timeouts,
+                log: r.log.as_ref().is_some_and(|b| b.value),
                 action,
             }),
             _ => ok = false,

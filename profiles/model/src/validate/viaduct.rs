@@ -69,6 +69,7 @@ pub(super) fn viaduct(
         sets: sets?,
         filter_default: filter_default?,
         filter_max_flows: filter_max_flows?,
+        filter_default_log: vr.filter_default_log.as_ref().is_some_and(|b| b.value),
         ids: ids?,
         routes,
     })
