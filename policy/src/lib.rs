@@ -38,7 +38,7 @@ pub enum PolicyError {
         b: String,
     },
     /// The profile asks for an engine this Viaduct does not have.
-    #[error("role `{0}` is not supported by this Viaduct yet (supported: vpn, firewall); its rules would not be enforced, so the policy is refused")]
+    #[error("role `{0}` is not supported by this Viaduct yet (supported: vpn, firewall, router); its rules would not be enforced, so the policy is refused")]
     UnsupportedRole(&'static str),
     /// Something the profile allows that the Viaduct or its IKE engine
     /// cannot do.
@@ -67,8 +67,7 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
     for role in &p.viaduct.roles {
         match role {
             m::Role::Ids => return Err(PolicyError::UnsupportedRole("ids")),
-            m::Role::Router => return Err(PolicyError::UnsupportedRole("router")),
-            m::Role::Vpn | m::Role::Firewall => {}
+            m::Role::Vpn | m::Role::Firewall | m::Role::Router => {}
         }
     }
     let mut policy = blob::Policy::new(&p.appliance.name, &p.appliance.version)
@@ -196,8 +195,47 @@ pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
     if p.viaduct.filter_default_log {
         policy = policy.with_default_log();
     }
+    if p.viaduct.roles.contains(&m::Role::Router) {
+        policy = routes(policy, p);
+    }
     policy.validate()?;
     Ok(policy)
+}
+
+/// The router role's tables: the static routes to red and black (a route
+/// into a tunnel is the SPD's: its PROTECT entries come first), red's own
+/// networks to red unless routed explicitly, and what black may install.
+fn routes(mut policy: blob::Policy, p: &m::Profile) -> blob::Policy {
+    for r in &p.viaduct.routes {
+        let via = match r.via {
+            m::RouteVia::Red => blob::RouteVia::Red,
+            m::RouteVia::Black => blob::RouteVia::Black,
+            m::RouteVia::Tunnel(_) => continue,
+        };
+        policy = policy.with_route(prefix(&r.dst), via);
+    }
+    for a in &p.red.addresses {
+        let net = prefix(&a.network());
+        if !policy.routes.iter().any(|r| r.prefix == net) {
+            policy = policy.with_route(net, blob::RouteVia::Red);
+        }
+    }
+    if let Some(l) = &p.viaduct.learned_routes {
+        policy = policy.with_learn(blob::LearnPolicy {
+            allow: l
+                .allow
+                .iter()
+                .map(|a| blob::PrefixRange {
+                    prefix: prefix(&a.prefix),
+                    min_len: a.ge,
+                    max_len: a.le,
+                })
+                .collect(),
+            max_routes: l.max,
+            martians: l.martians,
+        });
+    }
+    policy
 }
 
 /// Compiles and encodes: the exact bytes the image carries.
@@ -548,6 +586,12 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
         "filter_default_log": p.filter_default_log,
         "filter_stateful": p.stateful(),
         "filter_max_flows": p.filter_max_flows,
+        "routes": p.routes.iter().map(|r| json!({"dst": format!("{}/{}", r.prefix.addr, r.prefix.len), "via": route_via(r.via)})).collect::<Vec<_>>(),
+        "learned_routes": p.learn.as_ref().map(|l| json!({
+            "allow": l.allow.iter().map(range_text).collect::<Vec<_>>(),
+            "max": l.max_routes,
+            "martians": if l.martians { "allow" } else { "deny" },
+        })),
         "ike": p.ike.as_ref().map(|ike| json!({
             "local_id": ike.local_id.to_string(),
             "private_key": ike.private_key.as_ref().map(credential_text),
@@ -795,7 +839,40 @@ pub fn describe_text(p: &blob::Policy) -> String {
             p.filter_max_flows
         ));
     }
+    for r in &p.routes {
+        out.push_str(&format!(
+            "route {}/{} -> {}\n",
+            r.prefix.addr,
+            r.prefix.len,
+            route_via(r.via)
+        ));
+    }
+    if let Some(l) = &p.learn {
+        for a in &l.allow {
+            out.push_str(&format!("learn {}\n", range_text(a)));
+        }
+        out.push_str(&format!(
+            "learn max {} routes, martians {}\n",
+            l.max_routes,
+            if l.martians { "allowed" } else { "denied" }
+        ));
+    }
     out
+}
+
+fn route_via(v: blob::RouteVia) -> &'static str {
+    match v {
+        blob::RouteVia::Red => "red",
+        blob::RouteVia::Black => "black",
+    }
+}
+
+/// `P ge N le M`, as FRR's prefix lists write a range.
+pub fn range_text(a: &blob::PrefixRange) -> String {
+    format!(
+        "{}/{} ge {} le {}",
+        a.prefix.addr, a.prefix.len, a.min_len, a.max_len
+    )
 }
 
 /// Where a CHILD SA with a byte or packet limit of `hard` is rekeyed: 10 %

@@ -310,15 +310,62 @@ fn limits_and_timeouts_compile() {
 
 #[test]
 fn unsupported_roles_are_refused_not_ignored() {
-    for (rel, role) in [
-        ("profiles/ids.toml", "ids"),
-        ("profiles/router.toml", "router"),
-    ] {
+    for (rel, role) in [("profiles/ids.toml", "ids")] {
         match compile(&profile(rel)) {
             Err(PolicyError::UnsupportedRole(r)) => assert_eq!(r, role),
             other => panic!("{rel}: {other:?}"),
         }
     }
+}
+
+/// The router role: static routes to red and black (red's network among
+/// them), cleartext bypassing the SPD, no learned routes unless asked.
+#[test]
+fn router_compiles_its_routes() {
+    let p = compile(&profile("profiles/router.toml")).unwrap();
+    assert!(p.routed());
+    let routes: Vec<String> = p
+        .routes
+        .iter()
+        .map(|r| format!("{}/{} {:?}", r.prefix.addr, r.prefix.len, r.via))
+        .collect();
+    assert_eq!(routes, ["0.0.0.0/0 Black", "10.1.0.0/24 Red"]);
+    assert!(p.learn.is_none());
+    assert!(p.spd.iter().all(|e| e.action == blob::SpdAction::Bypass));
+    let text = policy::describe_text(&p);
+    assert!(text.contains("route 0.0.0.0/0 -> black"), "{text}");
+    assert!(text.contains("route 10.1.0.0/24 -> red"), "{text}");
+
+    let p = compile(&profile("policy/tests/fixtures/router-learned.toml")).unwrap();
+    let l = p.learn.as_ref().expect("learned routes");
+    assert_eq!(l.max_routes, 5000);
+    assert!(!l.martians);
+    let ranges: Vec<String> = l
+        .allow
+        .iter()
+        .map(|a| {
+            format!(
+                "{}/{} {}-{}",
+                a.prefix.addr, a.prefix.len, a.min_len, a.max_len
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        ["1.0.0.0/8 8-24", "2a00::/12 32-48", "0.0.0.0/0 0-0"]
+    );
+    // Red's second network is routed to red explicitly; its LAN too.
+    assert!(p
+        .routes
+        .iter()
+        .any(|r| r.prefix.len == 16 && r.via == blob::RouteVia::Red));
+    let text = policy::describe_text(&p);
+    assert!(
+        text.contains("learn 1.0.0.0/8 ge 8 le 24")
+            && text.contains("learn max 5000 routes, martians denied"),
+        "{text}"
+    );
+    assert_eq!(blob::Policy::decode(&p.encode()).unwrap(), p);
 }
 
 #[test]

@@ -29,6 +29,8 @@ pub enum Kind {
     IkePeer,
     /// A filter rule.
     FilterRule,
+    /// A static route of the router role (keyed by its destination).
+    Route,
     /// The Viaduct and IKE process as the plan starts them.
     Viaduct,
     /// A personality compartment.
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Tunnel => "tunnel",
             Kind::IkePeer => "ike peer",
             Kind::FilterRule => "filter rule",
+            Kind::Route => "route",
             Kind::Viaduct => "viaduct",
             Kind::Compartment => "compartment",
             Kind::Service => "service",
@@ -274,7 +277,34 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
             format!("{} flows", p.filter_max_flows),
         );
     }
+    if let Some(l) = &p.learn {
+        settings = settings
+            .field(
+                "learned routes allowed",
+                l.allow
+                    .iter()
+                    .map(policy::range_text)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+            .field("learned routes max", l.max_routes.to_string())
+            .field(
+                "learned martians",
+                if l.martians { "allowed" } else { "denied" },
+            );
+    }
     items.push(settings);
+    for r in &p.routes {
+        items.push(
+            Item::new(Kind::Route, format!("{}/{}", r.prefix.addr, r.prefix.len)).field(
+                "via",
+                match r.via {
+                    blob::RouteVia::Red => "red",
+                    blob::RouteVia::Black => "black",
+                },
+            ),
+        );
+    }
     for e in &p.spd {
         let action = match e.action {
             blob::SpdAction::Protect(id) => format!("protect in tunnel {}", tunnel_name(p, id)),

@@ -75,11 +75,15 @@ pub enum DropReason {
     /// A packet that would open a tracked flow found the connection table
     /// full (`filter_max_flows`): refused rather than let through untracked.
     StateTableFull,
+    /// Cleartext with no route to its destination on the side it was going
+    /// to (role `router`): red's packet to an address no route sends to
+    /// black, black's to an address not routed to red.
+    NoRoute,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 27] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -107,6 +111,7 @@ impl DropReason {
         DropReason::EncapMismatch,
         DropReason::CeOnNotEct,
         DropReason::StateTableFull,
+        DropReason::NoRoute,
     ];
 
     fn index(self) -> usize {
@@ -143,6 +148,7 @@ impl DropReason {
             DropReason::EncapMismatch => "encap_mismatch",
             DropReason::CeOnNotEct => "ce_on_not_ect",
             DropReason::StateTableFull => "state_table_full",
+            DropReason::NoRoute => "no_route",
         }
     }
 }

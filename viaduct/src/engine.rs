@@ -9,11 +9,11 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use policy_blob::{
-    Direction, FilterAction, FilterStates, Policy, Selector, SpdAction, TcpFlags, TrafficSelector,
-    TunnelId,
+    Direction, FilterAction, FilterStates, Policy, RouteVia, Selector, SpdAction, TcpFlags,
+    TrafficSelector, TunnelId,
 };
 
 use viaduct_channel::{InstallRules, Refusal, SaInstall};
@@ -21,6 +21,7 @@ use viaduct_channel::{InstallRules, Refusal, SaInstall};
 use crate::conntrack::{CtState, Timeouts, Tracker};
 pub use crate::drop::{DropCounters, DropReason};
 use crate::error::EngineError;
+use crate::router::Routes;
 use crate::sa::{InboundSa, OutboundSa, SaId, Timestamp};
 use crate::wire::ip::{five_tuple, FiveTuple, Ipv4Packet, Ipv6Packet};
 use crate::wire::{udp, WireError};
@@ -327,6 +328,18 @@ impl RuleHits {
 /// The connection table both halves share when the policy is stateful.
 type SharedTracker = Option<Arc<Mutex<Tracker>>>;
 
+/// The router role's routes, shared by both halves and whoever reads
+/// black's routing daemon (role `router`; `None` otherwise).
+pub type SharedRoutes = Option<Arc<RwLock<Routes>>>;
+
+/// Where the router role sends cleartext to `dst` (`None`: no route, or
+/// the policy does not route).
+fn route_of(routes: &SharedRoutes, dst: IpAddr) -> Option<Option<RouteVia>> {
+    routes
+        .as_ref()
+        .map(|r| r.read().unwrap_or_else(PoisonError::into_inner).lookup(dst))
+}
+
 /// What the table learns from an accepted packet, recorded only once the
 /// packet has gone on (a packet the SPD or the SA drops after the filter
 /// leaves no state).
@@ -573,6 +586,8 @@ pub struct OutboundPath {
     pending: Vec<(usize, u32, OutboundSa)>,
     /// The connection table (a stateful policy).
     tracker: SharedTracker,
+    /// The routes (role `router`).
+    routes: SharedRoutes,
     hits: RuleHits,
     drops: DropCounters,
     bypassed: u64,
@@ -588,6 +603,8 @@ pub struct InboundPath {
     any_udp: bool,
     /// The connection table (a stateful policy), shared with the outbound half.
     tracker: SharedTracker,
+    /// The routes (role `router`), shared with the outbound half.
+    routes: SharedRoutes,
     /// What the packet being processed is to record in it, once sent.
     deferred: Option<Deferred>,
     hits: RuleHits,
@@ -699,6 +716,7 @@ impl Engine {
                 Timeouts::default(),
             )))
         });
+        let routes: SharedRoutes = Routes::new(policy).map(|r| Arc::new(RwLock::new(r)));
         let rules = Arc::new(Rules {
             spd: policy
                 .spd
@@ -734,6 +752,7 @@ impl Engine {
                 active_spi: vec![None; n_tunnels],
                 pending: Vec::new(),
                 tracker: tracker.clone(),
+                routes: routes.clone(),
                 hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
                 bypassed: 0,
@@ -744,6 +763,7 @@ impl Engine {
                 // IKE may turn UDP encapsulation on for any of its tunnels.
                 any_udp: any_ike || policy.tunnels.iter().any(|t| t.udp_encap),
                 tracker,
+                routes,
                 deferred: None,
                 hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
@@ -761,6 +781,12 @@ impl Engine {
     /// Black → red; see [`InboundPath::process`].
     pub fn inbound(&mut self, pkt: &mut [u8], now: Timestamp) -> Verdict {
         self.inbound.process(pkt, now)
+    }
+
+    /// The routes of the router role, for whoever reads black's routing
+    /// daemon (`None`: the policy does not route cleartext).
+    pub fn routes(&self) -> SharedRoutes {
+        self.outbound.routes.clone()
     }
 
     /// Splits into the two halves (one per pump thread) and the control
@@ -812,6 +838,12 @@ impl OutboundPath {
         match action {
             SpdAction::Discard => Err(DropReason::Discard),
             SpdAction::Bypass => {
+                // The router role: only where a route sends it to black.
+                if let Some(via) = route_of(&self.routes, t.dst) {
+                    if via != Some(RouteVia::Black) {
+                        return Err(DropReason::NoRoute);
+                    }
+                }
                 let dst = out
                     .get_mut(..inner.len())
                     .ok_or(DropReason::BufferTooSmall)?;
@@ -901,6 +933,9 @@ impl OutboundPath {
                 c.invalid,
                 c.related
             );
+        }
+        if let Some(r) = &self.routes {
+            s.push_str(&r.read().unwrap_or_else(PoisonError::into_inner).report());
         }
         s
     }
@@ -1046,6 +1081,12 @@ impl InboundPath {
             Lookup::Match(SpdAction::Bypass) => {}
             Lookup::Unclassified => return Err(DropReason::UnclassifiedFragment),
             _ => return Err(DropReason::Unprotected),
+        }
+        // The router role: only where a route sends it to red.
+        if let Some(via) = route_of(&self.routes, t.dst) {
+            if via != Some(RouteVia::Red) {
+                return Err(DropReason::NoRoute);
+            }
         }
         self.deferred = self.rules.filter_packet(
             &self.tracker,

@@ -27,7 +27,10 @@ pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// the default filter action.
 /// 6: a log flag after each filter rule's timeouts, and after the default
 /// filter action.
-pub const FORMAT_VERSION: u16 = 6;
+/// 7: static routes (prefix, via tag 1 red / 2 black) and an optional learn
+/// section (allowed prefix ranges, the most routes, martians flag) after the
+/// connection table's size.
+pub const FORMAT_VERSION: u16 = 7;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -317,6 +320,28 @@ fn encode_body(p: &Policy) -> Vec<u8> {
     w.u8(filter_tag(p.default_filter));
     w.u8(u8::from(p.filter_default_log));
     w.u32(p.filter_max_flows);
+    w.count(p.routes.len());
+    for r in &p.routes {
+        w.prefix(&r.prefix);
+        w.u8(match r.via {
+            RouteVia::Red => 1,
+            RouteVia::Black => 2,
+        });
+    }
+    match &p.learn {
+        None => w.u8(0),
+        Some(l) => {
+            w.u8(1);
+            w.count(l.allow.len());
+            for a in &l.allow {
+                w.prefix(&a.prefix);
+                w.u8(a.min_len);
+                w.u8(a.max_len);
+            }
+            w.u32(l.max_routes);
+            w.u8(u8::from(l.martians));
+        }
+    }
     match &p.ike {
         None => w.u8(0),
         Some(ike) => {
@@ -748,6 +773,40 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
     let default_filter = r.filter_action("default filter action")?;
     let filter_default_log = r.flag("default filter log flag")?;
     let filter_max_flows = r.u32("filter max flows")?;
+    let n = r.count("static routes", 7)?;
+    let mut routes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let prefix = r.prefix("route prefix")?;
+        let via = match r.u8("route via")? {
+            1 => RouteVia::Red,
+            2 => RouteVia::Black,
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "route via",
+                    value: u64::from(v),
+                })
+            }
+        };
+        routes.push(StaticRoute { prefix, via });
+    }
+    let learn = if r.flag("learn section flag")? {
+        let n = r.count("learned route ranges", 8)?;
+        let mut allow = Vec::with_capacity(n);
+        for _ in 0..n {
+            allow.push(PrefixRange {
+                prefix: r.prefix("learned route range prefix")?,
+                min_len: r.u8("learned route range min length")?,
+                max_len: r.u8("learned route range max length")?,
+            });
+        }
+        Some(LearnPolicy {
+            allow,
+            max_routes: r.u32("learned routes max")?,
+            martians: r.flag("learned routes martians flag")?,
+        })
+    } else {
+        None
+    };
     let ike = if r.flag("IKE section flag")? {
         Some(r.ike()?)
     } else {
@@ -770,6 +829,8 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         default_filter,
         filter_max_flows,
         filter_default_log,
+        routes,
+        learn,
         ike,
     })
 }

@@ -218,6 +218,14 @@ pub enum BlobError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A static route or the learn section is invalid.
+    #[error("{what}: {why}")]
+    Route {
+        /// Which route or setting.
+        what: String,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// A filter rule's states or the connection table's size are out of range.
     #[error("{what}: {why}")]
     Conntrack {

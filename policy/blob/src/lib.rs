@@ -32,6 +32,7 @@ mod codec;
 mod error;
 mod keyuse;
 mod model;
+pub mod special;
 mod validate;
 
 pub use codec::{FORMAT_VERSION, MAGIC};

@@ -631,6 +631,63 @@ pub struct FilterRule {
     pub action: FilterAction,
 }
 
+/// Where a static route sends cleartext (role `router`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteVia {
+    /// To the red personality (the private side).
+    Red,
+    /// To the black personality (the internet side).
+    Black,
+}
+
+/// A static route of the router role: cleartext to `prefix` goes to `via`
+/// (longest prefix wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticRoute {
+    /// Destination.
+    pub prefix: Prefix,
+    /// Where it goes.
+    pub via: RouteVia,
+}
+
+/// A prefix range that routes learned from black may fall in: `prefix`
+/// itself or any more specific prefix of length `min_len..=max_len`
+/// (FRR's `ip prefix-list … ge … le …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixRange {
+    /// The covering prefix.
+    pub prefix: Prefix,
+    /// Shortest length admitted (≥ `prefix.len`).
+    pub min_len: u8,
+    /// Longest length admitted (≤ the family's width).
+    pub max_len: u8,
+}
+
+impl PrefixRange {
+    /// Whether the route `p` falls in the range.
+    pub fn admits(&self, p: &Prefix) -> bool {
+        (self.min_len..=self.max_len).contains(&p.len) && self.prefix.contains(p.addr)
+    }
+}
+
+/// Which routes black's routing daemon may install in the Viaduct (role
+/// `router`; read from FRR's forwarding table over FPM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnPolicy {
+    /// A learned route is admitted only inside one of these.
+    pub allow: Vec<PrefixRange>,
+    /// The most learned routes held at once; beyond, new ones are refused.
+    pub max_routes: u32,
+    /// Whether special-purpose prefixes (RFC 6890: private, loopback,
+    /// link-local, documentation, multicast, ...) may be admitted.
+    pub martians: bool,
+}
+
+/// Default for [`LearnPolicy::max_routes`].
+pub const DEFAULT_MAX_LEARNED_ROUTES: u32 = 10_000;
+/// Upper bound of [`LearnPolicy::max_routes`].
+pub const MAX_MAX_LEARNED_ROUTES: u32 = 2_000_000;
+
 /// The compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -654,6 +711,11 @@ pub struct Policy {
     pub filter_max_flows: u32,
     /// Whether the packets the default decides are logged.
     pub filter_default_log: bool,
+    /// Static routes (role `router`); empty with no `learn`: cleartext is
+    /// not routed by the Viaduct.
+    pub routes: Vec<StaticRoute>,
+    /// Routes black may install (role `router`).
+    pub learn: Option<LearnPolicy>,
     /// IKEv2, if any tunnel is keyed by it.
     pub ike: Option<IkeConfig>,
 }
@@ -673,6 +735,8 @@ impl Policy {
             default_filter: FilterAction::Accept,
             filter_max_flows: DEFAULT_MAX_FLOWS,
             filter_default_log: false,
+            routes: Vec::new(),
+            learn: None,
             ike: None,
         }
     }
@@ -791,6 +855,24 @@ impl Policy {
     pub fn with_default_log(mut self) -> Self {
         self.filter_default_log = true;
         self
+    }
+
+    /// Appends a static route.
+    pub fn with_route(mut self, prefix: Prefix, via: RouteVia) -> Self {
+        self.routes.push(StaticRoute { prefix, via });
+        self
+    }
+
+    /// Sets which routes black may install.
+    pub fn with_learn(mut self, learn: LearnPolicy) -> Self {
+        self.learn = Some(learn);
+        self
+    }
+
+    /// Whether the Viaduct routes cleartext (role `router`): a packet
+    /// crosses in clear only where a route sends it.
+    pub fn routed(&self) -> bool {
+        !self.routes.is_empty() || self.learn.is_some()
     }
 
     /// Sets the connection table's size.

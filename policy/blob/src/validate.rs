@@ -236,6 +236,58 @@ fn check_key_reuse(tunnels: &[Tunnel]) -> Result<(), BlobError> {
 }
 
 impl Policy {
+    /// Static routes: valid prefixes, each once; the learn section:
+    /// ranges within their family, a bounded route count.
+    fn check_routes(&self) -> Result<(), BlobError> {
+        let bad = |p: &Prefix| p.len > p.max_len() || !p.host_bits_clear();
+        for (i, r) in self.routes.iter().enumerate() {
+            let what = || format!("route {i} ({}/{})", r.prefix.addr, r.prefix.len);
+            if bad(&r.prefix) {
+                return Err(BlobError::Route {
+                    what: what(),
+                    why: "prefix length beyond the family or host bits set",
+                });
+            }
+            if self.routes[..i].iter().any(|o| o.prefix == r.prefix) {
+                return Err(BlobError::Route {
+                    what: what(),
+                    why: "the prefix is routed twice",
+                });
+            }
+        }
+        if let Some(l) = &self.learn {
+            if l.allow.is_empty() {
+                return Err(BlobError::Route {
+                    what: "learned routes".into(),
+                    why: "no prefix range allowed",
+                });
+            }
+            if !(1..=MAX_MAX_LEARNED_ROUTES).contains(&l.max_routes) {
+                return Err(BlobError::Route {
+                    what: format!("learned routes max {}", l.max_routes),
+                    why: "between 1 and 2,000,000 routes",
+                });
+            }
+            for a in &l.allow {
+                if bad(&a.prefix)
+                    || a.min_len < a.prefix.len
+                    || a.min_len > a.max_len
+                    || a.max_len > a.prefix.max_len()
+                {
+                    return Err(BlobError::Route {
+                        what: format!(
+                            "learned route range {}/{} ge {} le {}",
+                            a.prefix.addr, a.prefix.len, a.min_len, a.max_len
+                        ),
+                        why:
+                            "needs prefix length <= ge <= le <= the family's width and no host bits",
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The IKE section: identities sendable, credentials well formed (lab
     /// keys of the right length, device names plain), proposals present,
     /// every peer's tunnels existing, between its addresses, without
@@ -518,6 +570,7 @@ impl Policy {
                 why: "the connection table holds 1 to 4,000,000 flows",
             });
         }
+        self.check_routes()?;
         if let Some(ike) = &self.ike {
             self.check_ike(ike)?;
         }

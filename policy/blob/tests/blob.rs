@@ -457,6 +457,36 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
             if def_log {
                 p = p.with_default_log();
             }
+            // Routes to the SPD selectors' destinations (each once), and
+            // ranges under their sources.
+            let dsts: Vec<Prefix> = p.spd.iter().map(|e| e.selector.dst).collect();
+            for (i, d) in dsts.iter().enumerate() {
+                if !p.routes.iter().any(|r| r.prefix == *d) {
+                    p = p.with_route(
+                        *d,
+                        if i % 2 == 0 {
+                            RouteVia::Red
+                        } else {
+                            RouteVia::Black
+                        },
+                    );
+                }
+            }
+            let srcs: Vec<Prefix> = p.spd.iter().map(|e| e.selector.src).collect();
+            if !srcs.is_empty() {
+                p = p.with_learn(LearnPolicy {
+                    allow: srcs
+                        .iter()
+                        .map(|s| PrefixRange {
+                            prefix: *s,
+                            min_len: s.len,
+                            max_len: s.max_len(),
+                        })
+                        .collect(),
+                    max_routes: 1 + (sv % 1000) as u32,
+                    martians: def_log,
+                });
+            }
             p.with_default_filter(if def {
                 FilterAction::Drop
             } else {

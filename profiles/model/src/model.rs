@@ -221,7 +221,36 @@ pub struct Viaduct {
     pub ids: Vec<IdsRule>,
     /// Routes.
     pub routes: Vec<Route>,
+    /// Routes black may install, if any.
+    pub learned_routes: Option<LearnedRoutes>,
 }
+
+/// `[viaduct.learned_routes]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LearnedRoutes {
+    /// Ranges a learned route must fall in.
+    pub allow: Vec<PrefixRange>,
+    /// The most routes held at once.
+    pub max: u32,
+    /// Whether special-purpose prefixes may be admitted.
+    pub martians: bool,
+}
+
+/// A prefix and the lengths admitted under it (FRR's `ge`/`le`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PrefixRange {
+    /// The covering prefix.
+    pub prefix: Prefix,
+    /// Shortest length admitted.
+    pub ge: u8,
+    /// Longest length admitted.
+    pub le: u8,
+}
+
+/// Default of `[viaduct.learned_routes] max`.
+pub const DEFAULT_MAX_LEARNED_ROUTES: u32 = 10_000;
+/// Upper bound of `[viaduct.learned_routes] max`.
+pub const MAX_MAX_LEARNED_ROUTES: u64 = 2_000_000;
 
 /// IPsec configuration.
 #[derive(Debug, Clone, Serialize)]

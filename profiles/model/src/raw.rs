@@ -240,6 +240,30 @@ pub struct RawViaduct {
     pub ids: Option<Sp<Vec<Sp<RawIdsRule>>>>,
     /// Routes (role `router`).
     pub routes: Option<Sp<Vec<Sp<RawRoute>>>>,
+    /// Routes black's routing daemon (FRR, over FPM) may install (role
+    /// `router`): the Viaduct sends cleartext to black for a learned
+    /// destination only if the route falls in an allowed range.
+    pub learned_routes: Option<Sp<RawLearnedRoutes>>,
+}
+
+/// `[viaduct.learned_routes]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLearnedRoutes {
+    /// Prefix ranges a learned route must fall in, as FRR's prefix lists
+    /// write them: `"203.0.113.0/24"` (that prefix only), `"203.0.113.0/24
+    /// le 28"` (it and more specific ones down to /28), `"2001:db8::/32 ge
+    /// 40 le 48"`. A range may not reach red's networks or a route via red.
+    pub allow: Option<Sp<Vec<Sp<String>>>>,
+    /// The most learned routes held at once (1 to 2,000,000; default
+    /// 10,000); routes beyond are refused and counted.
+    pub max: Option<Sp<u64>>,
+    /// `deny` (default): a route inside special-purpose space (RFC 6890:
+    /// private, shared, loopback, link-local, documentation, benchmarking,
+    /// multicast, reserved; IPv6 outside 2000::/3) is refused even inside
+    /// an allowed range; `allow`: admitted like any other (private
+    /// networks routed by BGP).
+    pub martians: Option<Sp<String>>,
 }
 
 /// `[viaduct.ipsec]`

@@ -2120,3 +2120,99 @@ fn a_tunnel_without_keys_drops_what_it_would_protect() {
         Verdict::Drop(DropReason::UnknownSpi)
     );
 }
+
+/// The router role: red's cleartext goes to black only where a route sends
+/// it there (static, or learned from black inside the allowed ranges),
+/// black's goes to red only where a route sends it to red; the rest is
+/// dropped as `no_route`. A learned route reaching red's network is
+/// refused and changes nothing; a withdrawal takes effect at once.
+#[test]
+fn the_router_role_forwards_cleartext_only_along_admitted_routes() {
+    use viaduct::router::{Learned, Refusal};
+    let pre = |s: &str| {
+        let (a, l) = s.split_once('/').unwrap();
+        Prefix::new(a.parse().unwrap(), l.parse().unwrap())
+    };
+    let p = Policy::new("router", "1")
+        .with_spd("all", Selector::any_v4(), SpdAction::Bypass)
+        .with_route(pre("10.1.0.0/24"), RouteVia::Red)
+        .with_route(pre("192.0.2.0/24"), RouteVia::Black)
+        .with_learn(LearnPolicy {
+            allow: vec![PrefixRange {
+                prefix: pre("1.0.0.0/8"),
+                min_len: 8,
+                max_len: 24,
+            }],
+            max_routes: 100,
+            martians: false,
+        });
+    let mut e = Engine::new(&p, T0, &mut MemoryLedger::default()).unwrap();
+    let routes = e.routes().expect("a routing policy");
+    let mut out = vec![0u8; 2048];
+    let mut send_out = |e: &mut Engine, dst: &str| {
+        let b = udp4(LAN, dst, 5000, 53, b"q");
+        e.outbound(&b, &mut out, T0)
+    };
+    assert!(matches!(send_out(&mut e, "192.0.2.5"), Verdict::Send(_)));
+    assert_eq!(
+        send_out(&mut e, "1.2.3.4"),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    // Red to red: not through black.
+    assert_eq!(
+        send_out(&mut e, "10.1.0.9"),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    // Black learns 1.2.3.0/24: red may reach it; black withdraws it: not.
+    assert_eq!(
+        routes.write().unwrap().add(pre("1.2.3.0/24")),
+        Ok(Learned::Added)
+    );
+    assert!(matches!(send_out(&mut e, "1.2.3.4"), Verdict::Send(_)));
+    assert_eq!(
+        send_out(&mut e, "1.2.4.4"),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    assert_eq!(
+        routes.write().unwrap().remove(pre("1.2.3.0/24")),
+        Learned::Withdrawn
+    );
+    assert_eq!(
+        send_out(&mut e, "1.2.3.4"),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    // A forged route into red's LAN, one outside the ranges: refused, and
+    // nothing changes.
+    assert_eq!(
+        routes.write().unwrap().add(pre("10.1.0.0/25")),
+        Err(Refusal::NotAllowed)
+    );
+    assert_eq!(
+        routes.write().unwrap().add(pre("8.8.8.0/24")),
+        Err(Refusal::NotAllowed)
+    );
+    assert_eq!(
+        send_out(&mut e, "10.1.0.9"),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    assert_eq!(
+        send_out(&mut e, "8.8.8.8"),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    // Black to red: only to what is routed to red.
+    let mut b = udp4("192.0.2.5", "10.1.0.7", 53, 5000, b"a");
+    assert!(matches!(e.inbound(&mut b, T0), Verdict::Send(_)));
+    let mut b = udp4("192.0.2.5", "10.5.0.1", 53, 5000, b"a");
+    assert_eq!(e.inbound(&mut b, T0), Verdict::Drop(DropReason::NoRoute));
+    let mut b = udp4("192.0.2.5", "1.2.3.4", 53, 5000, b"a");
+    assert_eq!(e.inbound(&mut b, T0), Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(e.outbound.drops().get(DropReason::NoRoute), 6);
+    assert_eq!(e.inbound.drops().get(DropReason::NoRoute), 2);
+    let report = e.outbound.report();
+    assert!(
+        report.contains("routes static=2 learned=0 max=100 added=1 withdrawn=1 ")
+            && report.contains(" refused_not_allowed=2 "),
+        "{report}"
+    );
+    assert!(report.contains("out drop no_route=6"), "{report}");
+}

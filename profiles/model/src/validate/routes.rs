@@ -291,3 +291,172 @@ fn within_tunnels(
     }
     ok
 }
+
+/// One `allow` entry: `P`, `P le M`, `P ge N` or `P ge N le M`, as FRR's
+/// prefix lists: `P` alone admits that prefix only; `ge` defaults to the
+/// prefix's length; `le` to the family's width when `ge` is given.
+pub(crate) fn parse_prefix_range(s: &str) -> Result<PrefixRange, String> {
+    let mut words = s.split_whitespace();
+    let prefix: Prefix = words
+        .next()
+        .ok_or("empty: write a prefix, optionally followed by `ge N` and `le M`")?
+        .parse()?;
+    let width = if prefix.is_ipv4() { 32 } else { 128 };
+    let (mut ge, mut le) = (None, None);
+    while let Some(w) = words.next() {
+        let slot = match w {
+            "ge" if ge.is_none() && le.is_none() => &mut ge,
+            "le" if le.is_none() => &mut le,
+            "ge" | "le" => {
+                return Err(format!(
+                    "`{w}` again or out of order: write `P`, `P ge N`, `P le M` or `P ge N le M`"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unexpected `{other}`: write `P`, `P ge N`, `P le M` or `P ge N le M`"
+                ))
+            }
+        };
+        let n: u8 = words
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or(format!("`{w}` needs a prefix length (0 to {width})"))?;
+        *slot = Some(n);
+    }
+    let plen = prefix.len();
+    let ge_v = ge.unwrap_or(plen);
+    let le_v = le.unwrap_or(if ge.is_some() { width } else { plen });
+    if ge_v < plen || ge_v > width {
+        return Err(format!(
+            "ge {ge_v} must be between the prefix's length {plen} and {width}"
+        ));
+    }
+    if le_v < ge_v || le_v > width {
+        return Err(format!("le {le_v} must be between {} and {width}", ge_v));
+    }
+    Ok(PrefixRange {
+        prefix,
+        ge: ge_v,
+        le: le_v,
+    })
+}
+
+/// `[viaduct.learned_routes]`: the allowed ranges (none reaching red's
+/// networks or a route via red or into a tunnel; with martians denied,
+/// none wholly inside special-purpose space), the most routes, martians.
+pub(super) fn learned_routes(
+    v: &mut V<'_>,
+    lr: &Sp<RawLearnedRoutes>,
+    red: Side2<'_>,
+    routes: &[Route],
+) -> Option<LearnedRoutes> {
+    let f = "viaduct.learned_routes";
+    let mut ok = true;
+    let martians = match &lr.martians {
+        None => Some(false),
+        Some(m) => v.one_of(
+            m,
+            &format!("{f}.martians"),
+            &[("deny", false), ("allow", true)],
+        ),
+    };
+    let max = match &lr.max {
+        None => Some(DEFAULT_MAX_LEARNED_ROUTES),
+        Some(m) if (1..=MAX_MAX_LEARNED_ROUTES).contains(&m.value) => u32::try_from(m.value).ok(),
+        Some(m) => {
+            v.err(
+                &m.span,
+                format!("{f}.max"),
+                "max must be between 1 and 2000000 (routes held at once)",
+            );
+            None
+        }
+    };
+    let mut allow = Vec::new();
+    match &lr.allow {
+        None => {
+            v.err(
+                &lr.span,
+                format!("{f}.allow"),
+                "missing `allow`: the prefix ranges black's routes may fall in, e.g. [\"203.0.113.0/24 le 28\"]",
+            );
+            ok = false;
+        }
+        Some(list) if list.value.is_empty() => {
+            v.err(
+                &list.span,
+                format!("{f}.allow"),
+                "empty: give the prefix ranges black's routes may fall in",
+            );
+            ok = false;
+        }
+        Some(list) => {
+            for (i, e) in list.value.iter().enumerate() {
+                let field = format!("{f}.allow[{i}]");
+                let Some(r) = v.parse(e, &field, parse_prefix_range) else {
+                    ok = false;
+                    continue;
+                };
+                // Red's networks and what is routed to red or into a
+                // tunnel: a learned route there would take that traffic
+                // to black.
+                let red_nets = red
+                    .map(|(_, p)| {
+                        p.addresses
+                            .iter()
+                            .map(|a| (a.network(), "red's network".to_string()))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                let kept = routes.iter().filter(|x| x.via != RouteVia::Black).map(|x| {
+                    (
+                        x.dst,
+                        match &x.via {
+                            RouteVia::Tunnel(t) => format!("the route into tunnel `{t}`"),
+                            _ => "the route via red".to_string(),
+                        },
+                    )
+                });
+                if let Some((net, what)) = red_nets
+                    .into_iter()
+                    .chain(kept)
+                    .find(|(net, _)| net.overlaps(&r.prefix) && r.le >= net.len())
+                {
+                    v.err(
+                        &e.span,
+                        &field,
+                        format!(
+                            "{} reaches {what} {net}: a route learned there would take its traffic to black; narrow the range",
+                            e.value.trim()
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                if martians == Some(false) {
+                    let blob = policy_blob::Prefix::new(r.prefix.addr(), r.prefix.len());
+                    if let Some(what) = policy_blob::special::martian(&blob) {
+                        v.err(
+                            &e.span,
+                            &field,
+                            format!(
+                                "{} lies in special-purpose space ({what}), whose routes are refused: set `martians = \"allow\"` to route it",
+                                r.prefix
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                }
+                allow.push(r);
+            }
+        }
+    }
+    ok.then_some(())?;
+    Some(LearnedRoutes {
+        allow,
+        max: max?,
+        martians: martians?,
+    })
+}

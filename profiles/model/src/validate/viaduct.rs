@@ -10,7 +10,7 @@ use crate::raw::*;
 use super::checker::{list, V};
 use super::ipsec::ipsec;
 use super::personality::Side2;
-use super::routes::routes;
+use super::routes::{learned_routes, routes};
 use super::rules::{
     address_sets, filter_default, filter_max_flows, filter_rules, ids_rules, spd_rules,
 };
@@ -59,6 +59,10 @@ pub(super) fn viaduct(
             Vec::new()
         }
     };
+    let learned_routes = match &vr.learned_routes {
+        None => Some(None),
+        Some(lr) => learned_routes(v, lr, red, &routes).map(Some),
+    };
 
     ok.then_some(())?;
     Some(Viaduct {
@@ -72,6 +76,7 @@ pub(super) fn viaduct(
         filter_default_log: vr.filter_default_log.as_ref().is_some_and(|b| b.value),
         ids: ids?,
         routes,
+        learned_routes: learned_routes?,
     })
 }
 
@@ -206,6 +211,16 @@ fn sections(v: &mut V<'_>, vr: &Sp<RawViaduct>, roles: &Roles) -> bool {
         "routes",
         "[[viaduct.routes]]",
     );
+    if let (Some(lr), false) = (&vr.learned_routes, roles.set.contains(&Role::Router)) {
+        if !roles.misspelt {
+            v.err(
+                &lr.span,
+                "viaduct.learned_routes",
+                "[viaduct.learned_routes] given but role `router` is not in viaduct.roles; add it or remove the section",
+            );
+            ok = false;
+        }
+    }
     ok
 }
 
