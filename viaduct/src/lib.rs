@@ -20,6 +20,7 @@ mod drop;
 pub mod engine;
 pub mod error;
 pub mod fpm;
+pub mod fpmlink;
 pub mod ikelink;
 pub mod ledger;
 pub mod offload;

@@ -7,8 +7,15 @@
 //!         (--red NAME [--red-netns PATH] | --red-fd N | --red-vhost PATH | --red-vhost-fd N)
 //!         (--black NAME [--black-netns PATH] | --black-fd N | --black-vhost PATH | --black-vhost-fd N)
 //!         [--key-claim SHA256] [--ike-channel FD] [--threads 1|2]
+//!         [--fpm-fd N | --fpm-listen ADDR:PORT [--fpm-netns PATH]]
 //!         [--no-offload] [--no-confine]
 //! ```
+//!
+//! `--fpm-fd` (a listening TCP socket the init made in black's network
+//! namespace) or `--fpm-listen` (made here, in `--fpm-netns` when given)
+//! is where black's routing daemon (FRR's zebra with `dplane_fpm_nl`)
+//! streams its forwarding table, for a policy that learns routes (role
+//! `router`, `[viaduct.learned_routes]`); see `viaduct::fpmlink`.
 //!
 //! `--red-vhost PATH` (or an inherited listening socket, `--red-vhost-fd`)
 //! makes the port a vhost-user-net back end for the personality's VM (the
@@ -79,12 +86,16 @@ struct Args {
     threads: usize,
     key_claim: Option<[u8; 32]>,
     ike_channel: Option<i32>,
+    fpm_fd: Option<i32>,
+    fpm_listen: Option<std::net::SocketAddr>,
+    fpm_netns: Option<String>,
 }
 
 const USAGE: &str = "usage: viaduct --policy FILE \
 (--red NAME [--red-netns PATH] | --red-fd N | --red-vhost PATH | --red-vhost-fd N) \
 (--black NAME [--black-netns PATH] | --black-fd N | --black-vhost PATH | --black-vhost-fd N) \
-[--key-claim SHA256] [--ike-channel FD] [--threads 1|2] [--no-offload] [--no-confine]";
+[--key-claim SHA256] [--ike-channel FD] [--threads 1|2] \
+[--fpm-fd N | --fpm-listen ADDR:PORT [--fpm-netns PATH]] [--no-offload] [--no-confine]";
 
 fn parse_args() -> Result<Args, EngineError> {
     let mut a = Args {
@@ -125,6 +136,14 @@ fn parse_args() -> Result<Args, EngineError> {
             "--red-vhost-fd" => a.red_vhost_fd = Some(fd(&v)?),
             "--black-vhost-fd" => a.black_vhost_fd = Some(fd(&v)?),
             "--ike-channel" => a.ike_channel = Some(fd(&v)?),
+            "--fpm-fd" => a.fpm_fd = Some(fd(&v)?),
+            "--fpm-listen" => {
+                a.fpm_listen = Some(
+                    v.parse()
+                        .map_err(|_| usage(format!("--fpm-listen takes ADDR:PORT, got {v:?}")))?,
+                )
+            }
+            "--fpm-netns" => a.fpm_netns = Some(v),
             "--key-claim" => {
                 let mut d = [0u8; 32];
                 policy_blob::unhex(&v, &mut d).ok_or_else(|| {
@@ -153,14 +172,23 @@ fn parse_args() -> Result<Args, EngineError> {
         a.red_vhost_fd,
         a.black_vhost_fd,
         a.ike_channel,
+        a.fpm_fd,
     ]
     .into_iter()
     .flatten()
     .collect();
     if (1..fds.len()).any(|i| fds[..i].contains(&fds[i])) {
         return Err(usage(
-            "the ports and the IKE channel need different descriptors".into(),
+            "the ports, the IKE channel and the FPM socket need different descriptors".into(),
         ));
+    }
+    if a.fpm_fd.is_some() && a.fpm_listen.is_some() {
+        return Err(usage(
+            "give either --fpm-fd or --fpm-listen, not both".into(),
+        ));
+    }
+    if a.fpm_netns.is_some() && a.fpm_listen.is_none() {
+        return Err(usage("--fpm-netns goes with --fpm-listen".into()));
     }
     for (side, n) in [
         (
@@ -360,6 +388,31 @@ fn run() -> Result<(), EngineError> {
         red.describe(),
         black.describe()
     );
+    // Black's routing daemon's socket (a policy that learns routes).
+    let fpm = match (args.fpm_fd, args.fpm_listen) {
+        (Some(n), _) => {
+            let fd = tun::adopt_raw(n).map_err(|e| EngineError::BadFd { fd: n, source: e })?;
+            Some(viaduct::fpmlink::adopt(fd)?)
+        }
+        (None, Some(addr)) => Some(viaduct::fpmlink::listen(addr, args.fpm_netns.as_deref())?),
+        (None, None) => None,
+    };
+    let routes = engine.routes();
+    let fpm = match (fpm, policy.learn.is_some(), routes.clone()) {
+        (Some(l), true, Some(r)) => Some((l, r)),
+        (Some(_), _, _) => {
+            eprintln!("viaduct: WARNING: the policy learns no routes; the FPM socket is closed");
+            None
+        }
+        (None, true, _) => {
+            eprintln!(
+                "viaduct: WARNING: the policy learns routes from black but no --fpm-fd or \
+                 --fpm-listen was given; none will be learned"
+            );
+            None
+        }
+        (None, false, _) => None,
+    };
     // Each side as an input (what its personality sends) and an output.
     let (red_in, red_out, red_listener) = red.split()?;
     let (black_in, black_out, black_listener) = black.split()?;
@@ -423,6 +476,10 @@ fn run() -> Result<(), EngineError> {
         }));
     }
     let mut threads = Vec::new();
+    let fpm_thread = fpm.map(|(listener, routes)| {
+        let c = ctl.clone();
+        std::thread::spawn(move || viaduct::fpmlink::serve(listener, routes, &c.stop))
+    });
     // The vhost-user control planes: one thread per port, serving one VMM
     // at a time (confined like the pump: started after confinement).
     let mut vhost_threads = Vec::new();
@@ -469,6 +526,11 @@ fn run() -> Result<(), EngineError> {
     for t in vhost_threads {
         if t.join().is_err() {
             eprintln!("viaduct: a vhost-user control thread panicked");
+        }
+    }
+    if let Some(t) = fpm_thread {
+        if t.join().is_err() {
+            eprintln!("viaduct: the FPM thread panicked");
         }
     }
     if let Some(t) = control_thread {

@@ -22,20 +22,32 @@
 //! by the policy's `max_routes`.
 #![forbid(unsafe_code)]
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use policy_blob::{LearnPolicy, Policy, Prefix, RouteVia};
 
-/// Prefixes of one family by length, longest first.
-#[derive(Debug, Default, Clone)]
+/// Prefixes of one family by length, longest first. The maps hash with
+/// keys drawn once, when the policy is loaded (before the Viaduct confines
+/// itself: no thread may draw random bytes afterwards), and random per
+/// process, so that black cannot choose prefixes that collide.
+#[derive(Debug, Clone)]
 struct Family {
     /// (length, network bits → where), sorted by length, longest first.
     by_len: Vec<(u8, HashMap<u128, RouteVia>)>,
+    hasher: RandomState,
 }
 
 impl Family {
+    fn new(hasher: RandomState) -> Family {
+        Family {
+            by_len: Vec::new(),
+            hasher,
+        }
+    }
+
     fn mask(len: u8, width: u8) -> u128 {
         // The address in the top `width` bits of a u128 (IPv4 shifted up).
         if len == 0 {
@@ -58,11 +70,13 @@ impl Family {
         let pos = match self.by_len.iter().position(|(l, _)| *l <= len) {
             Some(p) if self.by_len[p].0 == len => p,
             Some(p) => {
-                self.by_len.insert(p, (len, HashMap::new()));
+                let map = HashMap::with_hasher(self.hasher.clone());
+                self.by_len.insert(p, (len, map));
                 p
             }
             None => {
-                self.by_len.push((len, HashMap::new()));
+                let map = HashMap::with_hasher(self.hasher.clone());
+                self.by_len.push((len, map));
                 self.by_len.len() - 1
             }
         };
@@ -93,7 +107,7 @@ impl Family {
 }
 
 /// A table of both families.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Table {
     v4: Family,
     v6: Family,
@@ -108,6 +122,13 @@ fn bits(a: IpAddr) -> (u128, u8) {
 }
 
 impl Table {
+    fn new(hasher: &RandomState) -> Table {
+        Table {
+            v4: Family::new(hasher.clone()),
+            v6: Family::new(hasher.clone()),
+        }
+    }
+
     fn family(&self, a: IpAddr) -> &Family {
         match a {
             IpAddr::V4(_) => &self.v4,
@@ -220,13 +241,15 @@ impl Routes {
         if !policy.routed() {
             return None;
         }
-        let mut fixed = Table::default();
+        // The keys: drawn here, in the thread loading the policy.
+        let hasher = RandomState::new();
+        let mut fixed = Table::new(&hasher);
         for r in &policy.routes {
             fixed.insert(&r.prefix, r.via);
         }
         Some(Routes {
             fixed,
-            learned: Table::default(),
+            learned: Table::new(&hasher),
             learn: policy.learn.clone(),
             added: 0,
             withdrawn: 0,
@@ -314,7 +337,7 @@ impl Routes {
     pub fn clear_learned(&mut self) -> usize {
         let n = self.learned.len();
         self.withdrawn += n as u64;
-        self.learned = Table::default();
+        self.learned = Table::new(&self.learned.v4.hasher);
         n
     }
 

@@ -27,6 +27,7 @@ use sha2_free::Sha;
 use crate::common::*;
 use crate::support::{kernel_has_tun_uso, wait_link};
 
+mod router;
 mod strongswan;
 
 /// A tiny FNV-1a-based 64-bit checksum, enough to detect corruption of the
