@@ -125,6 +125,16 @@ pub enum BuildError {
     /// dependencies).
     #[error("{0}")]
     Kernel(#[from] kernel::Error),
+    /// The profile asks for something the gateway cannot carry out yet.
+    #[error("{location}{field}: {message}")]
+    NotYet {
+        /// `file:line:col: ` of the field in the profile, when found.
+        location: String,
+        /// The field.
+        field: &'static str,
+        /// What, and what to do instead.
+        message: &'static str,
+    },
     /// A driver named in the profile is not in the kernel package.
     #[error("{location}kernel.drivers: {message}")]
     Driver {

@@ -1691,3 +1691,34 @@ fn del_on_esp(a: &builder::BuildOutput, disk: &Path, name: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A router image that would learn routes from black is refused, naming
+/// the section and its line, before any package is looked at (the init
+/// does not hand the Viaduct black's FPM socket yet); static routes build.
+#[test]
+fn learned_routes_are_refused_in_an_image_for_now() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles/base")).unwrap();
+    for f in ["router.toml", "base/gateway.toml"] {
+        std::fs::copy(
+            root().join("profiles").join(f),
+            dir.path().join("profiles").join(f),
+        )
+        .unwrap();
+    }
+    let profile = dir.path().join("profiles/router-learned.toml");
+    std::fs::write(
+        &profile,
+        "extends = \"router.toml\"\n\n[viaduct.learned_routes]\nallow = [\"1.0.0.0/8 le 24\"]\n",
+    )
+    .unwrap();
+    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, BuildError::NotYet { .. }), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}:3:", profile.display()))
+            && msg.contains("viaduct.learned_routes: an image cannot learn routes yet"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
