@@ -405,6 +405,55 @@ fn testbed_test_runs_the_firewall_lab() {
     assert_nothing_left(&lab);
 }
 
+/// The router lab (`profiles/lab/router`): both gateways the shipped router
+/// profile with static routes. Each LAN reaches the internet host and the
+/// other LAN, the internet host reaches each LAN, and a destination no
+/// route sends to black is dropped by the Viaduct, counted, never on the
+/// wire.
+#[test]
+fn testbed_test_runs_the_router_lab() {
+    let _s = serial();
+    let (dir, variant) = lab_variant("router");
+    assert!(dir.path().join("profiles/router.toml").exists());
+    let lab = dir.path().join("lab");
+    let t = Instant::now();
+    let out = appliance(&[
+        "testbed",
+        "test",
+        "--lab",
+        lab.to_str().unwrap(),
+        "--profiles",
+        variant.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    eprintln!("{}\n{stdout}", text(&out.stderr));
+    eprintln!(
+        "appliance testbed test (router): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "testbed test (router) failed");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    for row in [
+        "gw-b attested",
+        "LAN A → internet host: web and ping routed out",
+        "LAN B → internet host: web and ping routed out",
+        "internet host → LAN A: ping and web routed in",
+        "internet host → LAN B: ping and web routed in",
+        "LAN A ↔ LAN B: ping both ways through both routers",
+        "LAN A → 192.0.2.1 (no route): dropped by the Viaduct, counted, not on the wire",
+        "LAN B → 192.0.2.1 (no route): dropped by the Viaduct, counted, not on the wire",
+        "tear-down leaves nothing behind",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(row) && l.contains(" pass ")),
+            "no passing row {row:?}:\n{stdout}"
+        );
+    }
+    assert_nothing_left(&lab);
+}
+
 /// The lab pair with `runtime = "microvm"` (`profiles/lab/microvm`): each
 /// gateway on a machine with nested virtualisation and an IOMMU, each
 /// personality a KVM guest with its own kernel owning its e1000e by VFIO,

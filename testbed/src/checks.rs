@@ -30,7 +30,8 @@
 //! 9. tear-down leaves no process, namespace, tap or run-time file.
 //!
 //! A firewall lab (both gateways forwarding in clear, `profiles/lab/firewall`)
-//! runs 1 and 9 and, instead of 2–8, the checks of [`firewall`].
+//! runs 1 and 9 and, instead of 2–8, the checks of [`firewall`]; a router
+//! lab (`profiles/lab/router`), those of [`router`].
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -46,6 +47,7 @@ use crate::lab::{epoch_ms, Gateway, Lab, State};
 use crate::wire::{self, WireRules};
 
 pub mod firewall;
+pub mod router;
 
 /// An address inside the lab's LAN space that no tunnel of the lab profiles covers:
 /// LAN A's traffic to it must be discarded by gw-a's Viaduct.
@@ -332,6 +334,9 @@ fn checks(
             return Err(Error::State(
                 "--provision and --identity key tunnels; a firewall lab has none".into(),
             ));
+        }
+        if lab.gateways.iter().all(|g| g.router) {
+            return router::checks(lab, report, log);
         }
         return firewall::checks(lab, report, log);
     }

@@ -134,8 +134,25 @@ impl LogConsole {
         s.write_all(format!("{line}\n").as_bytes())
             .and_then(|_| s.flush())
             .map_err(io(format!("{}: writing to the console", self.name)))?;
-        // Give QEMU time to read it before the connection closes.
-        std::thread::sleep(Duration::from_millis(200));
+        // Give QEMU time to read it before the connection closes, reading
+        // what it sends back meanwhile (the log file has it): a client that
+        // does not read makes QEMU's serial port retry a character, which
+        // its log file then holds twice (`oout drop total=`).
+        let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
+        let until = Instant::now() + Duration::from_millis(200);
+        let mut sink = [0u8; 4096];
+        while Instant::now() < until {
+            match s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
         Ok(())
     }
 }

@@ -43,7 +43,8 @@ pub fn copy_lab_profile(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
 
 /// Copies both lab profiles (`gw-a.toml`, `gw-b.toml`) and their base into `dest`
 /// (`dest/lab/`, `dest/base/`), with the shipped profiles a lab variant may
-/// extend (`firewall.toml`: `profiles/lab/firewall`); returns the directory
+/// extend (`firewall.toml`, `router.toml`: `profiles/lab/firewall`,
+/// `profiles/lab/router`); returns the directory
 /// holding the lab profiles.
 pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dest.join("lab"))?;
@@ -52,10 +53,9 @@ pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
         repo.join("profiles/base/gateway.toml"),
         dest.join("base/gateway.toml"),
     )?;
-    std::fs::copy(
-        repo.join("profiles/firewall.toml"),
-        dest.join("firewall.toml"),
-    )?;
+    for shipped in ["firewall.toml", "router.toml"] {
+        std::fs::copy(repo.join("profiles").join(shipped), dest.join(shipped))?;
+    }
     for gw in GATEWAYS {
         std::fs::copy(
             repo.join(format!("profiles/lab/{gw}.toml")),
@@ -139,6 +139,8 @@ pub struct Gateway {
     /// It forwards in clear (role `firewall` or `router`, no tunnel): the lab
     /// router reaches its LAN through its internet address.
     pub clear: bool,
+    /// Its Viaduct routes cleartext (role `router`).
+    pub router: bool,
 }
 
 impl Gateway {
@@ -205,9 +207,11 @@ impl Gateway {
                     profiles::model::Role::Firewall | profiles::model::Role::Router
                 )
             });
+        let router = p.viaduct.roles.contains(&profiles::model::Role::Router);
         Ok(Gateway {
             passthrough,
             clear,
+            router,
             name: name.into(),
             letter: (b'a' + index) as char,
             profile: path,
