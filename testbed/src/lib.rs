@@ -1,5 +1,8 @@
 //! The lab testbed: two QEMU gateways built from the lab profiles, each with a LAN
 //! host, joined by an emulated internet; `appliance testbed up|test|down|status`.
+//! The pair is a VPN (`profiles/lab`, its variants), or two firewalls or two
+//! routers forwarding in clear (`profiles/lab/firewall`, `profiles/lab/router`),
+//! each with its own checks.
 //!
 //! - [`lab`]: the topology (images, namespaces, taps, capture, both VMs), `up`,
 //!   `down`, `status`;
