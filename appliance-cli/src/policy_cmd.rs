@@ -22,10 +22,11 @@ pub enum PolicyCmd {
         /// Policy blob file.
         file: PathBuf,
     },
-    /// Write a policy's filter stage for another engine: `nft`, an
+    /// Write a policy for another engine: `nft`, its filter stage as an
     /// nftables ruleset (`table inet viaduct`, a forward chain between an
     /// interface standing for red and one standing for black), with the
-    /// rules' order, states and default.
+    /// rules' order, states and default; `frr`, its learned-route ranges
+    /// (role `router`) as FRR prefix lists for black's BGP neighbours.
     Export {
         /// A policy blob, or a profile (`.toml`, compiled first).
         file: PathBuf,
@@ -49,6 +50,8 @@ pub enum PolicyCmd {
 pub enum ExportFormat {
     /// An nftables ruleset (`nft -f`).
     Nft,
+    /// FRR prefix lists (`vtysh -f`, or in `frr.conf`).
+    Frr,
 }
 
 /// An interface name as Linux takes it (1 to 15 bytes, no `/`, space or
@@ -97,7 +100,7 @@ pub fn run(cmd: PolicyCmd, json: bool) -> anyhow::Result<Outcome> {
         }
         PolicyCmd::Export {
             file,
-            format: ExportFormat::Nft,
+            format,
             red_if,
             black_if,
             output,
@@ -123,15 +126,23 @@ pub fn run(cmd: PolicyCmd, json: bool) -> anyhow::Result<Outcome> {
                 policy::compile(&prof)
                     .with_context(|| format!("{}: cannot compile the policy", file.display()))?
             };
-            let text = policy::nft::export(&p, &red_if, &black_if);
+            let (text, what) = match format {
+                ExportFormat::Nft => (
+                    policy::nft::export(&p, &red_if, &black_if),
+                    format!("nftables ruleset, {} rules", p.filters.len()),
+                ),
+                ExportFormat::Frr => (
+                    policy::frr::export(&p),
+                    format!(
+                        "FRR prefix lists, {} allowed ranges",
+                        p.learn.as_ref().map_or(0, |l| l.allow.len())
+                    ),
+                ),
+            };
             match output {
                 Some(out) => {
                     fsutil::write_atomic(&out, text.as_bytes())?;
-                    eprintln!(
-                        "{}: nftables ruleset, {} rules",
-                        out.display(),
-                        p.filters.len()
-                    );
+                    eprintln!("{}: {what}", out.display());
                 }
                 None => print!("{text}"),
             }

@@ -20,6 +20,7 @@
 
 use std::net::IpAddr;
 
+pub mod frr;
 pub mod nft;
 
 use policy_blob as blob;

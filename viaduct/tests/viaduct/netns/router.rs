@@ -114,10 +114,12 @@ fn fpm_route(add: bool, net: [u8; 4], len: u8) -> Vec<u8> {
     f
 }
 
-#[test]
-fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothing() {
+/// A router lab in namespaces (see the module's picture), the Viaduct on
+/// `policy`, black's bgpd configured with `bgpd_in` after its neighbour;
+/// `None` (after saying why, loudly) when a tool is missing.
+fn setup(policy: &Policy, bgpd_in: &str) -> Option<RouterLab> {
     if skipped() {
-        return;
+        return None;
     }
     for (tool, pkg) in [
         ("/usr/lib/frr/zebra", "frr"),
@@ -127,7 +129,7 @@ fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothin
     ] {
         if !have(tool) {
             eprintln!("SKIP (LOUD): {tool} not found: install package {pkg}; the router's FRR test did not run");
-            return;
+            return None;
         }
     }
     let tag = format!(
@@ -162,21 +164,7 @@ fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothin
     ip_ns(&peer, "route add 10.1.0.0/24 via 172.31.50.1");
     ns_sysctl(&blk, "net/ipv4/conf/all/rp_filter", "0");
 
-    // The Viaduct: red's LAN routed to red, learned routes in 1.1.0.0/16
-    // down to /24, at most 16.
-    let policy = Policy::new("router", "1")
-        .with_spd("all", Selector::any_v4(), SpdAction::Bypass)
-        .with_route(pre("10.1.0.0/24"), RouteVia::Red)
-        .with_learn(LearnPolicy {
-            allow: vec![PrefixRange {
-                prefix: pre("1.1.0.0/16"),
-                min_len: 16,
-                max_len: 24,
-            }],
-            max_routes: 16,
-            martians: false,
-        });
-    let pol = write_policy(&dir, "router.pol", &policy);
+    let pol = write_policy(&dir, "router.pol", policy);
     let log = dir.join("viaduct.log");
     let fpm_ns = format!("/run/netns/{blk}");
     g.children.push(spawn_viaduct(
@@ -206,7 +194,7 @@ fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothin
     .unwrap();
     std::fs::write(
         dir.join("bgpd.conf"),
-        "hostname black\nrouter bgp 65001\n bgp router-id 172.31.50.1\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor 172.31.50.2 remote-as 65002\n neighbor 172.31.50.2 timers connect 1\n",
+        format!("hostname black\nrouter bgp 65001\n bgp router-id 172.31.50.1\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor 172.31.50.2 remote-as 65002\n neighbor 172.31.50.2 timers connect 1\n{bgpd_in}"),
     )
     .unwrap();
     for f in ["zebra.conf", "bgpd.conf"] {
@@ -254,34 +242,87 @@ fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothin
             .spawn()
             .unwrap(),
     );
-    let gobgp = |args: &str| {
-        let t = Instant::now();
-        loop {
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &peer,
-                    "gobgp",
-                    "-u",
-                    "127.0.0.1",
-                    "-p",
-                    "50051",
-                ])
-                .args(args.split_whitespace())
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "gobgp {args}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
+    Some(RouterLab {
+        dir,
+        g,
+        lan,
+        blk,
+        peer,
+        log,
+        run,
+    })
+}
+
+/// What [`setup`] made.
+struct RouterLab {
+    dir: PathBuf,
+    g: Guard,
+    lan: String,
+    blk: String,
+    peer: String,
+    log: PathBuf,
+    run: PathBuf,
+}
+
+/// `gobgp` in the peer namespace (retried while gobgpd starts).
+fn gobgp(peer: &str, args: &str) {
+    let t = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                peer,
+                "gobgp",
+                "-u",
+                "127.0.0.1",
+                "-p",
+                "50051",
+            ])
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
         }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "gobgp {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothing() {
+    // The Viaduct: red's LAN routed to red, learned routes in 1.1.0.0/16
+    // down to /24, at most 16.
+    let policy = Policy::new("router", "1")
+        .with_spd("all", Selector::any_v4(), SpdAction::Bypass)
+        .with_route(pre("10.1.0.0/24"), RouteVia::Red)
+        .with_learn(LearnPolicy {
+            allow: vec![PrefixRange {
+                prefix: pre("1.1.0.0/16"),
+                min_len: 16,
+                max_len: 24,
+            }],
+            max_routes: 16,
+            martians: false,
+        });
+    let Some(RouterLab {
+        dir,
+        mut g,
+        lan,
+        blk,
+        peer,
+        log,
+        run,
+    }) = setup(&policy, "")
+    else {
+        return;
     };
+    let gobgp = |args: &str| gobgp(&peer, args);
     for p in ["1.1.1.0/24", "1.1.2.0/25", "2.2.2.0/24", "10.1.0.128/25"] {
         gobgp(&format!("global rib add {p} nexthop 172.31.50.2 -a ipv4"));
     }
@@ -431,5 +472,173 @@ fn router_admits_only_allowed_routes_from_frr_and_a_forged_stream_changes_nothin
     if let Ok(pid) = std::fs::read_to_string(run.join("bgpd.pid")) {
         let _ = Command::new("kill").arg(pid.trim()).status();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same ranges on both sides: black's bgpd filters its neighbour with
+/// the prefix lists `appliance policy export --format frr` makes from the
+/// policy, and the Viaduct admits by the policy. gobgpd announces 26 routes
+/// inside, around and outside the ranges (too short, too long, martian,
+/// into red's LAN, elsewhere): FRR installs exactly the expected ones, and
+/// the Viaduct learns exactly as many and refuses none of what FRR sends.
+#[test]
+fn frrs_prefix_lists_from_the_policy_accept_what_the_viaduct_admits() {
+    let policy = Policy::new("router", "1")
+        .with_spd("all", Selector::any_v4(), SpdAction::Bypass)
+        .with_route(pre("10.1.0.0/24"), RouteVia::Red)
+        .with_learn(LearnPolicy {
+            allow: vec![
+                PrefixRange {
+                    prefix: pre("1.1.0.0/16"),
+                    min_len: 20,
+                    max_len: 24,
+                },
+                PrefixRange {
+                    prefix: pre("2.0.0.0/8"),
+                    min_len: 8,
+                    max_len: 16,
+                },
+                PrefixRange {
+                    prefix: pre("172.16.0.0/12"),
+                    min_len: 12,
+                    max_len: 24,
+                },
+            ],
+            max_routes: 1000,
+            martians: false,
+        });
+    let lists = policy::frr::export(&policy);
+    let bgpd_in = format!(" neighbor 172.31.50.2 prefix-list viaduct-learn in\n!\n{lists}");
+    let Some(RouterLab {
+        dir,
+        g,
+        blk,
+        peer,
+        log,
+        ..
+    }) = setup(&policy, &bgpd_in)
+    else {
+        return;
+    };
+    let mut announced: Vec<String> = Vec::new();
+    for i in 0..8 {
+        announced.push(format!("1.1.{}.0/24", i * 7));
+    }
+    announced.extend(
+        [
+            "1.1.16.0/20",
+            "1.1.0.0/16",
+            "1.1.5.0/25",
+            "1.1.6.128/25",
+            "2.0.0.0/8",
+            "2.7.0.0/16",
+            "2.9.0.0/16",
+            "2.3.4.0/24",
+            "2.128.0.0/9",
+            "172.16.5.0/24",
+            "172.20.0.0/16",
+            "10.1.0.128/25",
+            "8.8.8.0/24",
+            "1.2.0.0/24",
+            "3.0.0.0/8",
+            "2.5.0.0/17",
+            "1.1.200.0/23",
+            "1.1.44.0/22",
+        ]
+        .map(str::to_owned),
+    );
+    let expected: Vec<&String> = announced
+        .iter()
+        .filter(|a| {
+            let p = pre(a);
+            policy
+                .learn
+                .as_ref()
+                .unwrap()
+                .allow
+                .iter()
+                .any(|r| r.admits(&p))
+                && !policy_blob::special::is_martian(&p)
+        })
+        .collect();
+    assert_eq!(expected.len(), 15, "{expected:?}");
+    for p in &announced {
+        gobgp(
+            &peer,
+            &format!("global rib add {p} nexthop 172.31.50.2 -a ipv4"),
+        );
+    }
+    // FRR's accepted set, from black's kernel: exactly the expected ones.
+    let t = Instant::now();
+    let installed = loop {
+        let out = Command::new("ip")
+            .args(["-n", &blk, "route", "show", "proto", "bgp"])
+            .output()
+            .unwrap();
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .map(|d| {
+                if d.contains('/') {
+                    d
+                } else {
+                    format!("{d}/32")
+                }
+            })
+            .collect();
+        got.sort();
+        if got.len() >= expected.len() || t.elapsed() > Duration::from_secs(120) {
+            // A moment more for stragglers, then the final table.
+            std::thread::sleep(Duration::from_secs(2));
+            let out = Command::new("ip")
+                .args(["-n", &blk, "route", "show", "proto", "bgp"])
+                .output()
+                .unwrap();
+            let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect();
+            got.sort();
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        installed,
+        want,
+        "FRR's accepted set (bgpd: {})",
+        std::fs::read_to_string(dir.join("bgpd.err")).unwrap_or_default()
+    );
+    // The Viaduct: the same number learned, no BGP route FRR sent refused
+    // (what it refuses are black's own connected and kernel routes, which
+    // zebra reports too: protocols 2 and 3, never BGP's 186).
+    let viaduct = g.children[0].id();
+    let c = wait_counters(viaduct, &log, 30, "the Viaduct learning FRR's set", |c| {
+        routes_counter(c, "learned") == want.len() as u64
+    });
+    assert_eq!(routes_counter(&c, "added"), want.len() as u64, "{c}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused: Vec<&str> = text.lines().filter(|l| l.contains(") refused: ")).collect();
+    assert!(
+        refused.iter().all(|l| !l.contains("(protocol 186)")),
+        "a BGP route FRR accepted was refused by the Viaduct:\n{}",
+        refused.join("\n")
+    );
+    assert_eq!(
+        refused.len() as u64,
+        [
+            "refused_malformed",
+            "refused_not_allowed",
+            "refused_martian",
+            "refused_reaches_red",
+            "refused_table_full",
+        ]
+        .iter()
+        .map(|k| routes_counter(&c, k))
+        .sum::<u64>(),
+        "every refusal logged: {c}\n{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
