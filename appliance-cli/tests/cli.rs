@@ -209,6 +209,44 @@ fn policy_compile_and_show() {
 /// `policy export --format nft`: from a profile and from its compiled blob
 /// the same ruleset; a bad interface name is refused by its option, and no
 /// file is written.
+/// `--format frr`: the learned-route ranges as FRR prefix lists, written
+/// atomically; a policy that learns nothing says so.
+#[test]
+fn policy_export_writes_frr_prefix_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("learn.frr");
+    let o = appliance(&[
+        "policy",
+        "export",
+        "--format",
+        "frr",
+        "policy/tests/fixtures/router-learned.toml",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("FRR prefix lists, 3 allowed ranges"));
+    let t = std::fs::read_to_string(&out).unwrap();
+    for want in [
+        "ip prefix-list viaduct-learn seq 10 deny 10.0.0.0/8 le 32",
+        "ip prefix-list viaduct-learn seq 80 permit 1.0.0.0/8 le 24",
+        "ip prefix-list viaduct-learn seq 85 permit 0.0.0.0/0",
+        "ipv6 prefix-list viaduct-learn6 seq 40 permit 2a00::/12 ge 32 le 48",
+        "most 5000 learned routes",
+    ] {
+        assert!(t.contains(want), "{want:?} in\n{t}");
+    }
+    let o = appliance(&[
+        "policy",
+        "export",
+        "--format",
+        "frr",
+        "profiles/firewall.toml",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("This policy learns no routes"));
+}
+
 #[test]
 fn policy_export_writes_an_nftables_ruleset_from_a_profile_or_a_blob() {
     let dir = tempfile::tempdir().unwrap();
