@@ -176,55 +176,58 @@ pub(super) fn ping(
     Ok(out.status.success())
 }
 
-pub(super) fn checks(
-    lab: &Lab,
-    report: &mut Report,
-    log: &mut dyn FnMut(&str),
-) -> Result<(), Error> {
+/// What a clear lab's checks stand on: the internet host's address, the
+/// web file's SHA-256, and `busybox httpd` on port 80 on the internet host
+/// and both LAN hosts (stopped when dropped), each answering on its own
+/// address.
+pub(super) struct WebHosts {
+    /// The internet host (the lab router).
+    pub internet: Ipv4Addr,
+    /// SHA-256 of `/data`, hex.
+    pub want: String,
+    _servers: Vec<Spawned>,
+}
+
+/// `busybox` on LAN host `g`, or on the internet host (`None`).
+pub(super) fn busybox_at(lab: &Lab, g: Option<&Gateway>) -> std::process::Command {
+    match g {
+        None => in_netns(&lab.inet_ns(), "busybox"),
+        Some(g) => lab.host_command(g, "busybox"),
+    }
+}
+
+/// Starts the web servers of a clear lab (`kind` names it in errors);
+/// `seed` varies the file's bytes.
+pub(super) fn web_hosts(lab: &Lab, kind: &str, seed: usize) -> Result<WebHosts, Error> {
     let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
-    let inet = lab.inet_ns();
     let internet = a.wan_gateway.ok_or_else(|| {
         Error::State(format!(
-            "{}: personalities.black.gateway: a firewall lab needs the lab router as black's gateway (it is the internet host)",
+            "{}: personalities.black.gateway: a {kind} lab needs the lab router as black's gateway (it is the internet host)",
             a.profile.display()
         ))
     })?;
-    let run = lab.run_dir();
-    let www = run.join("www");
+    let www = lab.run_dir().join("www");
     std::fs::create_dir_all(&www).map_err(io(format!("creating {}", www.display())))?;
-    let data: Vec<u8> = (0..FETCH_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..FETCH_BYTES).map(|i| (i * seed % 251) as u8).collect();
     let want = hex::encode(Sha256::digest(&data));
     std::fs::write(www.join("data"), &data).map_err(io("writing the web file"))?;
     std::fs::write(www.join("ready"), b"ok").map_err(io("writing the web file"))?;
-    // Web servers on port 80: the internet host, and both LAN hosts (which
-    // nothing outside their LAN may reach).
-    let serve = |cmd: &mut std::process::Command, what: &str| {
-        Spawned::new(
-            cmd.args(["httpd", "-f", "-p", "80", "-h"])
+    let mut servers = Vec::new();
+    for g in [None, Some(a), Some(b)] {
+        servers.push(Spawned::new(
+            busybox_at(lab, g)
+                .args(["httpd", "-f", "-p", "80", "-h"])
                 .arg(&www)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
-            what,
-        )
-    };
-    let _servers = [
-        serve(
-            &mut in_netns(&inet, "busybox"),
-            "httpd on the internet host",
-        )?,
-        serve(&mut lab.host_command(a, "busybox"), "httpd on LAN host A")?,
-        serve(&mut lab.host_command(b, "busybox"), "httpd on LAN host B")?,
-    ];
-    // Each answers on its own address first.
-    let busybox_at = |g: Option<&Gateway>| match g {
-        None => in_netns(&inet, "busybox"),
-        Some(g) => lab.host_command(g, "busybox"),
-    };
+            "busybox httpd",
+        )?);
+    }
     for (g, addr) in [(None, internet), (Some(a), a.host), (Some(b), b.host)] {
         let t = Instant::now();
         while !wget(
-            &mut busybox_at(g),
+            &mut busybox_at(lab, g),
             &format!("http://{addr}/ready"),
             "/dev/null",
             2,
@@ -237,6 +240,25 @@ pub(super) fn checks(
             host::sleep(Duration::from_millis(100))?;
         }
     }
+    Ok(WebHosts {
+        internet,
+        want,
+        _servers: servers,
+    })
+}
+
+pub(super) fn checks(
+    lab: &Lab,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
+    let inet = lab.inet_ns();
+    let run = lab.run_dir();
+    // Web servers on port 80: the internet host, and both LAN hosts (which
+    // nothing outside their LAN may reach).
+    let web = web_hosts(lab, "firewall", 7)?;
+    let (internet, want) = (web.internet, web.want.clone());
 
     // 1. Out: web from each LAN to the internet host.
     for g in [a, b] {

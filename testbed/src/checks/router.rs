@@ -11,14 +11,11 @@
 //!    Viaduct drops it as `no_route`, counted, and it is never on the wire.
 
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use super::firewall::{counter, ping, viaduct_counters, wget, FETCH_BYTES};
-use super::{capture_now, file_sha256, parse_capture, Report, Spawned};
-use crate::host::{self, in_netns, io, ip, Error};
+use super::firewall::{busybox_at, counter, ping, viaduct_counters, web_hosts, wget, FETCH_BYTES};
+use super::{capture_now, file_sha256, parse_capture, Report};
+use crate::host::{self, ip, Error};
 use crate::lab::{Gateway, Lab};
 
 /// An address the lab router holds but no lab route sends to black.
@@ -43,12 +40,6 @@ pub(super) fn checks(
 ) -> Result<(), Error> {
     let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
     let inet = lab.inet_ns();
-    let internet = a.wan_gateway.ok_or_else(|| {
-        Error::State(format!(
-            "{}: personalities.black.gateway: a router lab needs the lab router as black's gateway (it is the internet host)",
-            a.profile.display()
-        ))
-    })?;
     ip(&[
         "-n",
         &inet,
@@ -59,44 +50,9 @@ pub(super) fn checks(
         "lo",
     ])?;
     let run = lab.run_dir();
-    let www = run.join("www");
-    std::fs::create_dir_all(&www).map_err(io(format!("creating {}", www.display())))?;
-    let data: Vec<u8> = (0..FETCH_BYTES).map(|i| (i * 13 % 251) as u8).collect();
-    let want = hex::encode(Sha256::digest(&data));
-    std::fs::write(www.join("data"), &data).map_err(io("writing the web file"))?;
-    std::fs::write(www.join("ready"), b"ok").map_err(io("writing the web file"))?;
-    let busybox_at = |g: Option<&Gateway>| match g {
-        None => in_netns(&inet, "busybox"),
-        Some(g) => lab.host_command(g, "busybox"),
-    };
-    let mut servers = Vec::new();
-    for g in [None, Some(a), Some(b)] {
-        servers.push(Spawned::new(
-            busybox_at(g)
-                .args(["httpd", "-f", "-p", "80", "-h"])
-                .arg(&www)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            "busybox httpd",
-        )?);
-    }
-    for (g, addr) in [(None, internet), (Some(a), a.host), (Some(b), b.host)] {
-        let t = Instant::now();
-        while !wget(
-            &mut busybox_at(g),
-            &format!("http://{addr}/ready"),
-            "/dev/null",
-            2,
-        )? {
-            if t.elapsed() > Duration::from_secs(10) {
-                return Err(Error::State(format!(
-                    "busybox httpd on {addr} does not answer"
-                )));
-            }
-            host::sleep(Duration::from_millis(100))?;
-        }
-    }
+    let web = web_hosts(lab, "router", 13)?;
+    let (internet, want) = (web.internet, web.want.clone());
+    let busybox_at = |g: Option<&Gateway>| busybox_at(lab, g);
 
     // 1. Out: web and ping from each LAN to the internet host.
     for g in [a, b] {
@@ -210,7 +166,7 @@ pub(super) fn checks(
             report.figure(&format!("{} routes", g.name), l);
         }
     }
-    drop(servers);
+    drop(web);
     Ok(())
 }
 
