@@ -61,8 +61,11 @@ impl Applied {
     }
 }
 
-/// Applies one frame's messages to `routes` (sans-IO).
-pub fn apply(routes: &mut Routes, messages: &[Message], a: &mut Applied) {
+/// Applies one frame's messages to `routes` (sans-IO); returns the lines
+/// to log, for the caller to write once it no longer holds the table (the
+/// pump threads read it for every packet).
+pub fn apply(routes: &mut Routes, messages: &[Message], a: &mut Applied) -> Vec<String> {
+    let mut lines = Vec::new();
     for m in messages {
         let r = match m {
             Message::Route(r) if r.table == MAIN_TABLE => r,
@@ -80,7 +83,7 @@ pub fn apply(routes: &mut Routes, messages: &[Message], a: &mut Applied) {
                     a.refused += 1;
                     if a.log_left > 0 {
                         a.log_left -= 1;
-                        eprintln!(
+                        lines.push(format!(
                             "viaduct: fpm: route {}/{} (protocol {}) refused: {}{}",
                             r.prefix,
                             r.len,
@@ -91,7 +94,7 @@ pub fn apply(routes: &mut Routes, messages: &[Message], a: &mut Applied) {
                             } else {
                                 ""
                             }
-                        );
+                        ));
                     }
                 }
             },
@@ -102,6 +105,7 @@ pub fn apply(routes: &mut Routes, messages: &[Message], a: &mut Applied) {
             }
         }
     }
+    lines
 }
 
 /// A TCP listening socket on `addr`, made inside the network namespace at
@@ -229,8 +233,13 @@ pub fn serve(listener: OwnedFd, routes: Arc<RwLock<Routes>>, stop: &AtomicBool) 
             let failed = loop {
                 match reader.next_frame() {
                     Ok(Some(msgs)) => {
-                        let mut t = routes.write().unwrap_or_else(PoisonError::into_inner);
-                        apply(&mut t, &msgs, &mut a);
+                        let lines = {
+                            let mut t = routes.write().unwrap_or_else(PoisonError::into_inner);
+                            apply(&mut t, &msgs, &mut a)
+                        };
+                        for l in lines {
+                            eprintln!("{l}");
+                        }
                     }
                     Ok(None) => break None,
                     Err(e) => break Some(format!("refused: {e}")),
@@ -294,9 +303,16 @@ mod tests {
         let mut reader = FpmReader::new();
         reader.push(data).unwrap();
         let mut a = Applied::new();
+        let mut lines = Vec::new();
         while let Some(m) = reader.next_frame().unwrap() {
-            apply(&mut routes, &m, &mut a);
+            lines.extend(apply(&mut routes, &m, &mut a));
         }
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(
+            lines[0]
+                .starts_with("viaduct: fpm: route 10.9.0.0/24 (protocol 2) refused: not_allowed"),
+            "{lines:?}"
+        );
         // 198.18.0.0/15 and 203.0.113.0/25 admitted; 10.9.0.0/24,
         // 192.0.2.0/24, 2001:db8:77::/48, fd00:9::/64, fe80::/64 refused;
         // the withdrawals of 192.0.2.0/24 and 2001:db8:77::/48 find
