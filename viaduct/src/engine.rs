@@ -332,8 +332,8 @@ type SharedTracker = Option<Arc<Mutex<Tracker>>>;
 /// black's routing daemon (role `router`; `None` otherwise).
 pub type SharedRoutes = Option<Arc<RwLock<Routes>>>;
 
-/// Where the router role sends cleartext to `dst` (`None`: no route, or
-/// the policy does not route).
+/// Where the router role sends cleartext to `dst`: `None` when the policy
+/// does not route; `Some(None)` when no route matches.
 fn route_of(routes: &SharedRoutes, dst: IpAddr) -> Option<Option<RouteVia>> {
     routes
         .as_ref()
