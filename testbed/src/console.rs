@@ -126,6 +126,7 @@ impl LogConsole {
 
     /// Types `line` on the console.
     pub fn send(&self, line: &str) -> Result<(), Error> {
+        let before = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let mut s = UnixStream::connect(&self.socket).map_err(io(format!(
             "{}: connecting to {}",
             self.name,
@@ -134,14 +135,15 @@ impl LogConsole {
         s.write_all(format!("{line}\n").as_bytes())
             .and_then(|_| s.flush())
             .map_err(io(format!("{}: writing to the console", self.name)))?;
-        // Give QEMU time to read it before the connection closes, reading
-        // what it sends back meanwhile (the log file has it): a client that
-        // does not read makes QEMU's serial port retry a character, which
-        // its log file then holds twice (`oout drop total=`).
+        // QEMU drops the input it has not read yet when the client leaves,
+        // and a busy guest under TCG reads its UART slowly: stay until the
+        // gateway echoes the line (5 s at most, 200 ms at least), reading
+        // what QEMU sends back meanwhile (the log file has it; a client
+        // that does not read makes QEMU's serial port retry characters).
         let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
-        let until = Instant::now() + Duration::from_millis(200);
+        let start = Instant::now();
         let mut sink = [0u8; 4096];
-        while Instant::now() < until {
+        loop {
             match s.read(&mut sink) {
                 Ok(0) => break,
                 Ok(_) => {}
@@ -152,8 +154,26 @@ impl LogConsole {
                     ) => {}
                 Err(_) => break,
             }
+            let waited = start.elapsed();
+            if waited >= Duration::from_secs(5)
+                || (waited >= Duration::from_millis(200) && self.echoed(before, line))
+            {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// Whether `line` appears in the log after byte `from` (the console's
+    /// echo of what was typed).
+    fn echoed(&self, from: u64, line: &str) -> bool {
+        let Ok(mut f) = std::fs::File::open(&self.log) else {
+            return false;
+        };
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(from)).is_ok()
+            && f.read_to_end(&mut buf).is_ok()
+            && buf.windows(line.len().max(1)).any(|w| w == line.as_bytes())
     }
 }
 
