@@ -175,7 +175,6 @@ fn log_line(
     t: &FiveTuple,
     state: Option<CtState>,
 ) -> String {
-    use std::fmt::Write as _;
     let mut l = String::with_capacity(128);
     let _ = write!(
         l,
@@ -197,8 +196,8 @@ fn log_line(
     }
     let _ = write!(l, " proto={}", t.protocol);
     let icmp = matches!(t.protocol, 1 | 58);
-    let at = |a: std::net::IpAddr, p: Option<u16>| match (a, p) {
-        (std::net::IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+    let at = |a: IpAddr, p: Option<u16>| match (a, p) {
+        (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
         (a, Some(p)) => format!("{a}:{p}"),
         (a, None) => a.to_string(),
     };
