@@ -1290,51 +1290,96 @@ fn esp_spis(
     s
 }
 
+/// Asks `g`'s Viaduct for `counters` until `read` finds what it needs in
+/// the lines printed since (three requests at most).
+///
+/// The serial console under TCG now and then doubles a character of what
+/// it relays (`ouut tunnel=…`); a line the check needs may then be
+/// missing or unreadable in one dump, never in every dump.
+fn read_counters<T>(
+    lab: &Lab,
+    g: &Gateway,
+    what: &str,
+    read: impl Fn(&[String]) -> Option<T>,
+) -> Result<T, Error> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let mut c = lab.console(g);
+        c.poll();
+        let from = c.len();
+        c.send("counters")?;
+        // The dump ends with black->red's IKE channel line; wait for it
+        // (or for the limit), then read what arrived.
+        let r = c.wait_for(
+            &format!("{what} after `counters`"),
+            from,
+            Duration::from_secs(20),
+            |l| read(&[l.to_owned()]).is_some() || l.contains("black->red ike-channel:"),
+            |_| false,
+        );
+        if let Err(e) = r {
+            if matches!(e, Error::Interrupted) {
+                return Err(e);
+            }
+            last = e.to_string();
+            continue;
+        }
+        host::sleep(Duration::from_millis(300))?;
+        c.poll();
+        let lines = c.lines()[from..].to_vec();
+        if let Some(v) = read(&lines) {
+            return Ok(v);
+        }
+        last = format!("no readable {what} in the dump:\n{}", lines.join("\n"));
+    }
+    Err(Error::State(format!(
+        "{}: {last} (after three `counters`)",
+        g.name
+    )))
+}
+
+/// In the last console line containing `marker`: the number in the word
+/// after it that starts with `key` (`key` empty: the word right after it).
+fn counter_in(lines: &[String], marker: &str, key: &str) -> Option<u64> {
+    let line = lines.iter().rev().find(|l| l.contains(marker))?;
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let mut words = rest.split_whitespace();
+    let word = if key.is_empty() {
+        words.next()?
+    } else {
+        words.find_map(|w| w.strip_prefix(key))?
+    };
+    word.parse().ok()
+}
+
 /// The latest `out drop total=N` gw's Viaduct prints after `counters`.
 fn viaduct_drops(lab: &Lab, g: &Gateway) -> Result<u64, Error> {
-    let mut c = lab.console(g);
-    c.poll();
-    let from = c.len();
-    c.send("counters")?;
-    let (_, line, _) = c.wait_for(
-        "`viaduct| out drop total=…` after `counters`",
-        from,
-        Duration::from_secs(20),
-        |l| l.contains("viaduct| out drop total="),
-        |_| false,
-    )?;
-    line.rsplit('=')
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| Error::State(format!("{}: unreadable counter line `{line}`", g.name)))
+    read_counters(lab, g, "`viaduct| out drop total=…`", |lines| {
+        counter_in(lines, "viaduct| out drop total=", "")
+    })
 }
 
 /// Packets each tunnel of `g` sent under its current outbound SA (`counters`):
 /// pass if every tunnel sent some.
 fn tunnel_packets(lab: &Lab, g: &Gateway) -> Result<(bool, String), Error> {
-    let mut c = lab.console(g);
-    c.poll();
-    let from = c.len();
-    c.send("counters")?;
-    let mut all = true;
-    let mut detail = Vec::new();
-    for name in &g.tunnels {
-        let prefix = format!("viaduct| out tunnel={name} ");
-        let (_, line, _) = c.wait_for(
-            &format!("`{prefix}…` after `counters`"),
-            from,
-            Duration::from_secs(20),
-            |l| l.contains(&prefix),
-            |_| false,
-        )?;
-        let packets: u64 = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("packets="))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| Error::State(format!("{}: unreadable counter line `{line}`", g.name)))?;
-        all &= packets > 0;
-        detail.push(format!("{name}: {packets} packets"));
-    }
+    let counts = read_counters(
+        lab,
+        g,
+        "`viaduct| out tunnel=…` of every tunnel",
+        |lines| {
+            g.tunnels
+                .iter()
+                .map(|name| counter_in(lines, &format!("viaduct| out tunnel={name} "), "packets="))
+                .collect::<Option<Vec<u64>>>()
+        },
+    )?;
+    let all = counts.iter().all(|&p| p > 0);
+    let detail: Vec<String> = g
+        .tunnels
+        .iter()
+        .zip(&counts)
+        .map(|(name, p)| format!("{name}: {p} packets"))
+        .collect();
     Ok((all, format!("{} (out, current SAs)", detail.join(", "))))
 }
 
@@ -1623,6 +1668,30 @@ mod tests {
         let d = transfer_data("MARK");
         assert_eq!(d.len(), TRANSFER_BYTES);
         assert!(d.starts_with(b"MARK line 0000000000\n"));
+    }
+
+    #[test]
+    fn counter_lines_are_read_and_a_mangled_one_is_not() {
+        let lines: Vec<String> = [
+            "appliance: viaduct| out tunnel=lan-a-to-lan-b spi=0x661d5a4b packets=12 bytes=1008",
+            "appliance: viaduct| ouut tunnel=lan-a-to-lan-b-tcp spi=0x3b511a52 packets=149",
+            "appliance: viaduct| out drop total=7",
+            "appliance: viaduct| in drop total=x",
+        ]
+        .map(String::from)
+        .to_vec();
+        let m = |t: &str| format!("viaduct| out tunnel={t} ");
+        assert_eq!(
+            counter_in(&lines, &m("lan-a-to-lan-b"), "packets="),
+            Some(12)
+        );
+        assert_eq!(
+            counter_in(&lines, &m("lan-a-to-lan-b-tcp"), "packets="),
+            None
+        );
+        assert_eq!(counter_in(&lines, "viaduct| out drop total=", ""), Some(7));
+        assert_eq!(counter_in(&lines, "viaduct| in drop total=", ""), None);
+        assert_eq!(counter_in(&lines, &m("lan-a-to-lan-b"), "nothing="), None);
     }
 
     #[test]
