@@ -7,7 +7,8 @@
 //! rule naming connection states matches `ct state` as the Viaduct's
 //! tracker names them. What the ruleset cannot say, its header says:
 //! - the Viaduct opens a TCP flow only with a bare SYN; Linux conntrack does
-//!   the same only with `net.netfilter.nf_conntrack_tcp_loose = 0`;
+//!   the same only with `net.netfilter.nf_conntrack_tcp_loose = 0`; both
+//!   track TCP windows (`nf_conntrack_tcp_be_liberal = 0`, the default);
 //! - nftables reassembles fragments before conntrack and the rules; the
 //!   Viaduct does not, so its later fragments are `invalid` and match no
 //!   rule about ports or flags (`unclassified_fragment`);
@@ -165,7 +166,8 @@ pub fn export(p: &blob::Policy, red_if: &str, black_if: &str) -> String {
         let _ = writeln!(
             o,
             "# Connection tracking as the Viaduct's: only a bare SYN opens a TCP connection\n\
-             # (sysctl net.netfilter.nf_conntrack_tcp_loose=0); at most {} connections\n\
+             # (sysctl net.netfilter.nf_conntrack_tcp_loose=0), TCP windows are tracked\n\
+             # (net.netfilter.nf_conntrack_tcp_be_liberal=0); at most {} connections\n\
              # (net.netfilter.nf_conntrack_max).",
             p.filter_max_flows
         );
@@ -260,6 +262,7 @@ mod tests {
             "iifname \"black0\" meta nfproto ipv6 ct state { established, related } counter accept comment \"tracked\"",
             "iifname \"black0\" meta nfproto ipv4 meta l4proto icmp icmp type 8 counter drop comment \"no-ping\"",
             "nf_conntrack_tcp_loose=0",
+            "nf_conntrack_tcp_be_liberal=0",
         ] {
             assert!(text.contains(want), "{want:?} in\n{text}");
         }

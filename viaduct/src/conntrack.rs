@@ -15,14 +15,16 @@
 //!    on. A dropped packet changes nothing: neither a stray reply nor a
 //!    refused opening leaves state behind.
 //!
-//! What is tracked (no TCP window tracking yet; timeouts after pf):
+//! What is tracked (timeouts after pf):
 //! - **TCP**: a segment whose flags TCP never sends (no flag, FIN without
-//!   ACK, SYN with FIN or RST …) is invalid; a flow opens only with a bare
-//!   SYN (no ACK, RST or FIN) and then moves through Linux conntrack's
-//!   states by its transition table (`TCP_ORIGINAL`, `TCP_REPLY`),
-//!   which also says which segments are not part of it; a reset before the
-//!   responder answered anything ends the flow at once; a bare SYN on a flow
-//!   in `TIME_WAIT` or `CLOSE` opens a new one.
+//!   ACK, SYN with FIN or RST …) or whose header is truncated is invalid; a
+//!   flow opens only with a bare SYN (no ACK, RST or FIN) and then moves
+//!   through Linux conntrack's states by its transition table
+//!   (`TCP_ORIGINAL`, `TCP_REPLY`), which also says which segments are not
+//!   part of it; each segment must also lie in the flow's sequence window
+//!   ([`window`]: out-of-window data and resets are invalid); a reset
+//!   before the responder answered anything ends the flow at once; a SYN on
+//!   a flow closed by a FIN, or reset by the SYN's own side, opens a new one.
 //! - **UDP** and other protocols with or without ports: a pseudo-connection
 //!   by the 5-tuple, `first` after its first packet, `single` while only the
 //!   originator sends, `multiple` once the responder has answered.
@@ -47,7 +49,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use policy_blob::Direction;
 
 use crate::sa::Timestamp;
+
+mod window;
 use crate::wire::ip::{FiveTuple, Ipv4Packet, Ipv6Packet};
+use window::{Outcome, Segment, TcpTrack};
 
 /// Timeouts in seconds, by protocol and state (pf's names and defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +176,7 @@ impl FlowKey {
 
 /// Which side of a flow sent a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Who {
     Originator,
     Responder,
@@ -349,7 +355,7 @@ fn tcp_move(state: Tcp, who: Who, flags: u8) -> TcpMove {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
-    Tcp(Tcp),
+    Tcp(TcpTrack),
     /// UDP, ICMP echo and other protocols: packets from each side (capped).
     Datagrams {
         originator: u8,
@@ -379,7 +385,7 @@ impl Flow {
     fn timeout(&self) -> u32 {
         let t = &self.timeouts;
         match (self.key.protocol, self.progress) {
-            (_, Progress::Tcp(s)) => match s {
+            (_, Progress::Tcp(track)) => match track.state {
                 Tcp::SynSent => t.tcp_first,
                 Tcp::SynRecv | Tcp::SynSent2 => t.tcp_opening,
                 Tcp::Established => t.tcp_established,
@@ -411,6 +417,14 @@ impl Flow {
         }
     }
 
+    /// Whether the responder has answered (a packet the flow took).
+    fn replied(&self) -> bool {
+        match self.progress {
+            Progress::Tcp(t) => t.seen_reply,
+            Progress::Datagrams { responder, .. } => responder > 0,
+        }
+    }
+
     /// What a policy re-check and a listing see of it.
     fn view(&self) -> FlowView {
         let (src, dst) = if self.originator_is_a {
@@ -426,11 +440,6 @@ impl Flow {
             ports: (src.1, dst.1),
             rule: self.rule,
         }
-    }
-
-    /// Whether TCP says the flow is over and a SYN may open it again.
-    fn closed(&self) -> bool {
-        matches!(self.progress, Progress::Tcp(Tcp::TimeWait | Tcp::Close))
     }
 }
 
@@ -454,12 +463,14 @@ enum Pending {
         direction: Direction,
         replaces: Option<u32>,
         len: usize,
+        /// The opening SYN.
+        seg: Option<Segment>,
     },
     Advance {
         slot: u32,
         key: FlowKey,
         who: Who,
-        tcp: Option<u8>,
+        seg: Option<Segment>,
         len: usize,
     },
     RelatedTo {
@@ -709,9 +720,17 @@ impl Tracker {
         t: &FiveTuple,
         now: Timestamp,
     ) -> Classified {
-        let c = self.classify_inner(dir, pkt, t, now);
+        let mut keep = None;
+        let c = self.classify_inner(dir, pkt, t, now, &mut keep);
         if c.state == CtState::Invalid {
             self.counters.invalid += 1;
+        }
+        // What an out-of-window segment leaves behind (see
+        // `TcpTrack::out_of_window`).
+        if let Some((slot, track)) = keep {
+            if let Some(Some(f)) = self.slots.get_mut(slot as usize) {
+                f.progress = Progress::Tcp(track);
+            }
         }
         c
     }
@@ -722,6 +741,7 @@ impl Tracker {
         pkt: &[u8],
         t: &FiveTuple,
         now: Timestamp,
+        keep: &mut Option<(u32, TcpTrack)>,
     ) -> Classified {
         const INVALID: Classified = Classified {
             state: CtState::Invalid,
@@ -738,6 +758,7 @@ impl Tracker {
             return INVALID;
         }
         let len = pkt.len();
+        let mut seg = None;
         // ICMP: echo by identifier, errors by their quote.
         let (sp, dp, opens) = match protocol {
             1 | 58 => match icmp_kind(protocol, l4) {
@@ -756,6 +777,10 @@ impl Tracker {
                 if !tcp_flags_valid(flags) {
                     return INVALID;
                 }
+                let Some(s) = Segment::parse(l4).filter(|s| s.flags == flags) else {
+                    return INVALID;
+                };
+                seg = Some(s);
                 (
                     sp,
                     dp,
@@ -768,7 +793,6 @@ impl Tracker {
             }
         };
         let (key, src_is_a) = FlowKey::new(protocol, (t.src, sp), (t.dst, dp));
-        let tcp = (protocol == 6).then_some(t.tcp_flags).flatten();
         if let Some(slot) = self.find(&key, now) {
             let f = self.slots[slot as usize].as_ref().expect("live slot");
             let who = if src_is_a == f.originator_is_a {
@@ -784,40 +808,59 @@ impl Tracker {
             if dir != expected {
                 return INVALID;
             }
-            // A SYN on a TCP flow that is over opens a new one, from
-            // whichever side sends it.
-            if f.closed() && opens {
-                return Classified {
-                    state: CtState::New,
-                    rule: None,
-                    what: Pending::Open {
-                        key,
-                        originator_is_a: src_is_a,
-                        direction: dir,
-                        replaces: Some(slot),
-                        len,
-                    },
-                };
+            // TCP: the segment must be one the flow's state and window
+            // admit (judged on a copy: classifying changes nothing); a SYN
+            // on a flow that is over may open a new one.
+            if let (Progress::Tcp(mut track), Some(s)) = (f.progress, seg.as_ref()) {
+                let before = track;
+                let o = track.segment(who, s);
+                match o {
+                    Outcome::Invalid => {
+                        if track != before {
+                            *keep = Some((slot, track));
+                        }
+                        return INVALID;
+                    }
+                    Outcome::Reopens => {
+                        return Classified {
+                            state: CtState::New,
+                            rule: None,
+                            what: Pending::Open {
+                                key,
+                                originator_is_a: src_is_a,
+                                direction: dir,
+                                replaces: Some(slot),
+                                len,
+                                seg,
+                            },
+                        }
+                    }
+                    Outcome::Taken | Outcome::TakenAndGone | Outcome::Ignored => {}
+                }
             }
             // ICMP echo: requests from the originator, replies from the
             // responder (`opens` is true for a request).
             if matches!(protocol, 1 | 58) && opens != (who == Who::Originator) {
                 return INVALID;
             }
-            // TCP: the segment must be one the flow's state admits.
-            if let (Progress::Tcp(state), Some(flags)) = (f.progress, tcp) {
-                if tcp_move(state, who, flags) == TcpMove::Invalid {
-                    return INVALID;
-                }
-            }
+            // Until the responder has answered, the originator's packets
+            // are still `new` (Linux's `IP_CT_NEW` before `SEEN_REPLY`):
+            // the rules that let the first one in decide on each again, so
+            // that a rule for new connections that takes only SYNs also
+            // holds for what the opener sends before any answer.
+            let (state, rule) = if who == Who::Originator && !f.replied() {
+                (CtState::New, None)
+            } else {
+                (CtState::Established, Some(f.rule))
+            };
             return Classified {
-                state: CtState::Established,
-                rule: Some(f.rule),
+                state,
+                rule,
                 what: Pending::Advance {
                     slot,
                     key,
                     who,
-                    tcp,
+                    seg,
                     len,
                 },
             };
@@ -834,6 +877,7 @@ impl Tracker {
                 direction: dir,
                 replaces: self.index.get(&key).copied(),
                 len,
+                seg,
             },
         }
     }
@@ -941,7 +985,7 @@ impl Tracker {
                 slot,
                 key,
                 who,
-                tcp,
+                seg,
                 len,
             } => {
                 let Some(Some(f)) = self.slots.get_mut(slot as usize) else {
@@ -950,17 +994,31 @@ impl Tracker {
                 if f.key != key {
                     return true;
                 }
+                let outcome = match (&mut f.progress, seg) {
+                    (Progress::Tcp(track), Some(s)) => track.segment(who, &s),
+                    (Progress::Tcp(_), None) => Outcome::Invalid,
+                    (p, _) => {
+                        *p = advance(*p, who);
+                        Outcome::Taken
+                    }
+                };
+                // An ignored segment counts, but neither moves the flow
+                // nor keeps it alive longer; one the flow no longer takes
+                // (the other direction moved it meanwhile) changes nothing.
+                if matches!(outcome, Outcome::Invalid | Outcome::Reopens) {
+                    return true;
+                }
+                let i = usize::from(who == Who::Responder);
+                f.packets[i] += 1;
+                f.bytes[i] += len as u64;
+                if outcome == Outcome::Taken {
+                    f.expires = now.0 + u64::from(f.timeout());
+                }
                 // A reset before the responder has answered anything ends
                 // the flow at once (Linux: "if only reply is a RST … delete
                 // the conntrack immediately"): a refused connection leaves
                 // nothing for a later forged SYN-ACK to ride on.
-                let unanswered = f.packets[1] == 0;
-                let i = usize::from(who == Who::Responder);
-                f.packets[i] += 1;
-                f.bytes[i] += len as u64;
-                f.progress = advance(f.progress, who, tcp);
-                f.expires = now.0 + u64::from(f.timeout());
-                if unanswered && tcp.is_some_and(|x| x & TCP_RST != 0) {
+                if outcome == Outcome::TakenAndGone {
                     self.remove(slot);
                 }
                 true
@@ -971,6 +1029,7 @@ impl Tracker {
                 direction,
                 replaces,
                 len,
+                seg,
             } => {
                 if let Some(old) = replaces {
                     if self.slot_key(old) == Some(key) {
@@ -983,8 +1042,8 @@ impl Tracker {
                 if !self.make_room(now) {
                     return false;
                 }
-                let progress = if key.protocol == 6 {
-                    Progress::Tcp(Tcp::SynSent)
+                let progress = if let Some(syn) = seg.filter(|_| key.protocol == 6) {
+                    Progress::Tcp(TcpTrack::open(&syn))
                 } else {
                     Progress::Datagrams {
                         originator: 1,
@@ -1099,23 +1158,23 @@ fn opposite(d: Direction) -> Direction {
 
 fn state_name(p: Progress) -> &'static str {
     match p {
-        Progress::Tcp(Tcp::SynSent) => "first",
-        Progress::Tcp(Tcp::SynRecv | Tcp::SynSent2) => "opening",
-        Progress::Tcp(Tcp::Established) => "established",
-        Progress::Tcp(Tcp::FinWait | Tcp::CloseWait) => "closing",
-        Progress::Tcp(Tcp::LastAck | Tcp::TimeWait) => "fin-wait",
-        Progress::Tcp(Tcp::Close) => "closed",
+        Progress::Tcp(t) => match t.state {
+            Tcp::SynSent => "first",
+            Tcp::SynRecv | Tcp::SynSent2 => "opening",
+            Tcp::Established => "established",
+            Tcp::FinWait | Tcp::CloseWait => "closing",
+            Tcp::LastAck | Tcp::TimeWait => "fin-wait",
+            Tcp::Close => "closed",
+        },
         Progress::Datagrams { responder: 0, .. } => "single",
         Progress::Datagrams { .. } => "multiple",
     }
 }
 
-fn advance(p: Progress, who: Who, tcp: Option<u8>) -> Progress {
+/// A datagram flow (UDP, ICMP echo, others) after a packet from `who`.
+fn advance(p: Progress, who: Who) -> Progress {
     match p {
-        Progress::Tcp(state) => match tcp_move(state, who, tcp.unwrap_or(0)) {
-            TcpMove::To(next) => Progress::Tcp(next),
-            TcpMove::Ignore | TcpMove::Invalid => p,
-        },
+        Progress::Tcp(_) => p,
         Progress::Datagrams {
             originator,
             responder,

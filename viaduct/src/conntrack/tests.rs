@@ -94,11 +94,13 @@ fn a_tcp_connection_moves_through_linuxs_states_with_pf_timeouts() {
         CtState::New
     );
     assert_eq!(state_of(&t, 0), [("first", u64::from(d.tcp_first))]);
-    // A retransmitted SYN is part of the flow.
+    // A retransmitted SYN is part of the flow, still `new` until the
+    // server answers (Linux: `IP_CT_NEW` before `SEEN_REPLY`).
     assert_eq!(
         pass(&mut t, Outbound, &tcp(LAN, 40000, NET, 443, SYN), 1, true),
-        CtState::Established
+        CtState::New
     );
+    assert_eq!(t.len(), 1);
     assert_eq!(
         pass(&mut t, Inbound, &tcp(NET, 443, LAN, 40000, SYNACK), 2, true),
         CtState::Established
@@ -618,4 +620,213 @@ proptest::proptest! {
             proptest::prop_assert!(t.len() <= t.capacity());
         }
     }
+}
+
+/// A TCP segment with its numbers, window, options and payload length.
+#[allow(clippy::too_many_arguments)]
+fn seg(
+    src: [u8; 4],
+    sp: u16,
+    dst: [u8; 4],
+    dp: u16,
+    flags: u8,
+    (seq, ack, win): (u32, u32, u16),
+    options: &[u8],
+    payload: usize,
+) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0..2].copy_from_slice(&sp.to_be_bytes());
+    h[2..4].copy_from_slice(&dp.to_be_bytes());
+    h[4..8].copy_from_slice(&seq.to_be_bytes());
+    h[8..12].copy_from_slice(&ack.to_be_bytes());
+    h[12] = (((20 + options.len()) / 4) << 4) as u8;
+    h[13] = flags;
+    h[14..16].copy_from_slice(&win.to_be_bytes());
+    h.extend_from_slice(options);
+    h.extend(std::iter::repeat_n(b'x', payload));
+    ipv4(src, dst, 6, &h)
+}
+
+const PSHACK: u8 = 0x18;
+const CI: u32 = 1_000_000;
+const SI: u32 = 3_000_000;
+
+/// LAN:40000 → NET:443 opened and 100 bytes answered (windows 65535, no
+/// options); the LAN acknowledged them.
+fn established() -> Tracker {
+    let mut t = Tracker::new(16, Timeouts::default());
+    let out = |f, n: (u32, u32), len| seg(LAN, 40000, NET, 443, f, (n.0, n.1, 65535), &[], len);
+    let inn = |f, n: (u32, u32), len| seg(NET, 443, LAN, 40000, f, (n.0, n.1, 65535), &[], len);
+    assert_eq!(
+        pass(&mut t, Outbound, &out(SYN, (CI, 0), 0), 0, true),
+        CtState::New
+    );
+    assert_eq!(
+        pass(&mut t, Inbound, &inn(SYNACK, (SI, CI + 1), 0), 0, true),
+        CtState::Established
+    );
+    assert_eq!(
+        pass(&mut t, Outbound, &out(ACK, (CI + 1, SI + 1), 0), 0, true),
+        CtState::Established
+    );
+    assert_eq!(
+        pass(
+            &mut t,
+            Inbound,
+            &inn(PSHACK, (SI + 1, CI + 1), 100),
+            0,
+            true
+        ),
+        CtState::Established
+    );
+    assert_eq!(
+        pass(&mut t, Outbound, &out(ACK, (CI + 1, SI + 101), 0), 0, true),
+        CtState::Established
+    );
+    t
+}
+
+fn inbound(t: &mut Tracker, flags: u8, seq: u32, ack: u32, len: usize, now: u64) -> CtState {
+    let p = seg(NET, 443, LAN, 40000, flags, (seq, ack, 65535), &[], len);
+    pass(t, Inbound, &p, now, true)
+}
+
+#[test]
+fn a_blind_reset_or_injection_outside_the_window_is_invalid_and_changes_nothing() {
+    let mut t = established();
+    // Far ahead, half the space away, or more than a window past the
+    // LAN's window (within one, Linux tolerates a TCP that overshoots:
+    // taken, changing nothing).
+    for seq in [
+        SI + 101 + 10_000_000,
+        SI.wrapping_add(1 << 31),
+        SI + 101 + 140_000,
+    ] {
+        assert_eq!(
+            inbound(&mut t, RST, seq, 0, 0, 1),
+            CtState::Invalid,
+            "{seq}"
+        );
+        assert_eq!(
+            inbound(&mut t, PSHACK, seq, CI + 1, 20, 1),
+            CtState::Invalid,
+            "{seq}"
+        );
+    }
+    // Acknowledging data the LAN never sent.
+    assert_eq!(
+        inbound(&mut t, ACK, SI + 101, CI + 1 + 5_000, 0, 1),
+        CtState::Invalid
+    );
+    // Below what the LAN acknowledged.
+    assert_eq!(inbound(&mut t, RST, SI + 50, 0, 0, 1), CtState::Invalid);
+    assert_eq!(state_of(&t, 1)[0].0, "established");
+    // Just past the window: tolerated, nothing moves.
+    assert_eq!(
+        inbound(&mut t, RST, SI + 101 + 65_536, 0, 0, 1),
+        CtState::Established
+    );
+    assert_eq!(state_of(&t, 1)[0].0, "established");
+    // The real server goes on.
+    assert_eq!(
+        inbound(&mut t, PSHACK, SI + 101, CI + 1, 10, 1),
+        CtState::Established
+    );
+}
+
+#[test]
+fn only_a_reset_at_the_acknowledged_number_ends_a_flow() {
+    let mut t = established();
+    // In the window but not exact (RFC 5961: the host answers with a
+    // challenge ACK): taken, the flow stays established.
+    assert_eq!(
+        inbound(&mut t, RST, SI + 101 + 1000, 0, 0, 1),
+        CtState::Established
+    );
+    assert_eq!(state_of(&t, 1)[0].0, "established");
+    // Exactly where the LAN's ACK points: closed.
+    assert_eq!(
+        inbound(&mut t, RST, SI + 101, 0, 0, 2),
+        CtState::Established
+    );
+    assert_eq!(state_of(&t, 2)[0].0, "closed");
+}
+
+#[test]
+fn old_retransmissions_are_part_of_the_flow_but_keep_nothing_alive() {
+    let mut t = established();
+    let left = state_of(&t, 0)[0].1;
+    // Data acknowledged long ago, sent again an hour later: taken (the
+    // receiver answers it with an ACK), but the timeout does not restart.
+    assert_eq!(
+        inbound(&mut t, PSHACK, SI - 100_000, CI + 1, 10, 3600),
+        CtState::Established
+    );
+    assert_eq!(state_of(&t, 3600)[0].1, left - 3600);
+    // An in-window segment does restart it.
+    assert_eq!(
+        inbound(&mut t, ACK, SI + 101, CI + 1, 0, 3600),
+        CtState::Established
+    );
+    assert_eq!(state_of(&t, 3600)[0].1, left);
+}
+
+#[test]
+fn a_window_scale_counts_only_when_both_sides_offer_it() {
+    // Windows of 1024: 100,000 bytes ahead is inside 1024 << 7, not 1024.
+    const WS7: [u8; 4] = [1, 3, 3, 7];
+    for (server_opts, expect) in [
+        (&WS7[..], CtState::Established),
+        (&[][..], CtState::Invalid),
+    ] {
+        let mut t = Tracker::new(4, Timeouts::default());
+        let out = |f, n: (u32, u32), o| seg(LAN, 40000, NET, 443, f, (n.0, n.1, 1024), o, 0);
+        let inn = |f, n: (u32, u32), o, len| seg(NET, 443, LAN, 40000, f, (n.0, n.1, 1024), o, len);
+        pass(&mut t, Outbound, &out(SYN, (CI, 0), &WS7[..]), 0, true);
+        pass(
+            &mut t,
+            Inbound,
+            &inn(SYNACK, (SI, CI + 1), server_opts, 0),
+            0,
+            true,
+        );
+        pass(&mut t, Outbound, &out(ACK, (CI + 1, SI + 1), &[]), 0, true);
+        let ahead = inn(PSHACK, (SI + 100_001, CI + 1), &[], 10);
+        assert_eq!(pass(&mut t, Inbound, &ahead, 0, true), expect);
+    }
+}
+
+#[test]
+fn segments_with_an_impossible_header_are_invalid() {
+    let mut t = Tracker::new(4, Timeouts::default());
+    // A data offset past the segment's end, and one below the header.
+    for doff in [15u8, 4] {
+        let mut p = seg(LAN, 40000, NET, 443, SYN, (CI, 0, 1024), &[], 0);
+        p[32] = doff << 4;
+        assert_eq!(pass(&mut t, Outbound, &p, 0, true), CtState::Invalid);
+    }
+    assert!(t.is_empty());
+    // Options are walked as Linux does: a scale above 14 is 14, a
+    // malformed option ends the walk.
+    let o = window::Segment::parse(
+        &seg(
+            LAN,
+            1,
+            NET,
+            2,
+            SYN,
+            (1, 0, 1),
+            &[3, 3, 40, 4, 2, 0, 0, 0],
+            0,
+        )[20..],
+    )
+    .unwrap()
+    .options
+    .unwrap();
+    assert_eq!((o.wscale, o.sack_perm), (Some(14), true));
+    let o = window::Segment::parse(&seg(LAN, 1, NET, 2, SYN, (1, 0, 1), &[4, 9, 3, 3], 0)[20..])
+        .unwrap()
+        .options
+        .unwrap();
+    assert_eq!((o.wscale, o.sack_perm), (None, false));
 }

@@ -6,8 +6,9 @@ RULESET`): makes two TUN devices, `red` and `black`, routes the LAN prefixes
 (argv[2:], e.g. 10.1.0.0/16) via red and everything else via black, forwards
 between them, loads RULESET (`appliance policy export --format nft`) and sets
 conntrack as the Viaduct tracks: only a bare SYN opens a TCP connection
-(nf_conntrack_tcp_loose=0), no window tracking (nf_conntrack_tcp_be_liberal=1),
-no checksum verification (nf_conntrack_checksum=0).
+(nf_conntrack_tcp_loose=0), sequence and window tracking on
+(nf_conntrack_tcp_be_liberal=0, its default), no checksum verification
+(nf_conntrack_checksum=0).
 
 Reads one packet per line on stdin, `in HEX` (from black) or `out HEX` (from
 red), IPv4 only, each with its own IP identification; writes one verdict per
@@ -73,7 +74,7 @@ def main():
     # The conntrack sysctls exist once nf_conntrack is loaded (the ruleset's
     # `ct state` loads it).
     sysctl("net.netfilter.nf_conntrack_tcp_loose", 0)
-    sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", 1)
+    sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", 0)
     sysctl("net.netfilter.nf_conntrack_checksum", 0)
     # No connection times out while the corpus runs (the Viaduct's clock
     # stands still): what is compared is the state machine, not the timers.
