@@ -171,7 +171,20 @@ fn vhost_seed() -> Vec<u8> {
 fn conntrack_seed() -> Vec<u8> {
     fn v4(src: [u8; 4], dst: [u8; 4], protocol: u8, l4: &[u8]) -> Vec<u8> {
         let total = 20 + l4.len();
-        let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, protocol, 0, 0];
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            protocol,
+            0,
+            0,
+        ];
         p.extend_from_slice(&src);
         p.extend_from_slice(&dst);
         p.extend_from_slice(l4);
@@ -219,11 +232,100 @@ fn conntrack_seed() -> Vec<u8> {
     s
 }
 
+/// A TCP connection tracked by its numbers: SYN and SYN-ACK with window
+/// scale and SACK-permitted, data both ways, a SACK block, a reset in the
+/// window but not exact, one far out of it, data past the window, and the
+/// exact reset.
+fn conntrack_window_seed() -> Vec<u8> {
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(
+        src: [u8; 4],
+        sp: u16,
+        dst: [u8; 4],
+        dp: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        opts: &[u8],
+        len: usize,
+    ) -> Vec<u8> {
+        let mut h = vec![0u8; 20];
+        h[0..2].copy_from_slice(&sp.to_be_bytes());
+        h[2..4].copy_from_slice(&dp.to_be_bytes());
+        h[4..8].copy_from_slice(&seq.to_be_bytes());
+        h[8..12].copy_from_slice(&ack.to_be_bytes());
+        h[12] = (((20 + opts.len()) / 4) << 4) as u8;
+        h[13] = flags;
+        h[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        h.extend_from_slice(opts);
+        h.extend(std::iter::repeat_n(b'd', len));
+        let total = 20 + h.len();
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&h);
+        p
+    }
+    let (lan, net) = ([10, 1, 0, 2], [198, 51, 100, 7]);
+    let (c, s) = (1_000_000u32, 3_000_000u32);
+    let ws_sack = [1, 3, 3, 7, 1, 1, 4, 2];
+    let mut sack = vec![1, 1, 5, 10];
+    sack.extend_from_slice(&(s + 1001).to_be_bytes());
+    sack.extend_from_slice(&(s + 1101).to_be_bytes());
+    let out =
+        |f, seq, ack, o: &[u8], len| (2u8, 0u8, tcp(lan, 40000, net, 443, f, seq, ack, o, len));
+    let inn =
+        |f, seq, ack, o: &[u8], len| (3u8, 0u8, tcp(net, 443, lan, 40000, f, seq, ack, o, len));
+    let chunks: Vec<(u8, u8, Vec<u8>)> = vec![
+        out(0x02, c, 0, &ws_sack, 0),
+        inn(0x12, s, c + 1, &ws_sack, 0),
+        out(0x10, c + 1, s + 1, &[], 0),
+        out(0x18, c + 1, s + 1, &[], 50),
+        inn(0x18, s + 1, c + 51, &[], 1000),
+        inn(0x18, s + 1101, c + 51, &[], 100),
+        out(0x10, c + 51, s + 1, &sack, 0),
+        inn(0x04, s + 5000, 0, &[], 0),
+        inn(0x04, s.wrapping_add(1 << 31), 0, &[], 0),
+        inn(0x18, s + 10_000_000, c + 51, &[], 10),
+        out(0x10, c + 51, s + 1201, &[], 0),
+        inn(0x04, s + 1201, 0, &[], 0),
+    ];
+    let mut v = Vec::new();
+    for (flags, dt, pkt) in chunks {
+        v.extend_from_slice(&[flags, dt]);
+        v.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
+        v.extend_from_slice(&pkt);
+    }
+    v
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let seeds = root.join("seeds");
     write(&seeds.join("vhost"), "setup-tx-rx.bin", &vhost_seed());
-    write(&seeds.join("conntrack"), "tcp-udp-echo-error.bin", &conntrack_seed());
+    write(
+        &seeds.join("conntrack"),
+        "tcp-udp-echo-error.bin",
+        &conntrack_seed(),
+    );
+    write(
+        &seeds.join("conntrack"),
+        "tcp-window.bin",
+        &conntrack_window_seed(),
+    );
     let samples = samples();
     let protected = ["v4-tcp-ack-ect0", "v6-udp"];
 
