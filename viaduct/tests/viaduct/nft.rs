@@ -17,7 +17,9 @@
 //! window (Linux tracks windows, `nf_conntrack_tcp_be_liberal = 0`),
 //! fragments; and generated sequences and TCP streams. Intended
 //! differences are listed in [`INTENDED`] and checked to be exactly those
-//! (docs/design/firewall.md, "Where it differs from nftables"). IPv4 only.
+//! (docs/design/firewall.md, "Where it differs from nftables"). IPv4, and
+//! IPv6 under a policy of its own (TCP, UDP, ICMPv6 echo and errors, a
+//! destination options header, TCP streams).
 //!
 //! Needs root, `ip`, `nft` and `python3`; skips loudly otherwise.
 
@@ -63,7 +65,9 @@ fn fold(mut s: u32) -> u16 {
     !(s as u16)
 }
 
-/// Builds IPv4 datagrams with unique identifications and correct checksums.
+/// Builds IPv4 datagrams with unique identifications and IPv6 ones with
+/// unique flow labels (how the oracle recognises them when they come out),
+/// with correct checksums.
 #[derive(Default)]
 struct Maker {
     id: u16,
@@ -167,6 +171,108 @@ impl Maker {
         h.extend_from_slice(&seq.to_be_bytes());
         h.extend_from_slice(b"ping-data");
         self.ip(src, dst, 1, h)
+    }
+
+    /// A TCP segment over IPv4 or IPv6 with its window and options.
+    #[allow(clippy::too_many_arguments)]
+    fn seg(
+        &mut self,
+        v6: bool,
+        src: &str,
+        sp: u16,
+        dst: &str,
+        dp: u16,
+        flags: u8,
+        nums: (u32, u32, u16),
+        options: &[u8],
+        data: &[u8],
+    ) -> Vec<u8> {
+        if !v6 {
+            return self.tcp_full(src, sp, dst, dp, flags, nums, options, data);
+        }
+        let v4 = self.tcp_full("10.0.0.1", sp, "10.0.0.2", dp, flags, nums, options, data);
+        self.ip6(src, dst, 6, v4[20..].to_vec(), false)
+    }
+
+    /// An IPv6 datagram (with a destination options header before the
+    /// upper layer when `dest_opts`), the flow label from the counter.
+    fn ip6(&mut self, src: &str, dst: &str, next: u8, l4: Vec<u8>, dest_opts: bool) -> Vec<u8> {
+        self.id += 1;
+        let (s6, d6): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+            (src.parse().unwrap(), dst.parse().unwrap());
+        let mut l4 = l4;
+        let ck = match next {
+            6 => Some(16),
+            17 => Some(6),
+            58 => Some(2),
+            _ => None,
+        };
+        if let Some(at) = ck {
+            l4[at..at + 2].copy_from_slice(&[0, 0]);
+            let mut pseudo = Vec::new();
+            pseudo.extend_from_slice(&s6.octets());
+            pseudo.extend_from_slice(&d6.octets());
+            pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, next]);
+            let c = fold(sum(&pseudo) + sum(&l4));
+            l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        let mut payload = Vec::new();
+        let first = if dest_opts {
+            // Destination options: next header, length 0 (8 bytes), PadN.
+            payload.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            60
+        } else {
+            next
+        };
+        payload.extend_from_slice(&l4);
+        let label = u32::from(self.id) & 0xf_ffff;
+        let mut p = vec![0x60, (label >> 16) as u8, (label >> 8) as u8, label as u8];
+        p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[first, 64]);
+        p.extend_from_slice(&s6.octets());
+        p.extend_from_slice(&d6.octets());
+        p.extend_from_slice(&payload);
+        p
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp6(
+        &mut self,
+        src: &str,
+        sp: u16,
+        dst: &str,
+        dp: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let v4 = self.tcp("10.0.0.1", sp, "10.0.0.2", dp, flags, seq, ack, data);
+        self.ip6(src, dst, 6, v4[20..].to_vec(), false)
+    }
+
+    fn udp6(&mut self, src: &str, sp: u16, dst: &str, dp: u16, data: &[u8]) -> Vec<u8> {
+        let v4 = self.udp("10.0.0.1", sp, "10.0.0.2", dp, data);
+        self.ip6(src, dst, 17, v4[20..].to_vec(), false)
+    }
+
+    fn echo6(&mut self, src: &str, dst: &str, ty: u8, id: u16) -> Vec<u8> {
+        let mut h = vec![ty, 0, 0, 0];
+        h.extend_from_slice(&id.to_be_bytes());
+        h.extend_from_slice(&1u16.to_be_bytes());
+        h.extend_from_slice(b"ping6-data");
+        self.ip6(src, dst, 58, h, false)
+    }
+
+    /// An ICMPv6 error of `ty` (1 unreachable, 2 packet too big, 3 time
+    /// exceeded, 4 parameter problem) quoting all of `quoted`.
+    fn icmp6_error(&mut self, from: &str, to: &str, ty: u8, quoted: &[u8]) -> Vec<u8> {
+        let word: u32 = if ty == 2 { 1280 } else { 0 };
+        let mut h = vec![ty, if ty == 1 { 4 } else { 0 }, 0, 0];
+        h.extend_from_slice(&word.to_be_bytes());
+        h.extend_from_slice(quoted);
+        self.ip6(from, to, 58, h, false)
     }
 
     /// An IPv4 datagram cut in two fragments, the first carrying `at`
@@ -887,6 +993,269 @@ fn fragment_corpus(m: &mut Maker, v: &mut Vec<Step>) {
     push("DNS answer, last fragment", Inbound, last);
 }
 
+const LAN6: &str = "2001:db8:1::7";
+const WEB6: &str = "2001:db8:100::80";
+const DNS6: &str = "2001:db8:100::53";
+const ROUTER6: &str = "2001:db8:200::1";
+
+/// IPv6, under [`v6_policy`]: a connection the LAN opens (handshake, data,
+/// out-of-window reset, close), one the internet may not open, stray
+/// segments, a segment behind a destination options header, UDP with its
+/// answer and a spoofed one, ICMPv6 echo (asked and not), ICMPv6 errors
+/// (unreachable, packet too big, time exceeded, parameter problem)
+/// quoting tracked and unknown datagrams.
+fn corpus_v6() -> Vec<Step> {
+    use Direction::{Inbound, Outbound};
+    let mut m = Maker { id: 60_000 };
+    let mut v: Vec<Step> = Vec::new();
+    let (ci, si) = (500_000u32, 800_000u32);
+    let mut push = |what: &str, d, p| v.push((format!("v6: {what}"), d, p));
+    let syn = m.tcp6(LAN6, 43000, WEB6, 443, SYN, ci, 0, b"");
+    push("SYN", Outbound, syn.clone());
+    push(
+        "SYN-ACK",
+        Inbound,
+        m.tcp6(WEB6, 443, LAN6, 43000, SYNACK, si, ci + 1, b""),
+    );
+    push(
+        "ACK",
+        Outbound,
+        m.tcp6(LAN6, 43000, WEB6, 443, ACK, ci + 1, si + 1, b""),
+    );
+    push(
+        "request",
+        Outbound,
+        m.tcp6(LAN6, 43000, WEB6, 443, PSHACK, ci + 1, si + 1, b"GET /"),
+    );
+    push(
+        "answer",
+        Inbound,
+        m.tcp6(WEB6, 443, LAN6, 43000, PSHACK, si + 1, ci + 6, b"200 OK"),
+    );
+    push(
+        "blind reset far out of the window",
+        Inbound,
+        m.tcp6(WEB6, 443, LAN6, 43000, RST, si + 50_000_000, 0, b""),
+    );
+    let tcp_hdr = m.tcp(
+        "10.0.0.1",
+        443,
+        "10.0.0.2",
+        43000,
+        PSHACK,
+        si + 7,
+        ci + 6,
+        b"more",
+    )[20..]
+        .to_vec();
+    push(
+        "answer behind a destination options header",
+        Inbound,
+        m.ip6(WEB6, LAN6, 6, tcp_hdr, true),
+    );
+    push(
+        "packet too big about the request",
+        Inbound,
+        m.icmp6_error(ROUTER6, LAN6, 2, &syn),
+    );
+    push(
+        "time exceeded about the request",
+        Inbound,
+        m.icmp6_error(ROUTER6, LAN6, 3, &syn),
+    );
+    push(
+        "server FIN",
+        Inbound,
+        m.tcp6(WEB6, 443, LAN6, 43000, FINACK, si + 11, ci + 6, b""),
+    );
+    push(
+        "client FIN",
+        Outbound,
+        m.tcp6(LAN6, 43000, WEB6, 443, FINACK, ci + 6, si + 12, b""),
+    );
+    push(
+        "last ACK",
+        Inbound,
+        m.tcp6(WEB6, 443, LAN6, 43000, ACK, si + 12, ci + 7, b""),
+    );
+    // From the internet.
+    push(
+        "SYN in",
+        Inbound,
+        m.tcp6(WEB6, 51000, LAN6, 22, SYN, 1, 0, b""),
+    );
+    push(
+        "its SYN-ACK",
+        Outbound,
+        m.tcp6(LAN6, 22, WEB6, 51000, SYNACK, 9, 2, b""),
+    );
+    for (name, flags) in [("SYN-ACK", SYNACK), ("ACK", ACK), ("RST", RST)] {
+        push(
+            &format!("stray {name}"),
+            Inbound,
+            m.tcp6(WEB6, 443, LAN6, 43001, flags, 777, 888, b""),
+        );
+    }
+    let unknown = m.tcp6(LAN6, 43002, WEB6, 443, SYN, 1, 0, b"");
+    push(
+        "unreachable about an unknown connection",
+        Inbound,
+        m.icmp6_error(ROUTER6, LAN6, 1, &unknown),
+    );
+    // UDP.
+    let q = m.udp6(LAN6, 45000, DNS6, 53, b"query");
+    push("DNS query", Outbound, q.clone());
+    push(
+        "DNS answer",
+        Inbound,
+        m.udp6(DNS6, 53, LAN6, 45000, b"answer"),
+    );
+    push(
+        "DNS answer from another server",
+        Inbound,
+        m.udp6("2001:db8:100::54", 53, LAN6, 45000, b"spoof"),
+    );
+    push(
+        "parameter problem about the DNS query",
+        Inbound,
+        m.icmp6_error(ROUTER6, LAN6, 4, &q),
+    );
+    push(
+        "UDP to a LAN port",
+        Inbound,
+        m.udp6(DNS6, 53, LAN6, 53, b"x"),
+    );
+    // ICMPv6 echo.
+    push("echo reply unasked", Inbound, m.echo6(WEB6, LAN6, 129, 7));
+    let ping = m.echo6(LAN6, WEB6, 128, 9);
+    push("echo request out", Outbound, ping.clone());
+    push("echo reply", Inbound, m.echo6(WEB6, LAN6, 129, 9));
+    push(
+        "echo reply, other id",
+        Inbound,
+        m.echo6(WEB6, LAN6, 129, 10),
+    );
+    push("echo request in", Inbound, m.echo6(WEB6, LAN6, 128, 11));
+    push(
+        "unreachable about the ping",
+        Inbound,
+        m.icmp6_error(ROUTER6, LAN6, 1, &ping),
+    );
+    v
+}
+
+/// An IPv6 policy: the LAN (2001:db8:1::/48) may open TCP with a bare SYN
+/// and ping; established and related in and out; UDP out; telnet refused
+/// statelessly first.
+fn v6_policy() -> Policy {
+    let lan = Prefix::new("2001:db8:1::".parse().unwrap(), 48);
+    let any = Selector::any_v6();
+    let from_lan = Selector {
+        src: lan,
+        ..any.clone()
+    };
+    Policy::new("nft-diff-v6", "1")
+        .with_spd("all", any.clone(), SpdAction::Bypass)
+        .with_filter(
+            "no-telnet",
+            Direction::Inbound,
+            Selector {
+                protocol: Protocol::TCP,
+                dst_ports: PortRange::single(23),
+                ..any.clone()
+            },
+            FilterAction::Drop,
+        )
+        .with_filter(
+            "tracked-in",
+            Direction::Inbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(
+            FilterStates::ESTABLISHED | FilterStates::RELATED,
+        ))
+        .with_filter(
+            "tracked-out",
+            Direction::Outbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(
+            FilterStates::ESTABLISHED | FilterStates::RELATED,
+        ))
+        .with_filter(
+            "ping-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol(58),
+                src_ports: PortRange::single(128),
+                ..from_lan.clone()
+            },
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::NEW))
+        .with_filter(
+            "udp-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol(17),
+                ..from_lan.clone()
+            },
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::NEW))
+        .with_tcp_filter(
+            "tcp-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol::TCP,
+                ..from_lan
+            },
+            TcpFlags {
+                mask: TcpFlags::SYN | TcpFlags::ACK,
+                value: TcpFlags::SYN,
+            },
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::NEW))
+        .with_default_filter(FilterAction::Drop)
+}
+
+/// IPv6 for the generated TCP streams: the LAN opens any TCP connection;
+/// established in and out.
+fn v6_streams_policy() -> Policy {
+    let any = Selector::any_v6();
+    Policy::new("nft-diff-v6-streams", "1")
+        .with_spd("all", any.clone(), SpdAction::Bypass)
+        .with_filter(
+            "tracked-in",
+            Direction::Inbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::ESTABLISHED))
+        .with_filter(
+            "tracked-out",
+            Direction::Outbound,
+            any.clone(),
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::ESTABLISHED))
+        .with_filter(
+            "tcp-out",
+            Direction::Outbound,
+            Selector {
+                protocol: Protocol::TCP,
+                src: Prefix::new("2001:db8:1::".parse().unwrap(), 48),
+                ..any
+            },
+            FilterAction::Accept,
+        )
+        .with_states(FilterStates(FilterStates::NEW))
+        .with_default_filter(FilterAction::Drop)
+}
+
 /// A generated corpus: `n` datagrams drawn (xorshift, `seed`) from a
 /// small world, so that they meet each other's flows: two LAN hosts with two
 /// ports each, two servers on 80, 443 and 53; TCP with flags drawn from every
@@ -1001,7 +1370,8 @@ fn generated(seed: u64, n: usize) -> Vec<Step> {
 /// acknowledgement numbers at the side's next one or off by a little, by
 /// about a window, or far, so that the windows decide; a segment sent
 /// where the side's data ends moves it on.
-fn tcp_streams(seed: u64, flows: usize, n: usize) -> Vec<Step> {
+fn tcp_streams(seed: u64, flows: usize, n: usize, v6: bool) -> Vec<Step> {
+    let (lan, web) = if v6 { (LAN6, WEB6) } else { (LAN, WEB) };
     use Direction::{Inbound, Outbound};
     let mut x = seed;
     let mut next = move || {
@@ -1025,11 +1395,11 @@ fn tcp_streams(seed: u64, flows: usize, n: usize) -> Vec<Step> {
             opt_sets[(r >> 7) as usize % 4],
             opt_sets[(r >> 9) as usize % 4],
         );
-        let syn = m.tcp_full(LAN, port, WEB, 443, SYN, (ci, 0, wc), oc, b"");
+        let syn = m.seg(v6, lan, port, web, 443, SYN, (ci, 0, wc), oc, b"");
         out.push((format!("s{f}: SYN"), Outbound, syn));
-        let sa = m.tcp_full(WEB, 443, LAN, port, SYNACK, (si, ci + 1, ws), os, b"");
+        let sa = m.seg(v6, web, 443, lan, port, SYNACK, (si, ci + 1, ws), os, b"");
         out.push((format!("s{f}: SYN-ACK"), Inbound, sa));
-        let ack = m.tcp_full(LAN, port, WEB, 443, ACK, (ci + 1, si + 1, wc), &[], b"");
+        let ack = m.seg(v6, lan, port, web, 443, ACK, (ci + 1, si + 1, wc), &[], b"");
         out.push((format!("s{f}: ACK"), Outbound, ack));
         state.push((port, [ci + 1, si + 1], [wc, ws]));
     }
@@ -1066,9 +1436,29 @@ fn tcp_streams(seed: u64, flows: usize, n: usize) -> Vec<Step> {
         let ack = nexts[o].wrapping_add(ack_off);
         let data = &body[..len];
         let pkt = if lan_sends {
-            m.tcp_full(LAN, port, WEB, 443, flags, (seq, ack, wins[0]), &[], data)
+            m.seg(
+                v6,
+                lan,
+                port,
+                web,
+                443,
+                flags,
+                (seq, ack, wins[0]),
+                &[],
+                data,
+            )
         } else {
-            m.tcp_full(WEB, 443, LAN, port, flags, (seq, ack, wins[1]), &[], data)
+            m.seg(
+                v6,
+                web,
+                443,
+                lan,
+                port,
+                flags,
+                (seq, ack, wins[1]),
+                &[],
+                data,
+            )
         };
         if seq_off == 0 {
             let adv = len as u32 + u32::from(flags & FINACK & 1);
@@ -1181,6 +1571,7 @@ fn nft_verdicts(p: &Policy, steps: &[Step], tag: &str) -> Vec<bool> {
         .arg(&script)
         .arg(&ruleset)
         .arg("10.1.0.0/16")
+        .arg("2001:db8:1::/48")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1304,6 +1695,7 @@ fn the_filter_agrees_with_nftables_packet_by_packet() {
     let fw = policy::compile(&profiles::load_profile(&path).unwrap()).unwrap();
     differential("firewall", &fw);
     differential("ping", &ping_policy());
+    differential_on("v6", &v6_policy(), corpus_v6());
 }
 
 /// Generated sequences (fixed seeds, so a failure is repeatable), through
@@ -1325,8 +1717,19 @@ fn the_filter_agrees_with_nftables_on_generated_sequences() {
         0x1111_2222_3333_4445,
         0x1234_5678_9abc_def1,
     ] {
-        differential_on(&format!("tcp-fw-{seed:x}"), &fw, tcp_streams(seed, 4, 320));
+        differential_on(
+            &format!("tcp-fw-{seed:x}"),
+            &fw,
+            tcp_streams(seed, 4, 320, false),
+        );
     }
+    // And over IPv6, under a policy that, like the firewall profile, takes
+    // any TCP the LAN opens.
+    differential_on(
+        "tcp-v6",
+        &v6_streams_policy(),
+        tcp_streams(0x5555_6666_7777_8889, 4, 320, true),
+    );
     for seed in [0x9e37_79b9_7f4a_7c15u64, 0xd1b5_4a32_d192_ed03] {
         differential_on(&format!("gen-fw-{seed:x}"), &fw, generated(seed, 160));
         differential_on(

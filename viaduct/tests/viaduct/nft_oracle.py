@@ -11,9 +11,9 @@ conntrack as the Viaduct tracks: only a bare SYN opens a TCP connection
 (nf_conntrack_checksum=0).
 
 Reads one packet per line on stdin, `in HEX` (from black) or `out HEX` (from
-red), IPv4 only, each with its own IP identification; writes one verdict per
-line: `accept` when the packet came out of the other device within the wait,
-else `drop`.
+red), IPv4 each with its own IP identification, IPv6 each with its own flow
+label; writes one verdict per line: `accept` when the packet came out of the
+other device within the wait, else `drop`.
 """
 import fcntl
 import os
@@ -58,18 +58,26 @@ def main():
     fds = {"red": tun("red"), "black": tun("black")}
     sh("ip", "link", "set", "lo", "up")
     for conf in ("all", "default"):
-        sysctl(f"net.ipv6.conf.{conf}.disable_ipv6", 1)
+        sysctl(f"net.ipv6.conf.{conf}.disable_ipv6", 0)
+        # No router solicitations or duplicate address detection: nothing
+        # leaves the devices but what is forwarded.
+        sysctl(f"net.ipv6.conf.{conf}.accept_dad", 0)
+        sysctl(f"net.ipv6.conf.{conf}.router_solicitations", 0)
+        sysctl(f"net.ipv6.conf.{conf}.addr_gen_mode", 1)
         sysctl(f"net.ipv4.conf.{conf}.rp_filter", 0)
     for name in fds:
-        sysctl(f"net.ipv6.conf.{name}.disable_ipv6", 1)
         sysctl(f"net.ipv4.conf.{name}.rp_filter", 0)
         sh("ip", "link", "set", name, "up")
     sh("ip", "addr", "add", "192.0.2.1/32", "dev", "red")
     sh("ip", "addr", "add", "192.0.2.2/32", "dev", "black")
+    sh("ip", "-6", "addr", "add", "2001:db8:ffff::1/128", "dev", "red", "nodad")
+    sh("ip", "-6", "addr", "add", "2001:db8:ffff::2/128", "dev", "black", "nodad")
     for p in lans:
-        sh("ip", "route", "add", p, "dev", "red")
+        sh("ip", "-6" if ":" in p else "-4", "route", "add", p, "dev", "red")
     sh("ip", "route", "add", "default", "dev", "black")
+    sh("ip", "-6", "route", "add", "default", "dev", "black")
     sysctl("net.ipv4.ip_forward", 1)
+    sysctl("net.ipv6.conf.all.forwarding", 1)
     sh("nft", "-f", ruleset)
     # The conntrack sysctls exist once nf_conntrack is loaded (the ruleset's
     # `ct state` loads it).
@@ -93,7 +101,14 @@ def main():
             continue
         direction, hexed = line.split()
         pkt = bytes.fromhex(hexed)
-        ident = pkt[4:6]
+        v6 = pkt[0] >> 4 == 6
+
+        def same(got):
+            if v6:
+                return (len(got) >= 40 and got[0] >> 4 == 6 and got[1:4] == pkt[1:4]
+                        and got[8:40] == pkt[8:40])
+            return (len(got) >= 20 and got[0] >> 4 == 4 and got[4:6] == pkt[4:6]
+                    and got[12:20] == pkt[12:20])
         src, dst = ("black", "red") if direction == "in" else ("red", "black")
         os.write(fds[src], pkt)
         verdict = "drop"
@@ -106,7 +121,7 @@ def main():
             if not r:
                 break
             for got in drain(fds[dst]):
-                if len(got) >= 20 and got[4:6] == ident and got[12:20] == pkt[12:20]:
+                if same(got):
                     verdict = "accept"
         drain(fds[src])
         print(verdict, flush=True)
