@@ -492,6 +492,9 @@ pub struct CtCounters {
     pub table_full: u64,
     /// Packets classified invalid.
     pub invalid: u64,
+    /// Of those, TCP segments outside their flow's window (a blind
+    /// attacker's resets and data among them).
+    pub out_of_window: u64,
     /// ICMP errors classified related.
     pub related: u64,
 }
@@ -721,9 +724,11 @@ impl Tracker {
         now: Timestamp,
     ) -> Classified {
         let mut keep = None;
-        let c = self.classify_inner(dir, pkt, t, now, &mut keep);
+        let mut out_of_window = false;
+        let c = self.classify_inner(dir, pkt, t, now, &mut keep, &mut out_of_window);
         if c.state == CtState::Invalid {
             self.counters.invalid += 1;
+            self.counters.out_of_window += u64::from(out_of_window);
         }
         // What an out-of-window segment leaves behind (see
         // `TcpTrack::out_of_window`).
@@ -742,6 +747,7 @@ impl Tracker {
         t: &FiveTuple,
         now: Timestamp,
         keep: &mut Option<(u32, TcpTrack)>,
+        out_of_window: &mut bool,
     ) -> Classified {
         const INVALID: Classified = Classified {
             state: CtState::Invalid,
@@ -815,10 +821,11 @@ impl Tracker {
                 let before = track;
                 let o = track.segment(who, s);
                 match o {
-                    Outcome::Invalid => {
+                    Outcome::Invalid | Outcome::OutOfWindow => {
                         if track != before {
                             *keep = Some((slot, track));
                         }
+                        *out_of_window = o == Outcome::OutOfWindow;
                         return INVALID;
                     }
                     Outcome::Reopens => {
@@ -1005,7 +1012,10 @@ impl Tracker {
                 // An ignored segment counts, but neither moves the flow
                 // nor keeps it alive longer; one the flow no longer takes
                 // (the other direction moved it meanwhile) changes nothing.
-                if matches!(outcome, Outcome::Invalid | Outcome::Reopens) {
+                if matches!(
+                    outcome,
+                    Outcome::Invalid | Outcome::OutOfWindow | Outcome::Reopens
+                ) {
                     return true;
                 }
                 let i = usize::from(who == Who::Responder);

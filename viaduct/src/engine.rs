@@ -922,7 +922,7 @@ impl OutboundPath {
             let c = table.counters();
             let _ = writeln!(
                 s,
-                "conntrack flows={} max={} inserted={} expired={} removed_by_policy={} table_full={} invalid={} related={}",
+                "conntrack flows={} max={} inserted={} expired={} removed_by_policy={} table_full={} invalid={} out_of_window={} related={}",
                 table.len(),
                 table.capacity(),
                 c.inserted,
@@ -930,6 +930,7 @@ impl OutboundPath {
                 c.removed_by_policy,
                 c.table_full,
                 c.invalid,
+                c.out_of_window,
                 c.related
             );
         }

@@ -721,6 +721,10 @@ fn a_blind_reset_or_injection_outside_the_window_is_invalid_and_changes_nothing(
     // Below what the LAN acknowledged.
     assert_eq!(inbound(&mut t, RST, SI + 50, 0, 0, 1), CtState::Invalid);
     assert_eq!(state_of(&t, 1)[0].0, "established");
+    // Counted: all invalid, those outside the window on their own (the
+    // reset below the ACK fails the reset check, before the window).
+    let c = t.counters();
+    assert_eq!((c.invalid, c.out_of_window), (8, 7));
     // Just past the window: tolerated, nothing moves.
     assert_eq!(
         inbound(&mut t, RST, SI + 101 + 65_536, 0, 0, 1),

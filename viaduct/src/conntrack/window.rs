@@ -246,6 +246,9 @@ pub(super) enum Outcome {
     Reopens,
     /// Not part of the flow.
     Invalid,
+    /// Not part of the flow: outside its window (a kind of `Invalid`,
+    /// counted on its own).
+    OutOfWindow,
 }
 
 impl TcpTrack {
@@ -394,7 +397,7 @@ impl TcpTrack {
                 Window::Ignore => return Outcome::Ignored,
                 Window::Invalid => {
                     self.out_of_window(who, kind);
-                    return Outcome::Invalid;
+                    return Outcome::OutOfWindow;
                 }
             }
         }
@@ -468,7 +471,7 @@ impl TcpTrack {
                     Outcome::Taken
                 }
                 Window::Ignore => Outcome::Ignored,
-                Window::Invalid => Outcome::Invalid,
+                Window::Invalid => Outcome::OutOfWindow,
             };
         }
         self.last_kind = kind;
