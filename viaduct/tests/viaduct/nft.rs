@@ -1144,82 +1144,11 @@ fn corpus_v6() -> Vec<Step> {
     v
 }
 
-/// An IPv6 policy: the LAN (2001:db8:1::/48) may open TCP with a bare SYN
-/// and ping; established and related in and out; UDP out; telnet refused
-/// statelessly first.
+/// An IPv6 policy of [`ping_policy`]'s shape for 2001:db8:1::/48 (ICMPv6
+/// echo), with UDP out too.
 fn v6_policy() -> Policy {
     let lan = Prefix::new("2001:db8:1::".parse().unwrap(), 48);
-    let any = Selector::any_v6();
-    let from_lan = Selector {
-        src: lan,
-        ..any.clone()
-    };
-    Policy::new("nft-diff-v6", "1")
-        .with_spd("all", any.clone(), SpdAction::Bypass)
-        .with_filter(
-            "no-telnet",
-            Direction::Inbound,
-            Selector {
-                protocol: Protocol::TCP,
-                dst_ports: PortRange::single(23),
-                ..any.clone()
-            },
-            FilterAction::Drop,
-        )
-        .with_filter(
-            "tracked-in",
-            Direction::Inbound,
-            any.clone(),
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(
-            FilterStates::ESTABLISHED | FilterStates::RELATED,
-        ))
-        .with_filter(
-            "tracked-out",
-            Direction::Outbound,
-            any.clone(),
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(
-            FilterStates::ESTABLISHED | FilterStates::RELATED,
-        ))
-        .with_filter(
-            "ping-out",
-            Direction::Outbound,
-            Selector {
-                protocol: Protocol(58),
-                src_ports: PortRange::single(128),
-                ..from_lan.clone()
-            },
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(FilterStates::NEW))
-        .with_filter(
-            "udp-out",
-            Direction::Outbound,
-            Selector {
-                protocol: Protocol(17),
-                ..from_lan.clone()
-            },
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(FilterStates::NEW))
-        .with_tcp_filter(
-            "tcp-out",
-            Direction::Outbound,
-            Selector {
-                protocol: Protocol::TCP,
-                ..from_lan
-            },
-            TcpFlags {
-                mask: TcpFlags::SYN | TcpFlags::ACK,
-                value: TcpFlags::SYN,
-            },
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(FilterStates::NEW))
-        .with_default_filter(FilterAction::Drop)
+    shaped_policy("nft-diff-v6", Selector::any_v6(), lan, (58, 128), true)
 }
 
 /// IPv6 for the generated TCP streams: the LAN opens any TCP connection;
@@ -1481,12 +1410,19 @@ fn tcp_streams(seed: u64, flows: usize, n: usize, v6: bool) -> Vec<Step> {
 /// dropping telnet before the states are looked at.
 fn ping_policy() -> Policy {
     let lan = Prefix::new("10.1.0.0".parse().unwrap(), 16);
-    let any = Selector::any_v4();
+    shaped_policy("nft-diff", Selector::any_v4(), lan, (1, 8), false)
+}
+
+/// Telnet refused statelessly first; established and related in and out;
+/// from `lan`: echo requests (`icmp`: protocol and type), UDP when
+/// `udp_out`, TCP opened by a bare SYN; the rest dropped.
+fn shaped_policy(name: &str, any: Selector, lan: Prefix, icmp: (u8, u16), udp_out: bool) -> Policy {
     let from_lan = Selector {
         src: lan,
         ..any.clone()
     };
-    Policy::new("nft-diff", "1")
+    let tracked = FilterStates(FilterStates::ESTABLISHED | FilterStates::RELATED);
+    let mut p = Policy::new(name, "1")
         .with_spd("all", any.clone(), SpdAction::Bypass)
         .with_filter(
             "no-telnet",
@@ -1504,44 +1440,53 @@ fn ping_policy() -> Policy {
             any.clone(),
             FilterAction::Accept,
         )
-        .with_states(FilterStates(
-            FilterStates::ESTABLISHED | FilterStates::RELATED,
-        ))
+        .with_states(tracked)
         .with_filter(
             "tracked-out",
             Direction::Outbound,
-            any.clone(),
+            any,
             FilterAction::Accept,
         )
-        .with_states(FilterStates(
-            FilterStates::ESTABLISHED | FilterStates::RELATED,
-        ))
+        .with_states(tracked)
         .with_filter(
             "ping-out",
             Direction::Outbound,
             Selector {
-                protocol: Protocol(1),
-                src_ports: PortRange::single(8),
+                protocol: Protocol(icmp.0),
+                src_ports: PortRange::single(icmp.1),
                 ..from_lan.clone()
             },
             FilterAction::Accept,
         )
-        .with_states(FilterStates(FilterStates::NEW))
-        .with_tcp_filter(
-            "tcp-out",
-            Direction::Outbound,
-            Selector {
-                protocol: Protocol::TCP,
-                ..from_lan
-            },
-            TcpFlags {
-                mask: TcpFlags::SYN | TcpFlags::ACK,
-                value: TcpFlags::SYN,
-            },
-            FilterAction::Accept,
-        )
-        .with_states(FilterStates(FilterStates::NEW))
-        .with_default_filter(FilterAction::Drop)
+        .with_states(FilterStates(FilterStates::NEW));
+    if udp_out {
+        p = p
+            .with_filter(
+                "udp-out",
+                Direction::Outbound,
+                Selector {
+                    protocol: Protocol(17),
+                    ..from_lan.clone()
+                },
+                FilterAction::Accept,
+            )
+            .with_states(FilterStates(FilterStates::NEW));
+    }
+    p.with_tcp_filter(
+        "tcp-out",
+        Direction::Outbound,
+        Selector {
+            protocol: Protocol::TCP,
+            ..from_lan
+        },
+        TcpFlags {
+            mask: TcpFlags::SYN | TcpFlags::ACK,
+            value: TcpFlags::SYN,
+        },
+        FilterAction::Accept,
+    )
+    .with_states(FilterStates(FilterStates::NEW))
+    .with_default_filter(FilterAction::Drop)
 }
 
 /// nftables' verdicts on `steps` under `p`, from a fresh namespace.
