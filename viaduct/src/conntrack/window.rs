@@ -374,7 +374,7 @@ impl TcpTrack {
                     // while out of step: the segment may acknowledge what
                     // the table ignored. (Only from the other side: Linux
                     // 6.18 refuses a reset from the SYN's own side here,
-                    // `nft::…packet_by_packet` W14, W16.)
+                    // `nft::…packet_by_packet` steps W8 to W10 and W13.)
                     check_window = false;
                 }
                 if old == Tcp::SynSent
