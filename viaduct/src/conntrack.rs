@@ -799,6 +799,19 @@ impl Tracker {
             }
         };
         let (key, src_is_a) = FlowKey::new(protocol, (t.src, sp), (t.dst, dp));
+        // The packet opens a flow (in place of `replaces`, if any).
+        let opening = |replaces: Option<u32>| Classified {
+            state: CtState::New,
+            rule: None,
+            what: Pending::Open {
+                key,
+                originator_is_a: src_is_a,
+                direction: dir,
+                replaces,
+                len,
+                seg,
+            },
+        };
         if let Some(slot) = self.find(&key, now) {
             let f = self.slots[slot as usize].as_ref().expect("live slot");
             let who = if src_is_a == f.originator_is_a {
@@ -828,20 +841,7 @@ impl Tracker {
                         *out_of_window = o == Outcome::OutOfWindow;
                         return INVALID;
                     }
-                    Outcome::Reopens => {
-                        return Classified {
-                            state: CtState::New,
-                            rule: None,
-                            what: Pending::Open {
-                                key,
-                                originator_is_a: src_is_a,
-                                direction: dir,
-                                replaces: Some(slot),
-                                len,
-                                seg,
-                            },
-                        }
-                    }
+                    Outcome::Reopens => return opening(Some(slot)),
                     Outcome::Taken | Outcome::TakenAndGone | Outcome::Ignored => {}
                 }
             }
@@ -875,18 +875,7 @@ impl Tracker {
         if !opens {
             return INVALID;
         }
-        Classified {
-            state: CtState::New,
-            rule: None,
-            what: Pending::Open {
-                key,
-                originator_is_a: src_is_a,
-                direction: dir,
-                replaces: self.index.get(&key).copied(),
-                len,
-                seg,
-            },
-        }
+        opening(self.index.get(&key).copied())
     }
 
     fn related(
