@@ -298,6 +298,14 @@ fn lab_variant(name: &str) -> (tempfile::TempDir, PathBuf) {
         };
         std::fs::copy(lock, variant.join(format!("{gw}.lock"))).unwrap();
     }
+    // The profiles both gateways extend (`router/bgp.toml`).
+    for e in std::fs::read_dir(root().join(format!("profiles/lab/{name}"))).unwrap() {
+        let path = e.unwrap().path();
+        let file = path.file_name().unwrap().to_owned();
+        if path.extension().is_some_and(|x| x == "toml") && !variant.join(&file).exists() {
+            std::fs::copy(&path, variant.join(file)).unwrap();
+        }
+    }
     (dir, variant)
 }
 
@@ -417,10 +425,13 @@ fn testbed_test_runs_the_firewall_lab() {
 }
 
 /// The router lab (`profiles/lab/router`): both gateways the shipped router
-/// profile with static routes. Each LAN reaches the internet host and the
+/// profile with static routes, and FRR in black learning routes by BGP from
+/// the lab router's gobgpd. Each LAN reaches the internet host and the
 /// other LAN, the internet host reaches each LAN, and a destination no
 /// route sends to black is dropped by the Viaduct, counted, never on the
-/// wire.
+/// wire. Of three routes gobgpd announces and black's FRR installs, each
+/// Viaduct learns the one its ranges allow: the LANs reach it, not the
+/// others; withdrawn, it is gone; announced again, it is back.
 #[test]
 fn testbed_test_runs_the_router_lab() {
     let _s = serial();
@@ -434,6 +445,10 @@ fn testbed_test_runs_the_router_lab() {
             "LAN A ↔ LAN B: ping both ways through both routers",
             "LAN A → 192.0.2.1 (no route): dropped by the Viaduct, counted, not on the wire",
             "LAN B → 192.0.2.1 (no route): dropped by the Viaduct, counted, not on the wire",
+            "BGP: each Viaduct learns 1.1.1.0/24 from black's FRR and refuses 1.1.2.0/25 and 2.2.2.0/24",
+            "LAN A → 1.1.1.1 (learned, allowed): answered; 1.1.2.1 and 2.2.2.1 (learned by FRR, outside the ranges): dropped as no_route, not on the wire",
+            "LAN B → 1.1.1.1 (learned, allowed): answered; 1.1.2.1 and 2.2.2.1 (learned by FRR, outside the ranges): dropped as no_route, not on the wire",
+            "BGP: 1.1.1.0/24 withdrawn by gobgpd leaves both Viaducts and LAN A no longer reaches it; announced again, it does",
         ],
     );
 }

@@ -852,7 +852,7 @@ fn forbidden_capability_fails_the_build_naming_the_field() {
         &base,
         text.replace(
             "capabilities = [\"CAP_NET_ADMIN\",",
-            "capabilities = [\"CAP_SYS_ADMIN\", \"CAP_NET_ADMIN\",",
+            "capabilities = [\"CAP_SYS_PTRACE\", \"CAP_NET_ADMIN\",",
         ),
     )
     .unwrap();
@@ -871,7 +871,7 @@ fn forbidden_capability_fails_the_build_naming_the_field() {
     let msg = err.to_string();
     assert!(
         msg.contains("personalities.red.services[0].capabilities[0]")
-            && msg.contains("CAP_SYS_ADMIN"),
+            && msg.contains("CAP_SYS_PTRACE"),
         "{msg}"
     );
     assert!(!dir.path().join("out").exists());
@@ -1692,11 +1692,13 @@ fn del_on_esp(a: &builder::BuildOutput, disk: &Path, name: &str) {
     );
 }
 
-/// A router image that would learn routes from black is refused, naming
-/// the section and its line, before any package is looked at (the init
-/// does not hand the Viaduct black's FPM socket yet); static routes build.
+/// A router image that learns routes from black: its plan names the FPM
+/// port (the init makes the socket in black's namespace and hands it to the
+/// Viaduct), and the profile's files are in black's root with their modes,
+/// over what the builder renders. Under runtime `microvm` it is refused,
+/// naming the section and its line, before any package is looked at.
 #[test]
-fn learned_routes_are_refused_in_an_image_for_now() {
+fn learned_routes_build_with_the_fpm_line_and_black_gets_the_profiles_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("profiles/base")).unwrap();
     for f in ["router.toml", "base/gateway.toml"] {
@@ -1706,19 +1708,61 @@ fn learned_routes_are_refused_in_an_image_for_now() {
         )
         .unwrap();
     }
+    let learned = "[viaduct.learned_routes]\nallow = [\"1.0.0.0/8 le 24\"]\n";
     let profile = dir.path().join("profiles/router-learned.toml");
     std::fs::write(
         &profile,
-        "extends = \"router.toml\"\n\n[viaduct.learned_routes]\nallow = [\"1.0.0.0/8 le 24\"]\n",
+        format!(
+            "extends = \"router.toml\"\n\n{learned}\n\
+             [[personalities.black.files]]\npath = \"/etc/frr/zebra.conf\"\nmode = 0o640\n\
+             content = \"\"\"\nfpm address 127.0.0.1 port 2620\n\"\"\"\n\n\
+             [[personalities.black.files]]\npath = \"/etc/passwd\"\n\
+             content = \"root:x:0:0:root:/:/bin/sh\\nfrr:x:100:101::/nonexistent:/bin/false\\n\"\n"
+        ),
     )
     .unwrap();
-    let err = build(&opts(&profile, &dir.path().join("out")), &mut |_| {}).unwrap_err();
+    let out = dir.path().join("out");
+    let a = build(&opts(&profile, &out), &mut |_| {}).expect("the learning router builds");
+    let uki = std::fs::read(a.out.join("uki.efi")).unwrap();
+    let pe = images::pe::PeFile::parse(&uki).unwrap();
+    let e = initramfs_entries(&pe.memory_data(pe.section(".initrd").unwrap()));
+    let plan = gateway_plan::Plan::decode(e["etc/appliance/plan"].1.as_slice()).unwrap();
+    assert_eq!(plan.fpm, Some(gateway_plan::FpmPlan { port: 2620 }));
+    assert_eq!(
+        e["personalities/black/etc/frr/zebra.conf"],
+        (0o100640, b"fpm address 127.0.0.1 port 2620\n".to_vec())
+    );
+    assert_eq!(e["personalities/black/etc/frr"].0, 0o040755);
+    assert_eq!(
+        e["personalities/black/etc/passwd"],
+        (
+            0o100444,
+            b"root:x:0:0:root:/:/bin/sh\nfrr:x:100:101::/nonexistent:/bin/false\n".to_vec()
+        )
+    );
+    // Red keeps the rendered accounts; only black got the files.
+    assert!(!e.contains_key("personalities/red/etc/frr/zebra.conf"));
+    assert!(
+        String::from_utf8_lossy(&e["personalities/red/etc/passwd"].1).contains("nobody:x:65534")
+    );
+
+    let vm = dir.path().join("profiles/router-learned-vm.toml");
+    std::fs::write(
+        &vm,
+        format!(
+            "extends = \"router.toml\"\n\n[appliance]\nruntime = \"microvm\"\n\n{learned}\n\
+             [hardware.nics.lan]\nattach = \"macvtap\"\n\n[hardware.nics.wan]\nattach = \"macvtap\"\n\n\
+             [personalities.red]\nmemory_limit = \"256MiB\"\n\n[personalities.black]\nmemory_limit = \"256MiB\"\n"
+        ),
+    )
+    .unwrap();
+    let err = build(&opts(&vm, &dir.path().join("out-vm")), &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, BuildError::NotYet { .. }), "{msg}");
     assert!(
-        msg.starts_with(&format!("{}:3:", profile.display()))
-            && msg.contains("viaduct.learned_routes: an image cannot learn routes yet"),
+        msg.starts_with(&format!("{}:6:", vm.display()))
+            && msg.contains("viaduct.learned_routes: runtime `microvm` cannot learn routes yet"),
         "{msg}"
     );
-    assert!(!dir.path().join("out").exists());
+    assert!(!dir.path().join("out-vm").exists());
 }

@@ -571,6 +571,10 @@ pub struct Runtime {
     /// The management channel's init side (the update receiver), when the
     /// plan takes updates.
     pub mgmt: Option<crate::update::Management>,
+    /// The listening FPM socket in black's network namespace (the plan's
+    /// `fpm` line), handed to every Viaduct started; held here, so black's
+    /// routing daemon finds it across Viaduct restarts.
+    fpm: Option<OwnedFd>,
 }
 
 /// What the init keeps for the IKE process (see [`Runtime::spawn_ike`]).
@@ -674,6 +678,34 @@ fn create_tun_in(
         format!("creating TUN {ifname} (is the `tun` module loaded?)"),
     ))
 }
+
+/// Makes the listening TCP socket `127.0.0.1:port` inside the network
+/// namespace `netns` (black's), for black's routing daemon to hand its
+/// forwarding table to the Viaduct (FPM). The namespace's loopback is set
+/// up first (the address exists only then; black's setup sets it up again,
+/// harmlessly). The socket belongs to that namespace wherever its holder
+/// runs; black cannot bind the port, only connect to it.
+fn fpm_listener_in(name: &'static str, netns: BorrowedFd<'_>, port: u16) -> Result<OwnedFd> {
+    let own = File::open("/proc/self/ns/net").map_err(cerr(name, "opening own netns"))?;
+    sys::setns(netns, libc::CLONE_NEWNET).map_err(cerr(name, "entering its netns"))?;
+    let up = libc::IFF_UP as u32;
+    let made =
+        nic::request(&nic::set_link_request(1, LOOPBACK_IFINDEX, up, up, None)).and_then(|()| {
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).map(OwnedFd::from)
+        });
+    // Going back must work: the init never stays in a personality's namespace.
+    if let Err(e) = sys::setns(own.as_fd(), libc::CLONE_NEWNET) {
+        eprintln!("appliance: fatal: cannot return to the init's network namespace: {e}");
+        sys::exit_now(70);
+    }
+    made.map_err(cerr(
+        name,
+        format!("making the FPM socket 127.0.0.1:{port}"),
+    ))
+}
+
+/// A new network namespace's loopback interface.
+const LOOPBACK_IFINDEX: i32 = 1;
 
 /// Prepares the cgroup of a personality; `Ok(None)` when cgroups are not in use.
 /// Missing controllers are logged, not fatal (they limit resources, not paths).
@@ -1128,6 +1160,7 @@ impl Runtime {
             ));
         }
         let mut personalities = Vec::new();
+        let mut fpm: Option<OwnedFd> = None;
         let mut vms = Vec::new();
         for (c, info) in plan.compartments.iter().zip(found) {
             if let Some(vm) = &c.vm {
@@ -1153,6 +1186,13 @@ impl Runtime {
             // Red carries the personality's TCP/UDP flows: its TUN offers offloads
             // (vnet headers). Black carries ESP, which has no GSO type.
             let tun = create_tun_in(name, ns.net.as_fd(), TUN_NAME, c.side == Side::Red, false)?;
+            if let (Some(f), Side::Black) = (plan.fpm, c.side) {
+                fpm = Some(fpm_listener_in(name, ns.net.as_fd(), f.port)?);
+                log.log(&format!(
+                    "{name}: FPM socket 127.0.0.1:{} made in the {name} namespace for the Viaduct (routes learned from black)",
+                    f.port
+                ));
+            }
             let cgroup = prepare_cgroup(&env, c, log);
             personalities.push(Personality {
                 plan: c.clone(),
@@ -1247,6 +1287,7 @@ impl Runtime {
             keyed: std::collections::BTreeSet::new(),
             ike,
             mgmt,
+            fpm,
         };
         for i in 0..rt.units.len() {
             rt.spawn(i, log);
@@ -1540,6 +1581,10 @@ impl Runtime {
         if let Some(c) = &channel {
             fds.push(c.as_fd());
             argv.extend(["--ike-channel".to_owned(), "5".to_owned()]);
+        }
+        if let Some(f) = &self.fpm {
+            argv.extend(["--fpm-fd".to_owned(), (3 + fds.len()).to_string()]);
+            fds.push(f.as_fd());
         }
         if let Some(d) = claim {
             argv.extend(["--key-claim".to_owned(), d.to_hex()]);

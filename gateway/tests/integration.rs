@@ -96,6 +96,7 @@ impl Tree {
             ike: None,
             boot_assessment: None,
             update: None,
+            fpm: None,
         };
         std::fs::create_dir_all(dir.path().join("etc/appliance")).unwrap();
         std::fs::create_dir_all(dir.path().join("lib/modules")).unwrap();

@@ -48,7 +48,8 @@
 //!
 //! `dhcp_server_and_client_work_under_the_filters`: dnsmasq in red leases an address
 //! to a LAN host, busybox udhcpc in black (the only compartment given AF_PACKET) gets
-//! one from the internet's server; the syscall probe checks the packet options there.
+//! one from the internet's server; the syscall probe checks the packet options there,
+//! holding CAP_SYS_ADMIN (as FRR's daemons do): every denied call stays refused.
 //!
 //! Needs root, iproute2, busybox-static, tcpdump, dnsmasq-base, gcc and libc6-dev (the
 //! static syscall probe), /dev/net/tun and the static Viaduct
@@ -304,8 +305,11 @@ fn syscall_probe_service(caps: &[&str]) -> ServicePlan {
 /// What the syscall probe checks in a compartment that may open `families` (see
 /// syscall_probe.c for the format): every call from another ABI is killed, every
 /// denied call and socket option refused with its errno, every call outside the
-/// allowlist answered `ENOSYS`, socket families and protocols as the plan says.
-fn syscall_spec(families: &[SocketFamily]) -> String {
+/// allowlist answered `ENOSYS`, socket families and protocols as the plan says;
+/// `sethostname` (on a bad address) passes the capability check only when the
+/// probe holds `CAP_SYS_ADMIN` (`EFAULT`, else `EPERM`): it shows the probe
+/// ran with what it was given.
+fn syscall_spec(families: &[SocketFamily], sys_admin: bool) -> String {
     use gateway::confine::*;
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -314,6 +318,12 @@ fn syscall_spec(families: &[SocketFamily]) -> String {
     };
     let z = ["0"; 6];
     line("getpid", libc::SYS_getpid.to_string(), z, "ok");
+    line(
+        "sethostname-bad-address",
+        libc::SYS_sethostname.to_string(),
+        ["1", "1", "0", "0", "0", "0"],
+        if sys_admin { "errno:14" } else { "errno:1" },
+    );
     // Another ABI: x32 numbers (the whole 6.1 table and beyond), i386 `int 0x80`.
     for nr in (0..=450).chain([512, 546, 0x3fff_ffff]) {
         line(
@@ -593,11 +603,17 @@ fn make_root_with(
         ike: None,
         boot_assessment: None,
         update: None,
+        fpm: None,
     };
     tweak(&mut plan);
     for c in &plan.compartments {
         let spec = root.join(&c.root.as_str()[1..]).join(&SYSCALL_SPEC[1..]);
-        std::fs::write(spec, syscall_spec(&c.socket_families)).unwrap();
+        let sys_admin = c.services.iter().any(|s| {
+            s.name.as_str() == "sysprobe"
+                && s.caps
+                    .contains(&Capability::from_name("CAP_SYS_ADMIN").unwrap())
+        });
+        std::fs::write(spec, syscall_spec(&c.socket_families, sys_admin)).unwrap();
     }
     std::fs::write(root.join("etc/appliance/plan"), plan.encode()).unwrap();
     let tpm_dir = lab.dir.join(format!("{dir}-tpm"));
@@ -1717,7 +1733,10 @@ fn dhcp_server_and_client_work_under_the_filters() {
     let g = make_root_with(&lab, "dhcp", "profiles/lab/gw-a.toml", vec![dnsmasq], |p| {
         let black = &mut p.compartments[1];
         black.socket_families.push(SocketFamily::Packet);
-        black.services = vec![udhcpc, syscall_probe_service(&["CAP_NET_RAW"])];
+        black.services = vec![
+            udhcpc,
+            syscall_probe_service(&["CAP_NET_RAW", "CAP_SYS_ADMIN"]),
+        ];
     });
     let red = g.root.join("personalities/red");
     install_with_libs(Path::new("/usr/sbin/dnsmasq"), "/usr/sbin/dnsmasq", &red);

@@ -243,6 +243,7 @@ fn make_gateway(lab: &Lab, name: &str, profile_path: &str) -> Gw {
         ike: None,
         boot_assessment: None,
         update: None,
+        fpm: None,
     };
     let bytes = plan.encode();
     assert_eq!(Plan::decode(&bytes).unwrap(), plan);

@@ -301,6 +301,7 @@ fn gateway_plan() -> (Vec<u8>, Vec<u8>) {
         }),
         boot_assessment: None,
         update: None,
+        fpm: None,
     };
     (plan.encode(), blob)
 }

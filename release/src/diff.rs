@@ -1390,6 +1390,7 @@ mod tests {
             ike: None,
             boot_assessment: None,
             update: None,
+            fpm: None,
         }
     }
 
@@ -1645,6 +1646,19 @@ mod tests {
                     )]
                 ),
             ]
+        );
+        // Learning routes from black is a change of the Viaduct's.
+        let mut learns = plan();
+        learns.fpm = Some(gp::FpmPlan { port: 2620 });
+        let changes = compare_items(&words::plan_items(&old), &words::plan_items(&learns));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].fields,
+            vec![f(
+                "routes from black",
+                "none",
+                "FPM socket 127.0.0.1:2620 in black"
+            )]
         );
     }
 

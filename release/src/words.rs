@@ -512,6 +512,13 @@ pub fn plan_items(p: &Plan) -> Vec<Item> {
         }
         None => viaduct = viaduct.field("ike binary", "none"),
     }
+    let viaduct = viaduct.field(
+        "routes from black",
+        match &p.fpm {
+            Some(f) => format!("FPM socket 127.0.0.1:{} in black", f.port),
+            None => "none".to_string(),
+        },
+    );
     let boot = Item::new(Kind::Boot, "boot and updates")
         .field(
             "judged",

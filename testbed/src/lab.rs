@@ -141,6 +141,9 @@ pub struct Gateway {
     pub clear: bool,
     /// Its Viaduct routes cleartext (role `router`).
     pub router: bool,
+    /// What its Viaduct admits of the routes black's FRR learns
+    /// (`[viaduct.learned_routes]`), if anything.
+    pub learns: Option<profiles::model::LearnedRoutes>,
 }
 
 impl Gateway {
@@ -209,6 +212,7 @@ impl Gateway {
             });
         let router = p.viaduct.roles.contains(&profiles::model::Role::Router);
         Ok(Gateway {
+            learns: p.viaduct.learned_routes.clone(),
             passthrough,
             clear,
             router,

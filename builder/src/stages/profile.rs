@@ -43,16 +43,16 @@ pub(crate) fn resolve(opts: &BuildOptions) -> Result<Resolved, BuildError> {
     let profile = profiles::load_profile(&opts.profile)?;
     let release_key = release_key(opts, &profile)?;
     let policy = policy::compile(&profile)?;
-    // The Viaduct reads learned routes from an FPM socket in black's
-    // namespace, which the gateway's init does not make yet: an image
-    // would admit none. Refused rather than built to learn nothing.
-    if policy.learn.is_some() {
+    // The Viaduct reads learned routes from an FPM socket the init makes in
+    // black's network namespace; a VM's routing daemon has no way to it yet.
+    // Refused rather than built to learn nothing.
+    if policy.learn.is_some() && profile.appliance.runtime == profiles::Runtime::Microvm {
         return Err(BuildError::NotYet {
             location: profiles::find_in_sources(&profile, "learned_routes")
                 .map(|(f, l, c)| format!("{}:{l}:{c}: ", f.display()))
                 .unwrap_or_default(),
             field: "viaduct.learned_routes",
-            message: "an image cannot learn routes yet: its init does not hand black's FPM socket to the Viaduct (the Viaduct run by hand can: `viaduct --fpm-listen`); remove the section, static routes work",
+            message: "runtime `microvm` cannot learn routes yet: black's routing daemon, in its VM, has no way to the Viaduct's FPM socket; use runtime `compartment`, or static routes",
         });
     }
     let policy_bytes = policy.encode();

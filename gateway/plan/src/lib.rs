@@ -1,13 +1,13 @@
 //! The runtime plan: what the host-side image builder tells the init to do.
 //!
-//! # Format (version 8)
+//! # Format (version 9)
 //! Canonical, line-oriented ASCII text. Every line is `key SP value LF` (the last one is
 //! the bare `end LF`); keys come in this fixed order, `module` repeats 0 to
 //! [`MAX_MODULES`] times, then one `compartment` block per personality (red, then
 //! black), then the Viaduct:
 //!
 //! ```text
-//! appliance-plan 8
+//! appliance-plan 9
 //! profile-name vpn-gateway
 //! profile-version 1.4.0
 //! security-version 3
@@ -60,6 +60,10 @@
 //!                                  address, the boot tries an installed update
 //!                                  gets, and the release key, Ed25519, that
 //!                                  signs the updates this image accepts)
+//! fpm 2620                        (optional: the policy learns routes from black;
+//!                                  the TCP port on black's loopback where the
+//!                                  init listens for black's routing daemon and
+//!                                  whose socket it hands the Viaduct)
 //! end
 //! ```
 //!
@@ -78,6 +82,11 @@
 //!   lies inside the other, none holds the policy blob, the plan or the Viaduct
 //!   binary, and none lies inside the init's own mounts (`/proc`, `/sys`, `/dev`,
 //!   `/run`).
+//! - Version 9 added the `fpm` line: the init makes a listening TCP socket on
+//!   `127.0.0.1:<port>` inside black's network namespace (a compartment only)
+//!   and hands it to the Viaduct, which reads black's forwarding table from it
+//!   (FPM) and admits the routes its policy allows. The port differs from the
+//!   management port.
 //! - Version 8 added the `vm` block: a personality run as a virtual machine
 //!   by a jailed VMM (the `microvm` runtime). Its `root` is then the VMM's
 //!   root; its `setup`, `socket-family` and services are what the guest's own
@@ -127,7 +136,7 @@ use crate::digest::Sha256Digest;
 use std::fmt;
 
 /// The format version this init reads and writes.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 /// Largest number of `manual-key` lines (the key-use ledger's capacity).
 pub const MAX_MANUAL_KEYS: usize = crate::keyuse::LEDGER_ENTRIES;
 /// Largest plan the decoder accepts, in bytes.
@@ -583,8 +592,15 @@ pub const CAPABILITY_NAMES: [&str; 41] = [
 
 /// Capabilities a personality service may never hold, even inside its own user
 /// namespace: they would reach beyond the compartment or undo its confinement.
-pub const FORBIDDEN_CAPABILITIES: [&str; 11] = [
-    "CAP_SYS_ADMIN",
+///
+/// `CAP_SYS_ADMIN` is not among them: FRR's daemons will not start without it
+/// in their permitted set. Held in the personality's own user namespace it
+/// governs only what that namespace owns (its UTS, IPC, network and mount
+/// namespaces), and every system call through which it would widen what the
+/// personality reaches (the mount family, `setns`, `unshare`, `clone` with
+/// `CLONE_NEW*`, `bpf`, `keyctl`, `perf_event_open`) is refused by the
+/// personality's filter whoever calls it (see the init's `confine`).
+pub const FORBIDDEN_CAPABILITIES: [&str; 10] = [
     "CAP_SYS_MODULE",
     "CAP_SYS_RAWIO",
     "CAP_SYS_PTRACE",
@@ -819,6 +835,23 @@ pub struct Plan {
     pub boot_assessment: Option<BootAssessment>,
     /// Where updates come in and who signs them (none: no updates).
     pub update: Option<UpdatePlan>,
+    /// The TCP port on black's loopback where black's routing daemon hands
+    /// its forwarding table to the Viaduct (none: no routes are learned).
+    pub fpm: Option<FpmPlan>,
+}
+
+/// Black's routing daemon's way to the Viaduct: the init listens on
+/// `127.0.0.1:port` in black's network namespace and hands the socket to the
+/// Viaduct (`--fpm-fd`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FpmPlan {
+    /// TCP port, 1..=65535, not the management port.
+    pub port: u16,
+}
+
+impl FpmPlan {
+    /// FRR's default (`fpm address 127.0.0.1 port 2620`).
+    pub const DEFAULT_PORT: u16 = 2620;
 }
 
 /// The management port when the plan names none (the same as `update_bundle::wire::DEFAULT_PORT`).
@@ -944,6 +977,7 @@ const K_IKE: &str = "ike";
 const K_IKE_CREDENTIAL: &str = "ike-credential";
 const K_BOOT_ASSESSMENT: &str = "boot-assessment";
 const K_UPDATE: &str = "update";
+const K_FPM: &str = "fpm";
 
 impl Plan {
     /// The canonical encoding.
@@ -1025,6 +1059,9 @@ impl Plan {
         if let Some(u) = &self.update {
             let key: String = u.release_key.iter().map(|b| format!("{b:02x}")).collect();
             line(K_UPDATE, &format!("{} {} {key}", u.port, u.tries));
+        }
+        if let Some(f) = &self.fpm {
+            line(K_FPM, &f.port.to_string());
         }
         line(K_END, "");
         s.into_bytes()
@@ -1236,6 +1273,35 @@ impl Plan {
             });
             (n, line) = lines.next_line()?;
         }
+        let mut fpm = None;
+        if let Some(v) = line.strip_prefix("fpm ") {
+            let bad = |why: &str| {
+                syntax(
+                    n,
+                    format!("expected `{K_FPM} <port 1..=65535>`{why}, found {line:?}"),
+                )
+            };
+            let port = parse_u32(K_FPM, v)
+                .ok()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(""))?;
+            let management = update.map_or(DEFAULT_MANAGEMENT_PORT, |u: UpdatePlan| u.port);
+            if port == management {
+                return Err(bad(" other than the management port"));
+            }
+            if compartments
+                .iter()
+                .any(|c| c.side == Side::Black && c.vm.is_some())
+            {
+                return Err(syntax(
+                    n,
+                    "`fpm` needs black to be a compartment: a VM's routing daemon cannot reach the Viaduct's FPM socket".into(),
+                ));
+            }
+            fpm = Some(FpmPlan { port });
+            (n, line) = lines.next_line()?;
+        }
         if line != K_END {
             return Err(syntax(n, format!("expected `{K_END}`, found {line:?}")));
         }
@@ -1256,6 +1322,7 @@ impl Plan {
             ike,
             boot_assessment,
             update,
+            fpm,
         })
     }
 }
@@ -1749,6 +1816,7 @@ mod tests {
                 tries: 3,
                 release_key: [0xab; 32],
             }),
+            fpm: None,
         }
     }
 
@@ -1844,7 +1912,7 @@ mod tests {
     fn encodes_documented_layout() {
         let text = String::from_utf8(sample().encode()).unwrap();
         let expected = format!(
-            "appliance-plan 8\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
+            "appliance-plan 9\nprofile-name vpn-gateway\nprofile-version 1.4.0\nsecurity-version 3\n\
              policy-path /etc/appliance/policy.bin\npolicy-sha256 {}\n\
              manual-key 11111111111111111111111111111111\n\
              module /lib/modules/failover.ko\nmodule /lib/modules/virtio_net.ko\n\
@@ -1950,7 +2018,7 @@ mod tests {
     fn rejects_unknown_version_before_anything_else() {
         let err = Plan::decode(b"appliance-plan 1\nwhatever\n").unwrap_err();
         assert!(
-            matches!(err, Error::PlanVersion { ref found, supported: 8 } if found == "1"),
+            matches!(err, Error::PlanVersion { ref found, supported: 9 } if found == "1"),
             "{err}"
         );
     }
@@ -1972,6 +2040,53 @@ mod tests {
             let e = mutate(|t| t.replace("boot-assessment 300 2", bad)).unwrap_err();
             assert!(e.to_string().contains("boot-assessment"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn fpm_is_optional_checked_and_only_for_a_black_compartment() {
+        let mut p = sample();
+        p.compartments[1].vm = None;
+        assert!(!String::from_utf8(p.encode()).unwrap().contains("\nfpm "));
+        p.fpm = Some(FpmPlan { port: 2620 });
+        let text = String::from_utf8(p.encode()).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                "update 7443 3 {}\nfpm 2620\nend\n",
+                "ab".repeat(32)
+            )),
+            "{text}"
+        );
+        assert_eq!(Plan::decode(text.as_bytes()).unwrap(), p);
+        for (bad, says) in [
+            ("fpm 0", "fpm <port 1..=65535>"),
+            ("fpm 65536", "fpm <port 1..=65535>"),
+            ("fpm 02620", "fpm <port 1..=65535>"),
+            ("fpm -1", "fpm <port 1..=65535>"),
+            ("fpm 2620 1", "fpm <port 1..=65535>"),
+            ("fpm  2620", "fpm <port 1..=65535>"),
+            ("fpm 7443", "other than the management port"),
+        ] {
+            let e = Plan::decode(text.replace("fpm 2620", bad).as_bytes()).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        // Without an update line, the management port is the default one.
+        p.update = None;
+        let text = String::from_utf8(p.encode()).unwrap();
+        let e = Plan::decode(text.replace("fpm 2620", "fpm 7443").as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().contains("other than the management port"),
+            "{e}"
+        );
+        // A VM's routing daemon has no way to the socket.
+        let vm = sample();
+        let text = String::from_utf8(vm.encode())
+            .unwrap()
+            .replace("\nend\n", "\nfpm 2620\nend\n");
+        let e = Plan::decode(text.as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().contains("needs black to be a compartment"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -2096,7 +2211,7 @@ mod tests {
         ))
         .is_err());
         assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_NET_ADMIN")).is_err());
-        assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_SYS_ADMIN")).is_err());
+        assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_SYS_PTRACE")).is_err());
         assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_SYS_MODULE")).is_err());
         assert!(mutate(|s| s.replace("cap CAP_NET_RAW", "cap CAP_FLY")).is_err());
         assert!(mutate(|s| s.replace("arg /usr/sbin/dnsmasq", "arg usr/sbin/dnsmasq")).is_err());
@@ -2309,8 +2424,14 @@ mod proptests {
             assess in prop::option::of((30u32..=3600, 0u32..=4096)),
             update in prop::option::of((1024u16..=65535, 1u32..=10, any::<[u8; 32]>())),
             red_vm in prop::option::of((64u32..=192, any::<bool>(), any::<bool>(), arb_path())),
+            fpm in prop::option::of(1u16..=65535),
         ) -> Plan {
             let mut compartments = tests::sample().compartments;
+            let management = update.map_or(DEFAULT_MANAGEMENT_PORT, |u| u.0);
+            let fpm = fpm.filter(|p| *p != management).map(|port| FpmPlan { port });
+            if fpm.is_some() {
+                compartments[1].vm = None;
+            }
             compartments[0].vm = red_vm.map(|(memory_mib, kvm, vfio, kernel)| VmPlan {
                 // VFIO only under KVM.
                 accel: if kvm || vfio { VmAccel::Kvm } else { VmAccel::Tcg },
@@ -2336,6 +2457,7 @@ mod proptests {
                 }),
                 boot_assessment: assess.map(|(timeout_s, tunnels)| BootAssessment { timeout_s, tunnels }),
                 update: update.map(|(port, tries, release_key)| UpdatePlan { port, tries, release_key }),
+                fpm,
             }
         }
     }

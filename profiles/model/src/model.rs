@@ -153,6 +153,8 @@ pub struct Personality {
     pub dhcp: bool,
     /// Services.
     pub services: Vec<Service>,
+    /// Files written into its root, by absolute path.
+    pub files: Vec<RootFile>,
     /// Compartment memory limit.
     pub memory_limit: ByteSize,
     /// Compartment process limit.
@@ -170,6 +172,17 @@ pub struct Service {
     pub restart: Restart,
     /// Capabilities kept (`CAP_…`).
     pub capabilities: Vec<String>,
+}
+
+/// A file the builder writes into a personality's root.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootFile {
+    /// Absolute, normalised path (`/etc/frr/bgpd.conf`).
+    pub path: String,
+    /// Permission bits (at most `0o777`).
+    pub mode: u32,
+    /// Content.
+    pub content: String,
 }
 
 /// Restart policy of a service.

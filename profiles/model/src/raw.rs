@@ -185,6 +185,9 @@ pub struct RawPersonality {
     pub dhcp: Option<Sp<bool>>,
     /// Services started in this personality.
     pub services: Option<Sp<Vec<Sp<RawService>>>>,
+    /// Files the builder writes into this personality's root (a service's
+    /// configuration, say), content inline.
+    pub files: Option<Sp<Vec<Sp<RawFile>>>>,
     /// Memory limit of the compartment (e.g. `128MiB`).
     #[schemars(extend("format" = "size"), example = "128MiB")]
     pub memory_limit: Option<Sp<String>>,
@@ -204,6 +207,18 @@ pub struct RawService {
     pub restart: Option<Sp<String>>,
     /// Capabilities the service keeps inside its compartment (e.g. `CAP_NET_ADMIN`).
     pub capabilities: Option<Sp<Vec<Sp<String>>>>,
+}
+
+/// `[[personalities.<name>.files]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Absolute path inside the personality's root (e.g. `/etc/frr/bgpd.conf`).
+    pub path: Option<Sp<String>>,
+    /// The file's content (a TOML string; `"""` for several lines).
+    pub content: Option<Sp<String>>,
+    /// Permission bits, at most `0o777` (default `0o444`).
+    pub mode: Option<Sp<u64>>,
 }
 
 /// `[viaduct]`

@@ -8,13 +8,24 @@
 //! 3. LAN A and LAN B reach each other through both gateways;
 //! 4. a destination no route sends to black (192.0.2.1, which the lab router
 //!    holds and black's own default route would reach) is not reached: the
-//!    Viaduct drops it as `no_route`, counted, and it is never on the wire.
+//!    Viaduct drops it as `no_route`, counted, and it is never on the wire;
+//!
+//! and, when the gateways learn routes (`[viaduct.learned_routes]`, FRR in
+//! black: `profiles/lab/router/bgp.toml`), with gobgpd (AS 65002) on the lab
+//! router announcing [`ANNOUNCED`] to both gateways' FRR (AS 65001), which
+//! installs all three in black:
+//!
+//! 5. each Viaduct learns the one route its ranges allow and refuses the
+//!    others; each LAN reaches the allowed prefix; the others are dropped as
+//!    `no_route` and never on the wire;
+//! 6. a withdrawal from gobgpd takes effect in the Viaduct (LAN A no longer
+//!    reaches the prefix), and the route comes back when announced again.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::firewall::{busybox_at, counter, ping, viaduct_counters, web_hosts, wget, FETCH_BYTES};
-use super::{capture_now, file_sha256, parse_capture, Report};
+use super::{capture_now, file_sha256, parse_capture, Report, Spawned};
 use crate::host::{self, ip, Error};
 use crate::lab::{Gateway, Lab};
 
@@ -158,6 +169,9 @@ pub(super) fn checks(
             ))
         })?;
     }
+    // The speaker runs on until the figures are taken: they show the
+    // learned route.
+    let speaker = bgp_checks(lab, report, log)?;
     for g in [a, b] {
         if let Some(l) = viaduct_counters(lab, g)?
             .into_iter()
@@ -166,13 +180,314 @@ pub(super) fn checks(
             report.figure(&format!("{} routes", g.name), l);
         }
     }
-    drop(web);
+    drop((speaker, web));
     Ok(())
+}
+
+/// What the lab router's gobgpd announces: each prefix with an address the
+/// lab router holds in it. The lab's ranges (`1.1.0.0/16 le 24`) admit the
+/// first only: the second is too specific, the third outside.
+pub const ANNOUNCED: [(&str, Ipv4Addr); 3] = [
+    ("1.1.1.0/24", Ipv4Addr::new(1, 1, 1, 1)),
+    ("1.1.2.0/25", Ipv4Addr::new(1, 1, 2, 1)),
+    ("2.2.2.0/24", Ipv4Addr::new(2, 2, 2, 1)),
+];
+/// The AS of the lab router's gobgpd.
+pub const LAB_AS: u32 = 65002;
+/// The AS the lab gateways' FRR speaks (`profiles/lab/router/bgp.toml`).
+pub const GATEWAY_AS: u32 = 65001;
+/// gobgpd's API, on the internet namespace's loopback.
+const GOBGP_API: [&str; 4] = ["-u", "127.0.0.1", "-p", "50051"];
+
+/// Whether `ranges` admit `prefix` (an allowed range covers it and its
+/// length is within the range's bounds).
+fn admits(ranges: &profiles::model::LearnedRoutes, prefix: &str) -> bool {
+    let Ok(p) = prefix.parse::<profiles::net::Prefix>() else {
+        return false;
+    };
+    ranges
+        .allow
+        .iter()
+        .any(|r| r.prefix.covers(&p) && (r.ge..=r.le).contains(&p.len()))
+}
+
+/// `gobgp` against the lab router's gobgpd (retried while it starts).
+fn gobgp(lab: &Lab, args: &[&str]) -> Result<(), Error> {
+    let t = Instant::now();
+    loop {
+        let out = host::output(
+            host::in_netns(&lab.inet_ns(), "gobgp")
+                .args(GOBGP_API)
+                .args(args),
+        )?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            return Err(Error::State(format!(
+                "gobgp {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        host::sleep(Duration::from_millis(300))?;
+    }
+}
+
+/// `learned=N` on `g`'s Viaduct `routes` line.
+fn learned(lab: &Lab, g: &Gateway) -> Result<Option<u64>, Error> {
+    Ok(counter(&viaduct_counters(lab, g)?, "routes ", "learned"))
+}
+
+/// Waits until every gateway's Viaduct holds `want` learned routes; the
+/// seconds it took, or `None` after `limit`.
+fn wait_learned(lab: &Lab, want: u64, limit: Duration) -> Result<Option<f64>, Error> {
+    let t = Instant::now();
+    loop {
+        let mut all = true;
+        for g in &lab.gateways {
+            all &= learned(lab, g)? == Some(want);
+        }
+        if all {
+            return Ok(Some(t.elapsed().as_secs_f64()));
+        }
+        if t.elapsed() > limit {
+            return Ok(None);
+        }
+        host::sleep(Duration::from_secs(2))?;
+    }
+}
+
+/// Checks 5 and 6 (see the module's text), when the gateways learn routes;
+/// returns the running BGP speaker (stopped when dropped).
+fn bgp_checks(
+    lab: &Lab,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+) -> Result<Option<Spawned>, Error> {
+    let (a, b) = (&lab.gateways[0], &lab.gateways[1]);
+    let learning: Vec<&Gateway> = lab.gateways.iter().filter(|g| g.learns.is_some()).collect();
+    if learning.is_empty() {
+        return Ok(None);
+    }
+    if learning.len() != lab.gateways.len() {
+        return Err(Error::State(
+            "viaduct.learned_routes: a router lab learns routes on both gateways or on neither"
+                .into(),
+        ));
+    }
+    for g in [a, b] {
+        let ranges = g.learns.as_ref().expect("checked above");
+        let got: Vec<bool> = ANNOUNCED.iter().map(|(p, _)| admits(ranges, p)).collect();
+        if got != [true, false, false] {
+            return Err(Error::State(format!(
+                "{}: viaduct.learned_routes.allow: the router lab announces {}, {} and {} and expects the ranges to admit the first only (as 1.1.0.0/16 le 24 does)",
+                g.profile.display(),
+                ANNOUNCED[0].0,
+                ANNOUNCED[1].0,
+                ANNOUNCED[2].0
+            )));
+        }
+    }
+    for tool in ["gobgpd", "gobgp"] {
+        if host::output(
+            std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]),
+        )
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+        {
+            return Err(Error::State(format!(
+                "the router lab's BGP speaker needs `{tool}` on this host (Debian package gobgpd)"
+            )));
+        }
+    }
+    let inet = lab.inet_ns();
+    let run = lab.run_dir();
+    let router = a.wan_gateway.ok_or_else(|| {
+        Error::State(format!(
+            "{}: personalities.black.gateway: the router lab's BGP speaker is black's gateway",
+            a.profile.display()
+        ))
+    })?;
+    ip(&["-n", &inet, "link", "set", "lo", "up"])?;
+    for (_, addr) in ANNOUNCED {
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "lo",
+        ])?;
+    }
+    let mut conf = format!(
+        "[global.config]\n  as = {LAB_AS}\n  router-id = \"{router}\"\n  port = 179\n  local-address-list = [\"{router}\"]\n"
+    );
+    for g in [a, b] {
+        conf.push_str(&format!(
+            "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = {GATEWAY_AS}\n",
+            g.wan
+        ));
+    }
+    let conf_path = run.join("gobgpd.toml");
+    std::fs::write(&conf_path, conf).map_err(host::io("writing gobgpd.toml"))?;
+    let out =
+        std::fs::File::create(run.join("gobgpd.log")).map_err(host::io("creating gobgpd.log"))?;
+    let err = out.try_clone().map_err(host::io("gobgpd.log"))?;
+    let speaker = Spawned::new(
+        host::in_netns(&inet, "gobgpd")
+            .args(["-t", "toml", "-f"])
+            .arg(&conf_path)
+            .args(["--api-hosts", "127.0.0.1:50051"])
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err),
+        "gobgpd",
+    )?;
+    let announce = |prefix: &str| -> Result<(), Error> {
+        gobgp(
+            lab,
+            &[
+                "global",
+                "rib",
+                "add",
+                prefix,
+                "nexthop",
+                &router.to_string(),
+                "-a",
+                "ipv4",
+            ],
+        )
+    };
+    for (p, _) in ANNOUNCED {
+        announce(p)?;
+    }
+    let busybox_at = |g: Option<&Gateway>| busybox_at(lab, g);
+
+    // 5. Learned: the allowed route only.
+    report.check(
+        log,
+        &format!(
+            "BGP: each Viaduct learns {} from black's FRR and refuses {} and {}",
+            ANNOUNCED[0].0, ANNOUNCED[1].0, ANNOUNCED[2].0
+        ),
+        || {
+            let took = wait_learned(lab, 1, Duration::from_secs(240))?;
+            let mut lines = Vec::new();
+            let mut refused_ok = true;
+            for g in [a, b] {
+                let c = viaduct_counters(lab, g)?;
+                refused_ok &= counter(&c, "routes ", "refused_not_allowed").unwrap_or(0) >= 2;
+                if let Some(l) = c.into_iter().find(|l| l.starts_with("routes ")) {
+                    lines.push(format!("{}: {l}", g.name));
+                }
+            }
+            Ok((
+                took.is_some() && refused_ok,
+                format!(
+                    "{}; {}",
+                    took.map_or("not learned within 240 s".into(), |s| format!(
+                        "learned after {s:.0} s"
+                    )),
+                    lines.join("; ")
+                ),
+            ))
+        },
+    )?;
+    for g in [a, b] {
+        let name = format!(
+            "LAN {} → {} (learned, allowed): answered; {} and {} (learned by FRR, outside the ranges): dropped as no_route, not on the wire",
+            g.letter.to_ascii_uppercase(),
+            ANNOUNCED[0].1,
+            ANNOUNCED[1].1,
+            ANNOUNCED[2].1
+        );
+        report.check(log, &name, || {
+            let allowed = ping(&mut busybox_at(Some(g)), ANNOUNCED[0].1, 3)?;
+            let before = no_route_drops(lab, g)?;
+            let mut answered = Vec::new();
+            for (_, addr) in &ANNOUNCED[1..] {
+                if ping(&mut busybox_at(Some(g)), *addr, 3)? {
+                    answered.push(addr.to_string());
+                }
+            }
+            let after = no_route_drops(lab, g)?;
+            host::sleep(Duration::from_millis(300))?;
+            let cap = capture_now(lab)?;
+            let cap = parse_capture(&cap)?;
+            let seen: usize = ANNOUNCED[1..].iter().map(|(_, d)| on_the_wire(&cap, *d)).sum();
+            Ok((
+                allowed && answered.is_empty() && after >= before + 6 && seen == 0,
+                format!(
+                    "{} {}; others {}; out drop no_route {before} → {after}; {seen} packets to them on the wire",
+                    ANNOUNCED[0].1,
+                    if allowed { "answered" } else { "UNANSWERED" },
+                    if answered.is_empty() {
+                        "unanswered".to_string()
+                    } else {
+                        format!("ANSWERED: {}", answered.join(", "))
+                    }
+                ),
+            ))
+        })?;
+    }
+
+    // 6. Withdrawn, then announced again.
+    report.check(
+        log,
+        &format!(
+            "BGP: {} withdrawn by gobgpd leaves both Viaducts and LAN A no longer reaches it; announced again, it does",
+            ANNOUNCED[0].0
+        ),
+        || {
+            gobgp(lab, &["global", "rib", "del", ANNOUNCED[0].0, "-a", "ipv4"])?;
+            let gone = wait_learned(lab, 0, Duration::from_secs(120))?;
+            let before = no_route_drops(lab, a)?;
+            let during = ping(&mut busybox_at(Some(a)), ANNOUNCED[0].1, 2)?;
+            let after = no_route_drops(lab, a)?;
+            announce(ANNOUNCED[0].0)?;
+            let back = wait_learned(lab, 1, Duration::from_secs(120))?;
+            let again = back.is_some() && ping(&mut busybox_at(Some(a)), ANNOUNCED[0].1, 3)?;
+            Ok((
+                gone.is_some() && !during && after >= before + 2 && again,
+                format!(
+                    "withdrawn {}; ping {} (no_route {before} → {after}); announced again {}; ping {}",
+                    gone.map_or("NOT within 120 s".into(), |s| format!("after {s:.0} s")),
+                    if during { "ANSWERED" } else { "unanswered" },
+                    back.map_or("NOT learned within 120 s".into(), |s| format!("learned after {s:.0} s")),
+                    if again { "answered" } else { "UNANSWERED" }
+                ),
+            ))
+        },
+    )?;
+    Ok(Some(speaker))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lab_ranges_admit_the_first_announced_route_only() {
+        let ranges = profiles::model::LearnedRoutes {
+            allow: vec![profiles::model::PrefixRange {
+                prefix: "1.1.0.0/16".parse().unwrap(),
+                ge: 16,
+                le: 24,
+            }],
+            max: 100,
+            martians: false,
+        };
+        let got: Vec<bool> = ANNOUNCED.iter().map(|(p, _)| admits(&ranges, p)).collect();
+        assert_eq!(got, [true, false, false]);
+        // The addresses are inside their prefixes.
+        for (p, a) in ANNOUNCED {
+            let p: profiles::net::Prefix = p.parse().unwrap();
+            assert!(p.contains(&std::net::IpAddr::V4(a)), "{p} {a}");
+        }
+        assert!(!admits(&ranges, "not a prefix"));
+    }
 
     #[test]
     fn packets_to_an_address_are_counted_on_the_wire() {

@@ -60,6 +60,7 @@ pub(crate) fn render(
         plan::ike_credentials(&input.policy).as_deref(),
         &kernel.part.modules,
         input.release_key,
+        input.policy.learn.is_some(),
     )?;
     let plan_bytes = plan.encode();
     let plan_digest = plan.digest();

@@ -90,6 +90,29 @@ pub(crate) fn personality_root(
     if !shipped.has("bin/sh") {
         out.insert("bin/sh".into(), RootEntry::Symlink("busybox"));
     }
+    // The profile's files, over what the packages ship (and over the
+    // accounts above), with the directories they need.
+    for (i, f) in p.files.iter().enumerate() {
+        let path = f.path[1..].to_string();
+        if shipped.is_dir(&path) == Some(true) || matches!(out.get(&path), Some(RootEntry::Dir(_)))
+        {
+            return Err(BuildError::Plan(format!(
+                "personalities.{}.files[{i}].path: {} is a directory in the personality's root",
+                side.name(),
+                f.path
+            )));
+        }
+        for (at, _) in path.match_indices('/') {
+            let dir = &path[..at];
+            if shipped.is_dir(dir).is_none() {
+                out.entry(dir.to_string()).or_insert(RootEntry::Dir(0o755));
+            }
+        }
+        out.insert(
+            path,
+            RootEntry::File(f.mode, f.content.clone().into_bytes()),
+        );
+    }
     // Nothing may land below something the packages made a file or symlink
     // (a symlinked /bin would be replaced by a directory when unpacking).
     for (path, entry) in &out {

@@ -56,6 +56,7 @@ pub(crate) fn make_plan(
     ike_credentials: Option<&[String]>,
     modules: &[String],
     release_key: Option<[u8; 32]>,
+    learns_routes: bool,
 ) -> Result<gateway_plan::Plan, BuildError> {
     use gateway_plan::*;
     let e = |e: gateway_plan::Error| BuildError::Plan(e.to_string());
@@ -106,6 +107,11 @@ pub(crate) fn make_plan(
             }),
             _ => None,
         },
+        // Black's routing daemon hands its table to the Viaduct on FRR's
+        // default FPM port, on black's loopback.
+        fpm: learns_routes.then_some(FpmPlan {
+            port: FpmPlan::DEFAULT_PORT,
+        }),
     };
     // The init refuses a plan it cannot decode and stays closed: find out here.
     match Plan::decode(&plan.encode()) {

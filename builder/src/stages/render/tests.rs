@@ -30,6 +30,7 @@ fn plan(p: &Profile) -> Result<Plan, BuildError> {
         ike_credentials(&policy::compile(p).unwrap()).as_deref(),
         &["/lib/modules/6.1.0-1-amd64/kernel/drivers/net/virtio_net.ko".into()],
         None,
+        policy::compile(p).unwrap().learn.is_some(),
     )
 }
 
@@ -43,7 +44,7 @@ fn manual_keys_reach_the_plan_and_the_claim_digests_agree() {
     let uses = policy.manual_key_uses();
     assert_eq!(uses.as_slice().len(), 2, "gw-a has one manual tunnel");
     let keys = manual_key_uses(&policy);
-    let p = make_plan(&profile, &[7; 32], &keys, None, &[], None).unwrap();
+    let p = make_plan(&profile, &[7; 32], &keys, None, &[], None, false).unwrap();
     assert_eq!(p.manual_keys, keys);
     let decoded = Plan::decode(&p.encode()).unwrap();
     assert_eq!(
@@ -191,13 +192,13 @@ fn forbidden_capability_is_refused_naming_the_profile_field() {
     let mut prof = gw_a();
     prof.red.services[0]
         .capabilities
-        .push("CAP_SYS_ADMIN".into());
+        .push("CAP_SYS_PTRACE".into());
     let err = plan(&prof).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, BuildError::Plan(_)), "{msg}");
     assert!(
         msg.contains("personalities.red.services[0].capabilities[5]")
-            && msg.contains("CAP_SYS_ADMIN"),
+            && msg.contains("CAP_SYS_PTRACE"),
         "{msg}"
     );
 }
@@ -436,6 +437,82 @@ fn black_dhcp_adds_the_client_service_and_its_hooks() {
     assert!(!red.contains_key("etc/appliance/udhcpc.script"));
 }
 
+/// The router lab's gateway A: FRR in black, learning routes.
+fn router_gw_a() -> Profile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/lab/router/gw-a.toml");
+    profiles::load_profile(&path).expect("router gw-a is valid")
+}
+
+#[test]
+fn a_learning_router_has_the_fpm_line_and_black_its_profile_files() {
+    let prof = router_gw_a();
+    assert_eq!(
+        plan(&prof).unwrap().fpm,
+        Some(gateway_plan::FpmPlan { port: 2620 })
+    );
+    assert_eq!(plan(&gw_a()).unwrap().fpm, None);
+    let mut frr = shipped();
+    for (p, d) in [
+        ("etc", true),
+        ("etc/frr", true),
+        ("etc/frr/daemons", false),
+        ("var", true),
+        ("var/run", false),
+    ] {
+        frr.0.insert(p.into(), d);
+    }
+    let black = personality_root(&prof, Side::Black, &frr).unwrap();
+    let file = |p: &str| match black.get(p) {
+        Some(RootEntry::File(m, b)) => (*m, String::from_utf8(b.clone()).unwrap()),
+        e => panic!("{p}: {e:?}"),
+    };
+    // Over what the builder renders, over what the packages ship.
+    assert_eq!(
+        file("etc/group"),
+        (
+            0o444,
+            "root:x:0:\nfrrvty:x:85:root\nnogroup:x:65534:\n".into()
+        )
+    );
+    let zebra = file("etc/frr/zebra.conf");
+    assert!(
+        zebra.1.contains("fpm address 127.0.0.1 port 2620\n"),
+        "{zebra:?}"
+    );
+    assert!(file("etc/frr/bgpd.conf").1.contains("router bgp 65001\n"));
+    // A shipped directory is not made again; a missing one is.
+    assert!(!black.contains_key("etc/frr"));
+    let bare = personality_root(&prof, Side::Black, &shipped()).unwrap();
+    assert_eq!(bare.get("etc/frr"), Some(&RootEntry::Dir(0o755)));
+    // Red gets none of them.
+    let red = personality_root(&prof, Side::Red, &frr).unwrap();
+    assert!(!red.contains_key("etc/frr/zebra.conf"));
+    // A file where a package ships a directory, or below a symlink, is refused.
+    let mut p = prof.clone();
+    p.black.files[1].path = "/etc/frr".into();
+    let e = personality_root(&p, Side::Black, &frr)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("personalities.black.files[1].path: /etc/frr is a directory"),
+        "{e}"
+    );
+    p.black.files[1].path = "/var/run/frr.conf".into();
+    let e = personality_root(&p, Side::Black, &frr)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a package ships /var/run as a file or symlink"),
+        "{e}"
+    );
+    // Nor where the builder needs a directory.
+    p.black.files[1].path = "/etc/appliance".into();
+    let e = personality_root(&p, Side::Black, &shipped())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/etc/appliance is a directory"), "{e}");
+}
+
 #[test]
 fn personality_root_has_mount_points_accounts_and_a_shell() {
     let prof = gw_a();
@@ -545,22 +622,24 @@ fn dnsmasq_keeps_its_state_on_run_and_drops_to_nobody() {
 fn the_release_key_reaches_an_ab_plan_only() {
     let profile = gw_a_manual();
     assert_eq!(profile.image.slots, profiles::Slots::Ab);
-    let p = make_plan(&profile, &[7; 32], &[], None, &[], Some([9; 32])).unwrap();
+    let p = make_plan(&profile, &[7; 32], &[], None, &[], Some([9; 32]), false).unwrap();
     let u = p
         .update
         .expect("an A/B image with a release key accepts updates");
     assert_eq!(u.release_key, [9; 32]);
     assert_eq!(u.port, update_bundle::wire::DEFAULT_PORT);
-    assert!(make_plan(&profile, &[7; 32], &[], None, &[], None)
+    assert!(make_plan(&profile, &[7; 32], &[], None, &[], None, false)
         .unwrap()
         .update
         .is_none());
     let mut one = profile.clone();
     one.image.slots = profiles::Slots::Single;
-    assert!(make_plan(&one, &[7; 32], &[], None, &[], Some([9; 32]))
-        .unwrap()
-        .update
-        .is_none());
+    assert!(
+        make_plan(&one, &[7; 32], &[], None, &[], Some([9; 32]), false)
+            .unwrap()
+            .update
+            .is_none()
+    );
 }
 
 /// gw-a with its personalities as VMs (`profiles/lab/microvm/gw-a.toml`).
@@ -599,7 +678,8 @@ fn a_microvm_plan_gives_each_personality_its_vm() {
         &[],
         ike_credentials(&policy::compile(&gw_a()).unwrap()).as_deref(),
         &[],
-        None
+        None,
+        false
     )
     .unwrap()
     .compartments
@@ -619,6 +699,7 @@ fn a_microvm_plan_gives_each_personality_its_vm() {
         ike_credentials(&policy::compile(&m).unwrap()).as_deref(),
         &[],
         None,
+        false,
     )
     .unwrap();
     let black = plan

@@ -32,6 +32,7 @@ use crate::source::SourceMap;
 mod appliance;
 mod checker;
 mod credentials;
+mod files;
 mod hardware;
 mod ike;
 mod image;

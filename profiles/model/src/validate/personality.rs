@@ -12,6 +12,7 @@ use crate::raw::*;
 use crate::units::ByteSize;
 
 use super::checker::{debian_package, list, V};
+use super::files::files;
 use super::hardware::Nics;
 use super::services::services;
 
@@ -104,6 +105,7 @@ pub(super) fn personality(
         ok = false;
     }
     let services = services(v, p, &t);
+    let files = files(v, p, &t);
     let memory_limit = memory_limit(v, p, &t);
     let pids_limit = pids_limit(v, p, &t);
     ok.then_some(())?;
@@ -115,6 +117,7 @@ pub(super) fn personality(
         gateway,
         dhcp,
         services: services?,
+        files: files?,
         memory_limit: memory_limit?,
         pids_limit: pids_limit?,
     })

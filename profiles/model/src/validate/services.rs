@@ -18,6 +18,11 @@ const ALLOWED_CAPS: &[&str] = &[
     "CAP_DAC_OVERRIDE",
     "CAP_FOWNER",
     "CAP_KILL",
+    // FRR's daemons ask for it at start (network-namespace VRFs) and exit
+    // without it. Held inside the personality's own user namespace only;
+    // the personality's system-call filter refuses every call it would
+    // widen (mount, setns, unshare, new namespaces, bpf, keyctl).
+    "CAP_SYS_ADMIN",
 ];
 
 /// `services`: each with a unique name, an absolute program path, a restart
