@@ -161,6 +161,57 @@ pub(crate) struct Refuse {
     pub(crate) reason: String,
 }
 
+impl Ruleset {
+    /// The first broken invariant of a parse result, if any (`None` for
+    /// every result [`parse`] returns; the property tests and the fuzz
+    /// target check it). Every compiled rule has a sid greater than 0,
+    /// unique in the set, a non-negated content, at most one fast pattern,
+    /// no content with both absolute and relative positions, `depth` and
+    /// `within` no smaller than their content, and addresses and ports that
+    /// match something; every refusal has a line and a reason.
+    pub fn invariant_violation(&self) -> Option<String> {
+        let mut sids = std::collections::HashSet::new();
+        for r in &self.rules {
+            let bad = |what: &str| Some(format!("rule on line {} (sid {}): {what}", r.line, r.sid));
+            if r.sid == 0 || !sids.insert(r.sid) {
+                return bad("sid 0 or compiled twice");
+            }
+            if !r.contents.iter().any(|c| !c.negated) {
+                return bad("no non-negated content");
+            }
+            if r.contents.iter().filter(|c| c.fast_pattern).count() > 1 {
+                return bad("more than one fast pattern");
+            }
+            for c in &r.contents {
+                if c.bytes.is_empty() {
+                    return bad("an empty content");
+                }
+                if c.is_relative() && (c.offset.is_some() || c.depth.is_some()) {
+                    return bad("a content both absolute and relative");
+                }
+                if [c.depth, c.within]
+                    .into_iter()
+                    .flatten()
+                    .any(|n| (n as usize) < c.bytes.len())
+                {
+                    return bad("depth or within shorter than its content");
+                }
+            }
+            if r.src.is_empty()
+                || r.dst.is_empty()
+                || r.src_ports.is_empty()
+                || r.dst_ports.is_empty()
+            {
+                return bad("an address or port field that matches nothing");
+            }
+        }
+        self.refused
+            .iter()
+            .find(|r| r.line == 0 || r.reason.trim().is_empty())
+            .map(|r| format!("refusal without a line or reason: {r:?}"))
+    }
+}
+
 impl Refuse {
     /// A refusal that names no keyword.
     pub(crate) fn new(keyword: Option<String>, reason: String) -> Self {

@@ -1,7 +1,7 @@
 //! Integration tests: third-party rule corpora (Debian's sagan-rules,
 //! Suricata's bundled rules) and property tests that no input panics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ids_rules::{parse, Coverage, Ruleset, Vars};
@@ -9,26 +9,7 @@ use proptest::prelude::*;
 
 /// The invariants every parse result holds, whatever the input.
 fn check(set: &Ruleset) {
-    let mut sids = HashSet::new();
-    for r in &set.rules {
-        assert!(r.sid > 0);
-        assert!(sids.insert(r.sid), "sid {} compiled twice", r.sid);
-        assert!(r.contents.iter().any(|c| !c.negated), "{r:?}");
-        assert!(r.contents.iter().filter(|c| c.fast_pattern).count() <= 1);
-        for c in &r.contents {
-            assert!(!c.bytes.is_empty());
-            assert!(!(c.is_relative() && (c.offset.is_some() || c.depth.is_some())));
-            for n in [c.depth, c.within].into_iter().flatten() {
-                assert!(n as usize >= c.bytes.len());
-            }
-        }
-        assert!(!r.src.is_empty() && !r.dst.is_empty());
-        assert!(!r.src_ports.is_empty() && !r.dst_ports.is_empty());
-    }
-    for r in &set.refused {
-        assert!(!r.reason.trim().is_empty(), "{r:?}");
-        assert!(r.line >= 1);
-    }
+    assert_eq!(set.invariant_violation(), None);
 }
 
 /// The rule text that starts on `line` (1-based), continuations joined.
