@@ -1,0 +1,6 @@
+//! The crate's integration tests: one binary.
+
+mod common;
+mod pcap;
+mod semantics;
+mod suricata;
