@@ -63,8 +63,9 @@ fn check(files: &[PathBuf], json: bool) -> Outcome {
     for f in files {
         match profiles::check(f) {
             Ok(Checked::Profile(p)) => {
+                let ids = p.viaduct.ids.as_ref().map(|i| i.coverage.clone());
                 if json {
-                    results.push(serde_json::json!({"file": f, "ok": true, "abstract": false, "name": p.appliance.name, "version": p.appliance.version}));
+                    results.push(serde_json::json!({"file": f, "ok": true, "abstract": false, "name": p.appliance.name, "version": p.appliance.version, "ids_coverage": ids}));
                 } else {
                     println!(
                         "ok: {} ({} {})",
@@ -72,6 +73,9 @@ fn check(files: &[PathBuf], json: bool) -> Outcome {
                         p.appliance.name,
                         p.appliance.version
                     );
+                    if let Some(c) = ids {
+                        println!("  ids rules: {c}");
+                    }
                 }
             }
             Ok(Checked::Abstract) => {

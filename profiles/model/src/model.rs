@@ -231,7 +231,7 @@ pub struct Viaduct {
     /// Whether the packets the default decides are logged.
     pub filter_default_log: bool,
     /// IDS rules.
-    pub ids: Vec<IdsRule>,
+    pub ids: Option<Ids>,
     /// Routes.
     pub routes: Vec<Route>,
     /// Routes black may install, if any.
@@ -656,29 +656,34 @@ pub struct FilterRule {
     pub action: FilterAction,
 }
 
-/// An IDS rule.
+/// `[viaduct.ids]`: the IDS rules as validated (each source read with
+/// [`Ids::vars`] by `ids_rules::parse`, which the policy compiler repeats).
 #[derive(Debug, Clone, Serialize)]
-pub struct IdsRule {
-    /// Name.
-    pub name: String,
-    /// Payload bytes to match.
-    pub content: String,
-    /// Protocol (`None` = any).
-    pub protocol: Option<u8>,
-    /// Destination ports.
-    pub dst_ports: PortRange,
-    /// Action.
-    pub action: IdsAction,
+pub struct Ids {
+    /// Where the rules come from, in order: the inline text, then each file.
+    pub sources: Vec<IdsSource>,
+    /// The variables the rules are read with.
+    pub vars: BTreeMap<String, String>,
+    /// Whether unsupported rules are left out (`skip`) rather than refused.
+    pub skip_unsupported: bool,
+    /// Rules compiled, over all sources.
+    pub compiled: usize,
+    /// Rules left out (only with `skip`).
+    pub skipped: usize,
+    /// The coverage report (`N of M rules compiled; refused: …`).
+    pub coverage: String,
 }
 
-/// IDS action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IdsAction {
-    /// Log and let through.
-    Alert,
-    /// Log and drop.
-    Drop,
+/// One source of IDS rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdsSource {
+    /// `inline`, or the file's path as written.
+    pub origin: String,
+    /// SHA-256 of the text, hex.
+    pub sha256: String,
+    /// The text.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// A route.

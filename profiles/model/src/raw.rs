@@ -252,7 +252,7 @@ pub struct RawViaduct {
     /// Log every packet the default decides (`true`), as a rule's `log`.
     pub filter_default_log: Option<Sp<bool>>,
     /// Intrusion-detection rules (role `ids`).
-    pub ids: Option<Sp<Vec<Sp<RawIdsRule>>>>,
+    pub ids: Option<Sp<RawIds>>,
     /// Routes (role `router`).
     pub routes: Option<Sp<Vec<Sp<RawRoute>>>>,
     /// Routes black's routing daemon (FRR, over FPM) may install (role
@@ -541,20 +541,33 @@ pub struct RawFilterRule {
     pub action: Option<Sp<String>>,
 }
 
-/// `[[viaduct.ids]]`
+/// `[viaduct.ids]`
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawIdsRule {
-    /// Rule name, unique.
-    pub name: Option<Sp<String>>,
-    /// Bytes to look for in the payload, as text.
-    pub content: Option<Sp<String>>,
-    /// `tcp`, `udp`, `icmp`, `any` or a protocol number.
-    pub protocol: Option<Sp<String>>,
-    /// Destination ports: `80` or `1000-2000`.
-    pub dst_ports: Option<Sp<String>>,
-    /// `alert` or `drop`.
-    pub action: Option<Sp<String>>,
+pub struct RawIds {
+    /// Rules in the IDS rule language (a Suricata/Snort subset, one rule per
+    /// line; docs/design/ids.md), e.g. `alert tcp any any -> $HOME_NET 80
+    /// (msg:"…"; content:"…"; sid:1000001;)`.
+    pub rules: Option<Sp<String>>,
+    /// Rule files, each a path relative to this profile and its SHA-256.
+    pub rules_files: Option<Sp<Vec<Sp<RawRulesFile>>>>,
+    /// Rule variables, e.g. `HOME_NET = "[10.1.0.0/24]"`. Defaults:
+    /// Suricata's, with `HOME_NET` red's networks.
+    pub vars: Option<Sp<BTreeMap<String, Sp<String>>>>,
+    /// What a rule outside the supported subset does: `fail` (default: the
+    /// profile is refused, naming it) or `skip` (left out and counted in the
+    /// coverage report).
+    pub unsupported: Option<Sp<String>>,
+}
+
+/// `[[viaduct.ids.rules_files]]`
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRulesFile {
+    /// Path, relative to the profile file that names it.
+    pub path: Option<Sp<String>>,
+    /// Its SHA-256, 64 hex digits: the file is refused if it has changed.
+    pub sha256: Option<Sp<String>>,
 }
 
 /// `[[viaduct.routes]]`

@@ -758,7 +758,164 @@ fn shipped_profiles_share_the_base() {
         5,
         "ids extends firewall and keeps its filter"
     );
-    assert_eq!(ids.viaduct.ids.len(), 2);
+    let rules = ids.viaduct.ids.as_ref().expect("the ids profile has rules");
+    assert_eq!((rules.compiled, rules.skipped), (2, 0));
+    assert_eq!(rules.vars["HOME_NET"], "[10.1.0.0/24]");
+}
+
+/// A profile extending the shipped ids profile, with `ids` replacing its
+/// `[viaduct.ids]`, in a private copy of the shipped profiles.
+fn ids_variant(ids: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("base")).unwrap();
+    for f in ["ids.toml", "firewall.toml", "base/gateway.toml"] {
+        std::fs::copy(shipped_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let p = dir.path().join("mine.toml");
+    std::fs::write(&p, format!("extends = \"ids.toml\"\n\n{ids}")).unwrap();
+    (dir, p)
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn ids_rules_outside_the_subset_are_refused_by_file_line_sid_and_keyword() {
+    // Inline: the error is on the rule's own line of the profile.
+    let (_d, p) = ids_variant(
+        "[viaduct.ids]\nrules = '''\nalert tcp any any -> any 80 (msg:\"ok\"; content:\"GET\"; sid:1;)\nalert tcp any any -> any 80 (msg:\"re\"; content:\"x\"; pcre:\"/x/\"; sid:2;)\n'''\n",
+        &[],
+    );
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{}:6:1: viaduct.ids.rules: sid 2: keyword `pcre` is not supported",
+            p.display()
+        )),
+        "{e}"
+    );
+    // `skip` leaves it out and counts it.
+    let (_d, p) = ids_variant(
+        "[viaduct.ids]\nunsupported = \"skip\"\nrules = '''\nalert tcp any any -> any 80 (msg:\"ok\"; content:\"GET\"; sid:1;)\nalert tcp any any -> any 80 (msg:\"re\"; content:\"x\"; pcre:\"/x/\"; sid:2;)\n'''\n",
+        &[],
+    );
+    let ids = load_profile(&p).unwrap().viaduct.ids.unwrap();
+    assert_eq!((ids.compiled, ids.skipped), (1, 1));
+    assert!(
+        ids.coverage.starts_with("1 of 2 rules compiled"),
+        "{}",
+        ids.coverage
+    );
+    assert!(ids.coverage.contains("pcre"), "{}", ids.coverage);
+}
+
+#[test]
+fn ids_rules_files_are_locked_by_digest_and_their_errors_name_file_and_line() {
+    let text = "# local rules\nalert tcp any any -> any 21 (msg:\"ftp\"; content:\"PASS \"; sid:10;)\nalert http any any -> any any (msg:\"h\"; content:\"x\"; sid:11;)\n";
+    let good = sha256_hex(text);
+    let (d, p) = ids_variant(
+        &format!(
+            "[viaduct.ids]\nrules_files = [{{ path = \"local.rules\", sha256 = \"{good}\" }}]\n"
+        ),
+        &[("local.rules", text)],
+    );
+    let e = load_profile(&p).unwrap_err().to_string();
+    let file = d.path().join("local.rules");
+    assert!(
+        e.contains(&format!(
+            "{}:3:1: viaduct.ids.rules_files[0]: sid 11: ",
+            file.display()
+        )) && e.contains("`http`"),
+        "{e}"
+    );
+    // Another digest: refused at the digest, saying the file's.
+    let (_d, p) = ids_variant(
+        &format!(
+            "[viaduct.ids]\nrules_files = [{{ path = \"local.rules\", sha256 = \"{}\" }}]\n",
+            "0".repeat(64)
+        ),
+        &[("local.rules", text)],
+    );
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("has SHA-256 {good}, not the one locked here")),
+        "{e}"
+    );
+    // A missing file, a malformed digest.
+    let (_d, p) = ids_variant(
+        &format!("[viaduct.ids]\nrules_files = [{{ path = \"nope.rules\", sha256 = \"{good}\" }}, {{ path = \"local.rules\", sha256 = \"abc\" }}]\n"),
+        &[("local.rules", text)],
+    );
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("viaduct.ids.rules_files[0].path") && e.contains("nope.rules"),
+        "{e}"
+    );
+    assert!(
+        e.contains("viaduct.ids.rules_files[1].sha256: give the file's SHA-256 as 64 hex digits"),
+        "{e}"
+    );
+    // Skipped, the file's good rule compiles beside the inline one; a sid
+    // used in both is refused.
+    let (_d, p) = ids_variant(
+        &format!("[viaduct.ids]\nunsupported = \"skip\"\nrules = 'alert tcp any any -> any 80 (msg:\"g\"; content:\"GET\"; sid:1;)'\nrules_files = [{{ path = \"local.rules\", sha256 = \"{good}\" }}]\n"),
+        &[("local.rules", text)],
+    );
+    let ids = load_profile(&p).unwrap().viaduct.ids.unwrap();
+    assert_eq!((ids.compiled, ids.skipped), (2, 1));
+    assert_eq!(ids.sources.len(), 2);
+    assert_eq!(ids.sources[1].sha256, good);
+    let (_d, p) = ids_variant(
+        &format!("[viaduct.ids]\nunsupported = \"skip\"\nrules = 'alert tcp any any -> any 80 (msg:\"g\"; content:\"GET\"; sid:10;)'\nrules_files = [{{ path = \"local.rules\", sha256 = \"{good}\" }}]\n"),
+        &[("local.rules", text)],
+    );
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert!(e.contains("sid 10 is used twice: inline line 1 and"), "{e}");
+}
+
+#[test]
+fn ids_variables_default_to_reds_networks_and_may_be_set() {
+    let (_d, p) = ids_variant(
+        "[viaduct.ids]\nvars = { HOME_NET = \"[10.1.0.0/24,10.9.0.0/16]\", WEB = \"[8080,8443]\" }\nrules = 'alert tcp any any -> $HOME_NET $WEB (msg:\"w\"; content:\"GET\"; sid:1;)'\n",
+        &[],
+    );
+    let ids = load_profile(&p).unwrap().viaduct.ids.unwrap();
+    assert_eq!(ids.vars["HOME_NET"], "[10.1.0.0/24,10.9.0.0/16]");
+    // An unknown variable refuses the rule; a bad name refuses the profile.
+    let (_d, p) = ids_variant(
+        "[viaduct.ids]\nvars = { home = \"any\" }\nrules = 'alert tcp any any -> $NOPE any (msg:\"w\"; content:\"GET\"; sid:1;)'\n",
+        &[],
+    );
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("viaduct.ids.vars.home: `home` is not a variable name"),
+        "{e}"
+    );
+    assert!(
+        e.contains("viaduct.ids.rules: sid 1:") && e.contains("NOPE"),
+        "{e}"
+    );
+    // No rules at all (a profile of its own: tables merge through `extends`).
+    let (d, _) = ids_variant("", &[]);
+    let p = d.path().join("bare.toml");
+    std::fs::write(
+        &p,
+        "extends = \"firewall.toml\"\n[viaduct]\nroles = [\"firewall\", \"ids\"]\n[viaduct.ids]\nunsupported = \"skip\"\n",
+    )
+    .unwrap();
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("viaduct.ids: no rules: give `rules` or `rules_files`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1344,7 +1501,7 @@ fn one_mistake_gives_one_error() {
         ("[personalities.black]\naddresses = [\"198.51.100.300/24\"]\ngateway = \"198.51.100.254\"\n", "personalities.black.addresses[0]"),
         // Ports after an unknown protocol (SPD, filter, IDS).
         ("[[viaduct.spd]]\nname = \"x\"\nprotocol = \"tcpp\"\ndst_ports = \"80\"\naction = \"discard\"\n", "viaduct.spd[0].protocol"),
-        ("[viaduct]\nroles = [\"vpn\", \"ids\"]\n[[viaduct.ids]]\nname = \"x\"\ncontent = \"evil\"\nprotocol = \"htp\"\ndst_ports = \"80\"\naction = \"alert\"\n", "viaduct.ids[0].protocol"),
+        ("[viaduct]\nroles = [\"vpn\", \"ids\"]\n[viaduct.ids]\nrules = 'alert htp any any -> any 80 (msg:\"x\"; content:\"evil\"; sid:1;)'\n", "viaduct.ids.rules"),
         // A misspelt role is not followed by "section given without its role".
         ("[viaduct]\nroles = [\"vpnn\"]\n", "viaduct.roles[0]"),
         // A NIC role misspelt in a personality: the NIC meant is not "unused".

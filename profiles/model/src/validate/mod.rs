@@ -34,6 +34,7 @@ mod checker;
 mod credentials;
 mod files;
 mod hardware;
+mod ids;
 mod ike;
 mod image;
 mod ipsec;

@@ -1,5 +1,5 @@
 //! The Viaduct's packet rules: `[[viaduct.spd]]`, `[[viaduct.filter]]`
-//! with `filter_default`, and `[[viaduct.ids]]`; their traffic selectors
+//! with `filter_default`; their traffic selectors
 //! (addresses, protocol, ports) and the TCP flags of filter rules.
 
 use std::collections::BTreeMap;
@@ -547,54 +547,6 @@ fn conn_states(v: &mut V<'_>, l: &Sp<Vec<Sp<String>>>, f: &str) -> Option<ConnSt
         states.0 |= bit;
     }
     Some(states)
-}
-
-/// `[[viaduct.ids]]`: `None` when a rule has an error (reported).
-pub(super) fn ids_rules(v: &mut V<'_>, vr: &Sp<RawViaduct>) -> Option<Vec<IdsRule>> {
-    let mut ok = true;
-    let mut names = Vec::new();
-    let mut ids = Vec::new();
-    for (i, r) in list(&vr.ids).iter().enumerate() {
-        let f = format!("viaduct.ids[{i}]");
-        let name = v
-            .req(&r.name, &r.span, &f, "name")
-            .and_then(|n| v.name(n, &format!("{f}.name")));
-        if let Some(n) = &r.name {
-            names.push((n.value.clone(), n.span.clone(), format!("{f}.name")));
-        }
-        let content = v.req(&r.content, &r.span, &f, "content").and_then(|c| {
-            if c.value.is_empty() || c.value.len() > 256 {
-                v.err(
-                    &c.span,
-                    format!("{f}.content"),
-                    "content must be 1 to 256 bytes",
-                );
-                None
-            } else {
-                Some(c.value.clone())
-            }
-        });
-        let sel = selector(v, &f, &None, &None, &r.protocol, &None, &r.dst_ports);
-        let action = v.req(&r.action, &r.span, &f, "action").and_then(|a| {
-            v.one_of(
-                a,
-                &format!("{f}.action"),
-                &[("alert", IdsAction::Alert), ("drop", IdsAction::Drop)],
-            )
-        });
-        match (name, content, sel, action) {
-            (Some(name), Some(content), Some(sel), Some(action)) => ids.push(IdsRule {
-                name,
-                content,
-                protocol: sel.protocol,
-                dst_ports: sel.dst_ports,
-                action,
-            }),
-            _ => ok = false,
-        }
-    }
-    v.unique("IDS rule", &names);
-    ok.then_some(ids)
 }
 
 /// A rule's traffic selector, `field` being the rule's: prefixes of one

@@ -11,9 +11,7 @@ use super::checker::{list, V};
 use super::ipsec::ipsec;
 use super::personality::Side2;
 use super::routes::{learned_routes, routes};
-use super::rules::{
-    address_sets, filter_default, filter_max_flows, filter_rules, ids_rules, spd_rules,
-};
+use super::rules::{address_sets, filter_default, filter_max_flows, filter_rules, spd_rules};
 
 /// `[viaduct]`: no NIC of its own, its roles and the sections they need,
 /// then IPsec, the SPD, the filter, IDS rules and routes, in that order.
@@ -51,7 +49,11 @@ pub(super) fn viaduct(
     let sets = sets_ok.then_some(sets);
     let filter_default = filter_default(v, vr);
     let filter_max_flows = filter_max_flows(v, vr);
-    let ids = ids_rules(v, vr);
+    let ids = match &vr.ids {
+        None => Some(None),
+        Some(raw) if roles.set.contains(&Role::Ids) => super::ids::ids(v, raw, red).map(Some),
+        Some(_) => Some(None),
+    };
     let routes = match routes(v, vr, ipsec.as_ref(), red, personalities) {
         Some(r) => r,
         None => {
@@ -198,10 +200,10 @@ fn sections(v: &mut V<'_>, vr: &Sp<RawViaduct>, roles: &Roles) -> bool {
     ok &= need(
         v,
         Role::Ids,
-        !list(&vr.ids).is_empty(),
+        vr.ids.is_some(),
         vr.ids.as_ref().map(|s| &s.span),
         "ids",
-        "[[viaduct.ids]] rules",
+        "[viaduct.ids] rules",
     );
     ok &= need(
         v,
