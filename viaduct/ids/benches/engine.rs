@@ -55,7 +55,12 @@ fn sagan_patterns() -> Vec<Vec<u8>> {
         let Ok(t) = std::fs::read_to_string(f.path()) else {
             continue;
         };
-        for part in t.split("content:\"").skip(1) {
+        // `content:"…"`, `content: "…"` and negated forms alike.
+        for part in t.split("content:").skip(1) {
+            let part = part.trim_start().trim_start_matches('!').trim_start();
+            let Some(part) = part.strip_prefix('"') else {
+                continue;
+            };
             let Some(end) = part.find('"') else { continue };
             let s = &part[..end];
             if s.len() >= 4 && !s.contains('|') && !s.contains('\\') {
@@ -86,6 +91,7 @@ fn engine(pats: &[Vec<u8>], n: usize) -> Engine {
 fn bench(c: &mut Criterion) {
     let pl = payloads();
     let pats = sagan_patterns();
+    eprintln!("{} distinct sagan content strings", pats.len());
     if pl.is_empty() || pats.len() < 100 {
         eprintln!(
             "\n!!!!!!!! SKIPPED: python3-dpkt captures or /etc/sagan-rules missing !!!!!!!!\n"
