@@ -13,7 +13,9 @@
 //! The host's `apt.conf.d` is deliberately *not* read: on Debian images it
 //! holds hooks such as docker-clean's `APT::Update::Post-Invoke` that delete
 //! files in `/var/cache/apt`. Host sources (`sources.list`,
-//! `sources.list.d/*.list|*.sources`) are copied at construction; keyrings
+//! `sources.list.d/*.list|*.sources`) are copied at construction, without
+//! their backports suites (image components come from the stable release;
+//! a host may carry `bookworm-backports` for its own tools); keyrings
 //! are referenced read-only (`Signed-By:` paths, `/etc/apt/trusted.gpg*`).
 //! `Debug::NoLocking` avoids `/var/lib/dpkg/lock`, `APT::Sandbox::User=root`
 //! keeps apt from handing the private directories to `_apt` when run as
@@ -138,8 +140,9 @@ impl AptContext {
         let main_list = host.etc.join("sources.list");
         if main_list.is_file() {
             let dst = ours.join("host-sources.list");
-            std::fs::copy(&main_list, &dst).map_err(io_err("copying", &main_list))?;
-            copied += 1;
+            if copy_without_backports(&main_list, &dst)? {
+                copied += 1;
+            }
         }
         let parts = host.etc.join("sources.list.d");
         if parts.is_dir() {
@@ -159,8 +162,9 @@ impl AptContext {
                     continue;
                 };
                 let dst = ours.join(name);
-                std::fs::copy(&src, &dst).map_err(io_err("copying", &src))?;
-                copied += 1;
+                if copy_without_backports(&src, &dst)? {
+                    copied += 1;
+                }
             }
         }
         if copied == 0 {
@@ -424,4 +428,118 @@ fn run(mut c: Command, shown: &str) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Copies an apt sources file (`.list` one-line style, or deb822 `.sources`)
+/// without its backports suites (`*-backports`): a one-line entry naming one
+/// is dropped, a deb822 stanza loses them from `Suites:` and is dropped when
+/// none is left. `false` (nothing written) when nothing is left.
+fn copy_without_backports(src: &Path, dst: &Path) -> Result<bool, Error> {
+    let text = std::fs::read_to_string(src).map_err(io_err("reading", src))?;
+    let deb822 = src.extension().and_then(|x| x.to_str()) == Some("sources");
+    let kept = if deb822 {
+        deb822_without_backports(&text)
+    } else {
+        one_line_without_backports(&text)
+    };
+    if kept.trim().is_empty() {
+        return Ok(false);
+    }
+    std::fs::write(dst, kept).map_err(io_err("writing", dst))?;
+    Ok(true)
+}
+
+fn is_backports(suite: &str) -> bool {
+    suite.ends_with("-backports") || suite.ends_with("-backports-sloppy")
+}
+
+/// One-line sources without the lines whose suite is a backports one.
+fn one_line_without_backports(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("deb") {
+            // `deb [options] URI SUITE COMPONENTS…`: options may hold spaces.
+            let rest = match t.find('[') {
+                Some(open) => match t[open..].find(']') {
+                    Some(close) => format!("{} {}", &t[..open], &t[open + close + 1..]),
+                    None => t.to_string(),
+                },
+                None => t.to_string(),
+            };
+            if rest.split_whitespace().nth(2).is_some_and(is_backports) {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// deb822 sources without backports suites; a stanza left without a suite
+/// is dropped.
+fn deb822_without_backports(text: &str) -> String {
+    let mut out = String::new();
+    for stanza in text.split("\n\n") {
+        let mut lines = Vec::new();
+        let mut has_suites = false;
+        let mut suites_left = false;
+        for line in stanza.lines() {
+            if line.to_ascii_lowercase().starts_with("suites:") {
+                has_suites = true;
+                let keep: Vec<&str> = line["suites:".len()..]
+                    .split_whitespace()
+                    .filter(|s| !is_backports(s))
+                    .collect();
+                suites_left = !keep.is_empty();
+                lines.push(format!("Suites: {}", keep.join(" ")));
+            } else {
+                lines.push(line.to_string());
+            }
+        }
+        if has_suites && !suites_left {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&lines.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backports_suites_are_left_out_of_the_private_sources() {
+        let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates bookworm-backports\nComponents: main\n\n\
+                      Types: deb\n# a comment\nURIs: http://deb.debian.org/debian\nsuites: bookworm-backports\nComponents: main\n\n\
+                      Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        let kept = deb822_without_backports(deb822);
+        assert_eq!(
+            kept,
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
+             Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\n"
+        );
+        assert!(deb822_without_backports(
+            "Types: deb\nURIs: x\nSuites: bookworm-backports\nComponents: main\n"
+        )
+        .trim()
+        .is_empty());
+        let list = "deb http://deb.debian.org/debian bookworm main\n\
+                    deb [signed-by=/k a.gpg] http://deb.debian.org/debian bookworm-backports main\n\
+                    # deb http://x bookworm-backports main\n\
+                    deb-src http://deb.debian.org/debian bookworm-backports main\n\
+                    deb http://deb.debian.org/debian-security bookworm-security main\n";
+        assert_eq!(
+            one_line_without_backports(list),
+            "deb http://deb.debian.org/debian bookworm main\n\
+             # deb http://x bookworm-backports main\n\
+             deb http://deb.debian.org/debian-security bookworm-security main\n"
+        );
+    }
 }
