@@ -1084,8 +1084,14 @@ fn enroll(lab: &Lab, g: &Gateway, fleet: &Path) -> Result<(bool, String), Error>
                 ),
             ));
         }
-        if !err.contains("cannot connect") || t.elapsed() > Duration::from_secs(60) {
-            return Ok((false, err.trim().to_owned()));
+        // With `--json` the error is on standard output (`{"error": …}`).
+        let said = serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let why = format!("{} {}", err.trim(), said).trim().to_owned();
+        if !why.contains("cannot connect") || t.elapsed() > Duration::from_secs(60) {
+            return Ok((false, why));
         }
         host::sleep(Duration::from_secs(2))?;
     }
