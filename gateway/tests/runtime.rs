@@ -973,16 +973,11 @@ fn capture_internet(lab: &mut Lab, inet: &str) -> PathBuf {
     let dump_log = lab.dir.join("tcpdump.log");
     let dump = Command::new("ip")
         .args([
-            "netns",
-            "exec",
-            inet,
-            "tcpdump",
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-i",
-            "br0",
-            "-w",
+            "netns", "exec", inet, "tcpdump", "-n", "-U",
+            // A 32 MiB ring: under load (two cores, the other tests of this
+            // binary beside it) the default 2 MiB one dropped most of a
+            // 4 MB transfer's frames.
+            "-B", "32768", "-i", "br0", "-w",
         ])
         .arg(&pcap)
         .stdout(Stdio::null())
@@ -1245,8 +1240,26 @@ fn two_gateways_tunnel_isolation_and_restart() {
     ib.wait_for("appliance: stopped", Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300));
     must(&format!("ip netns pids {inet} | xargs -r kill -INT"));
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpdump has written everything once it prints its statistics.
+    let dump_log = lab.dir.join("tcpdump.log");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&dump_log)
+        .unwrap_or_default()
+        .contains("dropped by kernel")
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let cap = std::fs::read(&pcap).unwrap();
+    eprintln!(
+        "tcpdump: {}",
+        std::fs::read_to_string(&dump_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("packets"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let frames = pcap_frames(&cap);
     let mut esp = 0;
     let mut sealed = std::collections::HashSet::new();
