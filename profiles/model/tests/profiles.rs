@@ -916,6 +916,18 @@ fn ids_variables_default_to_reds_networks_and_may_be_set() {
         e.contains("viaduct.ids: no rules: give `rules` or `rules_files`"),
         "{e}"
     );
+    // Only a missing file: one error, the file's.
+    std::fs::write(
+        &p,
+        format!("extends = \"firewall.toml\"\n[viaduct]\nroles = [\"firewall\", \"ids\"]\n[viaduct.ids]\nrules_files = [{{ path = \"nope.rules\", sha256 = \"{}\" }}]\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let e = load_profile(&p).unwrap_err().to_string();
+    assert_eq!(e.matches("viaduct.ids").count(), 1, "{e}");
+    assert!(
+        e.contains("viaduct.ids.rules_files[0].path") && e.contains("nope.rules"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -165,8 +165,12 @@ pub(super) fn ids(v: &mut V<'_>, raw: &Sp<RawIds>, red: Side2<'_>) -> Option<Ids
         });
         sets.push((path.span.clone(), full.display().to_string(), set));
     }
-    if sources.is_empty() {
+    if raw.rules.is_none() && list(&raw.rules_files).is_empty() {
         v.err(&raw.span, t, "no rules: give `rules` or `rules_files`");
+        return None;
+    }
+    if sources.is_empty() {
+        // Every file was refused above: one error each is enough.
         return None;
     }
     // A sid names one rule across every source.
