@@ -140,9 +140,12 @@ if [ "$scenario" = gateway ]; then
   mkfifo /tmp/console
   sleep 100000 > /tmp/console &
   : > /tmp/gw.log
+  # The relay first, from the first line: `tail -f` alone starts at the last
+  # ten, and under load the init has written more than ten by then (its
+  # first lines, the NICs bound to vfio-pci, were lost that way).
+  tail -n +1 -f /tmp/gw.log &
   APPLIANCE_VM_DIR=/run/vm APPLIANCE_MGMT_DIR=/run/mgmt APPLIANCE_CGROUP_ROOT=/sys/fs/cgroup \
     /bin/gateway-init --serve /gw < /tmp/console >> /tmp/gw.log 2>&1 &
-  tail -f /tmp/gw.log &
   wait_gw() { # pattern, count, seconds
     i=0
     while [ $(grep -c "$1" /tmp/gw.log) -lt $2 ]; do
@@ -199,8 +202,8 @@ mkdir /sys/fs/cgroup/appliance-black
 echo 512M > /sys/fs/cgroup/appliance-black/memory.max
 echo 64 > /sys/fs/cgroup/appliance-black/pids.max
 : > /tmp/vm.log # before tail and grep look at it
+tail -n +1 -f /tmp/vm.log & # from the first line, started first (see above)
 run --nic $NIC --echo-port on --cgroup /sys/fs/cgroup/appliance-black ${measure:+--measure $measure} < /tmp/hold >> /tmp/vm.log 2>&1 &
-tail -f /tmp/vm.log &
 wait_log() { # pattern, count, seconds
   i=0
   while [ $(grep -c "$1" /tmp/vm.log) -lt $2 ]; do
