@@ -402,11 +402,15 @@ fn clear_lab(name: &str, rows: &[&str]) {
     assert_nothing_left(&lab);
 }
 
-/// The firewall lab (`profiles/lab/firewall`): both gateways the shipped
-/// stateful firewall, forwarding in clear. Each LAN host opens web
-/// connections to the internet host; the internet host, and the other LAN,
-/// open nothing in; refusals are counted (and the refused SYN logged);
-/// nothing left a LAN on the wire but what the profile lets out.
+/// The firewall lab (`profiles/lab/firewall`): gw-a the shipped stateful
+/// firewall, gw-b the shipped ids profile (that firewall with IDS rules),
+/// forwarding in clear. Each LAN host opens web connections to the internet
+/// host; the internet host, and the other LAN, open nothing in; refusals are
+/// counted (and the refused SYN logged); nothing left a LAN on the wire but
+/// what the profile lets out. Through gw-b a request with a Shellshock probe
+/// raises an alert (a JSON line on its console) and a download holding the
+/// EICAR test string is dropped by its `drop` rule; through gw-a the same
+/// download arrives whole.
 #[test]
 fn testbed_test_runs_the_firewall_lab() {
     let _s = serial();
@@ -420,6 +424,9 @@ fn testbed_test_runs_the_firewall_lab() {
             "internet host → LAN B: web and ping cannot open in, counted",
             "LAN A → LAN B: web let out by gw-a, refused in by gw-b",
             "internet capture: nothing left a LAN but web and DNS openings",
+            "LAN B → internet host: a request with a Shellshock probe passes, alerted (sid 1000001)",
+            "LAN B → internet host: a download holding the EICAR test string is dropped by the IDS (sid 1000003)",
+            "LAN A → internet host: the same download through gw-a (the firewall, no IDS rules) arrives whole",
         ],
     );
 }

@@ -38,9 +38,9 @@ pub enum PolicyError {
         /// Second entry.
         b: String,
     },
-    /// The profile asks for an engine this Viaduct does not have.
-    #[error("role `{0}` is not supported by this Viaduct yet (supported: vpn, firewall, router); its rules would not be enforced, so the policy is refused")]
-    UnsupportedRole(&'static str),
+    /// The IDS rules do not compile as validated.
+    #[error("viaduct.ids: {0}")]
+    Ids(String),
     /// Something the profile allows that the Viaduct or its IKE engine
     /// cannot do.
     #[error("{field}: {what}")]
@@ -63,16 +63,50 @@ pub enum PolicyError {
     },
 }
 
+/// The IDS rules as the Viaduct's signatures: each source read again with
+/// the variables validation used. Validation refused the profile if a rule
+/// was refused (unless `unsupported = "skip"`, which leaves it out), so a
+/// refusal here means the profile changed under us.
+fn ids_signatures(ids: &m::Ids) -> Result<Vec<viaduct_ids::Signature>, PolicyError> {
+    let mut vars = ids_rules::Vars::suricata_defaults();
+    for (name, value) in &ids.vars {
+        vars.set(name, value);
+    }
+    let mut out = Vec::new();
+    for src in &ids.sources {
+        let set = ids_rules::parse(&src.text, &vars);
+        if let Some(r) = set.refused.first() {
+            if !ids.skip_unsupported {
+                return Err(PolicyError::Ids(format!(
+                    "{}: line {}: {}",
+                    src.origin, r.line, r.reason
+                )));
+            }
+        }
+        out.extend(set.rules.iter().map(ids_rules::signature));
+    }
+    if out.len() != ids.compiled {
+        return Err(PolicyError::Ids(format!(
+            "{} rules compiled where validation counted {}",
+            out.len(),
+            ids.compiled
+        )));
+    }
+    Ok(out)
+}
+
 /// Compiles the profile's Viaduct policy.
 pub fn compile(p: &m::Profile) -> Result<blob::Policy, PolicyError> {
-    for role in &p.viaduct.roles {
-        match role {
-            m::Role::Ids => return Err(PolicyError::UnsupportedRole("ids")),
-            m::Role::Vpn | m::Role::Firewall | m::Role::Router => {}
-        }
-    }
     let mut policy = blob::Policy::new(&p.appliance.name, &p.appliance.version)
         .with_security_version(p.appliance.security_version);
+    if p.viaduct.roles.contains(&m::Role::Ids) {
+        let ids = p
+            .viaduct
+            .ids
+            .as_ref()
+            .ok_or_else(|| PolicyError::Ids("role `ids` needs the section's rules".into()))?;
+        policy = policy.with_ids(ids_signatures(ids)?);
+    }
 
     let mut entries: Vec<blob::SpdEntry> = Vec::new();
     match &p.viaduct.ipsec {
@@ -593,6 +627,14 @@ pub fn describe(p: &blob::Policy) -> serde_json::Value {
             "max": l.max_routes,
             "martians": if l.martians { "allow" } else { "deny" },
         })),
+        "ids": p.ids.as_ref().map(|i| i.signatures.iter().map(|s| json!({
+            "sid": s.sid,
+            "rev": s.rev,
+            "action": ids_action(s.action),
+            "proto": ids_proto(s.proto),
+            "contents": s.contents.len(),
+            "msg": s.msg,
+        })).collect::<Vec<_>>()),
         "ike": p.ike.as_ref().map(|ike| json!({
             "local_id": ike.local_id.to_string(),
             "private_key": ike.private_key.as_ref().map(credential_text),
@@ -858,7 +900,45 @@ pub fn describe_text(p: &blob::Policy) -> String {
             if l.martians { "allowed" } else { "denied" }
         ));
     }
+    if let Some(i) = &p.ids {
+        let drops = i
+            .signatures
+            .iter()
+            .filter(|s| s.action == viaduct_ids::Action::Drop)
+            .count();
+        out.push_str(&format!(
+            "ids: {} signatures ({drops} drop)\n",
+            i.signatures.len()
+        ));
+        for s in &i.signatures {
+            out.push_str(&format!(
+                "  sid {} rev {} {} {} {:?} ({} contents)\n",
+                s.sid,
+                s.rev,
+                ids_action(s.action),
+                ids_proto(s.proto),
+                s.msg,
+                s.contents.len()
+            ));
+        }
+    }
     out
+}
+
+fn ids_action(a: viaduct_ids::Action) -> &'static str {
+    match a {
+        viaduct_ids::Action::Alert => "alert",
+        viaduct_ids::Action::Drop => "drop",
+    }
+}
+
+fn ids_proto(p: viaduct_ids::Proto) -> &'static str {
+    match p {
+        viaduct_ids::Proto::Tcp => "tcp",
+        viaduct_ids::Proto::Udp => "udp",
+        viaduct_ids::Proto::Icmp => "icmp",
+        viaduct_ids::Proto::Ip => "ip",
+    }
 }
 
 fn route_via(v: blob::RouteVia) -> &'static str {

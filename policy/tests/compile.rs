@@ -308,14 +308,44 @@ fn limits_and_timeouts_compile() {
     );
 }
 
+/// The IDS role: the profile's rules become the Viaduct's signatures, with
+/// `$HOME_NET` read as red's networks; the policy then keeps a connection
+/// table (the signatures' `flow` conditions follow it), and the blob keeps
+/// every field.
 #[test]
-fn unsupported_roles_are_refused_not_ignored() {
-    for (rel, role) in [("profiles/ids.toml", "ids")] {
-        match compile(&profile(rel)) {
-            Err(PolicyError::UnsupportedRole(r)) => assert_eq!(r, role),
-            other => panic!("{rel}: {other:?}"),
-        }
-    }
+fn ids_profile_compiles_its_signatures() {
+    use viaduct_ids::Action::{Alert, Drop};
+    let prof = profile("profiles/ids.toml");
+    let p = compile(&prof).unwrap();
+    let ids = p.ids.as_ref().expect("an IDS section");
+    let sids: Vec<(u32, viaduct_ids::Action)> =
+        ids.signatures.iter().map(|s| (s.sid, s.action)).collect();
+    assert_eq!(sids, [(1000001, Alert), (1000002, Alert), (1000003, Drop)]);
+    let red = prof.red.addresses[0].addr;
+    let outside: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    // $HOME_NET is red's network, $EXTERNAL_NET everything else.
+    let shellshock = &ids.signatures[0];
+    assert_eq!(shellshock.contents[0].bytes, b"() {");
+    assert_eq!(
+        shellshock.flow.direction,
+        Some(viaduct_ids::FlowDirection::ToServer)
+    );
+    assert!(shellshock.src.contains(red) && !shellshock.src.contains(outside));
+    assert!(shellshock.dst.contains(outside) && !shellshock.dst.contains(red));
+    assert!(shellshock.dst_ports.contains(80) && shellshock.dst_ports.contains(443));
+    assert!(!shellshock.dst_ports.contains(81));
+    let eicar = &ids.signatures[2];
+    assert!(eicar.contents[0].bytes.starts_with(b"X5O!P%@AP[4\\PZX54"));
+    assert!(eicar.src_ports.contains(80) && eicar.dst.contains(red));
+    assert!(p.tracks_connections());
+    let back = blob::Policy::decode(&p.encode()).unwrap();
+    assert_eq!(back, p);
+    let text = policy::describe_text(&p);
+    assert!(text.contains("ids: 3 signatures (1 drop)"), "{text}");
+    assert!(
+        text.contains("sid 1000003 rev 1 drop tcp \"EICAR test file in a web download\""),
+        "{text}"
+    );
 }
 
 /// The router role: static routes to red and black (red's network among

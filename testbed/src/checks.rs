@@ -30,7 +30,8 @@
 //! 9. tear-down leaves no process, namespace, tap or run-time file.
 //!
 //! A firewall lab (both gateways forwarding in clear, `profiles/lab/firewall`)
-//! runs 1 and 9 and, instead of 2–8, the checks of [`firewall`]; a router
+//! runs 1 and 9 and, instead of 2–8, the checks of [`firewall`], and those
+//! of [`ids`] for a gateway running the ids profile (gw-b there); a router
 //! lab (`profiles/lab/router`), those of [`router`].
 
 use std::io::{BufRead, BufReader};
@@ -47,6 +48,7 @@ use crate::lab::{epoch_ms, Gateway, Lab, State};
 use crate::wire::{self, WireRules};
 
 pub mod firewall;
+pub mod ids;
 pub mod router;
 
 /// An address inside the lab's LAN space that no tunnel of the lab profiles covers:
@@ -338,7 +340,12 @@ fn checks(
         if lab.gateways.iter().all(|g| g.router) {
             return router::checks(lab, report, log);
         }
-        return firewall::checks(lab, report, log);
+        firewall::checks(lab, report, log)?;
+        // A gateway running the ids profile (the firewall with IDS rules).
+        if lab.gateways.iter().any(|g| g.ids) {
+            ids::checks(lab, report, log)?;
+        }
+        return Ok(());
     }
 
     // 1c. Provisioned secrets (`testbed test --provision`): sealed in each TPM

@@ -43,8 +43,8 @@ pub fn copy_lab_profile(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
 
 /// Copies both lab profiles (`gw-a.toml`, `gw-b.toml`) and their base into `dest`
 /// (`dest/lab/`, `dest/base/`), with the shipped profiles a lab variant may
-/// extend (`firewall.toml`, `router.toml`: `profiles/lab/firewall`,
-/// `profiles/lab/router`); returns the directory
+/// extend (`firewall.toml`, `ids.toml`, `router.toml`:
+/// `profiles/lab/firewall`, `profiles/lab/router`); returns the directory
 /// holding the lab profiles.
 pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dest.join("lab"))?;
@@ -53,7 +53,7 @@ pub fn copy_lab_profiles(repo: &Path, dest: &Path) -> std::io::Result<PathBuf> {
         repo.join("profiles/base/gateway.toml"),
         dest.join("base/gateway.toml"),
     )?;
-    for shipped in ["firewall.toml", "router.toml"] {
+    for shipped in ["firewall.toml", "ids.toml", "router.toml"] {
         std::fs::copy(repo.join("profiles").join(shipped), dest.join(shipped))?;
     }
     for gw in GATEWAYS {
@@ -141,6 +141,8 @@ pub struct Gateway {
     pub clear: bool,
     /// Its Viaduct routes cleartext (role `router`).
     pub router: bool,
+    /// Its Viaduct inspects payloads (role `ids`).
+    pub ids: bool,
     /// What its Viaduct admits of the routes black's FRR learns
     /// (`[viaduct.learned_routes]`), if anything.
     pub learns: Option<profiles::model::LearnedRoutes>,
@@ -211,11 +213,13 @@ impl Gateway {
                 )
             });
         let router = p.viaduct.roles.contains(&profiles::model::Role::Router);
+        let ids = p.viaduct.roles.contains(&profiles::model::Role::Ids);
         Ok(Gateway {
             learns: p.viaduct.learned_routes.clone(),
             passthrough,
             clear,
             router,
+            ids,
             name: name.into(),
             letter: (b'a' + index) as char,
             profile: path,

@@ -454,6 +454,18 @@ pub struct Classified {
     what: Pending,
 }
 
+impl Classified {
+    /// Whether the packet comes from the flow's originator (`None`: it
+    /// belongs to no flow, or is an ICMP error related to one).
+    pub fn from_originator(&self) -> Option<bool> {
+        match self.what {
+            Pending::Open { .. } => Some(true),
+            Pending::Advance { who, .. } => Some(who == Who::Originator),
+            Pending::RelatedTo { .. } | Pending::Nothing => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     Nothing,

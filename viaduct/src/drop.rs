@@ -79,11 +79,27 @@ pub enum DropReason {
     /// to (role `router`): red's packet to an address no route sends to
     /// black, black's to an address not routed to red.
     NoRoute,
+    /// An IDS `drop` signature matched (role `ids`).
+    IdsDrop,
+    /// A later packet of a TCP stream a `drop` signature matched: the
+    /// stream stays blocked (its bytes were taken, so a retransmission
+    /// would carry them past unseen).
+    IdsBlocked,
+    /// A TCP segment the IDS cannot place in its stream without losing
+    /// inspection: before the stream's start, different bytes from a copy
+    /// already taken, or beyond what the out-of-order buffer holds. Its
+    /// sender retransmits.
+    IdsUnplaceable,
+    /// An IP fragment with the IDS on: the Viaduct does not reassemble
+    /// fragments, so it cannot inspect them.
+    IdsFragment,
+    /// A TCP stream could not be tracked: the IDS's stream table is full.
+    IdsStreamsFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::UnknownSpi,
         DropReason::Replay,
         DropReason::OutsideWindow,
@@ -112,6 +128,11 @@ impl DropReason {
         DropReason::CeOnNotEct,
         DropReason::StateTableFull,
         DropReason::NoRoute,
+        DropReason::IdsDrop,
+        DropReason::IdsBlocked,
+        DropReason::IdsUnplaceable,
+        DropReason::IdsFragment,
+        DropReason::IdsStreamsFull,
     ];
 
     fn index(self) -> usize {
@@ -149,6 +170,11 @@ impl DropReason {
             DropReason::CeOnNotEct => "ce_on_not_ect",
             DropReason::StateTableFull => "state_table_full",
             DropReason::NoRoute => "no_route",
+            DropReason::IdsDrop => "ids_drop",
+            DropReason::IdsBlocked => "ids_blocked",
+            DropReason::IdsUnplaceable => "ids_unplaceable",
+            DropReason::IdsFragment => "ids_fragment",
+            DropReason::IdsStreamsFull => "ids_streams_full",
         }
     }
 }
@@ -160,8 +186,14 @@ impl fmt::Display for DropReason {
 }
 
 /// Per-reason drop counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::ALL.len()])
+    }
+}
 
 impl DropCounters {
     /// Count of one reason.

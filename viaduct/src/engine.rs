@@ -21,6 +21,7 @@ use viaduct_channel::{InstallRules, Refusal, SaInstall};
 use crate::conntrack::{CtState, Timeouts, Tracker};
 pub use crate::drop::{DropCounters, DropReason};
 use crate::error::EngineError;
+use crate::ids::{FlowInfo, IdsStage};
 use crate::router::Routes;
 use crate::sa::{InboundSa, OutboundSa, SaId, Timestamp};
 use crate::wire::ip::{five_tuple, FiveTuple, Ipv4Packet, Ipv6Packet};
@@ -136,16 +137,16 @@ pub const LOG_BURST: u64 = 100;
 /// holds numbers and addresses the Viaduct formats itself, never a byte of
 /// the packet's payload.
 #[derive(Debug, Default)]
-struct FilterLog {
-    lines: Vec<String>,
+pub(crate) struct FilterLog {
+    pub(crate) lines: Vec<String>,
     /// Tokens in thousandths of a line, and when last filled.
     bucket: Option<(u64, Timestamp)>,
-    written: u64,
-    suppressed: u64,
+    pub(crate) written: u64,
+    pub(crate) suppressed: u64,
 }
 
 impl FilterLog {
-    fn admit(&mut self, now: Timestamp) -> bool {
+    pub(crate) fn admit(&mut self, now: Timestamp) -> bool {
         let full = LOG_BURST * 1000;
         let (tokens, last) = self.bucket.get_or_insert((full, now));
         let elapsed = now.0.saturating_sub(last.0);
@@ -355,6 +356,25 @@ fn commit_deferred(tracker: &SharedTracker, d: Option<Deferred>, now: Timestamp)
         let mut table = tr.lock().unwrap_or_else(PoisonError::into_inner);
         table.commit(&d.c, d.rule, d.timeouts, now);
     }
+}
+
+/// The IDS stage (role `ids`) on a packet the filter admitted, with what
+/// the connection table says of its flow.
+fn ids_inspect(
+    ids: &mut Option<IdsStage>,
+    pkt: &[u8],
+    t: &FiveTuple,
+    deferred: Option<&Deferred>,
+    now: Timestamp,
+) -> Result<(), DropReason> {
+    let Some(stage) = ids else { return Ok(()) };
+    let flow = deferred.and_then(|d| {
+        d.c.from_originator().map(|to_server| FlowInfo {
+            to_server,
+            established: d.c.state == CtState::Established,
+        })
+    });
+    stage.inspect(pkt, t, flow, now)
 }
 
 fn state_bit(s: CtState) -> u8 {
@@ -587,6 +607,8 @@ pub struct OutboundPath {
     tracker: SharedTracker,
     /// The routes (role `router`).
     routes: SharedRoutes,
+    /// Payload inspection (role `ids`).
+    ids: Option<IdsStage>,
     hits: RuleHits,
     drops: DropCounters,
     bypassed: u64,
@@ -604,6 +626,8 @@ pub struct InboundPath {
     tracker: SharedTracker,
     /// The routes (role `router`), shared with the outbound half.
     routes: SharedRoutes,
+    /// Payload inspection (role `ids`).
+    ids: Option<IdsStage>,
     /// What the packet being processed is to record in it, once sent.
     deferred: Option<Deferred>,
     hits: RuleHits,
@@ -709,13 +733,22 @@ impl Engine {
                 })
                 .collect()
         };
-        let tracker: SharedTracker = policy.stateful().then(|| {
+        let tracker: SharedTracker = policy.tracks_connections().then(|| {
             Arc::new(Mutex::new(Tracker::new(
                 policy.filter_max_flows as usize,
                 Timeouts::default(),
             )))
         });
         let routes: SharedRoutes = Routes::new(policy).map(|r| Arc::new(RwLock::new(r)));
+        let signatures = match &policy.ids {
+            Some(i) => Some(Arc::new(viaduct_ids::Engine::new(i.signatures.clone())?)),
+            None => None,
+        };
+        let stage = |dir| {
+            signatures
+                .clone()
+                .map(|s| IdsStage::new(s, dir, policy.filter_max_flows as usize))
+        };
         let rules = Arc::new(Rules {
             spd: policy
                 .spd
@@ -752,6 +785,7 @@ impl Engine {
                 pending: Vec::new(),
                 tracker: tracker.clone(),
                 routes: routes.clone(),
+                ids: stage("red-to-black"),
                 hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
                 bypassed: 0,
@@ -763,6 +797,7 @@ impl Engine {
                 any_udp: any_ike || policy.tunnels.iter().any(|t| t.udp_encap),
                 tracker,
                 routes,
+                ids: stage("black-to-red"),
                 deferred: None,
                 hits: RuleHits::new(policy.filters.len()),
                 drops: DropCounters::default(),
@@ -846,6 +881,8 @@ impl OutboundPath {
                 let dst = out
                     .get_mut(..inner.len())
                     .ok_or(DropReason::BufferTooSmall)?;
+                // The IDS last: what it takes into a stream is sent.
+                ids_inspect(&mut self.ids, inner, &t, deferred.as_ref(), now)?;
                 dst.copy_from_slice(inner);
                 self.bypassed += 1;
                 Ok(inner.len())
@@ -855,6 +892,11 @@ impl OutboundPath {
                 if !self.rules.outbound_in_ts(idx, &t) {
                     return Err(DropReason::SelectorMismatch);
                 }
+                if self.sas.get(idx).and_then(Option::as_ref).is_none() {
+                    return Err(DropReason::NoSa);
+                }
+                // The IDS last: what it takes into a stream is sent.
+                ids_inspect(&mut self.ids, inner, &t, deferred.as_ref(), now)?;
                 let sa = self
                     .sas
                     .get_mut(idx)
@@ -894,7 +936,11 @@ impl OutboundPath {
     /// The filter's log lines since the last call (logged rules only;
     /// rate-limited, see [`LOG_LINES_PER_SECOND`]).
     pub fn take_log(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.hits.log.lines)
+        let mut lines = std::mem::take(&mut self.hits.log.lines);
+        if let Some(ids) = &mut self.ids {
+            lines.append(&mut ids.log.lines);
+        }
+        lines
     }
 
     /// Human-readable counters, one line each.
@@ -916,6 +962,9 @@ impl OutboundPath {
         }
         let _ = writeln!(s, "out bypassed={}", self.bypassed);
         self.hits.write(&mut s, "out", &self.rules.filters_out);
+        if let Some(ids) = &self.ids {
+            ids.write_report(&mut s, "out");
+        }
         write_drops(&mut s, "out", &self.drops);
         if let Some(tr) = &self.tracker {
             let table = tr.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1068,6 +1117,13 @@ impl InboundPath {
             &t,
             now,
         )?;
+        ids_inspect(
+            &mut self.ids,
+            &esp[..d.len],
+            &t,
+            self.deferred.as_ref(),
+            now,
+        )?;
         ecn_decapsulate(&mut esp[..d.len], outer_ecn)?;
         pkt.copy_within(esp_off..esp_off + d.len, 0);
         Ok(Inbound::Red(d.len))
@@ -1096,6 +1152,7 @@ impl InboundPath {
             &t,
             now,
         )?;
+        ids_inspect(&mut self.ids, pkt, &t, self.deferred.as_ref(), now)?;
         self.bypassed += 1;
         Ok(pkt.len())
     }
@@ -1128,7 +1185,11 @@ impl InboundPath {
     /// The filter's log lines since the last call (logged rules only;
     /// rate-limited, see [`LOG_LINES_PER_SECOND`]).
     pub fn take_log(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.hits.log.lines)
+        let mut lines = std::mem::take(&mut self.hits.log.lines);
+        if let Some(ids) = &mut self.ids {
+            lines.append(&mut ids.log.lines);
+        }
+        lines
     }
 
     /// Human-readable counters, one line each.
@@ -1156,6 +1217,9 @@ impl InboundPath {
             let _ = writeln!(s, "in ike_received={}", self.ike_received);
         }
         self.hits.write(&mut s, "in", &self.rules.filters_in);
+        if let Some(ids) = &self.ids {
+            ids.write_report(&mut s, "in");
+        }
         write_drops(&mut s, "in", &self.drops);
         s
     }

@@ -9,6 +9,9 @@ pub enum EngineError {
     /// The policy blob is unreadable or invalid.
     #[error("cannot load policy: {0}")]
     Policy(#[from] BlobError),
+    /// The IDS signatures cannot be built into an engine.
+    #[error("cannot load policy: IDS signatures: {0}")]
+    Ids(#[from] viaduct_ids::BuildError),
     /// The policy file could not be read.
     #[error("cannot read policy file {path}: {source}; check the --policy path")]
     PolicyFile {

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod fpm;
 pub mod fpmlink;
+pub mod ids;
 pub mod ikelink;
 pub mod ledger;
 pub mod offload;

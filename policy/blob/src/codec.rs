@@ -9,6 +9,7 @@ use zeroize::Zeroize;
 
 use crate::error::BlobError;
 use crate::model::*;
+use viaduct_ids as ids;
 
 /// Magic bytes at the start of every blob.
 pub const MAGIC: &[u8; 5] = b"VDPOL";
@@ -30,7 +31,14 @@ pub const MAGIC: &[u8; 5] = b"VDPOL";
 /// 7: static routes (prefix, via tag 1 red / 2 black) and an optional learn
 /// section (allowed prefix ranges, the most routes, martians flag) after the
 /// connection table's size.
-pub const FORMAT_VERSION: u16 = 7;
+/// 8: an optional IDS section (the signatures: header as address and port
+/// ranges, flow, dsize, the content chain, message) after the learn section.
+pub const FORMAT_VERSION: u16 = 8;
+
+/// Content flag bits of an IDS signature's content.
+const CONTENT_NEGATED: u8 = 1;
+const CONTENT_NOCASE: u8 = 2;
+const CONTENT_FAST_PATTERN: u8 = 4;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const DIGEST_LEN: usize = 32;
@@ -163,6 +171,97 @@ impl Writer {
 }
 
 impl Writer {
+    fn opt_u32(&mut self, v: Option<u32>) {
+        match v {
+            None => self.u8(0),
+            Some(v) => {
+                self.u8(1);
+                self.u32(v);
+            }
+        }
+    }
+    fn signature(&mut self, sig: &ids::Signature) {
+        self.u32(sig.sid);
+        self.u32(sig.rev);
+        self.u8(match sig.action {
+            ids::Action::Alert => 1,
+            ids::Action::Drop => 2,
+        });
+        self.u8(match sig.proto {
+            ids::Proto::Tcp => 1,
+            ids::Proto::Udp => 2,
+            ids::Proto::Icmp => 3,
+            ids::Proto::Ip => 4,
+        });
+        for (addrs, ports) in [(&sig.src, &sig.src_ports), (&sig.dst, &sig.dst_ports)] {
+            self.count(addrs.v4_ranges().len());
+            for &(a, b) in addrs.v4_ranges() {
+                self.u32(a);
+                self.u32(b);
+            }
+            self.count(addrs.v6_ranges().len());
+            for &(a, b) in addrs.v6_ranges() {
+                self.put(&a.to_be_bytes());
+                self.put(&b.to_be_bytes());
+            }
+            self.count(ports.ranges().len());
+            for &(a, b) in ports.ranges() {
+                self.u16(a);
+                self.u16(b);
+            }
+        }
+        self.bool(sig.bidirectional);
+        self.u8(match sig.flow.direction {
+            None => 0,
+            Some(ids::FlowDirection::ToServer) => 1,
+            Some(ids::FlowDirection::ToClient) => 2,
+        });
+        self.u8(match sig.flow.state {
+            None => 0,
+            Some(ids::FlowState::Established) => 1,
+            Some(ids::FlowState::NotEstablished) => 2,
+        });
+        match sig.dsize {
+            None => self.u8(0),
+            Some(ids::DsizeMatch::Eq(n)) => {
+                self.u8(1);
+                self.u16(n);
+            }
+            Some(ids::DsizeMatch::Lt(n)) => {
+                self.u8(2);
+                self.u16(n);
+            }
+            Some(ids::DsizeMatch::Gt(n)) => {
+                self.u8(3);
+                self.u16(n);
+            }
+            Some(ids::DsizeMatch::Range(a, b)) => {
+                self.u8(4);
+                self.u16(a);
+                self.u16(b);
+            }
+        }
+        self.count(sig.contents.len());
+        for c in &sig.contents {
+            self.bytes(&c.bytes);
+            let mut flags = 0;
+            if c.negated {
+                flags |= CONTENT_NEGATED;
+            }
+            if c.nocase {
+                flags |= CONTENT_NOCASE;
+            }
+            if c.fast_pattern {
+                flags |= CONTENT_FAST_PATTERN;
+            }
+            self.u8(flags);
+            self.opt_u32(c.offset);
+            self.opt_u32(c.depth);
+            self.opt_u32(c.distance.map(|d| d as u32));
+            self.opt_u32(c.within);
+        }
+        self.str(&sig.msg);
+    }
     fn identity(&mut self, id: &IkeIdentity) {
         match id {
             IkeIdentity::Fqdn(s) => {
@@ -340,6 +439,14 @@ fn encode_body(p: &Policy) -> Vec<u8> {
             }
             w.u32(l.max_routes);
             w.u8(u8::from(l.martians));
+        }
+    }
+    match &p.ids {
+        None => w.u8(0),
+        Some(i) => {
+            w.u8(1);
+            w.count(i.signatures.len());
+            i.signatures.iter().for_each(|sig| w.signature(sig));
         }
     }
     match &p.ike {
@@ -673,6 +780,144 @@ impl<'a> Reader<'a> {
             peers,
         })
     }
+    fn opt_u32(&mut self, what: &'static str) -> Result<Option<u32>, BlobError> {
+        if self.flag(what)? {
+            Ok(Some(self.u32(what)?))
+        } else {
+            Ok(None)
+        }
+    }
+    fn tag<T>(&mut self, what: &'static str, values: &[T]) -> Result<T, BlobError>
+    where
+        T: Copy,
+    {
+        let v = self.u8(what)?;
+        usize::from(v)
+            .checked_sub(1)
+            .and_then(|i| values.get(i).copied())
+            .ok_or(BlobError::InvalidTag {
+                what,
+                value: u64::from(v),
+            })
+    }
+    /// A signature's addresses and ports, refused unless sorted, disjoint and
+    /// not adjacent (the form the encoder writes), so a blob has one encoding.
+    fn ids_endpoint(&mut self) -> Result<(ids::AddrMatch, ids::PortMatch), BlobError> {
+        let n = self.count("IDS IPv4 ranges", 8)?;
+        let v4 = (0..n)
+            .map(|_| Ok((self.u32("IDS IPv4 range")?, self.u32("IDS IPv4 range")?)))
+            .collect::<Result<Vec<_>, BlobError>>()?;
+        let n = self.count("IDS IPv6 ranges", 32)?;
+        let v6 = (0..n)
+            .map(|_| {
+                Ok((
+                    u128::from_be_bytes(self.array("IDS IPv6 range")?),
+                    u128::from_be_bytes(self.array("IDS IPv6 range")?),
+                ))
+            })
+            .collect::<Result<Vec<_>, BlobError>>()?;
+        let n = self.count("IDS port ranges", 4)?;
+        let ports = (0..n)
+            .map(|_| Ok((self.u16("IDS port range")?, self.u16("IDS port range")?)))
+            .collect::<Result<Vec<_>, BlobError>>()?;
+        let addrs = ids::AddrMatch::from_ranges(v4.clone(), v6.clone());
+        let pm = ids::PortMatch::from_ranges(ports.clone());
+        if addrs.v4_ranges() != v4 || addrs.v6_ranges() != v6 || pm.ranges() != ports {
+            return Err(BlobError::NotCanonical {
+                what: "IDS address or port ranges",
+            });
+        }
+        Ok((addrs, pm))
+    }
+    fn signature(&mut self) -> Result<ids::Signature, BlobError> {
+        use ids::{Action, DsizeMatch, FlowDirection, FlowState, Proto};
+        let sid = self.u32("IDS sid")?;
+        let rev = self.u32("IDS rev")?;
+        let action = self.tag("IDS action", &[Action::Alert, Action::Drop])?;
+        let proto = self.tag(
+            "IDS protocol",
+            &[Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Ip],
+        )?;
+        let (src, src_ports) = self.ids_endpoint()?;
+        let (dst, dst_ports) = self.ids_endpoint()?;
+        let bidirectional = self.flag("IDS bidirectional flag")?;
+        let direction = match self.u8("IDS flow direction")? {
+            0 => None,
+            1 => Some(FlowDirection::ToServer),
+            2 => Some(FlowDirection::ToClient),
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "IDS flow direction",
+                    value: u64::from(v),
+                })
+            }
+        };
+        let state = match self.u8("IDS flow state")? {
+            0 => None,
+            1 => Some(FlowState::Established),
+            2 => Some(FlowState::NotEstablished),
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "IDS flow state",
+                    value: u64::from(v),
+                })
+            }
+        };
+        let dsize = match self.u8("IDS dsize")? {
+            0 => None,
+            1 => Some(DsizeMatch::Eq(self.u16("IDS dsize")?)),
+            2 => Some(DsizeMatch::Lt(self.u16("IDS dsize")?)),
+            3 => Some(DsizeMatch::Gt(self.u16("IDS dsize")?)),
+            4 => Some(DsizeMatch::Range(
+                self.u16("IDS dsize")?,
+                self.u16("IDS dsize")?,
+            )),
+            v => {
+                return Err(BlobError::InvalidTag {
+                    what: "IDS dsize",
+                    value: u64::from(v),
+                })
+            }
+        };
+        let n = self.count("IDS contents", 7)?;
+        let mut contents = Vec::with_capacity(n);
+        for _ in 0..n {
+            let bytes = self.bytes("IDS content")?.to_vec();
+            let flags = self.u8("IDS content flags")?;
+            if flags & !(CONTENT_NEGATED | CONTENT_NOCASE | CONTENT_FAST_PATTERN) != 0 {
+                return Err(BlobError::InvalidTag {
+                    what: "IDS content flags",
+                    value: u64::from(flags),
+                });
+            }
+            contents.push(ids::ContentMatch {
+                bytes,
+                negated: flags & CONTENT_NEGATED != 0,
+                nocase: flags & CONTENT_NOCASE != 0,
+                fast_pattern: flags & CONTENT_FAST_PATTERN != 0,
+                offset: self.opt_u32("IDS content offset")?,
+                depth: self.opt_u32("IDS content depth")?,
+                distance: self.opt_u32("IDS content distance")?.map(|d| d as i32),
+                within: self.opt_u32("IDS content within")?,
+            });
+        }
+        let msg = self.str("IDS message")?;
+        Ok(ids::Signature {
+            sid,
+            rev,
+            action,
+            proto,
+            src,
+            src_ports,
+            dst,
+            dst_ports,
+            bidirectional,
+            flow: ids::FlowMatch { direction, state },
+            dsize,
+            contents,
+            msg,
+        })
+    }
     fn filter_action(&mut self, what: &'static str) -> Result<FilterAction, BlobError> {
         match self.u8(what)? {
             1 => Ok(FilterAction::Accept),
@@ -807,6 +1052,13 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
     } else {
         None
     };
+    let ids = if r.flag("IDS section flag")? {
+        let n = r.count("IDS signatures", 40)?;
+        let signatures = (0..n).map(|_| r.signature()).collect::<Result<_, _>>()?;
+        Some(IdsPolicy { signatures })
+    } else {
+        None
+    };
     let ike = if r.flag("IKE section flag")? {
         Some(r.ike()?)
     } else {
@@ -831,6 +1083,7 @@ fn decode_body(body: &[u8]) -> Result<Policy, BlobError> {
         filter_default_log,
         routes,
         learn,
+        ids,
         ike,
     })
 }

@@ -234,4 +234,13 @@ pub enum BlobError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A value has more than one encoding and this one is not the canonical.
+    #[error("policy blob has {what} in a non-canonical form (unsorted, overlapping or adjacent); the file is corrupted or was not written by the compiler")]
+    NotCanonical {
+        /// The field.
+        what: &'static str,
+    },
+    /// The IDS section is invalid.
+    #[error("IDS signatures: {0}")]
+    Ids(String),
 }

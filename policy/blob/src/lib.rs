@@ -1,7 +1,7 @@
 //! The compiled policy blob: canonical, versioned, digest-checked format shared
 //! by the host-side policy compiler and the Viaduct (trusted).
 //!
-//! # Wire format (version 6)
+//! # Wire format (version 8)
 //! ```text
 //! magic    5 bytes  b"VDPOL"
 //! version  u16 BE   FORMAT_VERSION

@@ -688,6 +688,14 @@ pub const DEFAULT_MAX_LEARNED_ROUTES: u32 = 10_000;
 /// Upper bound of [`LearnPolicy::max_routes`].
 pub const MAX_MAX_LEARNED_ROUTES: u32 = 2_000_000;
 
+/// The IDS role's signatures (role `ids`): compiled from the profile's
+/// rules on the build host; the Viaduct never reads rule text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdsPolicy {
+    /// The signatures, in rule order (sids unique).
+    pub signatures: Vec<viaduct_ids::Signature>,
+}
+
 /// The compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -716,6 +724,8 @@ pub struct Policy {
     pub routes: Vec<StaticRoute>,
     /// Routes black may install (role `router`).
     pub learn: Option<LearnPolicy>,
+    /// Payload inspection (role `ids`).
+    pub ids: Option<IdsPolicy>,
     /// IKEv2, if any tunnel is keyed by it.
     pub ike: Option<IkeConfig>,
 }
@@ -737,6 +747,7 @@ impl Policy {
             filter_default_log: false,
             routes: Vec::new(),
             learn: None,
+            ids: None,
             ike: None,
         }
     }
@@ -863,7 +874,13 @@ impl Policy {
         self
     }
 
-    /// Sets which routes black may install.
+    /// Sets the IDS role's signatures.
+    pub fn with_ids(mut self, signatures: Vec<viaduct_ids::Signature>) -> Self {
+        self.ids = Some(IdsPolicy { signatures });
+        self
+    }
+
+    /// Sets the routes black may install (role `router`).
     pub fn with_learn(mut self, learn: LearnPolicy) -> Self {
         self.learn = Some(learn);
         self
@@ -885,6 +902,13 @@ impl Policy {
     /// tracks connections).
     pub fn stateful(&self) -> bool {
         self.filters.iter().any(|f| !f.states.is_any())
+    }
+
+    /// Whether the Viaduct keeps a connection table: for stateful filter
+    /// rules, and for the IDS (its `flow` conditions and its streams follow
+    /// the tracked connections).
+    pub fn tracks_connections(&self) -> bool {
+        self.stateful() || self.ids.is_some()
     }
 
     /// Sets the default filter verdict.

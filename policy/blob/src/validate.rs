@@ -235,6 +235,29 @@ fn check_key_reuse(tunnels: &[Tunnel]) -> Result<(), BlobError> {
     Ok(())
 }
 
+/// The IDS section: at least one signature, each with an address and port
+/// set that can match, a message that fits, and what the engine checks
+/// ([`viaduct_ids::check_signatures`]: sids, contents, bounds).
+fn check_ids(ids: &IdsPolicy) -> Result<(), BlobError> {
+    if ids.signatures.is_empty() {
+        return Err(BlobError::Ids("the section holds no signature".into()));
+    }
+    for sig in &ids.signatures {
+        check_str("IDS message", &sig.msg)?;
+        if sig.src.is_empty()
+            || sig.dst.is_empty()
+            || sig.src_ports.is_empty()
+            || sig.dst_ports.is_empty()
+        {
+            return Err(BlobError::Ids(format!(
+                "sid {}: an address or port set is empty (the signature could never match)",
+                sig.sid
+            )));
+        }
+    }
+    viaduct_ids::check_signatures(&ids.signatures).map_err(|e| BlobError::Ids(e.to_string()))
+}
+
 impl Policy {
     /// Static routes: valid prefixes, each once; the learn section:
     /// ranges within their family, a bounded route count.
@@ -571,6 +594,9 @@ impl Policy {
             });
         }
         self.check_routes()?;
+        if let Some(ids) = &self.ids {
+            check_ids(ids)?;
+        }
         if let Some(ike) = &self.ike {
             self.check_ike(ike)?;
         }

@@ -61,6 +61,7 @@ mod header;
 mod options;
 mod port;
 mod ranges;
+mod signature;
 mod text;
 mod vars;
 
@@ -76,6 +77,7 @@ pub use coverage::Coverage;
 pub use header::{Action, Proto};
 pub use options::{Dsize, Flow, FlowDirection, FlowState};
 pub use port::PortSet;
+pub use signature::signature;
 pub use vars::Vars;
 
 /// One compiled rule.

@@ -759,7 +759,7 @@ fn shipped_profiles_share_the_base() {
         "ids extends firewall and keeps its filter"
     );
     let rules = ids.viaduct.ids.as_ref().expect("the ids profile has rules");
-    assert_eq!((rules.compiled, rules.skipped), (2, 0));
+    assert_eq!((rules.compiled, rules.skipped), (3, 0));
     assert_eq!(rules.vars["HOME_NET"], "[10.1.0.0/24]");
 }
 

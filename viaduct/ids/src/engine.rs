@@ -229,6 +229,31 @@ fn check(s: &Signature) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// The checks of [`Engine::new`] without building anything: at most
+/// [`MAX_SIGNATURES`], every sid non-zero and used once, and each
+/// signature's contents able to match and be prefiltered. The policy blob's
+/// validation runs them, so a policy the Viaduct would refuse is never
+/// signed.
+pub fn check_signatures(sigs: &[Signature]) -> Result<(), BuildError> {
+    if sigs.len() > MAX_SIGNATURES {
+        return Err(BuildError::TooManySignatures {
+            count: sigs.len(),
+            max: MAX_SIGNATURES,
+        });
+    }
+    let mut sids: Vec<u32> = sigs.iter().map(|s| s.sid).collect();
+    sids.sort_unstable();
+    if let Some(w) = sids.windows(2).find(|w| w.first() == w.get(1)) {
+        return Err(BuildError::BadSid {
+            sid: w.first().copied().unwrap_or(0),
+        });
+    }
+    if sids.first() == Some(&0) {
+        return Err(BuildError::BadSid { sid: 0 });
+    }
+    sigs.iter().try_for_each(check)
+}
+
 /// The signature's prefilter pattern: the content marked `fast_pattern`,
 /// else the longest non-negated content (the first of equal length).
 /// Suricata's default choice also weighs how common a pattern is; longest
@@ -252,26 +277,10 @@ impl Engine {
     /// are empty, too long or too many, all negated, or placed in ways that
     /// can never match.
     pub fn new(sigs: Vec<Signature>) -> Result<Engine, BuildError> {
-        if sigs.len() > MAX_SIGNATURES {
-            return Err(BuildError::TooManySignatures {
-                count: sigs.len(),
-                max: MAX_SIGNATURES,
-            });
-        }
-        let mut sids: Vec<u32> = sigs.iter().map(|s| s.sid).collect();
-        sids.sort_unstable();
-        if let Some(w) = sids.windows(2).find(|w| w.first() == w.get(1)) {
-            return Err(BuildError::BadSid {
-                sid: w.first().copied().unwrap_or(0),
-            });
-        }
-        if sids.first() == Some(&0) {
-            return Err(BuildError::BadSid { sid: 0 });
-        }
+        check_signatures(&sigs)?;
         let mut pats: [Vec<(Vec<u8>, u32)>; 2] = [Vec::new(), Vec::new()];
         let mut max_pattern_len = 0;
         for (i, s) in sigs.iter().enumerate() {
-            check(s)?;
             let fp = fast_pattern(s).and_then(|f| s.contents.get(f));
             let Some(fp) = fp else {
                 return Err(BuildError::Content {

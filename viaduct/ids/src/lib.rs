@@ -76,11 +76,12 @@ mod stream;
 mod verify;
 
 pub use engine::{
-    fast_pattern, Buffer, BufferKind, BuildError, Engine, Hit, InspectStats, Packet, Scratch,
-    DFA_MAX_PATTERNS, MAX_CONTENTS, MAX_CONTENT_LEN, MAX_SIGNATURES, SEARCH_BUDGET,
+    check_signatures, fast_pattern, Buffer, BufferKind, BuildError, Engine, Hit, InspectStats,
+    Packet, Scratch, DFA_MAX_PATTERNS, MAX_CONTENTS, MAX_CONTENT_LEN, MAX_SIGNATURES,
+    SEARCH_BUDGET,
 };
 pub use model::{
     Action, AddrMatch, ContentMatch, DsizeMatch, FlowDirection, FlowMatch, FlowState, PortMatch,
     Proto, Signature,
 };
-pub use stream::{Reassembler, ReassemblyConfig, StreamEvents, StreamWindow};
+pub use stream::{Reassembler, ReassemblyConfig, StreamEvents, StreamWindow, Unplaceable};

@@ -101,6 +101,20 @@ impl<'a> StreamWindow<'a> {
     }
 }
 
+/// Why an inline stage must drop a segment rather than let it pass
+/// ([`Reassembler::admit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unplaceable {
+    /// It starts before the stream's first byte (before the SYN's
+    /// sequence number + 1).
+    BeforeStart,
+    /// It carries bytes that differ from a copy already taken (still
+    /// retained): the receiver might keep either.
+    Differs,
+    /// It lies ahead of a gap that the out-of-order buffer cannot hold.
+    NoRoom,
+}
+
 /// One direction of a TCP flow.
 #[derive(Clone, Debug)]
 pub struct Reassembler {
@@ -158,6 +172,82 @@ impl Reassembler {
     /// Stream bytes delivered so far.
     pub fn delivered(&self) -> u64 {
         self.next
+    }
+
+    /// Bytes held: the retained window and the out-of-order buffer.
+    pub fn buffered(&self) -> usize {
+        self.win.len().saturating_add(self.ooo_bytes)
+    }
+
+    /// Whether a segment at `seq` would start exactly at the next expected
+    /// byte (so it buffers nothing out of order).
+    pub fn in_order(&self, seq: u32) -> bool {
+        self.base
+            .is_none_or(|b| b.wrapping_add(self.next as u32) == seq)
+    }
+
+    /// Whether a segment can be taken without the stream losing anything:
+    /// an inline stage (which can drop) drops a segment this refuses, and
+    /// the stream stays as it was, so its sender's retransmission is
+    /// inspected when it fits. Read-only. A segment that [`segment`]
+    /// would take with a gap, or as a differing overlap of a retained or
+    /// buffered byte, is refused here; bytes older than the retained
+    /// look-back cannot be compared and are not refused (they are ignored,
+    /// first copy wins).
+    ///
+    /// [`segment`]: Reassembler::segment
+    pub fn admit(&self, seq: u32, payload: &[u8]) -> Result<(), Unplaceable> {
+        if payload.is_empty() || !self.inspecting() {
+            return Ok(());
+        }
+        let Some(base) = self.base else {
+            return Ok(());
+        };
+        let next_seq = base.wrapping_add(self.next as u32);
+        let diff = i64::from(seq.wrapping_sub(next_seq) as i32);
+        let next = i64::try_from(self.next).unwrap_or(i64::MAX);
+        let start = next.saturating_add(diff);
+        if start < 0 {
+            return Err(Unplaceable::BeforeStart);
+        }
+        let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
+        let depth = i64::try_from(self.cfg.depth).unwrap_or(i64::MAX);
+        let end = start.saturating_add(len).min(depth);
+        if start < next && self.retained_differs(start, payload) {
+            return Err(Unplaceable::Differs);
+        }
+        if end <= next {
+            return Ok(());
+        }
+        let from = next.max(start);
+        let a = usize::try_from(from - start).unwrap_or(usize::MAX);
+        let b = usize::try_from(end - start).unwrap_or(usize::MAX);
+        let Some(data) = payload.get(a..b) else {
+            return Ok(());
+        };
+        let from = u64::try_from(from).unwrap_or(u64::MAX);
+        if from == self.next && self.ooo.is_empty() {
+            return Ok(());
+        }
+        if from - self.next > self.cfg.max_ooo_bytes as u64 {
+            return Err(Unplaceable::NoRoom);
+        }
+        let (pieces, differs) = self.plan_insert(from, data);
+        if differs {
+            return Err(Unplaceable::Differs);
+        }
+        // What stays buffered afterwards: the pieces before `next` moves
+        // on are drained, so only an insertion that leaves data out of
+        // order can overflow.
+        if from > self.next {
+            let bytes: usize = pieces.iter().map(|(_, r)| r.len()).sum();
+            if self.ooo.len() + pieces.len() > self.cfg.max_ooo_segments
+                || self.ooo_bytes.saturating_add(bytes) > self.cfg.max_ooo_bytes
+            {
+                return Err(Unplaceable::NoRoom);
+            }
+        }
+        Ok(())
     }
 
     /// Takes one segment's payload; returns the window to inspect when it
@@ -237,6 +327,14 @@ impl Reassembler {
 
     /// Compares a segment starting before `next` with the retained bytes.
     fn compare_retained(&mut self, start: i64, payload: &[u8]) {
+        if self.retained_differs(start, payload) {
+            self.bump_overlap();
+        }
+    }
+
+    /// Whether a segment at stream offset `start` differs from the retained
+    /// bytes it overlaps.
+    fn retained_differs(&self, start: i64, payload: &[u8]) -> bool {
         let w0 = i64::try_from(self.win_off).unwrap_or(i64::MAX);
         let w1 = w0.saturating_add(i64::try_from(self.win.len()).unwrap_or(0));
         let lo = start.max(w0);
@@ -244,25 +342,26 @@ impl Reassembler {
             .saturating_add(i64::try_from(payload.len()).unwrap_or(0))
             .min(w1);
         if lo >= hi {
-            return;
+            return false;
         }
         let idx = |x: i64, o: i64| usize::try_from(x - o).unwrap_or(0);
         let old = self.win.get(idx(lo, w0)..idx(hi, w0));
         let new = payload.get(idx(lo, start)..idx(hi, start));
-        if old != new {
-            self.bump_overlap();
-        }
+        old != new
     }
 
     fn bump_overlap(&mut self) {
         self.events.overlap_different_data = self.events.overlap_different_data.saturating_add(1);
     }
 
-    /// Inserts `data` at stream offset `start` (≥ `next`), first copy wins.
-    fn insert(&mut self, start: u64, data: &[u8]) {
+    /// Where the new bytes of `data` at stream offset `start` (≥ `next`) go
+    /// among the buffered pieces, first copy wins: (offset, range of
+    /// `data`) for each hole it fills, and whether it differs from a
+    /// buffered byte it overlaps.
+    fn plan_insert(&self, start: u64, data: &[u8]) -> (Vec<(u64, std::ops::Range<usize>)>, bool) {
         let end = start + data.len() as u64;
         let mut pos = start;
-        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut pieces = Vec::new();
         let mut differs = false;
         let at = |x: u64, o: u64| usize::try_from(x - o).unwrap_or(usize::MAX);
         for (ps, pd) in &self.ooo {
@@ -274,9 +373,7 @@ impl Reassembler {
                 break;
             }
             if *ps > pos {
-                if let Some(d) = data.get(at(pos, start)..at(*ps, start)) {
-                    pieces.push((pos, d.to_vec()));
-                }
+                pieces.push((pos, at(pos, start)..at(*ps, start)));
                 pos = *ps;
             }
             let hi = pe.min(end);
@@ -289,17 +386,22 @@ impl Reassembler {
             }
         }
         if pos < end {
-            if let Some(d) = data.get(at(pos, start)..) {
-                pieces.push((pos, d.to_vec()));
-            }
+            pieces.push((pos, at(pos, start)..data.len()));
         }
+        (pieces, differs)
+    }
+
+    /// Inserts `data` at stream offset `start` (≥ `next`), first copy wins.
+    fn insert(&mut self, start: u64, data: &[u8]) {
+        let (pieces, differs) = self.plan_insert(start, data);
         if differs {
             self.bump_overlap();
         }
-        for p in pieces {
-            self.ooo_bytes = self.ooo_bytes.saturating_add(p.1.len());
-            let i = self.ooo.partition_point(|(s, _)| *s < p.0);
-            self.ooo.insert(i, p);
+        for (off, range) in pieces {
+            let Some(d) = data.get(range) else { continue };
+            self.ooo_bytes = self.ooo_bytes.saturating_add(d.len());
+            let i = self.ooo.partition_point(|(s, _)| *s < off);
+            self.ooo.insert(i, (off, d.to_vec()));
         }
     }
 }
@@ -397,5 +499,41 @@ mod tests {
         r.syn(u32::MAX - 1);
         assert!(win(&mut r, u32::MAX, b"ab").is_some());
         assert_eq!(win(&mut r, 1, b"cd").map(|w| w.0), Some(b"cd".to_vec()));
+    }
+
+    /// Feeds a segment the way an inline stage does: refused ones are
+    /// dropped and leave the stream as it was.
+    fn inline(r: &mut Reassembler, seq: u32, p: &[u8]) -> Result<Option<Vec<u8>>, Unplaceable> {
+        r.admit(seq, p)?;
+        Ok(r.segment(seq, p).map(|w| w.new_bytes().to_vec()))
+    }
+
+    #[test]
+    fn inline_admission_refuses_what_would_be_lost() {
+        let mut r = Reassembler::new(ReassemblyConfig {
+            max_ooo_segments: 2,
+            max_ooo_bytes: 8,
+            ..cfg(4)
+        });
+        r.syn(99);
+        assert_eq!(inline(&mut r, 100, b"abcd"), Ok(Some(b"abcd".to_vec())));
+        // Before the stream's first byte.
+        assert_eq!(inline(&mut r, 98, b"zz"), Err(Unplaceable::BeforeStart));
+        // A retransmission of retained bytes: the same passes, other data
+        // does not.
+        assert_eq!(inline(&mut r, 102, b"cd"), Ok(None));
+        assert_eq!(inline(&mut r, 102, b"cX"), Err(Unplaceable::Differs));
+        // Out of order: buffered while it fits, then refused, never a gap.
+        assert_eq!(inline(&mut r, 106, b"gh"), Ok(None));
+        assert_eq!(inline(&mut r, 106, b"gX"), Err(Unplaceable::Differs));
+        assert_eq!(inline(&mut r, 109, b"j"), Ok(None));
+        assert_eq!(inline(&mut r, 111, b"l"), Err(Unplaceable::NoRoom));
+        assert_eq!(inline(&mut r, 120, b"far"), Err(Unplaceable::NoRoom));
+        assert!(r.inspecting(), "{:?}", r.events());
+        // The hole filled: everything delivered once, in order.
+        assert_eq!(inline(&mut r, 104, b"ef"), Ok(Some(b"efgh".to_vec())));
+        assert_eq!(inline(&mut r, 108, b"ij"), Ok(Some(b"ij".to_vec())));
+        assert_eq!(r.delivered(), 10);
+        assert_eq!(r.events().overlap_different_data, 0);
     }
 }

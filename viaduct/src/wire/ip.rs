@@ -367,6 +367,51 @@ fn transport(protocol: u8, l4: &[u8], fragment: Fragment) -> Result<Transport, W
 /// Refuses what the filter could be fooled by (see [`transport`]): a
 /// transport header cut short, a tiny first fragment, a later fragment
 /// overlapping the header.
+/// The upper layer of an IPv4 or IPv6 datagram: its protocol, its bytes in
+/// this datagram (to the IP length, without padding) and whether the
+/// datagram is a fragment.
+pub fn upper_layer(pkt: &[u8]) -> Result<UpperLayer<'_>, WireError> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let p = Ipv4Packet::new_checked(pkt)?;
+            let fragment = match (p.frag_offset(), p.more_fragments()) {
+                (0, false) => Fragment::No,
+                (0, true) => Fragment::First,
+                (units, _) => Fragment::Later {
+                    offset: usize::from(units) * 8,
+                },
+            };
+            let bytes = pkt
+                .get(p.header_len()..p.header_len() + p.payload().len())
+                .ok_or(WireError::Truncated)?;
+            Ok(UpperLayer {
+                protocol: p.protocol(),
+                bytes,
+                fragment,
+            })
+        }
+        Some(6) => {
+            let p = Ipv6Packet::new_checked(pkt)?;
+            let u = p.upper_layer_fragment()?;
+            // The view borrows from `p`; find the same bytes in `pkt`.
+            let at = (u.bytes.as_ptr() as usize)
+                .checked_sub(pkt.as_ptr() as usize)
+                .ok_or(WireError::Malformed)?;
+            let bytes = pkt
+                .get(at..at + u.bytes.len())
+                .ok_or(WireError::Truncated)?;
+            Ok(UpperLayer {
+                protocol: u.protocol,
+                bytes,
+                fragment: u.fragment,
+            })
+        }
+        Some(_) => Err(WireError::Malformed),
+        None => Err(WireError::Truncated),
+    }
+}
+
+/// Parses a whole IPv4 or IPv6 datagram and extracts its five-tuple.
 pub fn five_tuple(pkt: &[u8]) -> Result<FiveTuple, WireError> {
     match pkt.first().map(|b| b >> 4) {
         Some(4) => {

@@ -3,6 +3,7 @@
 
 mod common;
 mod engine;
+mod ids;
 mod ike;
 mod netns;
 mod nft;
