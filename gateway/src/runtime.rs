@@ -148,8 +148,17 @@ pub fn keyed_tunnel(text: &str) -> Option<u32> {
 
 /// Turns untrusted output into one safe log line: printable ASCII only, ≤ 200 chars.
 pub fn sanitize(line: &[u8]) -> String {
+    sanitize_to(line, 200)
+}
+
+/// The longest line relayed from the Viaduct's own output: its IDS alerts
+/// are JSON lines of a few hundred characters (the Viaduct bounds them).
+pub const VIADUCT_LINE_MAX: usize = 1024;
+
+/// [`sanitize`] with another length limit.
+pub fn sanitize_to(line: &[u8], max: usize) -> String {
     line.iter()
-        .take(200)
+        .take(max)
         .map(|&c| {
             if (0x20..0x7f).contains(&c) {
                 c as char
@@ -1886,7 +1895,11 @@ impl Runtime {
                 let limit = &mut r.limit;
                 let keyed = &mut self.keyed;
                 let closed = read_lines(&mut r.file, &mut r.lines, |line| {
-                    let text = sanitize(line);
+                    let text = if is_viaduct && which == 0 {
+                        sanitize_to(line, VIADUCT_LINE_MAX)
+                    } else {
+                        sanitize(line)
+                    };
                     if which == 1 {
                         up |= text == "up";
                         if limit.admit(now) {
@@ -2410,6 +2423,7 @@ mod tests {
     fn sanitize_and_status() {
         assert_eq!(sanitize(b"ok\x1b[31m\xff"), "ok?[31m?");
         assert_eq!(sanitize(&[b'a'; 500]).len(), 200);
+        assert_eq!(sanitize_to(&[b'a'; 2000], VIADUCT_LINE_MAX).len(), 1024);
         assert_eq!(describe_status(3 << 8), "exit status 3");
         assert_eq!(describe_status(9), "killed by signal 9");
     }

@@ -150,17 +150,34 @@ fn payload(protocol: u8, l4: &[u8]) -> Result<(Proto, &[u8], TcpMeta), DropReaso
     }
 }
 
-/// Appends `s` as a JSON string.
+/// The most characters of a signature's message an alert line carries
+/// (escaped): the line stays well under the init's relay limit for the
+/// Viaduct (1,024).
+pub const ALERT_MSG_MAX: usize = 256;
+
+/// Appends `s` as a JSON string in printable ASCII (everything else
+/// escaped, UTF-16 as JSON has it), at most [`ALERT_MSG_MAX`] characters
+/// of it, cut at a character with `...`.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    let start = out.len();
+    let mut buf = [0u16; 2];
     for c in s.chars() {
+        let at = out.len();
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            ' '..='~' => out.push(c),
+            c => {
+                for u in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
             }
-            c => out.push(c),
+        }
+        if out.len() - start > ALERT_MSG_MAX {
+            out.truncate(at);
+            out.push_str("...");
+            break;
         }
     }
     out.push('"');
@@ -453,6 +470,32 @@ impl IdsStage {
                 let sid = self.sigs.signatures().get(i).map_or(0, |s| s.sid);
                 let _ = writeln!(s, "{prefix} ids sid={sid} matches={n}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quoted(s: &str) -> String {
+        let mut out = String::new();
+        json_str(&mut out, s);
+        out
+    }
+
+    #[test]
+    fn messages_become_bounded_printable_json_strings() {
+        assert_eq!(quoted(r#"a "q" \ b"#), r#""a \"q\" \\ b""#);
+        assert_eq!(quoted("é\n😀"), r#""\u00e9\u000a\ud83d\ude00""#);
+        let long = quoted(&"x".repeat(5000));
+        assert_eq!(long.len(), ALERT_MSG_MAX + 2 + 3);
+        assert!(long.ends_with("...\""));
+        // An escape is never cut in half.
+        let cut = quoted(&"é".repeat(1000));
+        assert!(cut.ends_with("\\u00e9...\""), "{cut}");
+        for s in [long, cut] {
+            assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)));
         }
     }
 }

@@ -130,7 +130,7 @@ pub(super) fn checks(
                 &mut lab.host_command(g, "busybox"),
                 &format!("http://{internet}/eicar"),
                 &dest.display().to_string(),
-                20,
+                8,
             )?;
             let secs = t.elapsed().as_secs_f64();
             let got = std::fs::read(&dest).unwrap_or_default();
