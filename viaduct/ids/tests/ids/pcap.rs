@@ -35,7 +35,8 @@ fn be32(b: &[u8], i: usize) -> Option<u32> {
 }
 
 /// The packets of a classic pcap (Ethernet with VLAN and PPPoE, Linux
-/// cooked, raw IP; IPv4 and IPv6; TCP and UDP; the rest skipped).
+/// cooked, raw IP, BSD loopback; IPv4 and IPv6; TCP and UDP; the rest
+/// skipped).
 pub fn read(data: &[u8]) -> Vec<L4> {
     let mut out = Vec::new();
     let Some(magic) = data.get(..4) else {
@@ -73,6 +74,11 @@ pub fn read(data: &[u8]) -> Vec<L4> {
                 _ => None,
             }),
             228 | 229 => Some(frame),
+            // BSD loopback (DLT_NULL, DLT_LOOP): a 4-byte address family,
+            // then the datagram (its version says which).
+            0 | 108 => frame
+                .get(4..)
+                .filter(|f| matches!(f.first().map(|v| v >> 4), Some(4 | 6))),
             _ => None,
         };
         if let Some(p) = ip.and_then(ip_packet) {

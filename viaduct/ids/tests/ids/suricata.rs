@@ -211,11 +211,15 @@ fn debian_captures_agree_with_suricata() {
         "/usr/share/doc/python3-dpkt/examples/data",
         "/usr/share/gocode/src/github.com/google/gopacket/pcap",
     ];
-    assert!(
-        Path::new(dirs[0]).is_dir(),
-        "{} is missing: apt-get install python3-dpkt (scripts/test installs it)",
-        dirs[0]
-    );
+    for (d, package) in dirs
+        .iter()
+        .zip(["python3-dpkt", "golang-github-google-gopacket-dev"])
+    {
+        assert!(
+            Path::new(d).is_dir(),
+            "{d} is missing: apt-get install {package} (scripts/test installs it)"
+        );
+    }
     for d in dirs {
         let Ok(rd) = std::fs::read_dir(d) else {
             continue;
