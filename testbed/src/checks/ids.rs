@@ -78,19 +78,9 @@ pub(super) fn checks(
         );
         report.check(log, &name, || {
             let from = console_len(lab, g);
-            let dest = run.join(format!("ids-fetch-{}", g.name));
-            let ok = wget_as(
-                &mut lab.host_command(g, "busybox"),
-                SHELLSHOCK,
-                &format!("http://{internet}/data"),
-                &dest,
-            )?;
-            let got = if ok {
-                file_sha256(&dest)?
-            } else {
-                String::new()
-            };
-            let _ = std::fs::remove_file(&dest);
+            let got = fetch(lab, g, Some(SHELLSHOCK), &format!("http://{internet}/data"))?;
+            let ok = got.is_some();
+            let got = got.unwrap_or_default();
             let counters = viaduct_counters(lab, g)?;
             let matches = sum(&counters, "out ids sid=1000001 ", "matches");
             let lines = alerts(lab, g, from, 1000001);
@@ -167,19 +157,9 @@ pub(super) fn checks(
             g.name
         );
         report.check(log, &name, || {
-            let dest = run.join(format!("ids-eicar-{}", g.name));
-            let ok = wget(
-                &mut lab.host_command(g, "busybox"),
-                &format!("http://{internet}/eicar"),
-                &dest.display().to_string(),
-                60,
-            )?;
-            let got = if ok {
-                file_sha256(&dest)?
-            } else {
-                String::new()
-            };
-            let _ = std::fs::remove_file(&dest);
+            let got = fetch(lab, g, None, &format!("http://{internet}/eicar"))?;
+            let ok = got.is_some();
+            let got = got.unwrap_or_default();
             Ok((
                 ok && got == eicar_sha,
                 if ok && got == eicar_sha {
@@ -193,17 +173,22 @@ pub(super) fn checks(
     Ok(())
 }
 
-/// [`wget`] with a User-Agent, bounded to 60 s.
-fn wget_as(
-    cmd: &mut std::process::Command,
-    agent: &str,
-    url: &str,
-    dest: &std::path::Path,
-) -> Result<bool, Error> {
-    let out = crate::host::output(
-        cmd.args(["timeout", "60", "busybox", "wget", "-U", agent, "-q", "-O"])
-            .arg(dest)
-            .arg(url),
-    )?;
-    Ok(out.status.success())
+/// Fetches `url` on `g`'s LAN host with `busybox wget` (60 s at most, with
+/// `agent` as its User-Agent if given): the SHA-256 of what arrived, if the
+/// transfer completed.
+fn fetch(lab: &Lab, g: &Gateway, agent: Option<&str>, url: &str) -> Result<Option<String>, Error> {
+    let dest = lab.run_dir().join(format!("ids-fetch-{}", g.name));
+    let mut cmd = lab.host_command(g, "busybox");
+    cmd.args(["timeout", "60", "busybox", "wget", "-q"]);
+    if let Some(a) = agent {
+        cmd.args(["-U", a]);
+    }
+    let out = crate::host::output(cmd.arg("-O").arg(&dest).arg(url))?;
+    let got = if out.status.success() {
+        Some(file_sha256(&dest)?)
+    } else {
+        None
+    };
+    let _ = std::fs::remove_file(&dest);
+    Ok(got)
 }

@@ -363,14 +363,8 @@ fn transport(protocol: u8, l4: &[u8], fragment: Fragment) -> Result<Transport, W
     Ok((Some(ports), flags, false))
 }
 
-/// Parses a whole IPv4 or IPv6 datagram and extracts its five-tuple.
-/// Refuses what the filter could be fooled by (see [`transport`]): a
-/// transport header cut short, a tiny first fragment, a later fragment
-/// overlapping the header.
-/// The upper layer of an IPv4 or IPv6 datagram: its protocol, its bytes in
-/// this datagram (to the IP length, without padding) and whether the
-/// datagram is a fragment.
-pub fn upper_layer(pkt: &[u8]) -> Result<UpperLayer<'_>, WireError> {
+/// The addresses and the upper layer of an IPv4 or IPv6 datagram.
+fn addressed(pkt: &[u8]) -> Result<(IpAddr, IpAddr, UpperLayer<'_>), WireError> {
     match pkt.first().map(|b| b >> 4) {
         Some(4) => {
             let p = Ipv4Packet::new_checked(pkt)?;
@@ -384,11 +378,12 @@ pub fn upper_layer(pkt: &[u8]) -> Result<UpperLayer<'_>, WireError> {
             let bytes = pkt
                 .get(p.header_len()..p.header_len() + p.payload().len())
                 .ok_or(WireError::Truncated)?;
-            Ok(UpperLayer {
+            let u = UpperLayer {
                 protocol: p.protocol(),
                 bytes,
                 fragment,
-            })
+            };
+            Ok((IpAddr::V4(p.src()), IpAddr::V4(p.dst()), u))
         }
         Some(6) => {
             let p = Ipv6Packet::new_checked(pkt)?;
@@ -400,55 +395,40 @@ pub fn upper_layer(pkt: &[u8]) -> Result<UpperLayer<'_>, WireError> {
             let bytes = pkt
                 .get(at..at + u.bytes.len())
                 .ok_or(WireError::Truncated)?;
-            Ok(UpperLayer {
+            let u = UpperLayer {
                 protocol: u.protocol,
                 bytes,
                 fragment: u.fragment,
-            })
+            };
+            Ok((IpAddr::V6(p.src()), IpAddr::V6(p.dst()), u))
         }
         Some(_) => Err(WireError::Malformed),
         None => Err(WireError::Truncated),
     }
 }
 
+/// The upper layer of an IPv4 or IPv6 datagram: its protocol, its bytes in
+/// this datagram (to the IP length, without padding) and whether the
+/// datagram is a fragment.
+pub fn upper_layer(pkt: &[u8]) -> Result<UpperLayer<'_>, WireError> {
+    addressed(pkt).map(|(_, _, u)| u)
+}
+
 /// Parses a whole IPv4 or IPv6 datagram and extracts its five-tuple.
+/// Refuses what the filter could be fooled by (see [`transport`]): a
+/// transport header cut short, a tiny first fragment, a later fragment
+/// overlapping the header.
 pub fn five_tuple(pkt: &[u8]) -> Result<FiveTuple, WireError> {
-    match pkt.first().map(|b| b >> 4) {
-        Some(4) => {
-            let p = Ipv4Packet::new_checked(pkt)?;
-            let fragment = match (p.frag_offset(), p.more_fragments()) {
-                (0, false) => Fragment::No,
-                (0, true) => Fragment::First,
-                (units, _) => Fragment::Later {
-                    offset: usize::from(units) * 8,
-                },
-            };
-            let (ports, tcp_flags, ports_unknown) = transport(p.protocol(), p.payload(), fragment)?;
-            Ok(FiveTuple {
-                src: IpAddr::V4(p.src()),
-                dst: IpAddr::V4(p.dst()),
-                protocol: p.protocol(),
-                ports,
-                tcp_flags,
-                ports_unknown,
-            })
-        }
-        Some(6) => {
-            let p = Ipv6Packet::new_checked(pkt)?;
-            let u = p.upper_layer_fragment()?;
-            let (ports, tcp_flags, ports_unknown) = transport(u.protocol, u.bytes, u.fragment)?;
-            Ok(FiveTuple {
-                src: IpAddr::V6(p.src()),
-                dst: IpAddr::V6(p.dst()),
-                protocol: u.protocol,
-                ports,
-                tcp_flags,
-                ports_unknown,
-            })
-        }
-        Some(_) => Err(WireError::Malformed),
-        None => Err(WireError::Truncated),
-    }
+    let (src, dst, u) = addressed(pkt)?;
+    let (ports, tcp_flags, ports_unknown) = transport(u.protocol, u.bytes, u.fragment)?;
+    Ok(FiveTuple {
+        src,
+        dst,
+        protocol: u.protocol,
+        ports,
+        tcp_flags,
+        ports_unknown,
+    })
 }
 
 /// Outer header to write in front of an ESP packet.
