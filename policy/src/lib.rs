@@ -925,14 +925,55 @@ pub fn describe_text(p: &blob::Policy) -> String {
     out
 }
 
-fn ids_action(a: viaduct_ids::Action) -> &'static str {
+/// A signature's content chain in the rule language's words
+/// (`content:"GET "; nocase; depth:4; content:!"x"; …`), bytes outside
+/// printable ASCII (and `"`, `;`, `\\`, `|`) as `|hex|`.
+pub fn ids_contents_text(s: &viaduct_ids::Signature) -> String {
+    let mut out = Vec::new();
+    for c in &s.contents {
+        let mut t = String::from(if c.negated { "content:!\"" } else { "content:\"" });
+        for &b in &c.bytes {
+            if (0x20..0x7f).contains(&b) && !b"\";\\|".contains(&b) {
+                t.push(b as char);
+            } else {
+                t.push_str(&format!("|{b:02x}|"));
+            }
+        }
+        t.push('"');
+        let mut mods = Vec::new();
+        if c.nocase {
+            mods.push("nocase".to_string());
+        }
+        for (name, v) in [("offset", c.offset), ("depth", c.depth), ("within", c.within)] {
+            if let Some(v) = v {
+                mods.push(format!("{name}:{v}"));
+            }
+        }
+        if let Some(d) = c.distance {
+            mods.push(format!("distance:{d}"));
+        }
+        if c.fast_pattern {
+            mods.push("fast_pattern".to_string());
+        }
+        for m in mods {
+            t.push_str("; ");
+            t.push_str(&m);
+        }
+        out.push(t);
+    }
+    out.join("; ")
+}
+
+/// `alert` or `drop`.
+pub fn ids_action(a: viaduct_ids::Action) -> &'static str {
     match a {
         viaduct_ids::Action::Alert => "alert",
         viaduct_ids::Action::Drop => "drop",
     }
 }
 
-fn ids_proto(p: viaduct_ids::Proto) -> &'static str {
+/// `tcp`, `udp`, `icmp` or `ip`.
+pub fn ids_proto(p: viaduct_ids::Proto) -> &'static str {
     match p {
         viaduct_ids::Proto::Tcp => "tcp",
         viaduct_ids::Proto::Udp => "udp",

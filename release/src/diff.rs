@@ -1594,6 +1594,49 @@ mod tests {
         assert!(compare_items(&old, &old).is_empty());
     }
 
+    /// IDS signatures compare by sid: a new one is added, one whose content
+    /// changed says how, one whose header alone changed says its
+    /// definition changed.
+    #[test]
+    fn ids_signatures_compare_by_sid() {
+        use viaduct_ids::{ContentMatch, Proto, Signature};
+        let sig = |sid, bytes: &[u8]| {
+            let mut s = Signature::any(sid, Proto::Tcp, vec![ContentMatch::new(bytes)]);
+            s.msg = format!("m{sid}");
+            s
+        };
+        let a = policy(blob::Aead::Aes256Gcm16, 7).with_ids(vec![sig(1, b"GET"), sig(2, b"x")]);
+        let mut b = a.clone();
+        let ids = b.ids.as_mut().unwrap();
+        ids.signatures[0].contents[0] = ContentMatch {
+            nocase: true,
+            ..ContentMatch::new(b"G\"T|")
+        };
+        ids.signatures[1].dst_ports = viaduct_ids::PortMatch::from_ranges(vec![(80, 80)]);
+        ids.signatures.push(sig(3, b"y"));
+        let changes = compare_items(&words::policy_items(&a), &words::policy_items(&b));
+        let summary: Vec<(Kind, &str, Change)> = changes
+            .iter()
+            .map(|c| (c.kind, c.key.as_str(), c.change))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Kind::IdsSignature, "sid 1", Change::Changed),
+                (Kind::IdsSignature, "sid 2", Change::Changed),
+                (Kind::IdsSignature, "sid 3", Change::Added),
+            ]
+        );
+        let contents = changes[0].fields.iter().find(|f| f.field == "contents").unwrap();
+        assert_eq!(contents.old.as_deref(), Some("content:\"GET\""));
+        assert_eq!(
+            contents.new.as_deref(),
+            Some("content:\"G|22|T|7c|\"; nocase")
+        );
+        let header: Vec<&str> = changes[1].fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(header, ["definition"]);
+    }
+
     #[test]
     fn reordered_rules_are_an_order_change_not_an_item_change() {
         let mut a = policy(blob::Aead::Aes256Gcm16, 7);

@@ -31,6 +31,8 @@ pub enum Kind {
     FilterRule,
     /// A static route of the router role (keyed by its destination).
     Route,
+    /// An IDS signature (keyed by its sid).
+    IdsSignature,
     /// The Viaduct and IKE process as the plan starts them.
     Viaduct,
     /// A personality compartment.
@@ -51,6 +53,7 @@ impl Kind {
             Kind::IkePeer => "ike peer",
             Kind::FilterRule => "filter rule",
             Kind::Route => "route",
+            Kind::IdsSignature => "ids signature",
             Kind::Viaduct => "viaduct",
             Kind::Compartment => "compartment",
             Kind::Service => "service",
@@ -303,6 +306,29 @@ pub fn policy_items(p: &blob::Policy) -> Vec<Item> {
                     blob::RouteVia::Black => "black",
                 },
             ),
+        );
+    }
+    for sig in p.ids.iter().flat_map(|i| &i.signatures) {
+        // Header, flow and dsize are compared through the signature's own
+        // canonical encoding; the rest is shown.
+        let whole = blob::Policy::new("", "")
+            .with_ids(vec![sig.clone()])
+            .digest()
+            .to_hex();
+        items.push(
+            Item::new(Kind::IdsSignature, format!("sid {}", sig.sid))
+                .field(
+                    "does",
+                    format!(
+                        "{} {}",
+                        policy::ids_action(sig.action),
+                        policy::ids_proto(sig.proto)
+                    ),
+                )
+                .field("rev", sig.rev.to_string())
+                .field("message", sig.msg.clone())
+                .field("contents", policy::ids_contents_text(sig))
+                .field("definition", whole[..16].to_string()),
         );
     }
     for e in &p.spd {
