@@ -931,7 +931,11 @@ pub fn describe_text(p: &blob::Policy) -> String {
 pub fn ids_contents_text(s: &viaduct_ids::Signature) -> String {
     let mut out = Vec::new();
     for c in &s.contents {
-        let mut t = String::from(if c.negated { "content:!\"" } else { "content:\"" });
+        let mut t = String::from(if c.negated {
+            "content:!\""
+        } else {
+            "content:\""
+        });
         for &b in &c.bytes {
             if (0x20..0x7f).contains(&b) && !b"\";\\|".contains(&b) {
                 t.push(b as char);
@@ -944,7 +948,11 @@ pub fn ids_contents_text(s: &viaduct_ids::Signature) -> String {
         if c.nocase {
             mods.push("nocase".to_string());
         }
-        for (name, v) in [("offset", c.offset), ("depth", c.depth), ("within", c.within)] {
+        for (name, v) in [
+            ("offset", c.offset),
+            ("depth", c.depth),
+            ("within", c.within),
+        ] {
             if let Some(v) = v {
                 mods.push(format!("{name}:{v}"));
             }

@@ -1627,7 +1627,11 @@ mod tests {
                 (Kind::IdsSignature, "sid 3", Change::Added),
             ]
         );
-        let contents = changes[0].fields.iter().find(|f| f.field == "contents").unwrap();
+        let contents = changes[0]
+            .fields
+            .iter()
+            .find(|f| f.field == "contents")
+            .unwrap();
         assert_eq!(contents.old.as_deref(), Some("content:\"GET\""));
         assert_eq!(
             contents.new.as_deref(),
