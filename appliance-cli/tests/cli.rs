@@ -331,7 +331,29 @@ fn policy_export_writes_an_nftables_ruleset_from_a_profile_or_a_blob() {
 }
 
 #[test]
-fn policy_compile_of_unsupported_role_leaves_no_file() {
+fn policy_compile_that_fails_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ambiguous.policy");
+    let o = appliance(&[
+        "policy",
+        "compile",
+        "policy/tests/fixtures/ambiguous-spd.toml",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("overlap with different actions"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!out.exists());
+}
+
+/// The ids profile compiles: its signatures are in the blob, and `policy
+/// show` lists them.
+#[test]
+fn policy_compile_of_the_ids_profile_carries_its_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ids.policy");
     let o = appliance(&[
@@ -341,17 +363,14 @@ fn policy_compile_of_unsupported_role_leaves_no_file() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = appliance(&["policy", "show", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let shown = text(&o.stdout);
+    assert!(shown.contains("ids: 3 signatures (1 drop)"), "{shown}");
     assert!(
-        text(&o.stderr).contains("role `ids` is not supported"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert!(!out.exists());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "no temporary file left behind"
+        shown.contains("sid 1000003 rev 1 drop tcp \"EICAR test file in a web download\""),
+        "{shown}"
     );
 }
 

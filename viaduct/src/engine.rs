@@ -938,7 +938,7 @@ impl OutboundPath {
     pub fn take_log(&mut self) -> Vec<String> {
         let mut lines = std::mem::take(&mut self.hits.log.lines);
         if let Some(ids) = &mut self.ids {
-            lines.append(&mut ids.log.lines);
+            lines.append(&mut ids.take_lines());
         }
         lines
     }
@@ -1187,7 +1187,7 @@ impl InboundPath {
     pub fn take_log(&mut self) -> Vec<String> {
         let mut lines = std::mem::take(&mut self.hits.log.lines);
         if let Some(ids) = &mut self.ids {
-            lines.append(&mut ids.log.lines);
+            lines.append(&mut ids.take_lines());
         }
         lines
     }

@@ -121,7 +121,7 @@ pub struct IdsStage {
     per_signature: Vec<u64>,
     counters: IdsCounters,
     dir: &'static str,
-    pub(crate) log: FilterLog,
+    log: FilterLog,
 }
 
 /// A TCP segment's sequence number and flags.
@@ -211,6 +211,11 @@ impl IdsStage {
     /// The counters.
     pub fn counters(&self) -> IdsCounters {
         self.counters
+    }
+
+    /// The alert lines since the last call (rate-limited).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log.lines)
     }
 
     /// Streams tracked now.
