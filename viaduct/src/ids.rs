@@ -22,8 +22,11 @@
 //!   are already in the stream, so a retransmission would otherwise pass
 //!   unseen. Suricata's inline mode drops the flow likewise.
 //! - A stream table that is full drops the new stream's packets
-//!   (`ids_streams_full`); idle streams are forgotten after
-//!   [`STREAM_IDLE_SECONDS`] and a later segment is picked up mid-stream.
+//!   (`ids_streams_full`). When it is full, streams idle for
+//!   [`STREAM_IDLE_SECONDS`] (the connection table's default for an
+//!   established connection), or for [`CLOSING_IDLE_SECONDS`] after their
+//!   connection's FIN or RST, are forgotten first; a later segment of a
+//!   forgotten stream is picked up mid-stream (counted).
 //!
 //! # Alerts
 //! One JSON line per matching signature and packet (EVE-like: `event_type`,
@@ -49,8 +52,14 @@ use crate::engine::FilterLog;
 use crate::sa::Timestamp;
 use crate::wire::ip::{upper_layer, FiveTuple, Fragment};
 
-/// A stream idle this long is forgotten.
-pub const STREAM_IDLE_SECONDS: u64 = 3600;
+/// A stream idle this long may be forgotten (pf's and the connection
+/// table's default timeout of an established TCP connection).
+pub const STREAM_IDLE_SECONDS: u64 = 86_400;
+/// A stream whose sender closed or reset its connection (a FIN or RST the
+/// connection table took) may be forgotten after this long idle (the
+/// table's `tcp_closing`), so a busy gateway's table does not fill with
+/// closed connections.
+pub const CLOSING_IDLE_SECONDS: u64 = 900;
 /// Bytes all of one half's streams hold at most (retained windows and
 /// out-of-order buffers); beyond, only in-order segments are taken.
 pub const STREAM_BUDGET: usize = 64 << 20;
@@ -58,6 +67,7 @@ pub const STREAM_BUDGET: usize = 64 << 20;
 pub const STREAM_OOO_BYTES: usize = 64 << 10;
 
 const TCP_SYN: u8 = 0x02;
+const TCP_FIN_RST: u8 = 0x05;
 
 /// What the connection table says of a packet's flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +113,8 @@ struct Stream {
     /// The SYN's sequence number, when the stream started with one.
     isn: Option<u32>,
     blocked: bool,
+    /// Its sender sent a FIN or RST that the connection table took.
+    closing: bool,
     depth_counted: bool,
     last: u64,
 }
@@ -223,8 +235,8 @@ impl IdsStage {
         self.streams.len()
     }
 
-    /// Forgets streams idle for [`STREAM_IDLE_SECONDS`] (at most once a
-    /// second).
+    /// Forgets streams idle for [`STREAM_IDLE_SECONDS`], or
+    /// [`CLOSING_IDLE_SECONDS`] once closing (at most once a second).
     fn sweep(&mut self, now: u64) {
         if now == self.last_sweep {
             return;
@@ -233,7 +245,12 @@ impl IdsStage {
         let before = self.streams.len();
         let mut freed = 0usize;
         self.streams.retain(|_, s| {
-            let keep = now.saturating_sub(s.last) < STREAM_IDLE_SECONDS;
+            let idle = if s.closing {
+                CLOSING_IDLE_SECONDS
+            } else {
+                STREAM_IDLE_SECONDS
+            };
+            let keep = now.saturating_sub(s.last) < idle;
             if !keep {
                 freed = freed.saturating_add(s.r.buffered());
             }
@@ -318,12 +335,19 @@ impl IdsStage {
                         r,
                         isn: syn.then_some(seq),
                         blocked: false,
+                        closing: false,
                         depth_counted: false,
                         last: now.0,
                     },
                 );
                 if let Some(o) = old {
                     self.buffered = self.buffered.saturating_sub(o.r.buffered());
+                }
+            }
+            if flags & TCP_FIN_RST != 0 && flow.is_some() {
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.closing = true;
+                    s.last = now.0;
                 }
             }
             if !data.is_empty() {
@@ -502,5 +526,57 @@ mod tests {
         for s in [long, cut] {
             assert!(s.bytes().all(|b| (0x20..0x7f).contains(&b)));
         }
+    }
+
+    /// A full table forgets the streams of closed connections first: a busy
+    /// gateway does not refuse new connections for streams long gone.
+    #[test]
+    fn a_full_table_forgets_closed_streams_before_refusing() {
+        use viaduct_ids::{ContentMatch, Signature};
+        let sigs = Arc::new(
+            Signatures::new(vec![Signature::any(
+                1,
+                Proto::Tcp,
+                vec![ContentMatch::new(b"zz")],
+            )])
+            .unwrap(),
+        );
+        let mut stage = IdsStage::new(sigs, "red-to-black", 2);
+        let seg = |sport: u16, flags: u8| {
+            let mut p = vec![0u8; 40];
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&40u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = 6;
+            p[12..16].copy_from_slice(&[10, 1, 0, 7]);
+            p[16..20].copy_from_slice(&[203, 0, 113, 80]);
+            p[20..22].copy_from_slice(&sport.to_be_bytes());
+            p[22..24].copy_from_slice(&80u16.to_be_bytes());
+            p[24..28].copy_from_slice(&1000u32.to_be_bytes());
+            p[32] = 5 << 4;
+            p[33] = flags;
+            p
+        };
+        let flow = Some(FlowInfo {
+            to_server: true,
+            established: false,
+        });
+        let mut send = |sport, flags, at| {
+            let p = seg(sport, flags);
+            let t = crate::wire::ip::five_tuple(&p).unwrap();
+            stage.inspect(&p, &t, flow, Timestamp(at))
+        };
+        assert_eq!(send(1, TCP_SYN, 0), Ok(()));
+        assert_eq!(send(2, TCP_SYN, 0), Ok(()));
+        // Full, nothing idle long enough.
+        assert_eq!(send(3, TCP_SYN, 1), Err(DropReason::IdsStreamsFull));
+        // Connection 1 closes; 900 s later its stream makes room, connection
+        // 2's (open, idle as long) does not.
+        assert_eq!(send(1, 0x11, 10), Ok(())); // FIN, ACK
+        assert_eq!(send(3, TCP_SYN, 500), Err(DropReason::IdsStreamsFull));
+        assert_eq!(send(3, TCP_SYN, 911), Ok(()));
+        assert_eq!(send(4, TCP_SYN, 912), Err(DropReason::IdsStreamsFull));
+        // An open stream goes after a day idle.
+        assert_eq!(send(4, TCP_SYN, 86_401), Ok(()));
     }
 }
