@@ -15,8 +15,8 @@
 //!   leave the stream as it was, so the sender's retransmission is inspected:
 //!   data before the stream's first byte, data differing from a copy already
 //!   taken (and still retained), data beyond what the out-of-order buffer
-//!   (per stream, and [`STREAM_BUDGET`] per half) holds, and data of no
-//!   tracked connection.
+//!   (per stream, and [`STREAM_BUDGET`] per half) holds, and data the
+//!   connection table did not take (no connection, or outside its window).
 //! - **`drop`**: the packet is dropped (`ids_drop`) and, for TCP, every later
 //!   packet of that direction of the connection (`ids_blocked`): its bytes
 //!   are already in the stream, so a retransmission would otherwise pass
@@ -308,15 +308,17 @@ impl IdsStage {
             if self.streams.get(&key).is_some_and(|s| s.blocked) {
                 return Err(DropReason::IdsBlocked);
             }
+            if !data.is_empty() && flow.is_none() {
+                // Data the connection table did not take (no connection,
+                // or outside its window): the receiver may or may not, so
+                // it must not become the stream's first copy.
+                return Err(DropReason::IdsUnplaceable);
+            }
             let syn = flags & TCP_SYN != 0;
             let seg_seq = if syn { seq.wrapping_add(1) } else { seq };
             let known = self.streams.contains_key(&key);
             let restart = syn && self.streams.get(&key).is_some_and(|s| s.isn != Some(seq));
             if (!known || restart) && (syn || !data.is_empty()) {
-                if !syn && flow.is_none() {
-                    // Data of no connection: nowhere to place it.
-                    return Err(DropReason::IdsUnplaceable);
-                }
                 if !known && self.streams.len() >= self.max_streams {
                     self.sweep(now.0);
                     if self.streams.len() >= self.max_streams {
