@@ -436,9 +436,11 @@ fn testbed_test_runs_the_firewall_lab() {
 /// the lab router's gobgpd. Each LAN reaches the internet host and the
 /// other LAN, the internet host reaches each LAN, and a destination no
 /// route sends to black is dropped by the Viaduct, counted, never on the
-/// wire. Of three routes gobgpd announces and black's FRR installs, each
-/// Viaduct learns the one its ranges allow: the LANs reach it, not the
-/// others; withdrawn, it is gone; announced again, it is back.
+/// wire; the shipped profile's ACLs drop forged sources both ways and a
+/// LAN service on port 445 from the internet. Of three routes gobgpd
+/// announces and black's FRR installs, each Viaduct learns the one its
+/// ranges allow: the LANs reach it, not the others; withdrawn, it is gone;
+/// announced again, it is back.
 #[test]
 fn testbed_test_runs_the_router_lab() {
     let _s = serial();
@@ -452,6 +454,12 @@ fn testbed_test_runs_the_router_lab() {
             "LAN A ↔ LAN B: ping both ways through both routers",
             "LAN A → 192.0.2.1 (no route): dropped by the Viaduct, counted, not on the wire",
             "LAN B → 192.0.2.1 (no route): dropped by the Viaduct, counted, not on the wire",
+            "LAN A → internet host from 10.9.9.9 (not LAN A's): dropped by the ACL spoofed-out, counted, not on the wire",
+            "LAN B → internet host from 10.9.9.9 (not LAN B's): dropped by the ACL spoofed-out, counted, not on the wire",
+            "internet host → LAN A from 10.1.0.77 (a LAN A source): dropped by the ACL spoofed-in, counted",
+            "internet host → LAN B from 10.2.0.77 (a LAN B source): dropped by the ACL spoofed-in, counted",
+            "internet host → LAN A port 445: dropped by the ACL legacy-tcp-in, counted; served on the LAN host itself",
+            "internet host → LAN B port 445: dropped by the ACL legacy-tcp-in, counted; served on the LAN host itself",
             "BGP: each Viaduct learns 1.1.1.0/24 from black's FRR and refuses 1.1.2.0/25 and 2.2.2.0/24",
             "LAN A → 1.1.1.1 (learned, allowed): answered; 1.1.2.1 and 2.2.2.1 (learned by FRR, outside the ranges): dropped as no_route, not on the wire",
             "LAN B → 1.1.1.1 (learned, allowed): answered; 1.1.2.1 and 2.2.2.1 (learned by FRR, outside the ranges): dropped as no_route, not on the wire",

@@ -365,6 +365,32 @@ fn router_compiles_its_routes() {
     let text = policy::describe_text(&p);
     assert!(text.contains("route 0.0.0.0/0 -> black"), "{text}");
     assert!(text.contains("route 10.1.0.0/24 -> red"), "{text}");
+    // Its ACLs: stateless, the LAN's sources only out, no LAN source and
+    // no legacy port in, the rest let through.
+    assert_eq!(p.default_filter, blob::FilterAction::Accept);
+    assert!(!p.tracks_connections());
+    let names: Vec<&str> = p.filters.iter().map(|f| f.name.as_str()).collect();
+    let mut distinct = names.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        [
+            "lan-out",
+            "spoofed-out",
+            "spoofed-in",
+            "legacy-tcp-in",
+            "legacy-udp-in"
+        ]
+    );
+    for line in [
+        "filter lan-out              Outbound 10.1.0.0/24 -> 0.0.0.0/0 proto 0 -> Accept",
+        "filter spoofed-out          Outbound 0.0.0.0/0 -> 0.0.0.0/0 proto 0 -> Drop",
+        "filter spoofed-in           Inbound 10.1.0.0/24 -> 0.0.0.0/0 proto 0 -> Drop",
+        "filter legacy-tcp-in        Inbound 0.0.0.0/0 -> 0.0.0.0/0:445-445 proto 6 -> Drop",
+        "filter legacy-udp-in        Inbound 0.0.0.0/0 -> 0.0.0.0/0:161-162 proto 17 -> Drop",
+    ] {
+        assert!(text.contains(line), "{line} not in {text}");
+    }
 
     let p = compile(&profile("policy/tests/fixtures/router-learned.toml")).unwrap();
     let l = p.learn.as_ref().expect("learned routes");

@@ -102,6 +102,40 @@ fn filter_whole(lines: &[String], dir: &str) -> bool {
     !lines.iter().any(|l| l.starts_with(&rules)) || lines.iter().any(|l| l.starts_with(&default))
 }
 
+/// Whether the lines of filter rule `name` in `dir` are all in a dump
+/// (the Viaduct writes every rule, numbered across both directions; a
+/// profile rule's lines are consecutive): they are numbered without a gap,
+/// and the numbers just before and after them are there too (or none
+/// follows at all). A line the relay cut or the console mangled around
+/// them leaves a gap; only the very last rule's line cut cannot be told
+/// from none (the dump does not say how many rules there are).
+pub(super) fn rule_lines_whole(lines: &[String], dir: &str, name: &str) -> bool {
+    let numbered: Vec<(u64, bool)> = lines
+        .iter()
+        .filter_map(|l| {
+            let (d, rest) = l.split_once(" filter rule=")?;
+            if d != "out" && d != "in" {
+                return None;
+            }
+            let mut words = rest.split_whitespace();
+            let n = words.next()?.parse().ok()?;
+            let is = d == dir && words.next() == Some(&format!("name={name}"));
+            Some((n, is))
+        })
+        .collect();
+    let ours: Vec<u64> = numbered
+        .iter()
+        .filter(|(_, is)| *is)
+        .map(|(n, _)| *n)
+        .collect();
+    let (Some(&lo), Some(&hi)) = (ours.iter().min(), ours.iter().max()) else {
+        return false;
+    };
+    let has = |n: u64| numbered.iter().any(|(m, _)| *m == n);
+    let max = numbered.iter().map(|(n, _)| *n).max().unwrap_or(hi);
+    ours.len() as u64 == hi - lo + 1 && (lo == 0 || has(lo - 1)) && (hi == max || has(hi + 1))
+}
+
 /// Whether the `<dir> drop <reason>=N` lines of a dump add up to its
 /// `<dir> drop total=N` (one of each, well formed).
 fn drops_add_up(lines: &[String], dir: &str) -> bool {
@@ -137,7 +171,7 @@ pub(super) fn counter(lines: &[String], prefix: &str, key: &str) -> Option<u64> 
 
 /// Packets the filter rule `name` matched in `dir` (summed over the blob rules
 /// the profile rule compiled into), or the default's with `name` `None`.
-fn filter_packets(lines: &[String], dir: &str, name: Option<&str>) -> u64 {
+pub(super) fn filter_packets(lines: &[String], dir: &str, name: Option<&str>) -> u64 {
     match name {
         None => counter(lines, &format!("{dir} filter default "), "packets").unwrap_or(0),
         Some(n) => lines
@@ -464,6 +498,40 @@ mod tests {
             "out"
         ));
         assert!(!drops_add_up(&v(&["out drop total=1x"]), "out"));
+        // Rule lines: numbered across both directions, none missing
+        // around the rule asked for.
+        let dump = [
+            "out filter rule=0 name=a packets=1",
+            "out filter rule=2 name=b packets=0",
+            "out filter rule=3 name=b packets=0",
+            "out filter default packets=0",
+            "in filter rule=1 name=c packets=0",
+            "in filter rule=4 name=d packets=0",
+            "in filter rule=5 name=e packets=0",
+            "in filter default packets=0",
+        ];
+        assert!(rule_lines_whole(&v(&dump), "out", "a"));
+        assert!(rule_lines_whole(&v(&dump), "out", "b"));
+        assert!(rule_lines_whole(&v(&dump), "in", "d"));
+        assert!(!rule_lines_whole(&v(&dump), "in", "b"));
+        assert!(!rule_lines_whole(&v(&dump), "out", "x"));
+        let cut = |i: usize| {
+            let mut d = v(&dump);
+            d.remove(i);
+            d
+        };
+        // Its own line, or a neighbour's, cut or mangled.
+        assert!(!rule_lines_whole(&cut(1), "out", "b"));
+        assert!(!rule_lines_whole(&cut(2), "out", "b"));
+        assert!(!rule_lines_whole(&cut(4), "out", "b"));
+        assert!(!rule_lines_whole(&cut(5), "out", "b"));
+        let mut mangled = v(&dump);
+        mangled[5] = "in  filter rule=4 name=d packets=0".into();
+        assert!(!rule_lines_whole(&mangled, "out", "b"));
+        // A line far from it does not matter.
+        assert!(rule_lines_whole(&cut(0), "in", "d"));
+        // The last rule's line cut cannot be told from none after it.
+        assert!(rule_lines_whole(&cut(6), "in", "d"));
     }
 
     #[test]

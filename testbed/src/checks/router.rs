@@ -9,22 +9,31 @@
 //! 4. a destination no route sends to black (192.0.2.1, which the lab router
 //!    holds and black's own default route would reach) is not reached: the
 //!    Viaduct drops it as `no_route`, counted, and it is never on the wire;
+//! 5. the shipped profile's ACLs: a LAN host sending with a source outside
+//!    its LAN is dropped (`spoofed-out`), never on the wire; the internet
+//!    host sending with a source inside a LAN is dropped (`spoofed-in`); a
+//!    LAN host's service on port 445 is not reached from the internet
+//!    (`legacy-tcp-in`), though it answers on the LAN host itself; each
+//!    counted by its rule;
 //!
 //! and, when the gateways learn routes (`[viaduct.learned_routes]`, FRR in
 //! black: `profiles/lab/router/bgp.toml`), with gobgpd (AS 65002) on the lab
 //! router announcing [`ANNOUNCED`] to both gateways' FRR (AS 65001), which
 //! installs all three in black:
 //!
-//! 5. each Viaduct learns the one route its ranges allow and refuses the
+//! 6. each Viaduct learns the one route its ranges allow and refuses the
 //!    others; each LAN reaches the allowed prefix; the others are dropped as
 //!    `no_route` and never on the wire;
-//! 6. a withdrawal from gobgpd takes effect in the Viaduct (LAN A no longer
+//! 7. a withdrawal from gobgpd takes effect in the Viaduct (LAN A no longer
 //!    reaches the prefix), and the route comes back when announced again.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::firewall::{busybox_at, counter, ping, viaduct_counters, web_hosts, wget, FETCH_BYTES};
+use super::firewall::{
+    busybox_at, counter, filter_packets, ping, rule_lines_whole, viaduct_counters, web_hosts, wget,
+    FETCH_BYTES,
+};
 use super::{capture_now, file_sha256, parse_capture, Report, Spawned};
 use crate::host::{self, ip, Error};
 use crate::lab::{Gateway, Lab};
@@ -42,6 +51,199 @@ fn on_the_wire(cap: &crate::pcap::Capture<'_>, dst: Ipv4Addr) -> usize {
         .iter()
         .filter(|f| f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[30..34] == dst.octets())
         .count()
+}
+
+/// IPv4 packets from `src` in the capture.
+fn from_on_the_wire(cap: &crate::pcap::Capture<'_>, src: Ipv4Addr) -> usize {
+    cap.frames
+        .iter()
+        .filter(|f| f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[26..30] == src.octets())
+        .count()
+}
+
+/// A source outside every lab LAN, for LAN hosts to forge.
+pub const FORGED_OUT: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
+/// A port the shipped profile's ACLs close inbound (`legacy-tcp-in`).
+pub const CLOSED_PORT: u16 = 445;
+
+/// An address in `g`'s LAN that neither its host nor red holds, for the
+/// internet host to forge.
+fn forged_in(g: &Gateway) -> Ipv4Addr {
+    let [a, b, c, _] = g.host.octets();
+    let mut last = 77;
+    while Ipv4Addr::new(a, b, c, last) == g.host || Ipv4Addr::new(a, b, c, last) == g.red.0 {
+        last += 1;
+    }
+    Ipv4Addr::new(a, b, c, last)
+}
+
+/// `ping` from `cmd`'s namespace with source address `src`.
+fn ping_from(cmd: &mut std::process::Command, src: Ipv4Addr, to: Ipv4Addr) -> Result<bool, Error> {
+    let out = host::output(cmd.args([
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.3",
+        "-W",
+        "2",
+        "-I",
+        &src.to_string(),
+        &to.to_string(),
+    ]))?;
+    Ok(out.status.success())
+}
+
+/// Packets the filter rule `name` matched in `dir` on `g`, read from a dump
+/// that has its lines whole (the relay may cut one, the console mangle
+/// one: asked for again, five times at most), and once `at_least` is given, again until it is reached.
+fn rule_packets(
+    lab: &Lab,
+    g: &Gateway,
+    dir: &str,
+    name: &str,
+    at_least: Option<u64>,
+) -> Result<u64, Error> {
+    let mut seen = None;
+    for _ in 0..5 {
+        let lines = viaduct_counters(lab, g)?;
+        if rule_lines_whole(&lines, dir, name) {
+            let n = filter_packets(&lines, dir, Some(name));
+            seen = Some(n);
+            if at_least.is_none_or(|m| n >= m) {
+                return Ok(n);
+            }
+        }
+        host::sleep(Duration::from_secs(1))?;
+    }
+    seen.ok_or_else(|| {
+        Error::State(format!(
+            "{}: `{dir} filter rule=… name={name}` and the lines around it not whole in five counter dumps",
+            g.name
+        ))
+    })
+}
+
+/// The shipped router profile's ACLs on each gateway (item 5): forged
+/// sources both ways and a closed port, each dropped by its rule.
+fn acl_checks(
+    lab: &Lab,
+    report: &mut Report,
+    log: &mut dyn FnMut(&str),
+    www: &std::path::Path,
+) -> Result<(), Error> {
+    let inet = lab.inet_ns();
+    for g in &lab.gateways {
+        let letter = g.letter.to_ascii_uppercase();
+        let name = format!(
+            "LAN {letter} → internet host from {FORGED_OUT} (not LAN {letter}'s): dropped by the ACL spoofed-out, counted, not on the wire"
+        );
+        ip(&[
+            "-n",
+            &lab.lan_ns(g),
+            "addr",
+            "add",
+            &format!("{FORGED_OUT}/32"),
+            "dev",
+            "lo",
+        ])?;
+        let internet = g.wan_gateway.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        report.check(log, &name, || {
+            let before = rule_packets(lab, g, "out", "spoofed-out", None)?;
+            let answered = ping_from(&mut busybox_at(lab, Some(g)), FORGED_OUT, internet)?;
+            let after = rule_packets(lab, g, "out", "spoofed-out", Some(before + 3))?;
+            host::sleep(Duration::from_millis(300))?;
+            let seen = from_on_the_wire(&parse_capture(&capture_now(lab)?)?, FORGED_OUT);
+            Ok((
+                !answered && after >= before + 3 && seen == 0,
+                format!(
+                    "{}; out spoofed-out {before} → {after}; {seen} packets from {FORGED_OUT} on the wire",
+                    if answered { "ANSWERED" } else { "no answer" }
+                ),
+            ))
+        })?;
+        ip(&[
+            "-n",
+            &lab.lan_ns(g),
+            "addr",
+            "del",
+            &format!("{FORGED_OUT}/32"),
+            "dev",
+            "lo",
+        ])?;
+
+        let forged = forged_in(g);
+        let name = format!(
+            "internet host → LAN {letter} from {forged} (a LAN {letter} source): dropped by the ACL spoofed-in, counted"
+        );
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{forged}/32"),
+            "dev",
+            "lo",
+        ])?;
+        report.check(log, &name, || {
+            let before = rule_packets(lab, g, "in", "spoofed-in", None)?;
+            let answered = ping_from(&mut busybox_at(lab, None), forged, g.host)?;
+            let after = rule_packets(lab, g, "in", "spoofed-in", Some(before + 3))?;
+            Ok((
+                !answered && after >= before + 3,
+                format!(
+                    "{}; in spoofed-in {before} → {after}",
+                    if answered { "ANSWERED" } else { "no answer" }
+                ),
+            ))
+        })?;
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "del",
+            &format!("{forged}/32"),
+            "dev",
+            "lo",
+        ])?;
+
+        let name = format!(
+            "internet host → LAN {letter} port {CLOSED_PORT}: dropped by the ACL legacy-tcp-in, counted; served on the LAN host itself"
+        );
+        let _server = Spawned::new(
+            busybox_at(lab, Some(g))
+                .args(["httpd", "-f", "-p", &CLOSED_PORT.to_string(), "-h"])
+                .arg(www)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            "busybox httpd",
+        )?;
+        report.check(log, &name, || {
+            let url = |a: Ipv4Addr| format!("http://{a}:{CLOSED_PORT}/ready");
+            // The server is up: it answers on the LAN host itself.
+            let t = Instant::now();
+            let mut local = false;
+            while !local && t.elapsed() < Duration::from_secs(10) {
+                local = wget(&mut busybox_at(lab, Some(g)), &url(g.host), "/dev/null", 2)?;
+                if !local {
+                    host::sleep(Duration::from_millis(100))?;
+                }
+            }
+            let before = rule_packets(lab, g, "in", "legacy-tcp-in", None)?;
+            let remote = wget(&mut busybox_at(lab, None), &url(g.host), "/dev/null", 5)?;
+            let after = rule_packets(lab, g, "in", "legacy-tcp-in", Some(before + 1))?;
+            Ok((
+                local && !remote && after > before,
+                format!(
+                    "on the LAN host: {}; from the internet host: {}; in legacy-tcp-in {before} → {after}",
+                    if local { "served" } else { "NOT SERVED" },
+                    if remote { "SERVED" } else { "not reached" }
+                ),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 pub(super) fn checks(
@@ -169,6 +371,9 @@ pub(super) fn checks(
             ))
         })?;
     }
+    // 5. The shipped profile's ACLs.
+    acl_checks(lab, report, log, &run.join("www"))?;
+
     // The speaker runs on until the figures are taken: they show the
     // learned route.
     let speaker = bgp_checks(lab, report, log)?;
