@@ -280,6 +280,16 @@ fn lab_variant(name: &str) -> (tempfile::TempDir, PathBuf) {
         .unwrap();
     let lab_dir = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
         .expect("copy the lab profiles");
+    // The Ed25519 pair, which the microvm pair extends.
+    let ed = lab_dir.join("ed25519");
+    std::fs::create_dir_all(&ed).unwrap();
+    for gw in testbed::lab::GATEWAYS {
+        std::fs::copy(
+            root().join(format!("profiles/lab/ed25519/{gw}.toml")),
+            ed.join(format!("{gw}.toml")),
+        )
+        .unwrap();
+    }
     let variant = lab_dir.join(name);
     std::fs::create_dir_all(&variant).unwrap();
     for gw in testbed::lab::GATEWAYS {
@@ -312,9 +322,49 @@ fn lab_variant(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// `appliance testbed test` on the variant `profiles/lab/NAME`: every check
 /// passes and the tunnel was keyed by IKEv2. Returns the temporary directory
 /// and the lab directory in it (consoles, report).
+///
+/// A run that failed with the lab's emulated-SVM signature on a gateway's
+/// console ([`emulated_svm_failure`]: only a microvm lab can show it) runs
+/// once more, loudly.
 fn test_variant(name: &str, label: &str) -> (tempfile::TempDir, PathBuf) {
     let (dir, variant) = lab_variant(name);
     let lab = dir.path().join("lab");
+    let (ok, stdout) = run_variant(&lab, &variant, label);
+    if !ok {
+        if let Some(why) = emulated_svm_failure(&lab) {
+            eprintln!(
+                "RETRY: testbed test ({label}) failed with the lab's emulated-SVM signature ({why}; docs/design/microvm.md, Known problem); it runs once more"
+            );
+            let _ = appliance(&["testbed", "down", "--lab", lab.to_str().unwrap()]);
+            let (ok, stdout) = run_variant(&lab, &variant, label);
+            return finish_variant(dir, lab, ok, &stdout, label);
+        }
+    }
+    finish_variant(dir, lab, ok, &stdout, label)
+}
+
+/// Whether a gateway console of `lab` shows the emulated SVM's known
+/// failure, and which: the gateway's kernel crashed in the SVM world switch,
+/// or a personality's VM stopped by itself with exit status 0 (its guest
+/// reset under `-no-reboot`; the init kills a VM only by signal).
+fn emulated_svm_failure(lab: &std::path::Path) -> Option<String> {
+    for gw in ["gw-a", "gw-b"] {
+        let console =
+            std::fs::read_to_string(lab.join(format!("{gw}.console.log"))).unwrap_or_default();
+        for l in console.lines() {
+            if l.contains("__svm_vcpu_run")
+                || (l.contains(": VM stopped: ") && l.contains("exit status 0"))
+            {
+                return Some(format!("{gw}: {}", l.trim()));
+            }
+        }
+    }
+    None
+}
+
+/// Runs `appliance testbed test` on `variant` in `lab`: whether it passed,
+/// and its standard output.
+fn run_variant(lab: &std::path::Path, variant: &std::path::Path, label: &str) -> (bool, String) {
     let args = [
         "testbed".to_string(),
         "test".into(),
@@ -332,33 +382,19 @@ fn test_variant(name: &str, label: &str) -> (tempfile::TempDir, PathBuf) {
         "appliance testbed test ({label}): {:.0} s",
         t.elapsed().as_secs_f64()
     );
-    assert!(out.status.success(), "testbed test ({label}) failed");
-    assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert!(stdout.contains("both ready → first ESP packet (IKEv2 keyed)"));
-    (dir, lab)
+    (out.status.success() && !stdout.contains("FAIL"), stdout)
 }
 
-/// The lab pair authenticating with Ed25519 signatures (`profiles/lab/ed25519`,
-/// pinned public keys) through the same checks: the testbed runs both of the
-/// lab's authentication methods, pre-shared keys above and signatures here.
-#[test]
-fn testbed_test_runs_the_ed25519_pair() {
-    let _s = serial();
-    let (_dir, lab) = test_variant("ed25519", "Ed25519");
-    // Both gateways authenticated their IKE SAs with signatures.
-    for (gw, peer) in [("gw-a", "gw-b"), ("gw-b", "gw-a")] {
-        let console = std::fs::read_to_string(lab.join(format!("{gw}.console.log")))
-            .unwrap_or_else(|e| panic!("{gw}.console.log: {e}"));
-        assert!(
-            console
-                .lines()
-                .any(|l| l.contains(&format!("established with fqdn:{peer}.lab"))
-                    && l.contains("authenticated by Ed25519 signatures")),
-            "{gw}: no IKE SA authenticated by Ed25519 in its console log"
-        );
-        assert!(!console.contains("authenticated by pre-shared key"), "{gw}");
-    }
-    assert_nothing_left(&lab);
+fn finish_variant(
+    dir: tempfile::TempDir,
+    lab: PathBuf,
+    ok: bool,
+    stdout: &str,
+    label: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    assert!(ok, "testbed test ({label}) failed:\n{stdout}");
+    assert!(stdout.contains("both ready → first ESP packet (IKEv2 keyed)"));
+    (dir, lab)
 }
 
 /// `appliance testbed test` on a lab forwarding in clear (`profiles/lab/NAME`,
@@ -472,18 +508,35 @@ fn testbed_test_runs_the_router_lab() {
 /// gateway on a machine with nested virtualisation and an IOMMU, each
 /// personality a KVM guest with its own kernel owning its e1000e by VFIO,
 /// the Viaduct their vhost-user back end. Every check of the pair passes,
-/// the fault included (black's VM killed and restarted by the init).
+/// the faults included (black's VM killed and restarted by the init; the
+/// Viaduct killed, both VMs restarted on its new ports).
 ///
-/// Not in the default run: in about two runs of five, black's VM restarted
-/// after `kill black` dies in its early boot again and again (the VMM exits
-/// 0, the guest says nothing) and the personality does not come back within
-/// the fault check's minutes; cause not found yet (docs/design/microvm.md,
-/// "Known problem"). Run it with `-- --ignored`.
+/// The pair authenticates with Ed25519 signatures (it extends
+/// `profiles/lab/ed25519`, pinned public keys): one boot runs the lab's
+/// second authentication method too, pre-shared keys being the default
+/// pair's.
+///
+/// The lab's SVM is QEMU 7.2's TCG emulation, which now and then delivers an
+/// interrupt wrongly around its world switch (docs/design/microvm.md, Known
+/// problem): a run that fails with that signature on a console runs once
+/// more, loudly (`RETRY:`).
 #[test]
-#[ignore = "black's VM restart after `kill black` fails intermittently in the nested lab: the TCG-emulated SVM world switch corrupts state (once the gateway's kernel crashed); docs/design/microvm.md, Known problem"]
 fn testbed_test_runs_the_microvm_pair() {
     let _s = serial();
     let (_dir, lab) = test_variant("microvm", "microvm");
+    // Both gateways authenticated their IKE SAs with signatures.
+    for (gw, peer) in [("gw-a", "gw-b"), ("gw-b", "gw-a")] {
+        let console = std::fs::read_to_string(lab.join(format!("{gw}.console.log")))
+            .unwrap_or_else(|e| panic!("{gw}.console.log: {e}"));
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains(&format!("established with fqdn:{peer}.lab"))
+                    && l.contains("authenticated by Ed25519 signatures")),
+            "{gw}: no IKE SA authenticated by Ed25519 in its console log"
+        );
+        assert!(!console.contains("authenticated by pre-shared key"), "{gw}");
+    }
     for (gw, n) in [("gw-a", 1), ("gw-b", 2)] {
         let console = std::fs::read_to_string(lab.join(format!("{gw}.console.log")))
             .unwrap_or_else(|e| panic!("{gw}.console.log: {e}"));
