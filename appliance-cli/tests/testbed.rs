@@ -280,16 +280,16 @@ fn lab_variant(name: &str) -> (tempfile::TempDir, PathBuf) {
         .unwrap();
     let lab_dir = testbed::lab::copy_lab_profiles(&root(), &dir.path().join("profiles"))
         .expect("copy the lab profiles");
-    // The Ed25519 pair, which the microvm pair extends.
-    let ed = lab_dir.join("ed25519");
-    std::fs::create_dir_all(&ed).unwrap();
-    for gw in testbed::lab::GATEWAYS {
-        std::fs::copy(
-            root().join(format!("profiles/lab/ed25519/{gw}.toml")),
-            ed.join(format!("{gw}.toml")),
-        )
-        .unwrap();
-    }
+    // The Ed25519 pair too: the microvm pair extends it.
+    copy_variant(&lab_dir, "ed25519");
+    let variant = copy_variant(&lab_dir, name);
+    (dir, variant)
+}
+
+/// Copies `profiles/lab/NAME` into `lab_dir/NAME`: both gateways' profiles,
+/// their locks (the pair's when the variant has none of its own) and the
+/// profiles they extend there; returns the copy.
+fn copy_variant(lab_dir: &std::path::Path, name: &str) -> PathBuf {
     let variant = lab_dir.join(name);
     std::fs::create_dir_all(&variant).unwrap();
     for gw in testbed::lab::GATEWAYS {
@@ -316,7 +316,7 @@ fn lab_variant(name: &str) -> (tempfile::TempDir, PathBuf) {
             std::fs::copy(&path, variant.join(file)).unwrap();
         }
     }
-    (dir, variant)
+    variant
 }
 
 /// `appliance testbed test` on the variant `profiles/lab/NAME`: every check
