@@ -96,7 +96,8 @@ fn ping_from(cmd: &mut std::process::Command, src: Ipv4Addr, to: Ipv4Addr) -> Re
 
 /// Packets the filter rule `name` matched in `dir` on `g`, read from a dump
 /// that has its lines whole (the relay may cut one, the console mangle
-/// one: asked for again, five times at most), and once `at_least` is given, again until it is reached.
+/// one: asked for again, five times at most), and, when `at_least` is
+/// given, asked for again until it is reached.
 fn rule_packets(
     lab: &Lab,
     g: &Gateway,
