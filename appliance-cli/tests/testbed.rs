@@ -329,18 +329,17 @@ fn copy_variant(lab_dir: &std::path::Path, name: &str) -> PathBuf {
 fn test_variant(name: &str, label: &str) -> (tempfile::TempDir, PathBuf) {
     let (dir, variant) = lab_variant(name);
     let lab = dir.path().join("lab");
-    let (ok, stdout) = run_variant(&lab, &variant, label);
-    if !ok {
-        if let Some(why) = emulated_svm_failure(&lab) {
-            eprintln!(
-                "RETRY: testbed test ({label}) failed with the lab's emulated-SVM signature ({why}; docs/design/microvm.md, Known problem); it runs once more"
-            );
-            let _ = appliance(&["testbed", "down", "--lab", lab.to_str().unwrap()]);
-            let (ok, stdout) = run_variant(&lab, &variant, label);
-            return finish_variant(dir, lab, ok, &stdout, label);
-        }
+    let (mut ok, mut stdout) = run_variant(&lab, &variant, label);
+    if let Some(why) = (!ok).then(|| emulated_svm_failure(&lab)).flatten() {
+        eprintln!(
+            "RETRY: testbed test ({label}) failed with the lab's emulated-SVM signature ({why}; docs/design/microvm.md, Known problem); it runs once more"
+        );
+        let _ = appliance(&["testbed", "down", "--lab", lab.to_str().unwrap()]);
+        (ok, stdout) = run_variant(&lab, &variant, label);
     }
-    finish_variant(dir, lab, ok, &stdout, label)
+    assert!(ok, "testbed test ({label}) failed:\n{stdout}");
+    assert!(stdout.contains("both ready → first ESP packet (IKEv2 keyed)"));
+    (dir, lab)
 }
 
 /// Whether a gateway console of `lab` shows the emulated SVM's known
@@ -383,18 +382,6 @@ fn run_variant(lab: &std::path::Path, variant: &std::path::Path, label: &str) ->
         t.elapsed().as_secs_f64()
     );
     (out.status.success() && !stdout.contains("FAIL"), stdout)
-}
-
-fn finish_variant(
-    dir: tempfile::TempDir,
-    lab: PathBuf,
-    ok: bool,
-    stdout: &str,
-    label: &str,
-) -> (tempfile::TempDir, PathBuf) {
-    assert!(ok, "testbed test ({label}) failed:\n{stdout}");
-    assert!(stdout.contains("both ready → first ESP packet (IKEv2 keyed)"));
-    (dir, lab)
 }
 
 /// `appliance testbed test` on a lab forwarding in clear (`profiles/lab/NAME`,
